@@ -1,0 +1,69 @@
+"""bgtransfer: durable background file transfers for asyncio.
+
+The public API is exactly what this module lists in ``__all__``; everything in a
+module whose name starts with an underscore is private and may change.
+"""
+
+from ._core.config import Configuration
+from ._core.events import (
+    CancelledEvent,
+    ErrorEvent,
+    FinishedEvent,
+    ProgressEvent,
+    TaskEvent,
+    TerminalEvent,
+)
+from ._core.progress import BufferStatistics
+from ._core.states import TaskState
+from ._engine.hub import EventStream
+from ._exceptions import (
+    BgTransferError,
+    HTTPStatusError,
+    IncompleteBodyError,
+    InvalidDestinationError,
+    InvalidRequestError,
+    InvalidURLError,
+    LocalFileError,
+    NetworkError,
+    ProtocolError,
+    SessionClosedError,
+    SessionError,
+    TransferError,
+    TransferTimeoutError,
+    UnsupportedSchemeError,
+)
+from ._session import Session, default_state_dir
+from ._task import DownloadTask
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "BgTransferError",
+    "BufferStatistics",
+    "CancelledEvent",
+    "Configuration",
+    "DownloadTask",
+    "ErrorEvent",
+    "EventStream",
+    "FinishedEvent",
+    "HTTPStatusError",
+    "IncompleteBodyError",
+    "InvalidDestinationError",
+    "InvalidRequestError",
+    "InvalidURLError",
+    "LocalFileError",
+    "NetworkError",
+    "ProgressEvent",
+    "ProtocolError",
+    "Session",
+    "SessionClosedError",
+    "SessionError",
+    "TaskEvent",
+    "TaskState",
+    "TerminalEvent",
+    "TransferError",
+    "TransferTimeoutError",
+    "UnsupportedSchemeError",
+    "__version__",
+    "default_state_dir",
+]

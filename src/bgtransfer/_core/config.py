@@ -1,0 +1,102 @@
+"""Session configuration: one frozen value, validated when built."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+
+__all__ = ["Configuration", "HeaderPairs", "normalize_headers"]
+
+HeaderPairs = tuple[tuple[str, str], ...]
+
+_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def normalize_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]] | None) -> HeaderPairs:
+    """Validate request headers and return them as an ordered tuple of pairs.
+
+    Raises :class:`TypeError` for non-string names or values and :class:`ValueError`
+    for a name that is not an HTTP token or a value holding CR, LF or NUL (header
+    injection).
+    """
+    if headers is None:
+        return ()
+    given: object = headers  # checked at run time: callers are not always type-checked
+    if isinstance(given, str | bytes) or not isinstance(given, Mapping | Iterable):
+        raise TypeError(f"headers must be a mapping of str to str, not {type(given).__name__}")
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    pairs: list[tuple[str, str]] = []
+    for item in items:
+        try:
+            name, value = item
+        except (TypeError, ValueError):
+            raise TypeError(f"headers must be (name, value) pairs, got {item!r}") from None
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise TypeError(f"header {name!r}: name and value must be str, got {value!r}")
+        if not name or not set(name) <= _TOKEN_CHARS:
+            raise ValueError(f"header name {name!r} is not a valid HTTP token")
+        if any(c in value for c in "\r\n\0"):
+            raise ValueError(f"header {name!r}: value must not contain CR, LF or NUL")
+        pairs.append((name, value))
+    return tuple(pairs)
+
+
+def _positive_int(instance: Any, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{attribute.name} must be an int, not {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{attribute.name} must be at least 1, got {value}")
+
+
+def _seconds(*, optional: bool, allow_zero: bool) -> Any:
+    def check(instance: Any, attribute: attrs.Attribute[float | None], value: float | None) -> None:
+        if value is None:
+            if optional:
+                return
+            raise TypeError(f"{attribute.name} must be a number of seconds, not None")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"{attribute.name} must be a number of seconds, not {type(value).__name__}")
+        if math.isnan(value) or value < 0 or (value == 0 and not allow_zero):
+            bound = "at least 0" if allow_zero else "greater than 0"
+            raise ValueError(f"{attribute.name} must be {bound} seconds, got {value}")
+
+    return check
+
+
+@attrs.frozen(kw_only=True)
+class Configuration:
+    """How a session behaves. Frozen: make a changed copy with :func:`attrs.evolve`.
+
+    Every field is validated when the value is built; a wrong type raises
+    :class:`TypeError`, a wrong value :class:`ValueError`.
+    """
+
+    max_connections_per_host: int = attrs.field(default=6, validator=_positive_int)
+    """Simultaneous connections to one origin (scheme, host, port); the
+    ``HTTPMaximumConnectionsPerHost`` analog. Tasks beyond it wait in creation order."""
+
+    max_concurrent_transfers: int = attrs.field(default=32, validator=_positive_int)
+    """Transfers running at once over all hosts; the rest wait in creation order."""
+
+    request_timeout: float | None = attrs.field(
+        default=60.0, validator=_seconds(optional=True, allow_zero=False)
+    )
+    """Seconds without a byte (connecting, waiting for headers, or mid-body) before the
+    attempt fails with ``TransferTimeoutError``. ``None`` waits forever."""
+
+    resource_timeout: float | None = attrs.field(
+        default=None, validator=_seconds(optional=True, allow_zero=False)
+    )
+    """Seconds the whole task may take. ``None`` (the default) never kills a long,
+    healthy download."""
+
+    headers: HeaderPairs = attrs.field(default=(), converter=normalize_headers)
+    """Headers sent with every request; a task's own headers override them by name."""
+
+    progress_interval: float = attrs.field(
+        default=0.1, validator=_seconds(optional=False, allow_zero=True)
+    )
+    """Minimum seconds between two progress events of one task (0: one per chunk)."""

@@ -1,0 +1,149 @@
+"""Connection-slot bookkeeping: who may transfer now. Pure; the engine does the I/O.
+
+Like httpcore's pool, this is synchronous code that *returns* what the I/O layer
+must do: :meth:`Supervisor.enqueue` and :meth:`Supervisor.release` return the task
+ids that may start now, and the engine spawns a coroutine for exactly those. A
+queued task therefore costs a deque entry, not a coroutine, however many wait.
+
+Rules:
+
+* at no moment does an origin have more active tasks than ``per_host_limit``
+  (each active task holds one connection), nor the session more than
+  ``total_limit``;
+* queued tasks start in creation order (task ids grow with creation) among those whose origin
+  has a free slot: a full origin never blocks another origin's tasks;
+* an origin may be *held back* until a given time (``Retry-After``); its tasks
+  stay queued.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Hashable
+
+import attrs
+
+__all__ = ["Supervisor", "SupervisorStatistics"]
+
+
+@attrs.frozen(kw_only=True)
+class SupervisorStatistics:
+    """A snapshot of the supervisor's queues."""
+
+    active: int
+    queued: int
+    active_by_origin: dict[Hashable, int]
+    queued_by_origin: dict[Hashable, int]
+
+
+class Supervisor:
+    """Per-origin and global connection slots with queues ordered by task id.
+
+    Task ids grow with creation, so ordering by id is creation order, and a task
+    that is suspended and resumed goes back to its place, not to the end.
+    """
+
+    def __init__(self, *, per_host_limit: int, total_limit: int) -> None:
+        if per_host_limit < 1 or total_limit < 1:
+            raise ValueError("limits must be at least 1")
+        self._per_host = per_host_limit
+        self._total = total_limit
+        # origin -> heap of queued task ids. Removal is lazy: an id that is no longer
+        # in self._queued (or is queued under another origin) is dropped when it
+        # reaches the top, so cancelling any of 10,000 queued tasks is O(1).
+        self._heaps: dict[Hashable, list[int]] = {}
+        self._queued: dict[int, Hashable] = {}
+        self._active: dict[int, Hashable] = {}
+        self._active_by_origin: dict[Hashable, int] = {}
+        self._held_until: dict[Hashable, float] = {}
+
+    # -- queries --------------------------------------------------------------
+
+    def is_active(self, task_id: int) -> bool:
+        return task_id in self._active
+
+    def is_queued(self, task_id: int) -> bool:
+        return task_id in self._queued
+
+    def statistics(self) -> SupervisorStatistics:
+        queued: dict[Hashable, int] = {}
+        for origin in self._queued.values():
+            queued[origin] = queued.get(origin, 0) + 1
+        return SupervisorStatistics(
+            active=len(self._active),
+            queued=len(self._queued),
+            active_by_origin={k: v for k, v in self._active_by_origin.items() if v},
+            queued_by_origin=queued,
+        )
+
+    def next_hold_expiry(self) -> float | None:
+        """The earliest time a held-back origin with queued tasks becomes free, if any."""
+        times = [t for origin, t in self._held_until.items() if self._head(origin) is not None]
+        return min(times) if times else None
+
+    # -- commands (each returns the task ids to start now) --------------------
+
+    def enqueue(self, task_id: int, origin: Hashable, *, now: float = 0.0) -> list[int]:
+        """Queue a task in creation (id) order; return the tasks to start now."""
+        if task_id in self._queued or task_id in self._active:
+            raise ValueError(f"task {task_id} is already scheduled")
+        heapq.heappush(self._heaps.setdefault(origin, []), task_id)
+        self._queued[task_id] = origin
+        return self._schedule(now)
+
+    def release(self, task_id: int, *, now: float = 0.0) -> list[int]:
+        """Free the slot of an active task (finished, failed, cancelled or suspended)."""
+        origin = self._active.pop(task_id)
+        self._active_by_origin[origin] -= 1
+        return self._schedule(now)
+
+    def remove(self, task_id: int, *, now: float = 0.0) -> list[int]:
+        """Forget a task wherever it is (queued or active); unknown ids are ignored."""
+        if task_id in self._active:
+            return self.release(task_id, now=now)
+        self._queued.pop(task_id, None)
+        return self._schedule(now)
+
+    def hold(self, origin: Hashable, until: float) -> None:
+        """Start no new task for ``origin`` before ``until`` (a Retry-After)."""
+        self._held_until[origin] = max(until, self._held_until.get(origin, until))
+
+    def poll(self, now: float) -> list[int]:
+        """Re-check held-back origins at ``now``; return tasks to start."""
+        return self._schedule(now)
+
+    # -- the one place that decides ---------------------------------------------
+
+    def _head(self, origin: Hashable) -> int | None:
+        heap = self._heaps.get(origin)
+        while heap:
+            task_id = heap[0]
+            if self._queued.get(task_id) == origin:
+                return task_id
+            heapq.heappop(heap)  # stale: removed, or started elsewhere
+        return None
+
+    def _schedule(self, now: float) -> list[int]:
+        started: list[int] = []
+        for origin, until in list(self._held_until.items()):
+            if until <= now:
+                del self._held_until[origin]
+        while len(self._active) < self._total:
+            best: Hashable | None = None
+            best_id = 0
+            for origin in self._heaps:
+                if origin in self._held_until:
+                    continue
+                if self._active_by_origin.get(origin, 0) >= self._per_host:
+                    continue
+                head = self._head(origin)
+                if head is not None and (best is None or head < best_id):
+                    best, best_id = origin, head
+            if best is None:
+                break
+            heapq.heappop(self._heaps[best])
+            del self._queued[best_id]
+            self._active[best_id] = best
+            self._active_by_origin[best] = self._active_by_origin.get(best, 0) + 1
+            started.append(best_id)
+        return started

@@ -1,0 +1,152 @@
+"""Fan-out of task events to any number of pull-based subscribers.
+
+The engine publishes each event once; every subscriber has its own
+:class:`~bgtransfer._core.progress.EventBuffer` (bounded, coalescing progress),
+so a slow reader never slows a transfer or another reader. Observers pull:
+:class:`EventStream` is an async iterator, there are no callbacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Iterable
+from types import TracebackType
+
+from .._core.events import ProgressEvent, TaskEvent, is_terminal
+from .._core.progress import BufferStatistics, EventBuffer
+
+__all__ = ["EventHub", "EventStream"]
+
+
+class EventStream:
+    """An async iterator over task events; see ``DownloadTask.events()`` and ``Session.events()``.
+
+    A task's stream ends after that task's terminal event; the session's stream
+    ends when the session closes. Leaving the ``async for`` early is fine; call
+    :meth:`aclose` (or use ``async with``) to unsubscribe at once rather than at
+    garbage collection.
+    """
+
+    def __init__(self, hub: EventHub, *, task_id: int | None) -> None:
+        self._hub = hub
+        self._task_id = task_id
+        self._buffer = EventBuffer()
+        self._wakeup = asyncio.Event()
+        self._closed = False  # no more events will be pushed
+        self._finished = False  # the reader has seen the end
+
+    # -- producer side (the hub) ------------------------------------------------
+
+    def _push(self, event: TaskEvent) -> None:
+        if self._closed:
+            return
+        self._buffer.push(event)
+        if self._task_id is not None and is_terminal(event):
+            self._closed = True
+        self._wakeup.set()
+
+    def _close(self) -> None:
+        self._closed = True
+        self._wakeup.set()
+
+    # -- consumer side ----------------------------------------------------------
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> TaskEvent:
+        while not self._buffer:
+            if self._closed or self._finished:
+                self._finish()
+                raise StopAsyncIteration
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        return self._buffer.pop()
+
+    async def aclose(self) -> None:
+        """Stop receiving events; buffered ones are discarded."""
+        self._finish()
+
+    async def __aenter__(self) -> EventStream:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def statistics(self) -> BufferStatistics:
+        """How this subscriber's buffer is doing (buffered, coalesced, delivered...)."""
+        return self._buffer.statistics()
+
+    def _finish(self) -> None:
+        if not self._finished:
+            self._finished = True
+            self._closed = True
+            self._hub._unsubscribe(self)
+
+
+class EventHub:
+    """Routes each published event to the task's subscribers and the session's."""
+
+    def __init__(self) -> None:
+        self._by_task: dict[int, weakref.WeakSet[EventStream]] = {}
+        self._all: weakref.WeakSet[EventStream] = weakref.WeakSet()
+        self._closed = False
+
+    def subscribe(self, task_id: int | None, backlog: Iterable[TaskEvent]) -> EventStream:
+        """A new stream for one task (or all, with None), first fed ``backlog``."""
+        stream = EventStream(self, task_id=task_id)
+        for event in backlog:
+            stream._push(event)
+        if task_id is None:
+            if self._closed:
+                stream._close()
+            else:
+                self._all.add(stream)
+        elif not stream._closed:
+            self._by_task.setdefault(task_id, weakref.WeakSet()).add(stream)
+        return stream
+
+    def publish(self, event: TaskEvent) -> None:
+        subscribers = self._by_task.get(event.task_id)
+        if subscribers:
+            for stream in list(subscribers):
+                stream._push(event)
+        if is_terminal(event):
+            self._by_task.pop(event.task_id, None)
+        for stream in list(self._all):
+            stream._push(event)
+
+    def close(self) -> None:
+        """End every stream (the session is closing)."""
+        self._closed = True
+        for streams in self._by_task.values():
+            for stream in list(streams):
+                stream._close()
+        for stream in list(self._all):
+            stream._close()
+        self._by_task.clear()
+        self._all.clear()
+
+    def _unsubscribe(self, stream: EventStream) -> None:
+        self._all.discard(stream)
+        if stream._task_id is not None:
+            subscribers = self._by_task.get(stream._task_id)
+            if subscribers is not None:
+                subscribers.discard(stream)
+
+
+def snapshot_progress(last: ProgressEvent | None) -> list[TaskEvent]:
+    """The backlog progress for a late subscriber: one event whose delta is the total so far."""
+    if last is None or last.total_bytes_written == 0:
+        return []
+    return [
+        ProgressEvent(
+            task_id=last.task_id,
+            bytes_written=last.total_bytes_written,
+            total_bytes_written=last.total_bytes_written,
+            total_bytes_expected=last.total_bytes_expected,
+        )
+    ]

@@ -1,0 +1,148 @@
+"""The exception tree. Every error bgtransfer raises or reports is one of these.
+
+::
+
+    BgTransferError                          (Exception)
+    ├── InvalidRequestError                  (+ ValueError)  wrong before any I/O
+    │   ├── InvalidURLError                  malformed URL, no host
+    │   ├── UnsupportedSchemeError           not http/https
+    │   └── InvalidDestinationError          destination directory missing, or claimed twice
+    ├── TransferError                        a transfer failed; carries .url
+    │   ├── HTTPStatusError                  the server answered 4xx/5xx; carries .status
+    │   ├── NetworkError                     (+ ConnectionError) refused, reset, DNS, TLS
+    │   │   └── IncompleteBodyError          the body ended before its announced length
+    │   ├── ProtocolError                    the server broke HTTP rules we rely on
+    │   ├── TransferTimeoutError             (+ TimeoutError) no byte for request_timeout,
+    │   │                                     or the whole task past resource_timeout
+    │   └── LocalFileError                   (+ OSError) disk full, permission denied...
+    └── SessionError                         (+ RuntimeError) the session was misused
+        └── SessionClosedError               the session is not open
+
+Errors split the way h11 splits them: :class:`InvalidRequestError` and
+:class:`SessionError` mean "you called us wrong" and are raised at the call;
+every :class:`TransferError` means "the world went wrong" and arrives as the
+``error`` of an :class:`~bgtransfer.ErrorEvent` (and is raised by
+``task.wait()``). aiohttp and OS exceptions never escape: they are translated
+in one place (``bgtransfer._io.errors``) with ``raise ... from exc`` so the
+original stays on ``__cause__``.
+
+Cancellation is not an error: a cancelled task ends with a ``CancelledEvent``.
+"""
+
+from __future__ import annotations
+
+import os as _os
+
+__all__ = [
+    "BgTransferError",
+    "HTTPStatusError",
+    "IncompleteBodyError",
+    "InvalidDestinationError",
+    "InvalidRequestError",
+    "InvalidURLError",
+    "LocalFileError",
+    "NetworkError",
+    "ProtocolError",
+    "SessionClosedError",
+    "SessionError",
+    "TransferError",
+    "TransferTimeoutError",
+    "UnsupportedSchemeError",
+]
+
+
+class BgTransferError(Exception):
+    """Root of every exception bgtransfer raises or reports."""
+
+
+# --- "you called us wrong" -------------------------------------------------
+
+
+class InvalidRequestError(BgTransferError, ValueError):
+    """An argument is wrong before any I/O happens; raised at the call."""
+
+
+class InvalidURLError(InvalidRequestError):
+    """The URL cannot be parsed or has no host."""
+
+
+class UnsupportedSchemeError(InvalidRequestError):
+    """The URL's scheme is not one bgtransfer can download (http, https)."""
+
+
+class InvalidDestinationError(InvalidRequestError):
+    """The destination's directory does not exist, or another task claims the same path."""
+
+
+class SessionError(BgTransferError, RuntimeError):
+    """The session was used in a way its state does not allow."""
+
+
+class SessionClosedError(SessionError):
+    """The session is not open (not entered yet, or already closed)."""
+
+
+# --- "the world went wrong" ------------------------------------------------
+
+
+class TransferError(BgTransferError):
+    """A transfer failed. ``url`` names what was being fetched; ``str()`` names the cause."""
+
+    url: str
+
+    def __init__(self, message: str, *, url: str) -> None:
+        super().__init__(f"{url}: {message}")
+        self.url = url
+
+
+class HTTPStatusError(TransferError):
+    """The server answered with a status that is not a success (4xx, 5xx, or unexpected)."""
+
+    status: int
+    reason: str
+
+    def __init__(self, status: int, reason: str = "", *, url: str) -> None:
+        self.status = status
+        self.reason = reason
+        text = f"HTTP {status} {reason}".rstrip()
+        super().__init__(text, url=url)
+
+
+class NetworkError(TransferError, ConnectionError):
+    """The connection could not be made or was lost."""
+
+
+class IncompleteBodyError(NetworkError):
+    """The body ended before the length the server announced (a truncated transfer)."""
+
+
+class ProtocolError(TransferError):
+    """The server's answer breaks an HTTP rule the download relies on."""
+
+
+class TransferTimeoutError(TransferError, TimeoutError):
+    """No byte arrived for ``request_timeout`` seconds, or the task outlived ``resource_timeout``."""
+
+
+class LocalFileError(TransferError, OSError):
+    """Reading or writing a local file failed (disk full, permission denied, ...).
+
+    ``errno`` and ``filename`` are those of the underlying :class:`OSError`.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str,
+        errno: int | None = None,
+        filename: str | None = None,
+    ) -> None:
+        TransferError.__init__(self, message, url=url)
+        self.errno = errno
+        self.filename = filename
+        self.strerror = _os.strerror(errno) if errno is not None else None
+
+    def __str__(self) -> str:
+        # OSError.__str__ would format "[Errno N] ..." from args; keep our message.
+        return str(self.args[0]) if self.args else ""

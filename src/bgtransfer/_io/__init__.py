@@ -1,0 +1,1 @@
+"""The I/O shell: aiohttp requests, aiofiles writes, file moves, error translation."""

@@ -1,0 +1,95 @@
+"""The one boundary where aiohttp, asyncio and OS exceptions become bgtransfer's.
+
+Everything below this line speaks aiohttp and ``OSError``; everything above it
+sees only :class:`~bgtransfer.TransferError` subclasses, each naming the URL and
+the cause, with the original exception on ``__cause__``.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import aiohttp
+
+from .._exceptions import (
+    IncompleteBodyError,
+    LocalFileError,
+    NetworkError,
+    ProtocolError,
+    TransferError,
+    TransferTimeoutError,
+)
+
+__all__ = ["file_error", "map_errors", "translate"]
+
+_FILE_CAUSES = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOENT: "no such file or directory",
+    errno.EROFS: "read-only file system",
+    errno.EISDIR: "is a directory",
+    errno.ENOTDIR: "not a directory",
+}
+
+
+def file_error(exc: OSError, *, url: str, action: str, path: object) -> LocalFileError:
+    """A :class:`LocalFileError` for an ``OSError`` met while doing ``action`` on ``path``."""
+    cause = _FILE_CAUSES.get(exc.errno or 0) or exc.strerror or str(exc)
+    return LocalFileError(
+        f"cannot {action} {path}: {cause}",
+        url=url,
+        errno=exc.errno,
+        filename=str(path),
+    )
+
+
+def translate(exc: BaseException, *, url: str, request_timeout: float | None) -> TransferError | None:
+    """The bgtransfer error for a foreign exception, or None if it is not ours to translate.
+
+    Cancellation and programming errors are never translated.
+    """
+    if isinstance(exc, TransferError):
+        return exc
+    if isinstance(exc, aiohttp.TooManyRedirects):
+        return ProtocolError(f"too many redirects (last status {exc.status})", url=url)
+    if isinstance(exc, aiohttp.ClientResponseError):
+        # Statuses are judged by the core (we never call raise_for_status), so a
+        # ClientResponseError here means aiohttp could not parse the answer.
+        return ProtocolError(f"malformed response: {exc.message}", url=url)
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return IncompleteBodyError(f"the body was cut short ({_reason(exc)})", url=url)
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return IncompleteBodyError("the server closed the connection before the body ended", url=url)
+    if isinstance(exc, aiohttp.ServerTimeoutError | TimeoutError):
+        # aiohttp raises these for sock_connect/sock_read, i.e. request_timeout.
+        return TransferTimeoutError(f"no data for {request_timeout} seconds (request_timeout)", url=url)
+    if isinstance(exc, aiohttp.InvalidURL):
+        return ProtocolError(f"invalid URL in response or redirect: {exc}", url=url)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return NetworkError(f"cannot connect to {exc.host}:{exc.port}: {_reason(exc.os_error)}", url=url)
+    if isinstance(exc, aiohttp.ClientOSError | ConnectionError):
+        return NetworkError(f"connection failed: {_reason(exc)}", url=url)
+    if isinstance(exc, aiohttp.ClientError):
+        return NetworkError(f"{type(exc).__name__}: {_reason(exc)}", url=url)
+    return None
+
+
+@contextmanager
+def map_errors(*, url: str, request_timeout: float | None) -> Iterator[None]:
+    """Translate foreign exceptions raised in the block; let everything else through."""
+    try:
+        yield
+    except Exception as exc:
+        mapped = translate(exc, url=url, request_timeout=request_timeout)
+        if mapped is None or mapped is exc:
+            raise
+        raise mapped from exc
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text or type(exc).__name__

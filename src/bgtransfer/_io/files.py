@@ -1,0 +1,85 @@
+"""Local files: private directories, partial files, the atomic move into place.
+
+Blocking calls run in a worker thread (via :mod:`anyio.to_thread` or aiofiles),
+never on the event loop, except the cheap ``stat``-sized checks done at submit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import anyio.to_thread
+
+__all__ = [
+    "PRIVATE_DIR_MODE",
+    "PRIVATE_FILE_MODE",
+    "make_private_dir",
+    "move_into_place",
+    "private_opener",
+    "remove_quietly",
+]
+
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+
+
+def make_private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) and make it 0700 whatever the umask."""
+    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+    os.chmod(path, PRIVATE_DIR_MODE)
+    return path
+
+
+def private_opener(path: str, flags: int) -> int:
+    """An ``opener`` for :func:`open` that creates files 0600 whatever the umask."""
+    fd = os.open(path, flags, PRIVATE_FILE_MODE)
+    try:
+        os.fchmod(fd, PRIVATE_FILE_MODE)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _move_sync(partial: Path, destination: Path) -> None:
+    try:
+        os.replace(partial, destination)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    # Another file system: copy next to the destination under a temporary name,
+    # then rename there, so the destination is never seen half-written.
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{destination.name}.", suffix=".bgtransfer-tmp", dir=destination.parent
+    )
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out, partial.open("rb") as src:
+            shutil.copyfileobj(src, out, 1024 * 1024)
+        os.replace(tmp, destination)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    partial.unlink(missing_ok=True)
+
+
+async def move_into_place(partial: Path, destination: Path) -> None:
+    """Move a finished partial file to ``destination`` atomically.
+
+    Same file system: one ``os.replace``. Another file system: a copy to a
+    temporary file beside the destination and a rename there. Either way the
+    destination holds the old file or the whole new one, never a partial one.
+    """
+    await anyio.to_thread.run_sync(_move_sync, partial, destination)
+
+
+async def remove_quietly(path: Path) -> None:
+    """Delete ``path`` if it exists; errors are ignored (best-effort cleanup)."""
+    with contextlib.suppress(OSError):
+        await anyio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))

@@ -1,0 +1,152 @@
+"""One HTTP GET streamed into a partial file: the thin aiohttp/aiofiles shell.
+
+The core decides (``check_response``); this module only moves bytes. Reading the
+socket and writing the file overlap: while one write runs in aiofiles' worker
+thread, arriving chunks gather in memory and go out as the next single write.
+A slow disk thus batches writes instead of stalling the socket, a slow network
+still gets each chunk written promptly, and the gathering buffer is bounded
+(``MAX_PENDING_BYTES``): past it the reader waits for the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol
+
+import aiofiles
+import aiohttp
+import anyio
+from aiofiles.threadpool.binary import AsyncBufferedIOBase
+
+from .._core.response import ResponseInfo, check_response
+from .._exceptions import IncompleteBodyError
+from .errors import file_error, map_errors
+from .files import private_opener
+
+__all__ = ["MAX_PENDING_BYTES", "TransferSink", "fetch_to_file"]
+
+MAX_PENDING_BYTES = 8 * 1024 * 1024
+"""Bytes received but not yet handed to the disk, at most, per transfer."""
+
+
+class TransferSink(Protocol):
+    """Where a transfer reports what happens (the engine's task record)."""
+
+    def response_received(self, info: ResponseInfo) -> None: ...
+
+    def bytes_written(self, nbytes: int) -> None: ...
+
+
+async def fetch_to_file(
+    client: aiohttp.ClientSession,
+    *,
+    url: str,
+    headers: Mapping[str, str],
+    partial: Path,
+    request_timeout: float | None,
+    sink: TransferSink,
+) -> ResponseInfo:
+    """GET ``url`` and write the whole body to ``partial`` (created 0600, truncated).
+
+    Returns the response's :class:`ResponseInfo` once every byte is on disk and the
+    length matches Content-Length; raises a :class:`~bgtransfer.TransferError`
+    otherwise. Redirects are followed by aiohttp.
+    """
+    timeout = aiohttp.ClientTimeout(
+        total=None, connect=None, sock_connect=request_timeout, sock_read=request_timeout
+    )
+    with map_errors(url=url, request_timeout=request_timeout):
+        async with client.get(url, headers=dict(headers), timeout=timeout) as response:
+            info = check_response(
+                url,
+                response.status,
+                response.reason or "",
+                {name.lower(): value for name, value in response.headers.items()},
+            )
+            sink.response_received(info)
+            written = await _stream_body(response, partial, sink, url)
+    if info.expected_length is not None and written != info.expected_length:
+        # aiohttp normally raises ClientPayloadError first; this is the backstop.
+        raise IncompleteBodyError(
+            f"received {written} of {info.expected_length} bytes announced by Content-Length", url=url
+        )
+    return info
+
+
+async def _stream_body(
+    response: aiohttp.ClientResponse, partial: Path, sink: TransferSink, url: str
+) -> int:
+    try:
+        file = await aiofiles.open(partial, "wb", opener=private_opener)
+    except OSError as exc:
+        raise file_error(exc, url=url, action="create partial file", path=partial) from exc
+    writer = _OverlappedWriter(file, sink, url=url, path=partial)
+    try:
+        async for chunk in response.content.iter_any():
+            await writer.add(chunk)
+        await writer.flush()
+    finally:
+        await writer.aclose()
+    return writer.written
+
+
+class _OverlappedWriter:
+    """Writes gathered chunks while the next ones arrive; at most one write in flight."""
+
+    def __init__(self, file: AsyncBufferedIOBase, sink: TransferSink, *, url: str, path: Path):
+        self._file = file
+        self._sink = sink
+        self._url = url
+        self._path = path
+        self._pending = bytearray()
+        self._inflight: asyncio.Future[int] | None = None
+        self.written = 0
+
+    async def add(self, chunk: bytes) -> None:
+        self._pending += chunk
+        if self._inflight is not None:
+            if not self._inflight.done() and len(self._pending) < MAX_PENDING_BYTES:
+                return
+            await self._settle()
+        self._launch()
+
+    async def flush(self) -> None:
+        await self._settle()
+        if self._pending:
+            self._launch()
+            await self._settle()
+        try:
+            await self._file.flush()
+        except OSError as exc:
+            raise file_error(exc, url=self._url, action="write", path=self._path) from exc
+
+    async def aclose(self) -> None:
+        """Wait for a write still in flight (even when cancelled), then close the file."""
+        with anyio.CancelScope(shield=True):
+            if self._inflight is not None:
+                await asyncio.wait([self._inflight])
+                if not self._inflight.cancelled():
+                    self._inflight.exception()  # retrieved; the error, if any, was raised already
+            try:
+                await self._file.close()
+            except OSError as exc:
+                raise file_error(exc, url=self._url, action="close", path=self._path) from exc
+
+    def _launch(self) -> None:
+        data, self._pending = self._pending, bytearray()
+        self._inflight = asyncio.ensure_future(self._file.write(data))
+
+    async def _settle(self) -> None:
+        if self._inflight is None:
+            return
+        try:
+            # Shielded: cancelling the transfer must not abandon a write that a
+            # worker thread is still doing; aclose() waits for it instead.
+            nbytes = await asyncio.shield(self._inflight)
+        except OSError as exc:
+            raise file_error(exc, url=self._url, action="write", path=self._path) from exc
+        self._inflight = None
+        self.written += nbytes
+        self._sink.bytes_written(nbytes)

@@ -1,0 +1,215 @@
+"""``Session``: the application's front door to the engine."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from types import TracebackType
+
+import anyio
+
+from ._core.config import Configuration, normalize_headers
+from ._core.naming import validate_identifier
+from ._engine.engine import Engine
+from ._engine.hub import EventStream
+from ._exceptions import SessionClosedError, SessionError
+from ._io.files import make_private_dir
+from ._task import DownloadTask
+
+__all__ = ["STATE_DIR_ENV", "Session", "default_state_dir"]
+
+STATE_DIR_ENV = "BGTRANSFER_STATE_DIR"
+
+
+def default_state_dir() -> Path:
+    """Where background sessions keep their files unless told otherwise.
+
+    ``$BGTRANSFER_STATE_DIR`` if set; otherwise the platform's per-user state
+    directory: ``$XDG_STATE_HOME/bgtransfer`` (default ``~/.local/state/bgtransfer``)
+    on Linux and other Unixes, ``~/Library/Application Support/bgtransfer`` on
+    macOS, ``%LOCALAPPDATA%\\bgtransfer`` on Windows.
+    """
+    override = os.environ.get(STATE_DIR_ENV)
+    if override:
+        return Path(override).expanduser()
+    home = Path.home()
+    if sys.platform == "darwin":
+        return home / "Library" / "Application Support" / "bgtransfer"
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA")
+        return (Path(base) if base else home / "AppData" / "Local") / "bgtransfer"
+    xdg = os.environ.get("XDG_STATE_HOME")
+    return (Path(xdg) if xdg else home / ".local" / "state") / "bgtransfer"
+
+
+class Session:
+    """A named (background) or ephemeral download session; use with ``async with``.
+
+    ``Session("com.example.bg")`` keeps its files under ``state_dir/<identifier>/``:
+    partial files in ``partials/`` and, for downloads given no destination, the
+    finished files in ``downloads/``. ``Session()`` is ephemeral: its directory is
+    a fresh temporary one; the partials go with the session, files downloaded
+    without a destination stay (``FinishedEvent.location`` says where).
+
+    Leaving the ``async with`` block cancels the tasks that have not ended (each
+    ends with a ``CancelledEvent``). To wait for them instead, call
+    :meth:`finish_tasks_and_invalidate` first.
+    """
+
+    def __init__(
+        self,
+        identifier: str | None = None,
+        *,
+        config: Configuration | None = None,
+        state_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        if identifier is not None:
+            validate_identifier(identifier)
+        if config is None:
+            config = Configuration()
+        elif not isinstance(config, Configuration):
+            raise TypeError(f"config must be a bgtransfer.Configuration, not {type(config).__name__}")
+        if state_dir is not None and not isinstance(state_dir, str | os.PathLike):
+            raise TypeError(f"state_dir must be a str or os.PathLike, not {type(state_dir).__name__}")
+        self._identifier = identifier
+        self._config = config
+        self._state_dir = Path(state_dir).expanduser() if state_dir is not None else None
+        self._directory: Path | None = None
+        self._engine: Engine | None = None
+        self._entered = False
+
+    # -- properties ---------------------------------------------------------------
+
+    @property
+    def identifier(self) -> str | None:
+        """The background identifier, or None for an ephemeral session."""
+        return self._identifier
+
+    @property
+    def config(self) -> Configuration:
+        return self._config
+
+    @property
+    def directory(self) -> Path:
+        """The session's own directory (``state_dir/<identifier>`` or a temporary one)."""
+        if self._directory is None:
+            raise SessionClosedError("the session is not open")
+        return self._directory
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def __aenter__(self) -> Session:
+        if self._entered:
+            raise SessionError("a Session can be entered only once; make a new one")
+        self._entered = True
+        directory = self._make_directory()
+        partials = make_private_dir(directory / "partials")
+        downloads = make_private_dir(directory / "downloads")
+        engine = Engine(config=self._config, downloads_dir=downloads, partials_dir=partials)
+        await engine.__aenter__()
+        self._directory, self._engine = directory, engine
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        engine = self._require_engine()
+        try:
+            return await engine.__aexit__(exc_type, exc, tb)
+        finally:
+            if self._identifier is None and self._directory is not None:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(_remove_ephemeral, self._directory)
+
+    def _make_directory(self) -> Path:
+        if self._identifier is None:
+            parent = make_private_dir(self._state_dir) if self._state_dir is not None else None
+            return Path(tempfile.mkdtemp(prefix="bgtransfer-", dir=parent))
+        base = self._state_dir if self._state_dir is not None else default_state_dir()
+        return make_private_dir(base / self._identifier)
+
+    def _require_engine(self) -> Engine:
+        if self._engine is None:
+            raise SessionClosedError("the session is not open; use 'async with Session(...)'")
+        return self._engine
+
+    # -- tasks ----------------------------------------------------------------------
+
+    async def download(
+        self,
+        url: str,
+        destination: str | os.PathLike[str] | None = None,
+        *,
+        description: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> DownloadTask:
+        """Start downloading ``url``; return its task at once (it may wait for a slot).
+
+        The body streams to a partial file in the session directory and is moved
+        atomically to ``destination`` when complete; a task that fails or is
+        cancelled never leaves anything at ``destination``. ``destination`` may be
+        a file path (its directory must exist; an existing file is replaced on
+        success), an existing directory, or None (the session's ``downloads/``); in
+        the last two cases the name comes from the URL, made unique (``name (1).ext``).
+
+        Raises at the call, before any I/O, for wrong arguments:
+        :class:`TypeError`, :class:`~bgtransfer.InvalidURLError`,
+        :class:`~bgtransfer.UnsupportedSchemeError`,
+        :class:`~bgtransfer.InvalidDestinationError` (all ``ValueError``), and
+        :class:`~bgtransfer.SessionClosedError` when the session is not open.
+        Everything that goes wrong later arrives as the task's ``ErrorEvent``.
+        """
+        engine = self._require_engine()
+        if description is not None and not isinstance(description, str):
+            raise TypeError(f"description must be a str or None, not {type(description).__name__}")
+        record = engine.submit(url, destination, description=description, headers=normalize_headers(headers))
+        return DownloadTask(engine, record)
+
+    def tasks(self) -> list[DownloadTask]:
+        """Every task made in this session, in creation order."""
+        engine = self._require_engine()
+        return [DownloadTask(engine, record) for record in engine.records()]
+
+    def events(self) -> EventStream:
+        """One merged stream of every task's events, present and future.
+
+        It starts with what a late subscriber missed (per task: the progress so far
+        and the terminal event if ended) and ends when the session closes.
+        """
+        return self._require_engine().subscribe(None)
+
+    async def finish_tasks_and_invalidate(self) -> None:
+        """Accept no new task and wait until every task has ended."""
+        engine = self._require_engine()
+        engine.invalidate()
+        for record in engine.records():
+            await record.done.wait()
+
+    async def invalidate_and_cancel(self) -> None:
+        """Accept no new task, cancel every task that has not ended, and wait for them."""
+        engine = self._require_engine()
+        engine.invalidate()
+        for record in engine.records():
+            engine.cancel(record.id)
+        for record in engine.records():
+            await record.done.wait()
+
+    def __repr__(self) -> str:
+        kind = repr(self._identifier) if self._identifier is not None else "ephemeral"
+        return f"<Session {kind}>"
+
+
+def _remove_ephemeral(directory: Path) -> None:
+    shutil.rmtree(directory / "partials", ignore_errors=True)
+    downloads = directory / "downloads"
+    try:
+        downloads.rmdir()  # only when empty: finished files are the user's
+        directory.rmdir()
+    except OSError:
+        pass

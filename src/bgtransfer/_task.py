@@ -1,0 +1,104 @@
+"""``DownloadTask``: the handle an application holds for one transfer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, final
+
+from ._core.events import CancelledEvent, ErrorEvent, FinishedEvent
+from ._core.states import TaskState
+
+if TYPE_CHECKING:
+    from ._engine.engine import Engine, TaskRecord
+    from ._engine.hub import EventStream
+
+__all__ = ["DownloadTask"]
+
+
+@final
+class DownloadTask:
+    """One download in a session. Made by :meth:`Session.download`, never directly.
+
+    Attributes read the live state of the task; they never block.
+    """
+
+    __slots__ = ("_engine", "_record")
+
+    def __init__(self, engine: Engine, record: TaskRecord) -> None:
+        self._engine = engine
+        self._record = record
+
+    @property
+    def id(self) -> int:
+        """Unique within the session; grows with creation order."""
+        return self._record.id
+
+    @property
+    def url(self) -> str:
+        return self._record.url
+
+    @property
+    def description(self) -> str | None:
+        """The application's label for the task (``taskDescription``)."""
+        return self._record.description
+
+    @property
+    def destination(self) -> Path:
+        """Where the file will be (and, once finished, is)."""
+        return self._record.destination
+
+    @property
+    def state(self) -> TaskState:
+        return self._record.state
+
+    @property
+    def bytes_received(self) -> int:
+        """Bytes written to the partial file so far (``countOfBytesReceived``)."""
+        return self._record.bytes_received
+
+    @property
+    def bytes_expected(self) -> int | None:
+        """The body's length once the response arrived; None while unknown (``countOfBytesExpectedToReceive``)."""
+        return self._record.bytes_expected
+
+    @property
+    def result(self) -> FinishedEvent | ErrorEvent | CancelledEvent | None:
+        """The terminal event once the task has ended, else None."""
+        return self._record.terminal
+
+    def events(self) -> EventStream:
+        """A new async iterator over this task's events, ending after its terminal event.
+
+        Each call is an independent subscriber with its own bounded buffer. A late
+        subscriber first receives one progress event with the total so far and,
+        if the task has already ended, its terminal event.
+        """
+        return self._engine.subscribe(self._record.id)
+
+    async def wait(self) -> FinishedEvent | CancelledEvent:
+        """Wait until the task ends; return its Finished/Cancelled event or raise its error.
+
+        A failed task raises its :class:`~bgtransfer.TransferError` (naming the URL
+        and the cause). Cancellation is an outcome, not an error: a cancelled task
+        returns its :class:`CancelledEvent`.
+        """
+        await self._record.done.wait()
+        terminal = self._record.terminal
+        assert terminal is not None
+        if isinstance(terminal, ErrorEvent):
+            raise terminal.error
+        return terminal
+
+    async def cancel(self) -> None:
+        """Stop the task and wait until it has ended.
+
+        The task ends with a ``CancelledEvent`` and its partial file is removed.
+        Cancelling a task that has already ended does nothing (a finished file stays
+        finished, even when the finish won a race with this call).
+        """
+        self._engine.cancel(self._record.id)
+        await self._record.done.wait()
+
+    def __repr__(self) -> str:
+        label = f" {self.description!r}" if self.description else ""
+        return f"<DownloadTask {self.id}{label} {self.state.value} {self.url}>"
