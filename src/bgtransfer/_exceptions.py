@@ -121,7 +121,7 @@ class ProtocolError(TransferError):
 
 
 class TransferTimeoutError(TransferError, TimeoutError):
-    """No byte arrived for ``request_timeout`` seconds, or the task outlived ``resource_timeout``."""
+    """No byte for ``request_timeout`` seconds, or the task outlived ``resource_timeout``."""
 
 
 class LocalFileError(TransferError, OSError):

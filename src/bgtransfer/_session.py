@@ -71,9 +71,13 @@ class Session:
         if config is None:
             config = Configuration()
         elif not isinstance(config, Configuration):
-            raise TypeError(f"config must be a bgtransfer.Configuration, not {type(config).__name__}")
+            raise TypeError(
+                f"config must be a bgtransfer.Configuration, not {type(config).__name__}"
+            )
         if state_dir is not None and not isinstance(state_dir, str | os.PathLike):
-            raise TypeError(f"state_dir must be a str or os.PathLike, not {type(state_dir).__name__}")
+            raise TypeError(
+                f"state_dir must be a str or os.PathLike, not {type(state_dir).__name__}"
+            )
         self._identifier = identifier
         self._config = config
         self._state_dir = Path(state_dir).expanduser() if state_dir is not None else None
@@ -168,7 +172,9 @@ class Session:
         engine = self._require_engine()
         if description is not None and not isinstance(description, str):
             raise TypeError(f"description must be a str or None, not {type(description).__name__}")
-        record = engine.submit(url, destination, description=description, headers=normalize_headers(headers))
+        record = engine.submit(
+            url, destination, description=description, headers=normalize_headers(headers)
+        )
         return DownloadTask(engine, record)
 
     def tasks(self) -> list[DownloadTask]:

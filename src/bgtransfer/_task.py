@@ -58,7 +58,7 @@ class DownloadTask:
 
     @property
     def bytes_expected(self) -> int | None:
-        """The body's length once the response arrived; None while unknown (``countOfBytesExpectedToReceive``)."""
+        """The body's length once known, else None (``countOfBytesExpectedToReceive``)."""
         return self._record.bytes_expected
 
     @property

@@ -12,7 +12,9 @@ __all__ = ["Configuration", "HeaderPairs", "normalize_headers"]
 
 HeaderPairs = tuple[tuple[str, str], ...]
 
-_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_TOKEN_CHARS = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
 
 
 def normalize_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]] | None) -> HeaderPairs:
@@ -58,7 +60,9 @@ def _seconds(*, optional: bool, allow_zero: bool) -> Any:
                 return
             raise TypeError(f"{attribute.name} must be a number of seconds, not None")
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TypeError(f"{attribute.name} must be a number of seconds, not {type(value).__name__}")
+            raise TypeError(
+                f"{attribute.name} must be a number of seconds, not {type(value).__name__}"
+            )
         if math.isnan(value) or value < 0 or (value == 0 and not allow_zero):
             bound = "at least 0" if allow_zero else "greater than 0"
             raise ValueError(f"{attribute.name} must be {bound} seconds, got {value}")

@@ -63,7 +63,9 @@ def parse_url(url: object) -> tuple[str, Origin]:
     if not scheme:
         raise InvalidURLError(f"{text!r}: URL has no scheme (expected http:// or https://)")
     if scheme not in _DEFAULT_PORTS:
-        raise UnsupportedSchemeError(f"{text!r}: scheme {scheme!r} is not supported (use http or https)")
+        raise UnsupportedSchemeError(
+            f"{text!r}: scheme {scheme!r} is not supported (use http or https)"
+        )
     host = (parts.hostname or "").lower()
     if not host:
         raise InvalidURLError(f"{text!r}: URL has no host")
@@ -78,7 +80,9 @@ def validate_identifier(identifier: object) -> str:
     control character, and not starting with a dot.
     """
     if not isinstance(identifier, str):
-        raise TypeError(f"session identifier must be a str or None, not {type(identifier).__name__}")
+        raise TypeError(
+            f"session identifier must be a str or None, not {type(identifier).__name__}"
+        )
     if not identifier:
         raise ValueError("session identifier must not be empty")
     if len(identifier) > MAX_IDENTIFIER_LENGTH:
@@ -115,7 +119,7 @@ def filename_from_url(url: str) -> str:
         return _FALLBACK_NAME
     encoded = name.encode("utf-8")
     if len(encoded) > _MAX_NAME_BYTES:
-        stem, dot, suffix = name.rpartition(".")
+        _, dot, suffix = name.rpartition(".")
         keep = suffix if dot and len(suffix) <= 16 else ""
         budget = _MAX_NAME_BYTES - len(keep.encode()) - (1 if keep else 0)
         head = encoded[:budget].decode("utf-8", "ignore")

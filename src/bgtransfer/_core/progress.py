@@ -27,7 +27,9 @@ __all__ = ["BufferStatistics", "EventBuffer", "ProgressThrottle"]
 class ProgressThrottle:
     """Accumulates bytes and emits a :class:`ProgressEvent` at most once per interval."""
 
-    def __init__(self, task_id: int, *, interval: float, total: int = 0, expected: int | None = None):
+    def __init__(
+        self, task_id: int, *, interval: float, total: int = 0, expected: int | None = None
+    ):
         self._task_id = task_id
         self._interval = interval
         self._total = total
@@ -104,7 +106,11 @@ class EventBuffer:
         # The task's newest slot still unread; merging into it keeps the order of
         # that task's events because nothing of the task follows it.
         last = self._last_of_task.get(event.task_id)
-        if isinstance(event, ProgressEvent) and last is not None and isinstance(last.event, ProgressEvent):
+        if (
+            isinstance(event, ProgressEvent)
+            and last is not None
+            and isinstance(last.event, ProgressEvent)
+        ):
             last.event = merge_progress(last.event, event)
             self._coalesced += 1
             return

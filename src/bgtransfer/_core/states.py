@@ -14,7 +14,15 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
 
-__all__ = ["TRANSITIONS", "Input", "InvalidTransition", "TaskState", "mermaid_diagram", "transition"]
+__all__ = [
+    "TRANSITIONS",
+    "Input",
+    "InvalidTransition",
+    "TaskState",
+    "markdown_table",
+    "mermaid_diagram",
+    "transition",
+]
 
 
 class TaskState(enum.Enum):
@@ -69,7 +77,7 @@ TRANSITIONS: Final[Mapping[tuple[TaskState, Input], TaskState]] = MappingProxyTy
 """``(state, input) -> next state``. A pair that is absent is a bug in the caller."""
 
 
-class InvalidTransition(RuntimeError):  # noqa: N818 -- names the event, like h11's LocalProtocolError
+class InvalidTransition(RuntimeError):
     """The engine fed the state machine an input its state does not accept (an internal bug)."""
 
 
@@ -78,7 +86,9 @@ def transition(state: TaskState, event: Input) -> TaskState:
     try:
         return TRANSITIONS[(state, event)]
     except KeyError:
-        raise InvalidTransition(f"{event.value!r} is not allowed in state {state.value!r}") from None
+        raise InvalidTransition(
+            f"{event.value!r} is not allowed in state {state.value!r}"
+        ) from None
 
 
 def mermaid_diagram() -> str:
@@ -93,3 +103,10 @@ def mermaid_diagram() -> str:
             lines.append(f"    {src.value} --> {dst.value}: {event.value}")
     lines.append("    completed --> [*]")
     return "\n".join(lines)
+
+
+def markdown_table() -> str:
+    """Every transition, self-loops included, as a Markdown table (for the docs)."""
+    rows = ["| state | input | next state |", "|---|---|---|"]
+    rows += [f"| {s.value} | {i.value} | {d.value} |" for (s, i), d in TRANSITIONS.items()]
+    return "\n".join(rows)

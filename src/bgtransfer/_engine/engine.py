@@ -180,21 +180,26 @@ class Engine:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        """Cancel every task that has not ended, wait for their runners, close the client."""
+        """Cancel every task that has not ended, wait for their runners, close the client.
+
+        The exception leaving the ``async with`` body (if any) is not handed to the
+        task group: the application's own error comes out as it went in, never
+        wrapped in an exception group.
+        """
         self._closing = True
-        task_group, self._task_group = self._task_group, None
         try:
-            with anyio.CancelScope(shield=True):
-                for record in list(self._records.values()):
-                    self.cancel(record.id)
-            if task_group is not None:
-                return await task_group.__aexit__(exc_type, exc, tb)
-            return None
+            for record in list(self._records.values()):
+                self.cancel(record.id)
+            if self._task_group is not None:
+                # Runners are all cancelled; this only waits for their cleanup.
+                await self._task_group.__aexit__(None, None, None)
         finally:
+            self._task_group = None
             with anyio.CancelScope(shield=True):
                 self._hub.close()
                 if self._client is not None:
                     await self._client.close()
+        return None
 
     # -- queries ------------------------------------------------------------------
 
@@ -286,16 +291,22 @@ class Engine:
         if destination is None:
             return self._unique_in(self._downloads_dir, filename_from_url(url))
         if not isinstance(destination, str | os.PathLike):
-            raise TypeError(f"destination must be a str or os.PathLike, not {type(destination).__name__}")
+            raise TypeError(
+                f"destination must be a str or os.PathLike, not {type(destination).__name__}"
+            )
         path = Path(destination).expanduser()
         if path.is_dir():
             return self._unique_in(path.resolve(), filename_from_url(url))
         if not path.parent.is_dir():
-            raise InvalidDestinationError(f"{url}: destination directory {str(path.parent)!r} does not exist")
+            raise InvalidDestinationError(
+                f"{url}: destination directory {str(path.parent)!r} does not exist"
+            )
         target = path.parent.resolve() / path.name
         owner = self._claims.get(target)
         if owner is not None:
-            raise InvalidDestinationError(f"{url}: destination {str(target)!r} is already claimed by task {owner}")
+            raise InvalidDestinationError(
+                f"{url}: destination {str(target)!r} is already claimed by task {owner}"
+            )
         return target
 
     def _unique_in(self, directory: Path, name: str) -> Path:
@@ -306,9 +317,13 @@ class Engine:
         return directory / unique_name(name, taken)
 
     def _start(self, task_ids: list[int]) -> None:
-        assert self._task_group is not None
+        if not task_ids:
+            return
+        assert self._task_group is not None, "the supervisor started a task after close"
         for task_id in task_ids:
-            self._task_group.start_soon(self._run, self._records[task_id], name=f"bgtransfer-{task_id}")
+            self._task_group.start_soon(
+                self._run, self._records[task_id], name=f"bgtransfer-{task_id}"
+            )
 
     async def _run(self, record: TaskRecord) -> None:
         outcome: TerminalEvent | None = None
@@ -328,7 +343,9 @@ class Engine:
         finally:
             # Reached on success, failure, cancel(), and the session's own cancellation.
             record.scope = None
-            if outcome is None or (record.state is TaskState.CANCELING and isinstance(outcome, ErrorEvent)):
+            if outcome is None or (
+                record.state is TaskState.CANCELING and isinstance(outcome, ErrorEvent)
+            ):
                 outcome = CancelledEvent(task_id=record.id)
             if not isinstance(outcome, FinishedEvent):
                 with anyio.CancelScope(shield=True):
@@ -363,7 +380,9 @@ class Engine:
                 raise file_error(
                     exc, url=record.url, action="move the file to", path=record.destination
                 ) from exc
-        return FinishedEvent(task_id=record.id, location=record.destination, total_bytes=record.bytes_received)
+        return FinishedEvent(
+            task_id=record.id, location=record.destination, total_bytes=record.bytes_received
+        )
 
     def _publish_progress(self, record: TaskRecord, event: ProgressEvent) -> None:
         record.last_progress = event

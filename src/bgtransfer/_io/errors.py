@@ -47,7 +47,9 @@ def file_error(exc: OSError, *, url: str, action: str, path: object) -> LocalFil
     )
 
 
-def translate(exc: BaseException, *, url: str, request_timeout: float | None) -> TransferError | None:
+def translate(
+    exc: BaseException, *, url: str, request_timeout: float | None
+) -> TransferError | None:
     """The bgtransfer error for a foreign exception, or None if it is not ours to translate.
 
     Cancellation and programming errors are never translated.
@@ -63,14 +65,20 @@ def translate(exc: BaseException, *, url: str, request_timeout: float | None) ->
     if isinstance(exc, aiohttp.ClientPayloadError):
         return IncompleteBodyError(f"the body was cut short ({_reason(exc)})", url=url)
     if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return IncompleteBodyError("the server closed the connection before the body ended", url=url)
+        return IncompleteBodyError(
+            "the server closed the connection before the body ended", url=url
+        )
     if isinstance(exc, aiohttp.ServerTimeoutError | TimeoutError):
         # aiohttp raises these for sock_connect/sock_read, i.e. request_timeout.
-        return TransferTimeoutError(f"no data for {request_timeout} seconds (request_timeout)", url=url)
+        return TransferTimeoutError(
+            f"no data for {request_timeout} seconds (request_timeout)", url=url
+        )
     if isinstance(exc, aiohttp.InvalidURL):
         return ProtocolError(f"invalid URL in response or redirect: {exc}", url=url)
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return NetworkError(f"cannot connect to {exc.host}:{exc.port}: {_reason(exc.os_error)}", url=url)
+        return NetworkError(
+            f"cannot connect to {exc.host}:{exc.port}: {_reason(exc.os_error)}", url=url
+        )
     if isinstance(exc, aiohttp.ClientOSError | ConnectionError):
         return NetworkError(f"connection failed: {_reason(exc)}", url=url)
     if isinstance(exc, aiohttp.ClientError):

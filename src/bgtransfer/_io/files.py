@@ -49,10 +49,11 @@ def private_opener(path: str, flags: int) -> int:
 def _move_sync(partial: Path, destination: Path) -> None:
     try:
         os.replace(partial, destination)
-        return
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
+    else:
+        return
     # Another file system: copy next to the destination under a temporary name,
     # then rename there, so the destination is never seen half-written.
     fd, tmp_name = tempfile.mkstemp(

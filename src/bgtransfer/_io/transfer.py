@@ -70,7 +70,8 @@ async def fetch_to_file(
     if info.expected_length is not None and written != info.expected_length:
         # aiohttp normally raises ClientPayloadError first; this is the backstop.
         raise IncompleteBodyError(
-            f"received {written} of {info.expected_length} bytes announced by Content-Length", url=url
+            f"received {written} of {info.expected_length} bytes announced by Content-Length",
+            url=url,
         )
     return info
 
@@ -79,7 +80,10 @@ async def _stream_body(
     response: aiohttp.ClientResponse, partial: Path, sink: TransferSink, url: str
 ) -> int:
     try:
-        file = await aiofiles.open(partial, "wb", opener=private_opener)
+        # Shielded: a cancel arriving while the worker thread opens the file
+        # would otherwise leave the opened file with nobody to close it.
+        with anyio.CancelScope(shield=True):
+            file = await aiofiles.open(partial, "wb", opener=private_opener)
     except OSError as exc:
         raise file_error(exc, url=url, action="create partial file", path=partial) from exc
     writer = _OverlappedWriter(file, sink, url=url, path=partial)
@@ -93,7 +97,12 @@ async def _stream_body(
 
 
 class _OverlappedWriter:
-    """Writes gathered chunks while the next ones arrive; at most one write in flight."""
+    """Writes gathered chunks while the next ones arrive; at most one write in flight.
+
+    When a write completes, its bytes are reported at once and whatever gathered
+    behind it goes out as the next write, so received bytes never wait in memory
+    for the next chunk to arrive (a stalled server still gets honest progress).
+    """
 
     def __init__(self, file: AsyncBufferedIOBase, sink: TransferSink, *, url: str, path: Path):
         self._file = file
@@ -101,52 +110,76 @@ class _OverlappedWriter:
         self._url = url
         self._path = path
         self._pending = bytearray()
-        self._inflight: asyncio.Future[int] | None = None
+        self._inflight: asyncio.Task[int] | None = None
+        self._error: BaseException | None = None
         self.written = 0
 
     async def add(self, chunk: bytes) -> None:
+        self._raise_if_failed()
         self._pending += chunk
-        if self._inflight is not None:
-            if not self._inflight.done() and len(self._pending) < MAX_PENDING_BYTES:
-                return
-            await self._settle()
-        self._launch()
+        if self._inflight is None:
+            self._launch()
+        elif len(self._pending) >= MAX_PENDING_BYTES:
+            await self._drain()  # back-pressure: the disk is slower than the network
+            self._raise_if_failed()
 
     async def flush(self) -> None:
-        await self._settle()
-        if self._pending:
-            self._launch()
-            await self._settle()
+        """Write everything received, then flush the file object."""
+        await self._drain()
+        self._raise_if_failed()
         try:
             await self._file.flush()
         except OSError as exc:
             raise file_error(exc, url=self._url, action="write", path=self._path) from exc
 
     async def aclose(self) -> None:
-        """Wait for a write still in flight (even when cancelled), then close the file."""
+        """Write what was received, even when cancelled or failed, then close the file.
+
+        Afterwards the file holds exactly ``written`` bytes, all of them received
+        from the server (a later resume continues after them). On success ``flush``
+        has already written everything; after a failure or a cancel, a write error
+        here is dropped in favour of the first error.
+        """
         with anyio.CancelScope(shield=True):
-            if self._inflight is not None:
-                await asyncio.wait([self._inflight])
-                if not self._inflight.cancelled():
-                    self._inflight.exception()  # retrieved; the error, if any, was raised already
             try:
-                await self._file.close()
-            except OSError as exc:
-                raise file_error(exc, url=self._url, action="close", path=self._path) from exc
+                await self._drain()
+            finally:
+                try:
+                    await self._file.close()
+                except OSError as exc:
+                    raise file_error(exc, url=self._url, action="close", path=self._path) from exc
 
     def _launch(self) -> None:
         data, self._pending = self._pending, bytearray()
-        self._inflight = asyncio.ensure_future(self._file.write(data))
+        task = asyncio.ensure_future(self._file.write(data))
+        task.add_done_callback(self._written)
+        self._inflight = task
 
-    async def _settle(self) -> None:
-        if self._inflight is None:
-            return
-        try:
-            # Shielded: cancelling the transfer must not abandon a write that a
-            # worker thread is still doing; aclose() waits for it instead.
-            nbytes = await asyncio.shield(self._inflight)
-        except OSError as exc:
-            raise file_error(exc, url=self._url, action="write", path=self._path) from exc
+    def _written(self, task: asyncio.Task[int]) -> None:
         self._inflight = None
-        self.written += nbytes
-        self._sink.bytes_written(nbytes)
+        if task.cancelled():
+            self._error = RuntimeError("a file write was cancelled")
+        elif (error := task.exception()) is not None:
+            self._error = error
+        else:
+            nbytes = task.result()
+            self.written += nbytes
+            self._sink.bytes_written(nbytes)
+        if self._error is not None:
+            self._pending.clear()  # the file is broken; nothing more goes into it
+        elif self._pending:
+            self._launch()
+
+    async def _drain(self) -> None:
+        # asyncio.wait, unlike awaiting the task, never cancels it: a write that a
+        # worker thread has started always finishes before the file is closed.
+        while self._inflight is not None:
+            await asyncio.wait([self._inflight])
+
+    def _raise_if_failed(self) -> None:
+        error = self._error
+        if error is None:
+            return
+        if isinstance(error, OSError):
+            raise file_error(error, url=self._url, action="write", path=self._path) from error
+        raise error

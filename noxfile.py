@@ -1,0 +1,52 @@
+"""Developer task runner: ``nox`` runs tests, lint and typecheck; see ``nox -l``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_external_run = True
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite; extra arguments go to pytest (``nox -s tests -- -k nginx``)."""
+    session.install(".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff lint and format check (no changes are written)."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the package sources."""
+    session.install(".[dev]")
+    session.run("mypy", "--strict", "src")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Check that relative links in README.md and docs/*.md point at existing files."""
+    session.run("python", "docs/_check_links.py", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Run the benchmarks (needs nginx); extra arguments go to benchmarks/run.py."""
+    script = ROOT / "benchmarks" / "run.py"
+    if not script.is_file():
+        session.error(f"{script.relative_to(ROOT)} does not exist yet: there are no benchmarks")
+    session.install(".[test]", "matplotlib")
+    session.run("python", str(script.relative_to(ROOT)), *session.posargs)

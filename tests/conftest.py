@@ -1,0 +1,78 @@
+"""Shared fixtures for the bgtransfer test suite."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from _nginx import NginxServer
+from bgtransfer.testing import TestServer
+
+# --------------------------------------------------------------------------------------
+# nginx: a real HTTP server on loopback (tests marked @pytest.mark.nginx)
+#
+# `nginx_binary` skips when nginx is missing, except under CI=true where it fails:
+# CI installs nginx, so a missing binary there is a broken job, not a reason to skip.
+# `nginx` serves a fresh document root; write files into `nginx.root` and fetch
+# `nginx.url("name")`.  For several ports or a throttled server, build your own:
+# `with NginxServer(root, binary=nginx_binary, ports=4, limit_rate=...) as server:`.
+# --------------------------------------------------------------------------------------
+
+_NGINX_FALLBACK_PATHS = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
+
+
+@pytest.fixture(scope="session")
+def nginx_binary() -> str:
+    """Path to the nginx executable (skip if absent; fail if absent and CI=true)."""
+    found = shutil.which("nginx")
+    if found is None:
+        found = next((p for p in _NGINX_FALLBACK_PATHS if os.access(p, os.X_OK)), None)
+    if found is None:
+        if os.environ.get("CI", "").strip().lower() == "true":
+            pytest.fail(
+                "nginx is not installed but CI=true: CI must install nginx "
+                "(`apt-get install nginx`, see .ci/run) instead of skipping nginx tests",
+                pytrace=False,
+            )
+        pytest.skip("nginx not installed")
+    return found
+
+
+@pytest.fixture
+def nginx(nginx_binary: str, tmp_path: Path) -> Iterator[NginxServer]:
+    """A running single-port nginx whose document root is ``nginx.root``."""
+    server = NginxServer(tmp_path / "www", binary=nginx_binary, prefix=tmp_path / "nginx")
+    with server:
+        yield server
+
+
+# --------------------------------------------------------------------------------------
+# bgtransfer's own loopback server, and directories for sessions
+# (helpers for driving sessions live in tests/_helpers.py)
+# --------------------------------------------------------------------------------------
+
+
+@pytest_asyncio.fixture
+async def server() -> AsyncIterator[TestServer]:
+    """A running :class:`bgtransfer.testing.TestServer` on 127.0.0.1."""
+    async with TestServer() as running:
+        yield running
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    """A state directory for background sessions (not created yet)."""
+    return tmp_path / "state"
+
+
+@pytest.fixture
+def out_dir(tmp_path: Path) -> Path:
+    """An existing directory for download destinations."""
+    path = tmp_path / "out"
+    path.mkdir()
+    return path

@@ -1,0 +1,176 @@
+"""Event streams: terminal events, late and slow subscribers, the merged session stream."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from _helpers import check_task_stream, collect, sha256_file
+from bgtransfer import (
+    CancelledEvent,
+    Configuration,
+    ErrorEvent,
+    FinishedEvent,
+    ProgressEvent,
+    Session,
+    TaskEvent,
+)
+from bgtransfer.testing import Faults, TestServer
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_progress_is_rate_limited(server: TestServer, state_dir: Path, out_dir: Path) -> None:
+    file = server.add_file("/big.bin", size=8_000_000)
+    config = Configuration(progress_interval=3600)  # far longer than the transfer
+    async with Session(state_dir=state_dir, config=config) as session:
+        task = await session.download(server.url(file.path), out_dir / "big.bin")
+        events = await collect(task.events())
+    check_task_stream(events, task.id)
+    # The first chunk, then nothing for an hour, then the final flush.
+    progress = [e for e in events if isinstance(e, ProgressEvent)]
+    assert len(progress) == 2
+    assert progress[-1].total_bytes_written == file.size
+    assert progress[-1].total_bytes_expected == file.size
+
+
+async def test_several_subscribers_each_see_one_terminal(
+    server: TestServer, state_dir: Path, out_dir: Path
+) -> None:
+    file = server.add_file("/f.bin", size=2_000_000)
+    server.set_faults(file.path, Faults(hold_after=500_000))
+    async with Session(state_dir=state_dir, config=Configuration(progress_interval=0)) as session:
+        task = await session.download(server.url(file.path), out_dir / "f.bin")
+        streams = [task.events() for _ in range(3)]
+        await server.wait_held(file.path)
+        server.release(file.path)
+        results = await asyncio.gather(*(collect(stream) for stream in streams))
+    terminals = [check_task_stream(events, task.id) for events in results]
+    assert all(isinstance(t, FinishedEvent) for t in terminals)
+    assert terminals[0] == terminals[1] == terminals[2]
+
+
+async def test_late_subscriber_gets_a_condensed_backlog(
+    server: TestServer, state_dir: Path, out_dir: Path
+) -> None:
+    file = server.add_file("/f.bin", size=300_000)
+    async with Session(state_dir=state_dir) as session:
+        task = await session.download(server.url(file.path), out_dir / "f.bin")
+        finished = await task.wait()
+        late = await collect(task.events())
+        again = await collect(task.events())
+    assert late == again
+    assert late == [
+        ProgressEvent(
+            task_id=task.id,
+            bytes_written=file.size,
+            total_bytes_written=file.size,
+            total_bytes_expected=file.size,
+        ),
+        finished,
+    ]
+
+
+async def test_subscriber_joining_mid_transfer(
+    server: TestServer, state_dir: Path, out_dir: Path
+) -> None:
+    file = server.add_file("/f.bin", size=400_000)
+    server.set_faults(file.path, Faults(hold_after=100_000))
+    async with Session(state_dir=state_dir, config=Configuration(progress_interval=0)) as session:
+        task = await session.download(server.url(file.path), out_dir / "f.bin")
+        early = task.events()
+        await server.wait_held(file.path)
+        first = await anext(early)  # the runner has written something by now
+        assert isinstance(first, ProgressEvent)
+        late = task.events()
+        server.release(file.path)
+        late_events = await collect(late)
+        early_events = [first, *await collect(early)]
+    for events in (early_events, late_events):
+        terminal = check_task_stream(events, task.id)
+        assert isinstance(terminal, FinishedEvent)
+        assert terminal.total_bytes == file.size
+
+
+async def test_slow_consumer_gets_coalesced_progress_and_never_slows_the_transfer(
+    server: TestServer, state_dir: Path, out_dir: Path
+) -> None:
+    file = server.add_file("/f.bin", size=6_000_000)
+    async with Session(state_dir=state_dir, config=Configuration(progress_interval=0)) as session:
+        task = await session.download(server.url(file.path), out_dir / "f.bin")
+        stream = task.events()
+        # Do not read until the task has finished: everything had to wait in the buffer.
+        finished = await task.wait()
+        stats = stream.statistics()
+        assert stats.buffered == 2  # one merged progress event + the terminal event
+        assert stats.coalesced > 0
+        events = await collect(stream)
+    assert len(events) == 2
+    assert check_task_stream(events, task.id) == finished
+    assert sha256_file(out_dir / "f.bin") == file.sha256
+    assert stream.statistics().delivered == 2
+
+
+async def test_session_stream_merges_every_task(
+    server: TestServer, state_dir: Path, out_dir: Path
+) -> None:
+    files = [server.add_file(f"/m/{i}.bin", size=50_000 * (i + 1)) for i in range(4)]
+    missing = server.url("/m/missing.bin")
+    async with Session(state_dir=state_dir) as session:
+        stream = session.events()
+        tasks = [
+            await session.download(server.url(f.path), out_dir / f"{i}.bin")
+            for i, f in enumerate(files)
+        ]
+        bad = await session.download(missing, out_dir / "missing.bin")
+        seen: dict[int, list[TaskEvent]] = {}
+        ended = 0
+        async for event in stream:
+            seen.setdefault(event.task_id, []).append(event)
+            if not isinstance(event, ProgressEvent):
+                ended += 1
+                if ended == 5:
+                    break
+        late = session.events()  # joins after everything ended: backlog only
+    # The session stream ends when the session closes.
+    late_events = await collect(late)
+    for task in tasks:
+        assert isinstance(check_task_stream(seen[task.id], task.id), FinishedEvent)
+    assert isinstance(check_task_stream(seen[bad.id], bad.id), ErrorEvent)
+    assert [e for e in late_events if not isinstance(e, ProgressEvent)] == [
+        t.result for t in (*tasks, bad)
+    ]
+
+
+async def test_closing_the_session_ends_streams_after_terminal_events(
+    server: TestServer, state_dir: Path, out_dir: Path
+) -> None:
+    file = server.add_file("/f.bin", size=100_000)
+    server.set_faults(file.path, Faults(hold_after=10_000))
+    async with Session(state_dir=state_dir) as session:
+        task = await session.download(server.url(file.path), out_dir / "f.bin")
+        task_stream = task.events()
+        session_stream = session.events()
+        await server.wait_held(file.path)
+    # Leaving the block cancelled the running task; both streams end with that.
+    for stream in (task_stream, session_stream):
+        events = await collect(stream)
+        assert isinstance(check_task_stream(events, task.id), CancelledEvent)
+    assert not (out_dir / "f.bin").exists()
+
+
+async def test_stream_aclose_unsubscribes(
+    server: TestServer, state_dir: Path, out_dir: Path
+) -> None:
+    file = server.add_file("/f.bin", size=10_000)
+    server.set_faults(file.path, Faults(hold_after=0))
+    async with Session(state_dir=state_dir) as session:
+        task = await session.download(server.url(file.path), out_dir / "f.bin")
+        async with task.events() as stream:
+            pass
+        server.release(file.path)
+        await task.wait()
+        assert await collect(stream) == []
+        assert stream.statistics().buffered == 0
