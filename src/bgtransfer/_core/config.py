@@ -32,6 +32,8 @@ def normalize_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]] | N
     items = headers.items() if isinstance(headers, Mapping) else headers
     pairs: list[tuple[str, str]] = []
     for item in items:
+        if isinstance(item, str | bytes):  # "ab" would unpack as ("a", "b")
+            raise TypeError(f"headers must be (name, value) pairs, got {item!r}")
         try:
             name, value = item
         except (TypeError, ValueError):
