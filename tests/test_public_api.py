@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typing
+from importlib.metadata import version
 from pathlib import Path
 
 import attrs
@@ -78,6 +79,4 @@ def test_py_typed_is_shipped() -> None:
 
 
 def test_version_matches_metadata() -> None:
-    from importlib.metadata import version
-
     assert bgtransfer.__version__ == version("bgtransfer")

@@ -94,6 +94,30 @@ class TransferError(BgTransferError):
         super().__init__(f"{url}: {message}")
         self.url = url
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only constructors defeat the default pickling and copying of
+        # exceptions; errors must survive both (the daemon sends them to clients).
+        state = dict(self.__dict__)
+        if isinstance(self, OSError):
+            os_state = {"errno": self.errno, "filename": self.filename, "strerror": self.strerror}
+            state.update({k: v for k, v in os_state.items() if v is not None})
+        return (_restore, (type(self), self.args, state))
+
+    def __str__(self) -> str:
+        # The OSError-derived classes would format "[Errno N] ..." from their
+        # attributes; every transfer error reads "<url>: <cause>".
+        return str(self.args[0]) if self.args else ""
+
+
+def _restore(
+    cls: type[TransferError], args: tuple[object, ...], state: dict[str, object]
+) -> TransferError:
+    error = cls.__new__(cls, *args)
+    BaseException.__init__(error, *args)
+    for name, value in state.items():
+        setattr(error, name, value)
+    return error
+
 
 class HTTPStatusError(TransferError):
     """The server answered with a status that is not a success (4xx, 5xx, or unexpected)."""
@@ -142,7 +166,3 @@ class LocalFileError(TransferError, OSError):
         self.errno = errno
         self.filename = filename
         self.strerror = _os.strerror(errno) if errno is not None else None
-
-    def __str__(self) -> str:
-        # OSError.__str__ would format "[Errno N] ..." from args; keep our message.
-        return str(self.args[0]) if self.args else ""

@@ -21,7 +21,6 @@ from bgtransfer import (
     Session,
     SessionClosedError,
     TaskState,
-    TransferError,
     TransferTimeoutError,
     UnsupportedSchemeError,
 )

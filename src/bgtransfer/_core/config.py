@@ -65,7 +65,12 @@ def _seconds(*, optional: bool, allow_zero: bool) -> Any:
             raise TypeError(
                 f"{attribute.name} must be a number of seconds, not {type(value).__name__}"
             )
-        if math.isnan(value) or value < 0 or (value == 0 and not allow_zero):
+        if not math.isfinite(value):
+            hint = " (None means no limit)" if optional else ""
+            raise ValueError(
+                f"{attribute.name} must be a finite number of seconds{hint}, got {value}"
+            )
+        if value < 0 or (value == 0 and not allow_zero):
             bound = "at least 0" if allow_zero else "greater than 0"
             raise ValueError(f"{attribute.name} must be {bound} seconds, got {value}")
 

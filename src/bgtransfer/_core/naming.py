@@ -69,6 +69,8 @@ def parse_url(url: object) -> tuple[str, Origin]:
     host = (parts.hostname or "").lower()
     if not host:
         raise InvalidURLError(f"{text!r}: URL has no host")
+    if port == 0:
+        raise InvalidURLError(f"{text!r}: port 0 is not a port one can connect to")
     return text, Origin(scheme, host, port if port is not None else _DEFAULT_PORTS[scheme])
 
 

@@ -39,8 +39,10 @@ def parse_content_length(value: str | None, *, url: str) -> int | None:
     if len(parts) != 1:
         raise ProtocolError(f"conflicting Content-Length values {value!r}", url=url)
     (text,) = parts
-    if not text.isascii() or not text.isdigit():
-        raise ProtocolError(f"invalid Content-Length {value!r}", url=url)
+    # 20 digits hold 2**64: longer is garbage, and int() would raise a plain
+    # ValueError past Python's 4300-digit limit.
+    if not text.isascii() or not text.isdigit() or len(text) > 20:
+        raise ProtocolError(f"invalid Content-Length {value[:40]!r}", url=url)
     return int(text)
 
 
