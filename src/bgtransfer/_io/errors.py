@@ -27,6 +27,7 @@ __all__ = ["file_error", "map_errors", "translate"]
 _FILE_CAUSES = {
     errno.ENOSPC: "no space left on device",
     errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large",
     errno.EACCES: "permission denied",
     errno.EPERM: "operation not permitted",
     errno.ENOENT: "no such file or directory",
