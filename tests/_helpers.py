@@ -8,9 +8,12 @@ from pathlib import Path
 
 from bgtransfer import (
     CancelledEvent,
+    DownloadTask,
     ErrorEvent,
     FinishedEvent,
     ProgressEvent,
+    ResumedEvent,
+    RetryEvent,
     TaskEvent,
 )
 
@@ -46,3 +49,37 @@ def check_task_stream(events: Sequence[TaskEvent], task_id: int) -> TaskEvent:
     if isinstance(terminal, FinishedEvent):
         assert previous == terminal.total_bytes
     return terminal
+
+
+def check_resumable_stream(events: Sequence[TaskEvent], task_id: int) -> TaskEvent:
+    """Like :func:`check_task_stream`, for tasks that retry or resume.
+
+    A ``ResumedEvent`` sets the running total to its offset (0: a fresh start);
+    progress deltas add up from there; ``RetryEvent``s may come between attempts;
+    exactly one terminal event, last.
+    """
+    assert events, "a task stream must not be empty"
+    assert all(event.task_id == task_id for event in events)
+    *body, terminal = events
+    assert isinstance(terminal, FinishedEvent | ErrorEvent | CancelledEvent), terminal
+    running = None  # unknown until the first progress or resumed event
+    for event in body:
+        if isinstance(event, ResumedEvent):
+            running = event.offset
+        elif isinstance(event, ProgressEvent):
+            running = (running or 0) + event.bytes_written
+            assert event.total_bytes_written == running, (event, running)
+        else:
+            assert isinstance(event, RetryEvent), event
+    if isinstance(terminal, FinishedEvent) and running is not None:
+        assert running == terminal.total_bytes
+    return terminal
+
+
+async def wait_for_bytes(task: DownloadTask, count: int) -> None:
+    """Return once the task has written at least ``count`` bytes (event-driven)."""
+    async with task.events() as stream:
+        async for event in stream:
+            if isinstance(event, ProgressEvent) and event.total_bytes_written >= count:
+                return
+    raise AssertionError(f"task {task.id} ended before writing {count} bytes")

@@ -10,10 +10,14 @@ from ._core.events import (
     ErrorEvent,
     FinishedEvent,
     ProgressEvent,
+    ResumedEvent,
+    RetryEvent,
     TaskEvent,
     TerminalEvent,
 )
 from ._core.progress import BufferStatistics
+from ._core.resume_data import InvalidResumeDataError, ResumeData
+from ._core.retry import RetryPolicy
 from ._core.states import TaskState
 from ._engine.hub import EventStream
 from ._exceptions import (
@@ -26,6 +30,7 @@ from ._exceptions import (
     LocalFileError,
     NetworkError,
     ProtocolError,
+    ResourceTimeoutError,
     SessionClosedError,
     SessionError,
     TransferError,
@@ -50,11 +55,17 @@ __all__ = [
     "IncompleteBodyError",
     "InvalidDestinationError",
     "InvalidRequestError",
+    "InvalidResumeDataError",
     "InvalidURLError",
     "LocalFileError",
     "NetworkError",
     "ProgressEvent",
     "ProtocolError",
+    "ResourceTimeoutError",
+    "ResumeData",
+    "ResumedEvent",
+    "RetryEvent",
+    "RetryPolicy",
     "Session",
     "SessionClosedError",
     "SessionError",

@@ -13,7 +13,8 @@
     │   │   └── IncompleteBodyError          the body ended before its announced length
     │   ├── ProtocolError                    the server broke HTTP rules we rely on
     │   ├── TransferTimeoutError             (+ TimeoutError) no byte for request_timeout,
-    │   │                                     or the whole task past resource_timeout
+    │   │   │                                 or slower than the minimum speed
+    │   │   └── ResourceTimeoutError         the whole task outlived resource_timeout
     │   └── LocalFileError                   (+ OSError) disk full, permission denied...
     └── SessionError                         (+ RuntimeError) the session was misused
         └── SessionClosedError               the session is not open
@@ -43,6 +44,7 @@ __all__ = [
     "LocalFileError",
     "NetworkError",
     "ProtocolError",
+    "ResourceTimeoutError",
     "SessionClosedError",
     "SessionError",
     "TransferError",
@@ -124,10 +126,15 @@ class HTTPStatusError(TransferError):
 
     status: int
     reason: str
+    retry_after: str | None
+    """The response's Retry-After header, if it sent one."""
 
-    def __init__(self, status: int, reason: str = "", *, url: str) -> None:
+    def __init__(
+        self, status: int, reason: str = "", *, url: str, retry_after: str | None = None
+    ) -> None:
         self.status = status
         self.reason = reason
+        self.retry_after = retry_after
         text = f"HTTP {status} {reason}".rstrip()
         super().__init__(text, url=url)
 
@@ -146,6 +153,10 @@ class ProtocolError(TransferError):
 
 class TransferTimeoutError(TransferError, TimeoutError):
     """No byte for ``request_timeout`` seconds, or the task outlived ``resource_timeout``."""
+
+
+class ResourceTimeoutError(TransferTimeoutError):
+    """The whole task took longer than ``resource_timeout``. Never retried."""
 
 
 class LocalFileError(TransferError, OSError):

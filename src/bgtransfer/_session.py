@@ -13,6 +13,7 @@ import anyio
 
 from ._core.config import Configuration, normalize_headers
 from ._core.naming import validate_identifier
+from ._core.resume_data import ResumeData
 from ._engine.engine import Engine
 from ._engine.hub import EventStream
 from ._exceptions import SessionClosedError, SessionError
@@ -175,6 +176,37 @@ class Session:
         record = engine.submit(
             url, destination, description=description, headers=normalize_headers(headers)
         )
+        return DownloadTask(engine, record)
+
+    async def download_with_resume_data(
+        self,
+        resume_data: ResumeData | bytes,
+        destination: str | os.PathLike[str] | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> DownloadTask:
+        """Start a new task that continues a cancelled one from its resume data.
+
+        ``resume_data`` is what ``cancel_with_resume_data()`` returned (or its
+        ``to_bytes()``). The new task takes the partial file over (one rename), asks
+        for the rest with ``Range``/``If-Range``, and reports the offset with a
+        ``ResumedEvent`` before any progress. ``destination`` defaults to the
+        original one; ``headers`` add to the saved ones (credentials are never
+        saved: supply ``Authorization``/``Cookie`` again here).
+
+        Raises :class:`~bgtransfer.InvalidResumeDataError` (a ``ValueError``) when the
+        data is unreadable or its partial file is gone or shorter than it says. The
+        same resume data used twice never gives two tasks one file: the second use
+        finds the partial file gone and raises.
+        """
+        engine = self._require_engine()
+        if isinstance(resume_data, bytes | bytearray | memoryview):
+            resume_data = ResumeData.from_bytes(bytes(resume_data))
+        elif not isinstance(resume_data, ResumeData):
+            raise TypeError(
+                f"resume_data must be ResumeData or bytes, not {type(resume_data).__name__}"
+            )
+        record = engine.submit_resumed(resume_data, destination, headers=normalize_headers(headers))
         return DownloadTask(engine, record)
 
     def tasks(self) -> list[DownloadTask]:

@@ -6,11 +6,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, final
 
 from ._core.events import CancelledEvent, ErrorEvent, FinishedEvent
+from ._core.resume_data import ResumeData
 from ._core.states import TaskState
 
 if TYPE_CHECKING:
-    from ._engine.engine import Engine, TaskRecord
+    from ._engine.engine import Engine
     from ._engine.hub import EventStream
+    from ._engine.record import TaskRecord
 
 __all__ = ["DownloadTask"]
 
@@ -88,6 +90,40 @@ class DownloadTask:
         if isinstance(terminal, ErrorEvent):
             raise terminal.error
         return terminal
+
+    def suspend(self) -> None:
+        """Pause the task in place (``RUNNING`` -> ``SUSPENDED``); idempotent.
+
+        Its connection slot is released at once and its partial file kept;
+        :meth:`resume` continues from the bytes already on disk. Suspending a task
+        that has ended, or is being cancelled, does nothing.
+        """
+        self._engine.suspend(self._record.id)
+
+    def resume(self) -> None:
+        """Continue a suspended task (``SUSPENDED`` -> ``RUNNING``); idempotent.
+
+        The task queues for a slot like any other, then asks the server for the
+        rest with ``Range`` and ``If-Range``; a ``ResumedEvent`` tells the offset it
+        continued from (0 when the server's answer forced a fresh start).
+        """
+        self._engine.resume(self._record.id)
+
+    async def cancel_with_resume_data(self) -> ResumeData | None:
+        """Cancel the task keeping what it downloaded; return the data to resume it.
+
+        The task ends with ``CancelledEvent(resume_data=...)``. The result is None,
+        and the partial file removed, when the server gave no strong validator (no
+        safe way to resume) or no byte arrived yet. A task that has already ended
+        returns None and is unchanged. Pass the data to
+        :meth:`Session.download_with_resume_data`.
+        """
+        if self._record.state is TaskState.COMPLETED:
+            return None
+        self._engine.cancel(self._record.id, resume_data=True)
+        await self._record.done.wait()
+        terminal = self._record.terminal
+        return terminal.resume_data if isinstance(terminal, CancelledEvent) else None
 
     async def cancel(self) -> None:
         """Stop the task and wait until it has ended.

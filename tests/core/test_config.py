@@ -29,6 +29,9 @@ def test_defaults() -> None:
     assert config.resource_timeout is None
     assert config.headers == ()
     assert config.progress_interval == 0.1
+    assert config.retry == bgtransfer.RetryPolicy()
+    assert config.min_speed == 1024
+    assert config.min_speed_window == 60.0
 
 
 def test_field_names_and_order() -> None:
@@ -39,6 +42,9 @@ def test_field_names_and_order() -> None:
         "resource_timeout",
         "headers",
         "progress_interval",
+        "retry",
+        "min_speed",
+        "min_speed_window",
     ]
 
 

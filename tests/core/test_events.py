@@ -16,13 +16,22 @@ from bgtransfer._core.events import (
     ErrorEvent,
     FinishedEvent,
     ProgressEvent,
+    ResumedEvent,
+    RetryEvent,
     TaskEvent,
     TerminalEvent,
     is_terminal,
     merge_progress,
 )
 
-ALL_CLASSES = (ProgressEvent, FinishedEvent, ErrorEvent, CancelledEvent)
+ALL_CLASSES = (
+    ProgressEvent,
+    ResumedEvent,
+    RetryEvent,
+    FinishedEvent,
+    ErrorEvent,
+    CancelledEvent,
+)
 
 
 def _error() -> bgtransfer.TransferError:
@@ -50,6 +59,8 @@ KWARGS: dict[type, dict[str, Any]] = {
     FinishedEvent: {"task_id": 2, "location": Path("/tmp/x"), "total_bytes": 3},
     ErrorEvent: {"task_id": 3, "error": _error()},
     CancelledEvent: {"task_id": 4},
+    ResumedEvent: {"task_id": 5, "offset": 100, "expected_total": 1000},
+    RetryEvent: {"task_id": 6, "attempt": 2, "error": _error(), "delay": 0.5},
 }
 
 
@@ -66,11 +77,15 @@ def test_public_names_are_the_core_classes() -> None:
     assert bgtransfer.TerminalEvent is TerminalEvent
 
 
-def test_union_covers_exactly_the_four_classes() -> None:
+def test_union_covers_exactly_the_six_classes() -> None:
     assert typing.get_args(TaskEvent) == ALL_CLASSES
     assert typing.get_args(TerminalEvent) == (FinishedEvent, ErrorEvent, CancelledEvent)
     assert (FinishedEvent, ErrorEvent, CancelledEvent) == TERMINAL_EVENTS
-    assert set(typing.get_args(TaskEvent)) - set(TERMINAL_EVENTS) == {ProgressEvent}
+    assert set(typing.get_args(TaskEvent)) - set(TERMINAL_EVENTS) == {
+        ProgressEvent,
+        ResumedEvent,
+        RetryEvent,
+    }
 
 
 @pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda c: c.__name__)
@@ -134,6 +149,8 @@ def test_field_names() -> None:
         FinishedEvent: ["task_id", "location", "total_bytes"],
         ErrorEvent: ["task_id", "error"],
         CancelledEvent: ["task_id", "resume_data"],
+        ResumedEvent: ["task_id", "offset", "expected_total"],
+        RetryEvent: ["task_id", "attempt", "error", "delay"],
     }
 
 
@@ -235,4 +252,6 @@ def test_match_is_by_keyword_only(cls: type) -> None:
             seen = n
         case CancelledEvent(task_id=n):
             seen = -n
+        case ResumedEvent(task_id=n) | RetryEvent(task_id=n):
+            seen = n
     assert seen == (-event.task_id if cls is CancelledEvent else event.task_id)

@@ -18,6 +18,7 @@ from bgtransfer import (
     InvalidURLError,
     LocalFileError,
     NetworkError,
+    RetryPolicy,
     Session,
     SessionClosedError,
     TaskState,
@@ -27,6 +28,9 @@ from bgtransfer import (
 from bgtransfer.testing import Faults, TestServer
 
 pytestmark = pytest.mark.asyncio
+
+# These tests look at one attempt's failure; retries are tested in test_resume.py.
+NO_RETRY = RetryPolicy(max_attempts=1)
 
 
 def assert_nothing_left(session: Session, destination: Path) -> None:
@@ -49,7 +53,8 @@ async def test_http_error_status_ends_in_error_event(
     file = server.add_file("/f.bin", size=1_000)
     server.set_faults(file.path, Faults(status=status))
     destination = out_dir / "f.bin"
-    async with Session("errors", state_dir=state_dir) as session:
+    config = Configuration(retry=NO_RETRY)
+    async with Session("errors", state_dir=state_dir, config=config) as session:
         task = await session.download(server.url(file.path), destination)
         events = await collect(task.events())
         terminal = check_task_stream(events, task.id)
@@ -79,7 +84,7 @@ async def test_a_failure_does_not_disturb_other_tasks(
     good = [server.add_file(f"/ok/{i}.bin", size=100_000 + i) for i in range(4)]
     bad = server.add_file("/bad.bin", size=100_000)
     server.set_faults(bad.path, Faults(reset_after=30_000))
-    config = Configuration(max_connections_per_host=2)
+    config = Configuration(max_connections_per_host=2, retry=NO_RETRY)
     async with Session(state_dir=state_dir, config=config) as session:
         failing = await session.download(server.url(bad.path), out_dir / "bad.bin")
         tasks = [
@@ -104,7 +109,7 @@ async def test_truncated_body_is_never_success(
     file = server.add_file("/cut.bin", size=200_000)
     server.set_faults(file.path, fault)
     destination = out_dir / "cut.bin"
-    async with Session(state_dir=state_dir) as session:
+    async with Session(state_dir=state_dir, config=Configuration(retry=NO_RETRY)) as session:
         task = await session.download(server.url(file.path), destination)
         events = await collect(task.events())
         terminal = check_task_stream(events, task.id)
@@ -122,7 +127,7 @@ async def test_existing_file_survives_a_failed_download(
     server.set_faults(file.path, Faults(reset_after=10_000))
     destination = out_dir / "precious.bin"
     destination.write_bytes(b"finished earlier")
-    async with Session(state_dir=state_dir) as session:
+    async with Session(state_dir=state_dir, config=Configuration(retry=NO_RETRY)) as session:
         with pytest.raises(IncompleteBodyError):
             await (await session.download(server.url(file.path), destination)).wait()
     assert destination.read_bytes() == b"finished earlier"
@@ -133,7 +138,8 @@ async def test_connection_refused(state_dir: Path, out_dir: Path) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
         url = f"http://127.0.0.1:{port}/x.bin"
-        async with Session(state_dir=state_dir) as session:
+        config = Configuration(retry=NO_RETRY)
+        async with Session(state_dir=state_dir, config=config) as session:
             task = await session.download(url, out_dir / "x.bin")
             with pytest.raises(NetworkError) as raised:
                 await task.wait()
@@ -147,7 +153,7 @@ async def test_request_timeout_before_headers(
 ) -> None:
     file = server.add_file("/slow.bin", size=1_000)
     server.set_faults(file.path, Faults(headers_delay=30.0))
-    config = Configuration(request_timeout=0.2)
+    config = Configuration(request_timeout=0.2, retry=NO_RETRY)
     async with Session(state_dir=state_dir, config=config) as session:
         task = await session.download(server.url(file.path), out_dir / "slow.bin")
         with pytest.raises(TransferTimeoutError, match=r"no data for 0\.2 seconds") as raised:
@@ -159,7 +165,7 @@ async def test_request_timeout_before_headers(
 async def test_request_timeout_mid_body(server: TestServer, state_dir: Path, out_dir: Path) -> None:
     file = server.add_file("/stall.bin", size=100_000)
     server.set_faults(file.path, Faults(hold_after=20_000))  # never released
-    config = Configuration(request_timeout=0.2)
+    config = Configuration(request_timeout=0.2, retry=NO_RETRY)
     async with Session(state_dir=state_dir, config=config) as session:
         task = await session.download(server.url(file.path), out_dir / "stall.bin")
         with pytest.raises(TransferTimeoutError):

@@ -8,6 +8,8 @@ from typing import Any
 
 import attrs
 
+from .retry import RetryPolicy
+
 __all__ = ["Configuration", "HeaderPairs", "normalize_headers"]
 
 HeaderPairs = tuple[tuple[str, str], ...]
@@ -53,6 +55,11 @@ def _positive_int(instance: Any, attribute: attrs.Attribute[int], value: int) ->
         raise TypeError(f"{attribute.name} must be an int, not {type(value).__name__}")
     if value < 1:
         raise ValueError(f"{attribute.name} must be at least 1, got {value}")
+
+
+def _optional_positive_int(instance: Any, attribute: Any, value: int | None) -> None:
+    if value is not None:
+        _positive_int(instance, attribute, value)
 
 
 def _seconds(*, optional: bool, allow_zero: bool) -> Any:
@@ -111,3 +118,18 @@ class Configuration:
         default=0.1, validator=_seconds(optional=False, allow_zero=True)
     )
     """Minimum seconds between two progress events of one task (0: one per chunk)."""
+
+    retry: RetryPolicy = attrs.field(
+        factory=RetryPolicy, validator=attrs.validators.instance_of(RetryPolicy)
+    )
+    """When a task retries by itself after a transient failure."""
+
+    min_speed: int | None = attrs.field(default=1024, validator=_optional_positive_int)
+    """Bytes per second below which, sustained over ``min_speed_window``, an attempt
+    fails with ``TransferTimeoutError`` (and is retried): catches a server that
+    trickles. None turns the check off (curl's ``--speed-limit``)."""
+
+    min_speed_window: float = attrs.field(
+        default=60.0, validator=_seconds(optional=False, allow_zero=False)
+    )
+    """The window over which ``min_speed`` is judged (curl's ``--speed-time``)."""

@@ -4,6 +4,8 @@ A consumer can ``match`` on them exhaustively::
 
     match event:
         case ProgressEvent(total_bytes_written=n): ...
+        case ResumedEvent(offset=n): ...
+        case RetryEvent(attempt=n, error=exc, delay=seconds): ...
         case FinishedEvent(location=path): ...
         case ErrorEvent(error=exc): ...
         case CancelledEvent(resume_data=data): ...
@@ -21,6 +23,7 @@ import attrs
 
 if TYPE_CHECKING:
     from .._exceptions import TransferError
+    from .resume_data import ResumeData
 
 __all__ = [
     "TERMINAL_EVENTS",
@@ -28,6 +31,8 @@ __all__ = [
     "ErrorEvent",
     "FinishedEvent",
     "ProgressEvent",
+    "ResumedEvent",
+    "RetryEvent",
     "TaskEvent",
     "TerminalEvent",
     "is_terminal",
@@ -49,6 +54,40 @@ class ProgressEvent:
     bytes_written: int
     total_bytes_written: int
     total_bytes_expected: int | None  # None when the server sent no length
+
+
+@final
+@attrs.frozen(kw_only=True)
+class ResumedEvent:
+    """The transfer (re)starts at ``offset`` (the ``didResumeAtOffset`` analog).
+
+    Sent before the first progress event of every attempt that does not begin a
+    fresh task: after a retry, ``resume()``, or ``download_with_resume_data()``.
+    ``offset`` is where the bytes now continue; **0 means the download restarted
+    from the beginning** (the server ignored the range, the file changed, or the
+    server gave no validator to resume safely) and the totals start over.
+    """
+
+    task_id: int
+    offset: int
+    expected_total: int | None
+
+
+@final
+@attrs.frozen(kw_only=True)
+class RetryEvent:
+    """An attempt failed with a transient error; the task tries again after ``delay``.
+
+    ``attempt`` is the number of the attempt about to be made (2 for the first
+    retry; it counts attempts since the last one that made progress). Not
+    terminal: the terminal ``ErrorEvent`` comes only when retries are exhausted
+    or the error is permanent.
+    """
+
+    task_id: int
+    attempt: int
+    error: TransferError
+    delay: float
 
 
 @final
@@ -75,15 +114,18 @@ class ErrorEvent:
 class CancelledEvent:
     """The task was cancelled. Terminal.
 
-    ``resume_data`` is always ``None`` in this release; pausing with resume data
-    (``cancel_with_resume_data()``) fills it with a ``ResumeData`` value.
+    ``resume_data`` is set when the task was ended by ``cancel_with_resume_data()``
+    and the server allows resuming safely; pass it to
+    ``Session.download_with_resume_data()`` to continue.
     """
 
     task_id: int
-    resume_data: None = None
+    resume_data: ResumeData | None = None
 
 
-TaskEvent: TypeAlias = ProgressEvent | FinishedEvent | ErrorEvent | CancelledEvent
+TaskEvent: TypeAlias = (
+    ProgressEvent | ResumedEvent | RetryEvent | FinishedEvent | ErrorEvent | CancelledEvent
+)
 TerminalEvent: TypeAlias = FinishedEvent | ErrorEvent | CancelledEvent
 TERMINAL_EVENTS: Final = (FinishedEvent, ErrorEvent, CancelledEvent)
 

@@ -44,6 +44,12 @@ class ProgressThrottle:
     def set_expected(self, expected: int | None) -> None:
         self._expected = expected
 
+    def restart(self, total: int) -> None:
+        """Continue counting from ``total`` bytes (a resume at an offset, or 0)."""
+        self._total = total
+        self._pending = 0
+        self._last_emit = None
+
     def feed(self, nbytes: int, now: float) -> ProgressEvent | None:
         """Count ``nbytes`` more; return an event if one is due at ``now``."""
         self._total += nbytes

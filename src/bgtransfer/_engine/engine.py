@@ -13,12 +13,15 @@ terminal event and releasing its slot, whatever happened to it.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import aiohttp
 import anyio
@@ -30,101 +33,34 @@ from .._core.events import (
     ErrorEvent,
     FinishedEvent,
     ProgressEvent,
+    RetryEvent,
     TaskEvent,
     TerminalEvent,
 )
-from .._core.naming import Origin, filename_from_url, parse_url, unique_name
-from .._core.progress import ProgressThrottle
-from .._core.response import ResponseInfo
+from .._core.naming import filename_from_url, parse_url, unique_name
+from .._core.resume_data import InvalidResumeDataError, ResumeData
+from .._core.retry import backoff, parse_retry_after
 from .._core.states import Input, TaskState, transition
 from .._core.supervisor import Supervisor, SupervisorStatistics
 from .._exceptions import (
+    HTTPStatusError,
     InvalidDestinationError,
+    ProtocolError,
+    ResourceTimeoutError,
     SessionClosedError,
     TransferError,
-    TransferTimeoutError,
 )
 from .._io.errors import file_error
 from .._io.files import move_into_place, remove_quietly
 from .._io.transfer import fetch_to_file
 from .hub import EventHub, EventStream, snapshot_progress
+from .record import AttemptSink, RestartFromZero, TaskRecord
 
-__all__ = ["Engine", "TaskRecord"]
+__all__ = ["Engine"]
 
 logger = logging.getLogger("bgtransfer")
 
 _FORCED_HEADERS = {"Accept-Encoding": "identity"}  # offsets on disk = offsets of the representation
-
-
-class TaskRecord:
-    """Everything the engine knows about one task. Mutated only by the engine."""
-
-    __slots__ = (
-        "bytes_expected",
-        "bytes_received",
-        "description",
-        "destination",
-        "done",
-        "headers",
-        "id",
-        "last_progress",
-        "origin",
-        "partial",
-        "scope",
-        "state",
-        "terminal",
-        "throttle",
-        "url",
-    )
-
-    def __init__(
-        self,
-        *,
-        task_id: int,
-        url: str,
-        origin: Origin,
-        destination: Path,
-        partial: Path,
-        description: str | None,
-        headers: Mapping[str, str],
-        progress_interval: float,
-    ) -> None:
-        self.id = task_id
-        self.url = url
-        self.origin = origin
-        self.destination = destination
-        self.partial = partial
-        self.description = description
-        self.headers = headers
-        self.state = TaskState.RUNNING
-        self.bytes_received = 0
-        self.bytes_expected: int | None = None
-        self.last_progress: ProgressEvent | None = None
-        self.terminal: TerminalEvent | None = None
-        self.done = anyio.Event()
-        self.scope: anyio.CancelScope | None = None
-        self.throttle = ProgressThrottle(task_id, interval=progress_interval)
-
-
-class _Sink:
-    """Adapts one record to the transfer's :class:`~bgtransfer._io.transfer.TransferSink`."""
-
-    __slots__ = ("_engine", "_record")
-
-    def __init__(self, engine: Engine, record: TaskRecord) -> None:
-        self._engine = engine
-        self._record = record
-
-    def response_received(self, info: ResponseInfo) -> None:
-        self._record.bytes_expected = info.expected_length
-        self._record.throttle.set_expected(info.expected_length)
-
-    def bytes_written(self, nbytes: int) -> None:
-        record = self._record
-        record.bytes_received += nbytes
-        event = record.throttle.feed(nbytes, self._engine.clock())
-        if event is not None:
-            self._engine._publish_progress(record, event)
 
 
 class Engine:
@@ -154,6 +90,7 @@ class Engine:
         self._client: aiohttp.ClientSession | None = None
         self._closing = False
         self._invalidated = False
+        self._rng = random.Random()
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -242,10 +179,7 @@ class Engine:
         headers: HeaderPairs,
     ) -> TaskRecord:
         """Validate a download request, queue it, and start it if a slot is free."""
-        if self._task_group is None or self._closing:
-            raise SessionClosedError("the session is not open; use 'async with Session(...)'")
-        if self._invalidated:
-            raise SessionClosedError("the session was invalidated and accepts no new tasks")
+        self._check_open()
         url, origin = parse_url(url)
         task_id = self._next_id
         target = self._resolve_destination(url, destination)
@@ -260,25 +194,123 @@ class Engine:
             headers=_merge_headers(self.config.headers, headers),
             progress_interval=self.config.progress_interval,
         )
-        self._records[task_id] = record
-        self._claims[target] = task_id
-        self._start(self._supervisor.enqueue(task_id, origin, now=self.clock()))
-        return record
+        return self._admit(record)
 
-    def cancel(self, task_id: int) -> None:
-        """Ask a task to stop; it ends with a ``CancelledEvent`` and leaves no partial file."""
+    def submit_resumed(
+        self,
+        data: ResumeData,
+        destination: str | os.PathLike[str] | None,
+        *,
+        headers: HeaderPairs,
+    ) -> TaskRecord:
+        """A new task continuing from resume data; it takes the partial file over.
+
+        The partial file is moved into this session's partials with one rename, so
+        of two tasks started from the same resume data at once exactly one gets
+        it; the other raises :class:`InvalidResumeDataError`.
+        """
+        self._check_open()
+        url, origin = parse_url(data.url)
+        given = destination if destination is not None else data.destination
+        target = self._resolve_destination(url, given)
+        task_id = self._next_id
+        partial = self._partials_dir / f"{task_id}.part"
+        source = Path(data.partial)
+        try:
+            os.replace(source, partial)
+        except FileNotFoundError:
+            raise InvalidResumeDataError(
+                f"{url}: the partial file {data.partial} is gone "
+                "(resumed already by another task, or deleted)"
+            ) from None
+        except OSError as exc:
+            cause = "it is on another file system" if exc.errno == errno.EXDEV else exc.strerror
+            raise InvalidResumeDataError(
+                f"{url}: cannot take over the partial file {data.partial}: {cause}"
+            ) from exc
+        size = partial.stat().st_size
+        if size < data.offset:
+            os.replace(partial, source)  # give it back untouched: nothing is lost
+            raise InvalidResumeDataError(
+                f"{url}: the partial file {data.partial} holds {size} bytes, "
+                f"the resume data says {data.offset}"
+            )
+        self._next_id += 1
+        record = TaskRecord(
+            task_id=task_id,
+            url=url,
+            origin=origin,
+            destination=target,
+            partial=partial,
+            description=data.description,
+            headers=_merge_headers(self.config.headers, (*data.headers, *headers)),
+            progress_interval=self.config.progress_interval,
+            offset=data.offset,
+            validator=data.validator,
+            total=data.total,
+            encoding=data.encoding,
+        )
+        record.announce_resume = True
+        return self._admit(record)
+
+    def cancel(self, task_id: int, *, resume_data: bool = False) -> None:
+        """Ask a task to stop. It ends with a ``CancelledEvent``; with ``resume_data``
+        its partial file is kept for the resume data (when resuming is safe),
+        otherwise removed."""
         record = self._records[task_id]
         if record.state in (TaskState.COMPLETED, TaskState.CANCELING):
             return
         record.state = transition(record.state, Input.CANCEL)
-        if self._supervisor.is_queued(task_id):
+        record.want_resume_data = resume_data
+        if record.running:
+            if record.scope is not None:
+                record.scope.cancel()
+            # else: spawned but not in its scope yet; it checks the state first.
+            return
+        # Queued or suspended: no runner to wind down; end it here.
+        self._start(self._supervisor.remove(task_id, now=self.clock()))
+        outcome = self._cancel_outcome(record)
+        if outcome.resume_data is None:
+            self._spawn(remove_quietly, record.partial)
+        self._complete(record, outcome)
+
+    def suspend(self, task_id: int) -> None:
+        """Pause a running task in place: its slot is freed, its partial file kept."""
+        record = self._records[task_id]
+        if record.state is not TaskState.RUNNING:
+            record.state = transition(record.state, Input.SUSPEND)  # idempotent/ignored
+            return
+        record.state = transition(record.state, Input.SUSPEND)
+        record.announce_resume = True
+        if record.running:
+            if record.scope is not None:
+                record.scope.cancel()
+        else:
             self._start(self._supervisor.remove(task_id, now=self.clock()))
-            self._complete(record, CancelledEvent(task_id=task_id))
-        elif record.scope is not None:
-            record.scope.cancel()
-        # else: its runner was spawned but has not entered its scope yet; it checks state.
+
+    def resume(self, task_id: int) -> None:
+        """Continue a suspended task from its offset (it queues for a slot first)."""
+        record = self._records[task_id]
+        if record.state is not TaskState.SUSPENDED:
+            record.state = transition(record.state, Input.RESUME)  # idempotent/ignored
+            return
+        record.state = transition(record.state, Input.RESUME)
+        if not record.running:  # else its runner re-queues it when it has wound down
+            self._start(self._supervisor.enqueue(task_id, record.origin, now=self.clock()))
 
     # -- internals ----------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._task_group is None or self._closing:
+            raise SessionClosedError("the session is not open; use 'async with Session(...)'")
+        if self._invalidated:
+            raise SessionClosedError("the session was invalidated and accepts no new tasks")
+
+    def _admit(self, record: TaskRecord) -> TaskRecord:
+        self._records[record.id] = record
+        self._claims[record.destination] = record.id
+        self._start(self._supervisor.enqueue(record.id, record.origin, now=self.clock()))
+        return record
 
     def _resolve_destination(self, url: str, destination: str | os.PathLike[str] | None) -> Path:
         """The absolute target path; raises at the call when it cannot work.
@@ -316,22 +348,31 @@ class Engine:
 
         return directory / unique_name(name, taken)
 
+    def _spawn(self, func: Callable[..., Coroutine[Any, Any, object]], *args: object) -> None:
+        assert self._task_group is not None
+        self._task_group.start_soon(func, *args)
+
     def _start(self, task_ids: list[int]) -> None:
         if not task_ids:
             return
         assert self._task_group is not None, "the supervisor started a task after close"
         for task_id in task_ids:
-            self._task_group.start_soon(
-                self._run, self._records[task_id], name=f"bgtransfer-{task_id}"
-            )
+            record = self._records[task_id]
+            record.running = True
+            self._task_group.start_soon(self._run, record, name=f"bgtransfer-{task_id}")
+
+    def _cancel_outcome(self, record: TaskRecord) -> CancelledEvent:
+        data = record.resume_data() if record.want_resume_data else None
+        return CancelledEvent(task_id=record.id, resume_data=data)
 
     async def _run(self, record: TaskRecord) -> None:
+        """One runner: attempts with retries until the task ends or is suspended."""
         outcome: TerminalEvent | None = None
         try:
             with anyio.CancelScope() as scope:
                 record.scope = scope
-                if record.state is TaskState.CANCELING:
-                    scope.cancel()
+                if record.state is not TaskState.RUNNING:
+                    scope.cancel()  # suspended or cancelled before it got going
                 outcome = await self._transfer(record)
         except TransferError as exc:
             outcome = ErrorEvent(task_id=record.id, error=exc)
@@ -341,37 +382,49 @@ class Engine:
             error.__cause__ = exc
             outcome = ErrorEvent(task_id=record.id, error=error)
         finally:
-            # Reached on success, failure, cancel(), and the session's own cancellation.
+            # Reached on success, failure, cancel(), suspend(), and the session's
+            # own cancellation. Exactly one terminal event unless suspended.
             record.scope = None
-            if outcome is None or (
-                record.state is TaskState.CANCELING and isinstance(outcome, ErrorEvent)
-            ):
-                outcome = CancelledEvent(task_id=record.id)
-            if not isinstance(outcome, FinishedEvent):
+            record.running = False
+            if record.state is TaskState.CANCELING and not isinstance(outcome, FinishedEvent):
+                outcome = self._cancel_outcome(record)
+            elif outcome is None and record.state is not TaskState.SUSPENDED:
+                if record.state is TaskState.RUNNING and not self._closing:
+                    pass  # resumed while winding down from a suspend: queued again below
+                else:
+                    outcome = CancelledEvent(task_id=record.id)  # the session is closing
+            keep_partial = outcome is None or (
+                isinstance(outcome, CancelledEvent) and outcome.resume_data is not None
+            )
+            if not keep_partial and not isinstance(outcome, FinishedEvent):
                 with anyio.CancelScope(shield=True):
                     await remove_quietly(record.partial)
             self._start(self._supervisor.release(record.id, now=self.clock()))
-            self._complete(record, outcome)
+            if outcome is not None:
+                self._complete(record, outcome)
+            else:
+                self._flush_progress(record)
+                if record.state is TaskState.RUNNING:
+                    self._start(
+                        self._supervisor.enqueue(record.id, record.origin, now=self.clock())
+                    )
 
     async def _transfer(self, record: TaskRecord) -> FinishedEvent:
-        assert self._client is not None
+        """Attempts until the body is whole, then the move into place."""
         timeout = self.config.resource_timeout
+        remaining = None if timeout is None else max(0.0, timeout - record.active_time)
+        started = self.clock()
         try:
-            with anyio.fail_after(timeout):
-                await fetch_to_file(
-                    self._client,
-                    url=record.url,
-                    headers=record.headers,
-                    partial=record.partial,
-                    request_timeout=self.config.request_timeout,
-                    sink=_Sink(self, record),
-                )
+            with anyio.fail_after(remaining):
+                await self._attempts(record)
         except TransferError:
             raise
         except TimeoutError as exc:
-            raise TransferTimeoutError(
+            raise ResourceTimeoutError(
                 f"the task took longer than resource_timeout ({timeout} seconds)", url=record.url
             ) from exc
+        finally:
+            record.active_time += self.clock() - started  # suspended time is not counted
         # Shielded: once the rename starts, it finishes, and the task has finished.
         with anyio.CancelScope(shield=True):
             try:
@@ -384,9 +437,91 @@ class Engine:
             task_id=record.id, location=record.destination, total_bytes=record.bytes_received
         )
 
-    def _publish_progress(self, record: TaskRecord, event: ProgressEvent) -> None:
-        record.last_progress = event
+    async def _attempts(self, record: TaskRecord) -> None:
+        """The retry loop: transient failures are retried from the bytes on disk."""
+        policy = self.config.retry
+        failures = 0  # consecutive attempts that made no progress
+        while True:
+            try:
+                await self._attempt(record)
+            except RestartFromZero as signal:
+                failures += 1
+                if failures >= policy.max_attempts:
+                    raise ProtocolError(str(signal), url=record.url) from None
+                record.bytes_received = 0
+                record.validator = None
+                record.announce_resume = True
+                continue
+            except TransferError as exc:
+                if record.written_this_attempt:
+                    failures = 0
+                failures += 1
+                if not policy.is_transient(exc) or failures >= policy.max_attempts:
+                    raise
+                delay = backoff(policy, failures, self._rng)
+                if isinstance(exc, HTTPStatusError):
+                    asked = parse_retry_after(exc.retry_after)
+                    if asked is not None:
+                        if asked > policy.max_retry_after:
+                            raise
+                        delay = max(delay, asked)
+                        if exc.status in (429, 503):
+                            self._hold_origin(record, asked)
+                record.announce_resume = True
+                self._hub.publish(
+                    RetryEvent(task_id=record.id, attempt=failures + 1, error=exc, delay=delay)
+                )
+                await anyio.sleep(delay)
+            else:
+                return
+
+    async def _attempt(self, record: TaskRecord) -> None:
+        assert self._client is not None
+        offset = record.bytes_received
+        headers = dict(record.headers)
+        ranged = offset > 0 and record.validator is not None
+        if ranged:
+            headers["Range"] = f"bytes={offset}-"
+            headers["If-Range"] = record.validator or ""
+        # else: nothing on disk, or no safe way to resume: the whole file again
+        # (a ResumedEvent with offset 0 says so when bytes were there).
+        record.written_this_attempt = 0
+        sink = AttemptSink(
+            record,
+            offset=offset if ranged else 0,
+            ranged=ranged,
+            config=self.config,
+            clock=self.clock,
+            publish=self._publish,
+        )
+        await fetch_to_file(
+            self._client,
+            url=record.url,
+            headers=headers,
+            partial=record.partial,
+            request_timeout=self.config.request_timeout,
+            sink=sink,
+        )
+
+    def _hold_origin(self, record: TaskRecord, seconds: float) -> None:
+        """Retry-After on 429/503: start no task for that origin until it has passed."""
+        self._supervisor.hold(record.origin, self.clock() + seconds)
+
+        async def wake() -> None:
+            await anyio.sleep(seconds)
+            self._start(self._supervisor.poll(self.clock()))
+
+        self._spawn(wake)
+
+    def _publish(self, event: TaskEvent) -> None:
+        if isinstance(event, ProgressEvent):
+            self._records[event.task_id].last_progress = event
         self._hub.publish(event)
+
+    def _flush_progress(self, record: TaskRecord) -> None:
+        tail = record.throttle.flush()
+        if tail is not None:
+            self._publish(tail)
 
     def _complete(self, record: TaskRecord, outcome: TerminalEvent) -> None:
         """Publish the last progress and the one terminal event; free the destination."""
@@ -397,9 +532,7 @@ class Engine:
         else:
             signal = Input.CANCELLED
         record.state = transition(record.state, signal)
-        tail = record.throttle.flush()
-        if tail is not None:
-            self._publish_progress(record, tail)
+        self._flush_progress(record)
         record.terminal = outcome
         if self._claims.get(record.destination) == record.id:
             del self._claims[record.destination]

@@ -18,25 +18,42 @@ from typing import Protocol
 import aiofiles
 import aiohttp
 import anyio
+import attrs
 from aiofiles.threadpool.binary import AsyncBufferedIOBase
 
-from .._core.response import ResponseInfo, check_response
 from .._exceptions import IncompleteBodyError
 from .errors import file_error, map_errors
 from .files import private_opener
 
-__all__ = ["MAX_PENDING_BYTES", "TransferSink", "fetch_to_file"]
+__all__ = ["MAX_PENDING_BYTES", "BodyPlan", "TransferSink", "fetch_to_file"]
 
 MAX_PENDING_BYTES = 8 * 1024 * 1024
 """Bytes received but not yet handed to the disk, at most, per transfer."""
 
 
+@attrs.frozen
+class BodyPlan:
+    """Where a response's body goes: at ``offset`` in the partial file (0 truncates),
+    expecting ``length`` bytes (None: until the server ends the body)."""
+
+    offset: int
+    length: int | None
+
+
 class TransferSink(Protocol):
-    """Where a transfer reports what happens (the engine's task record)."""
+    """What a transfer reports to, and asks, its owner (the engine's task record)."""
 
-    def response_received(self, info: ResponseInfo) -> None: ...
+    def judge(self, status: int, reason: str, headers: Mapping[str, str]) -> BodyPlan | None:
+        """Decide from the status and (lower-cased) headers; None: no body to write."""
+        ...
 
-    def bytes_written(self, nbytes: int) -> None: ...
+    def chunk_received(self, nbytes: int) -> None:
+        """Called for each chunk read; may raise to end the attempt (too slow)."""
+        ...
+
+    def bytes_written(self, nbytes: int) -> None:
+        """Called as bytes reach the file, in order."""
+        ...
 
 
 async def fetch_to_file(
@@ -47,48 +64,64 @@ async def fetch_to_file(
     partial: Path,
     request_timeout: float | None,
     sink: TransferSink,
-) -> ResponseInfo:
-    """GET ``url`` and write the whole body to ``partial`` (created 0600, truncated).
+) -> BodyPlan | None:
+    """One GET of ``url``; the body goes where ``sink.judge`` says.
 
-    Returns the response's :class:`ResponseInfo` once every byte is on disk and the
-    length matches Content-Length; raises a :class:`~bgtransfer.TransferError`
-    otherwise. Redirects are followed by aiohttp.
+    Returns the plan that was carried out once every byte is on disk and the
+    length matches, or None when the sink decided there was no body to write;
+    raises a :class:`~bgtransfer.TransferError` otherwise. Redirects are
+    followed by aiohttp, with the same headers (so ``Range`` goes along).
     """
     timeout = aiohttp.ClientTimeout(
         total=None, connect=None, sock_connect=request_timeout, sock_read=request_timeout
     )
     with map_errors(url=url, request_timeout=request_timeout):
         async with client.get(url, headers=dict(headers), timeout=timeout) as response:
-            info = check_response(
-                url,
+            plan = sink.judge(
                 response.status,
                 response.reason or "",
                 {name.lower(): value for name, value in response.headers.items()},
             )
-            sink.response_received(info)
-            written = await _stream_body(response, partial, sink, url)
-    if info.expected_length is not None and written != info.expected_length:
+            if plan is None:
+                return None
+            written = await _stream_body(response, partial, plan.offset, sink, url)
+    if plan.length is not None and written != plan.length:
         # aiohttp normally raises ClientPayloadError first; this is the backstop.
         raise IncompleteBodyError(
-            f"received {written} of {info.expected_length} bytes announced by Content-Length",
-            url=url,
+            f"received {written} of the {plan.length} bytes announced", url=url
         )
-    return info
+    return plan
 
 
-async def _stream_body(
-    response: aiohttp.ClientResponse, partial: Path, sink: TransferSink, url: str
-) -> int:
+async def _open_at(partial: Path, offset: int, url: str) -> AsyncBufferedIOBase:
+    """The partial file opened for writing at ``offset`` (created or truncated there)."""
+    file: AsyncBufferedIOBase | None = None
     try:
         # Shielded: a cancel arriving while the worker thread opens the file
         # would otherwise leave the opened file with nobody to close it.
         with anyio.CancelScope(shield=True):
-            file = await aiofiles.open(partial, "wb", opener=private_opener)
+            if offset == 0:
+                file = await aiofiles.open(partial, "wb", opener=private_opener)
+            else:
+                file = await aiofiles.open(partial, "r+b", opener=private_opener)
+                await file.truncate(offset)  # bytes past the offset were never confirmed
+                await file.seek(offset)
     except OSError as exc:
-        raise file_error(exc, url=url, action="create partial file", path=partial) from exc
+        if file is not None:
+            await file.close()
+        raise file_error(exc, url=url, action="open partial file", path=partial) from exc
+    assert file is not None
+    return file
+
+
+async def _stream_body(
+    response: aiohttp.ClientResponse, partial: Path, offset: int, sink: TransferSink, url: str
+) -> int:
+    file = await _open_at(partial, offset, url)
     writer = _OverlappedWriter(file, sink, url=url, path=partial)
     try:
         async for chunk in response.content.iter_any():
+            sink.chunk_received(len(chunk))
             await writer.add(chunk)
         await writer.flush()
     finally:

@@ -1,0 +1,152 @@
+"""Retries as data and pure functions: the policy, backoff, Retry-After, slow-transfer watch.
+
+As in stamina, the retry loop lives in the engine and every decision it needs is a
+pure function here: :meth:`RetryPolicy.is_transient` (retry this error?),
+:func:`backoff` (how long to wait before attempt n), :func:`parse_retry_after`
+(what the server asked for), :class:`SpeedWatch` (is the transfer too slow?).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+
+from .._exceptions import (
+    HTTPStatusError,
+    NetworkError,
+    ResourceTimeoutError,
+    TransferError,
+    TransferTimeoutError,
+)
+from .ranges import parse_http_date
+
+__all__ = ["RetryPolicy", "SpeedWatch", "backoff", "parse_retry_after"]
+
+DEFAULT_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def _positive(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{attribute.name} must be a number, not {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{attribute.name} must be a finite number >= 0, got {value}")
+
+
+def _attempts(instance: Any, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{attribute.name} must be an int, not {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{attribute.name} must be at least 1 (1 = no retries), got {value}")
+
+
+def _statuses(value: object) -> frozenset[int]:
+    if isinstance(value, str | bytes) or not hasattr(value, "__iter__"):
+        raise TypeError("retry_statuses must be a collection of ints")
+    statuses = frozenset(value)
+    for status in statuses:
+        if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+            raise ValueError(f"retry_statuses: {status!r} is not an HTTP status code")
+    return statuses
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """When and how a task retries by itself after a transient failure.
+
+    An attempt that wrote bytes resets the count: ``max_attempts`` bounds
+    consecutive attempts that made no progress, so a long download over a link
+    that drops every few minutes still finishes.
+    """
+
+    max_attempts: int = attrs.field(default=6, validator=_attempts)
+    """Consecutive attempts without progress before the task fails (1: never retry)."""
+    initial_delay: float = attrs.field(default=0.5, validator=_positive)
+    """Backoff before the first retry, in seconds."""
+    max_delay: float = attrs.field(default=30.0, validator=_positive)
+    """Cap on the backoff."""
+    multiplier: float = attrs.field(default=2.0, validator=_positive)
+    """Growth of the backoff per attempt."""
+    jitter: float = attrs.field(default=0.5, validator=_positive)
+    """Fraction of the delay randomised away (0: none, 1: full jitter)."""
+    max_retry_after: float = attrs.field(default=600.0, validator=_positive)
+    """The longest ``Retry-After`` honoured; a longer one fails the task."""
+    retry_statuses: frozenset[int] = attrs.field(
+        default=DEFAULT_RETRY_STATUSES, converter=_statuses
+    )
+    """HTTP statuses that are transient."""
+
+    def __attrs_post_init__(self) -> None:
+        if self.jitter > 1:
+            raise ValueError(f"jitter must be between 0 and 1, got {self.jitter}")
+
+    def is_transient(self, error: TransferError) -> bool:
+        """Whether ``error`` is worth another attempt.
+
+        Network errors (refused, reset, truncated body) and request timeouts are;
+        so are the ``retry_statuses``. A ``resource_timeout`` is final, as are
+        other statuses, protocol and local file errors.
+        """
+        if isinstance(error, HTTPStatusError):
+            return error.status in self.retry_statuses
+        if isinstance(error, ResourceTimeoutError):
+            return False
+        return isinstance(error, NetworkError | TransferTimeoutError)
+
+
+def backoff(policy: RetryPolicy, attempt: int, rng: random.Random | None = None) -> float:
+    """Seconds to wait before retry number ``attempt`` (1 for the first retry).
+
+    ``min(max_delay, initial_delay * multiplier ** (attempt - 1))``, of which a
+    ``jitter`` fraction is drawn uniformly at random, so that many clients
+    failing together do not come back together.
+    """
+    if attempt < 1:
+        raise ValueError(f"attempt must be >= 1, got {attempt}")
+    try:
+        delay = policy.initial_delay * policy.multiplier ** (attempt - 1)
+    except OverflowError:
+        delay = policy.max_delay if policy.initial_delay > 0 else 0.0
+    delay = min(policy.max_delay, delay)
+    fixed = delay * (1 - policy.jitter)
+    return fixed + (rng or random).uniform(0, delay - fixed)
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delay-seconds or HTTP-date), or None."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isascii() and text.isdigit():
+        digits = text.lstrip("0") or "0"
+        return float(int(digits)) if len(digits) <= 15 else 1e15  # past any sane cap
+    when = parse_http_date(text)
+    if when is None:
+        return None
+    current = now if now is not None else datetime.now(UTC)
+    return max(0.0, (when - current).total_seconds())
+
+
+class SpeedWatch:
+    """Flags a transfer slower than ``limit`` bytes/s over a whole ``window`` (curl's
+    ``--speed-limit``/``--speed-time``). Time is passed in."""
+
+    def __init__(self, *, limit: int, window: float, start: float) -> None:
+        self._limit = limit
+        self._window = window
+        self._window_start = start
+        self._bytes = 0
+
+    def feed(self, nbytes: int, now: float) -> bool:
+        """Count bytes at ``now``; True when the last full window was too slow."""
+        self._bytes += nbytes
+        elapsed = now - self._window_start
+        if elapsed < self._window:
+            return False
+        too_slow = self._bytes < self._limit * elapsed
+        self._window_start = now
+        self._bytes = 0
+        return too_slow

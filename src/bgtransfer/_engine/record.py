@@ -1,0 +1,211 @@
+"""A task's record, and the sink that judges one attempt's response for it.
+
+The record is the engine's whole knowledge of a task: what was asked, where its
+bytes are, what the server promised about them (validator, length, coding), and
+its events. :class:`AttemptSink` is the glue between one HTTP attempt and the
+sans-IO rules (``check_response``, ``judge_resumed_response``, ``SpeedWatch``):
+it decides where the body goes and keeps the record's counters honest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+
+from .._core.events import ProgressEvent, ResumedEvent, TaskEvent, TerminalEvent
+from .._core.naming import Origin
+from .._core.progress import ProgressThrottle
+from .._core.ranges import Verdict, judge_resumed_response, strong_validator
+from .._core.response import check_response
+from .._core.resume_data import ResumeData
+from .._core.retry import SpeedWatch
+from .._core.states import TaskState
+from .._exceptions import TransferTimeoutError
+from .._io.transfer import BodyPlan
+
+if TYPE_CHECKING:
+    from .._core.config import Configuration
+
+__all__ = ["SECRET_HEADERS", "AttemptSink", "RestartFromZero", "TaskRecord"]
+
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+"""Never written into resume data (nor, later, the journal) in clear."""
+
+
+class TaskRecord:
+    """Everything the engine knows about one task. Mutated only by the engine."""
+
+    __slots__ = (
+        "active_time",
+        "announce_resume",
+        "bytes_expected",
+        "bytes_received",
+        "description",
+        "destination",
+        "done",
+        "encoding",
+        "headers",
+        "id",
+        "last_progress",
+        "origin",
+        "partial",
+        "running",
+        "scope",
+        "state",
+        "terminal",
+        "throttle",
+        "url",
+        "validator",
+        "want_resume_data",
+        "written_this_attempt",
+    )
+
+    def __init__(
+        self,
+        *,
+        task_id: int,
+        url: str,
+        origin: Origin,
+        destination: Path,
+        partial: Path,
+        description: str | None,
+        headers: Mapping[str, str],
+        progress_interval: float,
+        offset: int = 0,
+        validator: str | None = None,
+        total: int | None = None,
+        encoding: str = "identity",
+    ) -> None:
+        self.id = task_id
+        self.url = url
+        self.origin = origin
+        self.destination = destination
+        self.partial = partial
+        self.description = description
+        self.headers = headers
+        self.state = TaskState.RUNNING
+        self.bytes_received = offset  # bytes in the partial file, all confirmed
+        self.bytes_expected = total
+        self.validator = validator  # for If-Range; None: cannot resume safely
+        self.encoding = encoding
+        self.announce_resume = offset > 0  # send ResumedEvent before the next body
+        self.want_resume_data = False
+        self.written_this_attempt = 0
+        self.active_time = 0.0  # seconds spent running, for resource_timeout
+        self.running = False  # a runner coroutine exists for it
+        self.last_progress: ProgressEvent | None = None
+        self.terminal: TerminalEvent | None = None
+        self.done = anyio.Event()
+        self.scope: anyio.CancelScope | None = None
+        self.throttle = ProgressThrottle(
+            task_id, interval=progress_interval, total=offset, expected=total
+        )
+
+    def resume_data(self) -> ResumeData | None:
+        """What ``cancel_with_resume_data()`` hands out, or None if resuming is unsafe."""
+        if self.validator is None or self.bytes_received == 0:
+            return None
+        return ResumeData(
+            url=self.url,
+            partial=str(self.partial),
+            offset=self.bytes_received,
+            validator=self.validator,
+            total=self.bytes_expected,
+            encoding=self.encoding,
+            destination=str(self.destination),
+            description=self.description,
+            headers=tuple(
+                (name, value)
+                for name, value in self.headers.items()
+                if name.lower() not in SECRET_HEADERS
+            ),
+        )
+
+
+class RestartFromZero(Exception):
+    """The answer to a range request cannot be used; fetch the whole file again."""
+
+
+class AttemptSink:
+    """Judges one attempt's response and counts its bytes into the record."""
+
+    def __init__(
+        self,
+        record: TaskRecord,
+        *,
+        offset: int,
+        ranged: bool,
+        config: Configuration,
+        clock: Callable[[], float],
+        publish: Callable[[TaskEvent], None],
+    ) -> None:
+        self._record = record
+        self._offset = offset
+        self._ranged = ranged
+        self._clock = clock
+        self._publish = publish
+        self._min_speed = config.min_speed
+        self._window = config.min_speed_window
+        self._speed = (
+            SpeedWatch(limit=config.min_speed, window=config.min_speed_window, start=clock())
+            if config.min_speed is not None
+            else None
+        )
+
+    def judge(self, status: int, reason: str, headers: Mapping[str, str]) -> BodyPlan | None:
+        record = self._record
+        if self._ranged:
+            assert record.validator is not None
+            resumption = judge_resumed_response(
+                url=record.url,
+                offset=self._offset,
+                validator=record.validator,
+                total=record.bytes_expected,
+                encoding=record.encoding,
+                status=status,
+                reason=reason,
+                headers=headers,
+            )
+            if resumption.verdict is Verdict.COMPLETE:
+                return None
+            if resumption.verdict is Verdict.RETRY_FROM_ZERO:
+                raise RestartFromZero(resumption.reason)
+            if resumption.verdict is Verdict.APPEND:
+                self._begin(self._offset, resumption.total)
+                remaining = None if resumption.total is None else resumption.total - self._offset
+                return BodyPlan(self._offset, remaining)
+            # Verdict.RESTART: a full 200 body; judged below like a fresh answer.
+        info = check_response(record.url, status, reason, headers)
+        record.validator = strong_validator(headers)
+        record.encoding = info.content_encoding
+        self._begin(0, info.expected_length)
+        return BodyPlan(0, info.expected_length)
+
+    def _begin(self, offset: int, total: int | None) -> None:
+        record = self._record
+        record.bytes_received = offset
+        record.bytes_expected = total
+        record.throttle.restart(offset)
+        record.throttle.set_expected(total)
+        if record.announce_resume:
+            record.announce_resume = False
+            self._publish(ResumedEvent(task_id=record.id, offset=offset, expected_total=total))
+
+    def chunk_received(self, nbytes: int) -> None:
+        if self._speed is not None and self._speed.feed(nbytes, self._clock()):
+            raise TransferTimeoutError(
+                f"slower than {self._min_speed} bytes/s for {self._window} seconds (min_speed)",
+                url=self._record.url,
+            )
+
+    def bytes_written(self, nbytes: int) -> None:
+        record = self._record
+        record.bytes_received += nbytes
+        record.written_this_attempt += nbytes
+        event = record.throttle.feed(nbytes, self._clock())
+        if event is not None:
+            record.last_progress = event
+            self._publish(event)

@@ -1,0 +1,370 @@
+"""ResumeData: a versioned, self-describing blob, checked field by field when read back."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import attrs
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import bgtransfer
+from bgtransfer._core.resume_data import FORMAT, InvalidResumeDataError, ResumeData
+
+FULL = ResumeData(
+    url="https://example.com/d\u00e9j\u00e0/file.bin?x=1&y=%20",
+    partial="/var/tmp/bgtransfer/\u6587\u4ef6.bin.part",
+    offset=1234,
+    validator='"etag-\u00e9"',
+    total=99_999,
+    encoding="gzip",
+    destination="/home/u/T\u00e9l\u00e9chargements/file.bin",
+    description="the \U0001f4e6 file",
+    headers=(("User-Agent", "demo/1.0"), ("X-Empty", ""), ("Accept", "*/*"), ("X-Dup", "a")),
+)
+MINIMAL = ResumeData(url="http://h/f", partial="/p", offset=0, validator='"x"', total=None)
+
+
+def _document(**changes: Any) -> dict[str, Any]:
+    """The JSON document of FULL, with fields changed (or removed when the value is ...)."""
+    document: dict[str, Any] = json.loads(FULL.to_bytes())
+    for name, value in changes.items():
+        if value is ...:
+            del document[name]
+        else:
+            document[name] = value
+    return document
+
+
+def _blob(**changes: Any) -> bytes:
+    return json.dumps(_document(**changes)).encode()
+
+
+def _rejects(blob: bytes) -> InvalidResumeDataError:
+    with pytest.raises(InvalidResumeDataError) as info:
+        ResumeData.from_bytes(blob)
+    return info.value
+
+
+# -- round trip ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("data", [FULL, MINIMAL], ids=["full", "minimal"])
+def test_round_trip(data: ResumeData) -> None:
+    assert ResumeData.from_bytes(data.to_bytes()) == data
+
+
+def test_defaults() -> None:
+    assert MINIMAL.encoding == "identity"
+    assert MINIMAL.destination is None
+    assert MINIMAL.description is None
+    assert MINIMAL.headers == ()
+
+
+def test_round_trip_keeps_none_fields_none() -> None:
+    data = attrs.evolve(FULL, total=None, destination=None, description=None, headers=())
+    back = ResumeData.from_bytes(data.to_bytes())
+    assert back == data
+    assert back.total is None
+    assert back.destination is None
+    assert back.description is None
+    assert back.headers == ()
+
+
+def test_round_trip_headers_are_a_tuple_of_pairs_in_order() -> None:
+    back = ResumeData.from_bytes(FULL.to_bytes())
+    assert back.headers == FULL.headers
+    assert type(back.headers) is tuple
+    assert all(type(pair) is tuple for pair in back.headers)
+
+
+def test_round_trip_offset_equal_to_total_and_big_numbers() -> None:
+    for offset, total in [(0, 0), (10, 10), (2**70, 2**70), (2**64, None)]:
+        data = attrs.evolve(FULL, offset=offset, total=total)
+        assert ResumeData.from_bytes(data.to_bytes()) == data
+
+
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_from_bytes_accepts_bytes_like(kind: type) -> None:
+    assert ResumeData.from_bytes(kind(FULL.to_bytes())) == FULL
+
+
+def test_to_bytes_is_utf8_json_with_format_and_version() -> None:
+    blob = FULL.to_bytes()
+    assert isinstance(blob, bytes)
+    document = json.loads(blob.decode("utf-8"))
+    assert document["format"] == FORMAT == "bgtransfer.resume-data"
+    assert document["version"] == ResumeData.VERSION == 1
+    assert document["url"] == FULL.url
+    assert document["partial"] == FULL.partial
+    assert document["offset"] == 1234
+    assert document["validator"] == FULL.validator
+    assert document["total"] == 99_999
+    assert document["encoding"] == "gzip"
+    assert document["destination"] == FULL.destination
+    assert document["description"] == FULL.description
+    assert document["headers"] == [list(pair) for pair in FULL.headers]
+
+
+def test_to_bytes_writes_none_as_null() -> None:
+    document = json.loads(MINIMAL.to_bytes())
+    assert document["total"] is None
+    assert document["destination"] is None
+    assert document["description"] is None
+    assert document["headers"] == []
+
+
+def test_to_bytes_is_deterministic() -> None:
+    assert FULL.to_bytes() == FULL.to_bytes()
+    assert attrs.evolve(FULL).to_bytes() == FULL.to_bytes()
+
+
+def test_resume_data_is_frozen_and_keyword_only() -> None:
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        FULL.offset = 0  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        ResumeData("http://h/f", "/p", 0, '"x"', None)  # type: ignore[misc]
+
+
+# -- the error -----------------------------------------------------------------------------------
+
+
+def test_invalid_resume_data_error_is_a_value_error_and_a_bgtransfer_error() -> None:
+    assert issubclass(InvalidResumeDataError, ValueError)
+    assert issubclass(InvalidResumeDataError, bgtransfer.BgTransferError)
+    assert issubclass(InvalidResumeDataError, bgtransfer.InvalidRequestError)
+    assert not issubclass(InvalidResumeDataError, bgtransfer.TransferError)
+    error = _rejects(b"")
+    assert isinstance(error, ValueError)
+    assert isinstance(error, bgtransfer.BgTransferError)
+
+
+# -- rejected blobs ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [
+        b"",
+        b" ",
+        b"garbage",
+        b"\x00\x01\x02\x03",
+        b"{",
+        b"}",
+        b"{'format': 'bgtransfer.resume-data'}",
+        b"bgtransfer.resume-data",
+        b"\xef\xbb\xbf{}",  # a BOM is not JSON
+    ],
+    ids=repr,
+)
+def test_garbage_rejected(blob: bytes) -> None:
+    assert "not bgtransfer resume data" in str(_rejects(blob))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_bytes_rejected(seed: int) -> None:
+    rng = random.Random(seed)
+    blob = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 300)))
+    _rejects(blob)
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [b"\xff\xfe", b"\x80", b'{"url": "\xe9"}', "{}".encode("utf-16"), FULL.to_bytes() + b"\xff"],
+    ids=repr,
+)
+def test_non_utf8_rejected(blob: bytes) -> None:
+    _rejects(blob)
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [b"null", b"true", b"0", b"1.5", b'"bgtransfer.resume-data"', b"[]", b"[1, 2]", b"{}"],
+    ids=repr,
+)
+def test_json_that_is_not_resume_data_rejected(blob: bytes) -> None:
+    assert "not bgtransfer resume data" in str(_rejects(blob))
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [
+        b"[" * 100_000,
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"a":' * 100_000 + b"0" + b"}" * 100_000,
+    ],
+    ids=["open-arrays", "closed-arrays", "objects"],
+)
+def test_deeply_nested_json_rejected(blob: bytes) -> None:
+    # json.loads raises RecursionError past the interpreter's depth: still garbage.
+    _rejects(blob)
+
+
+def test_bare_number_too_long_for_int_rejected() -> None:
+    # int() refuses more than sys.get_int_max_str_digits() (4300) digits with a plain ValueError.
+    _rejects(b"9" * 5000)
+
+
+def test_offset_too_long_for_int_rejected() -> None:
+    good = _blob()
+    blob = good.replace(b'"offset": 1234', b'"offset": ' + b"1" * 5000)
+    assert blob != good
+    _rejects(blob)
+
+
+@pytest.mark.parametrize(
+    "fmt", [..., None, "", "bgtransfer", "bgtransfer.resume-data2", "BGTRANSFER.RESUME-DATA", 1]
+)
+def test_wrong_format_tag_rejected(fmt: object) -> None:
+    assert "format" in str(_rejects(_blob(format=fmt)))
+
+
+@pytest.mark.parametrize("version", [..., None, True, False, "1", 1.0, [1], {"v": 1}])
+def test_invalid_version_rejected(version: object) -> None:
+    assert "version" in str(_rejects(_blob(version=version)))
+
+
+@pytest.mark.parametrize("version", [0, -1])
+def test_version_that_never_existed_rejected(version: int) -> None:
+    assert "version" in str(_rejects(_blob(version=version)))
+
+
+@pytest.mark.parametrize("version", [2, 3, 10**6, 10**30])
+def test_newer_version_rejected_with_advice(version: int) -> None:
+    message = str(_rejects(_blob(version=version)))
+    assert "newer" in message
+    assert "upgrade" in message
+    assert str(version) in message
+
+
+def test_newer_version_rejected_even_when_fields_changed() -> None:
+    # A newer format may change anything; the version is checked before the fields.
+    blob = json.dumps({"format": FORMAT, "version": 2, "url": 5}).encode()
+    assert "newer" in str(_rejects(blob))
+
+
+@pytest.mark.parametrize("field", ["url", "partial", "offset", "validator", "encoding"])
+def test_missing_required_field_rejected(field: str) -> None:
+    assert repr(field) in str(_rejects(_blob(**{field: ...})))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("url", None),
+        ("url", 5),
+        ("url", ["http://h/f"]),
+        ("partial", None),
+        ("partial", True),
+        ("offset", None),
+        ("offset", "1234"),
+        ("offset", 1234.0),
+        ("offset", True),
+        ("offset", float("nan")),
+        ("validator", None),
+        ("validator", 1),
+        ("total", "99999"),
+        ("total", 99999.0),
+        ("total", [99999]),
+        ("encoding", None),
+        ("encoding", 0),
+        ("destination", 1),
+        ("destination", ["/x"]),
+        ("description", 1),
+        ("description", {"a": "b"}),
+        ("headers", None),
+        ("headers", "User-Agent: x"),
+        ("headers", {"User-Agent": "x"}),
+        ("headers", [["User-Agent"]]),
+        ("headers", [["User-Agent", "x", "y"]]),
+        ("headers", [["User-Agent", 1]]),
+        ("headers", [[1, "x"]]),
+        ("headers", [["User-Agent", None]]),
+        ("headers", ["User-Agent"]),
+        ("headers", [[["User-Agent", "x"]]]),
+        ("headers", [["a", "b"], "c"]),
+    ],
+    ids=repr,
+)
+def test_wrong_field_type_rejected(field: str, value: object) -> None:
+    message = str(_rejects(_blob(**{field: value})))
+    assert repr(field) in message
+    assert "wrong type" in message
+
+
+@pytest.mark.parametrize("total", [True, False])
+def test_bool_total_rejected(total: bool) -> None:
+    _rejects(_blob(total=total, offset=0))
+
+
+@pytest.mark.parametrize(("offset", "total"), [(-1, None), (-1, 10), (-(2**70), None), (11, 10)])
+def test_offset_out_of_range_rejected(offset: int, total: int | None) -> None:
+    assert "out of range" in str(_rejects(_blob(offset=offset, total=total)))
+
+
+def test_negative_total_rejected() -> None:
+    _rejects(_blob(offset=0, total=-1))
+
+
+def test_every_truncation_rejected() -> None:
+    blob = FULL.to_bytes()
+    for end in range(len(blob)):
+        with pytest.raises(InvalidResumeDataError):
+            ResumeData.from_bytes(blob[:end])
+
+
+def test_every_truncation_of_the_minimal_blob_rejected() -> None:
+    blob = MINIMAL.to_bytes()
+    for end in range(len(blob)):
+        with pytest.raises(InvalidResumeDataError):
+            ResumeData.from_bytes(blob[:end])
+
+
+@pytest.mark.parametrize(
+    "value", [FULL.to_bytes().decode(), None, 0, [1, 2], {"format": FORMAT}], ids=repr
+)
+def test_non_bytes_argument_is_a_type_error(value: object) -> None:
+    with pytest.raises(TypeError, match="bytes"):
+        ResumeData.from_bytes(value)  # type: ignore[arg-type]
+
+
+# -- properties ----------------------------------------------------------------------------------
+
+
+_text = st.text(max_size=30)
+
+
+@st.composite
+def _resume_data(draw: st.DrawFn) -> ResumeData:
+    offset = draw(st.integers(min_value=0, max_value=2**70))
+    total = draw(st.none() | st.integers(min_value=offset, max_value=2**71))
+    return ResumeData(
+        url=draw(_text),
+        partial=draw(_text),
+        offset=offset,
+        validator=draw(_text),
+        total=total,
+        encoding=draw(_text),
+        destination=draw(st.none() | _text),
+        description=draw(st.none() | _text),
+        headers=tuple(draw(st.lists(st.tuples(_text, _text), max_size=5))),
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(_resume_data())
+def test_any_resume_data_round_trips(data: ResumeData) -> None:
+    blob = data.to_bytes()
+    blob.decode("utf-8")
+    assert ResumeData.from_bytes(blob) == data
+    assert ResumeData.from_bytes(blob).to_bytes() == blob
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_are_rejected_cleanly(blob: bytes) -> None:
+    with pytest.raises(InvalidResumeDataError):
+        ResumeData.from_bytes(blob)
