@@ -480,3 +480,60 @@ async def test_bad_resume_data_raises_at_the_call(
         with pytest.raises(InvalidResumeDataError, match=message):
             await session.download_with_resume_data(blob)
         assert session.tasks() == []
+
+
+async def test_idle_server_before_headers_is_retried(
+    server: TestServer, state_dir: Path, out_dir: Path
+) -> None:
+    file = server.add_file("/f.bin", size=50_000)
+    server.set_faults(file.path, Faults(headers_delay=30.0), times=1)
+    config = Configuration(request_timeout=0.2, retry=FAST)
+    async with Session(state_dir=state_dir, config=config) as session:
+        task = await session.download(server.url(file.path), out_dir / "f.bin")
+        events = await collect(task.events())
+    retry = next(e for e in events if isinstance(e, RetryEvent))
+    assert isinstance(retry.error, TransferTimeoutError)
+    assert isinstance(events[-1], FinishedEvent)
+    assert sha256_file(out_dir / "f.bin") == file.sha256
+
+
+async def test_range_is_sent_again_after_a_redirect(
+    server: TestServer, state_dir: Path, out_dir: Path
+) -> None:
+    target = server.add_file("/real.bin", size=400_000)
+    server.add_file("/alias.bin", data=b"-")
+    server.set_faults("/alias.bin", Faults(redirect_to="/real.bin"))
+    cut_once_after(server, target.path, 100_000)
+    async with Session(state_dir=state_dir, config=CONFIG) as session:
+        task = await session.download(server.url("/alias.bin"), out_dir / "r.bin")
+        await wait_for_bytes(task, 100_000)
+        server.release(target.path)
+        result = await task.wait()
+    assert isinstance(result, FinishedEvent)
+    assert sha256_file(out_dir / "r.bin") == target.sha256
+    paths = [(r.path, r.headers.get("Range")) for r in server.requests]
+    assert paths == [
+        ("/alias.bin", None),
+        ("/real.bin", None),
+        ("/alias.bin", "bytes=100000-"),
+        ("/real.bin", "bytes=100000-"),
+    ]
+
+
+async def test_suspended_time_does_not_count_against_resource_timeout(
+    server: TestServer, state_dir: Path, out_dir: Path
+) -> None:
+    file = server.add_file("/f.bin", size=200_000)
+    server.set_faults(file.path, Faults(hold_after=50_000), times=1)
+    config = Configuration(resource_timeout=1.0, retry=FAST)
+    async with Session(state_dir=state_dir, config=config) as session:
+        task = await session.download(server.url(file.path), out_dir / "f.bin")
+        await wait_for_bytes(task, 50_000)
+        task.suspend()
+        await server.wait_until(lambda stats: stats.in_flight == 0)
+        # Longer than resource_timeout, suspended: the budget must not run out.
+        await asyncio.sleep(1.2)
+        task.resume()
+        result = await task.wait()
+    assert isinstance(result, FinishedEvent)
+    assert sha256_file(out_dir / "f.bin") == file.sha256
