@@ -17,10 +17,12 @@ from hypothesis import strategies as st
 import bgtransfer
 from bgtransfer._core.ranges import (
     ContentRange,
+    ResumePlan,
     Resumption,
     Verdict,
     judge_resumed_response,
     parse_content_range,
+    plan_resume,
     strong_validator,
 )
 
@@ -666,3 +668,65 @@ def test_resumption_is_frozen() -> None:
     result = _judge(headers={"content-range": "bytes 100-999/1000"})
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         result.offset = 0  # type: ignore[misc]
+
+
+# -- plan_resume -------------------------------------------------------------------
+
+
+def test_plan_nothing_on_disk_is_a_plain_get() -> None:
+    plan = plan_resume(offset=0, validator='"v"', total=10)
+    assert plan == ResumePlan(offset=0, headers={})
+    assert not plan.ranged
+
+
+def test_plan_with_bytes_and_validator_asks_for_the_rest() -> None:
+    plan = plan_resume(offset=100, validator='"v1"', total=1000)
+    assert plan.ranged
+    assert plan.offset == 100
+    assert plan.headers == {"Range": "bytes=100-", "If-Range": '"v1"'}
+    assert plan.restart_reason is None
+
+
+def test_plan_with_a_date_validator() -> None:
+    date = "Wed, 21 Oct 2015 07:28:00 GMT"
+    plan = plan_resume(offset=5, validator=date, total=None)
+    assert plan.headers == {"Range": "bytes=5-", "If-Range": date}
+
+
+def test_plan_without_validator_gives_the_bytes_up() -> None:
+    plan = plan_resume(offset=100, validator=None, total=1000)
+    assert plan == ResumePlan(
+        offset=0, headers={}, restart_reason="no strong validator to resume safely"
+    )
+
+
+def test_plan_whole_file_on_disk_asks_for_confirmation() -> None:
+    plan = plan_resume(offset=1000, validator='"v"', total=1000)
+    assert plan.headers["Range"] == "bytes=1000-"
+
+
+def test_plan_more_bytes_than_the_file_starts_over() -> None:
+    plan = plan_resume(offset=1001, validator='"v"', total=1000)
+    assert plan.offset == 0
+    assert not plan.ranged
+    assert plan.restart_reason is not None
+    assert "1001" in plan.restart_reason
+
+
+def test_plan_rejects_negative_offsets() -> None:
+    with pytest.raises(ValueError, match="offset"):
+        plan_resume(offset=-1, validator=None, total=None)
+
+
+@given(
+    offset=st.integers(min_value=0, max_value=10**12),
+    validator=st.one_of(st.none(), st.just('"etag"')),
+    total=st.one_of(st.none(), st.integers(min_value=0, max_value=10**12)),
+)
+def test_plan_ranges_only_with_a_validator_and_bytes_within_the_file(
+    offset: int, validator: str | None, total: int | None
+) -> None:
+    plan = plan_resume(offset=offset, validator=validator, total=total)
+    expected = offset > 0 and validator is not None and (total is None or offset <= total)
+    assert plan.ranged is expected
+    assert plan.offset == (offset if expected else 0)

@@ -1,7 +1,9 @@
 """HTTP range semantics for resuming (RFC 9110 §8.8, §13.1.5, §14, §15.3.7). Pure.
 
-Three questions, three functions:
+Four questions, four functions:
 
+* :func:`plan_resume` — with N bytes on disk, what to ask for: ``Range`` and
+  ``If-Range``, or (no safe validator) the whole file again.
 * :func:`strong_validator` — which validator, if any, may go in ``If-Range``:
   a strong ETag, or a Last-Modified date only when it is itself strong (at least
   60 seconds older than the response's Date, §8.8.2.2); never a weak ETag.
@@ -25,14 +27,58 @@ from .._exceptions import HTTPStatusError, ProtocolError
 
 __all__ = [
     "ContentRange",
+    "ResumePlan",
     "Resumption",
     "Verdict",
     "judge_resumed_response",
     "parse_content_range",
+    "plan_resume",
     "strong_validator",
 ]
 
 _STRONG_DATE_MARGIN = 60  # seconds, RFC 9110 §8.8.2.2
+
+
+@attrs.frozen(kw_only=True)
+class ResumePlan:
+    """The next request for a task with bytes on disk."""
+
+    offset: int
+    """Where a 206 body will go; 0 means the whole file is asked for again."""
+    headers: Mapping[str, str]
+    """``Range`` and ``If-Range`` to add; empty for a plain GET."""
+    restart_reason: str | None = None
+    """Why the bytes on disk are given up, when they are."""
+
+    @property
+    def ranged(self) -> bool:
+        return bool(self.headers)
+
+
+def plan_resume(*, offset: int, validator: str | None, total: int | None) -> ResumePlan:
+    """What to ask for with ``offset`` confirmed bytes on disk.
+
+    Nothing on disk: a plain GET. Bytes but no strong validator: a plain GET too,
+    because without ``If-Range`` a changed file would be spliced onto old bytes.
+    More bytes than the file has: start over. Otherwise ``Range: bytes=N-`` with
+    ``If-Range`` (an ``N`` equal to the total asks the server to confirm a whole
+    file with a 416).
+    """
+    if offset < 0:
+        raise ValueError(f"offset must be >= 0, got {offset}")
+    if offset == 0:
+        return ResumePlan(offset=0, headers={})
+    if validator is None:
+        return ResumePlan(
+            offset=0, headers={}, restart_reason="no strong validator to resume safely"
+        )
+    if total is not None and offset > total:
+        return ResumePlan(
+            offset=0,
+            headers={},
+            restart_reason=f"{offset} bytes on disk, more than the file's {total}",
+        )
+    return ResumePlan(offset=offset, headers={"Range": f"bytes={offset}-", "If-Range": validator})
 
 
 def strong_validator(headers: Mapping[str, str]) -> str | None:

@@ -38,6 +38,7 @@ from .._core.events import (
     TerminalEvent,
 )
 from .._core.naming import filename_from_url, parse_url, unique_name
+from .._core.ranges import plan_resume
 from .._core.resume_data import InvalidResumeDataError, ResumeData
 from .._core.retry import backoff, parse_retry_after
 from .._core.states import Input, TaskState, transition
@@ -477,19 +478,17 @@ class Engine:
 
     async def _attempt(self, record: TaskRecord) -> None:
         assert self._client is not None
-        offset = record.bytes_received
-        headers = dict(record.headers)
-        ranged = offset > 0 and record.validator is not None
-        if ranged:
-            headers["Range"] = f"bytes={offset}-"
-            headers["If-Range"] = record.validator or ""
-        # else: nothing on disk, or no safe way to resume: the whole file again
-        # (a ResumedEvent with offset 0 says so when bytes were there).
+        plan = plan_resume(
+            offset=record.bytes_received, validator=record.validator, total=record.bytes_expected
+        )
+        # Without a range the whole file comes again; a ResumedEvent with offset 0
+        # says so when there were bytes on disk.
+        headers = {**record.headers, **plan.headers}
         record.written_this_attempt = 0
         sink = AttemptSink(
             record,
-            offset=offset if ranged else 0,
-            ranged=ranged,
+            offset=plan.offset,
+            ranged=plan.ranged,
             config=self.config,
             clock=self.clock,
             publish=self._publish,
