@@ -138,3 +138,18 @@ async def test_many_concurrent_cancels(server: TestServer, state_dir: Path, out_
         assert session._require_engine().statistics().active == 0
     assert server.statistics().peak_connections <= 3
     assert list(out_dir.iterdir()) == []
+
+
+async def test_host_cancellation_does_not_respawn_runners(
+    server: TestServer, state_dir: Path, out_dir: Path
+) -> None:
+    file = server.add_file("/f.bin", size=100_000)
+    server.set_faults(file.path, Faults(hold_after=1_000))
+    with anyio.CancelScope() as outer:
+        async with Session(state_dir=state_dir) as session:
+            task = await session.download(server.url(file.path), out_dir / "f.bin")
+            await server.wait_held(file.path)
+            outer.cancel()
+            await anyio.sleep_forever()
+    assert task.result == CancelledEvent(task_id=task.id)
+    assert server.statistics().requests == 1  # cancelled once, never sent again

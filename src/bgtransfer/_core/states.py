@@ -62,6 +62,7 @@ TRANSITIONS: Final[Mapping[tuple[TaskState, Input], TaskState]] = MappingProxyTy
         (_S.SUSPENDED, _I.RESUME): _S.RUNNING,
         (_S.SUSPENDED, _I.CANCEL): _S.CANCELING,
         (_S.SUSPENDED, _I.FAIL): _S.COMPLETED,  # e.g. the partial file vanished
+        (_S.SUSPENDED, _I.FINISH): _S.COMPLETED,  # suspend() lost a race with the finish
         (_S.CANCELING, _I.CANCEL): _S.CANCELING,  # idempotent
         (_S.CANCELING, _I.SUSPEND): _S.CANCELING,  # too late to pause: ignored
         (_S.CANCELING, _I.RESUME): _S.CANCELING,  # too late to resume: ignored

@@ -296,7 +296,9 @@ class Engine:
             record.state = transition(record.state, Input.RESUME)  # idempotent/ignored
             return
         record.state = transition(record.state, Input.RESUME)
-        if not record.running:  # else its runner re-queues it when it has wound down
+        if record.running:
+            record.requeue = True  # its runner queues it again once wound down
+        else:
             self._start(self._supervisor.enqueue(task_id, record.origin, now=self.clock()))
 
     # -- internals ----------------------------------------------------------------
@@ -386,26 +388,30 @@ class Engine:
             # Reached on success, failure, cancel(), suspend(), and the session's
             # own cancellation. Exactly one terminal event unless suspended.
             record.scope = None
-            record.running = False
+            requeue, record.requeue = record.requeue, False
             if record.state is TaskState.CANCELING and not isinstance(outcome, FinishedEvent):
                 outcome = self._cancel_outcome(record)
-            elif outcome is None and record.state is not TaskState.SUSPENDED:
-                if record.state is TaskState.RUNNING and not self._closing:
-                    pass  # resumed while winding down from a suspend: queued again below
-                else:
-                    outcome = CancelledEvent(task_id=record.id)  # the session is closing
+            elif outcome is None and record.state is TaskState.RUNNING and not requeue:
+                # Cancelled from outside: the session, or the task hosting it, is
+                # being cancelled. Never spawn it again into a cancelled group.
+                record.state = transition(record.state, Input.CANCEL)
+                outcome = CancelledEvent(task_id=record.id)
             keep_partial = outcome is None or (
                 isinstance(outcome, CancelledEvent) and outcome.resume_data is not None
             )
             if not keep_partial and not isinstance(outcome, FinishedEvent):
                 with anyio.CancelScope(shield=True):
                     await remove_quietly(record.partial)
+                if record.state is TaskState.CANCELING and isinstance(outcome, ErrorEvent):
+                    outcome = CancelledEvent(task_id=record.id)  # cancel() came meanwhile
+            # From here on nothing awaits: commands see a consistent record.
+            record.running = False
             self._start(self._supervisor.release(record.id, now=self.clock()))
             if outcome is not None:
                 self._complete(record, outcome)
             else:
                 self._flush_progress(record)
-                if record.state is TaskState.RUNNING:
+                if record.state is TaskState.RUNNING:  # resumed while winding down
                     self._start(
                         self._supervisor.enqueue(record.id, record.origin, now=self.clock())
                     )

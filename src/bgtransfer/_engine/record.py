@@ -52,6 +52,7 @@ class TaskRecord:
         "last_progress",
         "origin",
         "partial",
+        "requeue",
         "running",
         "scope",
         "state",
@@ -96,6 +97,7 @@ class TaskRecord:
         self.written_this_attempt = 0
         self.active_time = 0.0  # seconds spent running, for resource_timeout
         self.running = False  # a runner coroutine exists for it
+        self.requeue = False  # resumed while its runner was winding down
         self.last_progress: ProgressEvent | None = None
         self.terminal: TerminalEvent | None = None
         self.done = anyio.Event()
