@@ -39,6 +39,7 @@ EXPECTED = {
     "Session",
     "SessionClosedError",
     "SessionError",
+    "SupervisorStatistics",
     "TaskEvent",
     "TaskState",
     "TerminalEvent",

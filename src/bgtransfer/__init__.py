@@ -19,6 +19,7 @@ from ._core.progress import BufferStatistics
 from ._core.resume_data import InvalidResumeDataError, ResumeData
 from ._core.retry import RetryPolicy
 from ._core.states import TaskState
+from ._core.supervisor import SupervisorStatistics
 from ._engine.hub import EventStream
 from ._exceptions import (
     BgTransferError,
@@ -69,6 +70,7 @@ __all__ = [
     "Session",
     "SessionClosedError",
     "SessionError",
+    "SupervisorStatistics",
     "TaskEvent",
     "TaskState",
     "TerminalEvent",

@@ -14,6 +14,7 @@ import anyio
 from ._core.config import Configuration, normalize_headers
 from ._core.naming import validate_identifier
 from ._core.resume_data import ResumeData
+from ._core.supervisor import SupervisorStatistics
 from ._engine.engine import Engine
 from ._engine.hub import EventStream
 from ._exceptions import SessionClosedError, SessionError
@@ -213,6 +214,11 @@ class Session:
         """Every task made in this session, in creation order."""
         engine = self._require_engine()
         return [DownloadTask(engine, record) for record in engine.records()]
+
+    def statistics(self) -> SupervisorStatistics:
+        """The supervisor's queues now: tasks transferring (``active``) and waiting
+        for a slot (``queued``), in total and per origin."""
+        return self._require_engine().statistics()
 
     def events(self) -> EventStream:
         """One merged stream of every task's events, present and future.

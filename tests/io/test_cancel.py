@@ -135,7 +135,7 @@ async def test_many_concurrent_cancels(server: TestServer, state_dir: Path, out_
         await server.wait_held(file.path, count=3)
         await asyncio.gather(*(task.cancel() for task in tasks))
         assert {type(task.result) for task in tasks} == {CancelledEvent}
-        assert session._require_engine().statistics().active == 0
+        assert session.statistics().active == 0
     assert server.statistics().peak_connections <= 3
     assert list(out_dir.iterdir()) == []
 

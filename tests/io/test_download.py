@@ -68,7 +68,7 @@ async def test_per_host_limit_holds_with_twenty_tasks_queued(
         await server.wait_held(file.path, count=2)
         # Two requests sit at the gate; the other 18 tasks are queued, not connecting.
         assert server.statistics().open_connections == 2
-        assert session._require_engine().statistics().queued == 18
+        assert session.statistics().queued == 18
         assert [task.state for task in tasks] == [TaskState.RUNNING] * 20
         server.release(file.path)
         for task in tasks:
@@ -117,7 +117,7 @@ async def test_total_limit_caps_all_origins(state_dir: Path, out_dir: Path) -> N
             # Tasks 0, 2, 4, 6 go to the first server; 1, 3, 5, 7 to the second.
             await first.wait_held("/f.bin", count=2)
             await second.wait_held("/f.bin", count=1)
-            assert session._require_engine().statistics().active == 3
+            assert session.statistics().active == 3
             assert first.held("/f.bin") + second.held("/f.bin") == 3
             first.release("/f.bin")
             second.release("/f.bin")

@@ -371,7 +371,7 @@ async def test_suspend_and_resume_in_place(
         task.suspend()  # idempotent
         assert task.state is TaskState.SUSPENDED
         await server.wait_until(lambda stats: stats.open_connections == 0)
-        assert session._require_engine().statistics().active == 0  # slot released
+        assert session.statistics().active == 0  # slot released
         partial = state_dir / "pause" / "partials" / f"{task.id}.part"
         assert partial.stat().st_size == task.bytes_received == 200_000
         server.release(file.path)

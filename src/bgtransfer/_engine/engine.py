@@ -141,9 +141,6 @@ class Engine:
 
     # -- queries ------------------------------------------------------------------
 
-    def get(self, task_id: int) -> TaskRecord:
-        return self._records[task_id]
-
     def records(self) -> list[TaskRecord]:
         return list(self._records.values())
 
