@@ -261,9 +261,7 @@ class Engine:
         record.state = transition(record.state, Input.CANCEL)
         record.want_resume_data = resume_data
         if record.running:
-            if record.scope is not None:
-                record.scope.cancel()
-            # else: spawned but not in its scope yet; it checks the state first.
+            self._interrupt(record)
             return
         # Queued or suspended: no runner to wind down; end it here.
         self._start(self._supervisor.remove(task_id, now=self.clock()))
@@ -275,30 +273,36 @@ class Engine:
     def suspend(self, task_id: int) -> None:
         """Pause a running task in place: its slot is freed, its partial file kept."""
         record = self._records[task_id]
-        if record.state is not TaskState.RUNNING:
-            record.state = transition(record.state, Input.SUSPEND)  # idempotent/ignored
-            return
-        record.state = transition(record.state, Input.SUSPEND)
+        previous = record.state
+        record.state = transition(previous, Input.SUSPEND)
+        if previous is not TaskState.RUNNING:
+            return  # idempotent, or too late: the table says what stays
         record.announce_resume = True
         if record.running:
-            if record.scope is not None:
-                record.scope.cancel()
+            self._interrupt(record)
         else:
             self._start(self._supervisor.remove(task_id, now=self.clock()))
 
     def resume(self, task_id: int) -> None:
         """Continue a suspended task from its offset (it queues for a slot first)."""
         record = self._records[task_id]
-        if record.state is not TaskState.SUSPENDED:
-            record.state = transition(record.state, Input.RESUME)  # idempotent/ignored
-            return
-        record.state = transition(record.state, Input.RESUME)
+        previous = record.state
+        record.state = transition(previous, Input.RESUME)
+        if previous is not TaskState.SUSPENDED:
+            return  # idempotent, or too late: the table says what stays
         if record.running:
             record.requeue = True  # its runner queues it again once wound down
         else:
             self._start(self._supervisor.enqueue(task_id, record.origin, now=self.clock()))
 
     # -- internals ----------------------------------------------------------------
+
+    @staticmethod
+    def _interrupt(record: TaskRecord) -> None:
+        """Stop a running task's runner; its ``finally`` reads the new state."""
+        if record.scope is not None:
+            record.scope.cancel()
+        # else: spawned but not in its scope yet; it checks the state on entry.
 
     def _check_open(self) -> None:
         if self._task_group is None or self._closing:
