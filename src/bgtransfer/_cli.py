@@ -19,7 +19,15 @@ from pathlib import Path
 
 from . import __version__
 from ._core.config import Configuration
-from ._core.events import CancelledEvent, ErrorEvent, FinishedEvent, ProgressEvent
+from ._core.events import (
+    CancelledEvent,
+    ErrorEvent,
+    EventsDeliveredEvent,
+    FinishedEvent,
+    ProgressEvent,
+    ResumedEvent,
+    RetryEvent,
+)
 from ._session import Session
 from .testing import TestServer
 
@@ -72,6 +80,8 @@ async def _watch(session: Session, expected: dict[int, tuple[str, str]]) -> int:
     remaining = len(expected)
     async with session.events() as events:
         async for event in events:
+            if isinstance(event, EventsDeliveredEvent):
+                continue  # the backlog ends here; a fresh demo session has none
             label, sha256 = expected[event.task_id]
             match event:
                 case ProgressEvent(total_bytes_written=done, total_bytes_expected=total):
@@ -87,8 +97,12 @@ async def _watch(session: Session, expected: dict[int, tuple[str, str]]) -> int:
                 case CancelledEvent():
                     failures += 1
                     line = "cancelled"
+                case ResumedEvent(offset=offset):
+                    line = f"resumed at {offset} bytes"
+                case RetryEvent(attempt=attempt, error=error, delay=delay):
+                    line = f"retrying (attempt {attempt} in {delay:.1f} s): {error}"
             print(f"  {label:<24} {line}")
-            if not isinstance(event, ProgressEvent):
+            if isinstance(event, FinishedEvent | ErrorEvent | CancelledEvent):
                 remaining -= 1
                 if remaining == 0:
                     break
@@ -119,7 +133,7 @@ async def _get(args: argparse.Namespace) -> int:
                         print(f"error: {error}", file=sys.stderr)
                     case CancelledEvent():
                         failures += 1
-                    case ProgressEvent():
+                    case ProgressEvent() | ResumedEvent() | RetryEvent():
                         pass
     return 0 if failures == 0 else 1
 

@@ -16,8 +16,10 @@
     │   │   │                                 or slower than the minimum speed
     │   │   └── ResourceTimeoutError         the whole task outlived resource_timeout
     │   └── LocalFileError                   (+ OSError) disk full, permission denied...
-    └── SessionError                         (+ RuntimeError) the session was misused
-        └── SessionClosedError               the session is not open
+    └── SessionError                         (+ RuntimeError) the session cannot be used
+        ├── SessionClosedError               the session is not open
+        ├── SessionInUseError                another Session owns the identifier (.pid)
+        └── JournalError                     the journal is unreadable or unwritable (.path)
 
 Errors split the way h11 splits them: :class:`InvalidRequestError` and
 :class:`SessionError` mean "you called us wrong" and are raised at the call;
@@ -41,12 +43,14 @@ __all__ = [
     "InvalidDestinationError",
     "InvalidRequestError",
     "InvalidURLError",
+    "JournalError",
     "LocalFileError",
     "NetworkError",
     "ProtocolError",
     "ResourceTimeoutError",
     "SessionClosedError",
     "SessionError",
+    "SessionInUseError",
     "TransferError",
     "TransferTimeoutError",
     "UnsupportedSchemeError",
@@ -82,6 +86,36 @@ class SessionError(BgTransferError, RuntimeError):
 
 class SessionClosedError(SessionError):
     """The session is not open (not entered yet, or already closed)."""
+
+
+class SessionInUseError(SessionError):
+    """Another open ``Session`` (in this process or another) owns the identifier.
+
+    ``pid`` is the owner's process id when it could be read, else None.
+    """
+
+    def __init__(self, identifier: str, pid: int | None) -> None:
+        owner = f"process {pid}" if pid is not None else "another process"
+        super().__init__(f"session {identifier!r} is in use by {owner}")
+        self.identifier = identifier
+        self.pid = pid
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.identifier, self.pid))
+
+
+class JournalError(SessionError):
+    """A background session's journal cannot be used: corrupt, truncated, written by
+    a newer bgtransfer, or not writable. ``path`` names the file. Nothing is deleted:
+    partial and finished files stay where they are."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"journal {path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.path, self.problem))
 
 
 # --- "the world went wrong" ------------------------------------------------

@@ -12,6 +12,7 @@ from types import TracebackType
 import anyio
 
 from ._core.config import Configuration, normalize_headers
+from ._core.events import SessionEvent
 from ._core.naming import validate_identifier
 from ._core.resume_data import ResumeData
 from ._core.supervisor import SupervisorStatistics
@@ -19,6 +20,8 @@ from ._engine.engine import Engine
 from ._engine.hub import EventStream
 from ._exceptions import SessionClosedError, SessionError
 from ._io.files import make_private_dir
+from ._io.journal import JOURNAL_NAME, Journal
+from ._io.lock import SessionLock
 from ._task import DownloadTask
 
 __all__ = ["STATE_DIR_ENV", "Session", "default_state_dir"]
@@ -50,15 +53,23 @@ def default_state_dir() -> Path:
 class Session:
     """A named (background) or ephemeral download session; use with ``async with``.
 
-    ``Session("com.example.bg")`` keeps its files under ``state_dir/<identifier>/``:
-    partial files in ``partials/`` and, for downloads given no destination, the
-    finished files in ``downloads/``. ``Session()`` is ephemeral: its directory is
-    a fresh temporary one; the partials go with the session, files downloaded
-    without a destination stay (``FinishedEvent.location`` says where).
+    ``Session("com.example.bg")`` is a background session. It keeps its files
+    under ``state_dir/<identifier>/``: the journal (``journal.sqlite3``), the lock
+    file, partial files in ``partials/`` and, for downloads given no destination,
+    the finished files in ``downloads/``. Every task is recorded in the journal;
+    leaving the ``async with`` block (normally, by an exception or by
+    cancellation) checkpoints the running tasks instead of cancelling them, and
+    the next ``Session`` with the same identifier, in this process or a new one,
+    finds them in :meth:`tasks` and continues them. Only one open ``Session`` may
+    own an identifier at a time (:class:`~bgtransfer.SessionInUseError`).
 
-    Leaving the ``async with`` block cancels the tasks that have not ended (each
-    ends with a ``CancelledEvent``). To wait for them instead, call
-    :meth:`finish_tasks_and_invalidate` first.
+    ``Session()`` is ephemeral: no journal; its directory is a fresh temporary
+    one; leaving the block cancels the tasks that have not ended (each ends with a
+    ``CancelledEvent``) and removes their partials. Files downloaded without a
+    destination stay (``FinishedEvent.location`` says where).
+
+    :meth:`finish_tasks_and_invalidate` and :meth:`invalidate_and_cancel` are the
+    explicit ways to end a session's tasks for good.
     """
 
     def __init__(
@@ -85,6 +96,8 @@ class Session:
         self._state_dir = Path(state_dir).expanduser() if state_dir is not None else None
         self._directory: Path | None = None
         self._engine: Engine | None = None
+        self._journal: Journal | None = None
+        self._lock: SessionLock | None = None
         self._entered = False
 
     # -- properties ---------------------------------------------------------------
@@ -112,11 +125,38 @@ class Session:
             raise SessionError("a Session can be entered only once; make a new one")
         self._entered = True
         directory = self._make_directory()
-        partials = make_private_dir(directory / "partials")
-        downloads = make_private_dir(directory / "downloads")
-        engine = Engine(config=self._config, downloads_dir=downloads, partials_dir=partials)
-        await engine.__aenter__()
-        self._directory, self._engine = directory, engine
+        if self._identifier is not None:
+            lock = SessionLock(directory / "lock", self._identifier)
+            lock.acquire()  # SessionInUseError at once if another Session owns it
+            self._lock = lock
+        try:
+            partials = make_private_dir(directory / "partials")
+            downloads = make_private_dir(directory / "downloads")
+            journal = None
+            if self._identifier is not None:
+                journal = await Journal.open(
+                    directory / JOURNAL_NAME,
+                    fsync=self._config.durability == "fsync",
+                    interval=self._config.checkpoint_interval,
+                )
+                await journal.__aenter__()
+                self._journal = journal
+            engine = Engine(
+                config=self._config,
+                downloads_dir=downloads,
+                partials_dir=partials,
+                journal=journal,
+                next_id=journal.next_id if journal is not None else 1,
+            )
+            await engine.__aenter__()
+            self._engine = engine
+            if journal is not None:
+                entries, journal.entries = journal.entries, []
+                await engine.restore(entries)
+        except BaseException:
+            await self._close(None, None, None)  # its cleanup shields itself
+            raise
+        self._directory = directory
         return self
 
     async def __aexit__(
@@ -125,13 +165,32 @@ class Session:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        engine = self._require_engine()
+        self._require_engine()
+        await self._close(exc_type, exc, tb)
+        return None
+
+    async def _close(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Engine, then journal (its last commit shielded and bounded), then the lock."""
+        engine, self._engine = self._engine, None
+        journal, self._journal = self._journal, None
         try:
-            return await engine.__aexit__(exc_type, exc, tb)
+            if engine is not None:
+                await engine.__aexit__(exc_type, exc, tb)
         finally:
-            if self._identifier is None and self._directory is not None:
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(_remove_ephemeral, self._directory)
+            try:
+                if journal is not None:
+                    await journal.__aexit__(exc_type, exc, tb)
+            finally:
+                if self._lock is not None:
+                    self._lock.release()
+                if self._identifier is None and self._directory is not None:
+                    with anyio.CancelScope(shield=True):
+                        await anyio.to_thread.run_sync(_remove_ephemeral, self._directory)
 
     def _make_directory(self) -> Path:
         if self._identifier is None:
@@ -177,6 +236,7 @@ class Session:
         record = engine.submit(
             url, destination, description=description, headers=normalize_headers(headers)
         )
+        await engine.flush()  # in the journal before it is handed out
         return DownloadTask(engine, record)
 
     async def download_with_resume_data(
@@ -208,10 +268,17 @@ class Session:
                 f"resume_data must be ResumeData or bytes, not {type(resume_data).__name__}"
             )
         record = engine.submit_resumed(resume_data, destination, headers=normalize_headers(headers))
+        await engine.flush()
         return DownloadTask(engine, record)
 
     def tasks(self) -> list[DownloadTask]:
-        """Every task made in this session, in creation order."""
+        """Every task of this session, in creation order.
+
+        In a background session reopened after an earlier one, that starts with the
+        tasks it left (same ids, URLs, descriptions, states) that have not been
+        acknowledged: running and suspended ones, and ended ones whose terminal
+        event was never delivered to a consumer.
+        """
         engine = self._require_engine()
         return [DownloadTask(engine, record) for record in engine.records()]
 
@@ -220,29 +287,50 @@ class Session:
         for a slot (``queued``), in total and per origin."""
         return self._require_engine().statistics()
 
-    def events(self) -> EventStream:
+    def events(self) -> EventStream[SessionEvent]:
         """One merged stream of every task's events, present and future.
 
         It starts with what a late subscriber missed (per task: the progress so far
-        and the terminal event if ended) and ends when the session closes.
+        and the terminal event if ended, including those a previous process never
+        delivered), then one ``EventsDeliveredEvent``; it ends when the session
+        closes.
         """
-        return self._require_engine().subscribe(None)
+        stream: EventStream[SessionEvent] = self._require_engine().subscribe(None)
+        return stream
+
+    async def wait_events_delivered(self) -> None:
+        """Wait until every terminal event replayed from the journal has been
+        acknowledged by a consumer (at once if there were none).
+
+        Those are the events of tasks that ended while no process delivered them.
+        A terminal event is acknowledged when a stream reads past it, when
+        ``task.wait()`` returns it, or by ``task.acknowledge()``.
+        """
+        await self._require_engine().wait_events_delivered()
 
     async def finish_tasks_and_invalidate(self) -> None:
-        """Accept no new task and wait until every task has ended."""
+        """Accept no new task and wait until every task has ended (suspended ones
+        included: resume or cancel them, or this waits for ever)."""
         engine = self._require_engine()
         engine.invalidate()
         for record in engine.records():
             await record.done.wait()
+        await engine.flush()
 
     async def invalidate_and_cancel(self) -> None:
-        """Accept no new task, cancel every task that has not ended, and wait for them."""
+        """Accept no new task, cancel every task that has not ended, and wait for them.
+
+        The explicit way to end a background session for good: the cancellations
+        are in the journal when this returns, so nothing continues in a later
+        process (their ``CancelledEvent`` events are delivered until acknowledged).
+        """
         engine = self._require_engine()
         engine.invalidate()
         for record in engine.records():
             engine.cancel(record.id)
         for record in engine.records():
             await record.done.wait()
+        await engine.flush()
 
     def __repr__(self) -> str:
         kind = repr(self._identifier) if self._identifier is not None else "ephemeral"

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, final
 
-from ._core.events import CancelledEvent, ErrorEvent, FinishedEvent
+from ._core.events import CancelledEvent, ErrorEvent, FinishedEvent, TaskEvent
 from ._core.resume_data import ResumeData
 from ._core.states import TaskState
+from ._exceptions import SessionClosedError
 
 if TYPE_CHECKING:
     from ._engine.engine import Engine
@@ -68,28 +69,41 @@ class DownloadTask:
         """The terminal event once the task has ended, else None."""
         return self._record.terminal
 
-    def events(self) -> EventStream:
+    def events(self) -> EventStream[TaskEvent]:
         """A new async iterator over this task's events, ending after its terminal event.
 
         Each call is an independent subscriber with its own bounded buffer. A late
         subscriber first receives one progress event with the total so far and,
-        if the task has already ended, its terminal event.
+        if the task has already ended, its terminal event. Reading past the
+        terminal event (the ``async for`` ending does) acknowledges it.
         """
-        return self._engine.subscribe(self._record.id)
+        stream: EventStream[TaskEvent] = self._engine.subscribe(self._record.id)
+        return stream
 
     async def wait(self) -> FinishedEvent | CancelledEvent:
         """Wait until the task ends; return its Finished/Cancelled event or raise its error.
 
         A failed task raises its :class:`~bgtransfer.TransferError` (naming the URL
         and the cause). Cancellation is an outcome, not an error: a cancelled task
-        returns its :class:`CancelledEvent`.
+        returns its :class:`CancelledEvent`. Returning (or raising) acknowledges
+        the terminal event. Raises :class:`~bgtransfer.SessionClosedError` if the
+        session closed first (a background task then continues in the next session).
         """
         await self._record.done.wait()
         terminal = self._record.terminal
-        assert terminal is not None
+        if terminal is None:
+            raise SessionClosedError(f"the session closed before task {self.id} ({self.url}) ended")
+        self._engine.acknowledge(self._record.id)
         if isinstance(terminal, ErrorEvent):
             raise terminal.error
         return terminal
+
+    def acknowledge(self) -> None:
+        """Mark the task's terminal event as delivered, so a later process does not
+        deliver it again and the journal forgets the task. Does nothing before the
+        task has ended. Needed only by applications that read :attr:`result` rather
+        than an event stream or :meth:`wait`."""
+        self._engine.acknowledge(self._record.id)
 
     def suspend(self) -> None:
         """Pause the task in place (``RUNNING`` -> ``SUSPENDED``); idempotent.
@@ -122,6 +136,7 @@ class DownloadTask:
             return None
         self._engine.cancel(self._record.id, resume_data=True)
         await self._record.done.wait()
+        await self._engine.flush()  # the journal agrees before the data is handed out
         terminal = self._record.terminal
         return terminal.resume_data if isinstance(terminal, CancelledEvent) else None
 
@@ -134,6 +149,7 @@ class DownloadTask:
         """
         self._engine.cancel(self._record.id)
         await self._record.done.wait()
+        await self._engine.flush()
 
     def __repr__(self) -> str:
         label = f" {self.description!r}" if self.description else ""

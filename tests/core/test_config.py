@@ -32,6 +32,9 @@ def test_defaults() -> None:
     assert config.retry == bgtransfer.RetryPolicy()
     assert config.min_speed == 1024
     assert config.min_speed_window == 60.0
+    assert config.durability == "process"
+    assert config.checkpoint_interval == 1.0
+    assert config.headers_provider is None
 
 
 def test_field_names_and_order() -> None:
@@ -45,6 +48,9 @@ def test_field_names_and_order() -> None:
         "retry",
         "min_speed",
         "min_speed_window",
+        "durability",
+        "checkpoint_interval",
+        "headers_provider",
     ]
 
 

@@ -24,9 +24,9 @@ ALL_CLASSES = [
 URL = "https://example.com/data.bin"
 
 
-def test_module_defines_the_fifteen_classes() -> None:
+def test_module_defines_the_seventeen_classes() -> None:
     assert {c.__name__ for c in ALL_CLASSES} == set(_exceptions.__all__)
-    assert len(ALL_CLASSES) == 15
+    assert len(ALL_CLASSES) == 17
 
 
 @pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda c: c.__name__)
@@ -51,6 +51,8 @@ def test_every_class_subclasses_bgtransfer_error(cls: type) -> None:
         (E.InvalidDestinationError, (E.InvalidRequestError,)),
         (E.SessionError, (E.BgTransferError, RuntimeError)),
         (E.SessionClosedError, (E.SessionError,)),
+        (E.SessionInUseError, (E.SessionError,)),
+        (E.JournalError, (E.SessionError,)),
         (E.TransferError, (E.BgTransferError,)),
         (E.HTTPStatusError, (E.TransferError,)),
         (E.NetworkError, (E.TransferError, ConnectionError)),
@@ -255,3 +257,20 @@ def test_transfer_errors_pickle_and_copy(error: bgtransfer.TransferError) -> Non
         if isinstance(error, OSError):
             assert isinstance(clone, OSError)
             assert (clone.errno, clone.filename) == (error.errno, error.filename)
+
+
+def test_session_in_use_error_names_identifier_and_owner() -> None:
+    error = E.SessionInUseError("com.example.bg", 4242)
+    assert (error.identifier, error.pid) == ("com.example.bg", 4242)
+    assert str(error) == "session 'com.example.bg' is in use by process 4242"
+    assert str(E.SessionInUseError("x", None)) == "session 'x' is in use by another process"
+    copied = pickle.loads(pickle.dumps(error))
+    assert (type(copied), str(copied), copied.pid) == (E.SessionInUseError, str(error), 4242)
+
+
+def test_journal_error_names_path_and_problem() -> None:
+    error = E.JournalError("/state/id/journal.sqlite3", "the file is empty")
+    assert (error.path, error.problem) == ("/state/id/journal.sqlite3", "the file is empty")
+    assert str(error) == "journal /state/id/journal.sqlite3: the file is empty"
+    copied = pickle.loads(pickle.dumps(error))
+    assert (type(copied), str(copied), copied.path) == (E.JournalError, str(error), error.path)

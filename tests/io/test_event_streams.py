@@ -12,6 +12,7 @@ from bgtransfer import (
     CancelledEvent,
     Configuration,
     ErrorEvent,
+    EventsDeliveredEvent,
     FinishedEvent,
     ProgressEvent,
     Session,
@@ -127,7 +128,10 @@ async def test_session_stream_merges_every_task(
         bad = await session.download(missing, out_dir / "missing.bin")
         seen: dict[int, list[TaskEvent]] = {}
         ended = 0
+        # Subscribed before any task existed: an empty backlog, then the marker.
+        assert await anext(stream) == EventsDeliveredEvent(replayed=0)
         async for event in stream:
+            assert not isinstance(event, EventsDeliveredEvent)
             seen.setdefault(event.task_id, []).append(event)
             if not isinstance(event, ProgressEvent):
                 ended += 1
@@ -139,7 +143,9 @@ async def test_session_stream_merges_every_task(
     for task in tasks:
         assert isinstance(check_task_stream(seen[task.id], task.id), FinishedEvent)
     assert isinstance(check_task_stream(seen[bad.id], bad.id), ErrorEvent)
-    assert [e for e in late_events if not isinstance(e, ProgressEvent)] == [
+    # The backlog (per task: progress so far, terminal event), then the marker.
+    assert late_events[-1] == EventsDeliveredEvent(replayed=0)
+    assert [e for e in late_events[:-1] if not isinstance(e, ProgressEvent)] == [
         t.result for t in (*tasks, bad)
     ]
 
@@ -155,8 +161,9 @@ async def test_closing_the_session_ends_streams_after_terminal_events(
         session_stream = session.events()
         await server.wait_held(file.path)
     # Leaving the block cancelled the running task; both streams end with that.
-    for stream in (task_stream, session_stream):
-        events = await collect(stream)
+    session_events = await collect(session_stream)
+    assert session_events[0] == EventsDeliveredEvent(replayed=0)
+    for events in (await collect(task_stream), session_events[1:]):
         assert isinstance(check_task_stream(events, task.id), CancelledEvent)
     assert not (out_dir / "f.bin").exists()
 

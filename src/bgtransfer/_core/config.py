@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Literal, TypeAlias
 
 import attrs
 
 from .retry import RetryPolicy
 
-__all__ = ["Configuration", "HeaderPairs", "normalize_headers"]
+__all__ = ["Configuration", "Durability", "HeaderPairs", "HeadersProvider", "normalize_headers"]
 
 HeaderPairs = tuple[tuple[str, str], ...]
+
+HeadersProvider: TypeAlias = Callable[
+    [str], Mapping[str, str] | Awaitable[Mapping[str, str]] | None
+]
+"""Called with a task's URL before each request; returns headers to add (sync or async)."""
+
+Durability: TypeAlias = Literal["process", "fsync"]
 
 _TOKEN_CHARS = frozenset(
     "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -84,6 +91,16 @@ def _seconds(*, optional: bool, allow_zero: bool) -> Any:
     return check
 
 
+def _durability(instance: Any, attribute: Any, value: object) -> None:
+    if value not in ("process", "fsync"):
+        raise ValueError(f"durability must be 'process' or 'fsync', got {value!r}")
+
+
+def _optional_callable(instance: Any, attribute: Any, value: object) -> None:
+    if value is not None and not callable(value):
+        raise TypeError(f"{attribute.name} must be callable or None, not {type(value).__name__}")
+
+
 @attrs.frozen(kw_only=True)
 class Configuration:
     """How a session behaves. Frozen: make a changed copy with :func:`attrs.evolve`.
@@ -133,3 +150,26 @@ class Configuration:
         default=60.0, validator=_seconds(optional=False, allow_zero=False)
     )
     """The window over which ``min_speed`` is judged (curl's ``--speed-time``)."""
+
+    durability: Durability = attrs.field(default="process", validator=_durability)
+    """What a background session's journal survives. ``"process"`` (the default):
+    the process dying at any point, SIGKILL included; a power loss may lose the
+    last checkpoints. ``"fsync"``: a power loss too; partial data is fsynced before
+    each checkpoint that counts it, the journal commits with ``synchronous=FULL``,
+    and the destination's directory is fsynced after the final rename. Slower."""
+
+    checkpoint_interval: float = attrs.field(
+        default=1.0, validator=_seconds(optional=False, allow_zero=True)
+    )
+    """Seconds between two progress checkpoints of a background session's journal.
+    New tasks, state changes and terminal events are committed at once; after a
+    crash a task continues from its last checkpoint."""
+
+    headers_provider: HeadersProvider | None = attrs.field(
+        default=None, validator=_optional_callable
+    )
+    """Called with the task's URL before every request (sync or async); the headers
+    it returns are added to the task's own, overriding them by name. The way to
+    supply credentials: ``Authorization``, ``Proxy-Authorization`` and ``Cookie`` are
+    never written to the journal or resume data, so a reattached task gets them
+    from here. An exception it raises fails the task with a ``TransferError``."""

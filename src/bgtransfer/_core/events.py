@@ -29,10 +29,12 @@ __all__ = [
     "TERMINAL_EVENTS",
     "CancelledEvent",
     "ErrorEvent",
+    "EventsDeliveredEvent",
     "FinishedEvent",
     "ProgressEvent",
     "ResumedEvent",
     "RetryEvent",
+    "SessionEvent",
     "TaskEvent",
     "TerminalEvent",
     "is_terminal",
@@ -123,14 +125,32 @@ class CancelledEvent:
     resume_data: ResumeData | None = None
 
 
+@final
+@attrs.frozen(kw_only=True)
+class EventsDeliveredEvent:
+    """The session stream has delivered its backlog; what follows happens live.
+
+    The ``URLSessionDidFinishEventsForBackgroundURLSession`` analog. Every
+    ``Session.events()`` stream yields it exactly once, right after the events of
+    what happened before the stream was opened (per task: the progress so far and
+    the terminal event if it ended). In a background session reattached by a new
+    process, that backlog includes the terminal events the previous process never
+    delivered; ``replayed`` counts them.
+    """
+
+    replayed: int
+
+
 TaskEvent: TypeAlias = (
     ProgressEvent | ResumedEvent | RetryEvent | FinishedEvent | ErrorEvent | CancelledEvent
 )
+SessionEvent: TypeAlias = TaskEvent | EventsDeliveredEvent
+"""What ``Session.events()`` yields: every task's events, and one ``EventsDeliveredEvent``."""
 TerminalEvent: TypeAlias = FinishedEvent | ErrorEvent | CancelledEvent
 TERMINAL_EVENTS: Final = (FinishedEvent, ErrorEvent, CancelledEvent)
 
 
-def is_terminal(event: TaskEvent) -> bool:
+def is_terminal(event: SessionEvent) -> bool:
     """True for the events that end a task's stream."""
     return isinstance(event, TERMINAL_EVENTS)
 

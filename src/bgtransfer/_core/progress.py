@@ -19,7 +19,7 @@ from collections import deque
 
 import attrs
 
-from .events import ProgressEvent, TaskEvent, merge_progress
+from .events import EventsDeliveredEvent, ProgressEvent, SessionEvent, merge_progress
 
 __all__ = ["BufferStatistics", "EventBuffer", "ProgressThrottle"]
 
@@ -91,7 +91,7 @@ class BufferStatistics:
 class _Slot:
     __slots__ = ("event",)
 
-    def __init__(self, event: TaskEvent) -> None:
+    def __init__(self, event: SessionEvent) -> None:
         self.event = event
 
 
@@ -108,7 +108,11 @@ class EventBuffer:
     def __len__(self) -> int:
         return len(self._slots)
 
-    def push(self, event: TaskEvent) -> None:
+    def push(self, event: SessionEvent) -> None:
+        if isinstance(event, EventsDeliveredEvent):  # about no task: never merged
+            self._slots.append(_Slot(event))
+            self._max = max(self._max, len(self._slots))
+            return
         # The task's newest slot still unread; merging into it keeps the order of
         # that task's events because nothing of the task follows it.
         last = self._last_of_task.get(event.task_id)
@@ -125,13 +129,17 @@ class EventBuffer:
         self._last_of_task[event.task_id] = slot
         self._max = max(self._max, len(self._slots))
 
-    def pop(self) -> TaskEvent:
+    def pop(self) -> SessionEvent:
         """The oldest event; raises :class:`IndexError` when empty."""
         slot = self._slots.popleft()
-        if self._last_of_task.get(slot.event.task_id) is slot:
-            del self._last_of_task[slot.event.task_id]
+        event = slot.event
+        if (
+            not isinstance(event, EventsDeliveredEvent)
+            and self._last_of_task.get(event.task_id) is slot
+        ):
+            del self._last_of_task[event.task_id]
         self._delivered += 1
-        return slot.event
+        return event
 
     def statistics(self) -> BufferStatistics:
         return BufferStatistics(

@@ -14,20 +14,22 @@ terminal event and releasing its slot, whatever happened to it.
 from __future__ import annotations
 
 import errno
+import inspect
 import logging
 import os
 import random
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
-from .._core.config import Configuration, HeaderPairs
+from .._core.config import Configuration, HeaderPairs, normalize_headers
 from .._core.events import (
     CancelledEvent,
     ErrorEvent,
@@ -37,6 +39,7 @@ from .._core.events import (
     TaskEvent,
     TerminalEvent,
 )
+from .._core.journal import Action, Phase, TaskEntry, plan_reattach
 from .._core.naming import filename_from_url, parse_url, unique_name
 from .._core.ranges import plan_resume
 from .._core.resume_data import InvalidResumeDataError, ResumeData
@@ -57,15 +60,37 @@ from .._io.transfer import fetch_to_file
 from .hub import EventHub, EventStream, snapshot_progress
 from .record import AttemptSink, RestartFromZero, TaskRecord
 
-__all__ = ["Engine"]
+__all__ = ["Checkpointer", "Engine"]
 
 logger = logging.getLogger("bgtransfer")
 
 _FORCED_HEADERS = {"Accept-Encoding": "identity"}  # offsets on disk = offsets of the representation
 
 
+class Checkpointer(Protocol):
+    """Where the engine records its tasks for a later process (the session's journal)."""
+
+    def put(self, entry: TaskEntry, *, urgent: bool = False, data_file: Path | None = None) -> None:
+        """Record a task's newest state; ``data_file`` holds the bytes it vouches for."""
+        ...
+
+    def forget(self, task_id: int) -> None:
+        """Drop a task whose terminal event was delivered."""
+        ...
+
+    async def flush(self) -> None:
+        """Return once everything recorded so far is durable."""
+        ...
+
+
 class Engine:
-    """Runs download tasks under a :class:`Configuration`; use as an async context manager."""
+    """Runs download tasks under a :class:`Configuration`; use as an async context manager.
+
+    With a ``journal`` the engine is *persistent*: it records every task there,
+    and when it closes (or its host is cancelled) running tasks are checkpointed
+    for a later process rather than cancelled. Without one it is ephemeral: closing
+    cancels what has not ended.
+    """
 
     def __init__(
         self,
@@ -73,6 +98,8 @@ class Engine:
         config: Configuration,
         downloads_dir: Path,
         partials_dir: Path,
+        journal: Checkpointer | None = None,
+        next_id: int = 1,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
@@ -83,14 +110,20 @@ class Engine:
             per_host_limit=config.max_connections_per_host,
             total_limit=config.max_concurrent_transfers,
         )
-        self._hub = EventHub()
+        self._hub = EventHub(on_delivered=self.acknowledge)
         self._records: dict[int, TaskRecord] = {}
         self._claims: dict[Path, int] = {}  # destinations of live tasks
-        self._next_id = 1
+        self._next_id = next_id
+        self._journal = journal
+        self._fsync = journal is not None and config.durability == "fsync"
         self._task_group: anyio.abc.TaskGroup | None = None
         self._client: aiohttp.ClientSession | None = None
         self._closing = False
+        self._draining = False  # going down: start nothing more
+        self._closed = False
         self._invalidated = False
+        self._replays_pending = 0
+        self._events_delivered = anyio.Event()
         self._rng = random.Random()
 
     # -- lifecycle ----------------------------------------------------------------
@@ -118,26 +151,104 @@ class Engine:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        """Cancel every task that has not ended, wait for their runners, close the client.
+        """Stop every runner, wait for their cleanup, close the client.
+
+        Persistent: running tasks are checkpointed where they are (they continue in
+        the next process); queued and suspended ones stay as they are. Ephemeral:
+        every task that has not ended is cancelled.
 
         The exception leaving the ``async with`` body (if any) is not handed to the
         task group: the application's own error comes out as it went in, never
         wrapped in an exception group.
         """
         self._closing = True
+        self._draining = True
         try:
             for record in list(self._records.values()):
-                self.cancel(record.id)
+                if self._journal is None:
+                    self._cancel(record)
+                elif record.running:
+                    self._interrupt(record)
             if self._task_group is not None:
                 # Runners are all cancelled; this only waits for their cleanup.
                 await self._task_group.__aexit__(None, None, None)
         finally:
             self._task_group = None
+            self._closed = True
             with anyio.CancelScope(shield=True):
                 self._hub.close()
+                for record in self._records.values():
+                    record.done.set()  # waiters of unfinished tasks learn it is closed
                 if self._client is not None:
                     await self._client.close()
         return None
+
+    async def restore(self, entries: Sequence[TaskEntry]) -> None:
+        """Take over the tasks a previous process left in the journal.
+
+        Running tasks queue again from the bytes on disk, suspended ones stay
+        suspended, and tasks that ended (or whose move into place was under way)
+        get their terminal event, to be delivered again until acknowledged. Call
+        once, after entering and before any ``submit``.
+        """
+        assert self._journal is not None
+        assert not self._records
+        partials = [self._partials_dir / f"{entry.id}.part" for entry in entries]
+        facts = await anyio.to_thread.run_sync(_inspect, entries, partials)
+        for entry, partial, (size, destination_exists) in zip(
+            entries, partials, facts, strict=True
+        ):
+            plan = plan_reattach(
+                entry,
+                partial=str(partial),
+                partial_size=size,
+                destination_exists=destination_exists,
+            )
+            record = self._new_record(
+                task_id=entry.id,
+                url=entry.url,
+                destination=Path(entry.destination),
+                description=entry.description,
+                headers=entry.headers,
+                offset=plan.offset,
+                validator=plan.validator,
+                total=entry.total,
+                encoding=entry.encoding,
+            )
+            record.journaled_offset = entry.offset
+            record.announce_resume = plan.offset > 0 or plan.restarted
+            self._records[record.id] = record
+            outcome = plan.outcome
+            if plan.action is Action.MOVE:
+                outcome = await self._finish_restored(record, plan.offset)
+            if outcome is not None:
+                record.state = TaskState.COMPLETED
+                record.terminal = outcome
+                record.replayed = True
+                record.done.set()
+                self._replays_pending += 1
+                if plan.remove_partial:
+                    self._spawn(remove_quietly, record.partial)
+                if entry.outcome is None:
+                    self._checkpoint(record, urgent=True)
+                continue
+            record.state = plan.state
+            self._claims[record.destination] = record.id
+            if record.state is TaskState.RUNNING:
+                self._start(self._supervisor.enqueue(record.id, record.origin, now=self.clock()))
+        self._next_id = max([self._next_id, *(entry.id + 1 for entry in entries)])
+
+    async def _finish_restored(self, record: TaskRecord, size: int) -> TerminalEvent:
+        """The body was whole when the last process died: move it into place now."""
+        record.bytes_received = record.bytes_expected = size
+        try:
+            await move_into_place(record.partial, record.destination, durable=self._fsync)
+        except OSError as exc:
+            error = file_error(
+                exc, url=record.url, action="move the file to", path=record.destination
+            )
+            return ErrorEvent(task_id=record.id, error=error)
+        return FinishedEvent(task_id=record.id, location=record.destination, total_bytes=size)
 
     # -- queries ------------------------------------------------------------------
 
@@ -147,20 +258,49 @@ class Engine:
     def statistics(self) -> SupervisorStatistics:
         return self._supervisor.statistics()
 
-    def subscribe(self, task_id: int | None) -> EventStream:
+    def subscribe(self, task_id: int | None) -> EventStream[Any]:
         """A stream of one task's events (or every task's, with None).
 
         A late subscriber first gets what it missed in condensed form: one
         progress event with the total so far, and the terminal event if the task
-        has ended; so it too sees exactly one terminal event per task.
+        has ended; so it too sees exactly one terminal event per task. The
+        session's stream then says where that backlog ends (``EventsDeliveredEvent``).
         """
         records = [self._records[task_id]] if task_id is not None else self._records.values()
         backlog: list[TaskEvent] = []
+        replayed = 0
         for record in records:
             backlog.extend(snapshot_progress(record.last_progress))
             if record.terminal is not None:
                 backlog.append(record.terminal)
-        return self._hub.subscribe(task_id, backlog)
+                replayed += record.replayed
+        return self._hub.subscribe(task_id, backlog, replayed=replayed)
+
+    def acknowledge(self, task_id: int) -> None:
+        """A consumer has seen the task's terminal event: it is not delivered again
+        by a later process. Nothing happens for a task that has not ended."""
+        record = self._records.get(task_id)
+        if record is None or record.terminal is None or record.acked:
+            return
+        record.acked = True
+        if self._journal is not None:
+            self._journal.forget(task_id)
+        if record.replayed:
+            self._replays_pending -= 1
+            if self._replays_pending == 0:
+                self._events_delivered.set()
+
+    async def wait_events_delivered(self) -> None:
+        """Return once every terminal event replayed from the journal is acknowledged."""
+        if self._replays_pending:
+            await self._events_delivered.wait()
+        else:
+            await anyio.lowlevel.checkpoint()
+
+    async def flush(self) -> None:
+        """Return once the journal holds everything done so far (no-op when ephemeral)."""
+        if self._journal is not None:
+            await self._journal.flush()
 
     # -- commands -----------------------------------------------------------------
 
@@ -178,20 +318,15 @@ class Engine:
     ) -> TaskRecord:
         """Validate a download request, queue it, and start it if a slot is free."""
         self._check_open()
-        url, origin = parse_url(url)
-        task_id = self._next_id
-        target = self._resolve_destination(url, destination)
-        self._next_id += 1
-        record = TaskRecord(
-            task_id=task_id,
+        url, _ = parse_url(url)
+        record = self._new_record(
+            task_id=self._next_id,
             url=url,
-            origin=origin,
-            destination=target,
-            partial=self._partials_dir / f"{task_id}.part",
+            destination=self._resolve_destination(url, destination),
             description=description,
-            headers=_merge_headers(self.config.headers, headers),
-            progress_interval=self.config.progress_interval,
+            headers=headers,
         )
+        self._next_id += 1
         return self._admit(record)
 
     def submit_resumed(
@@ -208,14 +343,22 @@ class Engine:
         it; the other raises :class:`InvalidResumeDataError`.
         """
         self._check_open()
-        url, origin = parse_url(data.url)
+        url, _ = parse_url(data.url)
         given = destination if destination is not None else data.destination
-        target = self._resolve_destination(url, given)
-        task_id = self._next_id
-        partial = self._partials_dir / f"{task_id}.part"
+        record = self._new_record(
+            task_id=self._next_id,
+            url=url,
+            destination=self._resolve_destination(url, given),
+            description=data.description,
+            headers=(*data.headers, *headers),
+            offset=data.offset,
+            validator=data.validator,
+            total=data.total,
+            encoding=data.encoding,
+        )
         source = Path(data.partial)
         try:
-            os.replace(source, partial)
+            os.replace(source, record.partial)
         except FileNotFoundError:
             raise InvalidResumeDataError(
                 f"{url}: the partial file {data.partial} is gone "
@@ -226,28 +369,14 @@ class Engine:
             raise InvalidResumeDataError(
                 f"{url}: cannot take over the partial file {data.partial}: {cause}"
             ) from exc
-        size = partial.stat().st_size
+        size = record.partial.stat().st_size
         if size < data.offset:
-            os.replace(partial, source)  # give it back untouched: nothing is lost
+            os.replace(record.partial, source)  # give it back untouched: nothing is lost
             raise InvalidResumeDataError(
                 f"{url}: the partial file {data.partial} holds {size} bytes, "
                 f"the resume data says {data.offset}"
             )
         self._next_id += 1
-        record = TaskRecord(
-            task_id=task_id,
-            url=url,
-            origin=origin,
-            destination=target,
-            partial=partial,
-            description=data.description,
-            headers=_merge_headers(self.config.headers, (*data.headers, *headers)),
-            progress_interval=self.config.progress_interval,
-            offset=data.offset,
-            validator=data.validator,
-            total=data.total,
-            encoding=data.encoding,
-        )
         record.announce_resume = True
         return self._admit(record)
 
@@ -258,13 +387,20 @@ class Engine:
         record = self._records[task_id]
         if record.state in (TaskState.COMPLETED, TaskState.CANCELING):
             return
+        self._check_alive()
+        self._cancel(record, resume_data=resume_data)
+
+    def _cancel(self, record: TaskRecord, *, resume_data: bool = False) -> None:
+        if record.state in (TaskState.COMPLETED, TaskState.CANCELING):
+            return
         record.state = transition(record.state, Input.CANCEL)
         record.want_resume_data = resume_data
+        self._checkpoint(record, urgent=True)
         if record.running:
             self._interrupt(record)
             return
         # Queued or suspended: no runner to wind down; end it here.
-        self._start(self._supervisor.remove(task_id, now=self.clock()))
+        self._start(self._supervisor.remove(record.id, now=self.clock()))
         outcome = self._cancel_outcome(record)
         if outcome.resume_data is None:
             self._spawn(remove_quietly, record.partial)
@@ -274,10 +410,13 @@ class Engine:
         """Pause a running task in place: its slot is freed, its partial file kept."""
         record = self._records[task_id]
         previous = record.state
+        if previous is TaskState.RUNNING:
+            self._check_alive()
         record.state = transition(previous, Input.SUSPEND)
         if previous is not TaskState.RUNNING:
             return  # idempotent, or too late: the table says what stays
         record.announce_resume = True
+        self._checkpoint(record, urgent=True)
         if record.running:
             self._interrupt(record)
         else:
@@ -287,9 +426,12 @@ class Engine:
         """Continue a suspended task from its offset (it queues for a slot first)."""
         record = self._records[task_id]
         previous = record.state
+        if previous is TaskState.SUSPENDED:
+            self._check_alive()
         record.state = transition(previous, Input.RESUME)
         if previous is not TaskState.SUSPENDED:
             return  # idempotent, or too late: the table says what stays
+        self._checkpoint(record, urgent=True)
         if record.running:
             record.requeue = True  # its runner queues it again once wound down
         else:
@@ -305,16 +447,66 @@ class Engine:
         # else: spawned but not in its scope yet; it checks the state on entry.
 
     def _check_open(self) -> None:
-        if self._task_group is None or self._closing:
-            raise SessionClosedError("the session is not open; use 'async with Session(...)'")
+        self._check_alive()
         if self._invalidated:
             raise SessionClosedError("the session was invalidated and accepts no new tasks")
+
+    def _check_alive(self) -> None:
+        if self._task_group is None or self._draining:
+            raise SessionClosedError("the session is not open; use 'async with Session(...)'")
+
+    def _new_record(
+        self,
+        *,
+        task_id: int,
+        url: str,
+        destination: Path,
+        description: str | None,
+        headers: HeaderPairs,
+        offset: int = 0,
+        validator: str | None = None,
+        total: int | None = None,
+        encoding: str = "identity",
+    ) -> TaskRecord:
+        _, origin = parse_url(url)
+        return TaskRecord(
+            task_id=task_id,
+            url=url,
+            origin=origin,
+            destination=destination,
+            partial=self._partials_dir / f"{task_id}.part",
+            description=description,
+            headers=_merge_headers(self.config.headers, headers),
+            request_headers=headers,
+            progress_interval=self.config.progress_interval,
+            offset=offset,
+            validator=validator,
+            total=total,
+            encoding=encoding,
+        )
 
     def _admit(self, record: TaskRecord) -> TaskRecord:
         self._records[record.id] = record
         self._claims[record.destination] = record.id
+        self._checkpoint(record)  # made durable by the caller's flush()
         self._start(self._supervisor.enqueue(record.id, record.origin, now=self.clock()))
         return record
+
+    def _checkpoint(self, record: TaskRecord, *, urgent: bool = False, data: bool = False) -> None:
+        """Journal the record as it is now (``data``: its partial file's bytes count)."""
+        if self._journal is None:
+            return
+        entry = record.entry()
+        self._journal.put(entry, urgent=urgent, data_file=record.partial if data else None)
+        record.journaled_offset = entry.offset
+        record.next_checkpoint = self.clock() + self.config.checkpoint_interval
+
+    async def _before_write(self, record: TaskRecord) -> None:
+        """Bytes are about to be written below what the journal vouches for (a
+        restart): record the lower offset durably first (the journal's invariant)."""
+        if self._journal is not None and record.journaled_offset > record.bytes_received:
+            self._checkpoint(record, urgent=True)
+            await self._journal.flush()
 
     def _resolve_destination(self, url: str, destination: str | os.PathLike[str] | None) -> Path:
         """The absolute target path; raises at the call when it cannot work.
@@ -357,8 +549,8 @@ class Engine:
         self._task_group.start_soon(func, *args)
 
     def _start(self, task_ids: list[int]) -> None:
-        if not task_ids:
-            return
+        if not task_ids or self._draining:
+            return  # going down: granted tasks stay queued (and journaled as running)
         assert self._task_group is not None, "the supervisor started a task after close"
         for task_id in task_ids:
             record = self._records[task_id]
@@ -375,8 +567,8 @@ class Engine:
         try:
             with anyio.CancelScope() as scope:
                 record.scope = scope
-                if record.state is not TaskState.RUNNING:
-                    scope.cancel()  # suspended or cancelled before it got going
+                if record.state is not TaskState.RUNNING or self._draining:
+                    scope.cancel()  # suspended, cancelled or closing before it got going
                 outcome = await self._transfer(record)
         except TransferError as exc:
             outcome = ErrorEvent(task_id=record.id, error=exc)
@@ -393,10 +585,13 @@ class Engine:
             if record.state is TaskState.CANCELING and not isinstance(outcome, FinishedEvent):
                 outcome = self._cancel_outcome(record)
             elif outcome is None and record.state is TaskState.RUNNING and not requeue:
-                # Cancelled from outside: the session, or the task hosting it, is
-                # being cancelled. Never spawn it again into a cancelled group.
-                record.state = transition(record.state, Input.CANCEL)
-                outcome = CancelledEvent(task_id=record.id)
+                # Stopped from outside: the session is closing, or the task hosting
+                # it is cancelled. Start nothing more. Persistent: the task stays
+                # running in the journal and the next process continues it.
+                self._draining = True
+                if self._journal is None:
+                    record.state = transition(record.state, Input.CANCEL)
+                    outcome = CancelledEvent(task_id=record.id)
             keep_partial = outcome is None or (
                 isinstance(outcome, CancelledEvent) and outcome.resume_data is not None
             )
@@ -412,7 +607,9 @@ class Engine:
                 self._complete(record, outcome)
             else:
                 self._flush_progress(record)
-                if record.state is TaskState.RUNNING:  # resumed while winding down
+                self._checkpoint(record, urgent=True, data=True)
+                if record.state is TaskState.RUNNING and not self._draining:
+                    # resumed while winding down
                     self._start(
                         self._supervisor.enqueue(record.id, record.origin, now=self.clock())
                     )
@@ -433,10 +630,15 @@ class Engine:
             ) from exc
         finally:
             record.active_time += self.clock() - started  # suspended time is not counted
-        # Shielded: once the rename starts, it finishes, and the task has finished.
+        # Shielded: once the move starts, it finishes, and the task has finished.
+        # The journal learns of it first, so a crash in between is never taken for
+        # a lost partial file (and the file is never downloaded again).
         with anyio.CancelScope(shield=True):
+            record.moving = True
+            self._checkpoint(record, urgent=True, data=True)
+            await self.flush()
             try:
-                await move_into_place(record.partial, record.destination)
+                await move_into_place(record.partial, record.destination, durable=self._fsync)
             except OSError as exc:
                 raise file_error(
                     exc, url=record.url, action="move the file to", path=record.destination
@@ -491,7 +693,11 @@ class Engine:
         # Without a range the whole file comes again; a ResumedEvent with offset 0
         # says so when there were bytes on disk.
         headers = {**record.headers, **plan.headers}
+        if self.config.headers_provider is not None:
+            headers = {**headers, **await self._provided_headers(record)}
+            headers.update(plan.headers)
         record.written_this_attempt = 0
+        record.moving = False
         sink = AttemptSink(
             record,
             offset=plan.offset,
@@ -499,6 +705,7 @@ class Engine:
             config=self.config,
             clock=self.clock,
             publish=self._publish,
+            before_write=self._before_write,
         )
         await fetch_to_file(
             self._client,
@@ -508,6 +715,19 @@ class Engine:
             request_timeout=self.config.request_timeout,
             sink=sink,
         )
+
+    async def _provided_headers(self, record: TaskRecord) -> dict[str, str]:
+        """Headers from ``Configuration.headers_provider``, merged by name over the task's."""
+        provider = self.config.headers_provider
+        assert provider is not None
+        try:
+            result = provider(record.url)
+            if inspect.isawaitable(result):
+                result = await result
+            extra = normalize_headers(result)
+        except Exception as exc:
+            raise TransferError(f"headers_provider failed: {exc!r}", url=record.url) from exc
+        return _merge_headers(tuple(record.headers.items()), extra)
 
     def _hold_origin(self, record: TaskRecord, seconds: float) -> None:
         """Retry-After on 429/503: start no task for that origin until it has passed."""
@@ -521,7 +741,10 @@ class Engine:
 
     def _publish(self, event: TaskEvent) -> None:
         if isinstance(event, ProgressEvent):
-            self._records[event.task_id].last_progress = event
+            record = self._records[event.task_id]
+            record.last_progress = event
+            if self._journal is not None and self.clock() >= record.next_checkpoint:
+                self._checkpoint(record, data=True)
         self._hub.publish(event)
 
     def _flush_progress(self, record: TaskRecord) -> None:
@@ -540,10 +763,30 @@ class Engine:
         record.state = transition(record.state, signal)
         self._flush_progress(record)
         record.terminal = outcome
+        self._checkpoint(record, urgent=True)
         if self._claims.get(record.destination) == record.id:
             del self._claims[record.destination]
         self._hub.publish(outcome)
         record.done.set()
+
+
+def _inspect(
+    entries: Sequence[TaskEntry], partials: Sequence[Path]
+) -> list[tuple[int | None, bool]]:
+    """(partial size or None, destination exists) for each entry; in a worker thread."""
+    facts: list[tuple[int | None, bool]] = []
+    for entry, partial in zip(entries, partials, strict=True):
+        size: int | None = None
+        # A live task with nothing vouched for starts from zero whatever is there:
+        # no need to look (this keeps reopening 10,000 queued tasks quick).
+        if entry.offset > 0 or entry.phase not in (Phase.RUNNING, Phase.SUSPENDED):
+            try:
+                size = partial.stat().st_size
+            except FileNotFoundError:
+                size = None
+        moving = entry.phase is Phase.MOVING
+        facts.append((size, moving and os.path.exists(entry.destination)))
+    return facts
 
 
 def _merge_headers(defaults: HeaderPairs, overrides: HeaderPairs) -> dict[str, str]:

@@ -10,22 +10,36 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
+from typing import Any, Generic, TypeVar, cast
 
-from .._core.events import ProgressEvent, TaskEvent, is_terminal
+from .._core.events import (
+    EventsDeliveredEvent,
+    ProgressEvent,
+    SessionEvent,
+    TaskEvent,
+    is_terminal,
+)
 from .._core.progress import BufferStatistics, EventBuffer
 
 __all__ = ["EventHub", "EventStream"]
 
+E = TypeVar("E", bound=SessionEvent)
 
-class EventStream:
-    """An async iterator over task events; see ``DownloadTask.events()`` and ``Session.events()``.
+
+class EventStream(Generic[E]):
+    """An async iterator over events; see ``DownloadTask.events()`` and ``Session.events()``.
 
     A task's stream ends after that task's terminal event; the session's stream
     ends when the session closes. Leaving the ``async for`` early is fine; call
     :meth:`aclose` (or use ``async with``) to unsubscribe at once rather than at
     garbage collection.
+
+    A terminal event counts as *delivered* (acknowledged, so a later process does
+    not deliver it again) once the reader asks for the next item after it, or
+    closes the stream with :meth:`aclose` or by leaving ``async with`` without an
+    exception.
     """
 
     def __init__(self, hub: EventHub, *, task_id: int | None) -> None:
@@ -35,10 +49,11 @@ class EventStream:
         self._wakeup = asyncio.Event()
         self._closed = False  # no more events will be pushed
         self._finished = False  # the reader has seen the end
+        self._unacknowledged: int | None = None  # task of the terminal event just returned
 
     # -- producer side (the hub) ------------------------------------------------
 
-    def _push(self, event: TaskEvent) -> None:
+    def _push(self, event: SessionEvent) -> None:
         if self._closed:
             return
         self._buffer.push(event)
@@ -52,23 +67,29 @@ class EventStream:
 
     # -- consumer side ----------------------------------------------------------
 
-    def __aiter__(self) -> EventStream:
+    def __aiter__(self) -> EventStream[E]:
         return self
 
-    async def __anext__(self) -> TaskEvent:
+    async def __anext__(self) -> E:
+        self._acknowledge()  # reading past a terminal event acknowledges it
         while not self._buffer:
             if self._closed or self._finished:
                 self._finish()
                 raise StopAsyncIteration
             self._wakeup.clear()
             await self._wakeup.wait()
-        return self._buffer.pop()
+        event = self._buffer.pop()
+        if not isinstance(event, EventsDeliveredEvent) and is_terminal(event):
+            self._unacknowledged = event.task_id
+        return cast(E, event)
 
     async def aclose(self) -> None:
-        """Stop receiving events; buffered ones are discarded."""
+        """Stop receiving events; buffered ones are discarded. A terminal event
+        returned just before counts as delivered."""
+        self._acknowledge()
         self._finish()
 
-    async def __aenter__(self) -> EventStream:
+    async def __aenter__(self) -> EventStream[E]:
         return self
 
     async def __aexit__(
@@ -77,7 +98,14 @@ class EventStream:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if exc_type is not None:
+            self._unacknowledged = None  # the reader failed: deliver it again later
         await self.aclose()
+
+    def _acknowledge(self) -> None:
+        task_id, self._unacknowledged = self._unacknowledged, None
+        if task_id is not None:
+            self._hub._delivered(task_id)
 
     def statistics(self) -> BufferStatistics:
         """How this subscriber's buffer is doing (buffered, coalesced, delivered...)."""
@@ -93,17 +121,22 @@ class EventStream:
 class EventHub:
     """Routes each published event to the task's subscribers and the session's."""
 
-    def __init__(self) -> None:
-        self._by_task: dict[int, weakref.WeakSet[EventStream]] = {}
-        self._all: weakref.WeakSet[EventStream] = weakref.WeakSet()
+    def __init__(self, *, on_delivered: Callable[[int], None]) -> None:
+        self._by_task: dict[int, weakref.WeakSet[EventStream[Any]]] = {}
+        self._all: weakref.WeakSet[EventStream[Any]] = weakref.WeakSet()
         self._closed = False
+        self._delivered = on_delivered
 
-    def subscribe(self, task_id: int | None, backlog: Iterable[TaskEvent]) -> EventStream:
-        """A new stream for one task (or all, with None), first fed ``backlog``."""
-        stream = EventStream(self, task_id=task_id)
+    def subscribe(
+        self, task_id: int | None, backlog: Iterable[TaskEvent], *, replayed: int = 0
+    ) -> EventStream[Any]:
+        """A new stream for one task (or all, with None), first fed ``backlog``;
+        the session's stream then gets ``EventsDeliveredEvent(replayed=...)``."""
+        stream: EventStream[Any] = EventStream(self, task_id=task_id)
         for event in backlog:
             stream._push(event)
         if task_id is None:
+            stream._push(EventsDeliveredEvent(replayed=replayed))
             if self._closed:
                 stream._close()
             else:
@@ -133,7 +166,7 @@ class EventHub:
         self._by_task.clear()
         self._all.clear()
 
-    def _unsubscribe(self, stream: EventStream) -> None:
+    def _unsubscribe(self, stream: EventStream[Any]) -> None:
         self._all.discard(stream)
         if stream._task_id is not None:
             subscribers = self._by_task.get(stream._task_id)

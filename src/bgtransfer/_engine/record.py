@@ -9,13 +9,14 @@ it decides where the body goes and keeps the record's counters honest.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
 
 from .._core.events import ProgressEvent, ResumedEvent, TaskEvent, TerminalEvent
+from .._core.journal import Phase, TaskEntry, public_headers
 from .._core.naming import Origin
 from .._core.progress import ProgressThrottle
 from .._core.ranges import Verdict, judge_resumed_response, strong_validator
@@ -29,16 +30,21 @@ from .._io.transfer import BodyPlan
 if TYPE_CHECKING:
     from .._core.config import Configuration
 
-__all__ = ["SECRET_HEADERS", "AttemptSink", "RestartFromZero", "TaskRecord"]
+__all__ = ["AttemptSink", "RestartFromZero", "TaskRecord"]
 
-SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
-"""Never written into resume data (nor, later, the journal) in clear."""
+_PHASES = {
+    TaskState.RUNNING: Phase.RUNNING,
+    TaskState.SUSPENDED: Phase.SUSPENDED,
+    TaskState.CANCELING: Phase.CANCELING,
+    TaskState.COMPLETED: Phase.ENDED,
+}
 
 
 class TaskRecord:
     """Everything the engine knows about one task. Mutated only by the engine."""
 
     __slots__ = (
+        "acked",
         "active_time",
         "announce_resume",
         "bytes_expected",
@@ -49,9 +55,14 @@ class TaskRecord:
         "encoding",
         "headers",
         "id",
+        "journaled_offset",
         "last_progress",
+        "moving",
+        "next_checkpoint",
         "origin",
         "partial",
+        "replayed",
+        "request_headers",
         "requeue",
         "running",
         "scope",
@@ -74,6 +85,7 @@ class TaskRecord:
         partial: Path,
         description: str | None,
         headers: Mapping[str, str],
+        request_headers: tuple[tuple[str, str], ...],
         progress_interval: float,
         offset: int = 0,
         validator: str | None = None,
@@ -86,7 +98,8 @@ class TaskRecord:
         self.destination = destination
         self.partial = partial
         self.description = description
-        self.headers = headers
+        self.headers = headers  # what is sent: session defaults merged with the task's
+        self.request_headers = request_headers  # the task's own, as given (journaled)
         self.state = TaskState.RUNNING
         self.bytes_received = offset  # bytes in the partial file, all confirmed
         self.bytes_expected = total
@@ -98,6 +111,11 @@ class TaskRecord:
         self.active_time = 0.0  # seconds spent running, for resource_timeout
         self.running = False  # a runner coroutine exists for it
         self.requeue = False  # resumed while its runner was winding down
+        self.moving = False  # the body is whole; the move into place is under way
+        self.journaled_offset = 0  # the offset the journal's newest entry vouches for
+        self.next_checkpoint = 0.0  # clock time after which progress is journaled again
+        self.replayed = False  # ended before this process reattached
+        self.acked = False  # a consumer has seen its terminal event
         self.last_progress: ProgressEvent | None = None
         self.terminal: TerminalEvent | None = None
         self.done = anyio.Event()
@@ -119,11 +137,25 @@ class TaskRecord:
             encoding=self.encoding,
             destination=str(self.destination),
             description=self.description,
-            headers=tuple(
-                (name, value)
-                for name, value in self.headers.items()
-                if name.lower() not in SECRET_HEADERS
-            ),
+            headers=public_headers(tuple(self.headers.items())),
+        )
+
+    def entry(self) -> TaskEntry:
+        """The record as the journal stores it now."""
+        phase = Phase.MOVING if self.moving and self.terminal is None else _PHASES[self.state]
+        return TaskEntry(
+            id=self.id,
+            url=self.url,
+            destination=str(self.destination),
+            description=self.description,
+            headers=public_headers(self.request_headers),
+            phase=phase,
+            keep_partial=self.want_resume_data,
+            offset=self.bytes_received,
+            total=self.bytes_expected,
+            validator=self.validator,
+            encoding=self.encoding,
+            outcome=self.terminal if phase is Phase.ENDED else None,
         )
 
 
@@ -143,8 +175,10 @@ class AttemptSink:
         config: Configuration,
         clock: Callable[[], float],
         publish: Callable[[TaskEvent], None],
+        before_write: Callable[[TaskRecord], Awaitable[None]],
     ) -> None:
         self._record = record
+        self._before_write = before_write
         self._offset = offset
         self._ranged = ranged
         self._clock = clock
@@ -195,6 +229,9 @@ class AttemptSink:
         if record.announce_resume:
             record.announce_resume = False
             self._publish(ResumedEvent(task_id=record.id, offset=offset, expected_total=total))
+
+    async def prepare(self, plan: BodyPlan) -> None:
+        await self._before_write(self._record)
 
     def chunk_received(self, nbytes: int) -> None:
         if self._speed is not None and self._speed.feed(nbytes, self._clock()):

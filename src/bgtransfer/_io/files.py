@@ -18,6 +18,8 @@ import anyio.to_thread
 __all__ = [
     "PRIVATE_DIR_MODE",
     "PRIVATE_FILE_MODE",
+    "fsync_dir",
+    "fsync_file",
     "make_private_dir",
     "move_into_place",
     "private_opener",
@@ -46,13 +48,15 @@ def private_opener(path: str, flags: int) -> int:
     return fd
 
 
-def _move_sync(partial: Path, destination: Path) -> None:
+def _move_sync(partial: Path, destination: Path, durable: bool) -> None:
     try:
         os.replace(partial, destination)
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
     else:
+        if durable:
+            fsync_dir(destination.parent)
         return
     # Another file system: copy next to the destination under a temporary name,
     # then rename there, so the destination is never seen half-written.
@@ -63,21 +67,50 @@ def _move_sync(partial: Path, destination: Path) -> None:
     try:
         with os.fdopen(fd, "wb") as out, partial.open("rb") as src:
             shutil.copyfileobj(src, out, 1024 * 1024)
+            if durable:
+                out.flush()
+                os.fsync(out.fileno())
         os.replace(tmp, destination)
+        if durable:
+            fsync_dir(destination.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     partial.unlink(missing_ok=True)
 
 
-async def move_into_place(partial: Path, destination: Path) -> None:
+async def move_into_place(partial: Path, destination: Path, *, durable: bool = False) -> None:
     """Move a finished partial file to ``destination`` atomically.
 
     Same file system: one ``os.replace``. Another file system: a copy to a
     temporary file beside the destination and a rename there. Either way the
     destination holds the old file or the whole new one, never a partial one.
+    ``durable`` also fsyncs the copy (if any) and the destination's directory, so
+    the rename survives a power loss (the partial's data is synced by the caller).
     """
-    await anyio.to_thread.run_sync(_move_sync, partial, destination)
+    await anyio.to_thread.run_sync(_move_sync, partial, destination, durable)
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a file's data to stable storage (no-op if it is gone)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (a rename, a new file) durable; best effort."""
+    with contextlib.suppress(OSError):  # not every platform can open a directory
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 async def remove_quietly(path: Path) -> None:

@@ -47,6 +47,10 @@ class TransferSink(Protocol):
         """Decide from the status and (lower-cased) headers; None: no body to write."""
         ...
 
+    async def prepare(self, plan: BodyPlan) -> None:
+        """Called once the plan is made, before the partial file is opened or truncated."""
+        ...
+
     def chunk_received(self, nbytes: int) -> None:
         """Called for each chunk read; may raise to end the attempt (too slow)."""
         ...
@@ -84,6 +88,7 @@ async def fetch_to_file(
             )
             if plan is None:
                 return None
+            await sink.prepare(plan)
             written = await _stream_body(response, partial, plan.offset, sink, url)
     if plan.length is not None and written != plan.length:
         # aiohttp normally raises ClientPayloadError first; this is the backstop.

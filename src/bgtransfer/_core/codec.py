@@ -1,0 +1,132 @@
+"""Terminal events and transfer errors as plain JSON values, and back.
+
+The journal stores the terminal event of a task until a consumer has seen it, so
+a fresh process can deliver it again; the daemon will send the same values over
+its socket. Plain JSON, not pickle: a journal must never be able to run code,
+and a value written by one version must be checked field by field when read by
+another. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Final
+
+from .._exceptions import (
+    HTTPStatusError,
+    IncompleteBodyError,
+    LocalFileError,
+    NetworkError,
+    ProtocolError,
+    ResourceTimeoutError,
+    TransferError,
+    TransferTimeoutError,
+)
+from .events import CancelledEvent, ErrorEvent, FinishedEvent, TerminalEvent
+from .resume_data import InvalidResumeDataError, ResumeData
+
+__all__ = ["CodecError", "decode_error", "decode_terminal", "encode_error", "encode_terminal"]
+
+_ERROR_TYPES: Final[dict[str, type[TransferError]]] = {
+    cls.__name__: cls
+    for cls in (
+        TransferError,
+        HTTPStatusError,
+        NetworkError,
+        IncompleteBodyError,
+        ProtocolError,
+        TransferTimeoutError,
+        ResourceTimeoutError,
+        LocalFileError,
+    )
+}
+_ERROR_FIELDS: Final = ("status", "reason", "retry_after", "errno", "filename", "strerror")
+
+
+class CodecError(ValueError):
+    """A stored value is not what this version of bgtransfer wrote (says which part)."""
+
+
+def encode_error(error: TransferError) -> dict[str, Any]:
+    """A transfer error as a JSON object: its class, message, URL and typed fields."""
+    cls = type(error)
+    while cls.__name__ not in _ERROR_TYPES or _ERROR_TYPES[cls.__name__] is not cls:
+        cls = cls.__mro__[1]  # an application subclass: keep the nearest known class
+    document: dict[str, Any] = {"type": cls.__name__, "message": str(error), "url": error.url}
+    for name in _ERROR_FIELDS:
+        value = getattr(error, name, None)
+        if value is not None:
+            document[name] = value
+    return document
+
+
+def decode_error(document: object) -> TransferError:
+    """The error :func:`encode_error` wrote; :class:`CodecError` if it is not one."""
+    if not isinstance(document, dict):
+        raise CodecError("error is not an object")
+    cls = _ERROR_TYPES.get(_text(document, "type"))
+    if cls is None:
+        raise CodecError(f"unknown error type {document.get('type')!r}")
+    message, url = _text(document, "message"), _text(document, "url")
+    error = cls.__new__(cls, message)
+    BaseException.__init__(error, message)
+    error.url = url
+    for name in _ERROR_FIELDS:
+        if name in document:
+            value = document[name]
+            if not isinstance(value, int | str) or isinstance(value, bool):
+                raise CodecError(f"error field {name!r} has the wrong type")
+            setattr(error, name, value)
+    return error
+
+
+def encode_terminal(event: TerminalEvent) -> dict[str, Any]:
+    """A terminal event as a JSON object (the task id is stored beside it, not in it)."""
+    if isinstance(event, FinishedEvent):
+        return {
+            "kind": "finished",
+            "location": str(event.location),
+            "total_bytes": event.total_bytes,
+        }
+    if isinstance(event, ErrorEvent):
+        return {"kind": "error", "error": encode_error(event.error)}
+    data = event.resume_data
+    return {
+        "kind": "cancelled",
+        "resume_data": None if data is None else data.to_bytes().decode("utf-8"),
+    }
+
+
+def decode_terminal(task_id: int, document: object) -> TerminalEvent:
+    """The terminal event :func:`encode_terminal` wrote for ``task_id``."""
+    if not isinstance(document, dict):
+        raise CodecError("outcome is not an object")
+    kind = document.get("kind")
+    if kind == "finished":
+        total = document.get("total_bytes")
+        if not isinstance(total, int) or isinstance(total, bool) or total < 0:
+            raise CodecError("finished outcome without a valid total_bytes")
+        return FinishedEvent(
+            task_id=task_id, location=Path(_text(document, "location")), total_bytes=total
+        )
+    if kind == "error":
+        return ErrorEvent(task_id=task_id, error=decode_error(document.get("error")))
+    if kind == "cancelled":
+        blob = document.get("resume_data")
+        if blob is None:
+            return CancelledEvent(task_id=task_id)
+        if not isinstance(blob, str):
+            raise CodecError("cancelled outcome with resume data that is not text")
+        try:
+            data = ResumeData.from_bytes(blob.encode("utf-8"))
+        except InvalidResumeDataError as exc:
+            raise CodecError(f"cancelled outcome: {exc}") from None
+        return CancelledEvent(task_id=task_id, resume_data=data)
+    raise CodecError(f"unknown outcome kind {kind!r}")
+
+
+def _text(document: dict[str, Any], name: str) -> str:
+    value = document.get(name)
+    if not isinstance(value, str):
+        raise CodecError(f"field {name!r} is missing or not text")
+    return value

@@ -1,0 +1,323 @@
+"""The journal's records and rules, without the database.
+
+A background session persists one :class:`TaskEntry` per task that has not been
+acknowledged yet. This module holds everything about those records that can be
+decided without I/O: the schema and its migrations (as SQL text the SQLite shell
+runs), how an entry maps to a row and back (checking every field), and
+:func:`plan_reattach`, the rule a fresh process applies to each entry given what
+it finds on disk.
+
+The one invariant the engine keeps for this module: **a checkpoint never claims
+more than the partial file holds of the representation it names.** The engine
+writes bytes before it records them, and records a lower offset durably before it
+overwrites bytes a checkpoint vouches for (a restart from zero). So after any
+crash the first ``offset`` bytes of the partial file are good for ``validator``.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+
+from .._exceptions import LocalFileError
+from .codec import decode_terminal, encode_terminal
+from .events import CancelledEvent, ErrorEvent, FinishedEvent, TerminalEvent
+from .resume_data import ResumeData
+from .states import TaskState
+
+__all__ = [
+    "COLUMNS",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "SECRET_HEADERS",
+    "Action",
+    "CorruptEntry",
+    "Phase",
+    "Reattach",
+    "TaskEntry",
+    "entry_from_row",
+    "entry_to_row",
+    "plan_reattach",
+    "public_headers",
+]
+
+SECRET_HEADERS: Final = frozenset({"authorization", "proxy-authorization", "cookie"})
+"""Request headers never written to the journal or to resume data in clear."""
+
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    # 0 -> 1: the first schema.
+    (
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        "INSERT INTO meta (key, value) VALUES ('next_id', '1')",
+        """CREATE TABLE tasks (
+            id INTEGER PRIMARY KEY,
+            url TEXT NOT NULL,
+            destination TEXT NOT NULL,
+            description TEXT,
+            headers TEXT NOT NULL,
+            phase TEXT NOT NULL,
+            keep_partial INTEGER NOT NULL,
+            offset INTEGER NOT NULL,
+            total INTEGER,
+            validator TEXT,
+            encoding TEXT NOT NULL,
+            outcome TEXT
+        )""",
+    ),
+)
+"""``MIGRATIONS[n]`` takes a journal from schema version ``n`` to ``n + 1``."""
+
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+COLUMNS: Final = (
+    "id",
+    "url",
+    "destination",
+    "description",
+    "headers",
+    "phase",
+    "keep_partial",
+    "offset",
+    "total",
+    "validator",
+    "encoding",
+    "outcome",
+)
+
+
+class Phase(enum.Enum):
+    """Where a task's life stands, as far as a reattaching process must know."""
+
+    RUNNING = "running"  # transferring or queued: continue it
+    SUSPENDED = "suspended"  # paused by the application: keep it paused
+    CANCELING = "canceling"  # cancel() was asked: finish cancelling it
+    MOVING = "moving"  # the body is whole; the move into place may have happened
+    ENDED = "ended"  # its terminal event is stored, not yet acknowledged
+
+
+class CorruptEntry(ValueError):
+    """A row that does not decode; the message names the task and the field."""
+
+
+@attrs.frozen(kw_only=True)
+class TaskEntry:
+    """One task as the journal stores it."""
+
+    id: int
+    url: str
+    destination: str
+    description: str | None
+    headers: tuple[tuple[str, str], ...]
+    """Without credentials (see :data:`SECRET_HEADERS`)."""
+    phase: Phase
+    keep_partial: bool = False
+    """For ``CANCELING``: the cancel asked for resume data."""
+    offset: int = 0
+    """Bytes of the partial file vouched for (see the module's invariant)."""
+    total: int | None = None
+    validator: str | None = None
+    encoding: str = "identity"
+    outcome: TerminalEvent | None = None
+    """Set exactly when ``phase`` is ``ENDED``."""
+
+
+def public_headers(headers: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """``headers`` without the credentials that are never stored in clear."""
+    return tuple((name, value) for name, value in headers if name.lower() not in SECRET_HEADERS)
+
+
+def entry_to_row(entry: TaskEntry) -> tuple[Any, ...]:
+    """The entry as a row in :data:`COLUMNS` order."""
+    outcome = None if entry.outcome is None else json.dumps(encode_terminal(entry.outcome))
+    return (
+        entry.id,
+        entry.url,
+        entry.destination,
+        entry.description,
+        json.dumps([list(pair) for pair in public_headers(entry.headers)]),
+        entry.phase.value,
+        int(entry.keep_partial),
+        entry.offset,
+        entry.total,
+        entry.validator,
+        entry.encoding,
+        outcome,
+    )
+
+
+def entry_from_row(row: Sequence[Any]) -> TaskEntry:
+    """Decode a row in :data:`COLUMNS` order; :class:`CorruptEntry` says what is wrong."""
+    if len(row) != len(COLUMNS):
+        raise CorruptEntry(f"a task row has {len(row)} columns, expected {len(COLUMNS)}")
+    values = dict(zip(COLUMNS, row, strict=True))
+    task_id = values["id"]
+    if not _is_int(task_id) or task_id < 1:
+        raise CorruptEntry(f"a task row has an invalid id {task_id!r}")
+    try:
+        phase = Phase(values["phase"])
+    except ValueError:
+        raise CorruptEntry(f"task {task_id}: unknown phase {values['phase']!r}") from None
+    offset, total = values["offset"], values["total"]
+    if not _is_int(offset) or offset < 0:
+        raise CorruptEntry(f"task {task_id}: invalid offset {offset!r}")
+    if total is not None and (not _is_int(total) or total < offset):
+        raise CorruptEntry(f"task {task_id}: invalid total {total!r} (offset {offset})")
+    for name in ("url", "destination", "encoding"):
+        if not isinstance(values[name], str) or not values[name]:
+            raise CorruptEntry(f"task {task_id}: invalid {name} {values[name]!r}")
+    for name in ("description", "validator"):
+        if values[name] is not None and not isinstance(values[name], str):
+            raise CorruptEntry(f"task {task_id}: invalid {name} {values[name]!r}")
+    outcome = _decode_outcome(task_id, values["outcome"])
+    if (outcome is None) != (phase is not Phase.ENDED):
+        raise CorruptEntry(f"task {task_id}: phase {phase.value!r} does not match its outcome")
+    return TaskEntry(
+        id=task_id,
+        url=values["url"],
+        destination=values["destination"],
+        description=values["description"],
+        headers=_decode_headers(task_id, values["headers"]),
+        phase=phase,
+        keep_partial=bool(values["keep_partial"]),
+        offset=offset,
+        total=total,
+        validator=values["validator"],
+        encoding=values["encoding"],
+        outcome=outcome,
+    )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _decode_headers(task_id: int, text: object) -> tuple[tuple[str, str], ...]:
+    try:
+        pairs = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        pairs = None
+    if not isinstance(pairs, list) or not all(
+        isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)
+        for pair in pairs
+    ):
+        raise CorruptEntry(f"task {task_id}: invalid headers")
+    return tuple((name, value) for name, value in pairs)
+
+
+def _decode_outcome(task_id: int, text: object) -> TerminalEvent | None:
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise CorruptEntry(f"task {task_id}: invalid outcome (not text)")
+    try:
+        return decode_terminal(task_id, json.loads(text))
+    except ValueError as exc:  # CodecError is a ValueError, as is bad JSON
+        raise CorruptEntry(f"task {task_id}: invalid outcome ({exc})") from None
+
+
+# --- reattaching -------------------------------------------------------------------
+
+
+class Action(enum.Enum):
+    """What a reattaching session does with a journal entry."""
+
+    CONTINUE = "continue"  # a live task: queue it (RUNNING) or keep it paused (SUSPENDED)
+    MOVE = "move"  # the body is whole in the partial file: move it into place, finish
+    END = "end"  # the task has ended: deliver ``outcome``
+
+
+@attrs.frozen(kw_only=True)
+class Reattach:
+    """:func:`plan_reattach`'s answer for one entry."""
+
+    action: Action
+    state: TaskState = TaskState.RUNNING
+    """For ``CONTINUE``: ``RUNNING`` or ``SUSPENDED``."""
+    offset: int = 0
+    """For ``CONTINUE`` and ``MOVE``: the bytes of the partial file to trust."""
+    validator: str | None = None
+    restarted: bool = False
+    """For ``CONTINUE``: bytes were recorded but cannot be used; it starts over."""
+    outcome: TerminalEvent | None = None
+    """For ``END``: the terminal event to deliver."""
+    remove_partial: bool = False
+    """The partial file is of no more use and must go."""
+
+
+def plan_reattach(
+    entry: TaskEntry,
+    *,
+    partial: str,
+    partial_size: int | None,
+    destination_exists: bool,
+) -> Reattach:
+    """Decide what becomes of ``entry`` given its partial file (None: missing) and
+    whether its destination exists.
+
+    * ``ENDED``: deliver its outcome; the partial goes unless it backs resume data.
+    * ``CANCELING``: the cancel completes now, with resume data if it was asked
+      for and the partial file still holds the vouched-for bytes.
+    * ``MOVING``: the partial there and whole: move it. The partial gone and the
+      destination there: the move happened before the crash: finished. Both gone:
+      the finished file was deleted: an error (never downloaded again).
+    * ``RUNNING``/``SUSPENDED``: continue from the bytes vouched for, or from the
+      file's length if that is shorter (the rest was lost with the machine); from
+      zero without a partial file or a validator.
+    """
+    has_partial = partial_size is not None
+    if entry.phase is Phase.ENDED:
+        assert entry.outcome is not None
+        keep = isinstance(entry.outcome, CancelledEvent) and entry.outcome.resume_data is not None
+        return Reattach(
+            action=Action.END, outcome=entry.outcome, remove_partial=has_partial and not keep
+        )
+    trusted = min(entry.offset, partial_size) if partial_size is not None else 0
+    if entry.phase is Phase.CANCELING:
+        data = None
+        if entry.keep_partial and entry.validator is not None and trusted > 0:
+            data = ResumeData(
+                url=entry.url,
+                partial=partial,
+                offset=trusted,
+                validator=entry.validator,
+                total=entry.total,
+                encoding=entry.encoding,
+                destination=entry.destination,
+                description=entry.description,
+                headers=public_headers(entry.headers),
+            )
+        return Reattach(
+            action=Action.END,
+            outcome=CancelledEvent(task_id=entry.id, resume_data=data),
+            remove_partial=has_partial and data is None,
+        )
+    if entry.phase is Phase.MOVING:
+        if partial_size is not None and partial_size == entry.offset:
+            return Reattach(action=Action.MOVE, offset=entry.offset, validator=entry.validator)
+        if partial_size is None and destination_exists:
+            outcome: TerminalEvent = FinishedEvent(
+                task_id=entry.id, location=Path(entry.destination), total_bytes=entry.offset
+            )
+            return Reattach(action=Action.END, outcome=outcome)
+        if partial_size is None:
+            error = LocalFileError(
+                f"the finished file was moved to {entry.destination} but is no longer there "
+                "(deleted before the session recorded the finish); not downloading it again",
+                url=entry.url,
+                filename=entry.destination,
+            )
+            return Reattach(action=Action.END, outcome=ErrorEvent(task_id=entry.id, error=error))
+        # A partial file of another length: not the whole body after all; continue it.
+    usable = entry.validator is not None and trusted > 0
+    return Reattach(
+        action=Action.CONTINUE,
+        state=TaskState.SUSPENDED if entry.phase is Phase.SUSPENDED else TaskState.RUNNING,
+        offset=trusted if usable else 0,
+        validator=entry.validator if usable else None,
+        restarted=entry.offset > 0 and not usable,
+    )
