@@ -130,7 +130,8 @@ class DownloadTask:
         and the partial file removed, when the server gave no strong validator (no
         safe way to resume) or no byte arrived yet. A task that has already ended
         returns None and is unchanged. Pass the data to
-        :meth:`Session.download_with_resume_data`.
+        :meth:`Session.download_with_resume_data`. Returning acknowledges the
+        task's ``CancelledEvent`` (a later process does not deliver it again).
         """
         if self._record.state is TaskState.COMPLETED:
             return None
@@ -138,6 +139,7 @@ class DownloadTask:
         await self._record.done.wait()
         await self._engine.flush()  # the journal agrees before the data is handed out
         terminal = self._record.terminal
+        self._engine.acknowledge(self._record.id)  # the caller gets the outcome: delivered
         return terminal.resume_data if isinstance(terminal, CancelledEvent) else None
 
     async def cancel(self) -> None:

@@ -185,6 +185,7 @@ class Journal:
         try:
             if task_group is not None:
                 task_group.cancel_scope.cancel()  # a commit in flight still completes
+                self._wakeup.set()
                 await task_group.__aexit__(None, None, None)
         finally:
             with anyio.CancelScope(shield=True):
@@ -217,6 +218,12 @@ class Journal:
                 await self._wakeup.wait()
 
     async def _commit(self, *, abandon_on_cancel: bool = False) -> None:
+        """Commit everything pending in one transaction.
+
+        Shielded: once the batch is taken out of ``_pending`` it must reach the
+        database, or a cancellation would drop it. Only the exit's last commit may
+        be abandoned (``abandon_on_cancel``), when it overruns ``EXIT_TIMEOUT``.
+        """
         entries = list(self._pending.values())
         forgotten = list(self._forgotten)
         files = list(self._data_files.values())
@@ -225,14 +232,15 @@ class Journal:
         self._urgent = False
         self._busy = True
         try:
-            await anyio.to_thread.run_sync(
-                self._commit_sync,
-                entries,
-                forgotten,
-                files,
-                next_id,
-                abandon_on_cancel=abandon_on_cancel,
-            )
+            with anyio.CancelScope(shield=not abandon_on_cancel):
+                await anyio.to_thread.run_sync(
+                    self._commit_sync,
+                    entries,
+                    forgotten,
+                    files,
+                    next_id,
+                    abandon_on_cancel=abandon_on_cancel,
+                )
         except (sqlite3.Error, OSError) as exc:
             self._failure = JournalError(str(self.path), f"cannot write: {exc}")
             logger.error("%s", self._failure)  # noqa: TRY400 - the message says it all
