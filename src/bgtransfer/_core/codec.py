@@ -40,7 +40,11 @@ _ERROR_TYPES: Final[dict[str, type[TransferError]]] = {
         LocalFileError,
     )
 }
-_ERROR_FIELDS: Final = ("status", "reason", "retry_after", "errno", "filename", "strerror")
+_FIELDS: Final[dict[type[TransferError], tuple[str, ...]]] = {
+    HTTPStatusError: ("status", "reason", "retry_after"),
+    LocalFileError: ("errno", "filename", "strerror"),
+}
+"""The typed attributes each class carries beyond ``url`` (every one is restored)."""
 
 
 class CodecError(ValueError):
@@ -53,10 +57,8 @@ def encode_error(error: TransferError) -> dict[str, Any]:
     while cls.__name__ not in _ERROR_TYPES or _ERROR_TYPES[cls.__name__] is not cls:
         cls = cls.__mro__[1]  # an application subclass: keep the nearest known class
     document: dict[str, Any] = {"type": cls.__name__, "message": str(error), "url": error.url}
-    for name in _ERROR_FIELDS:
-        value = getattr(error, name, None)
-        if value is not None:
-            document[name] = value
+    for name in _FIELDS.get(cls, ()):
+        document[name] = getattr(error, name, None)
     return document
 
 
@@ -71,12 +73,14 @@ def decode_error(document: object) -> TransferError:
     error = cls.__new__(cls, message)
     BaseException.__init__(error, message)
     error.url = url
-    for name in _ERROR_FIELDS:
-        if name in document:
-            value = document[name]
-            if not isinstance(value, int | str) or isinstance(value, bool):
-                raise CodecError(f"error field {name!r} has the wrong type")
-            setattr(error, name, value)
+    for name in _FIELDS.get(cls, ()):
+        value = document.get(name)
+        expected = int if name in ("status", "errno") else str
+        if name == "status" and value is None:
+            raise CodecError("HTTPStatusError without a status")
+        if value is not None and (not isinstance(value, expected) or isinstance(value, bool)):
+            raise CodecError(f"error field {name!r} has the wrong type")
+        setattr(error, name, value)
     return error
 
 

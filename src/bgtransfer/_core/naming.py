@@ -40,6 +40,9 @@ class Origin:
         return f"{self.scheme}://{host}:{self.port}"
 
 
+_CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
+
+
 def parse_url(url: object) -> tuple[str, Origin]:
     """Validate a download URL; return it (stripped) with its :class:`Origin`.
 
@@ -52,7 +55,7 @@ def parse_url(url: object) -> tuple[str, Origin]:
     text = url.strip()
     if not text:
         raise InvalidURLError("empty URL")
-    if any(ord(c) < 0x21 or c == "\x7f" for c in text):
+    if _CONTROL_OR_SPACE.search(text):
         raise InvalidURLError(f"{text!r}: URL contains whitespace or control characters")
     try:
         parts = urlsplit(text)

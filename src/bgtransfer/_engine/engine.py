@@ -40,7 +40,7 @@ from .._core.events import (
     TerminalEvent,
 )
 from .._core.journal import Action, Phase, TaskEntry, plan_reattach
-from .._core.naming import filename_from_url, parse_url, unique_name
+from .._core.naming import Origin, filename_from_url, parse_url, unique_name
 from .._core.ranges import plan_resume
 from .._core.resume_data import InvalidResumeDataError, ResumeData
 from .._core.retry import backoff, parse_retry_after
@@ -113,6 +113,7 @@ class Engine:
         self._hub = EventHub(on_delivered=self.acknowledge)
         self._records: dict[int, TaskRecord] = {}
         self._claims: dict[Path, int] = {}  # destinations of live tasks
+        self._resolved_dirs: dict[Path, Path] = {}
         self._next_id = next_id
         self._journal = journal
         self._fsync = journal is not None and config.durability == "fsync"
@@ -204,9 +205,11 @@ class Engine:
                 partial_size=size,
                 destination_exists=destination_exists,
             )
+            url, origin = parse_url(entry.url)
             record = self._new_record(
                 task_id=entry.id,
-                url=entry.url,
+                url=url,
+                origin=origin,
                 destination=Path(entry.destination),
                 description=entry.description,
                 headers=entry.headers,
@@ -216,6 +219,7 @@ class Engine:
                 encoding=entry.encoding,
             )
             record.journaled_offset = entry.offset
+            record.may_have_partial = True  # whatever the journal says, look when it ends
             record.announce_resume = plan.offset > 0 or plan.restarted
             self._records[record.id] = record
             outcome = plan.outcome
@@ -318,10 +322,11 @@ class Engine:
     ) -> TaskRecord:
         """Validate a download request, queue it, and start it if a slot is free."""
         self._check_open()
-        url, _ = parse_url(url)
+        url, origin = parse_url(url)
         record = self._new_record(
             task_id=self._next_id,
             url=url,
+            origin=origin,
             destination=self._resolve_destination(url, destination),
             description=description,
             headers=headers,
@@ -343,11 +348,12 @@ class Engine:
         it; the other raises :class:`InvalidResumeDataError`.
         """
         self._check_open()
-        url, _ = parse_url(data.url)
+        url, origin = parse_url(data.url)
         given = destination if destination is not None else data.destination
         record = self._new_record(
             task_id=self._next_id,
             url=url,
+            origin=origin,
             destination=self._resolve_destination(url, given),
             description=data.description,
             headers=(*data.headers, *headers),
@@ -402,7 +408,7 @@ class Engine:
         # Queued or suspended: no runner to wind down; end it here.
         self._start(self._supervisor.remove(record.id, now=self.clock()))
         outcome = self._cancel_outcome(record)
-        if outcome.resume_data is None:
+        if outcome.resume_data is None and record.may_have_partial:
             self._spawn(remove_quietly, record.partial)
         self._complete(record, outcome)
 
@@ -460,6 +466,7 @@ class Engine:
         *,
         task_id: int,
         url: str,
+        origin: Origin,
         destination: Path,
         description: str | None,
         headers: HeaderPairs,
@@ -468,7 +475,6 @@ class Engine:
         total: int | None = None,
         encoding: str = "identity",
     ) -> TaskRecord:
-        _, origin = parse_url(url)
         return TaskRecord(
             task_id=task_id,
             url=url,
@@ -529,13 +535,22 @@ class Engine:
             raise InvalidDestinationError(
                 f"{url}: destination directory {str(path.parent)!r} does not exist"
             )
-        target = path.parent.resolve() / path.name
+        target = self._resolved_dir(path.parent) / path.name
         owner = self._claims.get(target)
         if owner is not None:
             raise InvalidDestinationError(
                 f"{url}: destination {str(target)!r} is already claimed by task {owner}"
             )
         return target
+
+    def _resolved_dir(self, directory: Path) -> Path:
+        """``directory.resolve()``, remembered: many tasks share a few directories."""
+        resolved = self._resolved_dirs.get(directory)
+        if resolved is None:
+            if len(self._resolved_dirs) >= 1024:
+                self._resolved_dirs.clear()
+            resolved = self._resolved_dirs[directory] = directory.resolve()
+        return resolved
 
     def _unique_in(self, directory: Path, name: str) -> Path:
         def taken(candidate: str) -> bool:
@@ -555,6 +570,7 @@ class Engine:
         for task_id in task_ids:
             record = self._records[task_id]
             record.running = True
+            record.may_have_partial = True
             self._task_group.start_soon(self._run, record, name=f"bgtransfer-{task_id}")
 
     def _cancel_outcome(self, record: TaskRecord) -> CancelledEvent:

@@ -57,6 +57,7 @@ class TaskRecord:
         "id",
         "journaled_offset",
         "last_progress",
+        "may_have_partial",
         "moving",
         "next_checkpoint",
         "origin",
@@ -112,6 +113,7 @@ class TaskRecord:
         self.running = False  # a runner coroutine exists for it
         self.requeue = False  # resumed while its runner was winding down
         self.moving = False  # the body is whole; the move into place is under way
+        self.may_have_partial = offset > 0  # False: no partial file was ever made
         self.journaled_offset = 0  # the offset the journal's newest entry vouches for
         self.next_checkpoint = 0.0  # clock time after which progress is journaled again
         self.replayed = False  # ended before this process reattached

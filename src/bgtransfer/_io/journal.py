@@ -86,7 +86,7 @@ class Journal:
         self._busy = False  # a commit is running in the worker thread
         self._failure: JournalError | None = None
         self._wakeup = anyio.Event()
-        self._committed_event = anyio.Event()
+        self._lock = anyio.Lock(fast_acquire=True)  # one commit at a time
         self._task_group: anyio.abc.TaskGroup | None = None
         self._commits = 0
         self._last_commit = 0.0
@@ -138,27 +138,29 @@ class Journal:
         self._touch(urgent=False)
 
     def _touch(self, urgent: bool) -> None:
-        was_clean = self._generation == self._committed
         self._generation += 1
         if urgent:
             self._urgent = True
-        if urgent or was_clean:
-            self._wakeup.set()  # the writer (re)computes when to commit
+            self._wakeup.set()
+        # Otherwise the writer finds it on its next round (at most ``interval``).
 
     async def flush(self) -> None:
         """Return once everything put so far is committed; raise the writer's
-        :class:`~bgtransfer.JournalError` if it cannot write."""
+        :class:`~bgtransfer.JournalError` if it cannot write.
+
+        The caller commits itself when no commit is running (one thread hop);
+        concurrent callers queue on the lock and find their entries committed by
+        the one before them (group commit).
+        """
         target = self._generation
         while self._committed < target:
             if self._failure is not None:
                 raise self._failure
             if self._task_group is None:
                 raise JournalError(str(self.path), "the journal is closed")
-            self._urgent = True
-            self._wakeup.set()
-            await self._committed_event.wait()
-        if self._failure is not None and self._committed < self._generation:
-            raise self._failure
+            async with self._lock:
+                if self._committed < target and self._failure is None:
+                    await self._commit()
 
     def statistics(self) -> dict[str, int]:
         """Entries waiting to be committed, and commits made so far."""
@@ -191,7 +193,8 @@ class Journal:
             with anyio.CancelScope(shield=True):
                 with anyio.move_on_after(EXIT_TIMEOUT) as deadline:
                     if self._failure is None and self._generation != self._committed:
-                        await self._commit(abandon_on_cancel=True)
+                        await self._commit(abandon_on_cancel=True)  # the lock is free:
+                        # the writer is gone and no flush() outlives the engine
                 if deadline.cancelled_caught or self._busy:
                     logger.error(
                         "journal %s: the last commit did not finish within %s s; "
@@ -209,12 +212,14 @@ class Journal:
                 return
             waited = anyio.current_time() - self._last_commit
             if dirty and (self._urgent or self._stopping or waited >= self._interval):
-                await self._commit()
+                async with self._lock:
+                    if self._generation != self._committed:
+                        await self._commit()
                 if self._failure is not None:
                     return
                 continue
             self._wakeup = anyio.Event()
-            with anyio.move_on_after(self._interval - waited if dirty else None):
+            with anyio.move_on_after(self._interval - waited if dirty else self._interval):
                 await self._wakeup.wait()
 
     async def _commit(self, *, abandon_on_cancel: bool = False) -> None:
@@ -250,8 +255,6 @@ class Journal:
             self._committed = generation
             self._commits += 1
         self._last_commit = anyio.current_time()
-        event, self._committed_event = self._committed_event, anyio.Event()
-        event.set()
 
     def _commit_sync(
         self, entries: list[TaskEntry], forgotten: list[int], files: list[Path], next_id: int
