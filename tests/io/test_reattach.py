@@ -23,6 +23,7 @@ from bgtransfer import (
     HTTPStatusError,
     JournalError,
     ResumedEvent,
+    RetryEvent,
     Session,
     SessionClosedError,
     SessionInUseError,
@@ -397,3 +398,20 @@ async def test_fsync_durability_downloads_and_reattaches(
         assert isinstance(await again.wait(), FinishedEvent)
     assert _ranges(server, file.path) == [None, "bytes=100000-"]
     assert sha256_file(out_dir / "d.bin") == file.sha256
+
+
+@pytest.mark.parametrize("identifier", [ID, None], ids=["background", "ephemeral"])
+async def test_closing_does_not_wait_for_a_retry_after_hold(
+    identifier: str | None, server: TestServer, state_dir: Path, out_dir: Path
+) -> None:
+    file = server.add_file("/busy.bin", size=1_000)
+    server.set_faults(file.path, Faults(status=503, retry_after="300"))
+    with anyio.fail_after(20):  # the hold (and the backoff) are 300 s
+        async with Session(identifier, state_dir=state_dir) as session:
+            stream = session.events()  # subscribed first: the retry may come at once
+            task = await session.download(server.url(file.path), out_dir / "busy.bin")
+            async for event in stream:
+                if isinstance(event, RetryEvent):
+                    assert event.delay == 300
+                    break
+    assert task.state is (TaskState.RUNNING if identifier else TaskState.COMPLETED)

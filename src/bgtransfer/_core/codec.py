@@ -53,9 +53,8 @@ class CodecError(ValueError):
 
 def encode_error(error: TransferError) -> dict[str, Any]:
     """A transfer error as a JSON object: its class, message, URL and typed fields."""
-    cls = type(error)
-    while cls.__name__ not in _ERROR_TYPES or _ERROR_TYPES[cls.__name__] is not cls:
-        cls = cls.__mro__[1]  # an application subclass: keep the nearest known class
+    # An application subclass (mixins included) is stored as its nearest known class.
+    cls = next(c for c in type(error).__mro__ if _ERROR_TYPES.get(c.__name__) is c)
     document: dict[str, Any] = {"type": cls.__name__, "message": str(error), "url": error.url}
     for name in _FIELDS.get(cls, ()):
         document[name] = getattr(error, name, None)
@@ -76,8 +75,8 @@ def decode_error(document: object) -> TransferError:
     for name in _FIELDS.get(cls, ()):
         value = document.get(name)
         expected = int if name in ("status", "errno") else str
-        if name == "status" and value is None:
-            raise CodecError("HTTPStatusError without a status")
+        if name in ("status", "reason") and value is None:
+            raise CodecError(f"HTTPStatusError without a {name}")
         if value is not None and (not isinstance(value, expected) or isinstance(value, bool)):
             raise CodecError(f"error field {name!r} has the wrong type")
         setattr(error, name, value)
@@ -123,6 +122,8 @@ def decode_terminal(task_id: int, document: object) -> TerminalEvent:
             raise CodecError("cancelled outcome with resume data that is not text")
         try:
             data = ResumeData.from_bytes(blob.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise CodecError("cancelled outcome with resume data that is not UTF-8") from None
         except InvalidResumeDataError as exc:
             raise CodecError(f"cancelled outcome: {exc}") from None
         return CancelledEvent(task_id=task_id, resume_data=data)

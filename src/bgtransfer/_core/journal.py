@@ -24,9 +24,10 @@ from typing import Any, Final
 
 import attrs
 
-from .._exceptions import LocalFileError
+from .._exceptions import InvalidRequestError, LocalFileError
 from .codec import decode_terminal, encode_terminal
 from .events import CancelledEvent, ErrorEvent, FinishedEvent, TerminalEvent
+from .naming import parse_url
 from .resume_data import ResumeData
 from .states import TaskState
 
@@ -170,6 +171,10 @@ def entry_from_row(row: Sequence[Any]) -> TaskEntry:
     for name in ("url", "destination", "encoding"):
         if not isinstance(values[name], str) or not values[name]:
             raise CorruptEntry(f"task {task_id}: invalid {name} {values[name]!r}")
+    try:
+        parse_url(values["url"])
+    except InvalidRequestError as exc:
+        raise CorruptEntry(f"task {task_id}: invalid url ({exc})") from None
     for name in ("description", "validator"):
         if values[name] is not None and not isinstance(values[name], str):
             raise CorruptEntry(f"task {task_id}: invalid {name} {values[name]!r}")
@@ -199,7 +204,7 @@ def _is_int(value: object) -> bool:
 def _decode_headers(task_id: int, text: object) -> tuple[tuple[str, str], ...]:
     try:
         pairs = json.loads(text) if isinstance(text, str) else None
-    except ValueError:
+    except (ValueError, RecursionError):  # bad JSON, absurd nesting
         pairs = None
     if not isinstance(pairs, list) or not all(
         isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)
@@ -218,6 +223,8 @@ def _decode_outcome(task_id: int, text: object) -> TerminalEvent | None:
         return decode_terminal(task_id, json.loads(text))
     except ValueError as exc:  # CodecError is a ValueError, as is bad JSON
         raise CorruptEntry(f"task {task_id}: invalid outcome ({exc})") from None
+    except RecursionError:
+        raise CorruptEntry(f"task {task_id}: invalid outcome (absurdly nested)") from None
 
 
 # --- reattaching -------------------------------------------------------------------

@@ -171,7 +171,9 @@ class Engine:
                 elif record.running:
                     self._interrupt(record)
             if self._task_group is not None:
-                # Runners are all cancelled; this only waits for their cleanup.
+                # Runners are all stopped; this also ends the timers holding an
+                # origin (Retry-After), then waits for the runners' cleanup.
+                self._task_group.cancel_scope.cancel()
                 await self._task_group.__aexit__(None, None, None)
         finally:
             self._task_group = None

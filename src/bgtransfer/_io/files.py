@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import anyio
 import anyio.to_thread
 
 __all__ = [
@@ -115,5 +116,6 @@ def fsync_dir(path: Path) -> None:
 
 async def remove_quietly(path: Path) -> None:
     """Delete ``path`` if it exists; errors are ignored (best-effort cleanup)."""
-    with contextlib.suppress(OSError):
+    # Shielded: once asked, it happens, even when the session is going down.
+    with contextlib.suppress(OSError), anyio.CancelScope(shield=True):
         await anyio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))

@@ -284,10 +284,8 @@ def _open_sync(
     try:
         if not path.exists():
             _create(path, migrations)
-        elif path.stat().st_size == 0:
-            raise JournalError(
-                where, "the file is empty (truncated?); nothing was changed or deleted"
-            )
+        else:
+            _check_size(path, where)
         connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
         raise JournalError(where, f"cannot open it: {exc}") from exc
@@ -300,12 +298,35 @@ def _open_sync(
         raise
 
 
+def _check_size(path: Path, where: str) -> None:
+    """An SQLite file is a whole number of pages; anything else was cut short.
+
+    (SQLite itself reads a short last page as zeros and may not notice.)
+    """
+    size = path.stat().st_size
+    if size == 0:
+        raise JournalError(where, "the file is empty (truncated?); nothing was changed or deleted")
+    with path.open("rb") as file:
+        header = file.read(100)
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\0"):
+        return  # not SQLite at all: the open reports it
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    if page_size and size % page_size:
+        raise JournalError(
+            where,
+            f"truncated: {size} bytes is not a whole number of {page_size}-byte pages; "
+            "nothing was changed or deleted",
+        )
+
+
 def _load(
     connection: sqlite3.Connection, where: str, fsync: bool, migrations: Sequence[Sequence[str]]
 ) -> tuple[list[TaskEntry], int]:
     newest = len(migrations)
     try:
-        connection.execute("PRAGMA journal_mode = WAL")
+        # Read-only checks first: a file that is refused is left exactly as it was
+        # (switching to WAL would rewrite its header).
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         if version > newest:
             raise JournalError(
@@ -318,6 +339,7 @@ def _load(
         problems = [row[0] for row in connection.execute("PRAGMA quick_check").fetchall()]
         if problems != ["ok"]:
             raise JournalError(where, f"the database is damaged: {'; '.join(problems[:3])}")
+        connection.execute("PRAGMA journal_mode = WAL")
         _migrate(connection, where, version, migrations)
         connection.execute(f"PRAGMA synchronous = {'FULL' if fsync else 'NORMAL'}")
         rows = connection.execute(_SELECT).fetchall()

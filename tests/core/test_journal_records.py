@@ -1,0 +1,614 @@
+"""The journal's records without the database shell: rows, schema, and the reattach rule."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+from bgtransfer import (
+    CancelledEvent,
+    ErrorEvent,
+    FinishedEvent,
+    HTTPStatusError,
+    LocalFileError,
+    ResumeData,
+    TaskState,
+)
+from bgtransfer._core.codec import encode_terminal
+from bgtransfer._core.events import TerminalEvent
+from bgtransfer._core.journal import (
+    COLUMNS,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    SECRET_HEADERS,
+    Action,
+    CorruptEntry,
+    Phase,
+    Reattach,
+    TaskEntry,
+    entry_from_row,
+    entry_to_row,
+    plan_reattach,
+    public_headers,
+)
+
+URL = "https://example.com/d\u00e9j\u00e0/file.bin?x=1"
+DESTINATION = "/home/u/T\u00e9l\u00e9chargements/file.bin"
+PARTIAL = "/state/s/partials/7.part"
+HEADERS = (("User-Agent", "demo/1.0"), ("X-Empty", ""), ("Accept", "*/*"))
+SECRETS = (
+    ("Authorization", "Bearer s3cret-token"),
+    ("proxy-authorization", "Basic s3cret-proxy"),
+    ("COOKIE", "id=s3cret-cookie"),
+    ("CoOkIe", "other=s3cret-cookie2"),
+)
+RESUME = ResumeData(
+    url=URL,
+    partial=PARTIAL,
+    offset=40,
+    validator='"v1"',
+    total=1000,
+    destination=DESTINATION,
+    headers=HEADERS,
+)
+OUTCOMES: list[TerminalEvent] = [
+    FinishedEvent(task_id=7, location=Path(DESTINATION), total_bytes=1000),
+    ErrorEvent(task_id=7, error=HTTPStatusError(404, "Not Found", url=URL, retry_after="5")),
+    CancelledEvent(task_id=7),
+    CancelledEvent(task_id=7, resume_data=RESUME),
+]
+
+
+def _entry(phase: Phase = Phase.RUNNING, **changes: Any) -> TaskEntry:
+    fields: dict[str, Any] = {
+        "id": 7,
+        "url": URL,
+        "destination": DESTINATION,
+        "description": "the \U0001f4e6 file",
+        "headers": HEADERS,
+        "phase": phase,
+        "keep_partial": False,
+        "offset": 100,
+        "total": 1000,
+        "validator": '"v1"',
+        "encoding": "gzip",
+        "outcome": OUTCOMES[0] if phase is Phase.ENDED else None,
+    }
+    fields.update(changes)
+    if fields["outcome"] is not None:  # an outcome always belongs to its entry's task
+        fields["outcome"] = attrs.evolve(fields["outcome"], task_id=fields["id"])
+    return TaskEntry(**fields)
+
+
+def _comparable(entry: TaskEntry) -> tuple[TaskEntry, object]:
+    """Errors compare by identity: compare outcomes through their encoded form."""
+    outcome = entry.outcome
+    return (
+        attrs.evolve(entry, outcome=None),
+        None if outcome is None else (outcome.task_id, encode_terminal(outcome)),
+    )
+
+
+def _row(**changes: Any) -> list[Any]:
+    """The row of the RUNNING entry, with columns changed."""
+    values = dict(zip(COLUMNS, entry_to_row(_entry()), strict=True))
+    values.update(changes)
+    return [values[name] for name in COLUMNS]
+
+
+def _corrupt(row: list[Any]) -> str:
+    with pytest.raises(CorruptEntry) as info:
+        entry_from_row(row)
+    return str(info.value)
+
+
+# -- schema ----------------------------------------------------------------------------------------
+
+
+def test_schema_version_is_the_number_of_migrations() -> None:
+    assert SCHEMA_VERSION == len(MIGRATIONS) >= 1
+    assert all(isinstance(step, tuple) and step for step in MIGRATIONS)
+    assert all(isinstance(statement, str) for step in MIGRATIONS for statement in step)
+
+
+def _migrated() -> sqlite3.Connection:
+    connection = sqlite3.connect(":memory:", isolation_level=None)
+    for step in MIGRATIONS:
+        for statement in step:
+            connection.execute(statement)
+    return connection
+
+
+def test_migrations_make_the_tasks_table_with_exactly_the_columns() -> None:
+    connection = _migrated()
+    try:
+        columns = [row[1] for row in connection.execute("PRAGMA table_info(tasks)")]
+        assert tuple(columns) == COLUMNS
+        assert connection.execute("SELECT key, value FROM meta").fetchall() == [("next_id", "1")]
+    finally:
+        connection.close()
+
+
+def test_rows_survive_the_real_schema() -> None:
+    connection = _migrated()
+    try:
+        entries = [_entry(phase, id=n + 1) for n, phase in enumerate(Phase)]
+        entries += [
+            _entry(Phase.ENDED, id=10 + n, outcome=outcome) for n, outcome in enumerate(OUTCOMES)
+        ]
+        placeholders = ", ".join("?" for _ in COLUMNS)
+        connection.executemany(
+            f"INSERT INTO tasks ({', '.join(COLUMNS)}) VALUES ({placeholders})",
+            [entry_to_row(entry) for entry in entries],
+        )
+        rows = connection.execute(f"SELECT {', '.join(COLUMNS)} FROM tasks ORDER BY id").fetchall()
+        assert [_comparable(entry_from_row(row)) for row in rows] == [
+            _comparable(entry) for entry in entries
+        ]
+    finally:
+        connection.close()
+
+
+# -- rows ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("phase", list(Phase), ids=lambda phase: phase.name)
+def test_round_trip_every_phase(phase: Phase) -> None:
+    entry = _entry(phase, keep_partial=phase is Phase.CANCELING)
+    row = entry_to_row(entry)
+    assert len(row) == len(COLUMNS)
+    assert row[COLUMNS.index("phase")] == phase.value
+    assert _comparable(entry_from_row(row)) == _comparable(entry)
+
+
+@pytest.mark.parametrize("outcome", OUTCOMES, ids=["finished", "error", "cancelled", "resumable"])
+def test_round_trip_every_outcome(outcome: TerminalEvent) -> None:
+    entry = _entry(Phase.ENDED, outcome=outcome)
+    back = entry_from_row(entry_to_row(entry))
+    assert _comparable(back) == _comparable(entry)
+    if isinstance(outcome, ErrorEvent):
+        assert isinstance(back.outcome, ErrorEvent)
+        assert type(back.outcome.error) is HTTPStatusError
+        assert back.outcome.error.status == 404
+        assert back.outcome.error.retry_after == "5"
+
+
+def test_round_trip_minimal_entry() -> None:
+    entry = TaskEntry(
+        id=1, url="http://h/f", destination="/f", description=None, headers=(), phase=Phase.RUNNING
+    )
+    back = entry_from_row(entry_to_row(entry))
+    assert back == entry
+    assert back.offset == 0
+    assert back.total is None
+    assert back.validator is None
+    assert back.encoding == "identity"
+    assert back.keep_partial is False
+
+
+def test_round_trip_keep_partial_and_big_numbers() -> None:
+    entry = _entry(Phase.CANCELING, keep_partial=True, offset=2**62, total=2**63 - 1)
+    assert entry_from_row(entry_to_row(entry)) == entry
+
+
+def test_row_types_are_sqlite_types() -> None:
+    row = entry_to_row(_entry(Phase.ENDED, keep_partial=True))
+    assert all(value is None or type(value) in (int, str) for value in row)
+    values = dict(zip(COLUMNS, row, strict=True))
+    assert values["keep_partial"] == 1
+    assert json.loads(values["headers"]) == [list(pair) for pair in HEADERS]
+    assert json.loads(values["outcome"]) == encode_terminal(OUTCOMES[0])
+
+
+def test_secret_headers_never_reach_the_row() -> None:
+    entry = _entry(headers=(SECRETS[0], *HEADERS[:2], *SECRETS[1:], HEADERS[2]))
+    row = entry_to_row(entry)
+    text = json.dumps(row)
+    for name, value in SECRETS:
+        assert value not in text
+        assert name.lower() not in text.lower()
+    back = entry_from_row(row)
+    assert back.headers == HEADERS  # the others, in order
+
+
+def test_public_headers_drops_exactly_the_secret_names_in_any_case() -> None:
+    assert {"authorization", "proxy-authorization", "cookie"} == SECRET_HEADERS
+    headers = (*SECRETS, ("X-Authorization", "kept"), ("Set-Cookie", "kept"), *HEADERS)
+    assert public_headers(headers) == (
+        ("X-Authorization", "kept"),
+        ("Set-Cookie", "kept"),
+        *HEADERS,
+    )
+    assert public_headers(list(headers)) == public_headers(headers)
+
+
+@pytest.mark.parametrize("count", [0, 1, len(COLUMNS) - 1, len(COLUMNS) + 1])
+def test_wrong_column_count(count: int) -> None:
+    row = (_row() * 2)[:count]
+    message = _corrupt(row)
+    assert f"{count} columns" in message
+    assert str(len(COLUMNS)) in message
+
+
+@pytest.mark.parametrize("task_id", [0, -1, None, True, "7", 7.0], ids=repr)
+def test_bad_id(task_id: object) -> None:
+    message = _corrupt(_row(id=task_id))
+    assert "invalid id" in message
+    assert repr(task_id) in message
+
+
+@pytest.mark.parametrize("phase", ["bogus", "", "RUNNING", None, 1], ids=repr)
+def test_unknown_phase(phase: object) -> None:
+    message = _corrupt(_row(phase=phase))
+    assert message.startswith("task 7: ")
+    assert "phase" in message
+    assert repr(phase) in message
+
+
+@pytest.mark.parametrize("offset", [-1, None, True, "100", 1.5], ids=repr)
+def test_bad_offset(offset: object) -> None:
+    message = _corrupt(_row(offset=offset, total=None))
+    assert message.startswith("task 7: ")
+    assert "offset" in message
+
+
+@pytest.mark.parametrize("total", [99, 0, -1, True, "1000", 1000.0], ids=repr)
+def test_bad_total(total: object) -> None:
+    message = _corrupt(_row(offset=100, total=total))
+    assert message.startswith("task 7: ")
+    assert "total" in message
+    assert repr(total) in message
+
+
+def test_total_equal_to_offset_is_fine() -> None:
+    assert entry_from_row(_row(offset=100, total=100)).total == 100
+
+
+@pytest.mark.parametrize("field", ["url", "destination", "encoding"])
+@pytest.mark.parametrize("value", ["", None, 5, b"x"], ids=repr)
+def test_empty_or_non_text_required_field(field: str, value: object) -> None:
+    message = _corrupt(_row(**{field: value}))
+    assert message.startswith("task 7: ")
+    assert field in message
+
+
+@pytest.mark.parametrize("url", ["not a url", "ftp://h/f", "http://", "/relative/f.bin"])
+def test_url_that_cannot_be_downloaded(url: str) -> None:
+    message = _corrupt(_row(url=url))
+    assert message.startswith("task 7: ")
+    assert "url" in message
+
+
+@pytest.mark.parametrize("field", ["description", "validator"])
+@pytest.mark.parametrize("value", [5, b"x", 1.5], ids=repr)
+def test_non_text_optional_field(field: str, value: object) -> None:
+    message = _corrupt(_row(**{field: value}))
+    assert message.startswith("task 7: ")
+    assert field in message
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        None,
+        "",
+        "garbage",
+        "{}",
+        '{"a": "b"}',
+        '[["a"]]',
+        '[["a", "b", "c"]]',
+        '[["a", 1]]',
+        '[[1, "b"]]',
+        '["ab"]',
+        "[[null, null]]",
+        5,
+    ],
+    ids=repr,
+)
+def test_bad_headers(headers: object) -> None:
+    message = _corrupt(_row(headers=headers))
+    assert message.startswith("task 7: ")
+    assert "headers" in message
+
+
+def test_deeply_nested_headers_are_corrupt_not_a_crash() -> None:
+    # Regression: json.loads raises RecursionError for "[[[[...", which escaped
+    # (and so escaped Journal.open, which turns only CorruptEntry into JournalError).
+    message = _corrupt(_row(headers="[" * 100_000))
+    assert "headers" in message
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        "garbage",
+        "",
+        "null",
+        "[]",
+        '{"kind": "finished"}',
+        '{"kind": "exploded"}',
+        '{"kind": "error", "error": {"type": "OSError", "message": "m", "url": "u"}}',
+        '{"kind": "cancelled", "resume_data": "garbage"}',
+        5,
+        b"{}",
+    ],
+    ids=repr,
+)
+def test_bad_outcome(outcome: object) -> None:
+    message = _corrupt(_row(phase="ended", outcome=outcome))
+    assert message.startswith("task 7: ")
+    assert "outcome" in message
+
+
+def test_deeply_nested_outcome_is_corrupt_not_a_crash() -> None:
+    # Regression: as for the headers, RecursionError from json.loads is caught.
+    message = _corrupt(_row(phase="ended", outcome="[" * 100_000))
+    assert "outcome" in message
+
+
+def test_ended_without_outcome() -> None:
+    message = _corrupt(_row(phase="ended", outcome=None))
+    assert message.startswith("task 7: ")
+    assert "'ended'" in message
+    assert "outcome" in message
+
+
+@pytest.mark.parametrize("phase", [p for p in Phase if p is not Phase.ENDED], ids=lambda p: p.name)
+def test_live_phase_with_an_outcome(phase: Phase) -> None:
+    outcome = json.dumps(encode_terminal(OUTCOMES[0]))
+    message = _corrupt(_row(phase=phase.value, outcome=outcome))
+    assert message.startswith("task 7: ")
+    assert repr(phase.value) in message
+    assert "outcome" in message
+
+
+def test_corrupt_entry_is_a_value_error() -> None:
+    assert issubclass(CorruptEntry, ValueError)
+
+
+# -- plan_reattach: the whole table ----------------------------------------------------------------
+
+OFFSET = 100
+SIZES = {"missing": None, "empty": 0, "shorter": 40, "equal": OFFSET, "longer": 160}
+
+
+def _error_naming_destination(task_id: int) -> ErrorEvent:
+    return ErrorEvent(
+        task_id=task_id,
+        error=LocalFileError(
+            f"the finished file was moved to {DESTINATION} but is no longer there "
+            "(deleted before the session recorded the finish); not downloading it again",
+            url=URL,
+            filename=DESTINATION,
+        ),
+    )
+
+
+def _expected(entry: TaskEntry, size: int | None, destination_exists: bool) -> Reattach:
+    """The rule, case by case, as the module documents it."""
+    has_partial = size is not None
+    trusted = 0 if size is None else min(entry.offset, size)
+    if entry.phase is Phase.ENDED:
+        outcome = entry.outcome
+        keep = isinstance(outcome, CancelledEvent) and outcome.resume_data is not None
+        return Reattach(action=Action.END, outcome=outcome, remove_partial=has_partial and not keep)
+    if entry.phase is Phase.CANCELING:
+        if entry.keep_partial and entry.validator is not None and trusted > 0:
+            data = ResumeData(
+                url=entry.url,
+                partial=PARTIAL,
+                offset=trusted,
+                validator=entry.validator,
+                total=entry.total,
+                encoding=entry.encoding,
+                destination=entry.destination,
+                description=entry.description,
+                headers=HEADERS,
+            )
+            return Reattach(action=Action.END, outcome=CancelledEvent(task_id=7, resume_data=data))
+        return Reattach(
+            action=Action.END, outcome=CancelledEvent(task_id=7), remove_partial=has_partial
+        )
+    if entry.phase is Phase.MOVING and size == entry.offset:
+        return Reattach(action=Action.MOVE, offset=entry.offset, validator=entry.validator)
+    if entry.phase is Phase.MOVING and size is None:
+        if destination_exists:
+            finished = FinishedEvent(
+                task_id=7, location=Path(DESTINATION), total_bytes=entry.offset
+            )
+            return Reattach(action=Action.END, outcome=finished)
+        return Reattach(action=Action.END, outcome=_error_naming_destination(7))
+    usable = entry.validator is not None and trusted > 0
+    return Reattach(
+        action=Action.CONTINUE,
+        state=TaskState.SUSPENDED if entry.phase is Phase.SUSPENDED else TaskState.RUNNING,
+        offset=trusted if usable else 0,
+        validator=entry.validator if usable else None,
+        restarted=entry.offset > 0 and not usable,
+    )
+
+
+def _entries() -> list[tuple[str, TaskEntry]]:
+    secret_headers = (*HEADERS, *SECRETS)
+    cases: list[tuple[str, TaskEntry]] = []
+    for phase, validator in itertools.product(Phase, ['"v1"', None]):
+        base = _entry(phase, validator=validator, headers=secret_headers, offset=OFFSET)
+        tag = f"{phase.name}-{'validator' if validator else 'novalidator'}"
+        if phase is Phase.ENDED:
+            names = ["finished", "error", "cancelled", "resumable"]
+            pairs = zip(names, OUTCOMES, strict=True)
+            cases += [(f"{tag}-{n}", attrs.evolve(base, outcome=o)) for n, o in pairs]
+        elif phase is Phase.CANCELING:
+            cases += [(f"{tag}-keep", attrs.evolve(base, keep_partial=True))]
+            cases += [(f"{tag}-nokeep", base)]
+        else:
+            cases += [(tag, base), (f"{tag}-nothingrecorded", attrs.evolve(base, offset=0))]
+    return cases
+
+
+TABLE = [
+    pytest.param(entry, size, exists, id=f"{name}-{size_name}-{'dest' if exists else 'nodest'}")
+    for (name, entry), (size_name, size), exists in itertools.product(
+        _entries(), SIZES.items(), [True, False]
+    )
+]
+
+
+def _normal(plan: Reattach) -> tuple[Reattach, object]:
+    outcome = plan.outcome
+    return (
+        attrs.evolve(plan, outcome=None),
+        None if outcome is None else (type(outcome), outcome.task_id, encode_terminal(outcome)),
+    )
+
+
+@pytest.mark.parametrize(("entry", "size", "destination_exists"), TABLE)
+def test_plan_reattach_table(entry: TaskEntry, size: int | None, destination_exists: bool) -> None:
+    plan = plan_reattach(
+        entry, partial=PARTIAL, partial_size=size, destination_exists=destination_exists
+    )
+    assert _normal(plan) == _normal(_expected(entry, size, destination_exists))
+
+
+def test_table_covers_every_phase_size_and_validator() -> None:
+    seen = {
+        (entry.phase, size, entry.validator is None, exists)
+        for entry, size, exists in (param.values for param in TABLE)
+    }
+    assert len(seen) == len(Phase) * len(SIZES) * 2 * 2
+
+
+# -- plan_reattach: the rules spelled out ----------------------------------------------------------
+
+
+def _plan(entry: TaskEntry, size: int | None, *, destination_exists: bool = False) -> Reattach:
+    return plan_reattach(
+        entry, partial=PARTIAL, partial_size=size, destination_exists=destination_exists
+    )
+
+
+def test_ended_keeps_the_partial_only_for_resume_data() -> None:
+    for outcome in OUTCOMES:
+        entry = _entry(Phase.ENDED, outcome=outcome)
+        plan = _plan(entry, 40)
+        assert plan.action is Action.END
+        assert plan.outcome is entry.outcome
+        resumable = isinstance(outcome, CancelledEvent) and outcome.resume_data is not None
+        assert plan.remove_partial is not resumable
+        assert _plan(entry, None).remove_partial is False
+
+
+def test_canceling_with_keep_partial_produces_resume_data_without_secrets() -> None:
+    entry = _entry(Phase.CANCELING, keep_partial=True, headers=(*SECRETS, *HEADERS), offset=100)
+    plan = _plan(entry, 60)
+    assert plan.action is Action.END
+    assert plan.remove_partial is False
+    assert isinstance(plan.outcome, CancelledEvent)
+    assert plan.outcome.task_id == 7
+    data = plan.outcome.resume_data
+    assert data == ResumeData(
+        url=URL,
+        partial=PARTIAL,
+        offset=60,
+        validator='"v1"',
+        total=1000,
+        encoding="gzip",
+        destination=DESTINATION,
+        description="the \U0001f4e6 file",
+        headers=HEADERS,
+    )
+    assert "s3cret" not in data.to_bytes().decode()
+    assert _plan(entry, 500).outcome == CancelledEvent(
+        task_id=7, resume_data=attrs.evolve(data, offset=100)
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "size"),
+    [
+        ({"keep_partial": False}, 100),
+        ({"keep_partial": True, "validator": None}, 100),
+        ({"keep_partial": True}, 0),
+        ({"keep_partial": True, "offset": 0}, 100),
+    ],
+    ids=["not-asked", "no-validator", "empty-partial", "nothing-recorded"],
+)
+def test_canceling_without_usable_bytes_removes_the_partial(
+    changes: dict[str, Any], size: int
+) -> None:
+    plan = _plan(_entry(Phase.CANCELING, **changes), size)
+    assert plan == Reattach(
+        action=Action.END, outcome=CancelledEvent(task_id=7), remove_partial=True
+    )
+
+
+def test_moving_whole_partial_is_moved() -> None:
+    entry = _entry(Phase.MOVING, offset=1000)
+    for exists in (True, False):
+        plan = _plan(entry, 1000, destination_exists=exists)
+        assert plan == Reattach(action=Action.MOVE, offset=1000, validator='"v1"')
+
+
+def test_moving_empty_body_is_moved() -> None:
+    plan = _plan(_entry(Phase.MOVING, offset=0, total=0, validator=None), 0)
+    assert plan == Reattach(action=Action.MOVE, offset=0, validator=None)
+
+
+def test_moving_already_moved_is_finished() -> None:
+    plan = _plan(_entry(Phase.MOVING, offset=1000), None, destination_exists=True)
+    assert plan == Reattach(
+        action=Action.END,
+        outcome=FinishedEvent(task_id=7, location=Path(DESTINATION), total_bytes=1000),
+    )
+
+
+def test_moving_with_both_files_gone_is_a_local_file_error_naming_the_destination() -> None:
+    plan = _plan(_entry(Phase.MOVING, offset=1000), None, destination_exists=False)
+    assert plan.action is Action.END
+    assert plan.remove_partial is False
+    assert isinstance(plan.outcome, ErrorEvent)
+    assert plan.outcome.task_id == 7
+    error = plan.outcome.error
+    assert type(error) is LocalFileError
+    assert error.url == URL
+    assert error.filename == DESTINATION
+    assert DESTINATION in str(error)
+    assert str(error).startswith(f"{URL}: ")
+
+
+@pytest.mark.parametrize(("size", "expected"), [(400, 400), (0, 0), (1200, 1000)])
+def test_moving_partial_of_another_size_continues_running(size: int, expected: int) -> None:
+    for exists in (True, False):
+        plan = _plan(_entry(Phase.MOVING, offset=1000), size, destination_exists=exists)
+        assert plan == Reattach(
+            action=Action.CONTINUE,
+            state=TaskState.RUNNING,
+            offset=expected,
+            validator='"v1"' if expected else None,
+            restarted=expected == 0,
+        )
+
+
+@pytest.mark.parametrize(
+    ("phase", "state"), [(Phase.RUNNING, TaskState.RUNNING), (Phase.SUSPENDED, TaskState.SUSPENDED)]
+)
+def test_live_tasks_continue_from_the_trusted_bytes(phase: Phase, state: TaskState) -> None:
+    entry = _entry(phase, offset=100)
+    assert _plan(entry, 60) == Reattach(
+        action=Action.CONTINUE, state=state, offset=60, validator='"v1"'
+    )
+    assert _plan(entry, 100) == _plan(entry, 5000)
+    assert _plan(entry, 100).offset == 100
+    restart = Reattach(action=Action.CONTINUE, state=state, restarted=True)
+    assert _plan(entry, None) == restart
+    assert _plan(entry, 0) == restart
+    assert _plan(attrs.evolve(entry, validator=None), 100) == restart
+    fresh = Reattach(action=Action.CONTINUE, state=state)
+    assert _plan(attrs.evolve(entry, offset=0), 100) == fresh
+    assert _plan(attrs.evolve(entry, offset=0), None) == fresh
