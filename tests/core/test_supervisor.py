@@ -393,6 +393,36 @@ def test_many_queued_tasks() -> None:
 ORIGINS = (A, B, C)
 
 
+def test_borrow_lends_free_slots_of_the_origin_within_both_limits() -> None:
+    sup = Supervisor(per_host_limit=4, total_limit=6)
+    assert sup.enqueue(1, "a") == [1]
+    assert sup.borrow(1, 5) == 3  # the origin has 3 more slots
+    assert sup.borrow(1, 1) == 0
+    stats = sup.statistics()
+    assert (stats.active, stats.borrowed, stats.active_by_origin) == (1, 3, {"a": 4})
+    assert sup.enqueue(2, "b") == [2]
+    assert sup.borrow(2, 4) == 1  # the session has 1 more slot
+    assert sup.enqueue(3, "c") == []  # all 6 slots in use
+    assert sup.give_back(1, 2) == [3]  # a returned slot goes to the queued task
+    assert sup.statistics().borrowed == 2
+
+
+def test_borrow_nothing_while_held_and_release_returns_borrowed_slots() -> None:
+    sup = Supervisor(per_host_limit=3, total_limit=3)
+    assert sup.enqueue(1, "a") == [1]
+    sup.hold("a", until=10)
+    assert sup.borrow(1, 2) == 0
+    assert sup.poll(10) == []
+    assert sup.borrow(1, 2) == 2
+    assert sup.enqueue(2, "a") == []
+    assert sup.release(1) == [2]  # its own slot and both borrowed ones come back
+    assert sup.borrow(2, 3) == 2
+    with pytest.raises(ValueError, match="holds 2 borrowed slots, cannot return 3"):
+        sup.give_back(2, 3)
+    with pytest.raises(ValueError, match="cannot return 0"):
+        sup.give_back(2, 0)
+
+
 class SupervisorMachine(RuleBasedStateMachine):
     """Drives a Supervisor and a straightforward reference model side by side."""
 
@@ -409,6 +439,7 @@ class SupervisorMachine(RuleBasedStateMachine):
         self.active: dict[int, str] = {}
         self.idle: dict[int, str] = {}  # created, then released or removed
         self.holds: dict[str, float] = {}
+        self.borrowed: dict[int, int] = {}  # active task -> extra slots it holds
 
     @initialize(per_host=st.integers(1, 3), total=st.integers(1, 4))
     def setup(self, per_host: int, total: int) -> None:
@@ -419,14 +450,18 @@ class SupervisorMachine(RuleBasedStateMachine):
     # the reference model --------------------------------------------------------------
 
     def _active_in(self, origin: str) -> int:
-        return sum(1 for o in self.active.values() if o == origin)
+        """Slots in use for ``origin``: its active tasks and what they borrowed."""
+        return sum(1 + self.borrowed.get(t, 0) for t, o in self.active.items() if o == origin)
+
+    def _in_use(self) -> int:
+        return len(self.active) + sum(self.borrowed.values())
 
     def _expected_starts(self, now: float) -> list[int]:
         for origin, until in list(self.holds.items()):
             if until <= now:
                 del self.holds[origin]
         started: list[int] = []
-        while len(self.active) < self.total:
+        while self._in_use() < self.total:
             eligible = [
                 task_id
                 for task_id, origin in self.queued.items()
@@ -467,6 +502,34 @@ class SupervisorMachine(RuleBasedStateMachine):
         task_id = data.draw(st.sampled_from(sorted(self.active)))
         started = self.sup.release(task_id, now=self.now)
         self.idle[task_id] = self.active.pop(task_id)
+        self.borrowed.pop(task_id, None)
+        assert started == self._expected_starts(self.now)
+
+    @precondition(lambda self: bool(self.active))
+    @rule(data=st.data(), want=st.integers(0, 4))
+    def borrow(self, data: st.DataObject, want: int) -> None:
+        task_id = data.draw(st.sampled_from(sorted(self.active)))
+        origin = self.active[task_id]
+        held = origin in self.holds and self.holds[origin] > self.now
+        expected = 0
+        if want >= 1 and not held:
+            free = min(self.per_host - self._active_in(origin), self.total - self._in_use())
+            expected = max(0, min(want, free))
+        assert self.sup.borrow(task_id, want) == expected
+        if expected:
+            self.borrowed[task_id] = self.borrowed.get(task_id, 0) + expected
+
+    @precondition(lambda self: bool(self.borrowed))
+    @rule(data=st.data())
+    def give_back(self, data: st.DataObject) -> None:
+        task_id = data.draw(st.sampled_from(sorted(self.borrowed)))
+        count = data.draw(st.integers(1, self.borrowed[task_id]))
+        with pytest.raises(ValueError, match="cannot return"):
+            self.sup.give_back(task_id, self.borrowed[task_id] + 1, now=self.now)
+        started = self.sup.give_back(task_id, count, now=self.now)
+        self.borrowed[task_id] -= count
+        if not self.borrowed[task_id]:
+            del self.borrowed[task_id]
         assert started == self._expected_starts(self.now)
 
     @rule(task_id=created)
@@ -475,6 +538,7 @@ class SupervisorMachine(RuleBasedStateMachine):
         for where in (self.queued, self.active):
             if task_id in where:
                 self.idle[task_id] = where.pop(task_id)
+        self.borrowed.pop(task_id, None)
         assert started == self._expected_starts(self.now)
 
     @rule(task_id=consumes(created))
@@ -484,6 +548,7 @@ class SupervisorMachine(RuleBasedStateMachine):
         self.queued.pop(task_id, None)
         self.active.pop(task_id, None)
         self.idle.pop(task_id, None)
+        self.borrowed.pop(task_id, None)
         assert started == self._expected_starts(self.now)
 
     @rule(origin=st.sampled_from(ORIGINS), delay=st.integers(1, 5))
@@ -503,13 +568,14 @@ class SupervisorMachine(RuleBasedStateMachine):
     @invariant()
     def limits_respected(self) -> None:
         stats = self.sup.statistics()
-        assert stats.active <= self.total
+        assert stats.active + stats.borrowed <= self.total
         assert all(n <= self.per_host for n in stats.active_by_origin.values())
 
     @invariant()
     def matches_model(self) -> None:
         stats = self.sup.statistics()
         assert stats.active == len(self.active)
+        assert stats.borrowed == sum(self.borrowed.values())
         assert stats.queued == len(self.queued)
         model_active = {o: self._active_in(o) for o in ORIGINS if self._active_in(o)}
         model_queued: dict[str, int] = {}
@@ -533,7 +599,7 @@ class SupervisorMachine(RuleBasedStateMachine):
     @invariant()
     def work_conserving(self) -> None:
         stats = self.sup.statistics()
-        if stats.active >= self.total:
+        if stats.active + stats.borrowed >= self.total:
             return
         for origin, waiting in stats.queued_by_origin.items():
             held = origin in self.holds and self.holds[origin] > self.now

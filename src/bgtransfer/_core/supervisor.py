@@ -13,7 +13,10 @@ Rules:
 * queued tasks start in creation order (task ids grow with creation) among those whose origin
   has a free slot: a full origin never blocks another origin's tasks;
 * an origin may be *held back* until a given time (``Retry-After``); its tasks
-  stay queued.
+  stay queued;
+* an active task may *borrow* extra slots of its origin (a segmented download's
+  further connections), but only slots no queued task of that origin is waiting
+  for: extra connections never delay another task's start.
 """
 
 from __future__ import annotations
@@ -31,9 +34,13 @@ class SupervisorStatistics:
     """A snapshot of the supervisor's queues."""
 
     active: int
+    """Tasks holding a slot."""
     queued: int
     active_by_origin: dict[Hashable, int]
+    """Slots in use per origin (a segmented task's borrowed slots included)."""
     queued_by_origin: dict[Hashable, int]
+    borrowed: int = 0
+    """Extra slots lent to active tasks (segments beyond their first connection)."""
 
 
 class Supervisor:
@@ -55,6 +62,8 @@ class Supervisor:
         self._queued: dict[int, Hashable] = {}
         self._active: dict[int, Hashable] = {}
         self._active_by_origin: dict[Hashable, int] = {}
+        self._borrowed: dict[int, int] = {}  # task id -> extra slots it holds
+        self._in_use = 0  # slots in use: active tasks plus borrowed slots
         self._held_until: dict[Hashable, float] = {}
 
     # -- queries --------------------------------------------------------------
@@ -74,6 +83,7 @@ class Supervisor:
             queued=len(self._queued),
             active_by_origin={k: v for k, v in self._active_by_origin.items() if v},
             queued_by_origin=queued,
+            borrowed=sum(self._borrowed.values()),
         )
 
     def next_hold_expiry(self) -> float | None:
@@ -92,9 +102,44 @@ class Supervisor:
         return self._schedule(now)
 
     def release(self, task_id: int, *, now: float = 0.0) -> list[int]:
-        """Free the slot of an active task (finished, failed, cancelled or suspended)."""
+        """Free the slot of an active task (finished, failed, cancelled or suspended),
+        and any slots it borrowed."""
         origin = self._active.pop(task_id)
-        self._active_by_origin[origin] -= 1
+        freed = 1 + self._borrowed.pop(task_id, 0)
+        self._active_by_origin[origin] -= freed
+        self._in_use -= freed
+        return self._schedule(now)
+
+    def borrow(self, task_id: int, want: int) -> int:
+        """Lend an active task up to ``want`` extra slots of its origin; return how many.
+
+        Only free slots, within both limits, and none while the origin is held back.
+        Scheduling is work-conserving, so a free slot here is one no queued task can
+        take: lending it never delays another task's start.
+        """
+        origin = self._active[task_id]
+        if want < 1 or origin in self._held_until:
+            return 0
+        free_here = self._per_host - self._active_by_origin.get(origin, 0)
+        granted = max(0, min(want, free_here, self._total - self._in_use))
+        if granted:
+            self._borrowed[task_id] = self._borrowed.get(task_id, 0) + granted
+            self._active_by_origin[origin] += granted
+            self._in_use += granted
+        return granted
+
+    def give_back(self, task_id: int, count: int, *, now: float = 0.0) -> list[int]:
+        """Return ``count`` borrowed slots (a segment ended); return tasks to start."""
+        held = self._borrowed.get(task_id, 0)
+        if not 0 < count <= held:
+            raise ValueError(f"task {task_id} holds {held} borrowed slots, cannot return {count}")
+        if count == held:
+            del self._borrowed[task_id]
+        else:
+            self._borrowed[task_id] = held - count
+        origin = self._active[task_id]
+        self._active_by_origin[origin] -= count
+        self._in_use -= count
         return self._schedule(now)
 
     def remove(self, task_id: int, *, now: float = 0.0) -> list[int]:
@@ -128,7 +173,7 @@ class Supervisor:
         for origin, until in list(self._held_until.items()):
             if until <= now:
                 del self._held_until[origin]
-        while len(self._active) < self._total:
+        while self._in_use < self._total:
             best: Hashable | None = None
             best_id = 0
             for origin in self._heaps:
@@ -145,5 +190,6 @@ class Supervisor:
             del self._queued[best_id]
             self._active[best_id] = best
             self._active_by_origin[best] = self._active_by_origin.get(best, 0) + 1
+            self._in_use += 1
             started.append(best_id)
         return started
