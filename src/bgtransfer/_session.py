@@ -213,6 +213,7 @@ class Session:
         *,
         description: str | None = None,
         headers: dict[str, str] | None = None,
+        segments: int | None = None,
     ) -> DownloadTask:
         """Start downloading ``url``; return its task at once (it may wait for a slot).
 
@@ -222,6 +223,8 @@ class Session:
         a file path (its directory must exist; an existing file is replaced on
         success), an existing directory, or None (the session's ``downloads/``); in
         the last two cases the name comes from the URL, made unique (``name (1).ext``).
+        ``segments`` (1-16, default ``Configuration.segments``) fetches a large file
+        over that many connections at once when the server supports ranges.
 
         Raises at the call, before any I/O, for wrong arguments:
         :class:`TypeError`, :class:`~bgtransfer.InvalidURLError`,
@@ -234,7 +237,11 @@ class Session:
         if description is not None and not isinstance(description, str):
             raise TypeError(f"description must be a str or None, not {type(description).__name__}")
         record = engine.submit(
-            url, destination, description=description, headers=normalize_headers(headers)
+            url,
+            destination,
+            description=description,
+            headers=normalize_headers(headers),
+            segments=segments,
         )
         await engine.flush()  # in the journal before it is handed out
         return DownloadTask(engine, record)

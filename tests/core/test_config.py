@@ -51,6 +51,7 @@ def test_field_names_and_order() -> None:
         "durability",
         "checkpoint_interval",
         "headers_provider",
+        "segments",
     ]
 
 

@@ -574,8 +574,9 @@ async def test_a_refused_journal_is_refused_again_and_kept(tmp_path: Path) -> No
 
 # -- migrations ------------------------------------------------------------------------------------
 
-FIRST = MIGRATIONS[0]
-SECOND = ("ALTER TABLE tasks ADD COLUMN note TEXT", "CREATE TABLE extra (x INTEGER)")
+BASE = list(MIGRATIONS)  # this bgtransfer's schema, all steps
+EXTRA = ("ALTER TABLE tasks ADD COLUMN note TEXT", "CREATE TABLE extra (x INTEGER)")
+N = len(MIGRATIONS)
 
 
 def _tables(path: Path) -> set[str]:
@@ -591,15 +592,15 @@ def _tables(path: Path) -> set[str]:
 
 async def test_migrating_keeps_the_rows(tmp_path: Path) -> None:
     path = tmp_path / JOURNAL_NAME
-    await _make(path, [_entry(1), _entry(2, Phase.SUSPENDED)], migrations=[FIRST])
-    assert _user_version(path) == 1
-    migrated = await _reopen(path, migrations=[FIRST, SECOND])
+    await _make(path, [_entry(1), _entry(2, Phase.SUSPENDED)], migrations=BASE)
+    assert _user_version(path) == N
+    migrated = await _reopen(path, migrations=[*BASE, EXTRA])
     assert [_comparable(e) for e in migrated.entries] == [
         _comparable(_entry(1)),
         _comparable(_entry(2, Phase.SUSPENDED)),
     ]
     assert migrated.next_id == 3
-    assert _user_version(path) == 2
+    assert _user_version(path) == N + 1
     assert "extra" in _tables(path)
     connection = _read_only(path)
     try:
@@ -607,8 +608,8 @@ async def test_migrating_keeps_the_rows(tmp_path: Path) -> None:
     finally:
         connection.close()
     assert columns == [*COLUMNS, "note"]
-    # Version 2 works as a journal, and this bgtransfer (one step) now calls it newer.
-    journal = await Journal.open(path, migrations=[FIRST, SECOND])
+    # The next version works as a journal, and this bgtransfer now calls it newer.
+    journal = await Journal.open(path, migrations=[*BASE, EXTRA])
     async with journal:
         journal.put(_entry(3))
     assert sorted(_rows(path)) == [1, 2, 3]
@@ -616,21 +617,45 @@ async def test_migrating_keeps_the_rows(tmp_path: Path) -> None:
         await Journal.open(path)
 
 
+async def test_a_version_1_journal_is_migrated_to_the_current_schema(tmp_path: Path) -> None:
+    """A journal written before segmented downloads (schema 1) opens with its tasks."""
+    path = tmp_path / JOURNAL_NAME
+    connection = sqlite3.connect(path)
+    try:
+        for statement in MIGRATIONS[0]:
+            connection.execute(statement)
+        connection.execute(
+            "INSERT INTO tasks VALUES (7, 'http://example.com/a.bin', '/tmp/a.bin', 'A', '[]',"
+            " 'running', 0, 1000, 5000, '\"v1\"', 'identity', NULL)"
+        )
+        connection.execute("UPDATE meta SET value = '8' WHERE key = 'next_id'")
+        connection.execute("PRAGMA user_version = 1")
+        connection.commit()
+    finally:
+        connection.close()
+    journal = await Journal.open(path)
+    async with journal:
+        [entry] = journal.entries
+    assert (entry.id, entry.offset, entry.validator, entry.segments) == (7, 1000, '"v1"', None)
+    assert journal.next_id == 8
+    assert _user_version(path) == SCHEMA_VERSION
+
+
 async def test_a_failing_migration_changes_nothing(tmp_path: Path) -> None:
     path = tmp_path / JOURNAL_NAME
-    await _make(path, [_entry(1)], migrations=[FIRST])
+    await _make(path, [_entry(1)], migrations=BASE)
     broken = ("CREATE TABLE extra (x INTEGER)", "THIS IS NOT SQL")
     before = _snapshot(tmp_path)
     with pytest.raises(JournalError) as info:
-        await Journal.open(path, migrations=[FIRST, broken])
+        await Journal.open(path, migrations=[*BASE, broken])
     assert _snapshot(tmp_path) == before
     assert info.value.path == str(path)
-    assert "from schema 1 to 2" in info.value.problem
+    assert f"from schema {N} to {N + 1}" in info.value.problem
     assert "failed" in info.value.problem
-    assert _user_version(path) == 1
+    assert _user_version(path) == N
     assert "extra" not in _tables(path)
     assert sorted(_rows(path)) == [1]
-    assert [e.id for e in (await _reopen(path, migrations=[FIRST])).entries] == [1]
+    assert [e.id for e in (await _reopen(path, migrations=BASE)).entries] == [1]
 
 
 async def test_a_new_journal_whose_migration_fails_is_not_created(tmp_path: Path) -> None:

@@ -91,6 +91,12 @@ def _seconds(*, optional: bool, allow_zero: bool) -> Any:
     return check
 
 
+def _segments(instance: Any, attribute: attrs.Attribute[int], value: int) -> None:
+    _positive_int(instance, attribute, value)
+    if value > 16:
+        raise ValueError(f"segments must be at most 16, got {value}")
+
+
 def _durability(instance: Any, attribute: Any, value: object) -> None:
     if value not in ("process", "fsync"):
         raise ValueError(f"durability must be 'process' or 'fsync', got {value!r}")
@@ -173,3 +179,11 @@ class Configuration:
     supply credentials: ``Authorization``, ``Proxy-Authorization`` and ``Cookie`` are
     never written to the journal or resume data, so a reattached task gets them
     from here. An exception it raises fails the task with a ``TransferError``."""
+
+    segments: int = attrs.field(default=1, validator=_segments)
+    """Connections per download (1-16; ``session.download(segments=N)`` overrides).
+    Above 1, a file the server can serve in ranges (known length of at least 2 MiB,
+    strong validator, ``Accept-Ranges: bytes``) is fetched as that many byte ranges
+    at once, written in place into one preallocated partial file. Each extra
+    connection takes a free slot of the host's ``max_connections_per_host``, never
+    one a queued task waits for. Otherwise one connection, as usual."""

@@ -29,6 +29,7 @@ from .codec import decode_terminal, encode_terminal
 from .events import CancelledEvent, ErrorEvent, FinishedEvent, TerminalEvent
 from .naming import parse_url
 from .resume_data import ResumeData
+from .segments import Segment, contiguous_prefix, segments_from_json
 from .states import TaskState
 
 __all__ = [
@@ -70,6 +71,8 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             outcome TEXT
         )""",
     ),
+    # 1 -> 2: segmented downloads keep each segment's progress.
+    ("ALTER TABLE tasks ADD COLUMN segments TEXT",),
 )
 """``MIGRATIONS[n]`` takes a journal from schema version ``n`` to ``n + 1``."""
 
@@ -88,6 +91,7 @@ COLUMNS: Final = (
     "validator",
     "encoding",
     "outcome",
+    "segments",
 )
 
 
@@ -125,6 +129,9 @@ class TaskEntry:
     encoding: str = "identity"
     outcome: TerminalEvent | None = None
     """Set exactly when ``phase`` is ``ENDED``."""
+    segments: tuple[tuple[int, int, int], ...] | None = None
+    """A segmented download's ``(start, end, done)`` per segment; ``offset`` is then
+    the sum of ``done`` (the invariant holds per segment)."""
 
 
 def public_headers(headers: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
@@ -148,6 +155,7 @@ def entry_to_row(entry: TaskEntry) -> tuple[Any, ...]:
         entry.validator,
         entry.encoding,
         outcome,
+        None if entry.segments is None else json.dumps([list(s) for s in entry.segments]),
     )
 
 
@@ -179,6 +187,7 @@ def entry_from_row(row: Sequence[Any]) -> TaskEntry:
         if values[name] is not None and not isinstance(values[name], str):
             raise CorruptEntry(f"task {task_id}: invalid {name} {values[name]!r}")
     outcome = _decode_outcome(task_id, values["outcome"])
+    segments = _decode_segments(task_id, values["segments"], total, offset)
     if (outcome is None) != (phase is not Phase.ENDED):
         raise CorruptEntry(f"task {task_id}: phase {phase.value!r} does not match its outcome")
     return TaskEntry(
@@ -194,7 +203,24 @@ def entry_from_row(row: Sequence[Any]) -> TaskEntry:
         validator=values["validator"],
         encoding=values["encoding"],
         outcome=outcome,
+        segments=segments,
     )
+
+
+def _decode_segments(
+    task_id: int, text: object, total: int | None, offset: int
+) -> tuple[tuple[int, int, int], ...] | None:
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise CorruptEntry(f"task {task_id}: invalid segments (not text)")
+    try:
+        segments = segments_from_json(json.loads(text), total)
+    except (ValueError, RecursionError) as exc:
+        raise CorruptEntry(f"task {task_id}: invalid segments ({exc})") from None
+    if sum(segment.done for segment in segments) != offset:
+        raise CorruptEntry(f"task {task_id}: segments do not add up to offset {offset}")
+    return tuple((segment.start, segment.end, segment.done) for segment in segments)
 
 
 def _is_int(value: object) -> bool:
@@ -252,6 +278,8 @@ class Reattach:
     """For ``CONTINUE``: bytes were recorded but cannot be used; it starts over."""
     outcome: TerminalEvent | None = None
     """For ``END``: the terminal event to deliver."""
+    segments: tuple[tuple[int, int, int], ...] | None = None
+    """For ``CONTINUE``: the segments to carry on with (``offset`` is their sum)."""
     remove_partial: bool = False
     """The partial file is of no more use and must go."""
 
@@ -284,6 +312,13 @@ def plan_reattach(
             action=Action.END, outcome=entry.outcome, remove_partial=has_partial and not keep
         )
     trusted = min(entry.offset, partial_size) if partial_size is not None else 0
+    segmented = entry.segments is not None
+    if segmented:
+        # Segments write all over a file preallocated to the total: only that size
+        # is consistent with them; their own counts are what is vouched for.
+        whole = partial_size is not None and partial_size == entry.total
+        segments = [Segment(start=a, end=b, done=d) for a, b, d in entry.segments or ()]
+        trusted = contiguous_prefix(segments) if whole else 0
     if entry.phase is Phase.CANCELING:
         data = None
         if entry.keep_partial and entry.validator is not None and trusted > 0:
@@ -320,10 +355,21 @@ def plan_reattach(
             )
             return Reattach(action=Action.END, outcome=ErrorEvent(task_id=entry.id, error=error))
         # A partial file of another length: not the whole body after all; continue it.
+    state = TaskState.SUSPENDED if entry.phase is Phase.SUSPENDED else TaskState.RUNNING
+    if segmented and entry.validator is not None and partial_size == entry.total:
+        return Reattach(
+            action=Action.CONTINUE,
+            state=state,
+            offset=entry.offset,
+            validator=entry.validator,
+            segments=entry.segments,
+        )
+    if segmented:
+        trusted = 0  # the file is not the one the segments describe: start over
     usable = entry.validator is not None and trusted > 0
     return Reattach(
         action=Action.CONTINUE,
-        state=TaskState.SUSPENDED if entry.phase is Phase.SUSPENDED else TaskState.RUNNING,
+        state=state,
         offset=trusted if usable else 0,
         validator=entry.validator if usable else None,
         restarted=entry.offset > 0 and not usable,

@@ -181,8 +181,10 @@ def judge_resumed_response(
     status: int,
     reason: str,
     headers: Mapping[str, str],
+    end: int | None = None,
 ) -> Resumption:
-    """Judge the answer to ``Range: bytes={offset}-`` + ``If-Range: {validator}``.
+    """Judge the answer to ``Range: bytes={offset}-`` + ``If-Range: {validator}``
+    (or ``bytes={offset}-{end - 1}`` for a segment, when ``end`` is given).
 
     ``total`` and ``encoding`` are what the earlier response said about the
     representation held on disk; ``headers`` have lower-case names. Raises
@@ -208,7 +210,7 @@ def judge_resumed_response(
             reason="the server sent the whole file instead of the requested range",
         )
     if status == 206:
-        problem = _check_206(offset, validator, total, encoding, headers, response_encoding)
+        problem = _check_206(offset, validator, total, encoding, headers, response_encoding, end)
         if problem is not None:
             return Resumption(verdict=Verdict.RETRY_FROM_ZERO, offset=0, total=None, reason=problem)
         complete = parse_content_range(headers["content-range"]).complete
@@ -245,6 +247,7 @@ def _check_206(  # noqa: PLR0917 -- a private helper over judge_resumed_response
     encoding: str,
     headers: Mapping[str, str],
     response_encoding: str,
+    stop: int | None,
 ) -> str | None:
     value = headers.get("content-range")
     if value is None:
@@ -258,7 +261,10 @@ def _check_206(  # noqa: PLR0917 -- a private helper over judge_resumed_response
     if total is not None and content_range.complete is not None and content_range.complete != total:
         return f"206 says the file is {content_range.complete} bytes, it was {total}"
     end = content_range.complete if content_range.complete is not None else total
-    if end is not None and content_range.last != end - 1:
+    if stop is not None:
+        if content_range.last != stop - 1:
+            return f"206 stops at {content_range.last}, not at the requested {stop - 1}"
+    elif end is not None and content_range.last != end - 1:
         return f"206 stops at {content_range.last}, not at the end of the file ({end} bytes)"
     length = headers.get("content-length")
     if length is not None and content_range.last is not None:

@@ -13,13 +13,15 @@ terminal event and releasing its slot, whatever happened to it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import inspect
 import logging
 import os
 import random
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
@@ -35,6 +37,7 @@ from .._core.events import (
     ErrorEvent,
     FinishedEvent,
     ProgressEvent,
+    ResumedEvent,
     RetryEvent,
     TaskEvent,
     TerminalEvent,
@@ -44,6 +47,7 @@ from .._core.naming import Origin, filename_from_url, parse_url, unique_name
 from .._core.ranges import plan_resume
 from .._core.resume_data import InvalidResumeDataError, ResumeData
 from .._core.retry import backoff, parse_retry_after
+from .._core.segments import MAX_SEGMENTS, Segment
 from .._core.states import Input, TaskState, transition
 from .._core.supervisor import Supervisor, SupervisorStatistics
 from .._exceptions import (
@@ -55,10 +59,10 @@ from .._exceptions import (
     TransferError,
 )
 from .._io.errors import file_error
-from .._io.files import move_into_place, remove_quietly
+from .._io.files import move_into_place, private_opener, remove_quietly
 from .._io.transfer import fetch_to_file
 from .hub import EventHub, EventStream, snapshot_progress
-from .record import AttemptSink, RestartFromZero, TaskRecord
+from .record import AttemptSink, RestartFromZero, SegmentSink, TaskRecord
 
 __all__ = ["Checkpointer", "Engine"]
 
@@ -220,6 +224,9 @@ class Engine:
                 total=entry.total,
                 encoding=entry.encoding,
             )
+            if plan.segments is not None:
+                record.segments = [Segment(start=a, end=b, done=d) for a, b, d in plan.segments]
+            record.segments_wanted = self.config.segments
             record.journaled_offset = entry.offset
             record.may_have_partial = True  # whatever the journal says, look when it ends
             record.announce_resume = plan.offset > 0 or plan.restarted
@@ -228,6 +235,8 @@ class Engine:
             if plan.action is Action.MOVE:
                 outcome = await self._finish_restored(record, plan.offset)
             if outcome is not None:
+                if isinstance(outcome, FinishedEvent):  # counts its bytes like a live one
+                    record.bytes_received = record.bytes_expected = outcome.total_bytes
                 record.state = TaskState.COMPLETED
                 record.terminal = outcome
                 record.replayed = True
@@ -321,9 +330,11 @@ class Engine:
         *,
         description: str | None,
         headers: HeaderPairs,
+        segments: int | None = None,
     ) -> TaskRecord:
         """Validate a download request, queue it, and start it if a slot is free."""
         self._check_open()
+        wanted = self.config.segments if segments is None else _check_segments(segments)
         url, origin = parse_url(url)
         record = self._new_record(
             task_id=self._next_id,
@@ -333,6 +344,7 @@ class Engine:
             description=description,
             headers=headers,
         )
+        record.segments_wanted = wanted
         self._next_id += 1
         return self._admit(record)
 
@@ -677,7 +689,10 @@ class Engine:
                 if failures >= policy.max_attempts:
                     raise ProtocolError(str(signal), url=record.url) from None
                 record.bytes_received = 0
+                record.segments = None
                 record.validator = None
+                if signal.ranges_unsupported:
+                    record.segments_wanted = 1  # fall back to one connection
                 record.announce_resume = True
                 continue
             except TransferError as exc:
@@ -705,34 +720,126 @@ class Engine:
 
     async def _attempt(self, record: TaskRecord) -> None:
         assert self._client is not None
+        record.written_this_attempt = 0
+        record.moving = False
+        if record.segments is not None:
+            await self._resume_segments(record)
+            return
         plan = plan_resume(
             offset=record.bytes_received, validator=record.validator, total=record.bytes_expected
         )
         # Without a range the whole file comes again; a ResumedEvent with offset 0
         # says so when there were bytes on disk.
-        headers = {**record.headers, **plan.headers}
+        headers = await self._request_headers(record, plan.headers)
+        async with contextlib.AsyncExitStack() as stack:
+            on_split = None
+            if record.segments_wanted > 1 and not plan.ranged:
+                # The answer may be split into segments; their workers live here.
+                group = await stack.enter_async_context(_segment_group())
+                queue: deque[Segment] = deque()
+
+                async def on_split(record: TaskRecord) -> None:
+                    await self._start_segments(record, group, queue)
+
+            sink = AttemptSink(
+                record,
+                offset=plan.offset,
+                ranged=plan.ranged,
+                config=self.config,
+                clock=self.clock,
+                publish=self._publish,
+                before_write=self._before_write,
+                on_split=on_split,
+            )
+            await fetch_to_file(
+                self._client,
+                url=record.url,
+                headers=headers,
+                partial=record.partial,
+                request_timeout=self.config.request_timeout,
+                sink=sink,
+            )
+            if sink.split:  # segment 0 is done: help with the others
+                await self._segment_worker(record, queue, borrowed=False)
+
+    async def _request_headers(
+        self, record: TaskRecord, extra: Mapping[str, str]
+    ) -> dict[str, str]:
+        """The task's headers, the provider's (if any), then the range headers."""
+        headers = dict(record.headers)
         if self.config.headers_provider is not None:
-            headers = {**headers, **await self._provided_headers(record)}
-            headers.update(plan.headers)
-        record.written_this_attempt = 0
-        record.moving = False
-        sink = AttemptSink(
-            record,
-            offset=plan.offset,
-            ranged=plan.ranged,
-            config=self.config,
-            clock=self.clock,
-            publish=self._publish,
-            before_write=self._before_write,
-        )
-        await fetch_to_file(
-            self._client,
-            url=record.url,
-            headers=headers,
-            partial=record.partial,
-            request_timeout=self.config.request_timeout,
-            sink=sink,
-        )
+            headers = await self._provided_headers(record)
+        headers.update(extra)
+        return headers
+
+    # -- segmented downloads -------------------------------------------------------
+
+    async def _start_segments(
+        self, record: TaskRecord, group: anyio.abc.TaskGroup, queue: deque[Segment]
+    ) -> None:
+        """The first answer was split: make room for the whole file, journal the
+        segments, and start a worker per slot the supervisor can lend."""
+        assert record.segments is not None
+        assert record.bytes_expected is not None
+        await anyio.to_thread.run_sync(_preallocate, record.partial, record.bytes_expected)
+        self._checkpoint(record, urgent=True)
+        queue.extend(record.segments[1:])
+        for _ in range(self._supervisor.borrow(record.id, len(queue))):
+            group.start_soon(self._segment_worker, record, queue, True)
+
+    async def _resume_segments(self, record: TaskRecord) -> None:
+        """Continue every unfinished segment, as many at once as slots allow."""
+        assert record.segments is not None
+        queue = deque(segment for segment in record.segments if not segment.complete)
+        record.throttle.restart(record.bytes_received)
+        if record.announce_resume:
+            record.announce_resume = False
+            self._publish(
+                ResumedEvent(
+                    task_id=record.id,
+                    offset=record.bytes_received,
+                    expected_total=record.bytes_expected,
+                )
+            )
+        if not queue:
+            return
+        async with _segment_group() as group:
+            for _ in range(self._supervisor.borrow(record.id, len(queue) - 1)):
+                group.start_soon(self._segment_worker, record, queue, True)
+            await self._segment_worker(record, queue, borrowed=False)
+
+    async def _segment_worker(
+        self, record: TaskRecord, queue: deque[Segment], borrowed: bool
+    ) -> None:
+        """Fetch segments from the queue until it is empty; a borrowed slot goes back."""
+        assert self._client is not None
+        try:
+            while queue:
+                segment = queue.popleft()
+                if segment.complete:
+                    continue
+                assert record.validator is not None
+                headers = await self._request_headers(
+                    record,
+                    {
+                        "Range": f"bytes={segment.next_offset}-{segment.end - 1}",
+                        "If-Range": record.validator,
+                    },
+                )
+                sink = SegmentSink(
+                    record, segment, config=self.config, clock=self.clock, publish=self._publish
+                )
+                await fetch_to_file(
+                    self._client,
+                    url=record.url,
+                    headers=headers,
+                    partial=record.partial,
+                    request_timeout=self.config.request_timeout,
+                    sink=sink,
+                )
+        finally:
+            if borrowed:
+                self._start(self._supervisor.give_back(record.id, 1, now=self.clock()))
 
     async def _provided_headers(self, record: TaskRecord) -> dict[str, str]:
         """Headers from ``Configuration.headers_provider``, merged by name over the task's."""
@@ -788,6 +895,40 @@ class Engine:
         record.done.set()
 
 
+@contextlib.asynccontextmanager
+async def _segment_group() -> AsyncIterator[anyio.abc.TaskGroup]:
+    """A task group for segment workers that raises one error, not a group: a
+    restart signal first (the file changed), else the first transfer error."""
+    try:
+        async with anyio.create_task_group() as group:
+            yield group
+    except BaseExceptionGroup as caught:
+        leaves = list(_leaves(caught))
+        for kind in (RestartFromZero, TransferError):
+            for leaf in leaves:
+                if isinstance(leaf, kind):
+                    raise leaf from None
+        raise
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    for inner in group.exceptions:
+        if isinstance(inner, BaseExceptionGroup):
+            yield from _leaves(inner)
+        else:
+            yield inner
+
+
+def _preallocate(path: Path, size: int) -> None:
+    """Create (or empty) the partial file and give it its final size, so every
+    segment writes in place; reserve the blocks where the platform can."""
+    with open(path, "wb", opener=private_opener) as file:
+        file.truncate(size)
+        if hasattr(os, "posix_fallocate"):
+            with contextlib.suppress(OSError):  # not every file system supports it
+                os.posix_fallocate(file.fileno(), 0, size)
+
+
 def _inspect(
     entries: Sequence[TaskEntry], partials: Sequence[Path]
 ) -> list[tuple[int | None, bool]]:
@@ -805,6 +946,14 @@ def _inspect(
         moving = entry.phase is Phase.MOVING
         facts.append((size, moving and os.path.exists(entry.destination)))
     return facts
+
+
+def _check_segments(segments: object) -> int:
+    if isinstance(segments, bool) or not isinstance(segments, int):
+        raise TypeError(f"segments must be an int, not {type(segments).__name__}")
+    if not 1 <= segments <= MAX_SEGMENTS:
+        raise ValueError(f"segments must be between 1 and {MAX_SEGMENTS}, got {segments}")
+    return segments
 
 
 def _merge_headers(defaults: HeaderPairs, overrides: HeaderPairs) -> dict[str, str]:

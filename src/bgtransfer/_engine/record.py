@@ -23,6 +23,7 @@ from .._core.ranges import Verdict, judge_resumed_response, strong_validator
 from .._core.response import check_response
 from .._core.resume_data import ResumeData
 from .._core.retry import SpeedWatch
+from .._core.segments import Segment, contiguous_prefix, plan_segments, splittable
 from .._core.states import TaskState
 from .._exceptions import TransferTimeoutError
 from .._io.transfer import BodyPlan
@@ -30,7 +31,7 @@ from .._io.transfer import BodyPlan
 if TYPE_CHECKING:
     from .._core.config import Configuration
 
-__all__ = ["AttemptSink", "RestartFromZero", "TaskRecord"]
+__all__ = ["AttemptSink", "RestartFromZero", "SegmentSink", "TaskRecord"]
 
 _PHASES = {
     TaskState.RUNNING: Phase.RUNNING,
@@ -67,6 +68,8 @@ class TaskRecord:
         "requeue",
         "running",
         "scope",
+        "segments",
+        "segments_wanted",
         "state",
         "terminal",
         "throttle",
@@ -117,6 +120,8 @@ class TaskRecord:
         self.journaled_offset = 0  # the offset the journal's newest entry vouches for
         self.next_checkpoint = 0.0  # clock time after which progress is journaled again
         self.replayed = False  # ended before this process reattached
+        self.segments_wanted = 1  # connections asked for (segments=N)
+        self.segments: list[Segment] | None = None  # set once the file is split
         self.acked = False  # a consumer has seen its terminal event
         self.last_progress: ProgressEvent | None = None
         self.terminal: TerminalEvent | None = None
@@ -128,12 +133,13 @@ class TaskRecord:
 
     def resume_data(self) -> ResumeData | None:
         """What ``cancel_with_resume_data()`` hands out, or None if resuming is unsafe."""
-        if self.validator is None or self.bytes_received == 0:
+        offset = self.bytes_received if self.segments is None else contiguous_prefix(self.segments)
+        if self.validator is None or offset == 0:
             return None
         return ResumeData(
             url=self.url,
             partial=str(self.partial),
-            offset=self.bytes_received,
+            offset=offset,
             validator=self.validator,
             total=self.bytes_expected,
             encoding=self.encoding,
@@ -158,11 +164,22 @@ class TaskRecord:
             validator=self.validator,
             encoding=self.encoding,
             outcome=self.terminal if phase is Phase.ENDED else None,
+            segments=None
+            if self.segments is None
+            else tuple((seg.start, seg.end, seg.done) for seg in self.segments),
         )
 
 
 class RestartFromZero(Exception):
-    """The answer to a range request cannot be used; fetch the whole file again."""
+    """The answer to a range request cannot be used; fetch the whole file again.
+
+    ``ranges_unsupported``: the server answered a segment's range with the whole,
+    unchanged file; the task goes on over one connection.
+    """
+
+    def __init__(self, reason: str, *, ranges_unsupported: bool = False) -> None:
+        super().__init__(reason)
+        self.ranges_unsupported = ranges_unsupported
 
 
 class AttemptSink:
@@ -178,9 +195,12 @@ class AttemptSink:
         clock: Callable[[], float],
         publish: Callable[[TaskEvent], None],
         before_write: Callable[[TaskRecord], Awaitable[None]],
+        on_split: Callable[[TaskRecord], Awaitable[None]] | None = None,
     ) -> None:
         self._record = record
         self._before_write = before_write
+        self._on_split = on_split
+        self._segment: Segment | None = None  # the first segment, once split
         self._offset = offset
         self._ranged = ranged
         self._clock = clock
@@ -219,8 +239,26 @@ class AttemptSink:
         info = check_response(record.url, status, reason, headers)
         record.validator = strong_validator(headers)
         record.encoding = info.content_encoding
+        record.segments = None
         self._begin(0, info.expected_length)
-        return BodyPlan(0, info.expected_length)
+        total = info.expected_length
+        if (
+            self._on_split is not None
+            and total is not None
+            and splittable(
+                wanted=record.segments_wanted,
+                total=total,
+                validator=record.validator,
+                headers=headers,
+            )
+        ):
+            segments = plan_segments(total, record.segments_wanted)
+            if len(segments) > 1:
+                # This response serves the first segment; the others get their own.
+                record.segments = segments
+                self._segment = segments[0]
+                return BodyPlan(0, segments[0].length, truncate=False)
+        return BodyPlan(0, total)
 
     def _begin(self, offset: int, total: int | None) -> None:
         record = self._record
@@ -232,8 +270,16 @@ class AttemptSink:
             record.announce_resume = False
             self._publish(ResumedEvent(task_id=record.id, offset=offset, expected_total=total))
 
+    @property
+    def split(self) -> bool:
+        """The answer was split into segments; this one served the first."""
+        return self._segment is not None
+
     async def prepare(self, plan: BodyPlan) -> None:
         await self._before_write(self._record)
+        if self._segment is not None:
+            assert self._on_split is not None
+            await self._on_split(self._record)  # preallocates, starts the other segments
 
     def chunk_received(self, nbytes: int) -> None:
         if self._speed is not None and self._speed.feed(nbytes, self._clock()):
@@ -244,6 +290,77 @@ class AttemptSink:
 
     def bytes_written(self, nbytes: int) -> None:
         record = self._record
+        if self._segment is not None:
+            self._segment.done += nbytes
+        record.bytes_received += nbytes
+        record.written_this_attempt += nbytes
+        event = record.throttle.feed(nbytes, self._clock())
+        if event is not None:
+            record.last_progress = event
+            self._publish(event)
+
+
+class SegmentSink:
+    """Judges the answer to one segment's range request and counts its bytes."""
+
+    def __init__(
+        self,
+        record: TaskRecord,
+        segment: Segment,
+        *,
+        config: Configuration,
+        clock: Callable[[], float],
+        publish: Callable[[TaskEvent], None],
+    ) -> None:
+        self._record = record
+        self._segment = segment
+        self._offset = segment.next_offset
+        self._clock = clock
+        self._publish = publish
+        self._min_speed = config.min_speed
+        self._window = config.min_speed_window
+        self._speed = (
+            SpeedWatch(limit=config.min_speed, window=config.min_speed_window, start=clock())
+            if config.min_speed is not None
+            else None
+        )
+
+    def judge(self, status: int, reason: str, headers: Mapping[str, str]) -> BodyPlan | None:
+        record, segment = self._record, self._segment
+        assert record.validator is not None
+        resumption = judge_resumed_response(
+            url=record.url,
+            offset=self._offset,
+            validator=record.validator,
+            total=record.bytes_expected,
+            encoding=record.encoding,
+            status=status,
+            reason=reason,
+            headers=headers,
+            end=segment.end,
+        )
+        if resumption.verdict is not Verdict.APPEND:
+            # A 200 (the file changed, or ranges are ignored) or an unusable 206:
+            # segments cannot go on; the whole task starts again from zero.
+            ignored = status == 200 and strong_validator(headers) == record.validator
+            raise RestartFromZero(
+                f"segment at {self._offset}: {resumption.reason}", ranges_unsupported=ignored
+            )
+        return BodyPlan(self._offset, segment.end - self._offset, truncate=False)
+
+    async def prepare(self, plan: BodyPlan) -> None:
+        return None  # writes land above what the journal vouches for this segment
+
+    def chunk_received(self, nbytes: int) -> None:
+        if self._speed is not None and self._speed.feed(nbytes, self._clock()):
+            raise TransferTimeoutError(
+                f"slower than {self._min_speed} bytes/s for {self._window} seconds (min_speed)",
+                url=self._record.url,
+            )
+
+    def bytes_written(self, nbytes: int) -> None:
+        record = self._record
+        self._segment.done += nbytes
         record.bytes_received += nbytes
         record.written_this_attempt += nbytes
         event = record.throttle.feed(nbytes, self._clock())

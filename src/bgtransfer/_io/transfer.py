@@ -33,11 +33,15 @@ MAX_PENDING_BYTES = 8 * 1024 * 1024
 
 @attrs.frozen
 class BodyPlan:
-    """Where a response's body goes: at ``offset`` in the partial file (0 truncates),
-    expecting ``length`` bytes (None: until the server ends the body)."""
+    """Where a response's body goes: at ``offset`` in the partial file, expecting
+    ``length`` bytes (None: until the server ends the body). With ``truncate`` the
+    file is cut at ``offset`` first (bytes past it were never confirmed); without
+    (a segment of a preallocated file), what lies beyond is left alone and the
+    body is read no further than ``length`` bytes."""
 
     offset: int
     length: int | None
+    truncate: bool = True
 
 
 class TransferSink(Protocol):
@@ -89,7 +93,7 @@ async def fetch_to_file(
             if plan is None:
                 return None
             await sink.prepare(plan)
-            written = await _stream_body(response, partial, plan.offset, sink, url)
+            written = await _stream_body(response, partial, plan, sink, url)
     if plan.length is not None and written != plan.length:
         # aiohttp normally raises ClientPayloadError first; this is the backstop.
         raise IncompleteBodyError(
@@ -98,18 +102,21 @@ async def fetch_to_file(
     return plan
 
 
-async def _open_at(partial: Path, offset: int, url: str) -> AsyncBufferedIOBase:
-    """The partial file opened for writing at ``offset`` (created or truncated there)."""
+async def _open_at(partial: Path, plan: BodyPlan, url: str) -> AsyncBufferedIOBase:
+    """The partial file opened for writing at the plan's offset (created, and
+    truncated there if the plan says so)."""
     file: AsyncBufferedIOBase | None = None
+    offset = plan.offset
     try:
         # Shielded: a cancel arriving while the worker thread opens the file
         # would otherwise leave the opened file with nobody to close it.
         with anyio.CancelScope(shield=True):
-            if offset == 0:
+            if offset == 0 and plan.truncate:
                 file = await aiofiles.open(partial, "wb", opener=private_opener)
             else:
                 file = await aiofiles.open(partial, "r+b", opener=private_opener)
-                await file.truncate(offset)  # bytes past the offset were never confirmed
+                if plan.truncate:
+                    await file.truncate(offset)  # bytes past it were never confirmed
                 await file.seek(offset)
     except OSError as exc:
         if file is not None:
@@ -120,14 +127,22 @@ async def _open_at(partial: Path, offset: int, url: str) -> AsyncBufferedIOBase:
 
 
 async def _stream_body(
-    response: aiohttp.ClientResponse, partial: Path, offset: int, sink: TransferSink, url: str
+    response: aiohttp.ClientResponse, partial: Path, plan: BodyPlan, sink: TransferSink, url: str
 ) -> int:
-    file = await _open_at(partial, offset, url)
+    file = await _open_at(partial, plan, url)
     writer = _OverlappedWriter(file, sink, url=url, path=partial)
+    # A segment served by a whole-file response stops at its end; the rest of that
+    # body is not read (the connection is closed, not reused).
+    remaining = None if plan.truncate else plan.length
     try:
         async for chunk in response.content.iter_any():
+            if remaining is not None:
+                chunk = chunk[:remaining]  # noqa: PLW2901 - the cut is the point
+                remaining -= len(chunk)
             sink.chunk_received(len(chunk))
             await writer.add(chunk)
+            if remaining == 0:
+                break
         await writer.flush()
     finally:
         await writer.aclose()
