@@ -170,6 +170,28 @@ class TaskRecord:
         )
 
 
+class _SpeedCheck:
+    """``Configuration.min_speed`` for one connection: raises when it trickles."""
+
+    def __init__(self, config: Configuration, clock: Callable[[], float], url: str) -> None:
+        self._clock = clock
+        self._url = url
+        self._limit = config.min_speed
+        self._window = config.min_speed_window
+        self._watch = (
+            SpeedWatch(limit=config.min_speed, window=config.min_speed_window, start=clock())
+            if config.min_speed is not None
+            else None
+        )
+
+    def feed(self, nbytes: int) -> None:
+        if self._watch is not None and self._watch.feed(nbytes, self._clock()):
+            raise TransferTimeoutError(
+                f"slower than {self._limit} bytes/s for {self._window} seconds (min_speed)",
+                url=self._url,
+            )
+
+
 class RestartFromZero(Exception):
     """The answer to a range request cannot be used; fetch the whole file again.
 
@@ -205,13 +227,7 @@ class AttemptSink:
         self._ranged = ranged
         self._clock = clock
         self._publish = publish
-        self._min_speed = config.min_speed
-        self._window = config.min_speed_window
-        self._speed = (
-            SpeedWatch(limit=config.min_speed, window=config.min_speed_window, start=clock())
-            if config.min_speed is not None
-            else None
-        )
+        self._speed = _SpeedCheck(config, clock, record.url)
 
     def judge(self, status: int, reason: str, headers: Mapping[str, str]) -> BodyPlan | None:
         record = self._record
@@ -282,11 +298,7 @@ class AttemptSink:
             await self._on_split(self._record)  # preallocates, starts the other segments
 
     def chunk_received(self, nbytes: int) -> None:
-        if self._speed is not None and self._speed.feed(nbytes, self._clock()):
-            raise TransferTimeoutError(
-                f"slower than {self._min_speed} bytes/s for {self._window} seconds (min_speed)",
-                url=self._record.url,
-            )
+        self._speed.feed(nbytes)
 
     def bytes_written(self, nbytes: int) -> None:
         record = self._record
@@ -317,13 +329,7 @@ class SegmentSink:
         self._offset = segment.next_offset
         self._clock = clock
         self._publish = publish
-        self._min_speed = config.min_speed
-        self._window = config.min_speed_window
-        self._speed = (
-            SpeedWatch(limit=config.min_speed, window=config.min_speed_window, start=clock())
-            if config.min_speed is not None
-            else None
-        )
+        self._speed = _SpeedCheck(config, clock, record.url)
 
     def judge(self, status: int, reason: str, headers: Mapping[str, str]) -> BodyPlan | None:
         record, segment = self._record, self._segment
@@ -352,11 +358,7 @@ class SegmentSink:
         return None  # writes land above what the journal vouches for this segment
 
     def chunk_received(self, nbytes: int) -> None:
-        if self._speed is not None and self._speed.feed(nbytes, self._clock()):
-            raise TransferTimeoutError(
-                f"slower than {self._min_speed} bytes/s for {self._window} seconds (min_speed)",
-                url=self._record.url,
-            )
+        self._speed.feed(nbytes)
 
     def bytes_written(self, nbytes: int) -> None:
         record = self._record
