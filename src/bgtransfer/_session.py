@@ -274,8 +274,9 @@ class Session:
             raise TypeError(
                 f"resume_data must be ResumeData or bytes, not {type(resume_data).__name__}"
             )
-        record = engine.submit_resumed(resume_data, destination, headers=normalize_headers(headers))
-        await engine.flush()
+        record = await engine.submit_resumed(
+            resume_data, destination, headers=normalize_headers(headers)
+        )
         return DownloadTask(engine, record)
 
     def tasks(self) -> list[DownloadTask]:

@@ -22,6 +22,7 @@ from bgtransfer import (
     FinishedEvent,
     HTTPStatusError,
     JournalError,
+    ProgressEvent,
     ResumedEvent,
     RetryEvent,
     Session,
@@ -126,8 +127,20 @@ async def test_unacknowledged_terminal_event_is_replayed_then_forgotten(
         assert isinstance(error.error, HTTPStatusError)
         assert (error.error.status, error.error.url) == (404, missing)
         async with session.events() as stream:
-            replay = [await anext(stream) for _ in range(3)]
-            assert replay == [good.result, tasks[1].result, EventsDeliveredEvent(replayed=2)]
+            # A late subscriber's backlog: the finished task's bytes, then each
+            # terminal event, then the marker.
+            replay = [await anext(stream) for _ in range(4)]
+            assert replay == [
+                ProgressEvent(
+                    task_id=good.id,
+                    bytes_written=20_000,
+                    total_bytes_written=20_000,
+                    total_bytes_expected=20_000,
+                ),
+                good.result,
+                tasks[1].result,
+                EventsDeliveredEvent(replayed=2),
+            ]
             with anyio.fail_after(10):
                 await session.wait_events_delivered()  # reading past them acknowledged both
     assert len(server.requests) == requests_before  # nothing was downloaded again

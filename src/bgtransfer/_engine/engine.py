@@ -236,7 +236,14 @@ class Engine:
                 outcome = await self._finish_restored(record, plan.offset)
             if outcome is not None:
                 if isinstance(outcome, FinishedEvent):  # counts its bytes like a live one
-                    record.bytes_received = record.bytes_expected = outcome.total_bytes
+                    total = outcome.total_bytes
+                    record.bytes_received = record.bytes_expected = total
+                    record.last_progress = ProgressEvent(
+                        task_id=record.id,
+                        bytes_written=total,
+                        total_bytes_written=total,
+                        total_bytes_expected=total,
+                    )
                 record.state = TaskState.COMPLETED
                 record.terminal = outcome
                 record.replayed = True
@@ -257,7 +264,9 @@ class Engine:
         """The body was whole when the last process died: move it into place now."""
         record.bytes_received = record.bytes_expected = size
         try:
-            await move_into_place(record.partial, record.destination, durable=self._fsync)
+            await move_into_place(
+                record.partial, record.destination, durable=self._fsync, recovering=True
+            )
         except OSError as exc:
             error = file_error(
                 exc, url=record.url, action="move the file to", path=record.destination
@@ -348,7 +357,7 @@ class Engine:
         self._next_id += 1
         return self._admit(record)
 
-    def submit_resumed(
+    async def submit_resumed(
         self,
         data: ResumeData,
         destination: str | os.PathLike[str] | None,
@@ -359,7 +368,9 @@ class Engine:
 
         The partial file is moved into this session's partials with one rename, so
         of two tasks started from the same resume data at once exactly one gets
-        it; the other raises :class:`InvalidResumeDataError`.
+        it; the other raises :class:`InvalidResumeDataError`. The new task is in
+        the journal before the rename: a crash in between leaves a task that starts
+        over, never bytes that no task owns.
         """
         self._check_open()
         url, origin = parse_url(data.url)
@@ -377,28 +388,24 @@ class Engine:
             encoding=data.encoding,
         )
         source = Path(data.partial)
-        try:
-            os.replace(source, record.partial)
-        except FileNotFoundError:
-            raise InvalidResumeDataError(
-                f"{url}: the partial file {data.partial} is gone "
-                "(resumed already by another task, or deleted)"
-            ) from None
-        except OSError as exc:
-            cause = "it is on another file system" if exc.errno == errno.EXDEV else exc.strerror
-            raise InvalidResumeDataError(
-                f"{url}: cannot take over the partial file {data.partial}: {cause}"
-            ) from exc
-        size = record.partial.stat().st_size
-        if size < data.offset:
-            os.replace(record.partial, source)  # give it back untouched: nothing is lost
-            raise InvalidResumeDataError(
-                f"{url}: the partial file {data.partial} holds {size} bytes, "
-                f"the resume data says {data.offset}"
-            )
         self._next_id += 1
+        self._records[record.id] = record
+        self._claims[record.destination] = record.id
+        self._checkpoint(record)
+        try:
+            await self.flush()
+            await anyio.to_thread.run_sync(_take_over, source, record.partial, data.offset, url)
+        except BaseException:
+            del self._records[record.id]
+            if self._claims.get(record.destination) == record.id:
+                del self._claims[record.destination]
+            if self._journal is not None:
+                self._journal.forget(record.id)
+            raise
         record.announce_resume = True
-        return self._admit(record)
+        record.may_have_partial = True
+        self._start(self._supervisor.enqueue(record.id, record.origin, now=self.clock()))
+        return record
 
     def cancel(self, task_id: int, *, resume_data: bool = False) -> None:
         """Ask a task to stop. It ends with a ``CancelledEvent``; with ``resume_data``
@@ -946,6 +953,28 @@ def _inspect(
         moving = entry.phase is Phase.MOVING
         facts.append((size, moving and os.path.exists(entry.destination)))
     return facts
+
+
+def _take_over(source: Path, partial: Path, offset: int, url: str) -> None:
+    """Move resume data's partial file to ``partial``; in a worker thread."""
+    try:
+        os.replace(source, partial)
+    except FileNotFoundError:
+        raise InvalidResumeDataError(
+            f"{url}: the partial file {source} is gone "
+            "(resumed already by another task, or deleted)"
+        ) from None
+    except OSError as exc:
+        cause = "it is on another file system" if exc.errno == errno.EXDEV else exc.strerror
+        raise InvalidResumeDataError(
+            f"{url}: cannot take over the partial file {source}: {cause}"
+        ) from exc
+    size = partial.stat().st_size
+    if size < offset:
+        os.replace(partial, source)  # give it back untouched: nothing is lost
+        raise InvalidResumeDataError(
+            f"{url}: the partial file {source} holds {size} bytes, the resume data says {offset}"
+        )
 
 
 def _check_segments(segments: object) -> int:

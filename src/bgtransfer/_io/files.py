@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import anyio
@@ -49,7 +49,7 @@ def private_opener(path: str, flags: int) -> int:
     return fd
 
 
-def _move_sync(partial: Path, destination: Path, durable: bool) -> None:
+def _move_sync(partial: Path, destination: Path, durable: bool, recovering: bool) -> None:
     try:
         os.replace(partial, destination)
     except OSError as exc:
@@ -59,14 +59,19 @@ def _move_sync(partial: Path, destination: Path, durable: bool) -> None:
         if durable:
             fsync_dir(destination.parent)
         return
+    if recovering and _same_content(partial, destination):
+        # A crash came after the copy was renamed into place, before the partial
+        # was removed: the file is there already; do not write it again.
+        partial.unlink(missing_ok=True)
+        return
     # Another file system: copy next to the destination under a temporary name,
-    # then rename there, so the destination is never seen half-written.
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{destination.name}.", suffix=".bgtransfer-tmp", dir=destination.parent
-    )
-    tmp = Path(tmp_name)
+    # then rename there, so the destination is never seen half-written. The name
+    # is fixed per (partial, destination): a copy cut short by a crash is simply
+    # overwritten by the next attempt, never left behind.
+    tag = hashlib.sha256(str(partial).encode()).hexdigest()[:16]
+    tmp = destination.parent / f".{destination.name}.{tag}.bgtransfer-tmp"
     try:
-        with os.fdopen(fd, "wb") as out, partial.open("rb") as src:
+        with open(tmp, "wb", opener=private_opener) as out, partial.open("rb") as src:
             shutil.copyfileobj(src, out, 1024 * 1024)
             if durable:
                 out.flush()
@@ -80,7 +85,24 @@ def _move_sync(partial: Path, destination: Path, durable: bool) -> None:
     partial.unlink(missing_ok=True)
 
 
-async def move_into_place(partial: Path, destination: Path, *, durable: bool = False) -> None:
+def _same_content(a: Path, b: Path) -> bool:
+    try:
+        if a.stat().st_size != b.stat().st_size:
+            return False
+        with a.open("rb") as first, b.open("rb") as second:
+            while True:
+                chunk = first.read(1024 * 1024)
+                if chunk != second.read(1024 * 1024):
+                    return False
+                if not chunk:
+                    return True
+    except FileNotFoundError:
+        return False
+
+
+async def move_into_place(
+    partial: Path, destination: Path, *, durable: bool = False, recovering: bool = False
+) -> None:
     """Move a finished partial file to ``destination`` atomically.
 
     Same file system: one ``os.replace``. Another file system: a copy to a
@@ -88,8 +110,10 @@ async def move_into_place(partial: Path, destination: Path, *, durable: bool = F
     destination holds the old file or the whole new one, never a partial one.
     ``durable`` also fsyncs the copy (if any) and the destination's directory, so
     the rename survives a power loss (the partial's data is synced by the caller).
+    ``recovering`` (a move a crash interrupted): on another file system, a
+    destination already identical to the partial is left as it is.
     """
-    await anyio.to_thread.run_sync(_move_sync, partial, destination, durable)
+    await anyio.to_thread.run_sync(_move_sync, partial, destination, durable, recovering)
 
 
 def fsync_file(path: Path) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from pathlib import Path
 
 from .._exceptions import SessionInUseError
@@ -37,7 +38,7 @@ class SessionLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise SessionInUseError(self.identifier, _read_pid(fd)) from None
+                raise SessionInUseError(self.identifier, _owner_pid(fd)) from None
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         except BaseException:
@@ -52,6 +53,28 @@ class SessionLock:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, 0)
             os.close(fd)
+
+
+def _owner_pid(fd: int) -> int | None:
+    """The pid the owner wrote. A new owner writes it just after locking, so the
+    file may still name a dead predecessor for an instant: look again briefly, and
+    name nobody rather than a dead process."""
+    for _ in range(50):
+        pid = _read_pid(fd)
+        if pid is not None and _alive(pid):
+            return pid
+        time.sleep(0.002)
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    return True
 
 
 def _read_pid(fd: int) -> int | None:
