@@ -758,16 +758,22 @@ class Engine:
                 before_write=self._before_write,
                 on_split=on_split,
             )
-            await fetch_to_file(
-                self._client,
-                url=record.url,
-                headers=headers,
-                partial=record.partial,
-                request_timeout=self.config.request_timeout,
-                sink=sink,
-            )
+            await self._fetch(record, headers, sink)
             if sink.split:  # segment 0 is done: help with the others
                 await self._segment_worker(record, queue, borrowed=False)
+
+    async def _fetch(
+        self, record: TaskRecord, headers: Mapping[str, str], sink: AttemptSink | SegmentSink
+    ) -> None:
+        assert self._client is not None
+        await fetch_to_file(
+            self._client,
+            url=record.url,
+            headers=headers,
+            partial=record.partial,
+            request_timeout=self.config.request_timeout,
+            sink=sink,
+        )
 
     async def _request_headers(
         self, record: TaskRecord, extra: Mapping[str, str]
@@ -836,14 +842,7 @@ class Engine:
                 sink = SegmentSink(
                     record, segment, config=self.config, clock=self.clock, publish=self._publish
                 )
-                await fetch_to_file(
-                    self._client,
-                    url=record.url,
-                    headers=headers,
-                    partial=record.partial,
-                    request_timeout=self.config.request_timeout,
-                    sink=sink,
-                )
+                await self._fetch(record, headers, sink)
         finally:
             if borrowed:
                 self._start(self._supervisor.give_back(record.id, 1, now=self.clock()))

@@ -192,6 +192,24 @@ class _SpeedCheck:
             )
 
 
+def _count_written(
+    record: TaskRecord,
+    segment: Segment | None,
+    nbytes: int,
+    clock: Callable[[], float],
+    publish: Callable[[TaskEvent], None],
+) -> None:
+    """Bytes reached the file: count them (and into their segment), maybe report."""
+    if segment is not None:
+        segment.done += nbytes
+    record.bytes_received += nbytes
+    record.written_this_attempt += nbytes
+    event = record.throttle.feed(nbytes, clock())
+    if event is not None:
+        record.last_progress = event
+        publish(event)
+
+
 class RestartFromZero(Exception):
     """The answer to a range request cannot be used; fetch the whole file again.
 
@@ -301,15 +319,7 @@ class AttemptSink:
         self._speed.feed(nbytes)
 
     def bytes_written(self, nbytes: int) -> None:
-        record = self._record
-        if self._segment is not None:
-            self._segment.done += nbytes
-        record.bytes_received += nbytes
-        record.written_this_attempt += nbytes
-        event = record.throttle.feed(nbytes, self._clock())
-        if event is not None:
-            record.last_progress = event
-            self._publish(event)
+        _count_written(self._record, self._segment, nbytes, self._clock, self._publish)
 
 
 class SegmentSink:
@@ -361,11 +371,4 @@ class SegmentSink:
         self._speed.feed(nbytes)
 
     def bytes_written(self, nbytes: int) -> None:
-        record = self._record
-        self._segment.done += nbytes
-        record.bytes_received += nbytes
-        record.written_this_attempt += nbytes
-        event = record.throttle.feed(nbytes, self._clock())
-        if event is not None:
-            record.last_progress = event
-            self._publish(event)
+        _count_written(self._record, self._segment, nbytes, self._clock, self._publish)
