@@ -29,20 +29,29 @@ kill the process at a precise point:
     every task ended, every terminal event was read past, the session closed
 
 Arguments (a JSON object): ``identifier``, ``state_dir``, ``files`` (a list of
-``{"url", "destination", "target", "description"}``: ``destination`` as given to
-``download()`` (a file, a directory or null), ``target`` the file it ends up as),
+``{"url", "destination", "target", "description", "segments"}``: ``destination``
+and ``segments`` as given to ``download()`` (a file, a directory or null; a count
+or null), ``target`` the file it ends up as),
 ``create`` (URLs to start when they have no task and no file yet), ``config``
 (keyword arguments of :class:`~bgtransfer.Configuration`), and optionally:
 
-``kill_at``: ``{"point": "before_rename"|"after_rename"|"after_replace"|"during_copy", "nth": k}``
+``kill_at``: ``{"point", "nth": k}``, the point one of ``before_rename``,
+``after_rename``, ``before_replace``, ``after_replace``, ``during_copy``,
+``after_commit``:
     SIGKILL itself just before or just after the k-th move of a finished file into
     its destination (the journal says "moving" there, never "finished");
     ``after_replace``: just after the k-th successful ``os.replace`` (for a move to
     another file system, the rename of the copy into place, before the partial
-    file is removed); ``during_copy``: once a move to another file system has
-    copied the whole file beside the destination, before renaming it into place
-``cancel``: ``{"url", "after_bytes", "kill": "issued"|"returned"|null, "yields": k}``
-    once that task has written ``after_bytes``, call ``cancel_with_resume_data()``;
+    file is removed; for ``download_with_resume_data()``, the takeover of the
+    partial file); ``before_replace``: just before the k-th ``os.replace``;
+    ``during_copy``: once a move to another file system has copied the whole
+    file beside the destination, before renaming it into place; ``after_commit``:
+    right after the journal committed a checkpoint of a running task vouching for
+    at least ``nth`` bytes (preferably one vouching for segment bytes not written
+    yet; see :func:`install_commit_kill`)
+``cancel``: ``{"url", "after_bytes", "kill": "issued"|"returned"|null, "yields": k, "plain"}``
+    once that task has written ``after_bytes``, call ``cancel_with_resume_data()``
+    (``cancel()`` when ``plain`` is true);
     with ``"issued"`` SIGKILL itself after ``k`` event-loop steps (the call has
     begun, and may or may not have been recorded); with ``"returned"`` SIGKILL
     itself as soon as the call returned; with null carry on.
@@ -149,15 +158,18 @@ def result_kind(task: DownloadTask) -> str | None:
             return "cancelled"
 
 
-def install_rename_kill(emit: Emit, point: str, nth: int) -> None:
+def install_rename_kill(emit: Emit, point: str, nth: int, partials: Path) -> None:
     """SIGKILL the process around the ``nth`` move of a finished file into place."""
     from bgtransfer._io import files  # noqa: PLC0415 - the hook is the point of the import
 
-    if point == "after_replace":
-        install_replace_kill(emit, nth)
+    if point in ("before_replace", "after_replace"):
+        install_replace_kill(emit, nth, before=point == "before_replace")
         return
     if point == "during_copy":
         install_copy_kill(emit)
+        return
+    if point == "after_commit":
+        install_commit_kill(emit, nth, partials)
         return
 
     original = files._move_sync
@@ -178,20 +190,28 @@ def install_rename_kill(emit: Emit, point: str, nth: int) -> None:
     files._move_sync = move
 
 
-def install_replace_kill(emit: Emit, nth: int) -> None:
-    """SIGKILL the process right after the ``nth`` successful ``os.replace``."""
+def install_replace_kill(emit: Emit, nth: int, *, before: bool = False) -> None:
+    """SIGKILL the process right after the ``nth`` successful ``os.replace`` (right
+    before the ``nth`` call with ``before``)."""
     original = os.replace
     lock = threading.Lock()
     replaces = 0
 
     def replace(source: Any, destination: Any, **kwargs: Any) -> None:
         nonlocal replaces
+        if before:
+            with lock:
+                replaces += 1
+                count = replaces
+            if count == nth:
+                die(emit, "before_replace")
         original(source, destination, **kwargs)
-        with lock:
-            replaces += 1
-            count = replaces
-        if count == nth:
-            die(emit, "after_replace")
+        if not before:
+            with lock:
+                replaces += 1
+                count = replaces
+            if count == nth:
+                die(emit, "after_replace")
 
     os.replace = replace
 
@@ -207,6 +227,39 @@ def install_copy_kill(emit: Emit) -> None:
         die(emit, "during_copy")
 
     shutil.copyfileobj = copy
+
+
+def install_commit_kill(emit: Emit, min_offset: int, partials: Path) -> None:
+    """SIGKILL the process right after the journal committed a checkpoint of a
+    running task vouching for at least ``min_offset`` bytes: the first such commit
+    after which a segment's last vouched-for bytes are still zeros in the partial
+    file (not written yet), or else the first one past ``2 * min_offset``."""
+    from bgtransfer._core.journal import Phase  # noqa: PLC0415 - only this hook needs it
+    from bgtransfer._io.journal import Journal  # noqa: PLC0415
+
+    original = Journal._commit_sync
+
+    def unwritten(entry: Any) -> bool:
+        try:
+            with (partials / f"{entry.id}.part").open("rb") as file:
+                for start, _, done in entry.segments or ():
+                    tail = min(done, 256)
+                    file.seek(start + done - tail)
+                    if tail and file.read(tail) == bytes(tail):
+                        return True
+        except OSError:
+            return False
+        return False
+
+    def commit(self: Journal, entries: list[Any], *args: Any, **kwargs: Any) -> None:
+        original(self, entries, *args, **kwargs)
+        for entry in entries:
+            if entry.phase is not Phase.RUNNING or entry.offset < min_offset:
+                continue
+            if entry.offset >= 2 * min_offset or unwritten(entry):
+                die(emit, "after_commit")
+
+    Journal._commit_sync = commit  # type: ignore[method-assign]
 
 
 def journal_row(args: dict[str, Any], task_id: int) -> tuple[str, int] | None:
@@ -237,7 +290,8 @@ async def run(args: dict[str, Any], emit: Emit) -> None:
     """Play the application once (see the module docstring)."""
     kill_at = args.get("kill_at")
     if kill_at is not None:
-        install_rename_kill(emit, kill_at["point"], kill_at["nth"])
+        partials = Path(args["state_dir"]) / args["identifier"] / "partials"
+        install_rename_kill(emit, kill_at["point"], kill_at["nth"], partials)
     config = make_config(args["config"])
     async with Session(args["identifier"], state_dir=args["state_dir"], config=config) as session:
         await App(args, emit, session).run()
@@ -316,7 +370,10 @@ class App:
             if Path(spec["target"]).exists():
                 continue
             task = await self.session.download(
-                url, spec["destination"], description=spec["description"]
+                url,
+                spec["destination"],
+                description=spec["description"],
+                segments=spec.get("segments"),
             )
             self.tasks[task.id] = task
             self.emit(
@@ -343,29 +400,35 @@ class App:
 
 
 async def cancel_with_resume_data(task: DownloadTask, cancel: dict[str, Any], emit: Emit) -> None:
-    """Call ``task.cancel_with_resume_data()`` and maybe die around it.
+    """Call ``task.cancel_with_resume_data()`` (``task.cancel()`` if ``plain``) and
+    maybe die around it.
 
-    The call acknowledges the task's ``CancelledEvent`` when it returns: from then
-    on the resume data exists only where the application keeps it, so whenever it
-    returned before the process dies, ``{"cancel_returned": ...}`` says what it
-    returned (this is the application keeping it).
+    ``cancel_with_resume_data()`` acknowledges the task's ``CancelledEvent`` when it
+    returns: from then on the resume data exists only where the application keeps
+    it, so whenever it returned before the process dies, ``{"cancel_returned":
+    ...}`` says what it returned (this is the application keeping it).
     """
-    pending = asyncio.ensure_future(task.cancel_with_resume_data())
+    plain = cancel.get("plain", False)
+    call = task.cancel() if plain else task.cancel_with_resume_data()
+    pending: asyncio.Future[Any] = asyncio.ensure_future(call)
     await asyncio.sleep(0)  # the call has begun: the engine was told synchronously
-    emit({"cancel_issued": task.id})
+    emit({"cancel_issued": task.id, "plain": plain})
     if cancel["kill"] == "issued":
         for _ in range(cancel["yields"]):
             await asyncio.sleep(0)
         if pending.done():  # nothing else ran since: this is the moment it died
-            emit_returned(task, pending.result(), emit)
-        die(emit, "during_cancel_with_resume_data")
-    emit_returned(task, await pending, emit)
+            emit_returned(task, pending.result(), emit, plain=plain)
+        die(emit, "during_cancel")
+    emit_returned(task, await pending, emit, plain=plain)
     if cancel["kill"] == "returned":
-        die(emit, "after_cancel_with_resume_data")
+        die(emit, "after_cancel")
 
 
-def emit_returned(task: DownloadTask, data: Any, emit: Emit) -> None:
-    emit({"cancel_returned": task.id, "state": task.state.value, **resume_data_fact(data)})
+def emit_returned(task: DownloadTask, data: Any, emit: Emit, *, plain: bool) -> None:
+    if plain:
+        emit({"cancel_plain_returned": task.id, "state": task.state.value})
+    else:
+        emit({"cancel_returned": task.id, "state": task.state.value, **resume_data_fact(data)})
 
 
 def main() -> None:

@@ -36,7 +36,9 @@ and checks the whole history:
   resume data (there was a strong ETag and bytes), never failed. The call
   returning acknowledges the ``CancelledEvent`` (the application holds the resume
   data), so it counts as a delivery: the task may then be gone from the next
-  ``tasks()``; if it is replayed, it carries the same resume data.
+  ``tasks()``; if it is replayed, it carries the same resume data. A plain
+  ``cancel()`` killed the same way ends cancelled without resume data (its
+  partial file removed) or finished.
 
 The seeds are fixed (two per kill mode), so a failure names its seed and mode
 and prints every line of every process; ``BGTRANSFER_CRASH_SEEDS=500`` searches
@@ -53,6 +55,7 @@ import os
 import random
 import shutil
 import signal
+import sqlite3
 import sys
 import tempfile
 from collections.abc import Callable
@@ -90,6 +93,8 @@ class FileSpec:
     size: int
     etag: str  # "strong": resumable; "none" (and no Last-Modified): restarts from zero
     destination: str  # "file": that path; "dir": the out directory; "none": downloads/
+    drip: tuple[int, float] = DRIP
+    segments: int | None = None  # download(..., segments=N)
 
 
 FILES = (
@@ -238,9 +243,9 @@ class Scene:
         self.url_of: dict[str, str] = {}
         for spec in self.files:
             served = self.server.add_file(f"/{spec.name}", size=spec.size)
-            faults = Faults(drip=DRIP)
+            faults = Faults(drip=spec.drip)
             if spec.etag == "none":
-                faults = Faults(drip=DRIP, etag="none", last_modified=False)
+                faults = Faults(drip=spec.drip, etag="none", last_modified=False)
             self.server.set_faults(served.path, faults)
             url = self.server.url(served.path)
             destination: str | None
@@ -251,6 +256,7 @@ class Scene:
             else:
                 destination, target = None, str(self.session_dir / "downloads" / spec.name)
             self.specs[url] = {
+                "segments": spec.segments,
                 "url": url,
                 "destination": destination,
                 "target": target,
@@ -277,7 +283,10 @@ class Scene:
             "identifier": IDENTIFIER,
             "state_dir": str(self.state_dir),
             "files": [
-                {key: spec[key] for key in ("url", "destination", "target", "description")}
+                {
+                    key: spec[key]
+                    for key in ("url", "destination", "target", "description", "segments")
+                }
                 for spec in self.specs.values()
             ],
             "create": [url for url in self.specs if url not in known],
@@ -346,9 +355,9 @@ def outcome_of(line: dict[str, Any]) -> Outcome:
 class History:
     """Reads the runs in order and checks the rules of the module docstring."""
 
-    def __init__(self, scene: Scene, cancel_expected: str | None) -> None:
+    def __init__(self, scene: Scene, cancel: dict[str, Any] | None) -> None:
         self.scene = scene
-        self.cancel_expected = cancel_expected
+        self.cancel = cancel
         self.url_of_id: dict[int, str] = {}
         self.id_of_url: dict[str, int] = {}
         # "pending": no terminal event delivered yet, so the next process must list
@@ -454,11 +463,14 @@ class History:
                 assert line["total_bytes"] == self.scene.specs[url]["size"], where
             elif new.kind != "finished":
                 assert url == self.scene.cancel_url, f"task {task_id} ended {line} {where}"
-                assert self.cancel_expected is not None, f"task {task_id} cancelled {where}"
+                assert self.cancel is not None, f"task {task_id} cancelled {where}"
                 assert new.kind == "cancelled", line
-                assert new.resume_data is not None, f"cancelled without resume data {where}"
-                assert new.offset is not None, where
-                assert new.offset > 0, where
+                if self.cancel.get("plain"):
+                    assert new.resume_data is None, f"resume data from cancel() {where}"
+                else:
+                    assert new.resume_data is not None, f"cancelled without resume data {where}"
+                    assert new.offset is not None, where
+                    assert new.offset > 0, where
             self.status[task_id] = "acked" if run.done else "maybe-acked"
         if run.done:
             assert all(state == "acked" for state in self.status.values()), (where, self.status)
@@ -497,7 +509,7 @@ def check_files(scene: Scene, outcome: dict[int, Outcome]) -> str | None:
             continue
         assert sha256_file(Path(spec["target"])) == scene.sha256[url], spec["target"]
     partials = sorted(os.listdir(scene.session_dir / "partials"))
-    if not cancelled:
+    if not cancelled or cancelled[0].resume_data is None:
         assert partials == [], "partial files left over"
         return None
     (data,) = cancelled
@@ -552,12 +564,11 @@ SEEDS = range(int(os.environ.get("BGTRANSFER_CRASH_SEEDS", "20")))
 
 def first_run_plan(
     scene: Scene, mode: str, rng: random.Random
-) -> tuple[dict[str, Any], str | None]:
-    """The first child's options for ``mode``, and what is expected of the cancel."""
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The first child's options for ``mode``, and its cancel (if any)."""
     count = len(FILES)
     kill_after: Callable[[dict[str, Any]], bool] | None = None
     options: dict[str, Any] = {}
-    cancel_expected = None
     if mode == "startup":
         options["delay_from_spawn"] = rng.uniform(0.05, 0.5)
     elif mode == "opening":
@@ -575,26 +586,25 @@ def first_run_plan(
     elif mode in ("before_rename", "after_rename"):
         options["kill_at"] = {"point": mode, "nth": rng.randint(1, count)}
     elif mode in ("cancel_issued", "cancel_returned"):
-        cancel_expected = mode
-        options["cancel"] = {
-            "url": scene.cancel_url,
-            "after_bytes": rng.randint(40_000, 300_000),
-            "kill": mode.removeprefix("cancel_"),
-            "yields": rng.choice([0, 1, 2, 3, 5, 10, 30, 100]),
-        }
+        # Mostly cancel_with_resume_data(); now and then a plain cancel().
+        options["cancel"] = cancel_plan(scene, rng, mode.removeprefix("cancel_"))
     elif mode == "after_terminal":
-        if rng.random() < 0.5:
-            cancel_expected = "cancel_plain"
-            options["cancel"] = {
-                "url": scene.cancel_url,
-                "after_bytes": rng.randint(40_000, 300_000),
-                "kill": None,
-                "yields": 0,
-            }
+        if rng.random() < 0.6:
+            options["cancel"] = cancel_plan(scene, rng, None)
         kill_after = _nth(lambda line: "terminal" in line, rng.randint(1, count))
     if kill_after is not None:
         options["kill_after"] = kill_after
-    return options, cancel_expected
+    return options, options.get("cancel")
+
+
+def cancel_plan(scene: Scene, rng: random.Random, kill: str | None) -> dict[str, Any]:
+    return {
+        "url": scene.cancel_url,
+        "after_bytes": rng.randint(40_000, 300_000),
+        "kill": kill,
+        "yields": rng.choice([0, 1, 2, 3, 5, 10, 30, 100]),
+        "plain": rng.random() < 0.3,
+    }
 
 
 def second_run_plan(rng: random.Random) -> dict[str, Any] | None:
@@ -634,7 +644,7 @@ async def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
         "max_connections_per_host": rng.choice([1, 2, 4]),
     }
     scene = Scene(server, tmp_path, config)
-    options, cancel_expected = first_run_plan(scene, mode, rng)
+    options, cancel = first_run_plan(scene, mode, rng)
     second = second_run_plan(rng)
     try:
         first = await scene.child("run1", **options)
@@ -644,8 +654,8 @@ async def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
             await scene.child("run2", **second)
         final = await scene.here("final")
         assert final.done
-        history = History(scene, cancel_expected)
-        check_cancel(scene, history, cancel_expected)
+        history = History(scene, cancel)
+        check_cancel(scene, history, cancel)
         check_server(scene)
         resume_blob = check_files(scene, history.outcome)
         await verify_final_state(scene, resume_blob)
@@ -654,10 +664,10 @@ async def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
         raise
 
 
-def check_cancel(scene: Scene, history: History, expected: str | None) -> None:
+def check_cancel(scene: Scene, history: History, cancel: dict[str, Any] | None) -> None:
     """The cancel target ended as the moment of the kill allows (see the docstring)."""
     result = history.outcome[history.id_of_url[scene.cancel_url]]
-    if expected is None:
+    if cancel is None:
         assert result.kind == "finished", result
         return
     assert result.kind in ("finished", "cancelled"), result
@@ -845,13 +855,15 @@ async def test_suspended_task_stays_suspended_after_sigkill(
     assert os.listdir(scene.session_dir / "partials") == []
 
 
-async def test_sigkill_right_after_download_with_resume_data_took_the_partial(
-    server: TestServer, tmp_path: Path
+@pytest.mark.parametrize("point", ["before_replace", "after_replace"])
+async def test_sigkill_around_download_with_resume_data_taking_the_partial(
+    point: str, server: TestServer, tmp_path: Path
 ) -> None:
-    """``download_with_resume_data()`` moves the partial file to the new task's name,
-    then journals the new task. Killed in between, the bytes must still be
-    reachable: the next process has the new task, or the resume data still works.
-    Either way the file ends byte-exact and no partial file is left behind."""
+    """``download_with_resume_data()`` journals a new task and takes the resume
+    data's partial file over with one rename. Killed just before or just after that
+    rename, the next process still finishes the file (the new task continues, or
+    the resume data still works), byte-exact, and no partial file is left behind:
+    neither under the new task's name nor under the old one's."""
     scene = Scene(server, tmp_path, QUICK, files=ONE_FILE)
     (url,) = scene.specs
     first = await scene.child(
@@ -861,7 +873,7 @@ async def test_sigkill_right_after_download_with_resume_data_took_the_partial(
     (cancelled,) = [line for line in first.lines if line.get("kind") == "cancelled"]
     blob = cancelled["resume_data"]
     assert blob is not None
-    second = await scene.child("run2", resume=blob, kill_at={"point": "after_replace", "nth": 1})
+    second = await scene.child("run2", resume=blob, kill_at={"point": point, "nth": 1})
     assert second.self_killed, second.describe()
     config = _child.make_config(QUICK)
     async with Session(IDENTIFIER, state_dir=scene.state_dir, config=config) as session:
@@ -877,7 +889,48 @@ async def test_sigkill_right_after_download_with_resume_data_took_the_partial(
         async with asyncio.timeout(RUN_TIMEOUT):
             assert isinstance(await task.wait(), FinishedEvent)
     assert sha256_file(Path(scene.specs[url]["target"])) == scene.sha256[url]
-    assert os.listdir(scene.session_dir / "partials") == []
+    assert os.listdir(scene.session_dir / "partials") == [], "a partial file is left over"
+
+
+SEGMENTED = (
+    # Small drips: each write is smaller than a buffered file's buffer.
+    FileSpec("big.bin", 2_600_000, "strong", "file", drip=(2_000, 0.001), segments=2),
+)
+
+
+async def test_segmented_download_killed_after_a_checkpoint_finishes_byte_exact(
+    server: TestServer, tmp_path: Path
+) -> None:
+    """Segments write in place into a partial file preallocated to the whole length,
+    so after a crash its size says nothing about which bytes arrived: only the
+    journal's per-segment counts do (the module invariant, per segment: a
+    checkpoint never claims more than the file holds). Killed right after a
+    checkpoint was committed, every byte the journal vouches for is in the file,
+    and the next process finishes it byte-exact."""
+    config = {"checkpoint_interval": 0.0, "progress_interval": 0.0, "max_connections_per_host": 4}
+    scene = Scene(server, tmp_path, config, files=SEGMENTED)
+    (url,) = scene.specs
+    run = await scene.child("run1", kill_at={"point": "after_commit", "nth": 300_000})
+    assert run.self_killed, run.describe()
+    data = server.file("/big.bin").data
+    partial = (scene.session_dir / "partials" / "1.part").read_bytes()
+    journal = sqlite3.connect(scene.session_dir / "journal.sqlite3")
+    try:
+        (text,) = journal.execute("SELECT segments FROM tasks WHERE id = 1").fetchone()
+    finally:
+        journal.close()
+    assert text is not None, "the download was not segmented"
+    for start, _, done in json.loads(text):
+        region = partial[start : start + done]
+        if region != data[start : start + done]:
+            good = next(i for i in range(done) if region[i] != data[start + i])
+            rest = "zeros" if set(region[good:]) == {0} else "other bytes"
+            pytest.fail(
+                f"the journal vouches for {done} bytes at {start}, the file holds only {good} "
+                f"of them (then {rest}): bytes still in a write buffer were checkpointed"
+            )
+    await scene.here("final")
+    assert sha256_file(Path(scene.specs[url]["target"])) == scene.sha256[url]
 
 
 def _other_file_system(tmp_path: Path) -> Path:

@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import stat
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -176,6 +177,42 @@ async def test_the_lock_names_the_live_owner_not_a_dead_one(state_dir: Path) -> 
         assert "won" in await owner.line()
         assert caught.value.pid != dead.pid, f"names process {dead.pid}, killed earlier"
         assert caught.value.pid in (owner.pid, None)
+
+
+async def test_the_lock_does_not_name_a_killed_owner_not_yet_reaped(state_dir: Path) -> None:
+    """As above, but the killed owner is a zombie: dead (its flock released), not
+    yet reaped by its parent. Signalling it still succeeds, yet it owns nothing."""
+    args = json.dumps({"identifier": IDENTIFIER, "state_dir": str(state_dir)})
+    # subprocess, not asyncio: asyncio's child watcher would reap it at once.
+    dead = subprocess.Popen(  # noqa: ASYNC220 - on purpose, see above
+        [sys.executable, "-c", CONTENDER, args], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert dead.stdin is not None
+        assert dead.stdout is not None
+        readline = dead.stdout.readline
+        assert "ready" in json.loads(await asyncio.wait_for(asyncio.to_thread(readline), 60))
+        dead.stdin.write(b"go\n")
+        dead.stdin.flush()
+        assert "won" in json.loads(await asyncio.wait_for(asyncio.to_thread(readline), 60))
+        os.kill(dead.pid, signal.SIGKILL)
+        # Wait until it has exited, without reaping it (WNOWAIT): a zombie now.
+        waited = asyncio.to_thread(os.waitid, os.P_PID, dead.pid, os.WEXITED | os.WNOWAIT)
+        await asyncio.wait_for(waited, 60)
+        async with contenders(state_dir, 1, pause=True) as (owner,):
+            assert "ready" in await owner.line()
+            owner.tell()
+            assert await owner.line() == {"locked": owner.pid}  # holds the flock, paused
+            with pytest.raises(SessionInUseError) as caught:
+                await Session(IDENTIFIER, state_dir=state_dir).__aenter__()
+            owner.tell()
+            assert "won" in await owner.line()
+        assert caught.value.pid != dead.pid, f"names process {dead.pid}, killed earlier"
+        assert caught.value.pid in (owner.pid, None)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            dead.kill()
+        dead.communicate(timeout=60)
 
 
 def _open_fds() -> int:

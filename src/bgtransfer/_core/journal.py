@@ -71,8 +71,12 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             outcome TEXT
         )""",
     ),
-    # 1 -> 2: segmented downloads keep each segment's progress.
-    ("ALTER TABLE tasks ADD COLUMN segments TEXT",),
+    # 1 -> 2: segmented downloads keep each segment's progress; a task resumed from
+    # resume data names the partial file it is taking over until it has it.
+    (
+        "ALTER TABLE tasks ADD COLUMN segments TEXT",
+        "ALTER TABLE tasks ADD COLUMN takeover TEXT",
+    ),
 )
 """``MIGRATIONS[n]`` takes a journal from schema version ``n`` to ``n + 1``."""
 
@@ -92,6 +96,7 @@ COLUMNS: Final = (
     "encoding",
     "outcome",
     "segments",
+    "takeover",
 )
 
 
@@ -132,6 +137,8 @@ class TaskEntry:
     segments: tuple[tuple[int, int, int], ...] | None = None
     """A segmented download's ``(start, end, done)`` per segment; ``offset`` is then
     the sum of ``done`` (the invariant holds per segment)."""
+    takeover: str | None = None
+    """The resume data's partial file this task is taking over (until it has)."""
 
 
 def public_headers(headers: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
@@ -156,6 +163,7 @@ def entry_to_row(entry: TaskEntry) -> tuple[Any, ...]:
         entry.encoding,
         outcome,
         None if entry.segments is None else json.dumps([list(s) for s in entry.segments]),
+        entry.takeover,
     )
 
 
@@ -188,6 +196,8 @@ def entry_from_row(row: Sequence[Any]) -> TaskEntry:
             raise CorruptEntry(f"task {task_id}: invalid {name} {values[name]!r}")
     outcome = _decode_outcome(task_id, values["outcome"])
     segments = _decode_segments(task_id, values["segments"], total, offset)
+    if values["takeover"] is not None and not isinstance(values["takeover"], str):
+        raise CorruptEntry(f"task {task_id}: invalid takeover {values['takeover']!r}")
     if (outcome is None) != (phase is not Phase.ENDED):
         raise CorruptEntry(f"task {task_id}: phase {phase.value!r} does not match its outcome")
     return TaskEntry(
@@ -204,6 +214,7 @@ def entry_from_row(row: Sequence[Any]) -> TaskEntry:
         encoding=values["encoding"],
         outcome=outcome,
         segments=segments,
+        takeover=values["takeover"],
     )
 
 

@@ -391,10 +391,12 @@ class Engine:
         self._next_id += 1
         self._records[record.id] = record
         self._claims[record.destination] = record.id
+        record.takeover = str(source)  # a crash before the rename: the next process does it
         self._checkpoint(record)
         try:
             await self.flush()
             await anyio.to_thread.run_sync(_take_over, source, record.partial, data.offset, url)
+            record.takeover = None
         except BaseException:
             del self._records[record.id]
             if self._claims.get(record.destination) == record.id:
@@ -938,10 +940,15 @@ def _preallocate(path: Path, size: int) -> None:
 def _inspect(
     entries: Sequence[TaskEntry], partials: Sequence[Path]
 ) -> list[tuple[int | None, bool]]:
-    """(partial size or None, destination exists) for each entry; in a worker thread."""
+    """(partial size or None, destination exists) for each entry, after finishing any
+    takeover a crash interrupted; in a worker thread."""
     facts: list[tuple[int | None, bool]] = []
     for entry, partial in zip(entries, partials, strict=True):
         size: int | None = None
+        if entry.takeover is not None and not partial.exists():
+            # Killed between journaling a resumed task and its rename: do it now.
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(entry.takeover, partial)
         # A live task with nothing vouched for starts from zero whatever is there:
         # no need to look (this keeps reopening 10,000 queued tasks quick).
         if entry.offset > 0 or entry.phase not in (Phase.RUNNING, Phase.SUSPENDED):

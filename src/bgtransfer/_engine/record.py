@@ -71,6 +71,7 @@ class TaskRecord:
         "segments",
         "segments_wanted",
         "state",
+        "takeover",
         "terminal",
         "throttle",
         "url",
@@ -122,6 +123,7 @@ class TaskRecord:
         self.replayed = False  # ended before this process reattached
         self.segments_wanted = 1  # connections asked for (segments=N)
         self.segments: list[Segment] | None = None  # set once the file is split
+        self.takeover: str | None = None  # resume data's partial, until taken over
         self.acked = False  # a consumer has seen its terminal event
         self.last_progress: ProgressEvent | None = None
         self.terminal: TerminalEvent | None = None
@@ -167,6 +169,7 @@ class TaskRecord:
             segments=None
             if self.segments is None
             else tuple((seg.start, seg.end, seg.done) for seg in self.segments),
+            takeover=self.takeover,
         )
 
 

@@ -19,7 +19,7 @@ import aiofiles
 import aiohttp
 import anyio
 import attrs
-from aiofiles.threadpool.binary import AsyncBufferedIOBase
+from aiofiles.threadpool.binary import AsyncFileIO
 
 from .._exceptions import IncompleteBodyError
 from .errors import file_error, map_errors
@@ -102,19 +102,22 @@ async def fetch_to_file(
     return plan
 
 
-async def _open_at(partial: Path, plan: BodyPlan, url: str) -> AsyncBufferedIOBase:
+async def _open_at(partial: Path, plan: BodyPlan, url: str) -> AsyncFileIO:
     """The partial file opened for writing at the plan's offset (created, and
     truncated there if the plan says so)."""
-    file: AsyncBufferedIOBase | None = None
+    file: AsyncFileIO | None = None
     offset = plan.offset
     try:
         # Shielded: a cancel arriving while the worker thread opens the file
         # would otherwise leave the opened file with nobody to close it.
         with anyio.CancelScope(shield=True):
+            # Unbuffered: a write that returned is in the kernel, so a checkpoint
+            # counting it survives the process being killed (the journal's
+            # invariant); batching is done by the writer below, not by a buffer.
             if offset == 0 and plan.truncate:
-                file = await aiofiles.open(partial, "wb", opener=private_opener)
+                file = await aiofiles.open(partial, "wb", buffering=0, opener=private_opener)
             else:
-                file = await aiofiles.open(partial, "r+b", opener=private_opener)
+                file = await aiofiles.open(partial, "r+b", buffering=0, opener=private_opener)
                 if plan.truncate:
                     await file.truncate(offset)  # bytes past it were never confirmed
                 await file.seek(offset)
@@ -157,7 +160,7 @@ class _OverlappedWriter:
     for the next chunk to arrive (a stalled server still gets honest progress).
     """
 
-    def __init__(self, file: AsyncBufferedIOBase, sink: TransferSink, *, url: str, path: Path):
+    def __init__(self, file: AsyncFileIO, sink: TransferSink, *, url: str, path: Path):
         self._file = file
         self._sink = sink
         self._url = url
@@ -205,17 +208,19 @@ class _OverlappedWriter:
     def _launch(self) -> None:
         data, self._pending = self._pending, bytearray()
         task = asyncio.ensure_future(self._file.write(data))
-        task.add_done_callback(self._written)
+        task.add_done_callback(lambda done: self._written(done, data))
         self._inflight = task
 
-    def _written(self, task: asyncio.Task[int]) -> None:
+    def _written(self, task: asyncio.Task[int | None], data: bytearray) -> None:
         self._inflight = None
         if task.cancelled():
             self._error = RuntimeError("a file write was cancelled")
         elif (error := task.exception()) is not None:
             self._error = error
         else:
-            nbytes = task.result()
+            nbytes = task.result() or 0
+            if nbytes < len(data):  # a short write (unbuffered): the rest goes first
+                self._pending[:0] = data[nbytes:]
             self.written += nbytes
             self._sink.bytes_written(nbytes)
         if self._error is not None:

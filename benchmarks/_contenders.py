@@ -1,0 +1,211 @@
+"""The contenders: how each one is asked to do a scenario's job.
+
+Every contender runs as its own process (or two, for scenario 4), so wall time
+and peak RSS are measured the same way for all of them. Each tool gets the
+flags that make it fastest at the job while keeping the scenario's rules (the
+same connections per host, every file saved under its own name, no config
+files read); ``Contender.flags`` documents the command line in the report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from _model import Contender, RunContext, Step
+
+__all__ = [
+    "aiohttp_raw",
+    "aria2c",
+    "bgtransfer",
+    "bgtransfer_queue",
+    "curl",
+    "wget",
+]
+
+CLIENTS = Path(__file__).resolve().parent / "clients"
+
+
+def _name(url: str) -> str:
+    return url.rsplit("/", 1)[-1]
+
+
+def _write(ctx: RunContext, filename: str, lines: list[str]) -> Path:
+    path = ctx.scratch / filename
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def _client_args(ctx: RunContext) -> list[str]:
+    job = ctx.job
+    urls = _write(ctx, "urls.txt", list(job.urls))
+    return [
+        *("--urls", str(urls), "--out", str(ctx.out)),
+        *("--per-host", str(job.per_host), "--total", str(job.total)),
+    ]
+
+
+def bgtransfer(
+    session: str, *, events: str = "none", segments: int = 1, name: str | None = None
+) -> Contender:
+    """bgtransfer through its public API (``clients/bgtransfer_get.py``)."""
+
+    def steps(ctx: RunContext) -> list[Step]:
+        argv = [ctx.python, str(CLIENTS / "bgtransfer_get.py"), *_client_args(ctx)]
+        argv += ["--session", session, "--events", events]
+        if session == "background":
+            argv += ["--state-dir", str(ctx.scratch / "state")]
+        if segments > 1:
+            argv += ["--segments", str(segments)]
+        return [Step("run", argv)]
+
+    opened = "Session()" if session == "ephemeral" else 'Session("bench.bg", state_dir=<fresh>)'
+    call = f"download(url, dest, segments={segments})" if segments > 1 else "download(url, dest)"
+    wait = "every event of task.events()" if events == "all" else "task.wait()"
+    label = name or f"bgtransfer ({session}{f', {segments} segments' if segments > 1 else ''})"
+    return Contender(
+        name=label,
+        steps=steps,
+        flags=f"{opened}, Configuration(max_connections_per_host, max_concurrent_transfers); "
+        f"one {call} per file, then {wait}",
+        python=True,
+    )
+
+
+def aiohttp_raw(*, segments: int = 1) -> Contender:
+    """The raw aiohttp floor (``clients/aiohttp_raw.py``)."""
+
+    def steps(ctx: RunContext) -> list[Step]:
+        argv = [ctx.python, str(CLIENTS / "aiohttp_raw.py"), *_client_args(ctx)]
+        if segments > 1:
+            argv += ["--segments", str(segments)]
+        return [Step("run", argv)]
+
+    ranges = f"; HEAD, then {segments} Range GETs written in place" if segments > 1 else ""
+    return Contender(
+        name=f"aiohttp raw ({segments} ranges)" if segments > 1 else "aiohttp raw",
+        steps=steps,
+        flags="one ClientSession, a semaphore per host, iter_any from a 4 MiB read buffer, "
+        f"writes of >= 256 KiB in a worker thread while reading continues{ranges}",
+        python=True,
+    )
+
+
+def curl() -> Contender:
+    """curl: one process; many URLs go in parallel from a config file."""
+
+    def steps(ctx: RunContext) -> list[Step]:
+        urls = ctx.job.urls
+        base = [ctx.tools["curl"], "-q", "--silent", "--show-error", "--fail"]
+        if len(urls) == 1:
+            return [Step("run", [*base, "-o", str(ctx.out / _name(urls[0])), urls[0]])]
+        config = _write(
+            ctx,
+            "curl.cfg",
+            [f'url = "{url}"\noutput = "{ctx.out / _name(url)}"' for url in urls],
+        )
+        parallel = ["--parallel", "--parallel-immediate", "--parallel-max", str(ctx.job.total)]
+        return [Step("run", [*base, *parallel, "--config", str(config)])]
+
+    return Contender(
+        name="curl",
+        steps=steps,
+        flags="curl -q -sS --fail -o FILE URL; many files: one process, --parallel "
+        "--parallel-immediate --parallel-max <per-host limit x hosts> --config LIST "
+        "(url/output pairs). curl 7.x has no per-host cap: with several hosts it only "
+        "bounds the total, and the URLs are interleaved across hosts",
+        binary="curl",
+    )
+
+
+def wget() -> Contender:
+    """wget: one process, sequential over one keep-alive connection."""
+
+    def steps(ctx: RunContext) -> list[Step]:
+        urls = ctx.job.urls
+        base = [ctx.tools["wget"], "--no-config", "--quiet"]
+        if len(urls) == 1:
+            return [Step("run", [*base, "-O", str(ctx.out / _name(urls[0])), urls[0]])]
+        listing = _write(ctx, "wget.txt", list(urls))
+        return [Step("run", [*base, "--directory-prefix", str(ctx.out), "-i", str(listing)])]
+
+    return Contender(
+        name="wget",
+        steps=steps,
+        flags="wget --no-config -q -O FILE URL; many files: -P DIR -i LIST. wget is "
+        "sequential (one file at a time over one keep-alive connection), whatever "
+        "the limits",
+        binary="wget",
+    )
+
+
+def aria2c(*, split: int = 1) -> Contender:
+    """aria2c: one process; ``split`` > 1 is its segmented download."""
+
+    def steps(ctx: RunContext) -> list[Step]:
+        urls = ctx.job.urls
+        argv = [
+            ctx.tools["aria2c"],
+            "--no-conf",
+            "--quiet",
+            "--console-log-level=error",
+            "--summary-interval=0",
+            "--download-result=hide",
+            "--allow-overwrite=true",
+            "--auto-file-renaming=false",
+            "--auto-save-interval=0",  # 2.5x faster on scenario 2 than the default 60
+            "--dir",
+            str(ctx.out),
+        ]
+        if split > 1:
+            argv += [f"-x{split}", f"-s{split}", "-k1M", "--file-allocation=falloc"]
+        else:
+            argv += ["-x1", "-s1", "--file-allocation=none"]
+        if len(urls) == 1:
+            return [Step("run", [*argv, "--out", _name(urls[0]), urls[0]])]
+        listing = _write(ctx, "aria2.txt", [f"{url}\n  out={_name(url)}" for url in urls])
+        jobs = f"--max-concurrent-downloads={ctx.job.total}"
+        return [Step("run", [*argv, jobs, "--input-file", str(listing)])]
+
+    if split > 1:
+        flags = (
+            f"aria2c --no-conf -q --auto-save-interval=0 -x{split} -s{split} -k1M "
+            "--file-allocation=falloc (its recommended allocation on ext4) -d DIR -o NAME URL"
+        )
+    else:
+        flags = (
+            "aria2c --no-conf -q --auto-save-interval=0 -x1 -s1 --file-allocation=none "
+            "-d DIR -o NAME URL; many files: -i LIST (out= per URL) -j <per-host limit x "
+            "hosts>. -x is per download, so -j bounds the connections; with several hosts "
+            "only the total is bounded. --auto-save-interval=0 (no periodic control-file "
+            "saves) made it 2.5x faster on scenario 2 here"
+        )
+    return Contender(
+        name=f"aria2c -x{split} -s{split}" if split > 1 else "aria2c",
+        steps=steps,
+        flags=flags,
+        binary="aria2c",
+    )
+
+
+def bgtransfer_queue() -> Contender:
+    """Scenario 4: queue many tasks, kill the process, reopen and list (two processes)."""
+
+    def steps(ctx: RunContext) -> list[Step]:
+        script = str(CLIENTS / "bgtransfer_queue.py")
+        common = [
+            *("--state-dir", str(ctx.scratch / "state"), "--count", str(ctx.job.queue_count)),
+            *("--url-base", ctx.job.urls[0]),
+        ]
+        return [
+            Step("enqueue", [ctx.python, script, "enqueue", *common, "--out", str(ctx.out)]),
+            Step("reopen", [ctx.python, script, "reopen", *common]),
+        ]
+
+    return Contender(
+        name="bgtransfer (background)",
+        steps=steps,
+        flags='Session("bench.bg", state_dir=<fresh>), max_connections_per_host=1; '
+        "N x download() to a host that accepts and never answers; os._exit; then a new "
+        "process: Session(...) and session.tasks()",
+        python=True,
+    )

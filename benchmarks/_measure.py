@@ -1,0 +1,287 @@
+"""Running contenders: one process per step, timed and measured the same way for all.
+
+Wall time is from just before the process is spawned to ``os.wait4`` returning.
+Peak RSS is ``ru_maxrss`` of a ``wait4`` too, but taken by GNU ``time`` (``time -f
+%M``) wrapped around the command: on Linux a child's ``ru_maxrss`` starts at the
+high-water RSS of the process it was forked from, so measured directly from this
+(50 MiB) runner every contender, even curl, would show at least 50 MiB; forked
+from ``time`` (1 MiB) the figure is the contender's own. Without GNU time, RSS is
+not reported. Each run writes into a fresh
+directory that is verified (sizes and SHA-256 of every file) and then deleted,
+followed by ``os.sync()``, so no run inherits another's dirty pages. Within a
+scenario the contenders alternate round by round, the order rotated each round.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from _data import verify_output
+from _model import Contender, Job, RunContext, RunResult, Step
+from _servers import FileServer
+
+__all__ = ["EXIT_UNSUPPORTED", "Runner"]
+
+EXIT_UNSUPPORTED = 3  # clients/_common.py: the engine cannot do this yet
+
+
+@dataclass
+class _Outcome:
+    returncode: int
+    wall: float
+    max_rss_kib: int | None
+    timed_out: bool
+    report: dict[str, object]
+    stderr_tail: str
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it ended just now
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _last_json_line(path: Path) -> dict[str, object]:
+    lines = path.read_text(errors="replace").strip().splitlines()
+    if not lines:
+        return {}
+    try:
+        value = json.loads(lines[-1])
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _read_rss(path: Path) -> int | None:
+    """The KiB GNU time wrote (its last line), or None."""
+    try:
+        lines = path.read_text().split()
+    except FileNotFoundError:
+        return None
+    return int(lines[-1]) if lines and lines[-1].isdigit() else None
+
+
+def run_step(
+    step: Step, env: Mapping[str, str], scratch: Path, timeout: float, gnu_time: str | None
+) -> _Outcome:
+    """Run one process to its end (killed after ``timeout`` s); measure it."""
+    out_path = scratch / f"{step.label}.stdout"
+    err_path = scratch / f"{step.label}.stderr"
+    rss_path = scratch / f"{step.label}.rss"
+    argv = step.argv
+    if gnu_time is not None:
+        argv = [gnu_time, "--format=%M", f"--output={rss_path}", "--", *argv]
+    with out_path.open("wb") as stdout, err_path.open("wb") as stderr:
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            env={**env, **(step.env or {})},
+            start_new_session=True,  # a timeout kills the whole group
+        )
+        killer = threading.Timer(timeout, _kill_group, (proc.pid,))
+        killer.start()
+        try:
+            # Its rusage is not used: see the module docstring.
+            _, status, _ = os.wait4(proc.pid, 0)
+        finally:
+            wall = time.perf_counter() - started
+            timed_out = not killer.is_alive()
+            killer.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+    stderr_tail = err_path.read_text(errors="replace").strip()[-600:]
+    return _Outcome(
+        returncode=proc.returncode,
+        wall=wall,
+        max_rss_kib=_read_rss(rss_path) if gnu_time is not None else None,
+        timed_out=timed_out,
+        report=_last_json_line(out_path),
+        stderr_tail=stderr_tail,
+    )
+
+
+def _numbers(report: Mapping[str, object]) -> dict[str, float]:
+    return {
+        key: float(value)
+        for key, value in report.items()
+        if isinstance(value, int | float)  # bool is an int: True -> 1.0
+    }
+
+
+def _profiled(step: Step, python: str, prefix: Path) -> Step:
+    """The step under pyinstrument (main thread: the event loop), if it is a Python one."""
+    if step.argv[0] != python:
+        return step
+    report = f"{prefix}-{step.label}.txt"
+    profiler = [python, "-m", "pyinstrument", "--renderer=text", "--show-all", "-o", report]
+    return Step(step.label, [*profiler, *step.argv[1:]], step.env)
+
+
+class Runner:
+    """Runs contenders in fresh directories under ``work`` and checks their output."""
+
+    def __init__(
+        self,
+        work: Path,
+        *,
+        python: str,
+        tools: Mapping[str, str],
+        env: Mapping[str, str],
+        timeout: float,
+        gnu_time: str | None,
+        log: Callable[[str], None],
+        server: FileServer | None = None,
+    ) -> None:
+        self._work = work
+        self._python = python
+        self._tools = tools
+        self._env = env
+        self._timeout = timeout
+        self._gnu_time = gnu_time
+        self._server = server
+        self._log = log
+
+    def run_once(
+        self,
+        contender: Contender,
+        job: Job,
+        round_number: int,
+        check: Callable[[RunResult, Job], None] | None = None,
+        *,
+        profile_to: Path | None = None,
+    ) -> RunResult:
+        """One run in a fresh directory, verified, then deleted. With ``profile_to``,
+        Python steps run under pyinstrument, writing ``<profile_to>-<step>.txt``."""
+        run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=self._work))
+        try:
+            return self._run_in(
+                run_dir, contender, job, round_number, check=check, profile_to=profile_to
+            )
+        finally:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            os.sync()
+
+    def _run_in(
+        self,
+        run_dir: Path,
+        contender: Contender,
+        job: Job,
+        round_number: int,
+        *,
+        check: Callable[[RunResult, Job], None] | None,
+        profile_to: Path | None,
+    ) -> RunResult:
+        out, scratch = run_dir / "out", run_dir / "scratch"
+        out.mkdir()
+        scratch.mkdir()
+        context = RunContext(job, out, scratch, self._python, self._tools)
+        steps = contender.steps(context)  # list files are written before the clock starts
+        if profile_to is not None:
+            steps = [_profiled(step, self._python, profile_to) for step in steps]
+        result = RunResult(contender=contender.name, round=round_number, ok=True)
+        walls: list[float] = []
+        peaks: list[float] = []
+        mark = self._server.log_mark() if self._server is not None else 0
+        for step in steps:
+            outcome = run_step(step, self._env, scratch, self._timeout, self._gnu_time)
+            walls.append(outcome.wall)
+            result.metrics.update(_numbers(outcome.report))
+            if len(steps) > 1:
+                result.metrics[f"{step.label}_wall_s"] = outcome.wall
+            if outcome.max_rss_kib is not None:
+                peaks.append(outcome.max_rss_kib / 1024)
+                if len(steps) > 1:
+                    result.metrics[f"{step.label}_peak_rss_mib"] = outcome.max_rss_kib / 1024
+            unsupported = outcome.report.get("unsupported")
+            if outcome.returncode == EXIT_UNSUPPORTED and isinstance(unsupported, str):
+                result.ok = False
+                result.unsupported = unsupported
+                return result
+            if outcome.timed_out or outcome.returncode != 0:
+                result.ok = False
+                why = "timed out" if outcome.timed_out else f"exit status {outcome.returncode}"
+                result.error = f"{step.label}: {why}: {outcome.stderr_tail or '(no stderr)'}"
+                return result
+        if self._server is not None:  # how many connections it really used, and ranges
+            result.metrics.update(self._server.requests_since(mark))
+        result.metrics["wall_s"] = sum(walls)
+        if peaks:
+            result.metrics["peak_rss_mib"] = max(peaks)
+        wrong = verify_output(out, job.expected)
+        if wrong is not None:
+            result.ok = False
+            result.error = f"wrong output: {wrong}"
+            return result
+        if job.expected:
+            result.metrics["mib_per_s"] = job.total_bytes / 2**20 / result.metrics["wall_s"]
+            result.metrics["files_per_s"] = len(job.expected) / result.metrics["wall_s"]
+        if check is not None:
+            check(result, job)
+        return result
+
+    def run_rounds(
+        self,
+        contenders: list[Contender],
+        job: Job,
+        rounds: int,
+        check: Callable[[RunResult, Job], None] | None = None,
+    ) -> dict[str, list[RunResult]]:
+        """Every contender once per round, in :func:`round_order`; unsupported ones
+        are dropped after their first answer (they are reported, not retried)."""
+        results: dict[str, list[RunResult]] = {c.name: [] for c in contenders}
+        active = [c for c in contenders if c.missing is None]
+        for round_number in range(rounds):
+            if not active:
+                break
+            for index in round_order(len(active), round_number):
+                contender = active[index]
+                result = self.run_once(contender, job, round_number + 1, check)
+                results[contender.name].append(result)
+                self._log(_describe(result, rounds))
+            active = [c for c in active if not results[c.name][-1].unsupported]
+        return results
+
+
+def round_order(count: int, round_number: int) -> list[int]:
+    """The order of round ``round_number``: a Williams sequence, rotated each round.
+
+    Round 0 is 0, 1, n-1, 2, n-2, ...; round r adds r to every index (mod n). So each
+    contender takes every position once in n rounds and, unlike a plain rotation
+    (where B always runs right after A), follows each other contender equally
+    often: a run that leaves the machine slower for the next one (the page cache,
+    the scheduler) does not always hit the same contender.
+    """
+    base = [0]
+    low, high = 1, count - 1
+    while low <= high:
+        base.append(low)
+        if low != high:
+            base.append(high)
+        low, high = low + 1, high - 1
+    return [(index + round_number) % count for index in base]
+
+
+def _describe(result: RunResult, rounds: int) -> str:
+    head = f"  round {result.round}/{rounds}  {result.contender:<36}"
+    if result.unsupported:
+        return f"{head} {result.unsupported}"
+    metrics = result.metrics
+    wall = metrics.get("wall_s")
+    timing = f"{wall:7.2f} s" if wall is not None else "      - "
+    rss = metrics.get("peak_rss_mib")
+    memory = f"{rss:6.0f} MiB" if rss is not None else ""
+    status = "ok" if result.ok else f"FAILED: {result.error}"
+    notes = f" ({'; '.join(result.notes)})" if result.notes else ""
+    return f"{head} {timing} {memory}  {status}{notes}"

@@ -1,0 +1,311 @@
+"""The six scenarios of issue #5: their files, contenders, references and targets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from _contenders import aiohttp_raw, aria2c, bgtransfer, bgtransfer_queue, curl, wget
+from _data import SourceStore
+from _model import Contender, Job, RunResult
+from _servers import FileServer
+
+__all__ = ["SCENARIOS", "Column", "Scenario", "Setup", "Sizes", "Target"]
+
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+
+FLOOR = "aiohttp raw"
+FLOOR_SEGMENTED = "aiohttp raw (4 ranges)"
+EPHEMERAL = "bgtransfer (ephemeral)"
+BACKGROUND = "bgtransfer (background)"
+NO_EVENTS = "bgtransfer (no events)"
+EVERY_EVENT = "bgtransfer (every event)"
+JOURNAL_MISSING = "journal not available yet"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each scenario is: the issue's sizes, or small ones for ``--quick``."""
+
+    big: int = GIB
+    small_count: int = 2000
+    small_size: int = 16 * KIB
+    mid_count: int = 100
+    mid_size: int = 10 * MIB
+    hosts: int = 4
+    queued: int = 10_000
+    timeout: float = 600.0
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(
+            big=32 * MIB, small_count=200, mid_count=20, mid_size=MIB, queued=1000, timeout=60.0
+        )
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a scenario builds its job from."""
+
+    sizes: Sizes
+    store: SourceStore
+    server: FileServer
+    black_hole: str  # base URL of a port that accepts and never answers
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a scenario's table: a metric's median (and min-max)."""
+
+    metric: str
+    label: str
+    digits: int = 2
+
+
+@dataclass(frozen=True)
+class Target:
+    """A target from the issue: ``contender``'s median ``metric`` at most ``limit``,
+    either absolute or as a ratio to ``versus``'s median."""
+
+    contender: str
+    metric: str
+    limit: float
+    versus: str | None = None
+    label: str = ""
+
+    def describe(self) -> str:
+        if self.label:
+            return self.label
+        if self.versus is None:
+            return f"{self.contender}: {self.metric} <= {self.limit:g}"
+        return f"{self.contender} <= {self.limit:g}x {self.versus}"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    number: int
+    title: str
+    contenders: Callable[[], list[Contender]]
+    build: Callable[[Setup], Job]
+    primary: str = "wall_s"  # the metric ratios are taken of
+    references: tuple[str, ...] = (FLOOR, "curl", "aria2c")
+    columns: tuple[Column, ...] = ()
+    targets: tuple[Target, ...] = ()
+    plot_versus: str | None = FLOOR  # bars show ratios to it; None: absolute values
+    plot_metrics: tuple[str, ...] = ("wall_s",)
+    check: Callable[[RunResult, Job], None] | None = None
+    notes: tuple[str, ...] = field(default=())
+
+
+def _rss_columns() -> tuple[Column, ...]:
+    return (Column("peak_rss_mib", "peak RSS (MiB)", 0), Column("elapsed_s", "in-process (s)"))
+
+
+# Distinct TCP connections in nginx's access log over the run (a reused one counts once).
+CONNECTIONS = Column("connections", "TCP connections", 0)
+BYTES_COLUMNS = (
+    Column("wall_s", "wall (s)"),
+    Column("mib_per_s", "MiB/s", 0),
+    *_rss_columns(),
+    CONNECTIONS,
+)
+FILES_COLUMNS = (
+    Column("wall_s", "wall (s)"),
+    Column("files_per_s", "files/s", 0),
+    *_rss_columns(),
+    CONNECTIONS,
+)
+
+
+def _single_connection() -> list[Contender]:
+    return [
+        bgtransfer("ephemeral"),
+        bgtransfer("background"),
+        aiohttp_raw(),
+        curl(),
+        wget(),
+        aria2c(),
+    ]
+
+
+def _big(setup: Setup, *, per_host: int, segments: int = 1) -> Job:
+    source = setup.store.file("big.bin", setup.sizes.big)
+    setup.server.publish(source)
+    return Job(
+        urls=(setup.server.url(source.name),),
+        expected=(source,),
+        per_host=per_host,
+        hosts=1,
+        segments=segments,
+    )
+
+
+def _small(setup: Setup) -> Job:
+    sizes = setup.sizes
+    sources = [
+        setup.store.file(f"small/s{index:05d}.bin", sizes.small_size)
+        for index in range(sizes.small_count)
+    ]
+    for source in sources:
+        setup.server.publish(source)
+    return Job(
+        urls=tuple(setup.server.url(source.name) for source in sources),
+        expected=tuple(sources),
+        per_host=6,
+        hosts=1,
+    )
+
+
+def _hosts(setup: Setup) -> Job:
+    sizes = setup.sizes
+    sources = [
+        setup.store.file(f"mid/m{index:04d}.bin", sizes.mid_size)
+        for index in range(sizes.mid_count)
+    ]
+    for source in sources:
+        setup.server.publish(source)
+    # File i on host i mod 4: every client sees the hosts interleaved.
+    return Job(
+        urls=tuple(
+            setup.server.url(source.name, host=index % sizes.hosts)
+            for index, source in enumerate(sources)
+        ),
+        expected=tuple(sources),
+        per_host=2,
+        hosts=sizes.hosts,
+    )
+
+
+def _queue(setup: Setup) -> Job:
+    # Nothing is downloaded: the output directory must stay empty.
+    return Job(
+        urls=(setup.black_hole,), expected=(), per_host=1, hosts=1, queue_count=setup.sizes.queued
+    )
+
+
+def _check_queue(result: RunResult, job: Job) -> None:
+    """Scenario 4: every task queued; the reopen counts only if it found them all."""
+    metrics = result.metrics
+    if metrics.get("enqueued") != job.queue_count:
+        result.ok = False
+        result.error = f"enqueued {metrics.get('enqueued')} tasks, expected {job.queue_count}"
+        return
+    listed = int(metrics.get("listed", 0))
+    if listed == job.queue_count and metrics.get("urls_match") == 1:
+        return
+    if listed == 0:
+        result.notes.append(JOURNAL_MISSING)
+    else:
+        result.notes.append(f"the reopened session listed {listed} of {job.queue_count} tasks")
+    for name in ("reopen_s", "list_s", "reopen_list_s"):
+        metrics.pop(name, None)
+
+
+SCENARIOS: dict[int, Scenario] = {
+    scenario.number: scenario
+    for scenario in (
+        Scenario(
+            number=1,
+            title="one 1 GiB file (throughput, peak RSS)",
+            contenders=_single_connection,
+            build=lambda setup: _big(setup, per_host=1),
+            columns=BYTES_COLUMNS,
+            targets=(
+                *(Target(c, "wall_s", 1.15, FLOOR) for c in (EPHEMERAL, BACKGROUND)),
+                *(Target(c, "wall_s", 0.6, "curl") for c in (EPHEMERAL, BACKGROUND)),
+                *(
+                    Target(c, "peak_rss_mib", 80, label=f"{c}: peak RSS < 80 MiB")
+                    for c in (EPHEMERAL, BACKGROUND)
+                ),
+            ),
+        ),
+        Scenario(
+            number=2,
+            title="2,000 files of 16 KiB from one host, per-host limit 6 (files per second)",
+            contenders=_single_connection,
+            build=_small,
+            columns=FILES_COLUMNS,
+            targets=(
+                Target(BACKGROUND, "wall_s", 0.75, "aria2c"),
+                Target(BACKGROUND, "wall_s", 1.3, FLOOR),
+            ),
+        ),
+        Scenario(
+            number=3,
+            title="100 files of 10 MiB from 4 hosts, per-host limit 2",
+            contenders=_single_connection,
+            build=_hosts,
+            columns=BYTES_COLUMNS,
+        ),
+        Scenario(
+            number=4,
+            title="10,000 queued tasks: enqueue, resident memory, reopen and list",
+            contenders=lambda: [bgtransfer_queue()],
+            build=_queue,
+            primary="enqueue_s",
+            references=(),
+            columns=(
+                Column("enqueue_s", "enqueue (s)"),
+                Column("rss_after_enqueue_mib", "RSS after enqueue (MiB)", 0),
+                Column("enqueue_peak_rss_mib", "peak RSS (MiB)", 0),
+                Column("reopen_list_s", "reopen + list (s)"),
+                Column("listed", "tasks listed", 0),
+                Column("reopen_wall_s", "reopen process wall (s)"),
+            ),
+            targets=(
+                Target(BACKGROUND, "enqueue_s", 1.0, label="enqueue 10,000 tasks < 1 s"),
+                Target(BACKGROUND, "reopen_list_s", 0.5, label="reopen and list them < 0.5 s"),
+                Target(BACKGROUND, "enqueue_peak_rss_mib", 150, label="resident memory < 150 MiB"),
+            ),
+            plot_versus=None,
+            plot_metrics=("enqueue_s", "reopen_list_s"),
+            check=_check_queue,
+        ),
+        Scenario(
+            number=5,
+            title="one 1 GiB file over 4 connections (segmented) vs aria2c -x4 -s4",
+            contenders=lambda: [
+                bgtransfer("ephemeral", segments=4),
+                bgtransfer("background", segments=4),
+                aiohttp_raw(segments=4),
+                aria2c(split=4),
+                aiohttp_raw(),
+                curl(),
+                wget(),
+            ],
+            build=lambda setup: _big(setup, per_host=4, segments=4),
+            references=(FLOOR_SEGMENTED, "curl", "aria2c -x4 -s4"),
+            columns=BYTES_COLUMNS,
+            targets=tuple(
+                Target(f"bgtransfer ({kind}, 4 segments)", "wall_s", 1.0, "aria2c -x4 -s4")
+                for kind in ("ephemeral", "background")
+            ),
+            plot_versus=FLOOR_SEGMENTED,
+        ),
+        Scenario(
+            number=6,
+            title="scenario 2 consuming every progress event vs consuming none",
+            contenders=lambda: [
+                bgtransfer("ephemeral", name=NO_EVENTS),
+                bgtransfer("ephemeral", events="all", name=EVERY_EVENT),
+            ],
+            build=_small,
+            primary="elapsed_s",
+            references=(NO_EVENTS,),
+            columns=(*FILES_COLUMNS, Column("progress_events", "progress events", 0)),
+            targets=(
+                Target(
+                    EVERY_EVENT,
+                    "elapsed_s",
+                    1.05,
+                    NO_EVENTS,
+                    label="consuming every event costs < 5% (in-process time)",
+                ),
+            ),
+            plot_versus=NO_EVENTS,
+            plot_metrics=("elapsed_s",),
+        ),
+    )
+}
