@@ -9,7 +9,7 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["describe_machine"]
+__all__ = ["describe_machine", "engine_revision"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,7 +81,8 @@ def _filesystem(path: Path) -> str:
     return kind
 
 
-def _git_revision() -> str:
+def engine_revision() -> str:
+    """The repository's commit, and whether src/ differs from it."""
     head = _first_line(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
     dirty = subprocess.run(
         ["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"],
@@ -93,7 +94,12 @@ def _git_revision() -> str:
 
 
 def describe_machine(
-    *, python: str, env: Mapping[str, str], tools: Mapping[str, str | None], work: Path
+    *,
+    python: str,
+    env: Mapping[str, str],
+    tools: Mapping[str, str | None],
+    work: Path,
+    engine: str,
 ) -> dict[str, str]:
     """Everything the report prints next to absolute numbers."""
     probe = subprocess.run(
@@ -108,7 +114,7 @@ def describe_machine(
         "kernel": f"{platform.system()} {platform.release()}",
         "file system (outputs)": _filesystem(work),
         "Python": f"{versions.get('implementation', '?')} {versions.get('python', '?')}",
-        "bgtransfer": f"{versions.get('bgtransfer', '?')} at {_git_revision()}",
+        "bgtransfer": f"{versions.get('bgtransfer', '?')} at {engine}",
     }
     for name in ("aiohttp", "aiofiles", "anyio", "attrs"):
         machine[name] = versions.get(name, "?")

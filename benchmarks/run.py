@@ -22,6 +22,7 @@ import re
 import shlex
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +30,7 @@ from pathlib import Path
 
 from _contenders import aiohttp_raw, bgtransfer
 from _data import SourceStore
-from _machine import describe_machine
+from _machine import describe_machine, engine_revision
 from _measure import Runner
 from _model import Contender, Job
 from _plot import plot
@@ -112,6 +113,26 @@ def python_env(work: Path) -> dict[str, str]:
     return env
 
 
+def snapshot_engine(work: Path, env: dict[str, str]) -> str:
+    """Copy the bgtransfer package the contenders would import and put the copy first
+    on their ``PYTHONPATH``: a commit to src/ during the run cannot mix two engines.
+    Returns the revision it was taken at."""
+    revision = engine_revision()
+    probe = subprocess.run(
+        [sys.executable, "-c", "import bgtransfer; print(bgtransfer.__file__)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    source = Path(probe.stdout.strip()).parent
+    target = work / "engine"
+    shutil.copytree(source, target / "bgtransfer", ignore=shutil.ignore_patterns("__pycache__"))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(target), env.get("PYTHONPATH")]))
+    log(f"engine: {source} at {revision}, copied to {target}")
+    return f"{revision}, copied from {source} at the start"
+
+
 def warm_up(runner: Runner, store: SourceStore, setup: Setup) -> None:
     """One untimed run of each Python client: fills the bytecode cache, fails early."""
     source = store.file("warmup/w.bin", 16 * 1024)
@@ -136,6 +157,7 @@ def resolve(contenders: list[Contender], tools: dict[str, str | None]) -> list[C
 def run_all(args: argparse.Namespace, work: Path, tools: dict[str, str | None]) -> None:
     sizes = Sizes.quick() if args.quick else Sizes()
     env = python_env(work)
+    engine = snapshot_engine(work, env)
     store = SourceStore(work / "www")
     nginx = tools["nginx"] if args.server == "nginx" else None
     available = {name: path for name, path in tools.items() if path is not None}
@@ -165,7 +187,9 @@ def run_all(args: argparse.Namespace, work: Path, tools: dict[str, str | None]) 
             tables = [run_scenario(n, args, setup, runner, tools) for n in args.scenarios]
     finally:
         black_hole.close()
-    machine = describe_machine(python=sys.executable, env=env, tools=tools, work=work)
+    machine = describe_machine(
+        python=sys.executable, env=env, tools=tools, work=work, engine=engine
+    )
     header = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": shlex.join(["python", "benchmarks/run.py", *sys.argv[1:]]),
