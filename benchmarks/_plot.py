@@ -36,9 +36,14 @@ def _bars(
     whiskers: list[tuple[float, float]] = []
     texts: list[str] = []
     colors: list[str] = []
+    names = {column.metric: column.label for column in scenario.columns}
     for summary in table.contenders:
         for metric in scenario.plot_metrics:
-            label = summary.name if len(scenario.plot_metrics) == 1 else f"{summary.name}: {metric}"
+            label = (
+                summary.name
+                if len(scenario.plot_metrics) == 1
+                else f"{summary.name}: {names.get(metric, metric)}"
+            )
             stat = summary.stats.get(metric)
             base = base_summary.median(metric) if base_summary else None
             labels.append(label)
@@ -99,13 +104,13 @@ def _panel(axis: object, table: ScenarioSummary) -> None:
     axis.invert_yaxis()
     top = max([v + w[1] for v, w in zip(values, whiskers, strict=True)] + [1.0])
     axis.set_xlim(0, top * 1.45)
-    for position, value, text in zip(positions, values, texts, strict=True):
-        axis.text(value + top * 0.02, position, text, va="center", fontsize=7)
+    for position, value, whisker, text in zip(positions, values, whiskers, texts, strict=True):
+        axis.text(value + whisker[1] + top * 0.02, position, text, va="center", fontsize=7)
     if scenario.plot_versus:
         axis.axvline(1.0, color="black", linewidth=0.8, linestyle="--")
         axis.set_xlabel(f"{scenario.primary} / {scenario.plot_versus} (median; lower is faster)")
     else:
-        axis.set_xlabel("seconds (median, min-max)")
+        axis.set_xlabel("seconds (median, min-max); red: the targets")
         for target in scenario.targets:
             if target.metric in scenario.plot_metrics and target.metric.endswith("_s"):
                 axis.axvline(target.limit, color="red", linewidth=0.8, linestyle=":")
