@@ -253,18 +253,18 @@ async def test_progress_puts_are_batched(tmp_path: Path) -> None:
     async with journal:
         journal.put(_entry(1, offset=0), urgent=True)
         await journal.flush()
-        base = journal.statistics()["commits"]
+        base = journal.statistics().commits
         assert base >= 1
         for offset in range(1, 1001):
             journal.put(_entry(1, offset=offset, total=None))
             await anyio.lowlevel.checkpoint()  # give the writer every chance to run
         # At most one commit can slip in (a writer woken by the urgent put may still
         # be on its way to the lock); then nothing until the interval is up.
-        assert journal.statistics()["commits"] - base <= 1
-        assert journal.statistics()["pending"] <= 1
+        assert journal.statistics().commits - base <= 1
+        assert journal.statistics().pending <= 1
         await journal.flush()
-        assert journal.statistics()["commits"] - base <= 2
-        assert journal.statistics()["pending"] == 0
+        assert journal.statistics().commits - base <= 2
+        assert journal.statistics().pending == 0
         assert _rows(path)[1] == entry_to_row(_entry(1, offset=1000, total=None))
 
 
@@ -277,10 +277,10 @@ async def test_flush_makes_everything_put_so_far_durable(tmp_path: Path) -> None
             journal.put(entry)
         await journal.flush()
         assert _rows(path) == {entry.id: entry_to_row(entry) for entry in entries}
-        assert journal.statistics()["pending"] == 0
-        commits = journal.statistics()["commits"]
+        assert journal.statistics().pending == 0
+        commits = journal.statistics().commits
         await journal.flush()  # nothing new: no commit
-        assert journal.statistics()["commits"] == commits
+        assert journal.statistics().commits == commits
 
 
 async def test_concurrent_flushes_share_commits(tmp_path: Path) -> None:
@@ -295,11 +295,11 @@ async def test_concurrent_flushes_share_commits(tmp_path: Path) -> None:
         flushed.append(task_id)
 
     async with journal:
-        base = journal.statistics()["commits"]
+        base = journal.statistics().commits
         async with anyio.create_task_group() as group:
             for task_id in range(1, 101):
                 group.start_soon(put_and_flush, task_id)
-        commits = journal.statistics()["commits"] - base
+        commits = journal.statistics().commits - base
     assert sorted(flushed) == list(range(1, 101))
     assert 1 <= commits <= 10
     assert sorted(_rows(path)) == list(range(1, 101))
@@ -314,9 +314,9 @@ async def test_leaving_commits_what_is_pending(tmp_path: Path) -> None:
         journal.put(_entry(1, offset=500))
         journal.put(_entry(2))
         journal.forget(3)
-        assert journal.statistics()["pending"] == 3
+        assert journal.statistics().pending == 3
         assert _rows(path) == {1: entry_to_row(_entry(1, offset=10))}
-    assert journal.statistics()["pending"] == 0
+    assert journal.statistics().pending == 0
     assert _rows(path) == {1: entry_to_row(_entry(1, offset=500)), 2: entry_to_row(_entry(2))}
     reopened = await _reopen(path)
     assert [_comparable(e) for e in reopened.entries] == [

@@ -123,9 +123,7 @@ class Engine:
         self._fsync = journal is not None and config.durability == "fsync"
         self._task_group: anyio.abc.TaskGroup | None = None
         self._client: aiohttp.ClientSession | None = None
-        self._closing = False
         self._draining = False  # going down: start nothing more
-        self._closed = False
         self._invalidated = False
         self._replays_pending = 0
         self._events_delivered = anyio.Event()
@@ -166,7 +164,6 @@ class Engine:
         task group: the application's own error comes out as it went in, never
         wrapped in an exception group.
         """
-        self._closing = True
         self._draining = True
         try:
             for record in list(self._records.values()):
@@ -181,7 +178,6 @@ class Engine:
                 await self._task_group.__aexit__(None, None, None)
         finally:
             self._task_group = None
-            self._closed = True
             with anyio.CancelScope(shield=True):
                 self._hub.close()
                 for record in self._records.values():
@@ -262,7 +258,6 @@ class Engine:
 
     async def _finish_restored(self, record: TaskRecord, size: int) -> TerminalEvent:
         """The body was whole when the last process died: move it into place now."""
-        record.bytes_received = record.bytes_expected = size
         try:
             await move_into_place(
                 record.partial, record.destination, durable=self._fsync, recovering=True
@@ -369,8 +364,9 @@ class Engine:
         The partial file is moved into this session's partials with one rename, so
         of two tasks started from the same resume data at once exactly one gets
         it; the other raises :class:`InvalidResumeDataError`. The new task is in
-        the journal before the rename: a crash in between leaves a task that starts
-        over, never bytes that no task owns.
+        the journal, naming the file it takes over, before the rename: a process
+        killed in between leaves the next one to finish the takeover, never bytes
+        that no task owns.
         """
         self._check_open()
         url, origin = parse_url(data.url)
@@ -728,7 +724,6 @@ class Engine:
                 return
 
     async def _attempt(self, record: TaskRecord) -> None:
-        assert self._client is not None
         record.written_this_attempt = 0
         record.moving = False
         if record.segments is not None:
@@ -827,7 +822,6 @@ class Engine:
         self, record: TaskRecord, queue: deque[Segment], borrowed: bool
     ) -> None:
         """Fetch segments from the queue until it is empty; a borrowed slot goes back."""
-        assert self._client is not None
         try:
             while queue:
                 segment = queue.popleft()

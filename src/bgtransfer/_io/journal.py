@@ -25,6 +25,7 @@ from types import TracebackType
 import anyio
 import anyio.abc
 import anyio.to_thread
+import attrs
 
 from .._core.journal import (
     COLUMNS,
@@ -37,7 +38,7 @@ from .._core.journal import (
 from .._exceptions import JournalError
 from .files import PRIVATE_FILE_MODE, fsync_dir, fsync_file
 
-__all__ = ["JOURNAL_NAME", "Journal"]
+__all__ = ["JOURNAL_NAME", "Journal", "JournalStatistics"]
 
 logger = logging.getLogger("bgtransfer")
 
@@ -52,6 +53,16 @@ _UPSERT = (
     + ", ".join(f"{name} = excluded.{name}" for name in COLUMNS[1:])
 )
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM tasks ORDER BY id"
+
+
+@attrs.frozen(kw_only=True)
+class JournalStatistics:
+    """A snapshot of the journal's write batching."""
+
+    pending: int
+    """Entries (and deletions) put but not committed yet."""
+    commits: int
+    """Transactions committed since the journal was opened."""
 
 
 class Journal:
@@ -162,9 +173,11 @@ class Journal:
                 if self._committed < target and self._failure is None:
                     await self._commit()
 
-    def statistics(self) -> dict[str, int]:
+    def statistics(self) -> JournalStatistics:
         """Entries waiting to be committed, and commits made so far."""
-        return {"pending": len(self._pending) + len(self._forgotten), "commits": self._commits}
+        return JournalStatistics(
+            pending=len(self._pending) + len(self._forgotten), commits=self._commits
+        )
 
     # -- the writer ---------------------------------------------------------------
 
