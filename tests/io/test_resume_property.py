@@ -50,7 +50,10 @@ async def scenario(plan: list[tuple[int, str, bool]]) -> None:
                 assert isinstance(terminal, FinishedEvent), terminal
                 assert sha256_file(Path(tmp) / "f.bin") == file.sha256
                 assert not list((session.directory / "partials").iterdir())
-            assert server.statistics().requests == len(schedule) + 1  # each cut, then clean
+            # Each cut, then a clean request; fewer when a cut falls at or past the end
+            # of what its response had to send (whether bytes sent just before a
+            # reset are read first is up to timing: either way nothing is lost).
+            assert server.statistics().requests <= len(schedule) + 1
             for request in server.requests:  # ranged requests carry the strong validator
                 if "Range" in request.headers:
                     assert request.headers["If-Range"] == file.etag

@@ -68,6 +68,7 @@ __all__ = ["Checkpointer", "Engine"]
 
 logger = logging.getLogger("bgtransfer")
 
+READ_BUFSIZE = 1024 * 1024  # aiohttp's per-connection read buffer (it buffers up to twice this)
 _FORCED_HEADERS = {"Accept-Encoding": "identity"}  # offsets on disk = offsets of the representation
 
 
@@ -141,6 +142,9 @@ class Engine:
         self._client = aiohttp.ClientSession(
             connector=connector,
             auto_decompress=False,
+            # aiohttp's 64 KiB default pauses and resumes the socket every few reads
+            # at loopback speeds; past 2 x this, reading waits for the writer.
+            read_bufsize=READ_BUFSIZE,
             timeout=aiohttp.ClientTimeout(total=None),
         )
         task_group = anyio.create_task_group()

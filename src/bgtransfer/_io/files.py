@@ -1,7 +1,7 @@
 """Local files: private directories, partial files, the atomic move into place.
 
-Blocking calls run in a worker thread (via :mod:`anyio.to_thread` or aiofiles),
-never on the event loop, except the cheap ``stat``-sized checks done at submit.
+Blocking calls run in a worker thread (``run_blocking``), never on the event
+loop, except the cheap ``stat``-sized checks done at submit.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import shutil
 from pathlib import Path
 
 import anyio
-import anyio.to_thread
+
+from .threads import run_blocking
 
 __all__ = [
     "PRIVATE_DIR_MODE",
@@ -113,7 +114,7 @@ async def move_into_place(
     ``recovering`` (a move a crash interrupted): on another file system, a
     destination already identical to the partial is left as it is.
     """
-    await anyio.to_thread.run_sync(_move_sync, partial, destination, durable, recovering)
+    await run_blocking(_move_sync, partial, destination, durable, recovering)
 
 
 def fsync_file(path: Path) -> None:
@@ -142,4 +143,4 @@ async def remove_quietly(path: Path) -> None:
     """Delete ``path`` if it exists; errors are ignored (best-effort cleanup)."""
     # Shielded: once asked, it happens, even when the session is going down.
     with contextlib.suppress(OSError), anyio.CancelScope(shield=True):
-        await anyio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))
+        await run_blocking(path.unlink, True)

@@ -1,34 +1,60 @@
-"""One HTTP GET streamed into a partial file: the thin aiohttp/aiofiles shell.
+"""One HTTP GET streamed into a partial file: the thin aiohttp shell.
 
 The core decides (``check_response``); this module only moves bytes. Reading the
-socket and writing the file overlap: while one write runs in aiofiles' worker
-thread, arriving chunks gather in memory and go out as the next single write.
-A slow disk thus batches writes instead of stalling the socket, a slow network
-still gets each chunk written promptly, and the gathering buffer is bounded
-(``MAX_PENDING_BYTES``): past it the reader waits for the disk.
+socket and writing the file overlap: while one write runs in a worker thread,
+arriving chunks gather in memory (as the chunks aiohttp read, never copied into
+one buffer) and go out as the next single ``pwritev``. A slow disk thus batches
+writes instead of stalling the socket, a slow network still gets each chunk
+written promptly, and the gathering buffer is bounded (``MAX_PENDING_BYTES``):
+past it the reader waits for the disk.
+
+The number of thread hops is what bounds small files: the partial file is
+opened by the first write, and the last write closes it, so a body that
+arrives at once costs one hop (open, write, close).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import contextlib
+import errno
+import functools
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
-import aiofiles
 import aiohttp
 import anyio
 import attrs
-from aiofiles.threadpool.binary import AsyncFileIO
 
-from .._exceptions import IncompleteBodyError
+from .._exceptions import IncompleteBodyError, TransferTimeoutError
 from .errors import file_error, map_errors
-from .files import private_opener
+from .files import PRIVATE_FILE_MODE
+from .threads import run_blocking, start_blocking
 
-__all__ = ["MAX_PENDING_BYTES", "BodyPlan", "TransferSink", "fetch_to_file"]
+__all__ = [
+    "FIRST_WRITE_BYTES",
+    "FIRST_WRITE_DELAY",
+    "MAX_PENDING_BYTES",
+    "BodyPlan",
+    "TransferSink",
+    "fetch_to_file",
+]
 
 MAX_PENDING_BYTES = 8 * 1024 * 1024
 """Bytes received but not yet handed to the disk, at most, per transfer."""
+
+FIRST_WRITE_BYTES = 64 * 1024
+"""The partial file is opened (by the first write) once this much has arrived,
+the body has ended, or ``FIRST_WRITE_DELAY`` has passed since its first byte."""
+
+FIRST_WRITE_DELAY = 0.02
+"""Seconds the first bytes may wait in memory for more (progress counts written bytes)."""
+
+_MAX_IOV = 1024  # IOV_MAX on Linux and the BSDs: buffers per pwritev call
+_CLOSED = -2  # the writer's file descriptor once the file is closed
 
 
 @attrs.frozen
@@ -79,21 +105,40 @@ async def fetch_to_file(
     length matches, or None when the sink decided there was no body to write;
     raises a :class:`~bgtransfer.TransferError` otherwise. Redirects are
     followed by aiohttp, with the same headers (so ``Range`` goes along).
+
+    ``request_timeout`` bounds connecting (aiohttp's ``sock_connect``) and every
+    wait for the server: no byte for that long ends the attempt with
+    :class:`~bgtransfer.TransferTimeoutError`. Waits for the disk or the journal
+    do not count.
     """
     timeout = aiohttp.ClientTimeout(
-        total=None, connect=None, sock_connect=request_timeout, sock_read=request_timeout
+        total=None, connect=None, sock_connect=request_timeout, sock_read=None
     )
-    with map_errors(url=url, request_timeout=request_timeout):
-        async with client.get(url, headers=dict(headers), timeout=timeout) as response:
-            plan = sink.judge(
-                response.status,
-                response.reason or "",
-                {name.lower(): value for name, value in response.headers.items()},
-            )
-            if plan is None:
-                return None
-            await sink.prepare(plan)
-            written = await _stream_body(response, partial, plan, sink, url)
+    with anyio.CancelScope() as scope:
+        watchdog = None if request_timeout is None else _Watchdog(request_timeout, scope.cancel)
+        try:
+            with map_errors(url=url, request_timeout=request_timeout):
+                async with client.get(url, headers=dict(headers), timeout=timeout) as response:
+                    plan = sink.judge(
+                        response.status,
+                        response.reason or "",
+                        {name.lower(): value for name, value in response.headers.items()},
+                    )
+                    if plan is None:
+                        return None
+                    with _paused(watchdog):
+                        await sink.prepare(plan)
+                    written = await _stream_body(
+                        response, partial, plan, sink, url, watchdog=watchdog
+                    )
+        finally:
+            if watchdog is not None:
+                watchdog.stop()
+    if scope.cancelled_caught:  # only the watchdog cancels this scope
+        raise TransferTimeoutError(
+            f"no data for {request_timeout} seconds (request_timeout)", url=url
+        )
+    assert plan is not None  # the scope ends early only by the watchdog (above)
     if plan.length is not None and written != plan.length:
         # aiohttp normally raises ClientPayloadError first; this is the backstop.
         raise IncompleteBodyError(
@@ -102,43 +147,83 @@ async def fetch_to_file(
     return plan
 
 
-async def _open_at(partial: Path, plan: BodyPlan, url: str) -> AsyncFileIO:
-    """The partial file opened for writing at the plan's offset (created, and
-    truncated there if the plan says so)."""
-    file: AsyncFileIO | None = None
-    offset = plan.offset
+class _Watchdog:
+    """``request_timeout`` as one timer per period, not one per socket read.
+
+    aiohttp's ``sock_read`` timeout cancels and re-arms a timer on every read,
+    which costs more than the read at loopback speeds. Here a read only notes
+    the time; the timer, when it fires, either finds the stream quiet for the
+    whole timeout (and calls ``on_expiry``) or re-arms itself for the new
+    deadline. While paused (waiting for the disk or the journal), it never fires.
+    """
+
+    def __init__(self, timeout: float, on_expiry: Callable[[], object]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._timeout = timeout
+        self._on_expiry = on_expiry
+        self.last = self._loop.time()
+        self.paused = False
+        self.expired = False
+        self._handle: asyncio.TimerHandle | None = self._loop.call_at(
+            self.last + timeout, self._check
+        )
+
+    def touch(self) -> None:
+        """Data arrived (or a pause ended): the quiet period starts again."""
+        self.last = self._loop.time()
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        due = self.last + self._timeout
+        if self.paused:
+            due = now + self._timeout
+        elif now >= due:
+            self._handle = None
+            self.expired = True
+            self._on_expiry()
+            return
+        self._handle = self._loop.call_at(due, self._check)
+
+
+@contextmanager
+def _paused(watchdog: _Watchdog | None) -> Iterator[None]:
+    if watchdog is None:
+        yield
+        return
+    watchdog.paused = True
     try:
-        # Shielded: a cancel arriving while the worker thread opens the file
-        # would otherwise leave the opened file with nobody to close it.
-        with anyio.CancelScope(shield=True):
-            # Unbuffered: a write that returned is in the kernel, so a checkpoint
-            # counting it survives the process being killed (the journal's
-            # invariant); batching is done by the writer below, not by a buffer.
-            if offset == 0 and plan.truncate:
-                file = await aiofiles.open(partial, "wb", buffering=0, opener=private_opener)
-            else:
-                file = await aiofiles.open(partial, "r+b", buffering=0, opener=private_opener)
-                if plan.truncate:
-                    await file.truncate(offset)  # bytes past it were never confirmed
-                await file.seek(offset)
-    except OSError as exc:
-        if file is not None:
-            await file.close()
-        raise file_error(exc, url=url, action="open partial file", path=partial) from exc
-    assert file is not None
-    return file
+        yield
+    finally:
+        watchdog.paused = False
+        watchdog.touch()
 
 
 async def _stream_body(
-    response: aiohttp.ClientResponse, partial: Path, plan: BodyPlan, sink: TransferSink, url: str
+    response: aiohttp.ClientResponse,
+    partial: Path,
+    plan: BodyPlan,
+    sink: TransferSink,
+    url: str,
+    *,
+    watchdog: _Watchdog | None,
 ) -> int:
-    file = await _open_at(partial, plan, url)
-    writer = _OverlappedWriter(file, sink, url=url, path=partial)
+    writer = _BodyWriter(partial, plan, sink, url=url, watchdog=watchdog)
     # A segment served by a whole-file response stops at its end; the rest of that
     # body is not read (the connection is closed, not reused).
     remaining = None if plan.truncate else plan.length
     try:
-        async for chunk in response.content.iter_any():
+        # iter_chunks hands over each buffer as aiohttp received it; iter_any
+        # would join whatever is buffered into one new bytes object first.
+        async for chunk, _ in response.content.iter_chunks():
+            if not chunk:
+                continue  # the end of an HTTP chunk (chunked encoding)
+            if watchdog is not None:
+                watchdog.touch()
             if remaining is not None:
                 chunk = chunk[:remaining]  # noqa: PLW2901 - the cut is the point
                 remaining -= len(chunk)
@@ -146,98 +231,211 @@ async def _stream_body(
             await writer.add(chunk)
             if remaining == 0:
                 break
-        await writer.flush()
+        await writer.finish()
     finally:
         await writer.aclose()
     return writer.written
 
 
-class _OverlappedWriter:
+def _open_partial(path: Path, plan: BodyPlan) -> int:
+    """The partial file opened for writing, 0600 (created, and cut at the plan's
+    offset, if the plan says so). Only a fresh body creates the file: a resumed
+    one or a segment needs the bytes already there."""
+    flags = os.O_WRONLY | os.O_CLOEXEC
+    fresh = plan.truncate and plan.offset == 0
+    if fresh:
+        flags |= os.O_CREAT | os.O_TRUNC
+    fd = os.open(path, flags, PRIVATE_FILE_MODE)
+    try:
+        if fresh:
+            os.fchmod(fd, PRIVATE_FILE_MODE)  # whatever the umask, or an older file's mode
+        elif plan.truncate:
+            os.ftruncate(fd, plan.offset)  # bytes past it were never confirmed
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _pwrite_all(fd: int, chunks: Sequence[bytes], offset: int) -> None:
+    """Write every chunk, in order, at ``offset``; short writes are finished."""
+    views: list[bytes | memoryview] = list(chunks)
+    first = 0
+    while first < len(views):
+        done = os.pwritev(fd, views[first : first + _MAX_IOV], offset)
+        if done == 0:
+            raise OSError(errno.EIO, "the file accepted no bytes")
+        offset += done
+        while first < len(views) and done >= len(views[first]):
+            done -= len(views[first])
+            first += 1
+        if done:
+            views[first] = memoryview(views[first])[done:]
+
+
+@attrs.frozen
+class _Outcome:
+    fd: int  # open, -1 (never opened) or _CLOSED
+    error: OSError | None = None
+    action: str = "write"
+
+
+def _write_chunks(  # noqa: PLR0917 - run_in_executor passes arguments positionally
+    fd: int, path: Path, plan: BodyPlan, chunks: list[bytes], offset: int, close: bool
+) -> _Outcome:
+    """One worker-thread call: open the file if ``fd`` is -1, write, maybe close."""
+    if fd == -1:
+        try:
+            fd = _open_partial(path, plan)
+        except OSError as exc:
+            return _Outcome(-1, exc, "open partial file")
+    error: OSError | None = None
+    action = "write"
+    try:
+        if chunks:
+            _pwrite_all(fd, chunks, offset)
+    except OSError as exc:
+        error = exc
+    if close:
+        try:
+            os.close(fd)
+        except OSError as exc:
+            if error is None:
+                error, action = exc, "close"
+        fd = _CLOSED
+    return _Outcome(fd, error, action)
+
+
+class _BodyWriter:
     """Writes gathered chunks while the next ones arrive; at most one write in flight.
 
     When a write completes, its bytes are reported at once and whatever gathered
     behind it goes out as the next write, so received bytes never wait in memory
     for the next chunk to arrive (a stalled server still gets honest progress).
+    The file is opened by the first write, which waits for ``FIRST_WRITE_BYTES``
+    (or ``FIRST_WRITE_DELAY``, or the end of the body), and closed by the last.
     """
 
-    def __init__(self, file: AsyncFileIO, sink: TransferSink, *, url: str, path: Path):
-        self._file = file
+    def __init__(
+        self,
+        path: Path,
+        plan: BodyPlan,
+        sink: TransferSink,
+        *,
+        url: str,
+        watchdog: _Watchdog | None = None,
+    ) -> None:
+        self._path = path
+        self._plan = plan
         self._sink = sink
         self._url = url
-        self._path = path
-        self._pending = bytearray()
-        self._inflight: asyncio.Task[int] | None = None
+        self._watchdog = watchdog
+        self._loop = asyncio.get_running_loop()
+        self._fd = -1
+        self._offset = plan.offset  # where the next write lands
+        self._chunks: list[bytes] = []
+        self._pending = 0
+        self._inflight: asyncio.Future[_Outcome] | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._error: BaseException | None = None
         self.written = 0
 
     async def add(self, chunk: bytes) -> None:
         self._raise_if_failed()
-        self._pending += chunk
+        self._chunks.append(chunk)
+        self._pending += len(chunk)
         if self._inflight is None:
-            self._launch()
-        elif len(self._pending) >= MAX_PENDING_BYTES:
-            await self._drain()  # back-pressure: the disk is slower than the network
+            if self._fd >= 0 or self._pending >= FIRST_WRITE_BYTES:
+                self._launch()
+            elif self._timer is None:
+                self._timer = self._loop.call_later(FIRST_WRITE_DELAY, self._first_write_due)
+        elif self._pending >= MAX_PENDING_BYTES:
+            with _paused(self._watchdog):
+                await self._drain()  # back-pressure: the disk is slower than the network
             self._raise_if_failed()
 
-    async def flush(self) -> None:
-        """Write everything received, then flush the file object."""
-        await self._drain()
+    async def finish(self) -> None:
+        """Write everything received and close the file (one hop when it fits)."""
+        with _paused(self._watchdog):
+            await self._drain()
+            self._raise_if_failed()
+            self._launch(close=True)  # also creates an empty file for an empty body
+            await self._drain()
         self._raise_if_failed()
-        try:
-            await self._file.flush()
-        except OSError as exc:
-            raise file_error(exc, url=self._url, action="write", path=self._path) from exc
 
     async def aclose(self) -> None:
-        """Write what was received, even when cancelled or failed, then close the file.
+        """After a failure or a cancel: write what was received, then close the file.
 
-        Afterwards the file holds exactly ``written`` bytes, all of them received
-        from the server (a later resume continues after them). On success ``flush``
-        has already written everything; after a failure or a cancel, a write error
-        here is dropped in favour of the first error.
+        Afterwards the file holds at least ``written`` bytes past the plan's
+        offset, all of them received from the server (a later resume continues
+        after them). After success (``finish``) there is nothing left to do; a
+        write or close error here is dropped in favour of the first error.
         """
         with anyio.CancelScope(shield=True):
-            try:
+            self._cancel_timer()
+            await self._drain()
+            if self._fd == _CLOSED:
+                return
+            if self._error is None and (self._chunks or self._fd >= 0):
+                self._launch(close=True)
                 await self._drain()
-            finally:
-                try:
-                    await self._file.close()
-                except OSError as exc:
-                    raise file_error(exc, url=self._url, action="close", path=self._path) from exc
+            elif self._fd >= 0:
+                fd, self._fd = self._fd, _CLOSED
+                # The file already failed; that error is the one reported.
+                with contextlib.suppress(OSError):
+                    await run_blocking(os.close, fd)
 
-    def _launch(self) -> None:
-        data, self._pending = self._pending, bytearray()
-        task = asyncio.ensure_future(self._file.write(data))
-        task.add_done_callback(lambda done: self._written(done, data))
-        self._inflight = task
+    def _first_write_due(self) -> None:
+        self._timer = None
+        if self._inflight is None and self._chunks and self._error is None and self._fd == -1:
+            self._launch()
 
-    def _written(self, task: asyncio.Task[int | None], data: bytearray) -> None:
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _launch(self, *, close: bool = False) -> None:
+        self._cancel_timer()
+        chunks, self._chunks = self._chunks, []
+        nbytes, self._pending = self._pending, 0
+        future = start_blocking(
+            _write_chunks, self._fd, self._path, self._plan, chunks, self._offset, close
+        )
+        self._offset += nbytes
+        self._inflight = future
+        future.add_done_callback(functools.partial(self._written, nbytes))
+
+    def _written(self, nbytes: int, future: asyncio.Future[_Outcome]) -> None:
         self._inflight = None
-        if task.cancelled():
-            self._error = RuntimeError("a file write was cancelled")
-        elif (error := task.exception()) is not None:
-            self._error = error
+        if future.cancelled():  # only when the loop shuts down under us
+            self._error = RuntimeError(f"a write to {self._path} was cancelled")
+        elif (exc := future.exception()) is not None:
+            self._error = exc
         else:
-            nbytes = task.result() or 0
-            if nbytes < len(data):  # a short write (unbuffered): the rest goes first
-                self._pending[:0] = data[nbytes:]
-            self.written += nbytes
-            self._sink.bytes_written(nbytes)
+            outcome = future.result()
+            self._fd = outcome.fd
+            if outcome.error is not None:
+                error = file_error(
+                    outcome.error, url=self._url, action=outcome.action, path=self._path
+                )
+                error.__cause__ = outcome.error
+                self._error = error
+            elif nbytes:
+                self.written += nbytes
+                self._sink.bytes_written(nbytes)
         if self._error is not None:
-            self._pending.clear()  # the file is broken; nothing more goes into it
-        elif self._pending:
+            self._chunks.clear()  # the file is broken; nothing more goes into it
+            self._pending = 0
+        elif self._chunks and self._fd >= 0:
             self._launch()
 
     async def _drain(self) -> None:
-        # asyncio.wait, unlike awaiting the task, never cancels it: a write that a
-        # worker thread has started always finishes before the file is closed.
+        # asyncio.wait, unlike awaiting the future, never cancels it; and a
+        # worker thread's call runs to its end anyway.
         while self._inflight is not None:
             await asyncio.wait([self._inflight])
 
     def _raise_if_failed(self) -> None:
-        error = self._error
-        if error is None:
-            return
-        if isinstance(error, OSError):
-            raise file_error(error, url=self._url, action="write", path=self._path) from error
-        raise error
+        if self._error is not None:
+            raise self._error
