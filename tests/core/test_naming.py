@@ -14,6 +14,7 @@ from bgtransfer._core.naming import (
     MAX_IDENTIFIER_LENGTH,
     Origin,
     filename_from_url,
+    origin_of,
     parse_url,
     unique_name,
     validate_identifier,
@@ -48,6 +49,59 @@ def test_parse_url_accepts(url: str, origin: Origin) -> None:
     text, parsed = parse_url(url)
     assert text == url  # returned unchanged (only stripped)
     assert parsed == origin
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://example.com/file.bin",
+        "http://example.com",
+        "http://example.com?x=/y",
+        "http://example.com#frag/x",
+        "http://example.com:8080?q",
+        "HtTpS://Example.Com:444/",
+        "http://[2001:DB8::1]:81/x?y#z",
+        "http://user:pw@example.com:81/x",
+        "http://user@example.com/x",
+        "http://example.com:/x",
+    ],
+)
+def test_origin_of_agrees_with_parse_url(url: str) -> None:
+    cache: dict[str, Origin] = {}
+    assert origin_of(url, cache) == parse_url(url)[1]
+    assert origin_of(url, cache) == parse_url(url)[1]  # from the cache this time
+    assert len(cache) == 1
+
+
+@settings(max_examples=300, derandomize=True)
+@given(
+    scheme=st.sampled_from(["http", "https", "HTTP", "Https"]),
+    host=st.sampled_from(["example.com", "EXAMPLE.org", "127.0.0.1", "[::1]", "a.b"]),
+    port=st.sampled_from(["", ":", ":1", ":8080", ":65535"]),
+    rest=st.text(alphabet="/?#=&.abcXYZ%:@", max_size=12),
+)
+def test_origin_of_agrees_with_parse_url_on_generated_urls(
+    scheme: str, host: str, port: str, rest: str
+) -> None:
+    url = f"{scheme}://{host}{port}{rest}"
+    try:
+        expected = parse_url(url)[1]
+    except ValueError:
+        return  # origin_of is only for URLs parse_url accepted
+    cache: dict[str, Origin] = {}
+    assert origin_of(url, cache) == expected
+    assert origin_of(url, cache) == expected
+
+
+def test_origin_of_parses_each_authority_once() -> None:
+    cache: dict[str, Origin] = {}
+    for index in range(100):
+        origin_of(f"http://example.com/q{index}.bin", cache)
+        origin_of(f"https://example.com:8443/q{index}.bin", cache)
+    assert cache == {
+        "http://example.com": Origin("http", "example.com", 80),
+        "https://example.com:8443": Origin("https", "example.com", 8443),
+    }
 
 
 def test_parse_url_strips_surrounding_whitespace() -> None:

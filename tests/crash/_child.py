@@ -235,9 +235,9 @@ def install_commit_kill(emit: Emit, min_offset: int, partials: Path) -> None:
     after which a segment's last vouched-for bytes are still zeros in the partial
     file (not written yet), or else the first one past ``2 * min_offset``."""
     from bgtransfer._core.journal import Phase  # noqa: PLC0415 - only this hook needs it
-    from bgtransfer._io.journal import Journal  # noqa: PLC0415
+    from bgtransfer._io import journal  # noqa: PLC0415
 
-    original = Journal._commit_sync
+    original = journal._commit_sync
 
     def unwritten(entry: Any) -> bool:
         try:
@@ -251,15 +251,15 @@ def install_commit_kill(emit: Emit, min_offset: int, partials: Path) -> None:
             return False
         return False
 
-    def commit(self: Journal, entries: list[Any], *args: Any, **kwargs: Any) -> None:
-        original(self, entries, *args, **kwargs)
-        for entry in entries:
+    def commit(connection: Any, batch: Any) -> None:
+        original(connection, batch)
+        for entry in batch.entries:
             if entry.phase is not Phase.RUNNING or entry.offset < min_offset:
                 continue
             if entry.offset >= 2 * min_offset or unwritten(entry):
                 die(emit, "after_commit")
 
-    Journal._commit_sync = commit  # type: ignore[method-assign]
+    journal._commit_sync = commit
 
 
 def journal_row(args: dict[str, Any], task_id: int) -> tuple[str, int] | None:

@@ -33,7 +33,8 @@ from bgtransfer._core.journal import (
     TaskEntry,
     entry_to_row,
 )
-from bgtransfer._io.journal import JOURNAL_NAME, Journal
+from bgtransfer._io import journal as journal_module
+from bgtransfer._io.journal import CHECKPOINT_COMMITS, INLINE_ROWS, JOURNAL_NAME, Journal
 
 pytestmark = pytest.mark.asyncio
 
@@ -303,6 +304,57 @@ async def test_concurrent_flushes_share_commits(tmp_path: Path) -> None:
     assert sorted(flushed) == list(range(1, 101))
     assert 1 <= commits <= 10
     assert sorted(_rows(path)) == list(range(1, 101))
+
+
+async def test_small_flushes_commit_on_the_loop_and_large_ones_in_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hops: list[object] = []
+    real = journal_module.run_blocking
+
+    async def counting(func: Any, *args: Any) -> Any:
+        hops.append(func)
+        return await real(func, *args)
+
+    monkeypatch.setattr(journal_module, "run_blocking", counting)
+    path = tmp_path / JOURNAL_NAME
+    journal = await Journal.open(path, interval=3600)
+    async with journal:
+        journal.put(_entry(1))
+        await journal.flush()
+        assert hops == []  # one row, no fsync: committed without a thread hop
+        assert _rows(path)[1] == entry_to_row(_entry(1))
+        many = [_entry(task_id) for task_id in range(2, 3 + INLINE_ROWS)]
+        for entry in many:
+            journal.put(entry)
+        await journal.flush()
+        assert len(hops) == 1  # more than INLINE_ROWS rows: a worker thread
+        assert sorted(_rows(path)) == list(range(1, 3 + INLINE_ROWS))
+    hops.clear()
+    journal = await Journal.open(path, interval=3600, fsync=True)
+    async with journal:
+        journal.put(_entry(1, offset=5))
+        await journal.flush()
+        assert len(hops) == 1  # an fsync never runs on the loop
+        assert _rows(path)[1] == entry_to_row(_entry(1, offset=5))
+
+
+async def test_the_writer_checkpoints_the_wal_so_it_stays_bounded(tmp_path: Path) -> None:
+    path = tmp_path / JOURNAL_NAME
+    wal = path.with_name(path.name + "-wal")
+    journal = await Journal.open(path, interval=3600)
+    rounds = 5 * CHECKPOINT_COMMITS
+    async with journal:
+        for offset in range(rounds):
+            journal.put(_entry(1, offset=offset, total=None))
+            await journal.flush()  # one commit each, on the loop
+        with anyio.fail_after(10):
+            while journal.statistics().checkpoints < 4:
+                await anyio.lowlevel.checkpoint()
+        # Each commit appends at least one 4 KiB page to the WAL: without
+        # checkpoints it would hold them all; with them it starts over.
+        assert wal.stat().st_size < rounds * 4096 // 2
+    assert _rows(path)[1] == entry_to_row(_entry(1, offset=rounds - 1, total=None))
 
 
 async def test_leaving_commits_what_is_pending(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ crash the first ``offset`` bytes of the partial file are good for ``validator``.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -146,6 +147,12 @@ def public_headers(headers: Sequence[tuple[str, str]]) -> tuple[tuple[str, str],
     return tuple((name, value) for name, value in headers if name.lower() not in SECRET_HEADERS)
 
 
+@functools.lru_cache(maxsize=256)
+def _headers_json(headers: tuple[tuple[str, str], ...]) -> str:
+    # Cached: most tasks share a few header sets, and every checkpoint encodes them.
+    return json.dumps([list(pair) for pair in public_headers(headers)])
+
+
 def entry_to_row(entry: TaskEntry) -> tuple[Any, ...]:
     """The entry as a row in :data:`COLUMNS` order."""
     outcome = None if entry.outcome is None else json.dumps(encode_terminal(entry.outcome))
@@ -154,7 +161,7 @@ def entry_to_row(entry: TaskEntry) -> tuple[Any, ...]:
         entry.url,
         entry.destination,
         entry.description,
-        json.dumps([list(pair) for pair in public_headers(entry.headers)]),
+        _headers_json(entry.headers),
         entry.phase.value,
         int(entry.keep_partial),
         entry.offset,

@@ -43,7 +43,7 @@ from .._core.events import (
     TerminalEvent,
 )
 from .._core.journal import Action, Phase, TaskEntry, plan_reattach
-from .._core.naming import Origin, filename_from_url, parse_url, unique_name
+from .._core.naming import Origin, filename_from_url, origin_of, parse_url, unique_name
 from .._core.ranges import plan_resume
 from .._core.resume_data import InvalidResumeDataError, ResumeData
 from .._core.retry import backoff, parse_retry_after
@@ -185,7 +185,7 @@ class Engine:
             with anyio.CancelScope(shield=True):
                 self._hub.close()
                 for record in self._records.values():
-                    record.done.set()  # waiters of unfinished tasks learn it is closed
+                    record.set_done()  # waiters of unfinished tasks learn it is closed
                 if self._client is not None:
                     await self._client.close()
         return None
@@ -202,6 +202,7 @@ class Engine:
         assert not self._records
         partials = [self._partials_dir / f"{entry.id}.part" for entry in entries]
         facts = await anyio.to_thread.run_sync(_inspect, entries, partials)
+        origins: dict[str, Origin] = {}  # most tasks share a few origins
         for entry, partial, (size, destination_exists) in zip(
             entries, partials, facts, strict=True
         ):
@@ -211,11 +212,11 @@ class Engine:
                 partial_size=size,
                 destination_exists=destination_exists,
             )
-            url, origin = parse_url(entry.url)
             record = self._new_record(
                 task_id=entry.id,
-                url=url,
-                origin=origin,
+                url=entry.url,  # validated when the journal was read
+                origin=origin_of(entry.url, origins),
+                partial=partial,
                 destination=Path(entry.destination),
                 description=entry.description,
                 headers=entry.headers,
@@ -247,7 +248,7 @@ class Engine:
                 record.state = TaskState.COMPLETED
                 record.terminal = outcome
                 record.replayed = True
-                record.done.set()
+                record.set_done()
                 self._replays_pending += 1
                 if plan.remove_partial:
                     self._spawn(remove_quietly, record.partial)
@@ -321,9 +322,15 @@ class Engine:
             await anyio.lowlevel.checkpoint()
 
     async def flush(self) -> None:
-        """Return once the journal holds everything done so far (no-op when ephemeral)."""
+        """Return once the journal holds everything done so far.
+
+        Always a scheduling point, never a cancellation point: a caller that just
+        made a task gets it back (a loop of ``download()`` calls lets the other
+        tasks run)."""
         if self._journal is not None:
             await self._journal.flush()
+        else:
+            await anyio.lowlevel.cancel_shielded_checkpoint()
 
     # -- commands -----------------------------------------------------------------
 
@@ -497,13 +504,14 @@ class Engine:
         validator: str | None = None,
         total: int | None = None,
         encoding: str = "identity",
+        partial: Path | None = None,
     ) -> TaskRecord:
         return TaskRecord(
             task_id=task_id,
             url=url,
             origin=origin,
             destination=destination,
-            partial=self._partials_dir / f"{task_id}.part",
+            partial=self._partials_dir / f"{task_id}.part" if partial is None else partial,
             description=description,
             headers=_merge_headers(self.config.headers, headers),
             request_headers=headers,
@@ -551,14 +559,17 @@ class Engine:
             raise TypeError(
                 f"destination must be a str or os.PathLike, not {type(destination).__name__}"
             )
-        path = Path(destination).expanduser()
-        if path.is_dir():
+        path = destination if isinstance(destination, Path) else Path(destination)
+        if str(path).startswith("~"):
+            path = path.expanduser()
+        if os.path.isdir(path):
             return self._unique_in(path.resolve(), filename_from_url(url))
-        if not path.parent.is_dir():
+        parent = path.parent
+        if not os.path.isdir(parent):
             raise InvalidDestinationError(
-                f"{url}: destination directory {str(path.parent)!r} does not exist"
+                f"{url}: destination directory {str(parent)!r} does not exist"
             )
-        target = self._resolved_dir(path.parent) / path.name
+        target = self._resolved_dir(parent) / path.name
         owner = self._claims.get(target)
         if owner is not None:
             raise InvalidDestinationError(
@@ -898,7 +909,7 @@ class Engine:
         if self._claims.get(record.destination) == record.id:
             del self._claims[record.destination]
         self._hub.publish(outcome)
-        record.done.set()
+        record.set_done()
 
 
 @contextlib.asynccontextmanager

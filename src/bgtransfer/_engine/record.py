@@ -45,6 +45,8 @@ class TaskRecord:
     """Everything the engine knows about one task. Mutated only by the engine."""
 
     __slots__ = (
+        "_done",
+        "_ended",
         "acked",
         "active_time",
         "announce_resume",
@@ -52,7 +54,6 @@ class TaskRecord:
         "bytes_received",
         "description",
         "destination",
-        "done",
         "encoding",
         "headers",
         "id",
@@ -127,7 +128,8 @@ class TaskRecord:
         self.acked = False  # a consumer has seen its terminal event
         self.last_progress: ProgressEvent | None = None
         self.terminal: TerminalEvent | None = None
-        self.done = anyio.Event()
+        self._done: anyio.Event | None = None  # made when somebody waits (most never do)
+        self._ended = False
         self.scope: anyio.CancelScope | None = None
         self.throttle = ProgressThrottle(
             task_id, interval=progress_interval, total=offset, expected=total
@@ -149,6 +151,20 @@ class TaskRecord:
             description=self.description,
             headers=public_headers(tuple(self.headers.items())),
         )
+
+    @property
+    def done(self) -> anyio.Event:
+        """Set once the task has ended (or the session closed under it)."""
+        if self._done is None:
+            self._done = anyio.Event()
+            if self._ended:
+                self._done.set()
+        return self._done
+
+    def set_done(self) -> None:
+        self._ended = True
+        if self._done is not None:
+            self._done.set()
 
     def entry(self) -> TaskEntry:
         """The record as the journal stores it now."""

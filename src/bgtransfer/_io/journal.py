@@ -1,9 +1,14 @@
-"""The journal's SQLite shell: open, check, migrate, load; then batched commits off the loop.
+"""The journal's SQLite shell: open, check, migrate, load; then batched commits.
 
 Everything that decides lives in :mod:`bgtransfer._core.journal`; this module only
-moves rows. The database is stdlib :mod:`sqlite3` in WAL mode. All database work
-runs in a worker thread, one call at a time, so the event loop never waits for
-the disk.
+moves rows. The database is stdlib :mod:`sqlite3` in WAL mode, used by one call
+at a time. Work that may wait for the disk runs in a worker thread: opening,
+the writer's interval commits, commits that fsync (``durability="fsync"``), and
+WAL checkpoints (SQLite's automatic ones are off). A small commit awaited by
+:meth:`Journal.flush` without fsync is only a ``write`` into the page cache
+(tens of microseconds, less than the thread hop itself), so it runs on the
+loop: that is what lets ``await session.download()`` return durable thousands
+of times a second.
 
 Writes are batched: the engine's :meth:`Journal.put` only records the newest
 entry per task in memory. A writer task commits what has gathered in one
@@ -18,12 +23,14 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import anyio.to_thread
 import attrs
 
@@ -37,6 +44,7 @@ from .._core.journal import (
 )
 from .._exceptions import JournalError
 from .files import PRIVATE_FILE_MODE, fsync_dir, fsync_file
+from .threads import run_blocking
 
 __all__ = ["JOURNAL_NAME", "Journal", "JournalStatistics"]
 
@@ -46,6 +54,12 @@ JOURNAL_NAME = "journal.sqlite3"
 
 EXIT_TIMEOUT = 10.0
 """Seconds the final commit may take when the session closes before it is abandoned."""
+
+INLINE_ROWS = 64
+"""A flush() committing at most this many rows without fsync commits on the loop."""
+
+CHECKPOINT_COMMITS = 1000
+"""Commits after which the writer copies the WAL back into the database (in a thread)."""
 
 _UPSERT = (
     f"INSERT INTO tasks ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)}) "
@@ -63,6 +77,8 @@ class JournalStatistics:
     """Entries (and deletions) put but not committed yet."""
     commits: int
     """Transactions committed since the journal was opened."""
+    checkpoints: int
+    """WAL checkpoints run by the writer since the journal was opened."""
 
 
 class Journal:
@@ -100,7 +116,10 @@ class Journal:
         self._lock = anyio.Lock(fast_acquire=True)  # one commit at a time
         self._task_group: anyio.abc.TaskGroup | None = None
         self._commits = 0
-        self._last_commit = 0.0
+        self._last_commit = time.monotonic()
+        self._uncheckpointed = 0  # commits since the last WAL checkpoint
+        self._checkpoints = 0
+        self._checkpointer: sqlite3.Connection | None = None  # opened by the first checkpoint
 
     # -- opening ------------------------------------------------------------------
 
@@ -159,16 +178,25 @@ class Journal:
         """Return once everything put so far is committed; raise the writer's
         :class:`~bgtransfer.JournalError` if it cannot write.
 
-        The caller commits itself when no commit is running (one thread hop);
-        concurrent callers queue on the lock and find their entries committed by
-        the one before them (group commit).
+        The caller first lets the other ready tasks run (a scheduling point, but
+        not a cancellation point: what was put gets committed), so tasks putting
+        at the same time share one commit (group commit). Then, with no commit
+        running, it commits itself: on the loop when the batch is small and
+        nothing needs an fsync, else in a worker thread, while later callers
+        queue on the lock and find their entries committed by the one before.
         """
         target = self._generation
+        if self._committed >= target:
+            return
+        await anyio.lowlevel.cancel_shielded_checkpoint()
         while self._committed < target:
             if self._failure is not None:
                 raise self._failure
             if self._task_group is None:
                 raise JournalError(str(self.path), "the journal is closed")
+            if not self._lock.locked() and self._may_commit_inline():
+                self._commit_inline()  # nothing else can commit meanwhile: no await
+                continue
             async with self._lock:
                 if self._committed < target and self._failure is None:
                     await self._commit()
@@ -176,7 +204,9 @@ class Journal:
     def statistics(self) -> JournalStatistics:
         """Entries waiting to be committed, and commits made so far."""
         return JournalStatistics(
-            pending=len(self._pending) + len(self._forgotten), commits=self._commits
+            pending=len(self._pending) + len(self._forgotten),
+            commits=self._commits,
+            checkpoints=self._checkpoints,
         )
 
     # -- the writer ---------------------------------------------------------------
@@ -216,14 +246,14 @@ class Journal:
                         EXIT_TIMEOUT,
                     )
                 else:  # the worker thread may still use the connection: leave it
-                    await anyio.to_thread.run_sync(self._connection.close)
+                    await run_blocking(_close_all, self._checkpointer, self._connection)
 
     async def _writer(self) -> None:
         while True:
             dirty = self._generation != self._committed
             if not dirty and self._stopping:
                 return
-            waited = anyio.current_time() - self._last_commit
+            waited = time.monotonic() - self._last_commit
             if dirty and (self._urgent or self._stopping or waited >= self._interval):
                 async with self._lock:
                     if self._generation != self._committed:
@@ -231,60 +261,141 @@ class Journal:
                 if self._failure is not None:
                     return
                 continue
+            if self._uncheckpointed >= CHECKPOINT_COMMITS:
+                await self._checkpoint()  # its own connection: commits go on meanwhile
+                continue
             self._wakeup = anyio.Event()
             with anyio.move_on_after(self._interval - waited if dirty else self._interval):
                 await self._wakeup.wait()
 
+    async def _checkpoint(self) -> None:
+        """Copy the WAL back into the database and empty it, in a thread (it fsyncs).
+
+        First a passive pass without the lock, on a connection of its own (a
+        connection serves one call at a time, and in WAL mode a checkpoint and
+        commits proceed side by side): it copies nearly everything while commits
+        go on. Then, under the lock, a truncating pass copies the frames committed
+        meanwhile and empties the WAL (after a pass that overlapped commits, SQLite
+        does not always start the WAL over by itself).
+        """
+        self._uncheckpointed = 0
+        try:
+            await run_blocking(self._checkpoint_sync, "PASSIVE")
+            async with self._lock:
+                await run_blocking(self._checkpoint_sync, "TRUNCATE")
+        except sqlite3.Error as exc:  # the WAL keeps the data; the next one may succeed
+            logger.warning("journal %s: WAL checkpoint failed: %s", self.path, exc)
+        else:
+            self._checkpoints += 1
+
+    def _checkpoint_sync(self, mode: str) -> None:
+        if self._checkpointer is None:
+            self._checkpointer = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False
+            )
+        # fetchall: a statement left unfinished would hold a read lock on the WAL.
+        self._checkpointer.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+
+    def _may_commit_inline(self) -> bool:
+        return not self._fsync and len(self._pending) + len(self._forgotten) <= INLINE_ROWS
+
+    def _take_batch(self) -> _Batch:
+        batch = _Batch(
+            entries=list(self._pending.values()),
+            forgotten=list(self._forgotten),
+            files=list(self._data_files.values()),
+            generation=self._generation,
+            next_id=self.next_id,
+        )
+        self._pending, self._forgotten, self._data_files = {}, set(), {}
+        self._urgent = False
+        return batch
+
+    def _settle(self, batch: _Batch, error: sqlite3.Error | OSError | None) -> None:
+        if error is not None:
+            self._failure = JournalError(str(self.path), f"cannot write: {error}")
+            logger.error("%s", self._failure)
+        if self._failure is None:
+            self._committed = batch.generation
+            self._commits += 1
+            self._uncheckpointed += 1
+            if self._uncheckpointed >= CHECKPOINT_COMMITS:
+                self._wakeup.set()  # the writer checkpoints, in its thread
+        self._last_commit = time.monotonic()
+
+    def _commit_inline(self) -> None:
+        """A small commit without fsync, on the loop: a write into the page cache."""
+        batch = self._take_batch()
+        try:
+            _commit_sync(self._connection, batch)
+        except (sqlite3.Error, OSError) as exc:
+            self._settle(batch, exc)
+        else:
+            self._settle(batch, None)
+
     async def _commit(self, *, abandon_on_cancel: bool = False) -> None:
-        """Commit everything pending in one transaction.
+        """Commit everything pending in one transaction, in a worker thread.
 
         Shielded: once the batch is taken out of ``_pending`` it must reach the
         database, or a cancellation would drop it. Only the exit's last commit may
         be abandoned (``abandon_on_cancel``), when it overruns ``EXIT_TIMEOUT``.
         """
-        entries = list(self._pending.values())
-        forgotten = list(self._forgotten)
-        files = list(self._data_files.values())
-        generation, next_id = self._generation, self.next_id
-        self._pending, self._forgotten, self._data_files = {}, set(), {}
-        self._urgent = False
+        batch = self._take_batch()
+        error: sqlite3.Error | OSError | None = None
         self._busy = True
         try:
-            with anyio.CancelScope(shield=not abandon_on_cancel):
+            if abandon_on_cancel:
                 await anyio.to_thread.run_sync(
-                    self._commit_sync,
-                    entries,
-                    forgotten,
-                    files,
-                    next_id,
-                    abandon_on_cancel=abandon_on_cancel,
+                    _commit_sync, self._connection, batch, abandon_on_cancel=True
                 )
+            else:
+                await run_blocking(_commit_sync, self._connection, batch)
         except (sqlite3.Error, OSError) as exc:
-            self._failure = JournalError(str(self.path), f"cannot write: {exc}")
-            logger.error("%s", self._failure)  # noqa: TRY400 - the message says it all
+            error = exc
         finally:
             self._busy = False
-        if self._failure is None:
-            self._committed = generation
-            self._commits += 1
-        self._last_commit = anyio.current_time()
+        self._settle(batch, error)
 
-    def _commit_sync(
-        self, entries: list[TaskEntry], forgotten: list[int], files: list[Path], next_id: int
-    ) -> None:
-        for path in files:  # durability="fsync": the bytes before the checkpoint
-            fsync_file(path)
-        connection = self._connection
-        connection.execute("BEGIN")
-        try:
-            connection.executemany(_UPSERT, [entry_to_row(entry) for entry in entries])
-            connection.executemany("DELETE FROM tasks WHERE id = ?", [(i,) for i in forgotten])
-            connection.execute("UPDATE meta SET value = ? WHERE key = 'next_id'", (str(next_id),))
-            connection.execute("COMMIT")
-        except BaseException:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            raise
+
+def _close_all(checkpointer: sqlite3.Connection | None, connection: sqlite3.Connection) -> None:
+    if checkpointer is not None:
+        checkpointer.close()
+    connection.close()  # the last one out checkpoints and removes the WAL
+
+
+@attrs.frozen(kw_only=True)
+class _Batch:
+    entries: list[TaskEntry]
+    forgotten: list[int]
+    files: list[Path]  # durability="fsync": partial files to sync first
+    generation: int
+    next_id: int
+
+
+def _commit_sync(connection: sqlite3.Connection, batch: _Batch) -> None:
+    """One transaction. ``next_id`` is stored when rows are deleted: while a task's
+    row exists it bounds the ids by itself (ids never repeat either way)."""
+    for path in batch.files:  # durability="fsync": the bytes before the checkpoint
+        fsync_file(path)
+    rows = [entry_to_row(entry) for entry in batch.entries]
+    if len(rows) == 1 and not batch.forgotten:
+        connection.execute(_UPSERT, rows[0])  # one statement is its own transaction
+        return
+    connection.execute("BEGIN")
+    try:
+        connection.executemany(_UPSERT, rows)
+        if batch.forgotten:
+            connection.executemany(
+                "DELETE FROM tasks WHERE id = ?", [(i,) for i in batch.forgotten]
+            )
+            connection.execute(
+                "UPDATE meta SET value = ? WHERE key = 'next_id'", (str(batch.next_id),)
+            )
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
 
 
 # -- opening, in the worker thread ------------------------------------------------------
@@ -355,6 +466,8 @@ def _load(
         connection.execute("PRAGMA journal_mode = WAL")
         _migrate(connection, where, version, migrations)
         connection.execute(f"PRAGMA synchronous = {'FULL' if fsync else 'NORMAL'}")
+        # Checkpoints fsync: the writer runs them in its thread, never a commit on the loop.
+        connection.execute("PRAGMA wal_autocheckpoint = 0")
         rows = connection.execute(_SELECT).fetchall()
         meta = connection.execute("SELECT value FROM meta WHERE key = 'next_id'").fetchone()
     except sqlite3.DatabaseError as exc:

@@ -259,7 +259,7 @@ def _open_partial(path: Path, plan: BodyPlan) -> int:
 
 def _pwrite_all(fd: int, chunks: Sequence[bytes], offset: int) -> None:
     """Write every chunk, in order, at ``offset``; short writes are finished."""
-    views: list[bytes | memoryview] = list(chunks)
+    views: list[bytes | memoryview] = [chunk for chunk in chunks if chunk]
     first = 0
     while first < len(views):
         done = os.pwritev(fd, views[first : first + _MAX_IOV], offset)
@@ -342,6 +342,8 @@ class _BodyWriter:
 
     async def add(self, chunk: bytes) -> None:
         self._raise_if_failed()
+        if not chunk:
+            return
         self._chunks.append(chunk)
         self._pending += len(chunk)
         if self._inflight is None:

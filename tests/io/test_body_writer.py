@@ -1,0 +1,654 @@
+"""The body writer under the transfer: batched pwritev, lazy open, one hop for small
+bodies, honest progress, back-pressure, failures, and the request_timeout watchdog.
+
+White-box tests of ``bgtransfer._io.transfer``. Worker calls are counted by wrapping
+``start_blocking``; slow disks are simulated by a write that waits on a
+``threading.Event``. Only the first-write delay and the watchdog let time pass,
+because time passing is what they are about.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import random
+import stat
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+import aiohttp
+import anyio
+import attrs
+import pytest
+
+from bgtransfer import LocalFileError, TransferTimeoutError
+from bgtransfer._io import transfer
+from bgtransfer._io.transfer import (
+    FIRST_WRITE_BYTES,
+    FIRST_WRITE_DELAY,
+    MAX_PENDING_BYTES,
+    BodyPlan,
+    fetch_to_file,
+)
+from bgtransfer.testing import Faults, TestServer
+
+URL = "http://files.example/body.bin"
+MiB = 1024 * 1024
+PROC_FDS = Path("/proc/self/fd")
+
+
+def body(size: int, seed: str) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def open_fds() -> int | None:
+    """How many file descriptors this process has open (None without /proc)."""
+    return len(os.listdir(PROC_FDS)) if PROC_FDS.is_dir() else None
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+class Sink:
+    """A minimal TransferSink that records what it is told."""
+
+    def __init__(self, *, prepare_delay: float = 0.0, partial: Path | None = None) -> None:
+        self.prepare_delay = prepare_delay
+        self.partial = partial
+        self.plans: list[BodyPlan] = []
+        self.file_existed_at_prepare: bool | None = None
+        self.received = 0
+        self.writes: list[int] = []
+        self.first_write = anyio.Event()
+
+    def judge(self, status: int, reason: str, headers: Mapping[str, str]) -> BodyPlan | None:
+        if status != 200:
+            return None
+        return BodyPlan(0, int(headers["content-length"]))
+
+    async def prepare(self, plan: BodyPlan) -> None:
+        self.plans.append(plan)
+        if self.partial is not None:
+            self.file_existed_at_prepare = self.partial.exists()
+        if self.prepare_delay:
+            await anyio.sleep(self.prepare_delay)
+
+    def chunk_received(self, nbytes: int) -> None:
+        self.received += nbytes
+
+    def bytes_written(self, nbytes: int) -> None:
+        self.writes.append(nbytes)
+        self.first_write.set()
+
+
+@attrs.frozen
+class WorkerCall:
+    """One ``_write_chunks`` call as the writer started it."""
+
+    fd: int
+    chunks: list[bytes]
+    offset: int
+    close: bool
+
+
+@pytest.fixture
+def worker_calls(monkeypatch: pytest.MonkeyPatch) -> list[WorkerCall]:
+    """Every worker-thread call the writer makes, in order."""
+    calls: list[WorkerCall] = []
+    real = transfer.start_blocking
+
+    def counting(func: Callable[..., object], *args: object) -> object:
+        fd, _path, _plan, chunks, offset, close = args
+        assert isinstance(fd, int)
+        assert isinstance(chunks, list)
+        assert isinstance(offset, int)
+        assert isinstance(close, bool)
+        calls.append(WorkerCall(fd, list(chunks), offset, close))
+        return real(func, *args)
+
+    monkeypatch.setattr(transfer, "start_blocking", counting)
+    return calls
+
+
+@pytest.fixture
+def write_gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """Worker calls wait until the returned event is set (a stalled disk)."""
+    gate = threading.Event()
+    real = transfer._write_chunks
+
+    def slow(*args: object) -> transfer._Outcome:
+        assert gate.wait(timeout=30), "the test never released the write gate"
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(transfer, "_write_chunks", slow)
+    try:
+        yield gate
+    finally:
+        gate.set()  # never leave a worker thread blocked behind a failed test
+
+
+def writer_for(path: Path, plan: BodyPlan, sink: Sink, **kwargs: object) -> transfer._BodyWriter:
+    return transfer._BodyWriter(path, plan, sink, url=URL, **kwargs)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------
+# _pwrite_all
+# --------------------------------------------------------------------------------------
+
+
+def limit_pwritev(monkeypatch: pytest.MonkeyPatch, limit: int | None) -> list[int]:
+    """Make os.pwritev accept at most ``limit`` bytes per call; record buffers per call."""
+    real = os.pwritev
+    buffer_counts: list[int] = []
+
+    def pwritev(fd: int, buffers: Sequence[bytes | memoryview], offset: int) -> int:
+        buffers = list(buffers)
+        buffer_counts.append(len(buffers))
+        if limit is None:
+            return real(fd, buffers, offset)
+        taken: list[bytes] = []
+        room = limit
+        for buffer in buffers:
+            if room == 0:
+                break
+            piece = bytes(buffer[:room])
+            taken.append(piece)
+            room -= len(piece)
+        return real(fd, taken, offset)
+
+    monkeypatch.setattr(os, "pwritev", pwritev)
+    return buffer_counts
+
+
+def pwrite_into(path: Path, chunks: Sequence[bytes], offset: int) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        transfer._pwrite_all(fd, chunks, offset)
+    finally:
+        os.close(fd)
+
+
+def test_pwrite_all_finishes_short_writes_in_order(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    rng = random.Random("short writes")
+    chunks = [rng.randbytes(rng.choice((0, 1, 3, 7, 8, 13, 50))) for _ in range(60)]
+    expected = b"".join(chunks)
+    path = tmp_path / "f"
+    path.write_bytes(b"HEAD!")
+    buffer_counts = limit_pwritev(monkeypatch, 7)
+
+    pwrite_into(path, chunks, 5)
+
+    assert path.read_bytes() == b"HEAD!" + expected
+    assert len(buffer_counts) == -(-len(expected) // 7)  # every call made 7 bytes of progress
+
+
+def test_pwrite_all_sends_at_most_max_iov_buffers_per_call(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    count = 2 * transfer._MAX_IOV + 452
+    rng = random.Random("many chunks")
+    chunks = [rng.randbytes(rng.randint(1, 3)) for _ in range(count)]
+    path = tmp_path / "f"
+    path.touch()
+    buffer_counts = limit_pwritev(monkeypatch, None)
+
+    pwrite_into(path, chunks, 0)
+
+    assert path.read_bytes() == b"".join(chunks)
+    assert buffer_counts == [transfer._MAX_IOV, transfer._MAX_IOV, 452]
+
+
+def test_pwrite_all_short_writes_over_more_than_max_iov_chunks(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    count = transfer._MAX_IOV + 300
+    rng = random.Random("many short")
+    chunks = [rng.randbytes(rng.randint(1, 3)) for _ in range(count)]
+    path = tmp_path / "f"
+    path.touch()
+    buffer_counts = limit_pwritev(monkeypatch, 7)
+
+    pwrite_into(path, chunks, 0)
+
+    assert sha256(path.read_bytes()) == sha256(b"".join(chunks))
+    assert max(buffer_counts) == transfer._MAX_IOV
+    assert all(0 < n <= transfer._MAX_IOV for n in buffer_counts)
+
+
+def test_pwrite_all_raises_when_no_byte_is_accepted(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(os, "pwritev", lambda fd, buffers, offset: 0)
+    path = tmp_path / "f"
+    path.touch()
+    with pytest.raises(OSError, match="accepted no bytes") as raised:
+        pwrite_into(path, [b"abc"], 0)
+    assert raised.value.errno == errno.EIO
+
+
+def test_pwrite_all_with_only_empty_chunks_writes_nothing(tmp_path: Path) -> None:
+    # Once reachable through _stream_body by a segment plan with length 0 (the first
+    # chunk cut to b""): finish() failed with "the file accepted no bytes".
+    path = tmp_path / "f"
+    path.write_bytes(b"keep")
+    pwrite_into(path, [b""], 0)
+    assert path.read_bytes() == b"keep"
+
+
+# --------------------------------------------------------------------------------------
+# _BodyWriter: opening, one hop for small bodies, plans
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_small_body_costs_one_worker_call(
+    worker_calls: list[WorkerCall], tmp_path: Path
+) -> None:
+    path = tmp_path / "small.part"
+    chunks = [body(1000, "a"), body(20_000, "b"), body(3, "c")]
+    data = b"".join(chunks)
+    assert len(data) < FIRST_WRITE_BYTES
+    sink = Sink()
+    writer = writer_for(path, BodyPlan(0, len(data)), sink)
+
+    for chunk in chunks:
+        await writer.add(chunk)
+    assert not path.exists()  # nothing is opened before the first write
+    await writer.finish()
+    await writer.aclose()  # after success: nothing left to do
+
+    assert worker_calls == [WorkerCall(-1, chunks, 0, close=True)]  # open, write, close
+    assert writer._fd == transfer._CLOSED
+    assert path.read_bytes() == data
+    assert mode(path) == 0o600
+    assert writer.written == len(data)
+    assert sum(sink.writes) == len(data)
+    assert all(n > 0 for n in sink.writes)
+
+
+@pytest.mark.asyncio
+async def test_empty_body_creates_an_empty_private_file(
+    worker_calls: list[WorkerCall], tmp_path: Path
+) -> None:
+    path = tmp_path / "empty.part"
+    sink = Sink()
+    writer = writer_for(path, BodyPlan(0, 0), sink)
+
+    await writer.finish()
+    await writer.aclose()
+
+    assert path.read_bytes() == b""
+    assert mode(path) == 0o600
+    assert worker_calls == [WorkerCall(-1, [], 0, close=True)]
+    assert writer.written == 0
+    assert sink.writes == []  # no progress report of 0 bytes
+
+
+@pytest.mark.asyncio
+async def test_fresh_plan_truncates_an_existing_longer_file(tmp_path: Path) -> None:
+    path = tmp_path / "old.part"
+    path.write_bytes(body(100_000, "old"))
+    path.chmod(0o644)
+    data = body(5_000, "new")
+    sink = Sink()
+    writer = writer_for(path, BodyPlan(0, len(data)), sink)
+
+    await writer.add(data)
+    await writer.finish()
+    await writer.aclose()
+
+    assert path.read_bytes() == data
+    assert mode(path) == 0o600  # whatever mode the older file had
+    assert sum(sink.writes) == len(data)
+
+
+@pytest.mark.asyncio
+async def test_resumed_plan_cuts_stale_bytes_and_appends(tmp_path: Path) -> None:
+    path = tmp_path / "resume.part"
+    old = body(300_000, "old")
+    path.write_bytes(old)
+    k = 70_001
+    new = [body(40_000, "n1"), body(50_000, "n2")]  # ends well before the old file did
+    sink = Sink()
+    writer = writer_for(path, BodyPlan(offset=k, length=90_000, truncate=True), sink)
+
+    for chunk in new:
+        await writer.add(chunk)
+    await writer.finish()
+    await writer.aclose()
+
+    assert sha256(path.read_bytes()) == sha256(old[:k] + b"".join(new))
+    assert writer.written == sum(sink.writes) == 90_000
+
+
+@pytest.mark.parametrize(
+    "plan",
+    [BodyPlan(offset=1_000, length=10, truncate=True), BodyPlan(0, 10, truncate=False)],
+    ids=["resumed", "segment"],
+)
+@pytest.mark.asyncio
+async def test_only_a_fresh_plan_creates_the_file(
+    tmp_path: Path, plan: BodyPlan, worker_calls: list[WorkerCall]
+) -> None:
+    path = tmp_path / "missing.part"
+    sink = Sink()
+    writer = writer_for(path, plan, sink)
+
+    await writer.add(b"0123456789")
+    with pytest.raises(LocalFileError) as raised:
+        await writer.finish()
+    await writer.aclose()  # does not raise again
+
+    error = raised.value
+    assert str(error) == f"{URL}: cannot open partial file {path}: no such file or directory"
+    assert error.url == URL
+    assert error.errno == errno.ENOENT
+    assert error.filename == str(path)
+    assert isinstance(error.__cause__, FileNotFoundError)
+    assert not path.exists()
+    assert len(worker_calls) == 1  # aclose tries nothing more
+    assert writer.written == 0
+    assert sink.writes == []
+
+
+@pytest.mark.asyncio
+async def test_segment_plan_writes_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "segments.part"
+    preallocated = body(400_000, "prealloc")
+    path.write_bytes(preallocated)
+    start, length = 100_000, 150_000
+    new = body(length, "segment")
+    sink = Sink()
+    writer = writer_for(path, BodyPlan(start, length, truncate=False), sink)
+
+    for i in range(0, length, 32_768):
+        await writer.add(new[i : i + 32_768])
+    await writer.finish()
+    await writer.aclose()
+
+    expected = preallocated[:start] + new + preallocated[start + length :]
+    assert sha256(path.read_bytes()) == sha256(expected)
+    assert writer.written == sum(sink.writes) == length
+
+
+# --------------------------------------------------------------------------------------
+# _BodyWriter: when the first write happens, and writing while bytes arrive
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_first_bytes_are_written_after_the_first_write_delay(
+    worker_calls: list[WorkerCall], tmp_path: Path
+) -> None:
+    path = tmp_path / "delay.part"
+    first = [body(100, "x"), body(900, "y")]
+    sink = Sink()
+    writer = writer_for(path, BodyPlan(0, None), sink)
+    loop_time = anyio.current_time
+
+    started = loop_time()
+    for chunk in first:
+        await writer.add(chunk)
+    assert worker_calls == []  # small: waits for more (or the delay)
+    with anyio.fail_after(5):
+        await sink.first_write.wait()  # no further chunk, no finish
+    waited = loop_time() - started
+
+    assert waited >= FIRST_WRITE_DELAY * 0.9
+    assert worker_calls == [WorkerCall(-1, first, 0, close=False)]  # both, in one write
+    assert sink.writes == [1000]
+    assert writer.written == 1000
+    assert path.read_bytes() == b"".join(first)
+    assert writer._fd >= 0  # still open for the rest
+
+    last = body(10, "z")
+    await writer.add(last)
+    await writer.finish()
+    await writer.aclose()
+    assert path.read_bytes() == b"".join([*first, last])
+    assert sum(sink.writes) == 1010
+    assert writer._fd == transfer._CLOSED
+
+
+@pytest.mark.asyncio
+async def test_large_body_writes_before_finish(
+    worker_calls: list[WorkerCall], tmp_path: Path
+) -> None:
+    path = tmp_path / "large.part"
+    first, second = body(FIRST_WRITE_BYTES, "1"), body(5_000, "2")
+    sink = Sink()
+    writer = writer_for(path, BodyPlan(0, None), sink)
+
+    await writer.add(first)
+    assert len(worker_calls) == 1  # started at once, not after the delay
+    with anyio.fail_after(5):
+        await sink.first_write.wait()
+    assert sink.writes == [FIRST_WRITE_BYTES]
+    assert path.read_bytes() == first
+
+    await writer.add(second)
+    assert worker_calls[1:] == [WorkerCall(writer._fd, [second], FIRST_WRITE_BYTES, close=False)]
+    await writer.finish()
+    await writer.aclose()
+
+    assert path.read_bytes() == first + second
+    assert sum(sink.writes) == len(first) + len(second)
+    assert all(n > 0 for n in sink.writes)
+
+
+# --------------------------------------------------------------------------------------
+# _BodyWriter: aclose after a failure or cancel
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_aclose_without_finish_writes_what_was_received(
+    worker_calls: list[WorkerCall], tmp_path: Path
+) -> None:
+    path = tmp_path / "failed.part"
+    chunks = [body(500, "p"), body(700, "q")]
+    sink = Sink()
+    fds_before = open_fds()
+    writer = writer_for(path, BodyPlan(0, 10_000), sink)
+
+    for chunk in chunks:
+        await writer.add(chunk)
+    await writer.aclose()  # the server failed before the body ended
+
+    assert path.read_bytes() == b"".join(chunks)
+    assert writer.written == sum(sink.writes) == 1200
+    assert worker_calls == [WorkerCall(-1, chunks, 0, close=True)]
+    assert writer._fd == transfer._CLOSED
+    assert open_fds() == fds_before
+
+
+@pytest.mark.asyncio
+async def test_aclose_in_a_cancelled_scope_still_writes_and_closes(
+    write_gate: threading.Event, tmp_path: Path
+) -> None:
+    path = tmp_path / "cancelled.part"
+    chunks = [body(FIRST_WRITE_BYTES, "big"), body(3_000, "r"), body(4_000, "s")]
+    sink = Sink()
+    fds_before = open_fds()
+    writer = writer_for(path, BodyPlan(0, None), sink)
+
+    for chunk in chunks:  # the first write starts and waits on the gate
+        await writer.add(chunk)
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        write_gate.set()
+        await writer.aclose()  # shielded: runs to its end
+    assert not scope.cancelled_caught
+
+    assert path.read_bytes() == b"".join(chunks)
+    assert writer.written == sum(sink.writes) == FIRST_WRITE_BYTES + 7_000
+    assert writer._fd == transfer._CLOSED
+    assert open_fds() == fds_before
+
+
+@pytest.mark.parametrize("where", ["first write", "last write"])
+@pytest.mark.asyncio
+async def test_write_error_is_a_local_file_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, where: str
+) -> None:
+    raised_by_disk: list[OSError] = []
+
+    def no_space(fd: int, buffers: object, offset: int) -> int:
+        error = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        raised_by_disk.append(error)
+        raise error
+
+    monkeypatch.setattr(os, "pwritev", no_space)
+    path = tmp_path / "full.part"
+    sink = Sink()
+    fds_before = open_fds()
+    writer = writer_for(path, BodyPlan(0, None), sink)
+
+    if where == "first write":
+        await writer.add(body(FIRST_WRITE_BYTES, "f"))  # starts the write at once
+        await writer._drain()
+        failing = writer.add(b"more")  # the next add reports the failure
+    else:
+        await writer.add(b"tiny")
+        failing = writer.finish()  # the one write (open, write, close) fails
+    with pytest.raises(LocalFileError) as raised:
+        await failing
+    await writer.aclose()  # the first error stands; nothing more is raised
+
+    error = raised.value
+    assert str(error) == f"{URL}: cannot write {path}: no space left on device"
+    assert error.errno == errno.ENOSPC
+    assert error.filename == str(path)
+    assert len(raised_by_disk) == 1
+    assert error.__cause__ is raised_by_disk[0]
+    assert writer._fd == transfer._CLOSED
+    assert open_fds() == fds_before
+    assert writer.written == 0
+    assert sink.writes == []
+    assert path.read_bytes() == b""  # opened (and truncated), never written
+
+
+# --------------------------------------------------------------------------------------
+# _BodyWriter: a slow disk batches writes, and past MAX_PENDING_BYTES the reader waits
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_back_pressure_waits_for_the_disk(
+    write_gate: threading.Event, worker_calls: list[WorkerCall], tmp_path: Path
+) -> None:
+    path = tmp_path / "slow.part"
+    first = body(FIRST_WRITE_BYTES, "first")
+    later = [body(MiB, f"later {i}") for i in range(MAX_PENDING_BYTES // MiB + 1)]
+    sink = Sink()
+    watchdog = transfer._Watchdog(60.0, lambda: pytest.fail("the watchdog fired"))
+    writer = writer_for(path, BodyPlan(0, None), sink, watchdog=watchdog)
+    started: list[int] = []
+    returned: list[int] = []
+
+    async def reader() -> None:
+        for i, chunk in enumerate(later):
+            started.append(i)
+            await writer.add(chunk)
+            returned.append(i)
+
+    try:
+        await writer.add(first)  # the first write starts and stalls at the gate
+        assert len(worker_calls) == 1
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reader)
+            await anyio.wait_all_tasks_blocked()
+            # The add that brought the gathered bytes to MAX_PENDING_BYTES waits.
+            blocking = MAX_PENDING_BYTES // MiB - 1
+            assert started == list(range(blocking + 1))
+            assert returned == list(range(blocking))
+            assert watchdog.paused  # a wait for the disk is not a wait for the server
+            assert len(worker_calls) == 1
+            assert sink.writes == []
+            write_gate.set()
+        assert returned == list(range(len(later)))
+        assert not watchdog.paused
+        await writer.finish()
+        await writer.aclose()
+    finally:
+        write_gate.set()  # no worker thread outlives a failed test
+        watchdog.stop()
+
+    # What gathered behind the stalled write went out as one write, in order.
+    gathered = MAX_PENDING_BYTES // MiB
+    assert worker_calls[0].fd == -1  # the first write opened the file
+    assert worker_calls[1].fd >= 0
+    assert worker_calls[1].chunks == later[:gathered]
+    assert worker_calls[1].offset == FIRST_WRITE_BYTES
+    expected = first + b"".join(later)
+    assert sha256(path.read_bytes()) == sha256(expected)
+    assert writer.written == sum(sink.writes) == len(expected)
+
+
+# --------------------------------------------------------------------------------------
+# fetch_to_file: the request_timeout watchdog against the test server
+#
+# A stall mid-body with the default flow is covered end to end in test_failures.py
+# (test_request_timeout_mid_body); here the watchdog's pause during sink.prepare.
+# --------------------------------------------------------------------------------------
+
+TIMEOUT = 0.25
+
+
+async def fetch(server: TestServer, path: str, partial: Path, sink: Sink) -> BodyPlan | None:
+    async with aiohttp.ClientSession() as client:
+        return await fetch_to_file(
+            client,
+            url=server.url(path),
+            headers={},
+            partial=partial,
+            request_timeout=TIMEOUT,
+            sink=sink,
+        )
+
+
+@pytest.mark.asyncio
+async def test_slow_prepare_does_not_count_against_request_timeout(
+    server: TestServer, tmp_path: Path
+) -> None:
+    file = server.add_file("/prepared.bin", size=300_000)
+    partial = tmp_path / "prepared.part"
+    sink = Sink(prepare_delay=3 * TIMEOUT, partial=partial)
+
+    with anyio.fail_after(10):
+        plan = await fetch(server, file.path, partial, sink)
+
+    assert plan == BodyPlan(0, file.size)
+    assert sink.plans == [plan]
+    assert sink.file_existed_at_prepare is False  # prepare runs before the file is opened
+    assert hashlib.sha256(partial.read_bytes()).hexdigest() == file.sha256
+    assert sink.received == sum(sink.writes) == file.size
+
+
+@pytest.mark.asyncio
+async def test_watchdog_resumes_after_a_slow_prepare(server: TestServer, tmp_path: Path) -> None:
+    file = server.add_file("/stalls.bin", size=100_000)
+    server.set_faults(file.path, Faults(hold_after=20_000))  # never released
+    partial = tmp_path / "stalls.part"
+    sink = Sink(prepare_delay=3 * TIMEOUT)
+
+    with anyio.fail_after(10), pytest.raises(TransferTimeoutError) as raised:
+        await fetch(server, file.path, partial, sink)
+
+    assert str(raised.value) == (
+        f"{server.url(file.path)}: no data for {TIMEOUT} seconds (request_timeout)"
+    )
+    assert raised.value.url == server.url(file.path)
+    assert isinstance(raised.value, TimeoutError)
+    # What arrived before the stall is on disk and counted (a resume continues after it).
+    assert sink.received == sum(sink.writes) == 20_000
+    assert partial.read_bytes() == file.data[:20_000]
