@@ -13,8 +13,6 @@ import os
 import shutil
 from pathlib import Path
 
-import anyio
-
 from .threads import run_blocking
 
 __all__ = [
@@ -141,6 +139,7 @@ def fsync_dir(path: Path) -> None:
 
 async def remove_quietly(path: Path) -> None:
     """Delete ``path`` if it exists; errors are ignored (best-effort cleanup)."""
-    # Shielded: once asked, it happens, even when the session is going down.
-    with contextlib.suppress(OSError), anyio.CancelScope(shield=True):
+    # run_blocking waits shielded: once asked, it happens, even when the session
+    # is going down.
+    with contextlib.suppress(OSError):
         await run_blocking(path.unlink, True)

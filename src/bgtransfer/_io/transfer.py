@@ -163,7 +163,6 @@ class _Watchdog:
         self._on_expiry = on_expiry
         self.last = self._loop.time()
         self.paused = False
-        self.expired = False
         self._handle: asyncio.TimerHandle | None = self._loop.call_at(
             self.last + timeout, self._check
         )
@@ -184,7 +183,6 @@ class _Watchdog:
             due = now + self._timeout
         elif now >= due:
             self._handle = None
-            self.expired = True
             self._on_expiry()
             return
         self._handle = self._loop.call_at(due, self._check)
