@@ -24,7 +24,7 @@ import attrs
 import pytest
 
 from bgtransfer import LocalFileError, TransferTimeoutError
-from bgtransfer._io import transfer
+from bgtransfer._io import files, transfer
 from bgtransfer._io.transfer import (
     FIRST_WRITE_BYTES,
     FIRST_WRITE_DELAY,
@@ -139,7 +139,7 @@ def writer_for(path: Path, plan: BodyPlan, sink: Sink, **kwargs: object) -> tran
 
 
 # --------------------------------------------------------------------------------------
-# _pwrite_all
+# files.pwrite_all
 # --------------------------------------------------------------------------------------
 
 
@@ -170,7 +170,7 @@ def limit_pwritev(monkeypatch: pytest.MonkeyPatch, limit: int | None) -> list[in
 def pwrite_into(path: Path, chunks: Sequence[bytes], offset: int) -> None:
     fd = os.open(path, os.O_WRONLY)
     try:
-        transfer._pwrite_all(fd, chunks, offset)
+        files.pwrite_all(fd, chunks, offset)
     finally:
         os.close(fd)
 
@@ -194,7 +194,7 @@ def test_pwrite_all_finishes_short_writes_in_order(
 def test_pwrite_all_sends_at_most_max_iov_buffers_per_call(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    count = 2 * transfer._MAX_IOV + 452
+    count = 2 * files.MAX_IOV + 452
     rng = random.Random("many chunks")
     chunks = [rng.randbytes(rng.randint(1, 3)) for _ in range(count)]
     path = tmp_path / "f"
@@ -204,13 +204,13 @@ def test_pwrite_all_sends_at_most_max_iov_buffers_per_call(
     pwrite_into(path, chunks, 0)
 
     assert path.read_bytes() == b"".join(chunks)
-    assert buffer_counts == [transfer._MAX_IOV, transfer._MAX_IOV, 452]
+    assert buffer_counts == [files.MAX_IOV, files.MAX_IOV, 452]
 
 
 def test_pwrite_all_short_writes_over_more_than_max_iov_chunks(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    count = transfer._MAX_IOV + 300
+    count = files.MAX_IOV + 300
     rng = random.Random("many short")
     chunks = [rng.randbytes(rng.randint(1, 3)) for _ in range(count)]
     path = tmp_path / "f"
@@ -220,8 +220,8 @@ def test_pwrite_all_short_writes_over_more_than_max_iov_chunks(
     pwrite_into(path, chunks, 0)
 
     assert sha256(path.read_bytes()) == sha256(b"".join(chunks))
-    assert max(buffer_counts) == transfer._MAX_IOV
-    assert all(0 < n <= transfer._MAX_IOV for n in buffer_counts)
+    assert max(buffer_counts) == files.MAX_IOV
+    assert all(0 < n <= files.MAX_IOV for n in buffer_counts)
 
 
 def test_pwrite_all_raises_when_no_byte_is_accepted(

@@ -11,6 +11,7 @@ import errno
 import hashlib
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from .threads import run_blocking
@@ -22,12 +23,15 @@ __all__ = [
     "fsync_file",
     "make_private_dir",
     "move_into_place",
+    "open_partial",
     "private_opener",
+    "pwrite_all",
     "remove_quietly",
 ]
 
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
+MAX_IOV = 1024  # IOV_MAX on Linux and the BSDs: buffers per pwritev call
 
 
 def make_private_dir(path: Path) -> Path:
@@ -46,6 +50,46 @@ def private_opener(path: str, flags: int) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def open_partial(path: Path, *, offset: int, truncate: bool) -> int:
+    """A partial file opened for writing at ``offset``, 0600.
+
+    Only a fresh body (``truncate`` at offset 0) creates the file, cutting any
+    older one: a resumed body or a segment needs the bytes already there. A
+    resumed body (``truncate`` past 0) cuts the file at ``offset``, since bytes
+    past it were never confirmed; a segment (no ``truncate``) leaves it alone.
+    """
+    flags = os.O_WRONLY | os.O_CLOEXEC
+    fresh = truncate and offset == 0
+    if fresh:
+        flags |= os.O_CREAT | os.O_TRUNC
+    fd = os.open(path, flags, PRIVATE_FILE_MODE)
+    try:
+        if fresh:
+            os.fchmod(fd, PRIVATE_FILE_MODE)  # whatever the umask, or an older file's mode
+        elif truncate:
+            os.ftruncate(fd, offset)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def pwrite_all(fd: int, chunks: Sequence[bytes | bytearray | memoryview], offset: int) -> None:
+    """Write every chunk, in order, at ``offset``; short writes are finished."""
+    views: list[bytes | bytearray | memoryview] = [chunk for chunk in chunks if chunk]
+    first = 0
+    while first < len(views):
+        done = os.pwritev(fd, views[first : first + MAX_IOV], offset)
+        if done == 0:
+            raise OSError(errno.EIO, "the file accepted no bytes")
+        offset += done
+        while first < len(views) and done >= len(views[first]):
+            done -= len(views[first])
+            first += 1
+        if done:
+            views[first] = memoryview(views[first])[done:]
 
 
 def _move_sync(partial: Path, destination: Path, durable: bool, recovering: bool) -> None:

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import functools
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
@@ -31,7 +30,8 @@ import attrs
 
 from .._exceptions import IncompleteBodyError, TransferTimeoutError
 from .errors import file_error, map_errors
-from .files import PRIVATE_FILE_MODE
+from .files import open_partial, pwrite_all
+from .pump import pump_body, take_over
 from .threads import run_blocking, start_blocking
 
 __all__ = [
@@ -53,7 +53,6 @@ the body has ended, or ``FIRST_WRITE_DELAY`` has passed since its first byte."""
 FIRST_WRITE_DELAY = 0.02
 """Seconds the first bytes may wait in memory for more (progress counts written bytes)."""
 
-_MAX_IOV = 1024  # IOV_MAX on Linux and the BSDs: buffers per pwritev call
 _CLOSED = -2  # the writer's file descriptor once the file is closed
 
 
@@ -129,7 +128,13 @@ async def fetch_to_file(
                     with _paused(watchdog):
                         await sink.prepare(plan)
                     written = await _stream_body(
-                        response, partial, plan, sink, url, watchdog=watchdog
+                        response,
+                        partial,
+                        plan,
+                        sink,
+                        url,
+                        request_timeout=request_timeout,
+                        watchdog=watchdog,
                     )
         finally:
             if watchdog is not None:
@@ -208,8 +213,16 @@ async def _stream_body(
     sink: TransferSink,
     url: str,
     *,
+    request_timeout: float | None,
     watchdog: _Watchdog | None,
 ) -> int:
+    job = take_over(response, plan, partial, request_timeout=request_timeout)
+    if job is not None:
+        try:
+            with _paused(watchdog):  # the pump keeps its own time
+                return await pump_body(job, sink, url)
+        finally:
+            response.close()  # aiohttp's parser never saw the body: no reuse
     writer = _BodyWriter(partial, plan, sink, url=url, watchdog=watchdog)
     # A segment served by a whole-file response stops at its end; the rest of that
     # body is not read (the connection is closed, not reused).
@@ -235,42 +248,6 @@ async def _stream_body(
     return writer.written
 
 
-def _open_partial(path: Path, plan: BodyPlan) -> int:
-    """The partial file opened for writing, 0600 (created, and cut at the plan's
-    offset, if the plan says so). Only a fresh body creates the file: a resumed
-    one or a segment needs the bytes already there."""
-    flags = os.O_WRONLY | os.O_CLOEXEC
-    fresh = plan.truncate and plan.offset == 0
-    if fresh:
-        flags |= os.O_CREAT | os.O_TRUNC
-    fd = os.open(path, flags, PRIVATE_FILE_MODE)
-    try:
-        if fresh:
-            os.fchmod(fd, PRIVATE_FILE_MODE)  # whatever the umask, or an older file's mode
-        elif plan.truncate:
-            os.ftruncate(fd, plan.offset)  # bytes past it were never confirmed
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _pwrite_all(fd: int, chunks: Sequence[bytes], offset: int) -> None:
-    """Write every chunk, in order, at ``offset``; short writes are finished."""
-    views: list[bytes | memoryview] = [chunk for chunk in chunks if chunk]
-    first = 0
-    while first < len(views):
-        done = os.pwritev(fd, views[first : first + _MAX_IOV], offset)
-        if done == 0:
-            raise OSError(errno.EIO, "the file accepted no bytes")
-        offset += done
-        while first < len(views) and done >= len(views[first]):
-            done -= len(views[first])
-            first += 1
-        if done:
-            views[first] = memoryview(views[first])[done:]
-
-
 @attrs.frozen
 class _Outcome:
     fd: int  # open, -1 (never opened) or _CLOSED
@@ -284,14 +261,14 @@ def _write_chunks(  # noqa: PLR0917 - run_in_executor passes arguments positiona
     """One worker-thread call: open the file if ``fd`` is -1, write, maybe close."""
     if fd == -1:
         try:
-            fd = _open_partial(path, plan)
+            fd = open_partial(path, offset=plan.offset, truncate=plan.truncate)
         except OSError as exc:
             return _Outcome(-1, exc, "open partial file")
     error: OSError | None = None
     action = "write"
     try:
         if chunks:
-            _pwrite_all(fd, chunks, offset)
+            pwrite_all(fd, chunks, offset)
     except OSError as exc:
         error = exc
     if close:
