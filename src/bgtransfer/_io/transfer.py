@@ -30,7 +30,7 @@ import attrs
 
 from .._exceptions import IncompleteBodyError, TransferTimeoutError
 from .errors import file_error, map_errors
-from .files import open_partial, pwrite_all
+from .files import open_partial, pwrite_all, reserve_blocks
 from .pump import pump_body, take_over
 from .threads import run_blocking, start_blocking
 
@@ -264,6 +264,13 @@ def _write_chunks(  # noqa: PLR0917 - run_in_executor passes arguments positiona
             fd = open_partial(path, offset=plan.offset, truncate=plan.truncate)
         except OSError as exc:
             return _Outcome(-1, exc, "open partial file")
+        if plan.truncate and plan.length is not None:  # a segment's file is reserved whole
+            try:
+                reserve_blocks(fd, plan.offset, plan.length)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+                return _Outcome(_CLOSED, exc, "reserve space for")
     error: OSError | None = None
     action = "write"
     try:
