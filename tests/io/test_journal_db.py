@@ -339,6 +339,42 @@ async def test_small_flushes_commit_on_the_loop_and_large_ones_in_a_thread(
         assert _rows(path)[1] == entry_to_row(_entry(1, offset=5))
 
 
+async def test_urgent_entries_commit_on_the_loop_together_without_waiting_for_a_flush(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hops: list[object] = []
+    real = journal_module.run_blocking
+
+    async def counting(func: Any, *args: Any) -> Any:
+        hops.append(func)
+        return await real(func, *args)
+
+    monkeypatch.setattr(journal_module, "run_blocking", counting)
+    path = tmp_path / JOURNAL_NAME
+    journal = await Journal.open(path, interval=3600)  # the writer's round never comes
+    async with journal:
+        await anyio.lowlevel.checkpoint()  # the writer starts, finds nothing, sleeps
+        base = journal.statistics().commits
+        for task_id in (1, 2, 3):
+            journal.put(_entry(task_id), urgent=True)  # put together: one commit
+        assert 1 not in _rows(path)
+        await anyio.lowlevel.checkpoint()  # no flush(): the loop gets to it
+        assert sorted(_rows(path)) == [1, 2, 3]
+        assert journal.statistics().commits == base + 1
+        journal.put(_entry(4, offset=9), urgent=True)
+        await journal.flush()  # the flush after an urgent put finds it committed
+        assert _rows(path)[4] == entry_to_row(_entry(4, offset=9))
+        assert journal.statistics().commits == base + 2
+        assert hops == []  # small and without fsync: no thread hop for any of it
+    hops.clear()
+    journal = await Journal.open(path, interval=3600, fsync=True)
+    async with journal:
+        journal.put(_entry(5), urgent=True)
+        await journal.flush()
+        assert len(hops) == 1  # with fsync, urgent or not, a worker thread
+        assert 5 in _rows(path)
+
+
 async def test_the_writer_checkpoints_the_wal_so_it_stays_bounded(tmp_path: Path) -> None:
     path = tmp_path / JOURNAL_NAME
     wal = path.with_name(path.name + "-wal")

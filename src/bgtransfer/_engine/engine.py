@@ -670,7 +670,7 @@ class Engine:
         remaining = None if timeout is None else max(0.0, timeout - record.active_time)
         started = self.clock()
         try:
-            with anyio.fail_after(remaining):
+            with contextlib.nullcontext() if remaining is None else anyio.fail_after(remaining):
                 await self._attempts(record)
         except TransferError:
             raise
@@ -685,8 +685,9 @@ class Engine:
         # a lost partial file (and the file is never downloaded again).
         with anyio.CancelScope(shield=True):
             record.moving = True
-            self._checkpoint(record, urgent=True, data=True)
-            await self.flush()
+            if self._journal is not None:
+                self._checkpoint(record, urgent=True, data=True)
+                await self._journal.flush()
             try:
                 await move_into_place(record.partial, record.destination, durable=self._fsync)
             except OSError as exc:

@@ -152,8 +152,9 @@ class EventHub:
                 stream._push(event)
         if is_terminal(event):
             self._by_task.pop(event.task_id, None)
-        for stream in list(self._all):
-            stream._push(event)
+        if self._all:
+            for stream in list(self._all):
+                stream._push(event)
 
     def close(self) -> None:
         """End every stream (the session is closing)."""

@@ -20,6 +20,7 @@ most once per ``interval`` (progress checkpoints). Concurrent callers of
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sqlite3
@@ -109,6 +110,8 @@ class Journal:
         self._generation = 0  # bumped by every put/forget
         self._committed = 0  # the generation the database holds
         self._urgent = False
+        self._soon = False  # a _commit_soon is scheduled
+        self._loop: asyncio.AbstractEventLoop | None = None  # set while entered
         self._stopping = False
         self._busy = False  # a commit is running in the worker thread
         self._failure: JournalError | None = None
@@ -171,8 +174,26 @@ class Journal:
         self._generation += 1
         if urgent:
             self._urgent = True
-            self._wakeup.set()
+            if self._loop is None:
+                self._wakeup.set()
+            elif not self._soon:
+                self._soon = True
+                self._loop.call_soon(self._commit_soon)
         # Otherwise the writer finds it on its next round (at most ``interval``).
+
+    def _commit_soon(self) -> None:
+        """Commit urgent entries once the tasks ready now have run (so entries put
+        together share a commit): on the loop when the batch is small and nothing
+        needs an fsync, else by waking the writer (a worker thread). Waking the
+        writer for every urgent entry would cost a thread hop each, since it would
+        take the lock before the ``flush()`` that usually follows."""
+        self._soon = False
+        if self._committed == self._generation or self._failure is not None:
+            return
+        if self._task_group is not None and not self._lock.locked() and self._may_commit_inline():
+            self._commit_inline()
+        else:
+            self._wakeup.set()
 
     async def flush(self) -> None:
         """Return once everything put so far is committed; raise the writer's
@@ -215,6 +236,7 @@ class Journal:
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
+        self._loop = asyncio.get_running_loop()
         task_group.start_soon(self._writer, name="bgtransfer-journal")
         return self
 
@@ -226,6 +248,7 @@ class Journal:
     ) -> None:
         """Commit what is pending and close; shielded from cancellation, bounded in time."""
         self._stopping = True
+        self._loop = None
         task_group, self._task_group = self._task_group, None
         try:
             if task_group is not None:

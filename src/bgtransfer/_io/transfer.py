@@ -355,6 +355,8 @@ class _BodyWriter:
         after them). After success (``finish``) there is nothing left to do; a
         write or close error here is dropped in favour of the first error.
         """
+        if self._fd == _CLOSED and self._inflight is None:
+            return  # finished (or failed with the file closed): nothing to wait for
         with anyio.CancelScope(shield=True):
             self._cancel_timer()
             await self._drain()
