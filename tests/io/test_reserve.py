@@ -13,7 +13,7 @@ import pytest
 
 from _helpers import sha256_file
 from bgtransfer import Configuration, LocalFileError, RetryPolicy, Session
-from bgtransfer._io import files
+from bgtransfer._io import files, pump
 from bgtransfer.testing import TestServer
 
 MiB = 1024 * 1024
@@ -71,10 +71,21 @@ def failing_fallocate(code: int) -> Callable[[], Callable[..., int]]:
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("path", ["aiohttp", "pump"])
 async def test_no_space_for_the_body_fails_before_writing_and_leaves_nothing(
-    server: TestServer, out_dir: Path, monkeypatch: pytest.MonkeyPatch
+    server: TestServer, out_dir: Path, monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
     file = server.add_file("/big.bin", size=2 * MiB)
+    pumped: list[pump.PumpJob] = []
+    real_pump = pump._pump
+
+    def counting(job: pump.PumpJob) -> object:
+        pumped.append(job)
+        return real_pump(job)
+
+    monkeypatch.setattr(pump, "_pump", counting)
+    if path == "pump":
+        monkeypatch.setattr(pump, "PUMP_MIN_BYTES", MiB)
     monkeypatch.setattr(files, "_fallocate", failing_fallocate(errno.ENOSPC))
     async with Session(config=NO_RETRY) as session:
         task = await session.download(server.url(file.path), out_dir / "big.bin")
@@ -88,6 +99,7 @@ async def test_no_space_for_the_body_fails_before_writing_and_leaves_nothing(
     assert "no space left on device" in str(error)
     assert not (out_dir / "big.bin").exists()
     assert partials == []
+    assert len(pumped) == (1 if path == "pump" else 0)
 
 
 @pytest.mark.asyncio

@@ -9,8 +9,9 @@ from reading (``pause_reading``), takes the body bytes aiohttp already holds, an
 duplicates the socket's file descriptor; ``pump_body`` then moves the rest in one
 worker-thread call that reads into one reused buffer and writes it at its offset
 (``readv``, ``pwrite``): two copies per byte, no allocation, no loop wakeup per
-read. Measured on loopback this is about three times the aiohttp path's speed
-(see ``docs/benchmarks.md``).
+read. The call gets a thread of its own rather than one of the loop's executor,
+which the session's other file operations share. Measured on loopback this is
+about three times the aiohttp path's speed (see ``docs/benchmarks.md``).
 
 The thread writes whatever it has before it waits for the socket, so received
 bytes never wait in memory for more. It enforces ``request_timeout`` itself
@@ -41,8 +42,8 @@ import attrs
 
 from .._exceptions import IncompleteBodyError, TransferError, TransferTimeoutError
 from .errors import file_error
-from .files import open_partial, pwrite_all
-from .threads import start_blocking
+from .files import open_partial, pwrite_all, reserve_blocks
+from .threads import start_thread
 
 if TYPE_CHECKING:
     from .transfer import BodyPlan, TransferSink
@@ -165,20 +166,26 @@ def take_over(
         fd = os.dup(sock.fileno())  # ours to close, whatever aiohttp does with its own
     except OSError:
         return None
+    try:
+        job = PumpJob(
+            sock=fd,
+            path=partial,
+            offset=plan.offset,
+            truncate=plan.truncate,
+            head=b"",
+            want=plan.length,
+            timeout=request_timeout,
+        )
+    except OSError:  # no pipe (out of descriptors): aiohttp keeps the body
+        os.close(fd)
+        return None
     # Reading may resume the transport (aiohttp's flow control); pausing it
     # afterwards, with no await in between, leaves no byte behind.
     head = content.read_nowait()
     transport.pause_reading()
-    head = head[: plan.length]
-    return PumpJob(
-        sock=fd,
-        path=partial,
-        offset=plan.offset,
-        truncate=plan.truncate,
-        head=head,
-        want=plan.length - len(head),
-        timeout=request_timeout,
-    )
+    job.head = head[: plan.length]
+    job.want = plan.length - len(job.head)
+    return job
 
 
 async def pump_body(job: PumpJob, sink: TransferSink, url: str) -> int:
@@ -187,7 +194,15 @@ async def pump_body(job: PumpJob, sink: TransferSink, url: str) -> int:
     Bytes written are reported to ``sink`` as they land, at most every
     ``REPORT_INTERVAL``; the last ones also when the pump fails or is cancelled.
     """
-    future = start_blocking(_pump, job)
+    try:
+        # A thread of its own: a pump lasts as long as its body, and in the loop's
+        # executor (a few threads, shared with every file operation) slow servers
+        # would hold them all, stalling the other downloads and a queued pump's
+        # cancellation.
+        future = start_thread(_pump, job, name="bgtransfer-pump")
+    except BaseException:
+        job.close()
+        raise
     reported = 0
     try:
         while True:
@@ -204,9 +219,9 @@ async def pump_body(job: PumpJob, sink: TransferSink, url: str) -> int:
             job.wake()
             with anyio.CancelScope(shield=True):
                 await asyncio.wait([future])
-            if job.written > reported:
-                sink.bytes_written(job.written - reported)
-                reported = job.written
+        if job.written > reported:  # stopped, or the sink raised at the last report
+            sink.bytes_written(job.written - reported)
+            reported = job.written
         job.close()
     result = future.result()
     if result.end is _End.DONE:
@@ -244,6 +259,13 @@ def _pump(job: PumpJob) -> _Result:
         fd = open_partial(job.path, offset=job.offset, truncate=job.truncate)
     except OSError as exc:
         return _Result(_End.FILE, exc, "open partial file")
+    try:
+        if job.truncate:  # a segment's file was reserved whole
+            reserve_blocks(fd, job.offset, len(job.head) + job.want)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        return _Result(_End.FILE, exc, "reserve space for")
     try:
         result = _copy(job, fd)
     except BaseException:

@@ -10,12 +10,14 @@ straight to the loop's default executor, the pool aiofiles uses too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 from collections.abc import Callable
 from typing import TypeVar
 
 import anyio
 
-__all__ = ["run_blocking", "start_blocking"]
+__all__ = ["run_blocking", "start_blocking", "start_thread"]
 
 T = TypeVar("T")
 
@@ -40,3 +42,35 @@ async def run_blocking(func: Callable[..., T], *args: object) -> T:
     with anyio.CancelScope(shield=True):
         await asyncio.wait([future])
     return future.result()
+
+
+def start_thread(func: Callable[..., T], *args: object, name: str) -> asyncio.Future[T]:
+    """Start ``func(*args)`` in a new thread of its own; the future completes on the loop.
+
+    For a call that lasts (a whole body): in the executor it would hold one of a
+    few shared threads. The thread is a daemon, like the executor's, and the call
+    runs to its end whatever happens to the caller.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.cancelled():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        result: T | None = None
+        error: BaseException | None = None
+        try:
+            result = func(*args)
+        except BaseException as exc:  # handed to the loop, not swallowed
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
