@@ -306,17 +306,23 @@ async def test_concurrent_flushes_share_commits(tmp_path: Path) -> None:
     assert sorted(_rows(path)) == list(range(1, 101))
 
 
-async def test_small_flushes_commit_on_the_loop_and_large_ones_in_a_thread(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    hops: list[object] = []
+@pytest.fixture
+def hops(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every function the journal runs in a worker thread, in order."""
+    calls: list[object] = []
     real = journal_module.run_blocking
 
     async def counting(func: Any, *args: Any) -> Any:
-        hops.append(func)
+        calls.append(func)
         return await real(func, *args)
 
     monkeypatch.setattr(journal_module, "run_blocking", counting)
+    return calls
+
+
+async def test_small_flushes_commit_on_the_loop_and_large_ones_in_a_thread(
+    tmp_path: Path, hops: list[object]
+) -> None:
     path = tmp_path / JOURNAL_NAME
     journal = await Journal.open(path, interval=3600)
     async with journal:
@@ -340,16 +346,8 @@ async def test_small_flushes_commit_on_the_loop_and_large_ones_in_a_thread(
 
 
 async def test_urgent_entries_commit_on_the_loop_together_without_waiting_for_a_flush(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, hops: list[object]
 ) -> None:
-    hops: list[object] = []
-    real = journal_module.run_blocking
-
-    async def counting(func: Any, *args: Any) -> Any:
-        hops.append(func)
-        return await real(func, *args)
-
-    monkeypatch.setattr(journal_module, "run_blocking", counting)
     path = tmp_path / JOURNAL_NAME
     journal = await Journal.open(path, interval=3600)  # the writer's round never comes
     async with journal:
