@@ -22,7 +22,7 @@ from .._exceptions import (
     TransferTimeoutError,
 )
 
-__all__ = ["file_error", "map_errors", "translate"]
+__all__ = ["file_error", "map_errors", "quiet_error", "translate"]
 
 _FILE_CAUSES = {
     errno.ENOSPC: "no space left on device",
@@ -48,6 +48,11 @@ def file_error(exc: OSError, *, url: str, action: str, path: object) -> LocalFil
     )
 
 
+def quiet_error(request_timeout: float | None, *, url: str) -> TransferTimeoutError:
+    """The error for a server that sent nothing for ``request_timeout`` seconds."""
+    return TransferTimeoutError(f"no data for {request_timeout} seconds (request_timeout)", url=url)
+
+
 def translate(
     exc: BaseException, *, url: str, request_timeout: float | None
 ) -> TransferError | None:
@@ -71,9 +76,7 @@ def translate(
         )
     if isinstance(exc, aiohttp.ServerTimeoutError | TimeoutError):
         # aiohttp raises these for sock_connect/sock_read, i.e. request_timeout.
-        return TransferTimeoutError(
-            f"no data for {request_timeout} seconds (request_timeout)", url=url
-        )
+        return quiet_error(request_timeout, url=url)
     if isinstance(exc, aiohttp.InvalidURL):
         return ProtocolError(f"invalid URL in response or redirect: {exc}", url=url)
     if isinstance(exc, aiohttp.ClientConnectorError):

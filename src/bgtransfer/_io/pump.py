@@ -40,8 +40,8 @@ import aiohttp
 import anyio
 import attrs
 
-from .._exceptions import IncompleteBodyError, TransferError, TransferTimeoutError
-from .errors import file_error
+from .._exceptions import IncompleteBodyError, TransferError
+from .errors import file_error, quiet_error
 from .files import open_partial, pwrite_all, reserve_blocks
 from .threads import start_thread
 
@@ -236,9 +236,7 @@ def _error(result: _Result, job: PumpJob, url: str) -> TransferError:
         assert result.error is not None
         error = file_error(result.error, url=url, action=result.action, path=job.path)
     elif result.end is _End.TIMEOUT:
-        error = TransferTimeoutError(
-            f"no data for {job.timeout} seconds (request_timeout)", url=url
-        )
+        error = quiet_error(job.timeout, url=url)
     elif result.end is _End.EOF:
         error = IncompleteBodyError(
             f"the body was cut short (the server closed the connection after "
@@ -268,6 +266,8 @@ def _pump(job: PumpJob) -> _Result:
         return _Result(_End.FILE, exc, "reserve space for")
     try:
         result = _copy(job, fd)
+    except OSError as exc:  # from the file: _copy judges the socket's errors itself
+        result = _Result(_End.FILE, exc)
     except BaseException:
         with contextlib.suppress(OSError):
             os.close(fd)
@@ -280,15 +280,16 @@ def _pump(job: PumpJob) -> _Result:
     return result
 
 
-def _copy(job: PumpJob, fd: int) -> _Result:  # noqa: PLR0912 - one loop, every exit
-    offset = job.offset
-    try:
-        if job.head:
-            pwrite_all(fd, [job.head], offset)
-            offset += len(job.head)
-            job.written += len(job.head)
-    except OSError as exc:
-        return _Result(_End.FILE, exc)
+def _land(job: PumpJob, fd: int, data: bytes | memoryview, offset: int) -> int:
+    """Write ``data`` at ``offset`` and count it; returns the next offset."""
+    pwrite_all(fd, [data], offset)
+    job.written += len(data)
+    return offset + len(data)
+
+
+def _copy(job: PumpJob, fd: int) -> _Result:
+    """Socket to file; a file error raises ``OSError`` (the caller reports it)."""
+    offset = _land(job, fd, job.head, job.offset)
     left = job.want
     if not left:
         return _Result(_End.DONE)
@@ -317,12 +318,7 @@ def _copy(job: PumpJob, fd: int) -> _Result:  # noqa: PLR0912 - one loop, every 
             left -= got
         # Write before waiting for the socket, when full, and at the end.
         if filled and (blocked or filled == size or not left):
-            try:
-                pwrite_all(fd, [buffer[:filled]], offset)
-            except OSError as exc:
-                return _Result(_End.FILE, exc)
-            offset += filled
-            job.written += filled
+            offset = _land(job, fd, buffer[:filled], offset)
             filled = 0
         if not left:
             return _Result(_End.DONE)
@@ -331,10 +327,5 @@ def _copy(job: PumpJob, fd: int) -> _Result:  # noqa: PLR0912 - one loop, every 
         elif blocked and not poller.poll(wait_ms):
             end = _Result(_End.TIMEOUT)
     # Ended early: what was received is still written (a resume continues after it).
-    if filled:
-        try:
-            pwrite_all(fd, [buffer[:filled]], offset)
-        except OSError as exc:
-            return _Result(_End.FILE, exc)
-        job.written += filled
+    _land(job, fd, buffer[:filled], offset)
     return end

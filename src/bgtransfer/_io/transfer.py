@@ -28,8 +28,8 @@ import aiohttp
 import anyio
 import attrs
 
-from .._exceptions import IncompleteBodyError, TransferTimeoutError
-from .errors import file_error, map_errors
+from .._exceptions import IncompleteBodyError
+from .errors import file_error, map_errors, quiet_error
 from .files import open_partial, pwrite_all, reserve_blocks
 from .pump import pump_body, take_over
 from .threads import run_blocking, start_blocking
@@ -140,9 +140,7 @@ async def fetch_to_file(
             if watchdog is not None:
                 watchdog.stop()
     if scope.cancelled_caught:  # only the watchdog cancels this scope
-        raise TransferTimeoutError(
-            f"no data for {request_timeout} seconds (request_timeout)", url=url
-        )
+        raise quiet_error(request_timeout, url=url)
     assert plan is not None  # the scope ends early only by the watchdog (above)
     if plan.length is not None and written != plan.length:
         # aiohttp normally raises ClientPayloadError first; this is the backstop.
