@@ -111,7 +111,6 @@ class Journal:
         self._committed = 0  # the generation the database holds
         self._urgent = False
         self._soon = False  # a _commit_soon is scheduled
-        self._loop: asyncio.AbstractEventLoop | None = None  # set while entered
         self._stopping = False
         self._busy = False  # a commit is running in the worker thread
         self._failure: JournalError | None = None
@@ -174,11 +173,11 @@ class Journal:
         self._generation += 1
         if urgent:
             self._urgent = True
-            if self._loop is None:
+            if self._task_group is None:  # not entered: the exit commits it
                 self._wakeup.set()
             elif not self._soon:
                 self._soon = True
-                self._loop.call_soon(self._commit_soon)
+                asyncio.get_running_loop().call_soon(self._commit_soon)
         # Otherwise the writer finds it on its next round (at most ``interval``).
 
     def _commit_soon(self) -> None:
@@ -236,7 +235,6 @@ class Journal:
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
-        self._loop = asyncio.get_running_loop()
         task_group.start_soon(self._writer, name="bgtransfer-journal")
         return self
 
@@ -248,7 +246,6 @@ class Journal:
     ) -> None:
         """Commit what is pending and close; shielded from cancellation, bounded in time."""
         self._stopping = True
-        self._loop = None
         task_group, self._task_group = self._task_group, None
         try:
             if task_group is not None:
