@@ -159,8 +159,15 @@ def result_kind(task: DownloadTask) -> str | None:
 
 
 def install_rename_kill(emit: Emit, point: str, nth: int, partials: Path) -> None:
-    """SIGKILL the process around the ``nth`` move of a finished file into place."""
-    from bgtransfer._io import files  # noqa: PLC0415 - the hook is the point of the import
+    """SIGKILL the process around the ``nth`` move of a finished file into place.
+
+    A move is either the engine's own (``files._move_sync``, after the body is
+    whole) or the one step that writes a body's last bytes, closes the file and
+    renames it (``transfer._write_chunks`` with a ``move_to``): there
+    ``before_rename`` kills before the last bytes are written (the journal says
+    moving, in one step) and ``after_rename`` once the file is in place.
+    """
+    from bgtransfer._io import files, transfer  # noqa: PLC0415 - the hooks are the point
 
     if point in ("before_replace", "after_replace"):
         install_replace_kill(emit, nth, before=point == "before_replace")
@@ -187,7 +194,24 @@ def install_rename_kill(emit: Emit, point: str, nth: int, partials: Path) -> Non
         if point == "after_rename" and count == nth:
             die(emit, point)
 
+    original_step = transfer._write_chunks
+
+    def step(*args: Any) -> Any:
+        nonlocal moves
+        if args[-1] is None:  # no move_to: an ordinary write
+            return original_step(*args)
+        with lock:
+            moves += 1
+            count = moves
+        if point == "before_rename" and count == nth:
+            die(emit, point)
+        outcome = original_step(*args)
+        if point == "after_rename" and count == nth and outcome.moved:
+            die(emit, point)
+        return outcome
+
     files._move_sync = move
+    transfer._write_chunks = step
 
 
 def install_replace_kill(emit: Emit, nth: int, *, before: bool = False) -> None:

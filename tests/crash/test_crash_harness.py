@@ -689,20 +689,30 @@ def check_cancel(scene: Scene, history: History, cancel: dict[str, Any] | None) 
 ONE_FILE = (FileSpec("a.bin", 300_000, "strong", "file"),)
 QUICK = {"checkpoint_interval": 0.05, "progress_interval": 0.0, "max_connections_per_host": 2}
 
-# Where the finished task is when the process dies, and the child options that get it there:
-FINISH_KILLS = {
+FSYNC = {**QUICK, "durability": "fsync"}  # the classic order: whole and synced, then moved
+
+# Where the finished task is when the process dies, and the configuration and child
+# options that get it there:
+FINISH_KILLS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # the body is whole, the journal says moving: the next process moves it
-    "before_rename": {"kill_at": {"point": "before_rename", "nth": 1}},
+    "before_rename": (FSYNC, {"kill_at": {"point": "before_rename", "nth": 1}}),
     # the file is at its destination, the journal says moving: the next one sees it there
-    "after_rename": {"kill_at": {"point": "after_rename", "nth": 1}},
+    "after_rename": (FSYNC, {"kill_at": {"point": "after_rename", "nth": 1}}),
+    # the same, after the last write moved it in the same step (the journal said
+    # moving, in one step, before that write)
+    "after_one_step": (QUICK, {"kill_at": {"point": "after_rename", "nth": 1}}),
     # the journal holds the FinishedEvent; no consumer read past it
-    "ended": {"pause_after_terminal": True, "kill_after": lambda line: "durable" in line},
+    "ended": (QUICK, {"pause_after_terminal": True, "kill_after": lambda line: "durable" in line}),
 }
+
+
+def finish_scene(server: TestServer, tmp_path: Path, point: str) -> Scene:
+    return Scene(server, tmp_path, FINISH_KILLS[point][0], files=ONE_FILE)
 
 
 async def killed_after_finish(scene: Scene, point: str) -> tuple[int, int]:
     """Run the child until it dies at ``point``; return (task id, requests so far)."""
-    run = await scene.child("run1", **FINISH_KILLS[point])
+    run = await scene.child("run1", **FINISH_KILLS[point][1])
     assert run.returncode == -9, run.describe()
     (created,) = [line for line in run.lines if "created" in line]
     return created["created"], len(scene.server.requests)
@@ -712,7 +722,7 @@ async def killed_after_finish(scene: Scene, point: str) -> tuple[int, int]:
 async def test_replayed_finish_reaches_every_channel_once_acknowledged(
     point: str, server: TestServer, tmp_path: Path
 ) -> None:
-    scene = Scene(server, tmp_path, QUICK, files=ONE_FILE)
+    scene = finish_scene(server, tmp_path, point)
     (url,) = scene.specs
     spec = scene.specs[url]
     task_id, requests = await killed_after_finish(scene, point)
@@ -752,7 +762,7 @@ async def test_replayed_finish_counts_its_bytes_like_a_live_one(
     """A finished task read from the journal says how many bytes it received, as it
     did in the process that finished it (``countOfBytesReceived``), whatever the
     moment the process died."""
-    scene = Scene(server, tmp_path, QUICK, files=ONE_FILE)
+    scene = finish_scene(server, tmp_path, point)
     await killed_after_finish(scene, point)
     config = _child.make_config(QUICK)
     async with Session(IDENTIFIER, state_dir=scene.state_dir, config=config) as session:
@@ -770,7 +780,7 @@ async def test_replayed_task_stream_is_a_late_subscribers_stream(
     so far, then the terminal event; deltas add up to ``FinishedEvent.total_bytes``
     (the house invariant ``check_task_stream``). A task replayed from the journal
     is such a late subscription."""
-    scene = Scene(server, tmp_path, QUICK, files=ONE_FILE)
+    scene = finish_scene(server, tmp_path, point)
     task_id, _ = await killed_after_finish(scene, point)
     config = _child.make_config(QUICK)
     async with Session(IDENTIFIER, state_dir=scene.state_dir, config=config) as session:

@@ -59,9 +59,18 @@ def mode(path: Path) -> int:
 class Sink:
     """A minimal TransferSink that records what it is told."""
 
-    def __init__(self, *, prepare_delay: float = 0.0, partial: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        prepare_delay: float = 0.0,
+        partial: Path | None = None,
+        move_to: Path | None = None,
+    ) -> None:
         self.prepare_delay = prepare_delay
         self.partial = partial
+        self.move_to = move_to
+        self.finishing_calls = 0
+        self.moves = 0
         self.plans: list[BodyPlan] = []
         self.file_existed_at_prepare: bool | None = None
         self.received = 0
@@ -87,6 +96,14 @@ class Sink:
         self.writes.append(nbytes)
         self.first_write.set()
 
+    async def finishing(self, size: int) -> Path | None:
+        self.finishing_calls += 1
+        return self.move_to
+
+    def moved(self) -> None:
+        assert self.moves == 0, "moved twice"
+        self.moves += 1
+
 
 @attrs.frozen
 class WorkerCall:
@@ -96,6 +113,7 @@ class WorkerCall:
     chunks: list[bytes]
     offset: int
     close: bool
+    move_to: Path | None = None
 
 
 @pytest.fixture
@@ -105,12 +123,13 @@ def worker_calls(monkeypatch: pytest.MonkeyPatch) -> list[WorkerCall]:
     real = transfer.start_blocking
 
     def counting(func: Callable[..., object], *args: object) -> object:
-        fd, _path, _plan, chunks, offset, close = args
+        fd, _path, _plan, chunks, offset, close, move_to = args
         assert isinstance(fd, int)
         assert isinstance(chunks, list)
         assert isinstance(offset, int)
         assert isinstance(close, bool)
-        calls.append(WorkerCall(fd, list(chunks), offset, close))
+        assert move_to is None or isinstance(move_to, Path)
+        calls.append(WorkerCall(fd, list(chunks), offset, close, move_to))
         return real(func, *args)
 
     monkeypatch.setattr(transfer, "start_blocking", counting)

@@ -605,6 +605,12 @@ class RecordingSink:
     def bytes_written(self, nbytes: int) -> None:
         self.written += nbytes
 
+    async def finishing(self, size: int) -> Path | None:
+        raise AssertionError("not called by pump_body")
+
+    def moved(self) -> None:
+        raise AssertionError("not called by pump_body")
+
 
 async def test_pump_body_counts_what_it_wrote_when_the_sink_stops_it_at_the_end(
     monkeypatch: pytest.MonkeyPatch, sockets: tuple[socket.socket, socket.socket], tmp_path: Path

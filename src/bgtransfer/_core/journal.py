@@ -21,7 +21,7 @@ import functools
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import attrs
 
@@ -40,6 +40,8 @@ __all__ = [
     "SECRET_HEADERS",
     "Action",
     "CorruptEntry",
+    "FileIdentity",
+    "OneStepMove",
     "Phase",
     "Reattach",
     "TaskEntry",
@@ -78,6 +80,9 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "ALTER TABLE tasks ADD COLUMN segments TEXT",
         "ALTER TABLE tasks ADD COLUMN takeover TEXT",
     ),
+    # 2 -> 3: a body's last write may move it into place in the same step; the
+    # entry written before it says what the destination was (see OneStepMove).
+    ("ALTER TABLE tasks ADD COLUMN one_step TEXT",),
 )
 """``MIGRATIONS[n]`` takes a journal from schema version ``n`` to ``n + 1``."""
 
@@ -98,6 +103,7 @@ COLUMNS: Final = (
     "outcome",
     "segments",
     "takeover",
+    "one_step",
 )
 
 
@@ -113,6 +119,27 @@ class Phase(enum.Enum):
 
 class CorruptEntry(ValueError):
     """A row that does not decode; the message names the task and the field."""
+
+
+FileIdentity: TypeAlias = tuple[int, int, int, int]
+"""A file as ``stat`` saw it: (device, inode, size, modification time in ns)."""
+
+
+@attrs.frozen
+class OneStepMove:
+    """Marks a ``MOVING`` entry written *before* the body's last bytes reached the
+    partial file: the last write, the close and the rename into place are one
+    step after it, so the partial file may not be whole yet (or not exist).
+
+    Its ``offset`` is what was written before that step (vouched for as
+    always). ``size`` is the finished file's length, and ``replaces`` the
+    destination file as it was then (None: there was none). A reattaching
+    process that finds no partial file compares it with what is at the
+    destination now: another file there means the rename happened.
+    """
+
+    size: int
+    replaces: FileIdentity | None
 
 
 @attrs.frozen(kw_only=True)
@@ -140,6 +167,8 @@ class TaskEntry:
     the sum of ``done`` (the invariant holds per segment)."""
     takeover: str | None = None
     """The resume data's partial file this task is taking over (until it has)."""
+    one_step: OneStepMove | None = None
+    """For ``MOVING``: the entry came before the last write (see :class:`OneStepMove`)."""
 
 
 def public_headers(headers: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
@@ -171,6 +200,7 @@ def entry_to_row(entry: TaskEntry) -> tuple[Any, ...]:
         outcome,
         None if entry.segments is None else json.dumps([list(s) for s in entry.segments]),
         entry.takeover,
+        None if entry.one_step is None else json.dumps(attrs.asdict(entry.one_step)),
     )
 
 
@@ -222,7 +252,33 @@ def entry_from_row(row: Sequence[Any]) -> TaskEntry:
         outcome=outcome,
         segments=segments,
         takeover=values["takeover"],
+        one_step=_decode_one_step(task_id, values["one_step"], phase, offset),
     )
+
+
+def _decode_one_step(task_id: int, text: object, phase: Phase, offset: int) -> OneStepMove | None:
+    if text is None:
+        return None
+    if phase is not Phase.MOVING:
+        raise CorruptEntry(f"task {task_id}: a one-step move in phase {phase.value!r}")
+    try:
+        document = json.loads(text) if isinstance(text, str) else None
+    except (ValueError, RecursionError):
+        document = None
+    if not isinstance(document, dict) or set(document) != {"size", "replaces"}:
+        raise CorruptEntry(f"task {task_id}: invalid one_step {text!r}")
+    size, replaces = document["size"], document["replaces"]
+    if not _is_int(size) or size < offset:
+        raise CorruptEntry(f"task {task_id}: invalid one_step size {size!r} (offset {offset})")
+    if replaces is None:
+        return OneStepMove(size=size, replaces=None)
+    if (
+        isinstance(replaces, list)
+        and len(replaces) == 4
+        and all(_is_int(value) and value >= 0 for value in replaces)
+    ):
+        return OneStepMove(size=size, replaces=(replaces[0], replaces[1], replaces[2], replaces[3]))
+    raise CorruptEntry(f"task {task_id}: invalid one_step replaces {replaces!r}")
 
 
 def _decode_segments(
@@ -308,9 +364,11 @@ def plan_reattach(
     partial: str,
     partial_size: int | None,
     destination_exists: bool,
+    destination_id: FileIdentity | None = None,
 ) -> Reattach:
     """Decide what becomes of ``entry`` given its partial file (None: missing) and
-    whether its destination exists.
+    whether its destination exists (``destination_id``: which file is there, for
+    a one-step move; None: none).
 
     * ``ENDED``: deliver its outcome; the partial goes unless it backs resume data.
     * ``CANCELING``: the cancel completes now, with resume data if it was asked
@@ -318,6 +376,10 @@ def plan_reattach(
     * ``MOVING``: the partial there and whole: move it. The partial gone and the
       destination there: the move happened before the crash: finished. Both gone:
       the finished file was deleted: an error (never downloaded again).
+    * ``MOVING`` in one step (:class:`OneStepMove`): no partial file and another
+      file at the destination than the one recorded: the step completed:
+      finished. Otherwise the last write may not have happened: continue from
+      the bytes vouched for, as a running task (the rest is fetched again).
     * ``RUNNING``/``SUSPENDED``: continue from the bytes vouched for, or from the
       file's length if that is shorter (the rest was lost with the machine); from
       zero without a partial file or a validator.
@@ -356,11 +418,19 @@ def plan_reattach(
             outcome=CancelledEvent(task_id=entry.id, resume_data=data),
             remove_partial=has_partial and data is None,
         )
-    if entry.phase is Phase.MOVING:
+    if entry.phase is Phase.MOVING and entry.one_step is not None:
+        replaced = destination_id is not None and destination_id != entry.one_step.replaces
+        if partial_size is None and replaced:
+            outcome: TerminalEvent = FinishedEvent(
+                task_id=entry.id, location=Path(entry.destination), total_bytes=entry.one_step.size
+            )
+            return Reattach(action=Action.END, outcome=outcome)
+        # Falls through: continued like a running task.
+    elif entry.phase is Phase.MOVING:
         if partial_size is not None and partial_size == entry.offset:
             return Reattach(action=Action.MOVE, offset=entry.offset, validator=entry.validator)
         if partial_size is None and destination_exists:
-            outcome: TerminalEvent = FinishedEvent(
+            outcome = FinishedEvent(
                 task_id=entry.id, location=Path(entry.destination), total_bytes=entry.offset
             )
             return Reattach(action=Action.END, outcome=outcome)

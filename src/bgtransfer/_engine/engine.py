@@ -42,7 +42,7 @@ from .._core.events import (
     TaskEvent,
     TerminalEvent,
 )
-from .._core.journal import Action, Phase, TaskEntry, plan_reattach
+from .._core.journal import Action, OneStepMove, Phase, TaskEntry, plan_reattach
 from .._core.naming import Origin, filename_from_url, origin_of, parse_url, unique_name
 from .._core.ranges import plan_resume
 from .._core.resume_data import InvalidResumeDataError, ResumeData
@@ -59,7 +59,7 @@ from .._exceptions import (
     TransferError,
 )
 from .._io.errors import file_error
-from .._io.files import move_into_place, private_opener, remove_quietly
+from .._io.files import file_identity, move_into_place, private_opener, remove_quietly
 from .._io.transfer import fetch_to_file
 from .hub import EventHub, EventStream, snapshot_progress
 from .record import AttemptSink, RestartFromZero, SegmentSink, TaskRecord
@@ -203,14 +203,13 @@ class Engine:
         partials = [self._partials_dir / f"{entry.id}.part" for entry in entries]
         facts = await anyio.to_thread.run_sync(_inspect, entries, partials)
         origins: dict[str, Origin] = {}  # most tasks share a few origins
-        for entry, partial, (size, destination_exists) in zip(
-            entries, partials, facts, strict=True
-        ):
+        for entry, partial, (size, destination_id) in zip(entries, partials, facts, strict=True):
             plan = plan_reattach(
                 entry,
                 partial=str(partial),
                 partial_size=size,
-                destination_exists=destination_exists,
+                destination_exists=destination_id is not None,
+                destination_id=destination_id,
             )
             record = self._new_record(
                 task_id=entry.id,
@@ -632,16 +631,7 @@ class Engine:
             # own cancellation. Exactly one terminal event unless suspended.
             record.scope = None
             requeue, record.requeue = record.requeue, False
-            if record.state is TaskState.CANCELING and not isinstance(outcome, FinishedEvent):
-                outcome = self._cancel_outcome(record)
-            elif outcome is None and record.state is TaskState.RUNNING and not requeue:
-                # Stopped from outside: the session is closing, or the task hosting
-                # it is cancelled. Start nothing more. Persistent: the task stays
-                # running in the journal and the next process continues it.
-                self._draining = True
-                if self._journal is None:
-                    record.state = transition(record.state, Input.CANCEL)
-                    outcome = CancelledEvent(task_id=record.id)
+            outcome = self._stopped_outcome(record, outcome, requeue=requeue)
             keep_partial = outcome is None or (
                 isinstance(outcome, CancelledEvent) and outcome.resume_data is not None
             )
@@ -664,6 +654,24 @@ class Engine:
                         self._supervisor.enqueue(record.id, record.origin, now=self.clock())
                     )
 
+    def _stopped_outcome(
+        self, record: TaskRecord, outcome: TerminalEvent | None, *, requeue: bool
+    ) -> TerminalEvent | None:
+        """What a runner that stopped ends its task with (None: nothing, it goes on)."""
+        if record.moved:  # in place: a cancel or a failure came too late
+            return outcome if isinstance(outcome, FinishedEvent) else self._finished(record)
+        if record.state is TaskState.CANCELING and not isinstance(outcome, FinishedEvent):
+            return self._cancel_outcome(record)
+        if outcome is None and record.state is TaskState.RUNNING and not requeue:
+            # Stopped from outside: the session is closing, or the task hosting
+            # it is cancelled. Start nothing more. Persistent: the task stays
+            # running in the journal and the next process continues it.
+            self._draining = True
+            if self._journal is None:
+                record.state = transition(record.state, Input.CANCEL)
+                return CancelledEvent(task_id=record.id)
+        return outcome
+
     async def _transfer(self, record: TaskRecord) -> FinishedEvent:
         """Attempts until the body is whole, then the move into place."""
         timeout = self.config.resource_timeout
@@ -680,11 +688,14 @@ class Engine:
             ) from exc
         finally:
             record.active_time += self.clock() - started  # suspended time is not counted
+        if record.moved:  # by the last write (_finish_into)
+            return self._finished(record)
         # Shielded: once the move starts, it finishes, and the task has finished.
         # The journal learns of it first, so a crash in between is never taken for
         # a lost partial file (and the file is never downloaded again).
         with anyio.CancelScope(shield=True):
             record.moving = True
+            record.one_step = None  # the file is whole now, whatever was said before
             if self._journal is not None:
                 self._checkpoint(record, urgent=True, data=True)
                 await self._journal.flush()
@@ -694,9 +705,36 @@ class Engine:
                 raise file_error(
                     exc, url=record.url, action="move the file to", path=record.destination
                 ) from exc
+        return self._finished(record)
+
+    @staticmethod
+    def _finished(record: TaskRecord) -> FinishedEvent:
         return FinishedEvent(
             task_id=record.id, location=record.destination, total_bytes=record.bytes_received
         )
+
+    async def _finish_into(self, record: TaskRecord, size: int) -> Path | None:
+        """The whole body has arrived: may its last write also move it into place?
+
+        Yes, unless every checkpoint must be fsynced first (the classic order
+        then: the body whole and synced, ``moving`` committed, the move). A
+        background session commits ``moving`` first, with the offset written so
+        far and what the destination is now (:class:`OneStepMove`), so a
+        process killed during that step can tell whether it completed.
+        """
+        if self._fsync:
+            return None
+        if self._journal is not None:
+            try:
+                replaces = file_identity(record.destination)
+            except OSError:  # cannot tell what is there: the classic order
+                return None
+            record.one_step = OneStepMove(size=size, replaces=replaces)
+        record.moving = True
+        if self._journal is not None:
+            self._checkpoint(record, urgent=True)
+            await self._journal.flush()
+        return record.destination
 
     async def _attempts(self, record: TaskRecord) -> None:
         """The retry loop: transient failures are retried from the bytes on disk."""
@@ -742,6 +780,7 @@ class Engine:
     async def _attempt(self, record: TaskRecord) -> None:
         record.written_this_attempt = 0
         record.moving = False
+        record.one_step = None
         if record.segments is not None:
             await self._resume_segments(record)
             return
@@ -769,9 +808,15 @@ class Engine:
                 clock=self.clock,
                 publish=self._publish,
                 before_write=self._before_write,
+                finish_into=self._finish_into,
                 on_split=on_split,
             )
-            await self._fetch(record, headers, sink)
+            try:
+                await self._fetch(record, headers, sink)
+            except TransferError:
+                if not record.moved:
+                    raise
+                return  # the file is in place (by the last write): what failed after is moot
             if sink.split:  # segment 0 is done: help with the others
                 await self._segment_worker(record, queue, borrowed=False)
 
@@ -949,10 +994,11 @@ def _preallocate(path: Path, size: int) -> None:
 
 def _inspect(
     entries: Sequence[TaskEntry], partials: Sequence[Path]
-) -> list[tuple[int | None, bool]]:
-    """(partial size or None, destination exists) for each entry, after finishing any
-    takeover a crash interrupted; in a worker thread."""
-    facts: list[tuple[int | None, bool]] = []
+) -> list[tuple[int | None, tuple[int, int, int, int] | None]]:
+    """(partial size or None, the destination's identity if it matters and exists)
+    for each entry, after finishing any takeover a crash interrupted; in a worker
+    thread."""
+    facts: list[tuple[int | None, tuple[int, int, int, int] | None]] = []
     for entry, partial in zip(entries, partials, strict=True):
         size: int | None = None
         if entry.takeover is not None and not partial.exists():
@@ -966,8 +1012,11 @@ def _inspect(
                 size = partial.stat().st_size
             except FileNotFoundError:
                 size = None
-        moving = entry.phase is Phase.MOVING
-        facts.append((size, moving and os.path.exists(entry.destination)))
+        destination = None
+        if entry.phase is Phase.MOVING and size is None:
+            with contextlib.suppress(OSError):  # unreadable: as good as missing
+                destination = file_identity(entry.destination)
+        facts.append((size, destination))
     return facts
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from .._core.events import ProgressEvent, ResumedEvent, TaskEvent, TerminalEvent
-from .._core.journal import Phase, TaskEntry, public_headers
+from .._core.journal import OneStepMove, Phase, TaskEntry, public_headers
 from .._core.naming import Origin
 from .._core.progress import ProgressThrottle
 from .._core.ranges import Verdict, judge_resumed_response, strong_validator
@@ -60,8 +60,10 @@ class TaskRecord:
         "journaled_offset",
         "last_progress",
         "may_have_partial",
+        "moved",
         "moving",
         "next_checkpoint",
+        "one_step",
         "origin",
         "partial",
         "replayed",
@@ -118,6 +120,8 @@ class TaskRecord:
         self.running = False  # a runner coroutine exists for it
         self.requeue = False  # resumed while its runner was winding down
         self.moving = False  # the body is whole; the move into place is under way
+        self.one_step: OneStepMove | None = None  # moving: the last write moves it
+        self.moved = False  # the file is at its destination: the task has finished
         self.may_have_partial = offset > 0  # False: no partial file was ever made
         self.journaled_offset = 0  # the offset the journal's newest entry vouches for
         self.next_checkpoint = 0.0  # clock time after which progress is journaled again
@@ -186,6 +190,7 @@ class TaskRecord:
             if self.segments is None
             else tuple((seg.start, seg.end, seg.done) for seg in self.segments),
             takeover=self.takeover,
+            one_step=self.one_step if phase is Phase.MOVING else None,
         )
 
 
@@ -254,10 +259,12 @@ class AttemptSink:
         clock: Callable[[], float],
         publish: Callable[[TaskEvent], None],
         before_write: Callable[[TaskRecord], Awaitable[None]],
+        finish_into: Callable[[TaskRecord, int], Awaitable[Path | None]],
         on_split: Callable[[TaskRecord], Awaitable[None]] | None = None,
     ) -> None:
         self._record = record
         self._before_write = before_write
+        self._finish_into = finish_into
         self._on_split = on_split
         self._segment: Segment | None = None  # the first segment, once split
         self._offset = offset
@@ -340,6 +347,13 @@ class AttemptSink:
     def bytes_written(self, nbytes: int) -> None:
         _count_written(self._record, self._segment, nbytes, self._clock, self._publish)
 
+    async def finishing(self, size: int) -> Path | None:
+        assert self._segment is None  # a split answer's plan does not truncate
+        return await self._finish_into(self._record, size)
+
+    def moved(self) -> None:
+        self._record.moved = True
+
 
 class SegmentSink:
     """Judges the answer to one segment's range request and counts its bytes."""
@@ -391,3 +405,9 @@ class SegmentSink:
 
     def bytes_written(self, nbytes: int) -> None:
         _count_written(self._record, self._segment, nbytes, self._clock, self._publish)
+
+    async def finishing(self, size: int) -> Path | None:
+        raise AssertionError("a segment's plan does not truncate: never whole by itself")
+
+    def moved(self) -> None:
+        raise AssertionError("a segment is never moved by itself")

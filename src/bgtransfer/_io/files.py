@@ -21,6 +21,7 @@ from .threads import run_blocking
 __all__ = [
     "PRIVATE_DIR_MODE",
     "PRIVATE_FILE_MODE",
+    "file_identity",
     "fsync_dir",
     "fsync_file",
     "make_private_dir",
@@ -58,6 +59,20 @@ def private_opener(path: str, flags: int) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def file_identity(path: Path | str) -> tuple[int, int, int, int] | None:
+    """(device, inode, size, mtime in ns) of the file at ``path``; None if there is none.
+
+    A ``stat``, cheap enough for the event loop on a local disk. Two files that
+    exist at the same time never share the first two, so a rename over a file
+    changes them; the last two tell a later file in a reused inode apart.
+    """
+    try:
+        info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 def open_partial(path: Path, *, offset: int, truncate: bool) -> int:

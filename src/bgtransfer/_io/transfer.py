@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -86,6 +87,18 @@ class TransferSink(Protocol):
 
     def bytes_written(self, nbytes: int) -> None:
         """Called as bytes reach the file, in order."""
+        ...
+
+    async def finishing(self, size: int) -> Path | None:
+        """Called once the whole body (of a plan that ``truncate``s) has arrived,
+        before its last bytes are written; ``size`` is the file's length once
+        they are. A path returned here is where the last write, after closing
+        the file, moves it (``moved`` says it did). None leaves the file at the
+        partial path."""
+        ...
+
+    def moved(self) -> None:
+        """The file is at the path ``finishing`` gave (called after ``bytes_written``)."""
         ...
 
 
@@ -251,12 +264,37 @@ class _Outcome:
     fd: int  # open, -1 (never opened) or _CLOSED
     error: OSError | None = None
     action: str = "write"
+    path: Path | None = None  # what ``action`` failed on, when not the partial file
+    moved: bool = False
 
 
 def _write_chunks(  # noqa: PLR0917 - run_in_executor passes arguments positionally
+    fd: int,
+    path: Path,
+    plan: BodyPlan,
+    chunks: list[bytes],
+    offset: int,
+    close: bool,
+    move_to: Path | None = None,
+) -> _Outcome:
+    """One worker-thread call: open the file if ``fd`` is -1, write, maybe close,
+    and after closing maybe rename it to ``move_to``. A rename to another file
+    system (``EXDEV``) is left to the caller: the file stays where it is."""
+    outcome = _write_and_close(fd, path, plan, chunks, offset, close)
+    if move_to is None or outcome.error is not None:
+        return outcome
+    try:
+        os.replace(path, move_to)
+    except OSError as exc:
+        if exc.errno == errno.EXDEV:
+            return outcome
+        return _Outcome(_CLOSED, exc, "move the file to", move_to)
+    return _Outcome(_CLOSED, moved=True)
+
+
+def _write_and_close(  # noqa: PLR0917 - mirrors _write_chunks
     fd: int, path: Path, plan: BodyPlan, chunks: list[bytes], offset: int, close: bool
 ) -> _Outcome:
-    """One worker-thread call: open the file if ``fd`` is -1, write, maybe close."""
     if fd == -1:
         try:
             fd = open_partial(path, offset=plan.offset, truncate=plan.truncate)
@@ -337,12 +375,28 @@ class _BodyWriter:
             self._raise_if_failed()
 
     async def finish(self) -> None:
-        """Write everything received and close the file (one hop when it fits)."""
+        """Write everything received and close the file (one hop when it fits).
+
+        When the body is whole and the sink names a place for it
+        (``finishing``), the same call moves the file there after closing it:
+        a small body costs one hop from its first byte to its destination.
+        From that answer on, the last write runs to its end whatever is
+        cancelled meanwhile, so the sink learns of the move (``moved``).
+        """
         with _paused(self._watchdog):
             await self._drain()
             self._raise_if_failed()
-            self._launch(close=True)  # also creates an empty file for an empty body
-            await self._drain()
+            length = self._plan.length
+            whole = length is None or self.written + self._pending == length
+            if not (whole and self._plan.truncate):
+                self._launch(close=True)  # also creates an empty file for an empty body
+                await self._drain()
+            else:
+                with anyio.CancelScope(shield=True):
+                    size = self._plan.offset + self.written + self._pending
+                    move_to = await self._sink.finishing(size)
+                    self._launch(close=True, move_to=move_to)
+                    await self._drain()
         self._raise_if_failed()
 
     async def aclose(self) -> None:
@@ -379,12 +433,12 @@ class _BodyWriter:
             self._timer.cancel()
             self._timer = None
 
-    def _launch(self, *, close: bool = False) -> None:
+    def _launch(self, *, close: bool = False, move_to: Path | None = None) -> None:
         self._cancel_timer()
         chunks, self._chunks = self._chunks, []
         nbytes, self._pending = self._pending, 0
         future = start_blocking(
-            _write_chunks, self._fd, self._path, self._plan, chunks, self._offset, close
+            _write_chunks, self._fd, self._path, self._plan, chunks, self._offset, close, move_to
         )
         self._offset += nbytes
         self._inflight = future
@@ -401,13 +455,21 @@ class _BodyWriter:
             self._fd = outcome.fd
             if outcome.error is not None:
                 error = file_error(
-                    outcome.error, url=self._url, action=outcome.action, path=self._path
+                    outcome.error,
+                    url=self._url,
+                    action=outcome.action,
+                    path=outcome.path or self._path,
                 )
                 error.__cause__ = outcome.error
                 self._error = error
-            elif nbytes:
-                self.written += nbytes
-                self._sink.bytes_written(nbytes)
+            else:
+                try:
+                    if nbytes:
+                        self.written += nbytes
+                        self._sink.bytes_written(nbytes)
+                finally:
+                    if outcome.moved:
+                        self._sink.moved()
         if self._error is not None:
             self._chunks.clear()  # the file is broken; nothing more goes into it
             self._pending = 0
