@@ -62,6 +62,8 @@ or null), ``target`` the file it ends up as),
     "offset": n}``
 ``resume``: base64 of resume data
     start a task with ``download_with_resume_data()`` before the others
+``overwrite``: true
+    create the tasks in ``create`` even when their file exists (they replace it)
 ``pause_after_terminal``: true
     after the first terminal event, wait until the journal holds it as ended, print
     ``{"durable": id, "phase": "ended"}`` and stop reading (wait to be killed)
@@ -391,7 +393,7 @@ class App:
             spec = files[url]
             if any(task.url == url for task in self.tasks.values()):
                 continue
-            if Path(spec["target"]).exists():
+            if Path(spec["target"]).exists() and not self.args.get("overwrite"):
                 continue
             task = await self.session.download(
                 url,

@@ -298,7 +298,14 @@ class Scene:
         args = self.args(
             **{
                 key: options.pop(key, None)
-                for key in ("kill_at", "cancel", "suspend", "pause_after_terminal", "resume")
+                for key in (
+                    "kill_at",
+                    "cancel",
+                    "suspend",
+                    "pause_after_terminal",
+                    "resume",
+                    "overwrite",
+                )
             }
         )
         stderr_path = self.tmp / f"{label}.stderr"
@@ -788,6 +795,92 @@ async def test_replayed_task_stream_is_a_late_subscribers_stream(
         events = await collect(task.events())
         assert isinstance(events[-1], FinishedEvent)
         check_task_stream(events, task_id)
+
+
+# -- killed during the one step at the end (the last write, the close, the rename) --
+
+
+def _journal_row(scene: Scene, task_id: int) -> tuple[str, int, Any]:
+    """(phase, offset, one_step decoded) as committed, read by a separate connection."""
+    path = scene.session_dir / "journal.sqlite3"
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        phase, offset, one_step = connection.execute(
+            "SELECT phase, offset, one_step FROM tasks WHERE id = ?", (task_id,)
+        ).fetchone()
+    finally:
+        connection.close()
+    return phase, offset, None if one_step is None else json.loads(one_step)
+
+
+@pytest.mark.parametrize("point", ["before_rename", "before_replace"])
+async def test_killed_in_the_one_step_after_every_byte_was_written_moves_it(
+    point: str, server: TestServer, tmp_path: Path
+) -> None:
+    """A body that drips in is written as it arrives, so when it ends the one step
+    at the end only closes and renames the file; the journal says "moving, in one
+    step" with every byte vouched for. Killed before that step (``before_rename``)
+    or inside it, before the rename (``before_replace``), the next process moves
+    the partial file into place without fetching anything again."""
+    scene = Scene(server, tmp_path, QUICK, files=ONE_FILE)
+    (url,) = scene.specs
+    target = Path(scene.specs[url]["target"])
+    run = await scene.child("run1", kill_at={"point": point, "nth": 1})
+    assert run.self_killed, run.describe()
+    assert not target.exists()
+    assert _journal_row(scene, 1) == ("moving", 300_000, {"size": 300_000, "replaces": None})
+    assert (scene.session_dir / "partials" / "1.part").stat().st_size == 300_000
+    requests = len(server.requests)
+    final = await scene.here("run2")
+    assert final.done, final.describe()
+    (finished,) = [line for line in final.lines if line.get("kind") == "finished"]
+    assert finished["total_bytes"] == 300_000
+    assert sha256_file(target) == scene.sha256[url]
+    assert server.requests[requests:] == (), "the whole file was fetched again"
+    assert os.listdir(scene.session_dir / "partials") == []
+
+
+SMALL = (FileSpec("s.bin", 16_000, "strong", "file"),)  # arrives at once: one write
+
+
+@pytest.mark.parametrize("older_copy", [False, True], ids=["nothing-there", "older-copy-there"])
+async def test_killed_before_a_small_files_one_step_fetches_it_again(
+    older_copy: bool, server: TestServer, tmp_path: Path
+) -> None:
+    """A small body is opened, written, closed and renamed by one call, after the
+    journal said "moving, in one step": killed before that call, there is no
+    partial file at all. With nothing at the destination, the classic rule would
+    report the finished file deleted (an error); with an older file there, it
+    would report the download finished and leave the old file. The identity
+    recorded with the entry tells the next process the step never happened: it
+    fetches the file again and replaces whatever was there."""
+    scene = Scene(server, tmp_path, QUICK, files=SMALL)
+    (url,) = scene.specs
+    target = Path(scene.specs[url]["target"])
+    if older_copy:  # the whole file, as a previous download left it (another inode)
+        target.write_bytes(server.file("/s.bin").data)
+    before = target.stat() if older_copy else None
+    run = await scene.child(
+        "run1", kill_at={"point": "before_rename", "nth": 1}, overwrite=older_copy
+    )
+    assert run.self_killed, run.describe()
+    phase, offset, one_step = _journal_row(scene, 1)
+    assert (phase, offset) == ("moving", 0)
+    recorded = None if before is None else [before.st_dev, before.st_ino, 16_000]
+    assert one_step["size"] == 16_000
+    assert (one_step["replaces"] or [None] * 4)[:3] == (recorded or [None] * 4)[:3]
+    assert not (scene.session_dir / "partials" / "1.part").exists()
+    requests = len(server.requests)
+    final = await scene.here("run2")
+    assert final.done, final.describe()
+    kinds = [line.get("kind") for line in final.lines if "terminal" in line]
+    assert kinds == ["finished"]
+    (request,) = server.requests[requests:]
+    assert "Range" not in request.headers
+    assert sha256_file(target) == scene.sha256[url]
+    if before is not None:
+        assert target.stat().st_ino != before.st_ino, "the older copy was taken for the download"
+    assert os.listdir(scene.session_dir / "partials") == []
 
 
 class ConsumerFailed(Exception):

@@ -29,6 +29,7 @@ from bgtransfer._core.journal import (
     COLUMNS,
     MIGRATIONS,
     SCHEMA_VERSION,
+    OneStepMove,
     Phase,
     TaskEntry,
     entry_to_row,
@@ -725,6 +726,39 @@ async def test_a_version_1_journal_is_migrated_to_the_current_schema(tmp_path: P
     assert (entry.id, entry.offset, entry.validator, entry.segments) == (7, 1000, '"v1"', None)
     assert journal.next_id == 8
     assert _user_version(path) == SCHEMA_VERSION
+
+
+async def test_a_version_2_journal_is_migrated_to_the_current_schema(tmp_path: Path) -> None:
+    """A journal written before one-step moves (schema 2) opens with its tasks: a
+    classic ``moving`` entry stays classic (no ``one_step``), and one-step entries
+    can be written and read back afterwards."""
+    path = tmp_path / JOURNAL_NAME
+    connection = sqlite3.connect(path)
+    try:
+        for step in MIGRATIONS[:2]:
+            for statement in step:
+                connection.execute(statement)
+        connection.execute(
+            "INSERT INTO tasks VALUES (7, 'http://example.com/a.bin', '/tmp/a.bin', 'A', '[]',"
+            " 'moving', 0, 5000, 5000, '\"v1\"', 'identity', NULL, NULL, NULL)"
+        )
+        connection.execute("PRAGMA user_version = 2")
+        connection.commit()
+    finally:
+        connection.close()
+    journal = await Journal.open(path)
+    async with journal:
+        [entry] = journal.entries
+        assert (entry.id, entry.phase, entry.offset) == (7, Phase.MOVING, 5000)
+        assert entry.one_step is None
+        one_step = attrs.evolve(
+            entry, id=8, offset=100, one_step=OneStepMove(size=5000, replaces=(1, 2, 3, 4))
+        )
+        journal.put(one_step, urgent=True)
+        await journal.flush()
+    assert _user_version(path) == SCHEMA_VERSION
+    reopened = await _reopen(path)
+    assert reopened.entries == [entry, one_step]
 
 
 async def test_a_failing_migration_changes_nothing(tmp_path: Path) -> None:

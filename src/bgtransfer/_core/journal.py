@@ -376,10 +376,11 @@ def plan_reattach(
     * ``MOVING``: the partial there and whole: move it. The partial gone and the
       destination there: the move happened before the crash: finished. Both gone:
       the finished file was deleted: an error (never downloaded again).
-    * ``MOVING`` in one step (:class:`OneStepMove`): no partial file and another
-      file at the destination than the one recorded: the step completed:
-      finished. Otherwise the last write may not have happened: continue from
-      the bytes vouched for, as a running task (the rest is fetched again).
+    * ``MOVING`` in one step (:class:`OneStepMove`): the partial there with every
+      byte vouched for: move it. No partial file and another file at the
+      destination than the one recorded: the step completed: finished.
+      Otherwise the last write may not have happened: continue from the bytes
+      vouched for, as a running task (the rest is fetched again).
     * ``RUNNING``/``SUSPENDED``: continue from the bytes vouched for, or from the
       file's length if that is shorter (the rest was lost with the machine); from
       zero without a partial file or a validator.
@@ -419,18 +420,15 @@ def plan_reattach(
             remove_partial=has_partial and data is None,
         )
     if entry.phase is Phase.MOVING and entry.one_step is not None:
-        replaced = destination_id is not None and destination_id != entry.one_step.replaces
-        if partial_size is None and replaced:
-            outcome: TerminalEvent = FinishedEvent(
-                task_id=entry.id, location=Path(entry.destination), total_bytes=entry.one_step.size
-            )
-            return Reattach(action=Action.END, outcome=outcome)
+        decided = _reattach_one_step(entry, entry.one_step, partial_size, destination_id)
+        if decided is not None:
+            return decided
         # Falls through: continued like a running task.
     elif entry.phase is Phase.MOVING:
         if partial_size is not None and partial_size == entry.offset:
             return Reattach(action=Action.MOVE, offset=entry.offset, validator=entry.validator)
         if partial_size is None and destination_exists:
-            outcome = FinishedEvent(
+            outcome: TerminalEvent = FinishedEvent(
                 task_id=entry.id, location=Path(entry.destination), total_bytes=entry.offset
             )
             return Reattach(action=Action.END, outcome=outcome)
@@ -462,3 +460,23 @@ def plan_reattach(
         validator=entry.validator if usable else None,
         restarted=entry.offset > 0 and not usable,
     )
+
+
+def _reattach_one_step(
+    entry: TaskEntry,
+    one_step: OneStepMove,
+    partial_size: int | None,
+    destination_id: FileIdentity | None,
+) -> Reattach | None:
+    """A ``MOVING`` entry written before the last write: MOVE, END, or None
+    (continue it as a running task)."""
+    if partial_size == entry.offset == one_step.size:
+        # Every byte was written (and vouched for) before the step; only the
+        # close and the rename were left.
+        return Reattach(action=Action.MOVE, offset=entry.offset, validator=entry.validator)
+    if partial_size is None and destination_id is not None and destination_id != one_step.replaces:
+        outcome = FinishedEvent(
+            task_id=entry.id, location=Path(entry.destination), total_bytes=one_step.size
+        )
+        return Reattach(action=Action.END, outcome=outcome)
+    return None
