@@ -1,5 +1,6 @@
 """The body writer under the transfer: batched pwritev, lazy open, one hop for small
-bodies, honest progress, back-pressure, failures, and the request_timeout watchdog.
+bodies, honest progress, back-pressure, failures, the request_timeout watchdog, and
+the one step at the end (the last write also closes the file and moves it).
 
 White-box tests of ``bgtransfer._io.transfer``. Worker calls are counted by wrapping
 ``start_blocking``; slow disks are simulated by a write that waits on a
@@ -20,10 +21,11 @@ from pathlib import Path
 
 import aiohttp
 import anyio
+import anyio.lowlevel
 import attrs
 import pytest
 
-from bgtransfer import LocalFileError, TransferTimeoutError
+from bgtransfer import IncompleteBodyError, LocalFileError, TransferTimeoutError
 from bgtransfer._io import files, transfer
 from bgtransfer._io.transfer import (
     FIRST_WRITE_BYTES,
@@ -671,3 +673,489 @@ async def test_watchdog_resumes_after_a_slow_prepare(server: TestServer, tmp_pat
     # What arrived before the stall is on disk and counted (a resume continues after it).
     assert sink.received == sum(sink.writes) == 20_000
     assert partial.read_bytes() == file.data[:20_000]
+
+
+# --------------------------------------------------------------------------------------
+# _BodyWriter: one step at the end (the last write also closes the file and moves it)
+#
+# When the whole body has arrived, the writer asks its sink where the file goes
+# (``finishing``); the worker call that writes the last bytes then closes the file
+# and renames it there, and the sink hears ``bytes_written`` and then ``moved``.
+# --------------------------------------------------------------------------------------
+
+
+class OrderSink(Sink):
+    """A Sink that also records, in order, what it is told and the sizes it is asked about."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.calls: list[tuple[str, int]] = []
+
+    def bytes_written(self, nbytes: int) -> None:
+        super().bytes_written(nbytes)
+        self.calls.append(("bytes_written", nbytes))
+
+    async def finishing(self, size: int) -> Path | None:
+        self.calls.append(("finishing", size))
+        return await super().finishing(size)
+
+    def moved(self) -> None:
+        super().moved()
+        self.calls.append(("moved", 0))
+
+
+@pytest.mark.parametrize("length", ["known", "unknown"])
+@pytest.mark.asyncio
+async def test_whole_body_is_written_closed_and_moved_in_one_worker_call(
+    worker_calls: list[WorkerCall], tmp_path: Path, length: str
+) -> None:
+    """A small whole body costs one worker call (open, write, close, rename), with or
+    without a length to check against (a chunked body is whole when it ends): the
+    file is at the sink's destination, byte-exact and private, nothing is left at
+    the partial path, and the sink hears the bytes before the move, once each."""
+    partial = tmp_path / "one.part"
+    destination = tmp_path / "out" / "one.bin"
+    destination.parent.mkdir()
+    chunks = [body(1000, "a"), body(15_000, "b"), body(7, "c")]
+    data = b"".join(chunks)
+    assert len(data) < FIRST_WRITE_BYTES
+    sink = OrderSink(move_to=destination)
+    fds_before = open_fds()
+    writer = writer_for(partial, BodyPlan(0, len(data) if length == "known" else None), sink)
+
+    for chunk in chunks:
+        await writer.add(chunk)
+    await writer.finish()
+    await writer.aclose()  # after success: nothing left to do
+
+    assert worker_calls == [WorkerCall(-1, chunks, 0, close=True, move_to=destination)]
+    assert not partial.exists()
+    assert sha256(destination.read_bytes()) == sha256(data)
+    assert mode(destination) == 0o600
+    assert sink.finishing_calls == 1
+    assert sink.moves == 1
+    assert sink.calls == [("finishing", len(data)), ("bytes_written", len(data)), ("moved", 0)]
+    assert writer.written == len(data)
+    assert writer._fd == transfer._CLOSED
+    assert open_fds() == fds_before
+    assert sorted(tmp_path.iterdir()) == [destination.parent]
+
+
+@pytest.mark.asyncio
+async def test_an_empty_body_is_created_at_its_destination(
+    worker_calls: list[WorkerCall], tmp_path: Path
+) -> None:
+    """An empty body is whole at once: its one call creates the private file,
+    closes it and moves it; the sink hears of the move, and of no bytes."""
+    partial = tmp_path / "empty.part"
+    destination = tmp_path / "empty.bin"
+    sink = OrderSink(move_to=destination)
+    writer = writer_for(partial, BodyPlan(0, 0), sink)
+
+    await writer.finish()
+    await writer.aclose()
+
+    assert worker_calls == [WorkerCall(-1, [], 0, close=True, move_to=destination)]
+    assert destination.read_bytes() == b""
+    assert mode(destination) == 0o600
+    assert not partial.exists()
+    assert sink.calls == [("finishing", 0), ("moved", 0)]
+
+
+@pytest.mark.asyncio
+async def test_only_the_last_write_of_a_resumed_body_moves_it(
+    worker_calls: list[WorkerCall], tmp_path: Path
+) -> None:
+    """A resumed body written in several calls: the earlier writes leave the file
+    open where it is; ``finishing`` is asked once, with the finished file's length
+    (offset included), after every byte was reported; the last call, with no bytes
+    left to write, closes the file and moves it; the destination holds the kept
+    prefix and the new bytes, and the stale tail is gone."""
+    partial = tmp_path / "resumed.part"
+    old = body(150_000, "old")
+    partial.write_bytes(old)
+    k = 30_000
+    new = [body(FIRST_WRITE_BYTES, "r1"), body(10_000, "r2")]
+    length = sum(map(len, new))
+    destination = tmp_path / "resumed.bin"
+    sink = OrderSink(move_to=destination)
+    writer = writer_for(partial, BodyPlan(offset=k, length=length), sink)
+
+    await writer.add(new[0])  # starts the first write at once
+    await writer.add(new[1])  # gathers behind it; written as soon as it completes
+    await writer.finish()
+    await writer.aclose()
+
+    assert [call.chunks for call in worker_calls] == [[new[0]], [new[1]], []]
+    assert [call.offset for call in worker_calls] == [k, k + len(new[0]), k + length]
+    assert [call.close for call in worker_calls] == [False, False, True]
+    assert [call.move_to for call in worker_calls] == [None, None, destination]
+    assert sink.calls == [
+        ("bytes_written", len(new[0])),
+        ("bytes_written", len(new[1])),
+        ("finishing", k + length),
+        ("moved", 0),
+    ]
+    assert not partial.exists()
+    assert sha256(destination.read_bytes()) == sha256(old[:k] + b"".join(new))
+    assert writer.written == length
+
+
+@pytest.mark.asyncio
+async def test_a_sink_that_names_no_place_keeps_the_file_at_the_partial_path(
+    worker_calls: list[WorkerCall], tmp_path: Path
+) -> None:
+    """``finishing`` returning None (the classic order: the owner moves the file
+    later) still costs one call, which closes the file and renames nothing."""
+    partial = tmp_path / "kept.part"
+    chunks = [body(2_000, "k1"), body(3_000, "k2")]
+    data = b"".join(chunks)
+    sink = OrderSink(move_to=None)
+    writer = writer_for(partial, BodyPlan(0, len(data)), sink)
+
+    for chunk in chunks:
+        await writer.add(chunk)
+    await writer.finish()
+    await writer.aclose()
+
+    assert worker_calls == [WorkerCall(-1, chunks, 0, close=True, move_to=None)]
+    assert sha256(partial.read_bytes()) == sha256(data)
+    assert mode(partial) == 0o600
+    assert sink.calls == [("finishing", len(data)), ("bytes_written", len(data))]
+    assert sink.moves == 0
+    assert list(tmp_path.iterdir()) == [partial]
+
+
+@pytest.mark.parametrize("received", [4_000, 12_000], ids=["fewer", "more"])
+@pytest.mark.asyncio
+async def test_a_body_of_another_length_than_planned_is_never_moved(
+    worker_calls: list[WorkerCall], tmp_path: Path, received: int
+) -> None:
+    """A body that did not end at the planned length is not whole: ``finishing`` is
+    never asked, the last call only closes the file, and what arrived stays at the
+    partial path (the caller raises IncompleteBodyError; see the next test)."""
+    partial = tmp_path / "short.part"
+    destination = tmp_path / "never.bin"
+    data = body(received, "short")
+    sink = OrderSink(move_to=destination)
+    writer = writer_for(partial, BodyPlan(0, 10_000), sink)
+
+    await writer.add(data)
+    await writer.finish()
+    await writer.aclose()
+
+    assert worker_calls == [WorkerCall(-1, [data], 0, close=True, move_to=None)]
+    assert sink.finishing_calls == 0
+    assert sink.moves == 0
+    assert sink.calls == [("bytes_written", received)]
+    assert not destination.exists()
+    assert sha256(partial.read_bytes()) == sha256(data)
+
+
+@pytest.mark.asyncio
+async def test_a_whole_segment_is_never_moved(
+    worker_calls: list[WorkerCall], tmp_path: Path
+) -> None:
+    """A segment (a plan that does not truncate) writes into a file other segments
+    share: even when all its bytes arrived, ``finishing`` is not asked and the
+    file stays where it is, the bytes around the segment untouched."""
+    partial = tmp_path / "segments.part"
+    preallocated = body(50_000, "shared")
+    partial.write_bytes(preallocated)
+    start, new = 10_000, body(20_000, "segment")
+    destination = tmp_path / "never.bin"
+    sink = OrderSink(move_to=destination)
+    writer = writer_for(partial, BodyPlan(start, len(new), truncate=False), sink)
+
+    await writer.add(new)
+    await writer.finish()
+    await writer.aclose()
+
+    assert worker_calls == [WorkerCall(-1, [new], start, close=True, move_to=None)]
+    assert sink.finishing_calls == 0
+    assert sink.moves == 0
+    assert not destination.exists()
+    expected = preallocated[:start] + new + preallocated[start + len(new) :]
+    assert sha256(partial.read_bytes()) == sha256(expected)
+
+
+class OverAnnouncingSink(OrderSink):
+    """Plans a longer body than the server's Content-Length: the body ends short."""
+
+    def judge(self, status: int, reason: str, headers: Mapping[str, str]) -> BodyPlan | None:
+        plan = super().judge(status, reason, headers)
+        assert plan is not None
+        assert plan.length is not None
+        return BodyPlan(0, plan.length + 1)
+
+
+@pytest.mark.parametrize("cut", ["announced longer", "cut by the server"])
+@pytest.mark.asyncio
+async def test_fetch_of_a_short_body_never_asks_where_it_goes(
+    server: TestServer, tmp_path: Path, cut: str
+) -> None:
+    """Through fetch_to_file: a body that ends before the planned length (the
+    server's body ends cleanly one byte short of the plan, or the server closes
+    the connection mid-body) raises IncompleteBodyError; ``finishing`` was never
+    asked, nothing appears at the destination, and the partial file holds exactly
+    the bytes reported, all of them the server's."""
+    file = server.add_file("/short.bin", size=20_000)
+    partial = tmp_path / "short.part"
+    destination = tmp_path / "short.bin"
+    if cut == "announced longer":
+        sink: OrderSink = OverAnnouncingSink(move_to=destination)
+    else:
+        server.set_faults(file.path, Faults(close_after=5_000))
+        sink = OrderSink(move_to=destination)
+
+    with anyio.fail_after(10), pytest.raises(IncompleteBodyError) as raised:
+        await fetch(server, file.path, partial, sink)
+
+    assert raised.value.url == server.url(file.path)
+    if cut == "announced longer":
+        assert str(raised.value) == (
+            f"{server.url(file.path)}: received {file.size} of the {file.size + 1} bytes announced"
+        )
+    assert sink.finishing_calls == 0
+    assert sink.moves == 0
+    assert not destination.exists()
+    on_disk = partial.read_bytes() if partial.exists() else b""
+    assert sum(sink.writes) == len(on_disk)
+    assert on_disk == file.data[: len(on_disk)]
+    if cut == "announced longer":
+        assert sha256(on_disk) == file.sha256
+
+
+@pytest.mark.asyncio
+async def test_a_move_to_another_file_system_leaves_the_whole_file_at_the_partial_path(
+    monkeypatch: pytest.MonkeyPatch, worker_calls: list[WorkerCall], tmp_path: Path
+) -> None:
+    """A rename the kernel refuses across file systems (EXDEV) is not an error: the
+    file stays, whole and closed, at the partial path, its bytes are reported, and
+    ``moved`` is not called (the owner copies it over afterwards)."""
+    partial = tmp_path / "exdev.part"
+    destination = tmp_path / "elsewhere.bin"
+    real_replace = os.replace
+    refused: list[tuple[str, str]] = []
+
+    def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str], **kw: object) -> None:
+        if Path(dst) == destination:
+            refused.append((str(src), str(dst)))
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), str(src), None, str(dst))
+        real_replace(src, dst, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "replace", replace)
+    chunks = [body(6_000, "x1"), body(6_000, "x2")]
+    data = b"".join(chunks)
+    sink = OrderSink(move_to=destination)
+    fds_before = open_fds()
+    writer = writer_for(partial, BodyPlan(0, len(data)), sink)
+
+    for chunk in chunks:
+        await writer.add(chunk)
+    await writer.finish()
+    await writer.aclose()
+
+    assert refused == [(str(partial), str(destination))]
+    assert worker_calls == [WorkerCall(-1, chunks, 0, close=True, move_to=destination)]
+    assert sha256(partial.read_bytes()) == sha256(data)
+    assert mode(partial) == 0o600
+    assert not destination.exists()
+    assert sink.calls == [("finishing", len(data)), ("bytes_written", len(data))]
+    assert sink.moves == 0
+    assert writer.written == len(data)
+    assert writer._fd == transfer._CLOSED
+    assert open_fds() == fds_before
+
+
+@pytest.mark.parametrize("obstacle", ["a directory", "no parent"])
+@pytest.mark.asyncio
+async def test_a_failed_rename_is_a_local_file_error_naming_the_destination(
+    worker_calls: list[WorkerCall], tmp_path: Path, obstacle: str
+) -> None:
+    """Any other rename error (the destination is a directory; its directory does
+    not exist) fails the body with a LocalFileError that names the URL, the action
+    and the destination, with the OSError as its cause. ``moved`` is not called,
+    the last write's bytes are not reported (counts stay a lower bound of what the
+    file holds), the file is closed and whole at the partial path, and nothing
+    appears at the destination."""
+    partial = tmp_path / "failed.part"
+    if obstacle == "a directory":
+        destination = tmp_path / "taken"
+        destination.mkdir()
+        code, cause = errno.EISDIR, "is a directory"
+    else:
+        destination = tmp_path / "missing" / "file.bin"
+        code, cause = errno.ENOENT, "no such file or directory"
+    data = body(9_000, "failed")
+    sink = OrderSink(move_to=destination)
+    fds_before = open_fds()
+    writer = writer_for(partial, BodyPlan(0, len(data)), sink)
+
+    await writer.add(data)
+    with pytest.raises(LocalFileError) as raised:
+        await writer.finish()
+    await writer.aclose()  # the first error stands; nothing more is raised or tried
+
+    error = raised.value
+    assert str(error) == f"{URL}: cannot move the file to {destination}: {cause}"
+    assert error.url == URL
+    assert error.errno == code
+    assert error.filename == str(destination)
+    assert isinstance(error.__cause__, OSError)
+    assert error.__cause__.errno == code
+    assert worker_calls == [WorkerCall(-1, [data], 0, close=True, move_to=destination)]
+    assert sink.calls == [("finishing", len(data))]
+    assert sink.moves == 0
+    assert writer.written == 0
+    assert writer._fd == transfer._CLOSED
+    assert open_fds() == fds_before
+    assert sha256(partial.read_bytes()) == sha256(data)
+    if obstacle == "a directory":
+        assert list(destination.iterdir()) == []
+    else:
+        assert not destination.parent.exists()
+
+
+class SlowSink(OrderSink):
+    """``finishing`` lets the loop run a few rounds before it answers, as the
+    engine's does when it commits its journal first; ``answered`` is set as it
+    returns."""
+
+    def __init__(self, *, rounds: int, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.rounds = rounds
+        self.answered = anyio.Event()
+
+    async def finishing(self, size: int) -> Path | None:
+        for _ in range(self.rounds):
+            await anyio.lowlevel.checkpoint()
+        answer = await super().finishing(size)
+        self.answered.set()
+        return answer
+
+
+@pytest.mark.asyncio
+async def test_the_first_write_timer_does_not_race_the_last_step(
+    write_gate: threading.Event,
+    worker_calls: list[WorkerCall],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A small body's bytes wait up to FIRST_WRITE_DELAY for more. When the body
+    ends meanwhile and the sink takes longer than that to say where it goes, the
+    timer must not start a write of its own: the last step would run beside it,
+    both opening (and truncating) the file, one leaking its descriptor. One call
+    writes, closes and moves; the destination holds every byte. (The delay is
+    made 0, so the timer is due at the loop's next round; the sink lets a few
+    rounds pass, as the slow journal commit would.)"""
+    monkeypatch.setattr(transfer, "FIRST_WRITE_DELAY", 0.0)
+    partial = tmp_path / "race.part"
+    destination = tmp_path / "race.bin"
+    data = body(3_000, "race")
+    sink = SlowSink(move_to=destination, rounds=5)
+    fds_before = open_fds()
+    writer = writer_for(partial, BodyPlan(0, len(data)), sink)
+
+    await writer.add(data)  # arms the first-write timer
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer.finish)
+            await sink.answered.wait()  # the last step has been started (and is held)
+            calls_while_held = list(worker_calls)
+            write_gate.set()
+    await writer.aclose()
+
+    assert calls_while_held == [WorkerCall(-1, [data], 0, close=True, move_to=destination)]
+    assert worker_calls == calls_while_held
+    assert not partial.exists()
+    assert sha256(destination.read_bytes()) == sha256(data)
+    assert sink.calls == [("finishing", len(data)), ("bytes_written", len(data)), ("moved", 0)]
+    assert writer._fd == transfer._CLOSED
+    assert open_fds() == fds_before
+
+
+class GatedSink(OrderSink):
+    """``finishing`` waits (as the engine's does for its journal) until released."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.asked = anyio.Event()
+        self.answer = anyio.Event()
+
+    async def finishing(self, size: int) -> Path | None:
+        self.asked.set()
+        await self.answer.wait()
+        return await super().finishing(size)
+
+
+@pytest.mark.parametrize("held", ["in finishing", "in the worker call"])
+@pytest.mark.asyncio
+async def test_a_cancel_during_the_last_step_waits_for_it_and_still_propagates(
+    monkeypatch: pytest.MonkeyPatch,
+    write_gate: threading.Event,
+    worker_calls: list[WorkerCall],
+    tmp_path: Path,
+    held: str,
+) -> None:
+    """A cancellation that arrives once the body is whole, while the sink decides
+    where it goes or while the worker call writes, closes and renames, does not
+    stop the step: ``finish()`` returns only after the file is at its destination
+    and the sink heard ``moved`` (once). The cancellation is not swallowed: it is
+    delivered at the caller's next checkpoint."""
+    partial = tmp_path / "cancelled.part"
+    destination = tmp_path / "cancelled.bin"
+    data = body(10_000, "cancel")
+    sink = GatedSink(move_to=destination)
+    entered = threading.Event()
+    gated = transfer._write_chunks  # waits on write_gate
+
+    def announcing(*args: object) -> transfer._Outcome:
+        entered.set()
+        return gated(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(transfer, "_write_chunks", announcing)
+    writer = writer_for(partial, BodyPlan(0, len(data)), sink)
+    await writer.add(data)
+    if held == "in finishing":
+        write_gate.set()  # only finishing holds the step
+    else:
+        sink.answer.set()
+    scope = anyio.CancelScope()
+    left_finish: list[tuple[int, bool]] = []  # (moves, destination exists) when it returned
+    after_finish: list[str] = []
+
+    async def last_write() -> None:
+        with scope:
+            try:
+                await writer.finish()
+            finally:
+                left_finish.append((sink.moves, destination.exists()))
+                await writer.aclose()
+            after_finish.append("reached")
+            await anyio.sleep_forever()  # the next checkpoint: the cancellation arrives here
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(last_write)
+            if held == "in finishing":
+                await sink.asked.wait()
+                reached_hold = True
+            else:
+                reached_hold = await anyio.to_thread.run_sync(entered.wait, 5)
+            scope.cancel()
+            await anyio.wait_all_tasks_blocked()  # a cancellation that could get in has
+            while_held = list(left_finish)
+            sink.answer.set()
+            write_gate.set()
+
+    assert reached_hold
+    assert while_held == []  # finish() did not return (or raise) while the step was held
+    assert left_finish == [(1, True)]
+    assert after_finish == ["reached"]
+    assert scope.cancelled_caught  # and the cancellation came out, at the next checkpoint
+    assert worker_calls == [WorkerCall(-1, [data], 0, close=True, move_to=destination)]
+    assert sink.calls == [("finishing", len(data)), ("bytes_written", len(data)), ("moved", 0)]
+    assert not partial.exists()
+    assert sha256(destination.read_bytes()) == sha256(data)
+    assert writer.written == len(data)

@@ -384,6 +384,9 @@ class _BodyWriter:
         cancelled meanwhile, so the sink learns of the move (``moved``).
         """
         with _paused(self._watchdog):
+            # No first write by the timer from here on: it would race the last one
+            # (each would open the file) while the sink is asked where it goes.
+            self._cancel_timer()
             await self._drain()
             self._raise_if_failed()
             length = self._plan.length
@@ -434,6 +437,7 @@ class _BodyWriter:
             self._timer = None
 
     def _launch(self, *, close: bool = False, move_to: Path | None = None) -> None:
+        assert self._inflight is None, "one write at a time"
         self._cancel_timer()
         chunks, self._chunks = self._chunks, []
         nbytes, self._pending = self._pending, 0
