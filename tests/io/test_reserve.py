@@ -112,3 +112,42 @@ async def test_a_file_system_without_fallocate_still_downloads(
         task = await session.download(server.url(file.path), out_dir / "big.bin")
         await task.wait()
     assert sha256_file(out_dir / "big.bin") == file.sha256
+
+
+@pytest.mark.asyncio
+async def test_no_space_for_a_segmented_file_fails_with_a_clear_error_and_leaves_nothing(
+    server: TestServer, out_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The partial file of a segmented download is sized to the whole file and its
+    blocks reserved before the other segments start; a disk that cannot hold it
+    fails the task at once with ``LocalFileError`` (it used to be ignored, and the
+    download failed later, on a write, or filled the disk)."""
+    file = server.add_file("/seg.bin", size=4 * MiB)
+    monkeypatch.setattr(files, "_fallocate", failing_fallocate(errno.ENOSPC))
+    async with Session(config=NO_RETRY) as session:
+        task = await session.download(server.url(file.path), out_dir / "seg.bin", segments=4)
+        with pytest.raises(LocalFileError) as raised:
+            await task.wait()
+        partials = list(session.directory.glob("partials/*"))
+    error = raised.value
+    assert error.errno == errno.ENOSPC
+    assert str(error).startswith(f"{server.url(file.path)}: cannot reserve space for ")
+    assert "no space left on device" in str(error)
+    assert not (out_dir / "seg.bin").exists()
+    assert partials == []
+    ranges = [r.headers.get("Range") for r in server.requests if r.path == file.path]
+    assert ranges == [None], "segments were requested for a file that has no room"
+
+
+@pytest.mark.asyncio
+async def test_a_segmented_file_on_a_file_system_without_fallocate_still_downloads(
+    server: TestServer, out_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file = server.add_file("/seg.bin", size=4 * MiB + 3)
+    monkeypatch.setattr(files, "_fallocate", failing_fallocate(errno.EOPNOTSUPP))
+    async with Session(config=NO_RETRY) as session:
+        task = await session.download(server.url(file.path), out_dir / "seg.bin", segments=4)
+        await task.wait()
+    assert sha256_file(out_dir / "seg.bin") == file.sha256
+    ranges = [r.headers.get("Range") for r in server.requests if r.path == file.path]
+    assert len(ranges) == 4, ranges

@@ -59,7 +59,14 @@ from .._exceptions import (
     TransferError,
 )
 from .._io.errors import file_error
-from .._io.files import file_identity, move_into_place, private_opener, remove_quietly
+from .._io.files import (
+    file_identity,
+    move_into_place,
+    private_opener,
+    remove_quietly,
+    reserve_blocks,
+)
+from .._io.threads import run_blocking
 from .._io.transfer import fetch_to_file
 from .hub import EventHub, EventStream, snapshot_progress
 from .record import AttemptSink, RestartFromZero, SegmentSink, TaskRecord
@@ -852,7 +859,12 @@ class Engine:
         segments, and start a worker per slot the supervisor can lend."""
         assert record.segments is not None
         assert record.bytes_expected is not None
-        await anyio.to_thread.run_sync(_preallocate, record.partial, record.bytes_expected)
+        try:
+            await run_blocking(_preallocate, record.partial, record.bytes_expected)
+        except OSError as exc:
+            raise file_error(
+                exc, url=record.url, action="reserve space for", path=record.partial
+            ) from exc
         self._checkpoint(record, urgent=True)
         queue.extend(record.segments[1:])
         for _ in range(self._supervisor.borrow(record.id, len(queue))):
@@ -984,12 +996,15 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]
 
 def _preallocate(path: Path, size: int) -> None:
     """Create (or empty) the partial file and give it its final size, so every
-    segment writes in place; reserve the blocks where the platform can."""
-    with open(path, "wb", opener=private_opener) as file:
-        file.truncate(size)
-        if hasattr(os, "posix_fallocate"):
-            with contextlib.suppress(OSError):  # not every file system supports it
-                os.posix_fallocate(file.fileno(), 0, size)
+    segment writes in place; reserve its blocks where the platform can (a disk
+    that cannot hold it raises ``OSError``, the file removed)."""
+    try:
+        with open(path, "wb", opener=private_opener) as file:
+            file.truncate(size)
+            reserve_blocks(file.fileno(), 0, size)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
 
 
 def _inspect(
