@@ -3,7 +3,7 @@ bodies, honest progress, back-pressure, failures, the request_timeout watchdog, 
 the one step at the end (the last write also closes the file and moves it).
 
 White-box tests of ``bgtransfer._io.transfer``. Worker calls are counted by wrapping
-``start_blocking``; slow disks are simulated by a write that waits on a
+``start_file_io``; slow disks are simulated by a write that waits on a
 ``threading.Event``. Only the first-write delay and the watchdog let time pass,
 because time passing is what they are about.
 """
@@ -122,7 +122,7 @@ class WorkerCall:
 def worker_calls(monkeypatch: pytest.MonkeyPatch) -> list[WorkerCall]:
     """Every worker-thread call the writer makes, in order."""
     calls: list[WorkerCall] = []
-    real = transfer.start_blocking
+    real = transfer.start_file_io
 
     def counting(func: Callable[..., object], *args: object) -> object:
         fd, _path, _plan, chunks, offset, close, move_to = args
@@ -134,7 +134,7 @@ def worker_calls(monkeypatch: pytest.MonkeyPatch) -> list[WorkerCall]:
         calls.append(WorkerCall(fd, list(chunks), offset, close, move_to))
         return real(func, *args)
 
-    monkeypatch.setattr(transfer, "start_blocking", counting)
+    monkeypatch.setattr(transfer, "start_file_io", counting)
     return calls
 
 

@@ -7,7 +7,7 @@ response to its destination. These tests count the hops, interrupt the step
 rename error, another file system).
 
 Worker-thread calls are counted at every door into a thread: the event loop's
-``run_in_executor`` (which ``threads.start_blocking`` and ``run_blocking`` use),
+``run_in_executor`` (which ``threads.start_file_io``, ``start_blocking`` and ``run_blocking`` use),
 a thread of its own (``threads.start_thread``, the pump) and
 ``anyio.to_thread.run_sync``. The step is held by a ``threading.Event`` the
 worker call waits on; the test learns it is held from another event the call

@@ -33,7 +33,7 @@ from .._exceptions import IncompleteBodyError
 from .errors import file_error, map_errors, quiet_error
 from .files import open_partial, pwrite_all, reserve_blocks
 from .pump import pump_body, take_over
-from .threads import run_blocking, start_blocking
+from .threads import run_blocking, start_file_io
 
 __all__ = [
     "FIRST_WRITE_BYTES",
@@ -441,7 +441,7 @@ class _BodyWriter:
         self._cancel_timer()
         chunks, self._chunks = self._chunks, []
         nbytes, self._pending = self._pending, 0
-        future = start_blocking(
+        future = start_file_io(
             _write_chunks, self._fd, self._path, self._plan, chunks, self._offset, close, move_to
         )
         self._offset += nbytes
