@@ -1,0 +1,110 @@
+"""The file thread: the write pipeline's calls run in one thread of their own.
+
+``threads.start_file_io`` sends every call of the write pipeline (open, write,
+close, rename) to one process-wide thread, in order, instead of the loop's
+default executor (see the module for why). These tests prove where the calls run,
+that they run one after another in the order started, that a session's download
+uses it, and that a forked child gets a working thread of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+import warnings
+from pathlib import Path
+
+import pytest
+
+from _helpers import sha256_file
+from bgtransfer import Session
+from bgtransfer._io import threads, transfer
+from bgtransfer.testing import TestServer
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_file_calls_run_in_the_one_file_thread_in_the_order_started() -> None:
+    """Calls started together do not overlap and run in the order started, all in
+    one thread named ``bgtransfer-files``."""
+    lock = threading.Lock()
+    log: list[tuple[str, int, str]] = []
+    release = threading.Event()
+
+    def call(index: int) -> str:
+        with lock:
+            log.append(("start", index, threading.current_thread().name))
+        if index == 0:  # the first call holds the thread while the others are queued
+            assert release.wait(timeout=10)
+        with lock:
+            log.append(("end", index, threading.current_thread().name))
+        return threading.current_thread().name
+
+    futures = [threads.start_file_io(call, index) for index in range(5)]
+    release.set()
+    names = await asyncio.gather(*futures)
+    assert [(event, index) for event, index, _ in log] == [
+        (event, index) for index in range(5) for event in ("start", "end")
+    ]
+    assert len(set(names)) == threads.FILE_THREADS == 1
+    assert names[0].startswith("bgtransfer-files")
+    assert names[0] != threading.current_thread().name
+
+
+async def test_a_download_writes_in_the_file_thread(
+    server: TestServer, out_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every call of the write pipeline of a session's downloads runs in the file
+    thread, never in the loop's default executor."""
+    files = [server.add_file(f"/t{n}.bin", size=20_000 + 70_000 * n) for n in range(4)]
+    names: list[str] = []
+    real = transfer._write_chunks
+
+    def recording(*args: object) -> object:
+        names.append(threading.current_thread().name)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(transfer, "_write_chunks", recording)
+    async with Session() as session:
+        tasks = [
+            await session.download(server.url(file.path), out_dir / file.path[1:]) for file in files
+        ]
+        for task in tasks:
+            await task.wait()
+    for file in files:
+        assert sha256_file(out_dir / file.path[1:]) == file.sha256
+    assert len(names) >= len(files)
+    assert {name.split("_")[0] for name in names} == {"bgtransfer-files"}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+async def test_a_forked_child_gets_a_file_thread_of_its_own() -> None:
+    """The parent's file thread does not exist in a forked child; without the
+    at-fork hook the child's first file call would wait forever on a pool whose
+    thread is gone."""
+    assert await threads.start_file_io(threading.current_thread) is not None  # pool made
+    with warnings.catch_warnings():
+        # Python 3.12+ warns that forking a process with threads may deadlock.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: no pytest from here on, only an exit code
+        code = 1
+        try:
+
+            async def child() -> str:
+                return await asyncio.wait_for(
+                    threads.start_file_io(lambda: threading.current_thread().name), 10
+                )
+
+            name = asyncio.run(child())
+            code = 0 if name.startswith("bgtransfer-files") else 2
+        except BaseException:  # reported through the exit code
+            code = 3
+        finally:
+            sys.stdout.flush()
+            os._exit(code)
+    # The child exits within its own timeout whatever happens: wait for it.
+    _, status = await asyncio.to_thread(os.waitpid, pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
