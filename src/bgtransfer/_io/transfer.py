@@ -9,8 +9,10 @@ written promptly, and the gathering buffer is bounded (``MAX_PENDING_BYTES``):
 past it the reader waits for the disk.
 
 The number of thread hops is what bounds small files: the partial file is
-opened by the first write, and the last write closes it, so a body that
-arrives at once costs one hop (open, write, close).
+opened by the first write, and the last write closes it and, when the sink
+names a place, moves it there, so a body that arrives at once costs one hop
+(open, write, close, rename). The writes run in the one file thread
+(``threads.start_file_io``).
 """
 
 from __future__ import annotations
