@@ -246,6 +246,41 @@ async def test_next_id_is_never_reused_even_after_forget(tmp_path: Path) -> None
     assert (await _reopen(path)).next_id == 43
 
 
+async def test_forgetting_many_tasks_in_one_commit_and_then_the_newest_keeps_the_next_id(
+    tmp_path: Path,
+) -> None:
+    """Deletions go out in chunks (more ids than one statement takes), and the next
+    id is stored only when it changed: deleting the newest task's row afterwards
+    (without storing it again) must still leave the right next id."""
+    path = tmp_path / JOURNAL_NAME
+    count = journal_module.DELETE_CHUNK * 2 + 35
+    journal = await Journal.open(path, interval=3600)
+    async with journal:
+        for task_id in range(1, count + 1):
+            journal.put(_entry(task_id))
+        await journal.flush()
+        for task_id in range(1, count - 9):
+            journal.forget(task_id)
+        await journal.flush()
+        assert sorted(_rows(path)) == list(range(count - 9, count + 1))
+        journal.forget(count)  # the newest: its row bounded the ids
+        await journal.flush()
+        assert sorted(_rows(path)) == list(range(count - 9, count))
+    reopened = await _reopen(path)
+    assert [entry.id for entry in reopened.entries] == list(range(count - 9, count))
+    assert reopened.next_id == count + 1
+    journal = await Journal.open(path)
+    async with journal:
+        for task_id in range(count - 9, count):
+            journal.forget(task_id)
+        journal.put(_entry(count + 1))
+        await journal.flush()
+        journal.forget(count + 1)
+    reopened = await _reopen(path)
+    assert reopened.entries == []
+    assert reopened.next_id == count + 2
+
+
 # -- batching --------------------------------------------------------------------------------------
 
 

@@ -107,6 +107,7 @@ class Journal:
         self._pending: dict[int, TaskEntry] = {}
         self._forgotten: set[int] = set()
         self._data_files: dict[int, Path] = {}
+        self._stored_next_id: int | None = None  # the database's, once this journal wrote it
         self._generation = 0  # bumped by every put/forget
         self._committed = 0  # the generation the database holds
         self._urgent = False
@@ -325,7 +326,7 @@ class Journal:
             forgotten=list(self._forgotten),
             files=list(self._data_files.values()),
             generation=self._generation,
-            next_id=self.next_id,
+            next_id=None if self.next_id == self._stored_next_id else self.next_id,
         )
         self._pending, self._forgotten, self._data_files = {}, set(), {}
         self._urgent = False
@@ -336,6 +337,8 @@ class Journal:
             self._failure = JournalError(str(self.path), f"cannot write: {error}")
             logger.error("%s", self._failure)
         if self._failure is None:
+            if batch.forgotten and batch.next_id is not None:
+                self._stored_next_id = batch.next_id
             self._committed = batch.generation
             self._commits += 1
             self._uncheckpointed += 1
@@ -389,28 +392,38 @@ class _Batch:
     forgotten: list[int]
     files: list[Path]  # durability="fsync": partial files to sync first
     generation: int
-    next_id: int
+    next_id: int | None  # None: the database has it already
+
+
+DELETE_CHUNK = 500
+"""Task ids per ``DELETE ... IN (...)`` (SQLite allows at least 999 parameters)."""
 
 
 def _commit_sync(connection: sqlite3.Connection, batch: _Batch) -> None:
-    """One transaction. ``next_id`` is stored when rows are deleted: while a task's
-    row exists it bounds the ids by itself (ids never repeat either way)."""
+    """One transaction, in as few statements as the batch allows (each statement
+    releases and retakes the GIL: a wait when the file thread holds it).
+    ``next_id`` is stored when rows are deleted and it changed: while a task's row
+    exists it bounds the ids by itself (ids never repeat either way)."""
     for path in batch.files:  # durability="fsync": the bytes before the checkpoint
         fsync_file(path)
     rows = [entry_to_row(entry) for entry in batch.entries]
-    if len(rows) == 1 and not batch.forgotten:
-        connection.execute(_UPSERT, rows[0])  # one statement is its own transaction
+    others: list[tuple[str, Sequence[object]]] = []
+    ids = batch.forgotten
+    for start in range(0, len(ids), DELETE_CHUNK):
+        chunk = ids[start : start + DELETE_CHUNK]
+        marks = ", ".join("?" for _ in chunk)
+        others.append((f"DELETE FROM tasks WHERE id IN ({marks})", chunk))
+    if ids and batch.next_id is not None:
+        others.append(("UPDATE meta SET value = ? WHERE key = 'next_id'", (str(batch.next_id),)))
+    if len(rows) + len(others) == 1:  # one statement is its own transaction
+        connection.execute(*((_UPSERT, rows[0]) if rows else others[0]))
         return
     connection.execute("BEGIN")
     try:
-        connection.executemany(_UPSERT, rows)
-        if batch.forgotten:
-            connection.executemany(
-                "DELETE FROM tasks WHERE id = ?", [(i,) for i in batch.forgotten]
-            )
-            connection.execute(
-                "UPDATE meta SET value = ? WHERE key = 'next_id'", (str(batch.next_id),)
-            )
+        if rows:
+            connection.executemany(_UPSERT, rows)
+        for sql, parameters in others:
+            connection.execute(sql, parameters)
         connection.execute("COMMIT")
     except BaseException:
         if connection.in_transaction:
