@@ -1,7 +1,8 @@
 """Local files: private directories, partial files, the atomic move into place.
 
-Blocking calls run in a worker thread (``run_blocking``), never on the event
-loop, except the cheap ``stat``-sized checks done at submit.
+Blocking calls run in a worker thread (``run_blocking``, or the file thread for
+the write pipeline), never on the event loop, except cheap ``stat``-sized checks:
+the destination's at submit, and its identity before a body's last step.
 """
 
 from __future__ import annotations
