@@ -18,10 +18,11 @@ from ._core.resume_data import ResumeData
 from ._core.supervisor import SupervisorStatistics
 from ._engine.engine import Engine
 from ._engine.hub import EventStream
-from ._exceptions import SessionClosedError, SessionError
+from ._exceptions import SessionClosedError, SessionError, SessionInUseError
 from ._io.files import make_private_dir
 from ._io.journal import JOURNAL_NAME, Journal
-from ._io.lock import SessionLock
+from ._io.lock import SessionLock, owner_pid
+from ._io.threads import run_blocking
 from ._task import DownloadTask
 
 __all__ = ["STATE_DIR_ENV", "Session", "default_state_dir"]
@@ -127,7 +128,9 @@ class Session:
         directory = self._make_directory()
         if self._identifier is not None:
             lock = SessionLock(directory / "lock", self._identifier)
-            lock.acquire()  # SessionInUseError at once if another Session owns it
+            if not lock.try_acquire():  # SessionInUseError at once, naming the owner
+                # Looking for a live owner may take up to 0.1 s: in a worker thread.
+                raise SessionInUseError(self._identifier, await run_blocking(owner_pid, lock.path))
             self._lock = lock
         try:
             partials = make_private_dir(directory / "partials")
@@ -139,8 +142,8 @@ class Session:
                     fsync=self._config.durability == "fsync",
                     interval=self._config.checkpoint_interval,
                 )
+                self._journal = journal  # closed by _close, entered or not
                 await journal.__aenter__()
-                self._journal = journal
             engine = Engine(
                 config=self._config,
                 downloads_dir=downloads,

@@ -238,3 +238,67 @@ async def test_a_second_session_in_the_same_process_is_refused(state_dir: Path) 
     assert lock.exists(), "the lock file is never deleted"
     async with Session(IDENTIFIER, state_dir=state_dir) as again:
         assert again.tasks() == []
+
+
+async def test_looking_for_the_owner_of_a_refused_lock_runs_off_the_event_loop(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused, the session looks a few times (up to 0.1 s) for a live owner to
+    name: in a worker thread, so the loop goes on meanwhile."""
+    import threading  # noqa: PLC0415 - only this test needs it
+
+    from bgtransfer import _session  # noqa: PLC0415 - the hook is the point
+
+    threads: list[str] = []
+    real = _session.owner_pid
+
+    def owner_pid(path: Path) -> int | None:
+        threads.append(threading.current_thread().name)
+        return real(path)
+
+    monkeypatch.setattr(_session, "owner_pid", owner_pid)
+    async with Session(IDENTIFIER, state_dir=state_dir):
+        with pytest.raises(SessionInUseError) as caught:
+            await Session(IDENTIFIER, state_dir=state_dir).__aenter__()
+    assert caught.value.pid == os.getpid()
+    assert len(threads) == 1
+    assert threads[0] != threading.current_thread().name
+
+
+async def test_a_refused_open_cancelled_while_looking_for_the_owner_leaks_nothing(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled (by a plain ``Task.cancel()``) while it looks for the owner's pid
+    in a worker thread, a refused open holds no descriptor and no lock: the
+    owner goes on, and once it closes the identifier is free."""
+    import threading  # noqa: PLC0415 - only this test needs it
+
+    from bgtransfer import _session  # noqa: PLC0415 - the hook is the point
+
+    asked = threading.Event()
+    release = threading.Event()
+    looked = threading.Event()
+    real = _session.owner_pid
+
+    def owner_pid(path: Path) -> int | None:
+        asked.set()
+        assert release.wait(LINE_TIMEOUT)
+        try:
+            return real(path)
+        finally:
+            looked.set()
+
+    monkeypatch.setattr(_session, "owner_pid", owner_pid)
+    async with Session(IDENTIFIER, state_dir=state_dir) as first:
+        fds = _open_fds()
+        opening = asyncio.ensure_future(Session(IDENTIFIER, state_dir=state_dir).__aenter__())
+        assert await asyncio.to_thread(asked.wait, LINE_TIMEOUT)
+        opening.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await opening
+        release.set()  # the lookup finishes on its own, closing what it opened
+        assert await asyncio.to_thread(looked.wait, LINE_TIMEOUT)
+        assert _open_fds() == fds, "the cancelled open kept a descriptor"
+        assert first.tasks() == []
+    async with Session(IDENTIFIER, state_dir=state_dir) as again:
+        assert again.tasks() == []

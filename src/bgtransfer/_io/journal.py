@@ -141,9 +141,9 @@ class Journal:
         when the file is not a journal, is damaged or truncated, or was written by
         a newer schema. Never deletes or rewrites anything in that case.
         """
-        connection, entries, next_id = await anyio.to_thread.run_sync(
-            _open_sync, path, fsync, migrations
-        )
+        # Waited for shielded: a connection opened is always handed over (a cancel
+        # comes at the caller's next checkpoint, and its cleanup closes the journal).
+        connection, entries, next_id = await run_blocking(_open_sync, path, fsync, migrations)
         return cls(
             path, connection, entries=entries, next_id=next_id, fsync=fsync, interval=interval
         )

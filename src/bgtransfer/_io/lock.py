@@ -16,35 +16,37 @@ import os
 import time
 from pathlib import Path
 
-from .._exceptions import SessionInUseError
 from .files import PRIVATE_FILE_MODE
 
-__all__ = ["SessionLock"]
+__all__ = ["SessionLock", "owner_pid"]
 
 
 class SessionLock:
-    """The exclusive claim on a session directory; :meth:`acquire` at once or raise."""
+    """The exclusive claim on a session directory: :meth:`try_acquire`, at once."""
 
     def __init__(self, path: Path, identifier: str) -> None:
         self.path = path
         self.identifier = identifier
         self._fd: int | None = None
 
-    def acquire(self) -> None:
-        """Take the lock without waiting; :class:`SessionInUseError` names the owner."""
+    def try_acquire(self) -> bool:
+        """Take the lock without waiting: True, or False when another owner holds it
+        (then :func:`owner_pid` says who). A few system calls, fine on the loop."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE_MODE)
         try:
             os.fchmod(fd, PRIVATE_FILE_MODE)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise SessionInUseError(self.identifier, _owner_pid(fd)) from None
+                os.close(fd)
+                return False
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         except BaseException:
             os.close(fd)
             raise
         self._fd = fd
+        return True
 
     def release(self) -> None:
         """Give the lock up (closing the file releases it); idempotent."""
@@ -55,15 +57,23 @@ class SessionLock:
             os.close(fd)
 
 
-def _owner_pid(fd: int) -> int | None:
-    """The pid the owner wrote. A new owner writes it just after locking, so the
-    file may still name a dead predecessor for an instant: look again briefly, and
-    name nobody rather than a dead process."""
-    for _ in range(50):
-        pid = _read_pid(fd)
-        if pid is not None and _alive(pid):
-            return pid
-        time.sleep(0.002)
+def owner_pid(path: Path) -> int | None:
+    """The pid the owner of the lock file at ``path`` wrote. A new owner writes it
+    just after locking, so the file may still name a dead predecessor for an
+    instant: look again briefly (up to 0.1 s, so in a worker thread), and name
+    nobody rather than a dead process."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        for _ in range(50):
+            pid = _read_pid(fd)
+            if pid is not None and _alive(pid):
+                return pid
+            time.sleep(0.002)
+    finally:
+        os.close(fd)
     return None
 
 
