@@ -286,6 +286,34 @@ async def test_missing_partial_file_restarts_from_zero(
     assert sha256_file(out_dir / "m.bin") == file.sha256
 
 
+async def test_the_partial_of_a_task_found_ended_is_gone_once_the_session_is_open(
+    server: TestServer, state_dir: Path, out_dir: Path
+) -> None:
+    """A task the previous process was cancelling ends cancelled, and its partial
+    file is removed before the session's ``__aenter__`` returns: before its
+    terminal event can be acknowledged and the task forgotten by the journal (a
+    process killed after that used to leave the file to nobody)."""
+    file = server.add_file("/x.bin", size=300_000)
+    server.set_faults(file.path, Faults(hold_after=100_000))
+    async with Session(ID, state_dir=state_dir, config=CONFIG) as session:
+        task = await session.download(server.url(file.path), out_dir / "x.bin")
+        await wait_for_bytes(task, 100_000)
+    partial = state_dir / ID / "partials" / f"{task.id}.part"
+    assert partial.stat().st_size >= 100_000
+    journal = sqlite3.connect(state_dir / ID / "journal.sqlite3")
+    try:  # as a process killed during cancel() leaves it
+        journal.execute("UPDATE tasks SET phase = 'canceling' WHERE id = ?", (task.id,))
+        journal.commit()
+    finally:
+        journal.close()
+    session = Session(ID, state_dir=state_dir, config=CONFIG)
+    async with session:
+        assert not partial.exists(), "the partial was still there when the session opened"
+        [again] = session.tasks()
+        assert again.result == CancelledEvent(task_id=task.id)
+    assert os.listdir(state_dir / ID / "partials") == []
+
+
 async def test_partial_file_longer_than_the_checkpoint_is_cut_back(
     server: TestServer, state_dir: Path, out_dir: Path
 ) -> None:

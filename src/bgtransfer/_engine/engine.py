@@ -210,6 +210,7 @@ class Engine:
         partials = [self._partials_dir / f"{entry.id}.part" for entry in entries]
         facts = await anyio.to_thread.run_sync(_inspect, entries, partials)
         origins: dict[str, Origin] = {}  # most tasks share a few origins
+        leftovers: list[Path] = []  # partial files of tasks that ended
         for entry, partial, (size, destination_id) in zip(entries, partials, facts, strict=True):
             plan = plan_reattach(
                 entry,
@@ -257,7 +258,7 @@ class Engine:
                 record.set_done()
                 self._replays_pending += 1
                 if plan.remove_partial:
-                    self._spawn(remove_quietly, record.partial)
+                    leftovers.append(record.partial)
                 if entry.outcome is None:
                     self._checkpoint(record, urgent=True)
                 continue
@@ -266,6 +267,9 @@ class Engine:
             if record.state is TaskState.RUNNING:
                 self._start(self._supervisor.enqueue(record.id, record.origin, now=self.clock()))
         self._next_id = max([self._next_id, *(entry.id + 1 for entry in entries)])
+        # Gone before any terminal event can be acknowledged (and the task forgotten
+        # by the journal): a process killed after that would leave them to nobody.
+        await remove_quietly(*leftovers)
 
     async def _finish_restored(self, record: TaskRecord, size: int) -> TerminalEvent:
         """The body was whole when the last process died: move it into place now."""

@@ -245,9 +245,16 @@ def fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-async def remove_quietly(path: Path) -> None:
-    """Delete ``path`` if it exists; errors are ignored (best-effort cleanup)."""
+async def remove_quietly(*paths: Path) -> None:
+    """Delete each of ``paths`` that exists, in one thread hop (none for none);
+    errors are ignored (best-effort cleanup)."""
     # run_blocking waits shielded: once asked, it happens, even when the session
     # is going down.
-    with contextlib.suppress(OSError):
-        await run_blocking(path.unlink, True)
+    if paths:
+        await run_blocking(_unlink_all, paths)
+
+
+def _unlink_all(paths: Sequence[Path]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
