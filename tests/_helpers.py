@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import random
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -17,9 +19,25 @@ from bgtransfer import (
     TaskEvent,
 )
 
+PROC_FDS = Path("/proc/self/fd")
+
 
 def sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def seeded_bytes(size: int, seed: str) -> bytes:
+    """``size`` pseudo-random bytes, the same for the same seed."""
+    return random.Random(seed).randbytes(size)
+
+
+def open_fds() -> int | None:
+    """How many file descriptors this process has open (None without /proc)."""
+    return len(os.listdir(PROC_FDS)) if PROC_FDS.is_dir() else None
 
 
 async def collect(stream: AsyncIterator[TaskEvent]) -> list[TaskEvent]:

@@ -739,17 +739,24 @@ ONE_STEP_TABLE = [
 ]
 
 
-@pytest.mark.parametrize(("entry", "size", "destination"), ONE_STEP_TABLE)
-def test_plan_reattach_one_step_table(
+def _plan_one_step(
     entry: TaskEntry, size: int | None, destination: FileIdentity | None
-) -> None:
-    plan = plan_reattach(
+) -> Reattach:
+    """plan_reattach as the engine calls it: with what is at the destination."""
+    return plan_reattach(
         entry,
         partial=PARTIAL,
         partial_size=size,
         destination_exists=destination is not None,
         destination_id=destination,
     )
+
+
+@pytest.mark.parametrize(("entry", "size", "destination"), ONE_STEP_TABLE)
+def test_plan_reattach_one_step_table(
+    entry: TaskEntry, size: int | None, destination: FileIdentity | None
+) -> None:
+    plan = _plan_one_step(entry, size, destination)
     assert _normal(plan) == _normal(_one_step_expected(entry, size, destination))
 
 
@@ -758,9 +765,7 @@ def test_one_step_rename_done_is_finished_with_the_finished_size() -> None:
     renamed file (another identity than the one recorded), whatever was before."""
     for replaces in (None, BEFORE):
         entry = _entry(Phase.MOVING, offset=0, one_step=OneStepMove(size=SIZE, replaces=replaces))
-        plan = plan_reattach(
-            entry, partial=PARTIAL, partial_size=None, destination_exists=True, destination_id=AFTER
-        )
+        plan = _plan_one_step(entry, None, AFTER)
         assert plan == Reattach(
             action=Action.END,
             outcome=FinishedEvent(task_id=7, location=Path(DESTINATION), total_bytes=SIZE),
@@ -772,9 +777,7 @@ def test_one_step_old_destination_untouched_is_fetched_again_not_finished() -> N
     step) and the old file still at the destination. The classic rule would call
     that finished and hand out the old file; the recorded identity says otherwise."""
     entry = _entry(Phase.MOVING, offset=0, one_step=OneStepMove(size=SIZE, replaces=BEFORE))
-    plan = plan_reattach(
-        entry, partial=PARTIAL, partial_size=None, destination_exists=True, destination_id=BEFORE
-    )
+    plan = _plan_one_step(entry, None, BEFORE)
     assert plan == Reattach(action=Action.CONTINUE, state=TaskState.RUNNING)
 
 
@@ -783,7 +786,7 @@ def test_one_step_nothing_anywhere_is_fetched_again_not_an_error() -> None:
     before the finish was recorded). Fetching it again loses nothing; the classic
     rule's error would lose the download."""
     entry = _entry(Phase.MOVING, offset=OFFSET, one_step=OneStepMove(size=SIZE, replaces=None))
-    plan = plan_reattach(entry, partial=PARTIAL, partial_size=None, destination_exists=False)
+    plan = _plan_one_step(entry, None, None)
     assert plan == Reattach(action=Action.CONTINUE, state=TaskState.RUNNING, restarted=True)
 
 
@@ -792,15 +795,9 @@ def test_one_step_with_every_byte_written_before_it_is_moved() -> None:
     close and the rename were left, so a partial file of exactly that size is it."""
     entry = _entry(Phase.MOVING, offset=SIZE, one_step=OneStepMove(size=SIZE, replaces=BEFORE))
     for destination in (None, BEFORE):
-        plan = plan_reattach(
-            entry,
-            partial=PARTIAL,
-            partial_size=SIZE,
-            destination_exists=destination is not None,
-            destination_id=destination,
-        )
+        plan = _plan_one_step(entry, SIZE, destination)
         assert plan == Reattach(action=Action.MOVE, offset=SIZE, validator='"v1"')
-    longer = plan_reattach(entry, partial=PARTIAL, partial_size=SIZE + 1, destination_exists=False)
+    longer = _plan_one_step(entry, SIZE + 1, None)
     assert longer.action is Action.CONTINUE
 
 
@@ -809,7 +806,7 @@ def test_one_step_whole_partial_is_not_trusted_past_the_bytes_vouched_for() -> N
     file of that size may also be an older representation's, left before the last
     write truncated it: only the vouched-for bytes are kept."""
     entry = _entry(Phase.MOVING, offset=OFFSET, one_step=OneStepMove(size=SIZE, replaces=None))
-    plan = plan_reattach(entry, partial=PARTIAL, partial_size=SIZE, destination_exists=False)
+    plan = _plan_one_step(entry, SIZE, None)
     assert plan == Reattach(
         action=Action.CONTINUE, state=TaskState.RUNNING, offset=OFFSET, validator='"v1"'
     )

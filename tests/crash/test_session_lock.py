@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from _helpers import open_fds
 from bgtransfer import Session, SessionInUseError
 
 pytestmark = pytest.mark.asyncio
@@ -215,16 +216,12 @@ async def test_the_lock_does_not_name_a_killed_owner_not_yet_reaped(state_dir: P
         dead.communicate(timeout=60)
 
 
-def _open_fds() -> int:
-    return len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else -1
-
-
 async def test_a_second_session_in_the_same_process_is_refused(state_dir: Path) -> None:
     async with Session(IDENTIFIER, state_dir=state_dir) as first:
         lock = state_dir / IDENTIFIER / "lock"
         assert lock.read_text().strip() == str(os.getpid())
         assert stat.S_IMODE(lock.stat().st_mode) == 0o600
-        fds = _open_fds()
+        fds = open_fds()
         for _ in range(3):
             with pytest.raises(SessionInUseError) as caught:
                 await Session(IDENTIFIER, state_dir=state_dir).__aenter__()
@@ -232,7 +229,7 @@ async def test_a_second_session_in_the_same_process_is_refused(state_dir: Path) 
             assert caught.value.identifier == IDENTIFIER
             assert IDENTIFIER in str(caught.value)
             assert str(os.getpid()) in str(caught.value)
-        assert _open_fds() == fds, "a refused Session leaked a file descriptor"
+        assert open_fds() == fds, "a refused Session leaked a file descriptor"
         assert first.tasks() == []  # the owner is unaffected
         assert lock.read_text().strip() == str(os.getpid())
     assert lock.exists(), "the lock file is never deleted"
@@ -290,7 +287,7 @@ async def test_a_refused_open_cancelled_while_looking_for_the_owner_leaks_nothin
 
     monkeypatch.setattr(_session, "owner_pid", owner_pid)
     async with Session(IDENTIFIER, state_dir=state_dir) as first:
-        fds = _open_fds()
+        fds = open_fds()
         opening = asyncio.ensure_future(Session(IDENTIFIER, state_dir=state_dir).__aenter__())
         assert await asyncio.to_thread(asked.wait, LINE_TIMEOUT)
         opening.cancel()
@@ -298,7 +295,7 @@ async def test_a_refused_open_cancelled_while_looking_for_the_owner_leaks_nothin
             await opening
         release.set()  # the lookup finishes on its own, closing what it opened
         assert await asyncio.to_thread(looked.wait, LINE_TIMEOUT)
-        assert _open_fds() == fds, "the cancelled open kept a descriptor"
+        assert open_fds() == fds, "the cancelled open kept a descriptor"
         assert first.tasks() == []
     async with Session(IDENTIFIER, state_dir=state_dir) as again:
         assert again.tasks() == []

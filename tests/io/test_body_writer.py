@@ -25,6 +25,7 @@ import anyio.lowlevel
 import attrs
 import pytest
 
+from _helpers import open_fds, seeded_bytes, sha256_bytes
 from bgtransfer import IncompleteBodyError, LocalFileError, TransferTimeoutError
 from bgtransfer._io import files, transfer
 from bgtransfer._io.transfer import (
@@ -38,20 +39,6 @@ from bgtransfer.testing import Faults, TestServer
 
 URL = "http://files.example/body.bin"
 MiB = 1024 * 1024
-PROC_FDS = Path("/proc/self/fd")
-
-
-def body(size: int, seed: str) -> bytes:
-    return random.Random(seed).randbytes(size)
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def open_fds() -> int | None:
-    """How many file descriptors this process has open (None without /proc)."""
-    return len(os.listdir(PROC_FDS)) if PROC_FDS.is_dir() else None
 
 
 def mode(path: Path) -> int:
@@ -240,7 +227,7 @@ def test_pwrite_all_short_writes_over_more_than_max_iov_chunks(
 
     pwrite_into(path, chunks, 0)
 
-    assert sha256(path.read_bytes()) == sha256(b"".join(chunks))
+    assert sha256_bytes(path.read_bytes()) == sha256_bytes(b"".join(chunks))
     assert max(buffer_counts) == files.MAX_IOV
     assert all(0 < n <= files.MAX_IOV for n in buffer_counts)
 
@@ -275,7 +262,7 @@ async def test_small_body_costs_one_worker_call(
     worker_calls: list[WorkerCall], tmp_path: Path
 ) -> None:
     path = tmp_path / "small.part"
-    chunks = [body(1000, "a"), body(20_000, "b"), body(3, "c")]
+    chunks = [seeded_bytes(1000, "a"), seeded_bytes(20_000, "b"), seeded_bytes(3, "c")]
     data = b"".join(chunks)
     assert len(data) < FIRST_WRITE_BYTES
     sink = Sink()
@@ -317,9 +304,9 @@ async def test_empty_body_creates_an_empty_private_file(
 @pytest.mark.asyncio
 async def test_fresh_plan_truncates_an_existing_longer_file(tmp_path: Path) -> None:
     path = tmp_path / "old.part"
-    path.write_bytes(body(100_000, "old"))
+    path.write_bytes(seeded_bytes(100_000, "old"))
     path.chmod(0o644)
-    data = body(5_000, "new")
+    data = seeded_bytes(5_000, "new")
     sink = Sink()
     writer = writer_for(path, BodyPlan(0, len(data)), sink)
 
@@ -335,10 +322,13 @@ async def test_fresh_plan_truncates_an_existing_longer_file(tmp_path: Path) -> N
 @pytest.mark.asyncio
 async def test_resumed_plan_cuts_stale_bytes_and_appends(tmp_path: Path) -> None:
     path = tmp_path / "resume.part"
-    old = body(300_000, "old")
+    old = seeded_bytes(300_000, "old")
     path.write_bytes(old)
     k = 70_001
-    new = [body(40_000, "n1"), body(50_000, "n2")]  # ends well before the old file did
+    new = [
+        seeded_bytes(40_000, "n1"),
+        seeded_bytes(50_000, "n2"),
+    ]  # ends well before the old file did
     sink = Sink()
     writer = writer_for(path, BodyPlan(offset=k, length=90_000, truncate=True), sink)
 
@@ -347,7 +337,7 @@ async def test_resumed_plan_cuts_stale_bytes_and_appends(tmp_path: Path) -> None
     await writer.finish()
     await writer.aclose()
 
-    assert sha256(path.read_bytes()) == sha256(old[:k] + b"".join(new))
+    assert sha256_bytes(path.read_bytes()) == sha256_bytes(old[:k] + b"".join(new))
     assert writer.written == sum(sink.writes) == 90_000
 
 
@@ -384,10 +374,10 @@ async def test_only_a_fresh_plan_creates_the_file(
 @pytest.mark.asyncio
 async def test_segment_plan_writes_in_place(tmp_path: Path) -> None:
     path = tmp_path / "segments.part"
-    preallocated = body(400_000, "prealloc")
+    preallocated = seeded_bytes(400_000, "prealloc")
     path.write_bytes(preallocated)
     start, length = 100_000, 150_000
-    new = body(length, "segment")
+    new = seeded_bytes(length, "segment")
     sink = Sink()
     writer = writer_for(path, BodyPlan(start, length, truncate=False), sink)
 
@@ -397,7 +387,7 @@ async def test_segment_plan_writes_in_place(tmp_path: Path) -> None:
     await writer.aclose()
 
     expected = preallocated[:start] + new + preallocated[start + length :]
-    assert sha256(path.read_bytes()) == sha256(expected)
+    assert sha256_bytes(path.read_bytes()) == sha256_bytes(expected)
     assert writer.written == sum(sink.writes) == length
 
 
@@ -411,7 +401,7 @@ async def test_first_bytes_are_written_after_the_first_write_delay(
     worker_calls: list[WorkerCall], tmp_path: Path
 ) -> None:
     path = tmp_path / "delay.part"
-    first = [body(100, "x"), body(900, "y")]
+    first = [seeded_bytes(100, "x"), seeded_bytes(900, "y")]
     sink = Sink()
     writer = writer_for(path, BodyPlan(0, None), sink)
     loop_time = anyio.current_time
@@ -431,7 +421,7 @@ async def test_first_bytes_are_written_after_the_first_write_delay(
     assert path.read_bytes() == b"".join(first)
     assert writer._fd >= 0  # still open for the rest
 
-    last = body(10, "z")
+    last = seeded_bytes(10, "z")
     await writer.add(last)
     await writer.finish()
     await writer.aclose()
@@ -445,7 +435,7 @@ async def test_large_body_writes_before_finish(
     worker_calls: list[WorkerCall], tmp_path: Path
 ) -> None:
     path = tmp_path / "large.part"
-    first, second = body(FIRST_WRITE_BYTES, "1"), body(5_000, "2")
+    first, second = seeded_bytes(FIRST_WRITE_BYTES, "1"), seeded_bytes(5_000, "2")
     sink = Sink()
     writer = writer_for(path, BodyPlan(0, None), sink)
 
@@ -476,7 +466,7 @@ async def test_aclose_without_finish_writes_what_was_received(
     worker_calls: list[WorkerCall], tmp_path: Path
 ) -> None:
     path = tmp_path / "failed.part"
-    chunks = [body(500, "p"), body(700, "q")]
+    chunks = [seeded_bytes(500, "p"), seeded_bytes(700, "q")]
     sink = Sink()
     fds_before = open_fds()
     writer = writer_for(path, BodyPlan(0, 10_000), sink)
@@ -497,7 +487,11 @@ async def test_aclose_in_a_cancelled_scope_still_writes_and_closes(
     write_gate: threading.Event, tmp_path: Path
 ) -> None:
     path = tmp_path / "cancelled.part"
-    chunks = [body(FIRST_WRITE_BYTES, "big"), body(3_000, "r"), body(4_000, "s")]
+    chunks = [
+        seeded_bytes(FIRST_WRITE_BYTES, "big"),
+        seeded_bytes(3_000, "r"),
+        seeded_bytes(4_000, "s"),
+    ]
     sink = Sink()
     fds_before = open_fds()
     writer = writer_for(path, BodyPlan(0, None), sink)
@@ -535,7 +529,7 @@ async def test_write_error_is_a_local_file_error(
     writer = writer_for(path, BodyPlan(0, None), sink)
 
     if where == "first write":
-        await writer.add(body(FIRST_WRITE_BYTES, "f"))  # starts the write at once
+        await writer.add(seeded_bytes(FIRST_WRITE_BYTES, "f"))  # starts the write at once
         await writer._drain()
         failing = writer.add(b"more")  # the next add reports the failure
     else:
@@ -568,8 +562,8 @@ async def test_back_pressure_waits_for_the_disk(
     write_gate: threading.Event, worker_calls: list[WorkerCall], tmp_path: Path
 ) -> None:
     path = tmp_path / "slow.part"
-    first = body(FIRST_WRITE_BYTES, "first")
-    later = [body(MiB, f"later {i}") for i in range(MAX_PENDING_BYTES // MiB + 1)]
+    first = seeded_bytes(FIRST_WRITE_BYTES, "first")
+    later = [seeded_bytes(MiB, f"later {i}") for i in range(MAX_PENDING_BYTES // MiB + 1)]
     sink = Sink()
     watchdog = transfer._Watchdog(60.0, lambda: pytest.fail("the watchdog fired"))
     writer = writer_for(path, BodyPlan(0, None), sink, watchdog=watchdog)
@@ -611,7 +605,7 @@ async def test_back_pressure_waits_for_the_disk(
     assert worker_calls[1].chunks == later[:gathered]
     assert worker_calls[1].offset == FIRST_WRITE_BYTES
     expected = first + b"".join(later)
-    assert sha256(path.read_bytes()) == sha256(expected)
+    assert sha256_bytes(path.read_bytes()) == sha256_bytes(expected)
     assert writer.written == sum(sink.writes) == len(expected)
 
 
@@ -716,7 +710,7 @@ async def test_whole_body_is_written_closed_and_moved_in_one_worker_call(
     partial = tmp_path / "one.part"
     destination = tmp_path / "out" / "one.bin"
     destination.parent.mkdir()
-    chunks = [body(1000, "a"), body(15_000, "b"), body(7, "c")]
+    chunks = [seeded_bytes(1000, "a"), seeded_bytes(15_000, "b"), seeded_bytes(7, "c")]
     data = b"".join(chunks)
     assert len(data) < FIRST_WRITE_BYTES
     sink = OrderSink(move_to=destination)
@@ -730,7 +724,7 @@ async def test_whole_body_is_written_closed_and_moved_in_one_worker_call(
 
     assert worker_calls == [WorkerCall(-1, chunks, 0, close=True, move_to=destination)]
     assert not partial.exists()
-    assert sha256(destination.read_bytes()) == sha256(data)
+    assert sha256_bytes(destination.read_bytes()) == sha256_bytes(data)
     assert mode(destination) == 0o600
     assert sink.finishing_calls == 1
     assert sink.moves == 1
@@ -772,10 +766,10 @@ async def test_only_the_last_write_of_a_resumed_body_moves_it(
     left to write, closes the file and moves it; the destination holds the kept
     prefix and the new bytes, and the stale tail is gone."""
     partial = tmp_path / "resumed.part"
-    old = body(150_000, "old")
+    old = seeded_bytes(150_000, "old")
     partial.write_bytes(old)
     k = 30_000
-    new = [body(FIRST_WRITE_BYTES, "r1"), body(10_000, "r2")]
+    new = [seeded_bytes(FIRST_WRITE_BYTES, "r1"), seeded_bytes(10_000, "r2")]
     length = sum(map(len, new))
     destination = tmp_path / "resumed.bin"
     sink = OrderSink(move_to=destination)
@@ -797,7 +791,7 @@ async def test_only_the_last_write_of_a_resumed_body_moves_it(
         ("moved", 0),
     ]
     assert not partial.exists()
-    assert sha256(destination.read_bytes()) == sha256(old[:k] + b"".join(new))
+    assert sha256_bytes(destination.read_bytes()) == sha256_bytes(old[:k] + b"".join(new))
     assert writer.written == length
 
 
@@ -808,7 +802,7 @@ async def test_a_sink_that_names_no_place_keeps_the_file_at_the_partial_path(
     """``finishing`` returning None (the classic order: the owner moves the file
     later) still costs one call, which closes the file and renames nothing."""
     partial = tmp_path / "kept.part"
-    chunks = [body(2_000, "k1"), body(3_000, "k2")]
+    chunks = [seeded_bytes(2_000, "k1"), seeded_bytes(3_000, "k2")]
     data = b"".join(chunks)
     sink = OrderSink(move_to=None)
     writer = writer_for(partial, BodyPlan(0, len(data)), sink)
@@ -819,7 +813,7 @@ async def test_a_sink_that_names_no_place_keeps_the_file_at_the_partial_path(
     await writer.aclose()
 
     assert worker_calls == [WorkerCall(-1, chunks, 0, close=True, move_to=None)]
-    assert sha256(partial.read_bytes()) == sha256(data)
+    assert sha256_bytes(partial.read_bytes()) == sha256_bytes(data)
     assert mode(partial) == 0o600
     assert sink.calls == [("finishing", len(data)), ("bytes_written", len(data))]
     assert sink.moves == 0
@@ -836,7 +830,7 @@ async def test_a_body_of_another_length_than_planned_is_never_moved(
     partial path (the caller raises IncompleteBodyError; see the next test)."""
     partial = tmp_path / "short.part"
     destination = tmp_path / "never.bin"
-    data = body(received, "short")
+    data = seeded_bytes(received, "short")
     sink = OrderSink(move_to=destination)
     writer = writer_for(partial, BodyPlan(0, 10_000), sink)
 
@@ -849,7 +843,7 @@ async def test_a_body_of_another_length_than_planned_is_never_moved(
     assert sink.moves == 0
     assert sink.calls == [("bytes_written", received)]
     assert not destination.exists()
-    assert sha256(partial.read_bytes()) == sha256(data)
+    assert sha256_bytes(partial.read_bytes()) == sha256_bytes(data)
 
 
 @pytest.mark.asyncio
@@ -860,9 +854,9 @@ async def test_a_whole_segment_is_never_moved(
     share: even when all its bytes arrived, ``finishing`` is not asked and the
     file stays where it is, the bytes around the segment untouched."""
     partial = tmp_path / "segments.part"
-    preallocated = body(50_000, "shared")
+    preallocated = seeded_bytes(50_000, "shared")
     partial.write_bytes(preallocated)
-    start, new = 10_000, body(20_000, "segment")
+    start, new = 10_000, seeded_bytes(20_000, "segment")
     destination = tmp_path / "never.bin"
     sink = OrderSink(move_to=destination)
     writer = writer_for(partial, BodyPlan(start, len(new), truncate=False), sink)
@@ -876,7 +870,7 @@ async def test_a_whole_segment_is_never_moved(
     assert sink.moves == 0
     assert not destination.exists()
     expected = preallocated[:start] + new + preallocated[start + len(new) :]
-    assert sha256(partial.read_bytes()) == sha256(expected)
+    assert sha256_bytes(partial.read_bytes()) == sha256_bytes(expected)
 
 
 class OverAnnouncingSink(OrderSink):
@@ -923,7 +917,7 @@ async def test_fetch_of_a_short_body_never_asks_where_it_goes(
     assert sum(sink.writes) == len(on_disk)
     assert on_disk == file.data[: len(on_disk)]
     if cut == "announced longer":
-        assert sha256(on_disk) == file.sha256
+        assert sha256_bytes(on_disk) == file.sha256
 
 
 @pytest.mark.asyncio
@@ -945,7 +939,7 @@ async def test_a_move_to_another_file_system_leaves_the_whole_file_at_the_partia
         real_replace(src, dst, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(os, "replace", replace)
-    chunks = [body(6_000, "x1"), body(6_000, "x2")]
+    chunks = [seeded_bytes(6_000, "x1"), seeded_bytes(6_000, "x2")]
     data = b"".join(chunks)
     sink = OrderSink(move_to=destination)
     fds_before = open_fds()
@@ -958,7 +952,7 @@ async def test_a_move_to_another_file_system_leaves_the_whole_file_at_the_partia
 
     assert refused == [(str(partial), str(destination))]
     assert worker_calls == [WorkerCall(-1, chunks, 0, close=True, move_to=destination)]
-    assert sha256(partial.read_bytes()) == sha256(data)
+    assert sha256_bytes(partial.read_bytes()) == sha256_bytes(data)
     assert mode(partial) == 0o600
     assert not destination.exists()
     assert sink.calls == [("finishing", len(data)), ("bytes_written", len(data))]
@@ -987,7 +981,7 @@ async def test_a_failed_rename_is_a_local_file_error_naming_the_destination(
     else:
         destination = tmp_path / "missing" / "file.bin"
         code, cause = errno.ENOENT, "no such file or directory"
-    data = body(9_000, "failed")
+    data = seeded_bytes(9_000, "failed")
     sink = OrderSink(move_to=destination)
     fds_before = open_fds()
     writer = writer_for(partial, BodyPlan(0, len(data)), sink)
@@ -1010,7 +1004,7 @@ async def test_a_failed_rename_is_a_local_file_error_naming_the_destination(
     assert writer.written == 0
     assert writer._fd == transfer._CLOSED
     assert open_fds() == fds_before
-    assert sha256(partial.read_bytes()) == sha256(data)
+    assert sha256_bytes(partial.read_bytes()) == sha256_bytes(data)
     if obstacle == "a directory":
         assert list(destination.iterdir()) == []
     else:
@@ -1052,7 +1046,7 @@ async def test_the_first_write_timer_does_not_race_the_last_step(
     monkeypatch.setattr(transfer, "FIRST_WRITE_DELAY", 0.0)
     partial = tmp_path / "race.part"
     destination = tmp_path / "race.bin"
-    data = body(3_000, "race")
+    data = seeded_bytes(3_000, "race")
     sink = SlowSink(move_to=destination, rounds=5)
     fds_before = open_fds()
     writer = writer_for(partial, BodyPlan(0, len(data)), sink)
@@ -1069,7 +1063,7 @@ async def test_the_first_write_timer_does_not_race_the_last_step(
     assert calls_while_held == [WorkerCall(-1, [data], 0, close=True, move_to=destination)]
     assert worker_calls == calls_while_held
     assert not partial.exists()
-    assert sha256(destination.read_bytes()) == sha256(data)
+    assert sha256_bytes(destination.read_bytes()) == sha256_bytes(data)
     assert sink.calls == [("finishing", len(data)), ("bytes_written", len(data)), ("moved", 0)]
     assert writer._fd == transfer._CLOSED
     assert open_fds() == fds_before
@@ -1105,7 +1099,7 @@ async def test_a_cancel_during_the_last_step_waits_for_it_and_still_propagates(
     delivered at the caller's next checkpoint."""
     partial = tmp_path / "cancelled.part"
     destination = tmp_path / "cancelled.bin"
-    data = body(10_000, "cancel")
+    data = seeded_bytes(10_000, "cancel")
     sink = GatedSink(move_to=destination)
     entered = threading.Event()
     gated = transfer._write_chunks  # waits on write_gate
@@ -1157,5 +1151,5 @@ async def test_a_cancel_during_the_last_step_waits_for_it_and_still_propagates(
     assert worker_calls == [WorkerCall(-1, [data], 0, close=True, move_to=destination)]
     assert sink.calls == [("finishing", len(data)), ("bytes_written", len(data)), ("moved", 0)]
     assert not partial.exists()
-    assert sha256(destination.read_bytes()) == sha256(data)
+    assert sha256_bytes(destination.read_bytes()) == sha256_bytes(data)
     assert writer.written == len(data)

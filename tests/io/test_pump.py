@@ -18,10 +18,8 @@ import asyncio
 import contextlib
 import errno
 import gzip
-import hashlib
 import itertools
 import os
-import random
 import select
 import socket
 import ssl
@@ -38,7 +36,16 @@ import attrs
 import pytest
 from aiohttp import client_proto
 
-from _helpers import check_resumable_stream, check_task_stream, collect, sha256_file, wait_for_bytes
+from _helpers import (
+    check_resumable_stream,
+    check_task_stream,
+    collect,
+    open_fds,
+    seeded_bytes,
+    sha256_bytes,
+    sha256_file,
+    wait_for_bytes,
+)
 from _nginx import NginxServer
 from bgtransfer import (
     CancelledEvent,
@@ -67,24 +74,10 @@ KiB = 1024
 MiB = 1024 * KiB
 THRESHOLD = 64 * KiB  # PUMP_MIN_BYTES under the `pumped` fixture
 URL = "http://files.example/pumped.bin"
-PROC_FDS = Path("/proc/self/fd")
 
 NO_RETRY = RetryPolicy(max_attempts=1)
 RETRY = RetryPolicy(max_attempts=4, initial_delay=0, jitter=0)
 CONFIG = Configuration(progress_interval=0, retry=RETRY)
-
-
-def body(size: int, seed: str) -> bytes:
-    return random.Random(seed).randbytes(size)
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def open_fds() -> int | None:
-    """How many file descriptors this process has open (None without /proc)."""
-    return len(os.listdir(PROC_FDS)) if PROC_FDS.is_dir() else None
 
 
 def ranges(server: TestServer, path: str) -> list[str | None]:
@@ -314,7 +307,7 @@ async def test_take_over_claims_the_buffered_body_and_leaves_the_transport_pause
     plan_offset: int,
 ) -> None:
     a, _ = sockets
-    chunks = [body(20 * KiB, f"c{i}") for i in range(3)]  # past the high water: paused
+    chunks = [seeded_bytes(20 * KiB, f"c{i}") for i in range(3)]  # past the high water: paused
     response, transport = fake_response(a, chunks, content_length=MiB)
     assert not transport.reading  # aiohttp's flow control stopped the transport
     transport.calls.clear()
@@ -345,7 +338,7 @@ async def test_take_over_cuts_the_head_at_a_segment_end(
     pumped: PumpLog, sockets: tuple[socket.socket, socket.socket], tmp_path: Path
 ) -> None:
     a, _ = sockets
-    data = body(40 * KiB, "whole file")
+    data = seeded_bytes(40 * KiB, "whole file")
     # A segment of THRESHOLD bytes served by a longer 200: only its bytes are the job's.
     response, transport = fake_response(a, [data], content_length=4 * MiB)
     job = take_over(response, BodyPlan(0, THRESHOLD, truncate=False), tmp_path / "s")
@@ -357,7 +350,7 @@ async def test_take_over_cuts_the_head_at_a_segment_end(
     finally:
         job.close()
 
-    bigger = body(THRESHOLD + 10, "more than the segment")
+    bigger = seeded_bytes(THRESHOLD + 10, "more than the segment")
     response, transport = fake_response(a, [bigger], content_length=4 * MiB)
     job = take_over(response, BodyPlan(MiB, THRESHOLD, truncate=False), tmp_path / "s")
     assert job is not None
@@ -395,7 +388,7 @@ async def test_take_over_refuses_what_aiohttp_must_keep(
     eof = options.pop("eof", False)
     error = options.pop("error", False)
     options.setdefault("content_length", MiB)
-    buffered = body(1000, "buffered")
+    buffered = seeded_bytes(1000, "buffered")
     response, transport = fake_response(a, [buffered], **options)
     if eof:
         response.content.feed_eof()
@@ -480,15 +473,15 @@ async def test_pump_writes_head_and_socket_at_the_offset(
     monkeypatch.setattr(pump, "PUMP_BUFFER_BYTES", 4096)  # many full-buffer writes
     a, b = sockets
     path = tmp_path / "p.part"
-    old = body(900_000, "old")
-    head, rest = body(10_007, "head"), body(333_333, "rest")
+    old = seeded_bytes(900_000, "old")
+    head, rest = seeded_bytes(10_007, "head"), seeded_bytes(333_333, "rest")
     offset, truncate = {"fresh": (0, True), "resumed": (70_001, True), "segment": (100_000, False)}[
         kind
     ]
     if kind != "fresh":
         path.write_bytes(old)
     # A segment's connection may carry more than the segment (a whole-file 200).
-    extra = body(5_000, "beyond the segment") if kind == "segment" else b""
+    extra = seeded_bytes(5_000, "beyond the segment") if kind == "segment" else b""
     job = socket_job(a, path, want=len(rest), head=head, offset=offset, truncate=truncate)
     sender = threading.Thread(target=send_quietly, args=(b, rest + extra))
     sender.start()
@@ -508,7 +501,7 @@ async def test_pump_writes_head_and_socket_at_the_offset(
         "resumed": old[:offset] + new,
         "segment": old[:offset] + new + old[offset + len(new) :],
     }[kind]
-    assert sha256(path.read_bytes()) == sha256(expected)
+    assert sha256_bytes(path.read_bytes()) == sha256_bytes(expected)
 
 
 def reset_pair(data: bytes) -> tuple[socket.socket, Callable[[], None]]:
@@ -535,7 +528,7 @@ async def test_a_pump_that_ends_early_writes_and_counts_every_byte_it_read(
     without blocking and holds unwritten bytes when the end comes (but for the
     timeout, which writes before it waits)."""
     a, b = sockets
-    head, sent = body(1_234, "head"), body(50_000, "sent")
+    head, sent = seeded_bytes(1_234, "head"), seeded_bytes(50_000, "sent")
     path = tmp_path / "early.part"
     cleanup: Callable[[], None] = lambda: None  # noqa: E731
     sock = a
@@ -624,7 +617,7 @@ async def test_pump_body_counts_what_it_wrote_when_the_sink_stops_it_at_the_end(
     pump has still written every byte it received, and counted them")."""
     monkeypatch.setattr(pump, "REPORT_INTERVAL", 30.0)  # the first report sees the end
     a, b = sockets
-    sent = body(60_000, "sent")
+    sent = seeded_bytes(60_000, "sent")
     b.sendall(sent)
     path = tmp_path / "ended.part"
     job = socket_job(a, path, want=len(sent), head=b"h" * 10)
@@ -1128,7 +1121,7 @@ async def test_nginx_at_the_real_threshold(
             assert task.bytes_received == task.bytes_expected
     for i, name in enumerate(order):
         data = big if name == "big.bin" else small
-        assert sha256_file(out_dir / f"{i}-{name}") == sha256(data)
+        assert sha256_file(out_dir / f"{i}-{name}") == sha256_bytes(data)
     assert [(r.offset, r.length, r.end, r.written) for r in pump_log.runs] == [
         (0, len(big), "done", len(big))
     ] * 2
@@ -1150,7 +1143,7 @@ async def test_nginx_segments_are_each_pumped(
         task = await session.download(nginx.url("seg.bin"), out_dir / "seg.bin", segments=3)
         events = await until_ended(task.events())
     assert isinstance(check_resumable_stream(events, task.id), FinishedEvent)
-    assert sha256_file(out_dir / "seg.bin") == sha256(data)
+    assert sha256_file(out_dir / "seg.bin") == sha256_bytes(data)
     bounds = [len(data) * i // 3 for i in range(4)]
     runs = sorted(pumped.runs, key=lambda r: r.offset)
     assert [(r.offset, r.length, r.truncate, r.end) for r in runs] == [
