@@ -3,7 +3,7 @@ bodies, honest progress, back-pressure, failures, the request_timeout watchdog, 
 the one step at the end (the last write also closes the file and moves it).
 
 White-box tests of ``bgtransfer._io.transfer``. Worker calls are counted by wrapping
-``start_file_io``; slow disks are simulated by a write that waits on a
+``submit_file_io``; slow disks are simulated by a write that waits on a
 ``threading.Event``. Only the first-write delay and the watchdog let time pass,
 because time passing is what they are about.
 """
@@ -109,9 +109,11 @@ class WorkerCall:
 def worker_calls(monkeypatch: pytest.MonkeyPatch) -> list[WorkerCall]:
     """Every worker-thread call the writer makes, in order."""
     calls: list[WorkerCall] = []
-    real = transfer.start_file_io
+    real = transfer.submit_file_io
 
-    def counting(func: Callable[..., object], *args: object) -> object:
+    def counting(
+        on_done: Callable[..., object], func: Callable[..., object], *args: object
+    ) -> None:
         fd, _path, _plan, chunks, offset, close, move_to = args
         assert isinstance(fd, int)
         assert isinstance(chunks, list)
@@ -119,9 +121,9 @@ def worker_calls(monkeypatch: pytest.MonkeyPatch) -> list[WorkerCall]:
         assert isinstance(close, bool)
         assert move_to is None or isinstance(move_to, Path)
         calls.append(WorkerCall(fd, list(chunks), offset, close, move_to))
-        return real(func, *args)
+        real(on_done, func, *args)
 
-    monkeypatch.setattr(transfer, "start_file_io", counting)
+    monkeypatch.setattr(transfer, "submit_file_io", counting)
     return calls
 
 

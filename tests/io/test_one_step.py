@@ -6,12 +6,13 @@ response to its destination. These tests count the hops, interrupt the step
 (cancel, suspend, the session closing, an error after it) and make it fail (a
 rename error, another file system).
 
-Worker-thread calls are counted at every door into a thread: the event loop's
-``run_in_executor`` (which ``threads.start_file_io``, ``start_blocking`` and ``run_blocking`` use),
-a thread of its own (``threads.start_thread``, the pump) and
-``anyio.to_thread.run_sync``. The step is held by a ``threading.Event`` the
-worker call waits on; the test learns it is held from another event the call
-sets, waited for in a thread, never by sleeping.
+Worker-thread calls are counted at every door into a thread: the file thread
+(``threads.submit_file_io``, which ``start_file_io`` uses too), the event loop's
+``run_in_executor`` (which ``start_blocking`` and ``run_blocking`` use), a thread
+of its own (``threads.start_thread``, the pump) and ``anyio.to_thread.run_sync``.
+The step is held by a ``threading.Event`` the worker call waits on; the test
+learns it is held from another event the call sets, waited for in a thread,
+never by sleeping.
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ def hops(monkeypatch: pytest.MonkeyPatch) -> Hops:
     counted = Hops()
     in_executor = asyncio.BaseEventLoop.run_in_executor
     own_thread = threads.start_thread
+    file_io = threads.submit_file_io
     to_thread = anyio.to_thread.run_sync
     judge = AttemptSink.judge
 
@@ -124,6 +126,12 @@ def hops(monkeypatch: pytest.MonkeyPatch) -> Hops:
         counted.note(func, args)
         return own_thread(func, *args, name=name)
 
+    def submit_file_io(
+        on_done: Callable[..., object], func: Callable[..., object], *args: object
+    ) -> None:
+        counted.note(func, args)
+        file_io(on_done, func, *args)
+
     def run_sync(func: Callable[..., object], *args: object, **kwargs: object) -> object:
         counted.note(func, args)
         return to_thread(func, *args, **kwargs)  # type: ignore[arg-type]
@@ -134,6 +142,8 @@ def hops(monkeypatch: pytest.MonkeyPatch) -> Hops:
 
     monkeypatch.setattr(asyncio.BaseEventLoop, "run_in_executor", run_in_executor)
     monkeypatch.setattr(threads, "start_thread", start_thread)
+    monkeypatch.setattr(threads, "submit_file_io", submit_file_io)
+    monkeypatch.setattr(transfer, "submit_file_io", submit_file_io)
     monkeypatch.setattr(pump, "start_thread", start_thread)
     monkeypatch.setattr(anyio.to_thread, "run_sync", run_sync)
     monkeypatch.setattr(AttemptSink, "judge", judging)

@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,35 @@ async def test_a_forked_child_gets_a_file_thread_of_its_own() -> None:
     # The child exits within its own timeout whatever happens: wait for it.
     _, status = await asyncio.to_thread(os.waitpid, pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+async def test_submit_file_io_reports_result_or_error_on_the_loop_thread() -> None:
+    """``on_done`` runs on the loop's thread with the call's result, or with what
+    it raised (never both), in the order the calls were submitted."""
+    loop_thread = threading.current_thread()
+    reports: list[tuple[str, object, object, threading.Thread]] = []
+    done = asyncio.Event()
+
+    def boom() -> None:
+        raise OSError(5, "disk on fire")
+
+    def on_done(label: str) -> Callable[[object, BaseException | None], None]:
+        def report(result: object, error: BaseException | None) -> None:
+            reports.append((label, result, error, threading.current_thread()))
+            if len(reports) == 2:
+                done.set()
+
+        return report
+
+    threads.submit_file_io(on_done("ok"), lambda: "written")
+    threads.submit_file_io(on_done("failed"), boom)
+    await done.wait()
+    assert [(label, result) for label, result, _, _ in reports] == [
+        ("ok", "written"),
+        ("failed", None),
+    ]
+    assert reports[0][2] is None
+    error = reports[1][2]
+    assert isinstance(error, OSError)
+    assert error.errno == 5
+    assert {thread for *_, thread in reports} == {loop_thread}

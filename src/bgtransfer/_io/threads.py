@@ -29,7 +29,14 @@ from typing import TypeVar
 
 import anyio
 
-__all__ = ["FILE_THREADS", "run_blocking", "start_blocking", "start_file_io", "start_thread"]
+__all__ = [
+    "FILE_THREADS",
+    "run_blocking",
+    "start_blocking",
+    "start_file_io",
+    "start_thread",
+    "submit_file_io",
+]
 
 T = TypeVar("T")
 
@@ -61,13 +68,66 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_file_threads)
 
 
-def start_file_io(func: Callable[..., T], *args: object) -> asyncio.Future[T]:
-    """Start one of the write pipeline's calls in the file thread (see the module).
+def submit_file_io(
+    on_done: Callable[[T | None, BaseException | None], object],
+    func: Callable[..., T],
+    *args: object,
+) -> None:
+    """Run ``func(*args)`` in the file thread, then ``on_done(result, error)`` on
+    the loop (``error`` is what the call raised, else None).
 
-    Like :func:`start_blocking`, the call runs to its end whatever happens to
-    the caller. Calls run one after another, in the order they were started.
+    The write pipeline's own primitive: the loop runs ``on_done`` in the
+    iteration that notices the call's end. ``run_in_executor`` takes one more:
+    it settles a future there, and the future's callbacks (and so whatever
+    waits on it) only run in the iteration after. With one write per small
+    file, that iteration was a measurable part of a file's cost. If the loop is
+    closed when the call ends, ``on_done`` is not called: nobody waits.
+    Calls run one after another, in the order they were submitted, each to its
+    end whatever happens to the caller.
     """
-    return asyncio.get_running_loop().run_in_executor(_file_threads(), func, *args)
+    _file_threads().submit(_reporting(asyncio.get_running_loop(), on_done, func, args))
+
+
+def start_file_io(func: Callable[..., T], *args: object) -> asyncio.Future[T]:
+    """:func:`submit_file_io` with a future to await (see the module)."""
+    future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    submit_file_io(_settler(future), func, *args)
+    return future
+
+
+def _reporting(
+    loop: asyncio.AbstractEventLoop,
+    on_done: Callable[[T | None, BaseException | None], object],
+    func: Callable[..., T],
+    args: tuple[object, ...],
+) -> Callable[[], None]:
+    """A thread's body: ``func(*args)``, then ``on_done(result, error)`` on ``loop``."""
+
+    def run() -> None:
+        result: T | None = None
+        error: BaseException | None = None
+        try:
+            result = func(*args)
+        except BaseException as exc:  # handed to the loop, not swallowed
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            loop.call_soon_threadsafe(on_done, result, error)
+
+    return run
+
+
+def _settler(future: asyncio.Future[T]) -> Callable[[T | None, BaseException | None], None]:
+    """An ``on_done`` that settles ``future`` (unless its waiter gave up on it)."""
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.cancelled():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    return settle
 
 
 def start_blocking(func: Callable[..., T], *args: object) -> asyncio.Future[T]:
@@ -101,24 +161,6 @@ def start_thread(func: Callable[..., T], *args: object, name: str) -> asyncio.Fu
     """
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
-
-    def settle(result: T | None, error: BaseException | None) -> None:
-        if future.cancelled():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)  # type: ignore[arg-type]
-
-    def run() -> None:
-        result: T | None = None
-        error: BaseException | None = None
-        try:
-            result = func(*args)
-        except BaseException as exc:  # handed to the loop, not swallowed
-            error = exc
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-            loop.call_soon_threadsafe(settle, result, error)
-
+    run = _reporting(loop, _settler(future), func, args)
     threading.Thread(target=run, name=name, daemon=True).start()
     return future

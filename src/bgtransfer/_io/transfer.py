@@ -35,7 +35,7 @@ from .._exceptions import IncompleteBodyError
 from .errors import file_error, map_errors, quiet_error
 from .files import open_partial, pwrite_all, reserve_blocks
 from .pump import pump_body, take_over
-from .threads import run_blocking, start_file_io
+from .threads import run_blocking, submit_file_io
 
 __all__ = [
     "FIRST_WRITE_BYTES",
@@ -355,7 +355,8 @@ class _BodyWriter:
         self._offset = plan.offset  # where the next write lands
         self._chunks: list[bytes] = []
         self._pending = 0
-        self._inflight: asyncio.Future[_Outcome] | None = None
+        self._inflight = False  # a write is running in the file thread
+        self._idle: asyncio.Future[None] | None = None  # what _drain awaits
         self._timer: asyncio.TimerHandle | None = None
         self._error: BaseException | None = None
         self.written = 0
@@ -366,7 +367,7 @@ class _BodyWriter:
             return
         self._chunks.append(chunk)
         self._pending += len(chunk)
-        if self._inflight is None:
+        if not self._inflight:
             if self._fd >= 0 or self._pending >= FIRST_WRITE_BYTES:
                 self._launch()
             elif self._timer is None:
@@ -412,7 +413,7 @@ class _BodyWriter:
         after them). After success (``finish``) there is nothing left to do; a
         write or close error here is dropped in favour of the first error.
         """
-        if self._fd == _CLOSED and self._inflight is None:
+        if self._fd == _CLOSED and not self._inflight:
             return  # finished (or failed with the file closed): nothing to wait for
         with anyio.CancelScope(shield=True):
             self._cancel_timer()
@@ -430,7 +431,7 @@ class _BodyWriter:
 
     def _first_write_due(self) -> None:
         self._timer = None
-        if self._inflight is None and self._chunks and self._error is None and self._fd == -1:
+        if not self._inflight and self._chunks and self._error is None and self._fd == -1:
             self._launch()
 
     def _cancel_timer(self) -> None:
@@ -439,25 +440,34 @@ class _BodyWriter:
             self._timer = None
 
     def _launch(self, *, close: bool = False, move_to: Path | None = None) -> None:
-        assert self._inflight is None, "one write at a time"
+        assert not self._inflight, "one write at a time"
         self._cancel_timer()
         chunks, self._chunks = self._chunks, []
         nbytes, self._pending = self._pending, 0
-        future = start_file_io(
-            _write_chunks, self._fd, self._path, self._plan, chunks, self._offset, close, move_to
+        submit_file_io(
+            functools.partial(self._written, nbytes),
+            _write_chunks,
+            self._fd,
+            self._path,
+            self._plan,
+            chunks,
+            self._offset,
+            close,
+            move_to,
         )
         self._offset += nbytes
-        self._inflight = future
-        future.add_done_callback(functools.partial(self._written, nbytes))
+        self._inflight = True
 
-    def _written(self, nbytes: int, future: asyncio.Future[_Outcome]) -> None:
-        self._inflight = None
-        if future.cancelled():  # only when the loop shuts down under us
-            self._error = RuntimeError(f"a write to {self._path} was cancelled")
-        elif (exc := future.exception()) is not None:
+    def _written(self, nbytes: int, outcome: _Outcome | None, exc: BaseException | None) -> None:
+        self._inflight = False
+        if self._idle is not None:
+            if not self._idle.done():  # (cancelled when its waiter was)
+                self._idle.set_result(None)
+            self._idle = None
+        if exc is not None:
             self._error = exc
         else:
-            outcome = future.result()
+            assert outcome is not None
             self._fd = outcome.fd
             if outcome.error is not None:
                 error = file_error(
@@ -483,10 +493,12 @@ class _BodyWriter:
             self._launch()
 
     async def _drain(self) -> None:
-        # asyncio.wait, unlike awaiting the future, never cancels it; and a
-        # worker thread's call runs to its end anyway.
-        while self._inflight is not None:
-            await asyncio.wait([self._inflight])
+        # A cancelled wait only cancels the waiter; the write runs to its end
+        # and _written still sees it.
+        while self._inflight:
+            if self._idle is None or self._idle.done():  # done: cancelled with its waiter
+                self._idle = self._loop.create_future()
+            await self._idle
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
