@@ -607,7 +607,9 @@ class Engine:
         assert self._task_group is not None
         self._task_group.start_soon(func, *args)
 
-    def _start(self, task_ids: list[int]) -> None:
+    def _start(self, task_ids: list[int], *, ending: TaskRecord | None = None) -> None:
+        """Start the granted tasks. ``ending``: the task whose runner released the
+        slot; the first granted task is handed to that runner (``successor``)."""
         if not task_ids or self._draining:
             return  # going down: granted tasks stay queued (and journaled as running)
         assert self._task_group is not None, "the supervisor started a task after close"
@@ -615,14 +617,44 @@ class Engine:
             record = self._records[task_id]
             record.running = True
             record.may_have_partial = True
-            self._task_group.start_soon(self._run, record, name=f"bgtransfer-{task_id}")
+            if ending is not None and ending.successor is None:
+                ending.successor = record
+            else:
+                self._spawn_runner(record)
 
     def _cancel_outcome(self, record: TaskRecord) -> CancelledEvent:
         data = record.resume_data() if record.want_resume_data else None
         return CancelledEvent(task_id=record.id, resume_data=data)
 
     async def _run(self, record: TaskRecord) -> None:
-        """One runner: attempts with retries until the task ends or is suspended."""
+        """A runner: its task, then each task the supervisor grants it on release.
+
+        Going on with the next task in the same coroutine saves spawning one per
+        transfer, and the loop iteration before it starts: with thousands of small
+        files, that was a measurable part of each. If the runner is stopped
+        (cancelled with the session), the task it was handed gets a runner of its
+        own, which sees the same cancellation a spawned one would.
+        """
+        current = record
+        while True:
+            try:
+                await self._run_task(current)
+            except BaseException:
+                successor, current.successor = current.successor, None
+                if successor is not None:
+                    self._spawn_runner(successor)
+                raise
+            successor, current.successor = current.successor, None
+            if successor is None:
+                return
+            current = successor
+
+    def _spawn_runner(self, record: TaskRecord) -> None:
+        assert self._task_group is not None
+        self._task_group.start_soon(self._run, record, name=f"bgtransfer-{record.id}")
+
+    async def _run_task(self, record: TaskRecord) -> None:
+        """One task: attempts with retries until it ends or is suspended."""
         outcome: TerminalEvent | None = None
         try:
             with anyio.CancelScope() as scope:
@@ -653,7 +685,7 @@ class Engine:
                     outcome = CancelledEvent(task_id=record.id)  # cancel() came meanwhile
             # From here on nothing awaits: commands see a consistent record.
             record.running = False
-            self._start(self._supervisor.release(record.id, now=self.clock()))
+            self._start(self._supervisor.release(record.id, now=self.clock()), ending=record)
             if outcome is not None:
                 self._complete(record, outcome)
             else:

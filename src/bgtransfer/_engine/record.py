@@ -74,6 +74,7 @@ class TaskRecord:
         "segments",
         "segments_wanted",
         "state",
+        "successor",
         "takeover",
         "terminal",
         "throttle",
@@ -118,6 +119,7 @@ class TaskRecord:
         self.written_this_attempt = 0
         self.active_time = 0.0  # seconds spent running, for resource_timeout
         self.running = False  # a runner coroutine exists for it
+        self.successor: TaskRecord | None = None  # granted on release; its runner goes on with it
         self.requeue = False  # resumed while its runner was winding down
         self.moving = False  # the body is whole; the move into place is under way
         self.one_step: OneStepMove | None = None  # moving: the last write moves it
