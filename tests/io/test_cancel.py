@@ -8,7 +8,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from _helpers import check_task_stream, collect
+from _helpers import check_task_stream, collect, wait_for_bytes
 from bgtransfer import (
     CancelledEvent,
     Configuration,
@@ -17,6 +17,7 @@ from bgtransfer import (
     SessionClosedError,
     TaskState,
 )
+from bgtransfer._engine import engine as engine_module
 from bgtransfer.testing import Faults, TestServer
 
 pytestmark = pytest.mark.asyncio
@@ -153,3 +154,44 @@ async def test_host_cancellation_does_not_respawn_runners(
             await anyio.sleep_forever()
     assert task.result == CancelledEvent(task_id=task.id)
     assert server.statistics().requests == 1  # cancelled once, never sent again
+
+
+async def test_a_suspended_task_ends_cancelled_only_once_its_partial_is_gone(
+    server: TestServer, state_dir: Path, out_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelling a task with no runner (suspended, with bytes on disk) removes its
+    partial file *before* the task ends: until then it is CANCELING with no
+    result, and ``cancel()`` does not return. Ended first, its event could be
+    acknowledged and the task forgotten by the journal while the file was still
+    there; a process killed then left it to nobody."""
+    file = server.add_file("/f.bin", size=300_000)
+    server.set_faults(file.path, Faults(hold_after=100_000))
+    removing = anyio.Event()
+    release = anyio.Event()
+    real = engine_module.remove_quietly
+
+    async def held_remove(*paths: Path) -> None:
+        if paths:  # (the session's opening asks to remove no leftovers: not held)
+            removing.set()
+            await release.wait()
+        await real(*paths)
+
+    monkeypatch.setattr(engine_module, "remove_quietly", held_remove)
+    async with Session("cancel", state_dir=state_dir) as session:
+        task = await session.download(server.url(file.path), out_dir / "f.bin")
+        await wait_for_bytes(task, 100_000)  # on disk
+        task.suspend()
+        await server.wait_until(lambda stats: stats.open_connections == 0)
+        partial = state_dir / "cancel" / "partials" / f"{task.id}.part"
+        assert partial.exists()
+        async with anyio.create_task_group() as group:
+            group.start_soon(task.cancel)
+            await removing.wait()
+            assert task.state is TaskState.CANCELING
+            assert task.result is None  # nothing to acknowledge yet
+            assert partial.exists()
+            release.set()
+        assert not partial.exists()
+        assert task.result == CancelledEvent(task_id=task.id)
+        assert await task.wait() == CancelledEvent(task_id=task.id)
+    assert not (out_dir / "f.bin").exists()

@@ -449,8 +449,18 @@ class Engine:
         self._start(self._supervisor.remove(record.id, now=self.clock()))
         outcome = self._cancel_outcome(record)
         if outcome.resume_data is None and record.may_have_partial:
-            self._spawn(remove_quietly, record.partial)
-        self._complete(record, outcome)
+            self._spawn(self._remove_then_complete, record, outcome)
+        else:
+            self._complete(record, outcome)
+
+    async def _remove_then_complete(self, record: TaskRecord, outcome: CancelledEvent) -> None:
+        """End a cancelled task that has no runner once its partial file is gone,
+        as a runner does: before the ``CancelledEvent``, so nobody can acknowledge
+        it (and the journal forget the task) while the file is still there."""
+        try:
+            await remove_quietly(record.partial)
+        finally:
+            self._complete(record, outcome)
 
     def suspend(self, task_id: int) -> None:
         """Pause a running task in place: its slot is freed, its partial file kept."""
