@@ -7,9 +7,9 @@ response to its destination. These tests count the hops, interrupt the step
 rename error, another file system).
 
 Worker-thread calls are counted at every door into a thread: the file thread
-(``threads.submit_file_io``, which ``start_file_io`` uses too), the event loop's
-``run_in_executor`` (which ``start_blocking`` and ``run_blocking`` use), a thread
-of its own (``threads.start_thread``, the pump) and ``anyio.to_thread.run_sync``.
+(``threads.submit_file_io``), the event loop's ``run_in_executor`` (which
+``start_blocking`` and ``run_blocking`` use), a thread of its own
+(``threads.start_thread``, the pump) and ``anyio.to_thread.run_sync``.
 The step is held by a ``threading.Event`` the worker call waits on; the test
 learns it is held from another event the call sets, waited for in a thread,
 never by sleeping.

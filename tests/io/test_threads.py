@@ -1,6 +1,6 @@
 """The file thread: the write pipeline's calls run in one thread of their own.
 
-``threads.start_file_io`` sends every call of the write pipeline (open, write,
+``threads.submit_file_io`` sends every call of the write pipeline (open, write,
 close, rename) to one process-wide thread, in order, instead of the loop's
 default executor (see the module for why). These tests prove where the calls run,
 that they run one after another in the order started, that a session's download
@@ -27,6 +27,20 @@ from bgtransfer.testing import TestServer
 pytestmark = pytest.mark.asyncio
 
 
+def _file_io(func: Callable[..., object], *args: object) -> asyncio.Future[object]:
+    """``threads.submit_file_io``, with a future settled by its ``on_done``."""
+    future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+
+    def on_done(result: object, error: BaseException | None) -> None:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    threads.submit_file_io(on_done, func, *args)
+    return future
+
+
 async def test_file_calls_run_in_the_one_file_thread_in_the_order_started() -> None:
     """Calls started together do not overlap and run in the order started, all in
     one thread named ``bgtransfer-files``."""
@@ -43,7 +57,7 @@ async def test_file_calls_run_in_the_one_file_thread_in_the_order_started() -> N
             log.append(("end", index, threading.current_thread().name))
         return threading.current_thread().name
 
-    futures = [threads.start_file_io(call, index) for index in range(5)]
+    futures = [_file_io(call, index) for index in range(5)]
     release.set()
     names = await asyncio.gather(*futures)
     assert [(event, index) for event, index, _ in log] == [
@@ -85,7 +99,7 @@ async def test_a_forked_child_gets_a_file_thread_of_its_own() -> None:
     """The parent's file thread does not exist in a forked child; without the
     at-fork hook the child's first file call would wait forever on a pool whose
     thread is gone."""
-    assert await threads.start_file_io(threading.current_thread) is not None  # pool made
+    assert await _file_io(threading.current_thread) is not None  # pool made
     with warnings.catch_warnings():
         # Python 3.12+ warns that forking a process with threads may deadlock.
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -95,9 +109,7 @@ async def test_a_forked_child_gets_a_file_thread_of_its_own() -> None:
         try:
 
             async def child() -> str:
-                return await asyncio.wait_for(
-                    threads.start_file_io(lambda: threading.current_thread().name), 10
-                )
+                return await asyncio.wait_for(_file_io(lambda: threading.current_thread().name), 10)
 
             name = asyncio.run(child())
             code = 0 if name.startswith("bgtransfer-files") else 2

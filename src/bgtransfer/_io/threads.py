@@ -7,7 +7,7 @@ The engine only ever runs on asyncio (aiohttp needs it), so blocking calls go
 straight to an executor.
 
 The write pipeline's calls (open, write, close, rename: short, and many) go to
-one thread of their own (``start_file_io``). Every system call a thread makes
+one thread of their own (``submit_file_io``). Every system call a thread makes
 releases the GIL and must take it back; with the loop's default executor (up to
 six threads here) busy with six transfers' writes, the loop thread and the
 workers kept waiting for each other: 2,000 small files took 1.3-1.5x the time
@@ -33,7 +33,6 @@ __all__ = [
     "FILE_THREADS",
     "run_blocking",
     "start_blocking",
-    "start_file_io",
     "start_thread",
     "submit_file_io",
 ]
@@ -86,13 +85,6 @@ def submit_file_io(
     end whatever happens to the caller.
     """
     _file_threads().submit(_reporting(asyncio.get_running_loop(), on_done, func, args))
-
-
-def start_file_io(func: Callable[..., T], *args: object) -> asyncio.Future[T]:
-    """:func:`submit_file_io` with a future to await (see the module)."""
-    future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-    submit_file_io(_settler(future), func, *args)
-    return future
 
 
 def _reporting(

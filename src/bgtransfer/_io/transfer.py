@@ -12,7 +12,7 @@ The number of thread hops is what bounds small files: the partial file is
 opened by the first write, and the last write closes it and, when the sink
 names a place, moves it there, so a body that arrives at once costs one hop
 (open, write, close, rename). The writes run in the one file thread
-(``threads.start_file_io``).
+(``threads.submit_file_io``).
 """
 
 from __future__ import annotations
