@@ -6,6 +6,7 @@ import hashlib
 import os
 import sqlite3
 import stat
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -233,7 +234,7 @@ async def test_next_id_is_never_reused_even_after_forget(tmp_path: Path) -> None
         assert journal.next_id == 42
         await journal.flush()
         for task_id in (1, 2, 3, 41):
-            journal.forget(task_id)
+            journal.forget(task_id, urgent=True)
         await journal.flush()
         assert _rows(path) == {}
     reopened = await _reopen(path)
@@ -249,21 +250,21 @@ async def test_next_id_is_never_reused_even_after_forget(tmp_path: Path) -> None
 async def test_forgetting_many_tasks_in_one_commit_and_then_the_newest_keeps_the_next_id(
     tmp_path: Path,
 ) -> None:
-    """Deletions go out in chunks (more ids than one statement takes), and the next
-    id is stored only when it changed: deleting the newest task's row afterwards
-    (without storing it again) must still leave the right next id."""
+    """Many deletions in one commit (more ids than one statement could list), and
+    the next id is stored only when it changed: deleting the newest task's row
+    afterwards (without storing it again) must still leave the right next id."""
     path = tmp_path / JOURNAL_NAME
-    count = journal_module.DELETE_CHUNK * 2 + 35
+    count = 1035
     journal = await Journal.open(path, interval=3600)
     async with journal:
         for task_id in range(1, count + 1):
             journal.put(_entry(task_id))
         await journal.flush()
         for task_id in range(1, count - 9):
-            journal.forget(task_id)
+            journal.forget(task_id, urgent=True)
         await journal.flush()
         assert sorted(_rows(path)) == list(range(count - 9, count + 1))
-        journal.forget(count)  # the newest: its row bounded the ids
+        journal.forget(count, urgent=True)  # the newest: its row bounded the ids
         await journal.flush()
         assert sorted(_rows(path)) == list(range(count - 9, count))
     reopened = await _reopen(path)
@@ -463,21 +464,69 @@ async def test_flush_on_a_closed_journal_with_something_pending_raises(tmp_path:
 # -- forget ----------------------------------------------------------------------------------------
 
 
-async def test_forget_deletes_the_row(tmp_path: Path) -> None:
+async def test_an_urgent_forget_deletes_the_row_with_the_next_commit(tmp_path: Path) -> None:
     path = tmp_path / JOURNAL_NAME
-    journal = await Journal.open(path)
+    journal = await Journal.open(path, interval=3600)
     async with journal:
         journal.put(_entry(1))
         journal.put(_entry(2))
         await journal.flush()
         assert sorted(_rows(path)) == [1, 2]
-        journal.forget(1)
+        journal.forget(1, urgent=True)
         await journal.flush()
         assert sorted(_rows(path)) == [2]
-        journal.forget(99)  # never there: nothing happens
+        journal.forget(99, urgent=True)  # never there: nothing happens
         await journal.flush()
         assert sorted(_rows(path)) == [2]
     assert [e.id for e in (await _reopen(path)).entries] == [2]
+
+
+async def test_an_acknowledgement_is_deleted_by_the_writers_round_not_by_flushes(
+    tmp_path: Path,
+) -> None:
+    """A plain forget (an acknowledged event) rides on no commit that callers wait
+    for, however many come, but the writer deletes it within its interval."""
+    path = tmp_path / JOURNAL_NAME
+    interval = 0.2
+    journal = await Journal.open(path, interval=interval)
+    async with journal:
+        journal.put(_entry(1))
+        await journal.flush()
+        journal.forget(1)
+        asked = time.monotonic()
+        for offset in range(1, 6):
+            journal.put(_entry(2, offset=offset), urgent=True)
+            await journal.flush()
+            assert 1 in _rows(path)  # committed without the deletion
+        with anyio.fail_after(10):
+            while journal.statistics().pending:  # the writer's round, in its time
+                await anyio.lowlevel.checkpoint()
+        assert time.monotonic() - asked >= interval * 0.9
+        assert sorted(_rows(path)) == [2]
+        journal.forget(2)
+        assert 2 in _rows(path)
+    assert _rows(path) == {}  # the exit commits deletions too
+
+
+@pytest.mark.parametrize(
+    "count", [1, 2, journal_module.MULTI_ROW_MAX, journal_module.MULTI_ROW_MAX + 1]
+)
+async def test_a_batch_of_entries_is_one_commit_whatever_its_size(
+    tmp_path: Path, count: int
+) -> None:
+    """Small batches are one multi-row INSERT, larger ones a transaction of many."""
+    path = tmp_path / JOURNAL_NAME
+    journal = await Journal.open(path, interval=3600)
+    entries = [_entry(task_id, offset=task_id * 3) for task_id in range(1, count + 1)]
+    async with journal:
+        journal.put(_entry(1))
+        await journal.flush()
+        base = journal.statistics().commits
+        for entry in entries:
+            journal.put(entry)
+        await journal.flush()
+        assert journal.statistics().commits == base + 1
+        assert _rows(path) == {entry.id: entry_to_row(entry) for entry in entries}
 
 
 async def test_put_then_forget_leaves_no_row(tmp_path: Path) -> None:

@@ -419,7 +419,7 @@ class Engine:
             if self._claims.get(record.destination) == record.id:
                 del self._claims[record.destination]
             if self._journal is not None:
-                self._journal.forget(record.id)
+                self._journal.forget(record.id, urgent=True)  # the caller is told it failed
             raise
         record.announce_resume = True
         record.may_have_partial = True
@@ -1009,7 +1009,10 @@ class Engine:
         record.state = transition(record.state, signal)
         self._flush_progress(record)
         record.terminal = outcome
-        self._checkpoint(record, urgent=True)
+        # A finished file's MOVING entry was committed before the move: a process
+        # killed before this entry is committed finds the file moved and reports
+        # the same FinishedEvent. So it waits for the next commit.
+        self._checkpoint(record, urgent=not (record.moving and isinstance(outcome, FinishedEvent)))
         if self._claims.get(record.destination) == record.id:
             del self._claims[record.destination]
         self._hub.publish(outcome)
