@@ -45,13 +45,18 @@ def _client_args(ctx: RunContext) -> list[str]:
 
 
 def bgtransfer(
-    session: str, *, events: str = "none", segments: int = 1, name: str | None = None
+    session: str,
+    *,
+    events: str = "none",
+    segments: int = 1,
+    enqueue: str = "each",
+    name: str | None = None,
 ) -> Contender:
     """bgtransfer through its public API (``clients/bgtransfer_get.py``)."""
 
     def steps(ctx: RunContext) -> list[Step]:
         argv = [ctx.python, str(CLIENTS / "bgtransfer_get.py"), *_client_args(ctx)]
-        argv += ["--session", session, "--events", events]
+        argv += ["--session", session, "--events", events, "--enqueue", enqueue]
         if session == "background":
             argv += ["--state-dir", str(ctx.scratch / "state")]
         if segments > 1:
@@ -61,12 +66,17 @@ def bgtransfer(
     opened = "Session()" if session == "ephemeral" else 'Session("bench.bg", state_dir=<fresh>)'
     call = f"download(url, dest, segments={segments})" if segments > 1 else "download(url, dest)"
     wait = "every event of task.events()" if events == "all" else "task.wait()"
-    label = name or f"bgtransfer ({session}{f', {segments} segments' if segments > 1 else ''})"
+    if enqueue == "many":
+        how = "one download_many([DownloadRequest(url, dest), ...]) for every file"
+        label = name or f"bgtransfer ({session}, download_many)"
+    else:
+        how = f"one {call} per file"
+        label = name or f"bgtransfer ({session}{f', {segments} segments' if segments > 1 else ''})"
     return Contender(
         name=label,
         steps=steps,
         flags=f"{opened}, Configuration(max_connections_per_host, max_concurrent_transfers); "
-        f"one {call} per file, then {wait}",
+        f"{how}, then {wait}",
         python=True,
     )
 

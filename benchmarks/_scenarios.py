@@ -20,6 +20,7 @@ FLOOR = "aiohttp raw"
 FLOOR_SEGMENTED = "aiohttp raw (4 ranges)"
 EPHEMERAL = "bgtransfer (ephemeral)"
 BACKGROUND = "bgtransfer (background)"
+BACKGROUND_BATCH = "bgtransfer (background, download_many)"
 NO_EVENTS = "bgtransfer (no events)"
 EVERY_EVENT = "bgtransfer (every event)"
 JOURNAL_MISSING = "journal not available yet"
@@ -130,6 +131,15 @@ def _single_connection() -> list[Contender]:
     ]
 
 
+def _many_small() -> list[Contender]:
+    """Scenario 2 also enqueues with one ``download_many`` call (one journal commit)."""
+    return [
+        *_single_connection()[:2],
+        bgtransfer("background", enqueue="many"),
+        *_single_connection()[2:],
+    ]
+
+
 def _big(setup: Setup, *, per_host: int, segments: int = 1) -> Job:
     source = setup.store.file("big.bin", setup.sizes.big)
     setup.server.publish(source)
@@ -224,12 +234,12 @@ SCENARIOS: dict[int, Scenario] = {
         Scenario(
             number=2,
             title="2,000 files of 16 KiB from one host, per-host limit 6 (files per second)",
-            contenders=_single_connection,
+            contenders=_many_small,
             build=_small,
             columns=FILES_COLUMNS,
             targets=(
-                Target(BACKGROUND, "wall_s", 0.75, "aria2c"),
-                Target(BACKGROUND, "wall_s", 1.3, FLOOR),
+                *(Target(c, "wall_s", 0.75, "aria2c") for c in (BACKGROUND, BACKGROUND_BATCH)),
+                *(Target(c, "wall_s", 1.3, FLOOR) for c in (BACKGROUND, BACKGROUND_BATCH)),
             ),
         ),
         Scenario(

@@ -17,6 +17,7 @@ EXPECTED = {
     "BufferStatistics",
     "CancelledEvent",
     "Configuration",
+    "DownloadRequest",
     "DownloadTask",
     "ErrorEvent",
     "EventStream",

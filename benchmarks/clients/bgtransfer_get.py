@@ -9,11 +9,16 @@ max_concurrent_transfers=...)``; everything else is the default configuration.
 ``task.events()`` for every task right after ``download()`` and consumes every
 event (the README's idiom), counting the progress events.
 
+``--enqueue many`` makes every task with one ``session.download_many()`` call
+(one journal commit for the batch) instead of one ``await session.download()``
+per URL (``--enqueue each``, a commit each).
+
 ``--segments N`` (N > 1) passes ``segments=N`` to ``session.download``; an engine
 without that keyword makes this client exit with ``EXIT_UNSUPPORTED``.
 
 Usage: ``python bgtransfer_get.py --urls LIST --out DIR --per-host N --total N
-[--session ephemeral|background --state-dir DIR] [--events none|all] [--segments N]``
+[--session ephemeral|background --state-dir DIR] [--events none|all] [--enqueue each|many]
+[--segments N]``
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from _common import EXIT_UNSUPPORTED, add_transfer_arguments, output_name, read_
 
 from bgtransfer import (
     Configuration,
+    DownloadRequest,
     DownloadTask,
     ErrorEvent,
     EventStream,
@@ -88,7 +94,12 @@ async def main(args: argparse.Namespace) -> int:
     async with make_session(args) as session:
         tasks: list[DownloadTask] = []
         streams: list[EventStream[TaskEvent]] = []
-        for url in urls:
+        if args.enqueue == "many":
+            tasks = await session.download_many(
+                [DownloadRequest(url, args.out / output_name(url)) for url in urls]
+            )
+            streams = [task.events() for task in tasks] if args.events == "all" else []
+        for url in urls if args.enqueue == "each" else ():
             try:
                 task = await start(session, url, args.out, args.segments)
             except SegmentsUnsupportedError as exc:
@@ -114,4 +125,5 @@ if __name__ == "__main__":
     parser.add_argument("--identifier", default="bench.bg")
     parser.add_argument("--state-dir", type=Path)
     parser.add_argument("--events", choices=["none", "all"], default="none")
+    parser.add_argument("--enqueue", choices=["each", "many"], default="each")
     sys.exit(asyncio.run(main(parser.parse_args())))

@@ -42,6 +42,7 @@ from ._exceptions import (
     TransferTimeoutError,
     UnsupportedSchemeError,
 )
+from ._request import DownloadRequest
 from ._session import Session, default_state_dir
 from ._task import DownloadTask
 
@@ -52,6 +53,7 @@ __all__ = [
     "BufferStatistics",
     "CancelledEvent",
     "Configuration",
+    "DownloadRequest",
     "DownloadTask",
     "ErrorEvent",
     "EventStream",

@@ -6,6 +6,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
@@ -16,13 +17,14 @@ from ._core.events import SessionEvent
 from ._core.naming import validate_identifier
 from ._core.resume_data import ResumeData
 from ._core.supervisor import SupervisorStatistics
-from ._engine.engine import Engine
+from ._engine.engine import Engine, Request
 from ._engine.hub import EventStream
 from ._exceptions import SessionClosedError, SessionError, SessionInUseError
 from ._io.files import make_private_dir
 from ._io.journal import JOURNAL_NAME, Journal
 from ._io.lock import SessionLock, owner_pid
 from ._io.threads import run_blocking
+from ._request import DownloadRequest
 from ._task import DownloadTask
 
 __all__ = ["STATE_DIR_ENV", "Session", "default_state_dir"]
@@ -248,6 +250,40 @@ class Session:
         )
         await engine.flush()  # in the journal before it is handed out
         return DownloadTask(engine, record)
+
+    async def download_many(self, requests: Iterable[DownloadRequest | str]) -> list[DownloadTask]:
+        """Start many downloads at once; return their tasks in the same order.
+
+        Each item is a :class:`DownloadRequest` (what :meth:`download` takes) or a
+        URL alone (the default destination). All or none: every request is checked
+        first, destinations against each other too (two requests cannot claim one
+        file path; names made from URLs are made unique across the batch), and
+        the first wrong one raises what :meth:`download` would, with a note naming
+        its index, before any task is made. A background session journals the
+        whole batch in one commit before returning (one fsync with
+        ``durability="fsync"``, where a loop of :meth:`download` calls does one each).
+        """
+        engine = self._require_engine()
+        given: object = requests  # checked at run time: callers are not always type-checked
+        if isinstance(given, str | bytes) or not isinstance(given, Iterable):
+            kind = type(given).__name__
+            raise TypeError(f"requests must be an iterable of DownloadRequest or str, not {kind}")
+        batch: list[Request] = []
+        for index, item in enumerate(requests):
+            if isinstance(item, str):
+                batch.append((item, None, None, (), None))
+            elif isinstance(item, DownloadRequest):
+                batch.append(
+                    (item.url, item.destination, item.description, item.headers, item.segments)
+                )
+            else:
+                raise TypeError(
+                    f"request {index}: expected a DownloadRequest or a URL str, "
+                    f"not {type(item).__name__}"
+                )
+        records = engine.submit_many(batch)
+        await engine.flush()  # in the journal before they are handed out
+        return [DownloadTask(engine, record) for record in records]
 
     async def download_with_resume_data(
         self,

@@ -515,3 +515,44 @@ async def test_a_destination_on_another_file_system_is_copied_over(
         assert partials == []
     finally:
         shutil.rmtree(out, ignore_errors=True)
+
+
+async def test_the_end_is_committed_before_a_consumer_sees_the_finished_event(
+    server: TestServer, state_dir: Path, out_dir: Path
+) -> None:
+    """A consumer may move the file away as soon as it sees ``FinishedEvent``; if the
+    journal still said ``moving`` then, a process killed next would find neither the
+    partial nor the file and fetch it again. So the end is committed first."""
+    import sqlite3  # noqa: PLC0415 - only this test reads the journal directly
+
+    files = [server.add_file(f"/end/{i}.bin", size=20_000 + i) for i in range(6)]
+    journal = state_dir / "ends" / "journal.sqlite3"
+
+    def phase(task_id: int) -> str | None:
+        connection = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
+        try:
+            row = connection.execute("SELECT phase FROM tasks WHERE id = ?", (task_id,))
+            found = row.fetchone()
+            return None if found is None else str(found[0])
+        finally:
+            connection.close()
+
+    async with Session("ends", state_dir=state_dir) as session:
+        tasks = [
+            await session.download(server.url(f.path), out_dir / f"{i}.bin")
+            for i, f in enumerate(files)
+        ]
+        for task, file in zip(tasks[3:], files[3:], strict=True):
+            result = await task.wait()
+            # Ended, or already deleted after wait() acknowledged it; never "moving".
+            assert phase(task.id) in ("ended", None)
+            assert sha256_file(result.location) == file.sha256
+        for task, file in zip(tasks[:3], files[:3], strict=True):
+            async with task.events() as stream:
+                async for event in stream:
+                    if isinstance(event, FinishedEvent):
+                        assert phase(task.id) == "ended"
+                        moved = event.location.with_suffix(".mine")
+                        event.location.rename(moved)  # what an application may do at once
+                        assert sha256_file(moved) == file.sha256
+                        break

@@ -53,6 +53,7 @@ from .._core.supervisor import Supervisor, SupervisorStatistics
 from .._exceptions import (
     HTTPStatusError,
     InvalidDestinationError,
+    JournalError,
     ProtocolError,
     ResourceTimeoutError,
     SessionClosedError,
@@ -78,6 +79,9 @@ logger = logging.getLogger("bgtransfer")
 READ_BUFSIZE = 1024 * 1024  # aiohttp's per-connection read buffer (it buffers up to twice this)
 _FORCED_HEADERS = {"Accept-Encoding": "identity"}  # offsets on disk = offsets of the representation
 
+Request = tuple[object, "str | os.PathLike[str] | None", "str | None", HeaderPairs, "int | None"]
+"""One :meth:`Engine.submit_many` request: url, destination, description, headers, segments."""
+
 
 class Checkpointer(Protocol):
     """Where the engine records its tasks for a later process (the session's journal)."""
@@ -86,8 +90,9 @@ class Checkpointer(Protocol):
         """Record a task's newest state; ``data_file`` holds the bytes it vouches for."""
         ...
 
-    def forget(self, task_id: int) -> None:
-        """Drop a task whose terminal event was delivered."""
+    def forget(self, task_id: int, *, urgent: bool = False) -> None:
+        """Drop a task whose terminal event was delivered (``urgent``: with the
+        next commit, which ``flush()`` waits for)."""
         ...
 
     async def flush(self) -> None:
@@ -122,7 +127,9 @@ class Engine:
             per_host_limit=config.max_connections_per_host,
             total_limit=config.max_concurrent_transfers,
         )
-        self._hub = EventHub(on_delivered=self.acknowledge)
+        self._hub = EventHub(
+            on_delivered=self.acknowledge, durable=self.durable if journal is not None else None
+        )
         self._records: dict[int, TaskRecord] = {}
         self._claims: dict[Path, int] = {}  # destinations of live tasks
         self._resolved_dirs: dict[Path, Path] = {}
@@ -331,6 +338,16 @@ class Engine:
         else:
             await anyio.lowlevel.checkpoint()
 
+    async def durable(self) -> None:
+        """Return once the journal holds everything done so far, or has failed.
+
+        What a terminal event's delivery waits for. A journal that cannot write
+        does not hold the event back: its error is raised by the calls that
+        commit (``download()``, ``flush()``...) and logged."""
+        if self._journal is not None:
+            with contextlib.suppress(JournalError):
+                await self._journal.flush()
+
     async def flush(self) -> None:
         """Return once the journal holds everything done so far.
 
@@ -359,10 +376,39 @@ class Engine:
     ) -> TaskRecord:
         """Validate a download request, queue it, and start it if a slot is free."""
         self._check_open()
+        record = self._prepare(self._next_id, (url, destination, description, headers, segments))
+        self._next_id += 1
+        return self._admit(record)
+
+    def submit_many(self, requests: Sequence[Request]) -> list[TaskRecord]:
+        """:meth:`submit` for each request, all or none: every request is validated
+        (destinations against each other too) before the first task is queued.
+        An error gets a note naming the request."""
+        self._check_open()
+        records: list[TaskRecord] = []
+        try:
+            for index, request in enumerate(requests):
+                try:
+                    record = self._prepare(self._next_id + index, request)
+                except Exception as exc:
+                    exc.add_note(f"request {index} of {len(requests)}; no task was made")
+                    raise
+                self._claims[record.destination] = record.id  # the next ones see it
+                records.append(record)
+        finally:
+            if len(records) != len(requests):  # failed: nothing stays claimed
+                for record in records:
+                    del self._claims[record.destination]
+        self._next_id += len(records)
+        return [self._admit(record) for record in records]
+
+    def _prepare(self, task_id: int, request: Request) -> TaskRecord:
+        """A record for ``request``, validated; not claimed or queued yet."""
+        url, destination, description, headers, segments = request
         wanted = self.config.segments if segments is None else _check_segments(segments)
         url, origin = parse_url(url)
         record = self._new_record(
-            task_id=self._next_id,
+            task_id=task_id,
             url=url,
             origin=origin,
             destination=self._resolve_destination(url, destination),
@@ -370,8 +416,7 @@ class Engine:
             headers=headers,
         )
         record.segments_wanted = wanted
-        self._next_id += 1
-        return self._admit(record)
+        return record
 
     async def submit_resumed(
         self,
@@ -1009,10 +1054,10 @@ class Engine:
         record.state = transition(record.state, signal)
         self._flush_progress(record)
         record.terminal = outcome
-        # A finished file's MOVING entry was committed before the move: a process
-        # killed before this entry is committed finds the file moved and reports
-        # the same FinishedEvent. So it waits for the next commit.
-        self._checkpoint(record, urgent=not (record.moving and isinstance(outcome, FinishedEvent)))
+        # Urgent, finished too: committed before a consumer can see the event and
+        # move the file away (a later process would then find neither the partial
+        # nor the file, and fetch it again or report it lost).
+        self._checkpoint(record, urgent=True)
         if self._claims.get(record.destination) == record.id:
             del self._claims[record.destination]
         self._hub.publish(outcome)

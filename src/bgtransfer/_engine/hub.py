@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, Generic, TypeVar, cast
 
@@ -80,6 +80,9 @@ class EventStream(Generic[E]):
             await self._wakeup.wait()
         event = self._buffer.pop()
         if not isinstance(event, EventsDeliveredEvent) and is_terminal(event):
+            # The journal holds the end before anyone sees it: a reader may act
+            # on it at once (move the file away) and the process die next.
+            await self._hub._durable()
             self._unacknowledged = event.task_id
         return cast(E, event)
 
@@ -121,11 +124,22 @@ class EventStream(Generic[E]):
 class EventHub:
     """Routes each published event to the task's subscribers and the session's."""
 
-    def __init__(self, *, on_delivered: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        *,
+        on_delivered: Callable[[int], None],
+        durable: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._by_task: dict[int, weakref.WeakSet[EventStream[Any]]] = {}
         self._all: weakref.WeakSet[EventStream[Any]] = weakref.WeakSet()
         self._closed = False
         self._delivered = on_delivered
+        self._durable_hook = durable
+
+    async def _durable(self) -> None:
+        """Return once what was published so far is journaled (no-op without a journal)."""
+        if self._durable_hook is not None:
+            await self._durable_hook()
 
     def subscribe(
         self, task_id: int | None, backlog: Iterable[TaskEvent], *, replayed: int = 0
