@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
 
 import attrs
 
-from ._core.config import HeaderPairs, normalize_headers
+from ._core.config import HeaderPairs, check_description, normalize_headers
 
 __all__ = ["DownloadRequest"]
 
 
-def _headers(value: Mapping[str, str] | Iterable[tuple[str, str]] | None) -> HeaderPairs:
-    return normalize_headers(value)
-
-
 def _description(instance: object, attribute: attrs.Attribute[str | None], value: object) -> None:
-    if value is not None and not isinstance(value, str):
-        raise TypeError(f"description must be a str or None, not {type(value).__name__}")
+    check_description(value)
 
 
 @attrs.frozen
@@ -31,5 +25,5 @@ class DownloadRequest:
     url: str
     destination: str | os.PathLike[str] | None = None
     description: str | None = attrs.field(default=None, kw_only=True, validator=_description)
-    headers: HeaderPairs = attrs.field(default=(), kw_only=True, converter=_headers)
+    headers: HeaderPairs = attrs.field(default=(), kw_only=True, converter=normalize_headers)
     segments: int | None = attrs.field(default=None, kw_only=True)

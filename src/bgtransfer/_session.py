@@ -12,7 +12,7 @@ from types import TracebackType
 
 import anyio
 
-from ._core.config import Configuration, normalize_headers
+from ._core.config import Configuration, check_description, normalize_headers
 from ._core.events import SessionEvent
 from ._core.naming import validate_identifier
 from ._core.resume_data import ResumeData
@@ -239,8 +239,7 @@ class Session:
         Everything that goes wrong later arrives as the task's ``ErrorEvent``.
         """
         engine = self._require_engine()
-        if description is not None and not isinstance(description, str):
-            raise TypeError(f"description must be a str or None, not {type(description).__name__}")
+        check_description(description)
         record = engine.submit(
             url,
             destination,

@@ -10,7 +10,14 @@ import attrs
 
 from .retry import RetryPolicy
 
-__all__ = ["Configuration", "Durability", "HeaderPairs", "HeadersProvider", "normalize_headers"]
+__all__ = [
+    "Configuration",
+    "Durability",
+    "HeaderPairs",
+    "HeadersProvider",
+    "check_description",
+    "normalize_headers",
+]
 
 HeaderPairs = tuple[tuple[str, str], ...]
 
@@ -24,6 +31,12 @@ Durability: TypeAlias = Literal["process", "fsync"]
 _TOKEN_CHARS = frozenset(
     "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 )
+
+
+def check_description(description: object) -> None:
+    """A task's description is a str or None; :class:`TypeError` otherwise."""
+    if description is not None and not isinstance(description, str):
+        raise TypeError(f"description must be a str or None, not {type(description).__name__}")
 
 
 def normalize_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]] | None) -> HeaderPairs:

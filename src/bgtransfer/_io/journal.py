@@ -78,9 +78,9 @@ def _upsert(rows: int) -> str:
     )
 
 
-_UPSERT = _upsert(1)
 _UPSERTS = tuple(_upsert(rows) for rows in range(1, MULTI_ROW_MAX + 1))
 """``_UPSERTS[n - 1]`` writes n entries (SQLite's statement cache keeps them parsed)."""
+_UPSERT = _UPSERTS[0]
 _DELETE = "DELETE FROM tasks WHERE id = ?"
 _NEXT_ID = "UPDATE meta SET value = ? WHERE key = 'next_id'"
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM tasks ORDER BY id"
