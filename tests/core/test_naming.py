@@ -104,6 +104,48 @@ def test_origin_of_parses_each_authority_once() -> None:
     }
 
 
+@settings(max_examples=400, derandomize=True)
+@given(
+    scheme=st.sampled_from(["http", "https", "HTTP", "ftp", ""]),
+    sep=st.sampled_from(["://", ":/", ":", "//"]),
+    host=st.sampled_from(["example.com", "EXAMPLE.org", "[::1]", "[::1", "", "a b", "u@h"]),
+    port=st.sampled_from(["", ":", ":1", ":0", ":99999", ":x"]),
+    rest=st.text(alphabet="/?#=&.aZ%:@ \t\x00", max_size=10),
+)
+def test_parse_url_with_a_cache_answers_as_without(
+    scheme: str, sep: str, host: str, port: str, rest: str
+) -> None:
+    """The cache never changes an answer: each URL is parsed after one from the
+    same authority (accepted or not) has filled it, and must raise the same error
+    or return the same value as a parse without a cache."""
+    url = f"{scheme}{sep}{host}{port}{rest}"
+    cache: dict[str, Origin] = {}
+    for warm in (f"{scheme}{sep}{host}{port}/", f"{scheme}{sep}{host}{port}"):
+        try:
+            parse_url(warm, cache)
+        except ValueError:
+            pass
+    try:
+        expected: object = parse_url(url)
+    except ValueError as exc:
+        expected = (type(exc), str(exc))
+    try:
+        got: object = parse_url(url, cache)
+    except ValueError as exc:
+        got = (type(exc), str(exc))
+    assert got == expected
+
+
+def test_parse_url_cache_holds_accepted_authorities_only() -> None:
+    cache: dict[str, Origin] = {}
+    assert parse_url("http://example.com/a", cache)[1] == Origin("http", "example.com", 80)
+    with pytest.raises(bgtransfer.InvalidURLError, match="Port"):
+        parse_url("http://example.com:abc/a", cache)
+    with pytest.raises(bgtransfer.InvalidURLError, match="whitespace or control"):
+        parse_url("http://example.com/a b", cache)  # the authority is known; the rest is not
+    assert cache == {"http://example.com": Origin("http", "example.com", 80)}
+
+
 def test_parse_url_strips_surrounding_whitespace() -> None:
     assert parse_url("  \thttp://example.com/x\n ") == (
         "http://example.com/x",

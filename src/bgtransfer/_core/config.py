@@ -46,7 +46,7 @@ def normalize_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]] | N
     for a name that is not an HTTP token or a value holding CR, LF or NUL (header
     injection).
     """
-    if headers is None:
+    if headers is None or headers == ():  # (the usual case, without the ABC checks below)
         return ()
     given: object = headers  # checked at run time: callers are not always type-checked
     if isinstance(given, str | bytes) or not isinstance(given, Mapping | Iterable):

@@ -28,7 +28,7 @@ _FALLBACK_NAME = "download"
 _MAX_NAME_BYTES = 200  # leaves room for " (NNN)" and suffixes under the usual 255-byte limit
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)  # a dict key the supervisor looks up several times a task
 class Origin:
     """Where connections go: the key of the per-host connection limit."""
 
@@ -44,12 +44,17 @@ class Origin:
 _CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
 
 
-def parse_url(url: object) -> tuple[str, Origin]:
+def parse_url(url: object, cache: dict[str, Origin] | None = None) -> tuple[str, Origin]:
     """Validate a download URL; return it (stripped) with its :class:`Origin`.
 
     Raises :class:`TypeError` when ``url`` is not a string,
     :class:`InvalidURLError` when it cannot be parsed or has no host, and
     :class:`UnsupportedSchemeError` for a scheme other than http or https.
+
+    ``cache`` remembers the origin of each scheme and authority accepted: a URL
+    that starts like one accepted before is checked for whitespace and control
+    characters only (the rest of a URL cannot make it fail). Thousands of
+    downloads from a few hosts then parse a few URLs.
     """
     if not isinstance(url, str):
         raise TypeError(f"url must be a str, not {type(url).__name__}")
@@ -58,6 +63,12 @@ def parse_url(url: object) -> tuple[str, Origin]:
         raise InvalidURLError("empty URL")
     if _CONTROL_OR_SPACE.search(text):
         raise InvalidURLError(f"{text!r}: URL contains whitespace or control characters")
+    key = _authority(text) if cache is not None else None
+    if key is not None:
+        assert cache is not None
+        known = cache.get(key)
+        if known is not None:
+            return text, known
     try:
         parts = urlsplit(text)
         port = parts.port
@@ -75,23 +86,41 @@ def parse_url(url: object) -> tuple[str, Origin]:
         raise InvalidURLError(f"{text!r}: URL has no host")
     if port == 0:
         raise InvalidURLError(f"{text!r}: port 0 is not a port one can connect to")
-    return text, Origin(scheme, host, port if port is not None else _DEFAULT_PORTS[scheme])
+    origin = Origin(scheme, host, port if port is not None else _DEFAULT_PORTS[scheme])
+    if key is not None:
+        assert cache is not None
+        if len(cache) >= _ORIGIN_CACHE_SIZE:
+            cache.clear()
+        cache[key] = origin
+    return text, origin
+
+
+_ORIGIN_CACHE_SIZE = 1024
+
+
+def _authority(url: str) -> str | None:
+    """``scheme://authority`` of ``url`` (None without ``://``): what its origin
+    depends on. What follows it (path, query, fragment) cannot make
+    :func:`~urllib.parse.urlsplit` fail."""
+    start = url.find("://")
+    if start == -1:
+        return None
+    end = len(url)
+    for mark in "/?#":
+        found = url.find(mark, start + 3)
+        if found != -1:
+            end = min(end, found)
+    return url[:end]
 
 
 def origin_of(url: str, cache: dict[str, Origin]) -> Origin:
     """The :class:`Origin` of a URL that :func:`parse_url` already accepted, parsed
     once per scheme and authority (``cache`` remembers them): reopening a session
     with thousands of tasks from a few hosts need not parse every URL again."""
-    start = url.find("://") + 3
-    end = len(url)
-    for mark in "/?#":
-        found = url.find(mark, start)
-        if found != -1:
-            end = min(end, found)
-    key = url[:end]
-    origin = cache.get(key)
+    key = _authority(url)
+    origin = cache.get(key) if key is not None else None
     if origin is None:
-        origin = cache[key] = parse_url(key)[1]
+        origin = parse_url(url, cache)[1]
     return origin
 
 

@@ -1,6 +1,7 @@
 """Reading a response's status and headers into a decision. Pure.
 
-The shell hands over the status, reason and headers (names lower-cased); this
+The shell hands over the status, reason and headers (a mapping that answers
+lower-case names: aiohttp's case-insensitive one, or a dict so written); this
 module says whether the body may be written and what the response promises
 about it, or raises the error the task ends with.
 """
@@ -49,7 +50,7 @@ def parse_content_length(value: str | None, *, url: str) -> int | None:
 def check_response(url: str, status: int, reason: str, headers: Mapping[str, str]) -> ResponseInfo:
     """Accept a full-body answer (2xx but 206) or raise the task's error.
 
-    ``headers`` must have lower-case names. A request that sent no ``Range`` never
+    ``headers`` is looked up by lower-case names. A request that sent no ``Range`` never
     expects 206, so a 206 here is a :class:`ProtocolError`; 3xx (redirects already
     followed, or 304), 4xx and 5xx raise :class:`HTTPStatusError` with the status.
     """

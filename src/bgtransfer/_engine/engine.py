@@ -95,8 +95,9 @@ class Checkpointer(Protocol):
         next commit, which ``flush()`` waits for)."""
         ...
 
-    async def flush(self) -> None:
-        """Return once everything recorded so far is durable."""
+    async def flush(self, *, shielded: bool = False) -> None:
+        """Return once everything recorded so far is durable (``shielded``: the
+        caller runs in a shielded cancel scope)."""
         ...
 
 
@@ -133,6 +134,7 @@ class Engine:
         self._records: dict[int, TaskRecord] = {}
         self._claims: dict[Path, int] = {}  # destinations of live tasks
         self._resolved_dirs: dict[Path, Path] = {}
+        self._origins: dict[str, Origin] = {}  # by scheme and authority (parse_url's cache)
         self._next_id = next_id
         self._journal = journal
         self._fsync = journal is not None and config.durability == "fsync"
@@ -216,7 +218,6 @@ class Engine:
         assert not self._records
         partials = [self._partials_dir / f"{entry.id}.part" for entry in entries]
         facts = await anyio.to_thread.run_sync(_inspect, entries, partials)
-        origins: dict[str, Origin] = {}  # most tasks share a few origins
         leftovers: list[Path] = []  # partial files of tasks that ended
         for entry, partial, (size, destination_id) in zip(entries, partials, facts, strict=True):
             plan = plan_reattach(
@@ -229,7 +230,7 @@ class Engine:
             record = self._new_record(
                 task_id=entry.id,
                 url=entry.url,  # validated when the journal was read
-                origin=origin_of(entry.url, origins),
+                origin=origin_of(entry.url, self._origins),
                 partial=partial,
                 destination=Path(entry.destination),
                 description=entry.description,
@@ -376,7 +377,8 @@ class Engine:
     ) -> TaskRecord:
         """Validate a download request, queue it, and start it if a slot is free."""
         self._check_open()
-        record = self._prepare(self._next_id, (url, destination, description, headers, segments))
+        request = (url, destination, description, headers, segments)
+        record = self._prepare(self._next_id, request, checked_dirs={})
         self._next_id += 1
         return self._admit(record)
 
@@ -386,10 +388,13 @@ class Engine:
         An error gets a note naming the request."""
         self._check_open()
         records: list[TaskRecord] = []
+        checked_dirs: dict[Path, Path] = {}  # one check per directory for the batch
         try:
             for index, request in enumerate(requests):
                 try:
-                    record = self._prepare(self._next_id + index, request)
+                    record = self._prepare(
+                        self._next_id + index, request, checked_dirs=checked_dirs
+                    )
                 except Exception as exc:
                     exc.add_note(f"request {index} of {len(requests)}; no task was made")
                     raise
@@ -402,16 +407,18 @@ class Engine:
         self._next_id += len(records)
         return [self._admit(record) for record in records]
 
-    def _prepare(self, task_id: int, request: Request) -> TaskRecord:
+    def _prepare(
+        self, task_id: int, request: Request, *, checked_dirs: dict[Path, Path]
+    ) -> TaskRecord:
         """A record for ``request``, validated; not claimed or queued yet."""
         url, destination, description, headers, segments = request
         wanted = self.config.segments if segments is None else _check_segments(segments)
-        url, origin = parse_url(url)
+        url, origin = parse_url(url, self._origins)
         record = self._new_record(
             task_id=task_id,
             url=url,
             origin=origin,
-            destination=self._resolve_destination(url, destination),
+            destination=self._resolve_destination(url, destination, checked_dirs),
             description=description,
             headers=headers,
         )
@@ -435,13 +442,13 @@ class Engine:
         that no task owns.
         """
         self._check_open()
-        url, origin = parse_url(data.url)
+        url, origin = parse_url(data.url, self._origins)
         given = destination if destination is not None else data.destination
         record = self._new_record(
             task_id=self._next_id,
             url=url,
             origin=origin,
-            destination=self._resolve_destination(url, given),
+            destination=self._resolve_destination(url, given, {}),
             description=data.description,
             headers=(*data.headers, *headers),
             offset=data.offset,
@@ -610,13 +617,19 @@ class Engine:
             self._checkpoint(record, urgent=True)
             await self._journal.flush()
 
-    def _resolve_destination(self, url: str, destination: str | os.PathLike[str] | None) -> Path:
+    def _resolve_destination(
+        self,
+        url: str,
+        destination: str | os.PathLike[str] | None,
+        checked_dirs: dict[Path, Path],
+    ) -> Path:
         """The absolute target path; raises at the call when it cannot work.
 
         No destination, or an existing directory: a name from the URL, made unique
         against existing files and other live tasks (``name (1).ext``). A file path:
         its directory must exist and no other live task may target it; an existing
-        file there is replaced when the download finishes.
+        file there is replaced when the download finishes. ``checked_dirs``: the
+        directories this call found (and resolved) already; a batch checks each once.
         """
         if destination is None:
             return self._unique_in(self._downloads_dir, filename_from_url(url))
@@ -630,11 +643,14 @@ class Engine:
         if os.path.isdir(path):
             return self._unique_in(path.resolve(), filename_from_url(url))
         parent = path.parent
-        if not os.path.isdir(parent):
-            raise InvalidDestinationError(
-                f"{url}: destination directory {str(parent)!r} does not exist"
-            )
-        target = self._resolved_dir(parent) / path.name
+        directory = checked_dirs.get(parent)
+        if directory is None:
+            if not os.path.isdir(parent):
+                raise InvalidDestinationError(
+                    f"{url}: destination directory {str(parent)!r} does not exist"
+                )
+            directory = checked_dirs[parent] = self._resolved_dir(parent)
+        target = directory / path.name
         owner = self._claims.get(target)
         if owner is not None:
             raise InvalidDestinationError(
@@ -796,7 +812,7 @@ class Engine:
             record.one_step = None  # the file is whole now, whatever was said before
             if self._journal is not None:
                 self._checkpoint(record, urgent=True, data=True)
-                await self._journal.flush()
+                await self._journal.flush(shielded=True)
             try:
                 await move_into_place(record.partial, record.destination, durable=self._fsync)
             except OSError as exc:
@@ -819,6 +835,7 @@ class Engine:
         background session commits ``moving`` first, with the offset written so
         far and what the destination is now (:class:`OneStepMove`), so a
         process killed during that step can tell whether it completed.
+        (Called in the body writer's shielded scope.)
         """
         if self._fsync:
             return None
@@ -831,7 +848,7 @@ class Engine:
         record.moving = True
         if self._journal is not None:
             self._checkpoint(record, urgent=True)
-            await self._journal.flush()
+            await self._journal.flush(shielded=True)
         return record.destination
 
     async def _attempts(self, record: TaskRecord) -> None:

@@ -76,7 +76,8 @@ class TransferSink(Protocol):
     """What a transfer reports to, and asks, its owner (the engine's task record)."""
 
     def judge(self, status: int, reason: str, headers: Mapping[str, str]) -> BodyPlan | None:
-        """Decide from the status and (lower-cased) headers; None: no body to write."""
+        """Decide from the status and headers (looked up by lower-case name,
+        case-insensitively); None: no body to write."""
         ...
 
     async def prepare(self, plan: BodyPlan) -> None:
@@ -133,11 +134,8 @@ async def fetch_to_file(
         try:
             with map_errors(url=url, request_timeout=request_timeout):
                 async with client.get(url, headers=dict(headers), timeout=timeout) as response:
-                    plan = sink.judge(
-                        response.status,
-                        response.reason or "",
-                        {name.lower(): value for name, value in response.headers.items()},
-                    )
+                    # aiohttp's headers are looked up case-insensitively already.
+                    plan = sink.judge(response.status, response.reason or "", response.headers)
                     if plan is None:
                         return None
                     with _paused(watchdog):
@@ -370,7 +368,8 @@ class _BodyWriter:
         if not self._inflight:
             if self._fd >= 0 or self._pending >= FIRST_WRITE_BYTES:
                 self._launch()
-            elif self._timer is None:
+            elif self._timer is None and not self._all_arrived():
+                # (A body that has all arrived is written by finish(), next.)
                 self._timer = self._loop.call_later(FIRST_WRITE_DELAY, self._first_write_due)
         elif self._pending >= MAX_PENDING_BYTES:
             with _paused(self._watchdog):
@@ -428,6 +427,10 @@ class _BodyWriter:
                 # The file already failed; that error is the one reported.
                 with contextlib.suppress(OSError):
                     await run_blocking(os.close, fd)
+
+    def _all_arrived(self) -> bool:
+        length = self._plan.length
+        return length is not None and self.written + self._pending >= length
 
     def _first_write_due(self) -> None:
         self._timer = None
