@@ -200,8 +200,13 @@ def entry_to_row(entry: TaskEntry) -> tuple[Any, ...]:
         outcome,
         None if entry.segments is None else json.dumps([list(s) for s in entry.segments]),
         entry.takeover,
-        None if entry.one_step is None else json.dumps(attrs.asdict(entry.one_step)),
+        None if entry.one_step is None else _one_step_json(entry.one_step),
     )
+
+
+def _one_step_json(one_step: OneStepMove) -> str:
+    replaces = None if one_step.replaces is None else list(one_step.replaces)
+    return json.dumps({"size": one_step.size, "replaces": replaces})
 
 
 def entry_from_row(row: Sequence[Any]) -> TaskEntry:
