@@ -63,12 +63,9 @@ def parse_url(url: object, cache: dict[str, Origin] | None = None) -> tuple[str,
         raise InvalidURLError("empty URL")
     if _CONTROL_OR_SPACE.search(text):
         raise InvalidURLError(f"{text!r}: URL contains whitespace or control characters")
-    key = _authority(text) if cache is not None else None
-    if key is not None:
-        assert cache is not None
-        known = cache.get(key)
-        if known is not None:
-            return text, known
+    key = None if cache is None else _authority(text)
+    if cache is not None and key is not None and key in cache:
+        return text, cache[key]
     try:
         parts = urlsplit(text)
         port = parts.port
@@ -87,8 +84,7 @@ def parse_url(url: object, cache: dict[str, Origin] | None = None) -> tuple[str,
     if port == 0:
         raise InvalidURLError(f"{text!r}: port 0 is not a port one can connect to")
     origin = Origin(scheme, host, port if port is not None else _DEFAULT_PORTS[scheme])
-    if key is not None:
-        assert cache is not None
+    if cache is not None and key is not None:
         if len(cache) >= _ORIGIN_CACHE_SIZE:
             cache.clear()
         cache[key] = origin
