@@ -11,6 +11,7 @@ import pytest
 import pytest_asyncio
 
 from _nginx import NginxServer
+from bgtransfer._io import threads
 from bgtransfer.testing import TestServer
 
 # --------------------------------------------------------------------------------------
@@ -24,6 +25,16 @@ from bgtransfer.testing import TestServer
 # --------------------------------------------------------------------------------------
 
 _NGINX_FALLBACK_PATHS = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
+
+
+@pytest.fixture(autouse=True)
+def inline_file_io_never_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small bodies are written on the loop in every test, whatever the machine's
+    load: a call slower than ``INLINE_SLOW`` would otherwise send the next ones
+    to the file thread, and which path a test takes would depend on timing
+    (the pause itself is tested in tests/io/test_threads.py)."""
+    monkeypatch.setattr(threads, "_inline_paused_until", 0.0)
+    monkeypatch.setattr(threads, "INLINE_SLOW", float("inf"))
 
 
 @pytest.fixture(scope="session")

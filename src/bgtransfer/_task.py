@@ -93,7 +93,7 @@ class DownloadTask:
         terminal = self._record.terminal
         if terminal is None:
             raise SessionClosedError(f"the session closed before task {self.id} ({self.url}) ended")
-        await self._engine.durable()  # the journal holds the end before the caller sees it
+        await self._engine.durable(self.id)  # the journal holds the end before the caller sees it
         self._engine.acknowledge(self._record.id)
         if isinstance(terminal, ErrorEvent):
             raise terminal.error

@@ -103,6 +103,7 @@ class WorkerCall:
     offset: int
     close: bool
     move_to: Path | None = None
+    inline: bool = False  # asked to run on the loop (never paused in tests: conftest.py)
 
 
 @pytest.fixture
@@ -112,7 +113,10 @@ def worker_calls(monkeypatch: pytest.MonkeyPatch) -> list[WorkerCall]:
     real = transfer.submit_file_io
 
     def counting(
-        on_done: Callable[..., object], func: Callable[..., object], *args: object
+        on_done: Callable[..., object],
+        func: Callable[..., object],
+        *args: object,
+        inline: bool = False,
     ) -> None:
         fd, _path, _plan, chunks, offset, close, move_to = args
         assert isinstance(fd, int)
@@ -120,8 +124,8 @@ def worker_calls(monkeypatch: pytest.MonkeyPatch) -> list[WorkerCall]:
         assert isinstance(offset, int)
         assert isinstance(close, bool)
         assert move_to is None or isinstance(move_to, Path)
-        calls.append(WorkerCall(fd, list(chunks), offset, close, move_to))
-        real(on_done, func, *args)
+        calls.append(WorkerCall(fd, list(chunks), offset, close, move_to, inline))
+        real(on_done, func, *args, inline=inline)
 
     monkeypatch.setattr(transfer, "submit_file_io", counting)
     return calls
@@ -138,6 +142,7 @@ def write_gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
         return real(*args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(transfer, "_write_chunks", slow)
+    monkeypatch.setattr(transfer, "INLINE_BYTES", -1)  # stalled in a thread, not on the loop
     try:
         yield gate
     finally:
@@ -276,7 +281,9 @@ async def test_small_body_costs_one_worker_call(
     await writer.finish()
     await writer.aclose()  # after success: nothing left to do
 
-    assert worker_calls == [WorkerCall(-1, chunks, 0, close=True)]  # open, write, close
+    assert worker_calls == [
+        WorkerCall(-1, chunks, 0, close=True, inline=True)
+    ]  # open, write, close
     assert writer._fd == transfer._CLOSED
     assert path.read_bytes() == data
     assert mode(path) == 0o600
@@ -298,7 +305,7 @@ async def test_empty_body_creates_an_empty_private_file(
 
     assert path.read_bytes() == b""
     assert mode(path) == 0o600
-    assert worker_calls == [WorkerCall(-1, [], 0, close=True)]
+    assert worker_calls == [WorkerCall(-1, [], 0, close=True, inline=True)]
     assert writer.written == 0
     assert sink.writes == []  # no progress report of 0 bytes
 
@@ -479,7 +486,7 @@ async def test_aclose_without_finish_writes_what_was_received(
 
     assert path.read_bytes() == b"".join(chunks)
     assert writer.written == sum(sink.writes) == 1200
-    assert worker_calls == [WorkerCall(-1, chunks, 0, close=True)]
+    assert worker_calls == [WorkerCall(-1, chunks, 0, close=True, inline=True)]
     assert writer._fd == transfer._CLOSED
     assert open_fds() == fds_before
 
@@ -724,7 +731,7 @@ async def test_whole_body_is_written_closed_and_moved_in_one_worker_call(
     await writer.finish()
     await writer.aclose()  # after success: nothing left to do
 
-    assert worker_calls == [WorkerCall(-1, chunks, 0, close=True, move_to=destination)]
+    assert worker_calls == [WorkerCall(-1, chunks, 0, close=True, move_to=destination, inline=True)]
     assert not partial.exists()
     assert sha256_bytes(destination.read_bytes()) == sha256_bytes(data)
     assert mode(destination) == 0o600
@@ -751,7 +758,7 @@ async def test_an_empty_body_is_created_at_its_destination(
     await writer.finish()
     await writer.aclose()
 
-    assert worker_calls == [WorkerCall(-1, [], 0, close=True, move_to=destination)]
+    assert worker_calls == [WorkerCall(-1, [], 0, close=True, move_to=destination, inline=True)]
     assert destination.read_bytes() == b""
     assert mode(destination) == 0o600
     assert not partial.exists()
@@ -814,7 +821,7 @@ async def test_a_sink_that_names_no_place_keeps_the_file_at_the_partial_path(
     await writer.finish()
     await writer.aclose()
 
-    assert worker_calls == [WorkerCall(-1, chunks, 0, close=True, move_to=None)]
+    assert worker_calls == [WorkerCall(-1, chunks, 0, close=True, move_to=None, inline=True)]
     assert sha256_bytes(partial.read_bytes()) == sha256_bytes(data)
     assert mode(partial) == 0o600
     assert sink.calls == [("finishing", len(data)), ("bytes_written", len(data))]
@@ -840,7 +847,7 @@ async def test_a_body_of_another_length_than_planned_is_never_moved(
     await writer.finish()
     await writer.aclose()
 
-    assert worker_calls == [WorkerCall(-1, [data], 0, close=True, move_to=None)]
+    assert worker_calls == [WorkerCall(-1, [data], 0, close=True, move_to=None, inline=True)]
     assert sink.finishing_calls == 0
     assert sink.moves == 0
     assert sink.calls == [("bytes_written", received)]
@@ -867,7 +874,7 @@ async def test_a_whole_segment_is_never_moved(
     await writer.finish()
     await writer.aclose()
 
-    assert worker_calls == [WorkerCall(-1, [new], start, close=True, move_to=None)]
+    assert worker_calls == [WorkerCall(-1, [new], start, close=True, move_to=None, inline=True)]
     assert sink.finishing_calls == 0
     assert sink.moves == 0
     assert not destination.exists()
@@ -953,7 +960,7 @@ async def test_a_move_to_another_file_system_leaves_the_whole_file_at_the_partia
     await writer.aclose()
 
     assert refused == [(str(partial), str(destination))]
-    assert worker_calls == [WorkerCall(-1, chunks, 0, close=True, move_to=destination)]
+    assert worker_calls == [WorkerCall(-1, chunks, 0, close=True, move_to=destination, inline=True)]
     assert sha256_bytes(partial.read_bytes()) == sha256_bytes(data)
     assert mode(partial) == 0o600
     assert not destination.exists()
@@ -1000,7 +1007,7 @@ async def test_a_failed_rename_is_a_local_file_error_naming_the_destination(
     assert error.filename == str(destination)
     assert isinstance(error.__cause__, OSError)
     assert error.__cause__.errno == code
-    assert worker_calls == [WorkerCall(-1, [data], 0, close=True, move_to=destination)]
+    assert worker_calls == [WorkerCall(-1, [data], 0, close=True, move_to=destination, inline=True)]
     assert sink.calls == [("finishing", len(data))]
     assert sink.moves == 0
     assert writer.written == 0

@@ -18,6 +18,7 @@ from bgtransfer import (
     Session,
     TaskEvent,
 )
+from bgtransfer._engine.hub import EventHub
 from bgtransfer.testing import Faults, TestServer
 
 pytestmark = pytest.mark.asyncio
@@ -181,3 +182,45 @@ async def test_stream_aclose_unsubscribes(
         await task.wait()
         assert await collect(stream) == []
         assert stream.statistics().buffered == 0
+
+
+async def test_a_reader_cancelled_while_the_end_is_committed_reads_it_next_time() -> None:
+    """A stream hands out a terminal event only once the journal holds it; a
+    reader cancelled during that wait has not received it, so the event stays
+    first in the stream, and the next read (once the end is durable) returns it
+    and acknowledges it only when read past."""
+    durable = asyncio.Event()
+    waiting = asyncio.Event()
+    asked: list[int] = []
+    delivered: list[int] = []
+
+    async def wait_durable(task_id: int) -> None:
+        asked.append(task_id)
+        waiting.set()
+        await durable.wait()
+
+    hub = EventHub(on_delivered=delivered.append, durable=wait_durable)
+    stream = hub.subscribe(7, ())
+    progress = ProgressEvent(
+        task_id=7, bytes_written=10, total_bytes_written=10, total_bytes_expected=10
+    )
+    finished = FinishedEvent(task_id=7, location=Path("/nowhere/f.bin"), total_bytes=10)
+    hub.publish(progress)
+    hub.publish(finished)
+
+    assert await stream.__anext__() == progress
+    reader = asyncio.ensure_future(stream.__anext__())
+    await waiting.wait()
+    reader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+    assert stream.statistics().buffered == 1  # the terminal event is still there
+
+    durable.set()
+    async with asyncio.timeout(5):  # (an event lost with the reader: no next one ever)
+        assert await stream.__anext__() == finished
+    assert asked == [7, 7]
+    assert delivered == []
+    with pytest.raises(StopAsyncIteration):
+        await stream.__anext__()
+    assert delivered == [7]

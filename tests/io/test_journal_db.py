@@ -306,6 +306,94 @@ async def test_progress_puts_are_batched(tmp_path: Path) -> None:
         assert _rows(path)[1] == entry_to_row(_entry(1, offset=1000, total=None))
 
 
+async def test_a_deferred_entry_is_committed_by_its_timer_and_a_lazy_flush_waits_for_it(
+    tmp_path: Path,
+) -> None:
+    """A deferred entry (a task's end) starts no commit of its own at once (the
+    loop may run rounds meanwhile); a lazy flush starts none either and returns
+    once the timer, DEFERRED_DELAY later, has committed it: one commit."""
+    path = tmp_path / JOURNAL_NAME
+    journal = await Journal.open(path, interval=3600)
+    async with journal:
+        base = journal.statistics().commits
+        entry = _entry(1, offset=5, total=None)
+        journal.put(entry, deferred=True)
+        for _ in range(5):
+            await anyio.lowlevel.checkpoint()
+        assert journal.statistics().commits == base  # an urgent put would be committed now
+        assert 1 not in _rows(path)
+        with anyio.fail_after(5):
+            await journal.flush(lazy=True)
+        assert journal.statistics().commits == base + 1
+        assert _rows(path)[1] == entry_to_row(entry)
+
+
+async def test_a_deferred_entry_rides_along_with_the_next_commit(tmp_path: Path) -> None:
+    """Ends of tasks put deferred share the commit another caller starts; a lazy
+    flush for them, up to the generation after they were put, has nothing left
+    to wait for, and their timer finds nothing to commit."""
+    path = tmp_path / JOURNAL_NAME
+    journal = await Journal.open(path, interval=3600)
+    async with journal:
+        base = journal.statistics().commits
+        ends = [_entry(task_id, offset=task_id, total=None) for task_id in (1, 2, 3)]
+        for entry in ends:
+            journal.put(entry, deferred=True)
+        upto = journal.generation
+        journal.put(_entry(4), urgent=True)
+        await journal.flush()
+        assert journal.statistics().commits == base + 1
+        assert {task_id: _rows(path)[task_id] for task_id in (1, 2, 3)} == {
+            entry.id: entry_to_row(entry) for entry in ends
+        }
+        await journal.flush(lazy=True, upto=upto)  # returns at once: nothing to wait for
+        with anyio.fail_after(5):
+            journal.put(_entry(5), deferred=True)  # the next deferred entry: a timer again
+            await journal.flush(lazy=True)
+        assert journal.statistics().commits == base + 2
+
+
+async def test_a_lazy_flush_waits_only_for_what_was_put_up_to_its_generation(
+    tmp_path: Path,
+) -> None:
+    """A reader waits for its task's end, not for entries put after it: with
+    later entries still pending (not due for an hour), it returns once its own
+    are committed."""
+    path = tmp_path / JOURNAL_NAME
+    journal = await Journal.open(path, interval=3600)
+    async with journal:
+        journal.put(_entry(1, offset=1, total=None), deferred=True)
+        upto = journal.generation
+        with anyio.fail_after(5):
+            await journal.flush(lazy=True, upto=upto)
+        journal.put(_entry(2))  # due at the writer's round, an hour from now
+        await journal.flush(lazy=True, upto=upto)
+        assert 1 in _rows(path)
+        assert 2 not in _rows(path)
+        assert journal.statistics().pending == 1
+
+
+async def test_a_lazy_flush_waiting_when_the_journal_closes_returns_once_exit_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journal_module, "DEFERRED_DELAY", 3600.0)  # only the exit commits
+    path = tmp_path / JOURNAL_NAME
+    journal = await Journal.open(path, interval=3600)
+    returned: list[bool] = []
+
+    async def reader() -> None:
+        await journal.flush(lazy=True)
+        returned.append(1 in _rows(path))
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as group, journal:
+            journal.put(_entry(1), deferred=True)
+            group.start_soon(reader)
+            await anyio.wait_all_tasks_blocked()
+            assert returned == []
+    assert returned == [True]
+
+
 async def test_flush_makes_everything_put_so_far_durable(tmp_path: Path) -> None:
     path = tmp_path / JOURNAL_NAME
     journal = await Journal.open(path, interval=3600)

@@ -85,6 +85,7 @@ class Hop:
 
     name: str
     args: tuple[object, ...]
+    inline: bool = False  # run on the loop: no hop at all
 
 
 @attrs.define
@@ -94,9 +95,11 @@ class Hops:
     arrived: bool = False
     calls: list[Hop] = attrs.Factory(list)
 
-    def note(self, func: Callable[..., object], args: tuple[object, ...]) -> None:
+    def note(
+        self, func: Callable[..., object], args: tuple[object, ...], *, inline: bool = False
+    ) -> None:
         if self.arrived:
-            self.calls.append(Hop(getattr(func, "__name__", repr(func)), args))
+            self.calls.append(Hop(getattr(func, "__name__", repr(func)), args, inline))
 
 
 @pytest.fixture
@@ -127,10 +130,13 @@ def hops(monkeypatch: pytest.MonkeyPatch) -> Hops:
         return own_thread(func, *args, name=name)
 
     def submit_file_io(
-        on_done: Callable[..., object], func: Callable[..., object], *args: object
+        on_done: Callable[..., object],
+        func: Callable[..., object],
+        *args: object,
+        inline: bool = False,
     ) -> None:
-        counted.note(func, args)
-        file_io(on_done, func, *args)
+        counted.note(func, args, inline=inline)  # (never paused in tests: conftest.py)
+        file_io(on_done, func, *args, inline=inline)
 
     def run_sync(func: Callable[..., object], *args: object, **kwargs: object) -> object:
         counted.note(func, args)
@@ -150,13 +156,24 @@ def hops(monkeypatch: pytest.MonkeyPatch) -> Hops:
     return counted
 
 
+@pytest.mark.parametrize("inline", [True, False], ids=["inline", "file-thread"])
 @pytest.mark.parametrize("kind", KINDS)
-async def test_a_small_file_costs_one_worker_call_from_response_to_destination(
-    hops: Hops, server: TestServer, state_dir: Path, out_dir: Path, kind: str
+async def test_a_small_file_costs_one_call_from_response_to_destination(
+    monkeypatch: pytest.MonkeyPatch,
+    hops: Hops,
+    server: TestServer,
+    state_dir: Path,
+    out_dir: Path,
+    *,
+    kind: str,
+    inline: bool,
 ) -> None:
-    """From the response to the FinishedEvent, a small file costs one worker call:
-    the one that opens, writes, closes and renames it. No separate move hop. The
-    file is at its destination byte-exact and private; no partial is left."""
+    """From the response to the FinishedEvent, a small file costs one call: the
+    one that opens, writes, closes and renames it, on the loop (no hop at all),
+    or in the file thread when inline calls are off. No separate move. The file
+    is at its destination byte-exact and private; no partial is left."""
+    if not inline:
+        monkeypatch.setattr(transfer, "INLINE_BYTES", -1)
     file = server.add_file("/small.bin", size=SMALL)
     destination = out_dir / "small.bin"
     async with open_session(kind, state_dir, QUIET_JOURNAL) as session:
@@ -169,7 +186,7 @@ async def test_a_small_file_costs_one_worker_call_from_response_to_destination(
     assert terminal == FinishedEvent(task_id=task.id, location=destination, total_bytes=file.size)
     assert sha256_file(destination) == file.sha256
     assert destination.stat().st_mode & 0o777 == 0o600
-    assert [hop.name for hop in calls] == ["_write_chunks"], calls
+    assert [(hop.name, hop.inline) for hop in calls] == [("_write_chunks", inline)], calls
     assert calls[0].args[-1] == destination  # move_to: the same call renames it
     assert partials == []
     assert os.listdir(out_dir) == ["small.bin"]
@@ -259,6 +276,7 @@ def step_gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[StepGate]:
         return real(*args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(transfer, "_write_chunks", gated)
+    monkeypatch.setattr(transfer, "INLINE_BYTES", -1)  # held in a thread, not on the loop
     try:
         yield held
     finally:
@@ -509,7 +527,10 @@ async def test_a_destination_on_another_file_system_is_copied_over(
         )
         assert sha256_file(destination) == file.sha256
         assert destination.stat().st_mode & 0o777 == 0o600
-        assert [hop.name for hop in calls] == ["_write_chunks", "_move_sync"], calls
+        assert [(hop.name, hop.inline) for hop in calls] == [
+            ("_write_chunks", True),
+            ("_move_sync", False),
+        ], calls
         assert calls[0].args[-1] == destination  # the step tried first
         assert os.listdir(out) == ["far.bin"]
         assert partials == []

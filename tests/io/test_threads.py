@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import attrs
 import pytest
 
 from _helpers import sha256_file
@@ -72,7 +73,8 @@ async def test_a_download_writes_in_the_file_thread(
     server: TestServer, out_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every call of the write pipeline of a session's downloads runs in the file
-    thread, never in the loop's default executor."""
+    thread, never in the loop's default executor, except a small body's only
+    call (open, write, close, rename), which runs on the loop."""
     files = [server.add_file(f"/t{n}.bin", size=20_000 + 70_000 * n) for n in range(4)]
     names: list[str] = []
     real = transfer._write_chunks
@@ -91,7 +93,9 @@ async def test_a_download_writes_in_the_file_thread(
     for file in files:
         assert sha256_file(out_dir / file.path[1:]) == file.sha256
     assert len(names) >= len(files)
-    assert {name.split("_")[0] for name in names} == {"bgtransfer-files"}
+    loop_thread = threading.current_thread().name
+    assert names.count(loop_thread) == 1  # the 20,000-byte file's
+    assert {name.split("_")[0] for name in names if name != loop_thread} == {"bgtransfer-files"}
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -153,3 +157,99 @@ async def test_submit_file_io_reports_result_or_error_on_the_loop_thread() -> No
     assert isinstance(error, OSError)
     assert error.errno == 5
     assert {thread for *_, thread in reports} == {loop_thread}
+
+
+# -- inline calls: the shortest ones run on the loop, while they are fast ----------------
+
+
+@attrs.define
+class FakeClock:
+    """``threads._clock``: moves only when a call says it took time."""
+
+    now: float = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(threads, "_clock", fake)
+    monkeypatch.setattr(threads, "INLINE_SLOW", 0.005)  # conftest.py makes it infinite
+    return fake
+
+
+def _inline(func: Callable[..., object], *args: object) -> tuple[list[object], bool]:
+    """``submit_file_io(..., inline=True)``: the outcomes ``on_done`` got before it
+    returned, and whether the call ran on the loop's thread."""
+    outcomes: list[object] = []
+    ran_in: list[str] = []
+
+    def recording(*args: object) -> object:
+        ran_in.append(threading.current_thread().name)
+        return func(*args)
+
+    threads.submit_file_io(lambda *outcome: outcomes.append(outcome), recording, *args, inline=True)
+    return outcomes, ran_in == [threading.current_thread().name]
+
+
+async def test_an_inline_call_runs_on_the_loop_and_reports_before_returning(
+    clock: FakeClock,
+) -> None:
+    outcomes, on_loop = _inline(lambda a, b: a + b, 2, 3)
+    assert on_loop
+    assert outcomes == [(5, None)]
+
+
+async def test_an_inline_calls_error_goes_to_on_done_like_a_threads(clock: FakeClock) -> None:
+    error = OSError(28, "No space left on device")
+
+    def failing() -> None:
+        raise error
+
+    outcomes, on_loop = _inline(failing)
+    assert on_loop
+    assert outcomes == [(None, error)]
+
+
+async def test_a_slow_inline_call_sends_the_next_ones_to_the_file_thread_for_a_while(
+    clock: FakeClock,
+) -> None:
+    """A call that took longer than INLINE_SLOW (a stalled disk) must not be
+    followed by more on the loop: for INLINE_PAUSE seconds the calls asked to
+    run inline go to the file thread (on_done comes later, on the loop); then
+    they run inline again. A call just under the limit changes nothing."""
+
+    def taking(seconds: float) -> str:
+        clock.now += seconds
+        return threading.current_thread().name
+
+    assert _inline(taking, threads.INLINE_SLOW)[1]  # at the limit: still fast
+    assert _inline(taking, 0.0)[1]
+    slow_outcomes, slow_on_loop = _inline(taking, threads.INLINE_SLOW * 2)
+    assert slow_on_loop
+    assert slow_outcomes[0][1] is None  # the slow call itself completed normally
+
+    paused_from = clock.now
+    for elapsed in (0.0, threads.INLINE_PAUSE / 2, threads.INLINE_PAUSE - 0.001):
+        clock.now = paused_from + elapsed
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        threads.submit_file_io(
+            lambda result, error, future=future: future.set_result((result, error)),
+            taking,
+            0.0,
+            inline=True,
+        )
+        assert not future.done()  # not before returning: it went to the thread
+        name, error = await future
+        assert error is None
+        assert name.startswith("bgtransfer-files")
+
+    clock.now = paused_from + threads.INLINE_PAUSE
+    assert _inline(taking, 0.0)[1]  # the pause is over
+
+
+async def test_a_call_not_asked_to_run_inline_never_does(clock: FakeClock) -> None:
+    name = await _file_io(lambda: threading.current_thread().name)
+    assert name.startswith("bgtransfer-files")

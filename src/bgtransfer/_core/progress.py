@@ -129,6 +129,10 @@ class EventBuffer:
         self._last_of_task[event.task_id] = slot
         self._max = max(self._max, len(self._slots))
 
+    def peek(self) -> SessionEvent:
+        """The oldest event, left in place; raises :class:`IndexError` when empty."""
+        return self._slots[0].event
+
     def pop(self) -> SessionEvent:
         """The oldest event; raises :class:`IndexError` when empty."""
         slot = self._slots.popleft()

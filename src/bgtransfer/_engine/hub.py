@@ -78,12 +78,15 @@ class EventStream(Generic[E]):
                 raise StopAsyncIteration
             self._wakeup.clear()
             await self._wakeup.wait()
-        event = self._buffer.pop()
+        event = self._buffer.peek()
         if not isinstance(event, EventsDeliveredEvent) and is_terminal(event):
             # The journal holds the end before anyone sees it: a reader may act
-            # on it at once (move the file away) and the process die next.
-            await self._hub._durable()
+            # on it at once (move the file away) and the process die next. The
+            # event stays buffered meanwhile: a reader cancelled here gets it from
+            # its next read. (Nothing else takes from the buffer's head.)
+            await self._hub._durable(event.task_id)
             self._unacknowledged = event.task_id
+        self._buffer.pop()
         return cast(E, event)
 
     async def aclose(self) -> None:
@@ -128,7 +131,7 @@ class EventHub:
         self,
         *,
         on_delivered: Callable[[int], None],
-        durable: Callable[[], Awaitable[None]] | None = None,
+        durable: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         self._by_task: dict[int, weakref.WeakSet[EventStream[Any]]] = {}
         self._all: weakref.WeakSet[EventStream[Any]] = weakref.WeakSet()
@@ -136,10 +139,10 @@ class EventHub:
         self._delivered = on_delivered
         self._durable_hook = durable
 
-    async def _durable(self) -> None:
-        """Return once what was published so far is journaled (no-op without a journal)."""
+    async def _durable(self, task_id: int) -> None:
+        """Return once the task's end is journaled (no-op without a journal)."""
         if self._durable_hook is not None:
-            await self._durable_hook()
+            await self._durable_hook(task_id)
 
     def subscribe(
         self, task_id: int | None, backlog: Iterable[TaskEvent], *, replayed: int = 0

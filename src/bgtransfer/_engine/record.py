@@ -55,6 +55,7 @@ class TaskRecord:
         "description",
         "destination",
         "encoding",
+        "end_generation",
         "headers",
         "id",
         "journaled_offset",
@@ -134,6 +135,7 @@ class TaskRecord:
         self.acked = False  # a consumer has seen its terminal event
         self.last_progress: ProgressEvent | None = None
         self.terminal: TerminalEvent | None = None
+        self.end_generation = 0  # the journal's generation once the terminal entry was put
         self._done: anyio.Event | None = None  # made when somebody waits (most never do)
         self._ended = False
         self.scope: anyio.CancelScope | None = None

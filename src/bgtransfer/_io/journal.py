@@ -68,6 +68,9 @@ CHECKPOINT_COMMITS = 1000
 MULTI_ROW_MAX = 16
 """Entries up to this many are committed by one ``INSERT`` listing them all."""
 
+DEFERRED_DELAY = 0.005
+"""Seconds a ``deferred`` entry may wait for another commit to take it along."""
+
 
 def _upsert(rows: int) -> str:
     row = f"({', '.join('?' for _ in COLUMNS)})"
@@ -130,6 +133,8 @@ class Journal:
         self._deletions_due = False  # an urgent forget: the next commit deletes
         self._urgent = False
         self._soon = False  # a _commit_soon is scheduled
+        self._deferred: asyncio.TimerHandle | None = None  # commits deferred entries
+        self._waiters: list[asyncio.Future[None]] = []  # lazy flush()es, woken by commits
         self._stopping = False
         self._busy = False  # a commit is running in the worker thread
         self._failure: JournalError | None = None
@@ -168,18 +173,32 @@ class Journal:
 
     # -- the engine's side --------------------------------------------------------
 
-    def put(self, entry: TaskEntry, *, urgent: bool = False, data_file: Path | None = None) -> None:
+    def put(
+        self,
+        entry: TaskEntry,
+        *,
+        urgent: bool = False,
+        deferred: bool = False,
+        data_file: Path | None = None,
+    ) -> None:
         """Record ``entry`` as the task's newest state (replacing any pending one).
 
-        ``urgent`` commits soon rather than at the next interval. ``data_file`` is
-        the partial file whose bytes this entry vouches for: with ``fsync``
-        durability it is synced before the entry is committed.
+        ``urgent`` commits soon (once the tasks ready now have run) rather than
+        at the next interval. ``deferred`` commits with whichever commit comes
+        next, at the latest ``DEFERRED_DELAY`` later: for entries that nothing
+        waits on at once (a task's end, which its reader awaits with a lazy
+        :meth:`flush`), so that in a busy session they ride along with commits
+        that something does wait on. ``data_file`` is the partial file whose
+        bytes this entry vouches for: with ``fsync`` durability it is synced
+        before the entry is committed.
         """
         self._pending[entry.id] = entry
         self.next_id = max(self.next_id, entry.id + 1)
         if self._fsync and data_file is not None:
             self._data_files[entry.id] = data_file
         self._touch(urgent)
+        if deferred and not urgent:
+            self._defer()
 
     def forget(self, task_id: int, *, urgent: bool = False) -> None:
         """Delete the task's entry.
@@ -213,6 +232,27 @@ class Journal:
                 asyncio.get_running_loop().call_soon(self._commit_soon)
         # Otherwise the writer finds it on its next round (at most ``interval``).
 
+    def _defer(self) -> None:
+        """See that what is pending is committed within ``DEFERRED_DELAY``.
+
+        One timer serves every entry put while it runs; it is not cancelled by
+        the commits that take those entries along (in a busy session that would
+        cost more than letting it find nothing to do)."""
+        if self._deferred is not None:
+            return
+        if self._task_group is None:  # not entered: the exit commits it
+            self._wakeup.set()
+            return
+        loop = asyncio.get_running_loop()
+        self._deferred = loop.call_later(DEFERRED_DELAY, self._commit_deferred)
+
+    def _commit_deferred(self) -> None:
+        self._deferred = None
+        if self._committed == self._generation or self._task_group is None:
+            return
+        self._urgent = True  # if the writer has to do it, it does it now
+        self._commit_soon()
+
     def _commit_soon(self) -> None:
         """Commit urgent entries once the tasks ready now have run (so entries put
         together share a commit): on the loop when the batch is small and nothing
@@ -227,7 +267,14 @@ class Journal:
         else:
             self._wakeup.set()
 
-    async def flush(self, *, shielded: bool = False) -> None:
+    @property
+    def generation(self) -> int:
+        """Counts the entries put (and urgent deletions): ``flush(upto=...)`` takes it."""
+        return self._generation
+
+    async def flush(
+        self, *, shielded: bool = False, lazy: bool = False, upto: int | None = None
+    ) -> None:
         """Return once everything put so far is committed; raise the writer's
         :class:`~bgtransfer.JournalError` if it cannot write.
 
@@ -241,9 +288,20 @@ class Journal:
         ``shielded``: the caller runs in a shielded cancel scope already, so a
         bare yield is not a cancellation point either (and costs a fraction of
         one that shields itself: this is once per file finished).
+
+        ``lazy``: start no commit, wait for one (within ``DEFERRED_DELAY``, as
+        for a ``deferred`` entry): a cancellation point, where the waiter may
+        give up. What a task's reader waits on before it sees the task's end:
+        in a busy session, many ends and the commits other tasks need share
+        one transaction.
+
+        ``upto``: only what was put until :attr:`generation` was that value.
         """
-        target = self._generation
+        target = self._generation if upto is None else upto
         if self._committed >= target:
+            return
+        if lazy:
+            await self._committed_by_others(target)
             return
         if shielded:
             await asyncio.sleep(0)
@@ -260,6 +318,23 @@ class Journal:
             async with self._lock:
                 if self._committed < target and self._failure is None:
                     await self._commit(deletions=True)  # (in a thread: they cost nothing here)
+
+    async def _committed_by_others(self, target: int) -> None:
+        self._defer()
+        while self._committed < target:
+            if self._failure is not None:
+                raise self._failure
+            if self._task_group is None:
+                raise JournalError(str(self.path), "the journal is closed")
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
+
+    def _wake_waiters(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():  # (cancelled with the task waiting on it)
+                waiter.set_result(None)
 
     def statistics(self) -> JournalStatistics:
         """Entries waiting to be committed, and commits made so far."""
@@ -293,21 +368,27 @@ class Journal:
                 self._wakeup.set()
                 await task_group.__aexit__(None, None, None)
         finally:
-            with anyio.CancelScope(shield=True):
-                with anyio.move_on_after(EXIT_TIMEOUT) as deadline:
-                    if self._failure is None and self._dirty():
-                        # The lock is free: the writer is gone and no flush() outlives
-                        # the engine.
-                        await self._commit(deletions=True, abandon_on_cancel=True)
-                if deadline.cancelled_caught or self._busy:
-                    logger.error(
-                        "journal %s: the last commit did not finish within %s s; "
-                        "the tasks continue from their previous checkpoint",
-                        self.path,
-                        EXIT_TIMEOUT,
-                    )
-                else:  # the worker thread may still use the connection: leave it
-                    await run_blocking(_close_all, self._checkpointer, self._connection)
+            try:
+                with anyio.CancelScope(shield=True):
+                    with anyio.move_on_after(EXIT_TIMEOUT) as deadline:
+                        if self._failure is None and self._dirty():
+                            # The lock is free: the writer is gone and no flush() outlives
+                            # the engine.
+                            await self._commit(deletions=True, abandon_on_cancel=True)
+                    if deadline.cancelled_caught or self._busy:
+                        logger.error(
+                            "journal %s: the last commit did not finish within %s s; "
+                            "the tasks continue from their previous checkpoint",
+                            self.path,
+                            EXIT_TIMEOUT,
+                        )
+                    else:  # the worker thread may still use the connection: leave it
+                        await run_blocking(_close_all, self._checkpointer, self._connection)
+            finally:
+                if self._deferred is not None:
+                    self._deferred.cancel()
+                    self._deferred = None
+                self._wake_waiters()  # a lazy flush() still waiting: it is told it is closed
 
     async def _writer(self) -> None:
         while True:
@@ -409,6 +490,7 @@ class Journal:
             if self._uncheckpointed >= CHECKPOINT_COMMITS:
                 self._wakeup.set()  # the writer checkpoints, in its thread
         self._last_commit = time.monotonic()
+        self._wake_waiters()
 
     def _commit_inline(self) -> None:
         """A small commit without fsync, on the loop: a write into the page cache."""

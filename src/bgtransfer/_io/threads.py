@@ -15,6 +15,15 @@ of the same engine with one file thread, mostly in ``futex`` (benchmark
 scenario 2). Calls that may take long (a copy to another file system, journal
 commits that fsync, removals) keep using the default executor (``run_blocking``),
 so they never hold up the transfers' writes.
+
+A hop still costs more than a small file's whole life on disk: the loop and the
+file thread hand the GIL back and forth at every system call, the more so on a
+machine whose CPUs are shared. So the shortest calls (a small body that arrived
+at once: open, write, close, rename) may run on the loop itself
+(``submit_file_io(..., inline=True)``), as nginx, curl and aria2c write, while
+they are fast: one that takes longer than ``INLINE_SLOW`` seconds (a stalled
+disk, a network file system) sends them all to the file thread for the next
+``INLINE_PAUSE`` seconds.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import asyncio
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -31,6 +41,8 @@ import anyio
 
 __all__ = [
     "FILE_THREADS",
+    "INLINE_PAUSE",
+    "INLINE_SLOW",
     "run_blocking",
     "start_blocking",
     "start_thread",
@@ -41,6 +53,15 @@ T = TypeVar("T")
 
 FILE_THREADS = 1
 """Threads for the write pipeline's calls, shared by every session of the process."""
+
+INLINE_SLOW = 0.005
+"""Seconds an inline call may take before inline calls stop for a while."""
+
+INLINE_PAUSE = 10.0
+"""Seconds inline calls go to the file thread after one was slow."""
+
+_inline_paused_until = 0.0  # _clock(); the process's, like the file thread
+_clock = time.monotonic
 
 _file_executor: ThreadPoolExecutor | None = None
 _file_executor_lock = threading.Lock()
@@ -71,9 +92,14 @@ def submit_file_io(
     on_done: Callable[[T | None, BaseException | None], object],
     func: Callable[..., T],
     *args: object,
+    inline: bool = False,
 ) -> None:
     """Run ``func(*args)`` in the file thread, then ``on_done(result, error)`` on
     the loop (``error`` is what the call raised, else None).
+
+    ``inline``: the caller knows the call is short and touches no file another
+    call in flight uses. It runs here, on the loop, and ``on_done`` is called
+    before this returns, unless inline calls are paused (a recent one was slow).
 
     The write pipeline's own primitive: the loop runs ``on_done`` in the
     iteration that notices the call's end. ``run_in_executor`` takes one more:
@@ -84,7 +110,29 @@ def submit_file_io(
     Calls run one after another, in the order they were submitted, each to its
     end whatever happens to the caller.
     """
+    if inline and _clock() >= _inline_paused_until:
+        _run_inline(on_done, func, args)
+        return
     _file_threads().submit(_reporting(asyncio.get_running_loop(), on_done, func, args))
+
+
+def _run_inline(
+    on_done: Callable[[T | None, BaseException | None], object],
+    func: Callable[..., T],
+    args: tuple[object, ...],
+) -> None:
+    global _inline_paused_until  # noqa: PLW0603 - the process's, like the file thread
+    result: T | None = None
+    error: BaseException | None = None
+    started = _clock()
+    try:
+        result = func(*args)
+    except BaseException as exc:  # handed over as from the thread, not swallowed
+        error = exc
+    finished = _clock()
+    if finished - started > INLINE_SLOW:
+        _inline_paused_until = finished + INLINE_PAUSE
+    on_done(result, error)
 
 
 def _reporting(

@@ -40,6 +40,7 @@ from .threads import run_blocking, submit_file_io
 __all__ = [
     "FIRST_WRITE_BYTES",
     "FIRST_WRITE_DELAY",
+    "INLINE_BYTES",
     "MAX_PENDING_BYTES",
     "BodyPlan",
     "TransferSink",
@@ -55,6 +56,11 @@ the body has ended, or ``FIRST_WRITE_DELAY`` has passed since its first byte."""
 
 FIRST_WRITE_DELAY = 0.02
 """Seconds the first bytes may wait in memory for more (progress counts written bytes)."""
+
+INLINE_BYTES = 64 * 1024
+"""A body of at most this many bytes that arrived at once is written (opened,
+written, closed, moved) by one call on the loop rather than in the file thread
+(``threads.submit_file_io(inline=True)``)."""
 
 _CLOSED = -2  # the writer's file descriptor once the file is closed
 
@@ -447,6 +453,9 @@ class _BodyWriter:
         self._cancel_timer()
         chunks, self._chunks = self._chunks, []
         nbytes, self._pending = self._pending, 0
+        offset = self._offset
+        self._offset += nbytes
+        self._inflight = True  # (an inline call is done, _written called, on return)
         submit_file_io(
             functools.partial(self._written, nbytes),
             _write_chunks,
@@ -454,12 +463,11 @@ class _BodyWriter:
             self._path,
             self._plan,
             chunks,
-            self._offset,
+            offset,
             close,
             move_to,
+            inline=close and self._fd == -1 and nbytes <= INLINE_BYTES,
         )
-        self._offset += nbytes
-        self._inflight = True
 
     def _written(self, nbytes: int, outcome: _Outcome | None, exc: BaseException | None) -> None:
         self._inflight = False
