@@ -466,7 +466,9 @@ class _BodyWriter:
             offset,
             close,
             move_to,
-            inline=close and self._fd == -1 and nbytes <= INLINE_BYTES,
+            # A whole body in one call: no other call uses its file (a segment's
+            # file is shared with the other segments' writers).
+            inline=close and self._fd == -1 and self._plan.truncate and nbytes <= INLINE_BYTES,
         )
 
     def _written(self, nbytes: int, outcome: _Outcome | None, exc: BaseException | None) -> None:
