@@ -308,10 +308,7 @@ class Journal:
         else:
             await anyio.lowlevel.cancel_shielded_checkpoint()
         while self._committed < target:
-            if self._failure is not None:
-                raise self._failure
-            if self._task_group is None:
-                raise JournalError(str(self.path), "the journal is closed")
+            self._raise_if_cannot_commit()
             if not self._lock.locked() and self._may_commit_inline():
                 self._commit_inline()  # nothing else can commit meanwhile: no await
                 continue
@@ -322,13 +319,17 @@ class Journal:
     async def _committed_by_others(self, target: int) -> None:
         self._defer()
         while self._committed < target:
-            if self._failure is not None:
-                raise self._failure
-            if self._task_group is None:
-                raise JournalError(str(self.path), "the journal is closed")
+            self._raise_if_cannot_commit()
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             await waiter
+
+    def _raise_if_cannot_commit(self) -> None:
+        """What a flush() still waiting learns: the writer failed, or the journal closed."""
+        if self._failure is not None:
+            raise self._failure
+        if self._task_group is None:
+            raise JournalError(str(self.path), "the journal is closed")
 
     def _wake_waiters(self) -> None:
         waiters, self._waiters = self._waiters, []

@@ -122,17 +122,22 @@ def _run_inline(
     args: tuple[object, ...],
 ) -> None:
     global _inline_paused_until  # noqa: PLW0603 - the process's, like the file thread
-    result: T | None = None
-    error: BaseException | None = None
     started = _clock()
-    try:
-        result = func(*args)
-    except BaseException as exc:  # handed over as from the thread, not swallowed
-        error = exc
+    result, error = _outcome(func, args)
     finished = _clock()
     if finished - started > INLINE_SLOW:
         _inline_paused_until = finished + INLINE_PAUSE
     on_done(result, error)
+
+
+def _outcome(
+    func: Callable[..., T], args: tuple[object, ...]
+) -> tuple[T | None, BaseException | None]:
+    """``func(*args)`` as ``(result, None)``, or ``(None, what it raised)``."""
+    try:
+        return func(*args), None
+    except BaseException as exc:  # handed to on_done, not swallowed
+        return None, exc
 
 
 def _reporting(
@@ -144,12 +149,7 @@ def _reporting(
     """A thread's body: ``func(*args)``, then ``on_done(result, error)`` on ``loop``."""
 
     def run() -> None:
-        result: T | None = None
-        error: BaseException | None = None
-        try:
-            result = func(*args)
-        except BaseException as exc:  # handed to the loop, not swallowed
-            error = exc
+        result, error = _outcome(func, args)
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
             loop.call_soon_threadsafe(on_done, result, error)
 
