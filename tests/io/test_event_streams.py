@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from pathlib import Path
 
 import pytest
@@ -224,3 +226,51 @@ async def test_a_reader_cancelled_while_the_end_is_committed_reads_it_next_time(
     with pytest.raises(StopAsyncIteration):
         await stream.__anext__()
     assert delivered == [7]
+
+
+def _progress(task_id: int, total: int) -> ProgressEvent:
+    return ProgressEvent(
+        task_id=task_id, bytes_written=total, total_bytes_written=total, total_bytes_expected=100
+    )
+
+
+async def test_a_stream_dropped_unclosed_is_collected_and_the_others_still_get_everything() -> None:
+    """The hub holds a task's streams weakly: one the application drops without
+    ``aclose()`` is garbage, and publishing to its task skips it."""
+    hub = EventHub(on_delivered=lambda task_id: None)
+    kept = hub.subscribe(3, ())
+    dropped = hub.subscribe(3, ())
+    gone = weakref.ref(dropped)
+    hub.publish(_progress(3, 10))
+    del dropped
+    gc.collect()
+    assert gone() is None
+
+    finished = FinishedEvent(task_id=3, location=Path("/nowhere/f.bin"), total_bytes=100)
+    hub.publish(_progress(3, 20))
+    hub.publish(finished)
+    events = [event async for event in kept]
+    assert [type(event) for event in events] == [ProgressEvent, FinishedEvent]
+    assert events[0].total_bytes_written == 20  # the two progress events, coalesced
+    assert events[-1] == finished
+
+
+async def test_a_closed_stream_gets_nothing_more_and_its_siblings_everything() -> None:
+    hub = EventHub(on_delivered=lambda task_id: None)
+    closed = hub.subscribe(4, ())
+    other_task = hub.subscribe(5, ())
+    sibling = hub.subscribe(4, ())
+    await closed.aclose()
+
+    hub.publish(_progress(4, 50))
+    hub.publish(_progress(5, 60))
+    assert closed.statistics().buffered == 0
+    with pytest.raises(StopAsyncIteration):
+        await closed.__anext__()
+    assert await sibling.__anext__() == _progress(4, 50)
+    assert await other_task.__anext__() == _progress(5, 60)
+
+    hub.close()  # the session closes: the live streams end, the closed one stays ended
+    for stream in (sibling, other_task):
+        with pytest.raises(StopAsyncIteration):
+            await stream.__anext__()

@@ -6,9 +6,8 @@ import re
 import unicodedata
 from collections.abc import Callable
 from pathlib import PurePosixPath
+from typing import NamedTuple
 from urllib.parse import unquote, urlsplit
-
-import attrs
 
 from .._exceptions import InvalidURLError, UnsupportedSchemeError
 
@@ -28,9 +27,12 @@ _FALLBACK_NAME = "download"
 _MAX_NAME_BYTES = 200  # leaves room for " (NNN)" and suffixes under the usual 255-byte limit
 
 
-@attrs.frozen(cache_hash=True)  # a dict key the supervisor looks up several times a task
-class Origin:
-    """Where connections go: the key of the per-host connection limit."""
+class Origin(NamedTuple):
+    """Where connections go: the key of the per-host connection limit.
+
+    A named tuple: the supervisor hashes and compares it a dozen times per task,
+    and a tuple does both in C (an attrs class, even with a cached hash, runs
+    Python code each time)."""
 
     scheme: str
     host: str

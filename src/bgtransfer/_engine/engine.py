@@ -44,7 +44,7 @@ from .._core.events import (
 )
 from .._core.journal import Action, OneStepMove, Phase, TaskEntry, plan_reattach
 from .._core.naming import Origin, filename_from_url, origin_of, parse_url, unique_name
-from .._core.ranges import plan_resume
+from .._core.ranges import ResumePlan, plan_resume
 from .._core.resume_data import InvalidResumeDataError, ResumeData
 from .._core.retry import backoff, parse_retry_after
 from .._core.segments import MAX_SEGMENTS, Segment
@@ -936,35 +936,48 @@ class Engine:
         # Without a range the whole file comes again; a ResumedEvent with offset 0
         # says so when there were bytes on disk.
         headers = await self._request_headers(record, plan.headers)
-        async with contextlib.AsyncExitStack() as stack:
-            on_split = None
-            if record.segments_wanted > 1 and not plan.ranged:
-                # The answer may be split into segments; their workers live here.
-                group = await stack.enter_async_context(_segment_group())
-                queue: deque[Segment] = deque()
+        if record.segments_wanted > 1 and not plan.ranged:
+            # The answer may be split into segments; their workers live here.
+            async with _segment_group() as group:
+                await self._attempt_once(record, plan, headers, group)
+        else:
+            await self._attempt_once(record, plan, headers, None)
 
-                async def on_split(record: TaskRecord) -> None:
-                    await self._start_segments(record, group, queue)
+    async def _attempt_once(
+        self,
+        record: TaskRecord,
+        plan: ResumePlan,
+        headers: Mapping[str, str],
+        group: anyio.abc.TaskGroup | None,
+    ) -> None:
+        """One request; with ``group``, an answer split into segments is finished
+        by workers there (and by this one, once its own segment is done)."""
+        on_split = None
+        queue: deque[Segment] = deque()
+        if group is not None:
 
-            sink = AttemptSink(
-                record,
-                offset=plan.offset,
-                ranged=plan.ranged,
-                config=self.config,
-                clock=self.clock,
-                publish=self._publish,
-                before_write=self._before_write,
-                finish_into=self._finish_into,
-                on_split=on_split,
-            )
-            try:
-                await self._fetch(record, headers, sink)
-            except TransferError:
-                if not record.moved:
-                    raise
-                return  # the file is in place (by the last write): what failed after is moot
-            if sink.split:  # segment 0 is done: help with the others
-                await self._segment_worker(record, queue, borrowed=False)
+            async def on_split(record: TaskRecord) -> None:
+                await self._start_segments(record, group, queue)
+
+        sink = AttemptSink(
+            record,
+            offset=plan.offset,
+            ranged=plan.ranged,
+            config=self.config,
+            clock=self.clock,
+            publish=self._publish,
+            before_write=self._before_write,
+            finish_into=self._finish_into,
+            on_split=on_split,
+        )
+        try:
+            await self._fetch(record, headers, sink)
+        except TransferError:
+            if not record.moved:
+                raise
+            return  # the file is in place (by the last write): what failed after is moot
+        if sink.split:  # segment 0 is done: help with the others
+            await self._segment_worker(record, queue, borrowed=False)
 
     async def _fetch(
         self, record: TaskRecord, headers: Mapping[str, str], sink: AttemptSink | SegmentSink

@@ -133,7 +133,11 @@ class EventHub:
         on_delivered: Callable[[int], None],
         durable: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
-        self._by_task: dict[int, weakref.WeakSet[EventStream[Any]]] = {}
+        # Per task, weak references in a list: a task has a subscriber or two, and
+        # is published to a few times (a WeakSet costs more than that traffic).
+        # A stream dropped without aclose() leaves a dead reference until the
+        # task's end.
+        self._by_task: dict[int, list[weakref.ref[EventStream[Any]]]] = {}
         self._all: weakref.WeakSet[EventStream[Any]] = weakref.WeakSet()
         self._closed = False
         self._delivered = on_delivered
@@ -159,14 +163,16 @@ class EventHub:
             else:
                 self._all.add(stream)
         elif not stream._closed:
-            self._by_task.setdefault(task_id, weakref.WeakSet()).add(stream)
+            self._by_task.setdefault(task_id, []).append(weakref.ref(stream))
         return stream
 
     def publish(self, event: TaskEvent) -> None:
         subscribers = self._by_task.get(event.task_id)
         if subscribers:
-            for stream in list(subscribers):
-                stream._push(event)
+            for ref in tuple(subscribers):
+                stream = ref()
+                if stream is not None:
+                    stream._push(event)
         if is_terminal(event):
             self._by_task.pop(event.task_id, None)
         if self._all:
@@ -176,9 +182,11 @@ class EventHub:
     def close(self) -> None:
         """End every stream (the session is closing)."""
         self._closed = True
-        for streams in self._by_task.values():
-            for stream in list(streams):
-                stream._close()
+        for refs in self._by_task.values():
+            for ref in refs:
+                stream = ref()
+                if stream is not None:
+                    stream._close()
         for stream in list(self._all):
             stream._close()
         self._by_task.clear()
@@ -189,7 +197,7 @@ class EventHub:
         if stream._task_id is not None:
             subscribers = self._by_task.get(stream._task_id)
             if subscribers is not None:
-                subscribers.discard(stream)
+                subscribers[:] = [ref for ref in subscribers if ref() not in (stream, None)]
 
 
 def snapshot_progress(last: ProgressEvent | None) -> list[TaskEvent]:

@@ -47,6 +47,7 @@ class TaskRecord:
     __slots__ = (
         "_done",
         "_ended",
+        "_public_headers",
         "acked",
         "active_time",
         "announce_resume",
@@ -110,6 +111,7 @@ class TaskRecord:
         self.description = description
         self.headers = headers  # what is sent: session defaults merged with the task's
         self.request_headers = request_headers  # the task's own, as given (journaled)
+        self._public_headers = public_headers(request_headers)  # (every entry has them)
         self.state = TaskState.RUNNING
         self.bytes_received = offset  # bytes in the partial file, all confirmed
         self.bytes_expected = total
@@ -182,7 +184,7 @@ class TaskRecord:
             url=self.url,
             destination=str(self.destination),
             description=self.description,
-            headers=public_headers(self.request_headers),
+            headers=self._public_headers,
             phase=phase,
             keep_partial=self.want_resume_data,
             offset=self.bytes_received,

@@ -8,8 +8,7 @@ the cause, with the original exception on ``__cause__``.
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterator
-from contextlib import contextmanager
+from types import TracebackType
 
 import aiohttp
 
@@ -90,16 +89,32 @@ def translate(
     return None
 
 
-@contextmanager
-def map_errors(*, url: str, request_timeout: float | None) -> Iterator[None]:
-    """Translate foreign exceptions raised in the block; let everything else through."""
-    try:
-        yield
-    except Exception as exc:
-        mapped = translate(exc, url=url, request_timeout=request_timeout)
-        if mapped is None or mapped is exc:
-            raise
-        raise mapped from exc
+class map_errors:
+    """Translate foreign exceptions raised in the block; let everything else through.
+
+    A class, not ``@contextmanager``: it wraps every request (a generator-based
+    manager costs several calls more each time)."""
+
+    __slots__ = ("_request_timeout", "_url")
+
+    def __init__(self, *, url: str, request_timeout: float | None) -> None:
+        self._url = url
+        self._request_timeout = request_timeout
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not isinstance(exc, Exception):
+            return
+        mapped = translate(exc, url=self._url, request_timeout=self._request_timeout)
+        if mapped is not None and mapped is not exc:
+            raise mapped from exc
 
 
 def _reason(exc: BaseException) -> str:

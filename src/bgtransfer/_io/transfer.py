@@ -22,8 +22,7 @@ import contextlib
 import errno
 import functools
 import os
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -132,14 +131,12 @@ async def fetch_to_file(
     :class:`~bgtransfer.TransferTimeoutError`. Waits for the disk or the journal
     do not count.
     """
-    timeout = aiohttp.ClientTimeout(
-        total=None, connect=None, sock_connect=request_timeout, sock_read=None
-    )
+    timeout = _client_timeout(request_timeout)
     with anyio.CancelScope() as scope:
         watchdog = None if request_timeout is None else _Watchdog(request_timeout, scope.cancel)
         try:
             with map_errors(url=url, request_timeout=request_timeout):
-                async with client.get(url, headers=dict(headers), timeout=timeout) as response:
+                async with client.get(url, headers=headers, timeout=timeout) as response:
                     # aiohttp's headers are looked up case-insensitively already.
                     plan = sink.judge(response.status, response.reason or "", response.headers)
                     if plan is None:
@@ -167,6 +164,15 @@ async def fetch_to_file(
             f"received {written} of the {plan.length} bytes announced", url=url
         )
     return plan
+
+
+@functools.lru_cache(maxsize=8)
+def _client_timeout(request_timeout: float | None) -> aiohttp.ClientTimeout:
+    """aiohttp's timeouts for a request (one value per configuration: a frozen
+    object, made once rather than per request)."""
+    return aiohttp.ClientTimeout(
+        total=None, connect=None, sock_connect=request_timeout, sock_read=None
+    )
 
 
 class _Watchdog:
@@ -210,17 +216,24 @@ class _Watchdog:
         self._handle = self._loop.call_at(due, self._check)
 
 
-@contextmanager
-def _paused(watchdog: _Watchdog | None) -> Iterator[None]:
-    if watchdog is None:
-        yield
-        return
-    watchdog.paused = True
-    try:
-        yield
-    finally:
-        watchdog.paused = False
-        watchdog.touch()
+class _paused:
+    """The watchdog does not fire in the block (a wait for the disk or the
+    journal); the quiet period starts again after it. A class, not
+    ``@contextmanager``: it runs a few times per file."""
+
+    __slots__ = ("_watchdog",)
+
+    def __init__(self, watchdog: _Watchdog | None) -> None:
+        self._watchdog = watchdog
+
+    def __enter__(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.paused = True
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._watchdog is not None:
+            self._watchdog.paused = False
+            self._watchdog.touch()
 
 
 async def _stream_body(
