@@ -149,7 +149,7 @@ class Engine:
             on_delivered=self.acknowledge, durable=self.durable if journal is not None else None
         )
         self._records: dict[int, TaskRecord] = {}
-        self._claims: dict[Path, int] = {}  # destinations of live tasks
+        self._claims: dict[str, int] = {}  # destinations of live tasks (as text)
         self._resolved_dirs: dict[Path, Path] = {}
         self._origins: dict[str, Origin] = {}  # by scheme and authority (parse_url's cache)
         self._next_id = next_id
@@ -288,7 +288,7 @@ class Engine:
                     self._checkpoint(record, urgent=True)
                 continue
             record.state = plan.state
-            self._claims[record.destination] = record.id
+            self._claims[record.destination_key] = record.id
             if record.state is TaskState.RUNNING:
                 self._start(self._supervisor.enqueue(record.id, record.origin, now=self.clock()))
         self._next_id = max([self._next_id, *(entry.id + 1 for entry in entries)])
@@ -420,12 +420,12 @@ class Engine:
                 except Exception as exc:
                     exc.add_note(f"request {index} of {len(requests)}; no task was made")
                     raise
-                self._claims[record.destination] = record.id  # the next ones see it
+                self._claims[record.destination_key] = record.id  # the next ones see it
                 records.append(record)
         finally:
             if len(records) != len(requests):  # failed: nothing stays claimed
                 for record in records:
-                    del self._claims[record.destination]
+                    del self._claims[record.destination_key]
         self._next_id += len(records)
         return [self._admit(record) for record in records]
 
@@ -481,7 +481,7 @@ class Engine:
         source = Path(data.partial)
         self._next_id += 1
         self._records[record.id] = record
-        self._claims[record.destination] = record.id
+        self._claims[record.destination_key] = record.id
         record.takeover = str(source)  # a crash before the rename: the next process does it
         self._checkpoint(record)
         try:
@@ -490,8 +490,8 @@ class Engine:
             record.takeover = None
         except BaseException:
             del self._records[record.id]
-            if self._claims.get(record.destination) == record.id:
-                del self._claims[record.destination]
+            if self._claims.get(record.destination_key) == record.id:
+                del self._claims[record.destination_key]
             if self._journal is not None:
                 self._journal.forget(record.id, urgent=True)  # the caller is told it failed
             raise
@@ -618,7 +618,7 @@ class Engine:
 
     def _admit(self, record: TaskRecord) -> TaskRecord:
         self._records[record.id] = record
-        self._claims[record.destination] = record.id
+        self._claims[record.destination_key] = record.id
         self._checkpoint(record)  # made durable by the caller's flush()
         self._start(self._supervisor.enqueue(record.id, record.origin, now=self.clock()))
         return record
@@ -682,7 +682,7 @@ class Engine:
                 )
             directory = checked_dirs[parent] = self._resolved_dir(parent)
         target = directory / path.name
-        owner = self._claims.get(target)
+        owner = self._claims.get(str(target))
         if owner is not None:
             raise InvalidDestinationError(
                 f"{url}: destination {str(target)!r} is already claimed by task {owner}"
@@ -701,7 +701,7 @@ class Engine:
     def _unique_in(self, directory: Path, name: str) -> Path:
         def taken(candidate: str) -> bool:
             path = directory / candidate
-            return path in self._claims or path.exists()
+            return str(path) in self._claims or path.exists()
 
         return directory / unique_name(name, taken)
 
@@ -953,11 +953,13 @@ class Engine:
         """One request; with ``group``, an answer split into segments is finished
         by workers there (and by this one, once its own segment is done)."""
         on_split = None
-        queue: deque[Segment] = deque()
+        queue: deque[Segment] | None = None
         if group is not None:
+            segments: deque[Segment] = deque()
+            queue = segments
 
             async def on_split(record: TaskRecord) -> None:
-                await self._start_segments(record, group, queue)
+                await self._start_segments(record, group, segments)
 
         sink = AttemptSink(
             record,
@@ -977,6 +979,7 @@ class Engine:
                 raise
             return  # the file is in place (by the last write): what failed after is moot
         if sink.split:  # segment 0 is done: help with the others
+            assert queue is not None  # only an attempt with a group splits
             await self._segment_worker(record, queue, borrowed=False)
 
     async def _fetch(
@@ -1124,8 +1127,8 @@ class Engine:
         self._checkpoint(record, deferred=True)
         if self._journal is not None:
             record.end_generation = self._journal.generation
-        if self._claims.get(record.destination) == record.id:
-            del self._claims[record.destination]
+        if self._claims.get(record.destination_key) == record.id:
+            del self._claims[record.destination_key]
         self._hub.publish(outcome)
         record.set_done()
 

@@ -55,6 +55,7 @@ class TaskRecord:
         "bytes_received",
         "description",
         "destination",
+        "destination_key",
         "encoding",
         "end_generation",
         "headers",
@@ -107,6 +108,7 @@ class TaskRecord:
         self.url = url
         self.origin = origin
         self.destination = destination
+        self.destination_key = str(destination)  # the journal's text and the claims' key
         self.partial = partial
         self.description = description
         self.headers = headers  # what is sent: session defaults merged with the task's
@@ -157,7 +159,7 @@ class TaskRecord:
             validator=self.validator,
             total=self.bytes_expected,
             encoding=self.encoding,
-            destination=str(self.destination),
+            destination=self.destination_key,
             description=self.description,
             headers=public_headers(tuple(self.headers.items())),
         )
@@ -182,7 +184,7 @@ class TaskRecord:
         return TaskEntry(
             id=self.id,
             url=self.url,
-            destination=str(self.destination),
+            destination=self.destination_key,
             description=self.description,
             headers=self._public_headers,
             phase=phase,
