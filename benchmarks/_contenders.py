@@ -16,6 +16,7 @@ from _model import Contender, RunContext, Step
 __all__ = [
     "aiohttp_raw",
     "aria2c",
+    "asyncio_lean",
     "bgtransfer",
     "bgtransfer_queue",
     "curl",
@@ -96,6 +97,31 @@ def aiohttp_raw(*, segments: int = 1) -> Contender:
         steps=steps,
         flags="one ClientSession, a semaphore per host, iter_any from a 4 MiB read buffer, "
         f"writes of >= 256 KiB in a worker thread while reading continues{ranges}",
+        python=True,
+    )
+
+
+def asyncio_lean(*, journal: bool = False) -> Contender:
+    """A reference for small files: plain asyncio, no aiohttp (``clients/asyncio_lean.py``)."""
+
+    def steps(ctx: RunContext) -> list[Step]:
+        argv = [ctx.python, str(CLIENTS / "asyncio_lean.py"), *_client_args(ctx)]
+        if journal:
+            argv += ["--journal", str(ctx.scratch / "lean.db")]
+        return [Step("run", argv)]
+
+    durable = (
+        "; every URL inserted into SQLite (WAL) before the first request, each end "
+        "group-committed within 5 ms"
+        if journal
+        else ""
+    )
+    return Contender(
+        name="asyncio lean + journal" if journal else "asyncio lean",
+        steps=steps,
+        flags="reference, not a contender: a hand-written HTTP/1.1 GET on asyncio.Protocol, "
+        "keep-alive pool and semaphore per host, one task per URL, each whole body written "
+        f"on the loop to NAME.part and renamed; 200 + Content-Length only{durable}",
         python=True,
     )
 

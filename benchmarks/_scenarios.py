@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from _contenders import aiohttp_raw, aria2c, bgtransfer, bgtransfer_queue, curl, wget
+from _contenders import (
+    aiohttp_raw,
+    aria2c,
+    asyncio_lean,
+    bgtransfer,
+    bgtransfer_queue,
+    curl,
+    wget,
+)
 from _data import SourceStore
 from _model import Contender, Job, RunResult
 from _servers import FileServer
@@ -132,11 +140,14 @@ def _single_connection() -> list[Contender]:
 
 
 def _many_small() -> list[Contender]:
-    """Scenario 2 also enqueues with one ``download_many`` call (one journal commit)."""
+    """Scenario 2 also enqueues with one ``download_many`` call (one journal commit),
+    and shows what plain asyncio reaches without aiohttp (a reference, no target)."""
     return [
         *_single_connection()[:2],
         bgtransfer("background", enqueue="many"),
         *_single_connection()[2:],
+        asyncio_lean(),
+        asyncio_lean(journal=True),
     ]
 
 
