@@ -16,6 +16,7 @@ from ._core.config import Configuration, check_description, normalize_headers
 from ._core.events import SessionEvent
 from ._core.naming import validate_identifier
 from ._core.resume_data import ResumeData
+from ._core.secrets import SecretHeaders
 from ._core.supervisor import SupervisorStatistics
 from ._engine.engine import Engine, Request
 from ._engine.hub import EventStream
@@ -143,6 +144,7 @@ class Session:
                     directory / JOURNAL_NAME,
                     fsync=self._config.durability == "fsync",
                     interval=self._config.checkpoint_interval,
+                    secrets=SecretHeaders(self._config.secret_headers),
                 )
                 self._journal = journal  # closed by _close, entered or not
                 await journal.__aenter__()
@@ -297,8 +299,9 @@ class Session:
         ``to_bytes()``). The new task takes the partial file over (one rename), asks
         for the rest with ``Range``/``If-Range``, and reports the offset with a
         ``ResumedEvent`` before any progress. ``destination`` defaults to the
-        original one; ``headers`` add to the saved ones (credentials are never
-        saved: supply ``Authorization``/``Cookie`` again here).
+        original one; ``headers`` add to the saved ones (secret headers, such as
+        ``Authorization``, ``Cookie`` or ``X-Api-Key``, are never saved: supply them
+        again here or from ``Configuration.headers_provider``).
 
         Raises :class:`~bgtransfer.InvalidResumeDataError` (a ``ValueError``) when the
         data is unreadable or its partial file is gone or shorter than it says. The

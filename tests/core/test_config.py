@@ -35,6 +35,7 @@ def test_defaults() -> None:
     assert config.durability == "process"
     assert config.checkpoint_interval == 1.0
     assert config.headers_provider is None
+    assert config.secret_headers == frozenset()
 
 
 def test_field_names_and_order() -> None:
@@ -51,6 +52,7 @@ def test_field_names_and_order() -> None:
         "durability",
         "checkpoint_interval",
         "headers_provider",
+        "secret_headers",
         "segments",
     ]
 
@@ -225,7 +227,7 @@ def test_header_injection_rejected(value: str) -> None:
     ids=repr,
 )
 def test_non_str_names_or_values_rejected(headers: Any) -> None:
-    with pytest.raises(TypeError, match="name and value must be str"):
+    with pytest.raises(TypeError, match="must be a str"):
         normalize_headers(headers)
 
 

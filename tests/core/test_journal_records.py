@@ -38,7 +38,9 @@ from bgtransfer._core.journal import (
     entry_to_row,
     plan_reattach,
     public_headers,
+    scrubbed_fields,
 )
+from bgtransfer._core.secrets import SecretHeaders
 
 URL = "https://example.com/d\u00e9j\u00e0/file.bin?x=1"
 DESTINATION = "/home/u/T\u00e9l\u00e9chargements/file.bin"
@@ -223,15 +225,33 @@ def test_secret_headers_never_reach_the_row() -> None:
     assert back.headers == HEADERS  # the others, in order
 
 
-def test_public_headers_drops_exactly_the_secret_names_in_any_case() -> None:
+def test_public_headers_drops_the_secret_names_in_any_case() -> None:
     assert {"authorization", "proxy-authorization", "cookie"} == SECRET_HEADERS
-    headers = (*SECRETS, ("X-Authorization", "kept"), ("Set-Cookie", "kept"), *HEADERS)
-    assert public_headers(headers) == (
-        ("X-Authorization", "kept"),
-        ("Set-Cookie", "kept"),
-        *HEADERS,
-    )
+    # Names that commonly carry credentials are secret too (the default rule).
+    look_alike = (("X-Authorization", "s1"), ("Set-Cookie", "s2"), ("X-API-KEY", "s3"))
+    headers = (*SECRETS, *look_alike, ("X-Trace", "kept"), *HEADERS)
+    assert public_headers(headers) == (("X-Trace", "kept"), *HEADERS)
     assert public_headers(list(headers)) == public_headers(headers)
+
+
+def test_a_row_of_an_earlier_version_is_read_without_its_secrets() -> None:
+    clean = _row()
+    assert scrubbed_fields(clean, entry_from_row(clean)) is None
+    url = clean[COLUMNS.index("url")]
+    old = _row(
+        url=url.replace("://", "://user:pw-s3cret@"),
+        headers=json.dumps([["X-Api-Key", "k"], ["X-Tenant", "t"], *map(list, HEADERS)]),
+    )
+    entry = entry_from_row(old)
+    assert entry.url == url
+    assert entry.headers == (("X-Tenant", "t"), *HEADERS)
+    assert scrubbed_fields(old, entry) == (
+        url,
+        json.dumps([["X-Tenant", "t"], *map(list, HEADERS)]),
+    )
+    custom = entry_from_row(old, SecretHeaders(frozenset({"x-tenant"})))
+    assert custom.headers == HEADERS
+    assert scrubbed_fields(old, custom) == (url, json.dumps([list(pair) for pair in HEADERS]))
 
 
 @pytest.mark.parametrize("count", [0, 1, len(COLUMNS) - 1, len(COLUMNS) + 1])

@@ -55,19 +55,39 @@ def normalize_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]] | N
     pairs: list[tuple[str, str]] = []
     for item in items:
         if isinstance(item, str | bytes):  # "ab" would unpack as ("a", "b")
-            raise TypeError(f"headers must be (name, value) pairs, got {item!r}")
+            raise TypeError(f"headers must be (name, value) pairs, got a {type(item).__name__}")
         try:
             name, value = item
         except (TypeError, ValueError):
-            raise TypeError(f"headers must be (name, value) pairs, got {item!r}") from None
-        if not isinstance(name, str) or not isinstance(value, str):
-            raise TypeError(f"header {name!r}: name and value must be str, got {value!r}")
+            raise TypeError(
+                f"headers must be (name, value) pairs, got a {type(item).__name__}"
+            ) from None
+        # (Values are never shown: they may be credentials.)
+        if not isinstance(name, str):
+            raise TypeError(f"header names must be a str, not {type(name).__name__}")
+        if not isinstance(value, str):
+            raise TypeError(f"header {name!r}: the value must be a str, not {type(value).__name__}")
         if not name or not set(name) <= _TOKEN_CHARS:
             raise ValueError(f"header name {name!r} is not a valid HTTP token")
         if any(c in value for c in "\r\n\0"):
             raise ValueError(f"header {name!r}: value must not contain CR, LF or NUL")
         pairs.append((name, value))
     return tuple(pairs)
+
+
+def _secret_names(value: object) -> frozenset[str]:
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise TypeError(
+            f"secret_headers must be a collection of header names, not {type(value).__name__}"
+        )
+    names = set()
+    for name in value:
+        if not isinstance(name, str):
+            raise TypeError(f"secret_headers: header names must be str, not {type(name).__name__}")
+        if not name or not set(name) <= _TOKEN_CHARS:
+            raise ValueError(f"secret_headers: {name!r} is not a valid HTTP header name")
+        names.add(name.lower())
+    return frozenset(names)
 
 
 def _positive_int(instance: Any, attribute: attrs.Attribute[int], value: int) -> None:
@@ -189,9 +209,17 @@ class Configuration:
     )
     """Called with the task's URL before every request (sync or async); the headers
     it returns are added to the task's own, overriding them by name. The way to
-    supply credentials: ``Authorization``, ``Proxy-Authorization`` and ``Cookie`` are
-    never written to the journal or resume data, so a reattached task gets them
-    from here. An exception it raises fails the task with a ``TransferError``."""
+    supply credentials: secret headers (see ``secret_headers``) are never written
+    to the journal or resume data, so a reattached task gets them from here. An
+    exception it raises fails the task with a ``TransferError``."""
+
+    secret_headers: frozenset[str] = attrs.field(default=frozenset(), converter=_secret_names)
+    """More request header names (any case) to treat as secret, beside the default
+    ones: ``Authorization``, ``Proxy-Authorization``, ``Cookie`` and every name
+    containing ``auth``, ``token``, ``secret``, ``key``, ``password``, ``passwd``,
+    ``session``, ``cookie``, ``signature`` or ``credential``. A secret header is
+    sent, but never written to the journal, resume data, reprs, errors or logs,
+    and is dropped when a redirect leads to another origin."""
 
     segments: int = attrs.field(default=1, validator=_segments)
     """Connections per download (1-16; ``session.download(segments=N)`` overrides).

@@ -30,6 +30,7 @@ from .codec import decode_terminal, encode_terminal
 from .events import CancelledEvent, ErrorEvent, FinishedEvent, TerminalEvent
 from .naming import parse_url
 from .resume_data import ResumeData
+from .secrets import DEFAULT_SECRETS, SECRET_HEADERS, SecretHeaders, strip_userinfo
 from .segments import Segment, contiguous_prefix, segments_from_json
 from .states import TaskState
 
@@ -49,10 +50,8 @@ __all__ = [
     "entry_to_row",
     "plan_reattach",
     "public_headers",
+    "scrubbed_fields",
 ]
-
-SECRET_HEADERS: Final = frozenset({"authorization", "proxy-authorization", "cookie"})
-"""Request headers never written to the journal or to resume data in clear."""
 
 MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     # 0 -> 1: the first schema.
@@ -151,7 +150,7 @@ class TaskEntry:
     destination: str
     description: str | None
     headers: tuple[tuple[str, str], ...]
-    """Without credentials (see :data:`SECRET_HEADERS`)."""
+    """Without secret headers (see ``_core.secrets``)."""
     phase: Phase
     keep_partial: bool = False
     """For ``CANCELING``: the cancel asked for resume data."""
@@ -171,9 +170,12 @@ class TaskEntry:
     """For ``MOVING``: the entry came before the last write (see :class:`OneStepMove`)."""
 
 
-def public_headers(headers: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
-    """``headers`` without the credentials that are never stored in clear."""
-    return tuple((name, value) for name, value in headers if name.lower() not in SECRET_HEADERS)
+def public_headers(
+    headers: Sequence[tuple[str, str]], secrets: SecretHeaders = DEFAULT_SECRETS
+) -> tuple[tuple[str, str], ...]:
+    """``headers`` without the secret ones, which are never stored (the default
+    rule here: the journal's backstop; the engine applies the session's)."""
+    return secrets.public(headers)
 
 
 @functools.lru_cache(maxsize=256)
@@ -204,13 +206,25 @@ def entry_to_row(entry: TaskEntry) -> tuple[Any, ...]:
     )
 
 
+def scrubbed_fields(row: Sequence[Any], entry: TaskEntry) -> tuple[str, str] | None:
+    """``(url, headers)`` to store in place of ``row``'s when :func:`entry_from_row`
+    dropped a secret from them (a row written by an earlier version); else None."""
+    headers = _headers_json(entry.headers)
+    if row[1] == entry.url and row[4] == headers:
+        return None
+    return entry.url, headers
+
+
 def _one_step_json(one_step: OneStepMove) -> str:
     replaces = None if one_step.replaces is None else list(one_step.replaces)
     return json.dumps({"size": one_step.size, "replaces": replaces})
 
 
-def entry_from_row(row: Sequence[Any]) -> TaskEntry:
-    """Decode a row in :data:`COLUMNS` order; :class:`CorruptEntry` says what is wrong."""
+def entry_from_row(row: Sequence[Any], secrets: SecretHeaders = DEFAULT_SECRETS) -> TaskEntry:
+    """Decode a row in :data:`COLUMNS` order; :class:`CorruptEntry` says what is wrong.
+
+    A URL's userinfo and the headers ``secrets`` deems secret are dropped (rows
+    written by earlier versions hold them; see :func:`scrubbed_fields`)."""
     if len(row) != len(COLUMNS):
         raise CorruptEntry(f"a task row has {len(row)} columns, expected {len(COLUMNS)}")
     values = dict(zip(COLUMNS, row, strict=True))
@@ -229,8 +243,12 @@ def entry_from_row(row: Sequence[Any]) -> TaskEntry:
     for name in ("url", "destination", "encoding"):
         if not isinstance(values[name], str) or not values[name]:
             raise CorruptEntry(f"task {task_id}: invalid {name} {values[name]!r}")
+    # Earlier versions stored a URL's userinfo (a password) and any header not
+    # named Authorization, Proxy-Authorization or Cookie: both are dropped here,
+    # and the engine rewrites such a row (see ``TaskEntry.headers``).
+    url = strip_userinfo(values["url"])
     try:
-        parse_url(values["url"])
+        parse_url(url)
     except InvalidRequestError as exc:
         raise CorruptEntry(f"task {task_id}: invalid url ({exc})") from None
     for name in ("description", "validator"):
@@ -244,10 +262,10 @@ def entry_from_row(row: Sequence[Any]) -> TaskEntry:
         raise CorruptEntry(f"task {task_id}: phase {phase.value!r} does not match its outcome")
     return TaskEntry(
         id=task_id,
-        url=values["url"],
+        url=url,
         destination=values["destination"],
         description=values["description"],
-        headers=_decode_headers(task_id, values["headers"]),
+        headers=secrets.public(_decode_headers(task_id, values["headers"])),
         phase=phase,
         keep_partial=bool(values["keep_partial"]),
         offset=offset,

@@ -10,6 +10,7 @@ from typing import NamedTuple
 from urllib.parse import unquote, urlsplit
 
 from .._exceptions import InvalidURLError, UnsupportedSchemeError
+from .secrets import check_no_userinfo, shown_url
 
 __all__ = [
     "MAX_IDENTIFIER_LENGTH",
@@ -50,7 +51,8 @@ def parse_url(url: object, cache: dict[str, Origin] | None = None) -> tuple[str,
     """Validate a download URL; return it (stripped) with its :class:`Origin`.
 
     Raises :class:`TypeError` when ``url`` is not a string,
-    :class:`InvalidURLError` when it cannot be parsed or has no host, and
+    :class:`InvalidURLError` when it cannot be parsed, has no host or holds
+    credentials (``user:password@``; the message shows no password), and
     :class:`UnsupportedSchemeError` for a scheme other than http or https.
 
     ``cache`` remembers the origin of each scheme and authority accepted: a URL
@@ -64,10 +66,13 @@ def parse_url(url: object, cache: dict[str, Origin] | None = None) -> tuple[str,
     if not text:
         raise InvalidURLError("empty URL")
     if _CONTROL_OR_SPACE.search(text):
-        raise InvalidURLError(f"{text!r}: URL contains whitespace or control characters")
+        check_no_userinfo(text)  # (that error first: it says how to pass credentials)
+        shown = shown_url(text)
+        raise InvalidURLError(f"{shown!r}: URL contains whitespace or control characters")
     key = None if cache is None else _authority(text)
     if cache is not None and key is not None and key in cache:
-        return text, cache[key]
+        return text, cache[key]  # (an authority with userinfo is never cached)
+    check_no_userinfo(text)
     try:
         parts = urlsplit(text)
         port = parts.port

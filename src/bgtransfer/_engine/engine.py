@@ -47,6 +47,7 @@ from .._core.naming import Origin, filename_from_url, origin_of, parse_url, uniq
 from .._core.ranges import ResumePlan, plan_resume
 from .._core.resume_data import InvalidResumeDataError, ResumeData
 from .._core.retry import backoff, parse_retry_after
+from .._core.secrets import SecretHeaders
 from .._core.segments import MAX_SEGMENTS, Segment
 from .._core.states import Input, TaskState, transition
 from .._core.supervisor import Supervisor, SupervisorStatistics
@@ -162,6 +163,7 @@ class Engine:
         self._replays_pending = 0
         self._events_delivered = anyio.Event()
         self._rng = random.Random()
+        self._secrets = SecretHeaders(config.secret_headers)
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -610,6 +612,7 @@ class Engine:
             headers=_merge_headers(self.config.headers, headers),
             request_headers=headers,
             progress_interval=self.config.progress_interval,
+            secrets=self._secrets,
             offset=offset,
             validator=validator,
             total=total,

@@ -23,6 +23,7 @@ from .._core.ranges import Verdict, judge_resumed_response, strong_validator
 from .._core.response import check_response
 from .._core.resume_data import ResumeData
 from .._core.retry import SpeedWatch
+from .._core.secrets import DEFAULT_SECRETS, SecretHeaders
 from .._core.segments import Segment, contiguous_prefix, plan_segments, splittable
 from .._core.states import TaskState
 from .._exceptions import TransferTimeoutError
@@ -74,6 +75,7 @@ class TaskRecord:
         "requeue",
         "running",
         "scope",
+        "secrets",
         "segments",
         "segments_wanted",
         "state",
@@ -103,6 +105,7 @@ class TaskRecord:
         validator: str | None = None,
         total: int | None = None,
         encoding: str = "identity",
+        secrets: SecretHeaders = DEFAULT_SECRETS,
     ) -> None:
         self.id = task_id
         self.url = url
@@ -113,7 +116,8 @@ class TaskRecord:
         self.description = description
         self.headers = headers  # what is sent: session defaults merged with the task's
         self.request_headers = request_headers  # the task's own, as given (journaled)
-        self._public_headers = public_headers(request_headers)  # (every entry has them)
+        self.secrets = secrets  # which headers are never stored or shown
+        self._public_headers = public_headers(request_headers, secrets)  # (every entry has them)
         self.state = TaskState.RUNNING
         self.bytes_received = offset  # bytes in the partial file, all confirmed
         self.bytes_expected = total
@@ -161,7 +165,7 @@ class TaskRecord:
             encoding=self.encoding,
             destination=self.destination_key,
             description=self.description,
-            headers=public_headers(tuple(self.headers.items())),
+            headers=public_headers(tuple(self.headers.items()), self.secrets),
         )
 
     @property

@@ -45,7 +45,9 @@ from .._core.journal import (
     TaskEntry,
     entry_from_row,
     entry_to_row,
+    scrubbed_fields,
 )
+from .._core.secrets import DEFAULT_SECRETS, SecretHeaders
 from .._exceptions import JournalError
 from .files import PRIVATE_FILE_MODE, fsync_dir, fsync_file
 from .threads import run_blocking
@@ -157,16 +159,21 @@ class Journal:
         fsync: bool = False,
         interval: float = 1.0,
         migrations: Sequence[Sequence[str]] = MIGRATIONS,
+        secrets: SecretHeaders = DEFAULT_SECRETS,
     ) -> Journal:
         """Open (or create) the journal at ``path``, check it, migrate it, load it.
 
         Raises :class:`~bgtransfer.JournalError` naming the path and the problem
         when the file is not a journal, is damaged or truncated, or was written by
         a newer schema. Never deletes or rewrites anything in that case.
+        Rows holding what ``secrets`` deems secret (or a URL's password), as
+        earlier versions wrote them, are rewritten without it.
         """
         # Waited for shielded: a connection opened is always handed over (a cancel
         # comes at the caller's next checkpoint, and its cleanup closes the journal).
-        connection, entries, next_id = await run_blocking(_open_sync, path, fsync, migrations)
+        connection, entries, next_id = await run_blocking(
+            _open_sync, path, fsync, migrations, secrets
+        )
         return cls(
             path, connection, entries=entries, next_id=next_id, fsync=fsync, interval=interval
         )
@@ -577,7 +584,10 @@ def _commit_sync(connection: sqlite3.Connection, batch: _Batch) -> None:
 
 
 def _open_sync(
-    path: Path, fsync: bool, migrations: Sequence[Sequence[str]]
+    path: Path,
+    fsync: bool,
+    migrations: Sequence[Sequence[str]],
+    secrets: SecretHeaders = DEFAULT_SECRETS,
 ) -> tuple[sqlite3.Connection, list[TaskEntry], int]:
     where = str(path)
     try:
@@ -591,7 +601,7 @@ def _open_sync(
     except OSError as exc:
         raise JournalError(where, f"cannot open it: {exc.strerror or exc}") from exc
     try:
-        return connection, *_load(connection, where, fsync, migrations)
+        return connection, *_load(connection, where, fsync, migrations, secrets)
     except BaseException:
         connection.close()
         raise
@@ -620,7 +630,11 @@ def _check_size(path: Path, where: str) -> None:
 
 
 def _load(
-    connection: sqlite3.Connection, where: str, fsync: bool, migrations: Sequence[Sequence[str]]
+    connection: sqlite3.Connection,
+    where: str,
+    fsync: bool,
+    migrations: Sequence[Sequence[str]],
+    secrets: SecretHeaders = DEFAULT_SECRETS,
 ) -> tuple[list[TaskEntry], int]:
     newest = len(migrations)
     try:
@@ -648,13 +662,45 @@ def _load(
     except sqlite3.DatabaseError as exc:
         raise JournalError(where, f"not a readable journal database: {exc}") from exc
     try:
-        entries = [entry_from_row(row) for row in rows]
+        entries = [entry_from_row(row, secrets) for row in rows]
     except CorruptEntry as exc:
         raise JournalError(where, f"damaged task record: {exc}") from None
+    _scrub(connection, where, rows, entries)
     if meta is None or not str(meta[0]).isdecimal():
         raise JournalError(where, "damaged: the next task id is missing")
     next_id = max(int(meta[0]), *(entry.id + 1 for entry in entries), 1)
     return entries, next_id
+
+
+def _scrub(
+    connection: sqlite3.Connection,
+    where: str,
+    rows: Sequence[Sequence[object]],
+    entries: Sequence[TaskEntry],
+) -> None:
+    """Rewrite the rows an earlier version wrote with a secret in them (a URL's
+    password, a header now deemed secret), which reading dropped; with
+    ``secure_delete`` and the WAL truncated, so the old bytes leave the files."""
+    stale = []
+    for row, entry in zip(rows, entries, strict=True):
+        fields = scrubbed_fields(row, entry)
+        if fields is not None:
+            stale.append((*fields, entry.id))
+    if not stale:
+        return
+    try:
+        connection.execute("PRAGMA secure_delete = ON")
+        connection.execute("BEGIN IMMEDIATE")
+        connection.executemany("UPDATE tasks SET url = ?, headers = ? WHERE id = ?", stale)
+        connection.execute("COMMIT")
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        connection.execute("PRAGMA secure_delete = OFF")
+    except sqlite3.Error as exc:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise JournalError(
+            where, f"cannot remove secrets an earlier version stored: {exc}"
+        ) from exc
 
 
 def _migrate(
