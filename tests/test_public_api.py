@@ -34,6 +34,7 @@ EXPECTED = {
     "NetworkError",
     "ProgressEvent",
     "ProtocolError",
+    "RedirectError",
     "ResourceTimeoutError",
     "ResumeData",
     "ResumedEvent",

@@ -12,6 +12,8 @@
     │   ├── NetworkError                     (+ ConnectionError) refused, reset, DNS, TLS
     │   │   └── IncompleteBodyError          the body ended before its announced length
     │   ├── ProtocolError                    the server broke HTTP rules we rely on
+    │   ├── RedirectError                    a redirect refused (https to http, not
+    │   │                                     http(s), too many); never retried
     │   ├── TransferTimeoutError             (+ TimeoutError) no byte for request_timeout,
     │   │   │                                 or slower than the minimum speed
     │   │   └── ResourceTimeoutError         the whole task outlived resource_timeout
@@ -47,6 +49,7 @@ __all__ = [
     "LocalFileError",
     "NetworkError",
     "ProtocolError",
+    "RedirectError",
     "ResourceTimeoutError",
     "SessionClosedError",
     "SessionError",
@@ -183,6 +186,13 @@ class IncompleteBodyError(NetworkError):
 
 class ProtocolError(TransferError):
     """The server's answer breaks an HTTP rule the download relies on."""
+
+
+class RedirectError(TransferError):
+    """A redirect was refused: from https to http (unless
+    ``Configuration.allow_insecure_redirects``), to a scheme other than http or
+    https, or past the redirect limit. Never retried: the server would answer
+    the same. The message shows the target as ``scheme://host/path`` only."""
 
 
 class TransferTimeoutError(TransferError, TimeoutError):

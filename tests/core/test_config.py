@@ -36,6 +36,7 @@ def test_defaults() -> None:
     assert config.checkpoint_interval == 1.0
     assert config.headers_provider is None
     assert config.secret_headers == frozenset()
+    assert config.allow_insecure_redirects is False
 
 
 def test_field_names_and_order() -> None:
@@ -53,6 +54,7 @@ def test_field_names_and_order() -> None:
         "checkpoint_interval",
         "headers_provider",
         "secret_headers",
+        "allow_insecure_redirects",
         "segments",
     ]
 

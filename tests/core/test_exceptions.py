@@ -24,9 +24,9 @@ ALL_CLASSES = [
 URL = "https://example.com/data.bin"
 
 
-def test_module_defines_the_seventeen_classes() -> None:
+def test_module_defines_the_eighteen_classes() -> None:
     assert {c.__name__ for c in ALL_CLASSES} == set(_exceptions.__all__)
-    assert len(ALL_CLASSES) == 17
+    assert len(ALL_CLASSES) == 18
 
 
 @pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda c: c.__name__)
@@ -58,6 +58,7 @@ def test_every_class_subclasses_bgtransfer_error(cls: type) -> None:
         (E.NetworkError, (E.TransferError, ConnectionError)),
         (E.IncompleteBodyError, (E.NetworkError,)),
         (E.ProtocolError, (E.TransferError,)),
+        (E.RedirectError, (E.TransferError,)),
         (E.TransferTimeoutError, (E.TransferError, TimeoutError)),
         (E.LocalFileError, (E.TransferError, OSError)),
     ],
@@ -109,6 +110,7 @@ def test_families_do_not_overlap(cls: type, not_a: type) -> None:
         E.NetworkError,
         E.IncompleteBodyError,
         E.ProtocolError,
+        E.RedirectError,
         E.TransferTimeoutError,
     ],
     ids=lambda c: c.__name__,

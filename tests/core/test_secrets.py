@@ -69,6 +69,12 @@ def test_secret_headers_are_checked(value: object, error: type[Exception]) -> No
         Configuration(secret_headers=value)  # type: ignore[arg-type]
 
 
+def test_allow_insecure_redirects_is_a_bool() -> None:
+    assert Configuration(allow_insecure_redirects=True).allow_insecure_redirects is True
+    with pytest.raises(TypeError, match="allow_insecure_redirects must be a bool"):
+        Configuration(allow_insecure_redirects=1)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     ("url", "shown", "stripped"),
     [

@@ -90,6 +90,11 @@ def _secret_names(value: object) -> frozenset[str]:
     return frozenset(names)
 
 
+def _bool(instance: Any, attribute: attrs.Attribute[bool], value: object) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{attribute.name} must be a bool, not {type(value).__name__}")
+
+
 def _positive_int(instance: Any, attribute: attrs.Attribute[int], value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{attribute.name} must be an int, not {type(value).__name__}")
@@ -220,6 +225,11 @@ class Configuration:
     ``session``, ``cookie``, ``signature`` or ``credential``. A secret header is
     sent, but never written to the journal, resume data, reprs, errors or logs,
     and is dropped when a redirect leads to another origin."""
+
+    allow_insecure_redirects: bool = attrs.field(default=False, validator=_bool)
+    """Follow a redirect from https to http. Off by default: such a redirect fails
+    the task with ``RedirectError`` (never retried), since the file would travel
+    unencrypted."""
 
     segments: int = attrs.field(default=1, validator=_segments)
     """Connections per download (1-16; ``session.download(segments=N)`` overrides).

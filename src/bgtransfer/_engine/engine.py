@@ -45,6 +45,7 @@ from .._core.events import (
 from .._core.journal import Action, OneStepMove, Phase, TaskEntry, plan_reattach
 from .._core.naming import Origin, filename_from_url, origin_of, parse_url, unique_name
 from .._core.ranges import ResumePlan, plan_resume
+from .._core.redirects import RedirectRule
 from .._core.resume_data import InvalidResumeDataError, ResumeData
 from .._core.retry import backoff, parse_retry_after
 from .._core.secrets import SecretHeaders
@@ -164,6 +165,9 @@ class Engine:
         self._events_delivered = anyio.Event()
         self._rng = random.Random()
         self._secrets = SecretHeaders(config.secret_headers)
+        self._redirects = RedirectRule(
+            allow_insecure=config.allow_insecure_redirects, secrets=self._secrets
+        )
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -996,6 +1000,7 @@ class Engine:
             partial=record.partial,
             request_timeout=self.config.request_timeout,
             sink=sink,
+            redirects=self._redirects,
         )
 
     async def _request_headers(

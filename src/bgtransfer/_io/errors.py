@@ -17,6 +17,7 @@ from .._exceptions import (
     LocalFileError,
     NetworkError,
     ProtocolError,
+    RedirectError,
     TransferError,
     TransferTimeoutError,
 )
@@ -76,6 +77,9 @@ def translate(
     if isinstance(exc, aiohttp.ServerTimeoutError | TimeoutError):
         # aiohttp raises these for sock_connect/sock_read, i.e. request_timeout.
         return quiet_error(request_timeout, url=url)
+    if isinstance(exc, aiohttp.RedirectClientError):
+        # (Redirects are followed by _io.transfer, which refuses these first.)
+        return RedirectError(f"refused a redirect ({type(exc).__name__})", url=url)
     if isinstance(exc, aiohttp.InvalidURL):
         return ProtocolError(f"invalid URL in response or redirect: {exc}", url=url)
     if isinstance(exc, aiohttp.ClientConnectorError):

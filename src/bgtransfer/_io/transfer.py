@@ -30,6 +30,7 @@ import aiohttp
 import anyio
 import attrs
 
+from .._core.redirects import REDIRECT_STATUSES, RedirectRule, next_hop
 from .._exceptions import IncompleteBodyError
 from .errors import file_error, map_errors, quiet_error
 from .files import open_partial, pwrite_all, reserve_blocks
@@ -62,6 +63,7 @@ written, closed, moved) by one call on the loop rather than in the file thread
 (``threads.submit_file_io(inline=True)``)."""
 
 _CLOSED = -2  # the writer's file descriptor once the file is closed
+_NO_INSECURE_REDIRECTS = RedirectRule()
 
 
 @attrs.frozen
@@ -118,13 +120,18 @@ async def fetch_to_file(
     partial: Path,
     request_timeout: float | None,
     sink: TransferSink,
+    redirects: RedirectRule = _NO_INSECURE_REDIRECTS,
 ) -> BodyPlan | None:
     """One GET of ``url``; the body goes where ``sink.judge`` says.
 
     Returns the plan that was carried out once every byte is on disk and the
     length matches, or None when the sink decided there was no body to write;
     raises a :class:`~bgtransfer.TransferError` otherwise. Redirects are
-    followed by aiohttp, with the same headers (so ``Range`` goes along).
+    followed here, hop by hop, as the core's rule (``next_hop``) says: with the
+    same headers to the same origin (so ``Range`` goes along), without the
+    secret ones to another; a refused one raises
+    :class:`~bgtransfer.RedirectError`. Nothing about the hops is kept: the
+    task's URL is the one it was given.
 
     ``request_timeout`` bounds connecting (aiohttp's ``sock_connect``) and every
     wait for the server: no byte for that long ends the attempt with
@@ -136,7 +143,14 @@ async def fetch_to_file(
         watchdog = None if request_timeout is None else _Watchdog(request_timeout, scope.cancel)
         try:
             with map_errors(url=url, request_timeout=request_timeout):
-                async with client.get(url, headers=headers, timeout=timeout) as response:
+                response = await client.get(
+                    url, headers=headers, timeout=timeout, allow_redirects=False
+                )
+                if response.status in REDIRECT_STATUSES:
+                    response = await _follow(
+                        client, response, url, headers, timeout, redirects, watchdog
+                    )
+                async with response:
                     # aiohttp's headers are looked up case-insensitively already.
                     plan = sink.judge(response.status, response.reason or "", response.headers)
                     if plan is None:
@@ -164,6 +178,36 @@ async def fetch_to_file(
             f"received {written} of the {plan.length} bytes announced", url=url
         )
     return plan
+
+
+async def _follow(  # noqa: PLR0917 - a private helper of fetch_to_file
+    client: aiohttp.ClientSession,
+    response: aiohttp.ClientResponse,
+    url: str,
+    headers: Mapping[str, str],
+    client_timeout: aiohttp.ClientTimeout,
+    rule: RedirectRule,
+    watchdog: _Watchdog | None,
+) -> aiohttp.ClientResponse:
+    """Follow the redirects that begin with ``response``; return the first
+    response that is not one (a 3xx without ``Location`` included)."""
+    chain = [url]
+    while response.status in REDIRECT_STATUSES:
+        location = response.headers.get("Location")
+        if location is None:
+            break
+        # Unread, as aiohttp leaves it: an empty or fully received body lets the
+        # connection go back to the pool; anything else closes it.
+        response.release()
+        hop = next_hop(chain, location, headers, rule, task_url=url)
+        if watchdog is not None:
+            watchdog.touch()  # the server answered
+        chain.append(hop.url)
+        headers = hop.headers
+        response = await client.get(
+            hop.url, headers=headers, timeout=client_timeout, allow_redirects=False
+        )
+    return response
 
 
 @functools.lru_cache(maxsize=8)

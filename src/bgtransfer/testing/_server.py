@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -92,13 +93,21 @@ class TestServer:
     __test__ = False  # not a pytest test class, despite the name
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 0, *, shutdown_timeout: float = 5.0
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        shutdown_timeout: float = 5.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         """Prepare a server for ``host``:``port``; nothing is bound until :meth:`start`.
 
         ``shutdown_timeout`` bounds how long :meth:`close` waits for responses
-        still being streamed before cancelling them.
+        still being streamed before cancelling them. With ``ssl_context`` (a
+        server context holding a certificate) it serves HTTPS, and
+        :attr:`base_url` starts with ``https://``.
         """
+        self._ssl_context = ssl_context
         self._host = host
         self._port = port
         self._shutdown_timeout = shutdown_timeout
@@ -123,7 +132,7 @@ class TestServer:
         runner = web.ServerRunner(self._web_server, shutdown_timeout=self._shutdown_timeout)
         await runner.setup()
         self._runner = runner
-        site = web.TCPSite(runner, self._host, self._port)
+        site = web.TCPSite(runner, self._host, self._port, ssl_context=self._ssl_context)
         try:
             await site.start()
         except BaseException:
@@ -131,7 +140,8 @@ class TestServer:
             raise
         port = runner.addresses[0][1]
         host = f"[{self._host}]" if ":" in self._host else self._host
-        self._base_url = f"http://{host}:{port}"
+        scheme = "http" if self._ssl_context is None else "https"
+        self._base_url = f"{scheme}://{host}:{port}"
 
     async def close(self) -> None:
         """Stop serving: abort held and sleeping requests, close every connection."""
@@ -162,7 +172,8 @@ class TestServer:
 
     @property
     def base_url(self) -> str:
-        """``http://host:port`` of the running server, without a trailing slash."""
+        """``http://host:port`` (``https://`` with TLS) of the running server,
+        without a trailing slash."""
         if self._base_url is None:
             raise RuntimeError("the TestServer has not been started")
         return self._base_url
