@@ -6,9 +6,15 @@ import os
 
 import attrs
 
-from ._core.config import HeaderPairs, check_description, normalize_headers
+from ._core.config import HeaderPairs, check_description, headers_repr, normalize_headers
+from ._core.secrets import check_no_userinfo
 
 __all__ = ["DownloadRequest"]
+
+
+def _url(instance: object, attribute: attrs.Attribute[str], value: object) -> None:
+    if isinstance(value, str):  # (the rest is checked by download_many)
+        check_no_userinfo(value)
 
 
 def _description(instance: object, attribute: attrs.Attribute[str | None], value: object) -> None:
@@ -19,11 +25,15 @@ def _description(instance: object, attribute: attrs.Attribute[str | None], value
 class DownloadRequest:
     """What one :meth:`Session.download` call takes, as a value (for
     :meth:`Session.download_many`). ``headers`` are checked and kept as
-    ``(name, value)`` pairs; the URL, destination and segments are checked by
+    ``(name, value)`` pairs (the secret ones shown as ``***`` by ``repr``); a URL
+    with credentials is refused here (:class:`~bgtransfer.InvalidURLError`); the
+    rest of the URL, the destination and segments are checked by
     ``download_many``, with every other request of the batch."""
 
-    url: str
+    url: str = attrs.field(validator=_url)
     destination: str | os.PathLike[str] | None = None
     description: str | None = attrs.field(default=None, kw_only=True, validator=_description)
-    headers: HeaderPairs = attrs.field(default=(), kw_only=True, converter=normalize_headers)
+    headers: HeaderPairs = attrs.field(
+        default=(), kw_only=True, converter=normalize_headers, repr=headers_repr
+    )
     segments: int | None = attrs.field(default=None, kw_only=True)

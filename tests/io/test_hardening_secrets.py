@@ -70,14 +70,14 @@ async def test_a_url_with_credentials_is_refused_at_every_door(
     data = ResumeData(url=url, partial=str(partial), offset=10, validator='"v"', total=20)
     async with Session(ID, state_dir=state_dir) as session:
         calls = [
-            session.download(url, out_dir / "a.bin"),
-            session.download_many([url]),
-            session.download_many([DownloadRequest(url, out_dir / "b.bin")]),
-            session.download_with_resume_data(data.to_bytes(), out_dir / "c.bin"),
+            lambda: session.download(url, out_dir / "a.bin"),
+            lambda: session.download_many([url]),
+            lambda: session.download_many([DownloadRequest(url, out_dir / "b.bin")]),
+            lambda: session.download_with_resume_data(data.to_bytes(), out_dir / "c.bin"),
         ]
         for call in calls:
             with pytest.raises(InvalidURLError) as info:
-                await call
+                await call()
             message = str(info.value)
             assert "s3cret" not in message
             assert "pa55" not in message
@@ -88,6 +88,16 @@ async def test_a_url_with_credentials_is_refused_at_every_door(
     assert partial.read_bytes() == b"x" * 10  # the resume data's file is untouched
     for path in _files(state_dir):
         assert b"s3cret" not in path.read_bytes()
+
+
+async def test_reprs_of_requests_and_configurations_hide_secret_values() -> None:
+    request = DownloadRequest("http://example.com/f", headers=HEADERS)
+    config = Configuration(headers=HEADERS)
+    for text in (repr(request), repr(config)):
+        assert SECRET_VALUES[0] not in text
+        assert SECRET_VALUES[2] not in text
+        assert "('X-Api-Key', '***')" in text
+        assert "('X-Trace', 'kept')" in text
 
 
 # -- secret headers ----------------------------------------------------------------------

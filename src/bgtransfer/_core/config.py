@@ -9,6 +9,7 @@ from typing import Any, Literal, TypeAlias
 import attrs
 
 from .retry import RetryPolicy
+from .secrets import DEFAULT_SECRETS
 
 __all__ = [
     "Configuration",
@@ -16,6 +17,7 @@ __all__ = [
     "HeaderPairs",
     "HeadersProvider",
     "check_description",
+    "headers_repr",
     "normalize_headers",
 ]
 
@@ -73,6 +75,14 @@ def normalize_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]] | N
             raise ValueError(f"header {name!r}: value must not contain CR, LF or NUL")
         pairs.append((name, value))
     return tuple(pairs)
+
+
+def headers_repr(headers: HeaderPairs) -> str:
+    """The repr of header pairs, the secret values (by the default rule) as ``***``."""
+    shown = tuple(
+        (name, "***" if DEFAULT_SECRETS.is_secret(name) else value) for name, value in headers
+    )
+    return repr(shown)
 
 
 def _secret_names(value: object) -> frozenset[str]:
@@ -172,7 +182,7 @@ class Configuration:
     """Seconds the whole task may take. ``None`` (the default) never kills a long,
     healthy download."""
 
-    headers: HeaderPairs = attrs.field(default=(), converter=normalize_headers)
+    headers: HeaderPairs = attrs.field(default=(), converter=normalize_headers, repr=headers_repr)
     """Headers sent with every request; a task's own headers override them by name."""
 
     progress_interval: float = attrs.field(
