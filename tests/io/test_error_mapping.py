@@ -141,6 +141,13 @@ def test_other_response_errors_are_protocol_errors(exc: Exception) -> None:
     assert str(mapped) == f"{URL}: malformed response: bad header line"
 
 
+def test_invalid_url_in_redirect_shows_no_query_or_userinfo() -> None:
+    mapped = _translate(aiohttp.InvalidURL("http://u:pw-s3cret@example.com/x?token=s3cret"))
+    assert type(mapped) is bgtransfer.ProtocolError
+    assert "s3cret" not in str(mapped)
+    assert "http://example.com/x" in str(mapped)
+
+
 def test_invalid_url_in_redirect_is_protocol_error() -> None:
     mapped = _translate(aiohttp.InvalidURL("http://bad host/"))
     assert type(mapped) is bgtransfer.ProtocolError

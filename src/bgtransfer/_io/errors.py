@@ -12,6 +12,7 @@ from types import TracebackType
 
 import aiohttp
 
+from .._core.secrets import redacted_url
 from .._exceptions import (
     IncompleteBodyError,
     LocalFileError,
@@ -81,7 +82,9 @@ def translate(
         # (Redirects are followed by _io.transfer, which refuses these first.)
         return RedirectError(f"refused a redirect ({type(exc).__name__})", url=url)
     if isinstance(exc, aiohttp.InvalidURL):
-        return ProtocolError(f"invalid URL in response or redirect: {exc}", url=url)
+        # (Shown as scheme://host/path: a query or userinfo may hold a secret.)
+        shown = redacted_url(str(exc.url))
+        return ProtocolError(f"invalid URL in response or redirect: {shown}", url=url)
     if isinstance(exc, aiohttp.ClientConnectorError):
         return NetworkError(
             f"cannot connect to {exc.host}:{exc.port}: {_reason(exc.os_error)}", url=url
