@@ -533,6 +533,7 @@ BAD_PATHS: dict[str, Callable[[Path], str | Path]] = {
     "a NUL byte in the name": lambda out: str(out / "a\0b.bin"),
     "a NUL byte in a directory": lambda out: out / "a\0b" / "f.bin",
     "a lone surrogate": lambda out: str(out / "a\ud800b.bin"),
+    "a name too long": lambda out: out / ("x" * 300 + ".bin"),
 }
 
 

@@ -686,7 +686,11 @@ class Engine:
             path = path.expanduser()
         try:
             mode: int | None = os.lstat(path).st_mode
-        except OSError:
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:
+                raise InvalidDestinationError(
+                    f"{url}: destination {str(path)!r}: the name is too long for a file path"
+                ) from None
             mode = None  # nothing there (or nothing reachable): the directory decides
         if mode is not None and not stat.S_ISREG(mode):
             if stat.S_ISDIR(mode) or (stat.S_ISLNK(mode) and os.path.isdir(path)):
