@@ -451,6 +451,20 @@ async def test_a_link_planted_at_a_predictable_copy_name_is_not_followed(
         assert os.readlink(link) == str(victim)
 
 
+async def test_a_copy_to_a_destination_with_a_long_name(
+    server: TestServer, state_dir: Path, other_fs: Path
+) -> None:
+    """The temporary copy's name stays a possible one when the destination's name
+    is near the limit (255 bytes)."""
+    file = server.add_file("/f.bin", size=64 * 1024, seed="long")
+    destination = other_fs / ("é" * 125 + ".bin")  # 254 bytes in UTF-8
+    async with Session(ID, state_dir=state_dir, config=CONFIG) as session:
+        result = await (await session.download(server.url(file.path), destination)).wait()
+    assert isinstance(result, FinishedEvent)
+    assert sha256_file(destination) == file.sha256
+    assert [p.name for p in other_fs.iterdir()] == [destination.name]
+
+
 async def test_a_copy_cut_short_is_removed_by_the_recovering_move(
     tmp_path: Path, other_fs: Path
 ) -> None:

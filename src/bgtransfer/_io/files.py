@@ -257,8 +257,10 @@ def _move_sync(partial: Path, destination: Path, durable: bool, recovering: bool
     # random token: nobody can plant a link where the copy will be (and it is
     # created exclusively anyway). A copy cut short by a crash (the task is
     # "moving" in the journal) is removed by the next process's move, by prefix.
+    # (At most 40 characters of the name, so that the temporary name is a
+    # possible one, at most 210 bytes, whenever the destination's is.)
     tag = hashlib.sha256(str(partial).encode()).hexdigest()[:16]
-    prefix = f".{destination.name}.{tag}."
+    prefix = f".{destination.name[:40]}.{tag}."
     if recovering:
         _remove_copies(destination.parent, prefix)
         if _same_content(partial, destination):
