@@ -6,7 +6,8 @@
     ├── InvalidRequestError                  (+ ValueError)  wrong before any I/O
     │   ├── InvalidURLError                  malformed URL, no host
     │   ├── UnsupportedSchemeError           not http/https
-    │   └── InvalidDestinationError          destination directory missing, or claimed twice
+    │   └── InvalidDestinationError          destination unusable: directory missing, claimed
+    │                                         twice, in the state directory, not a regular file
     ├── TransferError                        a transfer failed; carries .url
     │   ├── HTTPStatusError                  the server answered 4xx/5xx; carries .status
     │   ├── NetworkError                     (+ ConnectionError) refused, reset, DNS, TLS
@@ -80,7 +81,10 @@ class UnsupportedSchemeError(InvalidRequestError):
 
 
 class InvalidDestinationError(InvalidRequestError):
-    """The destination's directory does not exist, or another task claims the same path."""
+    """The destination cannot be used: its directory does not exist, another task
+    claims the same path, it is inside the state directory (but for the session's
+    ``downloads/``), it exists and is not a regular file, or it is no possible path
+    (empty, a NUL byte)."""
 
 
 class SessionError(BgTransferError, RuntimeError):

@@ -152,6 +152,7 @@ class Session:
                 config=self._config,
                 downloads_dir=downloads,
                 partials_dir=partials,
+                state_dir=self._protected_dir(directory),
                 journal=journal,
                 next_id=journal.next_id if journal is not None else 1,
             )
@@ -206,6 +207,14 @@ class Session:
         base = self._state_dir if self._state_dir is not None else default_state_dir()
         return make_private_dir(base / self._identifier)
 
+    def _protected_dir(self, directory: Path) -> Path:
+        """Where no destination may go (but into ``downloads/``): a background
+        session's state directory (every session's journal, lock and partial
+        files), an ephemeral session's own temporary directory (its
+        ``state_dir``, if given, may hold the application's destinations: a
+        temporary directory on their file system makes every move a rename)."""
+        return directory.parent if self._identifier is not None else directory
+
     def _require_engine(self) -> Engine:
         if self._engine is None:
             raise SessionClosedError("the session is not open; use 'async with Session(...)'")
@@ -227,9 +236,11 @@ class Session:
         The body streams to a partial file in the session directory and is moved
         atomically to ``destination`` when complete; a task that fails or is
         cancelled never leaves anything at ``destination``. ``destination`` may be
-        a file path (its directory must exist; an existing file is replaced on
-        success), an existing directory, or None (the session's ``downloads/``); in
+        a file path (its directory must exist; an existing regular file is replaced
+        on success), an existing directory, or None (the session's ``downloads/``); in
         the last two cases the name comes from the URL, made unique (``name (1).ext``).
+        It may not be inside the state directory (but for ``downloads/``), nor
+        something other than a regular file (a device, a FIFO, a symbolic link).
         ``segments`` (1-16, default ``Configuration.segments``) fetches a large file
         over that many connections at once when the server supports ranges.
 

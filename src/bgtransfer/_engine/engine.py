@@ -1,9 +1,10 @@
 """The engine: task records, the supervisor's decisions carried out, one runner per transfer.
 
-The engine knows nothing of identifiers, state directories or handles: it takes
-validated requests, runs them under the connection limits and publishes their
-events. :class:`~bgtransfer.Session` is one front for it; the daemon will put the
-same engine behind a Unix socket.
+The engine knows nothing of identifiers or handles, and of the state directory
+only that no destination may be inside it: it takes validated requests, runs
+them under the connection limits and publishes their events.
+:class:`~bgtransfer.Session` is one front for it; the daemon will put the same
+engine behind a Unix socket.
 
 Concurrency shape: one anyio task group for the engine's life; a runner task is
 spawned only when the supervisor grants a slot, so queued tasks cost a record,
@@ -19,6 +20,7 @@ import inspect
 import logging
 import os
 import random
+import stat
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
@@ -65,6 +67,7 @@ from .._io.errors import file_error
 from .._io.files import (
     file_identity,
     move_into_place,
+    not_regular_error,
     private_opener,
     remove_quietly,
     reserve_blocks,
@@ -135,6 +138,7 @@ class Engine:
         config: Configuration,
         downloads_dir: Path,
         partials_dir: Path,
+        state_dir: Path | None = None,
         journal: Checkpointer | None = None,
         next_id: int = 1,
         clock: Callable[[], float] = time.monotonic,
@@ -143,6 +147,11 @@ class Engine:
         self.clock = clock
         self._downloads_dir = downloads_dir
         self._partials_dir = partials_dir
+        # No destination inside the state directory (journals, locks, partial
+        # files), except in this session's downloads/: resolved once, then each
+        # new destination directory is compared as text.
+        self._state_dir = None if state_dir is None else str(state_dir.resolve())
+        self._allowed_dir = str(downloads_dir.resolve())
         self._supervisor = Supervisor(
             per_host_limit=config.max_connections_per_host,
             total_limit=config.max_concurrent_transfers,
@@ -666,8 +675,11 @@ class Engine:
         No destination, or an existing directory: a name from the URL, made unique
         against existing files and other live tasks (``name (1).ext``). A file path:
         its directory must exist and no other live task may target it; an existing
-        file there is replaced when the download finishes. ``checked_dirs``: the
-        directories this call found (and resolved) already; a batch checks each once.
+        regular file there is replaced when the download finishes, anything else
+        (a device, a FIFO, a socket, a symbolic link) is refused. Nothing may go
+        inside the state directory but into this session's ``downloads/``.
+        ``checked_dirs``: the directories this call found (and resolved) already;
+        a batch checks each once.
         """
         if destination is None:
             return self._unique_in(self._downloads_dir, filename_from_url(url))
@@ -676,10 +688,23 @@ class Engine:
                 f"destination must be a str or os.PathLike, not {type(destination).__name__}"
             )
         path = destination if isinstance(destination, Path) else Path(destination)
+        self._check_text(url, destination if isinstance(destination, str) else str(path))
         if str(path).startswith("~"):
             path = path.expanduser()
-        if os.path.isdir(path):
-            return self._unique_in(path.resolve(), filename_from_url(url))
+        try:
+            mode: int | None = os.lstat(path).st_mode
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:
+                raise InvalidDestinationError(
+                    f"{url}: destination {str(path)!r}: the name is too long for a file path"
+                ) from None
+            mode = None  # nothing there (or nothing reachable): the directory decides
+        if mode is not None and not stat.S_ISREG(mode):
+            if stat.S_ISDIR(mode) or (stat.S_ISLNK(mode) and os.path.isdir(path)):
+                return self._unique_in(self._resolved_dir(url, path), filename_from_url(url))
+            raise InvalidDestinationError(
+                f"{url}: destination {str(path)!r}: {_strerror(path, mode)}"
+            )
         parent = path.parent
         directory = checked_dirs.get(parent)
         if directory is None:
@@ -687,7 +712,7 @@ class Engine:
                 raise InvalidDestinationError(
                     f"{url}: destination directory {str(parent)!r} does not exist"
                 )
-            directory = checked_dirs[parent] = self._resolved_dir(parent)
+            directory = checked_dirs[parent] = self._resolved_dir(url, parent)
         target = directory / path.name
         owner = self._claims.get(str(target))
         if owner is not None:
@@ -696,19 +721,51 @@ class Engine:
             )
         return target
 
-    def _resolved_dir(self, directory: Path) -> Path:
-        """``directory.resolve()``, remembered: many tasks share a few directories."""
+    def _check_text(self, url: str, text: str) -> None:
+        """Refuse a destination no file path can be: empty, a NUL byte, characters
+        the file system (a background session: the journal, UTF-8) cannot hold."""
+        problem = None
+        if not text:
+            problem = "is empty (use None for the session's downloads/ folder, '.' for here)"
+        elif "\0" in text:
+            problem = "contains a NUL byte"
+        else:
+            try:
+                if self._journal is not None:
+                    text.encode()
+                else:
+                    os.fsencode(text)
+            except UnicodeEncodeError as exc:
+                problem = f"cannot be encoded as a file name ({exc.reason})"
+        if problem is not None:
+            raise InvalidDestinationError(f"{url}: destination {text!r} {problem}")
+
+    def _resolved_dir(self, url: str, directory: Path) -> Path:
+        """``directory.resolve()``, remembered (many tasks share a few directories),
+        once checked to be outside the state directory (but for ``downloads/``)."""
         resolved = self._resolved_dirs.get(directory)
         if resolved is None:
+            resolved = directory.resolve()
+            self._check_outside_state_dir(url, directory, str(resolved))
             if len(self._resolved_dirs) >= 1024:
                 self._resolved_dirs.clear()
-            resolved = self._resolved_dirs[directory] = directory.resolve()
+            self._resolved_dirs[directory] = resolved
         return resolved
+
+    def _check_outside_state_dir(self, url: str, given: Path, resolved: str) -> None:
+        state_dir, allowed = self._state_dir, self._allowed_dir
+        if state_dir is None or not _within(resolved, state_dir) or _within(resolved, allowed):
+            return
+        raise InvalidDestinationError(
+            f"{url}: destination {str(given)!r} is inside the session's state directory "
+            f"{state_dir!r}, where its journal, lock and partial files live; choose a path "
+            f"outside it (or the session's downloads folder, {allowed!r})"
+        )
 
     def _unique_in(self, directory: Path, name: str) -> Path:
         def taken(candidate: str) -> bool:
             path = directory / candidate
-            return str(path) in self._claims or path.exists()
+            return str(path) in self._claims or os.path.lexists(path)
 
         return directory / unique_name(name, taken)
 
@@ -880,7 +937,7 @@ class Engine:
         if self._journal is not None:
             try:
                 replaces = file_identity(record.destination)
-            except OSError:  # cannot tell what is there: the classic order
+            except OSError:  # cannot tell, or not a regular file: the classic order
                 return None
             record.one_step = OneStepMove(size=size, replaces=replaces)
         record.moving = True
@@ -1166,8 +1223,9 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]
 
 
 def _preallocate(path: Path, size: int) -> None:
-    """Create (or empty) the partial file and give it its final size, so every
-    segment writes in place; reserve its blocks where the platform can (a disk
+    """Create the partial file anew (exclusively: an older one, or a link planted
+    there, is unlinked first) and give it its final size, so every segment writes
+    in place; reserve its blocks where the platform can (a disk
     that cannot hold it raises ``OSError``, the file removed)."""
     try:
         with open(path, "wb", opener=private_opener) as file:
@@ -1226,6 +1284,15 @@ def _take_over(source: Path, partial: Path, offset: int, url: str) -> None:
         raise InvalidResumeDataError(
             f"{url}: the partial file {source} holds {size} bytes, the resume data says {offset}"
         )
+
+
+def _within(path: str, directory: str) -> bool:
+    """``path`` is ``directory`` or below it (both resolved, as text)."""
+    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
+
+
+def _strerror(path: Path, mode: int) -> str:
+    return not_regular_error(path, mode).strerror or "not a regular file"
 
 
 def _check_segments(segments: object) -> int:

@@ -35,6 +35,7 @@ _FILE_CAUSES = {
     errno.EROFS: "read-only file system",
     errno.EISDIR: "is a directory",
     errno.ENOTDIR: "not a directory",
+    errno.ELOOP: "it is a symbolic link (bgtransfer does not follow links where it writes)",
 }
 
 

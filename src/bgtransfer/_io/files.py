@@ -3,6 +3,12 @@
 Blocking calls run in a worker thread (``run_blocking``, or the file thread for
 the write pipeline), never on the event loop, except cheap ``stat``-sized checks:
 the destination's at submit, and its identity before a body's last step.
+
+Nothing here follows a symbolic link where the library writes: every temporary
+file is created exclusively (``O_CREAT | O_EXCL | O_NOFOLLOW``), an existing
+partial file is opened with ``O_NOFOLLOW``, a directory the library makes is
+checked through a descriptor opened without following links, and a move into
+place replaces only a regular file (:func:`check_replaceable`).
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ import errno
 import functools
 import hashlib
 import os
+import secrets
 import shutil
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,6 +30,8 @@ from .threads import run_blocking
 __all__ = [
     "PRIVATE_DIR_MODE",
     "PRIVATE_FILE_MODE",
+    "check_replaceable",
+    "create_private",
     "file_identity",
     "fsync_dir",
     "fsync_file",
@@ -42,57 +52,131 @@ RESERVE_MIN_BYTES = 1024 * 1024
 
 _FALLOC_FL_KEEP_SIZE = 1  # linux/falloc.h
 _OUT_OF_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+_CREATE = os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_COPY_SUFFIX = ".bgtransfer-tmp"
+_KINDS = (
+    (stat.S_ISLNK, "a symbolic link"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 def make_private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) and make it 0700 whatever the umask."""
+    """Create ``path`` (and parents) and make it 0700 whatever the umask.
+
+    ``path`` itself must be a directory of this process's user, not a symbolic
+    link (``OSError`` otherwise): its mode is set through a descriptor opened
+    without following links, never on whatever a link points to.
+    """
     path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
-    os.chmod(path, PRIVATE_DIR_MODE)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(path):
+            raise OSError(
+                errno.ELOOP,
+                "is a symbolic link; bgtransfer keeps its files only in a real directory",
+                str(path),
+            ) from None
+        raise
+    try:
+        owner = os.fstat(fd).st_uid
+        if owner != os.getuid():
+            raise PermissionError(
+                errno.EPERM,
+                f"is owned by user {owner}, not by this process's user {os.getuid()}",
+                str(path),
+            )
+        os.fchmod(fd, PRIVATE_DIR_MODE)
+    finally:
+        os.close(fd)
     return path
 
 
-def private_opener(path: str, flags: int) -> int:
-    """An ``opener`` for :func:`open` that creates files 0600 whatever the umask."""
-    fd = os.open(path, flags, PRIVATE_FILE_MODE)
+def create_private(path: Path | str, flags: int = os.O_WRONLY) -> int:
+    """A new file at ``path``, 0600 whatever the umask, opened with ``flags``.
+
+    Created exclusively and never through a symbolic link: whatever is at
+    ``path`` already (an older file, a link planted there) is unlinked first,
+    which removes a link, never its target. The usual case, nothing there, is
+    one ``open``.
+    """
     try:
-        os.fchmod(fd, PRIVATE_FILE_MODE)
+        fd = os.open(path, flags | _CREATE, PRIVATE_FILE_MODE)
+    except FileExistsError:
+        os.unlink(path)
+        fd = os.open(path, flags | _CREATE, PRIVATE_FILE_MODE)  # EEXIST again: a race; fail
+    try:
+        os.fchmod(fd, PRIVATE_FILE_MODE)  # whatever the umask
     except BaseException:
         os.close(fd)
         raise
     return fd
 
 
-def file_identity(path: Path | str) -> tuple[int, int, int, int] | None:
-    """(device, inode, size, mtime in ns) of the file at ``path``; None if there is none.
+def private_opener(path: str, flags: int) -> int:
+    """An ``opener`` for :func:`open` ("wb") that makes a new file the way
+    :func:`create_private` does (``O_TRUNC`` is moot for a new file)."""
+    return create_private(path, flags & ~(os.O_TRUNC | os.O_CREAT))
 
-    A ``stat``, cheap enough for the event loop on a local disk. Two files that
-    exist at the same time never share the first two, so a rename over a file
-    changes them; the last two tell a later file in a reused inode apart.
-    """
+
+def check_replaceable(path: Path | str) -> os.stat_result | None:
+    """What is at ``path`` (``lstat``), None if nothing; raises ``OSError``
+    (``EEXIST``) when it is neither a regular file nor a directory (a device, a
+    FIFO, a socket, a symbolic link): a move into place never replaces such a
+    thing. (A rename over a directory fails by itself, ``EISDIR``.)"""
     try:
-        info = os.stat(path)
+        info = os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
+        return None
+    mode = info.st_mode
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        raise not_regular_error(path, mode)
+    return info
+
+
+def not_regular_error(path: Path | str, mode: int) -> OSError:
+    """The ``OSError`` for a destination that is there and not a regular file."""
+    kind = next((name for test, name in _KINDS if test(mode)), "something")
+    return OSError(
+        errno.EEXIST,
+        f"it is {kind}, not a regular file (bgtransfer replaces only regular files)",
+        str(path),
+    )
+
+
+def file_identity(path: Path | str) -> tuple[int, int, int, int] | None:
+    """(device, inode, size, mtime in ns) of the file at ``path``; None if there
+    is none; ``OSError`` if it is a device, a FIFO, a socket or a link
+    (:func:`check_replaceable`).
+
+    An ``lstat``, cheap enough for the event loop on a local disk. Two files
+    that exist at the same time never share the first two, so a rename over a
+    file changes them; the last two tell a later file in a reused inode apart.
+    """
+    info = check_replaceable(path)
+    if info is None:
         return None
     return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 def open_partial(path: Path, *, offset: int, truncate: bool) -> int:
-    """A partial file opened for writing at ``offset``, 0600.
+    """A partial file opened for writing at ``offset``, 0600; never through a link.
 
-    Only a fresh body (``truncate`` at offset 0) creates the file, cutting any
-    older one: a resumed body or a segment needs the bytes already there. A
-    resumed body (``truncate`` past 0) cuts the file at ``offset``, since bytes
-    past it were never confirmed; a segment (no ``truncate``) leaves it alone.
+    Only a fresh body (``truncate`` at offset 0) creates the file, exclusively
+    (:func:`create_private`: an older one is unlinked first): a resumed body or
+    a segment needs the bytes already there. A resumed body (``truncate`` past
+    0) cuts the file at ``offset``, since bytes past it were never confirmed; a
+    segment (no ``truncate``) leaves it alone. A symbolic link where an existing
+    partial file should be fails with ``ELOOP``.
     """
-    flags = os.O_WRONLY | os.O_CLOEXEC
-    fresh = truncate and offset == 0
-    if fresh:
-        flags |= os.O_CREAT | os.O_TRUNC
-    fd = os.open(path, flags, PRIVATE_FILE_MODE)
+    if truncate and offset == 0:
+        return create_private(path)
+    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        if fresh:
-            os.fchmod(fd, PRIVATE_FILE_MODE)  # whatever the umask, or an older file's mode
-        elif truncate:
+        if truncate:
             os.ftruncate(fd, offset)
     except BaseException:
         os.close(fd)
@@ -157,6 +241,7 @@ def _fallocate() -> Callable[[int, int, int, int], int] | None:
 
 
 def _move_sync(partial: Path, destination: Path, durable: bool, recovering: bool) -> None:
+    check_replaceable(destination)
     try:
         os.replace(partial, destination)
     except OSError as exc:
@@ -166,23 +251,34 @@ def _move_sync(partial: Path, destination: Path, durable: bool, recovering: bool
         if durable:
             fsync_dir(destination.parent)
         return
-    if recovering and _same_content(partial, destination):
-        # A crash came after the copy was renamed into place, before the partial
-        # was removed: the file is there already; do not write it again.
-        partial.unlink(missing_ok=True)
-        return
     # Another file system: copy next to the destination under a temporary name,
     # then rename there, so the destination is never seen half-written. The name
-    # is fixed per (partial, destination): a copy cut short by a crash is simply
-    # overwritten by the next attempt, never left behind.
+    # starts with a prefix fixed per (partial, destination) and ends with a
+    # random token: nobody can plant a link where the copy will be (and it is
+    # created exclusively anyway). A copy cut short by a crash (the task is
+    # "moving" in the journal) is removed by the next process's move, by prefix.
+    # (At most 40 characters of the name, so that the temporary name is a
+    # possible one, at most 210 bytes, whenever the destination's is.)
     tag = hashlib.sha256(str(partial).encode()).hexdigest()[:16]
-    tmp = destination.parent / f".{destination.name}.{tag}.bgtransfer-tmp"
+    prefix = f".{destination.name[:40]}.{tag}."
+    if recovering:
+        _remove_copies(destination.parent, prefix)
+        if _same_content(partial, destination):
+            # A crash came after the copy was renamed into place, before the
+            # partial was removed: the file is there already; do not write it again.
+            partial.unlink(missing_ok=True)
+            return
+    tmp = destination.parent / f"{prefix}{secrets.token_hex(8)}{_COPY_SUFFIX}"
     try:
-        with open(tmp, "wb", opener=private_opener) as out, partial.open("rb") as src:
+        with (
+            open(tmp, "wb", opener=private_opener) as out,
+            open(partial, "rb", opener=_nofollow_opener) as src,
+        ):
             shutil.copyfileobj(src, out, 1024 * 1024)
             if durable:
                 out.flush()
                 os.fsync(out.fileno())
+        check_replaceable(destination)  # again: the copy took a while
         os.replace(tmp, destination)
         if durable:
             fsync_dir(destination.parent)
@@ -190,6 +286,26 @@ def _move_sync(partial: Path, destination: Path, durable: bool, recovering: bool
         tmp.unlink(missing_ok=True)
         raise
     partial.unlink(missing_ok=True)
+
+
+def _nofollow_opener(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW)
+
+
+def _remove_copies(directory: Path, prefix: str) -> None:
+    """Unlink the regular files in ``directory`` named ``prefix...bgtransfer-tmp``:
+    copies of this partial file that a crash cut short. Anything else by that
+    name (a link, a directory) is left alone, and no link is ever followed."""
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        for entry in entries:
+            name = entry.name
+            if (
+                name.startswith(prefix)
+                and name.endswith(_COPY_SUFFIX)
+                and entry.is_file(follow_symlinks=False)
+            ):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
 
 
 def _same_content(a: Path, b: Path) -> bool:
@@ -224,11 +340,15 @@ async def move_into_place(
 
 
 def fsync_file(path: Path) -> None:
-    """Flush a file's data to stable storage (no-op if it is gone)."""
+    """Flush a file's data to stable storage (no-op if it is gone, or a link)."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return  # not a file the library wrote: nothing of ours to sync
+        raise
     try:
         os.fsync(fd)
     finally:

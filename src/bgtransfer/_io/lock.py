@@ -11,8 +11,10 @@ files of the same name).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
+import stat
 import time
 from pathlib import Path
 
@@ -32,7 +34,7 @@ class SessionLock:
     def try_acquire(self) -> bool:
         """Take the lock without waiting: True, or False when another owner holds it
         (then :func:`owner_pid` says who). A few system calls, fine on the loop."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+        fd = _open_lock_file(self.path)
         try:
             os.fchmod(fd, PRIVATE_FILE_MODE)
             try:
@@ -57,13 +59,31 @@ class SessionLock:
             os.close(fd)
 
 
+def _open_lock_file(path: Path) -> int:
+    """The lock file, created if need be; never through a symbolic link, and only
+    a regular file (a FIFO or a device planted there raises ``OSError``)."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, PRIVATE_FILE_MODE)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(
+                errno.ELOOP, "the lock file is a symbolic link (not followed)", str(path)
+            ) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EEXIST, "the lock file is not a regular file", str(path))
+    return fd
+
+
 def owner_pid(path: Path) -> int | None:
     """The pid the owner of the lock file at ``path`` wrote. A new owner writes it
     just after locking, so the file may still name a dead predecessor for an
     instant: look again briefly (up to 0.1 s, so in a worker thread), and name
     nobody rather than a dead process."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
     try:

@@ -33,7 +33,7 @@ import attrs
 from .._core.redirects import REDIRECT_STATUSES, RedirectRule, next_hop
 from .._exceptions import IncompleteBodyError
 from .errors import file_error, map_errors, quiet_error
-from .files import open_partial, pwrite_all, reserve_blocks
+from .files import check_replaceable, open_partial, pwrite_all, reserve_blocks
 from .pump import pump_body, take_over
 from .threads import run_blocking, submit_file_io
 
@@ -342,11 +342,14 @@ def _write_chunks(  # noqa: PLR0917 - run_in_executor passes arguments positiona
 ) -> _Outcome:
     """One worker-thread call: open the file if ``fd`` is -1, write, maybe close,
     and after closing maybe rename it to ``move_to``. A rename to another file
-    system (``EXDEV``) is left to the caller: the file stays where it is."""
+    system (``EXDEV``) is left to the caller: the file stays where it is. The
+    rename replaces only a regular file (one ``lstat`` first): anything else at
+    ``move_to`` fails it, the body kept in ``path``."""
     outcome = _write_and_close(fd, path, plan, chunks, offset, close)
     if move_to is None or outcome.error is not None:
         return outcome
     try:
+        check_replaceable(move_to)
         os.replace(path, move_to)
     except OSError as exc:
         if exc.errno == errno.EXDEV:
