@@ -81,7 +81,8 @@ class RetryEvent:
     """An attempt failed with a transient error; the task tries again after ``delay``.
 
     ``attempt`` is the number of the attempt about to be made (2 for the first
-    retry; it counts attempts since the last one that made progress). Not
+    retry; it counts attempts since the last one that made kept progress, see
+    :class:`~bgtransfer.RetryPolicy`). Not
     terminal: the terminal ``ErrorEvent`` comes only when retries are exhausted
     or the error is permanent.
     """

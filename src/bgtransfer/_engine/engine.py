@@ -46,7 +46,7 @@ from .._core.journal import Action, OneStepMove, Phase, TaskEntry, plan_reattach
 from .._core.naming import Origin, filename_from_url, origin_of, parse_url, unique_name
 from .._core.ranges import ResumePlan, plan_resume
 from .._core.resume_data import InvalidResumeDataError, ResumeData
-from .._core.retry import backoff, parse_retry_after
+from .._core.retry import backoff, kept_progress, parse_retry_after
 from .._core.segments import MAX_SEGMENTS, Segment
 from .._core.states import Input, TaskState, transition
 from .._core.supervisor import Supervisor, SupervisorStatistics
@@ -883,13 +883,18 @@ class Engine:
         return record.destination
 
     async def _attempts(self, record: TaskRecord) -> None:
-        """The retry loop: transient failures are retried from the bytes on disk."""
+        """The retry loop: transient failures are retried from the bytes on disk.
+
+        ``failures`` counts consecutive attempts that made no kept progress
+        (``kept_progress``): bytes that a later attempt must fetch again do not
+        renew the budget, so every task ends."""
         policy = self.config.retry
-        failures = 0  # consecutive attempts that made no progress
+        failures = 0  # consecutive attempts that made no kept progress
         while True:
             try:
                 await self._attempt(record)
             except RestartFromZero as signal:
+                self._kept_progress(record)  # (moves the mark; a restart is no progress)
                 failures += 1
                 if failures >= policy.max_attempts:
                     raise ProtocolError(str(signal), url=record.url) from None
@@ -899,9 +904,10 @@ class Engine:
                 if signal.ranges_unsupported:
                     record.segments_wanted = 1  # fall back to one connection
                 record.announce_resume = True
+                record.restarted = True  # the next attempt starts over: no progress either
                 continue
             except TransferError as exc:
-                if record.written_this_attempt:
+                if self._kept_progress(record):
                     failures = 0
                 failures += 1
                 if not policy.is_transient(exc) or failures >= policy.max_attempts:
@@ -923,8 +929,20 @@ class Engine:
             else:
                 return
 
+    @staticmethod
+    def _kept_progress(record: TaskRecord) -> bool:
+        """Whether the attempt that just failed left bytes the next one builds on."""
+        kept, record.resume_mark = kept_progress(
+            record.resume_mark,
+            validator=record.validator,
+            offset=record.bytes_received,
+            restarted=record.restarted,
+        )
+        kept = kept and not record.too_slow  # a trickle is no progress, whatever it wrote
+        record.restarted = record.too_slow = False
+        return kept
+
     async def _attempt(self, record: TaskRecord) -> None:
-        record.written_this_attempt = 0
         record.moving = False
         record.one_step = None
         if record.segments is not None:

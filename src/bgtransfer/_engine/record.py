@@ -22,7 +22,7 @@ from .._core.progress import ProgressThrottle
 from .._core.ranges import Verdict, judge_resumed_response, strong_validator
 from .._core.response import check_response
 from .._core.resume_data import ResumeData
-from .._core.retry import SpeedWatch
+from .._core.retry import ResumeMark, SpeedWatch
 from .._core.segments import Segment, contiguous_prefix, plan_segments, splittable
 from .._core.states import TaskState
 from .._exceptions import TransferTimeoutError
@@ -72,6 +72,8 @@ class TaskRecord:
         "replayed",
         "request_headers",
         "requeue",
+        "restarted",
+        "resume_mark",
         "running",
         "scope",
         "segments",
@@ -81,10 +83,10 @@ class TaskRecord:
         "takeover",
         "terminal",
         "throttle",
+        "too_slow",
         "url",
         "validator",
         "want_resume_data",
-        "written_this_attempt",
     )
 
     def __init__(
@@ -121,7 +123,11 @@ class TaskRecord:
         self.encoding = encoding
         self.announce_resume = offset > 0  # send ResumedEvent before the next body
         self.want_resume_data = False
-        self.written_this_attempt = 0
+        # What renews the retry budget (RetryPolicy): bytes past resume_mark, by an
+        # attempt that did not start over (restarted) nor trickle (too_slow).
+        self.resume_mark = ResumeMark(validator, offset)
+        self.restarted = False
+        self.too_slow = False
         self.active_time = 0.0  # seconds spent running, for resource_timeout
         self.running = False  # a runner coroutine exists for it
         self.successor: TaskRecord | None = None  # granted on release; its runner goes on with it
@@ -203,11 +209,14 @@ class TaskRecord:
 
 
 class _SpeedCheck:
-    """``Configuration.min_speed`` for one connection: raises when it trickles."""
+    """``Configuration.min_speed`` for one connection: raises when it trickles
+    (and marks the record: such an attempt never renews the retry budget)."""
 
-    def __init__(self, config: Configuration, clock: Callable[[], float], url: str) -> None:
+    def __init__(
+        self, config: Configuration, clock: Callable[[], float], record: TaskRecord
+    ) -> None:
         self._clock = clock
-        self._url = url
+        self._record = record
         self._limit = config.min_speed
         self._window = config.min_speed_window
         self._watch = (
@@ -218,9 +227,10 @@ class _SpeedCheck:
 
     def feed(self, nbytes: int) -> None:
         if self._watch is not None and self._watch.feed(nbytes, self._clock()):
+            self._record.too_slow = True
             raise TransferTimeoutError(
                 f"slower than {self._limit} bytes/s for {self._window} seconds (min_speed)",
-                url=self._url,
+                url=self._record.url,
             )
 
 
@@ -235,7 +245,6 @@ def _count_written(
     if segment is not None:
         segment.done += nbytes
     record.bytes_received += nbytes
-    record.written_this_attempt += nbytes
     event = record.throttle.feed(nbytes, clock())
     if event is not None:
         record.last_progress = event
@@ -279,7 +288,7 @@ class AttemptSink:
         self._ranged = ranged
         self._clock = clock
         self._publish = publish
-        self._speed = _SpeedCheck(config, clock, record.url)
+        self._speed = _SpeedCheck(config, clock, record)
 
     def judge(self, status: int, reason: str, headers: Mapping[str, str]) -> BodyPlan | None:
         record = self._record
@@ -330,6 +339,8 @@ class AttemptSink:
 
     def _begin(self, offset: int, total: int | None) -> None:
         record = self._record
+        if offset == 0 and record.bytes_received > 0:
+            record.restarted = True  # the bytes on disk are given up: not progress
         record.bytes_received = offset
         record.bytes_expected = total
         record.throttle.restart(offset)
@@ -380,7 +391,7 @@ class SegmentSink:
         self._offset = segment.next_offset
         self._clock = clock
         self._publish = publish
-        self._speed = _SpeedCheck(config, clock, record.url)
+        self._speed = _SpeedCheck(config, clock, record)
 
     def judge(self, status: int, reason: str, headers: Mapping[str, str]) -> BodyPlan | None:
         record, segment = self._record, self._segment
