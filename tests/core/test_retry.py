@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import math
 import random
 from datetime import UTC, datetime, timedelta
@@ -156,6 +157,13 @@ def test_evolve_validates_again() -> None:
     ids=lambda e: type(e).__name__,
 )
 def test_network_errors_and_timeouts_are_transient(error: bgtransfer.TransferError) -> None:
+    assert RetryPolicy().is_transient(error) is True
+
+
+@pytest.mark.parametrize("code", [errno.EMFILE, errno.ENFILE], ids=errno.errorcode.get)
+def test_out_of_descriptors_is_transient(code: int) -> None:
+    """Other transfers give their descriptors back: wait and retry (issue 18, item 7)."""
+    error = bgtransfer.LocalFileError("cannot open", url=URL, errno=code, filename="/p")
     assert RetryPolicy().is_transient(error) is True
 
 

@@ -9,6 +9,7 @@ pure function here: :meth:`RetryPolicy.is_transient` (retry this error?),
 
 from __future__ import annotations
 
+import errno
 import math
 import random
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ import attrs
 
 from .._exceptions import (
     HTTPStatusError,
+    LocalFileError,
     NetworkError,
     ResourceTimeoutError,
     TransferError,
@@ -35,6 +37,8 @@ __all__ = [
 ]
 
 DEFAULT_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE})
+"""``errno`` values saying the process (or the system) has no file descriptor free."""
 
 
 def _positive(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -101,13 +105,17 @@ class RetryPolicy:
         """Whether ``error`` is worth another attempt.
 
         Network errors (refused, reset, truncated body) and request timeouts are;
-        so are the ``retry_statuses``. A ``resource_timeout`` is final, as are
-        other statuses, protocol and local file errors.
+        so are the ``retry_statuses``, and a local file error for want of a
+        file descriptor (``EMFILE``, ``ENFILE``: other transfers give theirs
+        back). A ``resource_timeout`` is final, as are other statuses, protocol
+        and local file errors.
         """
         if isinstance(error, HTTPStatusError):
             return error.status in self.retry_statuses
         if isinstance(error, ResourceTimeoutError):
             return False
+        if isinstance(error, LocalFileError):
+            return error.errno in OUT_OF_DESCRIPTORS
         return isinstance(error, NetworkError | TransferTimeoutError)
 
 

@@ -49,7 +49,13 @@ from .._core.resume_data import InvalidResumeDataError, ResumeData
 from .._core.retry import backoff, kept_progress, parse_retry_after
 from .._core.segments import MAX_SEGMENTS, Segment
 from .._core.states import Input, TaskState, transition
-from .._core.supervisor import Supervisor, SupervisorStatistics
+from .._core.supervisor import (
+    DESCRIPTORS_PER_SLOT,
+    RESERVED_DESCRIPTORS,
+    Supervisor,
+    SupervisorStatistics,
+    slots_for_descriptors,
+)
 from .._exceptions import (
     HTTPStatusError,
     InvalidDestinationError,
@@ -141,9 +147,9 @@ class Engine:
         self.clock = clock
         self._downloads_dir = downloads_dir
         self._partials_dir = partials_dir
+        self._slots = _descriptor_slots(config.max_concurrent_transfers)
         self._supervisor = Supervisor(
-            per_host_limit=config.max_connections_per_host,
-            total_limit=config.max_concurrent_transfers,
+            per_host_limit=config.max_connections_per_host, total_limit=self._slots
         )
         self._hub = EventHub(
             on_delivered=self.acknowledge, durable=self.durable if journal is not None else None
@@ -167,7 +173,7 @@ class Engine:
 
     async def __aenter__(self) -> Engine:
         connector = aiohttp.TCPConnector(
-            limit=self.config.max_concurrent_transfers,
+            limit=self._slots,
             # Defence in depth: the supervisor already keeps each origin within the
             # limit; this also bounds the hosts a redirect leads to.
             limit_per_host=self.config.max_connections_per_host,
@@ -1149,6 +1155,29 @@ class Engine:
             del self._claims[record.destination_key]
         self._hub.publish(outcome)
         record.set_done()
+
+
+def _descriptor_slots(wanted: int) -> int:
+    """``max_concurrent_transfers``, lowered to what ``RLIMIT_NOFILE`` (soft) can serve;
+    a WARNING says so when it is lowered."""
+    try:
+        import resource  # noqa: PLC0415 -- not on Windows
+    except ImportError:
+        return wanted
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    slots = slots_for_descriptors(wanted, None if soft == resource.RLIM_INFINITY else soft)
+    if slots < wanted:
+        logger.warning(
+            "max_concurrent_transfers=%d lowered to %d: the process may open %d file "
+            "descriptors (RLIMIT_NOFILE), %d per transfer after %d for the rest "
+            "(raise the limit to run more at once)",
+            wanted,
+            slots,
+            soft,
+            DESCRIPTORS_PER_SLOT,
+            RESERVED_DESCRIPTORS,
+        )
+    return slots
 
 
 @contextlib.asynccontextmanager

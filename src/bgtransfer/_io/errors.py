@@ -12,6 +12,7 @@ from types import TracebackType
 
 import aiohttp
 
+from .._core.retry import OUT_OF_DESCRIPTORS
 from .._exceptions import (
     IncompleteBodyError,
     LocalFileError,
@@ -33,6 +34,8 @@ _FILE_CAUSES = {
     errno.EROFS: "read-only file system",
     errno.EISDIR: "is a directory",
     errno.ENOTDIR: "not a directory",
+    errno.EMFILE: "too many open files in the process",
+    errno.ENFILE: "too many open files in the system",
 }
 
 
@@ -84,6 +87,9 @@ def translate(
         )
     if isinstance(exc, aiohttp.ClientOSError | ConnectionError):
         return NetworkError(f"connection failed: {_reason(exc)}", url=url)
+    if isinstance(exc, OSError) and exc.errno in OUT_OF_DESCRIPTORS:
+        # No socket for the request: transient, like any failure to connect.
+        return NetworkError(f"cannot open a connection: {_reason(exc)}", url=url)
     if isinstance(exc, aiohttp.ClientError):
         return NetworkError(f"{type(exc).__name__}: {_reason(exc)}", url=url)
     return None
