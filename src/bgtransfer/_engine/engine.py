@@ -44,7 +44,7 @@ from .._core.events import (
 )
 from .._core.journal import Action, OneStepMove, Phase, TaskEntry, plan_reattach
 from .._core.naming import Origin, filename_from_url, origin_of, parse_url, unique_name
-from .._core.ranges import ResumePlan, plan_resume
+from .._core.ranges import EndVerdict, ResumePlan, judge_unframed_end, plan_resume
 from .._core.resume_data import InvalidResumeDataError, ResumeData
 from .._core.retry import backoff, kept_progress, parse_retry_after
 from .._core.segments import MAX_SEGMENTS, Segment
@@ -58,6 +58,7 @@ from .._core.supervisor import (
 )
 from .._exceptions import (
     HTTPStatusError,
+    IncompleteBodyError,
     InvalidDestinationError,
     JournalError,
     ProtocolError,
@@ -313,7 +314,12 @@ class Engine:
                 exc, url=record.url, action="move the file to", path=record.destination
             )
             return ErrorEvent(task_id=record.id, error=error)
-        return FinishedEvent(task_id=record.id, location=record.destination, total_bytes=size)
+        return FinishedEvent(
+            task_id=record.id,
+            location=record.destination,
+            total_bytes=size,
+            length_verified=record.bytes_expected is not None,
+        )
 
     # -- queries ------------------------------------------------------------------
 
@@ -861,7 +867,10 @@ class Engine:
     @staticmethod
     def _finished(record: TaskRecord) -> FinishedEvent:
         return FinishedEvent(
-            task_id=record.id, location=record.destination, total_bytes=record.bytes_received
+            task_id=record.id,
+            location=record.destination,
+            total_bytes=record.bytes_received,
+            length_verified=record.bytes_expected is not None,
         )
 
     async def _finish_into(self, record: TaskRecord, size: int) -> Path | None:
@@ -896,9 +905,15 @@ class Engine:
         renew the budget, so every task ends."""
         policy = self.config.retry
         failures = 0  # consecutive attempts that made no kept progress
+        probes = 0  # ranged requests asking a close-delimited body's end to be confirmed
         while True:
             try:
                 await self._attempt(record)
+                if not self._needs_probe(record) or probes == policy.max_attempts:
+                    return  # (never confirmed by max_attempts probes: unverified)
+                probes += 1
+                record.announce_resume = True
+                continue
             except RestartFromZero as signal:
                 self._kept_progress(record)  # (moves the mark; a restart is no progress)
                 failures += 1
@@ -932,8 +947,29 @@ class Engine:
                     RetryEvent(task_id=record.id, attempt=failures + 1, error=exc, delay=delay)
                 )
                 await anyio.sleep(delay)
-            else:
-                return
+
+    @staticmethod
+    def _needs_probe(record: TaskRecord) -> bool:
+        """After an attempt that ended well: is the body's length still to be
+        confirmed by another (ranged) request? Raises ``IncompleteBodyError`` when
+        a close-delimited body is detectably cut short; False when the task is
+        done, its length vouched for (``bytes_expected`` known) or not."""
+        if record.moved or record.bytes_expected is not None:
+            return False
+        verdict, reason = judge_unframed_end(
+            offset=record.bytes_received,
+            validator=record.validator,
+            announced=record.announced,
+            previous=record.last_end,
+            whole=record.body_start == 0,
+        )
+        if record.validator is not None:
+            record.last_end = (record.validator, record.bytes_received)
+        if verdict is EndVerdict.TRUNCATED:
+            raise IncompleteBodyError(reason, url=record.url)
+        if verdict is EndVerdict.VERIFIED:
+            record.bytes_expected = record.bytes_received
+        return verdict is EndVerdict.PROBE
 
     @staticmethod
     def _kept_progress(record: TaskRecord) -> bool:

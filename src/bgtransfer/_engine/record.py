@@ -51,6 +51,8 @@ class TaskRecord:
         "acked",
         "active_time",
         "announce_resume",
+        "announced",
+        "body_start",
         "bytes_expected",
         "bytes_received",
         "description",
@@ -61,6 +63,7 @@ class TaskRecord:
         "headers",
         "id",
         "journaled_offset",
+        "last_end",
         "last_progress",
         "may_have_partial",
         "moved",
@@ -118,8 +121,18 @@ class TaskRecord:
         self._public_headers = public_headers(request_headers)  # (every entry has them)
         self.state = TaskState.RUNNING
         self.bytes_received = offset  # bytes in the partial file, all confirmed
+        # The body's length once something vouched for it (Content-Length, a
+        # Content-Range, chunked framing's end, a 416): a finished task whose
+        # total is None has an unverified length (FinishedEvent.length_verified).
         self.bytes_expected = total
         self.validator = validator  # for If-Range; None: cannot resume safely
+        # A complete length some response announced, with its validator: a
+        # close-delimited body that disagrees with it was cut (judge_unframed_end).
+        self.announced: tuple[str, int] | None = (
+            None if validator is None or total is None else (validator, total)
+        )
+        self.last_end: tuple[str, int] | None = None  # the last close-delimited end
+        self.body_start = offset  # where the current attempt's body began
         self.encoding = encoding
         self.announce_resume = offset > 0  # send ResumedEvent before the next body
         self.want_resume_data = False
@@ -289,6 +302,7 @@ class AttemptSink:
         self._clock = clock
         self._publish = publish
         self._speed = _SpeedCheck(config, clock, record)
+        self._framed = False  # a full body whose end its framing vouches for (chunked)
 
     def judge(self, status: int, reason: str, headers: Mapping[str, str]) -> BodyPlan | None:
         record = self._record
@@ -305,16 +319,25 @@ class AttemptSink:
                 headers=headers,
             )
             if resumption.verdict is Verdict.COMPLETE:
+                record.bytes_expected = self._offset  # confirmed: the length is vouched for
+                record.announced = (record.validator, self._offset)
                 return None
             if resumption.verdict is Verdict.RETRY_FROM_ZERO:
                 raise RestartFromZero(resumption.reason)
             if resumption.verdict is Verdict.APPEND:
+                if resumption.total is not None:
+                    record.announced = (record.validator, resumption.total)
                 self._begin(self._offset, resumption.total)
                 remaining = None if resumption.total is None else resumption.total - self._offset
                 return BodyPlan(self._offset, remaining)
             # Verdict.RESTART: a full 200 body; judged below like a fresh answer.
         info = check_response(record.url, status, reason, headers)
         record.validator = strong_validator(headers)
+        if record.validator is not None and info.expected_length is not None:
+            record.announced = (record.validator, info.expected_length)
+        self._framed = info.expected_length is not None or (
+            "chunked" in headers.get("transfer-encoding", "").lower()
+        )
         record.encoding = info.content_encoding
         record.segments = None
         self._begin(0, info.expected_length)
@@ -341,6 +364,7 @@ class AttemptSink:
         record = self._record
         if offset == 0 and record.bytes_received > 0:
             record.restarted = True  # the bytes on disk are given up: not progress
+        record.body_start = offset
         record.bytes_received = offset
         record.bytes_expected = total
         record.throttle.restart(offset)
@@ -368,7 +392,14 @@ class AttemptSink:
 
     async def finishing(self, size: int) -> Path | None:
         assert self._segment is None  # a split answer's plan does not truncate
-        return await self._finish_into(self._record, size)
+        record = self._record
+        if record.bytes_expected is None:
+            if not self._framed:
+                # Ended by the connection closing: nothing says it is whole. The
+                # file stays partial; the engine judges the end (judge_unframed_end).
+                return None
+            record.bytes_expected = size  # chunked framing's end vouches for it
+        return await self._finish_into(record, size)
 
     def moved(self) -> None:
         self._record.moved = True
