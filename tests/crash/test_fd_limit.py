@@ -16,6 +16,7 @@ import asyncio
 import errno
 import hashlib
 import json
+import logging
 import os
 import resource
 import sys
@@ -140,6 +141,30 @@ async def test_no_descriptor_for_the_partial_file_is_retried(
     (retry,) = [event for event in events if isinstance(event, RetryEvent)]
     assert isinstance(retry.error, LocalFileError)
     assert retry.error.errno == errno.EMFILE
+
+
+async def test_a_lowered_limit_is_shown_and_logged_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(resource, "getrlimit", lambda _which: (128, 4096))
+    config = Configuration(max_concurrent_transfers=50)
+    with caplog.at_level(logging.WARNING, logger="bgtransfer"):
+        async with Session(config=config) as session:
+            assert session.statistics().total_limit == (128 - 64) // 5
+    (record,) = [r for r in caplog.records if r.name == "bgtransfer"]
+    assert record.levelno == logging.WARNING
+    assert "max_concurrent_transfers=50 lowered to 12" in record.getMessage()
+    assert "RLIMIT_NOFILE" in record.getMessage()
+
+
+async def test_a_generous_limit_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(resource, "getrlimit", lambda _which: (resource.RLIM_INFINITY,) * 2)
+    with caplog.at_level(logging.WARNING, logger="bgtransfer"):
+        async with Session(config=Configuration(max_concurrent_transfers=50)) as session:
+            assert session.statistics().total_limit == 50
+    assert not [r for r in caplog.records if r.name == "bgtransfer"]
 
 
 if __name__ == "__main__":
