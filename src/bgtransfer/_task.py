@@ -65,6 +65,14 @@ class DownloadTask:
         return self._record.bytes_expected
 
     @property
+    def length_verified(self) -> bool | None:
+        """Once the task has finished, whether its length was vouched for (see
+        :attr:`FinishedEvent.length_verified <bgtransfer.FinishedEvent>`); None
+        before, or when it did not finish."""
+        terminal = self._record.terminal
+        return terminal.length_verified if isinstance(terminal, FinishedEvent) else None
+
+    @property
     def result(self) -> FinishedEvent | ErrorEvent | CancelledEvent | None:
         """The terminal event once the task has ended, else None."""
         return self._record.terminal

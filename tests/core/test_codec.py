@@ -139,10 +139,28 @@ def test_finished_round_trip() -> None:
         "kind": "finished",
         "location": "/home/u/T\u00e9l\u00e9chargements/f",
         "total_bytes": 0,
+        "length_verified": True,
     }
     assert _roundtrip(event) == event
     big = FinishedEvent(task_id=2**40, location=Path("rel/f.bin"), total_bytes=2**64)
     assert _roundtrip(big) == big
+    unverified = FinishedEvent(task_id=1, location=Path("f"), total_bytes=5, length_verified=False)
+    assert _roundtrip(unverified) == unverified
+
+
+def test_finished_rows_written_before_length_verified_vouch_for_nothing() -> None:
+    """Issue 18, item 4: a row without the field is decoded as unverified."""
+    document = {"kind": "finished", "location": "/f", "total_bytes": 5}
+    assert decode_terminal(7, document) == FinishedEvent(
+        task_id=7, location=Path("/f"), total_bytes=5, length_verified=False
+    )
+
+
+@pytest.mark.parametrize("value", [1, 0, "yes", None])
+def test_finished_length_verified_must_be_a_boolean(value: object) -> None:
+    document = {"kind": "finished", "location": "/f", "total_bytes": 5, "length_verified": value}
+    with pytest.raises(CodecError, match="length_verified"):
+        decode_terminal(7, document)
 
 
 def test_the_task_id_is_not_stored_but_given_back() -> None:

@@ -17,10 +17,12 @@ from hypothesis import strategies as st
 import bgtransfer
 from bgtransfer._core.ranges import (
     ContentRange,
+    EndVerdict,
     ResumePlan,
     Resumption,
     Verdict,
     judge_resumed_response,
+    judge_unframed_end,
     parse_content_range,
     plan_resume,
     strong_validator,
@@ -730,3 +732,51 @@ def test_plan_ranges_only_with_a_validator_and_bytes_within_the_file(
     expected = offset > 0 and validator is not None and (total is None or offset <= total)
     assert plan.ranged is expected
     assert plan.offset == (offset if expected else 0)
+
+
+# -- judge_unframed_end: a body ended by the connection closing (issue 18, item 4) ---------------
+
+
+def _end(
+    offset: int = 100,
+    validator: str | None = ETAG,
+    announced: tuple[str, int] | None = None,
+    previous: tuple[str, int] | None = None,
+    *,
+    whole: bool = True,
+) -> EndVerdict:
+    verdict, reason = judge_unframed_end(
+        offset=offset, validator=validator, announced=announced, previous=previous, whole=whole
+    )
+    assert bool(reason) == (verdict is EndVerdict.TRUNCATED)
+    return verdict
+
+
+def test_unframed_end_with_a_validator_is_probed() -> None:
+    assert _end() is EndVerdict.PROBE
+    assert _end(previous=('"other"', 100)) is EndVerdict.PROBE  # another file
+    assert _end(previous=(ETAG, 50), whole=False) is EndVerdict.PROBE  # appended after 50
+
+
+def test_unframed_end_without_a_validator_cannot_be_verified() -> None:
+    assert _end(validator=None) is EndVerdict.UNVERIFIED
+    # A length announced with some validator says nothing of a response without one.
+    assert _end(validator=None, announced=(ETAG, 200)) is EndVerdict.UNVERIFIED
+
+
+def test_a_length_announced_for_the_same_file_decides() -> None:
+    assert _end(announced=(ETAG, 100)) is EndVerdict.VERIFIED
+    assert _end(announced=(ETAG, 200)) is EndVerdict.TRUNCATED
+    assert _end(announced=(ETAG, 50)) is EndVerdict.TRUNCATED
+    assert _end(announced=('"other"', 200)) is EndVerdict.PROBE
+
+
+def test_two_whole_answers_for_the_same_file_agree_or_one_was_cut() -> None:
+    assert _end(previous=(ETAG, 100)) is EndVerdict.UNVERIFIED
+    assert _end(previous=(ETAG, 200)) is EndVerdict.TRUNCATED
+    verdict, reason = judge_unframed_end(
+        offset=120, validator=ETAG, announced=(ETAG, 200), previous=None, whole=True
+    )
+    assert verdict is EndVerdict.TRUNCATED
+    assert "120" in reason
+    assert "200" in reason

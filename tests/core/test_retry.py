@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import math
 import random
 from datetime import UTC, datetime, timedelta
@@ -15,9 +16,11 @@ from hypothesis import strategies as st
 import bgtransfer
 from bgtransfer._core.retry import (
     DEFAULT_RETRY_STATUSES,
+    ResumeMark,
     RetryPolicy,
     SpeedWatch,
     backoff,
+    kept_progress,
     parse_retry_after,
 )
 
@@ -154,6 +157,13 @@ def test_evolve_validates_again() -> None:
     ids=lambda e: type(e).__name__,
 )
 def test_network_errors_and_timeouts_are_transient(error: bgtransfer.TransferError) -> None:
+    assert RetryPolicy().is_transient(error) is True
+
+
+@pytest.mark.parametrize("code", [errno.EMFILE, errno.ENFILE], ids=errno.errorcode.get)
+def test_out_of_descriptors_is_transient(code: int) -> None:
+    """Other transfers give their descriptors back: wait and retry (issue 18, item 7)."""
+    error = bgtransfer.LocalFileError("cannot open", url=URL, errno=code, filename="/p")
     assert RetryPolicy().is_transient(error) is True
 
 
@@ -469,3 +479,62 @@ def test_bytes_are_counted_across_feeds_within_a_window() -> None:
 def test_zero_limit_is_never_too_slow() -> None:
     watch = _watch(limit=0)
     assert [watch.feed(0, 1000.0 + 10 * k) for k in range(1, 6)] == [False] * 5
+
+
+# -- kept_progress: which failed attempts renew the budget ----------------------------------------
+
+ETAG = '"v1"'
+
+
+def test_bytes_past_the_mark_for_the_same_representation_are_kept() -> None:
+    mark = ResumeMark(ETAG, 100)
+    assert kept_progress(mark, validator=ETAG, offset=150, restarted=False) == (
+        True,
+        ResumeMark(ETAG, 150),
+    )
+
+
+def test_the_same_bytes_again_are_not_kept() -> None:
+    mark = ResumeMark(ETAG, 100)
+    assert kept_progress(mark, validator=ETAG, offset=100, restarted=False) == (False, mark)
+    assert kept_progress(mark, validator=ETAG, offset=60, restarted=False) == (False, mark)
+
+
+def test_without_a_validator_nothing_is_kept() -> None:
+    mark = ResumeMark()
+    assert kept_progress(mark, validator=None, offset=10**6, restarted=False) == (False, mark)
+
+
+def test_a_restart_from_zero_is_never_progress_but_moves_the_mark() -> None:
+    mark = ResumeMark(ETAG, 100)
+    kept, new = kept_progress(mark, validator=ETAG, offset=500, restarted=True)
+    assert not kept
+    assert new == ResumeMark(ETAG, 500)
+
+
+def test_a_new_representation_is_not_progress_until_it_passes_its_own_mark() -> None:
+    kept, mark = kept_progress(ResumeMark(ETAG, 900), validator='"v2"', offset=100, restarted=False)
+    assert not kept
+    assert mark == ResumeMark('"v2"', 100)
+    assert kept_progress(mark, validator='"v2"', offset=200, restarted=False)[0]
+
+
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from([None, '"a"', '"b"']), st.integers(0, 50), st.booleans()),
+        max_size=60,
+    )
+)
+def test_kept_progress_cannot_repeat_over_the_same_bytes(
+    steps: list[tuple[str | None, int, bool]],
+) -> None:
+    """Each kept step raises the mark of its representation: at most one kept step
+    per byte per validator, so a bounded file cannot renew the budget forever."""
+    mark = ResumeMark()
+    for validator, offset, restarted in steps:
+        before = mark
+        kept, mark = kept_progress(before, validator=validator, offset=offset, restarted=restarted)
+        if kept:
+            assert validator == before.validator
+            assert offset > before.offset
+            assert not restarted

@@ -15,7 +15,13 @@ from hypothesis.stateful import (
     rule,
 )
 
-from bgtransfer._core.supervisor import Supervisor, SupervisorStatistics
+from bgtransfer._core.supervisor import (
+    DESCRIPTORS_PER_SLOT,
+    RESERVED_DESCRIPTORS,
+    Supervisor,
+    SupervisorStatistics,
+    slots_for_descriptors,
+)
 
 A, B, C = "a", "b", "c"
 
@@ -40,7 +46,7 @@ def test_keyword_only() -> None:
 
 def test_empty_statistics() -> None:
     assert _sup().statistics() == SupervisorStatistics(
-        active=0, queued=0, active_by_origin={}, queued_by_origin={}
+        active=0, queued=0, active_by_origin={}, queued_by_origin={}, total_limit=10
     )
     assert _sup().next_hold_expiry() is None
 
@@ -64,7 +70,7 @@ def test_per_origin_limit() -> None:
     assert sup.is_queued(3)
     assert sup.is_queued(4)
     assert sup.statistics() == SupervisorStatistics(
-        active=2, queued=2, active_by_origin={A: 2}, queued_by_origin={A: 2}
+        active=2, queued=2, active_by_origin={A: 2}, queued_by_origin={A: 2}, total_limit=10
     )
 
 
@@ -209,7 +215,7 @@ def test_remove_all_queued_then_release() -> None:
         sup.remove(task_id)
     assert sup.release(1) == []
     assert sup.statistics() == SupervisorStatistics(
-        active=0, queued=0, active_by_origin={}, queued_by_origin={}
+        active=0, queued=0, active_by_origin={}, queued_by_origin={}, total_limit=10
     )
 
 
@@ -359,7 +365,7 @@ def test_statistics_by_origin() -> None:
     sup.enqueue(3, B)
     sup.enqueue(4, A)
     assert sup.statistics() == SupervisorStatistics(
-        active=2, queued=2, active_by_origin={A: 1, B: 1}, queued_by_origin={A: 2}
+        active=2, queued=2, active_by_origin={A: 1, B: 1}, queued_by_origin={A: 2}, total_limit=10
     )
     sup.release(3)
     stats = sup.statistics()
@@ -620,3 +626,27 @@ SupervisorMachine.TestCase.settings = settings(
     max_examples=75, stateful_step_count=25, deadline=None
 )
 test_supervisor_state_machine = SupervisorMachine.TestCase
+
+
+# -- the descriptor budget (issue 18, item 7) ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("wanted", "soft", "slots"),
+    [
+        (32, None, 32),  # no limit
+        (32, -1, 32),  # RLIM_INFINITY
+        (32, 1024, 32),  # plenty
+        (300, 256, (256 - RESERVED_DESCRIPTORS) // DESCRIPTORS_PER_SLOT),
+        (300, RESERVED_DESCRIPTORS + 3 * DESCRIPTORS_PER_SLOT, 3),
+        (300, RESERVED_DESCRIPTORS + 3 * DESCRIPTORS_PER_SLOT + DESCRIPTORS_PER_SLOT - 1, 3),
+        (300, 16, 1),  # never fewer than one
+        (1, 8, 1),
+    ],
+)
+def test_slots_for_descriptors(wanted: int, soft: int | None, slots: int) -> None:
+    assert slots_for_descriptors(wanted, soft) == slots
+
+
+def test_statistics_say_the_total_limit() -> None:
+    assert _sup(total=7).statistics().total_limit == 7

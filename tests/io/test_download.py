@@ -170,7 +170,8 @@ async def test_chunked_body_without_length(
     terminal = check_task_stream(events, task.id)
     assert isinstance(terminal, FinishedEvent)
     assert sha256_file(terminal.location) == file.sha256
-    assert task.bytes_expected is None
+    assert terminal.length_verified  # the last chunk vouches for the length
+    assert task.bytes_expected == file.size  # known once the framing ended, not before
     assert all(e.total_bytes_expected is None for e in events if isinstance(e, ProgressEvent))
 
 

@@ -174,6 +174,21 @@ def test_os_level_connection_errors_are_network_errors(exc: Exception, reason: s
     assert reason in str(mapped)
 
 
+@pytest.mark.parametrize("code", [errno.EMFILE, errno.ENFILE], ids=errno.errorcode.get)
+def test_out_of_descriptors_for_a_socket_is_a_network_error(code: int) -> None:
+    """No socket could be made: transient like any failure to connect (issue 18, item 7)."""
+    mapped = _translate(OSError(code, os.strerror(code)))
+    assert type(mapped) is bgtransfer.NetworkError
+    assert str(mapped) == f"{URL}: cannot open a connection: [Errno {code}] {os.strerror(code)}"
+    assert bgtransfer.RetryPolicy().is_transient(mapped)
+
+
+def test_out_of_descriptors_for_a_file_names_the_cause() -> None:
+    error = file_error(OSError(errno.EMFILE, "x"), url=URL, action="open partial file", path="/p")
+    assert str(error) == f"{URL}: cannot open partial file /p: too many open files in the process"
+    assert bgtransfer.RetryPolicy().is_transient(error)
+
+
 @pytest.mark.parametrize(
     ("exc", "message"),
     [

@@ -92,6 +92,7 @@ def encode_terminal(event: TerminalEvent) -> dict[str, Any]:
             "kind": "finished",
             "location": str(event.location),
             "total_bytes": event.total_bytes,
+            "length_verified": event.length_verified,
         }
     if isinstance(event, ErrorEvent):
         return {"kind": "error", "error": encode_error(event.error)}
@@ -111,8 +112,15 @@ def decode_terminal(task_id: int, document: object) -> TerminalEvent:
         total = document.get("total_bytes")
         if not isinstance(total, int) or isinstance(total, bool) or total < 0:
             raise CodecError("finished outcome without a valid total_bytes")
+        # Rows written before the field existed vouch for nothing: False.
+        verified = document.get("length_verified", False)
+        if not isinstance(verified, bool):
+            raise CodecError("finished outcome with a length_verified that is not a boolean")
         return FinishedEvent(
-            task_id=task_id, location=Path(_text(document, "location")), total_bytes=total
+            task_id=task_id,
+            location=Path(_text(document, "location")),
+            total_bytes=total,
+            length_verified=verified,
         )
     if kind == "error":
         return ErrorEvent(task_id=task_id, error=decode_error(document.get("error")))

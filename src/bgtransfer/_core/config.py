@@ -197,8 +197,9 @@ class Configuration:
 
     min_speed: int | None = attrs.field(default=1024, validator=_optional_positive_int)
     """Bytes per second below which, sustained over ``min_speed_window``, an attempt
-    fails with ``TransferTimeoutError`` (and is retried): catches a server that
-    trickles. None turns the check off (curl's ``--speed-limit``)."""
+    fails with ``TransferTimeoutError`` (and is retried, but never as progress: a
+    server that keeps trickling ends the task after ``RetryPolicy.max_attempts``):
+    catches a server that trickles. None turns the check off (curl's ``--speed-limit``)."""
 
     min_speed_window: float = attrs.field(
         default=60.0, validator=_seconds(optional=False, allow_zero=False)

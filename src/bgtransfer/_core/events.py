@@ -81,7 +81,8 @@ class RetryEvent:
     """An attempt failed with a transient error; the task tries again after ``delay``.
 
     ``attempt`` is the number of the attempt about to be made (2 for the first
-    retry; it counts attempts since the last one that made progress). Not
+    retry; it counts attempts since the last one that made kept progress, see
+    :class:`~bgtransfer.RetryPolicy`). Not
     terminal: the terminal ``ErrorEvent`` comes only when retries are exhausted
     or the error is permanent.
     """
@@ -95,11 +96,20 @@ class RetryEvent:
 @final
 @attrs.frozen(kw_only=True)
 class FinishedEvent:
-    """The body arrived whole and the file is at ``location``. Terminal."""
+    """The body arrived whole and the file is at ``location``. Terminal.
+
+    ``length_verified`` says whether something vouched that ``total_bytes`` is the
+    whole file: a ``Content-Length``, a ``Content-Range`` complete length, the end
+    of chunked framing, or (for a body the server ended by closing the
+    connection) a later range request confirming it. False only when the server
+    sent none of these and gave no strong validator to ask with: the file may
+    have been cut short and nothing can tell.
+    """
 
     task_id: int
     location: Path
     total_bytes: int
+    length_verified: bool = True
 
 
 @final

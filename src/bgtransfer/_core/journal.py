@@ -452,7 +452,10 @@ def plan_reattach(
             return Reattach(action=Action.MOVE, offset=entry.offset, validator=entry.validator)
         if partial_size is None and destination_exists:
             outcome: TerminalEvent = FinishedEvent(
-                task_id=entry.id, location=Path(entry.destination), total_bytes=entry.offset
+                task_id=entry.id,
+                location=Path(entry.destination),
+                total_bytes=entry.offset,
+                length_verified=entry.total is not None,  # known once vouched for
             )
             return Reattach(action=Action.END, outcome=outcome)
         if partial_size is None:
@@ -499,7 +502,10 @@ def _reattach_one_step(
         return Reattach(action=Action.MOVE, offset=entry.offset, validator=entry.validator)
     if partial_size is None and destination_id is not None and destination_id != one_step.replaces:
         outcome = FinishedEvent(
-            task_id=entry.id, location=Path(entry.destination), total_bytes=one_step.size
+            task_id=entry.id,
+            location=Path(entry.destination),
+            total_bytes=one_step.size,
+            length_verified=entry.total is not None,
         )
         return Reattach(action=Action.END, outcome=outcome)
     return None

@@ -1,6 +1,6 @@
 """HTTP range semantics for resuming (RFC 9110 §8.8, §13.1.5, §14, §15.3.7). Pure.
 
-Four questions, four functions:
+Five questions, five functions:
 
 * :func:`plan_resume` — with N bytes on disk, what to ask for: ``Range`` and
   ``If-Range``, or (no safe validator) the whole file again.
@@ -11,6 +11,9 @@ Four questions, four functions:
 * :func:`judge_resumed_response` — given what was asked (``Range: bytes=N-`` with
   ``If-Range``) and what came back, what to do with the body: append at N,
   restart from zero, declare the file complete, or reject the answer.
+* :func:`judge_unframed_end` — a body ended by the server closing the connection,
+  with no length to check it against: is it whole, cut short, or unknowable, or
+  should the server be asked once more from its end?
 """
 
 from __future__ import annotations
@@ -27,10 +30,12 @@ from .._exceptions import HTTPStatusError, ProtocolError
 
 __all__ = [
     "ContentRange",
+    "EndVerdict",
     "ResumePlan",
     "Resumption",
     "Verdict",
     "judge_resumed_response",
+    "judge_unframed_end",
     "parse_content_range",
     "plan_resume",
     "strong_validator",
@@ -285,3 +290,55 @@ def _validator_changed(validator: str, headers: Mapping[str, str]) -> bool:
         return bool(etag) and etag.removeprefix("W/") != validator
     modified = headers.get("last-modified", "").strip()
     return bool(modified) and modified != validator
+
+
+class EndVerdict(enum.Enum):
+    """What a body that ended with its connection, no length known, amounts to."""
+
+    VERIFIED = "verified"  # a length announced for the same file agrees
+    UNVERIFIED = "unverified"  # nothing can vouch for it: finish, and say so
+    PROBE = "probe"  # ask for "bytes=N-" with If-Range: a 416 or a 206 will tell
+    TRUNCATED = "truncated"  # cut short (a length or an earlier answer disagrees)
+
+
+def judge_unframed_end(
+    *,
+    offset: int,
+    validator: str | None,
+    announced: tuple[str, int] | None,
+    previous: tuple[str, int] | None,
+    whole: bool,
+) -> tuple[EndVerdict, str]:
+    """Judge a body the server ended by closing the connection (no
+    ``Content-Length``, no chunked framing, no complete length in a
+    ``Content-Range``), with ``offset`` bytes on disk now.
+
+    ``validator``: the task's strong validator (None: none). ``announced``: a
+    complete length some response announced, with the validator it came with.
+    ``previous``: the validator and offset of the previous such ending. ``whole``:
+    this body began at byte 0 (not appended to earlier bytes).
+
+    A length announced for the same representation decides: equal is
+    ``VERIFIED``, anything else ``TRUNCATED``. Without a validator nothing can be
+    asked safely: ``UNVERIFIED``. Two whole answers for the same representation
+    (the server ignored the range of a probe) that end at the same byte are
+    ``UNVERIFIED``; at different bytes, one of them was cut: ``TRUNCATED``.
+    Otherwise ``PROBE``. Returns the verdict and, for ``TRUNCATED``, why.
+    """
+    if validator is not None and announced is not None and announced[0] == validator:
+        total = announced[1]
+        if offset == total:
+            return EndVerdict.VERIFIED, ""
+        return EndVerdict.TRUNCATED, (
+            f"the body ended after {offset} bytes, but the server announced "
+            f"{total} bytes for the same file"
+        )
+    if validator is None:
+        return EndVerdict.UNVERIFIED, ""
+    if whole and previous is not None and previous[0] == validator:
+        if previous[1] == offset:
+            return EndVerdict.UNVERIFIED, ""
+        return EndVerdict.TRUNCATED, (
+            f"two answers for the same file ended after {previous[1]} and {offset} bytes"
+        )
+    return EndVerdict.PROBE, ""

@@ -3,11 +3,13 @@
 As in stamina, the retry loop lives in the engine and every decision it needs is a
 pure function here: :meth:`RetryPolicy.is_transient` (retry this error?),
 :func:`backoff` (how long to wait before attempt n), :func:`parse_retry_after`
-(what the server asked for), :class:`SpeedWatch` (is the transfer too slow?).
+(what the server asked for), :class:`SpeedWatch` (is the transfer too slow?),
+:func:`kept_progress` (did a failed attempt leave bytes a later one builds on?).
 """
 
 from __future__ import annotations
 
+import errno
 import math
 import random
 from datetime import UTC, datetime
@@ -17,6 +19,7 @@ import attrs
 
 from .._exceptions import (
     HTTPStatusError,
+    LocalFileError,
     NetworkError,
     ResourceTimeoutError,
     TransferError,
@@ -24,9 +27,18 @@ from .._exceptions import (
 )
 from .ranges import parse_http_date
 
-__all__ = ["RetryPolicy", "SpeedWatch", "backoff", "parse_retry_after"]
+__all__ = [
+    "ResumeMark",
+    "RetryPolicy",
+    "SpeedWatch",
+    "backoff",
+    "kept_progress",
+    "parse_retry_after",
+]
 
 DEFAULT_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE})
+"""``errno`` values saying the process (or the system) has no file descriptor free."""
 
 
 def _positive(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -57,13 +69,19 @@ def _statuses(value: object) -> frozenset[int]:
 class RetryPolicy:
     """When and how a task retries by itself after a transient failure.
 
-    An attempt that wrote bytes resets the count: ``max_attempts`` bounds
-    consecutive attempts that made no progress, so a long download over a link
-    that drops every few minutes still finishes.
+    ``max_attempts`` bounds consecutive attempts that made no *kept* progress, so
+    a long download over a link that drops every few minutes still finishes,
+    while a task that cannot get anywhere ends. An attempt's bytes renew the
+    budget only when a later attempt can build on them: they take the task past
+    the furthest offset it could resume from before (a strong validator, and the
+    server honouring ``Range``). An attempt that starts again from byte 0 (no
+    validator, a server that ignores ``Range``, a file that changed) never
+    renews it, nor does one ended by ``Configuration.min_speed``, whatever it
+    wrote. The backoff grows with the same count.
     """
 
     max_attempts: int = attrs.field(default=6, validator=_attempts)
-    """Consecutive attempts without progress before the task fails (1: never retry)."""
+    """Consecutive attempts without kept progress before the task fails (1: never retry)."""
     initial_delay: float = attrs.field(default=0.5, validator=_positive)
     """Backoff before the first retry, in seconds."""
     max_delay: float = attrs.field(default=30.0, validator=_positive)
@@ -87,13 +105,17 @@ class RetryPolicy:
         """Whether ``error`` is worth another attempt.
 
         Network errors (refused, reset, truncated body) and request timeouts are;
-        so are the ``retry_statuses``. A ``resource_timeout`` is final, as are
-        other statuses, protocol and local file errors.
+        so are the ``retry_statuses``, and a local file error for want of a
+        file descriptor (``EMFILE``, ``ENFILE``: other transfers give theirs
+        back). A ``resource_timeout`` is final, as are other statuses, protocol
+        and local file errors.
         """
         if isinstance(error, HTTPStatusError):
             return error.status in self.retry_statuses
         if isinstance(error, ResourceTimeoutError):
             return False
+        if isinstance(error, LocalFileError):
+            return error.errno in OUT_OF_DESCRIPTORS
         return isinstance(error, NetworkError | TransferTimeoutError)
 
 
@@ -113,6 +135,38 @@ def backoff(policy: RetryPolicy, attempt: int, rng: random.Random | None = None)
     delay = min(policy.max_delay, delay)
     fixed = delay * (1 - policy.jitter)
     return fixed + (rng or random).uniform(0, delay - fixed)
+
+
+@attrs.frozen
+class ResumeMark:
+    """The furthest offset a later attempt could resume from, and the validator
+    (the representation) it belongs to; ``(None, 0)`` before anything was kept."""
+
+    validator: str | None = None
+    offset: int = 0
+
+
+def kept_progress(
+    mark: ResumeMark, *, validator: str | None, offset: int, restarted: bool
+) -> tuple[bool, ResumeMark]:
+    """Whether a failed attempt made progress a later one keeps, and the new mark.
+
+    ``validator`` and ``offset``: the task's after the attempt (its strong
+    validator, the bytes on disk); ``restarted``: the attempt began at byte 0
+    although the task had bytes (the server ignored ``Range``, the file changed,
+    or nothing allowed asking for a range). Progress is kept only when the bytes
+    go past the mark for the same representation and the attempt did not start
+    over; without a validator nothing is resumable, so nothing is kept. The mark
+    only grows for one representation, so kept progress cannot repeat forever
+    over the same bytes.
+    """
+    if validator is None:
+        return False, mark
+    if restarted or validator != mark.validator:
+        return False, ResumeMark(validator, offset)
+    if offset > mark.offset:
+        return True, ResumeMark(validator, offset)
+    return False, mark
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:

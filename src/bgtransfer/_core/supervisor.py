@@ -26,7 +26,37 @@ from collections.abc import Hashable
 
 import attrs
 
-__all__ = ["Supervisor", "SupervisorStatistics"]
+__all__ = [
+    "DESCRIPTORS_PER_SLOT",
+    "RESERVED_DESCRIPTORS",
+    "Supervisor",
+    "SupervisorStatistics",
+    "slots_for_descriptors",
+]
+
+DESCRIPTORS_PER_SLOT = 5
+"""File descriptors one connection slot may hold at once: its socket, the partial
+file its body is written to, and for a pumped body (``_io/pump.py``) a duplicate of
+the socket and the pipe that wakes the pump."""
+
+RESERVED_DESCRIPTORS = 64
+"""Descriptors left for everything but the transfers: standard streams, the event
+loop, the journal (database, WAL, shared memory, lock file), idle keep-alive
+connections, DNS look-ups, and the application itself."""
+
+
+def slots_for_descriptors(wanted: int, soft_limit: int | None) -> int:
+    """How many transfers may run at once within ``soft_limit`` descriptors
+    (``RLIMIT_NOFILE``; None: unlimited): at most ``wanted``, never fewer than one.
+
+    Each slot gets ``DESCRIPTORS_PER_SLOT``, after ``RESERVED_DESCRIPTORS`` for the
+    rest of the process. A segmented download's extra connections take slots of
+    their own, so the same count bounds them.
+    """
+    if soft_limit is None or soft_limit < 0:  # RLIM_INFINITY is -1 on Linux
+        return wanted
+    budget = (soft_limit - RESERVED_DESCRIPTORS) // DESCRIPTORS_PER_SLOT
+    return max(1, min(wanted, budget))
 
 
 @attrs.frozen(kw_only=True)
@@ -41,6 +71,9 @@ class SupervisorStatistics:
     queued_by_origin: dict[Hashable, int]
     borrowed: int = 0
     """Extra slots lent to active tasks (segments beyond their first connection)."""
+    total_limit: int = 0
+    """Slots in use at once, at most: ``max_concurrent_transfers``, or fewer when the
+    process's file descriptor limit cannot serve that many (``slots_for_descriptors``)."""
 
 
 class Supervisor:
@@ -84,6 +117,7 @@ class Supervisor:
             active_by_origin={k: v for k, v in self._active_by_origin.items() if v},
             queued_by_origin=queued,
             borrowed=sum(self._borrowed.values()),
+            total_limit=self._total,
         )
 
     def next_hold_expiry(self) -> float | None:

@@ -46,16 +46,23 @@ from .._core.events import (
 )
 from .._core.journal import Action, OneStepMove, Phase, TaskEntry, plan_reattach
 from .._core.naming import Origin, filename_from_url, origin_of, parse_url, unique_name
-from .._core.ranges import ResumePlan, plan_resume
+from .._core.ranges import EndVerdict, ResumePlan, judge_unframed_end, plan_resume
 from .._core.redirects import RedirectRule
 from .._core.resume_data import InvalidResumeDataError, ResumeData
-from .._core.retry import backoff, parse_retry_after
+from .._core.retry import backoff, kept_progress, parse_retry_after
 from .._core.secrets import SecretHeaders
 from .._core.segments import MAX_SEGMENTS, Segment
 from .._core.states import Input, TaskState, transition
-from .._core.supervisor import Supervisor, SupervisorStatistics
+from .._core.supervisor import (
+    DESCRIPTORS_PER_SLOT,
+    RESERVED_DESCRIPTORS,
+    Supervisor,
+    SupervisorStatistics,
+    slots_for_descriptors,
+)
 from .._exceptions import (
     HTTPStatusError,
+    IncompleteBodyError,
     InvalidDestinationError,
     JournalError,
     ProtocolError,
@@ -152,9 +159,9 @@ class Engine:
         # new destination directory is compared as text.
         self._state_dir = None if state_dir is None else str(state_dir.resolve())
         self._allowed_dir = str(downloads_dir.resolve())
+        self._slots = _descriptor_slots(config.max_concurrent_transfers)
         self._supervisor = Supervisor(
-            per_host_limit=config.max_connections_per_host,
-            total_limit=config.max_concurrent_transfers,
+            per_host_limit=config.max_connections_per_host, total_limit=self._slots
         )
         self._hub = EventHub(
             on_delivered=self.acknowledge, durable=self.durable if journal is not None else None
@@ -182,7 +189,7 @@ class Engine:
 
     async def __aenter__(self) -> Engine:
         connector = aiohttp.TCPConnector(
-            limit=self.config.max_concurrent_transfers,
+            limit=self._slots,
             # Defence in depth: the supervisor already keeps each origin within the
             # limit; this also bounds the hosts a redirect leads to.
             limit_per_host=self.config.max_connections_per_host,
@@ -322,7 +329,12 @@ class Engine:
                 exc, url=record.url, action="move the file to", path=record.destination
             )
             return ErrorEvent(task_id=record.id, error=error)
-        return FinishedEvent(task_id=record.id, location=record.destination, total_bytes=size)
+        return FinishedEvent(
+            task_id=record.id,
+            location=record.destination,
+            total_bytes=size,
+            length_verified=record.bytes_expected is not None,
+        )
 
     # -- queries ------------------------------------------------------------------
 
@@ -919,7 +931,10 @@ class Engine:
     @staticmethod
     def _finished(record: TaskRecord) -> FinishedEvent:
         return FinishedEvent(
-            task_id=record.id, location=record.destination, total_bytes=record.bytes_received
+            task_id=record.id,
+            location=record.destination,
+            total_bytes=record.bytes_received,
+            length_verified=record.bytes_expected is not None,
         )
 
     async def _finish_into(self, record: TaskRecord, size: int) -> Path | None:
@@ -947,13 +962,24 @@ class Engine:
         return record.destination
 
     async def _attempts(self, record: TaskRecord) -> None:
-        """The retry loop: transient failures are retried from the bytes on disk."""
+        """The retry loop: transient failures are retried from the bytes on disk.
+
+        ``failures`` counts consecutive attempts that made no kept progress
+        (``kept_progress``): bytes that a later attempt must fetch again do not
+        renew the budget, so every task ends."""
         policy = self.config.retry
-        failures = 0  # consecutive attempts that made no progress
+        failures = 0  # consecutive attempts that made no kept progress
+        probes = 0  # ranged requests asking a close-delimited body's end to be confirmed
         while True:
             try:
                 await self._attempt(record)
+                if not self._needs_probe(record) or probes == policy.max_attempts:
+                    return  # (never confirmed by max_attempts probes: unverified)
+                probes += 1
+                record.announce_resume = True
+                continue
             except RestartFromZero as signal:
+                self._kept_progress(record)  # (moves the mark; a restart is no progress)
                 failures += 1
                 if failures >= policy.max_attempts:
                     raise ProtocolError(str(signal), url=record.url) from None
@@ -963,9 +989,10 @@ class Engine:
                 if signal.ranges_unsupported:
                     record.segments_wanted = 1  # fall back to one connection
                 record.announce_resume = True
+                record.restarted = True  # the next attempt starts over: no progress either
                 continue
             except TransferError as exc:
-                if record.written_this_attempt:
+                if self._kept_progress(record):
                     failures = 0
                 failures += 1
                 if not policy.is_transient(exc) or failures >= policy.max_attempts:
@@ -984,11 +1011,44 @@ class Engine:
                     RetryEvent(task_id=record.id, attempt=failures + 1, error=exc, delay=delay)
                 )
                 await anyio.sleep(delay)
-            else:
-                return
+
+    @staticmethod
+    def _needs_probe(record: TaskRecord) -> bool:
+        """After an attempt that ended well: is the body's length still to be
+        confirmed by another (ranged) request? Raises ``IncompleteBodyError`` when
+        a close-delimited body is detectably cut short; False when the task is
+        done, its length vouched for (``bytes_expected`` known) or not."""
+        if record.moved or record.bytes_expected is not None:
+            return False
+        verdict, reason = judge_unframed_end(
+            offset=record.bytes_received,
+            validator=record.validator,
+            announced=record.announced,
+            previous=record.last_end,
+            whole=record.body_start == 0,
+        )
+        if record.validator is not None:
+            record.last_end = (record.validator, record.bytes_received)
+        if verdict is EndVerdict.TRUNCATED:
+            raise IncompleteBodyError(reason, url=record.url)
+        if verdict is EndVerdict.VERIFIED:
+            record.bytes_expected = record.bytes_received
+        return verdict is EndVerdict.PROBE
+
+    @staticmethod
+    def _kept_progress(record: TaskRecord) -> bool:
+        """Whether the attempt that just failed left bytes the next one builds on."""
+        kept, record.resume_mark = kept_progress(
+            record.resume_mark,
+            validator=record.validator,
+            offset=record.bytes_received,
+            restarted=record.restarted,
+        )
+        kept = kept and not record.too_slow  # a trickle is no progress, whatever it wrote
+        record.restarted = record.too_slow = False
+        return kept
 
     async def _attempt(self, record: TaskRecord) -> None:
-        record.written_this_attempt = 0
         record.moving = False
         record.one_step = None
         if record.segments is not None:
@@ -1196,6 +1256,29 @@ class Engine:
             del self._claims[record.destination_key]
         self._hub.publish(outcome)
         record.set_done()
+
+
+def _descriptor_slots(wanted: int) -> int:
+    """``max_concurrent_transfers``, lowered to what ``RLIMIT_NOFILE`` (soft) can serve;
+    a WARNING says so when it is lowered."""
+    try:
+        import resource  # noqa: PLC0415 -- not on Windows
+    except ImportError:
+        return wanted
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    slots = slots_for_descriptors(wanted, None if soft == resource.RLIM_INFINITY else soft)
+    if slots < wanted:
+        logger.warning(
+            "max_concurrent_transfers=%d lowered to %d: the process may open %d file "
+            "descriptors (RLIMIT_NOFILE), %d per transfer after %d for the rest "
+            "(raise the limit to run more at once)",
+            wanted,
+            slots,
+            soft,
+            DESCRIPTORS_PER_SLOT,
+            RESERVED_DESCRIPTORS,
+        )
+    return slots
 
 
 @contextlib.asynccontextmanager

@@ -22,7 +22,7 @@ from .._core.progress import ProgressThrottle
 from .._core.ranges import Verdict, judge_resumed_response, strong_validator
 from .._core.response import check_response
 from .._core.resume_data import ResumeData
-from .._core.retry import SpeedWatch
+from .._core.retry import ResumeMark, SpeedWatch
 from .._core.secrets import DEFAULT_SECRETS, SecretHeaders
 from .._core.segments import Segment, contiguous_prefix, plan_segments, splittable
 from .._core.states import TaskState
@@ -52,6 +52,8 @@ class TaskRecord:
         "acked",
         "active_time",
         "announce_resume",
+        "announced",
+        "body_start",
         "bytes_expected",
         "bytes_received",
         "description",
@@ -62,6 +64,7 @@ class TaskRecord:
         "headers",
         "id",
         "journaled_offset",
+        "last_end",
         "last_progress",
         "may_have_partial",
         "moved",
@@ -73,6 +76,8 @@ class TaskRecord:
         "replayed",
         "request_headers",
         "requeue",
+        "restarted",
+        "resume_mark",
         "running",
         "scope",
         "secrets",
@@ -83,10 +88,10 @@ class TaskRecord:
         "takeover",
         "terminal",
         "throttle",
+        "too_slow",
         "url",
         "validator",
         "want_resume_data",
-        "written_this_attempt",
     )
 
     def __init__(
@@ -120,12 +125,26 @@ class TaskRecord:
         self._public_headers = public_headers(request_headers, secrets)  # (every entry has them)
         self.state = TaskState.RUNNING
         self.bytes_received = offset  # bytes in the partial file, all confirmed
+        # The body's length once something vouched for it (Content-Length, a
+        # Content-Range, chunked framing's end, a 416): a finished task whose
+        # total is None has an unverified length (FinishedEvent.length_verified).
         self.bytes_expected = total
         self.validator = validator  # for If-Range; None: cannot resume safely
+        # A complete length some response announced, with its validator: a
+        # close-delimited body that disagrees with it was cut (judge_unframed_end).
+        self.announced: tuple[str, int] | None = (
+            None if validator is None or total is None else (validator, total)
+        )
+        self.last_end: tuple[str, int] | None = None  # the last close-delimited end
+        self.body_start = offset  # where the current attempt's body began
         self.encoding = encoding
         self.announce_resume = offset > 0  # send ResumedEvent before the next body
         self.want_resume_data = False
-        self.written_this_attempt = 0
+        # What renews the retry budget (RetryPolicy): bytes past resume_mark, by an
+        # attempt that did not start over (restarted) nor trickle (too_slow).
+        self.resume_mark = ResumeMark(validator, offset)
+        self.restarted = False
+        self.too_slow = False
         self.active_time = 0.0  # seconds spent running, for resource_timeout
         self.running = False  # a runner coroutine exists for it
         self.successor: TaskRecord | None = None  # granted on release; its runner goes on with it
@@ -207,11 +226,14 @@ class TaskRecord:
 
 
 class _SpeedCheck:
-    """``Configuration.min_speed`` for one connection: raises when it trickles."""
+    """``Configuration.min_speed`` for one connection: raises when it trickles
+    (and marks the record: such an attempt never renews the retry budget)."""
 
-    def __init__(self, config: Configuration, clock: Callable[[], float], url: str) -> None:
+    def __init__(
+        self, config: Configuration, clock: Callable[[], float], record: TaskRecord
+    ) -> None:
         self._clock = clock
-        self._url = url
+        self._record = record
         self._limit = config.min_speed
         self._window = config.min_speed_window
         self._watch = (
@@ -222,9 +244,10 @@ class _SpeedCheck:
 
     def feed(self, nbytes: int) -> None:
         if self._watch is not None and self._watch.feed(nbytes, self._clock()):
+            self._record.too_slow = True
             raise TransferTimeoutError(
                 f"slower than {self._limit} bytes/s for {self._window} seconds (min_speed)",
-                url=self._url,
+                url=self._record.url,
             )
 
 
@@ -239,7 +262,6 @@ def _count_written(
     if segment is not None:
         segment.done += nbytes
     record.bytes_received += nbytes
-    record.written_this_attempt += nbytes
     event = record.throttle.feed(nbytes, clock())
     if event is not None:
         record.last_progress = event
@@ -283,7 +305,8 @@ class AttemptSink:
         self._ranged = ranged
         self._clock = clock
         self._publish = publish
-        self._speed = _SpeedCheck(config, clock, record.url)
+        self._speed = _SpeedCheck(config, clock, record)
+        self._framed = False  # a full body whose end its framing vouches for (chunked)
 
     def judge(self, status: int, reason: str, headers: Mapping[str, str]) -> BodyPlan | None:
         record = self._record
@@ -300,16 +323,25 @@ class AttemptSink:
                 headers=headers,
             )
             if resumption.verdict is Verdict.COMPLETE:
+                record.bytes_expected = self._offset  # confirmed: the length is vouched for
+                record.announced = (record.validator, self._offset)
                 return None
             if resumption.verdict is Verdict.RETRY_FROM_ZERO:
                 raise RestartFromZero(resumption.reason)
             if resumption.verdict is Verdict.APPEND:
+                if resumption.total is not None:
+                    record.announced = (record.validator, resumption.total)
                 self._begin(self._offset, resumption.total)
                 remaining = None if resumption.total is None else resumption.total - self._offset
                 return BodyPlan(self._offset, remaining)
             # Verdict.RESTART: a full 200 body; judged below like a fresh answer.
         info = check_response(record.url, status, reason, headers)
         record.validator = strong_validator(headers)
+        if record.validator is not None and info.expected_length is not None:
+            record.announced = (record.validator, info.expected_length)
+        self._framed = info.expected_length is not None or (
+            "chunked" in headers.get("transfer-encoding", "").lower()
+        )
         record.encoding = info.content_encoding
         record.segments = None
         self._begin(0, info.expected_length)
@@ -334,6 +366,9 @@ class AttemptSink:
 
     def _begin(self, offset: int, total: int | None) -> None:
         record = self._record
+        if offset == 0 and record.bytes_received > 0:
+            record.restarted = True  # the bytes on disk are given up: not progress
+        record.body_start = offset
         record.bytes_received = offset
         record.bytes_expected = total
         record.throttle.restart(offset)
@@ -361,7 +396,14 @@ class AttemptSink:
 
     async def finishing(self, size: int) -> Path | None:
         assert self._segment is None  # a split answer's plan does not truncate
-        return await self._finish_into(self._record, size)
+        record = self._record
+        if record.bytes_expected is None:
+            if not self._framed:
+                # Ended by the connection closing: nothing says it is whole. The
+                # file stays partial; the engine judges the end (judge_unframed_end).
+                return None
+            record.bytes_expected = size  # chunked framing's end vouches for it
+        return await self._finish_into(record, size)
 
     def moved(self) -> None:
         self._record.moved = True
@@ -384,7 +426,7 @@ class SegmentSink:
         self._offset = segment.next_offset
         self._clock = clock
         self._publish = publish
-        self._speed = _SpeedCheck(config, clock, record.url)
+        self._speed = _SpeedCheck(config, clock, record)
 
     def judge(self, status: int, reason: str, headers: Mapping[str, str]) -> BodyPlan | None:
         record, segment = self._record, self._segment

@@ -12,6 +12,7 @@ from types import TracebackType
 
 import aiohttp
 
+from .._core.retry import OUT_OF_DESCRIPTORS
 from .._core.secrets import redacted_url
 from .._exceptions import (
     IncompleteBodyError,
@@ -36,6 +37,8 @@ _FILE_CAUSES = {
     errno.EISDIR: "is a directory",
     errno.ENOTDIR: "not a directory",
     errno.ELOOP: "it is a symbolic link (bgtransfer does not follow links where it writes)",
+    errno.EMFILE: "too many open files in the process",
+    errno.ENFILE: "too many open files in the system",
 }
 
 
@@ -92,6 +95,9 @@ def translate(
         )
     if isinstance(exc, aiohttp.ClientOSError | ConnectionError):
         return NetworkError(f"connection failed: {_reason(exc)}", url=url)
+    if isinstance(exc, OSError) and exc.errno in OUT_OF_DESCRIPTORS:
+        # No socket for the request: transient, like any failure to connect.
+        return NetworkError(f"cannot open a connection: {_reason(exc)}", url=url)
     if isinstance(exc, aiohttp.ClientError):
         return NetworkError(f"{type(exc).__name__}: {_reason(exc)}", url=url)
     return None
