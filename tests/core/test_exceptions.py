@@ -24,9 +24,9 @@ ALL_CLASSES = [
 URL = "https://example.com/data.bin"
 
 
-def test_module_defines_the_seventeen_classes() -> None:
+def test_module_defines_the_eighteen_classes() -> None:
     assert {c.__name__ for c in ALL_CLASSES} == set(_exceptions.__all__)
-    assert len(ALL_CLASSES) == 17
+    assert len(ALL_CLASSES) == 18
 
 
 @pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda c: c.__name__)
@@ -60,6 +60,7 @@ def test_every_class_subclasses_bgtransfer_error(cls: type) -> None:
         (E.ProtocolError, (E.TransferError,)),
         (E.TransferTimeoutError, (E.TransferError, TimeoutError)),
         (E.LocalFileError, (E.TransferError, OSError)),
+        (E.JournalWriteError, (E.LocalFileError,)),
     ],
     ids=lambda v: v.__name__ if isinstance(v, type) else "",
 )

@@ -25,7 +25,7 @@ from .._core.resume_data import ResumeData
 from .._core.retry import SpeedWatch
 from .._core.segments import Segment, contiguous_prefix, plan_segments, splittable
 from .._core.states import TaskState
-from .._exceptions import TransferTimeoutError
+from .._exceptions import JournalWriteError, TransferTimeoutError
 from .._io.transfer import BodyPlan
 
 if TYPE_CHECKING:
@@ -60,6 +60,7 @@ class TaskRecord:
         "end_generation",
         "headers",
         "id",
+        "journal_error",
         "journaled_offset",
         "last_progress",
         "may_have_partial",
@@ -136,6 +137,8 @@ class TaskRecord:
         self.segments_wanted = 1  # connections asked for (segments=N)
         self.segments: list[Segment] | None = None  # set once the file is split
         self.takeover: str | None = None  # resume data's partial, until taken over
+        # The journal could not record the task: it ends with this error.
+        self.journal_error: JournalWriteError | None = None
         self.acked = False  # a consumer has seen its terminal event
         self.last_progress: ProgressEvent | None = None
         self.terminal: TerminalEvent | None = None
