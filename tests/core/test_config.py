@@ -35,6 +35,7 @@ def test_defaults() -> None:
     assert config.durability == "process"
     assert config.checkpoint_interval == 1.0
     assert config.headers_provider is None
+    assert config.handle_sigterm is True
 
 
 def test_field_names_and_order() -> None:
@@ -52,7 +53,15 @@ def test_field_names_and_order() -> None:
         "checkpoint_interval",
         "headers_provider",
         "segments",
+        "handle_sigterm",
     ]
+
+
+@pytest.mark.parametrize("value", [1, None, "yes"])
+def test_handle_sigterm_must_be_a_bool(value: Any) -> None:
+    message = rf"^handle_sigterm must be a bool, not {type(value).__name__}$"
+    with pytest.raises(TypeError, match=message):
+        Configuration(handle_sigterm=value)
 
 
 def test_keyword_only() -> None:
