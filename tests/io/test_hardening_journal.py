@@ -385,3 +385,79 @@ async def test_a_full_journal_disk_fails_the_task_with_a_named_error(
             f"{task.url}: cannot record the task in the journal {journal_path}: "
         )
         assert not (out_dir / "full.bin").exists()
+
+
+@pytest.mark.asyncio
+async def test_a_queued_task_whose_row_cannot_be_stored_ends_without_starting(
+    server: TestServer, state_dir: Path, out_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    busy = server.add_file("/busy.bin", size=200_000)
+    bad = server.add_file("/bad.bin", size=1000)
+    server.set_faults(busy.path, Faults(hold_after=50_000))
+    original = journal_module.entry_to_row
+
+    def entry_to_row(entry: TaskEntry) -> tuple[Any, ...]:
+        if "bad" in entry.url:
+            raise TypeError("unstorable")
+        return original(entry)
+
+    monkeypatch.setattr(journal_module, "entry_to_row", entry_to_row)
+    config = Configuration(max_concurrent_transfers=1, progress_interval=0)
+    async with Session(ID, state_dir=state_dir, config=config) as session:
+        first = await session.download(server.url(busy.path), out_dir / "busy.bin")
+        await wait_for_bytes(first, 50_000)
+        second = await session.download(server.url(bad.path), out_dir / "bad.bin")
+        end = (await collect(second.events()))[-1]
+        assert isinstance(end, ErrorEvent), end
+        assert isinstance(end.error, JournalWriteError)
+        assert "TypeError: unstorable" in str(end.error)
+        server.release(busy.path)
+        assert isinstance((await collect(first.events()))[-1], FinishedEvent)
+    assert [r.path for r in server.requests] == [busy.path]
+    assert sha256_file(out_dir / "busy.bin") == busy.sha256
+
+
+@pytest.mark.asyncio
+async def test_a_batch_with_one_bad_entry_commits_the_others_and_its_deletions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The journal alone: a batch of many entries (one transaction) and deletions,
+    one entry unstorable: the others and the deletions are committed, the bad one
+    is reported, and the journal goes on."""
+    path = tmp_path / "journal.sqlite3"
+    original = journal_module.entry_to_row
+
+    def entry_to_row(entry: TaskEntry) -> tuple[Any, ...]:
+        if entry.id == 3:
+            raise OverflowError("too big")
+        return original(entry)
+
+    def entry(task_id: int) -> TaskEntry:
+        return TaskEntry(
+            id=task_id,
+            url=f"https://example.com/{task_id}",
+            destination=f"/tmp/{task_id}",
+            description=None,
+            headers=(),
+            phase=Phase.RUNNING,
+        )
+
+    rejected: list[tuple[int, str]] = []
+    journal = await journal_module.Journal.open(path)
+    async with journal:
+        journal.on_rejected = lambda task_id, problem: rejected.append((task_id, str(problem)))
+        for task_id in (1, 2):
+            journal.put(entry(task_id))
+        await journal.flush()
+        monkeypatch.setattr(journal_module, "entry_to_row", entry_to_row)
+        journal.forget(1, urgent=True)
+        for task_id in range(3, 30):  # more than one INSERT takes: one transaction
+            journal.put(entry(task_id))
+        await journal.flush()
+        monkeypatch.setattr(journal_module, "entry_to_row", original)
+        journal.put(entry(30))
+        await journal.flush()
+    assert rejected == [(3, f"journal {path}: cannot record task 3: OverflowError('too big')")]
+    reopened = await journal_module.Journal.open(path)
+    async with reopened:
+        assert [e.id for e in reopened.entries] == [2, *range(4, 31)]
