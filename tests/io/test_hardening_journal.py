@@ -33,6 +33,7 @@ from bgtransfer import (
     Configuration,
     ErrorEvent,
     FinishedEvent,
+    JournalError,
     JournalWriteError,
     LocalFileError,
     ResumedEvent,
@@ -41,6 +42,7 @@ from bgtransfer import (
 from bgtransfer._core.journal import Phase, TaskEntry, entry_from_row, entry_to_row
 from bgtransfer._core.ranges import strong_validator
 from bgtransfer._io import journal as journal_module
+from bgtransfer._io.errors import journal_write_error
 from bgtransfer.testing import Faults, TestServer
 
 ID = "com.example.hardening"
@@ -461,3 +463,32 @@ async def test_a_batch_with_one_bad_entry_commits_the_others_and_its_deletions(
     reopened = await journal_module.Journal.open(path)
     async with reopened:
         assert [e.id for e in reopened.entries] == [2, *range(4, 31)]
+
+
+def test_the_journal_error_names_errno_and_path(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite3"
+    sqlite3.connect(path).execute("CREATE TABLE t (x)").connection.close()
+    readonly = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        with pytest.raises(sqlite3.OperationalError) as info:
+            readonly.execute("INSERT INTO t VALUES (1)")
+    finally:
+        readonly.close()
+    cases = [
+        (info.value, errno.EROFS, str(info.value)),
+        (OSError(errno.ENOSPC, "No space left on device"), errno.ENOSPC, "no space left on device"),
+        (ValueError("odd"), None, "ValueError: odd"),
+    ]
+    for cause, code, text in cases:
+        problem = JournalError(str(path), "cannot write")
+        problem.__cause__ = cause
+        error = journal_write_error(problem, url="https://example.com/f")
+        assert isinstance(error, JournalWriteError)
+        assert (error.errno, error.filename, error.url) == (
+            code,
+            str(path),
+            "https://example.com/f",
+        )
+        assert str(error) == (
+            f"https://example.com/f: cannot record the task in the journal {path}: {text}"
+        )
