@@ -30,6 +30,7 @@ EXPECTED = {
     "InvalidResumeDataError",
     "InvalidURLError",
     "JournalError",
+    "JournalWriteError",
     "LocalFileError",
     "NetworkError",
     "ProgressEvent",

@@ -19,6 +19,8 @@
     │   │   │                                 or slower than the minimum speed
     │   │   └── ResourceTimeoutError         the whole task outlived resource_timeout
     │   └── LocalFileError                   (+ OSError) disk full, permission denied...
+    │       └── JournalWriteError            the journal could not record the task
+    │                                         (.filename: the journal; disk full...)
     └── SessionError                         (+ RuntimeError) the session cannot be used
         ├── SessionClosedError               the session is not open
         ├── SessionInUseError                another Session owns the identifier (.pid)
@@ -47,6 +49,7 @@ __all__ = [
     "InvalidRequestError",
     "InvalidURLError",
     "JournalError",
+    "JournalWriteError",
     "LocalFileError",
     "NetworkError",
     "ProtocolError",
@@ -225,3 +228,14 @@ class LocalFileError(TransferError, OSError):
         self.errno = errno
         self.filename = filename
         self.strerror = _os.strerror(errno) if errno is not None else None
+
+
+class JournalWriteError(LocalFileError):
+    """A background session's journal could not record the task: its file system is
+    full or read-only, or the task's record could not be stored. The task ends
+    with this error (its state cannot be vouched for to a later process).
+
+    ``filename`` is the journal's path; ``errno`` that of the cause when it was a
+    system error (``ENOSPC``, ``EROFS``, ``EIO``...), else None. A later process
+    finds the task as the journal last recorded it, and may continue it.
+    """

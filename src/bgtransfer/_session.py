@@ -21,6 +21,7 @@ from ._core.supervisor import SupervisorStatistics
 from ._engine.engine import Engine, Request
 from ._engine.hub import EventStream
 from ._exceptions import SessionClosedError, SessionError, SessionInUseError
+from ._io import sigterm
 from ._io.files import make_private_dir
 from ._io.journal import JOURNAL_NAME, Journal
 from ._io.lock import SessionLock, owner_pid
@@ -102,6 +103,7 @@ class Session:
         self._engine: Engine | None = None
         self._journal: Journal | None = None
         self._lock: SessionLock | None = None
+        self._sigterm: object | None = None  # the SIGTERM registration, if any
         self._entered = False
 
     # -- properties ---------------------------------------------------------------
@@ -161,6 +163,8 @@ class Session:
             if journal is not None:
                 entries, journal.entries = journal.entries, []
                 await engine.restore(entries)
+                if self._config.handle_sigterm:
+                    self._sigterm = sigterm.register(engine.checkpoint_running)
         except BaseException:
             await self._close(None, None, None)  # its cleanup shields itself
             raise
@@ -194,6 +198,9 @@ class Session:
                 if journal is not None:
                     await journal.__aexit__(exc_type, exc, tb)
             finally:
+                if self._sigterm is not None:
+                    sigterm.unregister(self._sigterm)
+                    self._sigterm = None
                 if self._lock is not None:
                     self._lock.release()
                 if self._identifier is None and self._directory is not None:

@@ -18,6 +18,7 @@ from bgtransfer import (
     FinishedEvent,
     HTTPStatusError,
     IncompleteBodyError,
+    JournalWriteError,
     LocalFileError,
     NetworkError,
     ProtocolError,
@@ -63,6 +64,12 @@ EXAMPLES: list[TransferError] = [
     TransferTimeoutError("no byte for 30 s", url=URL),
     ResourceTimeoutError("the task outlived 600 s", url=URL),
     LocalFileError("disk full", url=URL, errno=errno.ENOSPC, filename="/tmp/x.part"),
+    JournalWriteError(
+        "cannot record the task in the journal /s/journal.sqlite3: database or disk is full",
+        url=URL,
+        errno=errno.ENOSPC,
+        filename="/s/journal.sqlite3",
+    ),
 ]
 
 

@@ -37,6 +37,7 @@ def test_defaults() -> None:
     assert config.headers_provider is None
     assert config.secret_headers == frozenset()
     assert config.allow_insecure_redirects is False
+    assert config.handle_sigterm is True
 
 
 def test_field_names_and_order() -> None:
@@ -56,7 +57,15 @@ def test_field_names_and_order() -> None:
         "secret_headers",
         "allow_insecure_redirects",
         "segments",
+        "handle_sigterm",
     ]
+
+
+@pytest.mark.parametrize("value", [1, None, "yes"])
+def test_handle_sigterm_must_be_a_bool(value: Any) -> None:
+    message = rf"^handle_sigterm must be a bool, not {type(value).__name__}$"
+    with pytest.raises(TypeError, match=message):
+        Configuration(handle_sigterm=value)
 
 
 def test_keyword_only() -> None:

@@ -61,6 +61,7 @@ def test_every_class_subclasses_bgtransfer_error(cls: type) -> None:
         (E.RedirectError, (E.TransferError,)),
         (E.TransferTimeoutError, (E.TransferError, TimeoutError)),
         (E.LocalFileError, (E.TransferError, OSError)),
+        (E.JournalWriteError, (E.LocalFileError,)),
     ],
     ids=lambda v: v.__name__ if isinstance(v, type) else "",
 )

@@ -297,7 +297,7 @@ def test_total_equal_to_offset_is_fine() -> None:
 
 
 @pytest.mark.parametrize("field", ["url", "destination", "encoding"])
-@pytest.mark.parametrize("value", ["", None, 5, b"x"], ids=repr)
+@pytest.mark.parametrize("value", ["", None, 5, b"\xff"], ids=repr)  # (bytes: not UTF-8)
 def test_empty_or_non_text_required_field(field: str, value: object) -> None:
     message = _corrupt(_row(**{field: value}))
     assert message.startswith("task 7: ")
@@ -312,7 +312,7 @@ def test_url_that_cannot_be_downloaded(url: str) -> None:
 
 
 @pytest.mark.parametrize("field", ["description", "validator"])
-@pytest.mark.parametrize("value", [5, b"x", 1.5], ids=repr)
+@pytest.mark.parametrize("value", [5, b"\xff", 1.5], ids=repr)  # (bytes: not UTF-8)
 def test_non_text_optional_field(field: str, value: object) -> None:
     message = _corrupt(_row(**{field: value}))
     assert message.startswith("task 7: ")

@@ -15,6 +15,7 @@ from typing import Any, Final
 from .._exceptions import (
     HTTPStatusError,
     IncompleteBodyError,
+    JournalWriteError,
     LocalFileError,
     NetworkError,
     ProtocolError,
@@ -40,11 +41,13 @@ _ERROR_TYPES: Final[dict[str, type[TransferError]]] = {
         TransferTimeoutError,
         ResourceTimeoutError,
         LocalFileError,
+        JournalWriteError,
     )
 }
 _FIELDS: Final[dict[type[TransferError], tuple[str, ...]]] = {
     HTTPStatusError: ("status", "reason", "retry_after"),
     LocalFileError: ("errno", "filename", "strerror"),
+    JournalWriteError: ("errno", "filename", "strerror"),
 }
 """The typed attributes each class carries beyond ``url`` (every one is restored)."""
 

@@ -249,3 +249,12 @@ class Configuration:
     at once, written in place into one preallocated partial file. Each extra
     connection takes a free slot of the host's ``max_connections_per_host``, never
     one a queued task waits for. Otherwise one connection, as usual."""
+
+    handle_sigterm: bool = attrs.field(default=True, validator=_bool)
+    """While a background session is open in the main thread and SIGTERM has its
+    default disposition, SIGTERM checkpoints the running tasks of every open
+    background session (their journals record the bytes on disk, within a few
+    seconds), then ends the process as SIGTERM would (status -15). An
+    application's own SIGTERM handler is never replaced. False: nothing is
+    installed; SIGTERM ends the process at once, and the tasks continue from
+    their last checkpoint."""

@@ -185,34 +185,74 @@ def _headers_json(headers: tuple[tuple[str, str], ...]) -> str:
 
 
 def entry_to_row(entry: TaskEntry) -> tuple[Any, ...]:
-    """The entry as a row in :data:`COLUMNS` order."""
+    """The entry as a row in :data:`COLUMNS` order (text as :func:`_stored` keeps it)."""
     outcome = None if entry.outcome is None else json.dumps(encode_terminal(entry.outcome))
     return (
         entry.id,
-        entry.url,
-        entry.destination,
-        entry.description,
+        _stored(entry.url),
+        _stored(entry.destination),
+        _stored(entry.description),
         _headers_json(entry.headers),
         entry.phase.value,
         int(entry.keep_partial),
         entry.offset,
         entry.total,
-        entry.validator,
-        entry.encoding,
+        _stored(entry.validator),
+        _stored(entry.encoding),
         outcome,
         None if entry.segments is None else json.dumps([list(s) for s in entry.segments]),
-        entry.takeover,
+        _stored(entry.takeover),
         None if entry.one_step is None else _one_step_json(entry.one_step),
     )
 
 
-def scrubbed_fields(row: Sequence[Any], entry: TaskEntry) -> tuple[str, str] | None:
+def scrubbed_fields(row: Sequence[Any], entry: TaskEntry) -> tuple[str | bytes, str] | None:
     """``(url, headers)`` to store in place of ``row``'s when :func:`entry_from_row`
-    dropped a secret from them (a row written by an earlier version); else None."""
+    dropped a secret from them (a row written by an earlier version); else None.
+    The url as :func:`_stored` stores it."""
+    url = _stored(entry.url)
     headers = _headers_json(entry.headers)
-    if row[1] == entry.url and row[4] == headers:
+    if row[1] == url and row[4] == headers:
         return None
-    return entry.url, headers
+    assert url is not None  # a journal's url is never NULL
+    return url, headers
+
+
+_TEXT_COLUMNS: Final = ("url", "destination", "description", "validator", "encoding", "takeover")
+"""The columns :func:`_stored` writes (the others hold JSON, ASCII by construction)."""
+
+
+def _stored(text: str | None) -> str | bytes | None:
+    """A text column's value, stored losslessly whatever the str holds.
+
+    UTF-8 text (nearly always: one ``isascii`` on the hot path) is stored as
+    TEXT. A str that UTF-8 cannot encode holds lone surrogates: a path that
+    ``os.fsdecode`` made from bytes that are not UTF-8, a header value with
+    obs-text bytes as aiohttp decodes it (``surrogateescape``), or any str an
+    application passed. It is stored as a BLOB of its ``surrogatepass`` UTF-8,
+    which encodes every str and decodes back to the same one
+    (``surrogateescape`` would refuse a surrogate outside U+DC80-U+DCFF); a
+    BLOB in a TEXT column stays a BLOB. :func:`_decode_texts` reads it back.
+    """
+    if text is None or text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+    return text
+
+
+def _decode_texts(task_id: int, values: dict[str, Any]) -> None:
+    """The text columns as :func:`_stored` stored them, back to the str they were
+    (in place; values of other types are left for the checks that follow)."""
+    for name in _TEXT_COLUMNS:
+        value = values[name]
+        if isinstance(value, bytes):
+            try:
+                values[name] = value.decode("utf-8", "surrogatepass")
+            except UnicodeDecodeError:
+                raise CorruptEntry(f"task {task_id}: invalid {name} {value!r}") from None
 
 
 def _one_step_json(one_step: OneStepMove) -> str:
@@ -231,6 +271,7 @@ def entry_from_row(row: Sequence[Any], secrets: SecretHeaders = DEFAULT_SECRETS)
     task_id = values["id"]
     if not _is_int(task_id) or task_id < 1:
         raise CorruptEntry(f"a task row has an invalid id {task_id!r}")
+    _decode_texts(task_id, values)
     try:
         phase = Phase(values["phase"])
     except ValueError:

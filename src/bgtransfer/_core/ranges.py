@@ -92,12 +92,13 @@ def strong_validator(headers: Mapping[str, str]) -> str | None:
     A strong ETag. With no ETag at all, Last-Modified, but only if the response's
     Date is at least 60 seconds after it (the RFC's rule for a client to treat a
     date as strong). A weak ETag (``W/"..."``) never qualifies and, being an
-    entity tag, also rules the date out (§13.1.5). None means "no safe way to
-    resume".
+    entity tag, also rules the date out (§13.1.5). Nor does a value that cannot
+    be sent back byte for byte (see :func:`_sendable`). None means "no safe way
+    to resume".
     """
     etag = headers.get("etag", "").strip()
     if etag:
-        return etag if _is_entity_tag(etag) else None
+        return etag if _is_entity_tag(etag) and _sendable(etag) else None
     last_modified = headers.get("last-modified", "").strip()
     date = headers.get("date", "").strip()
     if not last_modified or not date:
@@ -106,9 +107,30 @@ def strong_validator(headers: Mapping[str, str]) -> str | None:
     sent = parse_http_date(date)
     if modified is None or sent is None:
         return None
-    if (sent - modified).total_seconds() >= _STRONG_DATE_MARGIN:
+    if (sent - modified).total_seconds() >= _STRONG_DATE_MARGIN and _sendable(last_modified):
         return last_modified
     return None
+
+
+_UNSENDABLE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _sendable(value: str) -> bool:
+    """Whether ``value`` goes back into a request header as the bytes it came as.
+
+    aiohttp decodes a header's bytes as UTF-8 with ``surrogateescape``, so an
+    obs-text byte that is not UTF-8 (legal in a field value) becomes a lone
+    surrogate; sending the value again, aiohttp's writer drops such characters
+    (or refuses them), and refuses control characters. ``If-Range`` with any of
+    those would name another validator, so it is not used: the task starts
+    over rather than resume.
+    """
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+    return _UNSENDABLE.search(value) is None
 
 
 def parse_http_date(value: str) -> datetime | None:

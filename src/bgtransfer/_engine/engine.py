@@ -14,6 +14,7 @@ terminal event and releasing its slot, whatever happened to it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import inspect
@@ -70,7 +71,7 @@ from .._exceptions import (
     SessionClosedError,
     TransferError,
 )
-from .._io.errors import file_error
+from .._io.errors import file_error, journal_write_error
 from .._io.files import (
     file_identity,
     move_into_place,
@@ -119,6 +120,9 @@ class Checkpointer(Protocol):
     def generation(self) -> int:
         """Grows with every entry recorded; ``flush(upto=...)`` takes it."""
         ...
+
+    on_rejected: Callable[[int, JournalError], None] | None
+    """Set by the engine: called with a task whose entry could not be recorded."""
 
     async def flush(
         self, *, shielded: bool = False, lazy: bool = False, upto: int | None = None
@@ -172,6 +176,8 @@ class Engine:
         self._origins: dict[str, Origin] = {}  # by scheme and authority (parse_url's cache)
         self._next_id = next_id
         self._journal = journal
+        if journal is not None:
+            journal.on_rejected = self._journal_rejected
         self._fsync = journal is not None and config.durability == "fsync"
         self._task_group: anyio.abc.TaskGroup | None = None
         self._client: aiohttp.ClientSession | None = None
@@ -409,6 +415,65 @@ class Engine:
         else:
             await anyio.lowlevel.cancel_shielded_checkpoint()
 
+    async def checkpoint_running(self) -> None:
+        """Record where every running task stands now (the bytes on disk) and
+        commit: what a process about to end does (SIGTERM). The tasks go on."""
+        if self._journal is None:
+            return
+        for record in self._records.values():
+            if record.running and record.terminal is None:
+                self._checkpoint(record, urgent=True, data=True)
+        await self._journal.flush()
+
+    def _journal_rejected(self, task_id: int, problem: JournalError) -> None:
+        """The journal could not record the task, and never will: it ends with
+        a :class:`~bgtransfer.JournalWriteError` (a task whose state no later
+        process can learn must not look as if all were well). Called on the
+        loop, possibly from inside an engine method: a task without a runner is
+        ended from a callback of its own."""
+        record = self._records.get(task_id)
+        if record is None or record.terminal is not None:
+            logger.error("task %d: its end was not recorded: %s", task_id, problem)
+            return
+        if record.journal_error is not None:
+            return
+        error = journal_write_error(problem, url=record.url)
+        error.__cause__ = problem
+        record.journal_error = error
+        logger.error("task %d: %s; the task fails", task_id, error)
+        if record.running:
+            self._interrupt(record)  # its runner ends it (_stopped_outcome)
+        else:
+            asyncio.get_running_loop().call_soon(self._fail_unrecorded, record)
+
+    def _fail_unrecorded(self, record: TaskRecord) -> None:
+        """End a task the journal could not record that has no runner."""
+        if record.terminal is not None or record.state is TaskState.CANCELING:
+            return  # ended, or ending, meanwhile
+        if record.running:
+            self._interrupt(record)
+            return
+        if self._task_group is None or self._draining:
+            return  # closing: the journal keeps what it last recorded (and it was logged)
+        assert record.journal_error is not None
+        self._start(self._supervisor.remove(record.id, now=self.clock()))
+        outcome = ErrorEvent(task_id=record.id, error=record.journal_error)
+        if record.may_have_partial:
+            self._spawn(self._remove_then_complete, record, outcome)
+        else:
+            self._complete(record, outcome)
+
+    async def _flush_for(self, record: TaskRecord, *, shielded: bool = False) -> None:
+        """Commit what the journal holds of ``record`` before going on; a journal
+        that cannot record it fails the task (:class:`~bgtransfer.JournalWriteError`)."""
+        assert self._journal is not None
+        try:
+            await self._journal.flush(shielded=shielded)
+        except JournalError as exc:
+            raise journal_write_error(exc, url=record.url) from exc
+        if record.journal_error is not None:
+            raise record.journal_error
+
     # -- commands -----------------------------------------------------------------
 
     def invalidate(self) -> None:
@@ -554,7 +619,7 @@ class Engine:
         else:
             self._complete(record, outcome)
 
-    async def _remove_then_complete(self, record: TaskRecord, outcome: CancelledEvent) -> None:
+    async def _remove_then_complete(self, record: TaskRecord, outcome: TerminalEvent) -> None:
         """End a cancelled task that has no runner once its partial file is gone,
         as a runner does: before the ``CancelledEvent``, so nobody can acknowledge
         it (and the journal forget the task) while the file is still there."""
@@ -674,7 +739,7 @@ class Engine:
         restart): record the lower offset durably first (the journal's invariant)."""
         if self._journal is not None and record.journaled_offset > record.bytes_received:
             self._checkpoint(record, urgent=True)
-            await self._journal.flush()
+            await self._flush_for(record)
 
     def _resolve_destination(
         self,
@@ -837,8 +902,12 @@ class Engine:
         try:
             with anyio.CancelScope() as scope:
                 record.scope = scope
-                if record.state is not TaskState.RUNNING or self._draining:
-                    scope.cancel()  # suspended, cancelled or closing before it got going
+                if (
+                    record.state is not TaskState.RUNNING
+                    or self._draining
+                    or record.journal_error is not None
+                ):
+                    scope.cancel()  # suspended, cancelled, failed or closing before it got going
                 outcome = await self._transfer(record)
         except TransferError as exc:
             outcome = ErrorEvent(task_id=record.id, error=exc)
@@ -883,6 +952,8 @@ class Engine:
             return outcome if isinstance(outcome, FinishedEvent) else self._finished(record)
         if record.state is TaskState.CANCELING and not isinstance(outcome, FinishedEvent):
             return self._cancel_outcome(record)
+        if record.journal_error is not None and not isinstance(outcome, FinishedEvent):
+            return ErrorEvent(task_id=record.id, error=record.journal_error)
         if outcome is None and record.state is TaskState.RUNNING and not requeue:
             # Stopped from outside: the session is closing, or the task hosting
             # it is cancelled. Start nothing more. Persistent: the task stays
@@ -919,7 +990,7 @@ class Engine:
             record.one_step = None  # the file is whole now, whatever was said before
             if self._journal is not None:
                 self._checkpoint(record, urgent=True, data=True)
-                await self._journal.flush(shielded=True)
+                await self._flush_for(record, shielded=True)
             try:
                 await move_into_place(record.partial, record.destination, durable=self._fsync)
             except OSError as exc:
@@ -958,7 +1029,7 @@ class Engine:
         record.moving = True
         if self._journal is not None:
             self._checkpoint(record, urgent=True)
-            await self._journal.flush(shielded=True)
+            await self._flush_for(record, shielded=True)
         return record.destination
 
     async def _attempts(self, record: TaskRecord) -> None:

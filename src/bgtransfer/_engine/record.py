@@ -26,7 +26,7 @@ from .._core.retry import ResumeMark, SpeedWatch
 from .._core.secrets import DEFAULT_SECRETS, SecretHeaders
 from .._core.segments import Segment, contiguous_prefix, plan_segments, splittable
 from .._core.states import TaskState
-from .._exceptions import TransferTimeoutError
+from .._exceptions import JournalWriteError, TransferTimeoutError
 from .._io.transfer import BodyPlan
 
 if TYPE_CHECKING:
@@ -63,6 +63,7 @@ class TaskRecord:
         "end_generation",
         "headers",
         "id",
+        "journal_error",
         "journaled_offset",
         "last_end",
         "last_progress",
@@ -159,6 +160,8 @@ class TaskRecord:
         self.segments_wanted = 1  # connections asked for (segments=N)
         self.segments: list[Segment] | None = None  # set once the file is split
         self.takeover: str | None = None  # resume data's partial, until taken over
+        # The journal could not record the task: it ends with this error.
+        self.journal_error: JournalWriteError | None = None
         self.acked = False  # a consumer has seen its terminal event
         self.last_progress: ProgressEvent | None = None
         self.terminal: TerminalEvent | None = None

@@ -8,6 +8,7 @@ the cause, with the original exception on ``__cause__``.
 from __future__ import annotations
 
 import errno
+import sqlite3
 from types import TracebackType
 
 import aiohttp
@@ -16,6 +17,8 @@ from .._core.retry import OUT_OF_DESCRIPTORS
 from .._core.secrets import redacted_url
 from .._exceptions import (
     IncompleteBodyError,
+    JournalError,
+    JournalWriteError,
     LocalFileError,
     NetworkError,
     ProtocolError,
@@ -24,7 +27,7 @@ from .._exceptions import (
     TransferTimeoutError,
 )
 
-__all__ = ["file_error", "map_errors", "quiet_error", "translate"]
+__all__ = ["file_error", "journal_write_error", "map_errors", "quiet_error", "translate"]
 
 _FILE_CAUSES = {
     errno.ENOSPC: "no space left on device",
@@ -50,6 +53,41 @@ def file_error(exc: OSError, *, url: str, action: str, path: object) -> LocalFil
         url=url,
         errno=exc.errno,
         filename=str(path),
+    )
+
+
+_SQLITE_ERRNOS = {
+    sqlite3.SQLITE_FULL: errno.ENOSPC,
+    sqlite3.SQLITE_READONLY: errno.EROFS,
+    sqlite3.SQLITE_IOERR: errno.EIO,
+    sqlite3.SQLITE_PERM: errno.EACCES,
+    sqlite3.SQLITE_CANTOPEN: errno.ENOENT,
+    sqlite3.SQLITE_NOMEM: errno.ENOMEM,
+}
+"""The errno a SQLite result code (its primary part) stands for."""
+
+
+def journal_write_error(problem: JournalError, *, url: str) -> JournalWriteError:
+    """The task's error for a journal that could not record it: ``problem`` is
+    the journal's error, its ``__cause__`` the SQLite, OS or encoding error."""
+    cause = problem.__cause__
+    code: int | None = None
+    if isinstance(cause, OSError):
+        code = cause.errno
+        text = _FILE_CAUSES.get(code or 0) or cause.strerror or str(cause)
+    elif isinstance(cause, sqlite3.Error):
+        primary = getattr(cause, "sqlite_errorcode", None)
+        code = None if primary is None else _SQLITE_ERRNOS.get(primary & 0xFF)
+        text = str(cause)
+    elif cause is not None:
+        text = f"{type(cause).__name__}: {cause}"
+    else:
+        text = problem.problem
+    return JournalWriteError(
+        f"cannot record the task in the journal {problem.path}: {text}",
+        url=url,
+        errno=code,
+        filename=problem.path,
     )
 
 

@@ -19,6 +19,14 @@ most once per ``interval`` (progress checkpoints). Concurrent callers of
 for the writer's round too (:meth:`Journal.forget`), so the commits callers wait
 for are mostly one ``INSERT`` statement: each statement costs tens of
 microseconds of the loop's time in a busy process.
+
+A commit that fails is never dropped silently. When one row is the problem
+(it cannot be stored), the batch is committed again one entry at a time: the
+good ones are kept and each entry that cannot be stored is *rejected*. When
+the journal itself fails (disk full, read-only, I/O error), it stops writing
+for good: every entry of that batch and every later one is rejected, and
+every :meth:`Journal.flush` raises. A rejected task is reported to
+:attr:`Journal.on_rejected` (the engine ends it with a named error).
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -148,6 +156,9 @@ class Journal:
         self._uncheckpointed = 0  # commits since the last WAL checkpoint
         self._checkpoints = 0
         self._checkpointer: sqlite3.Connection | None = None  # opened by the first checkpoint
+        self.on_rejected: Callable[[int, JournalError], None] | None = None
+        """Called (on the loop) with a task whose entry the journal could not
+        record, and why: the entry could not be stored, or the journal cannot write."""
 
     # -- opening ------------------------------------------------------------------
 
@@ -199,6 +210,9 @@ class Journal:
         bytes this entry vouches for: with ``fsync`` durability it is synced
         before the entry is committed.
         """
+        if self._failure is not None:  # nothing is committed any more
+            self._reject(entry.id, self._failure)
+            return
         self._pending[entry.id] = entry
         self.next_id = max(self.next_id, entry.id + 1)
         if self._fsync and data_file is not None:
@@ -485,10 +499,17 @@ class Journal:
         self._urgent = False
         return batch
 
-    def _settle(self, batch: _Batch, error: sqlite3.Error | OSError | None) -> None:
+    def _settle(self, batch: _Batch, error: Exception | None) -> None:
         if error is not None:
             self._failure = JournalError(str(self.path), f"cannot write: {error}")
+            self._failure.__cause__ = error
             logger.error("%s", self._failure)
+            for entry in batch.entries:
+                self._reject(entry.id, self._failure)
+        for task_id, cause in batch.rejected:
+            problem = JournalError(str(self.path), f"cannot record task {task_id}: {cause!r}")
+            problem.__cause__ = cause
+            self._reject(task_id, problem)
         if self._failure is None:
             if batch.forgotten and batch.next_id is not None:
                 self._stored_next_id = batch.next_id
@@ -500,12 +521,19 @@ class Journal:
         self._last_commit = time.monotonic()
         self._wake_waiters()
 
+    def _reject(self, task_id: int, problem: JournalError) -> None:
+        """The task's entry was not recorded and never will be: say so."""
+        if self.on_rejected is not None:
+            self.on_rejected(task_id, problem)
+        else:
+            logger.error("%s", problem)
+
     def _commit_inline(self) -> None:
         """A small commit without fsync, on the loop: a write into the page cache."""
         batch = self._take_batch(deletions=False)
         try:
             _commit_sync(self._connection, batch)
-        except (sqlite3.Error, OSError) as exc:
+        except Exception as exc:  # the journal's failure (a row's is in batch.rejected)
             self._settle(batch, exc)
         else:
             self._settle(batch, None)
@@ -518,7 +546,7 @@ class Journal:
         be abandoned (``abandon_on_cancel``), when it overruns ``EXIT_TIMEOUT``.
         """
         batch = self._take_batch(deletions=deletions)
-        error: sqlite3.Error | OSError | None = None
+        error: Exception | None = None
         self._busy = True
         try:
             if abandon_on_cancel:
@@ -527,7 +555,7 @@ class Journal:
                 )
             else:
                 await run_blocking(_commit_sync, self._connection, batch)
-        except (sqlite3.Error, OSError) as exc:
+        except Exception as exc:  # the journal's failure (a row's is in batch.rejected)
             error = exc
         finally:
             self._busy = False
@@ -547,9 +575,47 @@ class _Batch:
     files: list[Path]  # durability="fsync": partial files to sync first
     generation: int
     next_id: int | None  # None: the database has it already
+    rejected: list[tuple[int, Exception]] = attrs.field(factory=list)
+    """Filled by the commit: the entries that could not be stored, and why."""
+
+
+def _journal_failed(exc: Exception) -> bool:
+    """Whether a commit's error is the journal's (its file, its disk, its schema)
+    rather than one row's (a value that cannot be bound or stored, a bug
+    encoding it: ``ValueError``, ``TypeError``, ``OverflowError``, SQLite's
+    ``ProgrammingError``, ``DataError`` and ``InterfaceError``)."""
+    if isinstance(exc, sqlite3.ProgrammingError | sqlite3.DataError):
+        return False
+    return isinstance(exc, OSError | sqlite3.DatabaseError)
 
 
 def _commit_sync(connection: sqlite3.Connection, batch: _Batch) -> None:
+    """Commit the batch; when a row is the problem, commit it one entry at a
+    time (:func:`_commit_each`). Raises when the journal itself fails."""
+    try:
+        _commit_all(connection, batch)
+    except Exception as exc:
+        if _journal_failed(exc):
+            raise
+        _commit_each(connection, batch)
+
+
+def _commit_each(connection: sqlite3.Connection, batch: _Batch) -> None:
+    """The batch after it failed for a row's sake (rolled back, nothing of it
+    kept): each entry in a transaction of its own, so one that cannot be stored
+    is named in ``batch.rejected`` and takes no other with it."""
+    for entry in batch.entries:
+        try:
+            connection.execute(_UPSERT, entry_to_row(entry))
+        except Exception as exc:
+            if _journal_failed(exc):
+                raise
+            batch.rejected.append((entry.id, exc))
+    if batch.forgotten:
+        _commit_all(connection, attrs.evolve(batch, entries=[], files=[]))
+
+
+def _commit_all(connection: sqlite3.Connection, batch: _Batch) -> None:
     """One transaction, in as few statements as the batch allows: each costs tens
     of microseconds in a busy process (and releases and retakes the GIL, a wait
     when the file thread holds it). A batch of a few entries and no deletions,
