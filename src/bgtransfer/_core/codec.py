@@ -23,7 +23,7 @@ from .._exceptions import (
     TransferTimeoutError,
 )
 from .events import CancelledEvent, ErrorEvent, FinishedEvent, TerminalEvent
-from .resume_data import InvalidResumeDataError, ResumeData
+from .resume_data import InvalidResumeDataError, ResumeData, decode_stored
 
 __all__ = ["CodecError", "decode_error", "decode_terminal", "encode_error", "encode_terminal"]
 
@@ -96,8 +96,27 @@ def encode_terminal(event: TerminalEvent) -> dict[str, Any]:
     data = event.resume_data
     return {
         "kind": "cancelled",
-        "resume_data": None if data is None else data.to_bytes().decode("utf-8"),
+        "resume_data": None if data is None else _encode_resume_data(data),
     }
+
+
+def _encode_resume_data(data: ResumeData) -> str:
+    return data.to_bytes().decode("utf-8")
+
+
+def _decode_resume_data(kind: str, blob: object) -> ResumeData | None:
+    """Resume data stored with an outcome (older, unsigned versions too: the
+    journal is trusted, and the engine signs what it hands out again)."""
+    if blob is None:
+        return None
+    if not isinstance(blob, str):
+        raise CodecError(f"{kind} outcome with resume data that is not text")
+    try:
+        return decode_stored(blob.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise CodecError(f"{kind} outcome with resume data that is not UTF-8") from None
+    except InvalidResumeDataError as exc:
+        raise CodecError(f"{kind} outcome: {exc}") from None
 
 
 def decode_terminal(task_id: int, document: object) -> TerminalEvent:
@@ -115,17 +134,7 @@ def decode_terminal(task_id: int, document: object) -> TerminalEvent:
     if kind == "error":
         return ErrorEvent(task_id=task_id, error=decode_error(document.get("error")))
     if kind == "cancelled":
-        blob = document.get("resume_data")
-        if blob is None:
-            return CancelledEvent(task_id=task_id)
-        if not isinstance(blob, str):
-            raise CodecError("cancelled outcome with resume data that is not text")
-        try:
-            data = ResumeData.from_bytes(blob.encode("utf-8"))
-        except UnicodeEncodeError:
-            raise CodecError("cancelled outcome with resume data that is not UTF-8") from None
-        except InvalidResumeDataError as exc:
-            raise CodecError(f"cancelled outcome: {exc}") from None
+        data = _decode_resume_data("cancelled", document.get("resume_data"))
         return CancelledEvent(task_id=task_id, resume_data=data)
     raise CodecError(f"unknown outcome kind {kind!r}")
 

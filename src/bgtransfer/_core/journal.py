@@ -377,7 +377,8 @@ def plan_reattach(
 
     * ``ENDED``: deliver its outcome; the partial goes unless it backs resume data.
     * ``CANCELING``: the cancel completes now, with resume data if it was asked
-      for and the partial file still holds the vouched-for bytes.
+      for and the partial file still holds the vouched-for bytes (unsigned: the
+      engine signs what it hands out).
     * ``MOVING``: the partial there and whole: move it. The partial gone and the
       destination there: the move happened before the crash: finished. Both gone:
       the finished file was deleted: an error (never downloaded again).

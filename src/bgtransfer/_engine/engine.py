@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import inspect
 import logging
 import os
@@ -30,6 +31,7 @@ import aiohttp
 import anyio
 import anyio.abc
 import anyio.lowlevel
+import attrs
 
 from .._core.config import Configuration, HeaderPairs, normalize_headers
 from .._core.events import (
@@ -45,7 +47,7 @@ from .._core.events import (
 from .._core.journal import Action, OneStepMove, Phase, TaskEntry, plan_reattach
 from .._core.naming import Origin, filename_from_url, origin_of, parse_url, unique_name
 from .._core.ranges import ResumePlan, plan_resume
-from .._core.resume_data import InvalidResumeDataError, ResumeData
+from .._core.resume_data import InvalidResumeDataError, ResumeData, sign, verify
 from .._core.retry import backoff, parse_retry_after
 from .._core.segments import MAX_SEGMENTS, Segment
 from .._core.states import Input, TaskState, transition
@@ -67,6 +69,7 @@ from .._io.files import (
     remove_quietly,
     reserve_blocks,
 )
+from .._io.resume_key import locate_partial
 from .._io.threads import run_blocking
 from .._io.transfer import fetch_to_file
 from .hub import EventHub, EventStream, snapshot_progress
@@ -133,14 +136,21 @@ class Engine:
         config: Configuration,
         downloads_dir: Path,
         partials_dir: Path,
+        resume_key: bytes,
+        state_dir: Path | None = None,
         journal: Checkpointer | None = None,
         next_id: int = 1,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``resume_key`` signs the resume data handed out and checks what comes
+        back; ``state_dir``: resume data may name a partial file of any session
+        there (None: only of ``partials_dir``)."""
         self.config = config
         self.clock = clock
         self._downloads_dir = downloads_dir
         self._partials_dir = partials_dir
+        self._resume_key = resume_key
+        self._state_dir = state_dir
         self._supervisor = Supervisor(
             per_host_limit=config.max_connections_per_host,
             total_limit=config.max_concurrent_transfers,
@@ -264,7 +274,7 @@ class Engine:
             record.may_have_partial = True  # whatever the journal says, look when it ends
             record.announce_resume = plan.offset > 0 or plan.restarted
             self._records[record.id] = record
-            outcome = plan.outcome
+            outcome = self._signed(plan.outcome)  # the journal's are not handed out as stored
             if plan.action is Action.MOVE:
                 outcome = await self._finish_restored(record, plan.offset)
             if outcome is not None:
@@ -462,9 +472,26 @@ class Engine:
         the journal, naming the file it takes over, before the rename: a process
         killed in between leaves the next one to finish the takeover, never bytes
         that no task owns.
+
+        Only resume data this state directory signed is taken (its MAC checked
+        first), and only a regular file in a ``partials/`` directory of it;
+        anything else raises :class:`InvalidResumeDataError` before any file is
+        touched.
         """
         self._check_open()
+        verify(data, self._resume_key)
         url, origin = parse_url(data.url, self._origins)
+        source = await run_blocking(
+            functools.partial(
+                locate_partial,
+                data.partial,
+                url=url,
+                offset=data.offset,
+                partials_dir=self._partials_dir,
+                state_dir=self._state_dir,
+            )
+        )
+        self._check_open()  # it may have closed meanwhile
         given = destination if destination is not None else data.destination
         record = self._new_record(
             task_id=self._next_id,
@@ -478,7 +505,6 @@ class Engine:
             total=data.total,
             encoding=data.encoding,
         )
-        source = Path(data.partial)
         self._next_id += 1
         self._records[record.id] = record
         self._claims[record.destination_key] = record.id
@@ -726,7 +752,15 @@ class Engine:
 
     def _cancel_outcome(self, record: TaskRecord) -> CancelledEvent:
         data = record.resume_data() if record.want_resume_data else None
+        if data is not None:
+            data = sign(data, self._resume_key)
         return CancelledEvent(task_id=record.id, resume_data=data)
+
+    def _signed(self, outcome: TerminalEvent | None) -> TerminalEvent | None:
+        """``outcome`` with its resume data (if any) signed with this state's key."""
+        if isinstance(outcome, CancelledEvent) and outcome.resume_data is not None:
+            return attrs.evolve(outcome, resume_data=sign(outcome.resume_data, self._resume_key))
+        return outcome
 
     async def _run(self, record: TaskRecord) -> None:
         """A runner: its task, then each task the supervisor grants it on release.
@@ -1199,7 +1233,8 @@ def _inspect(
 
 
 def _take_over(source: Path, partial: Path, offset: int, url: str) -> None:
-    """Move resume data's partial file to ``partial``; in a worker thread."""
+    """Move resume data's partial file (found by ``locate_partial``) to
+    ``partial``; in a worker thread."""
     try:
         os.replace(source, partial)
     except FileNotFoundError:
