@@ -306,8 +306,8 @@ class Session:
     ) -> DownloadTask:
         """Start a new task that continues a cancelled one from its resume data.
 
-        ``resume_data`` is what ``cancel_with_resume_data()`` returned (or its
-        ``to_bytes()``). It is
+        ``resume_data`` is what ``cancel_with_resume_data()`` returned, or an
+        ``ErrorEvent``'s for a disk that was full (or its ``to_bytes()``). It is
         checked first: only resume data signed with this state directory's key
         (``<state_dir>/.resume-data.key``) is taken, unchanged, naming a partial
         file in a ``partials/`` directory there; an ephemeral session without a

@@ -35,7 +35,7 @@ from bgtransfer._core.codec import (
     encode_terminal,
 )
 from bgtransfer._core.events import TerminalEvent
-from bgtransfer._core.resume_data import decode_stored
+from bgtransfer._core.resume_data import decode_stored, sign
 
 URL = "https://example.com/d\u00e9j\u00e0/file.bin?x=1"
 RESUME = ResumeData(
@@ -225,6 +225,26 @@ def test_cancelled_round_trip_with_resume_data() -> None:
     assert isinstance(document["resume_data"], str)
     assert decode_stored(document["resume_data"].encode()) == RESUME
     assert _roundtrip(event) == event
+
+
+def test_error_round_trip_with_resume_data() -> None:
+    # Out of space: the error carries resume data for the partial file kept.
+    error = LocalFileError("cannot write /p: no space left", url=URL, errno=28, filename="/p")
+    event = ErrorEvent(task_id=4, error=error, resume_data=sign(RESUME, b"k" * 32))
+    document = encode_terminal(event)
+    assert isinstance(document["resume_data"], str)
+    back = _roundtrip(event)
+    assert isinstance(back, ErrorEvent)
+    assert back.resume_data == event.resume_data  # the MAC too
+
+
+def test_error_without_resume_data_stores_no_field_and_old_rows_decode() -> None:
+    event = ErrorEvent(task_id=4, error=NetworkError("reset", url=URL))
+    document = encode_terminal(event)
+    assert "resume_data" not in document  # rows as older versions wrote them
+    decoded = decode_terminal(4, document)
+    assert isinstance(decoded, ErrorEvent)
+    assert decoded.resume_data is None
 
 
 def test_unsigned_version_1_resume_data_of_an_older_journal_still_decodes() -> None:

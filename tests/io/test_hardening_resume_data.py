@@ -1,9 +1,11 @@
-"""Resume data handed back by the application is not trusted (issue 18, item 2).
+"""Resume data handed back by the application is not trusted (issue 18, items 2 and 11).
 
 Resume data leaves the process (the application may store it anywhere), so a
 session takes back only what a session of its own state directory signed,
 unchanged: an edited blob never moves, truncates or overwrites a file, and never
-splices another resource's bytes onto the partial file.
+splices another resource's bytes onto the partial file. And a disk that fills up
+keeps the partial file: the ``ErrorEvent`` carries resume data to continue once
+space is freed.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import errno
 import json
 import os
 import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,8 +32,10 @@ from _helpers import collect, sha256_file, wait_for_bytes
 from bgtransfer import (
     CancelledEvent,
     Configuration,
+    ErrorEvent,
     FinishedEvent,
     InvalidResumeDataError,
+    LocalFileError,
     ResumeData,
     ResumedEvent,
     RetryPolicy,
@@ -410,6 +416,163 @@ async def test_key_file_is_private_and_a_planted_link_is_refused(
     async with Session("k", state_dir=state_dir):  # removed: a new key is made
         pass
     assert key.stat().st_size == 32
+
+
+# -- a full disk keeps the partial file ------------------------------------------------------
+
+
+@pytest.fixture
+def small_partials(state_dir: Path) -> Iterator[Path]:
+    """The partials directory of session ``"full"`` on a 256 KiB tmpfs (the journal
+    stays on the ordinary disk); unmounted afterwards."""
+    partials = state_dir / "full" / "partials"
+    partials.mkdir(parents=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(partials)],
+        check=True,
+    )
+    try:
+        yield partials
+    finally:
+        subprocess.run(["umount", "-l", str(partials)], check=True)
+
+
+def _grow(mount_point: Path) -> None:
+    """Free space: the tmpfs grows to 4 MiB (a quick, local command)."""
+    subprocess.run(["mount", "-o", "remount,size=4m", str(mount_point)], check=True)
+
+
+async def test_disk_full_keeps_the_partial_and_resumes_once_space_is_freed(
+    server: TestServer, state_dir: Path, out_dir: Path, small_partials: Path
+) -> None:
+    # Under 1 MiB: no block reservation first, so the disk fills mid-body.
+    file = server.add_file("/f.bin", size=900_000)
+    async with Session("full", state_dir=state_dir, config=CONFIG) as session:
+        task = await session.download(server.url(file.path), out_dir / "f.bin")
+        stream = session.events()
+        async for event in stream:  # read up to the error, not past it: not acknowledged
+            if isinstance(event, ErrorEvent):
+                break
+    assert isinstance(event.error, LocalFileError)
+    assert event.error.errno == errno.ENOSPC
+    partial = small_partials / f"{task.id}.part"
+    assert partial.exists(), "the partial file was deleted"
+    data = event.resume_data
+    assert data is not None
+    assert 0 < data.offset <= partial.stat().st_size
+    assert partial.read_bytes()[: data.offset] == file.data[: data.offset]
+    assert not (out_dir / "f.bin").exists()
+
+    # Space is freed; the next process (here: the session reopened) replays the
+    # unacknowledged error with its resume data, and the partial file is still there.
+    _grow(small_partials)
+    server.reset_statistics()
+    async with Session("full", state_dir=state_dir, config=CONFIG) as session:
+        (old,) = session.tasks()
+        with pytest.raises(LocalFileError, match="no space left"):
+            await old.wait()
+        replayed = old.result
+        assert isinstance(replayed, ErrorEvent)
+        assert replayed.resume_data is not None
+        assert replayed.resume_data.offset == data.offset
+        assert partial.exists()
+        resumed = await session.download_with_resume_data(replayed.resume_data)
+        events = await collect(resumed.events())
+    assert events[0] == ResumedEvent(
+        task_id=resumed.id, offset=data.offset, expected_total=file.size
+    )
+    assert isinstance(events[-1], FinishedEvent)
+    assert sha256_file(out_dir / "f.bin") == file.sha256
+    assert server.requests[-1].headers["Range"] == f"bytes={data.offset}-"
+    assert server.statistics().bytes_sent == file.size - data.offset  # only the rest
+
+
+async def test_disk_full_resume_data_works_in_the_same_session(
+    server: TestServer, state_dir: Path, out_dir: Path, small_partials: Path
+) -> None:
+    file = server.add_file("/f.bin", size=900_000)
+    async with Session("full", state_dir=state_dir, config=CONFIG) as session:
+        task = await session.download(server.url(file.path), out_dir / "f.bin")
+        with pytest.raises(LocalFileError, match="no space left"):
+            await task.wait()
+        result = task.result  # the ErrorEvent
+        assert isinstance(result, ErrorEvent)
+        assert result.resume_data is not None
+        _grow(small_partials)
+        resumed = await session.download_with_resume_data(result.resume_data.to_bytes())
+        assert isinstance(await resumed.wait(), FinishedEvent)
+    assert sha256_file(out_dir / "f.bin") == file.sha256
+
+
+FILE_SIZE_LIMIT_CHILD = textwrap.dedent(
+    """
+    import asyncio, hashlib, json, resource, signal, sys
+    from pathlib import Path
+    from bgtransfer import Configuration, LocalFileError, ResumedEvent, Session
+    from bgtransfer.testing import TestServer
+
+    async def main(tmp):
+        async with TestServer() as server:
+            file = server.add_file("/f.bin", size=900_000)
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
+            _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, hard))
+            config = Configuration(progress_interval=0)
+            async with Session("fsize", state_dir=tmp / "state", config=config) as session:
+                task = await session.download(server.url(file.path), tmp / "f.bin")
+                try:
+                    await task.wait()
+                except LocalFileError as exc:
+                    errno = exc.errno
+                data = task.result.resume_data
+                resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))  # space freed
+                server.reset_statistics()
+                resumed = await session.download_with_resume_data(data.to_bytes())
+                first = None
+                async with resumed.events() as stream:
+                    async for event in stream:
+                        if first is None:
+                            first = event
+                await resumed.wait()
+            digest = hashlib.sha256((tmp / "f.bin").read_bytes()).hexdigest()
+            print(json.dumps({
+                "errno": errno,
+                "offset": data.offset,
+                "resumed_at": first.offset if isinstance(first, ResumedEvent) else None,
+                "sent": server.statistics().bytes_sent,
+                "ok": digest == file.sha256,
+            }))
+
+    asyncio.run(main(Path(sys.argv[1])))
+    """
+)
+
+
+async def _run_child(*args: str) -> str:
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        *args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+    )
+    out, err = await asyncio.wait_for(child.communicate(), 120)
+    assert child.returncode == 0, err.decode()
+    return out.decode().strip()
+
+
+async def test_file_size_limit_keeps_the_partial_and_resumes_once_lifted(tmp_path: Path) -> None:
+    """The same as a full disk without a mount: RLIMIT_FSIZE in a child process
+    makes writes past 300,000 bytes fail with EFBIG; once it is lifted the
+    resume data fetches only the rest."""
+    out = await _run_child(FILE_SIZE_LIMIT_CHILD, str(tmp_path))
+    outcome = json.loads(out.splitlines()[-1])
+    assert outcome["errno"] == errno.EFBIG
+    assert 0 < outcome["offset"] <= 300_000
+    assert outcome["resumed_at"] == outcome["offset"]
+    assert outcome["sent"] == 900_000 - outcome["offset"]
+    assert outcome["ok"] is True
 
 
 async def test_racing_creators_of_the_key_end_up_with_one(tmp_path: Path) -> None:

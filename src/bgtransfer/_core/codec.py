@@ -92,7 +92,10 @@ def encode_terminal(event: TerminalEvent) -> dict[str, Any]:
             "total_bytes": event.total_bytes,
         }
     if isinstance(event, ErrorEvent):
-        return {"kind": "error", "error": encode_error(event.error)}
+        document = {"kind": "error", "error": encode_error(event.error)}
+        if event.resume_data is not None:  # out of space: the partial file was kept
+            document["resume_data"] = _encode_resume_data(event.resume_data)
+        return document
     data = event.resume_data
     return {
         "kind": "cancelled",
@@ -132,7 +135,11 @@ def decode_terminal(task_id: int, document: object) -> TerminalEvent:
             task_id=task_id, location=Path(_text(document, "location")), total_bytes=total
         )
     if kind == "error":
-        return ErrorEvent(task_id=task_id, error=decode_error(document.get("error")))
+        return ErrorEvent(
+            task_id=task_id,
+            error=decode_error(document.get("error")),
+            resume_data=_decode_resume_data("error", document.get("resume_data")),
+        )
     if kind == "cancelled":
         data = _decode_resume_data("cancelled", document.get("resume_data"))
         return CancelledEvent(task_id=task_id, resume_data=data)

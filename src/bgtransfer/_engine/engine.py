@@ -56,6 +56,7 @@ from .._exceptions import (
     HTTPStatusError,
     InvalidDestinationError,
     JournalError,
+    LocalFileError,
     ProtocolError,
     ResourceTimeoutError,
     SessionClosedError,
@@ -63,6 +64,7 @@ from .._exceptions import (
 )
 from .._io.errors import file_error
 from .._io.files import (
+    OUT_OF_SPACE,
     file_identity,
     move_into_place,
     private_opener,
@@ -756,9 +758,26 @@ class Engine:
             data = sign(data, self._resume_key)
         return CancelledEvent(task_id=record.id, resume_data=data)
 
+    def _error_outcome(self, record: TaskRecord, error: TransferError) -> ErrorEvent:
+        """The task failed. Out of space with bytes that can be resumed: the
+        partial file is kept and the event carries (signed) resume data for them,
+        to continue once space is freed."""
+        data = None
+        if isinstance(error, LocalFileError) and error.errno in OUT_OF_SPACE:
+            data = record.resume_data()
+            try:  # never vouch for more than the file holds (one stat, failures only)
+                size = os.stat(record.partial).st_size
+            except OSError:
+                size = 0
+            if data is not None and data.offset <= size:
+                data = sign(data, self._resume_key)
+            else:
+                data = None
+        return ErrorEvent(task_id=record.id, error=error, resume_data=data)
+
     def _signed(self, outcome: TerminalEvent | None) -> TerminalEvent | None:
         """``outcome`` with its resume data (if any) signed with this state's key."""
-        if isinstance(outcome, CancelledEvent) and outcome.resume_data is not None:
+        if isinstance(outcome, CancelledEvent | ErrorEvent) and outcome.resume_data is not None:
             return attrs.evolve(outcome, resume_data=sign(outcome.resume_data, self._resume_key))
         return outcome
 
@@ -799,7 +818,7 @@ class Engine:
                     scope.cancel()  # suspended, cancelled or closing before it got going
                 outcome = await self._transfer(record)
         except TransferError as exc:
-            outcome = ErrorEvent(task_id=record.id, error=exc)
+            outcome = self._error_outcome(record, exc)
         except Exception as exc:  # a bug must not take the other tasks down with it
             logger.exception("internal error in task %d (%s)", record.id, record.url)
             error = TransferError(f"internal error: {exc!r}", url=record.url)
@@ -812,7 +831,7 @@ class Engine:
             requeue, record.requeue = record.requeue, False
             outcome = self._stopped_outcome(record, outcome, requeue=requeue)
             keep_partial = outcome is None or (
-                isinstance(outcome, CancelledEvent) and outcome.resume_data is not None
+                isinstance(outcome, CancelledEvent | ErrorEvent) and outcome.resume_data is not None
             )
             if not keep_partial and not isinstance(outcome, FinishedEvent):
                 with anyio.CancelScope(shield=True):
