@@ -14,10 +14,13 @@ from bgtransfer import (
     ErrorEvent,
     FinishedEvent,
     ProgressEvent,
+    ResumeData,
     ResumedEvent,
     RetryEvent,
     TaskEvent,
 )
+from bgtransfer._core.resume_data import sign
+from bgtransfer._io.resume_key import load_key
 
 PROC_FDS = Path("/proc/self/fd")
 
@@ -101,3 +104,17 @@ async def wait_for_bytes(task: DownloadTask, count: int) -> None:
             if isinstance(event, ProgressEvent) and event.total_bytes_written >= count:
                 return
     raise AssertionError(f"task {task.id} ended before writing {count} bytes")
+
+
+def planted_partial(state_dir: Path, name: str = "900.part") -> Path:
+    """Where a partial file of an earlier session of ``state_dir`` would be (its
+    directory made): resume data must name a file there."""
+    directory = state_dir / "earlier" / "partials"
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory / name
+
+
+def signed(state_dir: Path, data: ResumeData) -> ResumeData:
+    """``data`` signed with ``state_dir``'s key, as a session there would hand it out."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    return sign(data, load_key(state_dir))

@@ -25,6 +25,7 @@ from ._io import sigterm
 from ._io.files import make_private_dir
 from ._io.journal import JOURNAL_NAME, Journal
 from ._io.lock import SessionLock, owner_pid
+from ._io.resume_key import load_key, process_key
 from ._io.threads import run_blocking
 from ._request import DownloadRequest
 from ._task import DownloadTask
@@ -61,9 +62,10 @@ class Session:
     ``Session("com.example.bg")`` is a background session. It keeps its files
     under ``state_dir/<identifier>/``: the journal (``journal.sqlite3``), the lock
     file, partial files in ``partials/`` and, for downloads given no destination,
-    the finished files in ``downloads/``. Every task is recorded in the journal;
-    leaving the ``async with`` block (normally, by an exception or by
-    cancellation) checkpoints the running tasks instead of cancelling them, and
+    the finished files in ``downloads/``; ``state_dir`` itself holds the key its
+    sessions sign resume data with (``.resume-data.key``). Every task is recorded
+    in the journal; leaving the ``async with`` block (normally, by an exception or
+    by cancellation) checkpoints the running tasks instead of cancelling them, and
     the next ``Session`` with the same identifier, in this process or a new one,
     finds them in :meth:`tasks` and continues them. Only one open ``Session`` may
     own an identifier at a time (:class:`~bgtransfer.SessionInUseError`).
@@ -140,6 +142,8 @@ class Session:
         try:
             partials = make_private_dir(directory / "partials")
             downloads = make_private_dir(directory / "downloads")
+            base = self._base_dir()
+            key = process_key() if base is None else load_key(base)
             journal = None
             if self._identifier is not None:
                 journal = await Journal.open(
@@ -155,6 +159,8 @@ class Session:
                 downloads_dir=downloads,
                 partials_dir=partials,
                 state_dir=self._protected_dir(directory),
+                resume_key=key,
+                resume_root=base,
                 journal=journal,
                 next_id=journal.next_id if journal is not None else 1,
             )
@@ -206,6 +212,13 @@ class Session:
                 if self._identifier is None and self._directory is not None:
                     with anyio.CancelScope(shield=True):
                         await anyio.to_thread.run_sync(_remove_ephemeral, self._directory)
+
+    def _base_dir(self) -> Path | None:
+        """The state directory (it holds the resume data key); None for an
+        ephemeral session without one."""
+        if self._identifier is None:
+            return self._state_dir
+        return self._state_dir if self._state_dir is not None else default_state_dir()
 
     def _make_directory(self) -> Path:
         if self._identifier is None:
@@ -313,8 +326,13 @@ class Session:
     ) -> DownloadTask:
         """Start a new task that continues a cancelled one from its resume data.
 
-        ``resume_data`` is what ``cancel_with_resume_data()`` returned (or its
-        ``to_bytes()``). The new task takes the partial file over (one rename), asks
+        ``resume_data`` is what ``cancel_with_resume_data()`` returned, or an
+        ``ErrorEvent``'s for a disk that was full (or its ``to_bytes()``). It is
+        checked first: only resume data signed with this state directory's key
+        (``<state_dir>/.resume-data.key``) is taken, unchanged, naming a partial
+        file in a ``partials/`` directory there; an ephemeral session without a
+        state directory takes only its own, in this process. The new task takes
+        the partial file over (one rename), asks
         for the rest with ``Range``/``If-Range``, and reports the offset with a
         ``ResumedEvent`` before any progress. ``destination`` defaults to the
         original one; ``headers`` add to the saved ones (secret headers, such as
@@ -322,7 +340,8 @@ class Session:
         again here or from ``Configuration.headers_provider``).
 
         Raises :class:`~bgtransfer.InvalidResumeDataError` (a ``ValueError``) when the
-        data is unreadable or its partial file is gone or shorter than it says. The
+        data is unreadable, unsigned, altered or signed elsewhere, or its partial
+        file is gone or shorter than it says; no file is touched then. The
         same resume data used twice never gives two tasks one file: the second use
         finds the partial file gone and raises.
         """

@@ -37,6 +37,7 @@ from bgtransfer._core.codec import (
     encode_terminal,
 )
 from bgtransfer._core.events import TerminalEvent
+from bgtransfer._core.resume_data import decode_stored, sign
 
 URL = "https://example.com/d\u00e9j\u00e0/file.bin?x=1"
 RESUME = ResumeData(
@@ -249,8 +250,40 @@ def test_cancelled_round_trip_with_resume_data() -> None:
     document = encode_terminal(event)
     assert document["kind"] == "cancelled"
     assert isinstance(document["resume_data"], str)
-    assert ResumeData.from_bytes(document["resume_data"].encode()) == RESUME
+    assert decode_stored(document["resume_data"].encode()) == RESUME
     assert _roundtrip(event) == event
+
+
+def test_error_round_trip_with_resume_data() -> None:
+    # Out of space: the error carries resume data for the partial file kept.
+    error = LocalFileError("cannot write /p: no space left", url=URL, errno=28, filename="/p")
+    event = ErrorEvent(task_id=4, error=error, resume_data=sign(RESUME, b"k" * 32))
+    document = encode_terminal(event)
+    assert isinstance(document["resume_data"], str)
+    back = _roundtrip(event)
+    assert isinstance(back, ErrorEvent)
+    assert back.resume_data == event.resume_data  # the MAC too
+
+
+def test_error_without_resume_data_stores_no_field_and_old_rows_decode() -> None:
+    event = ErrorEvent(task_id=4, error=NetworkError("reset", url=URL))
+    document = encode_terminal(event)
+    assert "resume_data" not in document  # rows as older versions wrote them
+    decoded = decode_terminal(4, document)
+    assert isinstance(decoded, ErrorEvent)
+    assert decoded.resume_data is None
+
+
+def test_unsigned_version_1_resume_data_of_an_older_journal_still_decodes() -> None:
+    # Journals written before resume data was signed: the journal is trusted,
+    # and the engine signs what it hands out again.
+    body = json.loads(RESUME.to_bytes())
+    body["version"] = 1
+    del body["mac"]
+    event = decode_terminal(4, {"kind": "cancelled", "resume_data": json.dumps(body)})
+    assert isinstance(event, CancelledEvent)
+    assert event.resume_data == RESUME
+    assert event.resume_data.mac == ""
 
 
 def test_encoded_values_are_plain_json() -> None:
@@ -359,7 +392,7 @@ def test_cancelled_with_resume_data_that_is_not_text_rejected(blob: object) -> N
         "garbage",
         "{}",
         RESUME.to_bytes().decode()[:-10],
-        RESUME.to_bytes().decode().replace('"version":1', '"version":9'),
+        RESUME.to_bytes().decode().replace('"version":2', '"version":9'),
         RESUME.to_bytes().decode().replace('"offset":1234', '"offset":-1'),
     ],
     ids=["empty", "garbage", "empty-object", "truncated", "newer", "negative-offset"],

@@ -147,7 +147,7 @@ def test_field_names() -> None:
     assert names == {
         ProgressEvent: ["task_id", "bytes_written", "total_bytes_written", "total_bytes_expected"],
         FinishedEvent: ["task_id", "location", "total_bytes", "length_verified"],
-        ErrorEvent: ["task_id", "error"],
+        ErrorEvent: ["task_id", "error", "resume_data"],
         CancelledEvent: ["task_id", "resume_data"],
         ResumedEvent: ["task_id", "offset", "expected_total"],
         RetryEvent: ["task_id", "attempt", "error", "delay"],
@@ -156,6 +156,11 @@ def test_field_names() -> None:
 
 def test_cancelled_resume_data_defaults_to_none() -> None:
     assert CancelledEvent(task_id=9).resume_data is None
+
+
+def test_error_resume_data_defaults_to_none() -> None:
+    error = bgtransfer.TransferError("x", url="http://h/")
+    assert ErrorEvent(task_id=9, error=error).resume_data is None
 
 
 @pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda c: c.__name__)

@@ -66,6 +66,12 @@ OUTCOMES: list[TerminalEvent] = [
     ErrorEvent(task_id=7, error=HTTPStatusError(404, "Not Found", url=URL, retry_after="5")),
     CancelledEvent(task_id=7),
     CancelledEvent(task_id=7, resume_data=RESUME),
+    # Out of space after resumable bytes: the error carries resume data.
+    ErrorEvent(
+        task_id=7,
+        error=LocalFileError("no space left on device", url=URL, errno=28, filename=PARTIAL),
+        resume_data=RESUME,
+    ),
 ]
 
 
@@ -175,12 +181,19 @@ def test_round_trip_every_phase(phase: Phase) -> None:
     assert _comparable(entry_from_row(row)) == _comparable(entry)
 
 
-@pytest.mark.parametrize("outcome", OUTCOMES, ids=["finished", "error", "cancelled", "resumable"])
+@pytest.mark.parametrize(
+    "outcome", OUTCOMES, ids=["finished", "error", "cancelled", "resumable", "full-disk"]
+)
 def test_round_trip_every_outcome(outcome: TerminalEvent) -> None:
     entry = _entry(Phase.ENDED, outcome=outcome)
     back = entry_from_row(entry_to_row(entry))
     assert _comparable(back) == _comparable(entry)
-    if isinstance(outcome, ErrorEvent):
+    if isinstance(outcome, ErrorEvent) and outcome.resume_data is not None:
+        assert isinstance(back.outcome, ErrorEvent)
+        assert type(back.outcome.error) is LocalFileError
+        assert back.outcome.error.errno == 28
+        assert back.outcome.resume_data == outcome.resume_data
+    elif isinstance(outcome, ErrorEvent):
         assert isinstance(back.outcome, ErrorEvent)
         assert type(back.outcome.error) is HTTPStatusError
         assert back.outcome.error.status == 404
@@ -422,7 +435,8 @@ def _expected(entry: TaskEntry, size: int | None, destination_exists: bool) -> R
     trusted = 0 if size is None else min(entry.offset, size)
     if entry.phase is Phase.ENDED:
         outcome = entry.outcome
-        keep = isinstance(outcome, CancelledEvent) and outcome.resume_data is not None
+        # A cancel with resume data, or an error for want of space with resume data.
+        keep = isinstance(outcome, CancelledEvent | ErrorEvent) and outcome.resume_data is not None
         return Reattach(action=Action.END, outcome=outcome, remove_partial=has_partial and not keep)
     if entry.phase is Phase.CANCELING:
         if entry.keep_partial and entry.validator is not None and trusted > 0:
@@ -467,7 +481,7 @@ def _entries() -> list[tuple[str, TaskEntry]]:
         base = _entry(phase, validator=validator, headers=secret_headers, offset=OFFSET)
         tag = f"{phase.name}-{'validator' if validator else 'novalidator'}"
         if phase is Phase.ENDED:
-            names = ["finished", "error", "cancelled", "resumable"]
+            names = ["finished", "error", "cancelled", "resumable", "full-disk"]
             pairs = zip(names, OUTCOMES, strict=True)
             cases += [(f"{tag}-{n}", attrs.evolve(base, outcome=o)) for n, o in pairs]
         elif phase is Phase.CANCELING:
@@ -525,7 +539,9 @@ def test_ended_keeps_the_partial_only_for_resume_data() -> None:
         plan = _plan(entry, 40)
         assert plan.action is Action.END
         assert plan.outcome is entry.outcome
-        resumable = isinstance(outcome, CancelledEvent) and outcome.resume_data is not None
+        resumable = (
+            isinstance(outcome, CancelledEvent | ErrorEvent) and outcome.resume_data is not None
+        )
         assert plan.remove_partial is not resumable
         assert _plan(entry, None).remove_partial is False
 

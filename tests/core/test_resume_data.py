@@ -12,9 +12,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import bgtransfer
-from bgtransfer._core.resume_data import FORMAT, InvalidResumeDataError, ResumeData
+from bgtransfer._core.resume_data import (
+    FORMAT,
+    KEY_SIZE,
+    InvalidResumeDataError,
+    ResumeData,
+    canonical_bytes,
+    decode_stored,
+    sign,
+    verify,
+)
 
-FULL = ResumeData(
+KEY = bytes(range(KEY_SIZE))
+OTHER_KEY = bytes(reversed(range(KEY_SIZE)))
+UNSIGNED = ResumeData(
     url="https://example.com/d\u00e9j\u00e0/file.bin?x=1&y=%20",
     partial="/var/tmp/bgtransfer/\u6587\u4ef6.bin.part",
     offset=1234,
@@ -25,7 +36,10 @@ FULL = ResumeData(
     description="the \U0001f4e6 file",
     headers=(("User-Agent", "demo/1.0"), ("X-Empty", ""), ("Accept", "*/*"), ("X-Dup", "a")),
 )
-MINIMAL = ResumeData(url="http://h/f", partial="/p", offset=0, validator='"x"', total=None)
+FULL = sign(UNSIGNED, KEY)
+MINIMAL = sign(
+    ResumeData(url="http://h/f", partial="/p", offset=0, validator='"x"', total=None), KEY
+)
 
 
 def _document(**changes: Any) -> dict[str, Any]:
@@ -97,7 +111,8 @@ def test_to_bytes_is_utf8_json_with_format_and_version() -> None:
     assert isinstance(blob, bytes)
     document = json.loads(blob.decode("utf-8"))
     assert document["format"] == FORMAT == "bgtransfer.resume-data"
-    assert document["version"] == ResumeData.VERSION == 1
+    assert document["version"] == ResumeData.VERSION == 2
+    assert document["mac"] == FULL.mac
     assert document["url"] == FULL.url
     assert document["partial"] == FULL.partial
     assert document["offset"] == 1234
@@ -232,7 +247,7 @@ def test_version_that_never_existed_rejected(version: int) -> None:
     assert "version" in str(_rejects(_blob(version=version)))
 
 
-@pytest.mark.parametrize("version", [2, 3, 10**6, 10**30])
+@pytest.mark.parametrize("version", [3, 10**6, 10**30])
 def test_newer_version_rejected_with_advice(version: int) -> None:
     message = str(_rejects(_blob(version=version)))
     assert "newer" in message
@@ -242,7 +257,7 @@ def test_newer_version_rejected_with_advice(version: int) -> None:
 
 def test_newer_version_rejected_even_when_fields_changed() -> None:
     # A newer format may change anything; the version is checked before the fields.
-    blob = json.dumps({"format": FORMAT, "version": 2, "url": 5}).encode()
+    blob = json.dumps({"format": FORMAT, "version": 3, "url": 5}).encode()
     assert "newer" in str(_rejects(blob))
 
 
@@ -351,6 +366,7 @@ def _resume_data(draw: st.DrawFn) -> ResumeData:
         destination=draw(st.none() | _text),
         description=draw(st.none() | _text),
         headers=tuple(draw(st.lists(st.tuples(_text, _text), max_size=5))),
+        mac=draw(st.text("0123456789abcdef", min_size=64, max_size=64)),
     )
 
 
@@ -368,3 +384,128 @@ def test_any_resume_data_round_trips(data: ResumeData) -> None:
 def test_arbitrary_bytes_are_rejected_cleanly(blob: bytes) -> None:
     with pytest.raises(InvalidResumeDataError):
         ResumeData.from_bytes(blob)
+
+
+# -- the signature (HMAC-SHA256 under the state directory's key) ---------------------------------
+
+
+def test_sign_then_verify() -> None:
+    assert len(FULL.mac) == 64
+    assert UNSIGNED.mac == ""
+    verify(FULL, KEY)
+    verify(ResumeData.from_bytes(FULL.to_bytes()), KEY)
+
+
+def test_signing_is_deterministic_and_depends_on_the_key() -> None:
+    assert sign(UNSIGNED, KEY) == FULL
+    assert sign(UNSIGNED, OTHER_KEY).mac != FULL.mac
+
+
+def test_verify_with_another_key_is_refused() -> None:
+    with pytest.raises(InvalidResumeDataError, match="another state directory"):
+        verify(FULL, OTHER_KEY)
+
+
+def test_unsigned_data_is_refused() -> None:
+    with pytest.raises(InvalidResumeDataError, match="not signed"):
+        verify(UNSIGNED, KEY)
+
+
+_CHANGES: dict[str, object] = {
+    "url": "https://example.com/other.bin",
+    "partial": "/etc/passwd",
+    "offset": 1233,
+    "validator": '"other"',
+    "total": 99_998,
+    "encoding": "identity",
+    "destination": "/home/u/.bashrc",
+    "description": "another",
+    "headers": (("User-Agent", "demo/1.0"),),
+}
+
+
+def test_every_field_but_the_mac_is_covered() -> None:
+    names = {field.name for field in attrs.fields(ResumeData)} - {"mac"}
+    assert names == set(_CHANGES)
+
+
+@pytest.mark.parametrize("name", sorted(_CHANGES))
+def test_any_changed_field_is_refused(name: str) -> None:
+    changed = attrs.evolve(FULL, **{name: _CHANGES[name]})
+    assert canonical_bytes(changed) != canonical_bytes(FULL)
+    with pytest.raises(InvalidResumeDataError, match="does not match"):
+        verify(changed, KEY)
+    # The same through bytes, as an application would hand it back.
+    with pytest.raises(InvalidResumeDataError, match="does not match"):
+        verify(ResumeData.from_bytes(changed.to_bytes()), KEY)
+
+
+@pytest.mark.parametrize(
+    ("one", "two"),
+    [
+        ({"destination": None}, {"destination": "None"}),
+        ({"description": None}, {"description": ""}),
+        ({"total": None}, {"total": 0, "offset": 0}),
+        ({"headers": (("a", "bc"),)}, {"headers": (("ab", "c"),)}),
+        ({"headers": (("a", "b"), ("c", "d"))}, {"headers": (("a", "b,c"), ("d", ""))}),
+    ],
+)
+def test_canonical_bytes_tell_apart_values_that_print_alike(
+    one: dict[str, Any], two: dict[str, Any]
+) -> None:
+    assert canonical_bytes(attrs.evolve(UNSIGNED, **one)) != canonical_bytes(
+        attrs.evolve(UNSIGNED, **two)
+    )
+
+
+@pytest.mark.parametrize("mac", ["", "0" * 63, "0" * 65, "g" * 64, "A" * 64, FULL.mac[:32]])
+def test_blob_with_a_malformed_mac_is_refused(mac: str) -> None:
+    assert "signature" in str(_rejects(_blob(mac=mac)))
+
+
+def test_blob_without_a_mac_is_refused() -> None:
+    assert "signature" in str(_rejects(_blob(mac=...)))
+
+
+@pytest.mark.parametrize("mac", [None, 5, ["x"]])
+def test_blob_with_a_mac_of_the_wrong_type_is_refused(mac: object) -> None:
+    assert "'mac'" in str(_rejects(_blob(mac=mac)))
+
+
+def test_flipped_mac_is_refused_by_verify() -> None:
+    flipped = ("1" if FULL.mac[0] == "0" else "0") + FULL.mac[1:]
+    data = ResumeData.from_bytes(_blob(mac=flipped))
+    with pytest.raises(InvalidResumeDataError, match="does not match"):
+        verify(data, KEY)
+
+
+def test_version_1_blob_is_refused_as_unsigned() -> None:
+    message = str(_rejects(_blob(version=1, mac=...)))
+    assert "unsigned" in message
+    assert "older" in message
+
+
+def test_stored_blobs_of_version_1_and_2_decode() -> None:
+    # What a journal written by an older version holds: no MAC, version 1.
+    assert decode_stored(_blob(version=1, mac=...)) == UNSIGNED
+    assert decode_stored(FULL.to_bytes()) == FULL
+    assert decode_stored(_blob(mac="junk")).mac == ""
+
+
+def test_hand_built_data_with_fields_of_the_wrong_types_is_refused() -> None:
+    odd = ResumeData(url=object(), partial="/p", offset=0, validator="v", total=None, mac="0" * 64)  # type: ignore[arg-type]
+    with pytest.raises(InvalidResumeDataError):
+        verify(odd, KEY)
+
+
+@pytest.mark.parametrize("mac", [None, 5, "\ud800" * 64])
+def test_hand_built_data_with_an_odd_mac_is_refused(mac: Any) -> None:
+    with pytest.raises(InvalidResumeDataError):
+        verify(attrs.evolve(FULL, mac=mac), KEY)
+
+
+@settings(max_examples=100, deadline=None)
+@given(_resume_data())
+def test_any_signed_resume_data_verifies_through_bytes(data: ResumeData) -> None:
+    signed = sign(data, KEY)
+    verify(ResumeData.from_bytes(signed.to_bytes()), KEY)

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from _helpers import sha256_file, wait_for_bytes
+from _helpers import sha256_file, signed, wait_for_bytes
 from bgtransfer import (
     Configuration,
     DownloadRequest,
     FinishedEvent,
+    InvalidResumeDataError,
     InvalidURLError,
     ResumeData,
     Session,
@@ -67,7 +68,12 @@ async def test_a_url_with_credentials_is_refused_at_every_door(
 ) -> None:
     partial = out_dir / "old.part"
     partial.write_bytes(b"x" * 10)
-    data = ResumeData(url=url, partial=str(partial), offset=10, validator='"v"', total=20)
+    # Signed as a session of this state dir would (only signed data reaches the URL
+    # check; unsigned data is refused first, its message redacted too).
+    data = signed(
+        state_dir, ResumeData(url=url, partial=str(partial), offset=10, validator='"v"', total=20)
+    )
+    forged = ResumeData(url=url, partial=str(partial), offset=10, validator='"v"', total=20)
     async with Session(ID, state_dir=state_dir) as session:
         calls = [
             lambda: session.download(url, out_dir / "a.bin"),
@@ -84,6 +90,11 @@ async def test_a_url_with_credentials_is_refused_at_every_door(
             assert shown in message
             assert "'Authorization' header" in message
             assert "headers_provider" in message
+        for blob in (forged, forged.to_bytes()):
+            with pytest.raises(InvalidResumeDataError) as refused:
+                await session.download_with_resume_data(blob, out_dir / "d.bin")
+            assert "s3cret" not in str(refused.value)
+            assert "pa55" not in str(refused.value)
         assert session.tasks() == []
     assert partial.read_bytes() == b"x" * 10  # the resume data's file is untouched
     for path in _files(state_dir):

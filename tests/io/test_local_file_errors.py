@@ -42,7 +42,9 @@ CHILD = textwrap.dedent(
                 result = await fine.wait()
                 outcome["other_finished"] = isinstance(result, FinishedEvent)
                 partials = session.directory / "partials"
-                outcome["partials"] = sorted(p.name for p in partials.iterdir())
+                outcome["partials"] = {p.name: p.stat().st_size for p in partials.iterdir()}
+                data = failing.result.resume_data
+                outcome["resume_offset"] = None if data is None else data.offset
             outcome["destination_exists"] = (tmp / "big.bin").exists()
             outcome["small_ok"] = (tmp / "small.bin").read_bytes() == small.data
             print(json.dumps(outcome))
@@ -53,7 +55,11 @@ CHILD = textwrap.dedent(
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX")
-def test_write_failure_ends_in_local_file_error_and_leaves_nothing(tmp_path: Path) -> None:
+def test_write_failure_ends_in_local_file_error_and_keeps_the_partial_for_resume_data(
+    tmp_path: Path,
+) -> None:
+    """Out of space (here EFBIG): the error carries resume data for the bytes on
+    disk and the partial file stays for it; nothing reaches the destination."""
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, str(tmp_path)],
         capture_output=True,
@@ -72,4 +78,6 @@ def test_write_failure_ends_in_local_file_error_and_leaves_nothing(tmp_path: Pat
     assert outcome["other_finished"] is True
     assert outcome["small_ok"] is True
     assert outcome["destination_exists"] is False
-    assert outcome["partials"] == []
+    (size,) = outcome["partials"].values()
+    assert list(outcome["partials"]) == ["1.part"]
+    assert 0 < outcome["resume_offset"] <= size <= 1_000_000

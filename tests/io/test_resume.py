@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from _helpers import check_resumable_stream, collect, sha256_file, wait_for_bytes
+from _helpers import (
+    check_resumable_stream,
+    collect,
+    planted_partial,
+    sha256_file,
+    signed,
+    wait_for_bytes,
+)
 from bgtransfer import (
     CancelledEvent,
     Configuration,
@@ -221,7 +228,7 @@ async def test_complete_partial_is_confirmed_by_416(
     server: TestServer, state_dir: Path, out_dir: Path, tmp_path: Path
 ) -> None:
     file = server.add_file("/f.bin", size=200_000)
-    partial = tmp_path / "whole.part"
+    partial = planted_partial(state_dir)
     partial.write_bytes(file.data)
     data = ResumeData(
         url=server.url(file.path),
@@ -231,6 +238,7 @@ async def test_complete_partial_is_confirmed_by_416(
         total=file.size,
         destination=str(out_dir / "f.bin"),
     )
+    data = signed(state_dir, data)
     async with Session(state_dir=state_dir, config=CONFIG) as session:
         task = await session.download_with_resume_data(data.to_bytes())
         result = await task.wait()
@@ -244,7 +252,7 @@ async def test_416_without_length_restarts(
     server: TestServer, state_dir: Path, out_dir: Path, tmp_path: Path
 ) -> None:
     file = server.add_file("/f.bin", size=200_000)
-    partial = tmp_path / "half.part"
+    partial = planted_partial(state_dir)
     partial.write_bytes(file.data[:50_000])
     data = ResumeData(
         url=server.url(file.path),
@@ -253,6 +261,7 @@ async def test_416_without_length_restarts(
         validator=file.etag,
         total=file.size,
     )
+    data = signed(state_dir, data)
     server.set_faults(file.path, Faults(status=416), times=1)
     async with Session(state_dir=state_dir, config=CONFIG) as session:
         task = await session.download_with_resume_data(data, out_dir / "f.bin")
@@ -470,7 +479,8 @@ async def test_same_resume_data_twice_at_once_gives_one_task(
     [
         (b"garbage", "not JSON"),
         (b'{"format": "bgtransfer.resume-data", "version": 99}', "newer"),
-        (b'{"format": "bgtransfer.resume-data", "version": 1, "url": "http://x/"}', "lacks"),
+        (b'{"format": "bgtransfer.resume-data", "version": 2, "url": "http://x/"}', "lacks"),
+        (b'{"format": "bgtransfer.resume-data", "version": 1, "url": "http://x/"}', "unsigned"),
     ],
 )
 async def test_bad_resume_data_raises_at_the_call(

@@ -25,7 +25,7 @@ from .._exceptions import (
     TransferTimeoutError,
 )
 from .events import CancelledEvent, ErrorEvent, FinishedEvent, TerminalEvent
-from .resume_data import InvalidResumeDataError, ResumeData
+from .resume_data import InvalidResumeDataError, ResumeData, decode_stored
 
 __all__ = ["CodecError", "decode_error", "decode_terminal", "encode_error", "encode_terminal"]
 
@@ -98,12 +98,34 @@ def encode_terminal(event: TerminalEvent) -> dict[str, Any]:
             "length_verified": event.length_verified,
         }
     if isinstance(event, ErrorEvent):
-        return {"kind": "error", "error": encode_error(event.error)}
+        document = {"kind": "error", "error": encode_error(event.error)}
+        if event.resume_data is not None:  # out of space: the partial file was kept
+            document["resume_data"] = _encode_resume_data(event.resume_data)
+        return document
     data = event.resume_data
     return {
         "kind": "cancelled",
-        "resume_data": None if data is None else data.to_bytes().decode("utf-8"),
+        "resume_data": None if data is None else _encode_resume_data(data),
     }
+
+
+def _encode_resume_data(data: ResumeData) -> str:
+    return data.to_bytes().decode("utf-8")
+
+
+def _decode_resume_data(kind: str, blob: object) -> ResumeData | None:
+    """Resume data stored with an outcome (older, unsigned versions too: the
+    journal is trusted, and the engine signs what it hands out again)."""
+    if blob is None:
+        return None
+    if not isinstance(blob, str):
+        raise CodecError(f"{kind} outcome with resume data that is not text")
+    try:
+        return decode_stored(blob.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise CodecError(f"{kind} outcome with resume data that is not UTF-8") from None
+    except InvalidResumeDataError as exc:
+        raise CodecError(f"{kind} outcome: {exc}") from None
 
 
 def decode_terminal(task_id: int, document: object) -> TerminalEvent:
@@ -126,19 +148,13 @@ def decode_terminal(task_id: int, document: object) -> TerminalEvent:
             length_verified=verified,
         )
     if kind == "error":
-        return ErrorEvent(task_id=task_id, error=decode_error(document.get("error")))
+        return ErrorEvent(
+            task_id=task_id,
+            error=decode_error(document.get("error")),
+            resume_data=_decode_resume_data("error", document.get("resume_data")),
+        )
     if kind == "cancelled":
-        blob = document.get("resume_data")
-        if blob is None:
-            return CancelledEvent(task_id=task_id)
-        if not isinstance(blob, str):
-            raise CodecError("cancelled outcome with resume data that is not text")
-        try:
-            data = ResumeData.from_bytes(blob.encode("utf-8"))
-        except UnicodeEncodeError:
-            raise CodecError("cancelled outcome with resume data that is not UTF-8") from None
-        except InvalidResumeDataError as exc:
-            raise CodecError(f"cancelled outcome: {exc}") from None
+        data = _decode_resume_data("cancelled", document.get("resume_data"))
         return CancelledEvent(task_id=task_id, resume_data=data)
     raise CodecError(f"unknown outcome kind {kind!r}")
 

@@ -7,7 +7,7 @@ A consumer can ``match`` on them exhaustively::
         case ResumedEvent(offset=n): ...
         case RetryEvent(attempt=n, error=exc, delay=seconds): ...
         case FinishedEvent(location=path): ...
-        case ErrorEvent(error=exc): ...
+        case ErrorEvent(error=exc, resume_data=data): ...
         case CancelledEvent(resume_data=data): ...
 
 Nobody subclasses them (each is ``@final``); :data:`TaskEvent` is the union and
@@ -115,10 +115,18 @@ class FinishedEvent:
 @final
 @attrs.frozen(kw_only=True)
 class ErrorEvent:
-    """The task failed for good; ``error`` says why and names the URL. Terminal."""
+    """The task failed for good; ``error`` says why and names the URL. Terminal.
+
+    ``resume_data`` is set when the disk ran out of space (a
+    :class:`~bgtransfer.LocalFileError` with ``errno`` ``ENOSPC``, ``EDQUOT`` or
+    ``EFBIG``) after bytes that can be resumed safely were written: the partial
+    file is kept, and once space is freed ``Session.download_with_resume_data()``
+    continues from those bytes (the iOS model: the error carries the resume data).
+    """
 
     task_id: int
     error: TransferError
+    resume_data: ResumeData | None = None
 
 
 @final

@@ -434,9 +434,11 @@ def plan_reattach(
     whether its destination exists (``destination_id``: which file is there, for
     a one-step move; None: none).
 
-    * ``ENDED``: deliver its outcome; the partial goes unless it backs resume data.
+    * ``ENDED``: deliver its outcome; the partial goes unless it backs resume data
+      (a cancel with resume data, or an error for want of space).
     * ``CANCELING``: the cancel completes now, with resume data if it was asked
-      for and the partial file still holds the vouched-for bytes.
+      for and the partial file still holds the vouched-for bytes (unsigned: the
+      engine signs what it hands out).
     * ``MOVING``: the partial there and whole: move it. The partial gone and the
       destination there: the move happened before the crash: finished. Both gone:
       the finished file was deleted: an error (never downloaded again).
@@ -452,7 +454,10 @@ def plan_reattach(
     has_partial = partial_size is not None
     if entry.phase is Phase.ENDED:
         assert entry.outcome is not None
-        keep = isinstance(entry.outcome, CancelledEvent) and entry.outcome.resume_data is not None
+        keep = (
+            isinstance(entry.outcome, CancelledEvent | ErrorEvent)
+            and entry.outcome.resume_data is not None
+        )
         return Reattach(
             action=Action.END, outcome=entry.outcome, remove_partial=has_partial and not keep
         )

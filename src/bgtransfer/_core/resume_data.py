@@ -2,26 +2,51 @@
 
 The ``cancelByProducingResumeData:`` analog. Serialised as UTF-8 JSON with a
 format tag and a version, so a blob is self-describing, readable when debugging,
-and checked field by field when read back. Pure: whether the partial file still
-exists is checked by the session that uses the data.
+and checked field by field when read back.
+
+Resume data leaves the process and comes back from the application, so it is
+*authenticated*: the session that hands it out sets :attr:`ResumeData.mac`, an
+HMAC-SHA256 over every other field under a secret key of its state directory
+(:func:`sign`), and a session takes it back only if the MAC is right for its own
+key (:func:`verify`). An edited blob (another partial file, another URL) or one
+made by another state directory is refused before any file is touched. Pure:
+the key comes from the caller, and whether the partial file still exists is
+checked by the session that uses the data.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import re
 from typing import Any, ClassVar, Final
 
 import attrs
 
 from .._exceptions import InvalidRequestError
+from .secrets import redacted_url
 
-__all__ = ["FORMAT", "InvalidResumeDataError", "ResumeData"]
+__all__ = [
+    "FORMAT",
+    "KEY_SIZE",
+    "InvalidResumeDataError",
+    "ResumeData",
+    "canonical_bytes",
+    "decode_stored",
+    "sign",
+    "verify",
+]
 
 FORMAT: Final = "bgtransfer.resume-data"
+KEY_SIZE: Final = 32
+"""Bytes of the secret key resume data is signed with (HMAC-SHA256's block of entropy)."""
+_MAC_TEXT: Final = re.compile(r"[0-9a-f]{64}")
 
 
 class InvalidResumeDataError(InvalidRequestError):
     """Resume data that cannot be used: garbage, truncated, from a newer version,
+    unsigned or not signed by this state directory (edited, or made elsewhere),
     or pointing at a partial file that is gone (or already taken by another task)."""
 
 
@@ -29,7 +54,7 @@ class InvalidResumeDataError(InvalidRequestError):
 class ResumeData:
     """A paused download: where its bytes are and how to ask for the rest safely."""
 
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2
 
     url: str
     """The URL the bytes came from (after redirects, the original URL is kept)."""
@@ -49,6 +74,10 @@ class ResumeData:
     headers: tuple[tuple[str, str], ...] = ()
     """Request headers to send again; never credentials (Authorization,
     Proxy-Authorization, Cookie), which the application supplies again."""
+    mac: str = ""
+    """HMAC-SHA256 of every other field under the state directory's key, as hex;
+    set by the session that handed the data out. Any change to a field (or data
+    built by hand) makes it wrong, and the data is refused. Not a secret."""
 
     def to_bytes(self) -> bytes:
         """The serialised form (UTF-8 JSON with a format tag and version)."""
@@ -60,41 +89,111 @@ class ResumeData:
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> ResumeData:
-        """Read resume data; raise :class:`InvalidResumeDataError` saying what is wrong."""
+        """Read resume data; raise :class:`InvalidResumeDataError` saying what is wrong.
+
+        Only the form is checked here (an unsigned or older blob is refused); the
+        MAC is checked against the key by the session given the data."""
         if not isinstance(blob, bytes | bytearray | memoryview):
             raise TypeError(f"resume data must be bytes, not {type(blob).__name__}")
-        try:
-            document = json.loads(bytes(blob).decode("utf-8"))
-        except (ValueError, RecursionError):  # bad UTF-8, bad JSON, absurd nesting/numbers
+        data = _decode(bytes(blob), stored=False)
+        if _MAC_TEXT.fullmatch(data.mac) is None:
             raise InvalidResumeDataError(
-                "not bgtransfer resume data (not JSON: garbage or truncated)"
-            ) from None
-        if not isinstance(document, dict) or document.get("format") != FORMAT:
-            raise InvalidResumeDataError("not bgtransfer resume data (no format tag)")
-        version = document.get("version")
-        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise InvalidResumeDataError("resume data without a valid version")
-        if version > cls.VERSION:
-            raise InvalidResumeDataError(
-                f"resume data version {version} is newer than this bgtransfer "
-                f"understands ({cls.VERSION}); upgrade bgtransfer"
+                "resume data without a valid signature (mac): altered or truncated"
             )
-        try:
-            return cls(
-                url=_field(document, "url", str),
-                partial=_field(document, "partial", str),
-                offset=_offset(document),
-                validator=_field(document, "validator", str),
-                total=_optional(document, "total", int),
-                encoding=_field(document, "encoding", str),
-                destination=_optional(document, "destination", str),
-                description=_optional(document, "description", str),
-                headers=_headers(document),
-            )
-        except KeyError as exc:
-            raise InvalidResumeDataError(
-                f"resume data lacks {exc.args[0]!r} (truncated?)"
-            ) from None
+        return data
+
+
+def decode_stored(blob: bytes) -> ResumeData:
+    """Resume data as the journal stored it: version 1 (unsigned, written before
+    resume data was signed) or 2, the MAC kept as it is (the journal is trusted;
+    the engine signs what it hands out again)."""
+    return _decode(blob, stored=True)
+
+
+def canonical_bytes(data: ResumeData) -> bytes:
+    """What the MAC covers: every field but the MAC, in a fixed order and form."""
+    fields = [
+        FORMAT,
+        ResumeData.VERSION,
+        data.url,
+        data.partial,
+        data.offset,
+        data.validator,
+        data.total,
+        data.encoding,
+        data.destination,
+        data.description,
+        [list(pair) for pair in data.headers],
+    ]
+    return json.dumps(fields, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+def _mac(data: ResumeData, key: bytes) -> str:
+    return hmac.new(key, canonical_bytes(data), hashlib.sha256).hexdigest()
+
+
+def sign(data: ResumeData, key: bytes) -> ResumeData:
+    """``data`` with its MAC under ``key`` (the state directory's secret)."""
+    return attrs.evolve(data, mac=_mac(data, key))
+
+
+def verify(data: ResumeData, key: bytes) -> None:
+    """Raise :class:`InvalidResumeDataError` unless ``data``'s MAC is right for ``key``."""
+    if not data.mac or not isinstance(data.mac, str):
+        raise InvalidResumeDataError(
+            f"{redacted_url(data.url)}: resume data is not signed (built by hand, or from an "
+            "older bgtransfer); only resume data a session handed out can be used"
+        )
+    try:
+        expected = _mac(data, key)
+    except (TypeError, ValueError):  # built by hand with fields of the wrong types
+        raise InvalidResumeDataError("resume data with fields of the wrong types") from None
+    if not hmac.compare_digest(expected.encode(), str(data.mac).encode("utf-8", "replace")):
+        raise InvalidResumeDataError(
+            f"{redacted_url(data.url)}: resume data signature does not match: it was altered, or "
+            "made by a session of another state directory (or an ephemeral session "
+            "of another process)"
+        )
+
+
+def _decode(blob: bytes, *, stored: bool) -> ResumeData:
+    cls = ResumeData
+    try:
+        document = json.loads(blob.decode("utf-8"))
+    except (ValueError, RecursionError):  # bad UTF-8, bad JSON, absurd nesting/numbers
+        raise InvalidResumeDataError(
+            "not bgtransfer resume data (not JSON: garbage or truncated)"
+        ) from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise InvalidResumeDataError("not bgtransfer resume data (no format tag)")
+    version = document.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise InvalidResumeDataError("resume data without a valid version")
+    if version > cls.VERSION:
+        raise InvalidResumeDataError(
+            f"resume data version {version} is newer than this bgtransfer "
+            f"understands ({cls.VERSION}); upgrade bgtransfer"
+        )
+    if version < cls.VERSION and not stored:
+        raise InvalidResumeDataError(
+            f"resume data version {version} is unsigned (from an older bgtransfer) "
+            "and cannot be trusted; start the download again"
+        )
+    try:
+        return cls(
+            url=_field(document, "url", str),
+            partial=_field(document, "partial", str),
+            offset=_offset(document),
+            validator=_field(document, "validator", str),
+            total=_optional(document, "total", int),
+            encoding=_field(document, "encoding", str),
+            destination=_optional(document, "destination", str),
+            description=_optional(document, "description", str),
+            headers=_headers(document),
+            mac=_mac_field(document, stored=stored),
+        )
+    except KeyError as exc:
+        raise InvalidResumeDataError(f"resume data lacks {exc.args[0]!r} (truncated?)") from None
 
 
 def _field(document: dict[str, Any], name: str, kind: type) -> Any:
@@ -124,3 +223,10 @@ def _headers(document: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     ):
         raise InvalidResumeDataError("resume data field 'headers' has the wrong type")
     return tuple((name, value) for name, value in raw)
+
+
+def _mac_field(document: dict[str, Any], *, stored: bool) -> str:
+    value = document.get("mac", "")
+    if not isinstance(value, str):
+        raise InvalidResumeDataError("resume data field 'mac' has the wrong type")
+    return value if not stored or _MAC_TEXT.fullmatch(value) else ""

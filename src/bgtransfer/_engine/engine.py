@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import inspect
 import logging
 import os
@@ -33,6 +34,7 @@ import aiohttp
 import anyio
 import anyio.abc
 import anyio.lowlevel
+import attrs
 
 from .._core.config import Configuration, HeaderPairs, normalize_headers
 from .._core.events import (
@@ -49,7 +51,7 @@ from .._core.journal import Action, OneStepMove, Phase, TaskEntry, plan_reattach
 from .._core.naming import Origin, filename_from_url, origin_of, parse_url, unique_name
 from .._core.ranges import EndVerdict, ResumePlan, judge_unframed_end, plan_resume
 from .._core.redirects import RedirectRule
-from .._core.resume_data import InvalidResumeDataError, ResumeData
+from .._core.resume_data import InvalidResumeDataError, ResumeData, sign, verify
 from .._core.retry import backoff, kept_progress, parse_retry_after
 from .._core.secrets import SecretHeaders
 from .._core.segments import MAX_SEGMENTS, Segment
@@ -66,6 +68,7 @@ from .._exceptions import (
     IncompleteBodyError,
     InvalidDestinationError,
     JournalError,
+    LocalFileError,
     ProtocolError,
     ResourceTimeoutError,
     SessionClosedError,
@@ -73,6 +76,7 @@ from .._exceptions import (
 )
 from .._io.errors import file_error, journal_write_error
 from .._io.files import (
+    OUT_OF_SPACE,
     file_identity,
     move_into_place,
     not_regular_error,
@@ -80,6 +84,7 @@ from .._io.files import (
     remove_quietly,
     reserve_blocks,
 )
+from .._io.resume_key import locate_partial
 from .._io.threads import run_blocking
 from .._io.transfer import fetch_to_file
 from .hub import EventHub, EventStream, snapshot_progress
@@ -149,11 +154,17 @@ class Engine:
         config: Configuration,
         downloads_dir: Path,
         partials_dir: Path,
+        resume_key: bytes,
         state_dir: Path | None = None,
+        resume_root: Path | None = None,
         journal: Checkpointer | None = None,
         next_id: int = 1,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``resume_key`` signs the resume data handed out and checks what comes
+        back; ``resume_root``: resume data may name a partial file of any session
+        there (None: only of ``partials_dir``). ``state_dir``: no destination may
+        lie inside it, but for ``downloads_dir``."""
         self.config = config
         self.clock = clock
         self._downloads_dir = downloads_dir
@@ -164,6 +175,8 @@ class Engine:
         self._state_dir = None if state_dir is None else str(state_dir.resolve())
         self._allowed_dir = str(downloads_dir.resolve())
         self._slots = _descriptor_slots(config.max_concurrent_transfers)
+        self._resume_key = resume_key
+        self._resume_root = resume_root
         self._supervisor = Supervisor(
             per_host_limit=config.max_connections_per_host, total_limit=self._slots
         )
@@ -292,7 +305,7 @@ class Engine:
             record.may_have_partial = True  # whatever the journal says, look when it ends
             record.announce_resume = plan.offset > 0 or plan.restarted
             self._records[record.id] = record
-            outcome = plan.outcome
+            outcome = self._signed(plan.outcome)  # the journal's are not handed out as stored
             if plan.action is Action.MOVE:
                 outcome = await self._finish_restored(record, plan.offset)
             if outcome is not None:
@@ -554,9 +567,26 @@ class Engine:
         the journal, naming the file it takes over, before the rename: a process
         killed in between leaves the next one to finish the takeover, never bytes
         that no task owns.
+
+        Only resume data this state directory signed is taken (its MAC checked
+        first), and only a regular file in a ``partials/`` directory of it;
+        anything else raises :class:`InvalidResumeDataError` before any file is
+        touched.
         """
         self._check_open()
+        verify(data, self._resume_key)
         url, origin = parse_url(data.url, self._origins)
+        source = await run_blocking(
+            functools.partial(
+                locate_partial,
+                data.partial,
+                url=url,
+                offset=data.offset,
+                partials_dir=self._partials_dir,
+                state_dir=self._resume_root,
+            )
+        )
+        self._check_open()  # it may have closed meanwhile
         given = destination if destination is not None else data.destination
         record = self._new_record(
             task_id=self._next_id,
@@ -570,7 +600,6 @@ class Engine:
             total=data.total,
             encoding=data.encoding,
         )
-        source = Path(data.partial)
         self._next_id += 1
         self._records[record.id] = record
         self._claims[record.destination_key] = record.id
@@ -800,7 +829,8 @@ class Engine:
 
     def _check_text(self, url: str, text: str) -> None:
         """Refuse a destination no file path can be: empty, a NUL byte, characters
-        the file system (a background session: the journal, UTF-8) cannot hold."""
+        the file system's encoding cannot hold (a lone surrogate that is not an
+        undecodable byte, as ``os.fsdecode`` makes them)."""
         problem = None
         if not text:
             problem = "is empty (use None for the session's downloads/ folder, '.' for here)"
@@ -808,10 +838,8 @@ class Engine:
             problem = "contains a NUL byte"
         else:
             try:
-                if self._journal is not None:
-                    text.encode()
-                else:
-                    os.fsencode(text)
+                # The journal stores any str losslessly; the file system needs bytes.
+                os.fsencode(text)
             except UnicodeEncodeError as exc:
                 problem = f"cannot be encoded as a file name ({exc.reason})"
         if problem is not None:
@@ -867,7 +895,32 @@ class Engine:
 
     def _cancel_outcome(self, record: TaskRecord) -> CancelledEvent:
         data = record.resume_data() if record.want_resume_data else None
+        if data is not None:
+            data = sign(data, self._resume_key)
         return CancelledEvent(task_id=record.id, resume_data=data)
+
+    def _error_outcome(self, record: TaskRecord, error: TransferError) -> ErrorEvent:
+        """The task failed. Out of space with bytes that can be resumed: the
+        partial file is kept and the event carries (signed) resume data for them,
+        to continue once space is freed."""
+        data = None
+        if isinstance(error, LocalFileError) and error.errno in OUT_OF_SPACE:
+            data = record.resume_data()
+            try:  # never vouch for more than the file holds (one stat, failures only)
+                size = os.stat(record.partial).st_size
+            except OSError:
+                size = 0
+            if data is not None and data.offset <= size:
+                data = sign(data, self._resume_key)
+            else:
+                data = None
+        return ErrorEvent(task_id=record.id, error=error, resume_data=data)
+
+    def _signed(self, outcome: TerminalEvent | None) -> TerminalEvent | None:
+        """``outcome`` with its resume data (if any) signed with this state's key."""
+        if isinstance(outcome, CancelledEvent | ErrorEvent) and outcome.resume_data is not None:
+            return attrs.evolve(outcome, resume_data=sign(outcome.resume_data, self._resume_key))
+        return outcome
 
     async def _run(self, record: TaskRecord) -> None:
         """A runner: its task, then each task the supervisor grants it on release.
@@ -910,7 +963,7 @@ class Engine:
                     scope.cancel()  # suspended, cancelled, failed or closing before it got going
                 outcome = await self._transfer(record)
         except TransferError as exc:
-            outcome = ErrorEvent(task_id=record.id, error=exc)
+            outcome = self._error_outcome(record, exc)
         except Exception as exc:  # a bug must not take the other tasks down with it
             logger.exception("internal error in task %d (%s)", record.id, record.url)
             error = TransferError(f"internal error: {exc!r}", url=record.url)
@@ -923,7 +976,7 @@ class Engine:
             requeue, record.requeue = record.requeue, False
             outcome = self._stopped_outcome(record, outcome, requeue=requeue)
             keep_partial = outcome is None or (
-                isinstance(outcome, CancelledEvent) and outcome.resume_data is not None
+                isinstance(outcome, CancelledEvent | ErrorEvent) and outcome.resume_data is not None
             )
             if not keep_partial and not isinstance(outcome, FinishedEvent):
                 with anyio.CancelScope(shield=True):
@@ -1419,7 +1472,8 @@ def _inspect(
 
 
 def _take_over(source: Path, partial: Path, offset: int, url: str) -> None:
-    """Move resume data's partial file to ``partial``; in a worker thread."""
+    """Move resume data's partial file (found by ``locate_partial``) to
+    ``partial``; in a worker thread."""
     try:
         os.replace(source, partial)
     except FileNotFoundError:

@@ -28,6 +28,7 @@ from pathlib import Path
 from .threads import run_blocking
 
 __all__ = [
+    "OUT_OF_SPACE",
     "PRIVATE_DIR_MODE",
     "PRIVATE_FILE_MODE",
     "check_replaceable",
@@ -51,7 +52,8 @@ RESERVE_MIN_BYTES = 1024 * 1024
 """Bodies at least this long get their disk blocks reserved before the first write."""
 
 _FALLOC_FL_KEEP_SIZE = 1  # linux/falloc.h
-_OUT_OF_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+OUT_OF_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+"""The errnos that mean the disk (or a quota, or a size limit) is full."""
 _CREATE = os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _COPY_SUFFIX = ".bgtransfer-tmp"
 _KINDS = (
@@ -219,7 +221,7 @@ def reserve_blocks(fd: int, offset: int, length: int) -> None:
     import ctypes  # noqa: PLC0415 - loaded by _fallocate already
 
     code = ctypes.get_errno()
-    if code in _OUT_OF_SPACE:
+    if code in OUT_OF_SPACE:
         raise OSError(code, os.strerror(code))
     # EOPNOTSUPP, EINVAL, ENOSYS...: the writes allocate as they go, as without.
 
