@@ -63,9 +63,10 @@ from bgtransfer import (
     TaskState,
     TransferTimeoutError,
 )
-from bgtransfer._engine.engine import READ_BUFSIZE, Engine
+from bgtransfer._engine.engine import Engine
 from bgtransfer._engine.record import TaskRecord
 from bgtransfer._io import pump
+from bgtransfer._io.client import READ_BUFSIZE
 from bgtransfer._io.transfer import BodyPlan
 from bgtransfer.testing import Faults, TestServer
 

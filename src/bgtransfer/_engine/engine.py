@@ -47,21 +47,18 @@ from .._core.events import (
     TaskEvent,
     TerminalEvent,
 )
-from .._core.journal import Action, OneStepMove, Phase, TaskEntry, plan_reattach
+from .._core.journal import Action, OneStepMove, TaskEntry, plan_reattach
 from .._core.naming import Origin, filename_from_url, origin_of, parse_url, unique_name
 from .._core.ranges import EndVerdict, ResumePlan, judge_unframed_end, plan_resume
 from .._core.redirects import RedirectRule
-from .._core.resume_data import InvalidResumeDataError, ResumeData, sign, verify
+from .._core.resume_data import ResumeData, sign, verify
 from .._core.retry import backoff, kept_progress, parse_retry_after
 from .._core.secrets import SecretHeaders
 from .._core.segments import MAX_SEGMENTS, Segment
 from .._core.states import Input, TaskState, transition
 from .._core.supervisor import (
-    DESCRIPTORS_PER_SLOT,
-    RESERVED_DESCRIPTORS,
     Supervisor,
     SupervisorStatistics,
-    slots_for_descriptors,
 )
 from .._exceptions import (
     HTTPStatusError,
@@ -74,16 +71,16 @@ from .._exceptions import (
     SessionClosedError,
     TransferError,
 )
+from .._io.client import descriptor_slots, make_client
 from .._io.errors import file_error, journal_write_error
 from .._io.files import (
     OUT_OF_SPACE,
     file_identity,
     move_into_place,
     not_regular_error,
-    private_opener,
     remove_quietly,
-    reserve_blocks,
 )
+from .._io.partials import inspect_partials, partial_size, preallocate, take_over
 from .._io.resume_key import locate_partial
 from .._io.threads import run_blocking
 from .._io.transfer import fetch_to_file
@@ -94,7 +91,6 @@ __all__ = ["Checkpointer", "Engine"]
 
 logger = logging.getLogger("bgtransfer")
 
-READ_BUFSIZE = 1024 * 1024  # aiohttp's per-connection read buffer (it buffers up to twice this)
 _FORCED_HEADERS = {"Accept-Encoding": "identity"}  # offsets on disk = offsets of the representation
 
 Request = tuple[object, "str | os.PathLike[str] | None", "str | None", HeaderPairs, "int | None"]
@@ -174,7 +170,7 @@ class Engine:
         # new destination directory is compared as text.
         self._state_dir = None if state_dir is None else str(state_dir.resolve())
         self._allowed_dir = str(downloads_dir.resolve())
-        self._slots = _descriptor_slots(config.max_concurrent_transfers)
+        self._slots = descriptor_slots(config.max_concurrent_transfers)
         self._resume_key = resume_key
         self._resume_root = resume_root
         self._supervisor = Supervisor(
@@ -207,20 +203,7 @@ class Engine:
     # -- lifecycle ----------------------------------------------------------------
 
     async def __aenter__(self) -> Engine:
-        connector = aiohttp.TCPConnector(
-            limit=self._slots,
-            # Defence in depth: the supervisor already keeps each origin within the
-            # limit; this also bounds the hosts a redirect leads to.
-            limit_per_host=self.config.max_connections_per_host,
-        )
-        self._client = aiohttp.ClientSession(
-            connector=connector,
-            auto_decompress=False,
-            # aiohttp's 64 KiB default pauses and resumes the socket every few reads
-            # at loopback speeds; past 2 x this, reading waits for the writer.
-            read_bufsize=READ_BUFSIZE,
-            timeout=aiohttp.ClientTimeout(total=None),
-        )
+        self._client = make_client(self.config, self._slots)
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
@@ -275,7 +258,7 @@ class Engine:
         assert self._journal is not None
         assert not self._records
         partials = [self._partials_dir / f"{entry.id}.part" for entry in entries]
-        facts = await anyio.to_thread.run_sync(_inspect, entries, partials)
+        facts = await anyio.to_thread.run_sync(inspect_partials, entries, partials)
         leftovers: list[Path] = []  # partial files of tasks that ended
         for entry, partial, (size, destination_id) in zip(entries, partials, facts, strict=True):
             plan = plan_reattach(
@@ -607,7 +590,7 @@ class Engine:
         self._checkpoint(record)
         try:
             await self.flush()
-            await anyio.to_thread.run_sync(_take_over, source, record.partial, data.offset, url)
+            await anyio.to_thread.run_sync(take_over, source, record.partial, data.offset, url)
             record.takeover = None
         except BaseException:
             del self._records[record.id]
@@ -906,11 +889,8 @@ class Engine:
         data = None
         if isinstance(error, LocalFileError) and error.errno in OUT_OF_SPACE:
             data = record.resume_data()
-            try:  # never vouch for more than the file holds (one stat, failures only)
-                size = os.stat(record.partial).st_size
-            except OSError:
-                size = 0
-            if data is not None and data.offset <= size:
+            # never vouch for more than the file holds
+            if data is not None and data.offset <= partial_size(record.partial):
                 data = sign(data, self._resume_key)
             else:
                 data = None
@@ -1264,7 +1244,7 @@ class Engine:
         assert record.segments is not None
         assert record.bytes_expected is not None
         try:
-            await run_blocking(_preallocate, record.partial, record.bytes_expected)
+            await run_blocking(preallocate, record.partial, record.bytes_expected)
         except OSError as exc:
             raise file_error(
                 exc, url=record.url, action="reserve space for", path=record.partial
@@ -1382,29 +1362,6 @@ class Engine:
         record.set_done()
 
 
-def _descriptor_slots(wanted: int) -> int:
-    """``max_concurrent_transfers``, lowered to what ``RLIMIT_NOFILE`` (soft) can serve;
-    a WARNING says so when it is lowered."""
-    try:
-        import resource  # noqa: PLC0415 -- not on Windows
-    except ImportError:
-        return wanted
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    slots = slots_for_descriptors(wanted, None if soft == resource.RLIM_INFINITY else soft)
-    if slots < wanted:
-        logger.warning(
-            "max_concurrent_transfers=%d lowered to %d: the process may open %d file "
-            "descriptors (RLIMIT_NOFILE), %d per transfer after %d for the rest "
-            "(raise the limit to run more at once)",
-            wanted,
-            slots,
-            soft,
-            DESCRIPTORS_PER_SLOT,
-            RESERVED_DESCRIPTORS,
-        )
-    return slots
-
-
 @contextlib.asynccontextmanager
 async def _segment_group() -> AsyncIterator[anyio.abc.TaskGroup]:
     """A task group for segment workers that raises one error, not a group: a
@@ -1427,71 +1384,6 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]
             yield from _leaves(inner)
         else:
             yield inner
-
-
-def _preallocate(path: Path, size: int) -> None:
-    """Create the partial file anew (exclusively: an older one, or a link planted
-    there, is unlinked first) and give it its final size, so every segment writes
-    in place; reserve its blocks where the platform can (a disk
-    that cannot hold it raises ``OSError``, the file removed)."""
-    try:
-        with open(path, "wb", opener=private_opener) as file:
-            file.truncate(size)
-            reserve_blocks(file.fileno(), 0, size)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-
-
-def _inspect(
-    entries: Sequence[TaskEntry], partials: Sequence[Path]
-) -> list[tuple[int | None, tuple[int, int, int, int] | None]]:
-    """(partial size or None, the destination's identity if it matters and exists)
-    for each entry, after finishing any takeover a crash interrupted; in a worker
-    thread."""
-    facts: list[tuple[int | None, tuple[int, int, int, int] | None]] = []
-    for entry, partial in zip(entries, partials, strict=True):
-        size: int | None = None
-        if entry.takeover is not None and not partial.exists():
-            # Killed between journaling a resumed task and its rename: do it now.
-            with contextlib.suppress(FileNotFoundError):
-                os.replace(entry.takeover, partial)
-        # A live task with nothing vouched for starts from zero whatever is there:
-        # no need to look (this keeps reopening 10,000 queued tasks quick).
-        if entry.offset > 0 or entry.phase not in (Phase.RUNNING, Phase.SUSPENDED):
-            try:
-                size = partial.stat().st_size
-            except FileNotFoundError:
-                size = None
-        destination = None
-        if entry.phase is Phase.MOVING and size is None:
-            with contextlib.suppress(OSError):  # unreadable: as good as missing
-                destination = file_identity(entry.destination)
-        facts.append((size, destination))
-    return facts
-
-
-def _take_over(source: Path, partial: Path, offset: int, url: str) -> None:
-    """Move resume data's partial file (found by ``locate_partial``) to
-    ``partial``; in a worker thread."""
-    try:
-        os.replace(source, partial)
-    except FileNotFoundError:
-        raise InvalidResumeDataError(
-            f"{url}: the partial file {source} is gone "
-            "(resumed already by another task, or deleted)"
-        ) from None
-    except OSError as exc:
-        cause = "it is on another file system" if exc.errno == errno.EXDEV else exc.strerror
-        raise InvalidResumeDataError(
-            f"{url}: cannot take over the partial file {source}: {cause}"
-        ) from exc
-    size = partial.stat().st_size
-    if size < offset:
-        os.replace(partial, source)  # give it back untouched: nothing is lost
-        raise InvalidResumeDataError(
-            f"{url}: the partial file {source} holds {size} bytes, the resume data says {offset}"
-        )
 
 
 def _within(path: str, directory: str) -> bool:
