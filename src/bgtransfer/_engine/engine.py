@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import functools
 import inspect
 import logging
 import os
 import random
-import stat
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
@@ -48,13 +46,13 @@ from .._core.events import (
     TerminalEvent,
 )
 from .._core.journal import Action, OneStepMove, TaskEntry, plan_reattach
-from .._core.naming import Origin, filename_from_url, origin_of, parse_url, unique_name
+from .._core.naming import origin_of, parse_url
 from .._core.ranges import EndVerdict, ResumePlan, judge_unframed_end, plan_resume
 from .._core.redirects import RedirectRule
 from .._core.resume_data import ResumeData, sign, verify
 from .._core.retry import backoff, kept_progress, parse_retry_after
 from .._core.secrets import SecretHeaders
-from .._core.segments import MAX_SEGMENTS, Segment
+from .._core.segments import Segment
 from .._core.states import Input, TaskState, transition
 from .._core.supervisor import (
     Supervisor,
@@ -63,7 +61,6 @@ from .._core.supervisor import (
 from .._exceptions import (
     HTTPStatusError,
     IncompleteBodyError,
-    InvalidDestinationError,
     JournalError,
     LocalFileError,
     ProtocolError,
@@ -77,24 +74,19 @@ from .._io.files import (
     OUT_OF_SPACE,
     file_identity,
     move_into_place,
-    not_regular_error,
     remove_quietly,
 )
 from .._io.partials import inspect_partials, partial_size, preallocate, take_over
 from .._io.resume_key import locate_partial
 from .._io.threads import run_blocking
 from .._io.transfer import fetch_to_file
+from .admission import Admission, Request, merge_headers
 from .hub import EventHub, EventStream, snapshot_progress
 from .record import AttemptSink, RestartFromZero, SegmentSink, TaskRecord
 
-__all__ = ["Checkpointer", "Engine"]
+__all__ = ["Checkpointer", "Engine", "Request"]
 
 logger = logging.getLogger("bgtransfer")
-
-_FORCED_HEADERS = {"Accept-Encoding": "identity"}  # offsets on disk = offsets of the representation
-
-Request = tuple[object, "str | os.PathLike[str] | None", "str | None", HeaderPairs, "int | None"]
-"""One :meth:`Engine.submit_many` request: url, destination, description, headers, segments."""
 
 
 class Checkpointer(Protocol):
@@ -163,13 +155,7 @@ class Engine:
         lie inside it, but for ``downloads_dir``."""
         self.config = config
         self.clock = clock
-        self._downloads_dir = downloads_dir
         self._partials_dir = partials_dir
-        # No destination inside the state directory (journals, locks, partial
-        # files), except in this session's downloads/: resolved once, then each
-        # new destination directory is compared as text.
-        self._state_dir = None if state_dir is None else str(state_dir.resolve())
-        self._allowed_dir = str(downloads_dir.resolve())
         self._slots = descriptor_slots(config.max_concurrent_transfers)
         self._resume_key = resume_key
         self._resume_root = resume_root
@@ -180,9 +166,15 @@ class Engine:
             on_delivered=self.acknowledge, durable=self.durable if journal is not None else None
         )
         self._records: dict[int, TaskRecord] = {}
-        self._claims: dict[str, int] = {}  # destinations of live tasks (as text)
-        self._resolved_dirs: dict[Path, Path] = {}
-        self._origins: dict[str, Origin] = {}  # by scheme and authority (parse_url's cache)
+        self._secrets = SecretHeaders(config.secret_headers)
+        self._admission = Admission(
+            config=config,
+            downloads_dir=downloads_dir,
+            partials_dir=partials_dir,
+            state_dir=state_dir,
+            secrets=self._secrets,
+        )
+        self._claims = self._admission.claims  # destinations of live tasks (as text)
         self._next_id = next_id
         self._journal = journal
         if journal is not None:
@@ -195,7 +187,6 @@ class Engine:
         self._replays_pending = 0
         self._events_delivered = anyio.Event()
         self._rng = random.Random()
-        self._secrets = SecretHeaders(config.secret_headers)
         self._redirects = RedirectRule(
             allow_insecure=config.allow_insecure_redirects, secrets=self._secrets
         )
@@ -268,10 +259,10 @@ class Engine:
                 destination_exists=destination_id is not None,
                 destination_id=destination_id,
             )
-            record = self._new_record(
+            record = self._admission.new_record(
                 task_id=entry.id,
                 url=entry.url,  # validated when the journal was read
-                origin=origin_of(entry.url, self._origins),
+                origin=origin_of(entry.url, self._admission.origins),
                 partial=partial,
                 destination=Path(entry.destination),
                 description=entry.description,
@@ -488,7 +479,7 @@ class Engine:
         """Validate a download request, queue it, and start it if a slot is free."""
         self._check_open()
         request = (url, destination, description, headers, segments)
-        record = self._prepare(self._next_id, request, checked_dirs={})
+        record = self._admission.prepare(self._next_id, request, checked_dirs={})
         self._next_id += 1
         return self._admit(record)
 
@@ -502,7 +493,7 @@ class Engine:
         try:
             for index, request in enumerate(requests):
                 try:
-                    record = self._prepare(
+                    record = self._admission.prepare(
                         self._next_id + index, request, checked_dirs=checked_dirs
                     )
                 except Exception as exc:
@@ -516,24 +507,6 @@ class Engine:
                     del self._claims[record.destination_key]
         self._next_id += len(records)
         return [self._admit(record) for record in records]
-
-    def _prepare(
-        self, task_id: int, request: Request, *, checked_dirs: dict[Path, Path]
-    ) -> TaskRecord:
-        """A record for ``request``, validated; not claimed or queued yet."""
-        url, destination, description, headers, segments = request
-        wanted = self.config.segments if segments is None else _check_segments(segments)
-        url, origin = parse_url(url, self._origins)
-        record = self._new_record(
-            task_id=task_id,
-            url=url,
-            origin=origin,
-            destination=self._resolve_destination(url, destination, checked_dirs),
-            description=description,
-            headers=headers,
-        )
-        record.segments_wanted = wanted
-        return record
 
     async def submit_resumed(
         self,
@@ -558,7 +531,7 @@ class Engine:
         """
         self._check_open()
         verify(data, self._resume_key)
-        url, origin = parse_url(data.url, self._origins)
+        url, origin = parse_url(data.url, self._admission.origins)
         source = await run_blocking(
             functools.partial(
                 locate_partial,
@@ -571,11 +544,11 @@ class Engine:
         )
         self._check_open()  # it may have closed meanwhile
         given = destination if destination is not None else data.destination
-        record = self._new_record(
+        record = self._admission.new_record(
             task_id=self._next_id,
             url=url,
             origin=origin,
-            destination=self._resolve_destination(url, given, {}),
+            destination=self._admission.resolve_destination(url, given, {}),
             description=data.description,
             headers=(*data.headers, *headers),
             offset=data.offset,
@@ -689,38 +662,6 @@ class Engine:
         if self._task_group is None or self._draining:
             raise SessionClosedError("the session is not open; use 'async with Session(...)'")
 
-    def _new_record(
-        self,
-        *,
-        task_id: int,
-        url: str,
-        origin: Origin,
-        destination: Path,
-        description: str | None,
-        headers: HeaderPairs,
-        offset: int = 0,
-        validator: str | None = None,
-        total: int | None = None,
-        encoding: str = "identity",
-        partial: Path | None = None,
-    ) -> TaskRecord:
-        return TaskRecord(
-            task_id=task_id,
-            url=url,
-            origin=origin,
-            destination=destination,
-            partial=self._partials_dir / f"{task_id}.part" if partial is None else partial,
-            description=description,
-            headers=_merge_headers(self.config.headers, headers),
-            request_headers=headers,
-            progress_interval=self.config.progress_interval,
-            secrets=self._secrets,
-            offset=offset,
-            validator=validator,
-            total=total,
-            encoding=encoding,
-        )
-
     def _admit(self, record: TaskRecord) -> TaskRecord:
         self._records[record.id] = record
         self._claims[record.destination_key] = record.id
@@ -752,110 +693,6 @@ class Engine:
         if self._journal is not None and record.journaled_offset > record.bytes_received:
             self._checkpoint(record, urgent=True)
             await self._flush_for(record)
-
-    def _resolve_destination(
-        self,
-        url: str,
-        destination: str | os.PathLike[str] | None,
-        checked_dirs: dict[Path, Path],
-    ) -> Path:
-        """The absolute target path; raises at the call when it cannot work.
-
-        No destination, or an existing directory: a name from the URL, made unique
-        against existing files and other live tasks (``name (1).ext``). A file path:
-        its directory must exist and no other live task may target it; an existing
-        regular file there is replaced when the download finishes, anything else
-        (a device, a FIFO, a socket, a symbolic link) is refused. Nothing may go
-        inside the state directory but into this session's ``downloads/``.
-        ``checked_dirs``: the directories this call found (and resolved) already;
-        a batch checks each once.
-        """
-        if destination is None:
-            return self._unique_in(self._downloads_dir, filename_from_url(url))
-        if not isinstance(destination, str | os.PathLike):
-            raise TypeError(
-                f"destination must be a str or os.PathLike, not {type(destination).__name__}"
-            )
-        path = destination if isinstance(destination, Path) else Path(destination)
-        self._check_text(url, destination if isinstance(destination, str) else str(path))
-        if str(path).startswith("~"):
-            path = path.expanduser()
-        try:
-            mode: int | None = os.lstat(path).st_mode
-        except OSError as exc:
-            if exc.errno == errno.ENAMETOOLONG:
-                raise InvalidDestinationError(
-                    f"{url}: destination {str(path)!r}: the name is too long for a file path"
-                ) from None
-            mode = None  # nothing there (or nothing reachable): the directory decides
-        if mode is not None and not stat.S_ISREG(mode):
-            if stat.S_ISDIR(mode) or (stat.S_ISLNK(mode) and os.path.isdir(path)):
-                return self._unique_in(self._resolved_dir(url, path), filename_from_url(url))
-            raise InvalidDestinationError(
-                f"{url}: destination {str(path)!r}: {_strerror(path, mode)}"
-            )
-        parent = path.parent
-        directory = checked_dirs.get(parent)
-        if directory is None:
-            if not os.path.isdir(parent):
-                raise InvalidDestinationError(
-                    f"{url}: destination directory {str(parent)!r} does not exist"
-                )
-            directory = checked_dirs[parent] = self._resolved_dir(url, parent)
-        target = directory / path.name
-        owner = self._claims.get(str(target))
-        if owner is not None:
-            raise InvalidDestinationError(
-                f"{url}: destination {str(target)!r} is already claimed by task {owner}"
-            )
-        return target
-
-    def _check_text(self, url: str, text: str) -> None:
-        """Refuse a destination no file path can be: empty, a NUL byte, characters
-        the file system's encoding cannot hold (a lone surrogate that is not an
-        undecodable byte, as ``os.fsdecode`` makes them)."""
-        problem = None
-        if not text:
-            problem = "is empty (use None for the session's downloads/ folder, '.' for here)"
-        elif "\0" in text:
-            problem = "contains a NUL byte"
-        else:
-            try:
-                # The journal stores any str losslessly; the file system needs bytes.
-                os.fsencode(text)
-            except UnicodeEncodeError as exc:
-                problem = f"cannot be encoded as a file name ({exc.reason})"
-        if problem is not None:
-            raise InvalidDestinationError(f"{url}: destination {text!r} {problem}")
-
-    def _resolved_dir(self, url: str, directory: Path) -> Path:
-        """``directory.resolve()``, remembered (many tasks share a few directories),
-        once checked to be outside the state directory (but for ``downloads/``)."""
-        resolved = self._resolved_dirs.get(directory)
-        if resolved is None:
-            resolved = directory.resolve()
-            self._check_outside_state_dir(url, directory, str(resolved))
-            if len(self._resolved_dirs) >= 1024:
-                self._resolved_dirs.clear()
-            self._resolved_dirs[directory] = resolved
-        return resolved
-
-    def _check_outside_state_dir(self, url: str, given: Path, resolved: str) -> None:
-        state_dir, allowed = self._state_dir, self._allowed_dir
-        if state_dir is None or not _within(resolved, state_dir) or _within(resolved, allowed):
-            return
-        raise InvalidDestinationError(
-            f"{url}: destination {str(given)!r} is inside the session's state directory "
-            f"{state_dir!r}, where its journal, lock and partial files live; choose a path "
-            f"outside it (or the session's downloads folder, {allowed!r})"
-        )
-
-    def _unique_in(self, directory: Path, name: str) -> Path:
-        def taken(candidate: str) -> bool:
-            path = directory / candidate
-            return str(path) in self._claims or os.path.lexists(path)
-
-        return directory / unique_name(name, taken)
 
     def _spawn(self, func: Callable[..., Coroutine[Any, Any, object]], *args: object) -> None:
         assert self._task_group is not None
@@ -1311,7 +1148,7 @@ class Engine:
             extra = normalize_headers(result)
         except Exception as exc:
             raise TransferError(f"headers_provider failed: {exc!r}", url=record.url) from exc
-        return _merge_headers(tuple(record.headers.items()), extra)
+        return merge_headers(tuple(record.headers.items()), extra)
 
     def _hold_origin(self, record: TaskRecord, seconds: float) -> None:
         """Retry-After on 429/503: start no task for that origin until it has passed."""
@@ -1384,27 +1221,3 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]
             yield from _leaves(inner)
         else:
             yield inner
-
-
-def _within(path: str, directory: str) -> bool:
-    """``path`` is ``directory`` or below it (both resolved, as text)."""
-    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
-
-
-def _strerror(path: Path, mode: int) -> str:
-    return not_regular_error(path, mode).strerror or "not a regular file"
-
-
-def _check_segments(segments: object) -> int:
-    if isinstance(segments, bool) or not isinstance(segments, int):
-        raise TypeError(f"segments must be an int, not {type(segments).__name__}")
-    if not 1 <= segments <= MAX_SEGMENTS:
-        raise ValueError(f"segments must be between 1 and {MAX_SEGMENTS}, got {segments}")
-    return segments
-
-
-def _merge_headers(defaults: HeaderPairs, overrides: HeaderPairs) -> dict[str, str]:
-    merged: dict[str, tuple[str, str]] = {}
-    for name, value in (*defaults, *overrides, *_FORCED_HEADERS.items()):
-        merged[name.lower()] = (name, value)
-    return dict(merged.values())
