@@ -44,7 +44,7 @@ from bgtransfer import (
     TaskState,
     TransferError,
 )
-from bgtransfer._engine import engine
+from bgtransfer._engine import download
 from bgtransfer._engine.record import AttemptSink
 from bgtransfer._io import pump, threads, transfer
 from bgtransfer.testing import Faults, TestServer
@@ -292,7 +292,7 @@ def await_after_the_fetch(monkeypatch: pytest.MonkeyPatch, then: Callable[[], ob
     for its request writer), and a failure may be raised there: this stands in
     for that tail, so the engine's handling of a late cancel or error is tested.
     """
-    real = engine.fetch_to_file
+    real = download.fetch_to_file
 
     async def fetch_then(*args: object, **kwargs: object) -> object:
         plan = await real(*args, **kwargs)  # type: ignore[arg-type]
@@ -301,7 +301,7 @@ def await_after_the_fetch(monkeypatch: pytest.MonkeyPatch, then: Callable[[], ob
             await outcome
         return plan
 
-    monkeypatch.setattr(engine, "fetch_to_file", fetch_then)
+    monkeypatch.setattr(download, "fetch_to_file", fetch_then)
 
 
 @pytest.mark.parametrize("tail", ["nothing", "a checkpoint"])

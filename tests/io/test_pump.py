@@ -63,7 +63,7 @@ from bgtransfer import (
     TaskState,
     TransferTimeoutError,
 )
-from bgtransfer._engine.engine import Engine
+from bgtransfer._engine.download import Downloader
 from bgtransfer._engine.record import TaskRecord
 from bgtransfer._io import pump
 from bgtransfer._io.client import READ_BUFSIZE
@@ -695,15 +695,15 @@ async def test_a_body_aiohttp_had_paused_is_taken_whole(
         real_pause(self)
         paused.set()
 
-    real_before_write = Engine._before_write
+    real_before_write = Downloader._before_write
 
-    async def before_write(self: Engine, record: TaskRecord) -> None:
+    async def before_write(self: Downloader, record: TaskRecord) -> None:
         with anyio.fail_after(10):
             await paused.wait()  # the body stays in aiohttp's hands until its buffer is full
         await real_before_write(self, record)
 
     monkeypatch.setattr(client_proto.ResponseHandler, "pause_reading", pause_reading)
-    monkeypatch.setattr(Engine, "_before_write", before_write)
+    monkeypatch.setattr(Downloader, "_before_write", before_write)
     config = Configuration(progress_interval=0, request_timeout=3, retry=NO_RETRY)
     async with Session(config=config) as session:
         task = await session.download(server.url(file.path), out_dir / "paused.bin")

@@ -17,16 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import logging
 import os
-import random
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 import anyio
@@ -34,23 +31,18 @@ import anyio.abc
 import anyio.lowlevel
 import attrs
 
-from .._core.config import Configuration, HeaderPairs, normalize_headers
+from .._core.config import Configuration, HeaderPairs
 from .._core.events import (
     CancelledEvent,
     ErrorEvent,
     FinishedEvent,
     ProgressEvent,
-    ResumedEvent,
-    RetryEvent,
     TaskEvent,
     TerminalEvent,
 )
-from .._core.journal import Action, OneStepMove, TaskEntry, plan_reattach
+from .._core.journal import Action, TaskEntry, plan_reattach
 from .._core.naming import origin_of, parse_url
-from .._core.ranges import EndVerdict, ResumePlan, judge_unframed_end, plan_resume
-from .._core.redirects import RedirectRule
 from .._core.resume_data import ResumeData, sign, verify
-from .._core.retry import backoff, kept_progress, parse_retry_after
 from .._core.secrets import SecretHeaders
 from .._core.segments import Segment
 from .._core.states import Input, TaskState, transition
@@ -59,72 +51,28 @@ from .._core.supervisor import (
     SupervisorStatistics,
 )
 from .._exceptions import (
-    HTTPStatusError,
-    IncompleteBodyError,
     JournalError,
-    LocalFileError,
-    ProtocolError,
-    ResourceTimeoutError,
     SessionClosedError,
     TransferError,
 )
 from .._io.client import descriptor_slots, make_client
 from .._io.errors import file_error, journal_write_error
 from .._io.files import (
-    OUT_OF_SPACE,
-    file_identity,
     move_into_place,
     remove_quietly,
 )
-from .._io.partials import inspect_partials, partial_size, preallocate, take_over
+from .._io.partials import inspect_partials, take_over
 from .._io.resume_key import locate_partial
 from .._io.threads import run_blocking
-from .._io.transfer import fetch_to_file
-from .admission import Admission, Request, merge_headers
+from .admission import Admission, Request
+from .download import Downloader
 from .hub import EventHub, EventStream, snapshot_progress
-from .record import AttemptSink, RestartFromZero, SegmentSink, TaskRecord
+from .journaling import Checkpointer
+from .record import TaskRecord
 
 __all__ = ["Checkpointer", "Engine", "Request"]
 
 logger = logging.getLogger("bgtransfer")
-
-
-class Checkpointer(Protocol):
-    """Where the engine records its tasks for a later process (the session's journal)."""
-
-    def put(
-        self,
-        entry: TaskEntry,
-        *,
-        urgent: bool = False,
-        deferred: bool = False,
-        data_file: Path | None = None,
-    ) -> None:
-        """Record a task's newest state; ``data_file`` holds the bytes it vouches for.
-        ``urgent``: committed at once; ``deferred``: with the next commit, soon."""
-        ...
-
-    def forget(self, task_id: int, *, urgent: bool = False) -> None:
-        """Drop a task whose terminal event was delivered (``urgent``: with the
-        next commit, which ``flush()`` waits for)."""
-        ...
-
-    @property
-    def generation(self) -> int:
-        """Grows with every entry recorded; ``flush(upto=...)`` takes it."""
-        ...
-
-    on_rejected: Callable[[int, JournalError], None] | None
-    """Set by the engine: called with a task whose entry could not be recorded."""
-
-    async def flush(
-        self, *, shielded: bool = False, lazy: bool = False, upto: int | None = None
-    ) -> None:
-        """Return once everything recorded so far (``upto``: until ``generation``
-        was that) is durable. ``shielded``: the caller runs in a shielded cancel
-        scope; ``lazy``: by a commit that something else starts, or the one a
-        ``deferred`` entry is due."""
-        ...
 
 
 class Engine:
@@ -186,15 +134,25 @@ class Engine:
         self._invalidated = False
         self._replays_pending = 0
         self._events_delivered = anyio.Event()
-        self._rng = random.Random()
-        self._redirects = RedirectRule(
-            allow_insecure=config.allow_insecure_redirects, secrets=self._secrets
+        self._download = Downloader(
+            config=config,
+            clock=clock,
+            journal=journal,
+            resume_key=resume_key,
+            secrets=self._secrets,
+            hub=self._hub,
+            supervisor=self._supervisor,
+            start=self._start,
+            checkpoint=self._checkpoint,
+            flush_for=self._flush_for,
+            publish=self._publish,
+            hold_origin=self._hold_origin,
         )
 
     # -- lifecycle ----------------------------------------------------------------
 
     async def __aenter__(self) -> Engine:
-        self._client = make_client(self.config, self._slots)
+        self._client = self._download.client = make_client(self.config, self._slots)
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
@@ -598,7 +556,7 @@ class Engine:
             return
         # Queued or suspended: no runner to wind down; end it here.
         self._start(self._supervisor.remove(record.id, now=self.clock()))
-        outcome = self._cancel_outcome(record)
+        outcome = self._download.cancel_outcome(record)
         if outcome.resume_data is None and record.may_have_partial:
             self._spawn(self._remove_then_complete, record, outcome)
         else:
@@ -687,13 +645,6 @@ class Engine:
         record.journaled_offset = entry.offset
         record.next_checkpoint = self.clock() + self.config.checkpoint_interval
 
-    async def _before_write(self, record: TaskRecord) -> None:
-        """Bytes are about to be written below what the journal vouches for (a
-        restart): record the lower offset durably first (the journal's invariant)."""
-        if self._journal is not None and record.journaled_offset > record.bytes_received:
-            self._checkpoint(record, urgent=True)
-            await self._flush_for(record)
-
     def _spawn(self, func: Callable[..., Coroutine[Any, Any, object]], *args: object) -> None:
         assert self._task_group is not None
         self._task_group.start_soon(func, *args)
@@ -712,26 +663,6 @@ class Engine:
                 ending.successor = record
             else:
                 self._spawn_runner(record)
-
-    def _cancel_outcome(self, record: TaskRecord) -> CancelledEvent:
-        data = record.resume_data() if record.want_resume_data else None
-        if data is not None:
-            data = sign(data, self._resume_key)
-        return CancelledEvent(task_id=record.id, resume_data=data)
-
-    def _error_outcome(self, record: TaskRecord, error: TransferError) -> ErrorEvent:
-        """The task failed. Out of space with bytes that can be resumed: the
-        partial file is kept and the event carries (signed) resume data for them,
-        to continue once space is freed."""
-        data = None
-        if isinstance(error, LocalFileError) and error.errno in OUT_OF_SPACE:
-            data = record.resume_data()
-            # never vouch for more than the file holds
-            if data is not None and data.offset <= partial_size(record.partial):
-                data = sign(data, self._resume_key)
-            else:
-                data = None
-        return ErrorEvent(task_id=record.id, error=error, resume_data=data)
 
     def _signed(self, outcome: TerminalEvent | None) -> TerminalEvent | None:
         """``outcome`` with its resume data (if any) signed with this state's key."""
@@ -778,9 +709,9 @@ class Engine:
                     or record.journal_error is not None
                 ):
                     scope.cancel()  # suspended, cancelled, failed or closing before it got going
-                outcome = await self._transfer(record)
+                outcome = await self._download.transfer(record)
         except TransferError as exc:
-            outcome = self._error_outcome(record, exc)
+            outcome = self._download.error_outcome(record, exc)
         except Exception as exc:  # a bug must not take the other tasks down with it
             logger.exception("internal error in task %d (%s)", record.id, record.url)
             error = TransferError(f"internal error: {exc!r}", url=record.url)
@@ -819,9 +750,11 @@ class Engine:
     ) -> TerminalEvent | None:
         """What a runner that stopped ends its task with (None: nothing, it goes on)."""
         if record.moved:  # in place: a cancel or a failure came too late
-            return outcome if isinstance(outcome, FinishedEvent) else self._finished(record)
+            return (
+                outcome if isinstance(outcome, FinishedEvent) else self._download.finished(record)
+            )
         if record.state is TaskState.CANCELING and not isinstance(outcome, FinishedEvent):
-            return self._cancel_outcome(record)
+            return self._download.cancel_outcome(record)
         if record.journal_error is not None and not isinstance(outcome, FinishedEvent):
             return ErrorEvent(task_id=record.id, error=record.journal_error)
         if outcome is None and record.state is TaskState.RUNNING and not requeue:
@@ -834,321 +767,7 @@ class Engine:
                 return CancelledEvent(task_id=record.id)
         return outcome
 
-    async def _transfer(self, record: TaskRecord) -> FinishedEvent:
-        """Attempts until the body is whole, then the move into place."""
-        timeout = self.config.resource_timeout
-        remaining = None if timeout is None else max(0.0, timeout - record.active_time)
-        started = self.clock()
-        try:
-            with contextlib.nullcontext() if remaining is None else anyio.fail_after(remaining):
-                await self._attempts(record)
-        except TransferError:
-            raise
-        except TimeoutError as exc:
-            raise ResourceTimeoutError(
-                f"the task took longer than resource_timeout ({timeout} seconds)", url=record.url
-            ) from exc
-        finally:
-            record.active_time += self.clock() - started  # suspended time is not counted
-        if record.moved:  # by the last write (_finish_into)
-            return self._finished(record)
-        # Shielded: once the move starts, it finishes, and the task has finished.
-        # The journal learns of it first, so a crash in between is never taken for
-        # a lost partial file (and the file is never downloaded again).
-        with anyio.CancelScope(shield=True):
-            record.moving = True
-            record.one_step = None  # the file is whole now, whatever was said before
-            if self._journal is not None:
-                self._checkpoint(record, urgent=True, data=True)
-                await self._flush_for(record, shielded=True)
-            try:
-                await move_into_place(record.partial, record.destination, durable=self._fsync)
-            except OSError as exc:
-                raise file_error(
-                    exc, url=record.url, action="move the file to", path=record.destination
-                ) from exc
-        return self._finished(record)
-
-    @staticmethod
-    def _finished(record: TaskRecord) -> FinishedEvent:
-        return FinishedEvent(
-            task_id=record.id,
-            location=record.destination,
-            total_bytes=record.bytes_received,
-            length_verified=record.bytes_expected is not None,
-        )
-
-    async def _finish_into(self, record: TaskRecord, size: int) -> Path | None:
-        """The whole body has arrived: may its last write also move it into place?
-
-        Yes, unless every checkpoint must be fsynced first (the classic order
-        then: the body whole and synced, ``moving`` committed, the move). A
-        background session commits ``moving`` first, with the offset written so
-        far and what the destination is now (:class:`OneStepMove`), so a
-        process killed during that step can tell whether it completed.
-        (Called in the body writer's shielded scope.)
-        """
-        if self._fsync:
-            return None
-        if self._journal is not None:
-            try:
-                replaces = file_identity(record.destination)
-            except OSError:  # cannot tell, or not a regular file: the classic order
-                return None
-            record.one_step = OneStepMove(size=size, replaces=replaces)
-        record.moving = True
-        if self._journal is not None:
-            self._checkpoint(record, urgent=True)
-            await self._flush_for(record, shielded=True)
-        return record.destination
-
-    async def _attempts(self, record: TaskRecord) -> None:
-        """The retry loop: transient failures are retried from the bytes on disk.
-
-        ``failures`` counts consecutive attempts that made no kept progress
-        (``kept_progress``): bytes that a later attempt must fetch again do not
-        renew the budget, so every task ends."""
-        policy = self.config.retry
-        failures = 0  # consecutive attempts that made no kept progress
-        probes = 0  # ranged requests asking a close-delimited body's end to be confirmed
-        while True:
-            try:
-                await self._attempt(record)
-                if not self._needs_probe(record) or probes == policy.max_attempts:
-                    return  # (never confirmed by max_attempts probes: unverified)
-                probes += 1
-                record.announce_resume = True
-                continue
-            except RestartFromZero as signal:
-                self._kept_progress(record)  # (moves the mark; a restart is no progress)
-                failures += 1
-                if failures >= policy.max_attempts:
-                    raise ProtocolError(str(signal), url=record.url) from None
-                record.bytes_received = 0
-                record.segments = None
-                record.validator = None
-                if signal.ranges_unsupported:
-                    record.segments_wanted = 1  # fall back to one connection
-                record.announce_resume = True
-                record.restarted = True  # the next attempt starts over: no progress either
-                continue
-            except TransferError as exc:
-                if self._kept_progress(record):
-                    failures = 0
-                failures += 1
-                if not policy.is_transient(exc) or failures >= policy.max_attempts:
-                    raise
-                delay = backoff(policy, failures, self._rng)
-                if isinstance(exc, HTTPStatusError):
-                    asked = parse_retry_after(exc.retry_after)
-                    if asked is not None:
-                        if asked > policy.max_retry_after:
-                            raise
-                        delay = max(delay, asked)
-                        if exc.status in (429, 503):
-                            self._hold_origin(record, asked)
-                record.announce_resume = True
-                self._hub.publish(
-                    RetryEvent(task_id=record.id, attempt=failures + 1, error=exc, delay=delay)
-                )
-                await anyio.sleep(delay)
-
-    @staticmethod
-    def _needs_probe(record: TaskRecord) -> bool:
-        """After an attempt that ended well: is the body's length still to be
-        confirmed by another (ranged) request? Raises ``IncompleteBodyError`` when
-        a close-delimited body is detectably cut short; False when the task is
-        done, its length vouched for (``bytes_expected`` known) or not."""
-        if record.moved or record.bytes_expected is not None:
-            return False
-        verdict, reason = judge_unframed_end(
-            offset=record.bytes_received,
-            validator=record.validator,
-            announced=record.announced,
-            previous=record.last_end,
-            whole=record.body_start == 0,
-        )
-        if record.validator is not None:
-            record.last_end = (record.validator, record.bytes_received)
-        if verdict is EndVerdict.TRUNCATED:
-            raise IncompleteBodyError(reason, url=record.url)
-        if verdict is EndVerdict.VERIFIED:
-            record.bytes_expected = record.bytes_received
-        return verdict is EndVerdict.PROBE
-
-    @staticmethod
-    def _kept_progress(record: TaskRecord) -> bool:
-        """Whether the attempt that just failed left bytes the next one builds on."""
-        kept, record.resume_mark = kept_progress(
-            record.resume_mark,
-            validator=record.validator,
-            offset=record.bytes_received,
-            restarted=record.restarted,
-        )
-        kept = kept and not record.too_slow  # a trickle is no progress, whatever it wrote
-        record.restarted = record.too_slow = False
-        return kept
-
-    async def _attempt(self, record: TaskRecord) -> None:
-        record.moving = False
-        record.one_step = None
-        if record.segments is not None:
-            await self._resume_segments(record)
-            return
-        plan = plan_resume(
-            offset=record.bytes_received, validator=record.validator, total=record.bytes_expected
-        )
-        # Without a range the whole file comes again; a ResumedEvent with offset 0
-        # says so when there were bytes on disk.
-        headers = await self._request_headers(record, plan.headers)
-        if record.segments_wanted > 1 and not plan.ranged:
-            # The answer may be split into segments; their workers live here.
-            async with _segment_group() as group:
-                await self._attempt_once(record, plan, headers, group)
-        else:
-            await self._attempt_once(record, plan, headers, None)
-
-    async def _attempt_once(
-        self,
-        record: TaskRecord,
-        plan: ResumePlan,
-        headers: Mapping[str, str],
-        group: anyio.abc.TaskGroup | None,
-    ) -> None:
-        """One request; with ``group``, an answer split into segments is finished
-        by workers there (and by this one, once its own segment is done)."""
-        on_split = None
-        queue: deque[Segment] | None = None
-        if group is not None:
-            segments: deque[Segment] = deque()
-            queue = segments
-
-            async def on_split(record: TaskRecord) -> None:
-                await self._start_segments(record, group, segments)
-
-        sink = AttemptSink(
-            record,
-            offset=plan.offset,
-            ranged=plan.ranged,
-            config=self.config,
-            clock=self.clock,
-            publish=self._publish,
-            before_write=self._before_write,
-            finish_into=self._finish_into,
-            on_split=on_split,
-        )
-        try:
-            await self._fetch(record, headers, sink)
-        except TransferError:
-            if not record.moved:
-                raise
-            return  # the file is in place (by the last write): what failed after is moot
-        if sink.split:  # segment 0 is done: help with the others
-            assert queue is not None  # only an attempt with a group splits
-            await self._segment_worker(record, queue, borrowed=False)
-
-    async def _fetch(
-        self, record: TaskRecord, headers: Mapping[str, str], sink: AttemptSink | SegmentSink
-    ) -> None:
-        assert self._client is not None
-        await fetch_to_file(
-            self._client,
-            url=record.url,
-            headers=headers,
-            partial=record.partial,
-            request_timeout=self.config.request_timeout,
-            sink=sink,
-            redirects=self._redirects,
-        )
-
-    async def _request_headers(
-        self, record: TaskRecord, extra: Mapping[str, str]
-    ) -> dict[str, str]:
-        """The task's headers, the provider's (if any), then the range headers."""
-        headers = dict(record.headers)
-        if self.config.headers_provider is not None:
-            headers = await self._provided_headers(record)
-        headers.update(extra)
-        return headers
-
     # -- segmented downloads -------------------------------------------------------
-
-    async def _start_segments(
-        self, record: TaskRecord, group: anyio.abc.TaskGroup, queue: deque[Segment]
-    ) -> None:
-        """The first answer was split: make room for the whole file, journal the
-        segments, and start a worker per slot the supervisor can lend."""
-        assert record.segments is not None
-        assert record.bytes_expected is not None
-        try:
-            await run_blocking(preallocate, record.partial, record.bytes_expected)
-        except OSError as exc:
-            raise file_error(
-                exc, url=record.url, action="reserve space for", path=record.partial
-            ) from exc
-        self._checkpoint(record, urgent=True)
-        queue.extend(record.segments[1:])
-        for _ in range(self._supervisor.borrow(record.id, len(queue))):
-            group.start_soon(self._segment_worker, record, queue, True)
-
-    async def _resume_segments(self, record: TaskRecord) -> None:
-        """Continue every unfinished segment, as many at once as slots allow."""
-        assert record.segments is not None
-        queue = deque(segment for segment in record.segments if not segment.complete)
-        record.throttle.restart(record.bytes_received)
-        if record.announce_resume:
-            record.announce_resume = False
-            self._publish(
-                ResumedEvent(
-                    task_id=record.id,
-                    offset=record.bytes_received,
-                    expected_total=record.bytes_expected,
-                )
-            )
-        if not queue:
-            return
-        async with _segment_group() as group:
-            for _ in range(self._supervisor.borrow(record.id, len(queue) - 1)):
-                group.start_soon(self._segment_worker, record, queue, True)
-            await self._segment_worker(record, queue, borrowed=False)
-
-    async def _segment_worker(
-        self, record: TaskRecord, queue: deque[Segment], borrowed: bool
-    ) -> None:
-        """Fetch segments from the queue until it is empty; a borrowed slot goes back."""
-        try:
-            while queue:
-                segment = queue.popleft()
-                if segment.complete:
-                    continue
-                assert record.validator is not None
-                headers = await self._request_headers(
-                    record,
-                    {
-                        "Range": f"bytes={segment.next_offset}-{segment.end - 1}",
-                        "If-Range": record.validator,
-                    },
-                )
-                sink = SegmentSink(
-                    record, segment, config=self.config, clock=self.clock, publish=self._publish
-                )
-                await self._fetch(record, headers, sink)
-        finally:
-            if borrowed:
-                self._start(self._supervisor.give_back(record.id, 1, now=self.clock()))
-
-    async def _provided_headers(self, record: TaskRecord) -> dict[str, str]:
-        """Headers from ``Configuration.headers_provider``, merged by name over the task's."""
-        provider = self.config.headers_provider
-        assert provider is not None
-        try:
-            result = provider(record.url)
-            if inspect.isawaitable(result):
-                result = await result
-            extra = normalize_headers(result)
-        except Exception as exc:
-            raise TransferError(f"headers_provider failed: {exc!r}", url=record.url) from exc
-        return merge_headers(tuple(record.headers.items()), extra)
 
     def _hold_origin(self, record: TaskRecord, seconds: float) -> None:
         """Retry-After on 429/503: start no task for that origin until it has passed."""
@@ -1197,27 +816,3 @@ class Engine:
             del self._claims[record.destination_key]
         self._hub.publish(outcome)
         record.set_done()
-
-
-@contextlib.asynccontextmanager
-async def _segment_group() -> AsyncIterator[anyio.abc.TaskGroup]:
-    """A task group for segment workers that raises one error, not a group: a
-    restart signal first (the file changed), else the first transfer error."""
-    try:
-        async with anyio.create_task_group() as group:
-            yield group
-    except BaseExceptionGroup as caught:
-        leaves = list(_leaves(caught))
-        for kind in (RestartFromZero, TransferError):
-            for leaf in leaves:
-                if isinstance(leaf, kind):
-                    raise leaf from None
-        raise
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
-    for inner in group.exceptions:
-        if isinstance(inner, BaseExceptionGroup):
-            yield from _leaves(inner)
-        else:
-            yield inner

@@ -1,0 +1,72 @@
+"""What the engine needs of a journal, and how its parts ask for a record to be journaled.
+
+:class:`Checkpointer` is the port the session's journal (``_io/journal.py``)
+implements; the engine and its parts never see SQLite. :class:`Checkpoint` is
+the engine's own "journal this record as it is now", handed to the parts
+(the download, its segments) that must record progress or a move.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from .._core.journal import TaskEntry
+from .._exceptions import JournalError
+from .record import TaskRecord
+
+__all__ = ["Checkpoint", "Checkpointer"]
+
+
+class Checkpointer(Protocol):
+    """Where the engine records its tasks for a later process (the session's journal)."""
+
+    def put(
+        self,
+        entry: TaskEntry,
+        *,
+        urgent: bool = False,
+        deferred: bool = False,
+        data_file: Path | None = None,
+    ) -> None:
+        """Record a task's newest state; ``data_file`` holds the bytes it vouches for.
+        ``urgent``: committed at once; ``deferred``: with the next commit, soon."""
+        ...
+
+    def forget(self, task_id: int, *, urgent: bool = False) -> None:
+        """Drop a task whose terminal event was delivered (``urgent``: with the
+        next commit, which ``flush()`` waits for)."""
+        ...
+
+    @property
+    def generation(self) -> int:
+        """Grows with every entry recorded; ``flush(upto=...)`` takes it."""
+        ...
+
+    on_rejected: Callable[[int, JournalError], None] | None
+    """Set by the engine: called with a task whose entry could not be recorded."""
+
+    async def flush(
+        self, *, shielded: bool = False, lazy: bool = False, upto: int | None = None
+    ) -> None:
+        """Return once everything recorded so far (``upto``: until ``generation``
+        was that) is durable. ``shielded``: the caller runs in a shielded cancel
+        scope; ``lazy``: by a commit that something else starts, or the one a
+        ``deferred`` entry is due."""
+        ...
+
+
+class Checkpoint(Protocol):
+    """Journal a record as it is now (the engine's ``_checkpoint``): ``urgent``,
+    committed at once; ``deferred``, with the next commit; ``data``, its partial
+    file's bytes count."""
+
+    def __call__(
+        self,
+        record: TaskRecord,
+        *,
+        urgent: bool = False,
+        deferred: bool = False,
+        data: bool = False,
+    ) -> None: ...
