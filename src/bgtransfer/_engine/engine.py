@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import time
@@ -29,7 +28,6 @@ import aiohttp
 import anyio
 import anyio.abc
 import anyio.lowlevel
-import attrs
 
 from .._core.config import Configuration, HeaderPairs
 from .._core.events import (
@@ -40,11 +38,9 @@ from .._core.events import (
     TaskEvent,
     TerminalEvent,
 )
-from .._core.journal import Action, TaskEntry, plan_reattach
-from .._core.naming import origin_of, parse_url
-from .._core.resume_data import ResumeData, sign, verify
+from .._core.journal import TaskEntry
+from .._core.resume_data import ResumeData
 from .._core.secrets import SecretHeaders
-from .._core.segments import Segment
 from .._core.states import Input, TaskState, transition
 from .._core.supervisor import (
     Supervisor,
@@ -56,19 +52,16 @@ from .._exceptions import (
     TransferError,
 )
 from .._io.client import descriptor_slots, make_client
-from .._io.errors import file_error, journal_write_error
+from .._io.errors import journal_write_error
 from .._io.files import (
-    move_into_place,
     remove_quietly,
 )
-from .._io.partials import inspect_partials, take_over
-from .._io.resume_key import locate_partial
-from .._io.threads import run_blocking
 from .admission import Admission, Request
 from .download import Downloader
 from .hub import EventHub, EventStream, snapshot_progress
 from .journaling import Checkpointer
 from .record import TaskRecord
+from .restore import Restorer
 
 __all__ = ["Checkpointer", "Engine", "Request"]
 
@@ -103,10 +96,7 @@ class Engine:
         lie inside it, but for ``downloads_dir``."""
         self.config = config
         self.clock = clock
-        self._partials_dir = partials_dir
         self._slots = descriptor_slots(config.max_concurrent_transfers)
-        self._resume_key = resume_key
-        self._resume_root = resume_root
         self._supervisor = Supervisor(
             per_host_limit=config.max_connections_per_host, total_limit=self._slots
         )
@@ -123,11 +113,18 @@ class Engine:
             secrets=self._secrets,
         )
         self._claims = self._admission.claims  # destinations of live tasks (as text)
+        self._restorer = Restorer(
+            config=config,
+            admission=self._admission,
+            partials_dir=partials_dir,
+            resume_key=resume_key,
+            resume_root=resume_root,
+            fsync=journal is not None and config.durability == "fsync",
+        )
         self._next_id = next_id
         self._journal = journal
         if journal is not None:
             journal.on_rejected = self._journal_rejected
-        self._fsync = journal is not None and config.durability == "fsync"
         self._task_group: anyio.abc.TaskGroup | None = None
         self._client: aiohttp.ClientSession | None = None
         self._draining = False  # going down: start nothing more
@@ -206,61 +203,17 @@ class Engine:
         """
         assert self._journal is not None
         assert not self._records
-        partials = [self._partials_dir / f"{entry.id}.part" for entry in entries]
-        facts = await anyio.to_thread.run_sync(inspect_partials, entries, partials)
         leftovers: list[Path] = []  # partial files of tasks that ended
-        for entry, partial, (size, destination_id) in zip(entries, partials, facts, strict=True):
-            plan = plan_reattach(
-                entry,
-                partial=str(partial),
-                partial_size=size,
-                destination_exists=destination_id is not None,
-                destination_id=destination_id,
-            )
-            record = self._admission.new_record(
-                task_id=entry.id,
-                url=entry.url,  # validated when the journal was read
-                origin=origin_of(entry.url, self._admission.origins),
-                partial=partial,
-                destination=Path(entry.destination),
-                description=entry.description,
-                headers=entry.headers,
-                offset=plan.offset,
-                validator=plan.validator,
-                total=entry.total,
-                encoding=entry.encoding,
-            )
-            if plan.segments is not None:
-                record.segments = [Segment(start=a, end=b, done=d) for a, b, d in plan.segments]
-            record.segments_wanted = self.config.segments
-            record.journaled_offset = entry.offset
-            record.may_have_partial = True  # whatever the journal says, look when it ends
-            record.announce_resume = plan.offset > 0 or plan.restarted
+        for facts in await self._restorer.inspect(entries):
+            record, plan = await self._restorer.reattach(facts)
             self._records[record.id] = record
-            outcome = self._signed(plan.outcome)  # the journal's are not handed out as stored
-            if plan.action is Action.MOVE:
-                outcome = await self._finish_restored(record, plan.offset)
-            if outcome is not None:
-                if isinstance(outcome, FinishedEvent):  # counts its bytes like a live one
-                    total = outcome.total_bytes
-                    record.bytes_received = record.bytes_expected = total
-                    record.last_progress = ProgressEvent(
-                        task_id=record.id,
-                        bytes_written=total,
-                        total_bytes_written=total,
-                        total_bytes_expected=total,
-                    )
-                record.state = TaskState.COMPLETED
-                record.terminal = outcome
-                record.replayed = True
-                record.set_done()
+            if record.terminal is not None:
                 self._replays_pending += 1
                 if plan.remove_partial:
                     leftovers.append(record.partial)
-                if entry.outcome is None:
+                if facts[0].outcome is None:
                     self._checkpoint(record, urgent=True)
                 continue
-            record.state = plan.state
             self._claims[record.destination_key] = record.id
             if record.state is TaskState.RUNNING:
                 self._start(self._supervisor.enqueue(record.id, record.origin, now=self.clock()))
@@ -268,24 +221,6 @@ class Engine:
         # Gone before any terminal event can be acknowledged (and the task forgotten
         # by the journal): a process killed after that would leave them to nobody.
         await remove_quietly(*leftovers)
-
-    async def _finish_restored(self, record: TaskRecord, size: int) -> TerminalEvent:
-        """The body was whole when the last process died: move it into place now."""
-        try:
-            await move_into_place(
-                record.partial, record.destination, durable=self._fsync, recovering=True
-            )
-        except OSError as exc:
-            error = file_error(
-                exc, url=record.url, action="move the file to", path=record.destination
-            )
-            return ErrorEvent(task_id=record.id, error=error)
-        return FinishedEvent(
-            task_id=record.id,
-            location=record.destination,
-            total_bytes=size,
-            length_verified=record.bytes_expected is not None,
-        )
 
     # -- queries ------------------------------------------------------------------
 
@@ -488,31 +423,10 @@ class Engine:
         touched.
         """
         self._check_open()
-        verify(data, self._resume_key)
-        url, origin = parse_url(data.url, self._admission.origins)
-        source = await run_blocking(
-            functools.partial(
-                locate_partial,
-                data.partial,
-                url=url,
-                offset=data.offset,
-                partials_dir=self._partials_dir,
-                state_dir=self._resume_root,
-            )
-        )
+        url, origin, source = await self._restorer.locate(data)
         self._check_open()  # it may have closed meanwhile
-        given = destination if destination is not None else data.destination
-        record = self._admission.new_record(
-            task_id=self._next_id,
-            url=url,
-            origin=origin,
-            destination=self._admission.resolve_destination(url, given, {}),
-            description=data.description,
-            headers=(*data.headers, *headers),
-            offset=data.offset,
-            validator=data.validator,
-            total=data.total,
-            encoding=data.encoding,
+        record = self._restorer.resumed_record(
+            self._next_id, data, destination, url=url, origin=origin, headers=headers
         )
         self._next_id += 1
         self._records[record.id] = record
@@ -521,7 +435,7 @@ class Engine:
         self._checkpoint(record)
         try:
             await self.flush()
-            await anyio.to_thread.run_sync(take_over, source, record.partial, data.offset, url)
+            await self._restorer.take_over(record, source, data.offset)
             record.takeover = None
         except BaseException:
             del self._records[record.id]
@@ -663,12 +577,6 @@ class Engine:
                 ending.successor = record
             else:
                 self._spawn_runner(record)
-
-    def _signed(self, outcome: TerminalEvent | None) -> TerminalEvent | None:
-        """``outcome`` with its resume data (if any) signed with this state's key."""
-        if isinstance(outcome, CancelledEvent | ErrorEvent) and outcome.resume_data is not None:
-            return attrs.evolve(outcome, resume_data=sign(outcome.resume_data, self._resume_key))
-        return outcome
 
     async def _run(self, record: TaskRecord) -> None:
         """A runner: its task, then each task the supervisor grants it on release.

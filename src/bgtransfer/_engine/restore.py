@@ -1,0 +1,208 @@
+"""Tasks that come back: the journal's, when a session reopens, and resume data's.
+
+:class:`Restorer` turns what a previous process left (journal entries, the
+partial files beside them, a destination a move was under way to) into
+records, each with the state ``plan_reattach`` decides, finishing a move into
+place that a killed process had started. For resume data handed back by the
+application it finds the partial file (signed by this state directory, inside
+a ``partials/`` of it) and takes it over with one rename. The engine registers
+the records and schedules them; this only rebuilds them.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+import attrs
+
+from .._core.config import Configuration, HeaderPairs
+from .._core.events import (
+    CancelledEvent,
+    ErrorEvent,
+    FinishedEvent,
+    ProgressEvent,
+    TerminalEvent,
+)
+from .._core.journal import Action, Reattach, TaskEntry, plan_reattach
+from .._core.naming import Origin, origin_of, parse_url
+from .._core.resume_data import ResumeData, sign, verify
+from .._core.segments import Segment
+from .._core.states import TaskState
+from .._io.errors import file_error
+from .._io.files import move_into_place
+from .._io.partials import Identity, inspect_partials, take_over
+from .._io.resume_key import locate_partial
+from .._io.threads import run_blocking
+from .admission import Admission
+from .record import TaskRecord
+
+__all__ = ["Restorer"]
+
+Facts = tuple[TaskEntry, Path, "int | None", "Identity | None"]
+"""An entry, its partial file, that file's size (None: missing), its destination's identity."""
+
+
+class Restorer:
+    """Rebuilds records for one engine (``fsync``: moves into place are durable)."""
+
+    def __init__(
+        self,
+        *,
+        config: Configuration,
+        admission: Admission,
+        partials_dir: Path,
+        resume_key: bytes,
+        resume_root: Path | None,
+        fsync: bool,
+    ) -> None:
+        self.config = config
+        self._admission = admission
+        self._partials_dir = partials_dir
+        self._resume_key = resume_key
+        self._resume_root = resume_root
+        self._fsync = fsync
+
+    # -- the journal's tasks ------------------------------------------------------
+
+    async def inspect(self, entries: Sequence[TaskEntry]) -> list[Facts]:
+        """What is on disk for each entry (in a worker thread), after finishing any
+        takeover of resume data a crash interrupted."""
+        partials = [self._partials_dir / f"{entry.id}.part" for entry in entries]
+        facts = await anyio.to_thread.run_sync(inspect_partials, entries, partials)
+        return [
+            (entry, partial, size, destination_id)
+            for entry, partial, (size, destination_id) in zip(entries, partials, facts, strict=True)
+        ]
+
+    async def reattach(self, facts: Facts) -> tuple[TaskRecord, Reattach]:
+        """The record of one entry, in the state the plan gives it. A task that
+        ended (or whose move into place this finishes) comes back COMPLETED with
+        its terminal event, marked ``replayed``."""
+        entry, partial, size, destination_id = facts
+        plan = plan_reattach(
+            entry,
+            partial=str(partial),
+            partial_size=size,
+            destination_exists=destination_id is not None,
+            destination_id=destination_id,
+        )
+        record = self._admission.new_record(
+            task_id=entry.id,
+            url=entry.url,  # validated when the journal was read
+            origin=origin_of(entry.url, self._admission.origins),
+            partial=partial,
+            destination=Path(entry.destination),
+            description=entry.description,
+            headers=entry.headers,
+            offset=plan.offset,
+            validator=plan.validator,
+            total=entry.total,
+            encoding=entry.encoding,
+        )
+        if plan.segments is not None:
+            record.segments = [Segment(start=a, end=b, done=d) for a, b, d in plan.segments]
+        record.segments_wanted = self.config.segments
+        record.journaled_offset = entry.offset
+        record.may_have_partial = True  # whatever the journal says, look when it ends
+        record.announce_resume = plan.offset > 0 or plan.restarted
+        outcome = self._signed(plan.outcome)  # the journal's are not handed out as stored
+        if plan.action is Action.MOVE:
+            outcome = await self._finish_restored(record, plan.offset)
+        if outcome is None:
+            record.state = plan.state
+            return record, plan
+        if isinstance(outcome, FinishedEvent):  # counts its bytes like a live one
+            total = outcome.total_bytes
+            record.bytes_received = record.bytes_expected = total
+            record.last_progress = ProgressEvent(
+                task_id=record.id,
+                bytes_written=total,
+                total_bytes_written=total,
+                total_bytes_expected=total,
+            )
+        record.state = TaskState.COMPLETED
+        record.terminal = outcome
+        record.replayed = True
+        record.set_done()
+        return record, plan
+
+    async def _finish_restored(self, record: TaskRecord, size: int) -> TerminalEvent:
+        """The body was whole when the last process died: move it into place now."""
+        try:
+            await move_into_place(
+                record.partial, record.destination, durable=self._fsync, recovering=True
+            )
+        except OSError as exc:
+            error = file_error(
+                exc, url=record.url, action="move the file to", path=record.destination
+            )
+            return ErrorEvent(task_id=record.id, error=error)
+        return FinishedEvent(
+            task_id=record.id,
+            location=record.destination,
+            total_bytes=size,
+            length_verified=record.bytes_expected is not None,
+        )
+
+    def _signed(self, outcome: TerminalEvent | None) -> TerminalEvent | None:
+        """``outcome`` with its resume data (if any) signed with this state's key."""
+        if isinstance(outcome, CancelledEvent | ErrorEvent) and outcome.resume_data is not None:
+            return attrs.evolve(outcome, resume_data=sign(outcome.resume_data, self._resume_key))
+        return outcome
+
+    # -- resume data ----------------------------------------------------------------
+
+    async def locate(self, data: ResumeData) -> tuple[str, Origin, Path]:
+        """The URL, its origin, and the partial file that ``data`` names, once its
+        MAC and the file (a regular one, in a ``partials/`` of this state
+        directory) are checked: :class:`InvalidResumeDataError` otherwise."""
+        verify(data, self._resume_key)
+        url, origin = parse_url(data.url, self._admission.origins)
+        source = await run_blocking(
+            functools.partial(
+                locate_partial,
+                data.partial,
+                url=url,
+                offset=data.offset,
+                partials_dir=self._partials_dir,
+                state_dir=self._resume_root,
+            )
+        )
+        return url, origin, source
+
+    def resumed_record(
+        self,
+        task_id: int,
+        data: ResumeData,
+        destination: str | os.PathLike[str] | None,
+        *,
+        url: str,
+        origin: Origin,
+        headers: HeaderPairs,
+    ) -> TaskRecord:
+        """The record of a new task continuing ``data`` (to ``destination``, or the
+        one the data names)."""
+        given = destination if destination is not None else data.destination
+        return self._admission.new_record(
+            task_id=task_id,
+            url=url,
+            origin=origin,
+            destination=self._admission.resolve_destination(url, given, {}),
+            description=data.description,
+            headers=(*data.headers, *headers),
+            offset=data.offset,
+            validator=data.validator,
+            total=data.total,
+            encoding=data.encoding,
+        )
+
+    @staticmethod
+    async def take_over(record: TaskRecord, source: Path, offset: int) -> None:
+        """Move the partial file ``source`` to the record's, with one rename (in a
+        worker thread): of two tasks taking it, exactly one gets it."""
+        await anyio.to_thread.run_sync(take_over, source, record.partial, offset, record.url)
