@@ -17,7 +17,7 @@ from bgtransfer import (
     SessionClosedError,
     TaskState,
 )
-from bgtransfer._engine import engine as engine_module
+from bgtransfer._engine import scheduler
 from bgtransfer.testing import Faults, TestServer
 
 pytestmark = pytest.mark.asyncio
@@ -168,7 +168,7 @@ async def test_a_suspended_task_ends_cancelled_only_once_its_partial_is_gone(
     server.set_faults(file.path, Faults(hold_after=100_000))
     removing = anyio.Event()
     release = anyio.Event()
-    real = engine_module.remove_quietly
+    real = scheduler.remove_quietly
 
     async def held_remove(*paths: Path) -> None:
         if paths:  # (the session's opening asks to remove no leftovers: not held)
@@ -176,7 +176,7 @@ async def test_a_suspended_task_ends_cancelled_only_once_its_partial_is_gone(
             await release.wait()
         await real(*paths)
 
-    monkeypatch.setattr(engine_module, "remove_quietly", held_remove)
+    monkeypatch.setattr(scheduler, "remove_quietly", held_remove)
     async with Session("cancel", state_dir=state_dir) as session:
         task = await session.download(server.url(file.path), out_dir / "f.bin")
         await wait_for_bytes(task, 100_000)  # on disk

@@ -1,0 +1,311 @@
+"""The scheduler: runners for the tasks the supervisor grants, and how tasks end.
+
+The half of the engine that runs tasks: it starts a runner when the
+supervisor grants a slot (or hands the task to the runner that freed one),
+runs the download, and ends every task with exactly one terminal event
+(``_complete``), whether a runner ends it or a command does (a task
+without a runner: ``_remove_then_complete``, ``_fail_unrecorded``). It also
+journals records (``_checkpoint``) and publishes their events.
+:class:`~bgtransfer._engine.engine.Engine` adds the commands, the queries and
+the lifecycle on top, and sets the state declared here.
+
+Concurrency shape: one anyio task group for the engine's life; a runner task is
+spawned only when the supervisor grants a slot, so queued tasks cost a record,
+not a coroutine. Every runner ends in ``finally`` by publishing exactly one
+terminal event and releasing its slot, whatever happened to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from .._core.config import Configuration
+from .._core.events import (
+    CancelledEvent,
+    ErrorEvent,
+    FinishedEvent,
+    ProgressEvent,
+    TaskEvent,
+    TerminalEvent,
+)
+from .._core.states import Input, TaskState, transition
+from .._core.supervisor import Supervisor
+from .._exceptions import JournalError, TransferError
+from .._io.errors import journal_write_error
+from .._io.files import remove_quietly
+from .download import Downloader
+from .hub import EventHub
+from .journaling import Checkpointer
+from .record import TaskRecord
+
+__all__ = ["Scheduler"]
+
+logger = logging.getLogger("bgtransfer")
+
+
+class Scheduler:
+    """Runs and ends an engine's tasks (the state is the engine's: set by it)."""
+
+    config: Configuration
+    clock: Callable[[], float]
+    _supervisor: Supervisor
+    _hub: EventHub
+    _records: dict[int, TaskRecord]
+    _claims: dict[str, int]
+    _journal: Checkpointer | None
+    _download: Downloader
+    _task_group: anyio.abc.TaskGroup | None
+    _draining: bool  # going down: start nothing more
+
+    def _journal_rejected(self, task_id: int, problem: JournalError) -> None:
+        """The journal could not record the task, and never will: it ends with
+        a :class:`~bgtransfer.JournalWriteError` (a task whose state no later
+        process can learn must not look as if all were well). Called on the
+        loop, possibly from inside an engine method: a task without a runner is
+        ended from a callback of its own."""
+        record = self._records.get(task_id)
+        if record is None or record.terminal is not None:
+            logger.error("task %d: its end was not recorded: %s", task_id, problem)
+            return
+        if record.journal_error is not None:
+            return
+        error = journal_write_error(problem, url=record.url)
+        error.__cause__ = problem
+        record.journal_error = error
+        logger.error("task %d: %s; the task fails", task_id, error)
+        if record.running:
+            self._interrupt(record)  # its runner ends it (_stopped_outcome)
+        else:
+            asyncio.get_running_loop().call_soon(self._fail_unrecorded, record)
+
+    def _fail_unrecorded(self, record: TaskRecord) -> None:
+        """End a task the journal could not record that has no runner."""
+        if record.terminal is not None or record.state is TaskState.CANCELING:
+            return  # ended, or ending, meanwhile
+        if record.running:
+            self._interrupt(record)
+            return
+        if self._task_group is None or self._draining:
+            return  # closing: the journal keeps what it last recorded (and it was logged)
+        assert record.journal_error is not None
+        self._start(self._supervisor.remove(record.id, now=self.clock()))
+        outcome = ErrorEvent(task_id=record.id, error=record.journal_error)
+        if record.may_have_partial:
+            self._spawn(self._remove_then_complete, record, outcome)
+        else:
+            self._complete(record, outcome)
+
+    async def _flush_for(self, record: TaskRecord, *, shielded: bool = False) -> None:
+        """Commit what the journal holds of ``record`` before going on; a journal
+        that cannot record it fails the task (:class:`~bgtransfer.JournalWriteError`)."""
+        assert self._journal is not None
+        try:
+            await self._journal.flush(shielded=shielded)
+        except JournalError as exc:
+            raise journal_write_error(exc, url=record.url) from exc
+        if record.journal_error is not None:
+            raise record.journal_error
+
+    async def _remove_then_complete(self, record: TaskRecord, outcome: TerminalEvent) -> None:
+        """End a cancelled task that has no runner once its partial file is gone,
+        as a runner does: before the ``CancelledEvent``, so nobody can acknowledge
+        it (and the journal forget the task) while the file is still there."""
+        try:
+            await remove_quietly(record.partial)
+        finally:
+            self._complete(record, outcome)
+
+    @staticmethod
+    def _interrupt(record: TaskRecord) -> None:
+        """Stop a running task's runner; its ``finally`` reads the new state."""
+        if record.scope is not None:
+            record.scope.cancel()
+        # else: spawned but not in its scope yet; it checks the state on entry.
+
+    def _checkpoint(
+        self,
+        record: TaskRecord,
+        *,
+        urgent: bool = False,
+        deferred: bool = False,
+        data: bool = False,
+    ) -> None:
+        """Journal the record as it is now (``data``: its partial file's bytes count)."""
+        if self._journal is None:
+            return
+        entry = record.entry()
+        self._journal.put(
+            entry, urgent=urgent, deferred=deferred, data_file=record.partial if data else None
+        )
+        record.journaled_offset = entry.offset
+        record.next_checkpoint = self.clock() + self.config.checkpoint_interval
+
+    def _spawn(self, func: Callable[..., Coroutine[Any, Any, object]], *args: object) -> None:
+        assert self._task_group is not None
+        self._task_group.start_soon(func, *args)
+
+    def _start(self, task_ids: list[int], *, ending: TaskRecord | None = None) -> None:
+        """Start the granted tasks. ``ending``: the task whose runner released the
+        slot; the first granted task is handed to that runner (``successor``)."""
+        if not task_ids or self._draining:
+            return  # going down: granted tasks stay queued (and journaled as running)
+        assert self._task_group is not None, "the supervisor started a task after close"
+        for task_id in task_ids:
+            record = self._records[task_id]
+            record.running = True
+            record.may_have_partial = True
+            if ending is not None and ending.successor is None:
+                ending.successor = record
+            else:
+                self._spawn_runner(record)
+
+    async def _run(self, record: TaskRecord) -> None:
+        """A runner: its task, then each task the supervisor grants it on release.
+
+        Going on with the next task in the same coroutine saves spawning one per
+        transfer, and the loop iteration before it starts: with thousands of small
+        files, that was a measurable part of each. If the runner is stopped
+        (cancelled with the session), the task it was handed gets a runner of its
+        own, which sees the same cancellation a spawned one would.
+        """
+        current = record
+        while True:
+            try:
+                await self._run_task(current)
+            except BaseException:
+                successor, current.successor = current.successor, None
+                if successor is not None:
+                    self._spawn_runner(successor)
+                raise
+            successor, current.successor = current.successor, None
+            if successor is None:
+                return
+            current = successor
+
+    def _spawn_runner(self, record: TaskRecord) -> None:
+        assert self._task_group is not None
+        self._task_group.start_soon(self._run, record, name=f"bgtransfer-{record.id}")
+
+    async def _run_task(self, record: TaskRecord) -> None:
+        """One task: attempts with retries until it ends or is suspended."""
+        outcome: TerminalEvent | None = None
+        try:
+            with anyio.CancelScope() as scope:
+                record.scope = scope
+                if (
+                    record.state is not TaskState.RUNNING
+                    or self._draining
+                    or record.journal_error is not None
+                ):
+                    scope.cancel()  # suspended, cancelled, failed or closing before it got going
+                outcome = await self._download.transfer(record)
+        except TransferError as exc:
+            outcome = self._download.error_outcome(record, exc)
+        except Exception as exc:  # a bug must not take the other tasks down with it
+            logger.exception("internal error in task %d (%s)", record.id, record.url)
+            error = TransferError(f"internal error: {exc!r}", url=record.url)
+            error.__cause__ = exc
+            outcome = ErrorEvent(task_id=record.id, error=error)
+        finally:
+            # Reached on success, failure, cancel(), suspend(), and the session's
+            # own cancellation. Exactly one terminal event unless suspended.
+            record.scope = None
+            requeue, record.requeue = record.requeue, False
+            outcome = self._stopped_outcome(record, outcome, requeue=requeue)
+            keep_partial = outcome is None or (
+                isinstance(outcome, CancelledEvent | ErrorEvent) and outcome.resume_data is not None
+            )
+            if not keep_partial and not isinstance(outcome, FinishedEvent):
+                with anyio.CancelScope(shield=True):
+                    await remove_quietly(record.partial)
+                if record.state is TaskState.CANCELING and isinstance(outcome, ErrorEvent):
+                    outcome = CancelledEvent(task_id=record.id)  # cancel() came meanwhile
+            # From here on nothing awaits: commands see a consistent record.
+            record.running = False
+            self._start(self._supervisor.release(record.id, now=self.clock()), ending=record)
+            if outcome is not None:
+                self._complete(record, outcome)
+            else:
+                self._flush_progress(record)
+                self._checkpoint(record, urgent=True, data=True)
+                if record.state is TaskState.RUNNING and not self._draining:
+                    # resumed while winding down
+                    self._start(
+                        self._supervisor.enqueue(record.id, record.origin, now=self.clock())
+                    )
+
+    def _stopped_outcome(
+        self, record: TaskRecord, outcome: TerminalEvent | None, *, requeue: bool
+    ) -> TerminalEvent | None:
+        """What a runner that stopped ends its task with (None: nothing, it goes on)."""
+        if record.moved:  # in place: a cancel or a failure came too late
+            return (
+                outcome if isinstance(outcome, FinishedEvent) else self._download.finished(record)
+            )
+        if record.state is TaskState.CANCELING and not isinstance(outcome, FinishedEvent):
+            return self._download.cancel_outcome(record)
+        if record.journal_error is not None and not isinstance(outcome, FinishedEvent):
+            return ErrorEvent(task_id=record.id, error=record.journal_error)
+        if outcome is None and record.state is TaskState.RUNNING and not requeue:
+            # Stopped from outside: the session is closing, or the task hosting
+            # it is cancelled. Start nothing more. Persistent: the task stays
+            # running in the journal and the next process continues it.
+            self._draining = True
+            if self._journal is None:
+                record.state = transition(record.state, Input.CANCEL)
+                return CancelledEvent(task_id=record.id)
+        return outcome
+
+    def _hold_origin(self, record: TaskRecord, seconds: float) -> None:
+        """Retry-After on 429/503: start no task for that origin until it has passed."""
+        self._supervisor.hold(record.origin, self.clock() + seconds)
+
+        async def wake() -> None:
+            await anyio.sleep(seconds)
+            self._start(self._supervisor.poll(self.clock()))
+
+        self._spawn(wake)
+
+    def _publish(self, event: TaskEvent) -> None:
+        if isinstance(event, ProgressEvent):
+            record = self._records[event.task_id]
+            record.last_progress = event
+            if self._journal is not None and self.clock() >= record.next_checkpoint:
+                self._checkpoint(record, data=True)
+        self._hub.publish(event)
+
+    def _flush_progress(self, record: TaskRecord) -> None:
+        tail = record.throttle.flush()
+        if tail is not None:
+            self._publish(tail)
+
+    def _complete(self, record: TaskRecord, outcome: TerminalEvent) -> None:
+        """Publish the last progress and the one terminal event; free the destination."""
+        if isinstance(outcome, FinishedEvent):
+            signal = Input.FINISH
+        elif isinstance(outcome, ErrorEvent):
+            signal = Input.FAIL
+        else:
+            signal = Input.CANCELLED
+        record.state = transition(record.state, signal)
+        self._flush_progress(record)
+        record.terminal = outcome
+        # Committed before a consumer can see the event and move the file away (a
+        # later process would then find neither the partial nor the file, and
+        # fetch it again or report it lost): readers wait for it (durable()).
+        # Deferred: the slot is free already, nothing else waits on this commit,
+        # and in a busy session it rides along with another task's (a commit on
+        # the loop costs tens of microseconds; 2,000 small files made two each).
+        self._checkpoint(record, deferred=True)
+        if self._journal is not None:
+            record.end_generation = self._journal.generation
+        if self._claims.get(record.destination_key) == record.id:
+            del self._claims[record.destination_key]
+        self._hub.publish(outcome)
+        record.set_done()
