@@ -18,9 +18,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import anyio
 import anyio.abc
 import anyio.lowlevel
@@ -52,6 +51,9 @@ from .journaling import Checkpointer
 from .record import TaskRecord
 from .restore import Restorer
 from .scheduler import Scheduler
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = ["Checkpointer", "Engine", "Request"]
 

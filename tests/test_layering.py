@@ -1,0 +1,254 @@
+"""The package's layers, pinned by reading its imports (nothing is imported to check).
+
+From the bottom up: ``_core`` (sans-IO rules, values) and ``_exceptions``; ``_io``
+(the thin shell of files, sockets, SQLite, threads); ``_engine`` (records,
+scheduling, the download); the front (``Session``, ``DownloadTask``, the CLI and
+the package's front door). ``testing`` stands beside them and uses only the
+public API. An arrow may only point down, and no modules import each other in
+a loop. ``docs/design.md`` ("Layers") says why.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import attrs
+import pytest
+
+import bgtransfer
+
+PACKAGE_DIR = Path(bgtransfer.__file__).parent
+FRONT = {
+    "bgtransfer",
+    "bgtransfer.__main__",
+    "bgtransfer._cli",
+    "bgtransfer._request",
+    "bgtransfer._session",
+    "bgtransfer._task",
+}
+
+# The front's imports of ``_io`` that are still there: the session does its own
+# start-up (lock, private directories, journal, resume key, SIGTERM, a thread
+# hop). Issue 19's next piece ("one start-up path") moves that start-up behind
+# the engine package and empties this list; until then each entry is named here,
+# and an entry that is no longer true fails (test_allow_list_is_current), so the
+# list can only shrink.
+FRONT_IMPORTS_OF_IO = {
+    ("bgtransfer._session", "bgtransfer._io.sigterm"),
+    ("bgtransfer._session", "bgtransfer._io.files"),
+    ("bgtransfer._session", "bgtransfer._io.journal"),
+    ("bgtransfer._session", "bgtransfer._io.lock"),
+    ("bgtransfer._session", "bgtransfer._io.resume_key"),
+    ("bgtransfer._session", "bgtransfer._io.threads"),
+}
+
+
+@attrs.frozen
+class Import:
+    importer: str
+    imported: str  # a module of the package (a name taken from a package: that package)
+    typing_only: bool  # under ``if TYPE_CHECKING:``: never imported at run time
+    line: int
+
+
+def module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def package_modules(root: Path) -> dict[str, Path]:
+    return {module_name(path, root): path for path in sorted(root.rglob("*.py"))}
+
+
+def _typing_only_lines(tree: ast.Module) -> set[int]:
+    lines: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If):
+            test = node.test
+            name = test.attr if isinstance(test, ast.Attribute) else getattr(test, "id", None)
+            if name == "TYPE_CHECKING":
+                for inner in node.body:
+                    lines.update(range(inner.lineno, (inner.end_lineno or inner.lineno) + 1))
+    return lines
+
+
+def imports_of(name: str, path: Path, modules: dict[str, Path]) -> Iterator[Import]:
+    """Every import of a module of the package by ``name`` (at any depth: a
+    function's own imports count). ``from a import b`` imports ``a.b`` when that
+    is a module, else ``a``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    typing_only = _typing_only_lines(tree)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    top = next(iter(modules)).split(".")[0]
+    for node in ast.walk(tree):
+        targets: list[str] = []
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                source = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                source = node.module or ""
+            for alias in node.names:
+                submodule = f"{source}.{alias.name}"
+                targets.append(submodule if submodule in modules else source)
+        for target in targets:
+            if target == top or target.startswith(top + "."):
+                yield Import(name, target, node.lineno in typing_only, node.lineno)
+
+
+def all_imports(root: Path) -> list[Import]:
+    modules = package_modules(root)
+    return [found for name, path in modules.items() for found in imports_of(name, path, modules)]
+
+
+def layer(module: str) -> str:
+    if module in FRONT:
+        return "front"
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "front"
+
+
+def violations(imports: list[Import]) -> list[str]:
+    """Each import that points the wrong way, as ``importer -> imported (line)``."""
+    allowed = {
+        "_core": {"_core", "_exceptions"},
+        "_exceptions": {"_exceptions"},
+        "_io": {"_io", "_core", "_exceptions"},
+        "_engine": {"_engine", "_io", "_core", "_exceptions"},
+    }
+    found = []
+    for edge in imports:
+        source, target = layer(edge.importer), layer(edge.imported)
+        if source in allowed:
+            wrong = target not in allowed[source]
+        elif source == "testing":
+            parts = edge.imported.split(".")
+            wrong = target != "testing" and len(parts) > 1 and parts[1].startswith("_")
+        else:  # the front: anything but _io (and the allow-list's remains)
+            # (bgtransfer.testing is public API: the CLI's demo serves from it)
+            wrong = target == "_io" and (edge.importer, edge.imported) not in FRONT_IMPORTS_OF_IO
+        if wrong:
+            found.append(f"{edge.importer} -> {edge.imported} (line {edge.line})")
+    return found
+
+
+def cycles(imports: list[Import]) -> list[list[str]]:
+    """The import loops at run time (imports for type checking only cannot loop)."""
+    graph: dict[str, set[str]] = {}
+    for edge in imports:
+        if not edge.typing_only and edge.importer != edge.imported:
+            graph.setdefault(edge.importer, set()).add(edge.imported)
+    loops: list[list[str]] = []
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        path.append(node)
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == 1:
+                loops.append([*path[path.index(target) :], target])
+            elif target not in state:
+                visit(target)
+        path.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    return loops
+
+
+IMPORTS = all_imports(PACKAGE_DIR)
+
+
+def test_the_package_is_read() -> None:
+    importers = {edge.importer for edge in IMPORTS}
+    assert {"bgtransfer._session", "bgtransfer._engine.engine", "bgtransfer._io.transfer"} <= (
+        importers
+    )
+    layers = {layer(name) for name in package_modules(PACKAGE_DIR)}
+    assert layers == {"front", "_core", "_exceptions", "_io", "_engine", "testing"}
+
+
+def test_layers_point_down() -> None:
+    """``_core`` imports only itself and ``_exceptions``; ``_io`` nothing above it;
+    ``_engine`` not the front; the front not ``_io`` (but the allow-list);
+    ``testing`` no private module of the package."""
+    assert violations(IMPORTS) == []
+
+
+def test_allow_list_is_current() -> None:
+    """Every allowed front import of ``_io`` still exists: once one goes, its
+    entry must go too (the list shrinks to nothing with "one start-up path")."""
+    present = {(edge.importer, edge.imported) for edge in IMPORTS}
+    assert FRONT_IMPORTS_OF_IO - present == set()
+
+
+def test_no_import_cycles() -> None:
+    assert cycles(IMPORTS) == []
+
+
+def test_engine_sets_up_no_http_client() -> None:
+    """aiohttp's client is built in ``_io/client.py``: the engine names its types
+    only (under TYPE_CHECKING)."""
+    for path in sorted((PACKAGE_DIR / "_engine").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        typing_only = _typing_only_lines(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                module = getattr(node, "module", None) or ""
+                if any(n.split(".")[0] == "aiohttp" for n in [*names, module]):
+                    assert node.lineno in typing_only, f"{path.name}:{node.lineno}"
+
+
+# -- the checks themselves, on a made-up package ------------------------------------
+
+
+def _package(tmp_path: Path, files: dict[str, str]) -> Path:
+    root = tmp_path / "bgtransfer"
+    for relative, text in {"__init__.py": "", **files}.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"_core/a.py": "from .._io import b\n", "_io/b.py": ""}, "bgtransfer._core.a"),
+        ({"_io/b.py": "from .._engine.e import X\n", "_engine/e.py": ""}, "bgtransfer._io.b"),
+        ({"_io/b.py": "from bgtransfer import _session\n", "_session.py": ""}, "bgtransfer._io.b"),
+        ({"_task.py": "from ._io.files import f\n", "_io/files.py": ""}, "bgtransfer._task"),
+        ({"testing/_s.py": "from .._core import x\n", "_core/x.py": ""}, "bgtransfer.testing._s"),
+        ({"_engine/e.py": "def f():\n    from .._task import T\n", "_task.py": ""}, "_engine.e"),
+    ],
+)
+def test_a_wrong_way_import_is_found(tmp_path: Path, files: dict[str, str], expected: str) -> None:
+    found = violations(all_imports(_package(tmp_path, files)))
+    assert len(found) == 1
+    assert expected in found[0]
+
+
+def test_the_testing_package_may_use_its_own_private_modules(tmp_path: Path) -> None:
+    root = _package(tmp_path, {"testing/__init__.py": "from ._s import S\n", "testing/_s.py": ""})
+    assert violations(all_imports(root)) == []
+
+
+def test_a_cycle_is_found_and_a_typing_only_one_is_not(tmp_path: Path) -> None:
+    typing_only = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .a import A\n"
+    root = _package(tmp_path, {"_io/a.py": "from . import b\n", "_io/b.py": typing_only})
+    assert cycles(all_imports(root)) == []
+    (root / "_io/b.py").write_text("from .a import A\n", encoding="utf-8")
+    assert cycles(all_imports(root)) == [
+        ["bgtransfer._io.a", "bgtransfer._io.b", "bgtransfer._io.a"]
+    ]
