@@ -136,7 +136,7 @@ def violations(imports: list[Import]) -> list[str]:
             wrong = target == "_io" and (edge.importer, edge.imported) not in FRONT_IMPORTS_OF_IO
         if wrong:
             found.append(f"{edge.importer} -> {edge.imported} (line {edge.line})")
-    return found
+    return sorted(set(found))
 
 
 def cycles(imports: list[Import]) -> list[list[str]]:
@@ -210,6 +210,64 @@ def test_engine_sets_up_no_http_client() -> None:
                     assert node.lineno in typing_only, f"{path.name}:{node.lineno}"
 
 
+# What the engine may take from ``os``: names and text, no system calls.
+PURE_OS = {"PathLike", "fsdecode", "fsencode", "sep"}
+# Methods that ask the file system (of ``Path`` and ``os.path``); names that other
+# objects also have (``remove``, ``replace``, ``open``) are left out.
+FILE_SYSTEM_METHODS = {
+    "chmod",
+    "exists",
+    "is_dir",
+    "is_file",
+    "isdir",
+    "isfile",
+    "iterdir",
+    "lexists",
+    "listdir",
+    "lstat",
+    "mkdir",
+    "read_bytes",
+    "read_text",
+    "rename",
+    "resolve",
+    "rmdir",
+    "scandir",
+    "stat",
+    "touch",
+    "unlink",
+    "write_bytes",
+    "write_text",
+}
+
+
+def file_system_calls(path: Path) -> list[str]:
+    """Where a module calls the file system itself (``os``, ``shutil``, ``open``,
+    ``Path`` methods), as ``name:line what``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        what = None
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            if node.value.id == "shutil" or (node.value.id == "os" and node.attr not in PURE_OS):
+                what = ast.unparse(node)
+        elif isinstance(node, ast.Call):
+            func = node.func
+            if isinstance(func, ast.Name) and func.id == "open":
+                what = "open()"
+            elif isinstance(func, ast.Attribute) and func.attr in FILE_SYSTEM_METHODS:
+                what = ast.unparse(func)
+        if what is not None:
+            found.append(f"{path.name}:{node.lineno} {what}")
+    return sorted(set(found))
+
+
+def test_engine_makes_no_file_system_calls() -> None:
+    """The engine asks ``_io`` (``partials``, ``paths``, ``files``) for every file
+    system call: the blocking ones run where ``_io`` says, and a second
+    implementation of the engine's seams finds them in one place."""
+    engine_modules = sorted((PACKAGE_DIR / "_engine").glob("*.py"))
+    assert [call for path in engine_modules for call in file_system_calls(path)] == []
+
+
 # -- the checks themselves, on a made-up package ------------------------------------
 
 
@@ -237,6 +295,14 @@ def test_a_wrong_way_import_is_found(tmp_path: Path, files: dict[str, str], expe
     found = violations(all_imports(_package(tmp_path, files)))
     assert len(found) == 1
     assert expected in found[0]
+
+
+def test_a_file_system_call_is_found(tmp_path: Path) -> None:
+    path = tmp_path / "m.py"
+    path.write_text(
+        "import os\nos.sep\nos.lstat(p)\nopen(p)\np.resolve()\nq.remove(1)\n", encoding="utf-8"
+    )
+    assert file_system_calls(path) == ["m.py:3 os.lstat", "m.py:4 open()", "m.py:5 p.resolve"]
 
 
 def test_the_testing_package_may_use_its_own_private_modules(tmp_path: Path) -> None:

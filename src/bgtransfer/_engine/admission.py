@@ -9,7 +9,6 @@ what the answers need (the live tasks' claims, the directories resolved so far).
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from pathlib import Path
@@ -20,6 +19,7 @@ from .._core.secrets import SecretHeaders
 from .._core.segments import MAX_SEGMENTS
 from .._exceptions import InvalidDestinationError
 from .._io.files import not_regular_error
+from .._io.paths import exists_or_link, is_directory, lstat_mode, resolve
 from .record import TaskRecord
 
 __all__ = ["Admission", "Request", "check_segments", "merge_headers"]
@@ -50,8 +50,8 @@ class Admission:
         # No destination inside the state directory (journals, locks, partial
         # files), except in this session's downloads/: resolved once, then each
         # new destination directory is compared as text.
-        self._state_dir = None if state_dir is None else str(state_dir.resolve())
-        self._allowed_dir = str(downloads_dir.resolve())
+        self._state_dir = None if state_dir is None else str(resolve(state_dir))
+        self._allowed_dir = str(resolve(downloads_dir))
         self.claims: dict[str, int] = {}  # destinations of live tasks (as text)
         self._resolved_dirs: dict[Path, Path] = {}
         self.origins: dict[str, Origin] = {}  # by scheme and authority (parse_url's cache)
@@ -134,15 +134,14 @@ class Admission:
         if str(path).startswith("~"):
             path = path.expanduser()
         try:
-            mode: int | None = os.lstat(path).st_mode
-        except OSError as exc:
-            if exc.errno == errno.ENAMETOOLONG:
-                raise InvalidDestinationError(
-                    f"{url}: destination {str(path)!r}: the name is too long for a file path"
-                ) from None
-            mode = None  # nothing there (or nothing reachable): the directory decides
+            # None: nothing there (or nothing reachable): the directory decides
+            mode = lstat_mode(path)
+        except OSError:  # ENAMETOOLONG
+            raise InvalidDestinationError(
+                f"{url}: destination {str(path)!r}: the name is too long for a file path"
+            ) from None
         if mode is not None and not stat.S_ISREG(mode):
-            if stat.S_ISDIR(mode) or (stat.S_ISLNK(mode) and os.path.isdir(path)):
+            if stat.S_ISDIR(mode) or (stat.S_ISLNK(mode) and is_directory(path)):
                 return self._unique_in(self._resolved_dir(url, path), filename_from_url(url))
             raise InvalidDestinationError(
                 f"{url}: destination {str(path)!r}: {_strerror(path, mode)}"
@@ -150,7 +149,7 @@ class Admission:
         parent = path.parent
         directory = checked_dirs.get(parent)
         if directory is None:
-            if not os.path.isdir(parent):
+            if not is_directory(parent):
                 raise InvalidDestinationError(
                     f"{url}: destination directory {str(parent)!r} does not exist"
                 )
@@ -186,7 +185,7 @@ class Admission:
         once checked to be outside the state directory (but for ``downloads/``)."""
         resolved = self._resolved_dirs.get(directory)
         if resolved is None:
-            resolved = directory.resolve()
+            resolved = resolve(directory)
             self._check_outside_state_dir(url, directory, str(resolved))
             if len(self._resolved_dirs) >= 1024:
                 self._resolved_dirs.clear()
@@ -206,7 +205,7 @@ class Admission:
     def _unique_in(self, directory: Path, name: str) -> Path:
         def taken(candidate: str) -> bool:
             path = directory / candidate
-            return str(path) in self.claims or os.path.lexists(path)
+            return str(path) in self.claims or exists_or_link(path)
 
         return directory / unique_name(name, taken)
 
