@@ -14,7 +14,7 @@ import contextlib
 import inspect
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,7 +45,7 @@ from .._io.partials import partial_size
 from .._io.transfer import fetch_to_file
 from .admission import merge_headers
 from .hub import EventHub
-from .journaling import Checkpoint, Checkpointer
+from .journaling import Checkpoint, Checkpointer, FlushFor
 from .record import AttemptSink, RestartFromZero, SegmentSink, TaskRecord
 from .segments import Segments, segment_group
 
@@ -70,7 +70,7 @@ class Downloader:
         supervisor: Supervisor,
         start: Callable[[list[int]], None],
         checkpoint: Checkpoint,
-        flush_for: Callable[..., Awaitable[None]],
+        flush_for: FlushFor,
         publish: Callable[[TaskEvent], None],
         hold_origin: Callable[[TaskRecord, float], None],
     ) -> None:

@@ -8,7 +8,7 @@ the engine's own "journal this record as it is now", handed to the parts
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -16,7 +16,7 @@ from .._core.journal import TaskEntry
 from .._exceptions import JournalError
 from .record import TaskRecord
 
-__all__ = ["Checkpoint", "Checkpointer"]
+__all__ = ["Checkpoint", "Checkpointer", "FlushFor"]
 
 
 class Checkpointer(Protocol):
@@ -70,3 +70,10 @@ class Checkpoint(Protocol):
         deferred: bool = False,
         data: bool = False,
     ) -> None: ...
+
+
+class FlushFor(Protocol):
+    """Commit what the journal holds of a record before going on (the engine's
+    ``_flush_for``); a journal that cannot record it fails the task."""
+
+    def __call__(self, record: TaskRecord, *, shielded: bool = False) -> Awaitable[None]: ...
