@@ -363,7 +363,7 @@ class Session:
         In a background session reopened after an earlier one, that starts with the
         tasks it left (same ids, URLs, descriptions, states) that have not been
         acknowledged: running and suspended ones, and ended ones whose terminal
-        event was never delivered to a consumer.
+        event was never acknowledged.
         """
         engine = self._require_engine()
         return [DownloadTask(engine, record) for record in engine.records()]
@@ -373,24 +373,43 @@ class Session:
         for a slot (``queued``), in total and per origin."""
         return self._require_engine().statistics()
 
-    def events(self) -> EventStream[SessionEvent]:
+    def events(self, *, follow: bool = True) -> EventStream[SessionEvent]:
         """One merged stream of every task's events, present and future.
 
         It starts with what a late subscriber missed (per task: the progress so far
         and the terminal event if ended, including those a previous process never
         delivered), then one ``EventsDeliveredEvent``; it ends when the session
-        closes.
+        closes. With ``follow=False`` it ends right after the
+        ``EventsDeliveredEvent``: a way to drain what was missed and stop (as
+        ``docker logs`` does without ``--follow``).
         """
-        stream: EventStream[SessionEvent] = self._require_engine().subscribe(None)
+        stream: EventStream[SessionEvent] = self._require_engine().subscribe(None, follow=follow)
         return stream
+
+    async def acknowledge(self, *task_ids: int) -> None:
+        """Acknowledge the terminal events of these tasks, by id; return once the
+        journal has forgotten them (one commit for all).
+
+        What ``await task.acknowledge()`` does, for applications that kept only
+        the ids (``event.task_id``). An id of a task that has not ended, or that
+        the session no longer has (acknowledged before), is left alone.
+        """
+        engine = self._require_engine()
+        for task_id in task_ids:
+            if isinstance(task_id, bool) or not isinstance(task_id, int):
+                raise TypeError(f"task ids are int, not {type(task_id).__name__}")
+        for task_id in task_ids:
+            engine.acknowledge(task_id, urgent=True)
+        await engine.flush()
 
     async def wait_events_delivered(self) -> None:
         """Wait until every terminal event replayed from the journal has been
-        acknowledged by a consumer (at once if there were none).
+        acknowledged (at once if there were none).
 
         Those are the events of tasks that ended while no process delivered them.
-        A terminal event is acknowledged when a stream reads past it, when
-        ``task.wait()`` returns it, or by ``task.acknowledge()``.
+        With ``Configuration(acknowledge="auto")`` (the default) a terminal event
+        is acknowledged once a stream or ``task.wait()`` hands it out; with
+        ``"explicit"`` only by ``task.acknowledge()`` or :meth:`acknowledge`.
         """
         await self._require_engine().wait_events_delivered()
 

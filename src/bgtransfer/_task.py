@@ -82,8 +82,9 @@ class DownloadTask:
 
         Each call is an independent subscriber with its own bounded buffer. A late
         subscriber first receives one progress event with the total so far and,
-        if the task has already ended, its terminal event. Reading past the
-        terminal event (the ``async for`` ending does) acknowledges it.
+        if the task has already ended, its terminal event. Returning the terminal
+        event acknowledges it, unless the session acknowledges explicitly
+        (``Configuration(acknowledge="explicit")``).
         """
         stream: EventStream[TaskEvent] = self._engine.subscribe(self._record.id)
         return stream
@@ -94,25 +95,37 @@ class DownloadTask:
         A failed task raises its :class:`~bgtransfer.TransferError` (naming the URL
         and the cause). Cancellation is an outcome, not an error: a cancelled task
         returns its :class:`CancelledEvent`. Returning (or raising) acknowledges
-        the terminal event. Raises :class:`~bgtransfer.SessionClosedError` if the
-        session closed first (a background task then continues in the next session).
+        the terminal event, unless the session acknowledges explicitly
+        (``Configuration(acknowledge="explicit")``: then call :meth:`acknowledge`).
+        Raises :class:`~bgtransfer.SessionClosedError` if the session closed first
+        (a background task then continues in the next session).
         """
         await self._record.done.wait()
         terminal = self._record.terminal
         if terminal is None:
             raise SessionClosedError(f"the session closed before task {self.id} ({self.url}) ended")
         await self._engine.durable(self.id)  # the journal holds the end before the caller sees it
-        self._engine.acknowledge(self._record.id)
+        if self._engine.config.acknowledge == "auto":
+            self._engine.acknowledge(self._record.id)
         if isinstance(terminal, ErrorEvent):
             raise terminal.error
         return terminal
 
-    def acknowledge(self) -> None:
-        """Mark the task's terminal event as delivered, so a later process does not
-        deliver it again and the journal forgets the task. Does nothing before the
-        task has ended. Needed only by applications that read :attr:`result` rather
-        than an event stream or :meth:`wait`."""
-        self._engine.acknowledge(self._record.id)
+    async def acknowledge(self) -> None:
+        """Mark the task's terminal event as delivered; return once the journal has
+        forgotten the task, so no later process delivers the event again.
+
+        The way to acknowledge in a session opened with
+        ``Configuration(acknowledge="explicit")`` (at-least-once delivery), once
+        the application has done what the event asks for. With the default
+        ``"auto"``, needed only by applications that read :attr:`result` rather
+        than an event stream or :meth:`wait`. Does nothing before the task has
+        ended; acknowledging twice is harmless. Raises
+        :class:`~bgtransfer.SessionClosedError` once the session has closed (the
+        event is then delivered again by the next session).
+        """
+        self._engine.acknowledge(self._record.id, urgent=True)
+        await self._engine.flush()
 
     def suspend(self) -> None:
         """Pause the task in place (``RUNNING`` -> ``SUSPENDED``); idempotent.
@@ -140,7 +153,9 @@ class DownloadTask:
         safe way to resume) or no byte arrived yet. A task that has already ended
         returns None and is unchanged. Pass the data to
         :meth:`Session.download_with_resume_data`. Returning acknowledges the
-        task's ``CancelledEvent`` (a later process does not deliver it again).
+        task's ``CancelledEvent`` (a later process does not deliver it again),
+        unless the session acknowledges explicitly: then the event, with its
+        resume data, is delivered again until :meth:`acknowledge`.
         """
         if self._record.state is TaskState.COMPLETED:
             return None
@@ -148,7 +163,8 @@ class DownloadTask:
         await self._record.done.wait()
         await self._engine.flush()  # the journal agrees before the data is handed out
         terminal = self._record.terminal
-        self._engine.acknowledge(self._record.id)  # the caller gets the outcome: delivered
+        if self._engine.config.acknowledge == "auto":  # the caller gets the outcome
+            self._engine.acknowledge(self._record.id)
         return terminal.resume_data if isinstance(terminal, CancelledEvent) else None
 
     async def cancel(self) -> None:

@@ -38,6 +38,7 @@ def test_defaults() -> None:
     assert config.secret_headers == frozenset()
     assert config.allow_insecure_redirects is False
     assert config.handle_sigterm is True
+    assert config.acknowledge == "auto"
 
 
 def test_field_names_and_order() -> None:
@@ -58,6 +59,7 @@ def test_field_names_and_order() -> None:
         "allow_insecure_redirects",
         "segments",
         "handle_sigterm",
+        "acknowledge",
     ]
 
 
@@ -314,3 +316,14 @@ def test_evolve_revalidates(changes: dict[str, Any], error: type[Exception]) -> 
 def test_evolve_normalizes_headers() -> None:
     changed = attrs.evolve(Configuration(), headers={"B": "2"})
     assert changed.headers == (("B", "2"),)
+
+
+@pytest.mark.parametrize("value", ["auto", "explicit"])
+def test_acknowledge_accepts_auto_and_explicit(value: str) -> None:
+    assert Configuration(acknowledge=value).acknowledge == value  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", ["at-least-once", "", None, True, "Auto"], ids=repr)
+def test_acknowledge_rejects_anything_else(value: object) -> None:
+    with pytest.raises(ValueError, match=r"^acknowledge must be 'auto' or 'explicit', got "):
+        Configuration(acknowledge=value)  # type: ignore[arg-type]

@@ -17,7 +17,7 @@ kill the process at a precise point:
     ``await session.download(...)`` returned (the task is in the journal)
 ``{"progress": id, "bytes": n}``, ``{"resumed": id, "offset": n}``, ``{"retry": id, ...}``
 ``{"terminal": id, "kind": "finished"|"error"|"cancelled", ...}``
-    a terminal event read from ``session.events()``; reading on acknowledges it
+    a terminal event read from ``session.events()``; handing it out acknowledged it
 ``{"delivered": replayed}``
     the ``EventsDeliveredEvent``
 ``{"cancel_issued": id}``, ``{"cancel_returned": id, "resume_data": ...}``
@@ -26,7 +26,7 @@ kill the process at a precise point:
 ``{"self_kill": point}``
     printed just before the process SIGKILLs itself
 ``{"done": true}``
-    every task ended, every terminal event was read past, the session closed
+    every task ended, every terminal event was read, the session closed
 
 Arguments (a JSON object): ``identifier``, ``state_dir``, ``files`` (a list of
 ``{"url", "destination", "target", "description", "segments"}``: ``destination``
@@ -364,7 +364,7 @@ class App:
                         await asyncio.Event().wait()  # until killed
             if delivered and not self.live:
                 break
-        await stream.aclose()  # acknowledges the last terminal event read
+        await stream.aclose()
 
     def reattach(self) -> None:
         for task in self.session.tasks():

@@ -18,7 +18,7 @@ and checks the whole history:
 * **Terminal events at least once, and not after acknowledgement.** Every known
   task's terminal event is delivered by some process (in ``session.events()``,
   before ``EventsDeliveredEvent(replayed=N)``, N counting the replays exactly). A
-  process that read past a terminal event and closed its session normally has
+  process that was handed a terminal event and closed its session normally has
   acknowledged it durably: the next ``tasks()`` does not have it. A process
   killed after delivering one may or may not have acknowledged it; if the task
   is listed again it is ``COMPLETED`` with the same outcome. Once everything is
@@ -64,6 +64,7 @@ from pathlib import Path
 from typing import Any
 
 import _child
+import attrs
 import pytest
 
 from _helpers import check_resumable_stream, check_task_stream, collect, sha256_file
@@ -369,7 +370,7 @@ class History:
         self.id_of_url: dict[str, int] = {}
         # "pending": no terminal event delivered yet, so the next process must list
         # it; "maybe-acked": delivered by a process that was then killed; "acked":
-        # delivered and read past by a process that closed normally, or missing
+        # delivered to a process that closed normally, or missing
         # from a later process's tasks().
         self.status: dict[int, str] = {}
         self.outcome: dict[int, Outcome] = {}
@@ -697,6 +698,8 @@ ONE_FILE = (FileSpec("a.bin", 300_000, "strong", "file"),)
 QUICK = {"checkpoint_interval": 0.05, "progress_interval": 0.0, "max_connections_per_host": 2}
 
 FSYNC = {**QUICK, "durability": "fsync"}  # the classic order: whole and synced, then moved
+# A child that reads a terminal event without acknowledging it (at-least-once delivery).
+EXPLICIT = {**QUICK, "acknowledge": "explicit"}
 
 # Where the finished task is when the process dies, and the configuration and child
 # options that get it there:
@@ -708,8 +711,11 @@ FINISH_KILLS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # the same, after the last write moved it in the same step (the journal said
     # moving, in one step, before that write)
     "after_one_step": (QUICK, {"kill_at": {"point": "after_rename", "nth": 1}}),
-    # the journal holds the FinishedEvent; no consumer read past it
-    "ended": (QUICK, {"pause_after_terminal": True, "kill_after": lambda line: "durable" in line}),
+    # the journal holds the FinishedEvent; no consumer acknowledged it
+    "ended": (
+        EXPLICIT,
+        {"pause_after_terminal": True, "kill_after": lambda line: "durable" in line},
+    ),
 }
 
 
@@ -897,7 +903,7 @@ async def fail_on_terminal_event(task: DownloadTask) -> None:
 async def test_unacknowledged_terminal_event_is_delivered_until_acknowledged(
     server: TestServer, tmp_path: Path
 ) -> None:
-    scene = Scene(server, tmp_path, QUICK, files=ONE_FILE)
+    scene = Scene(server, tmp_path, EXPLICIT, files=ONE_FILE)
     task_id, _ = await killed_after_finish(scene, "ended")
     config = _child.make_config(QUICK)
 
@@ -910,16 +916,17 @@ async def test_unacknowledged_terminal_event_is_delivered_until_acknowledged(
         (task,) = session.tasks()
         assert isinstance(task.result, FinishedEvent)
     assert await reopen() == [task_id]
-    # A reader that fails on the terminal event does not acknowledge it.
-    async with Session(IDENTIFIER, state_dir=scene.state_dir, config=config) as session:
+    # With explicit acknowledgement, neither does a reader of the terminal event.
+    explicit = attrs.evolve(config, acknowledge="explicit")
+    async with Session(IDENTIFIER, state_dir=scene.state_dir, config=explicit) as session:
         (task,) = session.tasks()
         with pytest.raises(ConsumerFailed):
             await fail_on_terminal_event(task)
     assert await reopen() == [task_id]
     # acknowledge() does.
-    async with Session(IDENTIFIER, state_dir=scene.state_dir, config=config) as session:
+    async with Session(IDENTIFIER, state_dir=scene.state_dir, config=explicit) as session:
         (task,) = session.tasks()
-        task.acknowledge()
+        await task.acknowledge()
         async with asyncio.timeout(10):
             await session.wait_events_delivered()
     assert await reopen() == []
@@ -1064,7 +1071,7 @@ async def test_move_to_another_file_system_survives_sigkill(
         async with Session(IDENTIFIER, state_dir=scene.state_dir, config=config) as session:
             (task,) = session.tasks()
             assert isinstance(task.result, FinishedEvent)
-            task.acknowledge()
+            await task.acknowledge()
         assert sha256_file(target) == scene.sha256[url]
         if before is not None:
             after = target.stat()

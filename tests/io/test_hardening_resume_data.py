@@ -447,10 +447,11 @@ async def test_disk_full_keeps_the_partial_and_resumes_once_space_is_freed(
 ) -> None:
     # Under 1 MiB: no block reservation first, so the disk fills mid-body.
     file = server.add_file("/f.bin", size=900_000)
-    async with Session("full", state_dir=state_dir, config=CONFIG) as session:
+    explicit = attrs.evolve(CONFIG, acknowledge="explicit")
+    async with Session("full", state_dir=state_dir, config=explicit) as session:
         task = await session.download(server.url(file.path), out_dir / "f.bin")
         stream = session.events()
-        async for event in stream:  # read up to the error, not past it: not acknowledged
+        async for event in stream:  # explicit acknowledgement: not acknowledged
             if isinstance(event, ErrorEvent):
                 break
     assert isinstance(event.error, LocalFileError)

@@ -228,16 +228,19 @@ async def test_an_unverified_finish_is_replayed_as_unverified(
     state_dir: Path, out_dir: Path
 ) -> None:
     """The journal keeps the flag: a terminal event a later process delivers says it too."""
+    explicit = Configuration(
+        retry=RetryPolicy(initial_delay=0, jitter=0), progress_interval=0, acknowledge="explicit"
+    )
     async with (
         RawServer(DATA, etag=None, plans=[("close", HALF)]) as server,
-        Session("trunc", state_dir=state_dir, config=CONFIG) as session,
+        Session("trunc", state_dir=state_dir, config=explicit) as session,
     ):
         task = await session.download(server.url, out_dir / "f.bin")
         stream = task.events()
         with anyio.fail_after(20):
             async for event in stream:
                 if isinstance(event, FinishedEvent):
-                    break  # no further read, no aclose: not acknowledged
+                    break  # explicit acknowledgement: not acknowledged
     async with Session("trunc", state_dir=state_dir, config=CONFIG) as session:
         (replayed,) = session.tasks()
         assert isinstance(replayed.result, FinishedEvent)

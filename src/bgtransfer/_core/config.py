@@ -12,6 +12,7 @@ from .retry import RetryPolicy
 from .secrets import DEFAULT_SECRETS
 
 __all__ = [
+    "Acknowledge",
     "Configuration",
     "Durability",
     "HeaderPairs",
@@ -29,6 +30,8 @@ HeadersProvider: TypeAlias = Callable[
 """Called with a task's URL before each request; returns headers to add (sync or async)."""
 
 Durability: TypeAlias = Literal["process", "fsync"]
+
+Acknowledge: TypeAlias = Literal["auto", "explicit"]
 
 _TOKEN_CHARS = frozenset(
     "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -150,6 +153,11 @@ def _durability(instance: Any, attribute: Any, value: object) -> None:
         raise ValueError(f"durability must be 'process' or 'fsync', got {value!r}")
 
 
+def _acknowledge(instance: Any, attribute: Any, value: object) -> None:
+    if value not in ("auto", "explicit"):
+        raise ValueError(f"acknowledge must be 'auto' or 'explicit', got {value!r}")
+
+
 def _optional_callable(instance: Any, attribute: Any, value: object) -> None:
     if value is not None and not callable(value):
         raise TypeError(f"{attribute.name} must be callable or None, not {type(value).__name__}")
@@ -258,3 +266,12 @@ class Configuration:
     application's own SIGTERM handler is never replaced. False: nothing is
     installed; SIGTERM ends the process at once, and the tasks continue from
     their last checkpoint."""
+
+    acknowledge: Acknowledge = attrs.field(default="auto", validator=_acknowledge)
+    """When a background session's terminal event counts as delivered, so that a
+    later process does not deliver it again and the journal forgets the task.
+    ``"auto"`` (the default): once it is handed to the application, returned by
+    an event stream or by ``task.wait()`` (the file is at its destination and the
+    journal holds the end by then). ``"explicit"``: at-least-once delivery; only
+    ``await task.acknowledge()`` or ``await session.acknowledge(task_id)`` does,
+    and until then every later process delivers the event again."""

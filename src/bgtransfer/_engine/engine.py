@@ -92,8 +92,9 @@ class Engine(Scheduler):
         self._supervisor = Supervisor(
             per_host_limit=config.max_connections_per_host, total_limit=self._slots
         )
-        self._hub = EventHub(
-            on_delivered=self.acknowledge, durable=self.durable if journal is not None else None
+        self._hub = EventHub(  # "explicit": only the application acknowledges
+            on_delivered=self.acknowledge if config.acknowledge == "auto" else None,
+            durable=self.durable if journal is not None else None,
         )
         self._records: dict[int, TaskRecord] = {}
         self._secrets = SecretHeaders(config.secret_headers)
@@ -222,13 +223,14 @@ class Engine(Scheduler):
     def statistics(self) -> SupervisorStatistics:
         return self._supervisor.statistics()
 
-    def subscribe(self, task_id: int | None) -> EventStream[Any]:
+    def subscribe(self, task_id: int | None, *, follow: bool = True) -> EventStream[Any]:
         """A stream of one task's events (or every task's, with None).
 
         A late subscriber first gets what it missed in condensed form: one
         progress event with the total so far, and the terminal event if the task
         has ended; so it too sees exactly one terminal event per task. The
-        session's stream then says where that backlog ends (``EventsDeliveredEvent``).
+        session's stream then says where that backlog ends (``EventsDeliveredEvent``),
+        and ends there unless it should ``follow`` the live events.
         """
         records = [self._records[task_id]] if task_id is not None else self._records.values()
         backlog: list[TaskEvent] = []
@@ -238,17 +240,24 @@ class Engine(Scheduler):
             if record.terminal is not None:
                 backlog.append(record.terminal)
                 replayed += record.replayed
-        return self._hub.subscribe(task_id, backlog, replayed=replayed)
+        return self._hub.subscribe(task_id, backlog, replayed=replayed, follow=follow)
 
-    def acknowledge(self, task_id: int) -> None:
+    def acknowledge(self, task_id: int, *, urgent: bool = False) -> None:
         """A consumer has seen the task's terminal event: it is not delivered again
-        by a later process. Nothing happens for a task that has not ended."""
+        by a later process. Nothing happens for a task that has not ended.
+        ``urgent`` (the application's own call; SessionClosedError once the
+        session is closed): the journal forgets it with the next commit
+        (``flush()`` waits for it), even when it was acknowledged before."""
+        if urgent:
+            self._check_alive()
         record = self._records.get(task_id)
-        if record is None or record.terminal is None or record.acked:
+        if record is None or record.terminal is None or (record.acked and not urgent):
+            return
+        if self._journal is not None:
+            self._journal.forget(task_id, urgent=urgent)
+        if record.acked:
             return
         record.acked = True
-        if self._journal is not None:
-            self._journal.forget(task_id)
         if record.replayed:
             self._replays_pending -= 1
             if self._replays_pending == 0:

@@ -32,14 +32,15 @@ class EventStream(Generic[E]):
     """An async iterator over events; see ``DownloadTask.events()`` and ``Session.events()``.
 
     A task's stream ends after that task's terminal event; the session's stream
-    ends when the session closes. Leaving the ``async for`` early is fine; call
+    ends when the session closes (or, opened with ``follow=False``, after its
+    ``EventsDeliveredEvent``). Leaving the ``async for`` early is fine; call
     :meth:`aclose` (or use ``async with``) to unsubscribe at once rather than at
     garbage collection.
 
-    A terminal event counts as *delivered* (acknowledged, so a later process does
-    not deliver it again) once the reader asks for the next item after it, or
-    closes the stream with :meth:`aclose` or by leaving ``async with`` without an
-    exception.
+    With ``Configuration(acknowledge="auto")`` (the default) a terminal event
+    counts as *delivered* (acknowledged, so a later process does not deliver it
+    again) as soon as this stream returns it; the journal holds the task's end by
+    then. With ``"explicit"`` a stream never acknowledges: the application does.
     """
 
     def __init__(self, hub: EventHub, *, task_id: int | None) -> None:
@@ -49,7 +50,6 @@ class EventStream(Generic[E]):
         self._wakeup = asyncio.Event()
         self._closed = False  # no more events will be pushed
         self._finished = False  # the reader has seen the end
-        self._unacknowledged: int | None = None  # task of the terminal event just returned
 
     # -- producer side (the hub) ------------------------------------------------
 
@@ -71,7 +71,6 @@ class EventStream(Generic[E]):
         return self
 
     async def __anext__(self) -> E:
-        self._acknowledge()  # reading past a terminal event acknowledges it
         while not self._buffer:
             if self._closed or self._finished:
                 self._finish()
@@ -85,14 +84,12 @@ class EventStream(Generic[E]):
             # event stays buffered meanwhile: a reader cancelled here gets it from
             # its next read. (Nothing else takes from the buffer's head.)
             await self._hub._durable(event.task_id)
-            self._unacknowledged = event.task_id
+            self._hub._handed_out(event.task_id)  # auto: delivered from here on
         self._buffer.pop()
         return cast(E, event)
 
     async def aclose(self) -> None:
-        """Stop receiving events; buffered ones are discarded. A terminal event
-        returned just before counts as delivered."""
-        self._acknowledge()
+        """Stop receiving events; buffered ones are discarded."""
         self._finish()
 
     async def __aenter__(self) -> EventStream[E]:
@@ -104,14 +101,7 @@ class EventStream(Generic[E]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc_type is not None:
-            self._unacknowledged = None  # the reader failed: deliver it again later
         await self.aclose()
-
-    def _acknowledge(self) -> None:
-        task_id, self._unacknowledged = self._unacknowledged, None
-        if task_id is not None:
-            self._hub._delivered(task_id)
 
     def statistics(self) -> BufferStatistics:
         """How this subscriber's buffer is doing (buffered, coalesced, delivered...)."""
@@ -130,9 +120,13 @@ class EventHub:
     def __init__(
         self,
         *,
-        on_delivered: Callable[[int], None],
+        on_delivered: Callable[[int], None] | None,
         durable: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
+        """``on_delivered``: called with a task whose terminal event a stream has
+        just handed out (automatic acknowledgement); None when only the
+        application acknowledges. ``durable``: awaited before a terminal event is
+        handed out, until the journal holds it."""
         # Per task, weak references in a list: a task has a subscriber or two, and
         # is published to a few times (a WeakSet costs more than that traffic).
         # A stream dropped without aclose() leaves a dead reference until the
@@ -143,22 +137,33 @@ class EventHub:
         self._delivered = on_delivered
         self._durable_hook = durable
 
+    def _handed_out(self, task_id: int) -> None:
+        """A stream has returned the task's terminal event to its reader."""
+        if self._delivered is not None:
+            self._delivered(task_id)
+
     async def _durable(self, task_id: int) -> None:
         """Return once the task's end is journaled (no-op without a journal)."""
         if self._durable_hook is not None:
             await self._durable_hook(task_id)
 
     def subscribe(
-        self, task_id: int | None, backlog: Iterable[TaskEvent], *, replayed: int = 0
+        self,
+        task_id: int | None,
+        backlog: Iterable[TaskEvent],
+        *,
+        replayed: int = 0,
+        follow: bool = True,
     ) -> EventStream[Any]:
         """A new stream for one task (or all, with None), first fed ``backlog``;
-        the session's stream then gets ``EventsDeliveredEvent(replayed=...)``."""
+        the session's stream then gets ``EventsDeliveredEvent(replayed=...)``
+        and, when ``follow`` is false, ends there."""
         stream: EventStream[Any] = EventStream(self, task_id=task_id)
         for event in backlog:
             stream._push(event)
         if task_id is None:
             stream._push(EventsDeliveredEvent(replayed=replayed))
-            if self._closed:
+            if self._closed or not follow:
                 stream._close()
             else:
                 self._all.add(stream)
