@@ -141,6 +141,11 @@ class DownloadTask:
         returns None and is unchanged. Pass the data to
         :meth:`Session.download_with_resume_data`. Returning acknowledges the
         task's ``CancelledEvent`` (a later process does not deliver it again).
+
+        The data of an ephemeral session dies with it: the session removes its
+        partial files when it closes, so the data is good only while it is open
+        (without a ``state_dir``, only in that session). To resume later, or in
+        another process, download in a background session.
         """
         if self._record.state is TaskState.COMPLETED:
             return None
