@@ -331,7 +331,9 @@ class Session:
         checked first: only resume data signed with this state directory's key
         (``<state_dir>/.resume-data.key``) is taken, unchanged, naming a partial
         file in a ``partials/`` directory there; an ephemeral session without a
-        state directory takes only its own, in this process. The new task takes
+        state directory takes only its own. Resume data of an ephemeral session is
+        good only while that session is open: it removes its partial files when it
+        closes. The new task takes
         the partial file over (one rename), asks
         for the rest with ``Range``/``If-Range``, and reports the offset with a
         ``ResumedEvent`` before any progress. ``destination`` defaults to the
@@ -341,7 +343,8 @@ class Session:
 
         Raises :class:`~bgtransfer.InvalidResumeDataError` (a ``ValueError``) when the
         data is unreadable, unsigned, altered or signed elsewhere, or its partial
-        file is gone or shorter than it says; no file is touched then. The
+        file is gone (its ephemeral session closed, say) or shorter than it says;
+        the message names the cause, and no file is touched then. The
         same resume data used twice never gives two tasks one file: the second use
         finds the partial file gone and raises.
         """

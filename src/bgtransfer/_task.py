@@ -156,6 +156,11 @@ class DownloadTask:
         task's ``CancelledEvent`` (a later process does not deliver it again),
         unless the session acknowledges explicitly: then the event, with its
         resume data, is delivered again until :meth:`acknowledge`.
+
+        The data of an ephemeral session dies with it: the session removes its
+        partial files when it closes, so the data is good only while it is open
+        (without a ``state_dir``, only in that session). To resume later, or in
+        another process, download in a background session.
         """
         if self._record.state is TaskState.COMPLETED:
             return None

@@ -327,3 +327,32 @@ def test_acknowledge_accepts_auto_and_explicit(value: str) -> None:
 def test_acknowledge_rejects_anything_else(value: object) -> None:
     with pytest.raises(ValueError, match=r"^acknowledge must be 'auto' or 'explicit', got "):
         Configuration(acknowledge=value)  # type: ignore[arg-type]
+
+
+# -- replace --------------------------------------------------------------------------------------
+
+
+def test_replace_returns_a_changed_copy() -> None:
+    config = Configuration(segments=2)
+    changed = config.replace(max_connections_per_host=2, request_timeout=None)
+    assert changed == Configuration(segments=2, max_connections_per_host=2, request_timeout=None)
+    assert config == Configuration(segments=2)  # the original is unchanged
+
+
+def test_replace_without_changes_is_an_equal_copy() -> None:
+    config = Configuration(headers={"X-A": "1"}, secret_headers={"X-Mine"})
+    assert config.replace() == config
+
+
+def test_replace_validates_like_a_new_value() -> None:
+    config = Configuration()
+    with pytest.raises(ValueError, match="segments must be at most 16"):
+        config.replace(segments=17)
+    with pytest.raises(TypeError, match="handle_sigterm must be a bool"):
+        config.replace(handle_sigterm=1)
+    assert config.replace(headers={"X-B": "2"}).headers == (("X-B", "2"),)  # converted too
+
+
+def test_replace_names_an_unknown_field() -> None:
+    with pytest.raises(TypeError, match=r"'max_connections'.*max_connections_per_host"):
+        Configuration().replace(max_connections=3)

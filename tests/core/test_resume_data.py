@@ -19,6 +19,7 @@ from bgtransfer._core.resume_data import (
     ResumeData,
     canonical_bytes,
     decode_stored,
+    ephemeral_partial,
     sign,
     verify,
 )
@@ -509,3 +510,18 @@ def test_hand_built_data_with_an_odd_mac_is_refused(mac: Any) -> None:
 def test_any_signed_resume_data_verifies_through_bytes(data: ResumeData) -> None:
     signed = sign(data, KEY)
     verify(ResumeData.from_bytes(signed.to_bytes()), KEY)
+
+
+@pytest.mark.parametrize(
+    ("partial", "expected"),
+    [
+        ("/tmp/bgtransfer-k2_9x0ab/partials/3.part", True),
+        ("/state/bgtransfer-abcdefgh/partials/12.part", True),
+        ("/state/com.example.app/partials/3.part", False),
+        ("/tmp/bgtransfer-k2_9x0ab/downloads/3.part", False),
+        ("/tmp/bgtransfer-short/partials/3.part", False),
+        ("relative/bgtransfer-k2_9x0ab/partials/3.part", False),
+    ],
+)
+def test_an_ephemeral_partial_is_told_by_its_path(partial: str, expected: bool) -> None:
+    assert ephemeral_partial(partial) is expected

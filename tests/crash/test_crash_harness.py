@@ -77,6 +77,7 @@ from bgtransfer import (
     Session,
     TaskState,
 )
+from bgtransfer._io import files
 from bgtransfer.testing import Faults, TestServer
 
 pytestmark = pytest.mark.asyncio
@@ -801,6 +802,33 @@ async def test_replayed_task_stream_is_a_late_subscribers_stream(
         events = await collect(task.events())
         assert isinstance(events[-1], FinishedEvent)
         check_task_stream(events, task_id)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077], ids=["umask022", "umask077"])
+async def test_a_finished_body_moved_by_the_next_process_gets_the_umask_mode(
+    umask: int, server: TestServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed with the body whole and not yet moved, the partial file is private
+    (0600); the next process moves it into place with a new file's mode under
+    its umask (0644 under 022, 0600 under 077), as a live finish would."""
+    scene = finish_scene(server, tmp_path, "before_rename")
+    await killed_after_finish(scene, "before_rename")
+    (partial,) = (scene.session_dir / "partials").iterdir()
+    assert partial.stat().st_mode & 0o777 == 0o600
+    ((url, spec),) = scene.specs.items()
+    target = Path(spec["target"])
+    assert not target.exists()
+    monkeypatch.setattr(files, "_finished_mode", None)  # read afresh, under this umask
+    old = os.umask(umask)
+    try:
+        config = _child.make_config(QUICK)
+        async with Session(IDENTIFIER, state_dir=scene.state_dir, config=config) as session:
+            (task,) = session.tasks()
+            assert isinstance(await task.wait(), FinishedEvent)
+    finally:
+        os.umask(old)
+    assert sha256_file(target) == scene.sha256[url]
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 # -- killed during the one step at the end (the last write, the close, the rename) --

@@ -734,7 +734,7 @@ async def test_whole_body_is_written_closed_and_moved_in_one_worker_call(
     assert worker_calls == [WorkerCall(-1, chunks, 0, close=True, move_to=destination, inline=True)]
     assert not partial.exists()
     assert sha256_bytes(destination.read_bytes()) == sha256_bytes(data)
-    assert mode(destination) == 0o600
+    assert mode(destination) == files.finished_file_mode()  # a new file's, under the umask
     assert sink.finishing_calls == 1
     assert sink.moves == 1
     assert sink.calls == [("finishing", len(data)), ("bytes_written", len(data)), ("moved", 0)]
@@ -760,7 +760,7 @@ async def test_an_empty_body_is_created_at_its_destination(
 
     assert worker_calls == [WorkerCall(-1, [], 0, close=True, move_to=destination, inline=True)]
     assert destination.read_bytes() == b""
-    assert mode(destination) == 0o600
+    assert mode(destination) == files.finished_file_mode()
     assert not partial.exists()
     assert sink.calls == [("finishing", 0), ("moved", 0)]
 

@@ -16,6 +16,7 @@ from bgtransfer import (
     Session,
     TaskState,
 )
+from bgtransfer._io import files
 from bgtransfer.testing import Faults, TestServer
 
 pytestmark = pytest.mark.asyncio
@@ -233,8 +234,14 @@ async def test_destination_directory_gets_a_name_from_the_url(
     assert result.location.read_bytes() == b"a,b\n1,2\n"
 
 
-async def test_files_and_dirs_are_private(server: TestServer, state_dir: Path) -> None:
+async def test_files_and_dirs_are_private(
+    server: TestServer, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session's directories are 0700 whatever the umask; a finished file has
+    a new file's mode under the umask (here 0666), so one in ``downloads/`` is
+    private by its directory."""
     file = server.add_file("/p.bin", size=100)
+    monkeypatch.setattr(files, "_finished_mode", None)  # read under this umask
     old = os.umask(0)
     try:
         async with Session("private", state_dir=state_dir) as session:
@@ -243,4 +250,4 @@ async def test_files_and_dirs_are_private(server: TestServer, state_dir: Path) -
         os.umask(old)
     for name in ("partials", "downloads"):
         assert (state_dir / "private" / name).stat().st_mode & 0o777 == 0o700
-    assert (state_dir / "private" / "downloads" / "p.bin").stat().st_mode & 0o777 == 0o600
+    assert (state_dir / "private" / "downloads" / "p.bin").stat().st_mode & 0o777 == 0o666

@@ -46,7 +46,7 @@ from bgtransfer import (
 )
 from bgtransfer._engine import download
 from bgtransfer._engine.record import AttemptSink
-from bgtransfer._io import pump, threads, transfer
+from bgtransfer._io import files, pump, threads, transfer
 from bgtransfer.testing import Faults, TestServer
 
 pytestmark = pytest.mark.asyncio
@@ -185,7 +185,7 @@ async def test_a_small_file_costs_one_call_from_response_to_destination(
     terminal = check_task_stream(events, task.id)
     assert terminal == FinishedEvent(task_id=task.id, location=destination, total_bytes=file.size)
     assert sha256_file(destination) == file.sha256
-    assert destination.stat().st_mode & 0o777 == 0o600
+    assert destination.stat().st_mode & 0o777 == files.finished_file_mode()
     assert [(hop.name, hop.inline) for hop in calls] == [("_write_chunks", inline)], calls
     assert calls[0].args[-1] == destination  # move_to: the same call renames it
     assert partials == []
@@ -526,7 +526,7 @@ async def test_a_destination_on_another_file_system_is_copied_over(
             task_id=task.id, location=destination, total_bytes=file.size
         )
         assert sha256_file(destination) == file.sha256
-        assert destination.stat().st_mode & 0o777 == 0o600
+        assert destination.stat().st_mode & 0o777 == files.finished_file_mode()
         assert [(hop.name, hop.inline) for hop in calls] == [
             ("_write_chunks", True),
             ("_move_sync", False),

@@ -165,7 +165,7 @@ def _optional_callable(instance: Any, attribute: Any, value: object) -> None:
 
 @attrs.frozen(kw_only=True)
 class Configuration:
-    """How a session behaves. Frozen: make a changed copy with :func:`attrs.evolve`.
+    """How a session behaves. Frozen: make a changed copy with :meth:`replace`.
 
     Every field is validated when the value is built; a wrong type raises
     :class:`TypeError`, a wrong value :class:`ValueError`.
@@ -275,3 +275,18 @@ class Configuration:
     journal holds the end by then). ``"explicit"``: at-least-once delivery; only
     ``await task.acknowledge()`` or ``await session.acknowledge(task_id)`` does,
     and until then every later process delivers the event again."""
+
+    def replace(self, **changes: Any) -> Configuration:
+        """A copy with ``changes`` (field names as keywords), validated as a new value is.
+
+        ``config.replace(segments=4)``. A name that is not a field raises
+        :class:`TypeError` naming it; a wrong type or value raises as the
+        constructor does. The original is unchanged.
+        """
+        fields = attrs.fields_dict(Configuration)
+        unknown = [name for name in changes if name not in fields]
+        if unknown:
+            raise TypeError(
+                f"Configuration has no field {unknown[0]!r}; its fields are: {', '.join(fields)}"
+            )
+        return attrs.evolve(self, **changes)

@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import json
 import re
+from pathlib import PurePosixPath
 from typing import Any, ClassVar, Final
 
 import attrs
@@ -28,12 +29,14 @@ from .._exceptions import InvalidRequestError
 from .secrets import redacted_url
 
 __all__ = [
+    "EPHEMERAL_NOTE",
     "FORMAT",
     "KEY_SIZE",
     "InvalidResumeDataError",
     "ResumeData",
     "canonical_bytes",
     "decode_stored",
+    "ephemeral_partial",
     "sign",
     "verify",
 ]
@@ -42,6 +45,11 @@ FORMAT: Final = "bgtransfer.resume-data"
 KEY_SIZE: Final = 32
 """Bytes of the secret key resume data is signed with (HMAC-SHA256's block of entropy)."""
 _MAC_TEXT: Final = re.compile(r"[0-9a-f]{64}")
+EPHEMERAL_NOTE: Final = (
+    "resume data of an ephemeral session is good only while that session is open"
+)
+"""Said by every refusal of resume data that names an ephemeral session's partial file."""
+_EPHEMERAL_DIR: Final = re.compile(r"bgtransfer-[a-z0-9_]{8}")  # what tempfile.mkdtemp names it
 
 
 class InvalidResumeDataError(InvalidRequestError):
@@ -149,11 +157,36 @@ def verify(data: ResumeData, key: bytes) -> None:
     except (TypeError, ValueError):  # built by hand with fields of the wrong types
         raise InvalidResumeDataError("resume data with fields of the wrong types") from None
     if not hmac.compare_digest(expected.encode(), str(data.mac).encode("utf-8", "replace")):
+        if ephemeral_partial(data.partial):
+            raise InvalidResumeDataError(
+                f"{redacted_url(data.url)}: resume data signature does not match: it names a "
+                f"partial file of an ephemeral session, and {EPHEMERAL_NOTE}, in that session "
+                "(or, if it was given a state_dir, in a session of that state directory); "
+                "or the data was altered"
+            )
         raise InvalidResumeDataError(
             f"{redacted_url(data.url)}: resume data signature does not match: it was altered, or "
             "made by a session of another state directory (or an ephemeral session "
             "of another process)"
         )
+
+
+def ephemeral_partial(partial: object) -> bool:
+    """Whether resume data's ``partial`` names a file of an ephemeral session:
+    ``<dir>/bgtransfer-XXXXXXXX/partials/<n>.part``, the temporary directory
+    ``tempfile.mkdtemp`` makes for one (under the system's temporary directory,
+    or under the ``state_dir`` it was given). Told from the text alone, to word a
+    refusal: a background session named like such a directory would look the same.
+    """
+    if not isinstance(partial, str):
+        return False
+    path = PurePosixPath(partial)
+    return (
+        path.is_absolute()
+        and len(path.parts) >= 4
+        and path.parent.name == "partials"
+        and _EPHEMERAL_DIR.fullmatch(path.parent.parent.name) is not None
+    )
 
 
 def _decode(blob: bytes, *, stored: bool) -> ResumeData:

@@ -1,1 +1,1 @@
-"""The I/O shell: aiohttp requests, aiofiles writes, file moves, error translation."""
+"""The I/O shell: aiohttp requests, file writes and moves, the journal, error translation."""

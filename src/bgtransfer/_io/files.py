@@ -9,6 +9,12 @@ file is created exclusively (``O_CREAT | O_EXCL | O_NOFOLLOW``), an existing
 partial file is opened with ``O_NOFOLLOW``, a directory the library makes is
 checked through a descriptor opened without following links, and a move into
 place replaces only a regular file (:func:`check_replaceable`).
+
+A partial file is private (0600) while it is in ``partials/``; the move into
+place gives it the mode any new file gets under the process umask
+(:func:`finished_file_mode`, 0644 under umask 022), set on the partial file
+(through its descriptor) just before the rename, or on the copy before its
+rename: the destination never shows another mode.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import secrets
 import shutil
 import stat
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -34,6 +41,7 @@ __all__ = [
     "check_replaceable",
     "create_private",
     "file_identity",
+    "finished_file_mode",
     "fsync_dir",
     "fsync_file",
     "make_private_dir",
@@ -43,6 +51,7 @@ __all__ = [
     "pwrite_all",
     "remove_quietly",
     "reserve_blocks",
+    "set_mode",
 ]
 
 PRIVATE_DIR_MODE = 0o700
@@ -63,6 +72,68 @@ _KINDS = (
     (stat.S_ISFIFO, "a FIFO"),
     (stat.S_ISSOCK, "a socket"),
 )
+
+
+_PROC_STATUS = "/proc/self/status"
+_finished_mode: int | None = None  # read on first use (see finished_file_mode)
+_finished_mode_lock = threading.Lock()
+
+
+def finished_file_mode() -> int:
+    """The mode of a finished file: what ``open(..., O_CREAT, 0o666)`` would give
+    under the process umask (0644 under umask 022), as curl, wget and aria2c do.
+
+    The umask is read once, on first use (the first finished file), and kept: a
+    umask the application sets at start-up counts; one it changes later does not.
+    Linux tells it in ``/proc/self/status``; elsewhere it can be read only by
+    setting it, so it is swapped for 077 and back under a lock: a file another
+    thread creates meanwhile is at worst more private than asked, never less.
+    """
+    mode = _finished_mode
+    if mode is None:
+        mode = _read_finished_mode()
+    return mode
+
+
+def _read_finished_mode() -> int:
+    global _finished_mode  # noqa: PLW0603 - one reading per process, on first use
+    with _finished_mode_lock:
+        if _finished_mode is None:
+            _finished_mode = 0o666 & ~_read_umask()
+        return _finished_mode
+
+
+def _read_umask() -> int:
+    try:
+        with open(_PROC_STATUS, "rb") as status:  # Linux 4.7 and later
+            for line in status:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8) & 0o777
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o077)  # the only portable way to read it (under the lock)
+    os.umask(old)
+    return old
+
+
+def set_mode(path: Path | str, mode: int) -> None:
+    """Give the regular file at ``path`` (never through a link: ``ELOOP``) ``mode``.
+
+    ``OSError`` if it cannot be opened (``FileNotFoundError``: nothing there); a
+    file system that refuses the change (some FAT or network mounts) is not an
+    error, and the file keeps its mode."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def _make_private_quietly(path: Path | str) -> None:
+    """After a failed move: the partial file is private again (best effort)."""
+    with contextlib.suppress(OSError):
+        set_mode(path, PRIVATE_FILE_MODE)
 
 
 def make_private_dir(path: Path) -> Path:
@@ -244,9 +315,12 @@ def _fallocate() -> Callable[[int, int, int, int], int] | None:
 
 def _move_sync(partial: Path, destination: Path, durable: bool, recovering: bool) -> None:
     check_replaceable(destination)
+    mode = finished_file_mode()
     try:
+        set_mode(partial, mode)  # the partial's directory is private: nobody sees it yet
         os.replace(partial, destination)
     except OSError as exc:
+        _make_private_quietly(partial)
         if exc.errno != errno.EXDEV:
             raise
     else:
@@ -277,6 +351,8 @@ def _move_sync(partial: Path, destination: Path, durable: bool, recovering: bool
             open(partial, "rb", opener=_nofollow_opener) as src,
         ):
             shutil.copyfileobj(src, out, 1024 * 1024)
+            with contextlib.suppress(OSError):  # (a file system that cannot: as is)
+                os.fchmod(out.fileno(), mode)
             if durable:
                 out.flush()
                 os.fsync(out.fileno())
@@ -336,7 +412,9 @@ async def move_into_place(
     ``durable`` also fsyncs the copy (if any) and the destination's directory, so
     the rename survives a power loss (the partial's data is synced by the caller).
     ``recovering`` (a move a crash interrupted): on another file system, a
-    destination already identical to the partial is left as it is.
+    destination already identical to the partial is left as it is. The file
+    gets :func:`finished_file_mode` on the way (a failed move leaves the partial
+    file private).
     """
     await run_blocking(_move_sync, partial, destination, durable, recovering)
 

@@ -20,7 +20,12 @@ import stat
 from pathlib import Path
 from typing import Final
 
-from .._core.resume_data import KEY_SIZE, InvalidResumeDataError
+from .._core.resume_data import (
+    EPHEMERAL_NOTE,
+    KEY_SIZE,
+    InvalidResumeDataError,
+    ephemeral_partial,
+)
 from .._exceptions import SessionError
 from .files import PRIVATE_FILE_MODE, fsync_dir
 
@@ -148,6 +153,13 @@ def locate_partial(
         and parent.name == "partials"
         and parent.parent.parent == Path(os.path.realpath(state_dir))
     )
+    if not inside and ephemeral_partial(text):
+        if not os.path.isdir(parent):
+            raise _closed(text, url)
+        raise InvalidResumeDataError(
+            f"{url}: the partial file {text} belongs to another ephemeral session; "
+            f"{EPHEMERAL_NOTE}, and only in the session that made it"
+        )
     if not inside:
         raise InvalidResumeDataError(
             f"{url}: the partial file {text} is not in a partials directory of this "
@@ -157,6 +169,8 @@ def locate_partial(
     try:
         info = os.lstat(real)
     except FileNotFoundError:
+        if ephemeral_partial(text) and not os.path.isdir(parent):
+            raise _closed(text, url) from None
         raise InvalidResumeDataError(
             f"{url}: the partial file {text} is gone (resumed already by another task, or deleted)"
         ) from None
@@ -172,3 +186,12 @@ def locate_partial(
             f"the resume data says {offset}"
         )
     return real
+
+
+def _closed(text: str, url: str) -> InvalidResumeDataError:
+    """The refusal of an ephemeral session's resume data once that session closed
+    (it removed its ``partials/`` directory, and the partial file with it)."""
+    return InvalidResumeDataError(
+        f"{url}: the partial file {text} is gone: its ephemeral session has closed "
+        f"(removing its partial files), and {EPHEMERAL_NOTE}"
+    )

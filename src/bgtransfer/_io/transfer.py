@@ -33,7 +33,15 @@ import attrs
 from .._core.redirects import REDIRECT_STATUSES, RedirectRule, next_hop
 from .._exceptions import IncompleteBodyError
 from .errors import file_error, map_errors, quiet_error
-from .files import check_replaceable, open_partial, pwrite_all, reserve_blocks
+from .files import (
+    PRIVATE_FILE_MODE,
+    check_replaceable,
+    finished_file_mode,
+    open_partial,
+    pwrite_all,
+    reserve_blocks,
+    set_mode,
+)
 from .pump import pump_body, take_over
 from .threads import run_blocking, submit_file_io
 
@@ -344,14 +352,19 @@ def _write_chunks(  # noqa: PLR0917 - run_in_executor passes arguments positiona
     and after closing maybe rename it to ``move_to``. A rename to another file
     system (``EXDEV``) is left to the caller: the file stays where it is. The
     rename replaces only a regular file (one ``lstat`` first): anything else at
-    ``move_to`` fails it, the body kept in ``path``."""
-    outcome = _write_and_close(fd, path, plan, chunks, offset, close)
+    ``move_to`` fails it, the body kept in ``path``. A file to be moved gets
+    the finished file's mode before it is closed (one ``fchmod``); if the
+    rename then fails, it is made private again."""
+    mode = None if move_to is None else finished_file_mode()
+    outcome = _write_and_close(fd, path, plan, chunks, offset, close, mode)
     if move_to is None or outcome.error is not None:
         return outcome
     try:
         check_replaceable(move_to)
         os.replace(path, move_to)
     except OSError as exc:
+        with contextlib.suppress(OSError):  # (a rare path: the file stays in partials/)
+            set_mode(path, PRIVATE_FILE_MODE)
         if exc.errno == errno.EXDEV:
             return outcome
         return _Outcome(_CLOSED, exc, "move the file to", move_to)
@@ -359,7 +372,13 @@ def _write_chunks(  # noqa: PLR0917 - run_in_executor passes arguments positiona
 
 
 def _write_and_close(  # noqa: PLR0917 - mirrors _write_chunks
-    fd: int, path: Path, plan: BodyPlan, chunks: list[bytes], offset: int, close: bool
+    fd: int,
+    path: Path,
+    plan: BodyPlan,
+    chunks: list[bytes],
+    offset: int,
+    close: bool,
+    mode: int | None = None,
 ) -> _Outcome:
     if fd == -1:
         try:
@@ -381,6 +400,9 @@ def _write_and_close(  # noqa: PLR0917 - mirrors _write_chunks
     except OSError as exc:
         error = exc
     if close:
+        if mode is not None and error is None:
+            with contextlib.suppress(OSError):  # (a file system that cannot: as is)
+                os.fchmod(fd, mode)
         try:
             os.close(fd)
         except OSError as exc:
