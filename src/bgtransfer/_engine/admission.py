@@ -26,6 +26,11 @@ __all__ = ["Admission", "Request", "check_segments", "merge_headers"]
 
 _FORCED_HEADERS = {"Accept-Encoding": "identity"}  # offsets on disk = offsets of the representation
 
+# A str destination ending so means "into this directory" (Path drops the separator).
+_INTO_DIRECTORY = tuple(
+    end for sep in (os.sep, os.altsep) if sep is not None for end in (sep, sep + ".")
+)
+
 Request = tuple[object, "str | os.PathLike[str] | None", "str | None", HeaderPairs, "int | None"]
 """One :meth:`Engine.submit_many` request: url, destination, description, headers, segments."""
 
@@ -115,7 +120,9 @@ class Admission:
         """The absolute target path; raises at the call when it cannot work.
 
         No destination, or an existing directory: a name from the URL, made unique
-        against existing files and other live tasks (``name (1).ext``). A file path:
+        against existing files and other live tasks (``name (1).ext``). A ``str``
+        ending in a path separator (or ``/.``) names a directory that must exist;
+        it is never taken for a file. A file path:
         its directory must exist and no other live task may target it; an existing
         regular file there is replaced when the download finishes, anything else
         (a device, a FIFO, a socket, a symbolic link) is refused. Nothing may go
@@ -133,6 +140,14 @@ class Admission:
         self._check_text(url, destination if isinstance(destination, str) else str(path))
         if str(path).startswith("~"):
             path = path.expanduser()
+        if isinstance(destination, str) and destination.endswith(_INTO_DIRECTORY):
+            if not is_directory(path):
+                problem = "is not a directory" if exists_or_link(path) else "does not exist"
+                raise InvalidDestinationError(
+                    f"{url}: destination directory {str(path)!r} {problem} "
+                    f"(a destination ending in {destination[-1]!r} names a directory)"
+                )
+            return self._unique_in(self._resolved_dir(url, path), filename_from_url(url))
         try:
             # None: nothing there (or nothing reachable): the directory decides
             mode = lstat_mode(path)
