@@ -19,17 +19,12 @@ from .._core.secrets import SecretHeaders
 from .._core.segments import MAX_SEGMENTS
 from .._exceptions import InvalidDestinationError
 from .._io.files import not_regular_error
-from .._io.paths import exists_or_link, is_directory, lstat_mode, resolve
+from .._io.paths import exists_or_link, is_directory, lstat_mode, names_a_directory, resolve
 from .record import TaskRecord
 
 __all__ = ["Admission", "Request", "check_segments", "merge_headers"]
 
 _FORCED_HEADERS = {"Accept-Encoding": "identity"}  # offsets on disk = offsets of the representation
-
-# A str destination ending so means "into this directory" (Path drops the separator).
-_INTO_DIRECTORY = tuple(
-    end for sep in (os.sep, os.altsep) if sep is not None for end in (sep, sep + ".")
-)
 
 Request = tuple[object, "str | os.PathLike[str] | None", "str | None", HeaderPairs, "int | None"]
 """One :meth:`Engine.submit_many` request: url, destination, description, headers, segments."""
@@ -140,7 +135,7 @@ class Admission:
         self._check_text(url, destination if isinstance(destination, str) else str(path))
         if str(path).startswith("~"):
             path = path.expanduser()
-        if isinstance(destination, str) and destination.endswith(_INTO_DIRECTORY):
+        if isinstance(destination, str) and names_a_directory(destination):
             if not is_directory(path):
                 problem = "is not a directory" if exists_or_link(path) else "does not exist"
                 raise InvalidDestinationError(

@@ -2,7 +2,8 @@
 
 Quick metadata calls made on the loop, once per new task (a batch asks once per
 directory): what is at a path, whether a directory exists, where a directory
-really is. Admission turns the answers into its decisions and errors.
+really is; and what the platform's separators make of a destination's text.
+Admission turns the answers into its decisions and errors.
 """
 
 from __future__ import annotations
@@ -11,7 +12,18 @@ import errno
 import os
 from pathlib import Path
 
-__all__ = ["exists_or_link", "is_directory", "lstat_mode", "resolve"]
+__all__ = ["exists_or_link", "is_directory", "lstat_mode", "names_a_directory", "resolve"]
+
+# ``dir/`` and ``dir/.``, with each separator of the platform.
+_DIRECTORY_ENDINGS = tuple(
+    ending for sep in (os.sep, os.altsep) if sep is not None for ending in (sep, sep + ".")
+)
+
+
+def names_a_directory(text: str) -> bool:
+    """``text`` ends in a path separator (or in one and ``.``): it can only name a
+    directory, though ``Path(text)`` drops the separator and looks like a file."""
+    return text.endswith(_DIRECTORY_ENDINGS)
 
 
 def lstat_mode(path: Path) -> int | None:
