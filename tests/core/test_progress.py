@@ -148,6 +148,121 @@ def test_throttle_accounts_for_every_byte(interval: float, feeds: list[tuple[int
     assert throttle.flush() is None
 
 
+# -- ProgressThrottle: held-back bytes (wakeup, tick) ---------------------------------------------
+
+
+def test_a_feed_reported_at_once_asks_for_no_wakeup() -> None:
+    throttle = ProgressThrottle(1, interval=1.0)
+    assert throttle.feed(10, now=0.0) is not None
+    assert throttle.wakeup() is None  # nothing held back: no timer (a small file's case)
+
+
+def test_held_back_bytes_ask_for_one_wakeup_at_their_due_time() -> None:
+    throttle = ProgressThrottle(1, interval=1.0)
+    throttle.feed(10, now=5.0)
+    assert throttle.feed(20, now=5.25) is None
+    assert throttle.wakeup() == 6.0  # the last event's time plus the interval
+    assert throttle.feed(30, now=5.5) is None
+    assert throttle.wakeup() is None  # one timer at a time
+    assert throttle.tick(now=6.0) == _p(1, 50, 60)  # no more bytes came: reported anyway
+    assert throttle.wakeup() is None
+    assert throttle.flush() is None
+
+
+def test_a_tick_before_the_due_time_asks_again() -> None:
+    throttle = ProgressThrottle(1, interval=1.0)
+    throttle.feed(1, now=0.0)
+    throttle.feed(2, now=0.5)
+    assert throttle.wakeup() == 1.0
+    assert throttle.tick(now=0.75) is None  # a clock that ran early
+    assert throttle.wakeup() == 1.0
+    assert throttle.tick(now=1.0) == _p(1, 2, 3)
+
+
+def test_a_tick_after_the_bytes_were_reported_is_nothing() -> None:
+    throttle = ProgressThrottle(1, interval=1.0)
+    throttle.feed(1, now=0.0)
+    throttle.feed(2, now=0.5)
+    assert throttle.wakeup() == 1.0
+    assert throttle.feed(3, now=1.2) == _p(1, 5, 6)  # more bytes came first
+    assert throttle.tick(now=1.2) is None
+    assert throttle.feed(4, now=1.5) is None
+    assert throttle.wakeup() == 2.2  # measured from the last event
+    assert throttle.flush() == _p(1, 4, 10)  # the task ended: its tick will find nothing
+    assert throttle.tick(now=2.2) is None
+    assert throttle.wakeup() is None
+
+
+def test_the_interval_restarts_at_a_ticked_event() -> None:
+    throttle = ProgressThrottle(1, interval=1.0)
+    throttle.feed(1, now=0.0)
+    throttle.feed(1, now=0.1)
+    throttle.wakeup()
+    assert throttle.tick(now=1.5) == _p(1, 1, 2)
+    assert throttle.feed(1, now=2.0) is None
+    assert throttle.wakeup() == 2.5
+
+
+def test_interval_zero_never_holds_back() -> None:
+    throttle = ProgressThrottle(1, interval=0)
+    for now in (0.0, 0.0, 0.0):
+        assert throttle.feed(1, now=now) is not None
+        assert throttle.wakeup() is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    interval=st.sampled_from([0, 0.5, 1.0, 3.0]),
+    feeds=st.lists(
+        st.tuples(st.integers(1, 1000), st.sampled_from([0, 0.25, 0.5, 1.0, 2.0])), max_size=40
+    ),
+)
+def test_with_its_timer_the_throttle_reports_every_byte_within_the_interval(
+    interval: float, feeds: list[tuple[int, float]]
+) -> None:
+    """A driver like the loop's: feed, arm the one timer asked for, tick it when due.
+    Every byte is reported without a flush, at most ``interval`` after it came, and
+    events stay at least ``interval`` apart."""
+    throttle = ProgressThrottle(5, interval=interval)
+    timer: float | None = None
+    emitted: list[tuple[float, ProgressEvent]] = []
+    unreported: list[float] = []  # when each byte count not yet reported came
+
+    def record(now: float, event: ProgressEvent | None) -> None:
+        if event is not None:
+            emitted.append((now, event))
+            assert all(now - came <= interval for came in unreported)
+            unreported.clear()
+
+    def ask() -> None:
+        nonlocal timer
+        due = throttle.wakeup()
+        if due is not None:
+            assert timer is None  # at most one timer
+            timer = due
+
+    def run_timer_until(now: float) -> None:
+        nonlocal timer
+        while timer is not None and timer <= now:
+            due, timer = timer, None
+            record(due, throttle.tick(due))
+            ask()
+
+    now = 0.0
+    for nbytes, step in feeds:
+        run_timer_until(now + step)
+        now += step
+        unreported.append(now)
+        record(now, throttle.feed(nbytes, now=now))
+        ask()
+    run_timer_until(float("inf"))
+    assert throttle.flush() is None  # the timer reported everything
+    assert timer is None
+    assert sum(event.bytes_written for _, event in emitted) == sum(n for n, _ in feeds)
+    for (t0, _), (t1, _) in itertools.pairwise(emitted):
+        assert t1 - t0 >= interval
+
+
 # -- EventBuffer ----------------------------------------------------------------------------------
 
 

@@ -4,7 +4,9 @@ Two bounds keep a fast transfer and a slow consumer apart:
 
 * :class:`ProgressThrottle` turns every chunk into at most one
   :class:`ProgressEvent` per ``interval`` (a 1 GiB download at the default 0.1 s
-  produces a few hundred events, not a million);
+  produces a few hundred events, not a million). Bytes it holds back are
+  reported once the interval has passed even if no more arrive: it says when
+  (``wakeup``), the caller arms one timer and calls ``tick`` then;
 * :class:`EventBuffer` is what each subscriber reads from. It holds at most one
   pending progress event per task: a newer one for the same task merges into it
   (totals from the newer, deltas added) as long as nothing else of that task
@@ -25,7 +27,15 @@ __all__ = ["BufferStatistics", "EventBuffer", "ProgressThrottle"]
 
 
 class ProgressThrottle:
-    """Accumulates bytes and emits a :class:`ProgressEvent` at most once per interval."""
+    """Accumulates bytes and emits a :class:`ProgressEvent` at most once per interval.
+
+    A :meth:`feed` that returns None has held its bytes back. So that they are
+    not held until more bytes come (a server may stall for a minute), the
+    caller asks :meth:`wakeup` when to look again and calls :meth:`tick` at
+    that time. ``wakeup`` answers once per hold, so a caller arms at most one
+    timer per throttle, and none while every feed is reported at once (a small
+    body written in one go is).
+    """
 
     def __init__(
         self, task_id: int, *, interval: float, total: int = 0, expected: int | None = None
@@ -36,6 +46,7 @@ class ProgressThrottle:
         self._expected = expected
         self._pending = 0
         self._last_emit: float | None = None
+        self._waking = False  # a wakeup was handed out and its tick has not come
 
     @property
     def total(self) -> int:
@@ -55,6 +66,27 @@ class ProgressThrottle:
         self._total += nbytes
         self._pending += nbytes
         if self._last_emit is not None and now - self._last_emit < self._interval:
+            return None
+        self._last_emit = now
+        return self._take()
+
+    def wakeup(self) -> float | None:
+        """When the bytes held back are due (a time on the ``now`` clock), if the
+        caller must arrange a :meth:`tick` for then; None when nothing is held
+        back or a tick is arranged already."""
+        if self._waking or not self._pending or self._last_emit is None:
+            return None
+        self._waking = True
+        return self._last_emit + self._interval
+
+    def tick(self, now: float) -> ProgressEvent | None:
+        """The time :meth:`wakeup` named has come: the event for the bytes held
+        back if it is due at ``now`` (None if nothing is: they were reported
+        meanwhile; or not yet: then ``wakeup`` names the new time)."""
+        self._waking = False
+        if not self._pending or (
+            self._last_emit is not None and now - self._last_emit < self._interval
+        ):
             return None
         self._last_emit = now
         return self._take()

@@ -27,6 +27,7 @@ from .._core.secrets import DEFAULT_SECRETS, SecretHeaders
 from .._core.segments import Segment, contiguous_prefix, plan_segments, splittable
 from .._core.states import TaskState
 from .._exceptions import JournalWriteError, TransferTimeoutError
+from .._io.progress import count as count_progress
 from .._io.transfer import BodyPlan
 
 if TYPE_CHECKING:
@@ -265,10 +266,7 @@ def _count_written(
     if segment is not None:
         segment.done += nbytes
     record.bytes_received += nbytes
-    event = record.throttle.feed(nbytes, clock())
-    if event is not None:
-        record.last_progress = event
-        publish(event)
+    count_progress(record.throttle, nbytes, clock, publish)  # publish sets last_progress
 
 
 class RestartFromZero(Exception):

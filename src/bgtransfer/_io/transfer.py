@@ -417,7 +417,8 @@ class _BodyWriter:
 
     When a write completes, its bytes are reported at once and whatever gathered
     behind it goes out as the next write, so received bytes never wait in memory
-    for the next chunk to arrive (a stalled server still gets honest progress).
+    for the next chunk to arrive (a stalled server still gets honest progress:
+    what the throttle holds back, its timer reports, see ``_io/progress.py``).
     The file is opened by the first write, which waits for ``FIRST_WRITE_BYTES``
     (or ``FIRST_WRITE_DELAY``, or the end of the body), and closed by the last.
     """
