@@ -40,6 +40,7 @@ class ContenderSummary:
 @dataclass(frozen=True)
 class TargetResult:
     scenario: int
+    issue: int  # the issue that set the target
     target: str
     measured: str
     verdict: str  # "pass", "FAIL", "n/a"
@@ -101,19 +102,27 @@ def _judge(scenario: Scenario, target: Target, table: ScenarioSummary) -> Target
     if subject is None or value is None:
         why = subject.status if subject else "not run"
         notes = sorted({note for run in subject.runs for note in run.notes}) if subject else []
-        return TargetResult(scenario.number, description, "; ".join(notes) or why, "n/a")
+        return TargetResult(
+            scenario.number, target.issue, description, "; ".join(notes) or why, "n/a"
+        )
     if target.versus is None:
         verdict = "pass" if value <= target.limit else "FAIL"
-        return TargetResult(scenario.number, description, f"{value:.3g}", verdict)
+        return TargetResult(scenario.number, target.issue, description, f"{value:.3g}", verdict)
     reference = table.find(target.versus)
     base = reference.median(target.metric) if reference else None
     if base is None or base <= 0:
         why = reference.status if reference else "not run"
-        return TargetResult(scenario.number, description, f"{target.versus}: {why}", "n/a")
+        return TargetResult(
+            scenario.number, target.issue, description, f"{target.versus}: {why}", "n/a"
+        )
     ratio = value / base
     verdict = "pass" if ratio <= target.limit else "FAIL"
     return TargetResult(
-        scenario.number, description, f"{ratio:.2f}x ({value:.3g} vs {base:.3g})", verdict
+        scenario.number,
+        target.issue,
+        description,
+        f"{ratio:.2f}x ({value:.3g} vs {base:.3g})",
+        verdict,
     )
 
 
@@ -216,11 +225,14 @@ def markdown(
         lines += _scenario_markdown(table)
     targets = [t for table in tables for t in table.targets]
     if targets:
-        lines += ["## Targets (issue #5)", "", "| scenario | target | measured | verdict |"]
-        lines.append("|---|---|---|---|")
+        lines += ["## Targets", "", "| scenario | issue | target | measured | verdict |"]
+        lines.append("|---|---|---|---|---|")
         for result in targets:
             verdict = f"**{result.verdict}**" if result.verdict == "FAIL" else result.verdict
-            lines.append(f"| {result.scenario} | {result.target} | {result.measured} | {verdict} |")
+            lines.append(
+                f"| {result.scenario} | #{result.issue} | {result.target} | {result.measured} "
+                f"| {verdict} |"
+            )
         lines.append("")
     lines += ["## Command lines", ""]
     seen: set[str] = set()

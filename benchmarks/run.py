@@ -1,4 +1,6 @@
-"""Benchmarks of issue #5: bgtransfer against the raw aiohttp floor, curl, wget and aria2c.
+"""Benchmarks (issue #5): bgtransfer against a raw aiohttp floor, a plain script, curl, aria2c.
+
+The plain script is what a user would write instead (aiohttp + aiofiles); wget runs too.
 
 Serves files from nginx on loopback and runs every contender of a scenario in the
 same run, alternating, for several rounds; verifies every byte of every run; and
@@ -28,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _contenders import aiohttp_raw, bgtransfer
+from _contenders import aiohttp_aiofiles, aiohttp_raw, bgtransfer
 from _data import SourceStore
 from _machine import describe_machine, engine_revision
 from _measure import Runner
@@ -138,7 +140,13 @@ def warm_up(runner: Runner, store: SourceStore, setup: Setup) -> None:
     source = store.file("warmup/w.bin", 16 * 1024)
     setup.server.publish(source)
     job = Job(urls=(setup.server.url(source.name),), expected=(source,), per_host=1, hosts=1)
-    for contender in (bgtransfer("ephemeral"), bgtransfer("background"), aiohttp_raw()):
+    python_clients = (
+        bgtransfer("ephemeral"),
+        bgtransfer("background"),
+        aiohttp_raw(),
+        aiohttp_aiofiles(),
+    )
+    for contender in python_clients:
         result = runner.run_once(contender, job, 0)
         if not result.ok:
             log(f"warm-up: {contender.name} failed: {result.error}")

@@ -1,17 +1,19 @@
 """The floor Python can reach: a minimal raw aiohttp download loop.
 
 One ``ClientSession``; a semaphore per host for the per-host limit (the
-connector gets the same limits); bodies read with ``iter_any`` from a 4 MiB read
-buffer; every file operation (open, write, close) runs in a worker thread, and
-the socket keeps being drained while a write runs: chunks gather in memory and
-go out as one write of at least 256 KiB when no write is in flight, the next one
-launched from the previous one's completion (reading waits for the disk only past
-8 MiB gathered). The last bytes are written together with the close, so a 16 KiB
-file costs one thread hop (open, write, close). No timeouts, retries, progress or
-partial-file renames: nothing but the bytes.
+connector gets the same limits); bodies read with ``iter_chunks`` from a 4 MiB
+read buffer, so every chunk is the ``bytes`` object the parser produced (no
+joins); chunks are kept in a list, never copied, and written with ``writev``.
+A body that is still under 256 KiB when it ends (the small files) is written on
+the event loop at the end: open, ``writev``, close, no thread hop. A larger one
+is written by a worker thread while the socket keeps being drained: once 256 KiB
+have gathered and no write is in flight, they go out as one ``writev``, the next
+one launched from the previous one's completion (reading waits for the disk only
+past 8 MiB gathered); the last bytes are written together with the close. No
+timeouts, retries, progress or partial-file renames: nothing but the bytes.
 
 ``--segments N`` fetches each file as N ranges over N connections (HEAD for the
-length, ``Range`` GETs, ``os.pwrite`` at each range's offset into one file).
+length, ``Range`` GETs, ``os.pwritev`` at each range's offset into one file).
 
 Usage: ``python aiohttp_raw.py --urls LIST --out DIR --per-host N --total N [--segments N]``
 """
@@ -31,27 +33,35 @@ READ_BUFSIZE = 4 * 1024 * 1024
 MIN_WRITE = 256 * 1024
 MAX_PENDING = 8 * 1024 * 1024
 FILE_MODE = 0o644
+IOV_MAX = os.sysconf("SC_IOV_MAX")
 
 
-def _write(fd: int, path: Path, data: bytes | bytearray, offset: int) -> int:
-    """Write all of ``data`` at ``offset`` (-1: at the file position), opening
+def _write(fd: int, path: Path, chunks: list[bytes], offset: int) -> int:
+    """Write all of ``chunks`` at ``offset`` (-1: at the file position), opening
     ``path`` first when ``fd`` is -1; return the fd."""
     if fd < 0:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    view = memoryview(data)
-    while view:
-        if offset < 0:
-            done = os.write(fd, view)
-        else:
-            done = os.pwrite(fd, view, offset)
+    buffers: list[bytes | memoryview] = list(chunks)
+    while buffers:
+        batch = buffers[:IOV_MAX]
+        done = os.writev(fd, batch) if offset < 0 else os.pwritev(fd, batch, offset)
+        if offset >= 0:
             offset += done
-        view = view[done:]
+        written = 0  # buffers written whole
+        for buffer in batch:
+            if done < len(buffer):
+                break
+            done -= len(buffer)
+            written += 1
+        del buffers[:written]
+        if done:  # a short write ended inside this buffer
+            buffers[0] = memoryview(buffers[0])[done:]
     return fd
 
 
-def _finish(fd: int, path: Path, data: bytes | bytearray, offset: int) -> None:
+def _finish(fd: int, path: Path, chunks: list[bytes], offset: int) -> None:
     """Write the rest (opening the file if nothing was written yet), then close."""
-    fd = _write(fd, path, data, offset)
+    fd = _write(fd, path, chunks, offset)
     os.close(fd)
 
 
@@ -61,26 +71,29 @@ class Writer:
     A write starts once ``MIN_WRITE`` bytes have gathered and none is in flight;
     when a write completes, whatever gathered meanwhile goes out at once (from the
     completion callback, without waiting for the next chunk). Reading waits for the
-    disk only past ``MAX_PENDING`` bytes. The last bytes are written together with
-    the close, so a small body costs one hop.
+    disk only past ``MAX_PENDING`` bytes. A body that never reached ``MIN_WRITE``
+    is written on the loop at the end; otherwise the last bytes are written
+    together with the close.
     """
 
     def __init__(self, path: Path, fd: int, offset: int) -> None:
         self._path = path
         self._fd = fd
         self._offset = offset
-        self._pending = bytearray()
+        self._pending: list[bytes] = []
+        self._pending_size = 0
         self._inflight: asyncio.Future[int] | None = None
         self._error: BaseException | None = None
 
     async def add(self, chunk: bytes) -> None:
         if self._error is not None:
             raise self._error
-        self._pending += chunk
+        self._pending.append(chunk)
+        self._pending_size += len(chunk)
         if self._inflight is None:
-            if len(self._pending) >= MIN_WRITE:
+            if self._pending_size >= MIN_WRITE:
                 self._launch()
-        elif len(self._pending) >= MAX_PENDING:
+        elif self._pending_size >= MAX_PENDING:
             await asyncio.wait([self._inflight])  # back-pressure: the disk is slower
 
     async def finish(self) -> None:
@@ -88,15 +101,19 @@ class Writer:
             await asyncio.wait([self._inflight])
         if self._error is not None:
             raise self._error
+        if self._fd < 0:  # a small body, nothing written yet: on the loop, no thread hop
+            _finish(self._fd, self._path, self._pending, self._offset)
+            return
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, _finish, self._fd, self._path, self._pending, self._offset)
 
     def _launch(self) -> None:
-        data, self._pending = self._pending, bytearray()
+        data, size = self._pending, self._pending_size
+        self._pending, self._pending_size = [], 0
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(None, _write, self._fd, self._path, data, self._offset)
         if self._offset >= 0:
-            self._offset += len(data)
+            self._offset += size
         future.add_done_callback(self._written)
         self._inflight = future
 
@@ -107,7 +124,7 @@ class Writer:
             self._error = error
             return
         self._fd = future.result()
-        if len(self._pending) >= MIN_WRITE:
+        if self._pending_size >= MIN_WRITE:
             self._launch()
 
 
@@ -151,7 +168,7 @@ class Downloader:
 
     async def _stream(self, response: aiohttp.ClientResponse, writer: Writer) -> None:
         # No clean-up on failure: this client has no retries, a failure ends the run.
-        async for chunk in response.content.iter_any():
+        async for chunk, _ in response.content.iter_chunks():
             await writer.add(chunk)
         await writer.finish()
 
