@@ -39,6 +39,7 @@ from .._io.partials import Identity, inspect_partials, take_over
 from .._io.resume_key import locate_partial
 from .._io.threads import run_blocking
 from .admission import Admission
+from .download_job import download_job
 from .record import TaskRecord
 
 __all__ = ["Restorer"]
@@ -104,12 +105,13 @@ class Restorer:
             total=entry.total,
             encoding=entry.encoding,
         )
+        job = download_job(record)
         if plan.segments is not None:
-            record.segments = [Segment(start=a, end=b, done=d) for a, b, d in plan.segments]
+            job.segments = [Segment(start=a, end=b, done=d) for a, b, d in plan.segments]
         record.segments_wanted = self.config.segments
-        record.journaled_offset = entry.offset
-        record.may_have_partial = True  # whatever the journal says, look when it ends
-        record.announce_resume = plan.offset > 0 or plan.restarted
+        job.journaled_offset = entry.offset
+        job.may_have_partial = True  # whatever the journal says, look when it ends
+        job.announce_resume = plan.offset > 0 or plan.restarted
         outcome = self._signed(plan.outcome)  # the journal's are not handed out as stored
         if plan.action is Action.MOVE:
             outcome = await self._finish_restored(record, plan.offset)
@@ -135,7 +137,10 @@ class Restorer:
         """The body was whole when the last process died: move it into place now."""
         try:
             await move_into_place(
-                record.partial, record.destination, durable=self._fsync, recovering=True
+                download_job(record).partial,
+                record.destination,
+                durable=self._fsync,
+                recovering=True,
             )
         except OSError as exc:
             error = file_error(
@@ -205,4 +210,5 @@ class Restorer:
     async def take_over(record: TaskRecord, source: Path, offset: int) -> None:
         """Move the partial file ``source`` to the record's, with one rename (in a
         worker thread): of two tasks taking it, exactly one gets it."""
-        await anyio.to_thread.run_sync(take_over, source, record.partial, offset, record.url)
+        partial = download_job(record).partial
+        await anyio.to_thread.run_sync(take_over, source, partial, offset, record.url)
