@@ -30,6 +30,7 @@ from bgtransfer._core.events import (
 )
 from bgtransfer._core.journal import Phase, TaskEntry
 from bgtransfer._core.naming import parse_url
+from bgtransfer._core.states import Stage
 from bgtransfer._engine.engine import Engine
 from bgtransfer._engine.job import Job
 from bgtransfer._engine.record import TaskRecord
@@ -56,6 +57,7 @@ class CountingJob:
         self.runs = 0
         self.pauses = 0
         self.discards = 0
+        self.kept: bool | None = None  # cancelled: whether it was asked for resume data
         self.running = anyio.Event()  # set on each run's start
         self._steps = anyio.Semaphore(0)  # one step per release
 
@@ -104,6 +106,7 @@ class CountingJob:
         return None
 
     def cancel_outcome(self) -> CancelledEvent:
+        self.kept = self.record.stage is Stage.CANCELING_KEEPING
         return CancelledEvent(task_id=self.record.id)
 
     def error_outcome(self, error: TransferError) -> ErrorEvent:
@@ -283,6 +286,7 @@ async def test_a_running_job_is_cancelled(tmp_path: Path) -> None:
         ]
         assert state(job) is TaskState.COMPLETED
         assert job.discards == 1  # ended without resume data: its leftovers go
+        assert job.kept is False
         await queued.running.wait()  # the slot went to the queued job
         queued.step()
         [finished] = await terminals(engine, queued.record.id)
@@ -380,3 +384,28 @@ async def test_a_job_is_journaled_through_its_entry(tmp_path: Path) -> None:
     assert (last.phase, last.offset) == (Phase.RUNNING, 2)
     assert left.record.terminal is None
     assert left.discards == 0
+
+
+@pytest.mark.asyncio
+async def test_a_cancel_asking_for_resume_data_is_a_stage_the_job_reads(tmp_path: Path) -> None:
+    """cancel(resume_data=True) is the CANCELING_KEEPING stage (public: canceling),
+    which the job's ending reads, live and in the journal's entry."""
+    journal = Entries()
+    config = Configuration(max_connections_per_host=1, progress_interval=0)
+    async with Engine(
+        config=config,
+        downloads_dir=tmp_path,
+        partials_dir=tmp_path,
+        resume_key=b"k" * 32,
+        journal=journal,
+    ) as engine:
+        job = count_job(engine, tmp_path, "a", steps=5)
+        await job.running.wait()
+        engine.cancel(job.record.id, resume_data=True)
+        assert job.record.stage is Stage.CANCELING_KEEPING
+        assert state(job) is TaskState.CANCELING
+        engine.cancel(job.record.id)  # the first cancel decided
+        assert job.record.stage is Stage.CANCELING_KEEPING
+        assert await terminals(engine, job.record.id) == [CancelledEvent(task_id=job.record.id)]
+        assert job.kept is True
+        assert journal.phases(job.record.id)[-2:] == [Phase.CANCELING, Phase.ENDED]

@@ -1,11 +1,11 @@
 """One download's work: attempts with retries until its body is whole, then the move.
 
-:class:`Downloader` runs the transfer of a task the engine has started, and
-says how a stopped one ends (``finished``, ``cancel_outcome``,
-``error_outcome``). It asks the engine only for what the engine owns:
-journaling a record (``checkpoint``, ``flush_for``), publishing its events, and
-holding an origin back (Retry-After). The seed of the "download job" of the
-engine seams (issue 19): the engine schedules, this does the download.
+:class:`Downloader` does the work of every :class:`~.download_job.DownloadJob`
+of an engine (the job holds one download's state, this the shared client, rules
+and helpers): the transfer of a task the engine has started, and how a stopped
+one ends (``cancel_outcome``, ``error_outcome``). It asks the engine only for
+what the engine owns: journaling a record (``checkpoint``, ``flush_for``),
+publishing its events, and holding an origin back (Retry-After).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from .._core.resume_data import sign
 from .._core.retry import backoff, kept_progress, parse_retry_after
 from .._core.secrets import SecretHeaders
 from .._core.segments import Segment
+from .._core.states import MoveInput, Stage
 from .._core.supervisor import Supervisor
 from .._exceptions import (
     HTTPStatusError,
@@ -126,7 +127,7 @@ class Downloader:
         # The journal learns of it first, so a crash in between is never taken for
         # a lost partial file (and the file is never downloaded again).
         with anyio.CancelScope(shield=True):
-            job.moving = True
+            job.move_on(MoveInput.WHOLE)
             job.one_step = None  # the file is whole now, whatever was said before
             if self._journal is not None:
                 self._checkpoint(job.record, urgent=True, data=True)
@@ -137,6 +138,7 @@ class Downloader:
                 raise file_error(
                     exc, url=job.record.url, action="move the file to", path=job.record.destination
                 ) from exc
+            job.move_on(MoveInput.PLACED)
         return job.finished()
 
     async def _finish_into(self, job: DownloadJob, size: int) -> Path | None:
@@ -157,7 +159,7 @@ class Downloader:
             except OSError:  # cannot tell, or not a regular file: the classic order
                 return None
             job.one_step = OneStepMove(size=size, replaces=replaces)
-        job.moving = True
+        job.move_on(MoveInput.WHOLE)
         if self._journal is not None:
             self._checkpoint(job.record, urgent=True)
             await self._flush_for(job.record, shielded=True)
@@ -251,7 +253,7 @@ class Downloader:
         return kept
 
     async def _attempt(self, job: DownloadJob) -> None:
-        job.moving = False
+        job.move_on(MoveInput.ATTEMPT)
         job.one_step = None
         if job.segments is not None:
             await self._segments.resume_segments(job)
@@ -353,7 +355,7 @@ class Downloader:
             await self._flush_for(job.record)
 
     def cancel_outcome(self, job: DownloadJob) -> CancelledEvent:
-        data = job.resume_data() if job.record.want_resume_data else None
+        data = job.resume_data() if job.record.stage is Stage.CANCELING_KEEPING else None
         if data is not None:
             data = sign(data, self._resume_key)
         return CancelledEvent(task_id=job.record.id, resume_data=data)

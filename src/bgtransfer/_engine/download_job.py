@@ -19,7 +19,7 @@ from .._core.journal import OneStepMove, Phase, TaskEntry, public_headers
 from .._core.resume_data import ResumeData
 from .._core.retry import ResumeMark
 from .._core.segments import Segment, contiguous_prefix
-from .._core.states import TaskState
+from .._core.states import MoveInput, MovePhase, Stage, move_to
 from .._exceptions import TransferError
 from .._io.files import remove_quietly
 
@@ -30,10 +30,11 @@ if TYPE_CHECKING:
 __all__ = ["DownloadJob", "download_job"]
 
 _PHASES = {
-    TaskState.RUNNING: Phase.RUNNING,
-    TaskState.SUSPENDED: Phase.SUSPENDED,
-    TaskState.CANCELING: Phase.CANCELING,
-    TaskState.COMPLETED: Phase.ENDED,
+    Stage.RUNNING: Phase.RUNNING,
+    Stage.SUSPENDED: Phase.SUSPENDED,
+    Stage.CANCELING: Phase.CANCELING,
+    Stage.CANCELING_KEEPING: Phase.CANCELING,  # keep_partial says which
+    Stage.COMPLETED: Phase.ENDED,
 }
 
 
@@ -50,8 +51,7 @@ class DownloadJob:
         "journaled_offset",
         "last_end",
         "may_have_partial",
-        "moved",
-        "moving",
+        "move",
         "one_step",
         "partial",
         "record",
@@ -92,9 +92,8 @@ class DownloadJob:
         self.restarted = False
         self.too_slow = False
         self.active_time = 0.0  # seconds spent running, for resource_timeout
-        self.moving = False  # the body is whole; the move into place is under way
-        self.one_step: OneStepMove | None = None  # moving: the last write moves it
-        self.moved = False  # the file is at its destination: the task has finished
+        self.move = MovePhase.TRANSFERRING  # how far the move into place has got
+        self.one_step: OneStepMove | None = None  # MOVING: the last write moves it
         self.may_have_partial = offset > 0  # False: no partial file was ever made
         self.journaled_offset = 0  # the offset the journal's newest entry vouches for
         self.segments: list[Segment] | None = None  # set once the file is split
@@ -109,7 +108,8 @@ class DownloadJob:
 
     def entry(self) -> TaskEntry:
         record = self.record
-        phase = Phase.MOVING if self.moving and record.terminal is None else _PHASES[record.state]
+        moving = self.move is not MovePhase.TRANSFERRING and record.terminal is None
+        phase = Phase.MOVING if moving else _PHASES[record.stage]
         entry = TaskEntry(
             id=record.id,
             url=record.url,
@@ -117,7 +117,7 @@ class DownloadJob:
             description=record.description,
             headers=record.public_headers,
             phase=phase,
-            keep_partial=record.want_resume_data,
+            keep_partial=record.stage is Stage.CANCELING_KEEPING,
             offset=record.bytes_received,
             total=record.bytes_expected,
             validator=self.validator,
@@ -140,7 +140,7 @@ class DownloadJob:
         self.announce_resume = True
 
     def done_anyway(self) -> FinishedEvent | None:
-        return self.finished() if self.moved else None
+        return self.finished() if self.move is MovePhase.MOVED else None
 
     def cancel_outcome(self) -> CancelledEvent:
         assert self.downloader is not None
@@ -158,6 +158,15 @@ class DownloadJob:
         await remove_quietly(self.partial)
 
     # -- the download's own ---------------------------------------------------------
+
+    def move_on(self, event: MoveInput) -> None:
+        """Advance the move phase (by the table: ``MOVE_PHASES``)."""
+        self.move = move_to(self.move, event)
+
+    @property
+    def moved(self) -> bool:
+        """The file is at its destination: the task has finished."""
+        return self.move is MovePhase.MOVED
 
     def finished(self) -> FinishedEvent:
         record = self.record

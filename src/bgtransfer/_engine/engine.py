@@ -31,7 +31,7 @@ from .._core.events import (
 from .._core.journal import TaskEntry
 from .._core.resume_data import ResumeData
 from .._core.secrets import SecretHeaders
-from .._core.states import Input, TaskState, transition
+from .._core.states import Input, Signal, TaskState, transition
 from .._core.supervisor import (
     Supervisor,
     SupervisorStatistics,
@@ -211,8 +211,7 @@ class Engine(Scheduler):
         self._next_id = max([self._next_id, *(entry.id + 1 for entry in entries)])
         # Gone before any terminal event can be acknowledged (and the task forgotten
         # by the journal): a process killed after that would leave them to nobody.
-        for record in leftovers:
-            await record.job.discard()
+        await self._restorer.remove_leftovers(leftovers)
 
     # -- queries ------------------------------------------------------------------
 
@@ -414,8 +413,7 @@ class Engine(Scheduler):
     def _cancel(self, record: TaskRecord, *, resume_data: bool = False) -> None:
         if record.state in (TaskState.COMPLETED, TaskState.CANCELING):
             return
-        record.state = transition(record.state, Input.CANCEL)
-        record.want_resume_data = resume_data
+        record.advance(Signal.CANCEL_KEEPING if resume_data else Input.CANCEL)
         self._checkpoint(record, urgent=True)
         if record.running:
             self._interrupt(record)

@@ -20,7 +20,7 @@ from .._core.journal import public_headers
 from .._core.naming import Origin
 from .._core.progress import ProgressThrottle
 from .._core.secrets import DEFAULT_SECRETS, SecretHeaders
-from .._core.states import TaskState
+from .._core.states import PUBLIC, Input, Signal, Stage, TaskState, advance
 from .._exceptions import JournalWriteError
 from .download_job import DownloadJob
 
@@ -58,12 +58,11 @@ class TaskRecord:
         "scope",
         "secrets",
         "segments_wanted",
-        "state",
+        "stage",
         "successor",
         "terminal",
         "throttle",
         "url",
-        "want_resume_data",
     )
 
     def __init__(
@@ -97,13 +96,12 @@ class TaskRecord:
         self.secrets = secrets  # which headers are never stored or shown
         self.public_headers = public_headers(request_headers, secrets)  # (every entry has them)
         self.segments_wanted = 1  # connections asked for (segments=N)
-        self.state = TaskState.RUNNING
+        self.stage = Stage.RUNNING  # its state, as the engine keeps it (task.state: PUBLIC)
         self.bytes_received = offset  # bytes of the work done and kept, all confirmed
         # The body's length once something vouched for it (Content-Length, a
         # Content-Range, chunked framing's end, a 416): a finished task whose
         # total is None has an unverified length (FinishedEvent.length_verified).
         self.bytes_expected = total
-        self.want_resume_data = False
         self.running = False  # a runner coroutine exists for it
         self.successor: TaskRecord | None = None  # granted on release; its runner goes on with it
         self.requeue = False  # resumed while its runner was winding down
@@ -129,6 +127,23 @@ class TaskRecord:
             total=total,
             encoding=encoding,
         )
+
+    @property
+    def state(self) -> TaskState:
+        """The task's public state (``PUBLIC[stage]``)."""
+        return PUBLIC[self.stage]
+
+    @state.setter
+    def state(self, state: TaskState) -> None:
+        # For callers that still step the public table (``transition``): it
+        # projects STAGES exactly, so the stage is the one that state stands for
+        # (a canceling stage stays as it was: the first cancel decided).
+        if PUBLIC[self.stage] is not state:
+            self.stage = Stage[state.name]
+
+    def advance(self, event: Input | Signal) -> None:
+        """Feed the state machine (``STAGES``): the one way a task's state changes."""
+        self.stage = advance(self.stage, event)
 
     @property
     def done(self) -> anyio.Event:

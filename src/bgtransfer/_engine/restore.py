@@ -32,9 +32,9 @@ from .._core.journal import Action, Reattach, TaskEntry, plan_reattach
 from .._core.naming import Origin, origin_of, parse_url
 from .._core.resume_data import ResumeData, sign, verify
 from .._core.segments import Segment
-from .._core.states import TaskState
+from .._core.states import Input, MoveInput, Signal, TaskState
 from .._io.errors import file_error
-from .._io.files import move_into_place
+from .._io.files import move_into_place, remove_quietly
 from .._io.partials import Identity, inspect_partials, take_over
 from .._io.resume_key import locate_partial
 from .._io.threads import run_blocking
@@ -114,9 +114,11 @@ class Restorer:
         job.announce_resume = plan.offset > 0 or plan.restarted
         outcome = self._signed(plan.outcome)  # the journal's are not handed out as stored
         if plan.action is Action.MOVE:
+            job.move_on(MoveInput.WHOLE)  # as the journal says: MOVING
             outcome = await self._finish_restored(record, plan.offset)
         if outcome is None:
-            record.state = plan.state
+            if plan.state is TaskState.SUSPENDED:
+                record.advance(Input.SUSPEND)
             return record, plan
         if isinstance(outcome, FinishedEvent):  # counts its bytes like a live one
             total = outcome.total_bytes
@@ -127,11 +129,22 @@ class Restorer:
                 total_bytes_written=total,
                 total_bytes_expected=total,
             )
-        record.state = TaskState.COMPLETED
+        # Ended through the table, as a live task ends (a cancel first cancels).
+        if isinstance(outcome, CancelledEvent):
+            keeping = outcome.resume_data is not None
+            record.advance(Signal.CANCEL_KEEPING if keeping else Input.CANCEL)
+            record.advance(Input.CANCELLED)
+        else:
+            record.advance(Input.FINISH if isinstance(outcome, FinishedEvent) else Input.FAIL)
         record.terminal = outcome
         record.replayed = True
         record.set_done()
         return record, plan
+
+    @staticmethod
+    async def remove_leftovers(records: Sequence[TaskRecord]) -> None:
+        """Remove the partial files of tasks that ended (in one thread hop)."""
+        await remove_quietly(*(download_job(record).partial for record in records))
 
     async def _finish_restored(self, record: TaskRecord, size: int) -> TerminalEvent:
         """The body was whole when the last process died: move it into place now."""
@@ -147,6 +160,7 @@ class Restorer:
                 exc, url=record.url, action="move the file to", path=record.destination
             )
             return ErrorEvent(task_id=record.id, error=error)
+        download_job(record).move_on(MoveInput.PLACED)
         return FinishedEvent(
             task_id=record.id,
             location=record.destination,

@@ -3,10 +3,10 @@
 The half of the engine that runs tasks: it starts a runner when the
 supervisor grants a slot (or hands the task to the runner that freed one),
 runs the task's job (:mod:`.job`: it asks nothing else of the work), and
-ends every task with exactly one terminal event
-(``_complete``), whether a runner ends it or a command does (a task
-without a runner: ``_remove_then_complete``, ``_fail_unrecorded``). It also
-journals records (``_checkpoint``) and publishes their events.
+ends every task with exactly one terminal event (``_complete``), whether a
+runner ends it or a command does (a task without a runner:
+``_remove_then_complete``, ``_fail_unrecorded``). It also journals records
+(``_checkpoint``) and publishes their events.
 :class:`~bgtransfer._engine.engine.Engine` adds the commands, the queries and
 the lifecycle on top, and sets the state declared here.
 
@@ -35,7 +35,7 @@ from .._core.events import (
     TaskEvent,
     TerminalEvent,
 )
-from .._core.states import Input, TaskState, transition
+from .._core.states import Input, TaskState
 from .._core.supervisor import Supervisor
 from .._exceptions import JournalError, TransferError
 from .._io.errors import journal_write_error
@@ -256,7 +256,7 @@ class Scheduler:
             # running in the journal and the next process continues it.
             self._draining = True
             if self._journal is None:
-                record.state = transition(record.state, Input.CANCEL)
+                record.advance(Input.CANCEL)
                 return CancelledEvent(task_id=record.id)
         return outcome
 
@@ -291,7 +291,7 @@ class Scheduler:
             signal = Input.FAIL
         else:
             signal = Input.CANCELLED
-        record.state = transition(record.state, signal)
+        record.advance(signal)
         self._flush_progress(record)
         record.terminal = outcome
         # Committed before a consumer can see the event and move the file away (a

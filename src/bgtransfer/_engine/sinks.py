@@ -18,6 +18,7 @@ from .._core.ranges import Verdict, judge_resumed_response, strong_validator
 from .._core.response import check_response
 from .._core.retry import SpeedWatch
 from .._core.segments import Segment, plan_segments, splittable
+from .._core.states import MoveInput
 from .._exceptions import TransferTimeoutError
 from .._io.transfer import BodyPlan
 
@@ -211,7 +212,7 @@ class AttemptSink:
         return await self._finish_into(job, size)
 
     def moved(self) -> None:
-        self._job.moved = True
+        self._job.move_on(MoveInput.PLACED)
 
 
 class SegmentSink:
