@@ -194,15 +194,15 @@ class Engine(Scheduler):
         """
         assert self._journal is not None
         assert not self._records
-        leftovers: list[TaskRecord] = []  # tasks that ended, their partial files left
-        for facts in await self._restorer.inspect(entries):
-            record, plan = await self._restorer.reattach(facts)
+        leftovers: list[TaskRecord] = []  # ended tasks whose files are of no more use
+        for back in await self._restorer.reattach(entries):
+            record = back.record
             self._records[record.id] = self._downloading(record)
             if record.terminal is not None:
                 self._replays_pending += 1
-                if plan.remove_partial:
+                if back.leftover:
                     leftovers.append(record)
-                if facts[0].outcome is None:
+                if back.newly_ended:
                     self._checkpoint(record, urgent=True)
                 continue
             self._claims[record.destination_key] = record.id

@@ -40,6 +40,7 @@ from .._io.resume_key import locate_partial
 from .._io.threads import run_blocking
 from .admission import Admission
 from .download_job import download_job
+from .job import Reattached
 from .record import TaskRecord
 
 __all__ = ["Restorer"]
@@ -70,6 +71,22 @@ class Restorer:
 
     # -- the journal's tasks ------------------------------------------------------
 
+    async def reattach(self, entries: Sequence[TaskEntry]) -> list[Reattached]:
+        """The download's reattach (the :class:`~.job.Reattacher` protocol):
+        what is on disk for each entry, then ``plan_reattach``'s decision."""
+        back = []
+        for facts in await self.inspect(entries):
+            record, plan = await self.reattach_one(facts)
+            back.append(
+                Reattached(
+                    record=record,
+                    action=plan.action,
+                    leftover=plan.remove_partial,
+                    newly_ended=record.terminal is not None and facts[0].outcome is None,
+                )
+            )
+        return back
+
     async def inspect(self, entries: Sequence[TaskEntry]) -> list[Facts]:
         """What is on disk for each entry (in a worker thread), after finishing any
         takeover of resume data a crash interrupted."""
@@ -80,7 +97,7 @@ class Restorer:
             for entry, partial, (size, destination_id) in zip(entries, partials, facts, strict=True)
         ]
 
-    async def reattach(self, facts: Facts) -> tuple[TaskRecord, Reattach]:
+    async def reattach_one(self, facts: Facts) -> tuple[TaskRecord, Reattach]:
         """The record of one entry, in the state the plan gives it. A task that
         ended (or whose move into place this finishes) comes back COMPLETED with
         its terminal event, marked ``replayed``."""
