@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bgtransfer._core.states import markdown_table, mermaid_diagram
+from bgtransfer._core.states import markdown_table, mermaid_diagram, move_diagram, stage_diagram
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,3 +24,12 @@ def test_readme_test_command_is_what_ci_runs() -> None:
     command = "python -m pip install -e '.[test]' && python -m pytest"
     assert command in readme
     assert command in ci
+
+
+def test_design_doc_stage_diagrams_are_generated_from_the_tables() -> None:
+    text = (ROOT / "docs" / "design.md").read_text()
+    begin = "<!-- BEGIN GENERATED STAGE DIAGRAMS -->\n"
+    end = "<!-- END GENERATED STAGE DIAGRAMS -->"
+    generated = text[text.index(begin) + len(begin) : text.index(end)]
+    expected = f"```mermaid\n{stage_diagram()}\n```\n\n```mermaid\n{move_diagram()}\n```\n"
+    assert generated == expected, "regenerate the diagrams: see docs/design.md"

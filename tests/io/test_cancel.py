@@ -17,7 +17,7 @@ from bgtransfer import (
     SessionClosedError,
     TaskState,
 )
-from bgtransfer._engine import scheduler
+from bgtransfer._engine import download_job
 from bgtransfer.testing import Faults, TestServer
 
 pytestmark = pytest.mark.asyncio
@@ -168,7 +168,7 @@ async def test_a_suspended_task_ends_cancelled_only_once_its_partial_is_gone(
     server.set_faults(file.path, Faults(hold_after=100_000))
     removing = anyio.Event()
     release = anyio.Event()
-    real = scheduler.remove_quietly
+    real = download_job.remove_quietly
 
     async def held_remove(*paths: Path) -> None:
         if paths:  # (the session's opening asks to remove no leftovers: not held)
@@ -176,7 +176,7 @@ async def test_a_suspended_task_ends_cancelled_only_once_its_partial_is_gone(
             await release.wait()
         await real(*paths)
 
-    monkeypatch.setattr(scheduler, "remove_quietly", held_remove)
+    monkeypatch.setattr(download_job, "remove_quietly", held_remove)
     async with Session("cancel", state_dir=state_dir) as session:
         task = await session.download(server.url(file.path), out_dir / "f.bin")
         await wait_for_bytes(task, 100_000)  # on disk

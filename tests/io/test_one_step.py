@@ -45,7 +45,7 @@ from bgtransfer import (
     TransferError,
 )
 from bgtransfer._engine import download
-from bgtransfer._engine.record import AttemptSink
+from bgtransfer._engine.sinks import AttemptSink
 from bgtransfer._io import files, pump, threads, transfer
 from bgtransfer.testing import Faults, TestServer
 

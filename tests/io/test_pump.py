@@ -64,7 +64,7 @@ from bgtransfer import (
     TransferTimeoutError,
 )
 from bgtransfer._engine.download import Downloader
-from bgtransfer._engine.record import TaskRecord
+from bgtransfer._engine.download_job import DownloadJob
 from bgtransfer._io import pump
 from bgtransfer._io.client import READ_BUFSIZE
 from bgtransfer._io.transfer import BodyPlan
@@ -697,10 +697,10 @@ async def test_a_body_aiohttp_had_paused_is_taken_whole(
 
     real_before_write = Downloader._before_write
 
-    async def before_write(self: Downloader, record: TaskRecord) -> None:
+    async def before_write(self: Downloader, job: DownloadJob) -> None:
         with anyio.fail_after(10):
             await paused.wait()  # the body stays in aiohttp's hands until its buffer is full
-        await real_before_write(self, record)
+        await real_before_write(self, job)
 
     monkeypatch.setattr(client_proto.ResponseHandler, "pause_reading", pause_reading)
     monkeypatch.setattr(Downloader, "_before_write", before_write)

@@ -5,6 +5,13 @@ for a connection slot is ``RUNNING``: it has been started and will transfer as s
 as the supervisor lets it (the same as iOS). The table below is the only place that
 decides which input is legal in which state; the docs' diagram is generated from it
 (:func:`mermaid_diagram`) and a test keeps ``docs/design.md`` in step.
+
+The engine keeps finer states than the public four where it must remember more
+to act right, and nowhere else: :class:`Stage` (a task's state as the engine
+keeps it; :data:`PUBLIC` is what a task shows) under :data:`STAGES`, which
+projects exactly onto :data:`TRANSITIONS`; and :class:`MovePhase`, how far a
+download's move into place has got, under :data:`MOVE_PHASES` (orthogonal to
+the task's state: a move under way completes whatever the task is told).
 """
 
 from __future__ import annotations
@@ -15,12 +22,23 @@ from types import MappingProxyType
 from typing import Final
 
 __all__ = [
+    "MOVE_PHASES",
+    "PUBLIC",
+    "STAGES",
     "TRANSITIONS",
     "Input",
     "InvalidTransition",
+    "MoveInput",
+    "MovePhase",
+    "Signal",
+    "Stage",
     "TaskState",
+    "advance",
     "markdown_table",
     "mermaid_diagram",
+    "move_diagram",
+    "move_to",
+    "stage_diagram",
     "transition",
 ]
 
@@ -111,3 +129,145 @@ def markdown_table() -> str:
     rows = ["| state | input | next state |", "|---|---|---|"]
     rows += [f"| {s.value} | {i.value} | {d.value} |" for (s, i), d in TRANSITIONS.items()]
     return "\n".join(rows)
+
+
+# -- the engine's states ---------------------------------------------------------------
+
+
+class Stage(enum.Enum):
+    """A task's state as the engine keeps it: the public states, with
+    ``CANCELING`` told apart by what the cancel asked for."""
+
+    RUNNING = "running"
+    SUSPENDED = "suspended"
+    CANCELING = "canceling"
+    """``cancel()``: the task's work (a partial file) goes with it."""
+    CANCELING_KEEPING = "canceling_keeping"
+    """``cancel_with_resume_data()``: the work is kept for the resume data."""
+    COMPLETED = "completed"
+
+
+class Signal(enum.Enum):
+    """Inputs only the engine's stages tell apart from the public ones."""
+
+    CANCEL_KEEPING = "cancel_keeping"  # cancel_with_resume_data()
+
+
+PUBLIC: Final[Mapping[Stage, TaskState]] = MappingProxyType(
+    {
+        Stage.RUNNING: TaskState.RUNNING,
+        Stage.SUSPENDED: TaskState.SUSPENDED,
+        Stage.CANCELING: TaskState.CANCELING,
+        Stage.CANCELING_KEEPING: TaskState.CANCELING,
+        Stage.COMPLETED: TaskState.COMPLETED,
+    }
+)
+"""What a task in each stage shows (``task.state``)."""
+
+_G, _K = Stage, Signal
+
+STAGES: Final[Mapping[tuple[Stage, Input | Signal], Stage]] = MappingProxyType(
+    {
+        (_G.RUNNING, _I.SUSPEND): _G.SUSPENDED,
+        (_G.RUNNING, _I.RESUME): _G.RUNNING,
+        (_G.RUNNING, _I.CANCEL): _G.CANCELING,
+        (_G.RUNNING, _K.CANCEL_KEEPING): _G.CANCELING_KEEPING,
+        (_G.RUNNING, _I.FINISH): _G.COMPLETED,
+        (_G.RUNNING, _I.FAIL): _G.COMPLETED,
+        (_G.SUSPENDED, _I.SUSPEND): _G.SUSPENDED,
+        (_G.SUSPENDED, _I.RESUME): _G.RUNNING,
+        (_G.SUSPENDED, _I.CANCEL): _G.CANCELING,
+        (_G.SUSPENDED, _K.CANCEL_KEEPING): _G.CANCELING_KEEPING,
+        (_G.SUSPENDED, _I.FAIL): _G.COMPLETED,
+        (_G.SUSPENDED, _I.FINISH): _G.COMPLETED,
+        (_G.CANCELING, _I.CANCEL): _G.CANCELING,
+        (_G.CANCELING, _K.CANCEL_KEEPING): _G.CANCELING,  # the first cancel decided
+        (_G.CANCELING, _I.SUSPEND): _G.CANCELING,
+        (_G.CANCELING, _I.RESUME): _G.CANCELING,
+        (_G.CANCELING, _I.CANCELLED): _G.COMPLETED,
+        (_G.CANCELING, _I.FINISH): _G.COMPLETED,
+        (_G.CANCELING_KEEPING, _I.CANCEL): _G.CANCELING_KEEPING,  # the first cancel decided
+        (_G.CANCELING_KEEPING, _K.CANCEL_KEEPING): _G.CANCELING_KEEPING,
+        (_G.CANCELING_KEEPING, _I.SUSPEND): _G.CANCELING_KEEPING,
+        (_G.CANCELING_KEEPING, _I.RESUME): _G.CANCELING_KEEPING,
+        (_G.CANCELING_KEEPING, _I.CANCELLED): _G.COMPLETED,
+        (_G.CANCELING_KEEPING, _I.FINISH): _G.COMPLETED,
+        (_G.COMPLETED, _I.SUSPEND): _G.COMPLETED,
+        (_G.COMPLETED, _I.RESUME): _G.COMPLETED,
+        (_G.COMPLETED, _I.CANCEL): _G.COMPLETED,
+        (_G.COMPLETED, _K.CANCEL_KEEPING): _G.COMPLETED,
+    }
+)
+"""``(stage, input) -> next stage``: :data:`TRANSITIONS` refined (``PUBLIC``
+maps each row onto one of its rows, ``CANCEL_KEEPING`` read as ``CANCEL``)."""
+
+
+def advance(stage: Stage, event: Input | Signal) -> Stage:
+    """The stage after ``event``; raise :class:`InvalidTransition` if it is illegal."""
+    try:
+        return STAGES[(stage, event)]
+    except KeyError:
+        raise InvalidTransition(
+            f"{event.value!r} is not allowed in stage {stage.value!r}"
+        ) from None
+
+
+class MovePhase(enum.Enum):
+    """How far a download's move into place has got (whatever the task's state:
+    a move under way is shielded, and completes)."""
+
+    TRANSFERRING = "transferring"  # the body is not whole yet
+    MOVING = "moving"  # whole (or its last write under way): the move is committed to
+    MOVED = "moved"  # at its destination: the task has finished, whatever comes next
+
+
+class MoveInput(enum.Enum):
+    """What moves a download's :class:`MovePhase`."""
+
+    ATTEMPT = "attempt"  # an attempt starts: whatever was said before, it transfers
+    WHOLE = "whole"  # the move into place starts (the journal learns it first)
+    PLACED = "placed"  # the file is at its destination
+
+
+_M, _MI = MovePhase, MoveInput
+
+MOVE_PHASES: Final[Mapping[tuple[MovePhase, MoveInput], MovePhase]] = MappingProxyType(
+    {
+        (_M.TRANSFERRING, _MI.ATTEMPT): _M.TRANSFERRING,
+        (_M.TRANSFERRING, _MI.WHOLE): _M.MOVING,
+        (_M.MOVING, _MI.ATTEMPT): _M.TRANSFERRING,  # the last write failed: retried
+        (_M.MOVING, _MI.WHOLE): _M.MOVING,
+        (_M.MOVING, _MI.PLACED): _M.MOVED,
+    }
+)
+"""``(phase, input) -> next phase``; ``MOVED`` accepts nothing (the task has finished)."""
+
+
+def move_to(phase: MovePhase, event: MoveInput) -> MovePhase:
+    """The phase after ``event``; raise :class:`InvalidTransition` if it is illegal."""
+    try:
+        return MOVE_PHASES[(phase, event)]
+    except KeyError:
+        raise InvalidTransition(
+            f"{event.value!r} is not allowed in move phase {phase.value!r}"
+        ) from None
+
+
+def stage_diagram() -> str:
+    """The engine's stages in Mermaid syntax (self-loops left out), from :data:`STAGES`."""
+    lines = ["stateDiagram-v2", "    [*] --> running: download()"]
+    for (src, event), dst in STAGES.items():
+        if src is not dst:
+            lines.append(f"    {src.value} --> {dst.value}: {event.value}")
+    lines.append("    completed --> [*]")
+    return "\n".join(lines)
+
+
+def move_diagram() -> str:
+    """A download's move phases in Mermaid syntax, from :data:`MOVE_PHASES`."""
+    lines = ["stateDiagram-v2", "    [*] --> transferring"]
+    for (src, event), dst in MOVE_PHASES.items():
+        if src is not dst:
+            lines.append(f"    {src.value} --> {dst.value}: {event.value}")
+    lines.append("    moved --> [*]")
+    return "\n".join(lines)

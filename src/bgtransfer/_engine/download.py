@@ -1,11 +1,11 @@
 """One download's work: attempts with retries until its body is whole, then the move.
 
-:class:`Downloader` runs the transfer of a task the engine has started, and
-says how a stopped one ends (``finished``, ``cancel_outcome``,
-``error_outcome``). It asks the engine only for what the engine owns:
-journaling a record (``checkpoint``, ``flush_for``), publishing its events, and
-holding an origin back (Retry-After). The seed of the "download job" of the
-engine seams (issue 19): the engine schedules, this does the download.
+:class:`Downloader` does the work of every :class:`~.download_job.DownloadJob`
+of an engine (the job holds one download's state, this the shared client, rules
+and helpers): the transfer of a task the engine has started, and how a stopped
+one ends (``cancel_outcome``, ``error_outcome``). It asks the engine only for
+what the engine owns: journaling a record (``checkpoint``, ``flush_for``),
+publishing its events, and holding an origin back (Retry-After).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from .._core.resume_data import sign
 from .._core.retry import backoff, kept_progress, parse_retry_after
 from .._core.secrets import SecretHeaders
 from .._core.segments import Segment
+from .._core.states import MoveInput, Stage
 from .._core.supervisor import Supervisor
 from .._exceptions import (
     HTTPStatusError,
@@ -44,13 +45,16 @@ from .._io.files import OUT_OF_SPACE, file_identity, move_into_place
 from .._io.partials import partial_size
 from .._io.transfer import fetch_to_file
 from .admission import merge_headers
+from .download_job import DownloadJob
 from .hub import EventHub
 from .journaling import Checkpoint, Checkpointer, FlushFor
-from .record import AttemptSink, RestartFromZero, SegmentSink, TaskRecord
 from .segments import Segments, segment_group
+from .sinks import AttemptSink, RestartFromZero, SegmentSink
 
 if TYPE_CHECKING:
     import aiohttp
+
+    from .record import TaskRecord
 
 __all__ = ["Downloader"]
 
@@ -100,51 +104,44 @@ class Downloader:
             request_headers=self._request_headers,
         )
 
-    async def transfer(self, record: TaskRecord) -> FinishedEvent:
+    async def transfer(self, job: DownloadJob) -> FinishedEvent:
         """Attempts until the body is whole, then the move into place."""
         timeout = self.config.resource_timeout
-        remaining = None if timeout is None else max(0.0, timeout - record.active_time)
+        remaining = None if timeout is None else max(0.0, timeout - job.active_time)
         started = self.clock()
         try:
             with contextlib.nullcontext() if remaining is None else anyio.fail_after(remaining):
-                await self._attempts(record)
+                await self._attempts(job)
         except TransferError:
             raise
         except TimeoutError as exc:
             raise ResourceTimeoutError(
-                f"the task took longer than resource_timeout ({timeout} seconds)", url=record.url
+                f"the task took longer than resource_timeout ({timeout} seconds)",
+                url=job.record.url,
             ) from exc
         finally:
-            record.active_time += self.clock() - started  # suspended time is not counted
-        if record.moved:  # by the last write (_finish_into)
-            return self.finished(record)
+            job.active_time += self.clock() - started  # suspended time is not counted
+        if job.moved:  # by the last write (_finish_into)
+            return job.finished()
         # Shielded: once the move starts, it finishes, and the task has finished.
         # The journal learns of it first, so a crash in between is never taken for
         # a lost partial file (and the file is never downloaded again).
         with anyio.CancelScope(shield=True):
-            record.moving = True
-            record.one_step = None  # the file is whole now, whatever was said before
+            job.move_on(MoveInput.WHOLE)
+            job.one_step = None  # the file is whole now, whatever was said before
             if self._journal is not None:
-                self._checkpoint(record, urgent=True, data=True)
-                await self._flush_for(record, shielded=True)
+                self._checkpoint(job.record, urgent=True, data=True)
+                await self._flush_for(job.record, shielded=True)
             try:
-                await move_into_place(record.partial, record.destination, durable=self._fsync)
+                await move_into_place(job.partial, job.record.destination, durable=self._fsync)
             except OSError as exc:
                 raise file_error(
-                    exc, url=record.url, action="move the file to", path=record.destination
+                    exc, url=job.record.url, action="move the file to", path=job.record.destination
                 ) from exc
-        return self.finished(record)
+            job.move_on(MoveInput.PLACED)
+        return job.finished()
 
-    @staticmethod
-    def finished(record: TaskRecord) -> FinishedEvent:
-        return FinishedEvent(
-            task_id=record.id,
-            location=record.destination,
-            total_bytes=record.bytes_received,
-            length_verified=record.bytes_expected is not None,
-        )
-
-    async def _finish_into(self, record: TaskRecord, size: int) -> Path | None:
+    async def _finish_into(self, job: DownloadJob, size: int) -> Path | None:
         """The whole body has arrived: may its last write also move it into place?
 
         Yes, unless every checkpoint must be fsynced first (the classic order
@@ -158,17 +155,17 @@ class Downloader:
             return None
         if self._journal is not None:
             try:
-                replaces = file_identity(record.destination)
+                replaces = file_identity(job.record.destination)
             except OSError:  # cannot tell, or not a regular file: the classic order
                 return None
-            record.one_step = OneStepMove(size=size, replaces=replaces)
-        record.moving = True
+            job.one_step = OneStepMove(size=size, replaces=replaces)
+        job.move_on(MoveInput.WHOLE)
         if self._journal is not None:
-            self._checkpoint(record, urgent=True)
-            await self._flush_for(record, shielded=True)
-        return record.destination
+            self._checkpoint(job.record, urgent=True)
+            await self._flush_for(job.record, shielded=True)
+        return job.record.destination
 
-    async def _attempts(self, record: TaskRecord) -> None:
+    async def _attempts(self, job: DownloadJob) -> None:
         """The retry loop: transient failures are retried from the bytes on disk.
 
         ``failures`` counts consecutive attempts that made no kept progress
@@ -179,27 +176,27 @@ class Downloader:
         probes = 0  # ranged requests asking a close-delimited body's end to be confirmed
         while True:
             try:
-                await self._attempt(record)
-                if not self._needs_probe(record) or probes == policy.max_attempts:
+                await self._attempt(job)
+                if not self._needs_probe(job) or probes == policy.max_attempts:
                     return  # (never confirmed by max_attempts probes: unverified)
                 probes += 1
-                record.announce_resume = True
+                job.announce_resume = True
                 continue
             except RestartFromZero as signal:
-                self._kept_progress(record)  # (moves the mark; a restart is no progress)
+                self._kept_progress(job)  # (moves the mark; a restart is no progress)
                 failures += 1
                 if failures >= policy.max_attempts:
-                    raise ProtocolError(str(signal), url=record.url) from None
-                record.bytes_received = 0
-                record.segments = None
-                record.validator = None
+                    raise ProtocolError(str(signal), url=job.record.url) from None
+                job.record.bytes_received = 0
+                job.segments = None
+                job.validator = None
                 if signal.ranges_unsupported:
-                    record.segments_wanted = 1  # fall back to one connection
-                record.announce_resume = True
-                record.restarted = True  # the next attempt starts over: no progress either
+                    job.record.segments_wanted = 1  # fall back to one connection
+                job.announce_resume = True
+                job.restarted = True  # the next attempt starts over: no progress either
                 continue
             except TransferError as exc:
-                if self._kept_progress(record):
+                if self._kept_progress(job):
                     failures = 0
                 failures += 1
                 if not policy.is_transient(exc) or failures >= policy.max_attempts:
@@ -212,71 +209,73 @@ class Downloader:
                             raise
                         delay = max(delay, asked)
                         if exc.status in (429, 503):
-                            self._hold_origin(record, asked)
-                record.announce_resume = True
+                            self._hold_origin(job.record, asked)
+                job.announce_resume = True
                 self._hub.publish(
-                    RetryEvent(task_id=record.id, attempt=failures + 1, error=exc, delay=delay)
+                    RetryEvent(task_id=job.record.id, attempt=failures + 1, error=exc, delay=delay)
                 )
                 await anyio.sleep(delay)
 
     @staticmethod
-    def _needs_probe(record: TaskRecord) -> bool:
+    def _needs_probe(job: DownloadJob) -> bool:
         """After an attempt that ended well: is the body's length still to be
         confirmed by another (ranged) request? Raises ``IncompleteBodyError`` when
         a close-delimited body is detectably cut short; False when the task is
         done, its length vouched for (``bytes_expected`` known) or not."""
-        if record.moved or record.bytes_expected is not None:
+        if job.moved or job.record.bytes_expected is not None:
             return False
         verdict, reason = judge_unframed_end(
-            offset=record.bytes_received,
-            validator=record.validator,
-            announced=record.announced,
-            previous=record.last_end,
-            whole=record.body_start == 0,
+            offset=job.record.bytes_received,
+            validator=job.validator,
+            announced=job.announced,
+            previous=job.last_end,
+            whole=job.body_start == 0,
         )
-        if record.validator is not None:
-            record.last_end = (record.validator, record.bytes_received)
+        if job.validator is not None:
+            job.last_end = (job.validator, job.record.bytes_received)
         if verdict is EndVerdict.TRUNCATED:
-            raise IncompleteBodyError(reason, url=record.url)
+            raise IncompleteBodyError(reason, url=job.record.url)
         if verdict is EndVerdict.VERIFIED:
-            record.bytes_expected = record.bytes_received
+            job.record.bytes_expected = job.record.bytes_received
         return verdict is EndVerdict.PROBE
 
     @staticmethod
-    def _kept_progress(record: TaskRecord) -> bool:
+    def _kept_progress(job: DownloadJob) -> bool:
         """Whether the attempt that just failed left bytes the next one builds on."""
-        kept, record.resume_mark = kept_progress(
-            record.resume_mark,
-            validator=record.validator,
-            offset=record.bytes_received,
-            restarted=record.restarted,
+        kept, job.resume_mark = kept_progress(
+            job.resume_mark,
+            validator=job.validator,
+            offset=job.record.bytes_received,
+            restarted=job.restarted,
         )
-        kept = kept and not record.too_slow  # a trickle is no progress, whatever it wrote
-        record.restarted = record.too_slow = False
+        kept = kept and not job.too_slow  # a trickle is no progress, whatever it wrote
+        job.restarted = job.too_slow = False
         return kept
 
-    async def _attempt(self, record: TaskRecord) -> None:
-        record.moving = False
-        record.one_step = None
-        if record.segments is not None:
-            await self._segments.resume_segments(record)
+    async def _attempt(self, job: DownloadJob) -> None:
+        job.move_on(MoveInput.ATTEMPT)
+        job.one_step = None
+        if job.segments is not None:
+            await self._segments.resume_segments(job)
             return
         plan = plan_resume(
-            offset=record.bytes_received, validator=record.validator, total=record.bytes_expected
+            offset=job.record.bytes_received,
+            validator=job.validator,
+            total=job.record.bytes_expected,
         )
         # Without a range the whole file comes again; a ResumedEvent with offset 0
         # says so when there were bytes on disk.
-        headers = await self._request_headers(record, plan.headers)
-        if record.segments_wanted > 1 and not plan.ranged:
+        headers = await self._request_headers(job, plan.headers)
+        if job.record.segments_wanted > 1 and not plan.ranged:
             # The answer may be split into segments; their workers live here.
             async with segment_group() as group:
-                await self._attempt_once(record, plan, headers, group)
+                await self._attempt_once(job, plan, headers, group)
         else:
-            await self._attempt_once(record, plan, headers, None)
+            await self._attempt_once(job, plan, headers, None)
 
     async def _attempt_once(
         self,
-        record: TaskRecord,
+        job: DownloadJob,
         plan: ResumePlan,
         headers: Mapping[str, str],
         group: anyio.abc.TaskGroup | None,
@@ -289,11 +288,11 @@ class Downloader:
             segments: deque[Segment] = deque()
             queue = segments
 
-            async def on_split(record: TaskRecord) -> None:
-                await self._segments.start_segments(record, group, segments)
+            async def on_split(job: DownloadJob) -> None:
+                await self._segments.start_segments(job, group, segments)
 
         sink = AttemptSink(
-            record,
+            job,
             offset=plan.offset,
             ranged=plan.ranged,
             config=self.config,
@@ -304,75 +303,73 @@ class Downloader:
             on_split=on_split,
         )
         try:
-            await self._fetch(record, headers, sink)
+            await self._fetch(job, headers, sink)
         except TransferError:
-            if not record.moved:
+            if not job.moved:
                 raise
             return  # the file is in place (by the last write): what failed after is moot
         if sink.split:  # segment 0 is done: help with the others
             assert queue is not None  # only an attempt with a group splits
-            await self._segments.worker(record, queue, borrowed=False)
+            await self._segments.worker(job, queue, borrowed=False)
 
     async def _fetch(
-        self, record: TaskRecord, headers: Mapping[str, str], sink: AttemptSink | SegmentSink
+        self, job: DownloadJob, headers: Mapping[str, str], sink: AttemptSink | SegmentSink
     ) -> None:
         assert self.client is not None
         await fetch_to_file(
             self.client,
-            url=record.url,
+            url=job.record.url,
             headers=headers,
-            partial=record.partial,
+            partial=job.partial,
             request_timeout=self.config.request_timeout,
             sink=sink,
             redirects=self._redirects,
         )
 
-    async def _request_headers(
-        self, record: TaskRecord, extra: Mapping[str, str]
-    ) -> dict[str, str]:
+    async def _request_headers(self, job: DownloadJob, extra: Mapping[str, str]) -> dict[str, str]:
         """The task's headers, the provider's (if any), then the range headers."""
-        headers = dict(record.headers)
+        headers = dict(job.record.headers)
         if self.config.headers_provider is not None:
-            headers = await self._provided_headers(record)
+            headers = await self._provided_headers(job)
         headers.update(extra)
         return headers
 
-    async def _provided_headers(self, record: TaskRecord) -> dict[str, str]:
+    async def _provided_headers(self, job: DownloadJob) -> dict[str, str]:
         """Headers from ``Configuration.headers_provider``, merged by name over the task's."""
         provider = self.config.headers_provider
         assert provider is not None
         try:
-            result = provider(record.url)
+            result = provider(job.record.url)
             if inspect.isawaitable(result):
                 result = await result
             extra = normalize_headers(result)
         except Exception as exc:
-            raise TransferError(f"headers_provider failed: {exc!r}", url=record.url) from exc
-        return merge_headers(tuple(record.headers.items()), extra)
+            raise TransferError(f"headers_provider failed: {exc!r}", url=job.record.url) from exc
+        return merge_headers(tuple(job.record.headers.items()), extra)
 
-    async def _before_write(self, record: TaskRecord) -> None:
+    async def _before_write(self, job: DownloadJob) -> None:
         """Bytes are about to be written below what the journal vouches for (a
         restart): record the lower offset durably first (the journal's invariant)."""
-        if self._journal is not None and record.journaled_offset > record.bytes_received:
-            self._checkpoint(record, urgent=True)
-            await self._flush_for(record)
+        if self._journal is not None and job.journaled_offset > job.record.bytes_received:
+            self._checkpoint(job.record, urgent=True)
+            await self._flush_for(job.record)
 
-    def cancel_outcome(self, record: TaskRecord) -> CancelledEvent:
-        data = record.resume_data() if record.want_resume_data else None
+    def cancel_outcome(self, job: DownloadJob) -> CancelledEvent:
+        data = job.resume_data() if job.record.stage is Stage.CANCELING_KEEPING else None
         if data is not None:
             data = sign(data, self._resume_key)
-        return CancelledEvent(task_id=record.id, resume_data=data)
+        return CancelledEvent(task_id=job.record.id, resume_data=data)
 
-    def error_outcome(self, record: TaskRecord, error: TransferError) -> ErrorEvent:
+    def error_outcome(self, job: DownloadJob, error: TransferError) -> ErrorEvent:
         """The task failed. Out of space with bytes that can be resumed: the
         partial file is kept and the event carries (signed) resume data for them,
         to continue once space is freed."""
         data = None
         if isinstance(error, LocalFileError) and error.errno in OUT_OF_SPACE:
-            data = record.resume_data()
+            data = job.resume_data()
             # never vouch for more than the file holds
-            if data is not None and data.offset <= partial_size(record.partial):
+            if data is not None and data.offset <= partial_size(job.partial):
                 data = sign(data, self._resume_key)
             else:
                 data = None
-        return ErrorEvent(task_id=record.id, error=error, resume_data=data)
+        return ErrorEvent(task_id=job.record.id, error=error, resume_data=data)

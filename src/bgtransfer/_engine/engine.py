@@ -31,7 +31,7 @@ from .._core.events import (
 from .._core.journal import TaskEntry
 from .._core.resume_data import ResumeData
 from .._core.secrets import SecretHeaders
-from .._core.states import Input, TaskState, transition
+from .._core.states import Input, Signal, TaskState, transition
 from .._core.supervisor import (
     Supervisor,
     SupervisorStatistics,
@@ -41,11 +41,9 @@ from .._exceptions import (
     SessionClosedError,
 )
 from .._io.client import descriptor_slots, make_client
-from .._io.files import (
-    remove_quietly,
-)
 from .admission import Admission, Request
 from .download import Downloader
+from .download_job import download_job
 from .hub import EventHub, EventStream, snapshot_progress
 from .journaling import Checkpointer
 from .record import TaskRecord
@@ -196,15 +194,15 @@ class Engine(Scheduler):
         """
         assert self._journal is not None
         assert not self._records
-        leftovers: list[Path] = []  # partial files of tasks that ended
-        for facts in await self._restorer.inspect(entries):
-            record, plan = await self._restorer.reattach(facts)
-            self._records[record.id] = record
+        leftovers: list[TaskRecord] = []  # ended tasks whose files are of no more use
+        for back in await self._restorer.reattach(entries):
+            record = back.record
+            self._records[record.id] = self._downloading(record)
             if record.terminal is not None:
                 self._replays_pending += 1
-                if plan.remove_partial:
-                    leftovers.append(record.partial)
-                if facts[0].outcome is None:
+                if back.leftover:
+                    leftovers.append(record)
+                if back.newly_ended:
                     self._checkpoint(record, urgent=True)
                 continue
             self._claims[record.destination_key] = record.id
@@ -213,7 +211,7 @@ class Engine(Scheduler):
         self._next_id = max([self._next_id, *(entry.id + 1 for entry in entries)])
         # Gone before any terminal event can be acknowledged (and the task forgotten
         # by the journal): a process killed after that would leave them to nobody.
-        await remove_quietly(*leftovers)
+        await self._restorer.remove_leftovers(leftovers)
 
     # -- queries ------------------------------------------------------------------
 
@@ -326,7 +324,7 @@ class Engine(Scheduler):
         request = (url, destination, description, headers, segments)
         record = self._admission.prepare(self._next_id, request, checked_dirs={})
         self._next_id += 1
-        return self._admit(record)
+        return self._admit(self._downloading(record))
 
     def submit_many(self, requests: Sequence[Request]) -> list[TaskRecord]:
         """:meth:`submit` for each request, all or none: every request is validated
@@ -351,7 +349,7 @@ class Engine(Scheduler):
                 for record in records:
                     del self._claims[record.destination_key]
         self._next_id += len(records)
-        return [self._admit(record) for record in records]
+        return [self._admit(self._downloading(record)) for record in records]
 
     async def submit_resumed(
         self,
@@ -381,14 +379,15 @@ class Engine(Scheduler):
             self._next_id, data, destination, url=url, origin=origin, headers=headers
         )
         self._next_id += 1
-        self._records[record.id] = record
+        self._records[record.id] = self._downloading(record)
         self._claims[record.destination_key] = record.id
-        record.takeover = str(source)  # a crash before the rename: the next process does it
+        job = download_job(record)
+        job.takeover = str(source)  # a crash before the rename: the next process does it
         self._checkpoint(record)
         try:
             await self.flush()
             await self._restorer.take_over(record, source, data.offset)
-            record.takeover = None
+            job.takeover = None
         except BaseException:
             del self._records[record.id]
             if self._claims.get(record.destination_key) == record.id:
@@ -396,8 +395,8 @@ class Engine(Scheduler):
             if self._journal is not None:
                 self._journal.forget(record.id, urgent=True)  # the caller is told it failed
             raise
-        record.announce_resume = True
-        record.may_have_partial = True
+        job.announce_resume = True
+        job.may_have_partial = True
         self._start(self._supervisor.enqueue(record.id, record.origin, now=self.clock()))
         return record
 
@@ -414,16 +413,15 @@ class Engine(Scheduler):
     def _cancel(self, record: TaskRecord, *, resume_data: bool = False) -> None:
         if record.state in (TaskState.COMPLETED, TaskState.CANCELING):
             return
-        record.state = transition(record.state, Input.CANCEL)
-        record.want_resume_data = resume_data
+        record.advance(Signal.CANCEL_KEEPING if resume_data else Input.CANCEL)
         self._checkpoint(record, urgent=True)
         if record.running:
             self._interrupt(record)
             return
         # Queued or suspended: no runner to wind down; end it here.
         self._start(self._supervisor.remove(record.id, now=self.clock()))
-        outcome = self._download.cancel_outcome(record)
-        if outcome.resume_data is None and record.may_have_partial:
+        outcome = record.job.cancel_outcome()
+        if outcome.resume_data is None and record.job.has_leftovers:
             self._spawn(self._remove_then_complete, record, outcome)
         else:
             self._complete(record, outcome)
@@ -437,7 +435,7 @@ class Engine(Scheduler):
         record.state = transition(previous, Input.SUSPEND)
         if previous is not TaskState.RUNNING:
             return  # idempotent, or too late: the table says what stays
-        record.announce_resume = True
+        record.job.paused()
         self._checkpoint(record, urgent=True)
         if record.running:
             self._interrupt(record)
@@ -469,6 +467,11 @@ class Engine(Scheduler):
     def _check_alive(self) -> None:
         if self._task_group is None or self._draining:
             raise SessionClosedError("the session is not open; use 'async with Session(...)'")
+
+    def _downloading(self, record: TaskRecord) -> TaskRecord:
+        """The record, its download job bound to this engine's downloader."""
+        download_job(record).downloader = self._download
+        return record
 
     def _admit(self, record: TaskRecord) -> TaskRecord:
         self._records[record.id] = record

@@ -32,13 +32,15 @@ from .._core.journal import Action, Reattach, TaskEntry, plan_reattach
 from .._core.naming import Origin, origin_of, parse_url
 from .._core.resume_data import ResumeData, sign, verify
 from .._core.segments import Segment
-from .._core.states import TaskState
+from .._core.states import Input, MoveInput, Signal, TaskState
 from .._io.errors import file_error
-from .._io.files import move_into_place
+from .._io.files import move_into_place, remove_quietly
 from .._io.partials import Identity, inspect_partials, take_over
 from .._io.resume_key import locate_partial
 from .._io.threads import run_blocking
 from .admission import Admission
+from .download_job import download_job
+from .job import Reattached
 from .record import TaskRecord
 
 __all__ = ["Restorer"]
@@ -69,6 +71,22 @@ class Restorer:
 
     # -- the journal's tasks ------------------------------------------------------
 
+    async def reattach(self, entries: Sequence[TaskEntry]) -> list[Reattached]:
+        """The download's reattach (the :class:`~.job.Reattacher` protocol):
+        what is on disk for each entry, then ``plan_reattach``'s decision."""
+        back = []
+        for facts in await self.inspect(entries):
+            record, plan = await self.reattach_one(facts)
+            back.append(
+                Reattached(
+                    record=record,
+                    action=plan.action,
+                    leftover=plan.remove_partial,
+                    newly_ended=record.terminal is not None and facts[0].outcome is None,
+                )
+            )
+        return back
+
     async def inspect(self, entries: Sequence[TaskEntry]) -> list[Facts]:
         """What is on disk for each entry (in a worker thread), after finishing any
         takeover of resume data a crash interrupted."""
@@ -79,7 +97,7 @@ class Restorer:
             for entry, partial, (size, destination_id) in zip(entries, partials, facts, strict=True)
         ]
 
-    async def reattach(self, facts: Facts) -> tuple[TaskRecord, Reattach]:
+    async def reattach_one(self, facts: Facts) -> tuple[TaskRecord, Reattach]:
         """The record of one entry, in the state the plan gives it. A task that
         ended (or whose move into place this finishes) comes back COMPLETED with
         its terminal event, marked ``replayed``."""
@@ -104,17 +122,20 @@ class Restorer:
             total=entry.total,
             encoding=entry.encoding,
         )
+        job = download_job(record)
         if plan.segments is not None:
-            record.segments = [Segment(start=a, end=b, done=d) for a, b, d in plan.segments]
+            job.segments = [Segment(start=a, end=b, done=d) for a, b, d in plan.segments]
         record.segments_wanted = self.config.segments
-        record.journaled_offset = entry.offset
-        record.may_have_partial = True  # whatever the journal says, look when it ends
-        record.announce_resume = plan.offset > 0 or plan.restarted
+        job.journaled_offset = entry.offset
+        job.may_have_partial = True  # whatever the journal says, look when it ends
+        job.announce_resume = plan.offset > 0 or plan.restarted
         outcome = self._signed(plan.outcome)  # the journal's are not handed out as stored
         if plan.action is Action.MOVE:
+            job.move_on(MoveInput.WHOLE)  # as the journal says: MOVING
             outcome = await self._finish_restored(record, plan.offset)
         if outcome is None:
-            record.state = plan.state
+            if plan.state is TaskState.SUSPENDED:
+                record.advance(Input.SUSPEND)
             return record, plan
         if isinstance(outcome, FinishedEvent):  # counts its bytes like a live one
             total = outcome.total_bytes
@@ -125,23 +146,38 @@ class Restorer:
                 total_bytes_written=total,
                 total_bytes_expected=total,
             )
-        record.state = TaskState.COMPLETED
+        # Ended through the table, as a live task ends (a cancel first cancels).
+        if isinstance(outcome, CancelledEvent):
+            keeping = outcome.resume_data is not None
+            record.advance(Signal.CANCEL_KEEPING if keeping else Input.CANCEL)
+            record.advance(Input.CANCELLED)
+        else:
+            record.advance(Input.FINISH if isinstance(outcome, FinishedEvent) else Input.FAIL)
         record.terminal = outcome
         record.replayed = True
         record.set_done()
         return record, plan
 
+    @staticmethod
+    async def remove_leftovers(records: Sequence[TaskRecord]) -> None:
+        """Remove the partial files of tasks that ended (in one thread hop)."""
+        await remove_quietly(*(download_job(record).partial for record in records))
+
     async def _finish_restored(self, record: TaskRecord, size: int) -> TerminalEvent:
         """The body was whole when the last process died: move it into place now."""
         try:
             await move_into_place(
-                record.partial, record.destination, durable=self._fsync, recovering=True
+                download_job(record).partial,
+                record.destination,
+                durable=self._fsync,
+                recovering=True,
             )
         except OSError as exc:
             error = file_error(
                 exc, url=record.url, action="move the file to", path=record.destination
             )
             return ErrorEvent(task_id=record.id, error=error)
+        download_job(record).move_on(MoveInput.PLACED)
         return FinishedEvent(
             task_id=record.id,
             location=record.destination,
@@ -205,4 +241,5 @@ class Restorer:
     async def take_over(record: TaskRecord, source: Path, offset: int) -> None:
         """Move the partial file ``source`` to the record's, with one rename (in a
         worker thread): of two tasks taking it, exactly one gets it."""
-        await anyio.to_thread.run_sync(take_over, source, record.partial, offset, record.url)
+        partial = download_job(record).partial
+        await anyio.to_thread.run_sync(take_over, source, partial, offset, record.url)

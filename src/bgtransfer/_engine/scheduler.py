@@ -2,10 +2,11 @@
 
 The half of the engine that runs tasks: it starts a runner when the
 supervisor grants a slot (or hands the task to the runner that freed one),
-runs the download, and ends every task with exactly one terminal event
-(``_complete``), whether a runner ends it or a command does (a task
-without a runner: ``_remove_then_complete``, ``_fail_unrecorded``). It also
-journals records (``_checkpoint``) and publishes their events.
+runs the task's job (:mod:`.job`: it asks nothing else of the work), and
+ends every task with exactly one terminal event (``_complete``), whether a
+runner ends it or a command does (a task without a runner:
+``_remove_then_complete``, ``_fail_unrecorded``). It also journals records
+(``_checkpoint``) and publishes their events.
 :class:`~bgtransfer._engine.engine.Engine` adds the commands, the queries and
 the lifecycle on top, and sets the state declared here.
 
@@ -34,12 +35,10 @@ from .._core.events import (
     TaskEvent,
     TerminalEvent,
 )
-from .._core.states import Input, TaskState, transition
+from .._core.states import Input, TaskState
 from .._core.supervisor import Supervisor
 from .._exceptions import JournalError, TransferError
 from .._io.errors import journal_write_error
-from .._io.files import remove_quietly
-from .download import Downloader
 from .hub import EventHub
 from .journaling import Checkpointer
 from .record import TaskRecord
@@ -59,7 +58,6 @@ class Scheduler:
     _records: dict[int, TaskRecord]
     _claims: dict[str, int]
     _journal: Checkpointer | None
-    _download: Downloader
     _task_group: anyio.abc.TaskGroup | None
     _draining: bool  # going down: start nothing more
 
@@ -96,7 +94,7 @@ class Scheduler:
         assert record.journal_error is not None
         self._start(self._supervisor.remove(record.id, now=self.clock()))
         outcome = ErrorEvent(task_id=record.id, error=record.journal_error)
-        if record.may_have_partial:
+        if record.job.has_leftovers:
             self._spawn(self._remove_then_complete, record, outcome)
         else:
             self._complete(record, outcome)
@@ -113,11 +111,12 @@ class Scheduler:
             raise record.journal_error
 
     async def _remove_then_complete(self, record: TaskRecord, outcome: TerminalEvent) -> None:
-        """End a cancelled task that has no runner once its partial file is gone,
-        as a runner does: before the ``CancelledEvent``, so nobody can acknowledge
-        it (and the journal forget the task) while the file is still there."""
+        """End a cancelled task that has no runner once its job's leftovers (a
+        partial file) are gone, as a runner does: before the ``CancelledEvent``,
+        so nobody can acknowledge it (and the journal forget the task) while the
+        file is still there."""
         try:
-            await remove_quietly(record.partial)
+            await record.job.discard()
         finally:
             self._complete(record, outcome)
 
@@ -136,14 +135,13 @@ class Scheduler:
         deferred: bool = False,
         data: bool = False,
     ) -> None:
-        """Journal the record as it is now (``data``: its partial file's bytes count)."""
+        """Journal the record as it is now (``data``: its job's data file's bytes count)."""
         if self._journal is None:
             return
-        entry = record.entry()
+        job = record.job
         self._journal.put(
-            entry, urgent=urgent, deferred=deferred, data_file=record.partial if data else None
+            job.entry(), urgent=urgent, deferred=deferred, data_file=job.data_file if data else None
         )
-        record.journaled_offset = entry.offset
         record.next_checkpoint = self.clock() + self.config.checkpoint_interval
 
     def _spawn(self, func: Callable[..., Coroutine[Any, Any, object]], *args: object) -> None:
@@ -159,7 +157,6 @@ class Scheduler:
         for task_id in task_ids:
             record = self._records[task_id]
             record.running = True
-            record.may_have_partial = True
             if ending is not None and ending.successor is None:
                 ending.successor = record
             else:
@@ -193,7 +190,7 @@ class Scheduler:
         self._task_group.start_soon(self._run, record, name=f"bgtransfer-{record.id}")
 
     async def _run_task(self, record: TaskRecord) -> None:
-        """One task: attempts with retries until it ends or is suspended."""
+        """One task: its job's run, until it ends or is suspended."""
         outcome: TerminalEvent | None = None
         try:
             with anyio.CancelScope() as scope:
@@ -204,9 +201,9 @@ class Scheduler:
                     or record.journal_error is not None
                 ):
                     scope.cancel()  # suspended, cancelled, failed or closing before it got going
-                outcome = await self._download.transfer(record)
+                outcome = await record.job.run()
         except TransferError as exc:
-            outcome = self._download.error_outcome(record, exc)
+            outcome = record.job.error_outcome(exc)
         except Exception as exc:  # a bug must not take the other tasks down with it
             logger.exception("internal error in task %d (%s)", record.id, record.url)
             error = TransferError(f"internal error: {exc!r}", url=record.url)
@@ -218,12 +215,12 @@ class Scheduler:
             record.scope = None
             requeue, record.requeue = record.requeue, False
             outcome = self._stopped_outcome(record, outcome, requeue=requeue)
-            keep_partial = outcome is None or (
+            keep_leftovers = outcome is None or (
                 isinstance(outcome, CancelledEvent | ErrorEvent) and outcome.resume_data is not None
             )
-            if not keep_partial and not isinstance(outcome, FinishedEvent):
+            if not keep_leftovers and not isinstance(outcome, FinishedEvent):
                 with anyio.CancelScope(shield=True):
-                    await remove_quietly(record.partial)
+                    await record.job.discard()
                 if record.state is TaskState.CANCELING and isinstance(outcome, ErrorEvent):
                     outcome = CancelledEvent(task_id=record.id)  # cancel() came meanwhile
             # From here on nothing awaits: commands see a consistent record.
@@ -244,13 +241,14 @@ class Scheduler:
         self, record: TaskRecord, outcome: TerminalEvent | None, *, requeue: bool
     ) -> TerminalEvent | None:
         """What a runner that stopped ends its task with (None: nothing, it goes on)."""
-        if record.moved:  # in place: a cancel or a failure came too late
-            return (
-                outcome if isinstance(outcome, FinishedEvent) else self._download.finished(record)
-            )
-        if record.state is TaskState.CANCELING and not isinstance(outcome, FinishedEvent):
-            return self._download.cancel_outcome(record)
-        if record.journal_error is not None and not isinstance(outcome, FinishedEvent):
+        if isinstance(outcome, FinishedEvent):
+            return outcome
+        finished = record.job.done_anyway()
+        if finished is not None:  # (a file in place): a cancel or a failure came too late
+            return finished
+        if record.state is TaskState.CANCELING:
+            return record.job.cancel_outcome()
+        if record.journal_error is not None:
             return ErrorEvent(task_id=record.id, error=record.journal_error)
         if outcome is None and record.state is TaskState.RUNNING and not requeue:
             # Stopped from outside: the session is closing, or the task hosting
@@ -258,7 +256,7 @@ class Scheduler:
             # running in the journal and the next process continues it.
             self._draining = True
             if self._journal is None:
-                record.state = transition(record.state, Input.CANCEL)
+                record.advance(Input.CANCEL)
                 return CancelledEvent(task_id=record.id)
         return outcome
 
@@ -293,7 +291,7 @@ class Scheduler:
             signal = Input.FAIL
         else:
             signal = Input.CANCELLED
-        record.state = transition(record.state, signal)
+        record.advance(signal)
         self._flush_progress(record)
         record.terminal = outcome
         # Committed before a consumer can see the event and move the file away (a

@@ -25,12 +25,13 @@ from .._exceptions import TransferError
 from .._io.errors import file_error
 from .._io.partials import preallocate
 from .._io.threads import run_blocking
+from .download_job import DownloadJob
 from .journaling import Checkpoint
-from .record import AttemptSink, RestartFromZero, SegmentSink, TaskRecord
+from .sinks import AttemptSink, RestartFromZero, SegmentSink
 
 __all__ = ["Segments", "segment_group"]
 
-Fetch = Callable[[TaskRecord, Mapping[str, str], AttemptSink | SegmentSink], Awaitable[None]]
+Fetch = Callable[[DownloadJob, Mapping[str, str], AttemptSink | SegmentSink], Awaitable[None]]
 """One request of a task, its body handed to the sink."""
 
 
@@ -49,7 +50,7 @@ class Segments:
         checkpoint: Checkpoint,
         publish: Callable[[TaskEvent], None],
         fetch: Fetch,
-        request_headers: Callable[[TaskRecord, Mapping[str, str]], Awaitable[dict[str, str]]],
+        request_headers: Callable[[DownloadJob, Mapping[str, str]], Awaitable[dict[str, str]]],
     ) -> None:
         self.config = config
         self.clock = clock
@@ -61,66 +62,66 @@ class Segments:
         self._request_headers = request_headers
 
     async def start_segments(
-        self, record: TaskRecord, group: anyio.abc.TaskGroup, queue: deque[Segment]
+        self, job: DownloadJob, group: anyio.abc.TaskGroup, queue: deque[Segment]
     ) -> None:
         """The first answer was split: make room for the whole file, journal the
         segments, and start a worker per slot the supervisor can lend."""
-        assert record.segments is not None
-        assert record.bytes_expected is not None
+        assert job.segments is not None
+        assert job.record.bytes_expected is not None
         try:
-            await run_blocking(preallocate, record.partial, record.bytes_expected)
+            await run_blocking(preallocate, job.partial, job.record.bytes_expected)
         except OSError as exc:
             raise file_error(
-                exc, url=record.url, action="reserve space for", path=record.partial
+                exc, url=job.record.url, action="reserve space for", path=job.partial
             ) from exc
-        self._checkpoint(record, urgent=True)
-        queue.extend(record.segments[1:])
-        for _ in range(self._supervisor.borrow(record.id, len(queue))):
-            group.start_soon(self.worker, record, queue, True)
+        self._checkpoint(job.record, urgent=True)
+        queue.extend(job.segments[1:])
+        for _ in range(self._supervisor.borrow(job.record.id, len(queue))):
+            group.start_soon(self.worker, job, queue, True)
 
-    async def resume_segments(self, record: TaskRecord) -> None:
+    async def resume_segments(self, job: DownloadJob) -> None:
         """Continue every unfinished segment, as many at once as slots allow."""
-        assert record.segments is not None
-        queue = deque(segment for segment in record.segments if not segment.complete)
-        record.throttle.restart(record.bytes_received)
-        if record.announce_resume:
-            record.announce_resume = False
+        assert job.segments is not None
+        queue = deque(segment for segment in job.segments if not segment.complete)
+        job.record.throttle.restart(job.record.bytes_received)
+        if job.announce_resume:
+            job.announce_resume = False
             self._publish(
                 ResumedEvent(
-                    task_id=record.id,
-                    offset=record.bytes_received,
-                    expected_total=record.bytes_expected,
+                    task_id=job.record.id,
+                    offset=job.record.bytes_received,
+                    expected_total=job.record.bytes_expected,
                 )
             )
         if not queue:
             return
         async with segment_group() as group:
-            for _ in range(self._supervisor.borrow(record.id, len(queue) - 1)):
-                group.start_soon(self.worker, record, queue, True)
-            await self.worker(record, queue, borrowed=False)
+            for _ in range(self._supervisor.borrow(job.record.id, len(queue) - 1)):
+                group.start_soon(self.worker, job, queue, True)
+            await self.worker(job, queue, borrowed=False)
 
-    async def worker(self, record: TaskRecord, queue: deque[Segment], borrowed: bool) -> None:
+    async def worker(self, job: DownloadJob, queue: deque[Segment], borrowed: bool) -> None:
         """Fetch segments from the queue until it is empty; a borrowed slot goes back."""
         try:
             while queue:
                 segment = queue.popleft()
                 if segment.complete:
                     continue
-                assert record.validator is not None
+                assert job.validator is not None
                 headers = await self._request_headers(
-                    record,
+                    job,
                     {
                         "Range": f"bytes={segment.next_offset}-{segment.end - 1}",
-                        "If-Range": record.validator,
+                        "If-Range": job.validator,
                     },
                 )
                 sink = SegmentSink(
-                    record, segment, config=self.config, clock=self.clock, publish=self._publish
+                    job, segment, config=self.config, clock=self.clock, publish=self._publish
                 )
-                await self._fetch(record, headers, sink)
+                await self._fetch(job, headers, sink)
         finally:
             if borrowed:
-                self._start(self._supervisor.give_back(record.id, 1, now=self.clock()))
+                self._start(self._supervisor.give_back(job.record.id, 1, now=self.clock()))
 
 
 @contextlib.asynccontextmanager
