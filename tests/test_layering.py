@@ -24,7 +24,6 @@ FRONT = {
     "bgtransfer",
     "bgtransfer.__main__",
     "bgtransfer._cli",
-    "bgtransfer._request",
     "bgtransfer._session",
     "bgtransfer._task",
 }

@@ -220,6 +220,10 @@ class Engine(Scheduler):
     def records(self) -> list[TaskRecord]:
         return list(self._records.values())
 
+    def record(self, task_id: int) -> TaskRecord:
+        """The task's record (``KeyError`` for an id this engine never had)."""
+        return self._records[task_id]
+
     def statistics(self) -> SupervisorStatistics:
         return self._supervisor.statistics()
 
