@@ -4,33 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from types import TracebackType
-
-import anyio
 
 from ._core.config import Configuration, check_description, normalize_headers
 from ._core.events import SessionEvent
 from ._core.naming import validate_identifier
 from ._core.request import DownloadRequest
 from ._core.resume_data import ResumeData
-from ._core.secrets import SecretHeaders
 from ._core.supervisor import SupervisorStatistics
 from ._engine.backend import TaskBackend
-from ._engine.engine import Engine
 from ._engine.hub import EventStream
-from ._engine.local import LocalBackend
-from ._exceptions import SessionClosedError, SessionError, SessionInUseError
-from ._io import sigterm
-from ._io.files import make_private_dir
-from ._io.journal import JOURNAL_NAME, Journal
-from ._io.lock import SessionLock, owner_pid
-from ._io.resume_key import load_key, process_key
-from ._io.threads import run_blocking
+from ._engine.startup import open_backend
+from ._exceptions import SessionClosedError, SessionError
 from ._task import DownloadTask
 
 __all__ = ["STATE_DIR_ENV", "Session", "default_state_dir"]
@@ -105,11 +94,9 @@ class Session:
         self._config = config
         self._state_dir = Path(state_dir).expanduser() if state_dir is not None else None
         self._directory: Path | None = None
-        self._engine: Engine | None = None
+        self._given_backend: TaskBackend | None = None
+        self._opened: AbstractAsyncContextManager[TaskBackend] | None = None
         self._backend: TaskBackend | None = None
-        self._journal: Journal | None = None
-        self._lock: SessionLock | None = None
-        self._sigterm: object | None = None  # the SIGTERM registration, if any
         self._entered = False
 
     # -- properties ---------------------------------------------------------------
@@ -136,50 +123,11 @@ class Session:
         if self._entered:
             raise SessionError("a Session can be entered only once; make a new one")
         self._entered = True
-        directory = self._make_directory()
-        if self._identifier is not None:
-            lock = SessionLock(directory / "lock", self._identifier)
-            if not lock.try_acquire():  # SessionInUseError at once, naming the owner
-                # Looking for a live owner may take up to 0.1 s: in a worker thread.
-                raise SessionInUseError(self._identifier, await run_blocking(owner_pid, lock.path))
-            self._lock = lock
-        try:
-            partials = make_private_dir(directory / "partials")
-            downloads = make_private_dir(directory / "downloads")
-            base = self._base_dir()
-            key = process_key() if base is None else load_key(base)
-            journal = None
-            if self._identifier is not None:
-                journal = await Journal.open(
-                    directory / JOURNAL_NAME,
-                    fsync=self._config.durability == "fsync",
-                    interval=self._config.checkpoint_interval,
-                    secrets=SecretHeaders(self._config.secret_headers),
-                )
-                self._journal = journal  # closed by _close, entered or not
-                await journal.__aenter__()
-            engine = Engine(
-                config=self._config,
-                downloads_dir=downloads,
-                partials_dir=partials,
-                state_dir=self._protected_dir(directory),
-                resume_key=key,
-                resume_root=base,
-                journal=journal,
-                next_id=journal.next_id if journal is not None else 1,
-            )
-            await engine.__aenter__()
-            self._engine = engine
-            self._backend = LocalBackend(engine, directory)
-            if journal is not None:
-                entries, journal.entries = journal.entries, []
-                await engine.restore(entries)
-                if self._config.handle_sigterm:
-                    self._sigterm = sigterm.register(engine.checkpoint_running)
-        except BaseException:
-            await self._close(None, None, None)  # its cleanup shields itself
-            raise
-        self._directory = directory
+        opener = self._opener()
+        backend = await opener.__aenter__()
+        self._opened = opener
+        self._backend = backend
+        self._directory = backend.directory
         return self
 
     async def __aexit__(
@@ -189,57 +137,35 @@ class Session:
         tb: TracebackType | None,
     ) -> bool | None:
         self._require_backend()
-        await self._close(exc_type, exc, tb)
+        opened, self._opened = self._opened, None
+        self._backend = None
+        if opened is not None:
+            await opened.__aexit__(exc_type, exc, tb)
         return None
 
-    async def _close(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Engine, then journal (its last commit shielded and bounded), then the lock."""
-        engine, self._engine = self._engine, None
-        self._backend = None
-        journal, self._journal = self._journal, None
-        try:
-            if engine is not None:
-                await engine.__aexit__(exc_type, exc, tb)
-        finally:
-            try:
-                if journal is not None:
-                    await journal.__aexit__(exc_type, exc, tb)
-            finally:
-                if self._sigterm is not None:
-                    sigterm.unregister(self._sigterm)
-                    self._sigterm = None
-                if self._lock is not None:
-                    self._lock.release()
-                if self._identifier is None and self._directory is not None:
-                    with anyio.CancelScope(shield=True):
-                        await anyio.to_thread.run_sync(_remove_ephemeral, self._directory)
+    def _opener(self) -> AbstractAsyncContextManager[TaskBackend]:
+        """The one start-up path (``_engine/startup.py``), or the backend a test
+        handed to :meth:`_with_backend`."""
+        if self._given_backend is not None:
+            return _Given(self._given_backend)
+        base = self._state_dir
+        if self._identifier is not None and base is None:
+            base = default_state_dir()
+        return open_backend(self._identifier, state_dir=base, config=self._config)
 
-    def _base_dir(self) -> Path | None:
-        """The state directory (it holds the resume data key); None for an
-        ephemeral session without one."""
-        if self._identifier is None:
-            return self._state_dir
-        return self._state_dir if self._state_dir is not None else default_state_dir()
-
-    def _make_directory(self) -> Path:
-        if self._identifier is None:
-            parent = make_private_dir(self._state_dir) if self._state_dir is not None else None
-            return Path(tempfile.mkdtemp(prefix="bgtransfer-", dir=parent))
-        base = self._state_dir if self._state_dir is not None else default_state_dir()
-        return make_private_dir(base / self._identifier)
-
-    def _protected_dir(self, directory: Path) -> Path:
-        """Where no destination may go (but into ``downloads/``): a background
-        session's state directory (every session's journal, lock and partial
-        files), an ephemeral session's own temporary directory (its
-        ``state_dir``, if given, may hold the application's destinations: a
-        temporary directory on their file system makes every move a rename)."""
-        return directory.parent if self._identifier is not None else directory
+    @classmethod
+    def _with_backend(
+        cls,
+        backend: TaskBackend,
+        identifier: str | None = None,
+        *,
+        config: Configuration | None = None,
+    ) -> Session:
+        """A session over a backend made elsewhere (tests: a fake one; later: the
+        daemon's client). Entering it opens nothing; leaving it closes nothing."""
+        session = cls(identifier, config=config)
+        session._given_backend = backend
+        return session
 
     def _require_backend(self) -> TaskBackend:
         if self._backend is None:
@@ -446,11 +372,19 @@ async def _wait_quietly(backend: TaskBackend, task_id: int, *, stop_when_suspend
         await backend.wait(task_id, hand_out=False, stop_when_suspended=stop_when_suspended)
 
 
-def _remove_ephemeral(directory: Path) -> None:
-    shutil.rmtree(directory / "partials", ignore_errors=True)
-    downloads = directory / "downloads"
-    try:
-        downloads.rmdir()  # only when empty: finished files are the user's
-        directory.rmdir()
-    except OSError:
-        pass
+class _Given:
+    """A backend made elsewhere, as the context manager ``Session`` enters."""
+
+    def __init__(self, backend: TaskBackend) -> None:
+        self._backend = backend
+
+    async def __aenter__(self) -> TaskBackend:
+        return self._backend
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
