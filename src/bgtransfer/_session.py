@@ -10,7 +10,7 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from types import TracebackType
 
-from ._core.config import Configuration, check_description, normalize_headers
+from ._core.config import Configuration, normalize_headers
 from ._core.events import SessionEvent
 from ._core.naming import validate_identifier
 from ._core.request import DownloadRequest
@@ -204,8 +204,7 @@ class Session:
         Everything that goes wrong later arrives as the task's ``ErrorEvent``.
         """
         backend = self._require_backend()
-        check_description(description)
-        request = DownloadRequest(
+        request = DownloadRequest(  # checks the description and the URL's userinfo
             url, destination, description=description, headers=headers, segments=segments
         )
         return DownloadTask(backend, await backend.submit(request))
