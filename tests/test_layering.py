@@ -24,25 +24,15 @@ FRONT = {
     "bgtransfer",
     "bgtransfer.__main__",
     "bgtransfer._cli",
-    "bgtransfer._request",
     "bgtransfer._session",
     "bgtransfer._task",
 }
 
-# The front's imports of ``_io`` that are still there: the session does its own
-# start-up (lock, private directories, journal, resume key, SIGTERM, a thread
-# hop). Issue 19's next piece ("one start-up path") moves that start-up behind
-# the engine package and empties this list; until then each entry is named here,
-# and an entry that is no longer true fails (test_allow_list_is_current), so the
-# list can only shrink.
-FRONT_IMPORTS_OF_IO = {
-    ("bgtransfer._session", "bgtransfer._io.sigterm"),
-    ("bgtransfer._session", "bgtransfer._io.files"),
-    ("bgtransfer._session", "bgtransfer._io.journal"),
-    ("bgtransfer._session", "bgtransfer._io.lock"),
-    ("bgtransfer._session", "bgtransfer._io.resume_key"),
-    ("bgtransfer._session", "bgtransfer._io.threads"),
-}
+# The front's imports of ``_io`` that are still allowed: none since the session's
+# start-up (lock, private directories, journal, resume key, SIGTERM) became one
+# function of the engine package (``_engine/startup.py``). An entry that is no
+# longer true fails (test_allow_list_is_current), so the list can only shrink.
+FRONT_IMPORTS_OF_IO: set[tuple[str, str]] = set()
 
 
 @attrs.frozen
@@ -187,7 +177,7 @@ def test_layers_point_down() -> None:
 
 def test_allow_list_is_current() -> None:
     """Every allowed front import of ``_io`` still exists: once one goes, its
-    entry must go too (the list shrinks to nothing with "one start-up path")."""
+    entry must go too (it is empty since "one start-up path")."""
     present = {(edge.importer, edge.imported) for edge in IMPORTS}
     assert FRONT_IMPORTS_OF_IO - present == set()
 

@@ -49,6 +49,7 @@ EXPECTED = {
     "SupervisorStatistics",
     "TaskEvent",
     "TaskState",
+    "TaskSuspendedError",
     "TerminalEvent",
     "TransferError",
     "TransferTimeoutError",

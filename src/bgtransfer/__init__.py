@@ -18,6 +18,7 @@ from ._core.events import (
     TerminalEvent,
 )
 from ._core.progress import BufferStatistics
+from ._core.request import DownloadRequest
 from ._core.resume_data import InvalidResumeDataError, ResumeData
 from ._core.retry import RetryPolicy
 from ._core.states import TaskState
@@ -40,11 +41,11 @@ from ._exceptions import (
     SessionClosedError,
     SessionError,
     SessionInUseError,
+    TaskSuspendedError,
     TransferError,
     TransferTimeoutError,
     UnsupportedSchemeError,
 )
-from ._request import DownloadRequest
 from ._session import Session, default_state_dir
 from ._task import DownloadTask
 
@@ -87,6 +88,7 @@ __all__ = [
     "SupervisorStatistics",
     "TaskEvent",
     "TaskState",
+    "TaskSuspendedError",
     "TerminalEvent",
     "TransferError",
     "TransferTimeoutError",

@@ -24,6 +24,7 @@
     └── SessionError                         (+ RuntimeError) the session cannot be used
         ├── SessionClosedError               the session is not open
         ├── SessionInUseError                another Session owns the identifier (.pid)
+        ├── TaskSuspendedError               task.wait() on a suspended task (.task_id)
         └── JournalError                     the journal is unreadable or unwritable (.path)
 
 Errors split the way h11 splits them: :class:`InvalidRequestError` and
@@ -58,6 +59,7 @@ __all__ = [
     "SessionClosedError",
     "SessionError",
     "SessionInUseError",
+    "TaskSuspendedError",
     "TransferError",
     "TransferTimeoutError",
     "UnsupportedSchemeError",
@@ -96,6 +98,24 @@ class SessionError(BgTransferError, RuntimeError):
 
 class SessionClosedError(SessionError):
     """The session is not open (not entered yet, or already closed)."""
+
+
+class TaskSuspendedError(SessionError):
+    """``task.wait()`` found the task suspended, at the call or while waiting:
+    nothing ends it until it is resumed or cancelled, so waiting would hang.
+
+    ``task_id`` and ``url`` name the task.
+    """
+
+    def __init__(self, task_id: int, url: str) -> None:
+        super().__init__(
+            f"task {task_id} ({url}) is suspended: resume() or cancel() it to see it end"
+        )
+        self.task_id = task_id
+        self.url = url
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.task_id, self.url))
 
 
 class SessionInUseError(SessionError):

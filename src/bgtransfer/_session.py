@@ -2,32 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from types import TracebackType
 
-import anyio
-
-from ._core.config import Configuration, check_description, normalize_headers
+from ._core.config import Configuration, normalize_headers
 from ._core.events import SessionEvent
 from ._core.naming import validate_identifier
+from ._core.request import DownloadRequest
 from ._core.resume_data import ResumeData
-from ._core.secrets import SecretHeaders
 from ._core.supervisor import SupervisorStatistics
-from ._engine.engine import Engine, Request
+from ._engine.backend import TaskBackend
 from ._engine.hub import EventStream
-from ._exceptions import SessionClosedError, SessionError, SessionInUseError
-from ._io import sigterm
-from ._io.files import make_private_dir
-from ._io.journal import JOURNAL_NAME, Journal
-from ._io.lock import SessionLock, owner_pid
-from ._io.resume_key import load_key, process_key
-from ._io.threads import run_blocking
-from ._request import DownloadRequest
+from ._engine.startup import open_backend
+from ._exceptions import SessionClosedError, SessionError
 from ._task import DownloadTask
 
 __all__ = ["STATE_DIR_ENV", "Session", "default_state_dir"]
@@ -102,10 +94,9 @@ class Session:
         self._config = config
         self._state_dir = Path(state_dir).expanduser() if state_dir is not None else None
         self._directory: Path | None = None
-        self._engine: Engine | None = None
-        self._journal: Journal | None = None
-        self._lock: SessionLock | None = None
-        self._sigterm: object | None = None  # the SIGTERM registration, if any
+        self._given_backend: TaskBackend | None = None
+        self._opened: AbstractAsyncContextManager[TaskBackend] | None = None
+        self._backend: TaskBackend | None = None
         self._entered = False
 
     # -- properties ---------------------------------------------------------------
@@ -132,49 +123,11 @@ class Session:
         if self._entered:
             raise SessionError("a Session can be entered only once; make a new one")
         self._entered = True
-        directory = self._make_directory()
-        if self._identifier is not None:
-            lock = SessionLock(directory / "lock", self._identifier)
-            if not lock.try_acquire():  # SessionInUseError at once, naming the owner
-                # Looking for a live owner may take up to 0.1 s: in a worker thread.
-                raise SessionInUseError(self._identifier, await run_blocking(owner_pid, lock.path))
-            self._lock = lock
-        try:
-            partials = make_private_dir(directory / "partials")
-            downloads = make_private_dir(directory / "downloads")
-            base = self._base_dir()
-            key = process_key() if base is None else load_key(base)
-            journal = None
-            if self._identifier is not None:
-                journal = await Journal.open(
-                    directory / JOURNAL_NAME,
-                    fsync=self._config.durability == "fsync",
-                    interval=self._config.checkpoint_interval,
-                    secrets=SecretHeaders(self._config.secret_headers),
-                )
-                self._journal = journal  # closed by _close, entered or not
-                await journal.__aenter__()
-            engine = Engine(
-                config=self._config,
-                downloads_dir=downloads,
-                partials_dir=partials,
-                state_dir=self._protected_dir(directory),
-                resume_key=key,
-                resume_root=base,
-                journal=journal,
-                next_id=journal.next_id if journal is not None else 1,
-            )
-            await engine.__aenter__()
-            self._engine = engine
-            if journal is not None:
-                entries, journal.entries = journal.entries, []
-                await engine.restore(entries)
-                if self._config.handle_sigterm:
-                    self._sigterm = sigterm.register(engine.checkpoint_running)
-        except BaseException:
-            await self._close(None, None, None)  # its cleanup shields itself
-            raise
-        self._directory = directory
+        opener = self._opener()
+        backend = await opener.__aenter__()
+        self._opened = opener
+        self._backend = backend
+        self._directory = backend.directory
         return self
 
     async def __aexit__(
@@ -183,62 +136,41 @@ class Session:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        self._require_engine()
-        await self._close(exc_type, exc, tb)
+        self._require_backend()
+        opened, self._opened = self._opened, None
+        self._backend = None
+        if opened is not None:
+            await opened.__aexit__(exc_type, exc, tb)
         return None
 
-    async def _close(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Engine, then journal (its last commit shielded and bounded), then the lock."""
-        engine, self._engine = self._engine, None
-        journal, self._journal = self._journal, None
-        try:
-            if engine is not None:
-                await engine.__aexit__(exc_type, exc, tb)
-        finally:
-            try:
-                if journal is not None:
-                    await journal.__aexit__(exc_type, exc, tb)
-            finally:
-                if self._sigterm is not None:
-                    sigterm.unregister(self._sigterm)
-                    self._sigterm = None
-                if self._lock is not None:
-                    self._lock.release()
-                if self._identifier is None and self._directory is not None:
-                    with anyio.CancelScope(shield=True):
-                        await anyio.to_thread.run_sync(_remove_ephemeral, self._directory)
+    def _opener(self) -> AbstractAsyncContextManager[TaskBackend]:
+        """The one start-up path (``_engine/startup.py``), or the backend a test
+        handed to :meth:`_with_backend`."""
+        if self._given_backend is not None:
+            return _Given(self._given_backend)
+        base = self._state_dir
+        if self._identifier is not None and base is None:
+            base = default_state_dir()
+        return open_backend(self._identifier, state_dir=base, config=self._config)
 
-    def _base_dir(self) -> Path | None:
-        """The state directory (it holds the resume data key); None for an
-        ephemeral session without one."""
-        if self._identifier is None:
-            return self._state_dir
-        return self._state_dir if self._state_dir is not None else default_state_dir()
+    @classmethod
+    def _with_backend(
+        cls,
+        backend: TaskBackend,
+        identifier: str | None = None,
+        *,
+        config: Configuration | None = None,
+    ) -> Session:
+        """A session over a backend made elsewhere (tests: a fake one; later: the
+        daemon's client). Entering it opens nothing; leaving it closes nothing."""
+        session = cls(identifier, config=config)
+        session._given_backend = backend
+        return session
 
-    def _make_directory(self) -> Path:
-        if self._identifier is None:
-            parent = make_private_dir(self._state_dir) if self._state_dir is not None else None
-            return Path(tempfile.mkdtemp(prefix="bgtransfer-", dir=parent))
-        base = self._state_dir if self._state_dir is not None else default_state_dir()
-        return make_private_dir(base / self._identifier)
-
-    def _protected_dir(self, directory: Path) -> Path:
-        """Where no destination may go (but into ``downloads/``): a background
-        session's state directory (every session's journal, lock and partial
-        files), an ephemeral session's own temporary directory (its
-        ``state_dir``, if given, may hold the application's destinations: a
-        temporary directory on their file system makes every move a rename)."""
-        return directory.parent if self._identifier is not None else directory
-
-    def _require_engine(self) -> Engine:
-        if self._engine is None:
+    def _require_backend(self) -> TaskBackend:
+        if self._backend is None:
             raise SessionClosedError("the session is not open; use 'async with Session(...)'")
-        return self._engine
+        return self._backend
 
     # -- tasks ----------------------------------------------------------------------
 
@@ -271,17 +203,11 @@ class Session:
         :class:`~bgtransfer.SessionClosedError` when the session is not open.
         Everything that goes wrong later arrives as the task's ``ErrorEvent``.
         """
-        engine = self._require_engine()
-        check_description(description)
-        record = engine.submit(
-            url,
-            destination,
-            description=description,
-            headers=normalize_headers(headers),
-            segments=segments,
+        backend = self._require_backend()
+        request = DownloadRequest(  # checks the description and the URL's userinfo
+            url, destination, description=description, headers=headers, segments=segments
         )
-        await engine.flush()  # in the journal before it is handed out
-        return DownloadTask(engine, record)
+        return DownloadTask(backend, await backend.submit(request))
 
     async def download_many(self, requests: Iterable[DownloadRequest | str]) -> list[DownloadTask]:
         """Start many downloads at once; return their tasks in the same order.
@@ -295,27 +221,23 @@ class Session:
         whole batch in one commit before returning (one fsync with
         ``durability="fsync"``, where a loop of :meth:`download` calls does one each).
         """
-        engine = self._require_engine()
+        backend = self._require_backend()
         given: object = requests  # checked at run time: callers are not always type-checked
         if isinstance(given, str | bytes) or not isinstance(given, Iterable):
             kind = type(given).__name__
             raise TypeError(f"requests must be an iterable of DownloadRequest or str, not {kind}")
-        batch: list[Request] = []
+        batch: list[DownloadRequest] = []
         for index, item in enumerate(requests):
             if isinstance(item, str):
-                batch.append((item, None, None, (), None))
+                batch.append(DownloadRequest(item))
             elif isinstance(item, DownloadRequest):
-                batch.append(
-                    (item.url, item.destination, item.description, item.headers, item.segments)
-                )
+                batch.append(item)
             else:
                 raise TypeError(
                     f"request {index}: expected a DownloadRequest or a URL str, "
                     f"not {type(item).__name__}"
                 )
-        records = engine.submit_many(batch)
-        await engine.flush()  # in the journal before they are handed out
-        return [DownloadTask(engine, record) for record in records]
+        return [DownloadTask(backend, snapshot) for snapshot in await backend.submit_many(batch)]
 
     async def download_with_resume_data(
         self,
@@ -348,17 +270,17 @@ class Session:
         same resume data used twice never gives two tasks one file: the second use
         finds the partial file gone and raises.
         """
-        engine = self._require_engine()
+        backend = self._require_backend()
         if isinstance(resume_data, bytes | bytearray | memoryview):
             resume_data = ResumeData.from_bytes(bytes(resume_data))
         elif not isinstance(resume_data, ResumeData):
             raise TypeError(
                 f"resume_data must be ResumeData or bytes, not {type(resume_data).__name__}"
             )
-        record = await engine.submit_resumed(
+        snapshot = await backend.submit_resumed(
             resume_data, destination, headers=normalize_headers(headers)
         )
-        return DownloadTask(engine, record)
+        return DownloadTask(backend, snapshot)
 
     def tasks(self) -> list[DownloadTask]:
         """Every task of this session, in creation order.
@@ -368,13 +290,13 @@ class Session:
         acknowledged: running and suspended ones, and ended ones whose terminal
         event was never acknowledged.
         """
-        engine = self._require_engine()
-        return [DownloadTask(engine, record) for record in engine.records()]
+        backend = self._require_backend()
+        return [DownloadTask(backend, snapshot) for snapshot in backend.tasks()]
 
     def statistics(self) -> SupervisorStatistics:
         """The supervisor's queues now: tasks transferring (``active``) and waiting
         for a slot (``queued``), in total and per origin."""
-        return self._require_engine().statistics()
+        return self._require_backend().statistics()
 
     def events(self, *, follow: bool = True) -> EventStream[SessionEvent]:
         """One merged stream of every task's events, present and future.
@@ -386,7 +308,7 @@ class Session:
         ``EventsDeliveredEvent``: a way to drain what was missed and stop (as
         ``docker logs`` does without ``--follow``).
         """
-        stream: EventStream[SessionEvent] = self._require_engine().subscribe(None, follow=follow)
+        stream: EventStream[SessionEvent] = self._require_backend().subscribe(None, follow=follow)
         return stream
 
     async def acknowledge(self, *task_ids: int) -> None:
@@ -397,13 +319,11 @@ class Session:
         the ids (``event.task_id``). An id of a task that has not ended, or that
         the session no longer has (acknowledged before), is left alone.
         """
-        engine = self._require_engine()
+        backend = self._require_backend()
         for task_id in task_ids:
             if isinstance(task_id, bool) or not isinstance(task_id, int):
                 raise TypeError(f"task ids are int, not {type(task_id).__name__}")
-        for task_id in task_ids:
-            engine.acknowledge(task_id, urgent=True)
-        await engine.flush()
+        await backend.acknowledge(task_ids)
 
     async def wait_events_delivered(self) -> None:
         """Wait until every terminal event replayed from the journal has been
@@ -414,16 +334,16 @@ class Session:
         is acknowledged once a stream or ``task.wait()`` hands it out; with
         ``"explicit"`` only by ``task.acknowledge()`` or :meth:`acknowledge`.
         """
-        await self._require_engine().wait_events_delivered()
+        await self._require_backend().wait_events_delivered()
 
     async def finish_tasks_and_invalidate(self) -> None:
         """Accept no new task and wait until every task has ended (suspended ones
         included: resume or cancel them, or this waits for ever)."""
-        engine = self._require_engine()
-        engine.invalidate()
-        for record in engine.records():
-            await record.done.wait()
-        await engine.flush()
+        backend = self._require_backend()
+        backend.invalidate()
+        for snapshot in backend.tasks():
+            await _wait_quietly(backend, snapshot.id, stop_when_suspended=False)
+        await backend.flush()
 
     async def invalidate_and_cancel(self) -> None:
         """Accept no new task, cancel every task that has not ended, and wait for them.
@@ -432,24 +352,38 @@ class Session:
         are in the journal when this returns, so nothing continues in a later
         process (their ``CancelledEvent`` events are delivered until acknowledged).
         """
-        engine = self._require_engine()
-        engine.invalidate()
-        for record in engine.records():
-            engine.cancel(record.id)
-        for record in engine.records():
-            await record.done.wait()
-        await engine.flush()
+        backend = self._require_backend()
+        backend.invalidate()
+        for snapshot in backend.tasks():
+            await backend.cancel(snapshot.id, wait=False)
+        for snapshot in backend.tasks():
+            await _wait_quietly(backend, snapshot.id, stop_when_suspended=False)
+        await backend.flush()
 
     def __repr__(self) -> str:
         kind = repr(self._identifier) if self._identifier is not None else "ephemeral"
         return f"<Session {kind}>"
 
 
-def _remove_ephemeral(directory: Path) -> None:
-    shutil.rmtree(directory / "partials", ignore_errors=True)
-    downloads = directory / "downloads"
-    try:
-        downloads.rmdir()  # only when empty: finished files are the user's
-        directory.rmdir()
-    except OSError:
-        pass
+async def _wait_quietly(backend: TaskBackend, task_id: int, *, stop_when_suspended: bool) -> None:
+    """Until the task has ended (a session closing meanwhile ends the wait too)."""
+    with contextlib.suppress(SessionClosedError):
+        await backend.wait(task_id, hand_out=False, stop_when_suspended=stop_when_suspended)
+
+
+class _Given:
+    """A backend made elsewhere, as the context manager ``Session`` enters."""
+
+    def __init__(self, backend: TaskBackend) -> None:
+        self._backend = backend
+
+    async def __aenter__(self) -> TaskBackend:
+        return self._backend
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None

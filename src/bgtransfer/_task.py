@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, final
 
 from ._core.events import CancelledEvent, ErrorEvent, FinishedEvent, TaskEvent
 from ._core.resume_data import ResumeData
 from ._core.states import TaskState
-from ._exceptions import SessionClosedError
+from ._exceptions import TaskSuspendedError
 
 if TYPE_CHECKING:
-    from ._engine.engine import Engine
+    from ._engine.backend import TaskBackend, TaskSnapshot
     from ._engine.hub import EventStream
-    from ._engine.record import TaskRecord
 
 __all__ = ["DownloadTask"]
 
@@ -22,60 +22,68 @@ __all__ = ["DownloadTask"]
 class DownloadTask:
     """One download in a session. Made by :meth:`Session.download`, never directly.
 
-    Attributes read the live state of the task; they never block.
+    Attributes read the current state of the task; they never block.
     """
 
-    __slots__ = ("_engine", "_record")
+    # A handle holds its backend, never the engine's record: it reads frozen
+    # snapshots (the backend's current one; the last one seen once the backend
+    # has forgotten the task), like a Future that only reads its state.
+    __slots__ = ("_backend", "_snapshot")
 
-    def __init__(self, engine: Engine, record: TaskRecord) -> None:
-        self._engine = engine
-        self._record = record
+    def __init__(self, backend: TaskBackend, snapshot: TaskSnapshot) -> None:
+        self._backend = backend
+        self._snapshot = snapshot
+
+    def _current(self) -> TaskSnapshot:
+        if self._snapshot.terminal is None:
+            with contextlib.suppress(KeyError):  # forgotten: the last one seen
+                self._snapshot = self._backend.task(self._snapshot.id)
+        return self._snapshot
 
     @property
     def id(self) -> int:
         """Unique within the session; grows with creation order."""
-        return self._record.id
+        return self._snapshot.id
 
     @property
     def url(self) -> str:
-        return self._record.url
+        return self._snapshot.url
 
     @property
     def description(self) -> str | None:
         """The application's label for the task (``taskDescription``)."""
-        return self._record.description
+        return self._snapshot.description
 
     @property
     def destination(self) -> Path:
         """Where the file will be (and, once finished, is)."""
-        return self._record.destination
+        return self._snapshot.destination
 
     @property
     def state(self) -> TaskState:
-        return self._record.state
+        return self._current().state
 
     @property
     def bytes_received(self) -> int:
         """Bytes written to the partial file so far (``countOfBytesReceived``)."""
-        return self._record.bytes_received
+        return self._current().bytes_received
 
     @property
     def bytes_expected(self) -> int | None:
         """The body's length once known, else None (``countOfBytesExpectedToReceive``)."""
-        return self._record.bytes_expected
+        return self._current().bytes_expected
 
     @property
     def length_verified(self) -> bool | None:
         """Once the task has finished, whether its length was vouched for (see
         :attr:`FinishedEvent.length_verified <bgtransfer.FinishedEvent>`); None
         before, or when it did not finish."""
-        terminal = self._record.terminal
-        return terminal.length_verified if isinstance(terminal, FinishedEvent) else None
+        return self._current().length_verified
 
     @property
     def result(self) -> FinishedEvent | ErrorEvent | CancelledEvent | None:
         """The terminal event once the task has ended, else None."""
-        return self._record.terminal
+        return self._current().terminal
 
     def events(self) -> EventStream[TaskEvent]:
         """A new async iterator over this task's events, ending after its terminal event.
@@ -86,7 +94,7 @@ class DownloadTask:
         event acknowledges it, unless the session acknowledges explicitly
         (``Configuration(acknowledge="explicit")``).
         """
-        stream: EventStream[TaskEvent] = self._engine.subscribe(self._record.id)
+        stream: EventStream[TaskEvent] = self._backend.subscribe(self._snapshot.id)
         return stream
 
     async def wait(self) -> FinishedEvent | CancelledEvent:
@@ -98,15 +106,15 @@ class DownloadTask:
         the terminal event, unless the session acknowledges explicitly
         (``Configuration(acknowledge="explicit")``: then call :meth:`acknowledge`).
         Raises :class:`~bgtransfer.SessionClosedError` if the session closed first
-        (a background task then continues in the next session).
+        (a background task then continues in the next session), and
+        :class:`~bgtransfer.TaskSuspendedError` if the task is suspended, at the
+        call or while waiting: nothing would end it until somebody calls
+        :meth:`resume` or :meth:`cancel`, so waiting would hang.
         """
-        await self._record.done.wait()
-        terminal = self._record.terminal
-        if terminal is None:
-            raise SessionClosedError(f"the session closed before task {self.id} ({self.url}) ended")
-        await self._engine.durable(self.id)  # the journal holds the end before the caller sees it
-        if self._engine.config.acknowledge == "auto":
-            self._engine.acknowledge(self._record.id)
+        snapshot = self._snapshot = await self._backend.wait(self._snapshot.id)
+        terminal = snapshot.terminal
+        if terminal is None:  # the backend returns early only for a suspended task
+            raise TaskSuspendedError(snapshot.id, snapshot.url)
         if isinstance(terminal, ErrorEvent):
             raise terminal.error
         return terminal
@@ -124,8 +132,7 @@ class DownloadTask:
         :class:`~bgtransfer.SessionClosedError` once the session has closed (the
         event is then delivered again by the next session).
         """
-        self._engine.acknowledge(self._record.id, urgent=True)
-        await self._engine.flush()
+        await self._backend.acknowledge((self._snapshot.id,))
 
     def suspend(self) -> None:
         """Pause the task in place (``RUNNING`` -> ``SUSPENDED``); idempotent.
@@ -134,7 +141,7 @@ class DownloadTask:
         :meth:`resume` continues from the bytes already on disk. Suspending a task
         that has ended, or is being cancelled, does nothing.
         """
-        self._engine.suspend(self._record.id)
+        self._snapshot = self._backend.suspend(self._snapshot.id)
 
     def resume(self) -> None:
         """Continue a suspended task (``SUSPENDED`` -> ``RUNNING``); idempotent.
@@ -143,7 +150,7 @@ class DownloadTask:
         rest with ``Range`` and ``If-Range``; a ``ResumedEvent`` tells the offset it
         continued from (0 when the server's answer forced a fresh start).
         """
-        self._engine.resume(self._record.id)
+        self._snapshot = self._backend.resume(self._snapshot.id)
 
     async def cancel_with_resume_data(self) -> ResumeData | None:
         """Cancel the task keeping what it downloaded; return the data to resume it.
@@ -162,14 +169,10 @@ class DownloadTask:
         (without a ``state_dir``, only in that session). To resume later, or in
         another process, download in a background session.
         """
-        if self._record.state is TaskState.COMPLETED:
+        if self._current().state is TaskState.COMPLETED:
             return None
-        self._engine.cancel(self._record.id, resume_data=True)
-        await self._record.done.wait()
-        await self._engine.flush()  # the journal agrees before the data is handed out
-        terminal = self._record.terminal
-        if self._engine.config.acknowledge == "auto":  # the caller gets the outcome
-            self._engine.acknowledge(self._record.id)
+        snapshot = self._snapshot = await self._backend.cancel(self._snapshot.id, resume_data=True)
+        terminal = snapshot.terminal
         return terminal.resume_data if isinstance(terminal, CancelledEvent) else None
 
     async def cancel(self) -> None:
@@ -179,9 +182,7 @@ class DownloadTask:
         Cancelling a task that has already ended does nothing (a finished file stays
         finished, even when the finish won a race with this call).
         """
-        self._engine.cancel(self._record.id)
-        await self._record.done.wait()
-        await self._engine.flush()
+        self._snapshot = await self._backend.cancel(self._snapshot.id)
 
     def __repr__(self) -> str:
         label = f" {self.description!r}" if self.description else ""

@@ -24,9 +24,9 @@ ALL_CLASSES = [
 URL = "https://example.com/data.bin"
 
 
-def test_module_defines_the_nineteen_classes() -> None:
+def test_module_defines_the_twenty_classes() -> None:
     assert {c.__name__ for c in ALL_CLASSES} == set(_exceptions.__all__)
-    assert len(ALL_CLASSES) == 19
+    assert len(ALL_CLASSES) == 20
 
 
 @pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda c: c.__name__)
@@ -52,6 +52,7 @@ def test_every_class_subclasses_bgtransfer_error(cls: type) -> None:
         (E.SessionError, (E.BgTransferError, RuntimeError)),
         (E.SessionClosedError, (E.SessionError,)),
         (E.SessionInUseError, (E.SessionError,)),
+        (E.TaskSuspendedError, (E.SessionError,)),
         (E.JournalError, (E.SessionError,)),
         (E.TransferError, (E.BgTransferError,)),
         (E.HTTPStatusError, (E.TransferError,)),

@@ -244,16 +244,16 @@ async def test_looking_for_the_owner_of_a_refused_lock_runs_off_the_event_loop(
     name: in a worker thread, so the loop goes on meanwhile."""
     import threading  # noqa: PLC0415 - only this test needs it
 
-    from bgtransfer import _session  # noqa: PLC0415 - the hook is the point
+    from bgtransfer._engine import startup  # noqa: PLC0415 - the hook is the point
 
     threads: list[str] = []
-    real = _session.owner_pid
+    real = startup.owner_pid
 
     def owner_pid(path: Path) -> int | None:
         threads.append(threading.current_thread().name)
         return real(path)
 
-    monkeypatch.setattr(_session, "owner_pid", owner_pid)
+    monkeypatch.setattr(startup, "owner_pid", owner_pid)
     async with Session(IDENTIFIER, state_dir=state_dir):
         with pytest.raises(SessionInUseError) as caught:
             await Session(IDENTIFIER, state_dir=state_dir).__aenter__()
@@ -270,12 +270,12 @@ async def test_a_refused_open_cancelled_while_looking_for_the_owner_leaks_nothin
     owner goes on, and once it closes the identifier is free."""
     import threading  # noqa: PLC0415 - only this test needs it
 
-    from bgtransfer import _session  # noqa: PLC0415 - the hook is the point
+    from bgtransfer._engine import startup  # noqa: PLC0415 - the hook is the point
 
     asked = threading.Event()
     release = threading.Event()
     looked = threading.Event()
-    real = _session.owner_pid
+    real = startup.owner_pid
 
     def owner_pid(path: Path) -> int | None:
         asked.set()
@@ -285,7 +285,7 @@ async def test_a_refused_open_cancelled_while_looking_for_the_owner_leaks_nothin
         finally:
             looked.set()
 
-    monkeypatch.setattr(_session, "owner_pid", owner_pid)
+    monkeypatch.setattr(startup, "owner_pid", owner_pid)
     async with Session(IDENTIFIER, state_dir=state_dir) as first:
         fds = open_fds()
         opening = asyncio.ensure_future(Session(IDENTIFIER, state_dir=state_dir).__aenter__())

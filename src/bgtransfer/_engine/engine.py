@@ -5,8 +5,10 @@ only that no destination may be inside it: it takes requests, has them
 validated (:mod:`.admission`), runs them under the connection limits
 (:mod:`.scheduler`, :mod:`.download`, :mod:`.segments`) and publishes their
 events (:mod:`.hub`); a reopened session's tasks come back through
-:mod:`.restore`. :class:`~bgtransfer.Session` is one front for it; the daemon
-will put the same engine behind a Unix socket.
+:mod:`.restore`. Fronts reach it through the task backend protocol
+(:mod:`.backend`): :class:`~.local.LocalBackend` adapts it, and
+:mod:`.startup` opens it for a session; the daemon will put the same engine
+behind a Unix socket.
 """
 
 from __future__ import annotations
@@ -217,6 +219,10 @@ class Engine(Scheduler):
 
     def records(self) -> list[TaskRecord]:
         return list(self._records.values())
+
+    def record(self, task_id: int) -> TaskRecord:
+        """The task's record (``KeyError`` for an id this engine never had)."""
+        return self._records[task_id]
 
     def statistics(self) -> SupervisorStatistics:
         return self._supervisor.statistics()

@@ -1,13 +1,16 @@
-"""``DownloadRequest``: one download of a batch for ``Session.download_many``."""
+"""``DownloadRequest``: one download as a value (``Session.download_many``, the task backend)."""
 
 from __future__ import annotations
 
-import os
+from typing import TYPE_CHECKING
 
 import attrs
 
-from ._core.config import HeaderPairs, check_description, headers_repr, normalize_headers
-from ._core.secrets import check_no_userinfo
+from .config import HeaderPairs, check_description, headers_repr, normalize_headers
+from .secrets import check_no_userinfo
+
+if TYPE_CHECKING:
+    from _typeshed import StrPath  # str | os.PathLike[str], without importing os here
 
 __all__ = ["DownloadRequest"]
 
@@ -31,7 +34,7 @@ class DownloadRequest:
     ``download_many``, with every other request of the batch."""
 
     url: str = attrs.field(validator=_url)
-    destination: str | os.PathLike[str] | None = None
+    destination: StrPath | None = None
     description: str | None = attrs.field(default=None, kw_only=True, validator=_description)
     headers: HeaderPairs = attrs.field(
         default=(), kw_only=True, converter=normalize_headers, repr=headers_repr
