@@ -30,7 +30,7 @@ from bgtransfer._core.journal import (
     COLUMNS,
     MIGRATIONS,
     SCHEMA_VERSION,
-    OneStepMove,
+    FinalWrite,
     Phase,
     TaskEntry,
     entry_to_row,
@@ -907,7 +907,7 @@ async def test_a_version_1_journal_is_migrated_to_the_current_schema(tmp_path: P
 
 async def test_a_version_2_journal_is_migrated_to_the_current_schema(tmp_path: Path) -> None:
     """A journal written before one-step moves (schema 2) opens with its tasks: a
-    classic ``moving`` entry stays classic (no ``one_step``), and one-step entries
+    classic ``moving`` entry stays classic (no ``final_write``), and one-step entries
     can be written and read back afterwards."""
     path = tmp_path / JOURNAL_NAME
     connection = sqlite3.connect(path)
@@ -927,15 +927,15 @@ async def test_a_version_2_journal_is_migrated_to_the_current_schema(tmp_path: P
     async with journal:
         [entry] = journal.entries
         assert (entry.id, entry.phase, entry.offset) == (7, Phase.MOVING, 5000)
-        assert entry.one_step is None
-        one_step = attrs.evolve(
-            entry, id=8, offset=100, one_step=OneStepMove(size=5000, replaces=(1, 2, 3, 4))
+        assert entry.final_write is None
+        final_write = attrs.evolve(
+            entry, id=8, offset=100, final_write=FinalWrite(size=5000, replaces=(1, 2, 3, 4))
         )
-        journal.put(one_step, urgent=True)
+        journal.put(final_write, urgent=True)
         await journal.flush()
     assert _user_version(path) == SCHEMA_VERSION
     reopened = await _reopen(path)
-    assert reopened.entries == [entry, one_step]
+    assert reopened.entries == [entry, final_write]
 
 
 async def test_a_failing_migration_changes_nothing(tmp_path: Path) -> None:

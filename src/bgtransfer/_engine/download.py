@@ -23,7 +23,7 @@ import anyio.abc
 
 from .._core.config import Configuration, normalize_headers
 from .._core.events import CancelledEvent, ErrorEvent, FinishedEvent, RetryEvent, TaskEvent
-from .._core.journal import OneStepMove
+from .._core.journal import FinalWrite
 from .._core.ranges import EndVerdict, ResumePlan, judge_unframed_end, plan_resume
 from .._core.redirects import RedirectRule
 from .._core.resume_data import sign
@@ -128,7 +128,7 @@ class Downloader:
         # a lost partial file (and the file is never downloaded again).
         with anyio.CancelScope(shield=True):
             job.move_on(MoveInput.WHOLE)
-            job.one_step = None  # the file is whole now, whatever was said before
+            job.final_write = None  # the file is whole now, whatever was said before
             if self._journal is not None:
                 self._checkpoint(job.record, urgent=True, data=True)
                 await self._flush_for(job.record, shielded=True)
@@ -147,7 +147,7 @@ class Downloader:
         Yes, unless every checkpoint must be fsynced first (the classic order
         then: the body whole and synced, ``moving`` committed, the move). A
         background session commits ``moving`` first, with the offset written so
-        far and what the destination is now (:class:`OneStepMove`), so a
+        far and what the destination is now (:class:`FinalWrite`), so a
         process killed during that step can tell whether it completed.
         (Called in the body writer's shielded scope.)
         """
@@ -158,7 +158,7 @@ class Downloader:
                 replaces = file_identity(job.record.destination)
             except OSError:  # cannot tell, or not a regular file: the classic order
                 return None
-            job.one_step = OneStepMove(size=size, replaces=replaces)
+            job.final_write = FinalWrite(size=size, replaces=replaces)
         job.move_on(MoveInput.WHOLE)
         if self._journal is not None:
             self._checkpoint(job.record, urgent=True)
@@ -254,7 +254,7 @@ class Downloader:
 
     async def _attempt(self, job: DownloadJob) -> None:
         job.move_on(MoveInput.ATTEMPT)
-        job.one_step = None
+        job.final_write = None
         if job.segments is not None:
             await self._segments.resume_segments(job)
             return

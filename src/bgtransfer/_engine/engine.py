@@ -364,13 +364,13 @@ class Engine(Scheduler):
         *,
         headers: HeaderPairs,
     ) -> TaskRecord:
-        """A new task continuing from resume data; it takes the partial file over.
+        """A new task continuing from resume data; it adopts the partial file.
 
         The partial file is moved into this session's partials with one rename, so
         of two tasks started from the same resume data at once exactly one gets
         it; the other raises :class:`InvalidResumeDataError`. The new task is in
-        the journal, naming the file it takes over, before the rename: a process
-        killed in between leaves the next one to finish the takeover, never bytes
+        the journal, naming the file it adopts, before the rename: a process
+        killed in between leaves the next one to finish the move, never bytes
         that no task owns.
 
         Only resume data this state directory signed is taken (its MAC checked
@@ -388,12 +388,12 @@ class Engine(Scheduler):
         self._records[record.id] = self._downloading(record)
         self._claims[record.destination_key] = record.id
         job = download_job(record)
-        job.takeover = str(source)  # a crash before the rename: the next process does it
+        job.adopting = str(source)  # a crash before the rename: the next process does it
         self._checkpoint(record)
         try:
             await self.flush()
-            await self._restorer.take_over(record, source, data.offset)
-            job.takeover = None
+            await self._restorer.adopt_partial(record, source, data.offset)
+            job.adopting = None
         except BaseException:
             del self._records[record.id]
             if self._claims.get(record.destination_key) == record.id:
