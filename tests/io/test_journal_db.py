@@ -36,7 +36,7 @@ from bgtransfer._core.journal import (
     entry_to_row,
 )
 from bgtransfer._io import journal as journal_module
-from bgtransfer._io.journal import CHECKPOINT_COMMITS, INLINE_ROWS, JOURNAL_NAME, Journal
+from bgtransfer._io.journal import INLINE_ROWS, JOURNAL_NAME, WAL_CHECKPOINT_COMMITS, Journal
 
 pytestmark = pytest.mark.asyncio
 
@@ -503,13 +503,13 @@ async def test_the_writer_checkpoints_the_wal_so_it_stays_bounded(tmp_path: Path
     path = tmp_path / JOURNAL_NAME
     wal = path.with_name(path.name + "-wal")
     journal = await Journal.open(path, interval=3600)
-    rounds = 5 * CHECKPOINT_COMMITS
+    rounds = 5 * WAL_CHECKPOINT_COMMITS
     async with journal:
         for offset in range(rounds):
             journal.put(_entry(1, offset=offset, total=None))
             await journal.flush()  # one commit each, on the loop
         with anyio.fail_after(10):
-            while journal.statistics().checkpoints < 4:
+            while journal.statistics().wal_checkpoints < 4:
                 await anyio.lowlevel.checkpoint()
         # Each commit appends at least one 4 KiB page to the WAL: without
         # checkpoints it would hold them all; with them it starts over.

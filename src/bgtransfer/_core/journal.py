@@ -7,10 +7,10 @@ runs), how an entry maps to a row and back (checking every field), and
 :func:`plan_reattach`, the rule a fresh process applies to each entry given what
 it finds on disk.
 
-The one invariant the engine keeps for this module: **a checkpoint never claims
+The one invariant the engine keeps for this module: **a journal entry never claims
 more than the partial file holds of the representation it names.** The engine
 writes bytes before it records them, and records a lower offset durably before it
-overwrites bytes a checkpoint vouches for (a restart from zero). So after any
+overwrites bytes an entry vouches for (a restart from zero). So after any
 crash the first ``offset`` bytes of the partial file are good for ``validator``.
 """
 
@@ -182,7 +182,7 @@ def public_headers(
 
 @functools.lru_cache(maxsize=256)
 def _headers_json(headers: tuple[tuple[str, str], ...]) -> str:
-    # Cached: most tasks share a few header sets, and every checkpoint encodes them.
+    # Cached: most tasks share a few header sets, and every entry put encodes them.
     return json.dumps([list(pair) for pair in public_headers(headers)])
 
 

@@ -4,7 +4,7 @@
 of an engine (the job holds one download's state, this the shared client, rules
 and helpers): the transfer of a task the engine has started, and how a stopped
 one ends (``cancel_outcome``, ``error_outcome``). It asks the engine only for
-what the engine owns: journaling a record (``checkpoint``, ``flush_for``),
+what the engine owns: journaling a record (``journal_task``, ``flush_for``),
 publishing its events, and holding an origin back (Retry-After).
 """
 
@@ -47,7 +47,7 @@ from .._io.transfer import fetch_to_file
 from .admission import merge_headers
 from .download_job import DownloadJob
 from .hub import EventHub
-from .journaling import Checkpoint, Checkpointer, FlushFor
+from .journaling import FlushFor, JournalTask, TaskJournal
 from .segments import Segments, segment_group
 from .sinks import AttemptSink, RestartFromZero, SegmentSink
 
@@ -67,13 +67,13 @@ class Downloader:
         *,
         config: Configuration,
         clock: Callable[[], float],
-        journal: Checkpointer | None,
+        journal: TaskJournal | None,
         resume_key: bytes,
         secrets: SecretHeaders,
         hub: EventHub,
         supervisor: Supervisor,
         start: Callable[[list[int]], None],
-        checkpoint: Checkpoint,
+        journal_task: JournalTask,
         flush_for: FlushFor,
         publish: Callable[[TaskEvent], None],
         hold_origin: Callable[[TaskRecord, float], None],
@@ -85,7 +85,7 @@ class Downloader:
         self._fsync = journal is not None and config.durability == "fsync"
         self._resume_key = resume_key
         self._hub = hub
-        self._checkpoint = checkpoint
+        self._journal_task = journal_task
         self._flush_for = flush_for
         self._publish = publish
         self._hold_origin = hold_origin
@@ -98,7 +98,7 @@ class Downloader:
             clock=clock,
             supervisor=supervisor,
             start=start,
-            checkpoint=checkpoint,
+            journal_task=journal_task,
             publish=publish,
             fetch=self._fetch,
             request_headers=self._request_headers,
@@ -130,7 +130,7 @@ class Downloader:
             job.move_on(MoveInput.WHOLE)
             job.final_write = None  # the file is whole now, whatever was said before
             if self._journal is not None:
-                self._checkpoint(job.record, urgent=True, data=True)
+                self._journal_task(job.record, urgent=True, data=True)
                 await self._flush_for(job.record, shielded=True)
             try:
                 await move_into_place(job.partial, job.record.destination, durable=self._fsync)
@@ -144,7 +144,7 @@ class Downloader:
     async def _finish_into(self, job: DownloadJob, size: int) -> Path | None:
         """The whole body has arrived: may its last write also move it into place?
 
-        Yes, unless every checkpoint must be fsynced first (the classic order
+        Yes, unless every journal entry must be fsynced first (the classic order
         then: the body whole and synced, ``moving`` committed, the move). A
         background session commits ``moving`` first, with the offset written so
         far and what the destination is now (:class:`FinalWrite`), so a
@@ -161,7 +161,7 @@ class Downloader:
             job.final_write = FinalWrite(size=size, replaces=replaces)
         job.move_on(MoveInput.WHOLE)
         if self._journal is not None:
-            self._checkpoint(job.record, urgent=True)
+            self._journal_task(job.record, urgent=True)
             await self._flush_for(job.record, shielded=True)
         return job.record.destination
 
@@ -351,7 +351,7 @@ class Downloader:
         """Bytes are about to be written below what the journal vouches for (a
         restart): record the lower offset durably first (the journal's invariant)."""
         if self._journal is not None and job.journaled_offset > job.record.bytes_received:
-            self._checkpoint(job.record, urgent=True)
+            self._journal_task(job.record, urgent=True)
             await self._flush_for(job.record)
 
     def cancel_outcome(self, job: DownloadJob) -> CancelledEvent:
