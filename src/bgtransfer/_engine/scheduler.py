@@ -298,8 +298,8 @@ class Scheduler:
         # later process would then find neither the partial nor the file, and
         # fetch it again or report it lost): readers wait for it (durable()).
         # Deferred: the slot is free already, nothing else waits on this commit,
-        # and in a busy session it rides along with another task's (a commit on
-        # the loop costs tens of microseconds; 2,000 small files made two each).
+        # and in a busy session it rides along with another task's (one commit
+        # per task end fewer on the loop; see docs/design.md, "Statements per commit").
         self._journal_task(record, deferred=True)
         if self._journal is not None:
             record.end_generation = self._journal.generation

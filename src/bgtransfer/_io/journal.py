@@ -5,10 +5,9 @@ moves rows. The database is stdlib :mod:`sqlite3` in WAL mode, used by one call
 at a time. Work that may wait for the disk runs in a worker thread: opening,
 the writer's interval commits, commits that fsync (``durability="fsync"``), and
 WAL checkpoints (SQLite's automatic ones are off). A small commit awaited by
-:meth:`Journal.flush` without fsync is only a ``write`` into the page cache
-(tens of microseconds, less than the thread hop itself), so it runs on the
-loop: that is what lets ``await session.download()`` return durable thousands
-of times a second.
+:meth:`Journal.flush` without fsync is only a ``write`` into the page cache,
+cheaper than the thread hop itself, so it runs on the loop: that is what lets
+``await session.download()`` return durable thousands of times a second.
 
 Writes are batched: the engine's :meth:`Journal.put` only records the newest
 entry per task in memory. A writer task commits what has gathered in one
@@ -17,8 +16,8 @@ change, a terminal event, an explicit :meth:`Journal.flush`) and otherwise at
 most once per ``interval`` (progress entries). Concurrent callers of
 ``flush()`` share one commit (group commit). Deleting acknowledged tasks waits
 for the writer's round too (:meth:`Journal.forget`), so the commits callers wait
-for are mostly one ``INSERT`` statement: each statement costs tens of
-microseconds of the loop's time in a busy process.
+for are mostly one ``INSERT`` statement: every statement costs the loop's time
+(figures in ``docs/design.md``, "Statements per commit").
 
 A commit that fails is never dropped silently. When one row is the problem
 (it cannot be stored), the batch is committed again one entry at a time: the
@@ -616,8 +615,8 @@ def _commit_each(connection: sqlite3.Connection, batch: _Batch) -> None:
 
 
 def _commit_all(connection: sqlite3.Connection, batch: _Batch) -> None:
-    """One transaction, in as few statements as the batch allows: each costs tens
-    of microseconds in a busy process (and releases and retakes the GIL, a wait
+    """One transaction, in as few statements as the batch allows: each costs the
+    loop's time in a busy process (and releases and retakes the GIL, a wait
     when the file thread holds it). A batch of a few entries and no deletions,
     the usual commit that a caller waits for, is one ``INSERT`` and so its own
     transaction. ``next_id`` is stored when rows are deleted and it changed:

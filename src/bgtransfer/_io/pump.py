@@ -10,8 +10,7 @@ duplicates the socket's file descriptor; ``pump_body`` then moves the rest in on
 worker-thread call that reads into one reused buffer and writes it at its offset
 (``readv``, ``pwrite``): two copies per byte, no allocation, no loop wakeup per
 read. The call gets a thread of its own rather than one of the loop's executor,
-which the session's other file operations share. Measured on loopback this is
-about three times the aiohttp path's speed (see ``docs/benchmarks.md``).
+which the session's other file operations share.
 
 The thread writes whatever it has before it waits for the socket, so received
 bytes never wait in memory for more. It enforces ``request_timeout`` itself
