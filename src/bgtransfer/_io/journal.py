@@ -180,7 +180,7 @@ class Journal:
         earlier versions wrote them, are rewritten without it.
         """
         # Waited for shielded: a connection opened is always handed over (a cancel
-        # comes at the caller's next checkpoint, and its cleanup closes the journal).
+        # comes at the caller's next cancellation point, and its cleanup closes the journal).
         connection, entries, next_id = await run_blocking(
             _open_sync, path, fsync, migrations, secrets
         )

@@ -183,7 +183,7 @@ async def run_blocking(func: Callable[..., T], *args: object) -> T:
 
     The wait is shielded: a file operation that has started always finishes
     (and its outcome is known) before a cancellation goes on; the cancellation
-    is delivered at the caller's next checkpoint.
+    is delivered at the caller's next cancellation point.
     """
     future = start_blocking(func, *args)
     with anyio.CancelScope(shield=True):
