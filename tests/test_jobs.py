@@ -121,7 +121,7 @@ class CountingJob:
 
 
 class Entries:
-    """A journal (the engine's Checkpointer port) that keeps every entry put."""
+    """A journal (the engine's TaskJournal port) that keeps every entry put."""
 
     def __init__(self) -> None:
         self.entries: list[TaskEntry] = []

@@ -57,7 +57,7 @@ class Session:
     the finished files in ``downloads/``; ``state_dir`` itself holds the key its
     sessions sign resume data with (``.resume-data.key``). Every task is recorded
     in the journal; leaving the ``async with`` block (normally, by an exception or
-    by cancellation) checkpoints the running tasks instead of cancelling them, and
+    by cancellation) journals where the running tasks stand instead of cancelling them, and
     the next ``Session`` with the same identifier, in this process or a new one,
     finds them in :meth:`tasks` and continues them. Only one open ``Session`` may
     own an identifier at a time (:class:`~bgtransfer.SessionInUseError`).

@@ -30,7 +30,7 @@ from bgtransfer._core.journal import (
     Action,
     CorruptEntry,
     FileIdentity,
-    OneStepMove,
+    FinalWrite,
     Phase,
     Reattach,
     TaskEntry,
@@ -153,7 +153,7 @@ def test_rows_survive_the_real_schema() -> None:
             _entry(Phase.ENDED, id=10 + n, outcome=outcome) for n, outcome in enumerate(OUTCOMES)
         ]
         entries += [
-            _entry(Phase.MOVING, id=20 + n, one_step=OneStepMove(size=1000, replaces=replaces))
+            _entry(Phase.MOVING, id=20 + n, final_write=FinalWrite(size=1000, replaces=replaces))
             for n, replaces in enumerate([None, (2049, 2**40, 5, 2**62)])
         ]
         placeholders = ", ".join("?" for _ in COLUMNS)
@@ -656,7 +656,7 @@ def test_live_tasks_continue_from_the_trusted_bytes(phase: Phase, state: TaskSta
     assert _plan(attrs.evolve(entry, offset=0), None) == fresh
 
 
-# -- the one-step move (OneStepMove) ---------------------------------------------------------------
+# -- the one-step move (FinalWrite) ---------------------------------------------------------------
 
 SIZE = 1000  # the finished file's length
 BEFORE: FileIdentity = (2049, 1234567, 77, 1_700_000_000_123_456_789)  # what the destination was
@@ -664,8 +664,8 @@ AFTER: FileIdentity = (2049, 7654321, SIZE, 1_700_000_001_000_000_000)  # the re
 
 
 @pytest.mark.parametrize("replaces", [None, BEFORE, (2**63 - 1, 2**64 - 1, 0, 0)], ids=repr)
-def test_round_trip_one_step(replaces: FileIdentity | None) -> None:
-    entry = _entry(Phase.MOVING, offset=0, one_step=OneStepMove(size=SIZE, replaces=replaces))
+def test_round_trip_final_write(replaces: FileIdentity | None) -> None:
+    entry = _entry(Phase.MOVING, offset=0, final_write=FinalWrite(size=SIZE, replaces=replaces))
     row = entry_to_row(entry)
     assert json.loads(row[COLUMNS.index("one_step")]) == {
         "size": SIZE,
@@ -674,12 +674,12 @@ def test_round_trip_one_step(replaces: FileIdentity | None) -> None:
     assert entry_from_row(row) == entry
 
 
-def test_entries_without_one_step_store_null() -> None:
+def test_entries_without_final_write_store_null() -> None:
     assert _row()[COLUMNS.index("one_step")] is None
-    assert entry_from_row(_row()).one_step is None
+    assert entry_from_row(_row()).final_write is None
 
 
-def _one_step_row(text: object, phase: Phase = Phase.MOVING) -> list[Any]:
+def _final_write_row(text: object, phase: Phase = Phase.MOVING) -> list[Any]:
     values = dict(zip(COLUMNS, entry_to_row(_entry(phase)), strict=True))
     values["one_step"] = text
     return [values[name] for name in COLUMNS]
@@ -714,18 +714,18 @@ def _one_step_row(text: object, phase: Phase = Phase.MOVING) -> list[Any]:
     ],
     ids=repr,
 )
-def test_bad_one_step(text: object) -> None:
-    assert _corrupt(_one_step_row(text)).startswith("task 7: invalid one_step")
+def test_bad_final_write(text: object) -> None:
+    assert _corrupt(_final_write_row(text)).startswith("task 7: invalid one_step")
 
 
 @pytest.mark.parametrize("phase", [p for p in Phase if p is not Phase.MOVING], ids=lambda p: p.name)
-def test_one_step_outside_moving_is_corrupt(phase: Phase) -> None:
+def test_final_write_outside_moving_is_corrupt(phase: Phase) -> None:
     text = json.dumps({"size": SIZE, "replaces": None})
-    message = _corrupt(_one_step_row(text, phase))
+    message = _corrupt(_final_write_row(text, phase))
     assert message == f"task 7: a one-step move in phase {phase.value!r}"
 
 
-def _one_step_expected(
+def _final_write_expected(
     entry: TaskEntry, size: int | None, destination: FileIdentity | None
 ) -> Reattach:
     """The rule as the module documents it: a partial file of exactly the bytes
@@ -733,13 +733,13 @@ def _one_step_expected(
     file at the destination than the recorded one is a finish; anything else
     continues as running from the bytes vouched for (a partial's bytes past them
     may not be this body's)."""
-    assert entry.one_step is not None
-    if size == entry.offset == entry.one_step.size:
+    assert entry.final_write is not None
+    if size == entry.offset == entry.final_write.size:
         return Reattach(action=Action.MOVE, offset=SIZE, validator=entry.validator)
-    if size is None and destination is not None and destination != entry.one_step.replaces:
+    if size is None and destination is not None and destination != entry.final_write.replaces:
         finished = FinishedEvent(task_id=7, location=Path(DESTINATION), total_bytes=SIZE)
         return Reattach(action=Action.END, outcome=finished)
-    return _expected(attrs.evolve(entry, phase=Phase.RUNNING, one_step=None), size, False)
+    return _expected(attrs.evolve(entry, phase=Phase.RUNNING, final_write=None), size, False)
 
 
 ONE_STEP_SIZES = {**SIZES, "whole": SIZE, "beyond": SIZE + 1}
@@ -756,7 +756,7 @@ ONE_STEP_TABLE = [
             Phase.MOVING,
             offset=offset,
             validator=validator,
-            one_step=OneStepMove(size=SIZE, replaces=replaces),
+            final_write=FinalWrite(size=SIZE, replaces=replaces),
         ),
         size,
         destination,
@@ -775,7 +775,7 @@ ONE_STEP_TABLE = [
 ]
 
 
-def _plan_one_step(
+def _plan_final_write(
     entry: TaskEntry, size: int | None, destination: FileIdentity | None
 ) -> Reattach:
     """plan_reattach as the engine calls it: with what is at the destination."""
@@ -789,60 +789,60 @@ def _plan_one_step(
 
 
 @pytest.mark.parametrize(("entry", "size", "destination"), ONE_STEP_TABLE)
-def test_plan_reattach_one_step_table(
+def test_plan_reattach_final_write_table(
     entry: TaskEntry, size: int | None, destination: FileIdentity | None
 ) -> None:
-    plan = _plan_one_step(entry, size, destination)
-    assert _normal(plan) == _normal(_one_step_expected(entry, size, destination))
+    plan = _plan_final_write(entry, size, destination)
+    assert _normal(plan) == _normal(_final_write_expected(entry, size, destination))
 
 
-def test_one_step_rename_done_is_finished_with_the_finished_size() -> None:
+def test_final_write_rename_done_is_finished_with_the_finished_size() -> None:
     """The kill came after the rename: the partial is gone, the destination is the
     renamed file (another identity than the one recorded), whatever was before."""
     for replaces in (None, BEFORE):
-        entry = _entry(Phase.MOVING, offset=0, one_step=OneStepMove(size=SIZE, replaces=replaces))
-        plan = _plan_one_step(entry, None, AFTER)
+        entry = _entry(Phase.MOVING, offset=0, final_write=FinalWrite(size=SIZE, replaces=replaces))
+        plan = _plan_final_write(entry, None, AFTER)
         assert plan == Reattach(
             action=Action.END,
             outcome=FinishedEvent(task_id=7, location=Path(DESTINATION), total_bytes=SIZE),
         )
 
 
-def test_one_step_old_destination_untouched_is_fetched_again_not_finished() -> None:
+def test_final_write_old_destination_untouched_is_fetched_again_not_finished() -> None:
     """The kill came before the step: no partial (a small body is opened by that
     step) and the old file still at the destination. The classic rule would call
     that finished and hand out the old file; the recorded identity says otherwise."""
-    entry = _entry(Phase.MOVING, offset=0, one_step=OneStepMove(size=SIZE, replaces=BEFORE))
-    plan = _plan_one_step(entry, None, BEFORE)
+    entry = _entry(Phase.MOVING, offset=0, final_write=FinalWrite(size=SIZE, replaces=BEFORE))
+    plan = _plan_final_write(entry, None, BEFORE)
     assert plan == Reattach(action=Action.CONTINUE, state=TaskState.RUNNING)
 
 
-def test_one_step_nothing_anywhere_is_fetched_again_not_an_error() -> None:
+def test_final_write_nothing_anywhere_is_fetched_again_not_an_error() -> None:
     """No partial and no destination: the step never began (or its file was deleted
     before the finish was recorded). Fetching it again loses nothing; the classic
     rule's error would lose the download."""
-    entry = _entry(Phase.MOVING, offset=OFFSET, one_step=OneStepMove(size=SIZE, replaces=None))
-    plan = _plan_one_step(entry, None, None)
+    entry = _entry(Phase.MOVING, offset=OFFSET, final_write=FinalWrite(size=SIZE, replaces=None))
+    plan = _plan_final_write(entry, None, None)
     assert plan == Reattach(action=Action.CONTINUE, state=TaskState.RUNNING, restarted=True)
 
 
-def test_one_step_with_every_byte_written_before_it_is_moved() -> None:
+def test_final_write_with_every_byte_written_before_it_is_moved() -> None:
     """The body's bytes were all written (and vouched for) before the step: only the
     close and the rename were left, so a partial file of exactly that size is it."""
-    entry = _entry(Phase.MOVING, offset=SIZE, one_step=OneStepMove(size=SIZE, replaces=BEFORE))
+    entry = _entry(Phase.MOVING, offset=SIZE, final_write=FinalWrite(size=SIZE, replaces=BEFORE))
     for destination in (None, BEFORE):
-        plan = _plan_one_step(entry, SIZE, destination)
+        plan = _plan_final_write(entry, SIZE, destination)
         assert plan == Reattach(action=Action.MOVE, offset=SIZE, validator='"v1"')
-    longer = _plan_one_step(entry, SIZE + 1, None)
+    longer = _plan_final_write(entry, SIZE + 1, None)
     assert longer.action is Action.CONTINUE
 
 
-def test_one_step_whole_partial_is_not_trusted_past_the_bytes_vouched_for() -> None:
+def test_final_write_whole_partial_is_not_trusted_past_the_bytes_vouched_for() -> None:
     """Killed between the close and the rename, the partial file is whole, but a
     file of that size may also be an older representation's, left before the last
     write truncated it: only the vouched-for bytes are kept."""
-    entry = _entry(Phase.MOVING, offset=OFFSET, one_step=OneStepMove(size=SIZE, replaces=None))
-    plan = _plan_one_step(entry, SIZE, None)
+    entry = _entry(Phase.MOVING, offset=OFFSET, final_write=FinalWrite(size=SIZE, replaces=None))
+    plan = _plan_final_write(entry, SIZE, None)
     assert plan == Reattach(
         action=Action.CONTINUE, state=TaskState.RUNNING, offset=OFFSET, validator='"v1"'
     )

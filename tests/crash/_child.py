@@ -42,7 +42,7 @@ or null), ``target`` the file it ends up as),
     its destination (the journal says "moving" there, never "finished");
     ``after_replace``: just after the k-th successful ``os.replace`` (for a move to
     another file system, the rename of the copy into place, before the partial
-    file is removed; for ``download_with_resume_data()``, the takeover of the
+    file is removed; for ``download_with_resume_data()``, the adoption of the
     partial file); ``before_replace``: just before the k-th ``os.replace``;
     ``during_copy``: once a move to another file system has copied the whole
     file beside the destination, before renaming it into place; ``after_commit``:

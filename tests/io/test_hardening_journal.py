@@ -160,7 +160,7 @@ def test_every_text_field_round_trips_whatever_it_holds() -> None:
         total=20,
         validator='"\udcffv1\udce9"',
         encoding="x-\udcff",
-        takeover=os.fsdecode(b"/tmp/old/\xff.part"),
+        adopting=os.fsdecode(b"/tmp/old/\xff.part"),
     )
     row = entry_to_row(entry)
     connection = sqlite3.connect(":memory:")

@@ -30,13 +30,13 @@ from bgtransfer._core.journal import (
     COLUMNS,
     MIGRATIONS,
     SCHEMA_VERSION,
-    OneStepMove,
+    FinalWrite,
     Phase,
     TaskEntry,
     entry_to_row,
 )
 from bgtransfer._io import journal as journal_module
-from bgtransfer._io.journal import CHECKPOINT_COMMITS, INLINE_ROWS, JOURNAL_NAME, Journal
+from bgtransfer._io.journal import INLINE_ROWS, JOURNAL_NAME, WAL_CHECKPOINT_COMMITS, Journal
 
 pytestmark = pytest.mark.asyncio
 
@@ -503,13 +503,13 @@ async def test_the_writer_checkpoints_the_wal_so_it_stays_bounded(tmp_path: Path
     path = tmp_path / JOURNAL_NAME
     wal = path.with_name(path.name + "-wal")
     journal = await Journal.open(path, interval=3600)
-    rounds = 5 * CHECKPOINT_COMMITS
+    rounds = 5 * WAL_CHECKPOINT_COMMITS
     async with journal:
         for offset in range(rounds):
             journal.put(_entry(1, offset=offset, total=None))
             await journal.flush()  # one commit each, on the loop
         with anyio.fail_after(10):
-            while journal.statistics().checkpoints < 4:
+            while journal.statistics().wal_checkpoints < 4:
                 await anyio.lowlevel.checkpoint()
         # Each commit appends at least one 4 KiB page to the WAL: without
         # checkpoints it would hold them all; with them it starts over.
@@ -907,7 +907,7 @@ async def test_a_version_1_journal_is_migrated_to_the_current_schema(tmp_path: P
 
 async def test_a_version_2_journal_is_migrated_to_the_current_schema(tmp_path: Path) -> None:
     """A journal written before one-step moves (schema 2) opens with its tasks: a
-    classic ``moving`` entry stays classic (no ``one_step``), and one-step entries
+    classic ``moving`` entry stays classic (no ``final_write``), and one-step entries
     can be written and read back afterwards."""
     path = tmp_path / JOURNAL_NAME
     connection = sqlite3.connect(path)
@@ -927,15 +927,15 @@ async def test_a_version_2_journal_is_migrated_to_the_current_schema(tmp_path: P
     async with journal:
         [entry] = journal.entries
         assert (entry.id, entry.phase, entry.offset) == (7, Phase.MOVING, 5000)
-        assert entry.one_step is None
-        one_step = attrs.evolve(
-            entry, id=8, offset=100, one_step=OneStepMove(size=5000, replaces=(1, 2, 3, 4))
+        assert entry.final_write is None
+        final_write = attrs.evolve(
+            entry, id=8, offset=100, final_write=FinalWrite(size=5000, replaces=(1, 2, 3, 4))
         )
-        journal.put(one_step, urgent=True)
+        journal.put(final_write, urgent=True)
         await journal.flush()
     assert _user_version(path) == SCHEMA_VERSION
     reopened = await _reopen(path)
-    assert reopened.entries == [entry, one_step]
+    assert reopened.entries == [entry, final_write]
 
 
 async def test_a_failing_migration_changes_nothing(tmp_path: Path) -> None:

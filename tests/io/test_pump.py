@@ -1,6 +1,6 @@
 """The pump: large plain-HTTP bodies read from the socket by one worker-thread call.
 
-White-box where that is cheap (``take_over`` against a stand-in response around a
+White-box where that is cheap (``detach_body`` against a stand-in response around a
 real aiohttp ``StreamReader``; ``_pump`` and ``pump_body`` against socket pairs),
 end to end otherwise, against the test server and nginx. The ``pumped`` fixture
 lowers ``PUMP_MIN_BYTES`` to 64 KiB so that bodies of a few MiB take the pump, and
@@ -122,7 +122,7 @@ class PumpRun:
     """One ``_pump`` call: its job, and how it ended."""
 
     offset: int
-    head: int  # bytes aiohttp had buffered, taken by take_over
+    head: int  # bytes aiohttp had buffered, taken by detach_body
     want: int  # bytes the worker was to read from the socket
     truncate: bool
     timeout: float | None
@@ -198,12 +198,12 @@ def pumped(monkeypatch: pytest.MonkeyPatch, pump_log: PumpLog) -> PumpLog:
 
 
 # --------------------------------------------------------------------------------------
-# take_over, against a stand-in response around a real aiohttp StreamReader
+# detach_body, against a stand-in response around a real aiohttp StreamReader
 # --------------------------------------------------------------------------------------
 
 
 class FakeTransport:
-    """The parts of an asyncio transport take_over uses; tracks whether it reads."""
+    """The parts of an asyncio transport detach_body uses; tracks whether it reads."""
 
     def __init__(self, sock: socket.socket, *, tls: bool = False, closing: bool = False) -> None:
         self.sock = sock
@@ -295,14 +295,14 @@ def fake_response(
     return response, transport
 
 
-def take_over(response: FakeResponse, plan: BodyPlan, partial: Path) -> pump.PumpJob | None:
-    return pump.take_over(
+def detach_body(response: FakeResponse, plan: BodyPlan, partial: Path) -> pump.PumpJob | None:
+    return pump.detach_body(
         cast(aiohttp.ClientResponse, response), plan, partial, request_timeout=7.5
     )
 
 
 @pytest.mark.parametrize("plan_offset", [0, 3 * MiB])
-async def test_take_over_claims_the_buffered_body_and_leaves_the_transport_paused(
+async def test_detach_body_claims_the_buffered_body_and_leaves_the_transport_paused(
     pumped: PumpLog,
     sockets: tuple[socket.socket, socket.socket],
     tmp_path: Path,
@@ -315,7 +315,7 @@ async def test_take_over_claims_the_buffered_body_and_leaves_the_transport_pause
     transport.calls.clear()
     fds_before = open_fds()
 
-    job = take_over(response, BodyPlan(plan_offset, MiB), tmp_path / "p.part")
+    job = detach_body(response, BodyPlan(plan_offset, MiB), tmp_path / "p.part")
 
     assert job is not None
     try:
@@ -336,14 +336,14 @@ async def test_take_over_claims_the_buffered_body_and_leaves_the_transport_pause
     assert open_fds() == fds_before
 
 
-async def test_take_over_cuts_the_head_at_a_segment_end(
+async def test_detach_body_cuts_the_head_at_a_segment_end(
     pumped: PumpLog, sockets: tuple[socket.socket, socket.socket], tmp_path: Path
 ) -> None:
     a, _ = sockets
     data = seeded_bytes(40 * KiB, "whole file")
     # A segment of THRESHOLD bytes served by a longer 200: only its bytes are the job's.
     response, transport = fake_response(a, [data], content_length=4 * MiB)
-    job = take_over(response, BodyPlan(0, THRESHOLD, truncate=False), tmp_path / "s")
+    job = detach_body(response, BodyPlan(0, THRESHOLD, truncate=False), tmp_path / "s")
     assert job is not None
     try:
         assert job.head == data
@@ -354,7 +354,7 @@ async def test_take_over_cuts_the_head_at_a_segment_end(
 
     bigger = seeded_bytes(THRESHOLD + 10, "more than the segment")
     response, transport = fake_response(a, [bigger], content_length=4 * MiB)
-    job = take_over(response, BodyPlan(MiB, THRESHOLD, truncate=False), tmp_path / "s")
+    job = detach_body(response, BodyPlan(MiB, THRESHOLD, truncate=False), tmp_path / "s")
     assert job is not None
     try:
         assert job.head == bigger[:THRESHOLD]
@@ -382,7 +382,7 @@ REFUSALS: dict[str, tuple[BodyPlan, dict[str, Any]]] = {
 
 
 @pytest.mark.parametrize("case", list(REFUSALS))
-async def test_take_over_refuses_what_aiohttp_must_keep(
+async def test_detach_body_refuses_what_aiohttp_must_keep(
     pumped: PumpLog, sockets: tuple[socket.socket, socket.socket], tmp_path: Path, case: str
 ) -> None:
     a, _ = sockets
@@ -400,7 +400,7 @@ async def test_take_over_refuses_what_aiohttp_must_keep(
     transport.calls.clear()
     fds_before = open_fds()
 
-    assert take_over(response, plan, tmp_path / "r.part") is None
+    assert detach_body(response, plan, tmp_path / "r.part") is None
 
     assert open_fds() == fds_before  # no dup left behind
     assert transport.reading  # aiohttp still reads

@@ -224,7 +224,8 @@ class Configuration:
     checkpoint_interval: float = attrs.field(
         default=1.0, validator=_seconds(optional=False, allow_zero=True)
     )
-    """Seconds between two progress checkpoints of a background session's journal.
+    """How often a background session records its tasks' progress (the bytes on disk)
+    in its journal, in seconds: a *checkpoint*.
     New tasks, state changes and terminal events are committed at once; after a
     crash a task continues from its last checkpoint."""
 

@@ -7,10 +7,10 @@ runs), how an entry maps to a row and back (checking every field), and
 :func:`plan_reattach`, the rule a fresh process applies to each entry given what
 it finds on disk.
 
-The one invariant the engine keeps for this module: **a checkpoint never claims
+The one invariant the engine keeps for this module: **a journal entry never claims
 more than the partial file holds of the representation it names.** The engine
 writes bytes before it records them, and records a lower offset durably before it
-overwrites bytes a checkpoint vouches for (a restart from zero). So after any
+overwrites bytes an entry vouches for (a restart from zero). So after any
 crash the first ``offset`` bytes of the partial file are good for ``validator``.
 """
 
@@ -42,7 +42,7 @@ __all__ = [
     "Action",
     "CorruptEntry",
     "FileIdentity",
-    "OneStepMove",
+    "FinalWrite",
     "Phase",
     "Reattach",
     "TaskEntry",
@@ -74,13 +74,13 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         )""",
     ),
     # 1 -> 2: segmented downloads keep each segment's progress; a task resumed from
-    # resume data names the partial file it is taking over until it has it.
+    # resume data names the partial file it is adopting until it has moved it.
     (
         "ALTER TABLE tasks ADD COLUMN segments TEXT",
         "ALTER TABLE tasks ADD COLUMN takeover TEXT",
     ),
     # 2 -> 3: a body's last write may move it into place in the same step; the
-    # entry written before it says what the destination was (see OneStepMove).
+    # entry written before it says what the destination was (see FinalWrite).
     ("ALTER TABLE tasks ADD COLUMN one_step TEXT",),
 )
 """``MIGRATIONS[n]`` takes a journal from schema version ``n`` to ``n + 1``."""
@@ -125,10 +125,11 @@ FileIdentity: TypeAlias = tuple[int, int, int, int]
 
 
 @attrs.frozen
-class OneStepMove:
-    """Marks a ``MOVING`` entry written *before* the body's last bytes reached the
-    partial file: the last write, the close and the rename into place are one
-    step after it, so the partial file may not be whole yet (or not exist).
+class FinalWrite:
+    """Marks a ``MOVING`` entry written *before* the body's final write: that
+    write, the close and the rename into place follow it together, so the
+    partial file may not be whole yet (or not exist any more). Stored in the
+    ``one_step`` column.
 
     Its ``offset`` is what was written before that step (vouched for as
     always). ``size`` is the finished file's length, and ``replaces`` the
@@ -164,10 +165,11 @@ class TaskEntry:
     segments: tuple[tuple[int, int, int], ...] | None = None
     """A segmented download's ``(start, end, done)`` per segment; ``offset`` is then
     the sum of ``done`` (the invariant holds per segment)."""
-    takeover: str | None = None
-    """The resume data's partial file this task is taking over (until it has)."""
-    one_step: OneStepMove | None = None
-    """For ``MOVING``: the entry came before the last write (see :class:`OneStepMove`)."""
+    adopting: str | None = None
+    """The resume data's partial file this task is adopting (until it has moved it
+    into its own); stored in the ``takeover`` column."""
+    final_write: FinalWrite | None = None
+    """For ``MOVING``: the entry came before the last write (see :class:`FinalWrite`)."""
 
 
 def public_headers(
@@ -180,7 +182,7 @@ def public_headers(
 
 @functools.lru_cache(maxsize=256)
 def _headers_json(headers: tuple[tuple[str, str], ...]) -> str:
-    # Cached: most tasks share a few header sets, and every checkpoint encodes them.
+    # Cached: most tasks share a few header sets, and every entry put encodes them.
     return json.dumps([list(pair) for pair in public_headers(headers)])
 
 
@@ -201,8 +203,8 @@ def entry_to_row(entry: TaskEntry) -> tuple[Any, ...]:
         _stored(entry.encoding),
         outcome,
         None if entry.segments is None else json.dumps([list(s) for s in entry.segments]),
-        _stored(entry.takeover),
-        None if entry.one_step is None else _one_step_json(entry.one_step),
+        _stored(entry.adopting),
+        None if entry.final_write is None else _final_write_json(entry.final_write),
     )
 
 
@@ -255,9 +257,9 @@ def _decode_texts(task_id: int, values: dict[str, Any]) -> None:
                 raise CorruptEntry(f"task {task_id}: invalid {name} {value!r}") from None
 
 
-def _one_step_json(one_step: OneStepMove) -> str:
-    replaces = None if one_step.replaces is None else list(one_step.replaces)
-    return json.dumps({"size": one_step.size, "replaces": replaces})
+def _final_write_json(final_write: FinalWrite) -> str:
+    replaces = None if final_write.replaces is None else list(final_write.replaces)
+    return json.dumps({"size": final_write.size, "replaces": replaces})
 
 
 def entry_from_row(row: Sequence[Any], secrets: SecretHeaders = DEFAULT_SECRETS) -> TaskEntry:
@@ -315,12 +317,12 @@ def entry_from_row(row: Sequence[Any], secrets: SecretHeaders = DEFAULT_SECRETS)
         encoding=values["encoding"],
         outcome=outcome,
         segments=segments,
-        takeover=values["takeover"],
-        one_step=_decode_one_step(task_id, values["one_step"], phase, offset),
+        adopting=values["takeover"],
+        final_write=_decode_final_write(task_id, values["one_step"], phase, offset),
     )
 
 
-def _decode_one_step(task_id: int, text: object, phase: Phase, offset: int) -> OneStepMove | None:
+def _decode_final_write(task_id: int, text: object, phase: Phase, offset: int) -> FinalWrite | None:
     if text is None:
         return None
     if phase is not Phase.MOVING:
@@ -335,13 +337,13 @@ def _decode_one_step(task_id: int, text: object, phase: Phase, offset: int) -> O
     if not _is_int(size) or size < offset:
         raise CorruptEntry(f"task {task_id}: invalid one_step size {size!r} (offset {offset})")
     if replaces is None:
-        return OneStepMove(size=size, replaces=None)
+        return FinalWrite(size=size, replaces=None)
     if (
         isinstance(replaces, list)
         and len(replaces) == 4
         and all(_is_int(value) and value >= 0 for value in replaces)
     ):
-        return OneStepMove(size=size, replaces=(replaces[0], replaces[1], replaces[2], replaces[3]))
+        return FinalWrite(size=size, replaces=(replaces[0], replaces[1], replaces[2], replaces[3]))
     raise CorruptEntry(f"task {task_id}: invalid one_step replaces {replaces!r}")
 
 
@@ -432,7 +434,7 @@ def plan_reattach(
 ) -> Reattach:
     """Decide what becomes of ``entry`` given its partial file (None: missing) and
     whether its destination exists (``destination_id``: which file is there, for
-    a one-step move; None: none).
+    a final write; None: none).
 
     * ``ENDED``: deliver its outcome; the partial goes unless it backs resume data
       (a cancel with resume data, or an error for want of space).
@@ -442,7 +444,7 @@ def plan_reattach(
     * ``MOVING``: the partial there and whole: move it. The partial gone and the
       destination there: the move happened before the crash: finished. Both gone:
       the finished file was deleted: an error (never downloaded again).
-    * ``MOVING`` in one step (:class:`OneStepMove`): the partial there with every
+    * ``MOVING`` before the final write (:class:`FinalWrite`): the partial there with every
       byte vouched for: move it. No partial file and another file at the
       destination than the one recorded: the step completed: finished.
       Otherwise the last write may not have happened: continue from the bytes
@@ -488,8 +490,8 @@ def plan_reattach(
             outcome=CancelledEvent(task_id=entry.id, resume_data=data),
             remove_partial=has_partial and data is None,
         )
-    if entry.phase is Phase.MOVING and entry.one_step is not None:
-        decided = _reattach_one_step(entry, entry.one_step, partial_size, destination_id)
+    if entry.phase is Phase.MOVING and entry.final_write is not None:
+        decided = _reattach_final_write(entry, entry.final_write, partial_size, destination_id)
         if decided is not None:
             return decided
         # Falls through: continued like a running task.
@@ -534,23 +536,27 @@ def plan_reattach(
     )
 
 
-def _reattach_one_step(
+def _reattach_final_write(
     entry: TaskEntry,
-    one_step: OneStepMove,
+    final_write: FinalWrite,
     partial_size: int | None,
     destination_id: FileIdentity | None,
 ) -> Reattach | None:
     """A ``MOVING`` entry written before the last write: MOVE, END, or None
     (continue it as a running task)."""
-    if partial_size == entry.offset == one_step.size:
+    if partial_size == entry.offset == final_write.size:
         # Every byte was written (and vouched for) before the step; only the
         # close and the rename were left.
         return Reattach(action=Action.MOVE, offset=entry.offset, validator=entry.validator)
-    if partial_size is None and destination_id is not None and destination_id != one_step.replaces:
+    if (
+        partial_size is None
+        and destination_id is not None
+        and destination_id != final_write.replaces
+    ):
         outcome = FinishedEvent(
             task_id=entry.id,
             location=Path(entry.destination),
-            total_bytes=one_step.size,
+            total_bytes=final_write.size,
             length_verified=entry.total is not None,
         )
         return Reattach(action=Action.END, outcome=outcome)

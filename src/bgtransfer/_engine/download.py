@@ -4,7 +4,7 @@
 of an engine (the job holds one download's state, this the shared client, rules
 and helpers): the transfer of a task the engine has started, and how a stopped
 one ends (``cancel_outcome``, ``error_outcome``). It asks the engine only for
-what the engine owns: journaling a record (``checkpoint``, ``flush_for``),
+what the engine owns: journaling a record (``journal_task``, ``flush_for``),
 publishing its events, and holding an origin back (Retry-After).
 """
 
@@ -23,7 +23,7 @@ import anyio.abc
 
 from .._core.config import Configuration, normalize_headers
 from .._core.events import CancelledEvent, ErrorEvent, FinishedEvent, RetryEvent, TaskEvent
-from .._core.journal import OneStepMove
+from .._core.journal import FinalWrite
 from .._core.ranges import EndVerdict, ResumePlan, judge_unframed_end, plan_resume
 from .._core.redirects import RedirectRule
 from .._core.resume_data import sign
@@ -47,7 +47,7 @@ from .._io.transfer import fetch_to_file
 from .admission import merge_headers
 from .download_job import DownloadJob
 from .hub import EventHub
-from .journaling import Checkpoint, Checkpointer, FlushFor
+from .journaling import FlushFor, JournalTask, TaskJournal
 from .segments import Segments, segment_group
 from .sinks import AttemptSink, RestartFromZero, SegmentSink
 
@@ -67,13 +67,13 @@ class Downloader:
         *,
         config: Configuration,
         clock: Callable[[], float],
-        journal: Checkpointer | None,
+        journal: TaskJournal | None,
         resume_key: bytes,
         secrets: SecretHeaders,
         hub: EventHub,
         supervisor: Supervisor,
         start: Callable[[list[int]], None],
-        checkpoint: Checkpoint,
+        journal_task: JournalTask,
         flush_for: FlushFor,
         publish: Callable[[TaskEvent], None],
         hold_origin: Callable[[TaskRecord, float], None],
@@ -85,7 +85,7 @@ class Downloader:
         self._fsync = journal is not None and config.durability == "fsync"
         self._resume_key = resume_key
         self._hub = hub
-        self._checkpoint = checkpoint
+        self._journal_task = journal_task
         self._flush_for = flush_for
         self._publish = publish
         self._hold_origin = hold_origin
@@ -98,7 +98,7 @@ class Downloader:
             clock=clock,
             supervisor=supervisor,
             start=start,
-            checkpoint=checkpoint,
+            journal_task=journal_task,
             publish=publish,
             fetch=self._fetch,
             request_headers=self._request_headers,
@@ -128,9 +128,9 @@ class Downloader:
         # a lost partial file (and the file is never downloaded again).
         with anyio.CancelScope(shield=True):
             job.move_on(MoveInput.WHOLE)
-            job.one_step = None  # the file is whole now, whatever was said before
+            job.final_write = None  # the file is whole now, whatever was said before
             if self._journal is not None:
-                self._checkpoint(job.record, urgent=True, data=True)
+                self._journal_task(job.record, urgent=True, data=True)
                 await self._flush_for(job.record, shielded=True)
             try:
                 await move_into_place(job.partial, job.record.destination, durable=self._fsync)
@@ -144,10 +144,10 @@ class Downloader:
     async def _finish_into(self, job: DownloadJob, size: int) -> Path | None:
         """The whole body has arrived: may its last write also move it into place?
 
-        Yes, unless every checkpoint must be fsynced first (the classic order
+        Yes, unless every journal entry must be fsynced first (the classic order
         then: the body whole and synced, ``moving`` committed, the move). A
         background session commits ``moving`` first, with the offset written so
-        far and what the destination is now (:class:`OneStepMove`), so a
+        far and what the destination is now (:class:`FinalWrite`), so a
         process killed during that step can tell whether it completed.
         (Called in the body writer's shielded scope.)
         """
@@ -158,10 +158,10 @@ class Downloader:
                 replaces = file_identity(job.record.destination)
             except OSError:  # cannot tell, or not a regular file: the classic order
                 return None
-            job.one_step = OneStepMove(size=size, replaces=replaces)
+            job.final_write = FinalWrite(size=size, replaces=replaces)
         job.move_on(MoveInput.WHOLE)
         if self._journal is not None:
-            self._checkpoint(job.record, urgent=True)
+            self._journal_task(job.record, urgent=True)
             await self._flush_for(job.record, shielded=True)
         return job.record.destination
 
@@ -254,7 +254,7 @@ class Downloader:
 
     async def _attempt(self, job: DownloadJob) -> None:
         job.move_on(MoveInput.ATTEMPT)
-        job.one_step = None
+        job.final_write = None
         if job.segments is not None:
             await self._segments.resume_segments(job)
             return
@@ -351,7 +351,7 @@ class Downloader:
         """Bytes are about to be written below what the journal vouches for (a
         restart): record the lower offset durably first (the journal's invariant)."""
         if self._journal is not None and job.journaled_offset > job.record.bytes_received:
-            self._checkpoint(job.record, urgent=True)
+            self._journal_task(job.record, urgent=True)
             await self._flush_for(job.record)
 
     def cancel_outcome(self, job: DownloadJob) -> CancelledEvent:

@@ -3,7 +3,7 @@
 A :class:`DownloadJob` holds everything only a download has: its partial
 file, the validator and coding the server promised, what earlier answers
 said about the length (for a close-delimited body's end), the retry budget's
-mark, its segments, a resume data takeover under way, and where its move into
+mark, its segments, resume data's partial file being adopted, and where its move into
 place stands. The work itself is the engine's shared :class:`Downloader`
 (bound once the engine has one); the task's own record keeps what every job
 has (request, state, progress, terminal event).
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .._core.events import CancelledEvent, ErrorEvent, FinishedEvent
-from .._core.journal import OneStepMove, Phase, TaskEntry, public_headers
+from .._core.journal import FinalWrite, Phase, TaskEntry, public_headers
 from .._core.resume_data import ResumeData
 from .._core.retry import ResumeMark
 from .._core.segments import Segment, contiguous_prefix
@@ -43,22 +43,22 @@ class DownloadJob:
 
     __slots__ = (
         "active_time",
+        "adopting",
         "announce_resume",
         "announced",
         "body_start",
         "downloader",
         "encoding",
+        "final_write",
         "journaled_offset",
         "last_end",
         "may_have_partial",
         "move",
-        "one_step",
         "partial",
         "record",
         "restarted",
         "resume_mark",
         "segments",
-        "takeover",
         "too_slow",
         "validator",
     )
@@ -93,11 +93,11 @@ class DownloadJob:
         self.too_slow = False
         self.active_time = 0.0  # seconds spent running, for resource_timeout
         self.move = MovePhase.TRANSFERRING  # how far the move into place has got
-        self.one_step: OneStepMove | None = None  # MOVING: the last write moves it
+        self.final_write: FinalWrite | None = None  # MOVING: the last write moves it
         self.may_have_partial = offset > 0  # False: no partial file was ever made
         self.journaled_offset = 0  # the offset the journal's newest entry vouches for
         self.segments: list[Segment] | None = None  # set once the file is split
-        self.takeover: str | None = None  # resume data's partial, until taken over
+        self.adopting: str | None = None  # resume data's partial, until moved into ours
 
     # -- the Job protocol -----------------------------------------------------------
 
@@ -126,8 +126,8 @@ class DownloadJob:
             segments=None
             if self.segments is None
             else tuple((seg.start, seg.end, seg.done) for seg in self.segments),
-            takeover=self.takeover,
-            one_step=self.one_step if phase is Phase.MOVING else None,
+            adopting=self.adopting,
+            final_write=self.final_write if phase is Phase.MOVING else None,
         )
         self.journaled_offset = entry.offset
         return entry

@@ -47,7 +47,7 @@ from .admission import Admission, Request
 from .download import Downloader
 from .download_job import download_job
 from .hub import EventHub, EventStream, snapshot_progress
-from .journaling import Checkpointer
+from .journaling import TaskJournal
 from .record import TaskRecord
 from .restore import Restorer
 from .scheduler import Scheduler
@@ -55,7 +55,7 @@ from .scheduler import Scheduler
 if TYPE_CHECKING:
     import aiohttp
 
-__all__ = ["Checkpointer", "Engine", "Request"]
+__all__ = ["Engine", "Request", "TaskJournal"]
 
 logger = logging.getLogger("bgtransfer")
 
@@ -64,8 +64,8 @@ class Engine(Scheduler):
     """Runs download tasks under a :class:`Configuration`; use as an async context manager.
 
     With a ``journal`` the engine is *persistent*: it records every task there,
-    and when it closes (or its host is cancelled) running tasks are checkpointed
-    for a later process rather than cancelled. Without one it is ephemeral: closing
+    and when it closes (or its host is cancelled) running tasks are journaled
+    where they stand for a later process rather than cancelled. Without one it is ephemeral: closing
     cancels what has not ended.
     """
 
@@ -78,7 +78,7 @@ class Engine(Scheduler):
         resume_key: bytes,
         state_dir: Path | None = None,
         resume_root: Path | None = None,
-        journal: Checkpointer | None = None,
+        journal: TaskJournal | None = None,
         next_id: int = 1,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -133,7 +133,7 @@ class Engine(Scheduler):
             hub=self._hub,
             supervisor=self._supervisor,
             start=self._start,
-            checkpoint=self._checkpoint,
+            journal_task=self._journal_task,
             flush_for=self._flush_for,
             publish=self._publish,
             hold_origin=self._hold_origin,
@@ -156,7 +156,7 @@ class Engine(Scheduler):
     ) -> bool | None:
         """Stop every runner, wait for their cleanup, close the client.
 
-        Persistent: running tasks are checkpointed where they are (they continue in
+        Persistent: running tasks are journaled where they stand (they continue in
         the next process); queued and suspended ones stay as they are. Ephemeral:
         every task that has not ended is cancelled.
 
@@ -205,7 +205,7 @@ class Engine(Scheduler):
                 if back.leftover:
                     leftovers.append(record)
                 if back.newly_ended:
-                    self._checkpoint(record, urgent=True)
+                    self._journal_task(record, urgent=True)
                 continue
             self._claims[record.destination_key] = record.id
             if record.state is TaskState.RUNNING:
@@ -300,14 +300,14 @@ class Engine(Scheduler):
         else:
             await anyio.lowlevel.cancel_shielded_checkpoint()
 
-    async def checkpoint_running(self) -> None:
+    async def journal_running(self) -> None:
         """Record where every running task stands now (the bytes on disk) and
         commit: what a process about to end does (SIGTERM). The tasks go on."""
         if self._journal is None:
             return
         for record in self._records.values():
             if record.running and record.terminal is None:
-                self._checkpoint(record, urgent=True, data=True)
+                self._journal_task(record, urgent=True, data=True)
         await self._journal.flush()
 
     # -- commands -----------------------------------------------------------------
@@ -364,13 +364,13 @@ class Engine(Scheduler):
         *,
         headers: HeaderPairs,
     ) -> TaskRecord:
-        """A new task continuing from resume data; it takes the partial file over.
+        """A new task continuing from resume data; it adopts the partial file.
 
         The partial file is moved into this session's partials with one rename, so
         of two tasks started from the same resume data at once exactly one gets
         it; the other raises :class:`InvalidResumeDataError`. The new task is in
-        the journal, naming the file it takes over, before the rename: a process
-        killed in between leaves the next one to finish the takeover, never bytes
+        the journal, naming the file it adopts, before the rename: a process
+        killed in between leaves the next one to finish the move, never bytes
         that no task owns.
 
         Only resume data this state directory signed is taken (its MAC checked
@@ -388,12 +388,12 @@ class Engine(Scheduler):
         self._records[record.id] = self._downloading(record)
         self._claims[record.destination_key] = record.id
         job = download_job(record)
-        job.takeover = str(source)  # a crash before the rename: the next process does it
-        self._checkpoint(record)
+        job.adopting = str(source)  # a crash before the rename: the next process does it
+        self._journal_task(record)
         try:
             await self.flush()
-            await self._restorer.take_over(record, source, data.offset)
-            job.takeover = None
+            await self._restorer.adopt_partial(record, source, data.offset)
+            job.adopting = None
         except BaseException:
             del self._records[record.id]
             if self._claims.get(record.destination_key) == record.id:
@@ -420,7 +420,7 @@ class Engine(Scheduler):
         if record.state in (TaskState.COMPLETED, TaskState.CANCELING):
             return
         record.advance(Signal.CANCEL_KEEPING if resume_data else Input.CANCEL)
-        self._checkpoint(record, urgent=True)
+        self._journal_task(record, urgent=True)
         if record.running:
             self._interrupt(record)
             return
@@ -442,7 +442,7 @@ class Engine(Scheduler):
         if previous is not TaskState.RUNNING:
             return  # idempotent, or too late: the table says what stays
         record.job.paused()
-        self._checkpoint(record, urgent=True)
+        self._journal_task(record, urgent=True)
         if record.running:
             self._interrupt(record)
         else:
@@ -457,7 +457,7 @@ class Engine(Scheduler):
         record.state = transition(previous, Input.RESUME)
         if previous is not TaskState.SUSPENDED:
             return  # idempotent, or too late: the table says what stays
-        self._checkpoint(record, urgent=True)
+        self._journal_task(record, urgent=True)
         if record.running:
             record.requeue = True  # its runner queues it again once wound down
         else:
@@ -482,6 +482,6 @@ class Engine(Scheduler):
     def _admit(self, record: TaskRecord) -> TaskRecord:
         self._records[record.id] = record
         self._claims[record.destination_key] = record.id
-        self._checkpoint(record)  # made durable by the caller's flush()
+        self._journal_task(record)  # made durable by the caller's flush()
         self._start(self._supervisor.enqueue(record.id, record.origin, now=self.clock()))
         return record

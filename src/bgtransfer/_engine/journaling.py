@@ -1,7 +1,7 @@
 """What the engine needs of a journal, and how its parts ask for a record to be journaled.
 
-:class:`Checkpointer` is the port the session's journal (``_io/journal.py``)
-implements; the engine and its parts never see SQLite. :class:`Checkpoint` is
+:class:`TaskJournal` is the port the session's journal (``_io/journal.py``)
+implements; the engine and its parts never see SQLite. :class:`JournalTask` is
 the engine's own "journal this record as it is now", handed to the parts
 (the download, its segments) that must record progress or a move.
 """
@@ -16,10 +16,10 @@ from .._core.journal import TaskEntry
 from .._exceptions import JournalError
 from .record import TaskRecord
 
-__all__ = ["Checkpoint", "Checkpointer", "FlushFor"]
+__all__ = ["FlushFor", "JournalTask", "TaskJournal"]
 
 
-class Checkpointer(Protocol):
+class TaskJournal(Protocol):
     """Where the engine records its tasks for a later process (the session's journal)."""
 
     def put(
@@ -57,8 +57,8 @@ class Checkpointer(Protocol):
         ...
 
 
-class Checkpoint(Protocol):
-    """Journal a record as it is now (the engine's ``_checkpoint``): ``urgent``,
+class JournalTask(Protocol):
+    """Journal a record as it is now (the engine's ``_journal_task``): ``urgent``,
     committed at once; ``deferred``, with the next commit; ``data``, its partial
     file's bytes count."""
 

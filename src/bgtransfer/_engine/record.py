@@ -48,8 +48,8 @@ class TaskRecord:
         "job",
         "journal_error",
         "last_progress",
-        "next_checkpoint",
         "origin",
+        "progress_due",
         "public_headers",
         "replayed",
         "request_headers",
@@ -105,7 +105,7 @@ class TaskRecord:
         self.running = False  # a runner coroutine exists for it
         self.successor: TaskRecord | None = None  # granted on release; its runner goes on with it
         self.requeue = False  # resumed while its runner was winding down
-        self.next_checkpoint = 0.0  # clock time after which progress is journaled again
+        self.progress_due = 0.0  # clock time after which progress is journaled again
         self.replayed = False  # ended before this process reattached
         # The journal could not record the task: it ends with this error.
         self.journal_error: JournalWriteError | None = None

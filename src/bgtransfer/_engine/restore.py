@@ -35,7 +35,7 @@ from .._core.segments import Segment
 from .._core.states import Input, MoveInput, Signal, TaskState
 from .._io.errors import file_error
 from .._io.files import move_into_place, remove_quietly
-from .._io.partials import Identity, inspect_partials, take_over
+from .._io.partials import Identity, adopt_partial, inspect_partials
 from .._io.resume_key import locate_partial
 from .._io.threads import run_blocking
 from .admission import Admission
@@ -89,7 +89,7 @@ class Restorer:
 
     async def inspect(self, entries: Sequence[TaskEntry]) -> list[Facts]:
         """What is on disk for each entry (in a worker thread), after finishing any
-        takeover of resume data a crash interrupted."""
+        adoption of resume data's partial file a crash interrupted."""
         partials = [self._partials_dir / f"{entry.id}.part" for entry in entries]
         facts = await anyio.to_thread.run_sync(inspect_partials, entries, partials)
         return [
@@ -238,8 +238,8 @@ class Restorer:
         )
 
     @staticmethod
-    async def take_over(record: TaskRecord, source: Path, offset: int) -> None:
+    async def adopt_partial(record: TaskRecord, source: Path, offset: int) -> None:
         """Move the partial file ``source`` to the record's, with one rename (in a
-        worker thread): of two tasks taking it, exactly one gets it."""
+        worker thread): of two tasks adopting it, exactly one gets it."""
         partial = download_job(record).partial
-        await anyio.to_thread.run_sync(take_over, source, partial, offset, record.url)
+        await anyio.to_thread.run_sync(adopt_partial, source, partial, offset, record.url)

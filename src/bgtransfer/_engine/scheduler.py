@@ -6,7 +6,7 @@ runs the task's job (:mod:`.job`: it asks nothing else of the work), and
 ends every task with exactly one terminal event (``_complete``), whether a
 runner ends it or a command does (a task without a runner:
 ``_remove_then_complete``, ``_fail_unrecorded``). It also journals records
-(``_checkpoint``) and publishes their events.
+(``_journal_task``) and publishes their events.
 :class:`~bgtransfer._engine.engine.Engine` adds the commands, the queries and
 the lifecycle on top, and sets the state declared here.
 
@@ -40,7 +40,7 @@ from .._core.supervisor import Supervisor
 from .._exceptions import JournalError, TransferError
 from .._io.errors import journal_write_error
 from .hub import EventHub
-from .journaling import Checkpointer
+from .journaling import TaskJournal
 from .record import TaskRecord
 
 __all__ = ["Scheduler"]
@@ -57,7 +57,7 @@ class Scheduler:
     _hub: EventHub
     _records: dict[int, TaskRecord]
     _claims: dict[str, int]
-    _journal: Checkpointer | None
+    _journal: TaskJournal | None
     _task_group: anyio.abc.TaskGroup | None
     _draining: bool  # going down: start nothing more
 
@@ -127,7 +127,7 @@ class Scheduler:
             record.scope.cancel()
         # else: spawned but not in its scope yet; it checks the state on entry.
 
-    def _checkpoint(
+    def _journal_task(
         self,
         record: TaskRecord,
         *,
@@ -142,7 +142,7 @@ class Scheduler:
         self._journal.put(
             job.entry(), urgent=urgent, deferred=deferred, data_file=job.data_file if data else None
         )
-        record.next_checkpoint = self.clock() + self.config.checkpoint_interval
+        record.progress_due = self.clock() + self.config.checkpoint_interval
 
     def _spawn(self, func: Callable[..., Coroutine[Any, Any, object]], *args: object) -> None:
         assert self._task_group is not None
@@ -230,7 +230,7 @@ class Scheduler:
                 self._complete(record, outcome)
             else:
                 self._flush_progress(record)
-                self._checkpoint(record, urgent=True, data=True)
+                self._journal_task(record, urgent=True, data=True)
                 if record.state is TaskState.RUNNING and not self._draining:
                     # resumed while winding down
                     self._start(
@@ -274,8 +274,8 @@ class Scheduler:
         if isinstance(event, ProgressEvent):
             record = self._records[event.task_id]
             record.last_progress = event
-            if self._journal is not None and self.clock() >= record.next_checkpoint:
-                self._checkpoint(record, data=True)
+            if self._journal is not None and self.clock() >= record.progress_due:
+                self._journal_task(record, data=True)
         self._hub.publish(event)
 
     def _flush_progress(self, record: TaskRecord) -> None:
@@ -298,9 +298,9 @@ class Scheduler:
         # later process would then find neither the partial nor the file, and
         # fetch it again or report it lost): readers wait for it (durable()).
         # Deferred: the slot is free already, nothing else waits on this commit,
-        # and in a busy session it rides along with another task's (a commit on
-        # the loop costs tens of microseconds; 2,000 small files made two each).
-        self._checkpoint(record, deferred=True)
+        # and in a busy session it rides along with another task's (one commit
+        # per task end fewer on the loop; see docs/design.md, "Statements per commit").
+        self._journal_task(record, deferred=True)
         if self._journal is not None:
             record.end_generation = self._journal.generation
         if self._claims.get(record.destination_key) == record.id:

@@ -26,7 +26,7 @@ from .._io.errors import file_error
 from .._io.partials import preallocate
 from .._io.threads import run_blocking
 from .download_job import DownloadJob
-from .journaling import Checkpoint
+from .journaling import JournalTask
 from .sinks import AttemptSink, RestartFromZero, SegmentSink
 
 __all__ = ["Segments", "segment_group"]
@@ -38,7 +38,7 @@ Fetch = Callable[[DownloadJob, Mapping[str, str], AttemptSink | SegmentSink], Aw
 class Segments:
     """Runs the segments of an engine's tasks. ``start``: what the engine calls
     with the task ids the supervisor grants (a returned slot may start another
-    task); ``checkpoint``: journal a record now."""
+    task); ``journal_task``: journal a record now."""
 
     def __init__(
         self,
@@ -47,7 +47,7 @@ class Segments:
         clock: Callable[[], float],
         supervisor: Supervisor,
         start: Callable[[list[int]], None],
-        checkpoint: Checkpoint,
+        journal_task: JournalTask,
         publish: Callable[[TaskEvent], None],
         fetch: Fetch,
         request_headers: Callable[[DownloadJob, Mapping[str, str]], Awaitable[dict[str, str]]],
@@ -56,7 +56,7 @@ class Segments:
         self.clock = clock
         self._supervisor = supervisor
         self._start = start
-        self._checkpoint = checkpoint
+        self._journal_task = journal_task
         self._publish = publish
         self._fetch = fetch
         self._request_headers = request_headers
@@ -74,7 +74,7 @@ class Segments:
             raise file_error(
                 exc, url=job.record.url, action="reserve space for", path=job.partial
             ) from exc
-        self._checkpoint(job.record, urgent=True)
+        self._journal_task(job.record, urgent=True)
         queue.extend(job.segments[1:])
         for _ in range(self._supervisor.borrow(job.record.id, len(queue))):
             group.start_soon(self.worker, job, queue, True)

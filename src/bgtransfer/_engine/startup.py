@@ -99,7 +99,7 @@ class BackendStartup:
                 entries, journal.entries = journal.entries, []
                 await engine.restore(entries)
                 if config.handle_sigterm:
-                    self._sigterm = sigterm.register(engine.checkpoint_running)
+                    self._sigterm = sigterm.register(engine.journal_running)
         except BaseException:
             await self.__aexit__(None, None, None)  # its cleanup shields itself
             raise

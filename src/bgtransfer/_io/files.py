@@ -276,8 +276,8 @@ def pwrite_all(fd: int, chunks: Sequence[bytes | bytearray | memoryview], offset
 def reserve_blocks(fd: int, offset: int, length: int) -> None:
     """Reserve the disk blocks for ``length`` bytes at ``offset``, keeping the file's size.
 
-    Writes into reserved blocks skip the file system's allocation work (about a
-    fifth faster for a 1 GiB file on ext4 here), the file is less fragmented, and
+    Writes into reserved blocks skip the file system's allocation work, the file
+    is less fragmented, and
     a disk that cannot hold the body says so before the first byte is fetched:
     ``OSError`` (``ENOSPC``, ``EDQUOT``, ``EFBIG``). The size stays that of the
     bytes written (``FALLOC_FL_KEEP_SIZE``), which reattaching relies on. Linux

@@ -5,20 +5,19 @@ moves rows. The database is stdlib :mod:`sqlite3` in WAL mode, used by one call
 at a time. Work that may wait for the disk runs in a worker thread: opening,
 the writer's interval commits, commits that fsync (``durability="fsync"``), and
 WAL checkpoints (SQLite's automatic ones are off). A small commit awaited by
-:meth:`Journal.flush` without fsync is only a ``write`` into the page cache
-(tens of microseconds, less than the thread hop itself), so it runs on the
-loop: that is what lets ``await session.download()`` return durable thousands
-of times a second.
+:meth:`Journal.flush` without fsync is only a ``write`` into the page cache,
+cheaper than the thread hop itself, so it runs on the loop: that is what lets
+``await session.download()`` return durable thousands of times a second.
 
 Writes are batched: the engine's :meth:`Journal.put` only records the newest
 entry per task in memory. A writer task commits what has gathered in one
 transaction, at once when something urgent is waiting (a new task, a state
 change, a terminal event, an explicit :meth:`Journal.flush`) and otherwise at
-most once per ``interval`` (progress checkpoints). Concurrent callers of
+most once per ``interval`` (progress entries). Concurrent callers of
 ``flush()`` share one commit (group commit). Deleting acknowledged tasks waits
 for the writer's round too (:meth:`Journal.forget`), so the commits callers wait
-for are mostly one ``INSERT`` statement: each statement costs tens of
-microseconds of the loop's time in a busy process.
+for are mostly one ``INSERT`` statement: every statement costs the loop's time
+(figures in ``docs/design.md``, "Statements per commit").
 
 A commit that fails is never dropped silently. When one row is the problem
 (it cannot be stored), the batch is committed again one entry at a time: the
@@ -72,7 +71,7 @@ EXIT_TIMEOUT = 10.0
 INLINE_ROWS = 64
 """A flush() committing at most this many rows without fsync commits on the loop."""
 
-CHECKPOINT_COMMITS = 1000
+WAL_CHECKPOINT_COMMITS = 1000
 """Commits after which the writer copies the WAL back into the database (in a thread)."""
 
 MULTI_ROW_MAX = 16
@@ -107,7 +106,7 @@ class JournalStatistics:
     """Entries (and deletions) put but not committed yet."""
     commits: int
     """Transactions committed since the journal was opened."""
-    checkpoints: int
+    wal_checkpoints: int
     """WAL checkpoints run by the writer since the journal was opened."""
 
 
@@ -154,8 +153,8 @@ class Journal:
         self._commits = 0
         self._last_commit = time.monotonic()
         self._uncheckpointed = 0  # commits since the last WAL checkpoint
-        self._checkpoints = 0
-        self._checkpointer: sqlite3.Connection | None = None  # opened by the first checkpoint
+        self._wal_checkpoints = 0
+        self._wal_checkpointer: sqlite3.Connection | None = None  # opened by the first checkpoint
         self.on_rejected: Callable[[int, JournalError], None] | None = None
         """Called (on the loop) with a task whose entry the journal could not
         record, and why: the entry could not be stored, or the journal cannot write."""
@@ -181,7 +180,7 @@ class Journal:
         earlier versions wrote them, are rewritten without it.
         """
         # Waited for shielded: a connection opened is always handed over (a cancel
-        # comes at the caller's next checkpoint, and its cleanup closes the journal).
+        # comes at the caller's next cancellation point, and its cleanup closes the journal).
         connection, entries, next_id = await run_blocking(
             _open_sync, path, fsync, migrations, secrets
         )
@@ -363,7 +362,7 @@ class Journal:
         return JournalStatistics(
             pending=len(self._pending) + len(self._forgotten),
             commits=self._commits,
-            checkpoints=self._checkpoints,
+            wal_checkpoints=self._wal_checkpoints,
         )
 
     # -- the writer ---------------------------------------------------------------
@@ -400,12 +399,12 @@ class Journal:
                     if deadline.cancelled_caught or self._busy:
                         logger.error(
                             "journal %s: the last commit did not finish within %s s; "
-                            "the tasks continue from their previous checkpoint",
+                            "the tasks continue from what was last committed",
                             self.path,
                             EXIT_TIMEOUT,
                         )
                     else:  # the worker thread may still use the connection: leave it
-                        await run_blocking(_close_all, self._checkpointer, self._connection)
+                        await run_blocking(_close_all, self._wal_checkpointer, self._connection)
             finally:
                 if self._deferred is not None:
                     self._deferred.cancel()
@@ -424,8 +423,8 @@ class Journal:
                 if self._failure is not None:
                     return
                 continue
-            if self._uncheckpointed >= CHECKPOINT_COMMITS:
-                await self._checkpoint()  # its own connection: commits go on meanwhile
+            if self._uncheckpointed >= WAL_CHECKPOINT_COMMITS:
+                await self._checkpoint_wal()  # its own connection: commits go on meanwhile
                 continue
             self._wakeup = anyio.Event()
             with anyio.move_on_after(self._interval if wait is None else wait):
@@ -449,7 +448,7 @@ class Journal:
             waits.append(self._forgotten_since + self._interval - now)
         return min(waits) if waits else None
 
-    async def _checkpoint(self) -> None:
+    async def _checkpoint_wal(self) -> None:
         """Copy the WAL back into the database and empty it, in a thread (it fsyncs).
 
         First a passive pass without the lock, on a connection of its own (a
@@ -461,21 +460,21 @@ class Journal:
         """
         self._uncheckpointed = 0
         try:
-            await run_blocking(self._checkpoint_sync, "PASSIVE")
+            await run_blocking(self._checkpoint_wal_sync, "PASSIVE")
             async with self._lock:
-                await run_blocking(self._checkpoint_sync, "TRUNCATE")
+                await run_blocking(self._checkpoint_wal_sync, "TRUNCATE")
         except sqlite3.Error as exc:  # the WAL keeps the data; the next one may succeed
             logger.warning("journal %s: WAL checkpoint failed: %s", self.path, exc)
         else:
-            self._checkpoints += 1
+            self._wal_checkpoints += 1
 
-    def _checkpoint_sync(self, mode: str) -> None:
-        if self._checkpointer is None:
-            self._checkpointer = sqlite3.connect(
+    def _checkpoint_wal_sync(self, mode: str) -> None:
+        if self._wal_checkpointer is None:
+            self._wal_checkpointer = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False
             )
         # fetchall: a statement left unfinished would hold a read lock on the WAL.
-        self._checkpointer.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+        self._wal_checkpointer.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
 
     def _may_commit_inline(self) -> bool:
         deletions = len(self._forgotten) if self._deletions_due else 0
@@ -516,7 +515,7 @@ class Journal:
             self._committed = batch.generation
             self._commits += 1
             self._uncheckpointed += 1
-            if self._uncheckpointed >= CHECKPOINT_COMMITS:
+            if self._uncheckpointed >= WAL_CHECKPOINT_COMMITS:
                 self._wakeup.set()  # the writer checkpoints, in its thread
         self._last_commit = time.monotonic()
         self._wake_waiters()
@@ -616,14 +615,14 @@ def _commit_each(connection: sqlite3.Connection, batch: _Batch) -> None:
 
 
 def _commit_all(connection: sqlite3.Connection, batch: _Batch) -> None:
-    """One transaction, in as few statements as the batch allows: each costs tens
-    of microseconds in a busy process (and releases and retakes the GIL, a wait
+    """One transaction, in as few statements as the batch allows: each costs the
+    loop's time in a busy process (and releases and retakes the GIL, a wait
     when the file thread holds it). A batch of a few entries and no deletions,
     the usual commit that a caller waits for, is one ``INSERT`` and so its own
     transaction. ``next_id`` is stored when rows are deleted and it changed:
     while a task's row exists it bounds the ids by itself (ids never repeat
     either way)."""
-    for path in batch.files:  # durability="fsync": the bytes before the checkpoint
+    for path in batch.files:  # durability="fsync": the bytes before the entries that count them
         fsync_file(path)
     rows = [entry_to_row(entry) for entry in batch.entries]
     ids = batch.forgotten

@@ -1,7 +1,7 @@
 """File-system work on partial files that the engine asks for in a worker thread.
 
 Making room for a segmented download, looking at what a previous process left
-(finishing a takeover it was killed in), taking resume data's partial file over,
+(finishing an adoption it was killed in), adopting resume data's partial file,
 and measuring a partial file: blocking calls, each run off the loop by the caller.
 """
 
@@ -17,7 +17,7 @@ from .._core.journal import Phase, TaskEntry
 from .._core.resume_data import InvalidResumeDataError
 from .files import file_identity, private_opener, reserve_blocks
 
-__all__ = ["inspect_partials", "partial_size", "preallocate", "take_over"]
+__all__ = ["adopt_partial", "inspect_partials", "partial_size", "preallocate"]
 
 Identity = tuple[int, int, int, int]
 """What ``file_identity`` returns: enough to tell whether a file was replaced."""
@@ -41,15 +41,15 @@ def inspect_partials(
     entries: Sequence[TaskEntry], partials: Sequence[Path]
 ) -> list[tuple[int | None, Identity | None]]:
     """(partial size or None, the destination's identity if it matters and exists)
-    for each entry, after finishing any takeover a crash interrupted; in a worker
+    for each entry, after finishing any adoption a crash interrupted; in a worker
     thread."""
     facts: list[tuple[int | None, Identity | None]] = []
     for entry, partial in zip(entries, partials, strict=True):
         size: int | None = None
-        if entry.takeover is not None and not partial.exists():
+        if entry.adopting is not None and not partial.exists():
             # Killed between journaling a resumed task and its rename: do it now.
             with contextlib.suppress(FileNotFoundError):
-                os.replace(entry.takeover, partial)
+                os.replace(entry.adopting, partial)
         # A live task with nothing vouched for starts from zero whatever is there:
         # no need to look (this keeps reopening 10,000 queued tasks quick).
         if entry.offset > 0 or entry.phase not in (Phase.RUNNING, Phase.SUSPENDED):
@@ -65,7 +65,7 @@ def inspect_partials(
     return facts
 
 
-def take_over(source: Path, partial: Path, offset: int, url: str) -> None:
+def adopt_partial(source: Path, partial: Path, offset: int, url: str) -> None:
     """Move resume data's partial file (found by ``locate_partial``) to
     ``partial``; in a worker thread."""
     try:

@@ -4,14 +4,13 @@ Through aiohttp a body reaches the disk by way of the event loop: for every read
 (at most 256 KiB) the loop wakes, the transport allocates a new ``bytes``, the
 HTTP parser copies the body part into another, the stream buffers it, and a
 write is handed to a thread. For a large body on a plain TCP connection none of
-that is needed once the headers are parsed. ``take_over`` stops the transport
+that is needed once the headers are parsed. ``detach_body`` stops the transport
 from reading (``pause_reading``), takes the body bytes aiohttp already holds, and
 duplicates the socket's file descriptor; ``pump_body`` then moves the rest in one
 worker-thread call that reads into one reused buffer and writes it at its offset
 (``readv``, ``pwrite``): two copies per byte, no allocation, no loop wakeup per
 read. The call gets a thread of its own rather than one of the loop's executor,
-which the session's other file operations share. Measured on loopback this is
-about three times the aiohttp path's speed (see ``docs/benchmarks.md``).
+which the session's other file operations share.
 
 The thread writes whatever it has before it waits for the socket, so received
 bytes never wait in memory for more. It enforces ``request_timeout`` itself
@@ -48,7 +47,7 @@ from .threads import start_thread
 if TYPE_CHECKING:
     from .transfer import BodyPlan, TransferSink
 
-__all__ = ["PUMP_BUFFER_BYTES", "PUMP_MIN_BYTES", "PumpJob", "pump_body", "take_over"]
+__all__ = ["PUMP_BUFFER_BYTES", "PUMP_MIN_BYTES", "PumpJob", "detach_body", "pump_body"]
 
 PUMP_MIN_BYTES = 8 * 1024 * 1024
 """Bodies (or segments) at least this long are pumped; shorter ones keep aiohttp's path."""
@@ -133,7 +132,7 @@ class PumpJob:
                 os.close(fd)
 
 
-def take_over(
+def detach_body(
     response: aiohttp.ClientResponse,
     plan: BodyPlan,
     partial: Path,

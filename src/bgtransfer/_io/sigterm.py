@@ -1,12 +1,12 @@
-"""SIGTERM while background sessions are open: checkpoint them, then end as SIGTERM would.
+"""SIGTERM while background sessions are open: journal their tasks, then end as SIGTERM does.
 
 ``asyncio.run`` turns SIGINT into ``KeyboardInterrupt`` so that cleanup runs; a
 SIGTERM left at its default disposition ends the process at once, and the tasks
 of an open background session continue in the next process from their last
-progress checkpoint. So, while a background session is open in the main thread
+progress entry. So, while a background session is open in the main thread
 and SIGTERM has its default disposition, this module handles it: every open
-session's running tasks are checkpointed (each journal records the bytes on disk
-and commits, within :data:`CHECKPOINT_TIMEOUT` seconds), then the default
+session's running tasks are journaled (each journal records the bytes on disk
+and commits, within :data:`JOURNAL_TIMEOUT` seconds), then the default
 disposition is restored and SIGTERM raised again, so that the process ends
 exactly as SIGTERM would have ended it (status -15; 143 in a shell). A second
 SIGTERM meanwhile ends it at once.
@@ -27,30 +27,30 @@ import threading
 from collections.abc import Awaitable, Callable
 from types import FrameType
 
-__all__ = ["CHECKPOINT_TIMEOUT", "register", "unregister"]
+__all__ = ["JOURNAL_TIMEOUT", "register", "unregister"]
 
 logger = logging.getLogger("bgtransfer")
 
-CHECKPOINT_TIMEOUT = 5.0
-"""Seconds the checkpoints may take after SIGTERM before the process ends anyway."""
+JOURNAL_TIMEOUT = 5.0
+"""Seconds the sessions may take to journal their tasks before the process ends anyway."""
 
-Checkpoint = Callable[[], Awaitable[None]]
+JournalRunning = Callable[[], Awaitable[None]]
 
 
 class _Handling:
-    """The process's state: the open sessions' checkpoints and their loop."""
+    """The process's state: what journals each open session's running tasks, and their loop."""
 
     def __init__(self) -> None:
-        self.sessions: dict[object, Checkpoint] = {}
+        self.sessions: dict[object, JournalRunning] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.ending: set[asyncio.Task[None]] = set()  # the checkpointing task, referenced
+        self.ending: set[asyncio.Task[None]] = set()  # the journaling task, referenced
 
 
 _handling = _Handling()
 
 
-def register(checkpoint: Checkpoint) -> object | None:
-    """Checkpoint with ``checkpoint()`` on SIGTERM, then end the process; call on
+def register(journal_running: JournalRunning) -> object | None:
+    """Call ``journal_running()`` on SIGTERM, then end the process; call on
     the loop, as a background session opens. Returns the token for
     :func:`unregister`, or None when SIGTERM is not handled: not the main
     thread, another disposition than the default (the application's), or
@@ -66,7 +66,7 @@ def register(checkpoint: Checkpoint) -> object | None:
     elif loop is not _handling.loop:
         return None
     token = object()
-    _handling.sessions[token] = checkpoint
+    _handling.sessions[token] = journal_running
     return token
 
 
@@ -83,39 +83,37 @@ def unregister(token: object) -> None:
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     """In the main thread, between two bytecodes: hand over to the loop."""
     # From now on SIGTERM kills: a second one, or the watchdog below if the loop
-    # never gets to run the checkpoints (blocked by a long synchronous call).
+    # never gets to journal the tasks (blocked by a long synchronous call).
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     loop = _handling.loop
     if loop is None or loop.is_closed():
         _die()
         return
-    watchdog = threading.Timer(CHECKPOINT_TIMEOUT + 1.0, _die)
+    watchdog = threading.Timer(JOURNAL_TIMEOUT + 1.0, _die)
     watchdog.daemon = True
     watchdog.start()
-    loop.call_soon_threadsafe(_start_checkpoints, loop)
+    loop.call_soon_threadsafe(_start_journaling, loop)
 
 
-def _start_checkpoints(loop: asyncio.AbstractEventLoop) -> None:
-    task = loop.create_task(_checkpoint_then_die(list(_handling.sessions.values())))
+def _start_journaling(loop: asyncio.AbstractEventLoop) -> None:
+    task = loop.create_task(_journal_then_die(list(_handling.sessions.values())))
     _handling.ending.add(task)
 
 
-async def _checkpoint_then_die(checkpoints: list[Checkpoint]) -> None:
+async def _journal_then_die(sessions: list[JournalRunning]) -> None:
     try:
-        logger.warning(
-            "SIGTERM: checkpointing %d background session(s) before ending", len(checkpoints)
-        )
-        tasks = [asyncio.ensure_future(checkpoint()) for checkpoint in checkpoints]
+        logger.warning("SIGTERM: journaling %d background session(s) before ending", len(sessions))
+        tasks = [asyncio.ensure_future(journal()) for journal in sessions]
         if tasks:
-            done, pending = await asyncio.wait(tasks, timeout=CHECKPOINT_TIMEOUT)
+            done, pending = await asyncio.wait(tasks, timeout=JOURNAL_TIMEOUT)
             for task in done:
                 if task.exception() is not None:
-                    logger.error("SIGTERM: a checkpoint failed: %r", task.exception())
+                    logger.error("SIGTERM: journaling a session failed: %r", task.exception())
             if pending:
                 logger.error(
-                    "SIGTERM: %d checkpoint(s) did not finish within %s s",
+                    "SIGTERM: %d session(s) did not finish journaling within %s s",
                     len(pending),
-                    CHECKPOINT_TIMEOUT,
+                    JOURNAL_TIMEOUT,
                 )
     finally:
         _die()

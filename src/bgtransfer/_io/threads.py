@@ -8,11 +8,10 @@ straight to an executor.
 
 The write pipeline's calls (open, write, close, rename: short, and many) go to
 one thread of their own (``submit_file_io``). Every system call a thread makes
-releases the GIL and must take it back; with the loop's default executor (up to
-six threads here) busy with six transfers' writes, the loop thread and the
-workers kept waiting for each other: 2,000 small files took 1.3-1.5x the time
-of the same engine with one file thread, mostly in ``futex`` (benchmark
-scenario 2). Calls that may take long (a copy to another file system, journal
+releases the GIL and must take it back; with the loop's default executor's
+threads busy with several transfers' writes, the loop thread and the workers
+keep waiting for each other (``futex``; see "One file thread" in
+``docs/design.md``). Calls that may take long (a copy to another file system, journal
 commits that fsync, removals) keep using the default executor (``run_blocking``),
 so they never hold up the transfers' writes.
 
@@ -184,7 +183,7 @@ async def run_blocking(func: Callable[..., T], *args: object) -> T:
 
     The wait is shielded: a file operation that has started always finishes
     (and its outcome is known) before a cancellation goes on; the cancellation
-    is delivered at the caller's next checkpoint.
+    is delivered at the caller's next cancellation point.
     """
     future = start_blocking(func, *args)
     with anyio.CancelScope(shield=True):

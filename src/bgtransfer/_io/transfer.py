@@ -42,7 +42,7 @@ from .files import (
     reserve_blocks,
     set_mode,
 )
-from .pump import pump_body, take_over
+from .pump import detach_body, pump_body
 from .threads import run_blocking, submit_file_io
 
 __all__ = [
@@ -298,7 +298,7 @@ async def _stream_body(
     request_timeout: float | None,
     watchdog: _Watchdog | None,
 ) -> int:
-    job = take_over(response, plan, partial, request_timeout=request_timeout)
+    job = detach_body(response, plan, partial, request_timeout=request_timeout)
     if job is not None:
         try:
             with _paused(watchdog):  # the pump keeps its own time

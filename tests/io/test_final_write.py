@@ -1,4 +1,4 @@
-"""One step at the end, through sessions against the loopback server.
+"""The final write moves the file into place, through sessions against the loopback server.
 
 A body's last write also closes the partial file and renames it to the task's
 destination, in one worker-thread call: a small file costs one hop from its
