@@ -163,14 +163,14 @@ def count_job(engine: Engine, tmp_path: Path, name: str, *, steps: int, **kw: in
         url=url,
         origin=origin,
         destination=tmp_path / name,
-        partial=tmp_path / f"{name}.part",  # (the record's seed for a download: unused)
         description=name,
         headers={},
         request_headers=(),
         progress_interval=0.0,
+        job=lambda record: CountingJob(record, steps=steps, **kw),
     )
-    job = CountingJob(record, steps=steps, **kw)
-    record.job = job
+    job = record.job
+    assert isinstance(job, CountingJob)
     engine._next_id += 1
     engine._admit(record)
     return job
@@ -209,13 +209,13 @@ def test_a_counting_job_is_a_job() -> None:
         url="http://counting.invalid/x",
         origin=parse_url("http://counting.invalid/x")[1],
         destination=Path("/x"),
-        partial=Path("/x.part"),
         description=None,
         headers={},
         request_headers=(),
         progress_interval=0.0,
+        job=lambda record: CountingJob(record, steps=1),
     )
-    check(CountingJob(record, steps=1))
+    check(record.job)
 
 
 def test_the_scheduler_knows_no_download() -> None:

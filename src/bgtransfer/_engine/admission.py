@@ -9,6 +9,7 @@ what the answers need (the live tasks' claims, the directories resolved so far).
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from pathlib import Path
@@ -20,6 +21,7 @@ from .._core.segments import MAX_SEGMENTS
 from .._exceptions import InvalidDestinationError
 from .._io.files import not_regular_error
 from .._io.paths import exists_or_link, is_directory, lstat_mode, names_a_directory, resolve
+from .download_job import DownloadJob
 from .record import TaskRecord
 
 __all__ = ["Admission", "Request", "check_segments", "merge_headers"]
@@ -89,21 +91,27 @@ class Admission:
         encoding: str = "identity",
         partial: Path | None = None,
     ) -> TaskRecord:
+        job = functools.partial(
+            DownloadJob,
+            partial=self._partials_dir / f"{task_id}.part" if partial is None else partial,
+            offset=offset,
+            validator=validator,
+            total=total,
+            encoding=encoding,
+        )
         return TaskRecord(
             task_id=task_id,
             url=url,
             origin=origin,
             destination=destination,
-            partial=self._partials_dir / f"{task_id}.part" if partial is None else partial,
             description=description,
             headers=merge_headers(self.config.headers, headers),
             request_headers=headers,
             progress_interval=self.config.progress_interval,
+            job=job,
             secrets=self._secrets,
             offset=offset,
-            validator=validator,
             total=total,
-            encoding=encoding,
         )
 
     def resolve_destination(

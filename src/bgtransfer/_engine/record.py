@@ -9,7 +9,7 @@ segments, the move into place).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,7 +22,6 @@ from .._core.progress import ProgressThrottle
 from .._core.secrets import DEFAULT_SECRETS, SecretHeaders
 from .._core.states import PUBLIC, Input, Signal, Stage, TaskState, advance
 from .._exceptions import JournalWriteError
-from .download_job import DownloadJob
 
 if TYPE_CHECKING:
     from .job import Job
@@ -72,19 +71,17 @@ class TaskRecord:
         url: str,
         origin: Origin,
         destination: Path,
-        partial: Path,
         description: str | None,
         headers: Mapping[str, str],
         request_headers: tuple[tuple[str, str], ...],
         progress_interval: float,
+        job: Callable[[TaskRecord], Job],
         offset: int = 0,
-        validator: str | None = None,
         total: int | None = None,
-        encoding: str = "identity",
         secrets: SecretHeaders = DEFAULT_SECRETS,
     ) -> None:
-        """``partial``, ``validator`` and ``encoding`` (and ``offset``, ``total``
-        as where its bytes stand) seed the download job the record starts with."""
+        """``job`` makes the task's work for this record (a download's, for
+        every task today); ``offset`` and ``total`` say where its bytes stand."""
         self.id = task_id
         self.url = url
         self.origin = origin
@@ -119,14 +116,7 @@ class TaskRecord:
         self.throttle = ProgressThrottle(
             task_id, interval=progress_interval, total=offset, expected=total
         )
-        self.job: Job = DownloadJob(
-            self,
-            partial=partial,
-            offset=offset,
-            validator=validator,
-            total=total,
-            encoding=encoding,
-        )
+        self.job: Job = job(self)
 
     @property
     def state(self) -> TaskState:
