@@ -336,7 +336,9 @@ class NginxServer:
                 )
             if _BIND_RACE_MARKER in _read_text(self.stderr_path):
                 return False  # nginx would retry bind() for ~2.5 s; don't wait for it
-            if self.pid_path.exists():
+            # Created before its number is written: wait for the number, so a
+            # reader after start() never finds the file empty.
+            if _read_text(self.pid_path).strip().isdigit():
                 while pending and self._accepts(pending[0]):
                     pending.pop(0)
                 if not pending:
