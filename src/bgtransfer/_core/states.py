@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Final
+from typing import Any, Final
 
 __all__ = [
     "MOVE_PHASES",
@@ -102,12 +102,16 @@ class InvalidTransition(RuntimeError):
 
 def transition(state: TaskState, event: Input) -> TaskState:
     """Return the state after ``event``; raise :class:`InvalidTransition` if it is illegal."""
+    result: TaskState = _step(TRANSITIONS, state, event, "state")
+    return result
+
+
+def _step(table: Mapping[tuple[Any, Any], Any], now: Any, event: Any, what: str) -> Any:
+    """``table[(now, event)]``, or :class:`InvalidTransition` naming ``what`` is at ``now``."""
     try:
-        return TRANSITIONS[(state, event)]
+        return table[(now, event)]
     except KeyError:
-        raise InvalidTransition(
-            f"{event.value!r} is not allowed in state {state.value!r}"
-        ) from None
+        raise InvalidTransition(f"{event.value!r} is not allowed in {what} {now.value!r}") from None
 
 
 def mermaid_diagram() -> str:
@@ -116,11 +120,16 @@ def mermaid_diagram() -> str:
     Self-loops (the idempotent and ignored inputs) are left out to keep the picture
     readable; the table in ``docs/design.md`` lists them.
     """
-    lines = ["stateDiagram-v2", "    [*] --> running: download()"]
-    for (src, event), dst in TRANSITIONS.items():
+    return _diagram(TRANSITIONS, start="running: download()", end="completed")
+
+
+def _diagram(table: Mapping[tuple[Any, Any], Any], *, start: str, end: str) -> str:
+    """``table`` in Mermaid syntax, self-loops left out."""
+    lines = ["stateDiagram-v2", f"    [*] --> {start}"]
+    for (src, event), dst in table.items():
         if src is not dst:
             lines.append(f"    {src.value} --> {dst.value}: {event.value}")
-    lines.append("    completed --> [*]")
+    lines.append(f"    {end} --> [*]")
     return "\n".join(lines)
 
 
@@ -204,12 +213,8 @@ maps each row onto one of its rows, ``CANCEL_KEEPING`` read as ``CANCEL``)."""
 
 def advance(stage: Stage, event: Input | Signal) -> Stage:
     """The stage after ``event``; raise :class:`InvalidTransition` if it is illegal."""
-    try:
-        return STAGES[(stage, event)]
-    except KeyError:
-        raise InvalidTransition(
-            f"{event.value!r} is not allowed in stage {stage.value!r}"
-        ) from None
+    result: Stage = _step(STAGES, stage, event, "stage")
+    return result
 
 
 class MovePhase(enum.Enum):
@@ -245,29 +250,15 @@ MOVE_PHASES: Final[Mapping[tuple[MovePhase, MoveInput], MovePhase]] = MappingPro
 
 def move_to(phase: MovePhase, event: MoveInput) -> MovePhase:
     """The phase after ``event``; raise :class:`InvalidTransition` if it is illegal."""
-    try:
-        return MOVE_PHASES[(phase, event)]
-    except KeyError:
-        raise InvalidTransition(
-            f"{event.value!r} is not allowed in move phase {phase.value!r}"
-        ) from None
+    result: MovePhase = _step(MOVE_PHASES, phase, event, "move phase")
+    return result
 
 
 def stage_diagram() -> str:
     """The engine's stages in Mermaid syntax (self-loops left out), from :data:`STAGES`."""
-    lines = ["stateDiagram-v2", "    [*] --> running: download()"]
-    for (src, event), dst in STAGES.items():
-        if src is not dst:
-            lines.append(f"    {src.value} --> {dst.value}: {event.value}")
-    lines.append("    completed --> [*]")
-    return "\n".join(lines)
+    return _diagram(STAGES, start="running: download()", end="completed")
 
 
 def move_diagram() -> str:
     """A download's move phases in Mermaid syntax, from :data:`MOVE_PHASES`."""
-    lines = ["stateDiagram-v2", "    [*] --> transferring"]
-    for (src, event), dst in MOVE_PHASES.items():
-        if src is not dst:
-            lines.append(f"    {src.value} --> {dst.value}: {event.value}")
-    lines.append("    moved --> [*]")
-    return "\n".join(lines)
+    return _diagram(MOVE_PHASES, start="transferring", end="moved")
