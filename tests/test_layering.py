@@ -2,7 +2,8 @@
 
 From the bottom up: ``_core`` (sans-IO rules, values) and ``_exceptions``; ``_io``
 (the thin shell of files, sockets, SQLite, threads); ``_engine`` (records,
-scheduling, the download); the front (``Session``, ``DownloadTask``, the CLI and
+scheduling, the download); ``_daemon`` (the transfer daemon's server and its
+client, a second task backend, above the engine); the front (``Session``, ``DownloadTask``, the CLI and
 the package's front door). ``testing`` stands beside them and uses only the
 public API. An arrow may only point down, and no modules import each other in
 a loop. ``docs/design.md`` ("Layers") says why.
@@ -112,6 +113,7 @@ def violations(imports: list[Import]) -> list[str]:
         "_exceptions": {"_exceptions"},
         "_io": {"_io", "_core", "_exceptions"},
         "_engine": {"_engine", "_io", "_core", "_exceptions"},
+        "_daemon": {"_daemon", "_engine", "_io", "_core", "_exceptions"},
     }
     found = []
     for edge in imports:
@@ -165,7 +167,7 @@ def test_the_package_is_read() -> None:
         importers
     )
     layers = {layer(name) for name in package_modules(PACKAGE_DIR)}
-    assert layers == {"front", "_core", "_exceptions", "_io", "_engine", "testing"}
+    assert layers == {"front", "_core", "_exceptions", "_io", "_engine", "_daemon", "testing"}
 
 
 def test_layers_point_down() -> None:
