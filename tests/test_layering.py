@@ -3,10 +3,11 @@
 From the bottom up: ``_core`` (sans-IO rules, values) and ``_exceptions``; ``_io``
 (the thin shell of files, sockets, SQLite, threads); ``_engine`` (records,
 scheduling, the download); ``_daemon`` (the transfer daemon's server and its
-client, a second task backend, above the engine); the front (``Session``, ``DownloadTask``, the CLI and
-the package's front door). ``testing`` stands beside them and uses only the
-public API. An arrow may only point down, and no modules import each other in
-a loop. ``docs/design.md`` ("Layers") says why.
+client, a second task backend, above the engine); the front (``Session``,
+``DownloadTask``, the CLI and the package's front door). ``testing`` stands
+beside them and uses only the public API. An arrow may only point down, no
+modules import each other in a loop (not even for type checking only), and no
+module is over ``MAX_LINES`` lines. ``docs/design.md`` ("Layout") says why.
 """
 
 from __future__ import annotations
@@ -34,6 +35,27 @@ FRONT = {
 # function of the engine package (``_engine/startup.py``). An entry that is no
 # longer true fails (test_allow_list_is_current), so the list can only shrink.
 FRONT_IMPORTS_OF_IO: set[tuple[str, str]] = set()
+
+# Import loops still allowed, each as the sorted pair of modules that import each
+# other. ``_io/pump.py`` names ``_io/transfer.py``'s ``BodyPlan`` and
+# ``TransferSink`` for type checking while ``transfer.py`` runs ``pump_body``:
+# both modules are being split this round (the speed work), which moves those
+# types below both; the lead removes the entry after the merge. Shrink-only: an
+# entry that is no longer a loop fails (test_cycle_allow_list_is_current).
+ALLOWED_CYCLES: set[frozenset[str]] = {
+    frozenset({"bgtransfer._io.pump", "bgtransfer._io.transfer"}),
+}
+
+MAX_LINES = 500
+# Modules still over MAX_LINES, with their size when listed: they may shrink,
+# never grow, and an entry whose module is back under the limit fails
+# (test_size_allow_list_is_current). Both are being split this round by
+# colleagues (the event log in the journal, the speed work); the lead removes the
+# entries after the merge.
+OVERSIZED: dict[str, int] = {
+    "bgtransfer._io.journal": 806,
+    "bgtransfer._io.transfer": 601,
+}
 
 
 @attrs.frozen
@@ -131,11 +153,14 @@ def violations(imports: list[Import]) -> list[str]:
     return sorted(set(found))
 
 
-def cycles(imports: list[Import]) -> list[list[str]]:
-    """The import loops at run time (imports for type checking only cannot loop)."""
+def cycles(imports: list[Import], *, typing_only: bool = False) -> list[list[str]]:
+    """The import loops at run time, or (``typing_only``) counting the imports
+    for type checking too: those cannot fail at run time, but a loop among them
+    still means two modules each need the other's names (a type or a protocol
+    that belongs in a module below both)."""
     graph: dict[str, set[str]] = {}
     for edge in imports:
-        if not edge.typing_only and edge.importer != edge.imported:
+        if (typing_only or not edge.typing_only) and edge.importer != edge.imported:
             graph.setdefault(edge.importer, set()).add(edge.imported)
     loops: list[list[str]] = []
     state: dict[str, int] = {}  # 1: on the path, 2: done
@@ -186,6 +211,43 @@ def test_allow_list_is_current() -> None:
 
 def test_no_import_cycles() -> None:
     assert cycles(IMPORTS) == []
+
+
+def _loop_pairs(loops: list[list[str]]) -> set[frozenset[str]]:
+    return {frozenset(loop) for loop in loops}
+
+
+def test_no_import_cycles_even_for_type_checking() -> None:
+    """Imports under ``if TYPE_CHECKING:`` make no loop either (but the allow-list)."""
+    loops = cycles(IMPORTS, typing_only=True)
+    assert [loop for loop in loops if frozenset(loop) not in ALLOWED_CYCLES] == []
+
+
+def test_cycle_allow_list_is_current() -> None:
+    assert ALLOWED_CYCLES - _loop_pairs(cycles(IMPORTS, typing_only=True)) == set()
+
+
+def module_sizes(root: Path) -> dict[str, int]:
+    return {
+        name: len(path.read_text(encoding="utf-8").splitlines())
+        for name, path in package_modules(root).items()
+    }
+
+
+SIZES = module_sizes(PACKAGE_DIR)
+
+
+def test_no_module_is_over_the_line_limit() -> None:
+    """One job per module: none over ``MAX_LINES`` (but the allow-list, which
+    may only shrink: a listed module may not grow past its listed size)."""
+    over = {name: size for name, size in SIZES.items() if size > MAX_LINES}
+    assert {name for name in over if name not in OVERSIZED} == set()
+    assert {name: size for name, size in over.items() if size > OVERSIZED[name]} == {}
+
+
+def test_size_allow_list_is_current() -> None:
+    """A listed module that is back under the limit must leave the list."""
+    assert {name for name in OVERSIZED if SIZES.get(name, 0) <= MAX_LINES} == set()
 
 
 def test_engine_sets_up_no_http_client() -> None:
@@ -310,3 +372,17 @@ def test_a_cycle_is_found_and_a_typing_only_one_is_not(tmp_path: Path) -> None:
     assert cycles(all_imports(root)) == [
         ["bgtransfer._io.a", "bgtransfer._io.b", "bgtransfer._io.a"]
     ]
+
+
+def test_a_typing_only_cycle_is_found_when_asked(tmp_path: Path) -> None:
+    typing_only = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .a import A\n"
+    root = _package(tmp_path, {"_io/a.py": "from . import b\n", "_io/b.py": typing_only})
+    assert cycles(all_imports(root), typing_only=True) == [
+        ["bgtransfer._io.a", "bgtransfer._io.b", "bgtransfer._io.a"]
+    ]
+
+
+def test_an_oversized_module_is_found(tmp_path: Path) -> None:
+    root = _package(tmp_path, {"_core/big.py": "x = 1\n" * (MAX_LINES + 1), "_core/ok.py": ""})
+    sizes = module_sizes(root)
+    assert [name for name, size in sizes.items() if size > MAX_LINES] == ["bgtransfer._core.big"]

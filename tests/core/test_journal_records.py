@@ -27,19 +27,17 @@ from bgtransfer._core.journal import (
     MIGRATIONS,
     SCHEMA_VERSION,
     SECRET_HEADERS,
-    Action,
     CorruptEntry,
     FileIdentity,
     FinalWrite,
     Phase,
-    Reattach,
     TaskEntry,
     entry_from_row,
     entry_to_row,
-    plan_reattach,
     public_headers,
     scrubbed_fields,
 )
+from bgtransfer._core.reattach import Action, Reattach, plan_reattach
 from bgtransfer._core.secrets import SecretHeaders
 
 URL = "https://example.com/d\u00e9j\u00e0/file.bin?x=1"

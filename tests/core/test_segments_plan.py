@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bgtransfer._core.journal import Action, Phase, TaskEntry, plan_reattach
+from bgtransfer._core.journal import Phase, TaskEntry
+from bgtransfer._core.reattach import Action, plan_reattach
 from bgtransfer._core.segments import (
     MAX_SEGMENTS,
     MIN_SEGMENT_SIZE,

@@ -12,7 +12,7 @@ has (request, state, progress, terminal event).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .._core.events import CancelledEvent, ErrorEvent, FinishedEvent
 from .._core.journal import FinalWrite, Phase, TaskEntry, public_headers
@@ -24,10 +24,28 @@ from .._exceptions import TransferError
 from .._io.files import remove_quietly
 
 if TYPE_CHECKING:
-    from .download import Downloader
     from .record import TaskRecord
 
-__all__ = ["DownloadJob", "download_job"]
+__all__ = ["DownloadJob", "DownloadWork", "download_job"]
+
+
+class DownloadWork(Protocol):
+    """What a download job asks of the engine's shared
+    :class:`~.download.Downloader` (declared here, below it, so that neither
+    module imports the other)."""
+
+    async def transfer(self, job: DownloadJob) -> FinishedEvent:
+        """The job's attempts, until its file is at its destination."""
+        ...
+
+    def cancel_outcome(self, job: DownloadJob) -> CancelledEvent:
+        """What the cancelled job ends with (resume data if asked for and safe)."""
+        ...
+
+    def error_outcome(self, job: DownloadJob, error: TransferError) -> ErrorEvent:
+        """What ``error`` ends the job with (resume data when it keeps its work)."""
+        ...
+
 
 _PHASES = {
     Stage.RUNNING: Phase.RUNNING,
@@ -74,7 +92,7 @@ class DownloadJob:
         encoding: str = "identity",
     ) -> None:
         self.record = record
-        self.downloader: Downloader | None = None  # bound by the engine
+        self.downloader: DownloadWork | None = None  # bound by the engine
         self.partial = partial
         self.validator = validator  # for If-Range; None: cannot resume safely
         self.encoding = encoding

@@ -7,25 +7,19 @@ supervisor's limits, runs ``job.run()`` in a cancel scope, and ends it with
 exactly one terminal event; everything it must ask about the work (what to
 journal, what a stopped run ends with, which files to clear away) goes
 through this protocol. It never sees HTTP verbs, ranges, segments or partial
-files.
+files. What a kind of job does when a session reopens is :mod:`.reattacher`'s.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
-
-import attrs
+from typing import Protocol
 
 from .._core.events import CancelledEvent, ErrorEvent, FinishedEvent
-from .._core.journal import Action, TaskEntry
+from .._core.journal import TaskEntry
 from .._exceptions import TransferError
 
-if TYPE_CHECKING:
-    from .record import TaskRecord
-
-__all__ = ["Job", "Reattached", "Reattacher"]
+__all__ = ["Job"]
 
 
 class Job(Protocol):
@@ -75,33 +69,4 @@ class Job(Protocol):
 
     async def discard(self) -> None:
         """Remove what the job left behind (a task ending without resume data)."""
-        ...
-
-
-@attrs.frozen
-class Reattached:
-    """A journal entry's task as its kind of job brings it back: ``record`` is
-    in the stage the decision gave it (ended ones ``COMPLETED``, with their
-    terminal event, marked ``replayed``)."""
-
-    record: TaskRecord
-    action: Action
-    """What was decided: continue it, move its finished work into place, or end it."""
-    leftover: bool = False
-    """It ended and its files are of no more use: removed before any terminal
-    event is delivered (``Reattacher.remove_leftovers``)."""
-    newly_ended: bool = False
-    """It ended here (the journal does not hold its end yet): journal it."""
-
-
-class Reattacher(Protocol):
-    """What the engine needs of a kind of job when a session reopens."""
-
-    async def reattach(self, entries: Sequence[TaskEntry]) -> list[Reattached]:
-        """Decide, per journal entry, what becomes of its task (given what is on
-        disk), and rebuild its record accordingly."""
-        ...
-
-    async def remove_leftovers(self, records: Sequence[TaskRecord]) -> None:
-        """Remove what the ended ``records`` left behind (``leftover``)."""
         ...

@@ -28,8 +28,9 @@ from .._core.events import (
     ProgressEvent,
     TerminalEvent,
 )
-from .._core.journal import Action, Reattach, TaskEntry, plan_reattach
+from .._core.journal import TaskEntry
 from .._core.naming import Origin, origin_of, parse_url
+from .._core.reattach import Action, Reattach, plan_reattach
 from .._core.resume_data import ResumeData, sign, verify
 from .._core.segments import Segment
 from .._core.states import Input, MoveInput, Signal, TaskState
@@ -40,7 +41,7 @@ from .._io.resume_key import locate_partial
 from .._io.threads import run_blocking
 from .admission import Admission
 from .download_job import download_job
-from .job import Reattached
+from .reattacher import Reattached
 from .record import TaskRecord
 
 __all__ = ["Restorer"]
@@ -72,7 +73,7 @@ class Restorer:
     # -- the journal's tasks ------------------------------------------------------
 
     async def reattach(self, entries: Sequence[TaskEntry]) -> list[Reattached]:
-        """The download's reattach (the :class:`~.job.Reattacher` protocol):
+        """The download's reattach (the :class:`~.reattacher.Reattacher` protocol):
         what is on disk for each entry, then ``plan_reattach``'s decision."""
         back = []
         for facts in await self.inspect(entries):
