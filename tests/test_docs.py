@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bgtransfer._core.states import markdown_table, mermaid_diagram, move_diagram, stage_diagram
+from bgtransfer._core.states import (
+    markdown_table,
+    mermaid_diagram,
+    move_diagram,
+    runner_diagram,
+    stage_diagram,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,5 +37,8 @@ def test_design_doc_stage_diagrams_are_generated_from_the_tables() -> None:
     begin = "<!-- BEGIN GENERATED STAGE DIAGRAMS -->\n"
     end = "<!-- END GENERATED STAGE DIAGRAMS -->"
     generated = text[text.index(begin) + len(begin) : text.index(end)]
-    expected = f"```mermaid\n{stage_diagram()}\n```\n\n```mermaid\n{move_diagram()}\n```\n"
+    expected = "\n".join(
+        f"```mermaid\n{diagram}\n```\n"
+        for diagram in (stage_diagram(), runner_diagram(), move_diagram())
+    )
     assert generated == expected, "regenerate the diagrams: see docs/design.md"

@@ -12,20 +12,26 @@ import itertools
 import pytest
 
 from bgtransfer._core.states import (
+    FAILING,
     MOVE_PHASES,
     PUBLIC,
+    RUNNER_PHASES,
     STAGES,
     TRANSITIONS,
     Input,
     InvalidTransition,
     MoveInput,
     MovePhase,
+    RunnerInput,
+    RunnerPhase,
     Signal,
     Stage,
     TaskState,
     advance,
     move_diagram,
     move_to,
+    runner_diagram,
+    runner_to,
     stage_diagram,
 )
 
@@ -33,7 +39,10 @@ G, In, K = Stage, Input, Signal
 EVENTS: list[Input | Signal] = [*Input, *Signal]
 
 
-def _public(event: Input | Signal) -> Input:
+def _public(event: Input | Signal) -> Input | None:
+    """The public input an engine input stands for (None: none, it keeps the state)."""
+    if event is K.JOURNAL_FAILED:
+        return None
     return In.CANCEL if event is K.CANCEL_KEEPING else event
 
 
@@ -53,6 +62,8 @@ def test_every_public_state_has_a_stage_and_back() -> None:
 def test_stages_project_exactly_onto_the_public_table(stage: Stage, event: Input | Signal) -> None:
     """A stage accepts an input exactly when its public state does (a cancel
     keeping resume data as a cancel), and lands where the public table says."""
+    if _public(event) is None:
+        return  # test_a_journal_failure_keeps_what_a_task_shows
     public = (PUBLIC[stage], _public(event))
     assert ((stage, event) in STAGES) == (public in TRANSITIONS)
     if public in TRANSITIONS:
@@ -60,6 +71,31 @@ def test_stages_project_exactly_onto_the_public_table(stage: Stage, event: Input
     else:
         with pytest.raises(InvalidTransition, match=repr(stage.value)):
             advance(stage, event)
+
+
+@pytest.mark.parametrize("stage", list(Stage), ids=lambda v: v.value)
+def test_a_journal_failure_keeps_what_a_task_shows(stage: Stage) -> None:
+    """Every stage but ``completed`` takes it; a running or suspended task is
+    failing from then on (a canceling one stays canceling: the cancel decided),
+    and shows what it showed."""
+    if stage is G.COMPLETED:
+        with pytest.raises(InvalidTransition, match="'journal_failed' is not allowed"):
+            advance(stage, K.JOURNAL_FAILED)
+        return
+    after = advance(stage, K.JOURNAL_FAILED)
+    assert PUBLIC[after] is PUBLIC[stage]
+    assert (after in FAILING) == (PUBLIC[stage] in (TaskState.RUNNING, TaskState.SUSPENDED))
+
+
+def test_a_failing_task_ends_with_the_error_unless_cancelled() -> None:
+    """Commands move a failing task as they move a running one, but it never
+    gets back to ``running``: only a cancel (or a file already placed) ends it
+    otherwise than with the journal's error."""
+    for stage in FAILING:
+        successors = {dst for (src, _), dst in STAGES.items() if src is stage}
+        assert successors == {*FAILING, G.CANCELING, G.CANCELING_KEEPING, G.COMPLETED}
+    assert advance(G.FAILING, In.SUSPEND) is G.FAILING_SUSPENDED
+    assert advance(G.FAILING_SUSPENDED, In.RESUME) is G.FAILING
 
 
 def test_a_cancel_keeps_resume_data_only_when_it_asked() -> None:
@@ -100,11 +136,35 @@ def test_move_phases() -> None:
         move_to(MovePhase.TRANSFERRING, MoveInput.PLACED)  # never placed before whole
 
 
+def test_runner_phases() -> None:
+    """A runner is granted, enters its scope, may be told to stop, and stops;
+    a runner told to stop before it entered reads the stage when it enters."""
+    R, RI = RunnerPhase, RunnerInput
+    assert dict(RUNNER_PHASES) == {
+        (R.IDLE, RI.GRANT): R.GRANTED,
+        (R.GRANTED, RI.INTERRUPT): R.GRANTED,
+        (R.GRANTED, RI.ENTER): R.ACTIVE,
+        (R.ACTIVE, RI.INTERRUPT): R.STOPPING,
+        (R.ACTIVE, RI.STOP): R.IDLE,
+        (R.STOPPING, RI.INTERRUPT): R.STOPPING,
+        (R.STOPPING, RI.STOP): R.IDLE,
+    }
+    for phase, event in itertools.product(RunnerPhase, RunnerInput):
+        if (phase, event) not in RUNNER_PHASES:
+            with pytest.raises(InvalidTransition, match=f"runner phase {phase.value!r}"):
+                runner_to(phase, event)
+
+
 def test_diagrams_are_generated_from_the_tables() -> None:
     stages = stage_diagram().splitlines()
     assert "    running --> canceling_keeping: cancel_keeping" in stages
     assert len([line for line in stages if "-->" in line]) == 2 + sum(
         src is not dst for (src, _), dst in STAGES.items()
+    )
+    runners = runner_diagram().splitlines()
+    assert "    stopping --> idle: stop" in runners
+    assert len([line for line in runners if "-->" in line]) == 2 + sum(
+        src is not dst for (src, _), dst in RUNNER_PHASES.items()
     )
     moves = move_diagram().splitlines()
     assert "    moving --> moved: placed" in moves

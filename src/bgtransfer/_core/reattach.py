@@ -18,9 +18,9 @@ from .events import CancelledEvent, ErrorEvent, FinishedEvent, TerminalEvent
 from .journal import FileIdentity, FinalWrite, Phase, TaskEntry, public_headers
 from .resume_data import ResumeData
 from .segments import Segment, contiguous_prefix
-from .states import TaskState
+from .states import Input, Signal, TaskState
 
-__all__ = ["Action", "Reattach", "plan_reattach"]
+__all__ = ["Action", "Reattach", "ending", "plan_reattach"]
 
 
 class Action(enum.Enum):
@@ -49,6 +49,30 @@ class Reattach:
     """For ``CONTINUE``: the segments to carry on with (``offset`` is their sum)."""
     remove_partial: bool = False
     """The partial file is of no more use and must go."""
+
+    @property
+    def inputs(self) -> tuple[Input | Signal, ...]:
+        """What brings a new task (``Stage.RUNNING``) to where this plan puts it,
+        through the engine's table (``STAGES``): a restored task takes the same
+        path a live one does. ``MOVE``: none yet (the move's result ends it,
+        :func:`ending`)."""
+        if self.action is Action.END:
+            assert self.outcome is not None
+            return ending(self.outcome)
+        if self.action is Action.CONTINUE and self.state is TaskState.SUSPENDED:
+            return (Input.SUSPEND,)
+        return ()
+
+
+def ending(outcome: TerminalEvent) -> tuple[Input | Signal, ...]:
+    """The inputs that end a running task with ``outcome``, as a live one ends
+    (a cancel first cancels, keeping its partial if the outcome has resume data)."""
+    if isinstance(outcome, FinishedEvent):
+        return (Input.FINISH,)
+    if isinstance(outcome, ErrorEvent):
+        return (Input.FAIL,)
+    keeping = outcome.resume_data is not None
+    return (Signal.CANCEL_KEEPING if keeping else Input.CANCEL, Input.CANCELLED)
 
 
 def plan_reattach(

@@ -9,9 +9,11 @@ decides which input is legal in which state; the docs' diagram is generated from
 The engine keeps finer states than the public four where it must remember more
 to act right, and nowhere else: :class:`Stage` (a task's state as the engine
 keeps it; :data:`PUBLIC` is what a task shows) under :data:`STAGES`, which
-projects exactly onto :data:`TRANSITIONS`; and :class:`MovePhase`, how far a
+projects exactly onto :data:`TRANSITIONS`; :class:`MovePhase`, how far a
 download's move into place has got, under :data:`MOVE_PHASES` (orthogonal to
-the task's state: a move under way completes whatever the task is told).
+the task's state: a move under way completes whatever the task is told); and
+:class:`RunnerPhase`, whether a runner coroutine holds the task and whether a
+command has told it to stop, under :data:`RUNNER_PHASES`.
 """
 
 from __future__ import annotations
@@ -22,14 +24,18 @@ from types import MappingProxyType
 from typing import Any, Final
 
 __all__ = [
+    "FAILING",
     "MOVE_PHASES",
     "PUBLIC",
+    "RUNNER_PHASES",
     "STAGES",
     "TRANSITIONS",
     "Input",
     "InvalidTransition",
     "MoveInput",
     "MovePhase",
+    "RunnerInput",
+    "RunnerPhase",
     "Signal",
     "Stage",
     "TaskState",
@@ -38,6 +44,8 @@ __all__ = [
     "mermaid_diagram",
     "move_diagram",
     "move_to",
+    "runner_diagram",
+    "runner_to",
     "stage_diagram",
     "transition",
 ]
@@ -153,6 +161,11 @@ class Stage(enum.Enum):
     """``cancel()``: the task's work (a partial file) goes with it."""
     CANCELING_KEEPING = "canceling_keeping"
     """``cancel_with_resume_data()``: the work is kept for the resume data."""
+    FAILING = "failing"
+    """The journal cannot record the task: it ends with that error (its
+    runner ends it, or the engine soon if it has none). Shows ``running``."""
+    FAILING_SUSPENDED = "failing_suspended"
+    """:attr:`FAILING`, suspended meanwhile (or before): shows ``suspended``."""
     COMPLETED = "completed"
 
 
@@ -160,6 +173,7 @@ class Signal(enum.Enum):
     """Inputs only the engine's stages tell apart from the public ones."""
 
     CANCEL_KEEPING = "cancel_keeping"  # cancel_with_resume_data()
+    JOURNAL_FAILED = "journal_failed"  # the journal cannot record the task
 
 
 PUBLIC: Final[Mapping[Stage, TaskState]] = MappingProxyType(
@@ -168,10 +182,15 @@ PUBLIC: Final[Mapping[Stage, TaskState]] = MappingProxyType(
         Stage.SUSPENDED: TaskState.SUSPENDED,
         Stage.CANCELING: TaskState.CANCELING,
         Stage.CANCELING_KEEPING: TaskState.CANCELING,
+        Stage.FAILING: TaskState.RUNNING,
+        Stage.FAILING_SUSPENDED: TaskState.SUSPENDED,
         Stage.COMPLETED: TaskState.COMPLETED,
     }
 )
 """What a task in each stage shows (``task.state``)."""
+
+FAILING: Final = frozenset({Stage.FAILING, Stage.FAILING_SUSPENDED})
+"""The stages of a task that ends with the journal's error (unless cancelled first)."""
 
 _G, _K = Stage, Signal
 
@@ -183,24 +202,45 @@ STAGES: Final[Mapping[tuple[Stage, Input | Signal], Stage]] = MappingProxyType(
         (_G.RUNNING, _K.CANCEL_KEEPING): _G.CANCELING_KEEPING,
         (_G.RUNNING, _I.FINISH): _G.COMPLETED,
         (_G.RUNNING, _I.FAIL): _G.COMPLETED,
+        (_G.RUNNING, _K.JOURNAL_FAILED): _G.FAILING,
         (_G.SUSPENDED, _I.SUSPEND): _G.SUSPENDED,
         (_G.SUSPENDED, _I.RESUME): _G.RUNNING,
         (_G.SUSPENDED, _I.CANCEL): _G.CANCELING,
         (_G.SUSPENDED, _K.CANCEL_KEEPING): _G.CANCELING_KEEPING,
         (_G.SUSPENDED, _I.FAIL): _G.COMPLETED,
         (_G.SUSPENDED, _I.FINISH): _G.COMPLETED,
+        (_G.SUSPENDED, _K.JOURNAL_FAILED): _G.FAILING_SUSPENDED,
         (_G.CANCELING, _I.CANCEL): _G.CANCELING,
         (_G.CANCELING, _K.CANCEL_KEEPING): _G.CANCELING,  # the first cancel decided
         (_G.CANCELING, _I.SUSPEND): _G.CANCELING,
         (_G.CANCELING, _I.RESUME): _G.CANCELING,
         (_G.CANCELING, _I.CANCELLED): _G.COMPLETED,
         (_G.CANCELING, _I.FINISH): _G.COMPLETED,
+        (_G.CANCELING, _K.JOURNAL_FAILED): _G.CANCELING,  # the cancel decided
         (_G.CANCELING_KEEPING, _I.CANCEL): _G.CANCELING_KEEPING,  # the first cancel decided
         (_G.CANCELING_KEEPING, _K.CANCEL_KEEPING): _G.CANCELING_KEEPING,
         (_G.CANCELING_KEEPING, _I.SUSPEND): _G.CANCELING_KEEPING,
         (_G.CANCELING_KEEPING, _I.RESUME): _G.CANCELING_KEEPING,
         (_G.CANCELING_KEEPING, _I.CANCELLED): _G.COMPLETED,
         (_G.CANCELING_KEEPING, _I.FINISH): _G.COMPLETED,
+        (_G.CANCELING_KEEPING, _K.JOURNAL_FAILED): _G.CANCELING_KEEPING,
+        # Failing: commands move it as they move a running (suspended) task, a
+        # cancel still wins; whatever else it ends with the journal's error (or
+        # finishes, if its file was already placed).
+        (_G.FAILING, _I.SUSPEND): _G.FAILING_SUSPENDED,
+        (_G.FAILING, _I.RESUME): _G.FAILING,
+        (_G.FAILING, _I.CANCEL): _G.CANCELING,
+        (_G.FAILING, _K.CANCEL_KEEPING): _G.CANCELING_KEEPING,
+        (_G.FAILING, _I.FINISH): _G.COMPLETED,
+        (_G.FAILING, _I.FAIL): _G.COMPLETED,
+        (_G.FAILING, _K.JOURNAL_FAILED): _G.FAILING,
+        (_G.FAILING_SUSPENDED, _I.SUSPEND): _G.FAILING_SUSPENDED,
+        (_G.FAILING_SUSPENDED, _I.RESUME): _G.FAILING,
+        (_G.FAILING_SUSPENDED, _I.CANCEL): _G.CANCELING,
+        (_G.FAILING_SUSPENDED, _K.CANCEL_KEEPING): _G.CANCELING_KEEPING,
+        (_G.FAILING_SUSPENDED, _I.FINISH): _G.COMPLETED,
+        (_G.FAILING_SUSPENDED, _I.FAIL): _G.COMPLETED,
+        (_G.FAILING_SUSPENDED, _K.JOURNAL_FAILED): _G.FAILING_SUSPENDED,
         (_G.COMPLETED, _I.SUSPEND): _G.COMPLETED,
         (_G.COMPLETED, _I.RESUME): _G.COMPLETED,
         (_G.COMPLETED, _I.CANCEL): _G.COMPLETED,
@@ -208,7 +248,9 @@ STAGES: Final[Mapping[tuple[Stage, Input | Signal], Stage]] = MappingProxyType(
     }
 )
 """``(stage, input) -> next stage``: :data:`TRANSITIONS` refined (``PUBLIC``
-maps each row onto one of its rows, ``CANCEL_KEEPING`` read as ``CANCEL``)."""
+maps each row onto one of its rows, ``CANCEL_KEEPING`` read as ``CANCEL``;
+``JOURNAL_FAILED``, which no public input stands for, is taken by every stage
+but ``COMPLETED`` and never changes what a task shows)."""
 
 
 def advance(stage: Stage, event: Input | Signal) -> Stage:
@@ -252,6 +294,56 @@ def move_to(phase: MovePhase, event: MoveInput) -> MovePhase:
     """The phase after ``event``; raise :class:`InvalidTransition` if it is illegal."""
     result: MovePhase = _step(MOVE_PHASES, phase, event, "move phase")
     return result
+
+
+class RunnerPhase(enum.Enum):
+    """Whether a runner coroutine holds a task (orthogonal to its stage: a
+    suspended or cancelled task keeps its runner until the runner has wound down)."""
+
+    IDLE = "idle"  # no runner: queued, suspended, or ended
+    GRANTED = "granted"  # a slot was granted: a runner was spawned or handed the task
+    ACTIVE = "active"  # the runner runs the job in its cancel scope
+    STOPPING = "stopping"  # a command (or the engine going down) told it to stop
+
+
+class RunnerInput(enum.Enum):
+    """What moves a task's :class:`RunnerPhase`."""
+
+    GRANT = "grant"  # the supervisor granted the task a slot
+    ENTER = "enter"  # the runner entered its cancel scope
+    INTERRUPT = "interrupt"  # stop the run (suspend, cancel, a journal failure, closing)
+    STOP = "stop"  # the runner has wound down (its slot released)
+
+
+_R, _RI = RunnerPhase, RunnerInput
+
+RUNNER_PHASES: Final[Mapping[tuple[RunnerPhase, RunnerInput], RunnerPhase]] = MappingProxyType(
+    {
+        (_R.IDLE, _RI.GRANT): _R.GRANTED,
+        # Spawned but not in its scope yet: it reads the stage when it enters.
+        (_R.GRANTED, _RI.INTERRUPT): _R.GRANTED,
+        (_R.GRANTED, _RI.ENTER): _R.ACTIVE,
+        (_R.ACTIVE, _RI.INTERRUPT): _R.STOPPING,
+        (_R.ACTIVE, _RI.STOP): _R.IDLE,
+        (_R.STOPPING, _RI.INTERRUPT): _R.STOPPING,
+        (_R.STOPPING, _RI.STOP): _R.IDLE,
+    }
+)
+"""``(phase, input) -> next phase``. A runner that stops in ``STOPPING`` with its
+task's stage back at ``RUNNING`` was suspended and resumed while winding down:
+the task queues again. One that stops ``ACTIVE`` with no outcome was stopped
+from outside (the session's host cancelled): the engine is going down."""
+
+
+def runner_to(phase: RunnerPhase, event: RunnerInput) -> RunnerPhase:
+    """The runner phase after ``event``; raise :class:`InvalidTransition` if it is illegal."""
+    result: RunnerPhase = _step(RUNNER_PHASES, phase, event, "runner phase")
+    return result
+
+
+def runner_diagram() -> str:
+    """A task's runner phases in Mermaid syntax, from :data:`RUNNER_PHASES`."""
+    return _diagram(RUNNER_PHASES, start="idle", end="idle")
 
 
 def stage_diagram() -> str:

@@ -33,7 +33,7 @@ from .._core.events import (
 from .._core.journal import TaskEntry
 from .._core.resume_data import ResumeData
 from .._core.secrets import SecretHeaders
-from .._core.states import Input, Signal, TaskState, transition
+from .._core.states import PUBLIC, Input, Signal, TaskState
 from .._core.supervisor import (
     Supervisor,
     SupervisorStatistics,
@@ -170,7 +170,7 @@ class Engine(Scheduler):
                 if self._journal is None:
                     self._cancel(record)
                 elif record.running:
-                    self._interrupt(record)
+                    record.interrupt()
             if self._task_group is not None:
                 # Runners are all stopped; this also ends the timers holding an
                 # origin (Retry-After), then waits for the runners' cleanup.
@@ -422,7 +422,7 @@ class Engine(Scheduler):
         record.advance(Signal.CANCEL_KEEPING if resume_data else Input.CANCEL)
         self._journal_task(record, urgent=True)
         if record.running:
-            self._interrupt(record)
+            record.interrupt()
             return
         # Queued or suspended: no runner to wind down; end it here.
         self._start(self._supervisor.remove(record.id, now=self.clock()))
@@ -435,32 +435,26 @@ class Engine(Scheduler):
     def suspend(self, task_id: int) -> None:
         """Pause a running task in place: its slot is freed, its partial file kept."""
         record = self._records[task_id]
-        previous = record.state
-        if previous is TaskState.RUNNING:
+        if record.state is TaskState.RUNNING:
             self._check_alive()
-        record.state = transition(previous, Input.SUSPEND)
-        if previous is not TaskState.RUNNING:
+        if PUBLIC[record.advance(Input.SUSPEND)] is not TaskState.RUNNING:
             return  # idempotent, or too late: the table says what stays
         record.job.paused()
         self._journal_task(record, urgent=True)
         if record.running:
-            self._interrupt(record)
+            record.interrupt()
         else:
             self._start(self._supervisor.remove(task_id, now=self.clock()))
 
     def resume(self, task_id: int) -> None:
         """Continue a suspended task from its offset (it queues for a slot first)."""
         record = self._records[task_id]
-        previous = record.state
-        if previous is TaskState.SUSPENDED:
+        if record.state is TaskState.SUSPENDED:
             self._check_alive()
-        record.state = transition(previous, Input.RESUME)
-        if previous is not TaskState.SUSPENDED:
+        if PUBLIC[record.advance(Input.RESUME)] is not TaskState.SUSPENDED:
             return  # idempotent, or too late: the table says what stays
         self._journal_task(record, urgent=True)
-        if record.running:
-            record.requeue = True  # its runner queues it again once wound down
-        else:
+        if not record.running:  # else its runner queues it again once wound down
             self._start(self._supervisor.enqueue(task_id, record.origin, now=self.clock()))
 
     # -- internals ----------------------------------------------------------------

@@ -20,7 +20,18 @@ from .._core.journal import public_headers
 from .._core.naming import Origin
 from .._core.progress import ProgressThrottle
 from .._core.secrets import DEFAULT_SECRETS, SecretHeaders
-from .._core.states import PUBLIC, Input, Signal, Stage, TaskState, advance
+from .._core.states import (
+    FAILING,
+    PUBLIC,
+    Input,
+    RunnerInput,
+    RunnerPhase,
+    Signal,
+    Stage,
+    TaskState,
+    advance,
+    runner_to,
+)
 from .._exceptions import JournalWriteError
 
 if TYPE_CHECKING:
@@ -42,23 +53,21 @@ class TaskRecord:
         "destination",
         "destination_key",
         "end_generation",
+        "failure",
         "headers",
         "id",
         "job",
-        "journal_error",
         "last_progress",
         "origin",
         "progress_due",
         "public_headers",
         "replayed",
         "request_headers",
-        "requeue",
-        "running",
+        "runner",
         "scope",
         "secrets",
         "segments_wanted",
         "stage",
-        "successor",
         "terminal",
         "throttle",
         "url",
@@ -99,20 +108,18 @@ class TaskRecord:
         # Content-Range, chunked framing's end, a 416): a finished task whose
         # total is None has an unverified length (FinishedEvent.length_verified).
         self.bytes_expected = total
-        self.running = False  # a runner coroutine exists for it
-        self.successor: TaskRecord | None = None  # granted on release; its runner goes on with it
-        self.requeue = False  # resumed while its runner was winding down
+        self.runner = RunnerPhase.IDLE  # whether a runner holds it (RUNNER_PHASES)
         self.progress_due = 0.0  # clock time after which progress is journaled again
         self.replayed = False  # ended before this process reattached
-        # The journal could not record the task: it ends with this error.
-        self.journal_error: JournalWriteError | None = None
+        # What a FAILING task ends with: why the journal could not record it.
+        self.failure: JournalWriteError | None = None
         self.acked = False  # a consumer has seen its terminal event
         self.last_progress: ProgressEvent | None = None
         self.terminal: TerminalEvent | None = None
         self.end_generation = 0  # the journal's generation once the terminal entry was put
         self._done: anyio.Event | None = None  # made when somebody waits (most never do)
         self._ended = False
-        self.scope: anyio.CancelScope | None = None
+        self.scope: anyio.CancelScope | None = None  # its runner's, while ACTIVE or STOPPING
         self.throttle = ProgressThrottle(
             task_id, interval=progress_interval, total=offset, expected=total
         )
@@ -120,20 +127,61 @@ class TaskRecord:
 
     @property
     def state(self) -> TaskState:
-        """The task's public state (``PUBLIC[stage]``)."""
+        """The task's public state (``PUBLIC[stage]``; read-only: :meth:`advance`)."""
         return PUBLIC[self.stage]
 
-    @state.setter
-    def state(self, state: TaskState) -> None:
-        # For callers that still step the public table (``transition``): it
-        # projects STAGES exactly, so the stage is the one that state stands for
-        # (a canceling stage stays as it was: the first cancel decided).
-        if PUBLIC[self.stage] is not state:
-            self.stage = Stage[state.name]
+    def advance(self, event: Input | Signal) -> Stage:
+        """Feed the state machine (``STAGES``): the one way a task's state
+        changes. Returns the stage it was in; an input the stage does not take
+        raises :class:`~bgtransfer._core.states.InvalidTransition` (a bug)."""
+        previous = self.stage
+        self.stage = advance(previous, event)
+        return previous
 
-    def advance(self, event: Input | Signal) -> None:
-        """Feed the state machine (``STAGES``): the one way a task's state changes."""
-        self.stage = advance(self.stage, event)
+    def journal_failed(self, error: JournalWriteError) -> Stage:
+        """The journal cannot record the task (``JOURNAL_FAILED``): unless a cancel
+        came first, it is ``FAILING`` now and ends with ``error``. Returns the
+        stage it was in."""
+        previous = self.advance(Signal.JOURNAL_FAILED)
+        if self.stage in FAILING and self.failure is None:
+            self.failure = error
+        return previous
+
+    @property
+    def failing(self) -> bool:
+        """It ends with the journal's error (:attr:`failure`)."""
+        return self.stage in FAILING
+
+    # -- its runner (RUNNER_PHASES) -------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """A runner holds it (granted, running its job, or winding down)."""
+        return self.runner is not RunnerPhase.IDLE
+
+    def grant(self) -> None:
+        """A slot was granted: a runner is spawned for it, or handed it."""
+        self.runner = runner_to(self.runner, RunnerInput.GRANT)
+
+    def enter(self, scope: anyio.CancelScope) -> None:
+        """Its runner runs the job in ``scope``."""
+        self.runner = runner_to(self.runner, RunnerInput.ENTER)
+        self.scope = scope
+
+    def interrupt(self) -> None:
+        """Stop its runner's run; the runner's ``finally`` reads the stage.
+        (A runner not in its scope yet reads it when it enters.)"""
+        self.runner = runner_to(self.runner, RunnerInput.INTERRUPT)
+        if self.scope is not None:
+            self.scope.cancel()
+
+    def stop(self) -> RunnerPhase:
+        """Its runner has wound down; returns the phase it stopped in (``STOPPING``:
+        a command stopped it)."""
+        previous = self.runner
+        self.runner = runner_to(previous, RunnerInput.STOP)
+        self.scope = None
+        return previous
 
     @property
     def done(self) -> anyio.Event:

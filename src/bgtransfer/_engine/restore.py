@@ -30,10 +30,10 @@ from .._core.events import (
 )
 from .._core.journal import TaskEntry
 from .._core.naming import Origin, origin_of, parse_url
-from .._core.reattach import Action, Reattach, plan_reattach
+from .._core.reattach import Action, Reattach, ending, plan_reattach
 from .._core.resume_data import ResumeData, sign, verify
 from .._core.segments import Segment
-from .._core.states import Input, MoveInput, Signal, TaskState
+from .._core.states import MoveInput
 from .._io.errors import file_error
 from .._io.files import move_into_place, remove_quietly
 from .._io.partials import Identity, adopt_partial, inspect_partials
@@ -131,12 +131,14 @@ class Restorer:
         job.may_have_partial = True  # whatever the journal says, look when it ends
         job.announce_resume = plan.offset > 0 or plan.restarted
         outcome = self._signed(plan.outcome)  # the journal's are not handed out as stored
+        inputs = plan.inputs  # through the table, as a live task goes there
         if plan.action is Action.MOVE:
             job.move_on(MoveInput.WHOLE)  # as the journal says: MOVING
             outcome = await self._finish_restored(record, plan.offset)
+            inputs = ending(outcome)
+        for event in inputs:
+            record.advance(event)
         if outcome is None:
-            if plan.state is TaskState.SUSPENDED:
-                record.advance(Input.SUSPEND)
             return record, plan
         if isinstance(outcome, FinishedEvent):  # counts its bytes like a live one
             total = outcome.total_bytes
@@ -147,13 +149,6 @@ class Restorer:
                 total_bytes_written=total,
                 total_bytes_expected=total,
             )
-        # Ended through the table, as a live task ends (a cancel first cancels).
-        if isinstance(outcome, CancelledEvent):
-            keeping = outcome.resume_data is not None
-            record.advance(Signal.CANCEL_KEEPING if keeping else Input.CANCEL)
-            record.advance(Input.CANCELLED)
-        else:
-            record.advance(Input.FINISH if isinstance(outcome, FinishedEvent) else Input.FAIL)
         record.terminal = outcome
         record.replayed = True
         record.set_done()

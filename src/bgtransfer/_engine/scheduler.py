@@ -35,7 +35,7 @@ from .._core.events import (
     TaskEvent,
     TerminalEvent,
 )
-from .._core.states import Input, TaskState
+from .._core.states import Input, RunnerPhase, Stage, TaskState
 from .._core.supervisor import Supervisor
 from .._exceptions import JournalError, TransferError
 from .._io.errors import journal_write_error
@@ -71,29 +71,29 @@ class Scheduler:
         if record is None or record.terminal is not None:
             logger.error("task %d: its end was not recorded: %s", task_id, problem)
             return
-        if record.journal_error is not None:
-            return
         error = journal_write_error(problem, url=record.url)
         error.__cause__ = problem
-        record.journal_error = error
+        previous = record.journal_failed(error)
+        if previous is record.stage or not record.failing:
+            return  # failing already, or a cancel decided first
         logger.error("task %d: %s; the task fails", task_id, error)
         if record.running:
-            self._interrupt(record)  # its runner ends it (_stopped_outcome)
+            record.interrupt()  # its runner ends it (_stopped_outcome)
         else:
             asyncio.get_running_loop().call_soon(self._fail_unrecorded, record)
 
     def _fail_unrecorded(self, record: TaskRecord) -> None:
         """End a task the journal could not record that has no runner."""
-        if record.terminal is not None or record.state is TaskState.CANCELING:
-            return  # ended, or ending, meanwhile
+        if not record.failing:
+            return  # ended, or cancelled, meanwhile
         if record.running:
-            self._interrupt(record)
+            record.interrupt()  # resumed and granted meanwhile: its runner ends it
             return
         if self._task_group is None or self._draining:
             return  # closing: the journal keeps what it last recorded (and it was logged)
-        assert record.journal_error is not None
+        assert record.failure is not None
         self._start(self._supervisor.remove(record.id, now=self.clock()))
-        outcome = ErrorEvent(task_id=record.id, error=record.journal_error)
+        outcome = ErrorEvent(task_id=record.id, error=record.failure)
         if record.job.has_leftovers:
             self._spawn(self._remove_then_complete, record, outcome)
         else:
@@ -107,8 +107,8 @@ class Scheduler:
             await self._journal.flush(shielded=shielded)
         except JournalError as exc:
             raise journal_write_error(exc, url=record.url) from exc
-        if record.journal_error is not None:
-            raise record.journal_error
+        if record.failure is not None and record.failing:
+            raise record.failure
 
     async def _remove_then_complete(self, record: TaskRecord, outcome: TerminalEvent) -> None:
         """End a cancelled task that has no runner once its job's leftovers (a
@@ -119,13 +119,6 @@ class Scheduler:
             await record.job.discard()
         finally:
             self._complete(record, outcome)
-
-    @staticmethod
-    def _interrupt(record: TaskRecord) -> None:
-        """Stop a running task's runner; its ``finally`` reads the new state."""
-        if record.scope is not None:
-            record.scope.cancel()
-        # else: spawned but not in its scope yet; it checks the state on entry.
 
     def _journal_task(
         self,
@@ -148,17 +141,18 @@ class Scheduler:
         assert self._task_group is not None
         self._task_group.start_soon(func, *args)
 
-    def _start(self, task_ids: list[int], *, ending: TaskRecord | None = None) -> None:
-        """Start the granted tasks. ``ending``: the task whose runner released the
-        slot; the first granted task is handed to that runner (``successor``)."""
+    def _start(self, task_ids: list[int], *, handoff: list[TaskRecord] | None = None) -> None:
+        """Start the granted tasks. ``handoff``: the list of the runner that
+        released the slot; the first granted task goes there, for that runner
+        to go on with, the others get runners of their own."""
         if not task_ids or self._draining:
             return  # going down: granted tasks stay queued (and journaled as running)
         assert self._task_group is not None, "the supervisor started a task after close"
         for task_id in task_ids:
             record = self._records[task_id]
-            record.running = True
-            if ending is not None and ending.successor is None:
-                ending.successor = record
+            record.grant()
+            if handoff is not None and not handoff:
+                handoff.append(record)
             else:
                 self._spawn_runner(record)
 
@@ -171,36 +165,30 @@ class Scheduler:
         (cancelled with the session), the task it was handed gets a runner of its
         own, which sees the same cancellation a spawned one would.
         """
-        current = record
-        while True:
+        current: TaskRecord | None = record
+        while current is not None:
+            handoff: list[TaskRecord] = []  # the task granted the slot it frees
             try:
-                await self._run_task(current)
+                await self._run_task(current, handoff)
             except BaseException:
-                successor, current.successor = current.successor, None
-                if successor is not None:
+                for successor in handoff:
                     self._spawn_runner(successor)
                 raise
-            successor, current.successor = current.successor, None
-            if successor is None:
-                return
-            current = successor
+            current = handoff[0] if handoff else None
 
     def _spawn_runner(self, record: TaskRecord) -> None:
         assert self._task_group is not None
         self._task_group.start_soon(self._run, record, name=f"bgtransfer-{record.id}")
 
-    async def _run_task(self, record: TaskRecord) -> None:
-        """One task: its job's run, until it ends or is suspended."""
+    async def _run_task(self, record: TaskRecord, handoff: list[TaskRecord]) -> None:
+        """One task: its job's run, until it ends or is suspended (``handoff``
+        gets the task granted the slot it frees, see :meth:`_start`)."""
         outcome: TerminalEvent | None = None
         try:
             with anyio.CancelScope() as scope:
-                record.scope = scope
-                if (
-                    record.state is not TaskState.RUNNING
-                    or self._draining
-                    or record.journal_error is not None
-                ):
-                    scope.cancel()  # suspended, cancelled, failed or closing before it got going
+                record.enter(scope)
+                if record.stage is not Stage.RUNNING or self._draining:
+                    record.interrupt()  # suspended, cancelled, failing or closing already
                 outcome = await record.job.run()
         except TransferError as exc:
             outcome = record.job.error_outcome(exc)
@@ -212,9 +200,8 @@ class Scheduler:
         finally:
             # Reached on success, failure, cancel(), suspend(), and the session's
             # own cancellation. Exactly one terminal event unless suspended.
-            record.scope = None
-            requeue, record.requeue = record.requeue, False
-            outcome = self._stopped_outcome(record, outcome, requeue=requeue)
+            stopped = record.stop()
+            outcome = self._stopped_outcome(record, outcome, stopped=stopped)
             keep_leftovers = outcome is None or (
                 isinstance(outcome, CancelledEvent | ErrorEvent) and outcome.resume_data is not None
             )
@@ -224,23 +211,24 @@ class Scheduler:
                 if record.state is TaskState.CANCELING and isinstance(outcome, ErrorEvent):
                     outcome = CancelledEvent(task_id=record.id)  # cancel() came meanwhile
             # From here on nothing awaits: commands see a consistent record.
-            record.running = False
-            self._start(self._supervisor.release(record.id, now=self.clock()), ending=record)
+            self._start(self._supervisor.release(record.id, now=self.clock()), handoff=handoff)
             if outcome is not None:
                 self._complete(record, outcome)
             else:
                 self._flush_progress(record)
                 self._journal_task(record, urgent=True, data=True)
-                if record.state is TaskState.RUNNING and not self._draining:
-                    # resumed while winding down
+                if record.stage is Stage.RUNNING and not self._draining:
+                    # resumed while winding down (_stopped_outcome)
                     self._start(
                         self._supervisor.enqueue(record.id, record.origin, now=self.clock())
                     )
 
     def _stopped_outcome(
-        self, record: TaskRecord, outcome: TerminalEvent | None, *, requeue: bool
+        self, record: TaskRecord, outcome: TerminalEvent | None, *, stopped: RunnerPhase
     ) -> TerminalEvent | None:
-        """What a runner that stopped ends its task with (None: nothing, it goes on)."""
+        """What a runner that stopped (in phase ``stopped``) ends its task with
+        (None: nothing, it goes on). A task back at ``RUNNING`` whose runner a
+        command stopped was suspended and resumed meanwhile: it queues again."""
         if isinstance(outcome, FinishedEvent):
             return outcome
         finished = record.job.done_anyway()
@@ -248,9 +236,11 @@ class Scheduler:
             return finished
         if record.state is TaskState.CANCELING:
             return record.job.cancel_outcome()
-        if record.journal_error is not None:
-            return ErrorEvent(task_id=record.id, error=record.journal_error)
-        if outcome is None and record.state is TaskState.RUNNING and not requeue:
+        if record.failing:
+            assert record.failure is not None
+            return ErrorEvent(task_id=record.id, error=record.failure)
+        resumed = stopped is RunnerPhase.STOPPING and not self._draining
+        if outcome is None and record.stage is Stage.RUNNING and not resumed:
             # Stopped from outside: the session is closing, or the task hosting
             # it is cancelled. Start nothing more. Persistent: the task stays
             # running in the journal and the next process continues it.
