@@ -256,7 +256,13 @@ async def test_drain_ends_after_exactly_the_missed_events(
                 total_bytes_expected=30_000,
             ),
             finished.result,
-            # (A task reattached suspended tells its bytes by tasks(), not by an event.)
+            # A task reattached suspended: one progress event with its bytes on disk.
+            ProgressEvent(
+                task_id=suspended.id,
+                bytes_written=40_000,
+                total_bytes_written=40_000,
+                total_bytes_expected=100_000,
+            ),
             EventsDeliveredEvent(replayed=1),
         ]
         assert [t.bytes_received for t in session.tasks()] == [30_000, 40_000, 0]

@@ -78,7 +78,15 @@ async def test_running_task_continues_from_the_bytes_on_disk(
         assert again.destination == out_dir / "big.bin"
         events = await collect(again.events())
     assert isinstance(check_resumable_stream(events, task.id), FinishedEvent)
-    assert events[0] == ResumedEvent(task_id=task.id, offset=300_000, expected_total=1_000_000)
+    assert events[:2] == [  # what the journal vouches for, then the live resume
+        ProgressEvent(
+            task_id=task.id,
+            bytes_written=300_000,
+            total_bytes_written=300_000,
+            total_bytes_expected=1_000_000,
+        ),
+        ResumedEvent(task_id=task.id, offset=300_000, expected_total=1_000_000),
+    ]
     assert _ranges(server, file.path) == [None, "bytes=300000-"]
     assert sha256_file(out_dir / "big.bin") == file.sha256
     assert list((state_dir / ID / "partials").iterdir()) == []
@@ -459,3 +467,46 @@ async def test_closing_does_not_wait_for_a_retry_after_hold(
                     assert event.delay == 300
                     break
     assert task.state is (TaskState.RUNNING if identifier else TaskState.COMPLETED)
+
+
+@pytest.mark.parametrize("suspended", [False, True], ids=["running", "suspended"])
+async def test_a_late_subscriber_first_learns_the_bytes_on_disk(
+    server: TestServer, state_dir: Path, out_dir: Path, suspended: bool
+) -> None:
+    """A reattached task's backlog starts with one progress event saying the
+    bytes the journal vouches for, as a live task's does (no live progress has
+    come yet in this process)."""
+    file = server.add_file("/slow.bin", size=600_000)
+    server.set_faults(file.path, Faults(drip=(10_000, 0.005)))  # throttled
+    async with Session(ID, state_dir=state_dir, config=CONFIG) as session:
+        task = await session.download(server.url(file.path), out_dir / "slow.bin")
+        await wait_for_bytes(task, 100_000)
+        if suspended:
+            task.suspend()
+    on_disk = (state_dir / ID / "partials" / f"{task.id}.part").stat().st_size
+    assert 100_000 <= on_disk < file.size
+
+    server.set_faults(file.path, Faults(hold_after=0))  # the rest waits
+    async with Session(ID, state_dir=state_dir, config=CONFIG) as session:
+        [again] = session.tasks()
+        assert again.bytes_received == on_disk
+        async with again.events() as stream:
+            with anyio.fail_after(10):
+                first = await stream.__anext__()
+        assert first == ProgressEvent(
+            task_id=task.id,
+            bytes_written=on_disk,
+            total_bytes_written=on_disk,
+            total_bytes_expected=file.size,
+        )
+        async with session.events(follow=False) as stream:
+            backlog = [event async for event in stream]
+        assert backlog[0] == first
+        assert isinstance(backlog[-1], EventsDeliveredEvent)
+        server.release(file.path)
+        if suspended:
+            again.resume()
+        events = await collect(again.events())
+    assert events[0] == first
+    assert isinstance(check_resumable_stream(events, task.id), FinishedEvent)
+    assert sha256_file(out_dir / "slow.bin") == file.sha256

@@ -139,6 +139,13 @@ class Restorer:
         for event in inputs:
             record.advance(event)
         if outcome is None:
+            if plan.offset > 0:  # a late subscriber's backlog says the bytes on disk
+                record.last_progress = ProgressEvent(
+                    task_id=record.id,
+                    bytes_written=plan.offset,
+                    total_bytes_written=plan.offset,
+                    total_bytes_expected=record.bytes_expected,
+                )
             return record, plan
         if isinstance(outcome, FinishedEvent):  # counts its bytes like a live one
             total = outcome.total_bytes
