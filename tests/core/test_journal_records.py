@@ -37,8 +37,9 @@ from bgtransfer._core.journal import (
     public_headers,
     scrubbed_fields,
 )
-from bgtransfer._core.reattach import Action, Reattach, plan_reattach
+from bgtransfer._core.reattach import Action, Reattach, ending, plan_reattach
 from bgtransfer._core.secrets import SecretHeaders
+from bgtransfer._core.states import PUBLIC, Stage, advance
 
 URL = "https://example.com/d\u00e9j\u00e0/file.bin?x=1"
 DESTINATION = "/home/u/T\u00e9l\u00e9chargements/file.bin"
@@ -512,6 +513,41 @@ def test_plan_reattach_table(entry: TaskEntry, size: int | None, destination_exi
         entry, partial=PARTIAL, partial_size=size, destination_exists=destination_exists
     )
     assert _normal(plan) == _normal(_expected(entry, size, destination_exists))
+
+
+_LANDS: dict[Action, set[Stage]] = {
+    Action.CONTINUE: {Stage.RUNNING, Stage.SUSPENDED},
+    Action.MOVE: {Stage.RUNNING},  # the move's result ends it: ending(outcome)
+    Action.END: {Stage.COMPLETED},
+}
+
+
+@pytest.mark.parametrize(("entry", "size", "destination_exists"), TABLE)
+def test_a_plan_puts_the_task_in_its_stage_through_the_table(
+    entry: TaskEntry, size: int | None, destination_exists: bool
+) -> None:
+    """A restored task starts ``running`` and takes the plan's inputs, each one
+    a legal row of ``STAGES`` (``advance`` refuses any other), as a live task
+    would; it lands where the plan says: a suspended task suspended, an ended
+    one completed, a cancelled one through canceling (keeping its partial when
+    the outcome has resume data)."""
+    plan = plan_reattach(
+        entry, partial=PARTIAL, partial_size=size, destination_exists=destination_exists
+    )
+    stages = [Stage.RUNNING]
+    for event in plan.inputs:
+        stages.append(advance(stages[-1], event))
+    assert stages[-1] in _LANDS[plan.action]
+    if plan.action is Action.CONTINUE:
+        assert PUBLIC[stages[-1]] is plan.state
+    if isinstance(plan.outcome, CancelledEvent):
+        keeping = plan.outcome.resume_data is not None
+        assert stages[1] is (Stage.CANCELING_KEEPING if keeping else Stage.CANCELING)
+    for outcome in OUTCOMES:  # what ends a moved task, whatever the move gave
+        ended = Stage.RUNNING
+        for event in ending(outcome):
+            ended = advance(ended, event)
+        assert ended is Stage.COMPLETED
 
 
 def test_table_covers_every_phase_size_and_validator() -> None:
