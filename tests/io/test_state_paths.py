@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, cast
@@ -26,6 +27,7 @@ from bgtransfer import (
     Configuration,
     ErrorEvent,
     FinishedEvent,
+    JournalError,
     JournalWriteError,
     ProgressEvent,
     TaskState,
@@ -366,3 +368,38 @@ async def test_a_cancel_after_a_journal_failure_still_cancels(
         engine.cancel(record.id)
         assert record.stage is Stage.CANCELING
         assert isinstance(await _end(engine, record), CancelledEvent)
+
+
+@pytest.mark.asyncio
+async def test_a_journal_that_fails_for_good_as_a_task_ends_only_logs_it(
+    server: TestServer, state_dir: Path, out_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task ending (completed, its terminal event not out yet) publishes its
+    held-back progress, whose put the failed journal rejects at once: that is
+    logged, never fed to the table (``completed`` takes no ``journal_failed``)."""
+    config = Configuration(progress_interval=3600, checkpoint_interval=0)
+    file = server.add_file("/held.bin", size=400_000)
+    server.set_faults(file.path, Faults(hold_after=300_000))
+    async with open_backend(ID, state_dir=state_dir, config=config) as backend:
+        assert isinstance(backend, LocalBackend)
+        engine = backend.engine
+        record = engine.submit(
+            server.url(file.path), out_dir / "f.bin", description=None, headers=(), segments=None
+        )
+        await _until(lambda: record.bytes_received >= 300_000)
+
+        def broken(entry: TaskEntry) -> tuple[Any, ...]:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        monkeypatch.setattr(journal_module, "entry_to_row", broken)
+        with pytest.raises(JournalError):
+            await engine.journal_running()  # the journal fails for good
+        with anyio.fail_after(10):
+            await record.done.wait()  # (flush() raises now: the journal has failed)
+        outcome = record.terminal
+        server.release(file.path)
+    assert isinstance(outcome, ErrorEvent), outcome
+    assert isinstance(outcome.error, JournalWriteError), repr(outcome.error)
+    assert "disk I/O error" in str(outcome.error)
+    assert record.stage is Stage.COMPLETED
+    assert not (out_dir / "f.bin").exists()

@@ -68,7 +68,8 @@ class Scheduler:
         loop, possibly from inside an engine method: a task without a runner is
         ended from a callback of its own."""
         record = self._records.get(task_id)
-        if record is None or record.terminal is not None:
+        if record is None or record.stage is Stage.COMPLETED:
+            # (ended: possibly a put from inside _complete, before its terminal is set)
             logger.error("task %d: its end was not recorded: %s", task_id, problem)
             return
         error = journal_write_error(problem, url=record.url)
