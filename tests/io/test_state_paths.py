@@ -403,3 +403,28 @@ async def test_a_journal_that_fails_for_good_as_a_task_ends_only_logs_it(
     assert "disk I/O error" in str(outcome.error)
     assert record.stage is Stage.COMPLETED
     assert not (out_dir / "f.bin").exists()
+
+
+@pytest.mark.asyncio
+async def test_a_cancel_while_a_failing_task_clears_its_partial_cancels_it_once(
+    server: TestServer, state_dir: Path, out_dir: Path
+) -> None:
+    """A suspended task the journal rejects is ended by the engine (no runner):
+    its partial goes first. A cancel that comes meanwhile wins, as it does
+    before; the task ends once, cancelled, and the session goes on."""
+    async with _session(server, state_dir, out_dir) as setup:
+        engine = setup.engine
+        record = await _in(setup, "suspended")
+        partial = state_dir / ID / "partials" / f"{record.id}.part"
+        assert partial.exists()
+        engine._journal_rejected(record.id, JournalError(str(partial), "cannot record"))
+        assert record.stage is Stage.FAILING_SUSPENDED
+        await anyio.lowlevel.checkpoint()  # _fail_unrecorded: the partial's removal starts
+        engine.cancel(record.id)
+        assert record.stage is Stage.CANCELING
+        outcome = await _end(engine, record)
+        assert isinstance(outcome, CancelledEvent), outcome
+        assert not partial.exists()
+        small = server.add_file("/after.bin", size=1000)  # the engine is still alive
+        after = setup.submit("after.bin", small.path)
+        assert isinstance(await _end(engine, after), FinishedEvent)

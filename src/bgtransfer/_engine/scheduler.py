@@ -112,14 +112,18 @@ class Scheduler:
             raise record.failure
 
     async def _remove_then_complete(self, record: TaskRecord, outcome: TerminalEvent) -> None:
-        """End a cancelled task that has no runner once its job's leftovers (a
-        partial file) are gone, as a runner does: before the ``CancelledEvent``,
-        so nobody can acknowledge it (and the journal forget the task) while the
-        file is still there."""
+        """End a cancelled (or failing) task that has no runner once its job's
+        leftovers (a partial file) are gone, as a runner does: before the
+        terminal event, so nobody can acknowledge it (and the journal forget
+        the task) while the file is still there. A failing task may be
+        cancelled meanwhile (the table lets a cancel win): then the cancel's
+        own ending is the one."""
         try:
             await record.job.discard()
         finally:
-            self._complete(record, outcome)
+            if not isinstance(outcome, ErrorEvent) or record.failing:
+                self._complete(record, outcome)
+            # else: a failing task cancelled meanwhile; the cancel's own path ends it
 
     def _journal_task(
         self,
