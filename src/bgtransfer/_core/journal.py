@@ -82,6 +82,20 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     # 2 -> 3: a body's last write may move it into place in the same step; the
     # entry written before it says what the destination was (see FinalWrite).
     ("ALTER TABLE tasks ADD COLUMN one_step TEXT",),
+    # 3 -> 4: the event log (every task event but progress, numbered; see
+    # _core/eventlog.py). AUTOINCREMENT: SQLite keeps the highest number ever
+    # given, so none is given twice after trimming. The terminal events a
+    # previous version had not delivered yet start it.
+    (
+        """CREATE TABLE events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            task_id INTEGER NOT NULL,
+            event TEXT NOT NULL
+        )""",
+        "INSERT INTO meta (key, value) VALUES ('log_earliest', '0')",
+        "INSERT INTO events (task_id, event) "
+        "SELECT id, outcome FROM tasks WHERE outcome IS NOT NULL ORDER BY id",
+    ),
 )
 """``MIGRATIONS[n]`` takes a journal from schema version ``n`` to ``n + 1``."""
 

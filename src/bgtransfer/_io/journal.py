@@ -31,12 +31,16 @@ every :meth:`Journal.flush` raises. A rejected task is reported to
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import anyio.lowlevel
 
+from .._core.codec import encode_logged
+from .._core.events import LoggedEvent
 from .._core.journal import MIGRATIONS, TaskEntry
 from .._core.secrets import DEFAULT_SECRETS, SecretHeaders
 from .journal_open import open_sync as _open_sync
@@ -46,6 +50,8 @@ from .threads import run_blocking
 __all__ = ["JOURNAL_NAME", "Journal", "JournalStatistics"]
 
 JOURNAL_NAME = "journal.sqlite3"
+
+L = TypeVar("L", bound=LoggedEvent)
 
 DEFERRED_DELAY = 0.005
 """Seconds a ``deferred`` entry may wait for another commit to take it along."""
@@ -66,6 +72,7 @@ class Journal(JournalWriter):
         interval: float = 1.0,
         migrations: Sequence[Sequence[str]] = MIGRATIONS,
         secrets: SecretHeaders = DEFAULT_SECRETS,
+        event_log_size: int = 4096,
     ) -> Journal:
         """Open (or create) the journal at ``path``, check it, migrate it, load it.
 
@@ -73,15 +80,22 @@ class Journal(JournalWriter):
         when the file is not a journal, is damaged or truncated, or was written by
         a newer schema. Never deletes or rewrites anything in that case.
         Rows holding what ``secrets`` deems secret (or a URL's password), as
-        earlier versions wrote them, are rewritten without it.
+        earlier versions wrote them, are rewritten without it. ``event_log_size``:
+        how many events the event log keeps at least (see :attr:`event_log`).
         """
         # Waited for shielded: a connection opened is always handed over (a cancel
         # comes at the caller's next cancellation point, and its cleanup closes the journal).
-        connection, entries, next_id = await run_blocking(
-            _open_sync, path, fsync, migrations, secrets
+        connection, entries, next_id, event_log = await run_blocking(
+            _open_sync, path, fsync, migrations, secrets, event_log_size
         )
         return cls(
-            path, connection, entries=entries, next_id=next_id, fsync=fsync, interval=interval
+            path,
+            connection,
+            entries=entries,
+            next_id=next_id,
+            fsync=fsync,
+            interval=interval,
+            event_log=event_log,
         )
 
     # -- the engine's side --------------------------------------------------------
@@ -128,6 +142,7 @@ class Journal(JournalWriter):
         """
         self._pending.pop(task_id, None)
         self._data_files.pop(task_id, None)
+        self.event_log.release(task_id)
         if not self._forgotten:
             self._forgotten_since = time.monotonic()
         self._forgotten.add(task_id)
@@ -136,6 +151,26 @@ class Journal(JournalWriter):
             self._touch(urgent=True)
         elif self._task_group is None:  # not entered: the exit commits it
             self._wakeup.set()
+
+    def log(self, event: L) -> L:
+        """Number ``event`` and append it to the event log: committed with what is
+        put next to it (a terminal event with its task's end, in one
+        transaction), at the latest ``DEFERRED_DELAY`` later. A reader hands it
+        out only once :meth:`logged` says the database holds it, so a number a
+        reader has seen is never given again by a later process."""
+        logged = self.event_log.append(event)
+        if self._failure is None:
+            row = (logged.seq, logged.task_id, json.dumps(encode_logged(logged)))
+            self._logged.append(row)  # type: ignore[arg-type]  # (seq is set)
+            self._touch(urgent=False)
+            self._defer()
+        return logged
+
+    async def logged(self, seq: int) -> None:
+        """Return once the event numbered ``seq`` is committed (at once when it
+        is): a cancellation point when it waits, as a lazy :meth:`flush`."""
+        if seq > self._committed_seq:
+            await self.flush(lazy=True)
 
     def _touch(self, urgent: bool) -> None:
         self._generation += 1

@@ -7,6 +7,7 @@ a worker thread; see :mod:`.journal` for when.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 
 import attrs
@@ -36,6 +37,13 @@ UPSERTS = tuple(_upsert(rows) for rows in range(1, MULTI_ROW_MAX + 1))
 """``UPSERTS[n - 1]`` writes n entries (SQLite's statement cache keeps them parsed)."""
 _UPSERT = UPSERTS[0]
 _DELETE = "DELETE FROM tasks WHERE id = ?"
+LOG_INSERTS = tuple(
+    "INSERT INTO events (seq, task_id, event) VALUES " + ", ".join(["(?, ?, ?)"] * rows)
+    for rows in range(1, MULTI_ROW_MAX + 1)
+)
+"""``LOG_INSERTS[n - 1]`` appends n events to the event log."""
+_TRIM = "DELETE FROM events WHERE seq = ?"
+_EARLIEST = "UPDATE meta SET value = ? WHERE key = 'log_earliest'"
 _NEXT_ID = "UPDATE meta SET value = ? WHERE key = 'next_id'"
 SELECT = f"SELECT {', '.join(COLUMNS)} FROM tasks ORDER BY id"
 
@@ -53,6 +61,10 @@ class Batch:
     files: list[Path]  # durability="fsync": partial files to sync first
     generation: int
     next_id: int | None  # None: the database has it already
+    logged: list[tuple[int, int, str]] = attrs.field(factory=list)
+    """Events for the event log: (seq, task id, JSON), in number order."""
+    trimmed: list[int] = attrs.field(factory=list)  # event numbers retention dropped
+    earliest: int = 0  # the event log's floor, stored when ``trimmed``
     rejected: list[tuple[int, Exception]] = attrs.field(factory=list)
     """Filled by the commit: the entries that could not be stored, and why."""
 
@@ -89,7 +101,7 @@ def _commit_each(connection: sqlite3.Connection, batch: Batch) -> None:
             if _journal_failed(exc):
                 raise
             batch.rejected.append((entry.id, exc))
-    if batch.forgotten:
+    if batch.forgotten or batch.logged or batch.trimmed:
         _commit_all(connection, attrs.evolve(batch, entries=[], files=[]))
 
 
@@ -100,19 +112,25 @@ def _commit_all(connection: sqlite3.Connection, batch: Batch) -> None:
     the usual commit that a caller waits for, is one ``INSERT`` and so its own
     transaction. ``next_id`` is stored when rows are deleted and it changed:
     while a task's row exists it bounds the ids by itself (ids never repeat
-    either way)."""
+    either way). Events for the log go in the same transaction as the entries
+    put with them (a task's end and its terminal event are durable together):
+    a batch holding both is ``BEGIN``, two ``INSERT``s and ``COMMIT``."""
     for path in batch.files:  # durability="fsync": the bytes before the entries that count them
         fsync_file(path)
     rows = [entry_to_row(entry) for entry in batch.entries]
-    ids = batch.forgotten
-    if not ids and len(rows) <= MULTI_ROW_MAX:
-        if rows:
-            connection.execute(UPSERTS[len(rows) - 1], [value for row in rows for value in row])
+    ids, logged = batch.forgotten, batch.logged
+    simple = not ids and not batch.trimmed and len(rows) <= MULTI_ROW_MAX >= len(logged)
+    if simple and not (rows and logged):  # one statement: its own transaction
+        _insert(connection, UPSERTS, _UPSERT, rows)
+        _insert(connection, LOG_INSERTS, LOG_INSERTS[0], logged)
         return
     connection.execute("BEGIN")
     try:
-        if rows:
-            connection.executemany(_UPSERT, rows)
+        _insert(connection, UPSERTS, _UPSERT, rows)
+        _insert(connection, LOG_INSERTS, LOG_INSERTS[0], logged)
+        if batch.trimmed:
+            connection.executemany(_TRIM, [(seq,) for seq in batch.trimmed])
+            connection.execute(_EARLIEST, (str(batch.earliest),))
         if ids:
             connection.executemany(_DELETE, [(task_id,) for task_id in ids])
             if batch.next_id is not None:
@@ -122,3 +140,19 @@ def _commit_all(connection: sqlite3.Connection, batch: Batch) -> None:
         if connection.in_transaction:
             connection.execute("ROLLBACK")
         raise
+
+
+def _insert(
+    connection: sqlite3.Connection,
+    statements: tuple[str, ...],
+    one: str,
+    rows: Sequence[Sequence[object]],
+) -> None:
+    """``rows`` in one statement listing them all (``statements[n - 1]`` takes n)
+    when there are few, else one statement run for each."""
+    if not rows:
+        return
+    if len(rows) <= len(statements):
+        connection.execute(statements[len(rows) - 1], [value for row in rows for value in row])
+    else:
+        connection.executemany(one, rows)

@@ -6,11 +6,18 @@ as it was.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeAlias
 
+import attrs
+
+from .._core.codec import CodecError, decode_logged
+from .._core.eventlog import EventLog
+from .._core.events import LoggedEvent, is_terminal
 from .._core.journal import (
     CorruptEntry,
     TaskEntry,
@@ -30,7 +37,10 @@ def open_sync(
     fsync: bool,
     migrations: Sequence[Sequence[str]],
     secrets: SecretHeaders = DEFAULT_SECRETS,
-) -> tuple[sqlite3.Connection, list[TaskEntry], int]:
+    keep: int = 4096,
+) -> tuple[sqlite3.Connection, list[TaskEntry], int, EventLog]:
+    """Open, check, migrate and load the journal; ``keep``: the event log's size
+    (``Configuration.event_log_size``)."""
     where = str(path)
     try:
         if not path.exists():
@@ -43,7 +53,7 @@ def open_sync(
     except OSError as exc:
         raise JournalError(where, f"cannot open it: {exc.strerror or exc}") from exc
     try:
-        return connection, *_load(connection, where, fsync, migrations, secrets)
+        return connection, *_load(connection, where, fsync, migrations, secrets, keep)
     except BaseException:
         connection.close()
         raise
@@ -71,13 +81,14 @@ def _check_size(path: Path, where: str) -> None:
         )
 
 
-def _load(
+def _load(  # noqa: PLR0917 - the open's settings, passed through from the loop
     connection: sqlite3.Connection,
     where: str,
     fsync: bool,
     migrations: Sequence[Sequence[str]],
     secrets: SecretHeaders = DEFAULT_SECRETS,
-) -> tuple[list[TaskEntry], int]:
+    keep: int = 4096,
+) -> tuple[list[TaskEntry], int, EventLog]:
     newest = len(migrations)
     try:
         # Read-only checks first: a file that is refused is left exactly as it was
@@ -101,6 +112,7 @@ def _load(
         connection.execute("PRAGMA wal_autocheckpoint = 0")
         rows = connection.execute(SELECT).fetchall()
         meta = connection.execute("SELECT value FROM meta WHERE key = 'next_id'").fetchone()
+        logged = _load_log(connection)
     except sqlite3.DatabaseError as exc:
         raise JournalError(where, f"not a readable journal database: {exc}") from exc
     try:
@@ -111,7 +123,66 @@ def _load(
     if meta is None or not str(meta[0]).isdecimal():
         raise JournalError(where, "damaged: the next task id is missing")
     next_id = max(int(meta[0]), *(entry.id + 1 for entry in entries), 1)
-    return entries, next_id
+    events, next_seq, earliest = _decode_log(where, logged)
+    entries = _numbered(entries, events)
+    log = EventLog(
+        events, next_seq=next_seq, earliest=earliest, keep=keep, held=(e.id for e in entries)
+    )
+    return entries, next_id, log
+
+
+_RawLog: TypeAlias = tuple[list[tuple[object, ...]], object, object]
+
+
+def _load_log(connection: sqlite3.Connection) -> _RawLog:
+    """The event log's rows, its numbers' high-water mark and its floor (a
+    journal opened with fewer migrations than today's has no log: empty)."""
+    if not connection.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
+    ).fetchone():
+        return [], None, None
+    rows = connection.execute("SELECT seq, task_id, event FROM events ORDER BY seq").fetchall()
+    mark = connection.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+    floor = connection.execute("SELECT value FROM meta WHERE key = 'log_earliest'").fetchone()
+    return rows, None if mark is None else mark[0], None if floor is None else floor[0]
+
+
+def _decode_log(where: str, raw: _RawLog) -> tuple[list[LoggedEvent], int, int]:
+    rows, mark, floor = raw
+    events: list[LoggedEvent] = []
+    for seq, task_id, text in rows:
+        try:
+            events.append(_decode_logged_row(seq, task_id, text))
+        except (CodecError, ValueError, RecursionError) as exc:
+            raise JournalError(where, f"damaged event log entry {seq!r}: {exc}") from None
+    if mark is not None and not isinstance(mark, int):
+        raise JournalError(where, "damaged: the event log's high-water mark is not a number")
+    if floor is not None and not str(floor).isdecimal():
+        raise JournalError(where, "damaged: the event log's floor is not a number")
+    return events, (mark or 0) + 1, int(str(floor or 0))
+
+
+def _decode_logged_row(seq: object, task_id: object, text: object) -> LoggedEvent:
+    if not isinstance(seq, int) or not isinstance(task_id, int):
+        raise CodecError("its number or task id is not an integer")
+    if not isinstance(text, str):
+        raise CodecError("not text")
+    return decode_logged(task_id, seq, json.loads(text))
+
+
+def _numbered(entries: list[TaskEntry], events: Sequence[LoggedEvent]) -> list[TaskEntry]:
+    """The entries, each ended one's outcome carrying its number in the log (the
+    row stores the event without it)."""
+    ends = {event.task_id: event.seq for event in events if is_terminal(event)}
+    numbered = []
+    for entry in entries:
+        outcome = entry.outcome
+        seq = ends.get(entry.id)
+        if outcome is not None and outcome.seq is None and seq is not None:
+            numbered.append(attrs.evolve(entry, outcome=attrs.evolve(outcome, seq=seq)))
+        else:
+            numbered.append(entry)
+    return numbered
 
 
 def _scrub(

@@ -20,6 +20,7 @@ import anyio.abc
 import anyio.to_thread
 import attrs
 
+from .._core.eventlog import EventLog
 from .._core.journal import TaskEntry
 from .._exceptions import JournalError
 from .journal_commit import Batch, close_all, commit_sync
@@ -63,6 +64,7 @@ class JournalWriter:
         next_id: int,
         fsync: bool,
         interval: float,
+        event_log: EventLog | None = None,
     ) -> None:
         self.path = path
         self.entries = entries
@@ -73,6 +75,10 @@ class JournalWriter:
         self._fsync = fsync
         self._interval = interval
         self._pending: dict[int, TaskEntry] = {}
+        self.event_log = EventLog() if event_log is None else event_log
+        """The session's numbered events (every task event but progress), as kept."""
+        self._logged: list[tuple[int, int, str]] = []  # (seq, task id, event) to insert
+        self._committed_seq = self.event_log.latest or 0  # the newest event the database holds
         self._forgotten: set[int] = set()
         self._data_files: dict[int, Path] = {}
         self._stored_next_id: int | None = None  # the database's, once this journal wrote it
@@ -115,7 +121,7 @@ class JournalWriter:
     def statistics(self) -> JournalStatistics:
         """Entries waiting to be committed, and commits made so far."""
         return JournalStatistics(
-            pending=len(self._pending) + len(self._forgotten),
+            pending=len(self._pending) + len(self._forgotten) + len(self._logged),
             commits=self._commits,
             wal_checkpoints=self._wal_checkpoints,
         )
@@ -233,23 +239,29 @@ class JournalWriter:
 
     def _may_commit_inline(self) -> bool:
         deletions = len(self._forgotten) if self._deletions_due else 0
-        return not self._fsync and len(self._pending) + deletions <= INLINE_ROWS
+        rows = len(self._pending) + len(self._logged) + deletions
+        return not self._fsync and rows <= INLINE_ROWS
 
     def _take_batch(self, *, deletions: bool) -> Batch:
         """Everything put, and the deletions when asked (or due)."""
         forgotten: list[int] = []
+        trimmed: list[int] = []
         if deletions or self._deletions_due:
             forgotten = list(self._forgotten)
             self._forgotten = set()
             self._deletions_due = False
+            trimmed = self.event_log.trim()  # (with the acknowledged tasks' rows)
         batch = Batch(
             entries=list(self._pending.values()),
             forgotten=forgotten,
             files=list(self._data_files.values()),
             generation=self._generation,
             next_id=None if self.next_id == self._stored_next_id else self.next_id,
+            logged=self._logged,
+            trimmed=trimmed,
+            earliest=self.event_log.earliest,
         )
-        self._pending, self._data_files = {}, {}
+        self._pending, self._data_files, self._logged = {}, {}, []
         self._urgent = False
         return batch
 
@@ -265,6 +277,8 @@ class JournalWriter:
             problem.__cause__ = cause
             self._reject(task_id, problem)
         if self._failure is None:
+            if batch.logged:
+                self._committed_seq = batch.logged[-1][0]
             if batch.forgotten and batch.next_id is not None:
                 self._stored_next_id = batch.next_id
             self._committed = batch.generation
