@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from _helpers import sha256_file
+from _helpers import sha256_file, wait_for_bytes
 from bgtransfer import (
     Configuration,
     EventsDeliveredEvent,
@@ -202,3 +202,37 @@ async def test_a_journal_of_the_previous_schema_opens_and_gets_the_log(
     assert [type(e) for e in events] == [FinishedEvent, EventsDeliveredEvent]
     assert events[0].seq == 1  # type: ignore[union-attr]
     assert sha256_file(out_dir / "a") == server.file("/a").sha256
+
+
+async def test_a_cursor_gets_running_tasks_progress_then_live_events(
+    server: TestServer, state_dir: Path, out_dir: Path
+) -> None:
+    done = server.add_file("/done.bin", size=20_000)
+    slow = server.add_file("/slow.bin", size=200_000)
+    server.set_faults(slow.path, Faults(hold_after=50_000))
+    async with Session(ID, state_dir=state_dir, config=CONFIG) as session:
+        first = await session.download(server.url(done.path), out_dir / "done.bin")
+        await first.wait()
+        running = await session.download(server.url(slow.path), out_dir / "slow.bin")
+        await server.wait_held(slow.path)
+        await wait_for_bytes(running, 50_000)
+        async with session.events(since=0) as stream:
+            backlog = [await anext(stream) for _ in range(3)]
+            assert backlog == [
+                FinishedEvent(task_id=first.id, location=out_dir / "done.bin", total_bytes=20_000),
+                ProgressEvent(
+                    task_id=running.id,
+                    bytes_written=50_000,
+                    total_bytes_written=50_000,
+                    total_bytes_expected=200_000,
+                ),
+                EventsDeliveredEvent(replayed=1),
+            ]
+            assert backlog[0].seq == 1  # type: ignore[union-attr]
+            assert backlog[2].cursor == 1  # type: ignore[union-attr]
+            server.release(slow.path)
+            async for event in stream:  # live from here on, numbered as they come
+                if isinstance(event, FinishedEvent):
+                    assert event.seq == 2
+                    break
+    assert sha256_file(out_dir / "slow.bin") == slow.sha256
