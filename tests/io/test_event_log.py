@@ -236,3 +236,21 @@ async def test_a_cursor_gets_running_tasks_progress_then_live_events(
                     assert event.seq == 2
                     break
     assert sha256_file(out_dir / "slow.bin") == slow.sha256
+
+
+async def test_numbers_continue_above_a_trimmed_newest_entry(
+    server: TestServer, state_dir: Path, out_dir: Path
+) -> None:
+    """Retention may drop the newest entry (its task acknowledged, an older one
+    not): the floor stored with the deletion keeps its number from coming back."""
+    config = CONFIG.replace(event_log_size=1, acknowledge="explicit")
+    async with Session(ID, state_dir=state_dir, config=config) as session:
+        await _finish(session, server, out_dir, ["a", "b"])
+        _, second = session.tasks()
+        await session.acknowledge(second.id)
+    with sqlite3.connect(state_dir / ID / JOURNAL_NAME) as db:
+        assert [row[0] for row in db.execute("SELECT seq FROM events")] == [1]
+    async with Session(ID, state_dir=state_dir, config=config) as session:
+        await _finish(session, server, out_dir, ["c"])
+        events = await _drain(session, since=2)
+    assert _seqs(events) == [3]

@@ -3,9 +3,10 @@ from a cursor, and what retention may drop. Pure: the journal
 (``_io/journal.py``) stores what this decides.
 
 Every task event but progress is numbered (``seq``) when it happens, from one
-counter that only grows: the database keeps its high-water mark (SQLite's
-``AUTOINCREMENT``), so a number is never given twice, even after the entries
-holding it were trimmed or the journal was reopened by another process.
+counter that only grows. A reopened log continues above its newest entry and
+above ``earliest`` (the highest number trimmed, stored with the trimming), so a
+number a reader has seen is never given again, even after the entries holding
+it were trimmed (readers only see committed numbers: the hub waits for them).
 
 Retention keeps the newest ``keep`` entries, and beyond them every entry of a
 task the journal still holds (its terminal event is not acknowledged yet, or it

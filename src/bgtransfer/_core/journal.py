@@ -83,12 +83,12 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     # entry written before it says what the destination was (see FinalWrite).
     ("ALTER TABLE tasks ADD COLUMN one_step TEXT",),
     # 3 -> 4: the event log (every task event but progress, numbered; see
-    # _core/eventlog.py). AUTOINCREMENT: SQLite keeps the highest number ever
-    # given, so none is given twice after trimming. The terminal events a
-    # previous version had not delivered yet start it.
+    # _core/eventlog.py). Numbers continue above the newest row and above
+    # ``log_earliest`` (the highest number trimmed), so none is given twice.
+    # The terminal events a previous version had not delivered yet start it.
     (
         """CREATE TABLE events (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            seq INTEGER PRIMARY KEY,
             task_id INTEGER NOT NULL,
             event TEXT NOT NULL
         )""",

@@ -123,43 +123,41 @@ def _load(  # noqa: PLR0917 - the open's settings, passed through from the loop
     if meta is None or not str(meta[0]).isdecimal():
         raise JournalError(where, "damaged: the next task id is missing")
     next_id = max(int(meta[0]), *(entry.id + 1 for entry in entries), 1)
-    events, next_seq, earliest = _decode_log(where, logged)
+    events, earliest = _decode_log(where, logged)
     entries = _numbered(entries, events)
-    log = EventLog(
-        events, next_seq=next_seq, earliest=earliest, keep=keep, held=(e.id for e in entries)
-    )
+    log = EventLog(events, earliest=earliest, keep=keep, held=(e.id for e in entries))
     return entries, next_id, log
 
 
-_RawLog: TypeAlias = tuple[list[tuple[object, ...]], object, object]
+_RawLog: TypeAlias = tuple[list[tuple[object, ...]], object]
 
 
 def _load_log(connection: sqlite3.Connection) -> _RawLog:
-    """The event log's rows, its numbers' high-water mark and its floor (a
-    journal opened with fewer migrations than today's has no log: empty)."""
+    """The event log's rows and its floor (a journal opened with fewer
+    migrations than today's has no log: empty)."""
     if not connection.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
     ).fetchone():
-        return [], None, None
+        return [], None
     rows = connection.execute("SELECT seq, task_id, event FROM events ORDER BY seq").fetchall()
-    mark = connection.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
     floor = connection.execute("SELECT value FROM meta WHERE key = 'log_earliest'").fetchone()
-    return rows, None if mark is None else mark[0], None if floor is None else floor[0]
+    return rows, None if floor is None else floor[0]
 
 
-def _decode_log(where: str, raw: _RawLog) -> tuple[list[LoggedEvent], int, int]:
-    rows, mark, floor = raw
+def _decode_log(where: str, raw: _RawLog) -> tuple[list[LoggedEvent], int]:
+    """The events, and the highest number trimmed: every number ever given is
+    in the rows or at most that (it is stored with the deletions), so the next
+    one is above both."""
+    rows, floor = raw
     events: list[LoggedEvent] = []
     for seq, task_id, text in rows:
         try:
             events.append(_decode_logged_row(seq, task_id, text))
         except (CodecError, ValueError, RecursionError) as exc:
             raise JournalError(where, f"damaged event log entry {seq!r}: {exc}") from None
-    if mark is not None and not isinstance(mark, int):
-        raise JournalError(where, "damaged: the event log's high-water mark is not a number")
     if floor is not None and not str(floor).isdecimal():
         raise JournalError(where, "damaged: the event log's floor is not a number")
-    return events, (mark or 0) + 1, int(str(floor or 0))
+    return events, int(str(floor or 0))
 
 
 def _decode_logged_row(seq: object, task_id: object, text: object) -> LoggedEvent:
