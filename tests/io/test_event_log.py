@@ -254,3 +254,27 @@ async def test_numbers_continue_above_a_trimmed_newest_entry(
         await _finish(session, server, out_dir, ["c"])
         events = await _drain(session, since=2)
     assert _seqs(events) == [3]
+
+
+async def test_a_reader_sees_a_number_only_once_the_database_holds_it(
+    server: TestServer, state_dir: Path, out_dir: Path
+) -> None:
+    """So a process killed after its reader saw event N never leaves N to be
+    given again: checked on every numbered event of a live stream, read from the
+    database by a separate connection the moment the stream hands it out."""
+    served = server.add_file("/cut.bin", size=200_000)
+    server.set_faults(served.path, Faults(close_after=50_000), times=2)
+    async with Session(ID, state_dir=state_dir, config=CONFIG) as session:
+        task = await session.download(server.url(served.path), out_dir / "cut.bin")
+        seen = []
+        with sqlite3.connect(state_dir / ID / JOURNAL_NAME) as db:
+            async with task.events() as stream:
+                async for event in stream:
+                    if isinstance(event, ProgressEvent):
+                        continue
+                    assert event.seq is not None
+                    stored = db.execute("SELECT task_id FROM events WHERE seq = ?", (event.seq,))
+                    assert stored.fetchall() == [(task.id,)], event
+                    seen.append(type(event))
+    assert seen == [RetryEvent, ResumedEvent, RetryEvent, ResumedEvent, FinishedEvent]
+    assert sha256_file(out_dir / "cut.bin") == served.sha256
