@@ -56,6 +56,7 @@ class FakeBackend:
         self.flushes = 0
         self.invalidated = False
         self.closed = False
+        self.cursors: list[int | None] = []  # the ``since`` of each subscribe()
         self._changed = anyio.Event()
 
     @property
@@ -166,7 +167,10 @@ class FakeBackend:
                 raise SessionClosedError(f"closed before task {task_id} ended")
             await self._changed.wait()
 
-    def subscribe(self, task_id: int | None, *, follow: bool = True) -> EventStream[Any]:
+    def subscribe(
+        self, task_id: int | None, *, follow: bool = True, since: int | None = None
+    ) -> EventStream[Any]:
+        self.cursors.append(since)
         snapshots = [self.snapshots[task_id]] if task_id is not None else self.snapshots.values()
         backlog = [s.terminal for s in snapshots if s.terminal is not None]
         return self.hub.subscribe(task_id, backlog, follow=follow)
@@ -362,6 +366,19 @@ async def test_a_wait_ends_when_the_fake_backend_closes() -> None:
             with anyio.fail_after(5), pytest.raises(SessionClosedError):
                 await task.wait()
         assert [event async for event in session.events()] == [EventsDeliveredEvent(replayed=0)]
+
+
+@pytest.mark.asyncio
+async def test_session_passes_the_cursor_to_the_backend() -> None:
+    """``Session.events(since=N)`` is the backend's ``subscribe(None, since=N)``:
+    a daemon's client only has to carry the number over its socket."""
+    fake = FakeBackend()
+    async with Session._with_backend(fake) as session:
+        async with session.events(follow=False, since=7) as stream:
+            assert [event async for event in stream] == [EventsDeliveredEvent(replayed=0)]
+        async with session.events(follow=False) as stream:
+            assert [event async for event in stream] == [EventsDeliveredEvent(replayed=0)]
+    assert fake.cursors == [7, None]
 
 
 # -- snapshots of the real engine --------------------------------------------------------

@@ -14,16 +14,19 @@ import ast
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import anyio
 import anyio.lowlevel
 import pytest
 
 from bgtransfer import Configuration, TaskState
+from bgtransfer._core.eventlog import EventLog
 from bgtransfer._core.events import (
     CancelledEvent,
     ErrorEvent,
     FinishedEvent,
+    LoggedEvent,
     TaskEvent,
     TerminalEvent,
     is_terminal,
@@ -35,6 +38,8 @@ from bgtransfer._engine.engine import Engine
 from bgtransfer._engine.job import Job
 from bgtransfer._engine.record import TaskRecord
 from bgtransfer._exceptions import JournalError, TransferError
+
+L = TypeVar("L", bound=LoggedEvent)
 
 SCHEDULER = Path(__file__).parent.parent / "src" / "bgtransfer" / "_engine" / "scheduler.py"
 
@@ -127,6 +132,13 @@ class Entries:
         self.entries: list[TaskEntry] = []
         self.forgotten: list[int] = []
         self.on_rejected: Callable[[int, JournalError], None] | None = None
+        self.event_log = EventLog()
+
+    def log(self, event: L) -> L:
+        return self.event_log.append(event)
+
+    async def logged(self, seq: int) -> None:
+        await anyio.lowlevel.checkpoint()
 
     def put(
         self,

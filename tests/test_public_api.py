@@ -22,6 +22,7 @@ EXPECTED = {
     "ErrorEvent",
     "EventStream",
     "EventsDeliveredEvent",
+    "EventsGapEvent",
     "FinishedEvent",
     "HTTPStatusError",
     "IncompleteBodyError",

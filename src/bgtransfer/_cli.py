@@ -23,6 +23,7 @@ from ._core.events import (
     CancelledEvent,
     ErrorEvent,
     EventsDeliveredEvent,
+    EventsGapEvent,
     FinishedEvent,
     ProgressEvent,
     ResumedEvent,
@@ -80,7 +81,7 @@ async def _watch(session: Session, expected: dict[int, tuple[str, str]]) -> int:
     remaining = len(expected)
     async with session.events() as events:
         async for event in events:
-            if isinstance(event, EventsDeliveredEvent):
+            if isinstance(event, EventsDeliveredEvent | EventsGapEvent):
                 continue  # the backlog ends here; a fresh demo session has none
             label, sha256 = expected[event.task_id]
             match event:

@@ -298,7 +298,7 @@ class Session:
         for a slot (``queued``), in total and per origin."""
         return self._require_backend().statistics()
 
-    def events(self, *, follow: bool = True) -> EventStream[SessionEvent]:
+    def events(self, *, follow: bool = True, since: int | None = None) -> EventStream[SessionEvent]:
         """One merged stream of every task's events, present and future.
 
         It starts with what a late subscriber missed (per task: the progress so far
@@ -307,8 +307,21 @@ class Session:
         closes. With ``follow=False`` it ends right after the
         ``EventsDeliveredEvent``: a way to drain what was missed and stop (as
         ``docker logs`` does without ``--follow``).
+
+        ``since`` (background sessions): a cursor, the ``seq`` of the last event
+        the application has dealt with (``EventsDeliveredEvent.cursor``, or any
+        event's ``seq``; 0 for everything the log holds). The stream then starts
+        with every event of the session's event log numbered after it (every
+        task event but progress, in order, terminal ones included whether
+        acknowledged or not), then the progress of each running task, then
+        ``EventsDeliveredEvent``. When the log no longer holds everything after
+        ``since`` (it keeps ``Configuration.event_log_size`` events, and those of
+        tasks not acknowledged), the stream starts with an ``EventsGapEvent``
+        followed by what ``since=None`` gives: never a silent loss. An ephemeral
+        session has no log: :class:`~bgtransfer.InvalidRequestError`.
         """
-        stream: EventStream[SessionEvent] = self._require_backend().subscribe(None, follow=follow)
+        backend = self._require_backend()
+        stream: EventStream[SessionEvent] = backend.subscribe(None, follow=follow, since=since)
         return stream
 
     async def acknowledge(self, *task_ids: int) -> None:

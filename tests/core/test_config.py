@@ -60,6 +60,7 @@ def test_field_names_and_order() -> None:
         "segments",
         "handle_sigterm",
         "acknowledge",
+        "event_log_size",
     ]
 
 

@@ -146,11 +146,11 @@ def test_field_names() -> None:
     names = {cls: [f.name for f in attrs.fields(cls)] for cls in ALL_CLASSES}
     assert names == {
         ProgressEvent: ["task_id", "bytes_written", "total_bytes_written", "total_bytes_expected"],
-        FinishedEvent: ["task_id", "location", "total_bytes", "length_verified"],
-        ErrorEvent: ["task_id", "error", "resume_data"],
-        CancelledEvent: ["task_id", "resume_data"],
-        ResumedEvent: ["task_id", "offset", "expected_total"],
-        RetryEvent: ["task_id", "attempt", "error", "delay"],
+        FinishedEvent: ["task_id", "location", "total_bytes", "length_verified", "seq"],
+        ErrorEvent: ["task_id", "error", "resume_data", "seq"],
+        CancelledEvent: ["task_id", "resume_data", "seq"],
+        ResumedEvent: ["task_id", "offset", "expected_total", "seq"],
+        RetryEvent: ["task_id", "attempt", "error", "delay", "seq"],
     }
 
 

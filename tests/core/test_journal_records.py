@@ -139,7 +139,10 @@ def test_migrations_make_the_tasks_table_with_exactly_the_columns() -> None:
     try:
         columns = [row[1] for row in connection.execute("PRAGMA table_info(tasks)")]
         assert tuple(columns) == COLUMNS
-        assert connection.execute("SELECT key, value FROM meta").fetchall() == [("next_id", "1")]
+        assert connection.execute("SELECT key, value FROM meta").fetchall() == [
+            ("next_id", "1"),
+            ("log_earliest", "0"),
+        ]
     finally:
         connection.close()
 

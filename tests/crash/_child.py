@@ -261,9 +261,9 @@ def install_commit_kill(emit: Emit, min_offset: int, partials: Path) -> None:
     after which a segment's last vouched-for bytes are still zeros in the partial
     file (not written yet), or else the first one past ``2 * min_offset``."""
     from bgtransfer._core.journal import Phase  # noqa: PLC0415 - only this hook needs it
-    from bgtransfer._io import journal  # noqa: PLC0415
+    from bgtransfer._io import journal_writer  # noqa: PLC0415
 
-    original = journal._commit_sync
+    original = journal_writer.commit_sync
 
     def unwritten(entry: Any) -> bool:
         try:
@@ -285,7 +285,7 @@ def install_commit_kill(emit: Emit, min_offset: int, partials: Path) -> None:
             if entry.offset >= 2 * min_offset or unwritten(entry):
                 die(emit, "after_commit")
 
-    journal._commit_sync = commit
+    journal_writer.commit_sync = commit
 
 
 def journal_row(args: dict[str, Any], task_id: int) -> tuple[str, int] | None:

@@ -42,6 +42,7 @@ from bgtransfer import (
 from bgtransfer._core.journal import Phase, TaskEntry, entry_from_row, entry_to_row
 from bgtransfer._core.ranges import strong_validator
 from bgtransfer._io import journal as journal_module
+from bgtransfer._io import journal_commit
 from bgtransfer._io.errors import journal_write_error
 from bgtransfer.testing import Faults, TestServer
 
@@ -287,14 +288,14 @@ async def test_a_row_that_cannot_be_stored_fails_its_task_loudly_and_only_it(
     ends with a named error and the session, the journal and the other task go on."""
     bad = server.add_file("/bad.bin", size=200_000)
     good = server.add_file("/good.bin", size=200_000)
-    original = journal_module.entry_to_row
+    original = journal_commit.entry_to_row
 
     def entry_to_row(entry: TaskEntry) -> tuple[Any, ...]:
         if "bad" in entry.url and entry.offset > 0:
             raise ValueError("this row cannot be stored")
         return original(entry)
 
-    monkeypatch.setattr(journal_module, "entry_to_row", entry_to_row)
+    monkeypatch.setattr(journal_commit, "entry_to_row", entry_to_row)
     with caplog.at_level(logging.ERROR, logger="bgtransfer"):
         async with Session(ID, state_dir=state_dir, config=CONFIG) as session:
             first = await session.download(server.url(bad.path), out_dir / "bad.bin")
@@ -396,14 +397,14 @@ async def test_a_queued_task_whose_row_cannot_be_stored_ends_without_starting(
     busy = server.add_file("/busy.bin", size=200_000)
     bad = server.add_file("/bad.bin", size=1000)
     server.set_faults(busy.path, Faults(hold_after=50_000))
-    original = journal_module.entry_to_row
+    original = journal_commit.entry_to_row
 
     def entry_to_row(entry: TaskEntry) -> tuple[Any, ...]:
         if "bad" in entry.url:
             raise TypeError("unstorable")
         return original(entry)
 
-    monkeypatch.setattr(journal_module, "entry_to_row", entry_to_row)
+    monkeypatch.setattr(journal_commit, "entry_to_row", entry_to_row)
     config = Configuration(max_concurrent_transfers=1, progress_interval=0)
     async with Session(ID, state_dir=state_dir, config=config) as session:
         first = await session.download(server.url(busy.path), out_dir / "busy.bin")
@@ -427,7 +428,7 @@ async def test_a_batch_with_one_bad_entry_commits_the_others_and_its_deletions(
     one entry unstorable: the others and the deletions are committed, the bad one
     is reported, and the journal goes on."""
     path = tmp_path / "journal.sqlite3"
-    original = journal_module.entry_to_row
+    original = journal_commit.entry_to_row
 
     def entry_to_row(entry: TaskEntry) -> tuple[Any, ...]:
         if entry.id == 3:
@@ -451,12 +452,12 @@ async def test_a_batch_with_one_bad_entry_commits_the_others_and_its_deletions(
         for task_id in (1, 2):
             journal.put(entry(task_id))
         await journal.flush()
-        monkeypatch.setattr(journal_module, "entry_to_row", entry_to_row)
+        monkeypatch.setattr(journal_commit, "entry_to_row", entry_to_row)
         journal.forget(1, urgent=True)
         for task_id in range(3, 30):  # more than one INSERT takes: one transaction
             journal.put(entry(task_id))
         await journal.flush()
-        monkeypatch.setattr(journal_module, "entry_to_row", original)
+        monkeypatch.setattr(journal_commit, "entry_to_row", original)
         journal.put(entry(30))
         await journal.flush()
     assert rejected == [(3, f"journal {path}: cannot record task 3: OverflowError('too big')")]

@@ -10,7 +10,9 @@ another. Pure: no I/O.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
+
+import attrs
 
 from .._exceptions import (
     HTTPStatusError,
@@ -24,10 +26,26 @@ from .._exceptions import (
     TransferError,
     TransferTimeoutError,
 )
-from .events import CancelledEvent, ErrorEvent, FinishedEvent, TerminalEvent
+from .events import (
+    CancelledEvent,
+    ErrorEvent,
+    FinishedEvent,
+    LoggedEvent,
+    ResumedEvent,
+    RetryEvent,
+    TerminalEvent,
+)
 from .resume_data import InvalidResumeDataError, ResumeData, decode_stored
 
-__all__ = ["CodecError", "decode_error", "decode_terminal", "encode_error", "encode_terminal"]
+__all__ = [
+    "CodecError",
+    "decode_error",
+    "decode_logged",
+    "decode_terminal",
+    "encode_error",
+    "encode_logged",
+    "encode_terminal",
+]
 
 _ERROR_TYPES: Final[dict[str, type[TransferError]]] = {
     cls.__name__: cls
@@ -157,6 +175,45 @@ def decode_terminal(task_id: int, document: object) -> TerminalEvent:
         data = _decode_resume_data("cancelled", document.get("resume_data"))
         return CancelledEvent(task_id=task_id, resume_data=data)
     raise CodecError(f"unknown outcome kind {kind!r}")
+
+
+def encode_logged(event: LoggedEvent) -> dict[str, Any]:
+    """An event of the session's event log as a JSON object (its number and task
+    id are stored beside it): a terminal event as :func:`encode_terminal` writes it."""
+    if isinstance(event, ResumedEvent):
+        return {"kind": "resumed", "offset": event.offset, "expected_total": event.expected_total}
+    if isinstance(event, RetryEvent):
+        return {
+            "kind": "retry",
+            "attempt": event.attempt,
+            "delay": event.delay,
+            "error": encode_error(event.error),
+        }
+    return encode_terminal(event)
+
+
+def decode_logged(task_id: int, seq: int, document: object) -> LoggedEvent:
+    """The event :func:`encode_logged` wrote, numbered ``seq``."""
+    if not isinstance(document, dict):
+        raise CodecError("logged event is not an object")
+    kind = document.get("kind")
+    if kind == "resumed":
+        offset, total = document.get("offset"), document.get("expected_total")
+        if not _count(offset) or (total is not None and not _count(total)):
+            raise CodecError("resumed event without a valid offset or expected_total")
+        return ResumedEvent(task_id=task_id, offset=offset, expected_total=total, seq=seq)
+    if kind == "retry":
+        attempt, delay = document.get("attempt"), document.get("delay")
+        if not _count(attempt) or not isinstance(delay, int | float) or isinstance(delay, bool):
+            raise CodecError("retry event without a valid attempt or delay")
+        error = decode_error(document.get("error"))
+        return RetryEvent(task_id=task_id, attempt=attempt, error=error, delay=delay, seq=seq)
+    event = decode_terminal(task_id, document)
+    return attrs.evolve(event, seq=seq)
+
+
+def _count(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _text(document: dict[str, Any], name: str) -> str:

@@ -277,6 +277,13 @@ class Configuration:
     ``await task.acknowledge()`` or ``await session.acknowledge(task_id)`` does,
     and until then every later process delivers the event again."""
 
+    event_log_size: int = attrs.field(default=4096, validator=_positive_int)
+    """How many events a background session's event log keeps at least (every
+    task event but progress, numbered; what ``Session.events(since=...)`` replays).
+    Older ones are dropped once their task is acknowledged; those of tasks not
+    acknowledged yet are always kept. A cursor older than what is kept gets an
+    ``EventsGapEvent``."""
+
     def replace(self, **changes: Any) -> Configuration:
         """A copy with ``changes`` (field names as keywords), validated as a new value is.
 

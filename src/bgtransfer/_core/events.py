@@ -30,7 +30,9 @@ __all__ = [
     "CancelledEvent",
     "ErrorEvent",
     "EventsDeliveredEvent",
+    "EventsGapEvent",
     "FinishedEvent",
+    "LoggedEvent",
     "ProgressEvent",
     "ResumedEvent",
     "RetryEvent",
@@ -73,6 +75,10 @@ class ResumedEvent:
     task_id: int
     offset: int
     expected_total: int | None
+    seq: int | None = attrs.field(default=None, eq=False)
+    """Its number in the session's event log (background sessions); None in an
+    ephemeral session. See ``Session.events(since=...)``. Where the event sits in
+    the log, not what happened: equality ignores it."""
 
 
 @final
@@ -91,6 +97,10 @@ class RetryEvent:
     attempt: int
     error: TransferError
     delay: float
+    seq: int | None = attrs.field(default=None, eq=False)
+    """Its number in the session's event log (background sessions); None in an
+    ephemeral session. See ``Session.events(since=...)``. Where the event sits in
+    the log, not what happened: equality ignores it."""
 
 
 @final
@@ -110,6 +120,10 @@ class FinishedEvent:
     location: Path
     total_bytes: int
     length_verified: bool = True
+    seq: int | None = attrs.field(default=None, eq=False)
+    """Its number in the session's event log (background sessions); None in an
+    ephemeral session. See ``Session.events(since=...)``. Where the event sits in
+    the log, not what happened: equality ignores it."""
 
 
 @final
@@ -127,6 +141,10 @@ class ErrorEvent:
     task_id: int
     error: TransferError
     resume_data: ResumeData | None = None
+    seq: int | None = attrs.field(default=None, eq=False)
+    """Its number in the session's event log (background sessions); None in an
+    ephemeral session. See ``Session.events(since=...)``. Where the event sits in
+    the log, not what happened: equality ignores it."""
 
 
 @final
@@ -141,6 +159,10 @@ class CancelledEvent:
 
     task_id: int
     resume_data: ResumeData | None = None
+    seq: int | None = attrs.field(default=None, eq=False)
+    """Its number in the session's event log (background sessions); None in an
+    ephemeral session. See ``Session.events(since=...)``. Where the event sits in
+    the log, not what happened: equality ignores it."""
 
 
 @final
@@ -153,17 +175,48 @@ class EventsDeliveredEvent:
     what happened before the stream was opened (per task: the progress so far and
     the terminal event if it ended). In a background session reattached by a new
     process, that backlog includes the terminal events the previous process never
-    delivered; ``replayed`` counts them.
+    delivered; ``replayed`` counts them. Opened with ``since=N``, the backlog is
+    the logged events after ``N`` and ``replayed`` counts those.
+
+    ``cursor`` is the number of the newest event in the session's event log when
+    the stream was opened (None in an ephemeral session, or while the log is
+    empty): keep it, and the next ``Session.events(since=cursor)`` starts after
+    it. (Every logged event carries its own number too, ``event.seq``.)
     """
 
     replayed: int
+    cursor: int | None = attrs.field(default=None, eq=False)  # (a position: equality ignores it)
+
+
+@final
+@attrs.frozen(kw_only=True)
+class EventsGapEvent:
+    """The event log no longer holds everything after the cursor asked for.
+
+    ``Session.events(since=N)`` yields it first when ``N`` is older than what the
+    log still keeps (it is bounded: ``Configuration.event_log_size``) or newer
+    than its newest event (a cursor of another session, or of a journal that was
+    replaced). Never a silent loss: what follows is a snapshot of every task, as
+    ``Session.events()`` without a cursor gives it (per task: the progress so far
+    and its terminal event if it has ended), then ``EventsDeliveredEvent``.
+    """
+
+    since: int
+    """The cursor that was asked for."""
+    earliest: int
+    """The oldest cursor the log can still answer without a gap."""
+    latest: int | None
+    """The newest event's number (None: the log is empty)."""
 
 
 TaskEvent: TypeAlias = (
     ProgressEvent | ResumedEvent | RetryEvent | FinishedEvent | ErrorEvent | CancelledEvent
 )
-SessionEvent: TypeAlias = TaskEvent | EventsDeliveredEvent
-"""What ``Session.events()`` yields: every task's events, and one ``EventsDeliveredEvent``."""
+SessionEvent: TypeAlias = TaskEvent | EventsDeliveredEvent | EventsGapEvent
+"""What ``Session.events()`` yields: every task's events, one ``EventsDeliveredEvent``,
+and (``since=N`` only) an ``EventsGapEvent`` first when the log cannot answer ``N``."""
+LoggedEvent: TypeAlias = ResumedEvent | RetryEvent | FinishedEvent | ErrorEvent | CancelledEvent
+"""The events a background session's event log keeps (every task event but progress)."""
 TerminalEvent: TypeAlias = FinishedEvent | ErrorEvent | CancelledEvent
 TERMINAL_EVENTS: Final = (FinishedEvent, ErrorEvent, CancelledEvent)
 

@@ -76,6 +76,20 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     # 2 -> 3: a body's last write may move it into place in the same step; the
     # entry written before it says what the destination was (see FinalWrite).
     ("ALTER TABLE tasks ADD COLUMN one_step TEXT",),
+    # 3 -> 4: the event log (every task event but progress, numbered; see
+    # _core/eventlog.py). Numbers continue above the newest row and above
+    # ``log_earliest`` (the highest number trimmed), so none is given twice.
+    # The terminal events a previous version had not delivered yet start it.
+    (
+        """CREATE TABLE events (
+            seq INTEGER PRIMARY KEY,
+            task_id INTEGER NOT NULL,
+            event TEXT NOT NULL
+        )""",
+        "INSERT INTO meta (key, value) VALUES ('log_earliest', '0')",
+        "INSERT INTO events (task_id, event) "
+        "SELECT id, outcome FROM tasks WHERE outcome IS NOT NULL ORDER BY id",
+    ),
 )
 """``MIGRATIONS[n]`` takes a journal from schema version ``n`` to ``n + 1``."""
 

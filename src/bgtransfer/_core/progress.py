@@ -21,7 +21,13 @@ from collections import deque
 
 import attrs
 
-from .events import EventsDeliveredEvent, ProgressEvent, SessionEvent, merge_progress
+from .events import (
+    EventsDeliveredEvent,
+    EventsGapEvent,
+    ProgressEvent,
+    SessionEvent,
+    merge_progress,
+)
 
 __all__ = ["BufferStatistics", "EventBuffer", "ProgressThrottle"]
 
@@ -141,7 +147,7 @@ class EventBuffer:
         return len(self._slots)
 
     def push(self, event: SessionEvent) -> None:
-        if isinstance(event, EventsDeliveredEvent):  # about no task: never merged
+        if isinstance(event, EventsDeliveredEvent | EventsGapEvent):  # no task: never merged
             self._slots.append(_Slot(event))
             self._max = max(self._max, len(self._slots))
             return
@@ -170,7 +176,7 @@ class EventBuffer:
         slot = self._slots.popleft()
         event = slot.event
         if (
-            not isinstance(event, EventsDeliveredEvent)
+            not isinstance(event, EventsDeliveredEvent | EventsGapEvent)
             and self._last_of_task.get(event.task_id) is slot
         ):
             del self._last_of_task[event.task_id]

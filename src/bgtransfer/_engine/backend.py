@@ -137,11 +137,19 @@ class TaskBackend(Protocol):
         ``SessionClosedError`` when the backend closes first."""
         ...
 
-    def subscribe(self, task_id: int | None, *, follow: bool = True) -> EventStream[Any]:
+    def subscribe(
+        self, task_id: int | None, *, follow: bool = True, since: int | None = None
+    ) -> EventStream[Any]:
         """A new stream of one task's events (or every task's, with None),
         starting with what a late subscriber missed. Subscribing acknowledges
         nothing; under ``acknowledge="auto"`` a terminal event counts as delivered
-        once the stream has handed it out."""
+        once the stream has handed it out.
+
+        ``since`` (the session's stream of a background session): start after
+        that event-log number: the logged events after it, the progress of each
+        running task, ``EventsDeliveredEvent(cursor=...)``; or ``EventsGapEvent``
+        and every task's condensed state when the log cannot answer it.
+        ``InvalidRequestError`` for an ephemeral session (it has no log)."""
         ...
 
     async def wait_events_delivered(self) -> None:

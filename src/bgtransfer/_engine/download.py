@@ -211,7 +211,7 @@ class Downloader:
                         if exc.status in (429, 503):
                             self._hold_origin(job.record, asked)
                 job.announce_resume = True
-                self._hub.publish(
+                self._publish(
                     RetryEvent(task_id=job.record.id, attempt=failures + 1, error=exc, delay=delay)
                 )
                 await anyio.sleep(delay)

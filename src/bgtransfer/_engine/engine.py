@@ -27,9 +27,7 @@ import anyio.abc
 import anyio.lowlevel
 
 from .._core.config import Configuration, HeaderPairs
-from .._core.events import (
-    TaskEvent,
-)
+from .._core.events import EventsGapEvent, TaskEvent
 from .._core.journal import TaskEntry
 from .._core.resume_data import ResumeData
 from .._core.secrets import SecretHeaders
@@ -39,6 +37,7 @@ from .._core.supervisor import (
     SupervisorStatistics,
 )
 from .._exceptions import (
+    InvalidRequestError,
     JournalError,
     SessionClosedError,
 )
@@ -95,6 +94,7 @@ class Engine(Scheduler):
         self._hub = EventHub(  # "explicit": only the application acknowledges
             on_delivered=self.acknowledge if config.acknowledge == "auto" else None,
             durable=self.durable if journal is not None else None,
+            logged=self.logged if journal is not None else None,
         )
         self._records: dict[int, TaskRecord] = {}
         self._secrets = SecretHeaders(config.secret_headers)
@@ -204,7 +204,9 @@ class Engine(Scheduler):
                 self._replays_pending += 1
                 if back.leftover:
                     leftovers.append(record)
-                if back.newly_ended:
+                if back.newly_ended:  # ended at reattach: its event goes in the log too
+                    assert record.terminal is not None
+                    record.terminal = self._journal.log(record.terminal)
                     self._journal_task(record, urgent=True)
                 continue
             self._claims[record.destination_key] = record.id
@@ -227,7 +229,9 @@ class Engine(Scheduler):
     def statistics(self) -> SupervisorStatistics:
         return self._supervisor.statistics()
 
-    def subscribe(self, task_id: int | None, *, follow: bool = True) -> EventStream[Any]:
+    def subscribe(
+        self, task_id: int | None, *, follow: bool = True, since: int | None = None
+    ) -> EventStream[Any]:
         """A stream of one task's events (or every task's, with None).
 
         A late subscriber first gets what it missed in condensed form: one
@@ -235,16 +239,38 @@ class Engine(Scheduler):
         has ended; so it too sees exactly one terminal event per task. The
         session's stream then says where that backlog ends (``EventsDeliveredEvent``),
         and ends there unless it should ``follow`` the live events.
+
+        ``since`` (the session's stream of a persistent engine only): the backlog
+        is instead every logged event numbered after it, then the progress of
+        each task still running; or, when the log cannot answer it, an
+        ``EventsGapEvent`` and the condensed backlog above.
         """
+        journal = self._journal
+        cursor = None if journal is None else journal.event_log.latest
+        if since is not None:
+            _check_cursor(since, task_id, persistent=journal is not None)
+            assert journal is not None
+            events = journal.event_log.replay(since)
+            if events is not None:
+                backlog: list[TaskEvent | EventsGapEvent] = list(events)
+                for record in self._records.values():
+                    if record.terminal is None:
+                        backlog.extend(snapshot_progress(record.last_progress))
+                return self._hub.subscribe(
+                    None, backlog, replayed=len(events), follow=follow, cursor=cursor
+                )
+            gap = EventsGapEvent(since=since, earliest=journal.event_log.earliest, latest=cursor)
         records = [self._records[task_id]] if task_id is not None else self._records.values()
-        backlog: list[TaskEvent] = []
+        backlog = [] if since is None else [gap]
         replayed = 0
         for record in records:
             backlog.extend(snapshot_progress(record.last_progress))
             if record.terminal is not None:
                 backlog.append(record.terminal)
                 replayed += record.replayed
-        return self._hub.subscribe(task_id, backlog, replayed=replayed, follow=follow)
+        return self._hub.subscribe(
+            task_id, backlog, replayed=replayed, follow=follow, cursor=cursor
+        )
 
     def acknowledge(self, task_id: int, *, urgent: bool = False) -> None:
         """A consumer has seen the task's terminal event: it is not delivered again
@@ -288,6 +314,13 @@ class Engine(Scheduler):
         upto = None if record is None else record.end_generation
         with contextlib.suppress(JournalError):
             await self._journal.flush(lazy=True, upto=upto)
+
+    async def logged(self, seq: int) -> None:
+        """Return once the event log holds the event numbered ``seq``, or the
+        journal has failed (as :meth:`durable`)."""
+        if self._journal is not None:
+            with contextlib.suppress(JournalError):
+                await self._journal.logged(seq)
 
     async def flush(self) -> None:
         """Return once the journal holds everything done so far.
@@ -479,3 +512,19 @@ class Engine(Scheduler):
         self._journal_task(record)  # made durable by the caller's flush()
         self._start(self._supervisor.enqueue(record.id, record.origin, now=self.clock()))
         return record
+
+
+def _check_cursor(since: object, task_id: int | None, *, persistent: bool) -> None:
+    """A cursor is a log number (an int >= 0) for the session's stream of a
+    background session (an ephemeral one keeps no event log)."""
+    if isinstance(since, bool) or not isinstance(since, int):
+        raise TypeError(f"since must be an int (an event's seq), not {type(since).__name__}")
+    if since < 0:
+        raise InvalidRequestError(f"since must be 0 or an event's seq, not {since}")
+    if task_id is not None:
+        raise InvalidRequestError("since applies to the session's stream, not a task's")
+    if not persistent:
+        raise InvalidRequestError(
+            "events(since=...) needs a background session: an ephemeral session "
+            "keeps no event log (open Session('<identifier>') to get one)"
+        )

@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar, cast
 
 from .._core.events import (
     EventsDeliveredEvent,
+    EventsGapEvent,
     ProgressEvent,
     SessionEvent,
     TaskEvent,
@@ -78,13 +79,19 @@ class EventStream(Generic[E]):
             self._wakeup.clear()
             await self._wakeup.wait()
         event = self._buffer.peek()
-        if not isinstance(event, EventsDeliveredEvent) and is_terminal(event):
+        if not isinstance(event, ProgressEvent | EventsDeliveredEvent | EventsGapEvent):
             # The journal holds the end before anyone sees it: a reader may act
             # on it at once (move the file away) and the process die next. The
             # event stays buffered meanwhile: a reader cancelled here gets it from
-            # its next read. (Nothing else takes from the buffer's head.)
-            await self._hub._durable(event.task_id)
-            self._hub._handed_out(event.task_id)  # auto: delivered from here on
+            # its next read. (Nothing else takes from the buffer's head.) A
+            # numbered event waits for its number to be in the log (committed
+            # with the task's end): a number a reader has seen is never reused.
+            if event.seq is not None:
+                await self._hub._logged(event.seq)
+            elif is_terminal(event):
+                await self._hub._durable(event.task_id)
+            if is_terminal(event):
+                self._hub._handed_out(event.task_id)  # auto: delivered from here on
         self._buffer.pop()
         return cast(E, event)
 
@@ -122,11 +129,13 @@ class EventHub:
         *,
         on_delivered: Callable[[int], None] | None,
         durable: Callable[[int], Awaitable[None]] | None = None,
+        logged: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         """``on_delivered``: called with a task whose terminal event a stream has
         just handed out (automatic acknowledgement); None when only the
         application acknowledges. ``durable``: awaited before a terminal event is
-        handed out, until the journal holds it."""
+        handed out, until the journal holds it; ``logged``: awaited before an
+        event numbered in the event log is handed out, until the log holds it."""
         # Per task, weak references in a list: a task has a subscriber or two, and
         # is published to a few times (a WeakSet costs more than that traffic).
         # A stream dropped without aclose() leaves a dead reference until the
@@ -136,6 +145,7 @@ class EventHub:
         self._closed = False
         self._delivered = on_delivered
         self._durable_hook = durable
+        self._logged_hook = logged
 
     def _handed_out(self, task_id: int) -> None:
         """A stream has returned the task's terminal event to its reader."""
@@ -147,22 +157,28 @@ class EventHub:
         if self._durable_hook is not None:
             await self._durable_hook(task_id)
 
+    async def _logged(self, seq: int) -> None:
+        """Return once the event log holds the event numbered ``seq``."""
+        if self._logged_hook is not None:
+            await self._logged_hook(seq)
+
     def subscribe(
         self,
         task_id: int | None,
-        backlog: Iterable[TaskEvent],
+        backlog: Iterable[TaskEvent | EventsGapEvent],
         *,
         replayed: int = 0,
         follow: bool = True,
+        cursor: int | None = None,
     ) -> EventStream[Any]:
         """A new stream for one task (or all, with None), first fed ``backlog``;
-        the session's stream then gets ``EventsDeliveredEvent(replayed=...)``
-        and, when ``follow`` is false, ends there."""
+        the session's stream then gets ``EventsDeliveredEvent(replayed=...,
+        cursor=...)`` and, when ``follow`` is false, ends there."""
         stream: EventStream[Any] = EventStream(self, task_id=task_id)
         for event in backlog:
             stream._push(event)
         if task_id is None:
-            stream._push(EventsDeliveredEvent(replayed=replayed))
+            stream._push(EventsDeliveredEvent(replayed=replayed, cursor=cursor))
             if self._closed or not follow:
                 stream._close()
             else:

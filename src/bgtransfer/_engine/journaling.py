@@ -10,13 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
+from .._core.eventlog import EventLog
+from .._core.events import LoggedEvent
 from .._core.journal import TaskEntry
 from .._exceptions import JournalError
 from .record import TaskRecord
 
 __all__ = ["FlushFor", "JournalTask", "TaskJournal"]
+
+L = TypeVar("L", bound=LoggedEvent)
 
 
 class TaskJournal(Protocol):
@@ -46,6 +50,18 @@ class TaskJournal(Protocol):
 
     on_rejected: Callable[[int, JournalError], None] | None
     """Set by the engine: called with a task whose entry could not be recorded."""
+
+    event_log: EventLog
+    """The session's numbered events (every task event but progress)."""
+
+    def log(self, event: L) -> L:
+        """``event`` numbered and in the event log (committed with what is put
+        next to it, soon)."""
+        ...
+
+    async def logged(self, seq: int) -> None:
+        """Return once the event numbered ``seq`` is committed."""
+        ...
 
     async def flush(
         self, *, shielded: bool = False, lazy: bool = False, upto: int | None = None

@@ -166,8 +166,10 @@ class LocalBackend:
                 if not scopes and self._suspensions.get(record.id) is scopes:
                     del self._suspensions[record.id]
 
-    def subscribe(self, task_id: int | None, *, follow: bool = True) -> EventStream[Any]:
-        return self._engine.subscribe(task_id, follow=follow)
+    def subscribe(
+        self, task_id: int | None, *, follow: bool = True, since: int | None = None
+    ) -> EventStream[Any]:
+        return self._engine.subscribe(task_id, follow=follow, since=since)
 
     async def wait_events_delivered(self) -> None:
         await self._engine.wait_events_delivered()

@@ -271,6 +271,8 @@ class Scheduler:
             record.last_progress = event
             if self._journal is not None and self.clock() >= record.progress_due:
                 self._journal_task(record, data=True)
+        elif self._journal is not None:
+            event = self._journal.log(event)  # numbered: in the session's event log
         self._hub.publish(event)
 
     def _flush_progress(self, record: TaskRecord) -> None:
@@ -288,6 +290,8 @@ class Scheduler:
             signal = Input.CANCELLED
         record.advance(signal)
         self._flush_progress(record)
+        if self._journal is not None:  # in the event log, committed with the task's end
+            outcome = self._journal.log(outcome)
         record.terminal = outcome
         # Committed before a consumer can see the event and move the file away (a
         # later process would then find neither the partial nor the file, and

@@ -80,6 +80,7 @@ class BackendStartup:
                     fsync=config.durability == "fsync",
                     interval=config.checkpoint_interval,
                     secrets=SecretHeaders(config.secret_headers),
+                    event_log_size=config.event_log_size,
                 )
                 self._journal = journal  # closed by __aexit__, entered or not
                 await journal.__aenter__()

@@ -1,0 +1,158 @@
+"""The journal's writes: one batch of entries and deletions, committed in as few
+statements as it allows, and a batch that fails for one row's sake committed
+again one entry at a time. Run on the loop (small commits without fsync) or in
+a worker thread; see :mod:`.journal` for when.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+import attrs
+
+from .._core.journal import COLUMNS, TaskEntry, entry_to_row
+from .files import fsync_file
+
+__all__ = ["MULTI_ROW_MAX", "Batch", "close_all", "commit_sync"]
+
+MULTI_ROW_MAX = 16
+"""Entries up to this many are committed by one ``INSERT`` listing them all."""
+
+DEFERRED_DELAY = 0.005
+"""Seconds a ``deferred`` entry may wait for another commit to take it along."""
+
+
+def _upsert(rows: int) -> str:
+    row = f"({', '.join('?' for _ in COLUMNS)})"
+    return (
+        f"INSERT INTO tasks ({', '.join(COLUMNS)}) VALUES {', '.join([row] * rows)} "
+        "ON CONFLICT (id) DO UPDATE SET "
+        + ", ".join(f"{name} = excluded.{name}" for name in COLUMNS[1:])
+    )
+
+
+UPSERTS = tuple(_upsert(rows) for rows in range(1, MULTI_ROW_MAX + 1))
+"""``UPSERTS[n - 1]`` writes n entries (SQLite's statement cache keeps them parsed)."""
+_UPSERT = UPSERTS[0]
+_DELETE = "DELETE FROM tasks WHERE id = ?"
+LOG_INSERTS = tuple(
+    "INSERT INTO events (seq, task_id, event) VALUES " + ", ".join(["(?, ?, ?)"] * rows)
+    for rows in range(1, MULTI_ROW_MAX + 1)
+)
+"""``LOG_INSERTS[n - 1]`` appends n events to the event log."""
+_TRIM = "DELETE FROM events WHERE seq = ?"
+_EARLIEST = "UPDATE meta SET value = ? WHERE key = 'log_earliest'"
+_NEXT_ID = "UPDATE meta SET value = ? WHERE key = 'next_id'"
+SELECT = f"SELECT {', '.join(COLUMNS)} FROM tasks ORDER BY id"
+
+
+def close_all(checkpointer: sqlite3.Connection | None, connection: sqlite3.Connection) -> None:
+    if checkpointer is not None:
+        checkpointer.close()
+    connection.close()  # the last one out checkpoints and removes the WAL
+
+
+@attrs.frozen(kw_only=True)
+class Batch:
+    entries: list[TaskEntry]
+    forgotten: list[int]
+    files: list[Path]  # durability="fsync": partial files to sync first
+    generation: int
+    next_id: int | None  # None: the database has it already
+    logged: list[tuple[int, int, str]] = attrs.field(factory=list)
+    """Events for the event log: (seq, task id, JSON), in number order."""
+    trimmed: list[int] = attrs.field(factory=list)  # event numbers retention dropped
+    earliest: int = 0  # the event log's floor, stored when ``trimmed``
+    rejected: list[tuple[int, Exception]] = attrs.field(factory=list)
+    """Filled by the commit: the entries that could not be stored, and why."""
+
+
+def _journal_failed(exc: Exception) -> bool:
+    """Whether a commit's error is the journal's (its file, its disk, its schema)
+    rather than one row's (a value that cannot be bound or stored, a bug
+    encoding it: ``ValueError``, ``TypeError``, ``OverflowError``, SQLite's
+    ``ProgrammingError``, ``DataError`` and ``InterfaceError``)."""
+    if isinstance(exc, sqlite3.ProgrammingError | sqlite3.DataError):
+        return False
+    return isinstance(exc, OSError | sqlite3.DatabaseError)
+
+
+def commit_sync(connection: sqlite3.Connection, batch: Batch) -> None:
+    """Commit the batch; when a row is the problem, commit it one entry at a
+    time (:func:`_commit_each`). Raises when the journal itself fails."""
+    try:
+        _commit_all(connection, batch)
+    except Exception as exc:
+        if _journal_failed(exc):
+            raise
+        _commit_each(connection, batch)
+
+
+def _commit_each(connection: sqlite3.Connection, batch: Batch) -> None:
+    """The batch after it failed for a row's sake (rolled back, nothing of it
+    kept): each entry in a transaction of its own, so one that cannot be stored
+    is named in ``batch.rejected`` and takes no other with it."""
+    for entry in batch.entries:
+        try:
+            connection.execute(_UPSERT, entry_to_row(entry))
+        except Exception as exc:
+            if _journal_failed(exc):
+                raise
+            batch.rejected.append((entry.id, exc))
+    if batch.forgotten or batch.logged or batch.trimmed:
+        _commit_all(connection, attrs.evolve(batch, entries=[], files=[]))
+
+
+def _commit_all(connection: sqlite3.Connection, batch: Batch) -> None:
+    """One transaction, in as few statements as the batch allows: each costs the
+    loop's time in a busy process (and releases and retakes the GIL, a wait
+    when the file thread holds it). A batch of a few entries and no deletions,
+    the usual commit that a caller waits for, is one ``INSERT`` and so its own
+    transaction. ``next_id`` is stored when rows are deleted and it changed:
+    while a task's row exists it bounds the ids by itself (ids never repeat
+    either way). Events for the log go in the same transaction as the entries
+    put with them (a task's end and its terminal event are durable together):
+    a batch holding both is ``BEGIN``, two ``INSERT``s and ``COMMIT``."""
+    for path in batch.files:  # durability="fsync": the bytes before the entries that count them
+        fsync_file(path)
+    rows = [entry_to_row(entry) for entry in batch.entries]
+    ids, logged = batch.forgotten, batch.logged
+    simple = not ids and not batch.trimmed and len(rows) <= MULTI_ROW_MAX >= len(logged)
+    if simple and not (rows and logged):  # one statement: its own transaction
+        _insert(connection, UPSERTS, _UPSERT, rows)
+        _insert(connection, LOG_INSERTS, LOG_INSERTS[0], logged)
+        return
+    connection.execute("BEGIN")
+    try:
+        _insert(connection, UPSERTS, _UPSERT, rows)
+        _insert(connection, LOG_INSERTS, LOG_INSERTS[0], logged)
+        if batch.trimmed:
+            connection.executemany(_TRIM, [(seq,) for seq in batch.trimmed])
+            connection.execute(_EARLIEST, (str(batch.earliest),))
+        if ids:
+            connection.executemany(_DELETE, [(task_id,) for task_id in ids])
+            if batch.next_id is not None:
+                connection.execute(_NEXT_ID, (str(batch.next_id),))
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+
+
+def _insert(
+    connection: sqlite3.Connection,
+    statements: tuple[str, ...],
+    one: str,
+    rows: Sequence[Sequence[object]],
+) -> None:
+    """``rows`` in one statement listing them all (``statements[n - 1]`` takes n)
+    when there are few, else one statement run for each."""
+    if not rows:
+        return
+    if len(rows) <= len(statements):
+        connection.execute(statements[len(rows) - 1], [value for row in rows for value in row])
+    else:
+        connection.executemany(one, rows)
