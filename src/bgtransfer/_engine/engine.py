@@ -27,7 +27,6 @@ import anyio.abc
 import anyio.lowlevel
 
 from .._core.config import Configuration, HeaderPairs
-from .._core.events import EventsGapEvent, TaskEvent
 from .._core.journal import TaskEntry
 from .._core.resume_data import ResumeData
 from .._core.secrets import SecretHeaders
@@ -37,15 +36,15 @@ from .._core.supervisor import (
     SupervisorStatistics,
 )
 from .._exceptions import (
-    InvalidRequestError,
     JournalError,
     SessionClosedError,
 )
 from .._io.client import descriptor_slots, make_client
 from .admission import Admission, Request
+from .backlog import what_was_missed
 from .download import Downloader
 from .download_job import download_job
-from .hub import EventHub, EventStream, snapshot_progress
+from .hub import EventHub, EventStream
 from .journaling import TaskJournal
 from .record import TaskRecord
 from .restore import Restorer
@@ -246,28 +245,9 @@ class Engine(Scheduler):
         ``EventsGapEvent`` and the condensed backlog above.
         """
         journal = self._journal
-        cursor = None if journal is None else journal.event_log.latest
-        if since is not None:
-            _check_cursor(since, task_id, persistent=journal is not None)
-            assert journal is not None
-            events = journal.event_log.replay(since)
-            if events is not None:
-                backlog: list[TaskEvent | EventsGapEvent] = list(events)
-                for record in self._records.values():
-                    if record.terminal is None:
-                        backlog.extend(snapshot_progress(record.last_progress))
-                return self._hub.subscribe(
-                    None, backlog, replayed=len(events), follow=follow, cursor=cursor
-                )
-            gap = EventsGapEvent(since=since, earliest=journal.event_log.earliest, latest=cursor)
-        records = [self._records[task_id]] if task_id is not None else self._records.values()
-        backlog = [] if since is None else [gap]
-        replayed = 0
-        for record in records:
-            backlog.extend(snapshot_progress(record.last_progress))
-            if record.terminal is not None:
-                backlog.append(record.terminal)
-                replayed += record.replayed
+        log = None if journal is None else journal.event_log
+        backlog, replayed = what_was_missed(self._records, log, task_id, since)
+        cursor = None if log is None else log.latest
         return self._hub.subscribe(
             task_id, backlog, replayed=replayed, follow=follow, cursor=cursor
         )
@@ -512,19 +492,3 @@ class Engine(Scheduler):
         self._journal_task(record)  # made durable by the caller's flush()
         self._start(self._supervisor.enqueue(record.id, record.origin, now=self.clock()))
         return record
-
-
-def _check_cursor(since: object, task_id: int | None, *, persistent: bool) -> None:
-    """A cursor is a log number (an int >= 0) for the session's stream of a
-    background session (an ephemeral one keeps no event log)."""
-    if isinstance(since, bool) or not isinstance(since, int):
-        raise TypeError(f"since must be an int (an event's seq), not {type(since).__name__}")
-    if since < 0:
-        raise InvalidRequestError(f"since must be 0 or an event's seq, not {since}")
-    if task_id is not None:
-        raise InvalidRequestError("since applies to the session's stream, not a task's")
-    if not persistent:
-        raise InvalidRequestError(
-            "events(since=...) needs a background session: an ephemeral session "
-            "keeps no event log (open Session('<identifier>') to get one)"
-        )
