@@ -48,7 +48,7 @@ from bgtransfer._engine.job import Job
 from bgtransfer._engine.local import LocalBackend
 from bgtransfer._engine.record import TaskRecord
 from bgtransfer._engine.startup import open_backend
-from bgtransfer._io import journal as journal_module
+from bgtransfer._io import journal_commit as journal_module
 from bgtransfer.testing import Faults, TestServer
 
 ID = "states"
