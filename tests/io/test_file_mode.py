@@ -25,7 +25,7 @@ import pytest
 
 from _helpers import sha256_file, wait_for_bytes
 from bgtransfer import Configuration, FinishedEvent, Session
-from bgtransfer._io import files, transfer
+from bgtransfer._io import body_writer, files, transfer
 from bgtransfer.testing import Faults, TestServer
 
 UMASKS = {0o022: 0o644, 0o077: 0o600, 0o027: 0o640}
@@ -275,7 +275,7 @@ def test_a_failed_one_step_move_leaves_the_partial_file_private(umask: int, tmp_
     obstacle = tmp_path / "dir"
     (obstacle / "inside").mkdir(parents=True)
     plan = transfer.BodyPlan(offset=0, length=4)
-    outcome = transfer._write_chunks(-1, partial, plan, [b"body"], 0, True, obstacle)
+    outcome = body_writer.write_chunks(-1, partial, plan, [b"body"], 0, True, obstacle)
     assert outcome.error is not None
     assert not outcome.moved
     assert mode_of(partial) == 0o600
@@ -285,6 +285,6 @@ def test_a_failed_one_step_move_leaves_the_partial_file_private(umask: int, tmp_
 def test_a_one_step_move_sets_the_mode_before_the_rename(umask: int, tmp_path: Path) -> None:
     partial = files.make_private_dir(tmp_path / "partials") / "1.part"
     plan = transfer.BodyPlan(offset=0, length=4)
-    outcome = transfer._write_chunks(-1, partial, plan, [b"body"], 0, True, tmp_path / "d")
+    outcome = body_writer.write_chunks(-1, partial, plan, [b"body"], 0, True, tmp_path / "d")
     assert outcome.moved
     assert mode_of(tmp_path / "d") == UMASKS[umask]

@@ -46,7 +46,7 @@ from bgtransfer import (
 )
 from bgtransfer._engine import download
 from bgtransfer._engine.sinks import AttemptSink
-from bgtransfer._io import files, pump, threads, transfer
+from bgtransfer._io import body_writer, files, pump, threads
 from bgtransfer.testing import Faults, TestServer
 
 pytestmark = pytest.mark.asyncio
@@ -111,7 +111,7 @@ def hops(monkeypatch: pytest.MonkeyPatch) -> Hops:
     own (tested in test_body_writer.py). Here the wait is long enough for any
     small body, so the counts are about the step alone.
     """
-    monkeypatch.setattr(transfer, "FIRST_WRITE_DELAY", 60.0)
+    monkeypatch.setattr(body_writer, "FIRST_WRITE_DELAY", 60.0)
     counted = Hops()
     in_executor = asyncio.BaseEventLoop.run_in_executor
     own_thread = threads.start_thread
@@ -149,7 +149,7 @@ def hops(monkeypatch: pytest.MonkeyPatch) -> Hops:
     monkeypatch.setattr(asyncio.BaseEventLoop, "run_in_executor", run_in_executor)
     monkeypatch.setattr(threads, "start_thread", start_thread)
     monkeypatch.setattr(threads, "submit_file_io", submit_file_io)
-    monkeypatch.setattr(transfer, "submit_file_io", submit_file_io)
+    monkeypatch.setattr(body_writer, "submit_file_io", submit_file_io)
     monkeypatch.setattr(pump, "start_thread", start_thread)
     monkeypatch.setattr(anyio.to_thread, "run_sync", run_sync)
     monkeypatch.setattr(AttemptSink, "judge", judging)
@@ -173,7 +173,7 @@ async def test_a_small_file_costs_one_call_from_response_to_destination(
     or in the file thread when inline calls are off. No separate move. The file
     is at its destination byte-exact and private; no partial is left."""
     if not inline:
-        monkeypatch.setattr(transfer, "INLINE_BYTES", -1)
+        monkeypatch.setattr(body_writer, "INLINE_BYTES", -1)
     file = server.add_file("/small.bin", size=SMALL)
     destination = out_dir / "small.bin"
     async with open_session(kind, state_dir, QUIET_JOURNAL) as session:
@@ -186,7 +186,7 @@ async def test_a_small_file_costs_one_call_from_response_to_destination(
     assert terminal == FinishedEvent(task_id=task.id, location=destination, total_bytes=file.size)
     assert sha256_file(destination) == file.sha256
     assert destination.stat().st_mode & 0o777 == files.finished_file_mode()
-    assert [(hop.name, hop.inline) for hop in calls] == [("_write_chunks", inline)], calls
+    assert [(hop.name, hop.inline) for hop in calls] == [("write_chunks", inline)], calls
     assert calls[0].args[-1] == destination  # move_to: the same call renames it
     assert partials == []
     assert os.listdir(out_dir) == ["small.bin"]
@@ -211,10 +211,10 @@ async def test_with_fsync_durability_the_move_is_a_step_of_its_own(
     assert terminal == FinishedEvent(task_id=task.id, location=destination, total_bytes=file.size)
     assert sha256_file(destination) == file.sha256
     names = [hop.name for hop in calls]
-    writes = [hop for hop in calls if hop.name == "_write_chunks"]
+    writes = [hop for hop in calls if hop.name == "write_chunks"]
     assert [hop.args[-1] for hop in writes] == [None]  # no move_to
     assert names.count("_move_sync") == 1, names
-    assert names.index("_move_sync") > names.index("_write_chunks")
+    assert names.index("_move_sync") > names.index("write_chunks")
     move = calls[names.index("_move_sync")]
     assert move.args[1:3] == (destination, True)  # durable
     assert partials == []
@@ -267,16 +267,16 @@ class StepGate:
 @pytest.fixture
 def step_gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[StepGate]:
     held = StepGate()
-    real = transfer._write_chunks
+    real = body_writer.write_chunks
 
-    def gated(*args: object) -> transfer._Outcome:
+    def gated(*args: object) -> body_writer.WriteOutcome:
         if args[-1] is not None:  # move_to: the one step
             held.entered.set()
             assert held.gate.wait(timeout=30), "the test never opened the step gate"
         return real(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(transfer, "_write_chunks", gated)
-    monkeypatch.setattr(transfer, "INLINE_BYTES", -1)  # held in a thread, not on the loop
+    monkeypatch.setattr(body_writer, "write_chunks", gated)
+    monkeypatch.setattr(body_writer, "INLINE_BYTES", -1)  # held in a thread, not on the loop
     try:
         yield held
     finally:
@@ -528,7 +528,7 @@ async def test_a_destination_on_another_file_system_is_copied_over(
         assert sha256_file(destination) == file.sha256
         assert destination.stat().st_mode & 0o777 == files.finished_file_mode()
         assert [(hop.name, hop.inline) for hop in calls] == [
-            ("_write_chunks", True),
+            ("write_chunks", True),
             ("_move_sync", False),
         ], calls
         assert calls[0].args[-1] == destination  # the step tried first
