@@ -227,6 +227,71 @@ def test_umask_is_read_once(umask: int, monkeypatch: pytest.MonkeyPatch) -> None
     assert files.finished_file_mode() == UMASKS[umask]
 
 
+def counted_fchmods(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The modes of every ``os.fchmod`` from here on."""
+    modes: list[int] = []
+    real = os.fchmod
+
+    def fchmod(fd: int, mode: int) -> None:
+        modes.append(mode)
+        real(fd, mode)
+
+    monkeypatch.setattr(os, "fchmod", fchmod)
+    return modes
+
+
+def test_a_new_partial_file_is_private_with_no_fchmod(
+    umask: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under the usual umasks (which leave the owner's bits alone) the exclusive
+    create's 0600 is the mode: no ``fchmod`` per file."""
+    modes = counted_fchmods(monkeypatch)
+    os.close(files.create_private(tmp_path / "1.part"))
+    assert mode_of(tmp_path / "1.part") == 0o600
+    assert modes == []
+
+
+@pytest.mark.parametrize("strict_umask", [0o277, 0o477, 0o777])
+def test_a_umask_that_takes_the_owners_bits_still_gives_a_private_partial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, strict_umask: int
+) -> None:
+    monkeypatch.setattr(files, "_finished_mode", None)
+    modes = counted_fchmods(monkeypatch)
+    old = os.umask(strict_umask)
+    try:
+        fd = files.create_private(tmp_path / "1.part")
+        os.write(fd, b"written through the descriptor")
+        os.close(fd)
+    finally:
+        os.umask(old)
+    assert mode_of(tmp_path / "1.part") == 0o600
+    assert modes == [0o600]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_small_file_costs_one_fchmod(
+    umask: int,
+    server: TestServer,
+    state_dir: Path,
+    out_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    kind: str,
+) -> None:
+    """The finished file's mode is the one ``fchmod`` of a small download; the
+    partial file was private from its creation."""
+    file = server.add_file("/f.bin", size=16 * 1024)
+    async with open_session(kind, state_dir) as session:
+        modes = counted_fchmods(monkeypatch)
+        task = await session.download(server.url(file.path), out_dir / "f.bin")
+        result = await task.wait()
+    assert isinstance(result, FinishedEvent), result
+    assert sha256_file(out_dir / "f.bin") == file.sha256
+    assert mode_of(out_dir / "f.bin") == UMASKS[umask]
+    assert modes == [UMASKS[umask]]
+
+
 # -- the moves themselves -------------------------------------------------------------------
 
 
