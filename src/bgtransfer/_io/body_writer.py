@@ -129,6 +129,10 @@ class WriteOutcome:
     moved: bool = False
 
 
+_CLOSED_OK = WriteOutcome(CLOSED)
+_MOVED = WriteOutcome(CLOSED, moved=True)
+
+
 def write_chunks(  # noqa: PLR0917 - run_in_executor passes arguments positionally
     fd: int,
     path: Path,
@@ -158,7 +162,7 @@ def write_chunks(  # noqa: PLR0917 - run_in_executor passes arguments positional
         if exc.errno == errno.EXDEV:
             return outcome
         return WriteOutcome(CLOSED, exc, "move the file to", move_to)
-    return WriteOutcome(CLOSED, moved=True)
+    return _MOVED
 
 
 def _write_and_close(  # noqa: PLR0917 - mirrors write_chunks
@@ -199,6 +203,8 @@ def _write_and_close(  # noqa: PLR0917 - mirrors write_chunks
             if error is None:
                 error, action = exc, "close"
         fd = CLOSED
+    if error is None and fd == CLOSED:
+        return _CLOSED_OK  # (the usual last write: one object for all)
     return WriteOutcome(fd, error, action)
 
 
