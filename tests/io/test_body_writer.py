@@ -2,10 +2,10 @@
 bodies, honest progress, back-pressure, failures, the request_timeout watchdog, and
 the one step at the end (the last write also closes the file and moves it).
 
-White-box tests of ``bgtransfer._io.transfer``. Worker calls are counted by wrapping
-``submit_file_io``; slow disks are simulated by a write that waits on a
-``threading.Event``. Only the first-write delay and the watchdog let time pass,
-because time passing is what they are about.
+White-box tests of ``bgtransfer._io.transfer`` and ``_io.body_writer``. Worker
+calls are counted by wrapping ``body_writer.submit_file_io``; slow disks are
+simulated by a write that waits on a ``threading.Event``. Only the first-write
+delay and the watchdog let time pass, because time passing is what they are about.
 """
 
 from __future__ import annotations
