@@ -1081,7 +1081,8 @@ async def test_the_first_write_timer_does_not_race_the_last_step(
 
 
 class GatedSink(OrderSink):
-    """``finishing`` waits (as the engine's does for its journal) until released."""
+    """``finishing`` waits (as the engine's does for its journal) until released,
+    shielded, as ``TransferSink.finishing`` must once it has decided."""
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)
@@ -1090,7 +1091,8 @@ class GatedSink(OrderSink):
 
     async def finishing(self, size: int) -> Path | None:
         self.asked.set()
-        await self.answer.wait()
+        with anyio.CancelScope(shield=True):
+            await self.answer.wait()
         return await super().finishing(size)
 
 

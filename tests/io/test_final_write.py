@@ -45,6 +45,8 @@ from bgtransfer import (
     TransferError,
 )
 from bgtransfer._engine import download
+from bgtransfer._engine.record import TaskRecord
+from bgtransfer._engine.scheduler import Scheduler
 from bgtransfer._engine.sinks import AttemptSink
 from bgtransfer._io import body_writer, files, pump, threads
 from bgtransfer.testing import Faults, TestServer
@@ -357,6 +359,59 @@ async def test_a_cancel_or_suspend_during_the_step_comes_too_late(
     assert partials == []
     assert os.listdir(out_dir) == ["late.bin"]
     assert server.statistics().requests == 1
+
+
+@pytest.mark.parametrize("command", ["cancel", "suspend"])
+async def test_a_cancel_or_suspend_during_the_moving_commit_comes_too_late(
+    monkeypatch: pytest.MonkeyPatch,
+    server: TestServer,
+    state_dir: Path,
+    out_dir: Path,
+    *,
+    command: str,
+) -> None:
+    """A background session commits ``moving`` before the one step, once the
+    engine has said where the file goes; cancel() or suspend() issued while that
+    commit is awaited is too late as well: the step still runs, and the task
+    ends with its FinishedEvent, the file byte-exact at its destination."""
+    held = anyio.Event()
+    release = anyio.Event()
+    real = Scheduler._flush_for
+
+    async def flush_for(self: Scheduler, record: TaskRecord, *, shielded: bool = False) -> None:
+        if shielded and not held.is_set():  # the moving entry's commit (the first shielded one)
+            held.set()
+            await release.wait()
+        await real(self, record, shielded=shielded)
+
+    monkeypatch.setattr(Scheduler, "_flush_for", flush_for)
+    file = server.add_file("/moving.bin", size=SMALL)
+    destination = out_dir / "moving.bin"
+    async with open_session("background", state_dir) as session:
+        task = await session.download(server.url(file.path), destination)
+        stream = task.events()
+        try:
+            await held.wait()
+            async with anyio.create_task_group() as tg:
+                if command == "cancel":
+                    tg.start_soon(task.cancel)  # returns once the task has ended
+                else:
+                    task.suspend()
+                await anyio.wait_all_tasks_blocked()
+                state_while_held = task.state
+                release.set()
+        finally:
+            release.set()
+        events = await collect(stream)
+        partials = list((session.directory / "partials").iterdir())
+
+    expected = TaskState.CANCELING if command == "cancel" else TaskState.SUSPENDED
+    assert state_while_held is expected  # the command took effect while the commit was held
+    terminal = check_task_stream(events, task.id)
+    assert terminal == FinishedEvent(task_id=task.id, location=destination, total_bytes=file.size)
+    assert sha256_file(destination) == file.sha256
+    assert partials == []
+    assert os.listdir(out_dir) == ["moving.bin"]
 
 
 def late_error(url: str, kind: str) -> TransferError:

@@ -112,7 +112,9 @@ class TransferSink(Protocol):
         before its last bytes are written; ``size`` is the file's length once
         they are. A path returned here is where the last write, after closing
         the file, moves it (``moved`` says it did). None leaves the file at the
-        partial path."""
+        partial path. No cancellation may end it once it has decided on a path:
+        whatever it waits for then (a journal commit) it waits for shielded, so
+        the last write is launched whenever it returns one."""
         ...
 
     def moved(self) -> None:
@@ -282,11 +284,15 @@ class BodyWriter:
                 self._launch(close=True)  # also creates an empty file for an empty body
                 await self._drain()
             else:
-                with anyio.CancelScope(shield=True):
-                    size = self._plan.offset + self.written + self._pending
-                    move_to = await self._sink.finishing(size)
-                    self._launch(close=True, move_to=move_to)
-                    await self._drain()
+                size = self._plan.offset + self.written + self._pending
+                # The sink shields its own waits (finishing's contract): nothing
+                # is cancelled between its answer and the launch. A small body's
+                # step runs here and is done on return: no scope to enter.
+                move_to = await self._sink.finishing(size)
+                self._launch(close=True, move_to=move_to)
+                if self._inflight:
+                    with anyio.CancelScope(shield=True):
+                        await self._drain()
         self._raise_if_failed()
 
     async def aclose(self) -> None:
