@@ -165,11 +165,11 @@ def install_rename_kill(emit: Emit, point: str, nth: int, partials: Path) -> Non
 
     A move is either the engine's own (``files._move_sync``, after the body is
     whole) or the one step that writes a body's last bytes, closes the file and
-    renames it (``transfer._write_chunks`` with a ``move_to``): there
+    renames it (``body_writer.write_chunks`` with a ``move_to``): there
     ``before_rename`` kills before the last bytes are written (the journal says
     moving, in one step) and ``after_rename`` once the file is in place.
     """
-    from bgtransfer._io import files, transfer  # noqa: PLC0415 - the hooks are the point
+    from bgtransfer._io import body_writer, files  # noqa: PLC0415 - the hooks are the point
 
     if point in ("before_replace", "after_replace"):
         install_replace_kill(emit, nth, before=point == "before_replace")
@@ -196,7 +196,7 @@ def install_rename_kill(emit: Emit, point: str, nth: int, partials: Path) -> Non
         if point == "after_rename" and count == nth:
             die(emit, point)
 
-    original_step = transfer._write_chunks
+    original_step = body_writer.write_chunks
 
     def step(*args: Any) -> Any:
         nonlocal moves
@@ -213,7 +213,7 @@ def install_rename_kill(emit: Emit, point: str, nth: int, partials: Path) -> Non
         return outcome
 
     files._move_sync = move
-    transfer._write_chunks = step
+    body_writer.write_chunks = step
 
 
 def install_replace_kill(emit: Emit, nth: int, *, before: bool = False) -> None:

@@ -35,7 +35,7 @@ from bgtransfer import (
     RetryPolicy,
     Session,
 )
-from bgtransfer._io import transfer
+from bgtransfer._io import body_writer
 from bgtransfer.testing import TestServer
 
 pytestmark = pytest.mark.asyncio
@@ -123,7 +123,7 @@ async def test_no_descriptor_for_the_partial_file_is_retried(
 ) -> None:
     """EMFILE opening the partial file: a RetryEvent, then the task finishes."""
     file = server.add_file("/f.bin", size=SIZE)
-    real = transfer.open_partial
+    real = body_writer.open_partial
     failures = [OSError(errno.EMFILE, "Too many open files")]
 
     def open_partial(path: Path, *, offset: int, truncate: bool) -> int:
@@ -131,7 +131,7 @@ async def test_no_descriptor_for_the_partial_file_is_retried(
             raise failures.pop()
         return real(path, offset=offset, truncate=truncate)
 
-    monkeypatch.setattr(transfer, "open_partial", open_partial)
+    monkeypatch.setattr(body_writer, "open_partial", open_partial)
     config = Configuration(retry=RetryPolicy(initial_delay=0, jitter=0))
     async with Session(config=config) as session:
         task = await session.download(server.url(file.path), tmp_path / "f.bin")

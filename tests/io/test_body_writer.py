@@ -2,10 +2,10 @@
 bodies, honest progress, back-pressure, failures, the request_timeout watchdog, and
 the one step at the end (the last write also closes the file and moves it).
 
-White-box tests of ``bgtransfer._io.transfer``. Worker calls are counted by wrapping
-``submit_file_io``; slow disks are simulated by a write that waits on a
-``threading.Event``. Only the first-write delay and the watchdog let time pass,
-because time passing is what they are about.
+White-box tests of ``bgtransfer._io.transfer`` and ``_io.body_writer``. Worker
+calls are counted by wrapping ``body_writer.submit_file_io``; slow disks are
+simulated by a write that waits on a ``threading.Event``. Only the first-write
+delay and the watchdog let time pass, because time passing is what they are about.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import pytest
 
 from _helpers import open_fds, seeded_bytes, sha256_bytes
 from bgtransfer import IncompleteBodyError, LocalFileError, TransferTimeoutError
-from bgtransfer._io import files, transfer
+from bgtransfer._io import body_writer, files
 from bgtransfer._io.transfer import (
     FIRST_WRITE_BYTES,
     FIRST_WRITE_DELAY,
@@ -35,6 +35,7 @@ from bgtransfer._io.transfer import (
     BodyPlan,
     fetch_to_file,
 )
+from bgtransfer._io.watchdog import Watchdog
 from bgtransfer.testing import Faults, TestServer
 
 URL = "http://files.example/body.bin"
@@ -110,7 +111,7 @@ class WorkerCall:
 def worker_calls(monkeypatch: pytest.MonkeyPatch) -> list[WorkerCall]:
     """Every worker-thread call the writer makes, in order."""
     calls: list[WorkerCall] = []
-    real = transfer.submit_file_io
+    real = body_writer.submit_file_io
 
     def counting(
         on_done: Callable[..., object],
@@ -127,7 +128,7 @@ def worker_calls(monkeypatch: pytest.MonkeyPatch) -> list[WorkerCall]:
         calls.append(WorkerCall(fd, list(chunks), offset, close, move_to, inline))
         real(on_done, func, *args, inline=inline)
 
-    monkeypatch.setattr(transfer, "submit_file_io", counting)
+    monkeypatch.setattr(body_writer, "submit_file_io", counting)
     return calls
 
 
@@ -135,22 +136,22 @@ def worker_calls(monkeypatch: pytest.MonkeyPatch) -> list[WorkerCall]:
 def write_gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
     """Worker calls wait until the returned event is set (a stalled disk)."""
     gate = threading.Event()
-    real = transfer._write_chunks
+    real = body_writer.write_chunks
 
-    def slow(*args: object) -> transfer._Outcome:
+    def slow(*args: object) -> body_writer.WriteOutcome:
         assert gate.wait(timeout=30), "the test never released the write gate"
         return real(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(transfer, "_write_chunks", slow)
-    monkeypatch.setattr(transfer, "INLINE_BYTES", -1)  # stalled in a thread, not on the loop
+    monkeypatch.setattr(body_writer, "write_chunks", slow)
+    monkeypatch.setattr(body_writer, "INLINE_BYTES", -1)  # stalled in a thread, not on the loop
     try:
         yield gate
     finally:
         gate.set()  # never leave a worker thread blocked behind a failed test
 
 
-def writer_for(path: Path, plan: BodyPlan, sink: Sink, **kwargs: object) -> transfer._BodyWriter:
-    return transfer._BodyWriter(path, plan, sink, url=URL, **kwargs)  # type: ignore[arg-type]
+def writer_for(path: Path, plan: BodyPlan, sink: Sink, **kwargs: object) -> body_writer.BodyWriter:
+    return body_writer.BodyWriter(path, plan, sink, url=URL, **kwargs)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------------------
@@ -284,7 +285,7 @@ async def test_small_body_costs_one_worker_call(
     assert worker_calls == [
         WorkerCall(-1, chunks, 0, close=True, inline=True)
     ]  # open, write, close
-    assert writer._fd == transfer._CLOSED
+    assert writer._fd == body_writer.CLOSED
     assert path.read_bytes() == data
     assert mode(path) == 0o600
     assert writer.written == len(data)
@@ -436,7 +437,7 @@ async def test_first_bytes_are_written_after_the_first_write_delay(
     await writer.aclose()
     assert path.read_bytes() == b"".join([*first, last])
     assert sum(sink.writes) == 1010
-    assert writer._fd == transfer._CLOSED
+    assert writer._fd == body_writer.CLOSED
 
 
 @pytest.mark.asyncio
@@ -487,7 +488,7 @@ async def test_aclose_without_finish_writes_what_was_received(
     assert path.read_bytes() == b"".join(chunks)
     assert writer.written == sum(sink.writes) == 1200
     assert worker_calls == [WorkerCall(-1, chunks, 0, close=True, inline=True)]
-    assert writer._fd == transfer._CLOSED
+    assert writer._fd == body_writer.CLOSED
     assert open_fds() == fds_before
 
 
@@ -515,7 +516,7 @@ async def test_aclose_in_a_cancelled_scope_still_writes_and_closes(
 
     assert path.read_bytes() == b"".join(chunks)
     assert writer.written == sum(sink.writes) == FIRST_WRITE_BYTES + 7_000
-    assert writer._fd == transfer._CLOSED
+    assert writer._fd == body_writer.CLOSED
     assert open_fds() == fds_before
 
 
@@ -554,7 +555,7 @@ async def test_write_error_is_a_local_file_error(
     assert error.filename == str(path)
     assert len(raised_by_disk) == 1
     assert error.__cause__ is raised_by_disk[0]
-    assert writer._fd == transfer._CLOSED
+    assert writer._fd == body_writer.CLOSED
     assert open_fds() == fds_before
     assert writer.written == 0
     assert sink.writes == []
@@ -574,7 +575,7 @@ async def test_back_pressure_waits_for_the_disk(
     first = seeded_bytes(FIRST_WRITE_BYTES, "first")
     later = [seeded_bytes(MiB, f"later {i}") for i in range(MAX_PENDING_BYTES // MiB + 1)]
     sink = Sink()
-    watchdog = transfer._Watchdog(60.0, lambda: pytest.fail("the watchdog fired"))
+    watchdog = Watchdog(60.0, lambda: pytest.fail("the watchdog fired"))
     writer = writer_for(path, BodyPlan(0, None), sink, watchdog=watchdog)
     started: list[int] = []
     returned: list[int] = []
@@ -739,7 +740,7 @@ async def test_whole_body_is_written_closed_and_moved_in_one_worker_call(
     assert sink.moves == 1
     assert sink.calls == [("finishing", len(data)), ("bytes_written", len(data)), ("moved", 0)]
     assert writer.written == len(data)
-    assert writer._fd == transfer._CLOSED
+    assert writer._fd == body_writer.CLOSED
     assert open_fds() == fds_before
     assert sorted(tmp_path.iterdir()) == [destination.parent]
 
@@ -968,7 +969,7 @@ async def test_a_move_to_another_file_system_leaves_the_whole_file_at_the_partia
     assert sink.calls == [("finishing", len(data)), ("bytes_written", len(data))]
     assert sink.moves == 0
     assert writer.written == len(data)
-    assert writer._fd == transfer._CLOSED
+    assert writer._fd == body_writer.CLOSED
     assert open_fds() == fds_before
 
 
@@ -1012,7 +1013,7 @@ async def test_a_failed_rename_is_a_local_file_error_naming_the_destination(
     assert sink.calls == [("finishing", len(data))]
     assert sink.moves == 0
     assert writer.written == 0
-    assert writer._fd == transfer._CLOSED
+    assert writer._fd == body_writer.CLOSED
     assert open_fds() == fds_before
     assert sha256_bytes(partial.read_bytes()) == sha256_bytes(data)
     if obstacle == "a directory":
@@ -1053,7 +1054,7 @@ async def test_the_first_write_timer_does_not_race_the_last_step(
     writes, closes and moves; the destination holds every byte. (The delay is
     made 0, so the timer is due at the loop's next round; the sink lets a few
     rounds pass, as the slow journal commit would.)"""
-    monkeypatch.setattr(transfer, "FIRST_WRITE_DELAY", 0.0)
+    monkeypatch.setattr(body_writer, "FIRST_WRITE_DELAY", 0.0)
     partial = tmp_path / "race.part"
     destination = tmp_path / "race.bin"
     data = seeded_bytes(3_000, "race")
@@ -1075,12 +1076,13 @@ async def test_the_first_write_timer_does_not_race_the_last_step(
     assert not partial.exists()
     assert sha256_bytes(destination.read_bytes()) == sha256_bytes(data)
     assert sink.calls == [("finishing", len(data)), ("bytes_written", len(data)), ("moved", 0)]
-    assert writer._fd == transfer._CLOSED
+    assert writer._fd == body_writer.CLOSED
     assert open_fds() == fds_before
 
 
 class GatedSink(OrderSink):
-    """``finishing`` waits (as the engine's does for its journal) until released."""
+    """``finishing`` waits (as the engine's does for its journal) until released,
+    shielded, as ``TransferSink.finishing`` must once it has decided."""
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)
@@ -1089,7 +1091,8 @@ class GatedSink(OrderSink):
 
     async def finishing(self, size: int) -> Path | None:
         self.asked.set()
-        await self.answer.wait()
+        with anyio.CancelScope(shield=True):
+            await self.answer.wait()
         return await super().finishing(size)
 
 
@@ -1112,13 +1115,13 @@ async def test_a_cancel_during_the_last_step_waits_for_it_and_still_propagates(
     data = seeded_bytes(10_000, "cancel")
     sink = GatedSink(move_to=destination)
     entered = threading.Event()
-    gated = transfer._write_chunks  # waits on write_gate
+    gated = body_writer.write_chunks  # waits on write_gate
 
-    def announcing(*args: object) -> transfer._Outcome:
+    def announcing(*args: object) -> body_writer.WriteOutcome:
         entered.set()
         return gated(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(transfer, "_write_chunks", announcing)
+    monkeypatch.setattr(body_writer, "write_chunks", announcing)
     writer = writer_for(partial, BodyPlan(0, len(data)), sink)
     await writer.add(data)
     if held == "in finishing":

@@ -25,7 +25,7 @@ import pytest
 
 from _helpers import sha256_file, wait_for_bytes
 from bgtransfer import Configuration, FinishedEvent, Session
-from bgtransfer._io import files, transfer
+from bgtransfer._io import body_writer, files, transfer
 from bgtransfer.testing import Faults, TestServer
 
 UMASKS = {0o022: 0o644, 0o077: 0o600, 0o027: 0o640}
@@ -227,6 +227,71 @@ def test_umask_is_read_once(umask: int, monkeypatch: pytest.MonkeyPatch) -> None
     assert files.finished_file_mode() == UMASKS[umask]
 
 
+def counted_fchmods(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The modes of every ``os.fchmod`` from here on."""
+    modes: list[int] = []
+    real = os.fchmod
+
+    def fchmod(fd: int, mode: int) -> None:
+        modes.append(mode)
+        real(fd, mode)
+
+    monkeypatch.setattr(os, "fchmod", fchmod)
+    return modes
+
+
+def test_a_new_partial_file_is_private_with_no_fchmod(
+    umask: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under the usual umasks (which leave the owner's bits alone) the exclusive
+    create's 0600 is the mode: no ``fchmod`` per file."""
+    modes = counted_fchmods(monkeypatch)
+    os.close(files.create_private(tmp_path / "1.part"))
+    assert mode_of(tmp_path / "1.part") == 0o600
+    assert modes == []
+
+
+@pytest.mark.parametrize("strict_umask", [0o277, 0o477, 0o777])
+def test_a_umask_that_takes_the_owners_bits_still_gives_a_private_partial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, strict_umask: int
+) -> None:
+    monkeypatch.setattr(files, "_finished_mode", None)
+    modes = counted_fchmods(monkeypatch)
+    old = os.umask(strict_umask)
+    try:
+        fd = files.create_private(tmp_path / "1.part")
+        os.write(fd, b"written through the descriptor")
+        os.close(fd)
+    finally:
+        os.umask(old)
+    assert mode_of(tmp_path / "1.part") == 0o600
+    assert modes == [0o600]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_small_file_costs_one_fchmod(
+    umask: int,
+    server: TestServer,
+    state_dir: Path,
+    out_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    kind: str,
+) -> None:
+    """The finished file's mode is the one ``fchmod`` of a small download; the
+    partial file was private from its creation."""
+    file = server.add_file("/f.bin", size=16 * 1024)
+    async with open_session(kind, state_dir) as session:
+        modes = counted_fchmods(monkeypatch)
+        task = await session.download(server.url(file.path), out_dir / "f.bin")
+        result = await task.wait()
+    assert isinstance(result, FinishedEvent), result
+    assert sha256_file(out_dir / "f.bin") == file.sha256
+    assert mode_of(out_dir / "f.bin") == UMASKS[umask]
+    assert modes == [UMASKS[umask]]
+
+
 # -- the moves themselves -------------------------------------------------------------------
 
 
@@ -275,7 +340,7 @@ def test_a_failed_one_step_move_leaves_the_partial_file_private(umask: int, tmp_
     obstacle = tmp_path / "dir"
     (obstacle / "inside").mkdir(parents=True)
     plan = transfer.BodyPlan(offset=0, length=4)
-    outcome = transfer._write_chunks(-1, partial, plan, [b"body"], 0, True, obstacle)
+    outcome = body_writer.write_chunks(-1, partial, plan, [b"body"], 0, True, obstacle)
     assert outcome.error is not None
     assert not outcome.moved
     assert mode_of(partial) == 0o600
@@ -285,6 +350,6 @@ def test_a_failed_one_step_move_leaves_the_partial_file_private(umask: int, tmp_
 def test_a_one_step_move_sets_the_mode_before_the_rename(umask: int, tmp_path: Path) -> None:
     partial = files.make_private_dir(tmp_path / "partials") / "1.part"
     plan = transfer.BodyPlan(offset=0, length=4)
-    outcome = transfer._write_chunks(-1, partial, plan, [b"body"], 0, True, tmp_path / "d")
+    outcome = body_writer.write_chunks(-1, partial, plan, [b"body"], 0, True, tmp_path / "d")
     assert outcome.moved
     assert mode_of(tmp_path / "d") == UMASKS[umask]

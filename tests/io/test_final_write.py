@@ -45,8 +45,10 @@ from bgtransfer import (
     TransferError,
 )
 from bgtransfer._engine import download
+from bgtransfer._engine.record import TaskRecord
+from bgtransfer._engine.scheduler import Scheduler
 from bgtransfer._engine.sinks import AttemptSink
-from bgtransfer._io import files, pump, threads, transfer
+from bgtransfer._io import body_writer, files, pump, threads
 from bgtransfer.testing import Faults, TestServer
 
 pytestmark = pytest.mark.asyncio
@@ -111,7 +113,7 @@ def hops(monkeypatch: pytest.MonkeyPatch) -> Hops:
     own (tested in test_body_writer.py). Here the wait is long enough for any
     small body, so the counts are about the step alone.
     """
-    monkeypatch.setattr(transfer, "FIRST_WRITE_DELAY", 60.0)
+    monkeypatch.setattr(body_writer, "FIRST_WRITE_DELAY", 60.0)
     counted = Hops()
     in_executor = asyncio.BaseEventLoop.run_in_executor
     own_thread = threads.start_thread
@@ -149,7 +151,7 @@ def hops(monkeypatch: pytest.MonkeyPatch) -> Hops:
     monkeypatch.setattr(asyncio.BaseEventLoop, "run_in_executor", run_in_executor)
     monkeypatch.setattr(threads, "start_thread", start_thread)
     monkeypatch.setattr(threads, "submit_file_io", submit_file_io)
-    monkeypatch.setattr(transfer, "submit_file_io", submit_file_io)
+    monkeypatch.setattr(body_writer, "submit_file_io", submit_file_io)
     monkeypatch.setattr(pump, "start_thread", start_thread)
     monkeypatch.setattr(anyio.to_thread, "run_sync", run_sync)
     monkeypatch.setattr(AttemptSink, "judge", judging)
@@ -173,7 +175,7 @@ async def test_a_small_file_costs_one_call_from_response_to_destination(
     or in the file thread when inline calls are off. No separate move. The file
     is at its destination byte-exact and private; no partial is left."""
     if not inline:
-        monkeypatch.setattr(transfer, "INLINE_BYTES", -1)
+        monkeypatch.setattr(body_writer, "INLINE_BYTES", -1)
     file = server.add_file("/small.bin", size=SMALL)
     destination = out_dir / "small.bin"
     async with open_session(kind, state_dir, QUIET_JOURNAL) as session:
@@ -186,7 +188,7 @@ async def test_a_small_file_costs_one_call_from_response_to_destination(
     assert terminal == FinishedEvent(task_id=task.id, location=destination, total_bytes=file.size)
     assert sha256_file(destination) == file.sha256
     assert destination.stat().st_mode & 0o777 == files.finished_file_mode()
-    assert [(hop.name, hop.inline) for hop in calls] == [("_write_chunks", inline)], calls
+    assert [(hop.name, hop.inline) for hop in calls] == [("write_chunks", inline)], calls
     assert calls[0].args[-1] == destination  # move_to: the same call renames it
     assert partials == []
     assert os.listdir(out_dir) == ["small.bin"]
@@ -211,10 +213,10 @@ async def test_with_fsync_durability_the_move_is_a_step_of_its_own(
     assert terminal == FinishedEvent(task_id=task.id, location=destination, total_bytes=file.size)
     assert sha256_file(destination) == file.sha256
     names = [hop.name for hop in calls]
-    writes = [hop for hop in calls if hop.name == "_write_chunks"]
+    writes = [hop for hop in calls if hop.name == "write_chunks"]
     assert [hop.args[-1] for hop in writes] == [None]  # no move_to
     assert names.count("_move_sync") == 1, names
-    assert names.index("_move_sync") > names.index("_write_chunks")
+    assert names.index("_move_sync") > names.index("write_chunks")
     move = calls[names.index("_move_sync")]
     assert move.args[1:3] == (destination, True)  # durable
     assert partials == []
@@ -267,16 +269,16 @@ class StepGate:
 @pytest.fixture
 def step_gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[StepGate]:
     held = StepGate()
-    real = transfer._write_chunks
+    real = body_writer.write_chunks
 
-    def gated(*args: object) -> transfer._Outcome:
+    def gated(*args: object) -> body_writer.WriteOutcome:
         if args[-1] is not None:  # move_to: the one step
             held.entered.set()
             assert held.gate.wait(timeout=30), "the test never opened the step gate"
         return real(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(transfer, "_write_chunks", gated)
-    monkeypatch.setattr(transfer, "INLINE_BYTES", -1)  # held in a thread, not on the loop
+    monkeypatch.setattr(body_writer, "write_chunks", gated)
+    monkeypatch.setattr(body_writer, "INLINE_BYTES", -1)  # held in a thread, not on the loop
     try:
         yield held
     finally:
@@ -357,6 +359,59 @@ async def test_a_cancel_or_suspend_during_the_step_comes_too_late(
     assert partials == []
     assert os.listdir(out_dir) == ["late.bin"]
     assert server.statistics().requests == 1
+
+
+@pytest.mark.parametrize("command", ["cancel", "suspend"])
+async def test_a_cancel_or_suspend_during_the_moving_commit_comes_too_late(
+    monkeypatch: pytest.MonkeyPatch,
+    server: TestServer,
+    state_dir: Path,
+    out_dir: Path,
+    *,
+    command: str,
+) -> None:
+    """A background session commits ``moving`` before the one step, once the
+    engine has said where the file goes; cancel() or suspend() issued while that
+    commit is awaited is too late as well: the step still runs, and the task
+    ends with its FinishedEvent, the file byte-exact at its destination."""
+    held = anyio.Event()
+    release = anyio.Event()
+    real = Scheduler._flush_for
+
+    async def flush_for(self: Scheduler, record: TaskRecord, *, shielded: bool = False) -> None:
+        if shielded and not held.is_set():  # the moving entry's commit (the first shielded one)
+            held.set()
+            await release.wait()
+        await real(self, record, shielded=shielded)
+
+    monkeypatch.setattr(Scheduler, "_flush_for", flush_for)
+    file = server.add_file("/moving.bin", size=SMALL)
+    destination = out_dir / "moving.bin"
+    async with open_session("background", state_dir) as session:
+        task = await session.download(server.url(file.path), destination)
+        stream = task.events()
+        try:
+            await held.wait()
+            async with anyio.create_task_group() as tg:
+                if command == "cancel":
+                    tg.start_soon(task.cancel)  # returns once the task has ended
+                else:
+                    task.suspend()
+                await anyio.wait_all_tasks_blocked()
+                state_while_held = task.state
+                release.set()
+        finally:
+            release.set()
+        events = await collect(stream)
+        partials = list((session.directory / "partials").iterdir())
+
+    expected = TaskState.CANCELING if command == "cancel" else TaskState.SUSPENDED
+    assert state_while_held is expected  # the command took effect while the commit was held
+    terminal = check_task_stream(events, task.id)
+    assert terminal == FinishedEvent(task_id=task.id, location=destination, total_bytes=file.size)
+    assert sha256_file(destination) == file.sha256
+    assert partials == []
+    assert os.listdir(out_dir) == ["moving.bin"]
 
 
 def late_error(url: str, kind: str) -> TransferError:
@@ -528,7 +583,7 @@ async def test_a_destination_on_another_file_system_is_copied_over(
         assert sha256_file(destination) == file.sha256
         assert destination.stat().st_mode & 0o777 == files.finished_file_mode()
         assert [(hop.name, hop.inline) for hop in calls] == [
-            ("_write_chunks", True),
+            ("write_chunks", True),
             ("_move_sync", False),
         ], calls
         assert calls[0].args[-1] == destination  # the step tried first

@@ -287,6 +287,41 @@ async def test_a_link_to_a_directory_is_still_a_directory(
     assert sha256_file(out_dir / "f.bin") == file.sha256
 
 
+@pytest.mark.parametrize("given", ["through a linked directory", "relative", "with dot parts"])
+async def test_a_file_destination_becomes_its_real_absolute_path(
+    server: TestServer,
+    tmp_path: Path,
+    out_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    given: str,
+) -> None:
+    """A file path whose directory is a link, relative, or not normalized is
+    the file in the real directory: the event names the resolved path, and the
+    claim is on it (the same file named plainly is refused while the task lives)."""
+    file = server.add_file("/f.bin", size=10_000)
+    server.set_faults(file.path, Faults(hold_after=1_000))
+    (tmp_path / "to-out").symlink_to(out_dir, target_is_directory=True)
+    (out_dir / "sub").mkdir()
+    monkeypatch.chdir(tmp_path)
+    destination = {
+        "through a linked directory": tmp_path / "to-out" / "g.bin",
+        "relative": Path("to-out") / "g.bin",
+        "with dot parts": Path(f"{out_dir}/./sub/../g.bin"),
+    }[given]
+    real = out_dir.resolve() / "g.bin"
+    async with Session(config=CONFIG) as session:
+        task = await session.download(server.url(file.path), destination)
+        with pytest.raises(InvalidDestinationError, match="already claimed"):
+            await session.download(server.url(file.path), real)
+        server.release(file.path)
+        result = await task.wait()
+    assert isinstance(result, FinishedEvent)
+    assert result.location == real
+    assert sha256_file(real) == file.sha256
+    assert sorted(p.name for p in out_dir.iterdir()) == ["g.bin", "sub"]
+
+
 async def test_a_name_made_unique_skips_a_dangling_link(server: TestServer, out_dir: Path) -> None:
     file = server.add_file("/f.bin", size=10_000)
     (out_dir / "f.bin").symlink_to(out_dir / "nowhere")

@@ -22,7 +22,7 @@ import pytest
 
 from _helpers import sha256_file
 from bgtransfer import Session
-from bgtransfer._io import threads, transfer
+from bgtransfer._io import body_writer, threads
 from bgtransfer.testing import TestServer
 
 pytestmark = pytest.mark.asyncio
@@ -77,13 +77,13 @@ async def test_a_download_writes_in_the_file_thread(
     call (open, write, close, rename), which runs on the loop."""
     files = [server.add_file(f"/t{n}.bin", size=20_000 + 70_000 * n) for n in range(4)]
     names: list[str] = []
-    real = transfer._write_chunks
+    real = body_writer.write_chunks
 
     def recording(*args: object) -> object:
         names.append(threading.current_thread().name)
         return real(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(transfer, "_write_chunks", recording)
+    monkeypatch.setattr(body_writer, "write_chunks", recording)
     async with Session() as session:
         tasks = [
             await session.download(server.url(file.path), out_dir / file.path[1:]) for file in files

@@ -140,8 +140,9 @@ class Admission:
                 f"destination must be a str or os.PathLike, not {type(destination).__name__}"
             )
         path = destination if isinstance(destination, Path) else Path(destination)
-        self._check_text(url, destination if isinstance(destination, str) else str(path))
-        if str(path).startswith("~"):
+        text = str(path)
+        self._check_text(url, destination if isinstance(destination, str) else text)
+        if text.startswith("~"):
             path = path.expanduser()
         if isinstance(destination, str) and names_a_directory(destination):
             if not is_directory(path):
@@ -172,7 +173,9 @@ class Admission:
                     f"{url}: destination directory {str(parent)!r} does not exist"
                 )
             directory = checked_dirs[parent] = self._resolved_dir(url, parent)
-        target = directory / path.name
+        # Usually the directory was absolute and free of links already: then the
+        # path is the target as it is (no new path to build and format).
+        target = path if directory == parent else directory / path.name
         owner = self.claims.get(str(target))
         if owner is not None:
             raise InvalidDestinationError(
@@ -189,7 +192,7 @@ class Admission:
             problem = "is empty (use None for the session's downloads/ folder, '.' for here)"
         elif "\0" in text:
             problem = "contains a NUL byte"
-        else:
+        elif not text.isascii():  # (ASCII encodes in every file system encoding)
             try:
                 # The journal stores any str losslessly; the file system needs bytes.
                 os.fsencode(text)

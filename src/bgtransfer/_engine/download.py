@@ -149,7 +149,8 @@ class Downloader:
         background session commits ``moving`` first, with the offset written so
         far and what the destination is now (:class:`FinalWrite`), so a
         process killed during that step can tell whether it completed.
-        (Called in the body writer's shielded scope.)
+        Not cancellable once it has decided (the sink's contract): the commit
+        of ``moving`` is waited for shielded.
         """
         if self._fsync:
             return None
@@ -162,7 +163,8 @@ class Downloader:
         job.move_on(MoveInput.WHOLE)
         if self._journal is not None:
             self._journal_task(job.record, urgent=True)
-            await self._flush_for(job.record, shielded=True)
+            with anyio.CancelScope(shield=True):
+                await self._flush_for(job.record, shielded=True)
         return job.record.destination
 
     async def _attempts(self, job: DownloadJob) -> None:

@@ -173,19 +173,23 @@ def create_private(path: Path | str, flags: int = os.O_WRONLY) -> int:
 
     Created exclusively and never through a symbolic link: whatever is at
     ``path`` already (an older file, a link planted there) is unlinked first,
-    which removes a link, never its target. The usual case, nothing there, is
-    one ``open``.
+    which removes a link, never its target. The usual case, nothing there
+    under a umask that leaves the owner's bits alone (as read once, see
+    :func:`finished_file_mode`), is one ``open`` and no ``fchmod``.
     """
     try:
         fd = os.open(path, flags | _CREATE, PRIVATE_FILE_MODE)
     except FileExistsError:
         os.unlink(path)
         fd = os.open(path, flags | _CREATE, PRIVATE_FILE_MODE)  # EEXIST again: a race; fail
-    try:
-        os.fchmod(fd, PRIVATE_FILE_MODE)  # whatever the umask
-    except BaseException:
-        os.close(fd)
-        raise
+    if finished_file_mode() & PRIVATE_FILE_MODE != PRIVATE_FILE_MODE:
+        # The umask took some of the owner's bits (the usual ones, 022, 027 and
+        # 077, leave them: then the file is 0600 already, with no fchmod).
+        try:
+            os.fchmod(fd, PRIVATE_FILE_MODE)
+        except BaseException:
+            os.close(fd)
+            raise
     return fd
 
 

@@ -45,7 +45,7 @@ from .files import open_partial, pwrite_all, reserve_blocks
 from .threads import start_thread
 
 if TYPE_CHECKING:
-    from .transfer import BodyPlan, TransferSink
+    from .body_writer import BodyPlan, TransferSink
 
 __all__ = ["PUMP_BUFFER_BYTES", "PUMP_MIN_BYTES", "PumpJob", "detach_body", "pump_body"]
 
