@@ -37,24 +37,15 @@ FRONT = {
 FRONT_IMPORTS_OF_IO: set[tuple[str, str]] = set()
 
 # Import loops still allowed, each as the sorted pair of modules that import each
-# other. ``_io/pump.py`` names ``_io/transfer.py``'s ``BodyPlan`` and
-# ``TransferSink`` for type checking while ``transfer.py`` runs ``pump_body``:
-# both modules are being split this round (the speed work), which moves those
-# types below both; the lead removes the entry after the merge. Shrink-only: an
-# entry that is no longer a loop fails (test_cycle_allow_list_is_current).
-ALLOWED_CYCLES: set[frozenset[str]] = {
-    frozenset({"bgtransfer._io.pump", "bgtransfer._io.transfer"}),
-}
+# other: none. Shrink-only: an entry that is no longer a loop fails
+# (test_cycle_allow_list_is_current).
+ALLOWED_CYCLES: set[frozenset[str]] = set()
 
 MAX_LINES = 500
-# Modules still over MAX_LINES, with their size when listed: they may shrink,
-# never grow, and an entry whose module is back under the limit fails
-# (test_size_allow_list_is_current). Both are being split this round by
-# colleagues (the event log in the journal, the speed work); the lead removes the
-# entries after the merge.
-OVERSIZED: dict[str, int] = {
-    "bgtransfer._io.transfer": 601,
-}
+# Modules still over MAX_LINES, with their size when listed: none. An entry may
+# shrink, never grow, and one whose module is back under the limit fails
+# (test_size_allow_list_is_current).
+OVERSIZED: dict[str, int] = {}
 
 
 @attrs.frozen
