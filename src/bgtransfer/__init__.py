@@ -26,6 +26,7 @@ from ._core.supervisor import SupervisorStatistics
 from ._engine.hub import EventStream
 from ._exceptions import (
     BgTransferError,
+    DaemonError,
     HTTPStatusError,
     IncompleteBodyError,
     InvalidDestinationError,
@@ -56,6 +57,7 @@ __all__ = [
     "BufferStatistics",
     "CancelledEvent",
     "Configuration",
+    "DaemonError",
     "DownloadRequest",
     "DownloadTask",
     "ErrorEvent",

@@ -1,0 +1,124 @@
+"""Fixtures for the daemon's tests: state directories whose daemon is always
+stopped (SIGKILL, if it must) when the test ends, and the application process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import pytest_asyncio
+
+from bgtransfer._daemon import client as daemon_client
+from bgtransfer._daemon.control import _lock_free
+from bgtransfer._daemon.paths import lock_path
+
+APP = Path(__file__).with_name("_app.py")
+LINE_TIMEOUT = 30.0
+
+
+def daemon_pid(state_dir: Path) -> int | None:
+    """The pid the running daemon wrote into its lock file (None if none runs)."""
+    if _lock_free(state_dir):
+        return None
+    text = lock_path(state_dir).read_text().strip()
+    return int(text) if text else None
+
+
+async def wait_daemon_gone(state_dir: Path, timeout: float = 30.0) -> None:
+    """Until no daemon holds the state dir's lock (its process has exited)."""
+    async with asyncio.timeout(timeout):
+        while not _lock_free(state_dir):
+            await asyncio.sleep(0.01)  # polling a real condition: the lock's holder exited
+
+
+def kill_daemon(state_dir: Path) -> None:
+    pid = daemon_pid(state_dir)
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def reap_launched() -> None:
+    for child in list(daemon_client._children):
+        with contextlib.suppress(Exception):
+            child.wait(timeout=10)
+        daemon_client._children.remove(child)
+
+
+@pytest.fixture
+def daemon_state(tmp_path: Path) -> Iterator[Path]:
+    """A state dir; whatever daemon serves it is killed when the test ends."""
+    state = tmp_path / "state"
+    try:
+        yield state
+    finally:
+        kill_daemon(state)
+        reap_launched()
+
+
+@attrs.define
+class App:
+    """One run of ``_app.py``."""
+
+    process: asyncio.subprocess.Process
+    lines: list[dict[str, Any]] = attrs.Factory(list)
+
+    async def line(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        raw = await asyncio.wait_for(self.process.stdout.readline(), LINE_TIMEOUT)
+        assert raw, f"the app ended early; it said {self.lines}"
+        line: dict[str, Any] = json.loads(raw)
+        self.lines.append(line)
+        return line
+
+    async def until(self, key: str) -> dict[str, Any]:
+        while True:
+            line = await self.line()
+            if key in line:
+                return line
+
+    async def finish(self) -> int:
+        assert self.process.stdout is not None
+        rest = await asyncio.wait_for(self.process.stdout.read(), LINE_TIMEOUT)
+        self.lines.extend(json.loads(raw) for raw in rest.splitlines() if raw.strip())
+        return await asyncio.wait_for(self.process.wait(), LINE_TIMEOUT)
+
+    def kill(self) -> None:
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGKILL)
+
+
+@pytest_asyncio.fixture
+async def run_app() -> AsyncIterator[Any]:
+    """``await run_app({...})``: start ``_app.py``; every one is killed at the end."""
+    apps: list[App] = []
+
+    async def start(args: dict[str, Any]) -> App:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(APP),
+            json.dumps(args),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        app = App(process)
+        apps.append(app)
+        return app
+
+    try:
+        yield start
+    finally:
+        for app in apps:
+            app.kill()
+            with contextlib.suppress(Exception):
+                await app.finish()
