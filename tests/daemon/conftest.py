@@ -33,11 +33,29 @@ def daemon_pid(state_dir: Path) -> int | None:
     return int(text) if text else None
 
 
-async def wait_daemon_gone(state_dir: Path, timeout: float = 30.0) -> None:
-    """Until no daemon holds the state dir's lock (its process has exited)."""
-    async with asyncio.timeout(timeout):
-        while not _lock_free(state_dir):
-            await asyncio.sleep(0.01)  # polling a real condition: the lock's holder exited
+async def wait_daemon_gone(state_dir: Path) -> None:
+    """Until the daemon holding the state dir's lock has exited (a pidfd: no polling)."""
+    pid = daemon_pid(state_dir)
+    if pid is not None:
+        await wait_exited(pid)
+    assert _lock_free(state_dir)
+
+
+async def wait_exited(pid: int) -> None:
+    """Until process ``pid`` (a child or not) has ended: its pidfd turns readable."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    loop.add_reader(fd, lambda: done.done() or done.set_result(None))
+    try:
+        async with asyncio.timeout(LINE_TIMEOUT):
+            await done
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
 
 
 def kill_daemon(state_dir: Path) -> None:

@@ -88,7 +88,9 @@ async def wait_vouched(journal: Path, task_id: int, at_least: int) -> int:
                 row = db.execute("SELECT offset FROM tasks WHERE id = ?", (task_id,)).fetchone()
             if row is not None and row[0] >= at_least:
                 return int(row[0])
-            await asyncio.sleep(0.01)  # polling a real condition: the journal's row
+            # A real condition, read as another process would (SQLite has no
+            # change notification): the journal's row.
+            await asyncio.sleep(0.01)
 
 
 async def test_a_second_client_gets_session_in_use_naming_the_holder(
