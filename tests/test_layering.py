@@ -5,8 +5,8 @@ From the bottom up: ``_core`` (sans-IO rules, values) and ``_exceptions``; ``_io
 scheduling, the download); ``_daemon`` (the transfer daemon's server and its
 client, a second task backend, above the engine); the front (``Session``,
 ``DownloadTask``, the CLI and the package's front door). ``testing`` stands
-beside them and uses only the public API. An arrow may only point down, and no modules import each other in
-a loop. ``docs/design.md`` ("Layers") says why.
+beside them and uses only the public API. An arrow may only point down, and no
+modules import each other in a loop. ``docs/design.md`` ("Layers") says why.
 """
 
 from __future__ import annotations
