@@ -17,20 +17,11 @@ import attrs
 import pytest
 import pytest_asyncio
 
-from bgtransfer._daemon import client as daemon_client
+from _helpers import daemon_pid, kill_daemon
 from bgtransfer._daemon.control import _lock_free
-from bgtransfer._daemon.paths import lock_path
 
 APP = Path(__file__).with_name("_app.py")
 LINE_TIMEOUT = 30.0
-
-
-def daemon_pid(state_dir: Path) -> int | None:
-    """The pid the running daemon wrote into its lock file (None if none runs)."""
-    if _lock_free(state_dir):
-        return None
-    text = lock_path(state_dir).read_text().strip()
-    return int(text) if text else None
 
 
 async def wait_daemon_gone(state_dir: Path) -> None:
@@ -58,20 +49,6 @@ async def wait_exited(pid: int) -> None:
         os.close(fd)
 
 
-def kill_daemon(state_dir: Path) -> None:
-    pid = daemon_pid(state_dir)
-    if pid is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def reap_launched() -> None:
-    for child in list(daemon_client._children):
-        with contextlib.suppress(Exception):
-            child.wait(timeout=10)
-        daemon_client._children.remove(child)
-
-
 @pytest.fixture
 def daemon_state(tmp_path: Path) -> Iterator[Path]:
     """A state dir; whatever daemon serves it is killed when the test ends."""
@@ -80,7 +57,6 @@ def daemon_state(tmp_path: Path) -> Iterator[Path]:
         yield state
     finally:
         kill_daemon(state)
-        reap_launched()
 
 
 @attrs.define

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from _helpers import sha256_file
+from _helpers import daemon_pid, kill_daemon, sha256_file
 from bgtransfer import Configuration, Session, SessionInUseError
 from bgtransfer.testing import Faults, TestServer
-from conftest import daemon_pid, kill_daemon, wait_daemon_gone
+from conftest import wait_daemon_gone
 
 pytestmark = pytest.mark.asyncio
 

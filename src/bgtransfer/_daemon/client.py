@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any, Final
 
 import aiohttp
+import anyio
 import attrs
 
 from .._core.config import Configuration, HeaderPairs
@@ -51,6 +52,7 @@ from .server import LEASE_HEADER, PROTOCOL_HEADER
 __all__ = ["DaemonBackend", "DaemonStartup", "hello", "open_daemon_backend"]
 
 LAUNCH_TIMEOUT: Final = 20.0  # seconds a launched daemon may take to answer
+CLOSE_BOUND: Final = 10.0  # seconds closing may wait for the answers of commands sent
 _BASE: Final = "http://bgtransfer"  # the host is ignored on a Unix socket
 _HEADERS: Final = {PROTOCOL_HEADER: str(PROTOCOL_VERSION)}
 _children: list[subprocess.Popen[bytes]] = []  # launched daemons, reaped when they exit
@@ -308,8 +310,19 @@ class DaemonBackend:
     async def _close(self) -> None:
         self._closed = True
         try:
-            for task in self._pending:
+            pending, self._pending = self._pending, []
+            if pending:  # commands already sent (acknowledgements...) get their answer
+                with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_BOUND):
+                    await asyncio.gather(*pending, return_exceptions=True)
+            for task in pending:
                 task.cancel()
+            if self._response is not None and LEASE_HEADER in self._headers:
+                with (
+                    anyio.CancelScope(shield=True),
+                    anyio.move_on_after(CLOSE_BOUND),
+                    contextlib.suppress(Exception),
+                ):
+                    await self._call_direct("/detach", None)
             if self._reader is not None:
                 self._reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

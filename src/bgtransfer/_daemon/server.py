@@ -103,6 +103,7 @@ class _Served:
     client_pid: int | None = None
     runner: asyncio.Task[Any] | None = None  # the task that opened it, and closes it
     monitor: asyncio.Task[None] | None = None
+    attachment: asyncio.Task[Any] | None = None  # the attach request's handler
     closing: asyncio.Event = attrs.Factory(asyncio.Event)
 
 
@@ -283,6 +284,7 @@ class Daemon:
         app.router.add_get("/v1/status", self._status)
         app.router.add_post("/v1/stop", self._stop_request)
         app.router.add_post(s + "/attach", self._attach)
+        app.router.add_post(s + "/detach", self._detach)
         app.router.add_post(s + "/tasks", self._command(self._submit))
         app.router.add_post(s + "/resumed", self._command(self._submit_resumed))
         app.router.add_post(t + "/cancel", self._command(self._cancel))
@@ -396,17 +398,40 @@ class Daemon:
                 served = await self._open(identifier, config)
             lease = served.lease = secrets.token_hex(16)
             served.client_pid = pid
+            served.attachment = asyncio.current_task()
             monitor, served.monitor = served.monitor, None
             if monitor is not None:
                 monitor.cancel()
         try:
             return await self._stream(request, served)
         finally:
-            if served.lease == lease:
+            if served.lease == lease:  # the connection ended without a detach
                 served.lease = None
                 served.client_pid = None
+                served.attachment = None
                 if self._sessions.get(identifier) is served:
                     self._watch(served)
+
+    async def _detach(self, request: web.Request) -> web.Response:
+        """The client leaves: its lease ends now (not when the daemon notices the
+        connection closing), and a session with no running task closes before
+        the answer, so the client's next attach finds it as a new process would."""
+        identifier = request.match_info["identifier"]
+        async with self._opening:
+            served = self._sessions.get(identifier)
+            lease = request.headers.get(LEASE_HEADER)
+            if served is None or served.lease is None or lease != served.lease:
+                return web.json_response({})
+            served.lease = None
+            served.client_pid = None
+            attachment, served.attachment = served.attachment, None
+            if attachment is not None:
+                attachment.cancel()  # ends its stream
+            if not any(s.state in _LIVE for s in served.backend.tasks()):
+                await self._close(served)
+                return web.json_response({})
+        self._watch(served)
+        return web.json_response({})
 
     async def _stream(self, request: web.Request, served: _Served) -> web.StreamResponse:
         backend = served.backend
