@@ -77,7 +77,8 @@ async def hello(http: aiohttp.ClientSession) -> dict[str, Any]:
     async with http.get(_BASE + "/v1/hello", headers=_HEADERS) as response:
         body = await response.json(content_type=None)
     if response.status != 200:
-        raise _daemon_error(body)
+        error = _daemon_error(body)
+        raise DaemonError(f"the daemon refused this client: {error}") from error
     if body.get("protocol") != PROTOCOL_VERSION:
         raise DaemonError(
             f"protocol version mismatch: this client speaks version {PROTOCOL_VERSION}, "

@@ -141,14 +141,16 @@ class Daemon:
         session (journaling where the tasks stand) within a bounded time."""
         app = web.Application(client_max_size=MAX_BODY, middlewares=[self._guard])
         self._routes(app)
-        runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        runner = web.AppRunner(
+            app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0
+        )
         await runner.setup()
         try:
             await self._reopen_sessions()
             make_socket_dir(self._socket)
             with contextlib.suppress(FileNotFoundError):
                 self._socket.unlink()  # a dead daemon's (we hold the lock)
-            site = web.UnixSite(runner, str(self._socket), shutdown_timeout=1.0)
+            site = web.UnixSite(runner, str(self._socket))
             await site.start()
             os.chmod(self._socket, 0o600)
             log.info("listening on %s (pid %d)", self._socket, os.getpid())
