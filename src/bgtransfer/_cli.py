@@ -229,7 +229,10 @@ def _status(args: argparse.Namespace) -> int:
         for task in session["tasks"]:
             expected = task["bytes_expected"]
             size = f"{task['bytes_received']}/{expected}" if expected else task["bytes_received"]
-            print(f"  task {task['id']} {task['state']:<9} {size} bytes  {task['url']}")
+            print(
+                f"  task {task['id']} {task['state']:<9} {size} bytes, "
+                f"{task['activity']}  {task['url']}"
+            )
     return 0
 
 

@@ -114,6 +114,7 @@ async def test_status_shows_the_daemon_its_sessions_and_tasks(
         assert session_status["client_pid"] == os.getpid()
         (task_status,) = session_status["tasks"]
         assert (task_status["id"], task_status["state"]) == (task.id, "running")
+        assert task_status["activity"] == "transferring"
         status, out, err = await bgtransfer("status", "--state-dir", str(daemon_state))
         assert status == 0, err
         assert f"daemon pid {document['pid']}" in out

@@ -13,7 +13,7 @@ from collections.abc import Hashable
 from pathlib import Path
 from typing import Any, Final
 
-from .. import _exceptions
+from .._exceptions import BgTransferError, DaemonError, InvalidDestinationError, TransferError
 from .codec import CodecError, decode_error, decode_terminal, encode_error, encode_terminal
 from .config import Configuration
 from .events import (
@@ -120,7 +120,7 @@ def decode_request(document: object) -> DownloadRequest:
     destination = _optional_str(doc, "destination")
     url = _str(doc, "url")
     if destination is not None and not Path(destination).is_absolute():
-        raise _exceptions.InvalidDestinationError(
+        raise InvalidDestinationError(
             f"destination {destination!r} for {url} is a relative path; "
             "the daemon takes absolute paths only"
         )
@@ -310,10 +310,21 @@ _BUILTINS: Final[dict[str, type[Exception]]] = {
 }
 
 
+def _package_errors() -> dict[str, type[Exception]]:
+    """Every exception class of the package, by name (the tree below its base)."""
+    found: dict[str, type[Exception]] = {}
+    pending: list[type[Exception]] = [BgTransferError]
+    while pending:
+        cls = pending.pop()
+        found.setdefault(cls.__name__, cls)
+        pending.extend(cls.__subclasses__())
+    return found
+
+
 def encode_exception(error: BaseException) -> dict[str, Any]:
     """An error a command raised: ``{"type", "message", "fields", "notes"}``.
     Fields are the error's own plain attributes (``pid``, ``task_id``, ``url``...)."""
-    if isinstance(error, _exceptions.TransferError):
+    if isinstance(error, TransferError):
         return {"transfer": encode_error(error), "type": type(error).__name__}
     fields = {
         name: value
@@ -339,12 +350,9 @@ def decode_exception(document: object) -> Exception:
         return decode_error(doc["transfer"])
     name = _str(doc, "type")
     message = _str(doc, "message")
-    cls = _BUILTINS.get(name)
-    found = getattr(_exceptions, name, None)
-    if cls is None and isinstance(found, type) and issubclass(found, _exceptions.BgTransferError):
-        cls = found
+    cls = _BUILTINS.get(name) or _package_errors().get(name)
     if cls is None:
-        return _exceptions.DaemonError(f"the daemon answered {name}: {message}")
+        return DaemonError(f"the daemon answered {name}: {message}")
     error = cls.__new__(cls, message)
     BaseException.__init__(error, message)
     fields = doc.get("fields", {})

@@ -357,13 +357,17 @@ class Daemon:
         sessions = []
         for served in self._sessions.values():
             backend = served.backend
+            records = {record.id: record for record in backend.engine.records()}
             sessions.append(
                 {
                     "identifier": served.identifier,
                     "attached": served.lease is not None,
                     "client_pid": served.client_pid,
                     "statistics": encode_statistics(backend.statistics()),
-                    "tasks": [encode_snapshot(s) for s in backend.tasks()],
+                    "tasks": [
+                        {**encode_snapshot(s), "activity": _activity(s.state, records.get(s.id))}
+                        for s in backend.tasks()
+                    ],
                 }
             )
         return web.json_response(
@@ -600,6 +604,17 @@ def _version_error(given: str) -> ValueError:
         f"protocol version mismatch: the client speaks version {given}, "
         f"this daemon (bgtransfer {package_version()}) speaks version {PROTOCOL_VERSION}"
     )
+
+
+def _activity(state: TaskState, record: Any) -> str:
+    """What a task is doing, for ``bgtransfer status``."""
+    if state is TaskState.RUNNING:
+        return "transferring" if record is not None and record.running else "waiting for a slot"
+    return {
+        TaskState.SUSPENDED: "suspended",
+        TaskState.CANCELING: "cancelling",
+        TaskState.COMPLETED: "ended",
+    }[state]
 
 
 def _error(status: int, error: BaseException) -> web.Response:
