@@ -368,6 +368,8 @@ class DaemonBackend:
     async def _quietly(self, path: str, body: dict[str, Any] | None) -> None:
         with contextlib.suppress(Exception):
             answer = await self._call_direct(path, body)
+            if "statistics" in answer:
+                self._statistics = decode_statistics(answer["statistics"])
             if "task" in answer:
                 self._update(TaskSnapshot(**snapshot_fields(answer["task"])))
 
