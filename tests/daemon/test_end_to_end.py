@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -149,3 +150,39 @@ async def test_two_clients_starting_the_daemon_at_once_share_one(
     assert daemon_pid(daemon_state) == pid
     log = (daemon_state / "daemon.log").read_text()
     assert log.count("listening on") == 1, log
+
+
+async def test_a_restarted_daemon_continues_without_any_client(
+    server: TestServer, daemon_state: Path, out_dir: Path
+) -> None:
+    """At start the daemon reopens every session with running tasks: nothing
+    waits for the application to come back."""
+    served = server.add_file("/alone.bin", size=1_000_000)
+    server.set_faults("/alone.bin", Faults(drip=(16_384, 0.02)), times=1)
+    config = Configuration(**FAST)
+    destination = out_dir / "alone.bin"
+    async with Session("alone", state_dir=daemon_state, config=config, daemon=True) as session:
+        task = await session.download(server.url("/alone.bin"), destination)
+        journal = session.directory / "journal.sqlite3"
+        await wait_vouched(journal, task.id, 100_000)
+        kill_daemon(daemon_state)
+        await wait_daemon_gone(daemon_state)
+    vouched = await wait_vouched(journal, task.id, 100_000)
+    # A daemon started by hand, no client ever attaching; it exits once idle.
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bgtransfer",
+        "daemon",
+        "--state-dir",
+        str(daemon_state),
+        "--idle-timeout",
+        "0.1",
+        stdin=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err
+    assert b"session 'alone' open (1 tasks)" in err
+    assert sha256_file(destination) == served.sha256
+    assert server.requests[-1].headers["Range"] == f"bytes={vouched}-"
