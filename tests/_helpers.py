@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import random
+import signal
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -20,6 +23,7 @@ from bgtransfer import (
     TaskEvent,
 )
 from bgtransfer._core.resume_data import sign
+from bgtransfer._daemon import client
 from bgtransfer._io.resume_key import load_key
 
 PROC_FDS = Path("/proc/self/fd")
@@ -118,3 +122,33 @@ def signed(state_dir: Path, data: ResumeData) -> ResumeData:
     """``data`` signed with ``state_dir``'s key, as a session there would hand it out."""
     state_dir.mkdir(parents=True, exist_ok=True)
     return sign(data, load_key(state_dir))
+
+
+def daemon_pid(state_dir: Path) -> int | None:
+    """The pid of the daemon serving ``state_dir`` (from its lock file), if one runs."""
+    try:
+        fd = os.open(state_dir / "daemon.lock", os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = os.read(fd, 64).decode().strip()
+        return int(text) if text else None
+    finally:
+        os.close(fd)
+    return None
+
+
+def kill_daemon(state_dir: Path) -> None:
+    """SIGKILL the daemon serving ``state_dir``, if any, and reap the daemons
+    this process launched."""
+    pid = daemon_pid(state_dir)
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for child in list(client._children):
+        if pid is None or child.pid == pid:
+            with contextlib.suppress(Exception):
+                child.wait(timeout=10)
+            client._children.remove(child)

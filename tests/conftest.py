@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
+from _helpers import kill_daemon
 from _nginx import NginxServer
+from bgtransfer import Configuration, Session
 from bgtransfer._io import threads
 from bgtransfer.testing import TestServer
 
@@ -87,3 +89,28 @@ def out_dir(tmp_path: Path) -> Path:
     path = tmp_path / "out"
     path.mkdir()
     return path
+
+
+# --------------------------------------------------------------------------------------
+# A background session in this process or in the transfer daemon: tests that take
+# `background` run against both (the daemon is the second task backend).
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["in_process", "daemon"])
+def background(request: pytest.FixtureRequest) -> Iterator[Callable[..., Session]]:
+    """``background(identifier, state_dir=..., config=...)``: a ``Session``, in this
+    process or (``daemon``) served by a daemon killed when the test ends."""
+    daemon = request.param == "daemon"
+    used: list[Path] = []
+
+    def make(identifier: str, *, state_dir: Path, config: Configuration | None = None) -> Session:
+        if daemon:
+            used.append(Path(state_dir))
+        return Session(identifier, state_dir=state_dir, config=config, daemon=daemon)
+
+    try:
+        yield make
+    finally:
+        for state in used:
+            kill_daemon(state)

@@ -17,6 +17,7 @@ EXPECTED = {
     "BufferStatistics",
     "CancelledEvent",
     "Configuration",
+    "DaemonError",
     "DownloadRequest",
     "DownloadTask",
     "ErrorEvent",

@@ -27,6 +27,7 @@ from ._core.supervisor import SupervisorStatistics
 from ._engine.hub import EventStream
 from ._exceptions import (
     BgTransferError,
+    DaemonError,
     HTTPStatusError,
     IncompleteBodyError,
     InvalidDestinationError,
@@ -57,6 +58,7 @@ __all__ = [
     "BufferStatistics",
     "CancelledEvent",
     "Configuration",
+    "DaemonError",
     "DownloadRequest",
     "DownloadTask",
     "ErrorEvent",

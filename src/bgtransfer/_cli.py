@@ -4,7 +4,9 @@
 background-transfer demo: it serves five files from a loopback test server and
 downloads them at once under a per-host limit of two connections, printing each
 task's progress and checking every file's SHA-256.
-``bgtransfer get URL...`` downloads files.
+``bgtransfer get URL...`` downloads files. ``bgtransfer daemon`` runs the
+transfer daemon of a state directory (``--stop`` stops it); ``bgtransfer
+status`` shows it, its sessions and their tasks.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import json
+import os
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -29,7 +33,9 @@ from ._core.events import (
     ResumedEvent,
     RetryEvent,
 )
-from ._session import Session
+from ._daemon.control import daemon_status, stop_daemon
+from ._daemon.server import run_daemon
+from ._session import STATE_DIR_ENV, Session, default_state_dir
 from .testing import TestServer
 
 __all__ = ["main"]
@@ -160,12 +166,84 @@ def _parser() -> argparse.ArgumentParser:
     get.add_argument(
         "-c", "--connections", type=int, default=6, help="connections per host (default 6)"
     )
+    daemon = commands.add_parser("daemon", help="run the transfer daemon of a state dir")
+    _state_dir_option(daemon)
+    daemon.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="exit after S seconds with no client and no running task (default 60; 0: never)",
+    )
+    daemon.add_argument("--stop", action="store_true", help="stop the running daemon cleanly")
+    status = commands.add_parser("status", help="show the daemon, its sessions and tasks")
+    _state_dir_option(status)
+    status.add_argument("--json", action="store_true", help="one JSON document, for scripts")
     return parser
+
+
+def _state_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help=f"the state directory (default: ${STATE_DIR_ENV} or the per-user one)",
+    )
+
+
+def _state_dir(args: argparse.Namespace) -> tuple[Path, bool]:
+    """The state dir, and whether it is the default one (its socket may then be
+    in $XDG_RUNTIME_DIR)."""
+    if args.state_dir:
+        return Path(args.state_dir).expanduser().absolute(), False
+    return default_state_dir().absolute(), not os.environ.get(STATE_DIR_ENV)
+
+
+def _daemon(args: argparse.Namespace) -> int:
+    state_dir, default = _state_dir(args)
+    if args.stop:
+        return asyncio.run(stop_daemon(state_dir, default=default))
+    idle = args.idle_timeout if args.idle_timeout > 0 else None
+    return run_daemon(state_dir, default=default, idle_timeout=idle)
+
+
+def _status(args: argparse.Namespace) -> int:
+    state_dir, default = _state_dir(args)
+    status = asyncio.run(daemon_status(state_dir, default=default))
+    if args.json:
+        print(json.dumps(status if status is not None else {"running": False}, indent=1))
+        return 0 if status is not None else 1
+    if status is None:
+        print(f"no daemon runs for {state_dir}")
+        return 1
+    print(
+        f"daemon pid {status['pid']}, bgtransfer {status['version']}, "
+        f"protocol {status['protocol']}, up {status['uptime']:.0f} s"
+    )
+    print(f"socket {status['socket']}, state dir {status['state_dir']}")
+    for session in status["sessions"]:
+        client = f"client pid {session['client_pid']}" if session["attached"] else "no client"
+        stats = session["statistics"]
+        print(
+            f"session {session['identifier']!r}: {client}, "
+            f"{stats['active']} transferring, {stats['queued']} waiting for a slot"
+        )
+        for task in session["tasks"]:
+            expected = task["bytes_expected"]
+            size = f"{task['bytes_received']}/{expected}" if expected else task["bytes_received"]
+            print(
+                f"  task {task['id']} {task['state']:<9} {size} bytes, "
+                f"{task['activity']}  {task['url']}"
+            )
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bgtransfer`` command."""
     args = _parser().parse_args(argv)
+    if args.command == "daemon":
+        return _daemon(args)
+    if args.command == "status":
+        return _status(args)
     runner = _demo if args.command == "demo" else _get
     try:
         return asyncio.run(runner(args))

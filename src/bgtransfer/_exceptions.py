@@ -25,6 +25,8 @@
         ├── SessionClosedError               the session is not open
         ├── SessionInUseError                another Session owns the identifier (.pid)
         ├── TaskSuspendedError               task.wait() on a suspended task (.task_id)
+        ├── DaemonError                      the transfer daemon cannot be reached or
+        │                                     started, or speaks another protocol version
         └── JournalError                     the journal is unreadable or unwritable (.path)
 
 Errors split the way h11 splits them: :class:`InvalidRequestError` and
@@ -44,6 +46,7 @@ import os as _os
 
 __all__ = [
     "BgTransferError",
+    "DaemonError",
     "HTTPStatusError",
     "IncompleteBodyError",
     "InvalidDestinationError",
@@ -98,6 +101,12 @@ class SessionError(BgTransferError, RuntimeError):
 
 class SessionClosedError(SessionError):
     """The session is not open (not entered yet, or already closed)."""
+
+
+class DaemonError(SessionError):
+    """``Session(..., daemon=True)`` cannot use the transfer daemon: it did not
+    start or answer in time (the message says why and where its log is), or it
+    speaks another protocol version (the message names both)."""
 
 
 class TaskSuspendedError(SessionError):

@@ -16,6 +16,7 @@ from ._core.naming import validate_identifier
 from ._core.request import DownloadRequest
 from ._core.resume_data import ResumeData
 from ._core.supervisor import SupervisorStatistics
+from ._daemon.client import open_daemon_backend
 from ._engine.backend import TaskBackend
 from ._engine.hub import EventStream
 from ._engine.startup import open_backend
@@ -77,6 +78,7 @@ class Session:
         *,
         config: Configuration | None = None,
         state_dir: str | os.PathLike[str] | None = None,
+        daemon: bool = False,
     ) -> None:
         if identifier is not None:
             validate_identifier(identifier)
@@ -90,6 +92,17 @@ class Session:
             raise TypeError(
                 f"state_dir must be a str or os.PathLike, not {type(state_dir).__name__}"
             )
+        if not isinstance(daemon, bool):
+            raise TypeError(f"daemon must be a bool, not {type(daemon).__name__}")
+        if daemon and identifier is None:
+            raise ValueError("daemon=True needs a background session: give it an identifier")
+        if daemon and config.headers_provider is not None:
+            raise ValueError(
+                "Configuration.headers_provider cannot be used with daemon=True: a callable "
+                "cannot cross to the daemon's process; give credentials as headers "
+                "(Configuration.headers or per task), which the daemon keeps in memory only"
+            )
+        self._daemon = daemon
         self._identifier = identifier
         self._config = config
         self._state_dir = Path(state_dir).expanduser() if state_dir is not None else None
@@ -144,13 +157,19 @@ class Session:
         return None
 
     def _opener(self) -> AbstractAsyncContextManager[TaskBackend]:
-        """The one start-up path (``_engine/startup.py``), or the backend a test
-        handed to :meth:`_with_backend`."""
+        """The one start-up path (``_engine/startup.py``; the daemon's client's
+        for ``daemon=True``), or the backend a test handed to :meth:`_with_backend`."""
         if self._given_backend is not None:
             return _Given(self._given_backend)
         base = self._state_dir
         if self._identifier is not None and base is None:
             base = default_state_dir()
+        if self._daemon:
+            assert base is not None
+            default = self._state_dir is None and not os.environ.get(STATE_DIR_ENV)
+            return open_daemon_backend(
+                self._identifier, state_dir=base, config=self._config, default=default
+            )
         return open_backend(self._identifier, state_dir=base, config=self._config)
 
     @classmethod

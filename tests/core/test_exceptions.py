@@ -24,9 +24,9 @@ ALL_CLASSES = [
 URL = "https://example.com/data.bin"
 
 
-def test_module_defines_the_twenty_classes() -> None:
+def test_module_defines_the_twenty_one_classes() -> None:
     assert {c.__name__ for c in ALL_CLASSES} == set(_exceptions.__all__)
-    assert len(ALL_CLASSES) == 20
+    assert len(ALL_CLASSES) == 21
 
 
 @pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda c: c.__name__)
@@ -53,6 +53,7 @@ def test_every_class_subclasses_bgtransfer_error(cls: type) -> None:
         (E.SessionClosedError, (E.SessionError,)),
         (E.SessionInUseError, (E.SessionError,)),
         (E.TaskSuspendedError, (E.SessionError,)),
+        (E.DaemonError, (E.SessionError,)),
         (E.JournalError, (E.SessionError,)),
         (E.TransferError, (E.BgTransferError,)),
         (E.HTTPStatusError, (E.TransferError,)),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -125,15 +126,15 @@ async def test_natural_loop_in_a_process_then_the_next_process(
 
 
 async def test_natural_loop_acknowledges_and_the_journal_forgets(
-    server: TestServer, state_dir: Path, out_dir: Path
+    background: Callable[..., Session], server: TestServer, state_dir: Path, out_dir: Path
 ) -> None:
     file = server.add_file("/a.bin", size=20_000)
-    async with Session(ID, state_dir=state_dir, config=AUTO) as session:
+    async with background(ID, state_dir=state_dir, config=AUTO) as session:
         task = await session.download(server.url(file.path), out_dir / "a.bin")
         finished = await _natural_loop(task)
         assert finished.location == out_dir / "a.bin"
     assert _journal_ids(state_dir) == []  # the close committed the deletion
-    async with Session(ID, state_dir=state_dir, config=AUTO) as session:
+    async with background(ID, state_dir=state_dir, config=AUTO) as session:
         assert session.tasks() == []
         with anyio.fail_after(10):
             await session.wait_events_delivered()
@@ -141,16 +142,16 @@ async def test_natural_loop_acknowledges_and_the_journal_forgets(
 
 
 async def test_explicit_replays_until_acknowledged(
-    server: TestServer, state_dir: Path, out_dir: Path
+    background: Callable[..., Session], server: TestServer, state_dir: Path, out_dir: Path
 ) -> None:
     file = server.add_file("/e.bin", size=20_000)
-    async with Session(ID, state_dir=state_dir, config=EXPLICIT) as session:
+    async with background(ID, state_dir=state_dir, config=EXPLICIT) as session:
         task = await session.download(server.url(file.path), out_dir / "e.bin")
         finished = await _natural_loop(task)
         # Reading past it, to the stream's end, does not acknowledge either.
         assert (await collect(task.events()))[-1] == finished
     for _ in range(2):  # replayed in every later session
-        async with Session(ID, state_dir=state_dir, config=EXPLICIT) as session:
+        async with background(ID, state_dir=state_dir, config=EXPLICIT) as session:
             [again] = session.tasks()
             assert again.id == task.id
             assert await _natural_loop(again) == finished
@@ -159,31 +160,31 @@ async def test_explicit_replays_until_acknowledged(
         with pytest.raises(SessionClosedError):
             await again.acknowledge()  # too late: the next session delivers it again
         assert _journal_ids(state_dir) == [task.id]
-    async with Session(ID, state_dir=state_dir, config=EXPLICIT) as session:
+    async with background(ID, state_dir=state_dir, config=EXPLICIT) as session:
         [again] = session.tasks()
         await again.acknowledge()
         assert _journal_ids(state_dir) == []  # forgotten when acknowledge() returned
         with anyio.fail_after(10):
             await session.wait_events_delivered()
         await again.acknowledge()  # twice is harmless
-    async with Session(ID, state_dir=state_dir, config=EXPLICIT) as session:
+    async with background(ID, state_dir=state_dir, config=EXPLICIT) as session:
         assert session.tasks() == []
     assert len(server.requests) == 1
     assert sha256_file(out_dir / "e.bin") == file.sha256
 
 
 async def test_explicit_acknowledge_by_id_from_the_session(
-    server: TestServer, state_dir: Path, out_dir: Path
+    background: Callable[..., Session], server: TestServer, state_dir: Path, out_dir: Path
 ) -> None:
     ok = server.add_file("/ok.bin", size=10_000)
-    async with Session(ID, state_dir=state_dir, config=EXPLICIT) as session:
+    async with background(ID, state_dir=state_dir, config=EXPLICIT) as session:
         good = await session.download(server.url(ok.path), out_dir / "ok.bin")
         bad = await session.download(server.url("/missing"), out_dir / "missing.bin")
         with pytest.raises(HTTPStatusError):
             await bad.wait()
         await good.wait()
         ids = [good.id, bad.id]
-    async with Session(ID, state_dir=state_dir, config=EXPLICIT) as session:
+    async with background(ID, state_dir=state_dir, config=EXPLICIT) as session:
         assert [task.id for task in session.tasks()] == ids
         await session.acknowledge(*ids, 999)  # an unknown id is left alone
         assert _journal_ids(state_dir) == []
@@ -193,19 +194,23 @@ async def test_explicit_acknowledge_by_id_from_the_session(
             await session.acknowledge("1")  # type: ignore[arg-type]
     with pytest.raises(SessionClosedError):
         await session.acknowledge(good.id)
-    async with Session(ID, state_dir=state_dir, config=EXPLICIT) as session:
+    async with background(ID, state_dir=state_dir, config=EXPLICIT) as session:
         assert session.tasks() == []
 
 
 @pytest.mark.parametrize("config", [AUTO, EXPLICIT], ids=["auto", "explicit"])
 async def test_wait_acknowledges_only_by_default(
-    config: Configuration, server: TestServer, state_dir: Path, out_dir: Path
+    background: Callable[..., Session],
+    config: Configuration,
+    server: TestServer,
+    state_dir: Path,
+    out_dir: Path,
 ) -> None:
     file = server.add_file("/w.bin", size=10_000)
-    async with Session(ID, state_dir=state_dir, config=config) as session:
+    async with background(ID, state_dir=state_dir, config=config) as session:
         task = await session.download(server.url(file.path), out_dir / "w.bin")
         finished = await task.wait()
-    async with Session(ID, state_dir=state_dir, config=config) as session:
+    async with background(ID, state_dir=state_dir, config=config) as session:
         if config.acknowledge == "auto":
             assert session.tasks() == []
         else:
@@ -215,26 +220,30 @@ async def test_wait_acknowledges_only_by_default(
 
 @pytest.mark.parametrize("config", [AUTO, EXPLICIT], ids=["auto", "explicit"])
 async def test_result_alone_does_not_acknowledge(
-    config: Configuration, server: TestServer, state_dir: Path, out_dir: Path
+    background: Callable[..., Session],
+    config: Configuration,
+    server: TestServer,
+    state_dir: Path,
+    out_dir: Path,
 ) -> None:
     file = server.add_file("/r.bin", size=10_000)
-    async with Session(ID, state_dir=state_dir, config=config) as session:
+    async with background(ID, state_dir=state_dir, config=config) as session:
         task = await session.download(server.url(file.path), out_dir / "r.bin")
         with anyio.fail_after(10):
             await session.finish_tasks_and_invalidate()  # hands out nothing
         assert isinstance(task.result, FinishedEvent)
-    async with Session(ID, state_dir=state_dir, config=config) as session:
+    async with background(ID, state_dir=state_dir, config=config) as session:
         [again] = session.tasks()
         assert again.result == task.result
 
 
 async def test_drain_ends_after_exactly_the_missed_events(
-    server: TestServer, state_dir: Path, out_dir: Path
+    background: Callable[..., Session], server: TestServer, state_dir: Path, out_dir: Path
 ) -> None:
     done = server.add_file("/done.bin", size=30_000)
     held = server.add_file("/held.bin", size=100_000)
     server.set_faults(held.path, Faults(hold_after=40_000))
-    async with Session(ID, state_dir=state_dir, config=EXPLICIT) as session:
+    async with background(ID, state_dir=state_dir, config=EXPLICIT) as session:
         finished = await session.download(server.url(done.path), out_dir / "done.bin")
         await finished.wait()  # explicit: not acknowledged
         suspended = await session.download(server.url(held.path), out_dir / "held.bin")
@@ -245,7 +254,7 @@ async def test_drain_ends_after_exactly_the_missed_events(
 
     live = server.add_file("/live.bin", size=10_000)
     server.set_faults(live.path, Faults(hold_after=0))  # never sends a body byte
-    async with Session(ID, state_dir=state_dir, config=EXPLICIT) as session:
+    async with background(ID, state_dir=state_dir, config=EXPLICIT) as session:
         later = await session.download(server.url(live.path), out_dir / "later.bin")
         drained = await _drain(session)
         assert drained == [
@@ -273,7 +282,7 @@ async def test_drain_ends_after_exactly_the_missed_events(
         await later.cancel()
         await session.acknowledge(later.id)
 
-    async with Session(ID, state_dir=state_dir, config=AUTO) as session:
+    async with background(ID, state_dir=state_dir, config=AUTO) as session:
         # Auto: draining hands the replay out, and so acknowledges it.
         assert await _drain(session) == drained
         with anyio.fail_after(10):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -23,10 +24,12 @@ from bgtransfer.testing import Faults, TestServer
 pytestmark = pytest.mark.asyncio
 
 
-async def test_cancel_mid_body(server: TestServer, state_dir: Path, out_dir: Path) -> None:
+async def test_cancel_mid_body(
+    background: Callable[..., Session], server: TestServer, state_dir: Path, out_dir: Path
+) -> None:
     file = server.add_file("/f.bin", size=500_000)
     server.set_faults(file.path, Faults(hold_after=100_000))
-    async with Session("cancel", state_dir=state_dir) as session:
+    async with background("cancel", state_dir=state_dir) as session:
         task = await session.download(server.url(file.path), out_dir / "f.bin")
         stream = task.events()
         await server.wait_held(file.path)
@@ -95,7 +98,9 @@ async def test_application_error_is_not_wrapped(state_dir: Path) -> None:
             raise KeyError("mine")
 
 
-async def test_invalidate_and_cancel(server: TestServer, state_dir: Path, out_dir: Path) -> None:
+async def test_invalidate_and_cancel(
+    background: Callable[..., Session], server: TestServer, state_dir: Path, out_dir: Path
+) -> None:
     file = server.add_file("/f.bin", size=10_000)
     server.set_faults(file.path, Faults(hold_after=0))
     async with Session(
@@ -111,7 +116,7 @@ async def test_invalidate_and_cancel(server: TestServer, state_dir: Path, out_di
 
 
 async def test_finish_tasks_and_invalidate(
-    server: TestServer, state_dir: Path, out_dir: Path
+    background: Callable[..., Session], server: TestServer, state_dir: Path, out_dir: Path
 ) -> None:
     files = [server.add_file(f"/{i}.bin", size=20_000) for i in range(3)]
     async with Session(

@@ -4,6 +4,7 @@ one commit, against the real loopback server."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,7 @@ def _journal_ids(state_dir: Path, identifier: str) -> list[int]:
 
 
 async def test_a_batch_downloads_every_file_byte_exact_in_the_order_given(
-    server: TestServer, state_dir: Path, out_dir: Path
+    background: Callable[..., Session], server: TestServer, state_dir: Path, out_dir: Path
 ) -> None:
     files = [server.add_file(f"/many/{i}.bin", size=1000 + 7919 * i) for i in range(12)]
     inbox = out_dir / "inbox"
@@ -46,7 +47,7 @@ async def test_a_batch_downloads_every_file_byte_exact_in_the_order_given(
         *(DownloadRequest(server.url(f.path), out_dir / f"{i}.bin") for i, f in enumerate(files)),
     ]
     config = Configuration(max_connections_per_host=3)
-    async with Session("batch", state_dir=state_dir, config=config) as session:
+    async with background("batch", state_dir=state_dir, config=config) as session:
         tasks = await session.download_many(requests)
         assert [task.url for task in tasks] == [
             r.url if isinstance(r, DownloadRequest) else r for r in requests
@@ -67,11 +68,11 @@ async def test_a_batch_downloads_every_file_byte_exact_in_the_order_given(
 
 
 async def test_the_batch_is_in_the_journal_when_the_call_returns(
-    server: TestServer, state_dir: Path, out_dir: Path
+    background: Callable[..., Session], server: TestServer, state_dir: Path, out_dir: Path
 ) -> None:
     file = server.add_file("/held.bin", size=50_000)
     server.set_faults(file.path, Faults(hold_after=0))  # nothing finishes meanwhile
-    async with Session("durable", state_dir=state_dir) as session:
+    async with background("durable", state_dir=state_dir) as session:
         tasks = await session.download_many(
             [DownloadRequest(server.url(file.path), out_dir / f"{i}.bin") for i in range(100)]
         )
@@ -84,11 +85,11 @@ async def test_the_batch_is_in_the_journal_when_the_call_returns(
 
 
 async def test_one_wrong_request_makes_no_task_and_is_named(
-    server: TestServer, state_dir: Path, out_dir: Path
+    background: Callable[..., Session], server: TestServer, state_dir: Path, out_dir: Path
 ) -> None:
     file = server.add_file("/a.bin", size=100)
     good = [DownloadRequest(server.url(file.path), out_dir / f"{i}.bin") for i in range(4)]
-    async with Session("atomic", state_dir=state_dir) as session:
+    async with background("atomic", state_dir=state_dir) as session:
         with pytest.raises(InvalidURLError) as info:
             await session.download_many([*good[:3], DownloadRequest("http://"), good[3]])
         assert "request 3 of 5; no task was made" in info.value.__notes__

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -409,11 +410,11 @@ async def test_suspended_task_can_be_cancelled(
 
 
 async def test_cancel_with_resume_data_then_resume(
-    server: TestServer, state_dir: Path, out_dir: Path
+    background: Callable[..., Session], server: TestServer, state_dir: Path, out_dir: Path
 ) -> None:
     file = server.add_file("/f.bin", size=500_000)
     server.set_faults(file.path, Faults(hold_after=150_000), times=1)
-    async with Session("rd", state_dir=state_dir, config=CONFIG) as session:
+    async with background("rd", state_dir=state_dir, config=CONFIG) as session:
         task = await session.download(
             server.url(file.path),
             out_dir / "f.bin",

@@ -4,6 +4,7 @@ hanging: nothing ends a suspended task until it is resumed or cancelled."""
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -25,11 +26,11 @@ CONFIG = Configuration(progress_interval=0)
 
 @pytest.mark.asyncio
 async def test_waiting_on_a_suspended_task_raises(
-    server: TestServer, state_dir: Path, out_dir: Path
+    background: Callable[..., Session], server: TestServer, state_dir: Path, out_dir: Path
 ) -> None:
     file = server.add_file("/f.bin", size=300_000)
     server.set_faults(file.path, Faults(hold_after=100_000))
-    async with Session("pause", state_dir=state_dir, config=CONFIG) as session:
+    async with background("pause", state_dir=state_dir, config=CONFIG) as session:
         task = await session.download(server.url(file.path), out_dir / "f.bin")
         await wait_for_bytes(task, 100_000)
         task.suspend()
@@ -78,15 +79,15 @@ async def test_a_wait_under_way_ends_when_the_task_is_suspended(
 
 @pytest.mark.asyncio
 async def test_a_task_restored_suspended_raises_too(
-    server: TestServer, state_dir: Path, out_dir: Path
+    background: Callable[..., Session], server: TestServer, state_dir: Path, out_dir: Path
 ) -> None:
     file = server.add_file("/f.bin", size=300_000)
     server.set_faults(file.path, Faults(hold_after=100_000))
-    async with Session("pause", state_dir=state_dir, config=CONFIG) as session:
+    async with background("pause", state_dir=state_dir, config=CONFIG) as session:
         task = await session.download(server.url(file.path), out_dir / "f.bin")
         await wait_for_bytes(task, 100_000)
         task.suspend()
-    async with Session("pause", state_dir=state_dir, config=CONFIG) as session:
+    async with background("pause", state_dir=state_dir, config=CONFIG) as session:
         [again] = session.tasks()
         assert again.state is TaskState.SUSPENDED
         with anyio.fail_after(5), pytest.raises(TaskSuspendedError):

@@ -1,0 +1,504 @@
+"""The daemon's client: a :class:`~bgtransfer._engine.backend.TaskBackend` over
+the daemon's socket, and the start-up that connects (launching the daemon on
+demand) and attaches.
+
+The client keeps a snapshot of every task, current from the attachment's event
+stream, so the sync queries (``task``, ``tasks``, ``statistics``) never touch
+the socket; commands are HTTP requests carrying the lease. The daemon's engine
+acknowledges explicitly; the client applies the application's acknowledgement
+rule (``"auto"``: it acknowledges what it hands out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+import aiohttp
+import anyio
+import attrs
+
+from .._core.config import Configuration, HeaderPairs
+from .._core.events import ProgressEvent, TaskEvent
+from .._core.request import DownloadRequest
+from .._core.resume_data import ResumeData
+from .._core.states import Input, transition
+from .._core.supervisor import SupervisorStatistics
+from .._core.wire import (
+    PROTOCOL_VERSION,
+    decode_event,
+    decode_exception,
+    decode_statistics,
+    encode_config,
+    encode_request,
+    snapshot_fields,
+)
+from .._engine.backend import TaskSnapshot
+from .._engine.hub import EventHub, EventStream, snapshot_progress
+from .._exceptions import DaemonError, SessionClosedError
+from .._io.files import make_private_dir
+from .paths import log_path, socket_path
+from .server import LEASE_HEADER, PROTOCOL_HEADER
+
+__all__ = ["DaemonBackend", "DaemonStartup", "hello", "open_daemon_backend"]
+
+LAUNCH_TIMEOUT: Final = 20.0  # seconds a launched daemon may take to answer
+CLOSE_BOUND: Final = 10.0  # seconds closing may wait for the answers of commands sent
+_BASE: Final = "http://bgtransfer"  # the host is ignored on a Unix socket
+_HEADERS: Final = {PROTOCOL_HEADER: str(PROTOCOL_VERSION)}
+_children: list[subprocess.Popen[bytes]] = []  # launched daemons, reaped when they exit
+
+
+def open_daemon_backend(
+    identifier: str | None, *, state_dir: Path, config: Configuration, default: bool = False
+) -> DaemonStartup:
+    """``async with open_daemon_backend(...) as backend``: the session
+    ``identifier`` of ``state_dir``'s daemon, launched if nothing answers.
+    ``default``: ``state_dir`` is the default one (the socket may then live in
+    ``$XDG_RUNTIME_DIR``)."""
+    return DaemonStartup(identifier, state_dir=state_dir, config=config, default=default)
+
+
+def _connector(path: Path) -> aiohttp.UnixConnector:
+    return aiohttp.UnixConnector(path=str(path), limit=0)
+
+
+async def hello(http: aiohttp.ClientSession) -> dict[str, Any]:
+    """The daemon's hello; :class:`DaemonError` naming both versions on a mismatch."""
+    async with http.get(_BASE + "/v1/hello", headers=_HEADERS) as response:
+        body = await response.json(content_type=None)
+    if response.status != 200:
+        error = _daemon_error(body)
+        raise DaemonError(f"the daemon refused this client: {error}") from error
+    if body.get("protocol") != PROTOCOL_VERSION:
+        raise DaemonError(
+            f"protocol version mismatch: this client speaks version {PROTOCOL_VERSION}, "
+            f"the daemon (bgtransfer {body.get('version')}) speaks version {body.get('protocol')}"
+        )
+    return dict(body)
+
+
+def _daemon_error(body: object) -> Exception:
+    error = body.get("error") if isinstance(body, dict) else None
+    if error is None:
+        return DaemonError(f"the daemon answered {body!r}")
+    return decode_exception(error)
+
+
+async def connect(
+    state_dir: Path, *, default: bool
+) -> tuple[aiohttp.ClientSession, dict[str, Any]]:
+    """A client session to ``state_dir``'s daemon and its hello, launching the
+    daemon when nothing answers (two clients doing so at once: one daemon)."""
+    path = socket_path(state_dir, default=default)
+    http = aiohttp.ClientSession(connector=_connector(path), timeout=aiohttp.ClientTimeout())
+    try:
+        try:
+            return http, await hello(http)
+        except (aiohttp.ClientConnectionError, OSError):
+            pass  # nothing answers: launch one
+        process = await asyncio.to_thread(_launch, state_dir, default)
+        deadline = time.monotonic() + LAUNCH_TIMEOUT
+        delay = 0.005
+        while True:
+            try:
+                return http, await hello(http)
+            except (aiohttp.ClientConnectionError, OSError) as exc:
+                status = process.poll()
+                if status not in (None, 0) or time.monotonic() > deadline:
+                    why = f"exited with status {status}" if status else "did not answer in time"
+                    raise DaemonError(
+                        f"the bgtransfer daemon for {state_dir} {why} "
+                        f"(socket {path}; its log: {log_path(state_dir)})"
+                    ) from exc
+                # Bounded wait for the daemon's socket to answer (a fresh
+                # interpreter takes a few hundred ms): short, growing pauses.
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.05)
+    except BaseException:
+        await http.close()
+        raise
+
+
+def _launch(state_dir: Path, default: bool) -> subprocess.Popen[bytes]:
+    """``python -m bgtransfer daemon`` detached: its own session, no terminal,
+    stdin from /dev/null, output to the state dir's ``daemon.log``, no
+    inherited descriptors."""
+    for child in list(_children):
+        if child.poll() is not None:
+            _children.remove(child)
+    make_private_dir(state_dir)
+    command = [sys.executable, "-m", "bgtransfer", "daemon"]
+    if not default:
+        command += ["--state-dir", str(state_dir)]
+    fd = os.open(log_path(state_dir), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=fd,
+            stderr=fd,
+            close_fds=True,
+            start_new_session=True,
+            cwd="/",
+        )
+    finally:
+        os.close(fd)
+    _children.append(process)
+    return process
+
+
+class DaemonStartup:
+    """The async context manager :func:`open_daemon_backend` returns."""
+
+    def __init__(
+        self, identifier: str | None, *, state_dir: Path, config: Configuration, default: bool
+    ) -> None:
+        if identifier is None:
+            raise ValueError("daemon=True needs a background session: give it an identifier")
+        if config.headers_provider is not None:
+            raise ValueError(
+                "Configuration.headers_provider cannot be used with daemon=True: a callable "
+                "cannot cross to the daemon's process; give credentials as headers "
+                "(Configuration.headers or per task), which the daemon keeps in memory only"
+            )
+        self._identifier = identifier
+        self._state_dir = state_dir.absolute()
+        self._config = config
+        self._default = default
+        self._backend: DaemonBackend | None = None
+
+    async def __aenter__(self) -> DaemonBackend:
+        http, _hello = await connect(self._state_dir, default=self._default)
+        backend = DaemonBackend(http, self._identifier, self._config)
+        try:
+            await backend._attach()
+        except BaseException:
+            await backend._close()
+            raise
+        self._backend = backend
+        return backend
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        backend, self._backend = self._backend, None
+        if backend is not None:
+            await backend._close()
+
+
+class DaemonBackend:
+    """One attached session of the daemon, behind the backend protocol."""
+
+    def __init__(self, http: aiohttp.ClientSession, identifier: str, config: Configuration) -> None:
+        self._http = http
+        self._identifier = identifier
+        self._config = config
+        self._prefix = f"{_BASE}/v1/sessions/{identifier}"
+        self._headers = dict(_HEADERS)
+        self._directory = Path()
+        self._snapshots: dict[int, TaskSnapshot] = {}
+        self._progress: dict[int, ProgressEvent] = {}
+        self._replayed: set[int] = set()
+        self._statistics = SupervisorStatistics(
+            active=0, queued=0, active_by_origin={}, queued_by_origin={}
+        )
+        auto = config.acknowledge == "auto"
+        self._hub = EventHub(on_delivered=self._delivered if auto else None)
+        self._response: aiohttp.ClientResponse | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._pending: list[asyncio.Task[Any]] = []  # sync commands sent, in order
+        self._closed = False
+
+    @property
+    def directory(self) -> Path:
+        return self._directory
+
+    # -- attachment -------------------------------------------------------------------
+
+    async def _attach(self) -> None:
+        body = {"config": encode_config(self._config)}
+        response = await self._http.post(self._prefix + "/attach", json=body, headers=self._headers)
+        if response.status != 200:
+            try:
+                answer = await response.json(content_type=None)
+            finally:
+                response.release()
+            raise _daemon_error(answer)
+        self._response = response
+        while True:
+            line = await self._line(response)
+            if line is None:
+                raise SessionClosedError(f"the daemon closed session {self._identifier!r}")
+            kind = line.get("type")
+            if kind == "attached":
+                self._headers[LEASE_HEADER] = str(line["lease"])
+                self._directory = Path(line["directory"])
+                self._statistics = decode_statistics(line["statistics"])
+            elif kind == "task":
+                snapshot = TaskSnapshot(**snapshot_fields(line["task"]))
+                self._snapshots[snapshot.id] = snapshot
+                progress = line.get("progress")
+                if progress is not None:
+                    self._progress[snapshot.id] = ProgressEvent(
+                        task_id=snapshot.id,
+                        bytes_written=progress[0],
+                        total_bytes_written=progress[0],
+                        total_bytes_expected=progress[1],
+                    )
+                if line.get("replayed"):
+                    self._replayed.add(snapshot.id)
+            elif kind == "ready":
+                break
+        self._reader = asyncio.create_task(self._read(response))
+
+    @staticmethod
+    async def _line(response: aiohttp.ClientResponse) -> dict[str, Any] | None:
+        raw = await response.content.readline()
+        if not raw:
+            return None
+        document = json.loads(raw)
+        if not isinstance(document, dict):
+            raise DaemonError("the daemon sent a line that is not a JSON object")
+        return document
+
+    async def _read(self, response: aiohttp.ClientResponse) -> None:
+        """The live events: each updates the snapshots, then reaches the streams."""
+        try:
+            while (line := await self._line(response)) is not None:
+                if line.get("type") != "event":
+                    continue
+                event = decode_event(line["event"])
+                if "task" in line:
+                    self._update(TaskSnapshot(**snapshot_fields(line["task"])))
+                if "statistics" in line:
+                    self._statistics = decode_statistics(line["statistics"])
+                if isinstance(event, ProgressEvent):
+                    self._progress[event.task_id] = event
+                    current = self._snapshots.get(event.task_id)
+                    if current is not None and current.terminal is None:
+                        self._snapshots[event.task_id] = attrs.evolve(
+                            current,
+                            bytes_received=event.total_bytes_written,
+                            bytes_expected=event.total_bytes_expected,
+                        )
+                self._hub.publish(event)  # type: ignore[arg-type]
+        except (aiohttp.ClientError, OSError, ValueError):
+            pass  # the daemon went away: as a closed session
+        finally:
+            self._closed = True
+            self._hub.close()
+
+    def _update(self, snapshot: TaskSnapshot) -> TaskSnapshot:
+        current = self._snapshots.get(snapshot.id)
+        if current is not None and current.terminal is not None and snapshot.terminal is None:
+            return current  # an older answer than the stream's: the end stays
+        self._snapshots[snapshot.id] = snapshot
+        return snapshot
+
+    async def _close(self) -> None:
+        self._closed = True
+        try:
+            pending, self._pending = self._pending, []
+            if pending:  # commands already sent (acknowledgements...) get their answer
+                with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_BOUND):
+                    await asyncio.gather(*pending, return_exceptions=True)
+            for task in pending:
+                task.cancel()
+            if self._response is not None and LEASE_HEADER in self._headers:
+                with (
+                    anyio.CancelScope(shield=True),
+                    anyio.move_on_after(CLOSE_BOUND),
+                    contextlib.suppress(Exception),
+                ):
+                    await self._call_direct("/detach", None)
+            if self._reader is not None:
+                self._reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._reader
+            if self._response is not None:
+                self._response.close()  # the lease ends with the connection
+        finally:
+            self._hub.close()
+            await self._http.close()
+
+    # -- requests ---------------------------------------------------------------------
+
+    async def _call(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        if self._closed:
+            raise SessionClosedError(f"session {self._identifier!r} is closed")
+        pending, self._pending = self._pending, []
+        if pending:  # the sync commands sent before go first
+            await asyncio.gather(*pending, return_exceptions=True)
+        try:
+            async with self._http.post(
+                self._prefix + path, json=body or {}, headers=self._headers
+            ) as response:
+                answer = await response.json(content_type=None)
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            raise SessionClosedError(
+                f"session {self._identifier!r}: the daemon's connection was lost ({exc})"
+            ) from exc
+        if response.status != 200:
+            raise _daemon_error(answer)
+        if "statistics" in answer:
+            self._statistics = decode_statistics(answer["statistics"])
+        return dict(answer)
+
+    def _call_nowait(self, path: str, body: dict[str, Any] | None = None) -> None:
+        """A sync command: sent now, its answer not awaited (the next async
+        request waits for it, so commands reach the daemon in order)."""
+        if self._closed:
+            raise SessionClosedError(f"session {self._identifier!r} is closed")
+        task = asyncio.get_running_loop().create_task(self._quietly(path, body))
+        self._pending.append(task)
+
+    async def _quietly(self, path: str, body: dict[str, Any] | None) -> None:
+        with contextlib.suppress(Exception):
+            answer = await self._call_direct(path, body)
+            if "statistics" in answer:
+                self._statistics = decode_statistics(answer["statistics"])
+            if "task" in answer:
+                self._update(TaskSnapshot(**snapshot_fields(answer["task"])))
+
+    async def _call_direct(self, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
+        async with self._http.post(
+            self._prefix + path, json=body or {}, headers=self._headers
+        ) as response:
+            answer = await response.json(content_type=None)
+        if response.status != 200:
+            raise _daemon_error(answer)
+        return dict(answer)
+
+    def _task_answer(self, answer: dict[str, Any]) -> TaskSnapshot:
+        return self._update(TaskSnapshot(**snapshot_fields(answer["task"])))
+
+    # -- commands ---------------------------------------------------------------------
+
+    async def submit(self, request: DownloadRequest) -> TaskSnapshot:
+        answer = await self._call("/tasks", {"request": encode_request(_absolute(request))})
+        return self._update(TaskSnapshot(**snapshot_fields(answer["tasks"][0])))
+
+    async def submit_many(self, requests: Sequence[DownloadRequest]) -> list[TaskSnapshot]:
+        body = {"requests": [encode_request(_absolute(r)) for r in requests]}
+        answer = await self._call("/tasks", body)
+        return [self._update(TaskSnapshot(**snapshot_fields(t))) for t in answer["tasks"]]
+
+    async def submit_resumed(
+        self,
+        data: ResumeData,
+        destination: str | os.PathLike[str] | None,
+        *,
+        headers: HeaderPairs,
+    ) -> TaskSnapshot:
+        body = {
+            "resume_data": data.to_bytes().decode("utf-8"),
+            "destination": None if destination is None else _absolute_path(destination),
+            "headers": [list(pair) for pair in headers],
+        }
+        return self._task_answer(await self._call("/resumed", body))
+
+    async def cancel(
+        self, task_id: int, *, resume_data: bool = False, wait: bool = True
+    ) -> TaskSnapshot:
+        self.task(task_id)  # KeyError for an id the session never had
+        answer = await self._call(
+            f"/tasks/{task_id}/cancel", {"resume_data": resume_data, "wait": wait}
+        )
+        snapshot = self._task_answer(answer)
+        if wait and resume_data and self._config.acknowledge == "auto":
+            await self._call("/acknowledge", {"ids": [task_id]})  # the caller gets the outcome
+        return snapshot
+
+    def suspend(self, task_id: int) -> TaskSnapshot:
+        return self._sync_command(task_id, Input.SUSPEND, "suspend")
+
+    def resume(self, task_id: int) -> TaskSnapshot:
+        return self._sync_command(task_id, Input.RESUME, "resume")
+
+    def _sync_command(self, task_id: int, what: Input, path: str) -> TaskSnapshot:
+        snapshot = self.task(task_id)
+        self._call_nowait(f"/tasks/{task_id}/{path}")
+        # The state table says the new state; the daemon's answer confirms it.
+        snapshot = attrs.evolve(snapshot, state=transition(snapshot.state, what))
+        self._snapshots[task_id] = snapshot
+        return snapshot
+
+    async def acknowledge(self, task_ids: Sequence[int]) -> None:
+        await self._call("/acknowledge", {"ids": list(task_ids)})
+
+    def _delivered(self, task_id: int) -> None:
+        """A stream handed out this task's terminal event (``acknowledge="auto"``)."""
+        if not self._closed:
+            self._call_nowait("/acknowledge", {"ids": [task_id]})
+
+    def invalidate(self) -> None:
+        self._call_nowait("/invalidate")
+
+    # -- waiting and events -------------------------------------------------------------
+
+    async def wait(
+        self, task_id: int, *, hand_out: bool = True, stop_when_suspended: bool = True
+    ) -> TaskSnapshot:
+        snapshot = self.task(task_id)
+        if snapshot.terminal is None or hand_out:
+            body = {"hand_out": hand_out, "stop_when_suspended": stop_when_suspended}
+            snapshot = self._task_answer(await self._call(f"/tasks/{task_id}/wait", body))
+        if hand_out and snapshot.terminal is not None and self._config.acknowledge == "auto":
+            await self._call("/acknowledge", {"ids": [task_id]})
+        return snapshot
+
+    def subscribe(self, task_id: int | None, *, follow: bool = True) -> EventStream[Any]:
+        if task_id is not None:
+            self.task(task_id)  # KeyError for an id the session never had
+        ids = [task_id] if task_id is not None else list(self._snapshots)
+        backlog: list[TaskEvent] = []
+        replayed = 0
+        for tid in ids:
+            backlog.extend(snapshot_progress(self._progress.get(tid)))
+            terminal = self._snapshots[tid].terminal
+            if terminal is not None:
+                backlog.append(terminal)
+                replayed += tid in self._replayed
+        return self._hub.subscribe(task_id, backlog, replayed=replayed, follow=follow)
+
+    async def wait_events_delivered(self) -> None:
+        await self._call("/events-delivered")
+
+    # -- queries --------------------------------------------------------------------------
+
+    def task(self, task_id: int) -> TaskSnapshot:
+        return self._snapshots[task_id]
+
+    def tasks(self) -> list[TaskSnapshot]:
+        return [self._snapshots[tid] for tid in sorted(self._snapshots)]
+
+    def statistics(self) -> SupervisorStatistics:
+        return self._statistics
+
+    async def flush(self) -> None:
+        await self._call("/flush")
+
+
+def _absolute_path(path: str | os.PathLike[str]) -> str:
+    return os.path.abspath(path)
+
+
+def _absolute(request: DownloadRequest) -> DownloadRequest:
+    """The daemon's working directory is not ours: destinations go absolute."""
+    destination = request.destination
+    if destination is None or os.path.isabs(destination):
+        return request
+    return attrs.evolve(request, destination=os.path.abspath(destination))

@@ -1,0 +1,144 @@
+"""The daemon protocol's values survive JSON, and wrong ones are refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bgtransfer import (
+    CancelledEvent,
+    Configuration,
+    DownloadRequest,
+    EventsDeliveredEvent,
+    FinishedEvent,
+    HTTPStatusError,
+    InvalidDestinationError,
+    ProgressEvent,
+    ResumedEvent,
+    RetryEvent,
+    RetryPolicy,
+    SessionInUseError,
+    SupervisorStatistics,
+    TaskState,
+)
+from bgtransfer._core.naming import Origin
+from bgtransfer._core.wire import (
+    WireError,
+    decode_config,
+    decode_event,
+    decode_exception,
+    decode_request,
+    decode_statistics,
+    encode_config,
+    encode_event,
+    encode_exception,
+    encode_request,
+    encode_snapshot,
+    encode_statistics,
+    snapshot_fields,
+)
+from bgtransfer._engine.backend import TaskSnapshot
+
+
+def through_json(value: object) -> object:
+    return json.loads(json.dumps(value))
+
+
+def test_a_snapshot_round_trips() -> None:
+    snapshot = TaskSnapshot(
+        id=3,
+        url="http://h/a",
+        description="label",
+        destination=Path("/out/a"),
+        state=TaskState.COMPLETED,
+        bytes_received=10,
+        bytes_expected=10,
+        terminal=FinishedEvent(task_id=3, location=Path("/out/a"), total_bytes=10),
+    )
+    assert TaskSnapshot(**snapshot_fields(through_json(encode_snapshot(snapshot)))) == snapshot
+
+
+def test_a_request_round_trips_and_a_relative_destination_is_refused() -> None:
+    request = DownloadRequest(
+        "http://h/a", "/out/a", description="d", headers={"X-A": "1"}, segments=2
+    )
+    assert decode_request(through_json(encode_request(request))) == request
+    relative = encode_request(DownloadRequest("http://h/a", "out/a"))
+    with pytest.raises(InvalidDestinationError, match="relative"):
+        decode_request(relative)
+
+
+def test_a_configuration_round_trips_and_secrets_can_be_left_out() -> None:
+    config = Configuration(
+        headers={"Authorization": "Bearer s3cret", "X-Plain": "1"},
+        retry=RetryPolicy(max_attempts=3, retry_statuses=frozenset({503})),
+        secret_headers={"X-Mine"},
+        acknowledge="explicit",
+        request_timeout=None,
+    )
+    assert decode_config(through_json(encode_config(config))) == config
+    stored = json.dumps(encode_config(config, keep_secrets=False))
+    assert "s3cret" not in stored
+    assert decode_config(json.loads(stored)).headers == (("X-Plain", "1"),)
+
+
+def test_a_wrong_configuration_is_refused_as_the_constructor_does() -> None:
+    with pytest.raises(ValueError, match="segments"):
+        decode_config({"segments": 99})
+    with pytest.raises(TypeError):
+        decode_config({"no_such_field": 1})
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        ProgressEvent(task_id=1, bytes_written=5, total_bytes_written=9, total_bytes_expected=None),
+        ResumedEvent(task_id=1, offset=4, expected_total=10),
+        RetryEvent(
+            task_id=1,
+            attempt=2,
+            error=HTTPStatusError(503, "Service Unavailable", url="http://h/a"),
+            delay=0.5,
+        ),
+        CancelledEvent(task_id=1),
+        EventsDeliveredEvent(replayed=2),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_events_round_trip(event: object) -> None:
+    decoded = decode_event(through_json(encode_event(event)))  # type: ignore[arg-type]
+    if isinstance(event, RetryEvent):
+        assert isinstance(decoded, RetryEvent)
+        assert str(decoded.error) == str(event.error)
+        assert decoded.error.status == 503  # type: ignore[attr-defined]
+    else:
+        assert decoded == event
+
+
+def test_an_unknown_event_is_refused() -> None:
+    with pytest.raises(WireError, match="unknown event kind"):
+        decode_event({"kind": "teleported", "task_id": 1})
+
+
+def test_statistics_round_trip_with_their_origins() -> None:
+    origin = Origin("http", "127.0.0.1", 80)
+    stats = SupervisorStatistics(
+        active=1, queued=2, active_by_origin={origin: 1}, queued_by_origin={origin: 2}
+    )
+    assert decode_statistics(through_json(encode_statistics(stats))) == stats
+
+
+def test_errors_come_back_as_their_class_with_their_fields() -> None:
+    error = decode_exception(through_json(encode_exception(SessionInUseError("a", 42))))
+    assert isinstance(error, SessionInUseError)
+    assert error.pid == 42
+    assert str(error) == "session 'a' is in use by process 42"
+    noted = ValueError("bad")
+    noted.add_note("request 1 of 2")
+    back = decode_exception(through_json(encode_exception(noted)))
+    assert type(back) is ValueError
+    assert back.__notes__ == ["request 1 of 2"]
+    unknown = decode_exception({"type": "EvalError", "message": "x"})
+    assert "EvalError" in str(unknown)
