@@ -28,6 +28,12 @@ def step(p: LaunchPolicy, now: float, action: str, arg: Any = None) -> LaunchPol
     match action:
         case "event":
             return p.event_published(arg, now)
+        case "urgent":
+            return p.event_published(arg, now, urgent=True)
+        case "busy":
+            return p.activity(True, now)
+        case "idle":
+            return p.activity(False, now)
         case "attach":
             return p.client_attached(now)
         case "detach":
@@ -114,6 +120,33 @@ SCENARIOS: dict[str, list[tuple[float, str, Any, float | None]]] = {
         (30, "launch", None, NONE),
         (30, "fail", "No such file or directory", 70),
     ],
+    "no launch while tasks run: the batch ends, the launch is due": [
+        (0, "busy", None, NONE),
+        (1, "event", 1, NONE),
+        (5, "event", 2, NONE),
+        (30, "idle", None, 11),  # (due since 11: at once)
+        (30, "launch", None, NONE),
+        (31, "busy", None, NONE),  # the app's launch queued more, and left
+        (32, "exit", 0, NONE),
+        (40, "idle", None, 52),
+    ],
+    "a batch that ends within the window": [
+        (0, "busy", None, NONE),
+        (0, "event", 1, NONE),
+        (3, "idle", None, 10),
+    ],
+    "an urgent event does not wait for the batch": [
+        (0, "busy", None, NONE),
+        (0, "event", 1, NONE),
+        (4, "urgent", 2, 10),  # joins the window the first event opened
+        (10, "launch", None, NONE),
+        (11, "attach", None, NONE),
+        (12, "ack", 2, NONE),
+        (13, "event", 3, NONE),
+        (14, "detach", None, NONE),
+        (15, "exit", 0, NONE),  # still busy: event 3 waits for the batch
+        (20, "urgent", 4, 25),  # the delay (reset) from the end of the launch
+    ],
     "an old cursor changes nothing": [
         (0, "event", 5, 10),
         (3, "event", 2, 10),
@@ -137,7 +170,7 @@ def test_scenario(name: str) -> None:
         # Every value round-trips as the daemon persists it (attached aside: no
         # client survives a restart).
         again = LaunchPolicy.from_json(json.loads(json.dumps(p.to_json())), CONFIG)
-        assert again == attrs.evolve(p, attached=False)
+        assert again == attrs.evolve(p, attached=False, busy=False)
 
 
 def test_no_command_never_launches() -> None:
@@ -204,7 +237,9 @@ def test_restart_loses_the_running_launch_and_forgets_the_client() -> None:
     p = policy().event_published(2, 0)
     p = p.begin(10)[0].spawned(77).client_attached(11)
     stored = json.loads(json.dumps(p.to_json()))
-    again = LaunchPolicy.from_json(stored, CONFIG).restarted(500, latest=3, acknowledged=0)
+    again = LaunchPolicy.from_json(stored, CONFIG).restarted(
+        500, latest=3, acknowledged=0, busy=False
+    )
     assert not again.attached
     assert not again.running
     assert again.history[-1].error == LOST
@@ -214,10 +249,13 @@ def test_restart_loses_the_running_launch_and_forgets_the_client() -> None:
 
 
 def test_restart_with_nothing_waiting() -> None:
-    p = LaunchPolicy.from_json(policy().to_json(), CONFIG).restarted(5, latest=4, acknowledged=4)
+    stored = policy().to_json()
+    p = LaunchPolicy.from_json(stored, CONFIG).restarted(5, latest=4, acknowledged=4, busy=False)
     assert p.due is None
-    p = LaunchPolicy.from_json(policy().to_json(), CONFIG).restarted(5, latest=6, acknowledged=4)
+    p = LaunchPolicy.from_json(stored, CONFIG).restarted(5, latest=6, acknowledged=4, busy=False)
     assert p.due == 15  # events wait that no launch was pending for yet
+    p = LaunchPolicy.from_json(stored, CONFIG).restarted(5, latest=6, acknowledged=4, busy=True)
+    assert p.due is None  # until the batch ends
 
 
 def test_reconfigured_keeps_the_history_and_clamps_the_delay() -> None:

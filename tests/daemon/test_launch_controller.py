@@ -25,6 +25,7 @@ from _helpers import sha256_file
 from bgtransfer import Configuration, DownloadRequest, Session
 from bgtransfer._core.events import is_terminal
 from bgtransfer._core.launch import LaunchPolicy
+from bgtransfer._core.states import TaskState
 from bgtransfer._daemon.launching import LOG_NAME, STATUS_NAME, LaunchController
 from bgtransfer._engine.backend import TaskBackend
 from bgtransfer._engine.startup import open_backend
@@ -143,21 +144,37 @@ async def launched(controller: LaunchController, count: int) -> LaunchPolicy:
     )
 
 
-async def follow_terminal_events(
-    backend: TaskBackend, controller: LaunchController, clock: ManualClock, count: int, first: int
-) -> int:
-    """Tell the controller about the next ``count`` terminal events (cursors
-    ``first``, ``first + 1``...), as the daemon's event log would."""
-    cursor = first - 1
-    async with backend.subscribe(None) as stream:
-        async for event in stream:
+def busy(backend: TaskBackend) -> bool:
+    """What the daemon tells the controller: a task runs or is queued."""
+    return any(t.state in {TaskState.RUNNING, TaskState.CANCELING} for t in backend.tasks())
+
+
+class Follower:
+    """The daemon's part: numbers the session's terminal events (as its event
+    log would) and tells the controller about each, and about the activity."""
+
+    def __init__(self, backend: TaskBackend, controller: LaunchController, clock: ManualClock):
+        self._backend = backend
+        self._controller = controller
+        self._clock = clock
+        self._stream = backend.subscribe(None)
+        self.cursor = 0
+
+    async def terminal_events(self, count: int) -> int:
+        """Follow ``count`` more terminal events; the cursor of the last."""
+        last = self.cursor + count
+        async for event in self._stream:
             if is_terminal(event):
-                cursor += 1
-                controller.event_published(cursor)
-                assert len(clock.pending) <= 1  # one timer, whatever happens
-                if cursor == first + count - 1:
-                    return cursor
-    raise AssertionError("the stream ended")
+                self.cursor += 1
+                self._controller.event_published(self.cursor)
+                self._controller.activity(busy(self._backend))
+                assert len(self._clock.pending) <= 1  # one timer, whatever happens
+                if self.cursor == last:
+                    return self.cursor
+        raise AssertionError("the stream ended")
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
 
 
 async def test_five_downloads_one_launch_then_a_doubling_delay(
@@ -165,6 +182,7 @@ async def test_five_downloads_one_launch_then_a_doubling_delay(
 ) -> None:
     config = configuration(str(app), str(reports))
     files = [server.add_file(f"/five/{i}.bin", size=10_000 + i) for i in range(5)]
+    server.set_faults(files[4].path, Faults(hold_after=5000))  # the last of the batch
     clock = ManualClock()
     async with (
         open_backend(ID, state_dir=state_dir, config=config) as backend,
@@ -173,7 +191,16 @@ async def test_five_downloads_one_launch_then_a_doubling_delay(
         await backend.submit_many(
             [DownloadRequest(server.url(f.path), out_dir / f"{i}.bin") for i, f in enumerate(files)]
         )
-        assert await follow_terminal_events(backend, controller, clock, 5, first=1) == 5
+        controller.activity(busy(backend))
+        follower = Follower(backend, controller, clock)
+        assert await follower.terminal_events(4) == 4
+        # Four wait, the batch runs on: no launch yet, no timer.
+        assert controller.status.busy
+        assert controller.status.due is None
+        assert clock.pending == []
+        server.release(files[4].path)
+        assert await follower.terminal_events(1) == 5
+        await follower.aclose()
         for i, served in enumerate(files):
             assert sha256_file(out_dir / f"{i}.bin") == served.sha256
         # All five wait: one launch, due a delay after the first of them.
@@ -242,13 +269,22 @@ async def test_events_while_the_launch_runs_join_it(
             DownloadRequest(server.url(f.path), out_dir / f.path[1:].replace("/", "-"))
             for f in (*quick, slow)
         ]
-        await backend.submit_many(requests)
-        await follow_terminal_events(backend, controller, clock, 3, first=1)
+        *_, slow_task = await backend.submit_many(requests)
+        follower = Follower(backend, controller, clock)
+        await follower.terminal_events(3)
+        assert controller.status.due is None  # the slow one runs: the batch is not done
+        # Suspended, it waits for the application: the launch is due.
+        backend.suspend(slow_task.id)
+        controller.activity(busy(backend))
+        assert controller.status.due == T0 + 10
         clock.advance(T0 + 10)
         reader, writer = await asyncio.wait_for(connections.get(), TIMEOUT)
         assert await reader.readline() == b"hello\n"  # the launched app runs
+        backend.resume(slow_task.id)  # (as the application would)
+        controller.activity(busy(backend))
         server.release(slow.path)
-        await follow_terminal_events(backend, controller, clock, 1, first=4)
+        await follower.terminal_events(1)
+        await follower.aclose()
         assert controller.status.running
         assert controller.status.due is None  # joins the running launch
         assert clock.pending == []
@@ -302,7 +338,7 @@ async def test_restore_keeps_the_history_and_loses_a_running_launch(
     assert running.running  # the daemon stops while its launch runs
     clock.advance(T0 + 100)
     restored = await LaunchController.restore(
-        ID, state_dir=state_dir, config=config, latest=2, acknowledged=0, clock=clock
+        ID, state_dir=state_dir, config=config, latest=2, acknowledged=0, busy=False, clock=clock
     )
     status = restored.status
     assert status.history[0].pid == running.history[0].pid
@@ -320,7 +356,7 @@ async def test_a_damaged_status_file_is_ignored(state_dir: Path) -> None:
     (state_dir / ID).mkdir(parents=True)
     (state_dir / ID / STATUS_NAME).write_text('{"format": 1, "history": "no"')
     restored = await LaunchController.restore(
-        ID, state_dir=state_dir, config=configuration(), latest=0, acknowledged=0
+        ID, state_dir=state_dir, config=configuration(), latest=0, acknowledged=0, busy=False
     )
     assert restored.status == LaunchPolicy.from_config(configuration())
 

@@ -13,6 +13,12 @@ The rules (docs/launch-events.md, docs/design.md "Launch events"):
 * Events wait for the application when their cursor is above the last one it
   acknowledged. While none wait, or a client is attached, or a launch's process
   runs, no launch is due.
+* While the session is *busy* (a task is still running or queued; suspended
+  ones wait for the application and do not count), no launch is due either,
+  unless an *urgent* event waits (one that needs the application before the
+  rest can go on, such as credentials): as nsurlsessiond relaunches an app
+  when all the tasks of its background session are complete, and BITS runs
+  the notify command when the whole job is transferred or in error.
 * A launch is due ``delay`` seconds after its *anchor*: the first event that
   found nothing waiting, the end of the previous launch, or a client leaving
   with events still waiting. Events published meanwhile join that launch
@@ -94,6 +100,8 @@ class LaunchPolicy:
     acknowledged: int = 0  # the cursor of the last event the application acknowledged
     latest: int = 0  # the cursor of the newest event published
     attached: bool = False  # a client of the session is connected
+    busy: bool = False  # a task of the session is running or queued
+    urgent: int = 0  # the cursor of the newest urgent event
     anchor: float | None = None  # when the wait for the next launch began
     history: tuple[LaunchRecord, ...] = ()  # the last HISTORY_LIMIT launches
     launches: int = 0  # every launch begun, ever
@@ -128,20 +136,29 @@ class LaunchPolicy:
             or self.running
             or not self.waiting
             or self.anchor is None
+            or (self.busy and self.urgent <= self.acknowledged)
         ):
             return None
         return self.anchor + self.delay
 
     # -- inputs --------------------------------------------------------------------
 
-    def event_published(self, cursor: int, now: float) -> LaunchPolicy:
-        """An event that needs the application (a terminal event, say) has number ``cursor``."""
+    def event_published(self, cursor: int, now: float, *, urgent: bool = False) -> LaunchPolicy:
+        """An event for the application (a terminal event, say) has number
+        ``cursor``; ``urgent``: it needs the application even while the
+        session is busy."""
         _check_cursor(cursor)
         if cursor <= self.latest:
             return self
+        changed = self if not urgent else attrs.evolve(self, urgent=cursor)
         if self.waiting:  # joins the launch already pending, or running
-            return attrs.evolve(self, latest=cursor)
-        return attrs.evolve(self, latest=cursor, anchor=now)
+            return attrs.evolve(changed, latest=cursor)
+        return attrs.evolve(changed, latest=cursor, anchor=now)
+
+    def activity(self, busy: bool, now: float) -> LaunchPolicy:
+        """Whether a task of the session is running or queued (suspended ones
+        do not count): no launch is due while one is, but for urgent events."""
+        return self if busy == self.busy else attrs.evolve(self, busy=busy)
 
     def client_attached(self, now: float) -> LaunchPolicy:
         """A client of the session connected: no launch while it stays."""
@@ -194,10 +211,11 @@ class LaunchPolicy:
         due ``delay`` from now."""
         return attrs.evolve(self._with_last(ended_at=now, status=status, error=error), anchor=now)
 
-    def restarted(self, now: float, *, latest: int, acknowledged: int) -> LaunchPolicy:
+    def restarted(self, now: float, *, latest: int, acknowledged: int, busy: bool) -> LaunchPolicy:
         """The policy as a new daemon process finds it (after :meth:`from_json`):
         no client is attached, a launch that was running is lost (its process is
-        not the new daemon's child), and the cursors are the event log's."""
+        not the new daemon's child), the cursors are the event log's and
+        ``busy`` says whether tasks of the session run."""
         _check_cursor(latest)
         _check_cursor(acknowledged)
         policy = self
@@ -208,7 +226,12 @@ class LaunchPolicy:
         if latest > acknowledged and anchor is None:
             anchor = now
         return attrs.evolve(
-            policy, attached=False, latest=latest, acknowledged=acknowledged, anchor=anchor
+            policy,
+            attached=False,
+            busy=busy,
+            latest=latest,
+            acknowledged=acknowledged,
+            anchor=anchor,
         )
 
     def reconfigured(self, config: Configuration) -> LaunchPolicy:
@@ -231,12 +254,14 @@ class LaunchPolicy:
 
     def to_json(self) -> dict[str, Any]:
         """A plain JSON value of what survives a restart (not the settings, which
-        come from the configuration, nor ``attached``)."""
+        come from the configuration, nor ``attached`` and ``busy``, which the
+        new daemon knows better)."""
         return {
             "format": _FORMAT,
             "delay": self.delay,
             "acknowledged": self.acknowledged,
             "latest": self.latest,
+            "urgent": self.urgent,
             "anchor": self.anchor,
             "launches": self.launches,
             "history": [
@@ -269,6 +294,7 @@ class LaunchPolicy:
             delay=min(max(_seconds(data, "delay"), policy.initial_delay), policy.max_delay),
             acknowledged=_int(data, "acknowledged"),
             latest=_int(data, "latest"),
+            urgent=_int(data, "urgent"),
             anchor=_time(data, "anchor", optional=True),
             history=history,
             launches=launches,

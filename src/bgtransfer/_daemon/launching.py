@@ -3,8 +3,11 @@
 The daemon makes one :class:`LaunchController` per session it serves and tells
 it what happens, from the event log and the client connections:
 
-* :meth:`~LaunchController.event_published` -- an event that needs the
-  application (a terminal event) got number ``cursor`` in the session's log;
+* :meth:`~LaunchController.event_published` -- an event for the application
+  (a terminal event) got number ``cursor`` in the session's log (``urgent``:
+  it needs the application before the other tasks end, credentials say);
+* :meth:`~LaunchController.activity` -- whether a task of the session is
+  running or queued (suspended ones do not count): launches wait for the batch;
 * :meth:`~LaunchController.client_attached` / :meth:`~LaunchController.client_detached`;
 * :meth:`~LaunchController.acknowledged` -- the application acknowledged every
   event up to ``cursor``.
@@ -100,12 +103,14 @@ class LaunchController:
         config: Configuration,
         latest: int,
         acknowledged: int,
+        busy: bool,
         clock: Clock | None = None,
     ) -> LaunchController:
         """The controller a new daemon process makes for a session it serves
         again: the launch status the last one left (if any, and readable: a
         damaged one is logged and started afresh), with the event log's cursors
-        (``latest`` published, ``acknowledged`` by the application)."""
+        (``latest`` published, ``acknowledged`` by the application) and whether
+        tasks of the session run (``busy``, as for :meth:`activity`)."""
         clock = WallClock() if clock is None else clock
         path = state_dir / identifier / STATUS_NAME
         policy = LaunchPolicy.from_config(config)
@@ -115,7 +120,7 @@ class LaunchController:
                 policy = LaunchPolicy.from_json(stored, config)
         except (OSError, ValueError) as exc:
             logger.warning("%s: launch status %s ignored: %s", identifier, path, exc)
-        policy = policy.restarted(clock.time(), latest=latest, acknowledged=acknowledged)
+        policy = policy.restarted(clock.time(), latest=latest, acknowledged=acknowledged, busy=busy)
         return cls(identifier, state_dir=state_dir, config=config, clock=clock, policy=policy)
 
     # -- lifetime ------------------------------------------------------------------
@@ -148,9 +153,13 @@ class LaunchController:
 
     # -- what the daemon tells it ------------------------------------------------------
 
-    def event_published(self, cursor: int) -> None:
-        """An event that needs the application got number ``cursor``."""
-        self._update(self._policy.event_published(cursor, self._clock.time()))
+    def event_published(self, cursor: int, *, urgent: bool = False) -> None:
+        """An event for the application got number ``cursor``."""
+        self._update(self._policy.event_published(cursor, self._clock.time(), urgent=urgent))
+
+    def activity(self, busy: bool) -> None:
+        """Whether a task of the session runs or is queued (not suspended)."""
+        self._update(self._policy.activity(busy, self._clock.time()))
 
     def client_attached(self) -> None:
         self._update(self._policy.client_attached(self._clock.time()))
