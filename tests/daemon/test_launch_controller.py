@@ -346,6 +346,10 @@ async def test_restore_keeps_the_history_and_loses_a_running_launch(
     assert status.launches == 1
     assert status.latest == 2
     assert status.due == T0 + 100 + 20
+    async with restored:
+        pass
+    stored = json.loads((state_dir / ID / STATUS_NAME).read_text())
+    assert LaunchPolicy.from_json(stored, config).history == status.history  # lost, written
     writer.write(b"go\n")  # the application outlived the controller
     await writer.drain()
     assert await reader.read() == b""

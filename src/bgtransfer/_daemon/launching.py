@@ -120,8 +120,11 @@ class LaunchController:
                 policy = LaunchPolicy.from_json(stored, config)
         except (OSError, ValueError) as exc:
             logger.warning("%s: launch status %s ignored: %s", identifier, path, exc)
+        on_disk = cls._persisted(policy)
         policy = policy.restarted(clock.time(), latest=latest, acknowledged=acknowledged, busy=busy)
-        return cls(identifier, state_dir=state_dir, config=config, clock=clock, policy=policy)
+        controller = cls(identifier, state_dir=state_dir, config=config, clock=clock, policy=policy)
+        controller._saved = on_disk  # (a lost launch is written at the next change, or the end)
+        return controller
 
     # -- lifetime ------------------------------------------------------------------
 
