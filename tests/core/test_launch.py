@@ -316,3 +316,24 @@ def test_from_json_rejects_malformed_status(change: dict[str, Any], match: str) 
 def test_from_json_rejects_what_is_not_an_object() -> None:
     with pytest.raises(ValueError, match="must be a JSON object, not list"):
         LaunchPolicy.from_json([], CONFIG)
+
+
+def test_explain() -> None:
+    p = policy()
+    assert policy(Configuration()).explain(0) == "no launch_command"
+    assert p.explain(0) == "no event waits for the app"
+    p = p.event_published(1, 0)
+    assert p.explain(0) == "next launch in 10 s (delay 10 s)"
+    assert p.explain(7.5) == "next launch in 2.5 s (delay 10 s)"
+    assert p.explain(10) == "launch due now"
+    assert p.client_attached(1).explain(1) == "the app is attached"
+    assert p.activity(True, 1).explain(1) == "waiting for the session's tasks to end"
+    p = p.begin(10)[0]
+    assert p.explain(10) == "launch running"
+    assert p.spawned(42).explain(10) == "launch running (pid 42)"
+    p = p.ended(11, status=0)
+    for _ in range(3):
+        p = p.begin(p.due)[0].ended(p.due, status=0)  # type: ignore[arg-type]
+    assert p.explain(p.due - 600) == "next launch in 10 min (delay 60 s)"  # type: ignore[operator]
+    slow = LaunchPolicy.from_config(CONFIG.replace(launch_delay_max=86400)).event_published(1, 0)
+    assert slow.explain(-9000) == "next launch in 2.5 h (delay 10 s)"

@@ -141,6 +141,24 @@ class LaunchPolicy:
             return None
         return self.anchor + self.delay
 
+    def explain(self, now: float) -> str:
+        """Why the next launch is when it is, in a few words (for ``bgtransfer status``)."""
+        if self.command is None:
+            return "no launch_command"
+        if self.running:
+            pid = self.history[-1].pid
+            return "launch running" + (f" (pid {pid})" if pid is not None else "")
+        if not self.waiting:
+            return "no event waits for the app"
+        if self.attached:
+            return "the app is attached"
+        due = self.due
+        if due is None:
+            return "waiting for the session's tasks to end"
+        if due <= now:
+            return "launch due now"
+        return f"next launch in {_seconds_text(due - now)} (delay {_seconds_text(self.delay)})"
+
     # -- inputs --------------------------------------------------------------------
 
     def event_published(self, cursor: int, now: float, *, urgent: bool = False) -> LaunchPolicy:
@@ -299,6 +317,14 @@ class LaunchPolicy:
             history=history,
             launches=launches,
         )
+
+
+def _seconds_text(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _check_cursor(cursor: int) -> None:
