@@ -183,6 +183,17 @@ async def test_a_command_that_cannot_start_is_a_value(kind: str, tmp_path: Path,
     assert result.reason.endswith(f"({kind})")
 
 
+async def test_a_working_directory_that_is_gone_is_named(app: Path, tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    result = await spawn(
+        command(app, tmp_path / "r", "exit", 0), environment=environment(), log=None, cwd=gone
+    )
+    assert result == SpawnFailure(
+        f"cannot run {sys.executable!r} in its working directory {str(gone)!r}: "
+        "No such file or directory (ENOENT)"
+    )
+
+
 async def test_an_environment_that_cannot_be_passed_is_a_value(app: Path, tmp_path: Path) -> None:
     bad = environment() | {"BAD": "a\0b"}
     result = await spawn(command(app, tmp_path / "r", "exit", 0), environment=bad, log=None)

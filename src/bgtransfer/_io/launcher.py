@@ -109,18 +109,23 @@ def _spawn(
             output = _open_log(log, argv)
         except OSError as exc:
             return SpawnFailure(f"cannot open the launch log {str(log)!r}: {_describe(exc)}")
+    directory = None
     try:
+        directory = Path.home() if cwd is None else cwd
         process = subprocess.Popen(  # an argument list, never a shell
             argv,
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=output,
             env=environment,
-            cwd=Path.home() if cwd is None else cwd,
+            cwd=directory,
             start_new_session=True,
             close_fds=True,
         )
     except OSError as exc:
+        if directory is not None and str(exc.filename) == str(directory):  # (not argv[0])
+            where = f"its working directory {str(directory)!r}"
+            return SpawnFailure(f"cannot run {argv[0]!r} in {where}: {_describe(exc)}")
         return SpawnFailure(f"cannot run {argv[0]!r}: {_describe(exc)}")
     except (ValueError, RuntimeError) as exc:  # e.g. an environment with NUL
         return SpawnFailure(f"cannot run {argv[0]!r}: {exc}")
