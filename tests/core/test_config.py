@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections import OrderedDict
 from typing import Any
@@ -39,6 +40,9 @@ def test_defaults() -> None:
     assert config.allow_insecure_redirects is False
     assert config.handle_sigterm is True
     assert config.acknowledge == "auto"
+    assert config.launch_command is None
+    assert config.launch_delay == 5.0
+    assert config.launch_delay_max == 3600.0
 
 
 def test_field_names_and_order() -> None:
@@ -61,6 +65,9 @@ def test_field_names_and_order() -> None:
         "handle_sigterm",
         "acknowledge",
         "event_log_size",
+        "launch_command",
+        "launch_delay",
+        "launch_delay_max",
     ]
 
 
@@ -357,3 +364,81 @@ def test_replace_validates_like_a_new_value() -> None:
 def test_replace_names_an_unknown_field() -> None:
     with pytest.raises(TypeError, match=r"'max_connections'.*max_connections_per_host"):
         Configuration().replace(max_connections=3)
+
+
+# -- launch_command, launch_delay, launch_delay_max ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        (["/usr/bin/app", "--collect"], ("/usr/bin/app", "--collect")),
+        (("app",), ("app",)),  # a bare name: looked up in the daemon's PATH
+        (iter(["/opt/app", ""]), ("/opt/app", "")),  # empty arguments are arguments
+        (None, None),
+    ],
+)
+def test_launch_command_is_kept_as_a_tuple_of_str(given: Any, stored: Any) -> None:
+    assert Configuration(launch_command=given).launch_command == stored
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "match"),
+    [
+        ("/usr/bin/app --collect", TypeError, "sequence of str .*no shell.*not str"),
+        (b"/usr/bin/app", TypeError, "not bytes"),
+        (42, TypeError, "not int"),
+        (["/usr/bin/app", 1], TypeError, "every argument must be a str, not int"),
+        ([b"/usr/bin/app"], TypeError, "not bytes"),
+        ([], ValueError, "must name a program"),
+        ([""], ValueError, "must name a program"),
+        (["/usr/bin/app", "a\0b"], ValueError, "NUL"),
+        (["./app"], ValueError, "'./app' is a relative path"),
+        (["bin/app"], ValueError, "relative path"),
+    ],
+)
+def test_launch_command_rejects_what_cannot_be_run(value: Any, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        Configuration(launch_command=value)
+
+
+@pytest.mark.parametrize("field", ["launch_delay", "launch_delay_max"])
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        (0, ValueError),
+        (-1, ValueError),
+        (math.inf, ValueError),
+        (None, TypeError),
+        ("5", TypeError),
+    ],
+)
+def test_launch_delays_are_positive_seconds(field: str, value: Any, error: type) -> None:
+    with pytest.raises(error, match=field):
+        Configuration(**{field: value})
+
+
+def test_launch_delay_max_is_at_least_launch_delay() -> None:
+    assert Configuration(launch_delay=10, launch_delay_max=10).launch_delay_max == 10
+    with pytest.raises(
+        ValueError, match=r"launch_delay_max \(5.0\) must be at least launch_delay \(10\)"
+    ):
+        Configuration(launch_delay=10, launch_delay_max=5.0)
+    with pytest.raises(ValueError, match="launch_delay_max"):
+        Configuration().replace(launch_delay=7200)  # above the default cap
+    assert Configuration().replace(launch_delay=7200, launch_delay_max=7200).launch_delay == 7200
+
+
+def test_launch_fields_round_trip_through_plain_values() -> None:
+    """What a daemon client sends: JSON of the plain fields, rebuilt on the other side."""
+    config = Configuration(launch_command=["/usr/bin/app", "--bg"], launch_delay=0.5)
+    plain = json.loads(
+        json.dumps(attrs.asdict(config, filter=lambda a, v: a.name.startswith("launch")))
+    )
+    assert plain == {
+        "launch_command": ["/usr/bin/app", "--bg"],
+        "launch_delay": 0.5,
+        "launch_delay_max": 3600.0,
+    }
+    assert Configuration(**plain) == config
+    assert hash(Configuration(**plain)) == hash(config)

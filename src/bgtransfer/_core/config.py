@@ -158,6 +158,34 @@ def _acknowledge(instance: Any, attribute: Any, value: object) -> None:
         raise ValueError(f"acknowledge must be 'auto' or 'explicit', got {value!r}")
 
 
+def _launch_command(value: object) -> tuple[str, ...] | None:
+    """``launch_command``: None, or a non-empty sequence of str as a tuple."""
+    if value is None:
+        return None
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise TypeError(
+            "launch_command must be a sequence of str (an argument list, no shell), "
+            f"not {type(value).__name__}"
+        )
+    argv = tuple(value)
+    for argument in argv:
+        if not isinstance(argument, str):
+            raise TypeError(
+                f"launch_command: every argument must be a str, not {type(argument).__name__}"
+            )
+        if "\0" in argument:
+            raise ValueError("launch_command: an argument must not contain NUL")
+    if not argv or not argv[0]:
+        raise ValueError("launch_command must name a program (None means no launches)")
+    program = argv[0]
+    if "/" in program and not program.startswith("/"):
+        raise ValueError(
+            f"launch_command: the program {program!r} is a relative path; give an absolute "
+            "path (or a bare name looked up in PATH): it is run by the daemon, elsewhere"
+        )
+    return argv
+
+
 def _optional_callable(instance: Any, attribute: Any, value: object) -> None:
     if value is not None and not callable(value):
         raise TypeError(f"{attribute.name} must be callable or None, not {type(value).__name__}")
@@ -283,6 +311,37 @@ class Configuration:
     Older ones are dropped once their task is acknowledged; those of tasks not
     acknowledged yet are always kept. A cursor older than what is kept gets an
     ``EventsGapEvent``."""
+
+    launch_command: tuple[str, ...] | None = attrs.field(default=None, converter=_launch_command)
+    """The program a session served by the daemon (``Session(..., daemon=True)``)
+    runs when events wait for an application that is not attached (the
+    ``sessionSendsLaunchEvents`` analog): an argument list, run without a shell,
+    with ``BGTRANSFER_IDENTIFIER``, ``BGTRANSFER_STATE_DIR`` and
+    ``BGTRANSFER_CURSOR`` in its environment. None (the default): no launches.
+    An in-process session has its application attached by definition and never
+    launches anything; it accepts and keeps the field, so one ``Configuration``
+    serves both. See docs/launch-events.md."""
+
+    launch_delay: float = attrs.field(
+        default=5.0, validator=_seconds(optional=False, allow_zero=False)
+    )
+    """Seconds between the first event waiting for the application and its
+    launch (events in that window join the launch); while the application does
+    not attach and acknowledge, each next launch waits twice as long after the
+    previous one ended, up to ``launch_delay_max``."""
+
+    launch_delay_max: float = attrs.field(
+        default=3600.0, validator=_seconds(optional=False, allow_zero=False)
+    )
+    """The cap on the doubling delay between launches, in seconds (at least
+    ``launch_delay``)."""
+
+    def __attrs_post_init__(self) -> None:
+        if self.launch_delay_max < self.launch_delay:
+            raise ValueError(
+                f"launch_delay_max ({self.launch_delay_max}) must be at least "
+                f"launch_delay ({self.launch_delay})"
+            )
 
     def replace(self, **changes: Any) -> Configuration:
         """A copy with ``changes`` (field names as keywords), validated as a new value is.
