@@ -493,3 +493,26 @@ def test_the_journal_error_names_errno_and_path(tmp_path: Path) -> None:
         assert str(error) == (
             f"https://example.com/f: cannot record the task in the journal {path}: {text}"
         )
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("name", ["journal.sqlite3", "journal.sqlite3-wal", "journal.sqlite3-shm"])
+async def test_a_link_at_the_journal_or_beside_it_is_refused(tmp_path: Path, name: str) -> None:
+    state = tmp_path / "state"
+    async with Session("com.example.links", state_dir=state):
+        pass  # makes the session's directory and its journal
+    directory = state / "com.example.links"
+    for stale in ("journal.sqlite3-wal", "journal.sqlite3-shm"):
+        (directory / stale).unlink(missing_ok=True)
+    victim = tmp_path / "victim.db"
+    victim.write_bytes(b"precious")
+    link = directory / name
+    link.unlink(missing_ok=True)
+    link.symlink_to(victim)
+
+    with pytest.raises(JournalError, match="symbolic link"):
+        async with Session("com.example.links", state_dir=state):
+            pytest.fail("a session opened through a link")
+
+    assert victim.read_bytes() == b"precious"
+    assert link.is_symlink()

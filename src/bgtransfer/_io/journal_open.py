@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeAlias
@@ -43,6 +44,7 @@ def open_sync(
     (``Configuration.event_log_size``)."""
     where = str(path)
     try:
+        _check_not_linked(path, where)
         if not path.exists():
             _create(path, migrations)
         else:
@@ -57,6 +59,25 @@ def open_sync(
     except BaseException:
         connection.close()
         raise
+
+
+def _check_not_linked(path: Path, where: str) -> None:
+    """The journal and SQLite's files beside it are regular files of their own.
+
+    SQLite follows a symbolic link at any of them: a link planted there would make
+    the session write its journal into the file it points to. The session's
+    directory is private, so this is defence in depth, at the cost of three lstats
+    per open."""
+    for name in (path.name, f"{path.name}-wal", f"{path.name}-shm", f"{path.name}-journal"):
+        try:
+            mode = os.lstat(path.parent / name).st_mode
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(mode):
+            kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
+            raise JournalError(
+                where, f"{name} is {kind}; refusing to open it (nothing was changed or deleted)"
+            )
 
 
 def _check_size(path: Path, where: str) -> None:
