@@ -65,6 +65,7 @@ def test_field_names_and_order() -> None:
         "handle_sigterm",
         "acknowledge",
         "event_log_size",
+        "resume_data_max_age",
         "launch_command",
         "launch_delay",
         "launch_delay_max",
@@ -442,3 +443,12 @@ def test_launch_fields_round_trip_through_plain_values() -> None:
     }
     assert Configuration(**plain) == config
     assert hash(Configuration(**plain)) == hash(config)
+
+
+def test_resume_data_max_age_is_positive_seconds_or_none() -> None:
+    assert Configuration().resume_data_max_age == 7 * 24 * 3600
+    assert Configuration(resume_data_max_age=None).resume_data_max_age is None
+    with pytest.raises(ValueError, match="resume_data_max_age"):
+        Configuration(resume_data_max_age=0)
+    with pytest.raises(TypeError, match="resume_data_max_age"):
+        Configuration(resume_data_max_age="7d")  # type: ignore[arg-type]

@@ -312,6 +312,16 @@ class Configuration:
     acknowledged yet are always kept. A cursor older than what is kept gets an
     ``EventsGapEvent``."""
 
+    resume_data_max_age: float | None = attrs.field(
+        default=7 * 24 * 3600.0, validator=_seconds(optional=True, allow_zero=False)
+    )
+    """How long, in seconds, a background session keeps a partial file that no task
+    of its journal owns: the partial behind resume data the application has not used
+    yet (``cancel_with_resume_data()``, an ``ErrorEvent`` for a full disk), or one a
+    crash left behind. The session removes older ones when it opens; resume data
+    whose partial is gone is refused with ``InvalidResumeDataError``. Counted from
+    the partial's last write. None: keep them until the application removes them."""
+
     launch_command: tuple[str, ...] | None = attrs.field(default=None, converter=_launch_command)
     """The program a session served by the daemon (``Session(..., daemon=True)``)
     runs when events wait for an application that is not attached (the

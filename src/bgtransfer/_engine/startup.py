@@ -2,24 +2,30 @@
 
 ``Session`` opens its backend here, and so will the daemon, once per identifier
 it serves: the lock, the private directories, the resume data key, the
-journal, the engine, the restore of the journal's tasks and the SIGTERM
-registration, in that order, and undone in the reverse order whatever happens.
+journal, the engine, the restore of the journal's tasks (and the removal of
+partial files nobody owns any more) and the SIGTERM registration, in that order,
+and undone in the reverse order whatever happens.
 """
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
 import anyio
 
 from .._core.config import Configuration
+from .._core.journal import TaskEntry
 from .._core.secrets import SecretHeaders
 from .._exceptions import SessionInUseError
 from .._io import sigterm
 from .._io.files import make_private_dir
 from .._io.journal import JOURNAL_NAME, Journal
 from .._io.lock import SessionLock, owner_pid
+from .._io.partials import sweep_partials
 from .._io.resume_key import load_key, process_key
 from .._io.session_dirs import make_session_dir, remove_ephemeral_dir
 from .._io.threads import run_blocking
@@ -27,6 +33,8 @@ from .engine import Engine
 from .local import LocalBackend
 
 __all__ = ["BackendStartup", "open_backend"]
+
+logger = logging.getLogger("bgtransfer")
 
 
 def open_backend(
@@ -99,6 +107,7 @@ class BackendStartup:
             if journal is not None:
                 entries, journal.entries = journal.entries, []
                 await engine.restore(entries)
+                await _sweep(partials, entries, config.resume_data_max_age)
                 if config.handle_sigterm:
                     self._sigterm = sigterm.register(engine.journal_running)
         except BaseException:
@@ -141,3 +150,19 @@ class BackendStartup:
         files), an ephemeral session's own temporary directory (its
         ``state_dir``, if given, may hold the application's destinations)."""
         return directory.parent if self._identifier is not None else directory
+
+
+async def _sweep(partials: Path, entries: Sequence[TaskEntry], max_age: float | None) -> None:
+    """Remove the partial files nobody will use: owned by no task of the journal and
+    older than ``Configuration.resume_data_max_age``."""
+    if max_age is None:
+        return
+    owned = {f"{entry.id}.part" for entry in entries}
+    removed = await run_blocking(sweep_partials, partials, owned, time.time() - max_age)
+    if removed:
+        logger.info(
+            "removed %d partial file(s) older than %g s that no task owns from %s",
+            len(removed),
+            max_age,
+            partials,
+        )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from .._core.journal import Phase, TaskEntry
 from .._core.resume_data import InvalidResumeDataError
 from .files import file_identity, private_opener, reserve_blocks
 
-__all__ = ["adopt_partial", "inspect_partials", "partial_size", "preallocate"]
+__all__ = ["adopt_partial", "inspect_partials", "partial_size", "preallocate", "sweep_partials"]
 
 Identity = tuple[int, int, int, int]
 """What ``file_identity`` returns: enough to tell whether a file was replaced."""
@@ -95,3 +96,27 @@ def partial_size(path: Path) -> int:
         return os.stat(path).st_size
     except OSError:
         return 0
+
+
+def sweep_partials(directory: Path, owned: set[str], older_than: float) -> list[str]:
+    """Remove the partial files (``<n>.part``) of ``directory`` that no task owns
+    and that were last written before ``older_than`` (a ``time.time()`` value);
+    the names removed. Never follows a link and leaves anything that is not a
+    regular partial file alone. In a worker thread."""
+    removed: list[str] = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        if name in owned or not name.endswith(".part") or not name[:-5].isdigit():
+            continue
+        path = directory / name
+        try:
+            info = os.lstat(path)
+            if stat.S_ISREG(info.st_mode) and info.st_mtime < older_than:
+                path.unlink()
+                removed.append(name)
+        except OSError:
+            continue  # gone meanwhile, or not ours to remove: the next open tries again
+    return removed
