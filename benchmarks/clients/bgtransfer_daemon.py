@@ -35,6 +35,7 @@ import contextlib
 import io
 import os
 import pstats
+import select
 import signal
 import subprocess
 import sys
@@ -65,13 +66,17 @@ def daemon_pid(state_dir: Path) -> int | None:
     return pid if b"bgtransfer" in command and b"daemon" in command else None
 
 
-def alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie waiting for its reaper counts as gone)."""
+def wait_gone(pid: int, timeout: float) -> bool:
+    """Wait until ``pid`` (not a child of ours) has exited, at most ``timeout`` s:
+    its pidfd turns readable then (no polling). True if it has."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([fd], [], [], timeout)[0])
+    finally:
+        os.close(fd)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -169,10 +174,7 @@ def stop(args: argparse.Namespace) -> int:
         timeout=STOP_TIMEOUT,
         check=False,
     )
-    deadline = time.perf_counter() + STOP_TIMEOUT
-    while alive(pid) and time.perf_counter() < deadline:
-        time.sleep(0.02)  # bounded: --stop returned once the lock was free
-    killed = alive(pid)
+    killed = not wait_gone(pid, STOP_TIMEOUT)  # --stop returns once the lock is free
     if killed:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)  # the daemon leads its own session
