@@ -326,7 +326,7 @@ def daemon_idle() -> Contender:
     return Contender(
         name="bgtransfer (daemon)",
         steps=steps,
-        flags="bgtransfer daemon --idle-timeout 600 (its idle timer armed), started and "
+        flags="bgtransfer daemon (default --idle-timeout: its idle timer armed), started and "
         "answering; 1 s pause, then CPU time (/proc/<pid>/stat utime+stime), context "
         "switches of all its threads and VmRSS over the interval; then one client "
         "(Session(..., daemon=True), one 16 KiB download, leave) and the same again",

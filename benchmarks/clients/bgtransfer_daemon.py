@@ -1,11 +1,13 @@
 """The daemon scenarios' harness: start a daemon, watch it idle, stop it.
 
-``start`` runs ``python -m bgtransfer daemon --state-dir DIR --idle-timeout S``
-detached (its own session, stdin from /dev/null, output to ``DIR/bench-daemon.log``)
-and returns once it answers ``hello``; it reports the daemon's pid and how long the
-start took. The runner does this before the timed step of a "warm" daemon contender,
-so the daemon's start-up is outside the measured time (the cold-start contender
-leaves it to ``Session(..., daemon=True)``, which launches one on demand).
+``start`` runs ``python -m bgtransfer daemon --state-dir DIR`` (its default idle
+timeout, as a daemon launched on demand has; ``--idle-timeout S`` passes one)
+detached (its own session, stdin from /dev/null, output to
+``DIR/bench-daemon.log``) and returns once it answers ``hello``; it reports the
+daemon's pid and how long the start took. The runner does this before the timed
+step of a "warm" daemon contender, so the daemon's start-up is outside the
+measured time (the cold-start contender leaves it to ``Session(...,
+daemon=True)``, which launches one on demand).
 
 ``stop`` reads the daemon's pid from ``DIR/daemon.lock``, takes its peak and current
 resident memory (``VmHWM``, ``VmRSS``) and CPU time (``/proc/<pid>/stat``), runs
@@ -129,7 +131,8 @@ def start(args: argparse.Namespace) -> int:
     state_dir: Path = args.state_dir.absolute()
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     daemon = ["-m", "bgtransfer", "daemon", "--state-dir", str(state_dir)]
-    daemon += ["--idle-timeout", str(args.idle_timeout)]
+    if args.idle_timeout is not None:
+        daemon += ["--idle-timeout", str(args.idle_timeout)]
     profile = os.environ.get(PROFILE_ENV)
     if profile:
         daemon = ["-m", "cProfile", "-o", f"{profile}.prof", *daemon]
@@ -233,7 +236,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=["start", "stop", "idle"])
     parser.add_argument("--state-dir", type=Path, required=True)
-    parser.add_argument("--idle-timeout", type=float, default=600.0)
+    parser.add_argument("--idle-timeout", type=float, help="default: the daemon's own")
     parser.add_argument("--seconds", type=float, default=10.0, help="idle: how long to watch")
     parser.add_argument("--url", default="", help="idle: what the one client downloads")
     parser.add_argument("--out", type=Path, default=Path.cwd())
