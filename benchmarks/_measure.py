@@ -293,7 +293,9 @@ class Runner:
             return False
         if outcome.timed_out or outcome.returncode != 0:
             why = "timed out" if outcome.timed_out else f"exit status {outcome.returncode}"
-            error = f"{step.label}: {why}: {outcome.stderr_tail or '(no stderr)'}"
+            # The last line (a traceback's exception): the report's tables are one line.
+            last = outcome.stderr_tail.splitlines()[-1] if outcome.stderr_tail else "(no stderr)"
+            error = f"{step.label}: {why}: {last}"
             if result.ok:  # the first failure is the run's error
                 result.ok = False
                 result.error = error
