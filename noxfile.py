@@ -44,9 +44,11 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Run the benchmarks (issue #5); extra arguments go to benchmarks/run.py.
+    """Run the benchmarks (issues #5, #19, #20); extra arguments go to benchmarks/run.py.
 
-    ``nox -s bench -- --quick`` is a smoke run (well under a minute). The run
+    ``nox -s bench -- --quick`` is a smoke run (well under a minute); ``nox -s
+    bench -- --scenario 1,2,7,8 --only bgtransfer`` measures the daemon against
+    the in-process background session (every daemon it starts is stopped). The run
     installs nginx, curl, wget, aria2 and GNU time with apt-get when they are missing
     and it may (root or passwordless sudo); a contender whose tool is still missing
     is reported as "not available". matplotlib (the plot) and pyinstrument

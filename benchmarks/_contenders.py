@@ -21,6 +21,7 @@ __all__ = [
     "bgtransfer",
     "bgtransfer_queue",
     "curl",
+    "daemon_idle",
     "wget",
 ]
 
@@ -46,6 +47,16 @@ def _client_args(ctx: RunContext) -> list[str]:
     ]
 
 
+def _daemon_steps(ctx: RunContext, timed: list[Step], *, warm: bool = True) -> list[Step]:
+    """``timed`` between an untimed start of the run's daemon (``warm``; else the
+    first client launches it on demand, inside the measured time) and its stop,
+    which runs whatever happened (``clients/bgtransfer_daemon.py``)."""
+    control = [ctx.python, str(CLIENTS / "bgtransfer_daemon.py")]
+    state = ["--state-dir", str(ctx.scratch / "state")]
+    start = [Step("daemon-start", [*control, "start", *state], timed=False)] if warm else []
+    return [*start, *timed, Step("daemon-stop", [*control, "stop", *state], cleanup=True)]
+
+
 def bgtransfer(
     session: str,
     *,
@@ -53,19 +64,34 @@ def bgtransfer(
     segments: int = 1,
     enqueue: str = "each",
     name: str | None = None,
+    cold: bool = False,
 ) -> Contender:
-    """bgtransfer through its public API (``clients/bgtransfer_get.py``)."""
+    """bgtransfer through its public API (``clients/bgtransfer_get.py``); ``session``
+    "daemon" runs the tasks in a daemon the run starts first (untimed) or, ``cold``,
+    one the client launches on demand (timed)."""
 
     def steps(ctx: RunContext) -> list[Step]:
         argv = [ctx.python, str(CLIENTS / "bgtransfer_get.py"), *_client_args(ctx)]
         argv += ["--session", session, "--events", events, "--enqueue", enqueue]
-        if session == "background":
+        if session != "ephemeral":
             argv += ["--state-dir", str(ctx.scratch / "state")]
         if segments > 1:
             argv += ["--segments", str(segments)]
+        if session == "daemon":
+            return _daemon_steps(ctx, [Step("run", argv)], warm=not cold)
         return [Step("run", argv)]
 
-    opened = "Session()" if session == "ephemeral" else 'Session("bench.bg", state_dir=<fresh>)'
+    opened = {
+        "ephemeral": "Session()",
+        "background": 'Session("bench.bg", state_dir=<fresh>)',
+        "daemon": 'Session("bench.bg", state_dir=<fresh>, daemon=True)',
+    }[session]
+    if session == "daemon":
+        opened = (
+            "the daemon launched on demand by the client (inside the time), then " + opened
+            if cold
+            else "a daemon started and answering before the clock starts, then " + opened
+        )
     call = f"download(url, dest, segments={segments})" if segments > 1 else "download(url, dest)"
     wait = "every event of task.events()" if events == "all" else "task.wait()"
     if enqueue == "many":
@@ -73,7 +99,8 @@ def bgtransfer(
         label = name or f"bgtransfer ({session}, download_many)"
     else:
         how = f"one {call} per file"
-        label = name or f"bgtransfer ({session}{f', {segments} segments' if segments > 1 else ''})"
+        extra = f", {segments} segments" if segments > 1 else ", cold start" if cold else ""
+        label = name or f"bgtransfer ({session}{extra})"
     return Contender(
         name=label,
         steps=steps,
@@ -244,8 +271,10 @@ def aria2c(*, split: int = 1) -> Contender:
     )
 
 
-def bgtransfer_queue() -> Contender:
-    """Scenario 4: queue many tasks, kill the process, reopen and list (two processes)."""
+def bgtransfer_queue(*, daemon: bool = False) -> Contender:
+    """Scenario 4: queue many tasks, kill the process, reopen and list (two processes).
+    ``daemon``, scenario 7: the same through a daemon started first, with one
+    ``download_many``, and each client leaves its session (the tasks stay in the daemon)."""
 
     def steps(ctx: RunContext) -> list[Step]:
         script = str(CLIENTS / "bgtransfer_queue.py")
@@ -253,16 +282,53 @@ def bgtransfer_queue() -> Contender:
             *("--state-dir", str(ctx.scratch / "state"), "--count", str(ctx.job.queue_count)),
             *("--url-base", ctx.job.urls[0]),
         ]
-        return [
-            Step("enqueue", [ctx.python, script, "enqueue", *common, "--out", str(ctx.out)]),
+        if daemon:
+            common += ["--daemon", "--exit", "close"]
+        enqueue = ["--enqueue", "many"] if daemon else []
+        queued = [
+            Step(
+                "enqueue", [ctx.python, script, "enqueue", *common, *enqueue, "--out", str(ctx.out)]
+            ),
             Step("reopen", [ctx.python, script, "reopen", *common]),
         ]
+        return _daemon_steps(ctx, queued) if daemon else queued
 
+    if daemon:
+        return Contender(
+            name="bgtransfer (daemon)",
+            steps=steps,
+            flags='a daemon started before the clock; Session("bench.bg", state_dir=<fresh>, '
+            "daemon=True), max_connections_per_host=1; one download_many() of N requests to a "
+            "host that accepts and never answers (the first task holds the only connection, "
+            "the rest stay queued in the daemon); leave the session; then a new process: "
+            "Session(..., daemon=True) and session.tasks()",
+            python=True,
+        )
     return Contender(
         name="bgtransfer (background)",
         steps=steps,
         flags='Session("bench.bg", state_dir=<fresh>), max_connections_per_host=1; '
         "N x download() to a host that accepts and never answers; os._exit; then a new "
         "process: Session(...) and session.tasks()",
+        python=True,
+    )
+
+
+def daemon_idle() -> Contender:
+    """Scenario 8: a started daemon watched while idle, before and after one client."""
+
+    def steps(ctx: RunContext) -> list[Step]:
+        control = [ctx.python, str(CLIENTS / "bgtransfer_daemon.py")]
+        argv = [*control, "idle", "--state-dir", str(ctx.scratch / "state")]
+        argv += ["--seconds", f"{ctx.job.idle_s:g}", "--url", ctx.job.urls[0]]
+        return _daemon_steps(ctx, [Step("idle", [*argv, "--out", str(ctx.out)])])
+
+    return Contender(
+        name="bgtransfer (daemon)",
+        steps=steps,
+        flags="bgtransfer daemon (default --idle-timeout: its idle timer armed), started and "
+        "answering; 1 s pause, then CPU time (/proc/<pid>/stat utime+stime), context "
+        "switches of all its threads and VmRSS over the interval; then one client "
+        "(Session(..., daemon=True), one 16 KiB download, leave) and the same again",
         python=True,
     )

@@ -25,6 +25,7 @@ suite's machine) will not reuse an inode freed in the last 30 seconds, and every
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -41,7 +42,7 @@ from _data import verify_output
 from _model import Contender, Job, RunContext, RunResult, Step
 from _servers import FileServer
 
-__all__ = ["EXIT_UNSUPPORTED", "Runner"]
+__all__ = ["DAEMON_PROFILE_ENV", "EXIT_UNSUPPORTED", "Runner"]
 
 EXIT_UNSUPPORTED = 3  # clients/_common.py: the engine cannot do this yet
 
@@ -130,13 +131,20 @@ def _numbers(report: Mapping[str, object]) -> dict[str, float]:
     }
 
 
+DAEMON_PROFILE_ENV = "BENCH_DAEMON_PROFILE"
+"""Read by ``clients/bgtransfer_daemon.py`` only: run the daemon it starts under
+cProfile, writing ``<value>.prof`` and, once it stopped, ``<value>.txt``."""
+
+
 def _profiled(step: Step, python: str, prefix: Path) -> Step:
-    """The step under pyinstrument (main thread: the event loop), if it is a Python one."""
-    if step.argv[0] != python:
-        return step
+    """The step under pyinstrument (main thread: the event loop), if it is a Python
+    one and timed; a daemon the run starts goes under cProfile (see above)."""
+    env = {**(step.env or {}), DAEMON_PROFILE_ENV: f"{prefix}-daemon"}
+    if step.argv[0] != python or not step.timed or step.cleanup:
+        return dataclasses.replace(step, env=env)
     report = f"{prefix}-{step.label}.txt"
     profiler = [python, "-m", "pyinstrument", "--renderer=text", "--show-all", "-o", report]
-    return Step(step.label, [*profiler, *step.argv[1:]], step.env)
+    return dataclasses.replace(step, argv=[*profiler, *step.argv[1:]], env=env)
 
 
 KEEP_FILES_FROM = 500
@@ -224,26 +232,18 @@ class Runner:
         walls: list[float] = []
         peaks: list[float] = []
         mark = self._server.log_mark() if self._server is not None else 0
-        for step in steps:
-            outcome = run_step(step, self._env, scratch, self._timeout, self._gnu_time)
-            walls.append(outcome.wall)
-            result.metrics.update(_numbers(outcome.report))
-            if len(steps) > 1:
-                result.metrics[f"{step.label}_wall_s"] = outcome.wall
-            if outcome.max_rss_kib is not None:
-                peaks.append(outcome.max_rss_kib / 1024)
-                if len(steps) > 1:
-                    result.metrics[f"{step.label}_peak_rss_mib"] = outcome.max_rss_kib / 1024
-            unsupported = outcome.report.get("unsupported")
-            if outcome.returncode == EXIT_UNSUPPORTED and isinstance(unsupported, str):
-                result.ok = False
-                result.unsupported = unsupported
-                return result
-            if outcome.timed_out or outcome.returncode != 0:
-                result.ok = False
-                why = "timed out" if outcome.timed_out else f"exit status {outcome.returncode}"
-                result.error = f"{step.label}: {why}: {outcome.stderr_tail or '(no stderr)'}"
-                return result
+        main = [step for step in steps if not step.cleanup]
+        try:
+            for step in main:
+                if not self._step(step, scratch, result, walls, peaks, several=len(steps) > 1):
+                    return result
+        finally:
+            # Stopping a daemon: always, even after a failure (no stray processes).
+            for step in steps:
+                if step.cleanup:
+                    self._step(step, scratch, result, walls, peaks, several=True)
+        if not result.ok:
+            return result
         if self._server is not None:  # how many connections it really used, and ranges
             result.metrics.update(self._server.requests_since(mark))
         result.metrics["wall_s"] = sum(walls)
@@ -260,6 +260,49 @@ class Runner:
         if check is not None:
             check(result, job)
         return result
+
+    def _step(
+        self,
+        step: Step,
+        scratch: Path,
+        result: RunResult,
+        walls: list[float],
+        peaks: list[float],
+        *,
+        several: bool,
+    ) -> bool:
+        """Run one step, adding its measurements to ``result``; False if it failed.
+        An untimed or cleanup step's wall time and RSS are reported under its label
+        only, not in the run's ``wall_s`` and ``peak_rss_mib``."""
+        outcome = run_step(step, self._env, scratch, self._timeout, self._gnu_time)
+        counted = step.timed and not step.cleanup
+        if counted:
+            walls.append(outcome.wall)
+        result.metrics.update(_numbers(outcome.report))
+        if several:
+            result.metrics[f"{step.label}_wall_s"] = outcome.wall
+        if outcome.max_rss_kib is not None:
+            if counted:
+                peaks.append(outcome.max_rss_kib / 1024)
+            if several:
+                result.metrics[f"{step.label}_peak_rss_mib"] = outcome.max_rss_kib / 1024
+        unsupported = outcome.report.get("unsupported")
+        if outcome.returncode == EXIT_UNSUPPORTED and isinstance(unsupported, str):
+            result.ok = False
+            result.unsupported = unsupported
+            return False
+        if outcome.timed_out or outcome.returncode != 0:
+            why = "timed out" if outcome.timed_out else f"exit status {outcome.returncode}"
+            # The last line (a traceback's exception): the report's tables are one line.
+            last = outcome.stderr_tail.splitlines()[-1] if outcome.stderr_tail else "(no stderr)"
+            error = f"{step.label}: {why}: {last}"
+            if result.ok:  # the first failure is the run's error
+                result.ok = False
+                result.error = error
+            else:
+                result.notes.append(error)
+            return False
+        return True
 
     def run_rounds(
         self,

@@ -27,7 +27,8 @@ class Job:
     per_host: int  # connections per host (origin)
     hosts: int  # distinct origins among the URLs
     segments: int = 1  # ranges per file for the segmented contenders
-    queue_count: int = 0  # scenario 4: how many tasks to queue
+    queue_count: int = 0  # scenarios 4 and 7: how many tasks to queue
+    idle_s: float = 0.0  # scenario 8: how long the daemon is watched while idle
 
     @property
     def total(self) -> int:
@@ -52,11 +53,15 @@ class RunContext:
 
 @dataclass(frozen=True)
 class Step:
-    """One process of a run (most runs are one step; scenario 4 has two)."""
+    """One process of a run (most runs are one step; scenario 4 has two). The daemon
+    contenders add an untimed step that starts the daemon and a ``cleanup`` one that
+    stops it: cleanup steps run last, whatever happened, and are not timed either."""
 
     label: str
     argv: list[str]
     env: Mapping[str, str] | None = None  # extra environment (on top of the runner's)
+    timed: bool = True  # False: its wall time and RSS are not the run's (starting a daemon)
+    cleanup: bool = False  # runs after the other steps even when one failed (stopping it)
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,9 @@ class ScenarioSummary:
         job = self.job
         if job.queue_count:
             return f"{job.queue_count:,} tasks queued behind 1 connection per host"
+        if job.idle_s:
+            kib = job.expected[0].size // 1024 if job.expected else 0
+            return f"{job.idle_s:g} s idle, before and after one client's {kib} KiB download"
         files = len(job.expected)
         size = job.total_bytes / 2**20
         per_file = job.expected[0].size / 2**10 if files else 0
@@ -203,6 +206,7 @@ def _scenario_markdown(table: ScenarioSummary) -> list[str]:
         f"* {s.name}: {s.status}" for s in table.contenders if s.status != "ok" and s.ok_runs > 0
     ]
     notes = sorted({f"* {s.name}: {n}" for s in table.contenders for r in s.runs for n in r.notes})
+    notes += [f"* {note}" for note in scenario.notes]
     if problems or notes:
         lines += ["", *problems, *notes]
     return [*lines, ""]

@@ -1,5 +1,6 @@
-"""The six scenarios of issue #5: their files, contenders, references and targets
-(those of issue #5, and the speed targets of issue #19)."""
+"""The scenarios: issue #5's six, with their files, contenders, references and
+targets (those of issue #5, and the speed targets of issue #19), and the daemon's of
+issue #20 (daemon contenders in scenarios 1 and 2; scenarios 7 and 8)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from _contenders import (
     bgtransfer,
     bgtransfer_queue,
     curl,
+    daemon_idle,
     wget,
 )
 from _data import SourceStore
@@ -34,6 +36,13 @@ BACKGROUND = "bgtransfer (background)"
 BACKGROUND_BATCH = "bgtransfer (background, download_many)"
 NO_EVENTS = "bgtransfer (no events)"
 EVERY_EVENT = "bgtransfer (every event)"
+DAEMON = "bgtransfer (daemon)"  # a warm daemon: started before the clock
+DAEMON_BATCH = "bgtransfer (daemon, download_many)"
+DAEMON_COLD = "bgtransfer (daemon, cold start)"  # launched on demand, inside the time
+# Waiting through each task's event stream (the attach stream) instead of one
+# wait request per task: 2,000 concurrent task.wait() through the daemon fail here.
+BACKGROUND_EVENTS = "bgtransfer (background, every event)"
+DAEMON_EVENTS = "bgtransfer (daemon, every event)"
 JOURNAL_MISSING = "journal not available yet"
 
 
@@ -48,12 +57,19 @@ class Sizes:
     mid_size: int = 10 * MIB
     hosts: int = 4
     queued: int = 10_000
+    idle_s: float = 10.0  # scenario 8: how long the idle daemon is watched
     timeout: float = 600.0
 
     @classmethod
     def quick(cls) -> Sizes:
         return cls(
-            big=32 * MIB, small_count=200, mid_count=20, mid_size=MIB, queued=1000, timeout=60.0
+            big=32 * MIB,
+            small_count=200,
+            mid_count=20,
+            mid_size=MIB,
+            queued=1000,
+            idle_s=3.0,
+            timeout=60.0,
         )
 
 
@@ -156,6 +172,27 @@ def _many_small() -> list[Contender]:
     ]
 
 
+# The daemon's own peak RSS (VmHWM when it is stopped); the client's is "peak RSS".
+DAEMON_RSS = Column("daemon_peak_rss_mib", "daemon peak RSS (MiB)", 0)
+
+
+def _with_daemon(contenders: list[Contender], *, batch: bool = False) -> list[Contender]:
+    """Issue #20: the same job through a daemon, warm (the headline) and cold, right
+    after the in-process background session(s)."""
+    daemon = [bgtransfer("daemon")]
+    if batch:
+        daemon.append(bgtransfer("daemon", enqueue="many"))
+    daemon.append(bgtransfer("daemon", cold=True))
+    if batch:
+        daemon += [
+            bgtransfer("background", events="all", name=BACKGROUND_EVENTS),
+            bgtransfer("daemon", events="all", name=DAEMON_EVENTS),
+        ]
+    names = [c.name for c in contenders]
+    at = max(names.index(n) for n in (BACKGROUND, BACKGROUND_BATCH) if n in names) + 1
+    return [*contenders[:at], *daemon, *contenders[at:]]
+
+
 def _big(setup: Setup, *, per_host: int, segments: int = 1) -> Job:
     source = setup.store.file("big.bin", setup.sizes.big)
     setup.server.publish(source)
@@ -211,6 +248,18 @@ def _queue(setup: Setup) -> Job:
     )
 
 
+def _idle(setup: Setup) -> Job:
+    source = setup.store.file("idle/i.bin", setup.sizes.small_size)
+    setup.server.publish(source)
+    return Job(
+        urls=(setup.server.url(source.name),),
+        expected=(source,),
+        per_host=1,
+        hosts=1,
+        idle_s=setup.sizes.idle_s,
+    )
+
+
 def _check_queue(result: RunResult, job: Job) -> None:
     """Scenario 4: every task queued; the reopen counts only if it found them all."""
     metrics = result.metrics
@@ -235,9 +284,10 @@ SCENARIOS: dict[int, Scenario] = {
         Scenario(
             number=1,
             title="one 1 GiB file (throughput, peak RSS)",
-            contenders=_single_connection,
+            contenders=lambda: _with_daemon(_single_connection()),
             build=lambda setup: _big(setup, per_host=1),
-            columns=BYTES_COLUMNS,
+            references=(FLOOR, PLAIN, "curl", "aria2c", BACKGROUND),
+            columns=(*BYTES_COLUMNS, DAEMON_RSS),
             targets=(
                 *(Target(c, "wall_s", 1.15, FLOOR) for c in (EPHEMERAL, BACKGROUND)),
                 # Issue #19 replaced issue #5's 0.6x curl: no slower than curl.
@@ -246,14 +296,16 @@ SCENARIOS: dict[int, Scenario] = {
                     Target(c, "peak_rss_mib", 80, label=f"{c}: peak RSS < 80 MiB")
                     for c in (EPHEMERAL, BACKGROUND)
                 ),
+                Target(DAEMON, "wall_s", 1.05, BACKGROUND, issue=20),
             ),
         ),
         Scenario(
             number=2,
             title="2,000 files of 16 KiB from one host, per-host limit 6 (files per second)",
-            contenders=_many_small,
+            contenders=lambda: _with_daemon(_many_small(), batch=True),
             build=_small,
-            columns=FILES_COLUMNS,
+            references=(FLOOR, PLAIN, "curl", "aria2c", BACKGROUND),
+            columns=(*FILES_COLUMNS, DAEMON_RSS),
             # Issue #19: the aria2c ratios are information, no longer a target (0.75x
             # aria2c is out of reach on aiohttp, see docs/benchmarks.md).
             targets=(
@@ -263,6 +315,9 @@ SCENARIOS: dict[int, Scenario] = {
                     for c in (BACKGROUND, BACKGROUND_BATCH)
                     for base in (FLOOR, PLAIN)
                 ),
+                Target(DAEMON, "wall_s", 1.3, BACKGROUND, issue=20),
+                Target(DAEMON_BATCH, "wall_s", 1.3, BACKGROUND_BATCH, issue=20),
+                Target(DAEMON_EVENTS, "wall_s", 1.3, BACKGROUND_EVENTS, issue=20),
             ),
         ),
         Scenario(
@@ -339,6 +394,66 @@ SCENARIOS: dict[int, Scenario] = {
             ),
             plot_versus=NO_EVENTS,
             plot_metrics=("elapsed_s",),
+        ),
+        Scenario(
+            number=7,
+            title="10,000 tasks through the daemon: enqueue, then a new client lists them",
+            contenders=lambda: [bgtransfer_queue(daemon=True)],
+            build=_queue,
+            primary="enqueue_s",
+            references=(),
+            columns=(
+                Column("enqueue_s", "enqueue (s)"),
+                Column("open_s", "first attach (s)"),
+                Column("reopen_list_s", "attach + list (s)"),
+                Column("listed", "tasks listed", 0),
+                Column("enqueue_peak_rss_mib", "client peak RSS (MiB)", 0),
+                DAEMON_RSS,
+                Column("daemon_start_s", "daemon start (s)"),
+            ),
+            targets=(
+                Target(DAEMON, "enqueue_s", 2.0, label="enqueue 10,000 tasks < 2 s", issue=20),
+                Target(
+                    DAEMON, "reopen_list_s", 0.5, label="a new client lists them < 0.5 s", issue=20
+                ),
+            ),
+            plot_versus=None,
+            plot_metrics=("enqueue_s", "reopen_list_s"),
+            check=_check_queue,
+        ),
+        Scenario(
+            number=8,
+            title="an idle daemon: CPU time, wake-ups and resident memory",
+            contenders=lambda: [daemon_idle()],
+            build=_idle,
+            primary="served_idle_cpu_ms",
+            references=(),
+            columns=(
+                Column("idle_cpu_ms", "CPU idle, fresh (ms)", 0),
+                Column("idle_wakeups", "wake-ups, fresh", 0),
+                Column("idle_rss_mib", "RSS, fresh (MiB)", 1),
+                Column("served_idle_cpu_ms", "CPU idle, after a client (ms)", 0),
+                Column("served_idle_wakeups", "wake-ups, after a client", 0),
+                Column("served_idle_rss_mib", "RSS, after a client (MiB)", 1),
+                Column("idle_threads", "threads", 0),
+            ),
+            targets=(
+                *(
+                    Target(DAEMON, m, 10, label=f"idle daemon ({when}): CPU <= 10 ms", issue=20)
+                    for m, when in (("idle_cpu_ms", "fresh"), ("served_idle_cpu_ms", "served"))
+                ),
+                *(
+                    Target(DAEMON, m, 60, label=f"idle daemon ({when}): RSS < 60 MiB", issue=20)
+                    for m, when in (("idle_rss_mib", "fresh"), ("served_idle_rss_mib", "served"))
+                ),
+            ),
+            plot_versus=None,
+            plot_metrics=("idle_rss_mib", "served_idle_rss_mib"),
+            notes=(
+                "CPU over the idle interval is counted in clock ticks (10 ms each): 0 means "
+                "no tick was charged to the daemon; wake-ups are the context switches of all "
+                "its threads over the interval",
+            ),
         ),
     )
 }

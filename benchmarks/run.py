@@ -58,7 +58,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, 1 round (smoke run)")
     parser.add_argument(
-        "--scenario", default="1,2,3,4,5,6", help="comma-separated scenario numbers (1-6)"
+        "--scenario",
+        default=",".join(map(str, SCENARIOS)),
+        help=f"comma-separated scenario numbers (1-{max(SCENARIOS)})",
+    )
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated words: run only the contenders whose name contains one "
+        "(e.g. 'bgtransfer'; ratios to a reference left out are not shown)",
     )
     parser.add_argument("--rounds", type=int, help="rounds per scenario (default 5; quick: 1)")
     parser.add_argument(
@@ -143,6 +151,7 @@ def warm_up(runner: Runner, store: SourceStore, setup: Setup) -> None:
     python_clients = (
         bgtransfer("ephemeral"),
         bgtransfer("background"),
+        bgtransfer("daemon"),
         aiohttp_raw(),
         aiohttp_aiofiles(),
     )
@@ -221,6 +230,9 @@ def run_scenario(
     log(f"\nscenario {number}: {scenario.title}")
     job = scenario.build(setup)
     contenders = resolve(scenario.contenders(), tools)
+    words = [word.strip() for word in args.only.split(",") if word.strip()]
+    if words:
+        contenders = [c for c in contenders if any(word in c.name for word in words)]
     for contender in contenders:
         if contender.missing:
             log(f"  {contender.name}: not available ({contender.missing})")

@@ -2,7 +2,9 @@
 
 ``--session ephemeral`` uses ``Session()``; ``--session background`` uses
 ``Session(--identifier, state_dir=--state-dir)`` (the runner passes a fresh
-directory per run). Limits go to ``Configuration(max_connections_per_host=...,
+directory per run); ``--session daemon`` the same with ``daemon=True``: the tasks
+run in the state directory's daemon (one the runner started, or one this client
+launches on demand). Limits go to ``Configuration(max_connections_per_host=...,
 max_concurrent_transfers=...)``; everything else is the default configuration.
 
 ``--events none`` awaits ``task.wait()`` for every task; ``--events all`` opens
@@ -17,7 +19,7 @@ per URL (``--enqueue each``, a commit each).
 without that keyword makes this client exit with ``EXIT_UNSUPPORTED``.
 
 Usage: ``python bgtransfer_get.py --urls LIST --out DIR --per-host N --total N
-[--session ephemeral|background --state-dir DIR] [--events none|all] [--enqueue each|many]
+[--session ephemeral|background|daemon --state-dir DIR] [--events none|all] [--enqueue each|many]
 [--segments N]``
 """
 
@@ -58,8 +60,13 @@ def make_session(args: argparse.Namespace) -> Session:
     if args.session == "ephemeral":
         return Session(config=config)
     if args.state_dir is None:
-        raise SystemExit("--session background needs --state-dir")
-    return Session(args.identifier, config=config, state_dir=args.state_dir)
+        raise SystemExit(f"--session {args.session} needs --state-dir")
+    return Session(
+        args.identifier,
+        config=config,
+        state_dir=args.state_dir,
+        daemon=args.session == "daemon",
+    )
 
 
 async def start(session: Session, url: str, out: Path, segments: int) -> DownloadTask:
@@ -121,7 +128,9 @@ async def main(args: argparse.Namespace) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_transfer_arguments(parser)
-    parser.add_argument("--session", choices=["ephemeral", "background"], default="ephemeral")
+    parser.add_argument(
+        "--session", choices=["ephemeral", "background", "daemon"], default="ephemeral"
+    )
     parser.add_argument("--identifier", default="bench.bg")
     parser.add_argument("--state-dir", type=Path)
     parser.add_argument("--events", choices=["none", "all"], default="none")

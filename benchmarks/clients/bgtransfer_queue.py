@@ -10,13 +10,20 @@ process at once with ``os._exit`` (``--exit kill``, the default: the app is
 killed while its tasks wait, which is what a background session's journal is
 for) or by leaving the session (``--exit close``, which cancels the tasks).
 
+``--daemon`` does the same through the state directory's daemon
+(``Session(..., daemon=True)``, scenario 7; the runner starts the daemon before):
+``--enqueue many`` makes the tasks with one ``download_many`` call (one request to
+the daemon) instead of one ``download()`` each, and ``--exit close`` leaves the
+session (the tasks go on in the daemon; the lease ends before the process does, so
+the next client can attach at once).
+
 ``reopen`` opens the same session in a new process and lists its tasks; it
 reports the time to open the session and to list, and how many tasks it found.
 With no journal, a new process finds none (the runner then says "journal not
 available yet").
 
 Usage: ``python bgtransfer_queue.py enqueue|reopen --state-dir DIR --count N
-[--url-base URL --out DIR]``
+[--url-base URL --out DIR] [--daemon] [--enqueue each|many] [--exit kill|close]``
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from pathlib import Path
 
 from _common import report
 
-from bgtransfer import Configuration, Session
+from bgtransfer import Configuration, DownloadRequest, Session
 
 CONFIG = Configuration(max_connections_per_host=1, max_concurrent_transfers=1)
 
@@ -57,11 +64,22 @@ def leave(args: argparse.Namespace) -> None:
         os._exit(0)
 
 
+def open_session(args: argparse.Namespace) -> Session:
+    return Session(args.identifier, config=CONFIG, state_dir=args.state_dir, daemon=args.daemon)
+
+
 async def enqueue(args: argparse.Namespace) -> None:
     opened = time.perf_counter()
-    async with Session(args.identifier, config=CONFIG, state_dir=args.state_dir) as session:
+    async with open_session(args) as session:
         started = time.perf_counter()
-        for index in range(args.count):
+        if args.enqueue == "many":
+            await session.download_many(
+                [
+                    DownloadRequest(url_of(args.url_base, index), args.out / f"q{index:05d}.bin")
+                    for index in range(args.count)
+                ]
+            )
+        for index in range(args.count if args.enqueue == "each" else 0):
             await session.download(url_of(args.url_base, index), args.out / f"q{index:05d}.bin")
         enqueued = time.perf_counter()
         statistics = session.statistics()
@@ -79,7 +97,7 @@ async def enqueue(args: argparse.Namespace) -> None:
 
 async def reopen(args: argparse.Namespace) -> None:
     started = time.perf_counter()
-    async with Session(args.identifier, config=CONFIG, state_dir=args.state_dir) as session:
+    async with open_session(args) as session:
         opened = time.perf_counter()
         tasks = session.tasks()
         listed = time.perf_counter()
@@ -106,6 +124,8 @@ def main() -> None:
     parser.add_argument("--url-base", default="")
     parser.add_argument("--out", type=Path, default=Path.cwd())
     parser.add_argument("--exit", choices=["kill", "close"], default="kill")
+    parser.add_argument("--daemon", action="store_true", help="through the daemon")
+    parser.add_argument("--enqueue", choices=["each", "many"], default="each")
     args = parser.parse_args()
     asyncio.run(enqueue(args) if args.action == "enqueue" else reopen(args))
 
