@@ -1,6 +1,6 @@
 """The daemon's client: a :class:`~bgtransfer._engine.backend.TaskBackend` over
-the daemon's socket, and the start-up that connects (launching the daemon on
-demand) and attaches.
+the daemon's socket, and the start-up that connects (``connection.py``, which
+launches the daemon on demand) and attaches.
 
 The client keeps a snapshot of every task, current from the attachment's event
 stream, so the sync queries (``task``, ``tasks``, ``statistics``) never touch
@@ -15,9 +15,6 @@ import asyncio
 import contextlib
 import json
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -34,9 +31,7 @@ from .._core.resume_data import ResumeData
 from .._core.states import Input, transition
 from .._core.supervisor import SupervisorStatistics
 from .._core.wire import (
-    PROTOCOL_VERSION,
     decode_event,
-    decode_exception,
     decode_statistics,
     encode_config,
     encode_request,
@@ -45,17 +40,12 @@ from .._core.wire import (
 from .._engine.backend import TaskSnapshot
 from .._engine.hub import EventHub, EventStream, snapshot_progress
 from .._exceptions import DaemonError, SessionClosedError
-from .._io.files import make_private_dir
-from .paths import log_path, socket_path
-from .server import LEASE_HEADER, PROTOCOL_HEADER
+from .connection import BASE, HEADERS, connect, daemon_error
+from .protocol import LEASE_HEADER
 
-__all__ = ["DaemonBackend", "DaemonStartup", "hello", "open_daemon_backend"]
+__all__ = ["DaemonBackend", "DaemonStartup", "open_daemon_backend"]
 
-LAUNCH_TIMEOUT: Final = 20.0  # seconds a launched daemon may take to answer
 CLOSE_BOUND: Final = 10.0  # seconds closing may wait for the answers of commands sent
-_BASE: Final = "http://bgtransfer"  # the host is ignored on a Unix socket
-_HEADERS: Final = {PROTOCOL_HEADER: str(PROTOCOL_VERSION)}
-_children: list[subprocess.Popen[bytes]] = []  # launched daemons, reaped when they exit
 
 
 def open_daemon_backend(
@@ -66,95 +56,6 @@ def open_daemon_backend(
     ``default``: ``state_dir`` is the default one (the socket may then live in
     ``$XDG_RUNTIME_DIR``)."""
     return DaemonStartup(identifier, state_dir=state_dir, config=config, default=default)
-
-
-def _connector(path: Path) -> aiohttp.UnixConnector:
-    return aiohttp.UnixConnector(path=str(path), limit=0)
-
-
-async def hello(http: aiohttp.ClientSession) -> dict[str, Any]:
-    """The daemon's hello; :class:`DaemonError` naming both versions on a mismatch."""
-    async with http.get(_BASE + "/v1/hello", headers=_HEADERS) as response:
-        body = await response.json(content_type=None)
-    if response.status != 200:
-        error = _daemon_error(body)
-        raise DaemonError(f"the daemon refused this client: {error}") from error
-    if body.get("protocol") != PROTOCOL_VERSION:
-        raise DaemonError(
-            f"protocol version mismatch: this client speaks version {PROTOCOL_VERSION}, "
-            f"the daemon (bgtransfer {body.get('version')}) speaks version {body.get('protocol')}"
-        )
-    return dict(body)
-
-
-def _daemon_error(body: object) -> Exception:
-    error = body.get("error") if isinstance(body, dict) else None
-    if error is None:
-        return DaemonError(f"the daemon answered {body!r}")
-    return decode_exception(error)
-
-
-async def connect(
-    state_dir: Path, *, default: bool
-) -> tuple[aiohttp.ClientSession, dict[str, Any]]:
-    """A client session to ``state_dir``'s daemon and its hello, launching the
-    daemon when nothing answers (two clients doing so at once: one daemon)."""
-    path = socket_path(state_dir, default=default)
-    http = aiohttp.ClientSession(connector=_connector(path), timeout=aiohttp.ClientTimeout())
-    try:
-        try:
-            return http, await hello(http)
-        except (aiohttp.ClientConnectionError, OSError):
-            pass  # nothing answers: launch one
-        process = await asyncio.to_thread(_launch, state_dir, default)
-        deadline = time.monotonic() + LAUNCH_TIMEOUT
-        delay = 0.005
-        while True:
-            try:
-                return http, await hello(http)
-            except (aiohttp.ClientConnectionError, OSError) as exc:
-                status = process.poll()
-                if status not in (None, 0) or time.monotonic() > deadline:
-                    why = f"exited with status {status}" if status else "did not answer in time"
-                    raise DaemonError(
-                        f"the bgtransfer daemon for {state_dir} {why} "
-                        f"(socket {path}; its log: {log_path(state_dir)})"
-                    ) from exc
-                # Bounded wait for the daemon's socket to answer (a fresh
-                # interpreter takes a few hundred ms): short, growing pauses.
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.05)
-    except BaseException:
-        await http.close()
-        raise
-
-
-def _launch(state_dir: Path, default: bool) -> subprocess.Popen[bytes]:
-    """``python -m bgtransfer daemon`` detached: its own session, no terminal,
-    stdin from /dev/null, output to the state dir's ``daemon.log``, no
-    inherited descriptors."""
-    for child in list(_children):
-        if child.poll() is not None:
-            _children.remove(child)
-    make_private_dir(state_dir)
-    command = [sys.executable, "-m", "bgtransfer", "daemon"]
-    if not default:
-        command += ["--state-dir", str(state_dir)]
-    fd = os.open(log_path(state_dir), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-    try:
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=fd,
-            stderr=fd,
-            close_fds=True,
-            start_new_session=True,
-            cwd="/",
-        )
-    finally:
-        os.close(fd)
-    _children.append(process)
-    return process
 
 
 class DaemonStartup:
@@ -206,8 +107,8 @@ class DaemonBackend:
         self._http = http
         self._identifier = identifier
         self._config = config
-        self._prefix = f"{_BASE}/v1/sessions/{identifier}"
-        self._headers = dict(_HEADERS)
+        self._prefix = f"{BASE}/v1/sessions/{identifier}"
+        self._headers = dict(HEADERS)
         self._directory = Path()
         self._snapshots: dict[int, TaskSnapshot] = {}
         self._progress: dict[int, ProgressEvent] = {}
@@ -236,7 +137,7 @@ class DaemonBackend:
                 answer = await response.json(content_type=None)
             finally:
                 response.release()
-            raise _daemon_error(answer)
+            raise daemon_error(answer)
         self._response = response
         while True:
             line = await self._line(response)
@@ -352,7 +253,7 @@ class DaemonBackend:
                 f"session {self._identifier!r}: the daemon's connection was lost ({exc})"
             ) from exc
         if response.status != 200:
-            raise _daemon_error(answer)
+            raise daemon_error(answer)
         if "statistics" in answer:
             self._statistics = decode_statistics(answer["statistics"])
         return dict(answer)
@@ -379,7 +280,7 @@ class DaemonBackend:
         ) as response:
             answer = await response.json(content_type=None)
         if response.status != 200:
-            raise _daemon_error(answer)
+            raise daemon_error(answer)
         return dict(answer)
 
     def _task_answer(self, answer: dict[str, Any]) -> TaskSnapshot:

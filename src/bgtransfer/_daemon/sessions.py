@@ -1,0 +1,192 @@
+"""The sessions a daemon serves: opened, watched and closed, each in a runner task of its own.
+
+Each session is opened with the same start-up path as an in-process one
+(:func:`~bgtransfer._engine.startup.open_backend`), held while a client is
+attached or a task runs, and closed (its journal recording where the tasks
+stand) when neither is true. ``server.py`` routes requests to them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import anyio
+import attrs
+
+from .._core.config import Configuration
+from .._core.states import TaskState
+from .._core.wire import decode_config, encode_config
+from .._engine.local import LocalBackend
+from .._engine.startup import BackendStartup, open_backend
+from .._exceptions import SessionClosedError
+from .._io.journal import JOURNAL_NAME
+
+__all__ = ["CONFIG_NAME", "LIVE", "Served", "SessionTable"]
+
+CONFIG_NAME: Final = "daemon-session.json"  # a session's configuration, without secrets
+LIVE: Final = (TaskState.RUNNING, TaskState.CANCELING)
+
+log = logging.getLogger("bgtransfer.daemon")
+
+
+@attrs.define(eq=False)
+class Served:
+    """One session the daemon holds open."""
+
+    identifier: str
+    startup: BackendStartup
+    backend: LocalBackend
+    config: Configuration  # the client's (secret headers included, in memory only)
+    lease: str | None = None
+    client_pid: int | None = None
+    runner: asyncio.Task[Any] | None = None  # the task that opened it, and closes it
+    monitor: asyncio.Task[None] | None = None
+    attachment: asyncio.Task[Any] | None = None  # the attach request's handler
+    streams: set[asyncio.Task[Any]] = attrs.Factory(set)  # the lease's event streams
+    closing: asyncio.Event = attrs.Factory(asyncio.Event)
+
+    def activity(self) -> None:
+        """Tasks were submitted, suspended or resumed."""
+
+    def acknowledged(self, task_ids: Sequence[int]) -> None:
+        """The application acknowledged these tasks' terminal events."""
+
+
+class SessionTable:
+    """The open sessions of one state directory, by identifier.
+
+    ``changed`` is called whenever a session closes (the daemon's idle timer)."""
+
+    def __init__(self, state_dir: Path, *, changed: Callable[[], None]) -> None:
+        self.state_dir = state_dir
+        self.open: dict[str, Served] = {}
+        self.lock = asyncio.Lock()  # one session opens or closes at a time
+        self._changed = changed
+        self._monitors: set[asyncio.Task[None]] = set()
+
+    def get(self, identifier: str) -> Served | None:
+        return self.open.get(identifier)
+
+    def __bool__(self) -> bool:
+        return bool(self.open)
+
+    async def reopen_all(self) -> None:
+        """Every session of the state dir whose journal has tasks still running."""
+        if not self.state_dir.is_dir():
+            return
+        for directory in sorted(self.state_dir.iterdir()):
+            stored = directory / CONFIG_NAME
+            if not (stored.is_file() and (directory / JOURNAL_NAME).is_file()):
+                continue
+            try:
+                config = decode_config(json.loads(stored.read_text("utf-8")))
+                served = await self.open_session(directory.name, config)
+            except Exception as exc:  # one broken session never stops the others
+                log.warning("cannot reopen session %r: %s", directory.name, exc)
+                continue
+            self.watch(served)
+
+    async def close_all(self) -> None:
+        """Close every session (shutdown), and wait for those closing by themselves."""
+        for served in list(self.open.values()):
+            await self.close(served)
+        monitors = [t for t in self._monitors if t is not asyncio.current_task()]
+        if monitors:
+            await asyncio.gather(*monitors, return_exceptions=True)
+
+    async def open_session(self, identifier: str, config: Configuration) -> Served:
+        """Open the session in a task of its own: the engine's task group lives
+        in the task that entered it, and must be left by that task too."""
+        ready: asyncio.Future[Served] = asyncio.get_running_loop().create_future()
+        runner = asyncio.create_task(self._run_session(identifier, config, ready))
+        try:
+            served = await asyncio.shield(ready)
+        except BaseException:
+            if not ready.done():
+                runner.cancel()
+            raise
+        self.open[identifier] = served
+        try:
+            await anyio.to_thread.run_sync(_store_config, served.backend.directory, config)
+        except BaseException:
+            await self.close(served)
+            raise
+        log.info("session %r open (%d tasks)", identifier, len(served.backend.tasks()))
+        return served
+
+    async def _run_session(
+        self, identifier: str, config: Configuration, ready: asyncio.Future[Served]
+    ) -> None:
+        engine_config = config.replace(acknowledge="explicit", handle_sigterm=False)
+        startup = open_backend(identifier, state_dir=self.state_dir, config=engine_config)
+        try:
+            backend = await startup.__aenter__()
+        except BaseException as exc:
+            if not ready.cancelled():
+                ready.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        served = Served(identifier, startup, backend, config, runner=asyncio.current_task())
+        try:
+            ready.set_result(served)
+            await served.closing.wait()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await startup.__aexit__(None, None, None)
+
+    async def close(self, served: Served) -> None:
+        """Journal where the session's tasks stand and close it."""
+        if self.open.get(served.identifier) is served:
+            del self.open[served.identifier]
+        monitor, served.monitor = served.monitor, None
+        if monitor is not None and monitor is not asyncio.current_task():
+            monitor.cancel()
+            self._monitors.discard(monitor)
+        served.closing.set()
+        if served.runner is not None:
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait([served.runner])
+        log.info("session %r closed", served.identifier)
+        self._changed()
+
+    def watch(self, served: Served) -> None:
+        """With no client: close the session once no task runs."""
+        if served.monitor is None and served.lease is None:
+            monitor = served.monitor = asyncio.create_task(self._close_when_done(served))
+            self._monitors.add(monitor)
+            monitor.add_done_callback(self._monitors.discard)
+
+    async def _close_when_done(self, served: Served) -> None:
+        backend = served.backend
+        while served.lease is None:
+            live = [s for s in backend.tasks() if s.state in LIVE]
+            if not live:
+                break
+            try:
+                await backend.wait(live[0].id, hand_out=False, stop_when_suspended=True)
+            except SessionClosedError:
+                return
+        async with self.lock:
+            if served.lease is None and self.open.get(served.identifier) is served:
+                served.monitor = None
+                await self.close(served)
+
+
+def _store_config(directory: Path, config: Configuration) -> None:
+    """The session's configuration, without secret headers, for a restarted daemon."""
+    target = directory / CONFIG_NAME
+    temporary = directory / (CONFIG_NAME + ".tmp")
+    data = json.dumps(encode_config(config, keep_secrets=False), indent=1).encode("utf-8")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(temporary, target)
