@@ -25,7 +25,13 @@ import anyio
 import attrs
 
 from .._core.config import Configuration, HeaderPairs
-from .._core.events import ProgressEvent, TaskEvent
+from .._core.events import (
+    EventsDeliveredEvent,
+    EventsGapEvent,
+    ProgressEvent,
+    SessionEvent,
+    TaskEvent,
+)
 from .._core.request import DownloadRequest
 from .._core.resume_data import ResumeData
 from .._core.states import Input, transition
@@ -38,6 +44,7 @@ from .._core.wire import (
     snapshot_fields,
 )
 from .._engine.backend import TaskSnapshot
+from .._engine.backlog import check_cursor
 from .._engine.hub import EventHub, EventStream, snapshot_progress
 from .._exceptions import DaemonError, SessionClosedError
 from .connection import BASE, HEADERS, connect, daemon_error
@@ -122,6 +129,8 @@ class DaemonBackend:
         self._reader: asyncio.Task[None] | None = None
         self._pending: list[asyncio.Task[Any]] = []  # sync commands sent, in order
         self._closed = False
+        self._cursor: int | None = None  # the newest logged event's number seen
+        self._streams: set[_CursorStream] = set()  # streams opened with a cursor
 
     @property
     def directory(self) -> Path:
@@ -162,6 +171,7 @@ class DaemonBackend:
                 if line.get("replayed"):
                     self._replayed.add(snapshot.id)
             elif kind == "ready":
+                self._cursor = _optional_int(line.get("cursor"))
                 break
         self._reader = asyncio.create_task(self._read(response))
 
@@ -181,26 +191,39 @@ class DaemonBackend:
             while (line := await self._line(response)) is not None:
                 if line.get("type") != "event":
                     continue
-                event = decode_event(line["event"])
-                if "task" in line:
-                    self._update(TaskSnapshot(**snapshot_fields(line["task"])))
-                if "statistics" in line:
-                    self._statistics = decode_statistics(line["statistics"])
-                if isinstance(event, ProgressEvent):
-                    self._progress[event.task_id] = event
-                    current = self._snapshots.get(event.task_id)
-                    if current is not None and current.terminal is None:
-                        self._snapshots[event.task_id] = attrs.evolve(
-                            current,
-                            bytes_received=event.total_bytes_written,
-                            bytes_expected=event.total_bytes_expected,
-                        )
-                self._hub.publish(event)  # type: ignore[arg-type]
+                event = self._apply(line)
+                if isinstance(event, EventsDeliveredEvent | EventsGapEvent):
+                    continue
+                self._hub.publish(event)
         except (aiohttp.ClientError, OSError, ValueError):
             pass  # the daemon went away: as a closed session
         finally:
             self._closed = True
             self._hub.close()
+            for stream in list(self._streams):
+                stream._close()
+
+    def _apply(self, line: dict[str, Any]) -> SessionEvent:
+        """An event line of the daemon: the snapshots, statistics and cursor
+        it carries are taken in; the event is returned."""
+        event = decode_event(line["event"])
+        if "task" in line:
+            self._update(TaskSnapshot(**snapshot_fields(line["task"])))
+        if "statistics" in line:
+            self._statistics = decode_statistics(line["statistics"])
+        seq = getattr(event, "seq", None)
+        if seq is not None and (self._cursor is None or seq > self._cursor):
+            self._cursor = seq
+        if isinstance(event, ProgressEvent):
+            self._progress[event.task_id] = event
+            current = self._snapshots.get(event.task_id)
+            if current is not None and current.terminal is None:
+                self._snapshots[event.task_id] = attrs.evolve(
+                    current,
+                    bytes_received=event.total_bytes_written,
+                    bytes_expected=event.total_bytes_expected,
+                )
+        return event
 
     def _update(self, snapshot: TaskSnapshot) -> TaskSnapshot:
         current = self._snapshots.get(snapshot.id)
@@ -225,6 +248,8 @@ class DaemonBackend:
                     contextlib.suppress(Exception),
                 ):
                     await self._call_direct("/detach", None)
+            for stream in list(self._streams):
+                stream._finish()
             if self._reader is not None:
                 self._reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -361,7 +386,14 @@ class DaemonBackend:
             await self._call("/acknowledge", {"ids": [task_id]})
         return snapshot
 
-    def subscribe(self, task_id: int | None, *, follow: bool = True) -> EventStream[Any]:
+    def subscribe(
+        self, task_id: int | None, *, follow: bool = True, since: int | None = None
+    ) -> EventStream[Any]:
+        if since is not None:
+            check_cursor(since, task_id, persistent=True)  # as in-process: refused at once
+            if self._closed:
+                raise SessionClosedError(f"session {self._identifier!r} is closed")
+            return _CursorStream(self, since=since, follow=follow)
         if task_id is not None:
             self.task(task_id)  # KeyError for an id the session never had
         ids = [task_id] if task_id is not None else list(self._snapshots)
@@ -373,7 +405,9 @@ class DaemonBackend:
             if terminal is not None:
                 backlog.append(terminal)
                 replayed += tid in self._replayed
-        return self._hub.subscribe(task_id, backlog, replayed=replayed, follow=follow)
+        return self._hub.subscribe(
+            task_id, backlog, replayed=replayed, follow=follow, cursor=self._cursor
+        )
 
     async def wait_events_delivered(self) -> None:
         await self._call("/events-delivered")
@@ -391,6 +425,63 @@ class DaemonBackend:
 
     async def flush(self) -> None:
         await self._call("/flush")
+
+
+class _CursorStream(EventStream[Any]):
+    """``Session.events(since=N)`` through the daemon: the daemon's own cursor
+    stream (``POST .../events``), fed line by line into an :class:`EventStream`
+    of the client's hub, so handing out (and ``acknowledge="auto"``) works as
+    for any stream. A refusal (a wrong cursor) is raised by the first read."""
+
+    def __init__(self, backend: DaemonBackend, *, since: int, follow: bool) -> None:
+        super().__init__(backend._hub, task_id=None)
+        self._backend = backend
+        self._error: BaseException | None = None
+        backend._streams.add(self)
+        self._feeder = asyncio.get_running_loop().create_task(self._feed(since, follow))
+
+    async def _feed(self, since: int, follow: bool) -> None:
+        backend = self._backend
+        try:
+            async with backend._http.post(
+                backend._prefix + "/events",
+                json={"since": since, "follow": follow},
+                headers=backend._headers,
+            ) as response:
+                if response.status != 200:
+                    self._error = daemon_error(await response.json(content_type=None))
+                    return
+                while (line := await backend._line(response)) is not None:
+                    if line.get("type") == "event":
+                        self._push(backend._apply(line))
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            if not self._finished:
+                self._error = SessionClosedError(
+                    f"session {backend._identifier!r}: the daemon's connection was lost ({exc})"
+                )
+        finally:
+            self._close()
+            self._wakeup.set()
+
+    async def __anext__(self) -> Any:
+        try:
+            return await super().__anext__()
+        except StopAsyncIteration:
+            error, self._error = self._error, None
+            if error is not None:
+                raise error from None
+            raise
+
+    def _finish(self) -> None:
+        super()._finish()
+        self._backend._streams.discard(self)
+        self._feeder.cancel()
+
+
+def _optional_int(value: object) -> int | None:
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise DaemonError(f"the daemon sent {value!r} where a number belongs")
 
 
 def _absolute_path(path: str | os.PathLike[str]) -> str:

@@ -26,11 +26,12 @@ from typing import Any
 import anyio
 from aiohttp import web
 
-from .._core.events import EventsDeliveredEvent, ProgressEvent
+from .._core.events import EventsDeliveredEvent, EventsGapEvent, ProgressEvent, SessionEvent
 from .._core.naming import validate_identifier
 from .._core.states import TaskState
 from .._core.wire import (
     PROTOCOL_VERSION,
+    WireError,
     decode_config,
     encode_event,
     encode_snapshot,
@@ -146,6 +147,7 @@ class Daemon:
         app.router.add_post("/v1/stop", self._stop_request)
         app.router.add_post(s + "/attach", self._attach)
         app.router.add_post(s + "/detach", self._detach)
+        app.router.add_post(s + "/events", self._events)
         for path, command in COMMANDS.items():
             app.router.add_post(s + path, self._command(command))
 
@@ -272,8 +274,11 @@ class Daemon:
         served.lease = None
         served.client_pid = None
         attachment, served.attachment = served.attachment, None
-        if attachment is not None and attachment is not asyncio.current_task():
-            attachment.cancel()  # ends its stream
+        streams = [attachment, *served.streams]
+        served.streams.clear()
+        for task in streams:
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()  # ends its stream
 
     async def _detach(self, request: web.Request) -> web.Response:
         """The client leaves: its lease ends now (not when the daemon notices the
@@ -323,17 +328,38 @@ class Daemon:
                 if record is not None and record.replayed:
                     line["replayed"] = True
                 await send_line(response, line)
+            cursor = None
             async for event in stream:  # the backlog: the snapshots hold it already
                 if isinstance(event, EventsDeliveredEvent):
+                    cursor = event.cursor
                     break
-            await send_line(response, {"type": "ready"})
+            await send_line(response, {"type": "ready", "cursor": cursor})
             async for event in stream:
-                line = {"type": "event", "event": encode_event(event)}
-                if not isinstance(event, ProgressEvent):
-                    with contextlib.suppress(KeyError):
-                        line["task"] = encode_snapshot(backend.task(event.task_id))
-                    line["statistics"] = encode_statistics(backend.statistics())
-                await send_line(response, line)
+                await send_line(response, _event_line(served, event))
+        return response
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        """A session stream from a cursor (``Session.events(since=N)`` in the
+        client): the daemon's own, as in-process, one NDJSON line per event.
+        It ends with the lease (or, without ``follow``, after its
+        ``EventsDeliveredEvent``)."""
+        served = self._leased(request)
+        body = await read_body(request)
+        since = body.get("since")
+        if since is not None and (not isinstance(since, int) or isinstance(since, bool)):
+            raise WireError("'since' is not an integer")
+        stream = served.backend.subscribe(None, follow=bool(body.get("follow", True)), since=since)
+        task = asyncio.current_task()
+        assert task is not None
+        served.streams.add(task)
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        try:
+            async with stream:
+                await response.prepare(request)
+                async for event in stream:
+                    await send_line(response, _event_line(served, event))
+        finally:
+            served.streams.discard(task)
         return response
 
     # -- commands -------------------------------------------------------------------
@@ -361,6 +387,18 @@ class Daemon:
             return web.json_response(answer)
 
         return handler
+
+
+def _event_line(served: Served, event: SessionEvent) -> dict[str, Any]:
+    """An event for a client's stream; one that changes a task carries its new
+    snapshot, and the statistics."""
+    line: dict[str, Any] = {"type": "event", "event": encode_event(event)}
+    if not isinstance(event, ProgressEvent | EventsDeliveredEvent | EventsGapEvent):
+        backend = served.backend
+        with contextlib.suppress(KeyError):
+            line["task"] = encode_snapshot(backend.task(event.task_id))
+        line["statistics"] = encode_statistics(backend.statistics())
+    return line
 
 
 def _activity(state: TaskState, record: Any) -> str:
