@@ -26,6 +26,7 @@ from typing import Any
 import anyio
 from aiohttp import web
 
+from .._core.config import Configuration
 from .._core.events import EventsDeliveredEvent, EventsGapEvent, ProgressEvent, SessionEvent
 from .._core.naming import validate_identifier
 from .._core.states import TaskState
@@ -217,6 +218,7 @@ class Daemon:
                     "attached": served.lease is not None,
                     "client_pid": served.client_pid,
                     "statistics": encode_statistics(backend.statistics()),
+                    "launches": _launches(served),
                     "tasks": [
                         {**encode_snapshot(s), "activity": _activity(s.state, records.get(s.id))}
                         for s in backend.tasks()
@@ -251,13 +253,14 @@ class Daemon:
             served = sessions.get(identifier)
             if served is not None and served.lease is not None:
                 raise SessionInUseError(identifier, served.client_pid)
-            if served is not None and served.config != config:
+            if served is not None and not _same_engine(served.config, config):
                 await sessions.close(served)  # its tasks continue under the new configuration
                 served = None
             if served is None:
                 served = await sessions.open_session(identifier, config)
             lease = served.lease = secrets.token_hex(16)
             served.client_pid = pid
+            served.attached(True)
             served.attachment = asyncio.current_task()
             monitor, served.monitor = served.monitor, None
             if monitor is not None:
@@ -273,6 +276,7 @@ class Daemon:
     def _end_lease(self, served: Served) -> None:
         served.lease = None
         served.client_pid = None
+        served.attached(False)
         attachment, served.attachment = served.attachment, None
         streams = [attachment, *served.streams]
         served.streams.clear()
@@ -291,7 +295,9 @@ class Daemon:
             if served is None or served.lease is None or lease != served.lease:
                 return web.json_response({})
             self._end_lease(served)
-            if not any(s.state in LIVE for s in served.backend.tasks()):
+            if not served.launch_pending and not any(
+                s.state in LIVE for s in served.backend.tasks()
+            ):
                 await self._sessions.close(served)
                 return web.json_response({})
         self._sessions.watch(served)
@@ -387,6 +393,21 @@ class Daemon:
             return web.json_response(answer)
 
         return handler
+
+
+def _launches(served: Served) -> dict[str, Any] | None:
+    """The session's launch status (``LaunchPolicy.to_json``), with when the next
+    launch is due and why, for ``bgtransfer status``; None without a launch_command."""
+    if served.launch is None:
+        return None
+    status = served.launch.status
+    return {**status.to_json(), "due": status.due, "explain": status.explain(time.time())}
+
+
+def _same_engine(a: Configuration, b: Configuration) -> bool:
+    """The session's engine runs the same under both (``acknowledge`` is the
+    client's: the daemon's engine always acknowledges explicitly)."""
+    return a.replace(acknowledge="explicit") == b.replace(acknowledge="explicit")
 
 
 def _event_line(served: Served, event: SessionEvent) -> dict[str, Any]:

@@ -9,6 +9,7 @@ stand) when neither is true. ``server.py`` routes requests to them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -20,12 +21,15 @@ import anyio
 import attrs
 
 from .._core.config import Configuration
+from .._core.events import EventsDeliveredEvent, is_terminal
 from .._core.states import TaskState
 from .._core.wire import decode_config, encode_config
+from .._engine.hub import EventStream
 from .._engine.local import LocalBackend
 from .._engine.startup import BackendStartup, open_backend
 from .._exceptions import SessionClosedError
 from .._io.journal import JOURNAL_NAME
+from .launching import LaunchController
 
 __all__ = ["CONFIG_NAME", "LIVE", "Served", "SessionTable"]
 
@@ -50,12 +54,91 @@ class Served:
     attachment: asyncio.Task[Any] | None = None  # the attach request's handler
     streams: set[asyncio.Task[Any]] = attrs.Factory(set)  # the lease's event streams
     closing: asyncio.Event = attrs.Factory(asyncio.Event)
+    launch: LaunchController | None = None  # with a launch_command
+    latest: int = 0  # the newest terminal event's number the controller was told
+
+    @property
+    def launch_pending(self) -> bool:
+        """Events wait for the application to be launched, or its launch runs
+        (the session stays open for it, and to record how it ended)."""
+        if self.launch is None:
+            return False
+        status = self.launch.status
+        # (A task's end is told to the controller once the log holds it, a
+        # commit later: the records say at once that an event waits.)
+        return (
+            status.waiting
+            or status.running
+            or any(r.terminal is not None and not r.acked for r in self.backend.engine.records())
+        )
 
     def activity(self) -> None:
-        """Tasks were submitted, suspended or resumed."""
+        """Tasks were submitted, suspended or resumed (or one ended)."""
+        if self.launch is not None:
+            self.launch.activity(busy(self.backend))
 
     def acknowledged(self, task_ids: Sequence[int]) -> None:
         """The application acknowledged these tasks' terminal events."""
+        if self.launch is not None:
+            self.launch.acknowledged(acknowledged_cursor(self.backend, self.latest))
+
+    def attached(self, yes: bool) -> None:
+        if self.launch is not None:
+            if yes:
+                self.launch.client_attached()
+            else:
+                self.launch.client_detached()
+
+
+def busy(backend: LocalBackend) -> bool:
+    """A task of the session runs or is queued (suspended ones do not count)."""
+    statistics = backend.statistics()
+    if statistics.active or statistics.queued:
+        return True
+    # (Not counted there: tasks backing off before a retry, and those cancelling.)
+    return any(s.state in LIVE for s in backend.tasks())
+
+
+def acknowledged_cursor(backend: LocalBackend, latest: int) -> int:
+    """The launch controller's cursor: every terminal event numbered up to it is
+    acknowledged (the one below the oldest that is not, or ``latest``)."""
+    waiting = [
+        record.terminal.seq
+        for record in backend.engine.records()
+        if record.terminal is not None and not record.acked and record.terminal.seq is not None
+    ]
+    return min(waiting) - 1 if waiting else latest
+
+
+async def _launch_controller(served: Served, state_dir: Path) -> EventStream[Any]:
+    """The session's :class:`LaunchController`, restored from its last status
+    with the event log's cursors, and the stream that tells it the terminal
+    events as they are numbered (its backlog read: the cursor it ends with)."""
+    backend = served.backend
+    stream = backend.subscribe(None, follow=True)
+    async for event in stream:
+        if isinstance(event, EventsDeliveredEvent):
+            served.latest = event.cursor or 0
+            break
+    served.launch = await LaunchController.restore(
+        served.identifier,
+        state_dir=state_dir,
+        config=served.config,
+        latest=served.latest,
+        acknowledged=acknowledged_cursor(backend, served.latest),
+        busy=busy(backend),
+    )
+    return stream
+
+
+async def _tell_launches(served: Served, stream: EventStream[Any]) -> None:
+    """Each terminal event, once the log holds its number, then the activity."""
+    async with stream:
+        async for event in stream:
+            if is_terminal(event) and event.seq is not None and served.launch is not None:
+                served.latest = max(served.latest, event.seq)
+                served.launch.event_published(event.seq)
+                served.activity()
 
 
 class SessionTable:
@@ -135,8 +218,20 @@ class SessionTable:
             return
         served = Served(identifier, startup, backend, config, runner=asyncio.current_task())
         try:
-            ready.set_result(served)
-            await served.closing.wait()
+            async with contextlib.AsyncExitStack() as stack:
+                if config.launch_command is not None:
+                    stream = await _launch_controller(served, self.state_dir)
+                    assert served.launch is not None
+                    await stack.enter_async_context(served.launch)
+                    teller = asyncio.create_task(_tell_launches(served, stream))
+                    stack.callback(teller.cancel)
+                ready.set_result(served)
+                await served.closing.wait()
+        except Exception as exc:
+            if not ready.done():
+                ready.set_exception(exc)
+            else:
+                log.exception("session %r: launch events failed", identifier)
         finally:
             with anyio.CancelScope(shield=True):
                 await startup.__aexit__(None, None, None)
@@ -173,6 +268,10 @@ class SessionTable:
                 await backend.wait(live[0].id, hand_out=False, stop_when_suspended=True)
             except SessionClosedError:
                 return
+        if served.launch is not None and served.lease is None:
+            # Events wait for the application: stay open to launch it (until
+            # it acknowledges them; an attaching client cancels this wait).
+            await served.launch.wait_status(lambda _status: not served.launch_pending)
         async with self.lock:
             if served.lease is None and self.open.get(served.identifier) is served:
                 served.monitor = None
