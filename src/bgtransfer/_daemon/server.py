@@ -17,6 +17,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -40,6 +41,7 @@ from .._core.wire import (
 )
 from .._exceptions import BgTransferError, SessionClosedError, SessionInUseError
 from .._io.files import make_private_dir
+from .._io.sdlisten import inherited_listener
 from .commands import COMMANDS, Command
 from .paths import lock_path, make_socket_dir, socket_path
 from .protocol import (
@@ -81,9 +83,14 @@ class Daemon:
         socket_file: Path,
         idle_timeout: float | None = None,
         allowed_uid: int | None = None,
+        listener: socket.socket | None = None,
     ) -> None:
+        """``listener``: a listening socket at ``socket_file`` handed over by
+        systemd (socket activation), served instead of binding one; the
+        socket file is then systemd's, left in place at exit."""
         self._state_dir = state_dir
         self._socket = socket_file
+        self._listener = listener
         self._idle_timeout = idle_timeout
         self._uid = os.getuid() if allowed_uid is None else allowed_uid
         self._sessions = SessionTable(state_dir, changed=self._arm_idle)
@@ -109,13 +116,7 @@ class Daemon:
         await runner.setup()
         try:
             await self._sessions.reopen_all()
-            make_socket_dir(self._socket)
-            with contextlib.suppress(FileNotFoundError):
-                self._socket.unlink()  # a dead daemon's (we hold the lock)
-            site = web.UnixSite(runner, str(self._socket))
-            await site.start()
-            os.chmod(self._socket, 0o600)
-            log.info("listening on %s (pid %d)", self._socket, os.getpid())
+            await self._listen(runner)
             self._arm_idle()
             await self._stop.wait()
             log.info("stopping")
@@ -124,8 +125,21 @@ class Daemon:
                 await self._sessions.close_all()
             with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_BOUND):
                 await runner.cleanup()
-            with contextlib.suppress(FileNotFoundError):
-                self._socket.unlink()
+            if self._listener is None:
+                with contextlib.suppress(FileNotFoundError):
+                    self._socket.unlink()
+
+    async def _listen(self, runner: web.AppRunner) -> None:
+        if self._listener is not None:  # systemd's: bound, private, listening
+            await web.SockSite(runner, self._listener).start()
+            log.info("listening on %s (socket activation, pid %d)", self._socket, os.getpid())
+            return
+        make_socket_dir(self._socket)
+        with contextlib.suppress(FileNotFoundError):
+            self._socket.unlink()  # a dead daemon's (we hold the lock)
+        await web.UnixSite(runner, str(self._socket)).start()
+        os.chmod(self._socket, 0o600)
+        log.info("listening on %s (pid %d)", self._socket, os.getpid())
 
     def _arm_idle(self) -> None:
         if self._idle is not None:
@@ -465,9 +479,16 @@ def run_daemon(state_dir: Path, *, default: bool = False, idle_timeout: float | 
             print(f"bgtransfer daemon: already running for {state_dir}", file=sys.stderr)
             return 0
         path = socket_path(state_dir, default=default)
+        try:  # systemd's socket (bgtransfer.socket), before binding one
+            listener = inherited_listener(expected_path=path)
+        except ValueError as exc:
+            print(f"bgtransfer daemon: {exc}", file=sys.stderr)
+            return 2
 
         async def main() -> None:
-            daemon = Daemon(state_dir, socket_file=path, idle_timeout=idle_timeout)
+            daemon = Daemon(
+                state_dir, socket_file=path, idle_timeout=idle_timeout, listener=listener
+            )
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, daemon.stop)
