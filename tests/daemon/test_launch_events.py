@@ -19,10 +19,11 @@ from typing import Any
 
 import pytest
 
-from _helpers import sha256_file
+from _helpers import kill_daemon, sha256_file
 from bgtransfer import Configuration, Session
 from bgtransfer._daemon.control import daemon_status
 from bgtransfer.testing import Faults, TestServer
+from conftest import wait_daemon_gone
 
 pytestmark = pytest.mark.asyncio
 
@@ -160,6 +161,55 @@ async def test_the_seed_scenario_example_runs(
     for index in range(5):
         assert f"finished: {inbox / f'{index}.bin'}" in log
         assert sha256_file(inbox / f"{index}.bin") == server.file(f"/{index}.jpg").sha256
+
+
+async def test_a_restarted_daemon_goes_on_with_the_launch_history(
+    server: TestServer, daemon_state: Path, out_dir: Path, run_app: Any, tmp_path: Path
+) -> None:
+    """SIGKILL the daemon after a launch nobody acknowledged: the next daemon
+    reopens the session, restores its launch status (history, doubled delay)
+    and launches again for the same events."""
+    server.add_file("/a.bin", size=20_000)
+    record, config_file = tmp_path / "launched.jsonl", tmp_path / "config.json"
+    config = {
+        **FAST,
+        "launch_command": [sys.executable, str(LAUNCHED), str(record), str(config_file)],
+        "launch_delay": 0.2,
+    }
+    config_file.write_text(json.dumps(config))
+    files = [{"url": server.url("/a.bin"), "destination": str(out_dir / "a.bin")}]
+    common = {"identifier": "again", "state_dir": str(daemon_state), "config": config}
+    app = await run_app({**common, "mode": "enqueue", "files": files})
+    await app.until("created")
+    assert await app.finish() == 0
+    stored = daemon_state / "again" / "launch.json"
+    first = (await wait_launches(daemon_state, "again", ended(1)))["history"][0]
+    async with asyncio.timeout(30):  # written as soon as the launch ended
+        while True:
+            if stored.exists() and json.loads(stored.read_text())["history"][0]["ended_at"]:
+                break
+            await asyncio.sleep(0.02)  # another process's file, read as a script would
+    kill_daemon(daemon_state)
+    await wait_daemon_gone(daemon_state)
+    daemon = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bgtransfer",
+        "daemon",
+        "--state-dir",
+        str(daemon_state),
+        stdin=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        launches = await wait_launches(daemon_state, "again", ended(2))
+    finally:
+        daemon.terminate()
+        await asyncio.wait_for(daemon.wait(), 30)
+    assert launches["history"][0] == first
+    assert launches["history"][1]["cursor"] == 0
+    assert launches["launches"] >= 2
+    assert len(record.read_text().splitlines()) >= 2
 
 
 async def bgtransfer_status(state_dir: Path) -> str:
