@@ -225,3 +225,29 @@ async def bgtransfer_status(state_dir: Path) -> str:
     out, _ = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 0
     return out.decode()
+
+
+async def test_acknowledging_out_of_order_moves_the_cursor_only_past_a_complete_prefix(
+    server: TestServer, daemon_state: Path, out_dir: Path
+) -> None:
+    """The launch cursor means "every event up to here is acknowledged": an app
+    that acknowledges the second end first leaves it below the first."""
+    for name in ("a", "b"):
+        server.add_file(f"/{name}", size=10_000)
+    config = Configuration(
+        **FAST, acknowledge="explicit", launch_command=["/bin/true"], launch_delay=3600.0
+    )
+    async with Session("order", state_dir=daemon_state, config=config, daemon=True) as session:
+        first = await session.download(server.url("/a"), out_dir / "a")
+        await first.wait()
+        second = await session.download(server.url("/b"), out_dir / "b")
+        ended = await second.wait()
+        assert isinstance(ended.seq, int)
+        await wait_launches(daemon_state, "order", lambda s: s["latest"] == ended.seq)
+        await session.acknowledge(second.id)
+        launches = await wait_launches(daemon_state, "order", lambda s: True)
+        assert (launches["acknowledged"], launches["latest"]) == (0, ended.seq)
+        await session.acknowledge(first.id)
+        launches = await wait_launches(daemon_state, "order", lambda s: True)
+        assert launches["acknowledged"] == ended.seq
+        assert launches["history"] == []  # attached all along: nothing was launched

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import json
 import logging
 import os
@@ -56,6 +57,8 @@ class Served:
     closing: asyncio.Event = attrs.Factory(asyncio.Event)
     launch: LaunchController | None = None  # with a launch_command
     latest: int = 0  # the newest terminal event's number the controller was told
+    # (seq, task id) of the terminal events told and maybe not acknowledged: a heap
+    unacked: list[tuple[int, int]] = attrs.Factory(list)
 
     @property
     def launch_pending(self) -> bool:
@@ -80,7 +83,28 @@ class Served:
     def acknowledged(self, task_ids: Sequence[int]) -> None:
         """The application acknowledged these tasks' terminal events."""
         if self.launch is not None:
-            self.launch.acknowledged(acknowledged_cursor(self.backend, self.latest))
+            self.launch.acknowledged(self._acknowledged_cursor())
+
+    def told(self, seq: int, task_id: int) -> None:
+        """The controller was told the terminal event ``seq`` of ``task_id``."""
+        self.latest = max(self.latest, seq)
+        heapq.heappush(self.unacked, (seq, task_id))
+
+    def _acknowledged_cursor(self) -> int:
+        """The controller's cursor: every terminal event numbered up to it is
+        acknowledged (the one below the oldest that is not, or ``latest``):
+        amortised O(log n) per acknowledgement, from the heap of those told."""
+        records = self.backend.engine
+        while self.unacked:
+            seq, task_id = self.unacked[0]
+            try:
+                acked = records.record(task_id).acked
+            except KeyError:  # forgotten: acknowledged
+                acked = True
+            if not acked:
+                return seq - 1
+            heapq.heappop(self.unacked)
+        return self.latest
 
     def attached(self, yes: bool) -> None:
         if self.launch is not None:
@@ -99,24 +123,15 @@ def busy(backend: LocalBackend) -> bool:
     return any(s.state in LIVE for s in backend.tasks())
 
 
-def acknowledged_cursor(backend: LocalBackend, latest: int) -> int:
-    """The launch controller's cursor: every terminal event numbered up to it is
-    acknowledged (the one below the oldest that is not, or ``latest``)."""
-    waiting = [
-        record.terminal.seq
-        for record in backend.engine.records()
-        if record.terminal is not None and not record.acked and record.terminal.seq is not None
-    ]
-    return min(waiting) - 1 if waiting else latest
-
-
 async def _launch_controller(served: Served, state_dir: Path) -> EventStream[Any]:
     """The session's :class:`LaunchController`, restored from its last status
     with the event log's cursors, and the stream that tells it the terminal
     events as they are numbered (its backlog read: the cursor it ends with)."""
     backend = served.backend
     stream = backend.subscribe(None, follow=True)
-    async for event in stream:
+    async for event in stream:  # (the backlog: every task's end not acknowledged)
+        if is_terminal(event) and event.seq is not None:
+            served.told(event.seq, event.task_id)
         if isinstance(event, EventsDeliveredEvent):
             served.latest = event.cursor or 0
             break
@@ -125,7 +140,7 @@ async def _launch_controller(served: Served, state_dir: Path) -> EventStream[Any
         state_dir=state_dir,
         config=served.config,
         latest=served.latest,
-        acknowledged=acknowledged_cursor(backend, served.latest),
+        acknowledged=served._acknowledged_cursor(),
         busy=busy(backend),
     )
     return stream
@@ -136,7 +151,7 @@ async def _tell_launches(served: Served, stream: EventStream[Any]) -> None:
     async with stream:
         async for event in stream:
             if is_terminal(event) and event.seq is not None and served.launch is not None:
-                served.latest = max(served.latest, event.seq)
+                served.told(event.seq, event.task_id)
                 served.launch.event_published(event.seq)
                 served.activity()
 
