@@ -1,6 +1,6 @@
 """The daemon's client: a :class:`~bgtransfer._engine.backend.TaskBackend` over
-the daemon's socket, and the start-up that connects (``connection.py``, which
-launches the daemon on demand) and attaches.
+the daemon's socket (``startup.py`` connects, launching the daemon on demand,
+and attaches it).
 
 The client keeps a snapshot of every task, current from the attachment's event
 stream, so the sync queries (``task``, ``tasks``, ``statistics``) never touch
@@ -17,7 +17,6 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final
 
 import aiohttp
@@ -47,64 +46,13 @@ from .._engine.backend import TaskSnapshot
 from .._engine.backlog import check_cursor
 from .._engine.hub import EventHub, EventStream, snapshot_progress
 from .._exceptions import DaemonError, SessionClosedError
-from .connection import BASE, HEADERS, connect, daemon_error
+from .connection import BASE, HEADERS, daemon_error
 from .protocol import LEASE_HEADER
+from .streams import CursorStream
 
-__all__ = ["DaemonBackend", "DaemonStartup", "open_daemon_backend"]
+__all__ = ["DaemonBackend"]
 
 CLOSE_BOUND: Final = 10.0  # seconds closing may wait for the answers of commands sent
-
-
-def open_daemon_backend(
-    identifier: str | None, *, state_dir: Path, config: Configuration, default: bool = False
-) -> DaemonStartup:
-    """``async with open_daemon_backend(...) as backend``: the session
-    ``identifier`` of ``state_dir``'s daemon, launched if nothing answers.
-    ``default``: ``state_dir`` is the default one (the socket may then live in
-    ``$XDG_RUNTIME_DIR``)."""
-    return DaemonStartup(identifier, state_dir=state_dir, config=config, default=default)
-
-
-class DaemonStartup:
-    """The async context manager :func:`open_daemon_backend` returns."""
-
-    def __init__(
-        self, identifier: str | None, *, state_dir: Path, config: Configuration, default: bool
-    ) -> None:
-        if identifier is None:
-            raise ValueError("daemon=True needs a background session: give it an identifier")
-        if config.headers_provider is not None:
-            raise ValueError(
-                "Configuration.headers_provider cannot be used with daemon=True: a callable "
-                "cannot cross to the daemon's process; give credentials as headers "
-                "(Configuration.headers or per task), which the daemon keeps in memory only"
-            )
-        self._identifier = identifier
-        self._state_dir = state_dir.absolute()
-        self._config = config
-        self._default = default
-        self._backend: DaemonBackend | None = None
-
-    async def __aenter__(self) -> DaemonBackend:
-        http, _hello = await connect(self._state_dir, default=self._default)
-        backend = DaemonBackend(http, self._identifier, self._config)
-        try:
-            await backend._attach()
-        except BaseException:
-            await backend._close()
-            raise
-        self._backend = backend
-        return backend
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        backend, self._backend = self._backend, None
-        if backend is not None:
-            await backend._close()
 
 
 class DaemonBackend:
@@ -130,7 +78,7 @@ class DaemonBackend:
         self._pending: list[asyncio.Task[Any]] = []  # sync commands sent, in order
         self._closed = False
         self._cursor: int | None = None  # the newest logged event's number seen
-        self._streams: set[_CursorStream] = set()  # streams opened with a cursor
+        self._streams: set[CursorStream] = set()  # streams opened with a cursor
 
     @property
     def directory(self) -> Path:
@@ -201,7 +149,7 @@ class DaemonBackend:
             self._closed = True
             self._hub.close()
             for stream in list(self._streams):
-                stream._close()
+                stream.end()
 
     def _apply(self, line: dict[str, Any]) -> SessionEvent:
         """An event line of the daemon: the snapshots, statistics and cursor
@@ -249,7 +197,7 @@ class DaemonBackend:
                 ):
                     await self._call_direct("/detach", None)
             for stream in list(self._streams):
-                stream._finish()
+                await stream.aclose()
             if self._reader is not None:
                 self._reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -393,7 +341,13 @@ class DaemonBackend:
             check_cursor(since, task_id, persistent=True)  # as in-process: refused at once
             if self._closed:
                 raise SessionClosedError(f"session {self._identifier!r} is closed")
-            return _CursorStream(self, since=since, follow=follow)
+            stream = CursorStream(
+                self._hub,
+                feed=lambda into: self._feed(into, since, follow),
+                on_finish=self._streams.discard,
+            )
+            self._streams.add(stream)
+            return stream
         if task_id is not None:
             self.task(task_id)  # KeyError for an id the session never had
         ids = [task_id] if task_id is not None else list(self._snapshots)
@@ -408,6 +362,27 @@ class DaemonBackend:
         return self._hub.subscribe(
             task_id, backlog, replayed=replayed, follow=follow, cursor=self._cursor
         )
+
+    async def _feed(self, stream: CursorStream, since: int, follow: bool) -> None:
+        """A cursor stream's events: the daemon's answer to ``POST .../events``."""
+        error: BaseException | None = None
+        body = {"since": since, "follow": follow}
+        try:
+            async with self._http.post(
+                self._prefix + "/events", json=body, headers=self._headers
+            ) as response:
+                if response.status != 200:
+                    error = daemon_error(await response.json(content_type=None))
+                    return
+                while (line := await self._line(response)) is not None:
+                    if line.get("type") == "event":
+                        stream.push(self._apply(line))
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            error = SessionClosedError(
+                f"session {self._identifier!r}: the daemon's connection was lost ({exc})"
+            )
+        finally:
+            stream.end(error)
 
     async def wait_events_delivered(self) -> None:
         await self._call("/events-delivered")
@@ -425,57 +400,6 @@ class DaemonBackend:
 
     async def flush(self) -> None:
         await self._call("/flush")
-
-
-class _CursorStream(EventStream[Any]):
-    """``Session.events(since=N)`` through the daemon: the daemon's own cursor
-    stream (``POST .../events``), fed line by line into an :class:`EventStream`
-    of the client's hub, so handing out (and ``acknowledge="auto"``) works as
-    for any stream. A refusal (a wrong cursor) is raised by the first read."""
-
-    def __init__(self, backend: DaemonBackend, *, since: int, follow: bool) -> None:
-        super().__init__(backend._hub, task_id=None)
-        self._backend = backend
-        self._error: BaseException | None = None
-        backend._streams.add(self)
-        self._feeder = asyncio.get_running_loop().create_task(self._feed(since, follow))
-
-    async def _feed(self, since: int, follow: bool) -> None:
-        backend = self._backend
-        try:
-            async with backend._http.post(
-                backend._prefix + "/events",
-                json={"since": since, "follow": follow},
-                headers=backend._headers,
-            ) as response:
-                if response.status != 200:
-                    self._error = daemon_error(await response.json(content_type=None))
-                    return
-                while (line := await backend._line(response)) is not None:
-                    if line.get("type") == "event":
-                        self._push(backend._apply(line))
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
-            if not self._finished:
-                self._error = SessionClosedError(
-                    f"session {backend._identifier!r}: the daemon's connection was lost ({exc})"
-                )
-        finally:
-            self._close()
-            self._wakeup.set()
-
-    async def __anext__(self) -> Any:
-        try:
-            return await super().__anext__()
-        except StopAsyncIteration:
-            error, self._error = self._error, None
-            if error is not None:
-                raise error from None
-            raise
-
-    def _finish(self) -> None:
-        super()._finish()
-        self._backend._streams.discard(self)
-        self._feeder.cancel()
 
 
 def _optional_int(value: object) -> int | None:

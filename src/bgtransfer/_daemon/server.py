@@ -28,14 +28,12 @@ import anyio
 from aiohttp import web
 
 from .._core.config import Configuration
-from .._core.events import EventsDeliveredEvent, EventsGapEvent, ProgressEvent, SessionEvent
+from .._core.events import EventsDeliveredEvent
 from .._core.naming import validate_identifier
-from .._core.states import TaskState
 from .._core.wire import (
     PROTOCOL_VERSION,
     WireError,
     decode_config,
-    encode_event,
     encode_snapshot,
     encode_statistics,
 )
@@ -59,6 +57,7 @@ from .protocol import (
     version_error,
 )
 from .sessions import CONFIG_NAME, LIVE, Served, SessionTable
+from .views import event_line, session_status
 
 __all__ = [
     "CONFIG_NAME",
@@ -222,23 +221,7 @@ class Daemon:
         )
 
     async def _status(self, request: web.Request) -> web.Response:
-        sessions = []
-        for served in self._sessions.open.values():
-            backend = served.backend
-            records = {record.id: record for record in backend.engine.records()}
-            sessions.append(
-                {
-                    "identifier": served.identifier,
-                    "attached": served.lease is not None,
-                    "client_pid": served.client_pid,
-                    "statistics": encode_statistics(backend.statistics()),
-                    "launches": _launches(served),
-                    "tasks": [
-                        {**encode_snapshot(s), "activity": _activity(s.state, records.get(s.id))}
-                        for s in backend.tasks()
-                    ],
-                }
-            )
+        sessions = [session_status(served) for served in self._sessions.open.values()]
         return web.json_response(
             {
                 "pid": os.getpid(),
@@ -355,7 +338,7 @@ class Daemon:
                     break
             await send_line(response, {"type": "ready", "cursor": cursor})
             async for event in stream:
-                await send_line(response, _event_line(served, event))
+                await send_line(response, event_line(served, event))
         return response
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
@@ -377,7 +360,7 @@ class Daemon:
             async with stream:
                 await response.prepare(request)
                 async for event in stream:
-                    await send_line(response, _event_line(served, event))
+                    await send_line(response, event_line(served, event))
         finally:
             served.streams.discard(task)
         return response
@@ -409,42 +392,10 @@ class Daemon:
         return handler
 
 
-def _launches(served: Served) -> dict[str, Any] | None:
-    """The session's launch status (``LaunchPolicy.to_json``), with when the next
-    launch is due and why, for ``bgtransfer status``; None without a launch_command."""
-    if served.launch is None:
-        return None
-    status = served.launch.status
-    return {**status.to_json(), "due": status.due, "explain": status.explain(time.time())}
-
-
 def _same_engine(a: Configuration, b: Configuration) -> bool:
     """The session's engine runs the same under both (``acknowledge`` is the
     client's: the daemon's engine always acknowledges explicitly)."""
     return a.replace(acknowledge="explicit") == b.replace(acknowledge="explicit")
-
-
-def _event_line(served: Served, event: SessionEvent) -> dict[str, Any]:
-    """An event for a client's stream; one that changes a task carries its new
-    snapshot, and the statistics."""
-    line: dict[str, Any] = {"type": "event", "event": encode_event(event)}
-    if not isinstance(event, ProgressEvent | EventsDeliveredEvent | EventsGapEvent):
-        backend = served.backend
-        with contextlib.suppress(KeyError):
-            line["task"] = encode_snapshot(backend.task(event.task_id))
-        line["statistics"] = encode_statistics(backend.statistics())
-    return line
-
-
-def _activity(state: TaskState, record: Any) -> str:
-    """What a task is doing, for ``bgtransfer status``."""
-    if state is TaskState.RUNNING:
-        return "transferring" if record is not None and record.running else "waiting for a slot"
-    return {
-        TaskState.SUSPENDED: "suspended",
-        TaskState.CANCELING: "cancelling",
-        TaskState.COMPLETED: "ended",
-    }[state]
 
 
 # -- the process ----------------------------------------------------------------------
