@@ -23,7 +23,7 @@ from bgtransfer import (
     TaskEvent,
 )
 from bgtransfer._core.resume_data import sign
-from bgtransfer._daemon import client
+from bgtransfer._daemon import connection as client
 from bgtransfer._io.resume_key import load_key
 
 PROC_FDS = Path("/proc/self/fd")

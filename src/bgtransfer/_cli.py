@@ -18,8 +18,10 @@ import json
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from ._core.config import Configuration
@@ -227,6 +229,7 @@ def _status(args: argparse.Namespace) -> int:
             f"session {session['identifier']!r}: {client}, "
             f"{stats['active']} transferring, {stats['queued']} waiting for a slot"
         )
+        _print_launches(session.get("launches"))
         for task in session["tasks"]:
             expected = task["bytes_expected"]
             size = f"{task['bytes_received']}/{expected}" if expected else task["bytes_received"]
@@ -235,6 +238,28 @@ def _status(args: argparse.Namespace) -> int:
                 f"{task['activity']}  {task['url']}"
             )
     return 0
+
+
+def _print_launches(launches: dict[str, Any] | None) -> None:
+    """A session's launch status: the count, the delay and why, then each launch."""
+    if launches is None:
+        return
+    print(
+        f"  launches: {launches['launches']}, next delay {launches['delay']:g} s, "
+        f"{launches['explain']}"
+    )
+    for record in launches["history"]:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record["started_at"]))
+        if record["ended_at"] is None:
+            outcome = "running"
+        elif record["error"] is not None:
+            outcome = record["error"]
+        else:
+            outcome = f"exit status {record['status']}"
+        print(
+            f"    launch {started} pid {record['pid']} cursor {record['cursor']}: {outcome}"
+            f"  {' '.join(record['argv'])}"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

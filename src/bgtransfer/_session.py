@@ -16,7 +16,7 @@ from ._core.naming import validate_identifier
 from ._core.request import DownloadRequest
 from ._core.resume_data import ResumeData
 from ._core.supervisor import SupervisorStatistics
-from ._daemon.client import open_daemon_backend
+from ._daemon.startup import open_daemon_backend
 from ._engine.backend import TaskBackend
 from ._engine.hub import EventStream
 from ._engine.startup import open_backend

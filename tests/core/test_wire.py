@@ -12,6 +12,7 @@ from bgtransfer import (
     Configuration,
     DownloadRequest,
     EventsDeliveredEvent,
+    EventsGapEvent,
     FinishedEvent,
     HTTPStatusError,
     InvalidDestinationError,
@@ -55,9 +56,12 @@ def test_a_snapshot_round_trips() -> None:
         state=TaskState.COMPLETED,
         bytes_received=10,
         bytes_expected=10,
-        terminal=FinishedEvent(task_id=3, location=Path("/out/a"), total_bytes=10),
+        terminal=FinishedEvent(task_id=3, location=Path("/out/a"), total_bytes=10, seq=4),
     )
-    assert TaskSnapshot(**snapshot_fields(through_json(encode_snapshot(snapshot)))) == snapshot
+    decoded = TaskSnapshot(**snapshot_fields(through_json(encode_snapshot(snapshot))))
+    assert decoded == snapshot
+    assert decoded.terminal is not None
+    assert decoded.terminal.seq == 4  # (not part of equality)
 
 
 def test_a_request_round_trips_and_a_relative_destination_is_refused() -> None:
@@ -115,6 +119,56 @@ def test_events_round_trip(event: object) -> None:
         assert decoded.error.status == 503  # type: ignore[attr-defined]
     else:
         assert decoded == event
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        ResumedEvent(task_id=1, offset=4, expected_total=10, seq=7),
+        RetryEvent(
+            task_id=1,
+            attempt=2,
+            error=HTTPStatusError(503, "Service Unavailable", url="http://h/a"),
+            delay=0.5,
+            seq=8,
+        ),
+        FinishedEvent(task_id=1, location=Path("/out/a"), total_bytes=10, seq=9),
+        CancelledEvent(task_id=1, seq=10),
+        CancelledEvent(task_id=1),
+    ],
+    ids=lambda e: f"{type(e).__name__}-{e.seq}",
+)
+def test_logged_events_keep_their_number(event: object) -> None:
+    """``seq`` is excluded from equality, so it is checked by itself."""
+    decoded = decode_event(through_json(encode_event(event)))  # type: ignore[arg-type]
+    assert type(decoded) is type(event)
+    assert decoded.seq == event.seq  # type: ignore[union-attr, attr-defined]
+
+
+@pytest.mark.parametrize("cursor", [None, 0, 41])
+def test_events_delivered_keeps_its_cursor(cursor: int | None) -> None:
+    decoded = decode_event(
+        through_json(encode_event(EventsDeliveredEvent(replayed=3, cursor=cursor)))
+    )
+    assert isinstance(decoded, EventsDeliveredEvent)
+    assert (decoded.replayed, decoded.cursor) == (3, cursor)
+
+
+@pytest.mark.parametrize("latest", [None, 12])
+def test_a_gap_round_trips(latest: int | None) -> None:
+    gap = EventsGapEvent(since=2, earliest=5, latest=latest)
+    assert decode_event(through_json(encode_event(gap))) == gap
+
+
+def test_launch_settings_and_the_log_size_cross() -> None:
+    config = Configuration(
+        launch_command=["/bin/true", "--x"],
+        launch_delay=0.5,
+        launch_delay_max=8.0,
+        event_log_size=10,
+    )
+    assert decode_config(through_json(encode_config(config))) == config
+    assert decode_config(through_json(encode_config(Configuration()))) == Configuration()
 
 
 def test_an_unknown_event_is_refused() -> None:

@@ -5,14 +5,16 @@ JSON line, flushed at once, so the test can synchronise on it:
 
 ``{"attached": pid, "tasks": [[id, state], ...]}``  the session is open
 ``{"created": id}``                                 ``download()`` returned
-``{"terminal": id, "kind": ..., "location": ...}``  read from ``session.events()``
+``{"terminal": id, "kind": ..., "location": ..., "seq": n}``  read from ``session.events()``
+``{"delivered": cursor, "replayed": n}``            its ``EventsDeliveredEvent``
 ``{"error": type, "message": ...}``                 opening the session raised
 ``{"done": true}``                                  the session closed normally
 
 Arguments: ``identifier``, ``state_dir``, ``mode`` (``"enqueue"``: create a task
-per ``files`` item and exit; ``"collect"``: read events until ``expect`` terminal
-events arrived; ``"hold"``: stay attached until killed), ``files`` (a list of
-``{"url", "destination"}``), ``config`` (keywords of ``Configuration``).
+per ``files`` item and exit; ``"collect"``: read events (from the cursor ``since``,
+if given) until ``expect`` terminal events arrived; ``"hold"``: stay attached
+until killed), ``files`` (a list of ``{"url", "destination"}``), ``config``
+(keywords of ``Configuration``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from bgtransfer import (
     CancelledEvent,
     Configuration,
     ErrorEvent,
+    EventsDeliveredEvent,
     FinishedEvent,
     Session,
     SessionError,
@@ -55,14 +58,17 @@ async def main(args: dict[str, Any]) -> None:
                 say(created=task.id)
         elif mode == "collect":
             remaining = args["expect"]
-            async with session.events() as events:
+            async with session.events(since=args.get("since")) as events:
                 async for event in events:
+                    if isinstance(event, EventsDeliveredEvent):
+                        say(delivered=event.cursor, replayed=event.replayed)
                     if isinstance(event, FinishedEvent | ErrorEvent | CancelledEvent):
                         location = getattr(event, "location", None)
                         say(
                             terminal=event.task_id,
                             kind=type(event).__name__,
                             location=None if location is None else str(location),
+                            seq=event.seq,
                         )
                         remaining -= 1
                         if remaining == 0:

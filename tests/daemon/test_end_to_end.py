@@ -186,3 +186,36 @@ async def test_a_restarted_daemon_continues_without_any_client(
     assert b"session 'alone' open (1 tasks)" in err
     assert sha256_file(destination) == served.sha256
     assert server.requests[-1].headers["Range"] == f"bytes={vouched}-"
+
+
+async def test_a_client_killed_while_streaming_is_followed_from_its_cursor(
+    server: TestServer, daemon_state: Path, out_dir: Path, run_app: Any
+) -> None:
+    """Issue 20: a client SIGKILLed while it reads events; the next one passes
+    the last ``seq`` it saw as ``since`` and gets every terminal event after it
+    (those that ended while no client was attached included), and none before."""
+    items = files_for(server, out_dir, 4, 100_000)
+    for index in (2, 3):
+        server.set_faults(f"/f{index}.bin", Faults(hold_after=50_000), times=1)
+    common = {"identifier": "cursor", "state_dir": str(daemon_state), "config": FAST}
+    first = await run_app({**common, "mode": "enqueue", "files": items})
+    created = [(await first.until("created"))["created"] for _ in items]
+    assert await first.finish() == 0
+    reader = await run_app({**common, "mode": "collect", "expect": 4, "since": 0})
+    seen = [await reader.until("terminal") for _ in range(2)]
+    for index in (2, 3):
+        await asyncio.wait_for(server.wait_held(f"/f{index}.bin"), 30)
+    reader.kill()  # SIGKILL while it streams
+    assert await reader.finish() == -9
+    assert sorted(line["terminal"] for line in seen) == created[:2]
+    cursor = max(line["seq"] for line in seen)
+    for index in (2, 3):
+        server.release(f"/f{index}.bin")
+    again = await run_app({**common, "mode": "collect", "expect": 2, "since": cursor})
+    rest = [await again.until("terminal") for _ in range(2)]
+    assert await again.finish() == 0
+    assert sorted(line["terminal"] for line in rest) == created[2:]
+    assert {line["kind"] for line in rest} == {"FinishedEvent"}
+    assert all(line["seq"] > cursor for line in rest)
+    for index, item in enumerate(items):
+        assert sha256_file(Path(item["destination"])) == server.file(f"/f{index}.bin").sha256

@@ -14,10 +14,12 @@ import json
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import pytest_asyncio
 
@@ -26,6 +28,7 @@ from bgtransfer import Configuration, DownloadRequest, Session
 from bgtransfer._core.events import is_terminal
 from bgtransfer._core.launch import LaunchPolicy
 from bgtransfer._core.states import TaskState
+from bgtransfer._daemon import launching
 from bgtransfer._daemon.launching import LOG_NAME, STATUS_NAME, LaunchController
 from bgtransfer._engine.backend import TaskBackend
 from bgtransfer._engine.startup import open_backend
@@ -391,3 +394,41 @@ async def test_an_in_process_session_launches_nothing(
         assert session.config.launch_command == (sys.executable, str(app), str(reports))
     assert os.listdir(reports) == []
     assert not (state_dir / ID / LOG_NAME).exists()
+
+
+async def test_closing_waits_for_a_status_write_in_progress(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A status write runs in a thread that cancelling its task does not stop:
+    closing must not start a second write of the same file beside it."""
+    real_write = launching.write_status
+    gate, first, second = threading.Event(), threading.Event(), threading.Event()
+    writing: list[int] = []  # writers in progress
+    most: list[int] = [0]
+
+    def slow_write(path: Path, value: object) -> None:
+        writing.append(1)
+        most[0] = max(most[0], len(writing))
+        (second if first.is_set() else first).set()
+        gate.wait(30)
+        try:
+            real_write(path, value)
+        finally:
+            writing.pop()
+
+    monkeypatch.setattr(launching, "write_status", slow_write)
+    (state_dir / ID).mkdir(parents=True)
+    config = configuration()
+    policy = attrs.evolve(LaunchPolicy.from_config(config), delay=40.0)
+    controller = LaunchController(ID, state_dir=state_dir, config=config, policy=policy)
+    await controller.__aenter__()
+    controller.acknowledged(0)  # the delay resets: a status write begins
+    assert await asyncio.to_thread(first.wait, 30)
+    closing = asyncio.create_task(controller.__aexit__(None, None, None))
+    # A second writer would start now, beside the first (bounded: it must not).
+    assert not await asyncio.to_thread(second.wait, 1.0)
+    gate.set()
+    await closing
+    assert most[0] == 1
+    stored = json.loads((state_dir / ID / STATUS_NAME).read_text())
+    assert stored["delay"] == 10

@@ -18,8 +18,8 @@ import pytest_asyncio
 from _helpers import kill_daemon
 from bgtransfer import Configuration, DaemonError, Session
 from bgtransfer._core.wire import PROTOCOL_VERSION, encode_config
-from bgtransfer._daemon import client as daemon_client
-from bgtransfer._daemon.client import connect
+from bgtransfer._daemon import connection as daemon_client
+from bgtransfer._daemon.connection import connect
 from bgtransfer._daemon.paths import SOCKET_PATH_MAX, socket_path
 from bgtransfer._daemon.server import MAX_BODY, Daemon
 from bgtransfer.testing import TestServer
@@ -155,7 +155,7 @@ async def test_a_version_mismatch_is_refused_naming_both_versions(
     assert f"version {theirs}" in message
     assert f"version {PROTOCOL_VERSION}" in message
     # The client says the same, as a DaemonError.
-    monkeypatch.setattr(daemon_client, "_HEADERS", {"Bgtransfer-Protocol": theirs})
+    monkeypatch.setattr(daemon_client, "HEADERS", {"Bgtransfer-Protocol": theirs})
     with pytest.raises(DaemonError, match=f"version {theirs}.*version {PROTOCOL_VERSION}"):
         async with Session("v", state_dir=daemon_state, daemon=True):
             pass

@@ -5,12 +5,14 @@ but progress is numbered in a background session, the numbers only grow across
 reopenings and trimming, a cursor replays what came after it (acknowledged or
 not), a cursor the log cannot answer gets an explicit ``EventsGapEvent`` and a
 snapshot, an ephemeral session refuses a cursor, and a journal of the previous
-schema opens and gets the log.
+schema opens and gets the log. Each runs in this process and through the
+daemon (the ``background`` fixture): a cursor crosses its socket unchanged.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -36,6 +38,7 @@ from bgtransfer.testing import Faults, TestServer
 pytestmark = pytest.mark.asyncio
 
 ID = "com.example.eventlog"
+Background = Callable[..., Session]  # tests/conftest.py: in this process, or the daemon
 CONFIG = Configuration(progress_interval=0.0, retry=RetryPolicy(initial_delay=0.01, jitter=0))
 
 
@@ -58,10 +61,10 @@ def _seqs(events: list[SessionEvent]) -> list[int]:
 
 
 async def test_numbers_grow_across_reopening_and_trimming(
-    server: TestServer, state_dir: Path, out_dir: Path
+    background: Background, server: TestServer, state_dir: Path, out_dir: Path
 ) -> None:
     config = CONFIG.replace(event_log_size=2)
-    async with Session(ID, state_dir=state_dir, config=config) as session:
+    async with background(ID, state_dir=state_dir, config=config) as session:
         await _finish(session, server, out_dir, ["a", "b", "c"])
         first = await _drain(session, since=0)
     # Trimming rides with the commit that forgets acknowledged tasks (here: the exit).
@@ -74,7 +77,7 @@ async def test_numbers_grow_across_reopening_and_trimming(
         kept = [row[0] for row in db.execute("SELECT seq FROM events ORDER BY seq")]
     assert kept == [2, 3]  # the newest 2 (all acknowledged)
 
-    async with Session(ID, state_dir=state_dir, config=config) as session:
+    async with background(ID, state_dir=state_dir, config=config) as session:
         gap = (await _drain(session, since=0))[0]
         assert gap == EventsGapEvent(since=0, earliest=1, latest=3)
         await _finish(session, server, out_dir, ["d", "e"])
@@ -86,9 +89,9 @@ async def test_numbers_grow_across_reopening_and_trimming(
 
 
 async def test_a_cursor_replays_what_came_after_it(
-    server: TestServer, state_dir: Path, out_dir: Path
+    background: Background, server: TestServer, state_dir: Path, out_dir: Path
 ) -> None:
-    async with Session(ID, state_dir=state_dir, config=CONFIG) as session:
+    async with background(ID, state_dir=state_dir, config=CONFIG) as session:
         await _finish(session, server, out_dir, ["a", "b", "c"])
         everything = await _drain(session, since=0)
         ends = [e for e in everything if isinstance(e, FinishedEvent)]
@@ -104,11 +107,11 @@ async def test_a_cursor_replays_what_came_after_it(
 
 
 async def test_a_retry_and_a_resume_are_logged_with_the_end(
-    server: TestServer, state_dir: Path, out_dir: Path
+    background: Background, server: TestServer, state_dir: Path, out_dir: Path
 ) -> None:
     served = server.add_file("/cut.bin", size=200_000)
     server.set_faults(served.path, Faults(close_after=50_000), times=1)
-    async with Session(ID, state_dir=state_dir, config=CONFIG) as session:
+    async with background(ID, state_dir=state_dir, config=CONFIG) as session:
         task = await session.download(server.url(served.path), out_dir / "cut.bin")
         await task.wait()
         logged = await _drain(session, since=0)
@@ -120,10 +123,10 @@ async def test_a_retry_and_a_resume_are_logged_with_the_end(
 
 
 async def test_a_cursor_newer_than_the_log_is_a_gap_with_a_snapshot(
-    server: TestServer, state_dir: Path, out_dir: Path
+    background: Background, server: TestServer, state_dir: Path, out_dir: Path
 ) -> None:
     config = CONFIG.replace(acknowledge="explicit")
-    async with Session(ID, state_dir=state_dir, config=config) as session:
+    async with background(ID, state_dir=state_dir, config=config) as session:
         await _finish(session, server, out_dir, ["a"])
         events = await _drain(session, since=99)
     gap = events[0]
@@ -133,15 +136,15 @@ async def test_a_cursor_newer_than_the_log_is_a_gap_with_a_snapshot(
 
 
 async def test_a_trimmed_cursor_is_a_gap_never_a_silent_loss(
-    server: TestServer, state_dir: Path, out_dir: Path
+    background: Background, server: TestServer, state_dir: Path, out_dir: Path
 ) -> None:
     config = CONFIG.replace(event_log_size=1, acknowledge="explicit")
-    async with Session(ID, state_dir=state_dir, config=config) as session:
+    async with background(ID, state_dir=state_dir, config=config) as session:
         await _finish(session, server, out_dir, ["a", "b", "c"])
         # Not acknowledged: nothing may be trimmed, the log answers 0.
         assert len(_seqs(await _drain(session, since=0))) == 3
         await session.acknowledge(*[task.id for task in session.tasks()][:2])
-    async with Session(ID, state_dir=state_dir, config=config) as session:
+    async with background(ID, state_dir=state_dir, config=config) as session:
         events = await _drain(session, since=0)
         assert isinstance(events[0], EventsGapEvent)
         assert events[0].earliest == 2
@@ -163,8 +166,8 @@ async def test_an_ephemeral_session_refuses_a_cursor() -> None:
         assert events[0].cursor is None
 
 
-async def test_a_wrong_cursor_is_refused(state_dir: Path) -> None:
-    async with Session(ID, state_dir=state_dir) as session:
+async def test_a_wrong_cursor_is_refused(background: Background, state_dir: Path) -> None:
+    async with background(ID, state_dir=state_dir) as session:
         with pytest.raises(TypeError, match="since must be an int"):
             session.events(since="3")  # type: ignore[arg-type]
         with pytest.raises(InvalidRequestError, match="since must be 0"):
@@ -172,12 +175,12 @@ async def test_a_wrong_cursor_is_refused(state_dir: Path) -> None:
 
 
 async def test_a_journal_of_the_previous_schema_opens_and_gets_the_log(
-    server: TestServer, state_dir: Path, out_dir: Path
+    background: Background, server: TestServer, state_dir: Path, out_dir: Path
 ) -> None:
     """A journal written by the previous version (schema 3: no event log) with a
     task ended but not acknowledged: it migrates, and its end starts the log."""
     config = CONFIG.replace(acknowledge="explicit")
-    async with Session(ID, state_dir=state_dir, config=config) as session:
+    async with background(ID, state_dir=state_dir, config=config) as session:
         await _finish(session, server, out_dir, ["a"])
     path = state_dir / ID / JOURNAL_NAME
     current = await Journal.open(path)
@@ -194,7 +197,7 @@ async def test_a_journal_of_the_previous_schema_opens_and_gets_the_log(
         assert "events" not in tables
     old_path.replace(path)
 
-    async with Session(ID, state_dir=state_dir, config=config) as session:
+    async with background(ID, state_dir=state_dir, config=config) as session:
         events = await _drain(session, since=0)
         (task,) = session.tasks()
         assert isinstance(task.result, FinishedEvent)
@@ -205,12 +208,12 @@ async def test_a_journal_of_the_previous_schema_opens_and_gets_the_log(
 
 
 async def test_a_cursor_gets_running_tasks_progress_then_live_events(
-    server: TestServer, state_dir: Path, out_dir: Path
+    background: Background, server: TestServer, state_dir: Path, out_dir: Path
 ) -> None:
     done = server.add_file("/done.bin", size=20_000)
     slow = server.add_file("/slow.bin", size=200_000)
     server.set_faults(slow.path, Faults(hold_after=50_000))
-    async with Session(ID, state_dir=state_dir, config=CONFIG) as session:
+    async with background(ID, state_dir=state_dir, config=CONFIG) as session:
         first = await session.download(server.url(done.path), out_dir / "done.bin")
         await first.wait()
         running = await session.download(server.url(slow.path), out_dir / "slow.bin")
@@ -239,32 +242,32 @@ async def test_a_cursor_gets_running_tasks_progress_then_live_events(
 
 
 async def test_numbers_continue_above_a_trimmed_newest_entry(
-    server: TestServer, state_dir: Path, out_dir: Path
+    background: Background, server: TestServer, state_dir: Path, out_dir: Path
 ) -> None:
     """Retention may drop the newest entry (its task acknowledged, an older one
     not): the floor stored with the deletion keeps its number from coming back."""
     config = CONFIG.replace(event_log_size=1, acknowledge="explicit")
-    async with Session(ID, state_dir=state_dir, config=config) as session:
+    async with background(ID, state_dir=state_dir, config=config) as session:
         await _finish(session, server, out_dir, ["a", "b"])
         _, second = session.tasks()
         await session.acknowledge(second.id)
     with sqlite3.connect(state_dir / ID / JOURNAL_NAME) as db:
         assert [row[0] for row in db.execute("SELECT seq FROM events")] == [1]
-    async with Session(ID, state_dir=state_dir, config=config) as session:
+    async with background(ID, state_dir=state_dir, config=config) as session:
         await _finish(session, server, out_dir, ["c"])
         events = await _drain(session, since=2)
     assert _seqs(events) == [3]
 
 
 async def test_a_reader_sees_a_number_only_once_the_database_holds_it(
-    server: TestServer, state_dir: Path, out_dir: Path
+    background: Background, server: TestServer, state_dir: Path, out_dir: Path
 ) -> None:
     """So a process killed after its reader saw event N never leaves N to be
     given again: checked on every numbered event of a live stream, read from the
     database by a separate connection the moment the stream hands it out."""
     served = server.add_file("/cut.bin", size=200_000)
     server.set_faults(served.path, Faults(close_after=50_000), times=2)
-    async with Session(ID, state_dir=state_dir, config=CONFIG) as session:
+    async with background(ID, state_dir=state_dir, config=CONFIG) as session:
         task = await session.download(server.url(served.path), out_dir / "cut.bin")
         seen = []
         with sqlite3.connect(state_dir / ID / JOURNAL_NAME) as db:

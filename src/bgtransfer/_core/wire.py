@@ -13,11 +13,14 @@ from collections.abc import Hashable
 from pathlib import Path
 from typing import Any, Final
 
+import attrs
+
 from .._exceptions import BgTransferError, DaemonError, InvalidDestinationError, TransferError
 from .codec import CodecError, decode_error, decode_terminal, encode_error, encode_terminal
 from .config import Configuration
 from .events import (
     EventsDeliveredEvent,
+    EventsGapEvent,
     ProgressEvent,
     ResumedEvent,
     RetryEvent,
@@ -71,7 +74,9 @@ def encode_snapshot(snapshot: Any) -> dict[str, Any]:
         "state": snapshot.state.value,
         "bytes_received": snapshot.bytes_received,
         "bytes_expected": snapshot.bytes_expected,
-        "terminal": None if terminal is None else encode_terminal(terminal),
+        "terminal": None
+        if terminal is None
+        else _numbered(encode_terminal(terminal), "seq", terminal.seq),
     }
 
 
@@ -93,8 +98,14 @@ def snapshot_fields(document: object) -> dict[str, Any]:
         "state": state,
         "bytes_received": _int(doc, "bytes_received"),
         "bytes_expected": _optional_int(doc, "bytes_expected"),
-        "terminal": None if terminal is None else decode_terminal(task_id, terminal),
+        "terminal": None if terminal is None else _terminal(task_id, terminal),
     }
+
+
+def _terminal(task_id: int, document: object) -> TerminalEvent:
+    terminal = decode_terminal(task_id, document)
+    seq = _optional_int(_object(document, "terminal"), "seq")
+    return terminal if seq is None else attrs.evolve(terminal, seq=seq)
 
 
 # -- requests ---------------------------------------------------------------------
@@ -169,6 +180,10 @@ def encode_config(config: Configuration, *, keep_secrets: bool = True) -> dict[s
         "segments": config.segments,
         "handle_sigterm": config.handle_sigterm,
         "acknowledge": config.acknowledge,
+        "event_log_size": config.event_log_size,
+        "launch_command": None if config.launch_command is None else list(config.launch_command),
+        "launch_delay": config.launch_delay,
+        "launch_delay_max": config.launch_delay_max,
     }
 
 
@@ -193,6 +208,8 @@ def decode_config(document: object) -> Configuration:
 
 
 def encode_event(event: SessionEvent) -> dict[str, Any]:
+    """An event; a logged one carries its ``seq``, ``EventsDeliveredEvent`` its
+    ``cursor`` (both omitted when None)."""
     if isinstance(event, ProgressEvent):
         return {
             "kind": "progress",
@@ -201,32 +218,58 @@ def encode_event(event: SessionEvent) -> dict[str, Any]:
             "total_bytes_written": event.total_bytes_written,
             "total_bytes_expected": event.total_bytes_expected,
         }
-    if isinstance(event, ResumedEvent):
+    if isinstance(event, EventsDeliveredEvent):
+        return _numbered(
+            {"kind": "events_delivered", "replayed": event.replayed}, "cursor", event.cursor
+        )
+    if isinstance(event, EventsGapEvent):
         return {
+            "kind": "events_gap",
+            "since": event.since,
+            "earliest": event.earliest,
+            "latest": event.latest,
+        }
+    document: dict[str, Any]
+    if isinstance(event, ResumedEvent):
+        document = {
             "kind": "resumed",
             "task_id": event.task_id,
             "offset": event.offset,
             "expected_total": event.expected_total,
         }
-    if isinstance(event, RetryEvent):
-        return {
+    elif isinstance(event, RetryEvent):
+        document = {
             "kind": "retry",
             "task_id": event.task_id,
             "attempt": event.attempt,
             "error": encode_error(event.error),
             "delay": event.delay,
         }
-    if isinstance(event, EventsDeliveredEvent):
-        return {"kind": "events_delivered", "replayed": event.replayed}
-    terminal: TerminalEvent = event
-    return {"task_id": terminal.task_id, **encode_terminal(terminal)}
+    else:
+        terminal: TerminalEvent = event
+        document = {"task_id": terminal.task_id, **encode_terminal(terminal)}
+    return _numbered(document, "seq", event.seq)
+
+
+def _numbered(document: dict[str, Any], name: str, value: int | None) -> dict[str, Any]:
+    if value is not None:
+        document[name] = value
+    return document
 
 
 def decode_event(document: object) -> SessionEvent:
     doc = _object(document, "event")
     kind = doc.get("kind")
     if kind == "events_delivered":
-        return EventsDeliveredEvent(replayed=_int(doc, "replayed"))
+        return EventsDeliveredEvent(
+            replayed=_int(doc, "replayed"), cursor=_optional_int(doc, "cursor")
+        )
+    if kind == "events_gap":
+        return EventsGapEvent(
+            since=_int(doc, "since"),
+            earliest=_int(doc, "earliest"),
+            latest=_optional_int(doc, "latest"),
+        )
     task_id = _int(doc, "task_id")
     if kind == "progress":
         return ProgressEvent(
@@ -235,11 +278,13 @@ def decode_event(document: object) -> SessionEvent:
             total_bytes_written=_int(doc, "total_bytes_written"),
             total_bytes_expected=_optional_int(doc, "total_bytes_expected"),
         )
+    seq = _optional_int(doc, "seq")
     if kind == "resumed":
         return ResumedEvent(
             task_id=task_id,
             offset=_int(doc, "offset"),
             expected_total=_optional_int(doc, "expected_total"),
+            seq=seq,
         )
     if kind == "retry":
         delay = doc.get("delay")
@@ -250,9 +295,10 @@ def decode_event(document: object) -> SessionEvent:
             attempt=_int(doc, "attempt"),
             error=decode_error(doc.get("error")),
             delay=float(delay),
+            seq=seq,
         )
     if kind in ("finished", "error", "cancelled"):
-        return decode_terminal(task_id, doc)
+        return _terminal(task_id, doc)
     raise WireError(f"unknown event kind {kind!r}")
 
 

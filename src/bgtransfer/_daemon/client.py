@@ -1,6 +1,6 @@
 """The daemon's client: a :class:`~bgtransfer._engine.backend.TaskBackend` over
-the daemon's socket, and the start-up that connects (launching the daemon on
-demand) and attaches.
+the daemon's socket (``startup.py`` connects, launching the daemon on demand,
+and attaches it).
 
 The client keeps a snapshot of every task, current from the attachment's event
 stream, so the sync queries (``task``, ``tasks``, ``statistics``) never touch
@@ -15,12 +15,8 @@ import asyncio
 import contextlib
 import json
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final
 
 import aiohttp
@@ -28,175 +24,35 @@ import anyio
 import attrs
 
 from .._core.config import Configuration, HeaderPairs
-from .._core.events import ProgressEvent, TaskEvent
+from .._core.events import (
+    EventsDeliveredEvent,
+    EventsGapEvent,
+    ProgressEvent,
+    SessionEvent,
+    TaskEvent,
+)
 from .._core.request import DownloadRequest
 from .._core.resume_data import ResumeData
 from .._core.states import Input, transition
 from .._core.supervisor import SupervisorStatistics
 from .._core.wire import (
-    PROTOCOL_VERSION,
     decode_event,
-    decode_exception,
     decode_statistics,
     encode_config,
     encode_request,
     snapshot_fields,
 )
 from .._engine.backend import TaskSnapshot
+from .._engine.backlog import check_cursor
 from .._engine.hub import EventHub, EventStream, snapshot_progress
 from .._exceptions import DaemonError, SessionClosedError
-from .._io.files import make_private_dir
-from .paths import log_path, socket_path
-from .server import LEASE_HEADER, PROTOCOL_HEADER
+from .connection import BASE, HEADERS, daemon_error
+from .protocol import LEASE_HEADER
+from .streams import CursorStream
 
-__all__ = ["DaemonBackend", "DaemonStartup", "hello", "open_daemon_backend"]
+__all__ = ["DaemonBackend"]
 
-LAUNCH_TIMEOUT: Final = 20.0  # seconds a launched daemon may take to answer
 CLOSE_BOUND: Final = 10.0  # seconds closing may wait for the answers of commands sent
-_BASE: Final = "http://bgtransfer"  # the host is ignored on a Unix socket
-_HEADERS: Final = {PROTOCOL_HEADER: str(PROTOCOL_VERSION)}
-_children: list[subprocess.Popen[bytes]] = []  # launched daemons, reaped when they exit
-
-
-def open_daemon_backend(
-    identifier: str | None, *, state_dir: Path, config: Configuration, default: bool = False
-) -> DaemonStartup:
-    """``async with open_daemon_backend(...) as backend``: the session
-    ``identifier`` of ``state_dir``'s daemon, launched if nothing answers.
-    ``default``: ``state_dir`` is the default one (the socket may then live in
-    ``$XDG_RUNTIME_DIR``)."""
-    return DaemonStartup(identifier, state_dir=state_dir, config=config, default=default)
-
-
-def _connector(path: Path) -> aiohttp.UnixConnector:
-    return aiohttp.UnixConnector(path=str(path), limit=0)
-
-
-async def hello(http: aiohttp.ClientSession) -> dict[str, Any]:
-    """The daemon's hello; :class:`DaemonError` naming both versions on a mismatch."""
-    async with http.get(_BASE + "/v1/hello", headers=_HEADERS) as response:
-        body = await response.json(content_type=None)
-    if response.status != 200:
-        error = _daemon_error(body)
-        raise DaemonError(f"the daemon refused this client: {error}") from error
-    if body.get("protocol") != PROTOCOL_VERSION:
-        raise DaemonError(
-            f"protocol version mismatch: this client speaks version {PROTOCOL_VERSION}, "
-            f"the daemon (bgtransfer {body.get('version')}) speaks version {body.get('protocol')}"
-        )
-    return dict(body)
-
-
-def _daemon_error(body: object) -> Exception:
-    error = body.get("error") if isinstance(body, dict) else None
-    if error is None:
-        return DaemonError(f"the daemon answered {body!r}")
-    return decode_exception(error)
-
-
-async def connect(
-    state_dir: Path, *, default: bool
-) -> tuple[aiohttp.ClientSession, dict[str, Any]]:
-    """A client session to ``state_dir``'s daemon and its hello, launching the
-    daemon when nothing answers (two clients doing so at once: one daemon)."""
-    path = socket_path(state_dir, default=default)
-    http = aiohttp.ClientSession(connector=_connector(path), timeout=aiohttp.ClientTimeout())
-    try:
-        try:
-            return http, await hello(http)
-        except (aiohttp.ClientConnectionError, OSError):
-            pass  # nothing answers: launch one
-        process = await asyncio.to_thread(_launch, state_dir, default)
-        deadline = time.monotonic() + LAUNCH_TIMEOUT
-        delay = 0.005
-        while True:
-            try:
-                return http, await hello(http)
-            except (aiohttp.ClientConnectionError, OSError) as exc:
-                status = process.poll()
-                if status not in (None, 0) or time.monotonic() > deadline:
-                    why = f"exited with status {status}" if status else "did not answer in time"
-                    raise DaemonError(
-                        f"the bgtransfer daemon for {state_dir} {why} "
-                        f"(socket {path}; its log: {log_path(state_dir)})"
-                    ) from exc
-                # Bounded wait for the daemon's socket to answer (a fresh
-                # interpreter takes a few hundred ms): short, growing pauses.
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.05)
-    except BaseException:
-        await http.close()
-        raise
-
-
-def _launch(state_dir: Path, default: bool) -> subprocess.Popen[bytes]:
-    """``python -m bgtransfer daemon`` detached: its own session, no terminal,
-    stdin from /dev/null, output to the state dir's ``daemon.log``, no
-    inherited descriptors."""
-    for child in list(_children):
-        if child.poll() is not None:
-            _children.remove(child)
-    make_private_dir(state_dir)
-    command = [sys.executable, "-m", "bgtransfer", "daemon"]
-    if not default:
-        command += ["--state-dir", str(state_dir)]
-    fd = os.open(log_path(state_dir), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-    try:
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=fd,
-            stderr=fd,
-            close_fds=True,
-            start_new_session=True,
-            cwd="/",
-        )
-    finally:
-        os.close(fd)
-    _children.append(process)
-    return process
-
-
-class DaemonStartup:
-    """The async context manager :func:`open_daemon_backend` returns."""
-
-    def __init__(
-        self, identifier: str | None, *, state_dir: Path, config: Configuration, default: bool
-    ) -> None:
-        if identifier is None:
-            raise ValueError("daemon=True needs a background session: give it an identifier")
-        if config.headers_provider is not None:
-            raise ValueError(
-                "Configuration.headers_provider cannot be used with daemon=True: a callable "
-                "cannot cross to the daemon's process; give credentials as headers "
-                "(Configuration.headers or per task), which the daemon keeps in memory only"
-            )
-        self._identifier = identifier
-        self._state_dir = state_dir.absolute()
-        self._config = config
-        self._default = default
-        self._backend: DaemonBackend | None = None
-
-    async def __aenter__(self) -> DaemonBackend:
-        http, _hello = await connect(self._state_dir, default=self._default)
-        backend = DaemonBackend(http, self._identifier, self._config)
-        try:
-            await backend._attach()
-        except BaseException:
-            await backend._close()
-            raise
-        self._backend = backend
-        return backend
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        backend, self._backend = self._backend, None
-        if backend is not None:
-            await backend._close()
 
 
 class DaemonBackend:
@@ -206,8 +62,8 @@ class DaemonBackend:
         self._http = http
         self._identifier = identifier
         self._config = config
-        self._prefix = f"{_BASE}/v1/sessions/{identifier}"
-        self._headers = dict(_HEADERS)
+        self._prefix = f"{BASE}/v1/sessions/{identifier}"
+        self._headers = dict(HEADERS)
         self._directory = Path()
         self._snapshots: dict[int, TaskSnapshot] = {}
         self._progress: dict[int, ProgressEvent] = {}
@@ -221,6 +77,8 @@ class DaemonBackend:
         self._reader: asyncio.Task[None] | None = None
         self._pending: list[asyncio.Task[Any]] = []  # sync commands sent, in order
         self._closed = False
+        self._cursor: int | None = None  # the newest logged event's number seen
+        self._streams: set[CursorStream] = set()  # streams opened with a cursor
 
     @property
     def directory(self) -> Path:
@@ -236,7 +94,7 @@ class DaemonBackend:
                 answer = await response.json(content_type=None)
             finally:
                 response.release()
-            raise _daemon_error(answer)
+            raise daemon_error(answer)
         self._response = response
         while True:
             line = await self._line(response)
@@ -261,6 +119,7 @@ class DaemonBackend:
                 if line.get("replayed"):
                     self._replayed.add(snapshot.id)
             elif kind == "ready":
+                self._cursor = _optional_int(line.get("cursor"))
                 break
         self._reader = asyncio.create_task(self._read(response))
 
@@ -280,26 +139,39 @@ class DaemonBackend:
             while (line := await self._line(response)) is not None:
                 if line.get("type") != "event":
                     continue
-                event = decode_event(line["event"])
-                if "task" in line:
-                    self._update(TaskSnapshot(**snapshot_fields(line["task"])))
-                if "statistics" in line:
-                    self._statistics = decode_statistics(line["statistics"])
-                if isinstance(event, ProgressEvent):
-                    self._progress[event.task_id] = event
-                    current = self._snapshots.get(event.task_id)
-                    if current is not None and current.terminal is None:
-                        self._snapshots[event.task_id] = attrs.evolve(
-                            current,
-                            bytes_received=event.total_bytes_written,
-                            bytes_expected=event.total_bytes_expected,
-                        )
-                self._hub.publish(event)  # type: ignore[arg-type]
+                event = self._apply(line)
+                if isinstance(event, EventsDeliveredEvent | EventsGapEvent):
+                    continue
+                self._hub.publish(event)
         except (aiohttp.ClientError, OSError, ValueError):
             pass  # the daemon went away: as a closed session
         finally:
             self._closed = True
             self._hub.close()
+            for stream in list(self._streams):
+                stream.end()
+
+    def _apply(self, line: dict[str, Any]) -> SessionEvent:
+        """An event line of the daemon: the snapshots, statistics and cursor
+        it carries are taken in; the event is returned."""
+        event = decode_event(line["event"])
+        if "task" in line:
+            self._update(TaskSnapshot(**snapshot_fields(line["task"])))
+        if "statistics" in line:
+            self._statistics = decode_statistics(line["statistics"])
+        seq = getattr(event, "seq", None)
+        if seq is not None and (self._cursor is None or seq > self._cursor):
+            self._cursor = seq
+        if isinstance(event, ProgressEvent):
+            self._progress[event.task_id] = event
+            current = self._snapshots.get(event.task_id)
+            if current is not None and current.terminal is None:
+                self._snapshots[event.task_id] = attrs.evolve(
+                    current,
+                    bytes_received=event.total_bytes_written,
+                    bytes_expected=event.total_bytes_expected,
+                )
+        return event
 
     def _update(self, snapshot: TaskSnapshot) -> TaskSnapshot:
         current = self._snapshots.get(snapshot.id)
@@ -324,6 +196,8 @@ class DaemonBackend:
                     contextlib.suppress(Exception),
                 ):
                     await self._call_direct("/detach", None)
+            for stream in list(self._streams):
+                await stream.aclose()
             if self._reader is not None:
                 self._reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -352,7 +226,7 @@ class DaemonBackend:
                 f"session {self._identifier!r}: the daemon's connection was lost ({exc})"
             ) from exc
         if response.status != 200:
-            raise _daemon_error(answer)
+            raise daemon_error(answer)
         if "statistics" in answer:
             self._statistics = decode_statistics(answer["statistics"])
         return dict(answer)
@@ -379,7 +253,7 @@ class DaemonBackend:
         ) as response:
             answer = await response.json(content_type=None)
         if response.status != 200:
-            raise _daemon_error(answer)
+            raise daemon_error(answer)
         return dict(answer)
 
     def _task_answer(self, answer: dict[str, Any]) -> TaskSnapshot:
@@ -460,7 +334,20 @@ class DaemonBackend:
             await self._call("/acknowledge", {"ids": [task_id]})
         return snapshot
 
-    def subscribe(self, task_id: int | None, *, follow: bool = True) -> EventStream[Any]:
+    def subscribe(
+        self, task_id: int | None, *, follow: bool = True, since: int | None = None
+    ) -> EventStream[Any]:
+        if since is not None:
+            check_cursor(since, task_id, persistent=True)  # as in-process: refused at once
+            if self._closed:
+                raise SessionClosedError(f"session {self._identifier!r} is closed")
+            stream = CursorStream(
+                self._hub,
+                feed=lambda into: self._feed(into, since, follow),
+                on_finish=self._streams.discard,
+            )
+            self._streams.add(stream)
+            return stream
         if task_id is not None:
             self.task(task_id)  # KeyError for an id the session never had
         ids = [task_id] if task_id is not None else list(self._snapshots)
@@ -472,7 +359,30 @@ class DaemonBackend:
             if terminal is not None:
                 backlog.append(terminal)
                 replayed += tid in self._replayed
-        return self._hub.subscribe(task_id, backlog, replayed=replayed, follow=follow)
+        return self._hub.subscribe(
+            task_id, backlog, replayed=replayed, follow=follow, cursor=self._cursor
+        )
+
+    async def _feed(self, stream: CursorStream, since: int, follow: bool) -> None:
+        """A cursor stream's events: the daemon's answer to ``POST .../events``."""
+        error: BaseException | None = None
+        body = {"since": since, "follow": follow}
+        try:
+            async with self._http.post(
+                self._prefix + "/events", json=body, headers=self._headers
+            ) as response:
+                if response.status != 200:
+                    error = daemon_error(await response.json(content_type=None))
+                    return
+                while (line := await self._line(response)) is not None:
+                    if line.get("type") == "event":
+                        stream.push(self._apply(line))
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            error = SessionClosedError(
+                f"session {self._identifier!r}: the daemon's connection was lost ({exc})"
+            )
+        finally:
+            stream.end(error)
 
     async def wait_events_delivered(self) -> None:
         await self._call("/events-delivered")
@@ -490,6 +400,12 @@ class DaemonBackend:
 
     async def flush(self) -> None:
         await self._call("/flush")
+
+
+def _optional_int(value: object) -> int | None:
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise DaemonError(f"the daemon sent {value!r} where a number belongs")
 
 
 def _absolute_path(path: str | os.PathLike[str]) -> str:

@@ -15,7 +15,7 @@ import aiohttp
 
 from .._core.wire import PROTOCOL_VERSION
 from .paths import lock_path, socket_path
-from .server import PROTOCOL_HEADER, SHUTDOWN_BOUND
+from .protocol import PROTOCOL_HEADER, SHUTDOWN_BOUND
 
 __all__ = ["daemon_status", "stop_daemon"]
 

@@ -145,11 +145,16 @@ class LaunchController:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for task in (self._launch, self._saving):
-            if task is not None and not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        launch, saving = self._launch, self._saving
+        if launch is not None and not launch.done():
+            launch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await launch
+        if saving is not None and not saving.done():
+            # Not cancelled: its write runs in a thread that a cancellation would
+            # not stop, and a second write of the same temporary file beside it
+            # would mangle both. It ends by itself (it writes what is current).
+            await asyncio.wait([saving])
         self._launch = None
         self._saving = None
         await self._save_now()

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .._core.eventlog import EventLog
     from .record import TaskRecord
 
-__all__ = ["what_was_missed"]
+__all__ = ["check_cursor", "what_was_missed"]
 
 
 def what_was_missed(
@@ -34,7 +34,7 @@ def what_was_missed(
     how many terminal events it replays."""
     backlog: list[TaskEvent | EventsGapEvent] = []
     if since is not None:
-        _check_cursor(since, task_id, persistent=log is not None)
+        check_cursor(since, task_id, persistent=log is not None)
         assert log is not None
         events = log.replay(since)
         if events is not None:
@@ -54,7 +54,7 @@ def what_was_missed(
     return backlog, replayed
 
 
-def _check_cursor(since: object, task_id: int | None, *, persistent: bool) -> None:
+def check_cursor(since: object, task_id: int | None, *, persistent: bool) -> None:
     """A cursor is a log number (an int >= 0) for the session's stream of a
     background session (an ephemeral one keeps no event log)."""
     if isinstance(since, bool) or not isinstance(since, int):

@@ -9,7 +9,7 @@ import pytest
 
 from _helpers import daemon_pid
 from bgtransfer import DaemonError, Session
-from bgtransfer._daemon import client as daemon_client
+from bgtransfer._daemon import connection as daemon_client
 from bgtransfer._daemon.paths import make_socket_dir
 
 

@@ -1,0 +1,131 @@
+"""The daemon's commands: one function per route that acts on an attached session.
+
+Each takes the served session, the request's JSON body and the request (for
+the task id in its path), and answers a JSON object; the server checks the
+lease first and adds the statistics (``server.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Final
+
+from aiohttp import web
+
+from .._core.resume_data import ResumeData
+from .._core.wire import WireError, decode_request, encode_snapshot
+from .protocol import task_id_of
+from .sessions import Served
+
+__all__ = ["COMMANDS", "Command"]
+
+Command = Callable[[Served, dict[str, Any], web.Request], Awaitable[dict[str, Any]]]
+
+
+async def submit(served: Served, body: dict[str, Any], request: web.Request) -> dict[str, Any]:
+    backend = served.backend
+    if "request" in body:
+        snapshot = await backend.submit(decode_request(body["request"]))
+        served.activity()
+        return {"tasks": [encode_snapshot(snapshot)]}
+    given = body.get("requests")
+    if not isinstance(given, list):
+        raise WireError("'requests' is not a list")
+    snapshots = await backend.submit_many([decode_request(item) for item in given])
+    served.activity()
+    return {"tasks": [encode_snapshot(s) for s in snapshots]}
+
+
+async def submit_resumed(
+    served: Served, body: dict[str, Any], request: web.Request
+) -> dict[str, Any]:
+    blob = body.get("resume_data")
+    if not isinstance(blob, str):
+        raise WireError("'resume_data' is not text")
+    destination = body.get("destination")
+    if destination is not None and (
+        not isinstance(destination, str) or not Path(destination).is_absolute()
+    ):
+        raise WireError(f"destination {destination!r} is not an absolute path")
+    headers = decode_request({"url": "", "headers": body.get("headers", [])}).headers
+    snapshot = await served.backend.submit_resumed(
+        ResumeData.from_bytes(blob.encode("utf-8")), destination, headers=headers
+    )
+    served.activity()
+    return {"task": encode_snapshot(snapshot)}
+
+
+async def cancel(served: Served, body: dict[str, Any], request: web.Request) -> dict[str, Any]:
+    snapshot = await served.backend.cancel(
+        task_id_of(request),
+        resume_data=bool(body.get("resume_data", False)),
+        wait=bool(body.get("wait", True)),
+    )
+    return {"task": encode_snapshot(snapshot)}
+
+
+async def suspend(served: Served, body: dict[str, Any], request: web.Request) -> dict[str, Any]:
+    snapshot = served.backend.suspend(task_id_of(request))
+    served.activity()
+    return {"task": encode_snapshot(snapshot)}
+
+
+async def resume(served: Served, body: dict[str, Any], request: web.Request) -> dict[str, Any]:
+    snapshot = served.backend.resume(task_id_of(request))
+    served.activity()
+    return {"task": encode_snapshot(snapshot)}
+
+
+async def wait(served: Served, body: dict[str, Any], request: web.Request) -> dict[str, Any]:
+    snapshot = await served.backend.wait(
+        task_id_of(request),
+        hand_out=bool(body.get("hand_out", True)),
+        stop_when_suspended=bool(body.get("stop_when_suspended", True)),
+    )
+    return {"task": encode_snapshot(snapshot)}
+
+
+async def acknowledge(served: Served, body: dict[str, Any], request: web.Request) -> dict[str, Any]:
+    ids = body.get("ids")
+    if not isinstance(ids, list) or not all(
+        isinstance(i, int) and not isinstance(i, bool) for i in ids
+    ):
+        raise WireError("'ids' is not a list of task ids")
+    await served.backend.acknowledge(ids)
+    served.acknowledged(ids)
+    return {}
+
+
+async def invalidate(served: Served, body: dict[str, Any], request: web.Request) -> dict[str, Any]:
+    served.backend.invalidate()
+    return {}
+
+
+async def events_delivered(
+    served: Served, body: dict[str, Any], request: web.Request
+) -> dict[str, Any]:
+    await served.backend.wait_events_delivered()
+    return {}
+
+
+async def flush(served: Served, body: dict[str, Any], request: web.Request) -> dict[str, Any]:
+    await served.backend.flush()
+    return {}
+
+
+_TASK: Final = "/tasks/{task_id:[0-9]+}"
+
+COMMANDS: Final[dict[str, Command]] = {
+    "/tasks": submit,
+    "/resumed": submit_resumed,
+    _TASK + "/cancel": cancel,
+    _TASK + "/suspend": suspend,
+    _TASK + "/resume": resume,
+    _TASK + "/wait": wait,
+    "/acknowledge": acknowledge,
+    "/invalidate": invalidate,
+    "/events-delivered": events_delivered,
+    "/flush": flush,
+}
+"""The routes below ``/v1/sessions/{identifier}`` that act on an attached session."""

@@ -1,0 +1,120 @@
+"""The daemon client's connection: hello, and launching the daemon on demand.
+
+``connect`` gives an aiohttp client session on the state dir's daemon socket
+and the daemon's hello, starting ``python -m bgtransfer daemon`` detached when
+nothing answers (two clients doing so at once end up with one daemon).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+
+from .._core.wire import PROTOCOL_VERSION, decode_exception
+from .._exceptions import DaemonError
+from .._io.files import make_private_dir
+from .paths import log_path, socket_path
+from .protocol import PROTOCOL_HEADER
+
+__all__ = ["BASE", "HEADERS", "connect", "daemon_error", "hello"]
+
+LAUNCH_TIMEOUT: Final = 20.0  # seconds a launched daemon may take to answer
+BASE: Final = "http://bgtransfer"  # the host is ignored on a Unix socket
+HEADERS: Final = {PROTOCOL_HEADER: str(PROTOCOL_VERSION)}
+_children: list[subprocess.Popen[bytes]] = []  # launched daemons, reaped when they exit
+
+
+def _connector(path: Path) -> aiohttp.UnixConnector:
+    return aiohttp.UnixConnector(path=str(path), limit=0)
+
+
+async def hello(http: aiohttp.ClientSession) -> dict[str, Any]:
+    """The daemon's hello; :class:`DaemonError` naming both versions on a mismatch."""
+    async with http.get(BASE + "/v1/hello", headers=HEADERS) as response:
+        body = await response.json(content_type=None)
+    if response.status != 200:
+        error = daemon_error(body)
+        raise DaemonError(f"the daemon refused this client: {error}") from error
+    if body.get("protocol") != PROTOCOL_VERSION:
+        raise DaemonError(
+            f"protocol version mismatch: this client speaks version {PROTOCOL_VERSION}, "
+            f"the daemon (bgtransfer {body.get('version')}) speaks version {body.get('protocol')}"
+        )
+    return dict(body)
+
+
+def daemon_error(body: object) -> Exception:
+    error = body.get("error") if isinstance(body, dict) else None
+    if error is None:
+        return DaemonError(f"the daemon answered {body!r}")
+    return decode_exception(error)
+
+
+async def connect(
+    state_dir: Path, *, default: bool
+) -> tuple[aiohttp.ClientSession, dict[str, Any]]:
+    """A client session to ``state_dir``'s daemon and its hello, launching the
+    daemon when nothing answers (two clients doing so at once: one daemon)."""
+    path = socket_path(state_dir, default=default)
+    http = aiohttp.ClientSession(connector=_connector(path), timeout=aiohttp.ClientTimeout())
+    try:
+        try:
+            return http, await hello(http)
+        except (aiohttp.ClientConnectionError, OSError):
+            pass  # nothing answers: launch one
+        process = await asyncio.to_thread(_launch, state_dir, default)
+        deadline = time.monotonic() + LAUNCH_TIMEOUT
+        delay = 0.005
+        while True:
+            try:
+                return http, await hello(http)
+            except (aiohttp.ClientConnectionError, OSError) as exc:
+                status = process.poll()
+                if status not in (None, 0) or time.monotonic() > deadline:
+                    why = f"exited with status {status}" if status else "did not answer in time"
+                    raise DaemonError(
+                        f"the bgtransfer daemon for {state_dir} {why} "
+                        f"(socket {path}; its log: {log_path(state_dir)})"
+                    ) from exc
+                # Bounded wait for the daemon's socket to answer (a fresh
+                # interpreter takes a few hundred ms): short, growing pauses.
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.05)
+    except BaseException:
+        await http.close()
+        raise
+
+
+def _launch(state_dir: Path, default: bool) -> subprocess.Popen[bytes]:
+    """``python -m bgtransfer daemon`` detached: its own session, no terminal,
+    stdin from /dev/null, output to the state dir's ``daemon.log``, no
+    inherited descriptors."""
+    for child in list(_children):
+        if child.poll() is not None:
+            _children.remove(child)
+    make_private_dir(state_dir)
+    command = [sys.executable, "-m", "bgtransfer", "daemon"]
+    if not default:
+        command += ["--state-dir", str(state_dir)]
+    fd = os.open(log_path(state_dir), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=fd,
+            stderr=fd,
+            close_fds=True,
+            start_new_session=True,
+            cwd="/",
+        )
+    finally:
+        os.close(fd)
+    _children.append(process)
+    return process

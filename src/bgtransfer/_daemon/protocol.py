@@ -1,0 +1,105 @@
+"""The daemon protocol's HTTP side: headers, limits, and the helpers every route uses.
+
+Shared by the server (``server.py``, ``sessions.py``, ``commands.py``), its
+client (``connection.py``, ``client.py``) and ``control.py``. The values
+themselves are :mod:`bgtransfer._core.wire`'s.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+from importlib.metadata import version as _package_version
+from typing import Any, Final
+
+from aiohttp import web
+
+from .._core.wire import PROTOCOL_VERSION, WireError, encode_exception
+
+__all__ = [
+    "CAPABILITIES",
+    "LEASE_HEADER",
+    "MAX_BODY",
+    "PROTOCOL_HEADER",
+    "SHUTDOWN_BOUND",
+    "Refused",
+    "error_response",
+    "package_version",
+    "peer",
+    "read_body",
+    "send_line",
+    "task_id_of",
+    "version_error",
+]
+
+PROTOCOL_HEADER: Final = "Bgtransfer-Protocol"
+LEASE_HEADER: Final = "Bgtransfer-Lease"
+MAX_BODY: Final = 16 * 1024 * 1024  # a batch of some 10,000 requests; more is refused (413)
+SHUTDOWN_BOUND: Final = 10.0  # seconds SIGTERM/--stop may take to journal and close
+CAPABILITIES: Final = ("attach", "status", "stop")
+
+
+def package_version() -> str:
+    try:
+        return _package_version("bgtransfer")
+    except Exception:  # not installed (a source tree on sys.path)
+        return "unknown"
+
+
+class Refused(Exception):
+    """A request answered with an HTTP error status and a JSON error body."""
+
+    def __init__(self, status: int, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.status = status
+        self.error = error
+
+
+def version_error(given: str) -> ValueError:
+    return ValueError(
+        f"protocol version mismatch: the client speaks version {given}, "
+        f"this daemon (bgtransfer {package_version()}) speaks version {PROTOCOL_VERSION}"
+    )
+
+
+def error_response(status: int, error: BaseException) -> web.Response:
+    return web.json_response({"error": encode_exception(error)}, status=status)
+
+
+async def send_line(response: web.StreamResponse, line: dict[str, Any]) -> None:
+    # write() waits while the client's socket is full: the engine never does
+    # (the session stream between them coalesces progress meanwhile).
+    await response.write(json.dumps(line, separators=(",", ":")).encode("utf-8") + b"\n")
+
+
+async def read_body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        body = await request.json()
+    except json.JSONDecodeError as exc:
+        raise WireError(f"the request body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise WireError("the request body is not a JSON object")
+    return body
+
+
+def task_id_of(request: web.Request) -> int:
+    return int(request.match_info["task_id"])
+
+
+_PEERCRED = struct.Struct("3i")
+
+
+def peer(request: web.Request) -> tuple[int | None, int | None]:
+    """The connected process's pid and uid (SO_PEERCRED; None where unknown)."""
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if sock is None or not hasattr(socket, "SO_PEERCRED"):
+        return None, None
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    except OSError:
+        return None, None
+    pid, uid, _gid = _PEERCRED.unpack(raw)
+    return pid, uid

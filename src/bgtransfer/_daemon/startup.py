@@ -1,0 +1,65 @@
+"""``Session(..., daemon=True)``'s start-up: connect to the daemon (launched on
+demand, ``connection.py``) and attach the session (``client.py``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+
+from .._core.config import Configuration
+from .client import DaemonBackend
+from .connection import connect
+
+__all__ = ["DaemonStartup", "open_daemon_backend"]
+
+
+def open_daemon_backend(
+    identifier: str | None, *, state_dir: Path, config: Configuration, default: bool = False
+) -> DaemonStartup:
+    """``async with open_daemon_backend(...) as backend``: the session
+    ``identifier`` of ``state_dir``'s daemon, launched if nothing answers.
+    ``default``: ``state_dir`` is the default one (the socket may then live in
+    ``$XDG_RUNTIME_DIR``)."""
+    return DaemonStartup(identifier, state_dir=state_dir, config=config, default=default)
+
+
+class DaemonStartup:
+    """The async context manager :func:`open_daemon_backend` returns."""
+
+    def __init__(
+        self, identifier: str | None, *, state_dir: Path, config: Configuration, default: bool
+    ) -> None:
+        if identifier is None:
+            raise ValueError("daemon=True needs a background session: give it an identifier")
+        if config.headers_provider is not None:
+            raise ValueError(
+                "Configuration.headers_provider cannot be used with daemon=True: a callable "
+                "cannot cross to the daemon's process; give credentials as headers "
+                "(Configuration.headers or per task), which the daemon keeps in memory only"
+            )
+        self._identifier = identifier
+        self._state_dir = state_dir.absolute()
+        self._config = config
+        self._default = default
+        self._backend: DaemonBackend | None = None
+
+    async def __aenter__(self) -> DaemonBackend:
+        http, _hello = await connect(self._state_dir, default=self._default)
+        backend = DaemonBackend(http, self._identifier, self._config)
+        try:
+            await backend._attach()
+        except BaseException:
+            await backend._close()
+            raise
+        self._backend = backend
+        return backend
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        backend, self._backend = self._backend, None
+        if backend is not None:
+            await backend._close()

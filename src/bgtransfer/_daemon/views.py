@@ -1,0 +1,63 @@
+"""What the daemon shows of a served session: its status, and its events as stream lines."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+from .._core.events import EventsDeliveredEvent, EventsGapEvent, ProgressEvent, SessionEvent
+from .._core.states import TaskState
+from .._core.wire import encode_event, encode_snapshot, encode_statistics
+from .sessions import Served
+
+__all__ = ["event_line", "session_status"]
+
+
+def session_status(served: Served) -> dict[str, Any]:
+    """One session in ``GET /v1/status`` (``bgtransfer status``)."""
+    backend = served.backend
+    records = {record.id: record for record in backend.engine.records()}
+    return {
+        "identifier": served.identifier,
+        "attached": served.lease is not None,
+        "client_pid": served.client_pid,
+        "statistics": encode_statistics(backend.statistics()),
+        "launches": _launches(served),
+        "tasks": [
+            {**encode_snapshot(s), "activity": _activity(s.state, records.get(s.id))}
+            for s in backend.tasks()
+        ],
+    }
+
+
+def _launches(served: Served) -> dict[str, Any] | None:
+    """The session's launch status (``LaunchPolicy.to_json``), with when the next
+    launch is due and why, for ``bgtransfer status``; None without a launch_command."""
+    if served.launch is None:
+        return None
+    status = served.launch.status
+    return {**status.to_json(), "due": status.due, "explain": status.explain(time.time())}
+
+
+def event_line(served: Served, event: SessionEvent) -> dict[str, Any]:
+    """An event for a client's stream; one that changes a task carries its new
+    snapshot, and the statistics."""
+    line: dict[str, Any] = {"type": "event", "event": encode_event(event)}
+    if not isinstance(event, ProgressEvent | EventsDeliveredEvent | EventsGapEvent):
+        backend = served.backend
+        with contextlib.suppress(KeyError):
+            line["task"] = encode_snapshot(backend.task(event.task_id))
+        line["statistics"] = encode_statistics(backend.statistics())
+    return line
+
+
+def _activity(state: TaskState, record: Any) -> str:
+    """What a task is doing, for ``bgtransfer status``."""
+    if state is TaskState.RUNNING:
+        return "transferring" if record is not None and record.running else "waiting for a slot"
+    return {
+        TaskState.SUSPENDED: "suspended",
+        TaskState.CANCELING: "cancelling",
+        TaskState.COMPLETED: "ended",
+    }[state]
