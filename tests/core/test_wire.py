@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import attrs
 import pytest
 
 from bgtransfer import (
@@ -169,6 +170,15 @@ def test_launch_settings_and_the_log_size_cross() -> None:
     )
     assert decode_config(through_json(encode_config(config))) == config
     assert decode_config(through_json(encode_config(Configuration()))) == Configuration()
+
+
+def test_every_field_but_the_headers_provider_crosses() -> None:
+    """A field the wire forgets would silently take its default in the daemon."""
+    encoded = encode_config(Configuration())
+    names = {field.name for field in attrs.fields(Configuration)} - {"headers_provider"}
+    assert set(encoded) == names
+    config = Configuration(resume_data_max_age=None)
+    assert decode_config(through_json(encode_config(config))) == config
 
 
 def test_an_unknown_event_is_refused() -> None:

@@ -184,6 +184,7 @@ def encode_config(config: Configuration, *, keep_secrets: bool = True) -> dict[s
         "launch_command": None if config.launch_command is None else list(config.launch_command),
         "launch_delay": config.launch_delay,
         "launch_delay_max": config.launch_delay_max,
+        "resume_data_max_age": config.resume_data_max_age,
     }
 
 

@@ -106,8 +106,11 @@ class BackendStartup:
             self._engine = engine
             if journal is not None:
                 entries, journal.entries = journal.entries, []
-                await engine.restore(entries)
                 await _sweep(partials, entries, config.resume_data_max_age)
+                # No await from here until the backend is handed out: restored
+                # tasks start at once, and the application must be able to
+                # subscribe before their first event.
+                await engine.restore(entries)
                 if config.handle_sigterm:
                     self._sigterm = sigterm.register(engine.journal_running)
         except BaseException:
