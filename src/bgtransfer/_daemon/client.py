@@ -3,8 +3,11 @@ the daemon's socket (``startup.py`` connects, launching the daemon on demand,
 and attaches it).
 
 The client keeps a snapshot of every task, current from the attachment's event
-stream, so the sync queries (``task``, ``tasks``, ``statistics``) never touch
-the socket; commands are HTTP requests carrying the lease. The daemon's engine
+stream, so the sync queries (``task``, ``tasks``, ``statistics``) and ``wait``
+never touch the socket (the daemon sends a terminal event once its journal holds
+it); commands are HTTP requests carrying the lease, over a few connections of
+their own (thousands of concurrent ``download()`` calls queue in the client
+instead of overflowing the daemon's listen backlog). The daemon's engine
 acknowledges explicitly; the client applies the application's acknowledgement
 rule (``"auto"``: it acknowledges what it hands out).
 """
@@ -21,6 +24,7 @@ from typing import Any, Final
 
 import aiohttp
 import anyio
+import anyio.lowlevel
 import attrs
 
 from .._core.config import Configuration, HeaderPairs
@@ -30,10 +34,11 @@ from .._core.events import (
     ProgressEvent,
     SessionEvent,
     TaskEvent,
+    is_terminal,
 )
 from .._core.request import DownloadRequest
 from .._core.resume_data import ResumeData
-from .._core.states import Input, transition
+from .._core.states import Input, TaskState, transition
 from .._core.supervisor import SupervisorStatistics
 from .._core.wire import (
     decode_event,
@@ -53,13 +58,15 @@ from .streams import CursorStream
 __all__ = ["DaemonBackend"]
 
 CLOSE_BOUND: Final = 10.0  # seconds closing may wait for the answers of commands sent
+COMMAND_CONNECTIONS: Final = 8  # concurrent command requests; the rest wait their turn
 
 
 class DaemonBackend:
     """One attached session of the daemon, behind the backend protocol."""
 
     def __init__(self, http: aiohttp.ClientSession, identifier: str, config: Configuration) -> None:
-        self._http = http
+        self._http = http  # the long-lived streams: the attachment, cursor streams
+        self._commands = _command_session(http)
         self._identifier = identifier
         self._config = config
         self._prefix = f"{BASE}/v1/sessions/{identifier}"
@@ -79,6 +86,8 @@ class DaemonBackend:
         self._closed = False
         self._cursor: int | None = None  # the newest logged event's number seen
         self._streams: set[CursorStream] = set()  # streams opened with a cursor
+        self._changes: dict[int, asyncio.Event] = {}  # per waited task: set when it changes
+        self._acks: list[int] | None = None  # delivered, acknowledged with the next batch
 
     @property
     def directory(self) -> Path:
@@ -150,13 +159,17 @@ class DaemonBackend:
             self._hub.close()
             for stream in list(self._streams):
                 stream.end()
+            for change in self._changes.values():
+                change.set()  # waiters find the session closed
+            self._changes.clear()
 
     def _apply(self, line: dict[str, Any]) -> SessionEvent:
         """An event line of the daemon: the snapshots, statistics and cursor
         it carries are taken in; the event is returned."""
         event = decode_event(line["event"])
         if "task" in line:
-            self._update(TaskSnapshot(**snapshot_fields(line["task"])))
+            snapshot = TaskSnapshot(**snapshot_fields(line["task"]))
+            self._update(snapshot, vouched=is_terminal(event))
         if "statistics" in line:
             self._statistics = decode_statistics(line["statistics"])
         seq = getattr(event, "seq", None)
@@ -173,14 +186,27 @@ class DaemonBackend:
                 )
         return event
 
-    def _update(self, snapshot: TaskSnapshot) -> TaskSnapshot:
+    def _update(self, snapshot: TaskSnapshot, *, vouched: bool = True) -> TaskSnapshot:
+        """Take a newer snapshot in. Not ``vouched``: it rode with something else
+        than the task's end (another event, a suspend's answer); an end it shows
+        may not be journaled yet, so it waits for the terminal event's line."""
         current = self._snapshots.get(snapshot.id)
         if current is not None and current.terminal is not None and snapshot.terminal is None:
             return current  # an older answer than the stream's: the end stays
+        unvouched_end = not vouched and snapshot.terminal is not None
+        if unvouched_end and current is not None and current.terminal is None:
+            snapshot = attrs.evolve(snapshot, state=current.state, terminal=None)
         self._snapshots[snapshot.id] = snapshot
+        self._changed(snapshot.id)
         return snapshot
 
+    def _changed(self, task_id: int) -> None:
+        change = self._changes.pop(task_id, None)
+        if change is not None:
+            change.set()
+
     async def _close(self) -> None:
+        self._send_acknowledgements()  # before closing: they are the app's
         self._closed = True
         try:
             pending, self._pending = self._pending, []
@@ -206,6 +232,7 @@ class DaemonBackend:
                 self._response.close()  # the lease ends with the connection
         finally:
             self._hub.close()
+            await self._commands.close()
             await self._http.close()
 
     # -- requests ---------------------------------------------------------------------
@@ -217,7 +244,7 @@ class DaemonBackend:
         if pending:  # the sync commands sent before go first
             await asyncio.gather(*pending, return_exceptions=True)
         try:
-            async with self._http.post(
+            async with self._commands.post(
                 self._prefix + path, json=body or {}, headers=self._headers
             ) as response:
                 answer = await response.json(content_type=None)
@@ -245,10 +272,10 @@ class DaemonBackend:
             if "statistics" in answer:
                 self._statistics = decode_statistics(answer["statistics"])
             if "task" in answer:
-                self._update(TaskSnapshot(**snapshot_fields(answer["task"])))
+                self._update(TaskSnapshot(**snapshot_fields(answer["task"])), vouched=False)
 
     async def _call_direct(self, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
-        async with self._http.post(
+        async with self._commands.post(
             self._prefix + path, json=body or {}, headers=self._headers
         ) as response:
             answer = await response.json(content_type=None)
@@ -293,7 +320,7 @@ class DaemonBackend:
         )
         snapshot = self._task_answer(answer)
         if wait and resume_data and self._config.acknowledge == "auto":
-            await self._call("/acknowledge", {"ids": [task_id]})  # the caller gets the outcome
+            self._delivered(task_id)  # the caller gets the outcome
         return snapshot
 
     def suspend(self, task_id: int) -> TaskSnapshot:
@@ -308,15 +335,27 @@ class DaemonBackend:
         # The state table says the new state; the daemon's answer confirms it.
         snapshot = attrs.evolve(snapshot, state=transition(snapshot.state, what))
         self._snapshots[task_id] = snapshot
+        self._changed(task_id)  # a wait() stops at a suspension
         return snapshot
 
     async def acknowledge(self, task_ids: Sequence[int]) -> None:
         await self._call("/acknowledge", {"ids": list(task_ids)})
 
     def _delivered(self, task_id: int) -> None:
-        """A stream handed out this task's terminal event (``acknowledge="auto"``)."""
-        if not self._closed:
-            self._call_nowait("/acknowledge", {"ids": [task_id]})
+        """This task's terminal event was handed out (``acknowledge="auto"``):
+        acknowledged with the others handed out in the same turn of the loop, in
+        one request (as in-process, where it is one lazy journal entry)."""
+        if self._closed:
+            return
+        if self._acks is None:
+            self._acks = []
+            asyncio.get_running_loop().call_soon(self._send_acknowledgements)
+        self._acks.append(task_id)
+
+    def _send_acknowledgements(self) -> None:
+        ids, self._acks = self._acks, None
+        if ids and not self._closed:
+            self._call_nowait("/acknowledge", {"ids": ids})
 
     def invalidate(self) -> None:
         self._call_nowait("/invalidate")
@@ -326,12 +365,24 @@ class DaemonBackend:
     async def wait(
         self, task_id: int, *, hand_out: bool = True, stop_when_suspended: bool = True
     ) -> TaskSnapshot:
+        """On the snapshot the attachment keeps current: no request per wait."""
         snapshot = self.task(task_id)
-        if snapshot.terminal is None or hand_out:
-            body = {"hand_out": hand_out, "stop_when_suspended": stop_when_suspended}
-            snapshot = self._task_answer(await self._call(f"/tasks/{task_id}/wait", body))
-        if hand_out and snapshot.terminal is not None and self._config.acknowledge == "auto":
-            await self._call("/acknowledge", {"ids": [task_id]})
+        while snapshot.terminal is None:
+            if self._closed:
+                raise SessionClosedError(
+                    f"the session closed before task {task_id} ({snapshot.url}) ended"
+                )
+            if stop_when_suspended and snapshot.state is TaskState.SUSPENDED:
+                return snapshot
+            change = self._changes.get(task_id)
+            if change is None:
+                change = self._changes[task_id] = asyncio.Event()
+            await change.wait()
+            snapshot = self.task(task_id)
+        if hand_out and self._config.acknowledge == "auto":
+            self._delivered(task_id)
+        else:
+            await anyio.lowlevel.checkpoint()  # a wait is always a checkpoint
         return snapshot
 
     def subscribe(
@@ -418,3 +469,15 @@ def _absolute(request: DownloadRequest) -> DownloadRequest:
     if destination is None or os.path.isabs(destination):
         return request
     return attrs.evolve(request, destination=os.path.abspath(destination))
+
+
+def _command_session(streams: aiohttp.ClientSession) -> aiohttp.ClientSession:
+    """A client session for commands, to the same socket as ``streams``, with at
+    most ``COMMAND_CONNECTIONS`` connections (the streams' session has no limit:
+    each stream holds its connection for as long as it lives)."""
+    connector = streams.connector
+    assert isinstance(connector, aiohttp.UnixConnector)
+    return aiohttp.ClientSession(
+        connector=aiohttp.UnixConnector(path=connector.path, limit=COMMAND_CONNECTIONS),
+        timeout=aiohttp.ClientTimeout(),
+    )
