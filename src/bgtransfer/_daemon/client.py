@@ -366,6 +366,10 @@ class DaemonBackend:
         self, task_id: int, *, hand_out: bool = True, stop_when_suspended: bool = True
     ) -> TaskSnapshot:
         """On the snapshot the attachment keeps current: no request per wait."""
+        self.task(task_id)  # KeyError for an id the session never had
+        pending, self._pending = self._pending, []
+        if pending:  # the answers of suspend()/resume() sent before: the state they settle
+            await asyncio.gather(*pending, return_exceptions=True)
         snapshot = self.task(task_id)
         while snapshot.terminal is None:
             if self._closed:
