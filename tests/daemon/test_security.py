@@ -239,3 +239,18 @@ async def test_a_headers_provider_is_refused_for_a_daemon_session(tmp_path: Path
     config = Configuration(headers_provider=lambda url: {"Authorization": "x"})
     with pytest.raises(ValueError, match="headers_provider cannot be used with daemon=True"):
         Session("hp", state_dir=tmp_path, config=config, daemon=True)
+
+
+async def test_a_link_at_the_daemon_log_is_never_followed(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (state / "daemon.log").symlink_to(victim)
+    try:
+        with pytest.raises(DaemonError, match="cannot launch the bgtransfer daemon"):
+            async with Session("links", state_dir=state, daemon=True):
+                pytest.fail("a daemon was launched writing through a link")
+    finally:
+        kill_daemon(state)
+    assert victim.read_text() == "precious"

@@ -69,7 +69,13 @@ async def connect(
             return http, await hello(http)
         except (aiohttp.ClientConnectionError, OSError):
             pass  # nothing answers: launch one
-        process = await asyncio.to_thread(_launch, state_dir, default)
+        try:
+            process = await asyncio.to_thread(_launch, state_dir, default)
+        except OSError as exc:  # its log cannot be opened (a link there), no interpreter...
+            raise DaemonError(
+                f"cannot launch the bgtransfer daemon for {state_dir}: {exc.strerror or exc} "
+                f"({exc.filename or sys.executable})"
+            ) from exc
         deadline = time.monotonic() + LAUNCH_TIMEOUT
         delay = 0.005
         while True:
@@ -103,7 +109,8 @@ def _launch(state_dir: Path, default: bool) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "bgtransfer", "daemon"]
     if not default:
         command += ["--state-dir", str(state_dir)]
-    fd = os.open(log_path(state_dir), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(log_path(state_dir), flags, 0o600)
     try:
         process = subprocess.Popen(
             command,

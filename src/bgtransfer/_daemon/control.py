@@ -60,7 +60,7 @@ async def stop_daemon(state_dir: Path, *, default: bool = False) -> int:
 
 def _lock_free(state_dir: Path) -> bool:
     try:
-        fd = os.open(lock_path(state_dir), os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(lock_path(state_dir), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return True
     try:

@@ -404,7 +404,7 @@ def _same_engine(a: Configuration, b: Configuration) -> bool:
 @contextlib.contextmanager
 def _daemon_lock(state_dir: Path) -> Iterator[bool]:
     make_private_dir(state_dir)
-    fd = os.open(lock_path(state_dir), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(lock_path(state_dir), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -13,7 +13,6 @@ import contextlib
 import heapq
 import json
 import logging
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -30,6 +29,7 @@ from .._engine.local import LocalBackend
 from .._engine.startup import BackendStartup, open_backend
 from .._exceptions import SessionClosedError
 from .._io.journal import JOURNAL_NAME
+from .._io.launcher import write_status
 from .launching import LaunchController
 
 __all__ = ["CONFIG_NAME", "LIVE", "Served", "SessionTable"]
@@ -295,12 +295,4 @@ class SessionTable:
 
 def _store_config(directory: Path, config: Configuration) -> None:
     """The session's configuration, without secret headers, for a restarted daemon."""
-    target = directory / CONFIG_NAME
-    temporary = directory / (CONFIG_NAME + ".tmp")
-    data = json.dumps(encode_config(config, keep_secrets=False), indent=1).encode("utf-8")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.replace(temporary, target)
+    write_status(directory / CONFIG_NAME, encode_config(config, keep_secrets=False))
