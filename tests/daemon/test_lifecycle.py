@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from _helpers import daemon_pid, sha256_file
-from bgtransfer import Configuration, Session
+from bgtransfer import Configuration, RetryEvent, RetryPolicy, Session
 from bgtransfer.testing import Faults, TestServer
 from conftest import wait_exited
 
@@ -128,3 +128,23 @@ async def test_status_without_a_daemon_says_so(tmp_path: Path) -> None:
     status, out, _err = await bgtransfer("status", "--json", "--state-dir", str(tmp_path))
     assert status == 1
     assert json.loads(out) == {"running": False}
+
+
+async def test_status_says_until_when_a_task_backs_off(
+    daemon_state: Path, server: TestServer, out_dir: Path
+) -> None:
+    server.add_file("/busy.bin", size=10_000)
+    server.set_faults("/busy.bin", Faults(status=503, retry_after="120"))
+    config = Configuration(retry=RetryPolicy(max_attempts=3, max_retry_after=600))
+    async with Session("bo", state_dir=daemon_state, config=config, daemon=True) as session:
+        task = await session.download(server.url("/busy.bin"), out_dir / "busy.bin")
+        async with task.events() as events:
+            async for event in events:
+                if isinstance(event, RetryEvent):
+                    break
+        status, out, err = await bgtransfer("status", "--json", "--state-dir", str(daemon_state))
+        assert status == 0, err
+        (session_status,) = json.loads(out)["sessions"]
+        (task_status,) = session_status["tasks"]
+        assert task_status["activity"].startswith("backing off until ")
+        await task.cancel()

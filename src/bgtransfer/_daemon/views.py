@@ -55,7 +55,13 @@ def event_line(served: Served, event: SessionEvent) -> dict[str, Any]:
 def _activity(state: TaskState, record: Any) -> str:
     """What a task is doing, for ``bgtransfer status``."""
     if state is TaskState.RUNNING:
-        return "transferring" if record is not None and record.running else "waiting for a slot"
+        if record is None or not record.running:
+            return "waiting for a slot"
+        until = getattr(record.job, "backing_off_until", None)
+        if until is not None:
+            stamp = time.strftime("%H:%M:%S", time.localtime(until))
+            return f"backing off until {stamp} (after a failed attempt)"
+        return "transferring"
     return {
         TaskState.SUSPENDED: "suspended",
         TaskState.CANCELING: "cancelling",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import random
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -216,7 +217,16 @@ class Downloader:
                 self._publish(
                     RetryEvent(task_id=job.record.id, attempt=failures + 1, error=exc, delay=delay)
                 )
-                await anyio.sleep(delay)
+                await self._back_off(job, delay)
+
+    @staticmethod
+    async def _back_off(job: DownloadJob, delay: float) -> None:
+        """The pause before the next attempt; ``bgtransfer status`` shows its end."""
+        job.backing_off_until = time.time() + delay
+        try:
+            await anyio.sleep(delay)
+        finally:
+            job.backing_off_until = None
 
     @staticmethod
     def _needs_probe(job: DownloadJob) -> bool:

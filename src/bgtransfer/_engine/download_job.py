@@ -64,6 +64,7 @@ class DownloadJob:
         "adopting",
         "announce_resume",
         "announced",
+        "backing_off_until",
         "body_start",
         "downloader",
         "encoding",
@@ -116,6 +117,7 @@ class DownloadJob:
         self.journaled_offset = 0  # the offset the journal's newest entry vouches for
         self.segments: list[Segment] | None = None  # set once the file is split
         self.adopting: str | None = None  # resume data's partial, until moved into ours
+        self.backing_off_until: float | None = None  # time.time() the next attempt waits for
 
     # -- the Job protocol -----------------------------------------------------------
 
