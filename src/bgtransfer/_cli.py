@@ -233,9 +233,11 @@ def _status(args: argparse.Namespace) -> int:
         for task in session["tasks"]:
             expected = task["bytes_expected"]
             size = f"{task['bytes_received']}/{expected}" if expected else task["bytes_received"]
+            rate = task.get("rate")
+            speed = f" at {rate / 1e6:.2f} MB/s" if rate is not None else ""
             print(
                 f"  task {task['id']} {task['state']:<9} {size} bytes, "
-                f"{task['activity']}  {task['url']}"
+                f"{task['activity']}{speed}  {task['url']}"
             )
     return 0
 

@@ -469,3 +469,19 @@ def test_buffer_property(chunks: list[list[int]], data: st.DataObject) -> None:
             for event in progress:
                 assert event.bytes_written == event.total_bytes_written - previous
                 previous = event.total_bytes_written
+
+
+def test_the_rate_is_measured_between_reports_and_drops_when_they_stop() -> None:
+    throttle = ProgressThrottle(1, interval=0.5)
+    assert throttle.rate(0.0) is None
+    assert throttle.feed(1000, 0.0) is not None  # the first report: nothing to measure yet
+    assert throttle.rate(0.1) is None
+    assert throttle.feed(4000, 0.3) is None  # held back
+    assert throttle.feed(1000, 1.0) is not None  # 5,000 bytes in 1 s
+    assert throttle.rate(1.0) == 5000.0
+    assert throttle.feed(3000, 2.0) is not None  # 3,000 in 1 s: smoothed
+    assert throttle.rate(2.0) == 4000.0
+    assert throttle.rate(2.0 + 2.0) == 4000.0
+    assert throttle.rate(2.0 + 2.1) == 0.0  # nothing reported for over 2 s: stalled
+    throttle.restart(0)
+    assert throttle.rate(5.0) is None

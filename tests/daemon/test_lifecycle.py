@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from _helpers import daemon_pid, sha256_file
-from bgtransfer import Configuration, RetryEvent, RetryPolicy, Session
+from bgtransfer import Configuration, ProgressEvent, RetryEvent, RetryPolicy, Session
 from bgtransfer.testing import Faults, TestServer
 from conftest import wait_exited
 
@@ -115,6 +115,8 @@ async def test_status_shows_the_daemon_its_sessions_and_tasks(
         (task_status,) = session_status["tasks"]
         assert (task_status["id"], task_status["state"]) == (task.id, "running")
         assert task_status["activity"] == "transferring"
+        # Held after its first bytes: one report so far, so no rate measured yet.
+        assert task_status["rate"] is None
         status, out, err = await bgtransfer("status", "--state-dir", str(daemon_state))
         assert status == 0, err
         assert f"daemon pid {document['pid']}" in out
@@ -147,4 +149,29 @@ async def test_status_says_until_when_a_task_backs_off(
         (session_status,) = json.loads(out)["sessions"]
         (task_status,) = session_status["tasks"]
         assert task_status["activity"].startswith("backing off until ")
+        await task.cancel()
+
+
+async def test_status_shows_the_rate_of_a_transferring_task(
+    daemon_state: Path, server: TestServer, out_dir: Path
+) -> None:
+    server.add_file("/slow.bin", size=64_000_000)  # ~40 s at the drip: still running
+    server.set_faults("/slow.bin", Faults(drip=(16 * 1024, 0.01)))
+    config = Configuration(progress_interval=0.05)
+    async with Session("rate", state_dir=daemon_state, config=config, daemon=True) as session:
+        task = await session.download(server.url("/slow.bin"), out_dir / "slow.bin")
+        reports = 0
+        async with task.events() as events:
+            async for event in events:
+                reports += isinstance(event, ProgressEvent)
+                if reports == 3:
+                    break
+        status, out, err = await bgtransfer("status", "--json", "--state-dir", str(daemon_state))
+        assert status == 0, err
+        (session_status,) = json.loads(out)["sessions"]
+        (task_status,) = session_status["tasks"]
+        assert task_status["activity"] == "transferring"
+        assert task_status["rate"] > 0
+        status, out, err = await bgtransfer("status", "--state-dir", str(daemon_state))
+        assert " MB/s" in out
         await task.cancel()

@@ -53,6 +53,7 @@ class ProgressThrottle:
         self._pending = 0
         self._last_emit: float | None = None
         self._waking = False  # a wakeup was handed out and its tick has not come
+        self._rate: float | None = None  # bytes/s, smoothed over the last reports
 
     @property
     def total(self) -> int:
@@ -66,6 +67,7 @@ class ProgressThrottle:
         self._total = total
         self._pending = 0
         self._last_emit = None
+        self._rate = None
 
     def feed(self, nbytes: int, now: float) -> ProgressEvent | None:
         """Count ``nbytes`` more; return an event if one is due at ``now``."""
@@ -73,7 +75,7 @@ class ProgressThrottle:
         self._pending += nbytes
         if self._last_emit is not None and now - self._last_emit < self._interval:
             return None
-        self._last_emit = now
+        self._measure(now)
         return self._take()
 
     def wakeup(self) -> float | None:
@@ -94,8 +96,25 @@ class ProgressThrottle:
             self._last_emit is not None and now - self._last_emit < self._interval
         ):
             return None
-        self._last_emit = now
+        self._measure(now)
         return self._take()
+
+    def rate(self, now: float) -> float | None:
+        """Bytes per second lately (for ``bgtransfer status``): measured between
+        reports, so known from the second one on; 0 once nothing was reported for
+        a while (a stalled transfer); None before anything could be measured."""
+        last = self._last_emit
+        if last is None or self._rate is None:
+            return None
+        return 0.0 if now - last > max(3 * self._interval, 2.0) else self._rate
+
+    def _measure(self, now: float) -> None:
+        """A report is due at ``now``: the rate of the bytes since the last one."""
+        last = self._last_emit
+        if last is not None and now > last:
+            current = self._pending / (now - last)
+            self._rate = current if self._rate is None else (self._rate + current) / 2
+        self._last_emit = now
 
     def flush(self) -> ProgressEvent | None:
         """The event for bytes counted but not yet reported, if any (before a terminal event)."""

@@ -18,6 +18,7 @@ def session_status(served: Served) -> dict[str, Any]:
     """One session in ``GET /v1/status`` (``bgtransfer status``)."""
     backend = served.backend
     records = {record.id: record for record in backend.engine.records()}
+    now = backend.engine.clock()
     return {
         "identifier": served.identifier,
         "attached": served.lease is not None,
@@ -25,7 +26,11 @@ def session_status(served: Served) -> dict[str, Any]:
         "statistics": encode_statistics(backend.statistics()),
         "launches": _launches(served),
         "tasks": [
-            {**encode_snapshot(s), "activity": _activity(s.state, records.get(s.id))}
+            {
+                **encode_snapshot(s),
+                "activity": _activity(s.state, records.get(s.id)),
+                "rate": _rate(records.get(s.id), now),
+            }
             for s in backend.tasks()
         ],
     }
@@ -50,6 +55,14 @@ def event_line(served: Served, event: SessionEvent) -> dict[str, Any]:
             line["task"] = encode_snapshot(backend.task(event.task_id))
         line["statistics"] = encode_statistics(backend.statistics())
     return line
+
+
+def _rate(record: Any, now: float) -> float | None:
+    """Bytes per second lately, for a task transferring (else None)."""
+    if record is None or not record.running or record.terminal is not None:
+        return None
+    rate: float | None = record.throttle.rate(now)
+    return rate
 
 
 def _activity(state: TaskState, record: Any) -> str:
