@@ -54,6 +54,7 @@ from .protocol import (
     peer,
     read_body,
     send_line,
+    send_lines,
     version_error,
 )
 from .sessions import CONFIG_NAME, LIVE, Served, SessionTable
@@ -337,8 +338,7 @@ class Daemon:
                     cursor = event.cursor
                     break
             await send_line(response, {"type": "ready", "cursor": cursor})
-            async for event in stream:
-                await send_line(response, event_line(served, event))
+            await send_lines(response, stream, lambda event: event_line(served, event))
         return response
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
@@ -359,8 +359,7 @@ class Daemon:
         try:
             async with stream:
                 await response.prepare(request)
-                async for event in stream:
-                    await send_line(response, event_line(served, event))
+                await send_lines(response, stream, lambda event: event_line(served, event))
         finally:
             served.streams.discard(task)
         return response
