@@ -22,7 +22,7 @@ from bgtransfer import (
     Session,
 )
 from bgtransfer._daemon import protocol
-from bgtransfer._daemon.protocol import send_lines
+from bgtransfer._daemon.protocol import send_all, send_lines
 from bgtransfer.testing import TestServer
 
 pytestmark = pytest.mark.asyncio
@@ -185,3 +185,10 @@ async def test_a_failed_write_stops_the_reader() -> None:
     with pytest.raises(ConnectionResetError):
         await send_lines(Broken(), items(), _render)  # type: ignore[arg-type]
     assert stopped.is_set()
+
+
+async def test_a_backlog_goes_a_batch_to_a_write() -> None:
+    response = _Response()
+    await send_all(response, ({"n": n} for n in range(600)))  # type: ignore[arg-type]
+    assert [len(w.splitlines()) for w in response.writes] == [256, 256, 88]
+    assert b"".join(response.writes) == b"".join(b'{"n":%d}\n' % n for n in range(600))

@@ -11,7 +11,7 @@ import asyncio
 import json
 import socket
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from importlib.metadata import version as _package_version
 from typing import Any, Final
 
@@ -30,6 +30,7 @@ __all__ = [
     "package_version",
     "peer",
     "read_body",
+    "send_all",
     "send_line",
     "send_lines",
     "task_id_of",
@@ -79,6 +80,18 @@ async def send_line(response: web.StreamResponse, line: dict[str, Any]) -> None:
 
 def _line_bytes(line: dict[str, Any]) -> bytes:
     return json.dumps(line, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+async def send_all(response: web.StreamResponse, lines: Iterable[dict[str, Any]]) -> None:
+    """Lines known at once (the attach stream's backlog), WRITE_BATCH to a write."""
+    chunk: list[bytes] = []
+    for line in lines:
+        chunk.append(_line_bytes(line))
+        if len(chunk) >= WRITE_BATCH:
+            await response.write(b"".join(chunk))
+            chunk.clear()
+    if chunk:
+        await response.write(b"".join(chunk))
 
 
 async def send_lines(

@@ -9,9 +9,10 @@ from typing import Any
 from .._core.events import EventsDeliveredEvent, EventsGapEvent, ProgressEvent, SessionEvent
 from .._core.states import TaskState
 from .._core.wire import encode_event, encode_snapshot, encode_statistics
+from .._engine.backend import TaskSnapshot
 from .sessions import Served
 
-__all__ = ["event_line", "session_status"]
+__all__ = ["event_line", "session_status", "task_line"]
 
 
 def session_status(served: Served) -> dict[str, Any]:
@@ -49,6 +50,17 @@ def event_line(served: Served, event: SessionEvent) -> dict[str, Any]:
         with contextlib.suppress(KeyError):
             line["task"] = encode_snapshot(backend.task(event.task_id))
         line["statistics"] = encode_statistics(backend.statistics())
+    return line
+
+
+def task_line(snapshot: TaskSnapshot, record: Any) -> dict[str, Any]:
+    """A task of the attach stream's backlog, with its progress so far."""
+    last = record.last_progress if record is not None else None
+    line: dict[str, Any] = {"type": "task", "task": encode_snapshot(snapshot)}
+    if last is not None:
+        line["progress"] = [last.total_bytes_written, last.total_bytes_expected]
+    if record is not None and record.replayed:
+        line["replayed"] = True
     return line
 
 
