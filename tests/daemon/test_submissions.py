@@ -32,7 +32,7 @@ BAD = 17
 
 
 async def test_one_invalid_download_among_many_fails_only_its_caller(
-    server: TestServer, state_dir: Path, out_dir: Path, tmp_path: Path
+    server: TestServer, daemon_state: Path, out_dir: Path, tmp_path: Path
 ) -> None:
     files = [server.add_file(f"/each/{n}.bin", size=1000 + n) for n in range(COUNT)]
     victim = tmp_path / "victim.bin"
@@ -43,7 +43,7 @@ async def test_one_invalid_download_among_many_fails_only_its_caller(
         return tmp_path / "missing" / "x.bin" if n == BAD else out_dir / f"{n}.bin"
 
     config = Configuration(max_connections_per_host=8)
-    async with Session("each", state_dir=state_dir, config=config, daemon=True) as session:
+    async with Session("each", state_dir=daemon_state, config=config, daemon=True) as session:
         outcomes = await asyncio.gather(
             *(session.download(server.url(f.path), destination(n)) for n, f in enumerate(files)),
             return_exceptions=True,
@@ -66,7 +66,7 @@ async def test_one_invalid_download_among_many_fails_only_its_caller(
 
 async def test_concurrent_downloads_go_in_one_request(
     server: TestServer,
-    state_dir: Path,
+    daemon_state: Path,
     out_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -79,7 +79,7 @@ async def test_concurrent_downloads_go_in_one_request(
         return await call(self, path, body)
 
     monkeypatch.setattr(DaemonBackend, "_call", counted)
-    async with Session("one", state_dir=state_dir, daemon=True) as session:
+    async with Session("one", state_dir=daemon_state, daemon=True) as session:
         tasks = await asyncio.gather(
             *(
                 session.download(server.url(f.path), out_dir / f"{n}.bin")
