@@ -54,6 +54,7 @@ from .._exceptions import DaemonError, SessionClosedError
 from .connection import BASE, HEADERS, daemon_error
 from .protocol import LEASE_HEADER
 from .streams import CursorStream
+from .submissions import Submissions
 
 __all__ = ["DaemonBackend"]
 
@@ -88,6 +89,7 @@ class DaemonBackend:
         self._streams: set[CursorStream] = set()  # streams opened with a cursor
         self._changes: dict[int, asyncio.Event] = {}  # per waited task: set when it changes
         self._acks: list[int] | None = None  # delivered, acknowledged with the next batch
+        self._submissions = Submissions(self._submit_each)  # download() calls, coalesced
 
     @property
     def directory(self) -> Path:
@@ -289,8 +291,18 @@ class DaemonBackend:
     # -- commands ---------------------------------------------------------------------
 
     async def submit(self, request: DownloadRequest) -> TaskSnapshot:
-        answer = await self._call("/tasks", {"request": encode_request(_absolute(request))})
-        return self._update(TaskSnapshot(**snapshot_fields(answer["tasks"][0])))
+        if self._closed:
+            raise SessionClosedError(f"session {self._identifier!r} is closed")
+        task = await self._submissions.submit(encode_request(_absolute(request)))
+        return self._update(TaskSnapshot(**snapshot_fields(task)))
+
+    async def _submit_each(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Concurrent ``download()`` calls in one request (``submissions.py``)."""
+        answer = await self._call("/tasks", {"each": requests})
+        results = answer.get("results")
+        if not isinstance(results, list) or len(results) != len(requests):
+            raise DaemonError(f"the daemon answered {len(requests)} submissions with {answer!r}")
+        return results
 
     async def submit_many(self, requests: Sequence[DownloadRequest]) -> list[TaskSnapshot]:
         body = {"requests": [encode_request(_absolute(r)) for r in requests]}

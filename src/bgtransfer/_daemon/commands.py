@@ -13,8 +13,10 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from .._core.request import DownloadRequest
 from .._core.resume_data import ResumeData
-from .._core.wire import WireError, decode_request, encode_snapshot
+from .._core.wire import WireError, decode_request, encode_exception, encode_snapshot
+from .._exceptions import BgTransferError
 from .protocol import task_id_of
 from .sessions import Served
 
@@ -25,6 +27,13 @@ Command = Callable[[Served, dict[str, Any], web.Request], Awaitable[dict[str, An
 
 async def submit(served: Served, body: dict[str, Any], request: web.Request) -> dict[str, Any]:
     backend = served.backend
+    if "each" in body:
+        given = body["each"]
+        if not isinstance(given, list):
+            raise WireError("'each' is not a list")
+        results = await _submit_each(served, given)
+        served.activity()
+        return {"results": results}
     if "request" in body:
         snapshot = await backend.submit(decode_request(body["request"]))
         served.activity()
@@ -35,6 +44,38 @@ async def submit(served: Served, body: dict[str, Any], request: web.Request) -> 
     snapshots = await backend.submit_many([decode_request(item) for item in given])
     served.activity()
     return {"tasks": [encode_snapshot(s) for s in snapshots]}
+
+
+REFUSED: Final = (BgTransferError, TypeError, ValueError, KeyError)
+"""What a request is refused with (the server's ``_guard`` answers them 4xx)."""
+
+
+async def _submit_each(served: Served, given: list[Any]) -> list[dict[str, Any]]:
+    """Each request as its own ``download()`` would be, one result each, in
+    order: ``{"task": <snapshot>}`` or ``{"error": <exception>}``. All go in
+    one ``submit_many`` (one journal write); when it refuses one of them, each
+    is submitted alone, in order, so the others are made as their own calls
+    would make them."""
+    backend = served.backend
+    results: list[dict[str, Any]] = [{} for _ in given]
+    decoded: list[tuple[int, DownloadRequest]] = []
+    for index, item in enumerate(given):
+        try:
+            decoded.append((index, decode_request(item)))
+        except REFUSED as exc:
+            results[index] = {"error": encode_exception(exc)}
+    try:
+        snapshots = await backend.submit_many([r for _, r in decoded])
+    except REFUSED:
+        for index, one in decoded:
+            try:
+                results[index] = {"task": encode_snapshot(await backend.submit(one))}
+            except REFUSED as exc:
+                results[index] = {"error": encode_exception(exc)}
+    else:
+        for (index, _), snapshot in zip(decoded, snapshots, strict=True):
+            results[index] = {"task": encode_snapshot(snapshot)}
+    return results
 
 
 async def submit_resumed(

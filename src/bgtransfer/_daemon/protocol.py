@@ -7,9 +7,11 @@ themselves are :mod:`bgtransfer._core.wire`'s.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import struct
+from collections.abc import AsyncIterator, Callable, Iterable
 from importlib.metadata import version as _package_version
 from typing import Any, Final
 
@@ -28,7 +30,9 @@ __all__ = [
     "package_version",
     "peer",
     "read_body",
+    "send_all",
     "send_line",
+    "send_lines",
     "task_id_of",
     "version_error",
 ]
@@ -38,6 +42,7 @@ LEASE_HEADER: Final = "Bgtransfer-Lease"
 MAX_BODY: Final = 16 * 1024 * 1024  # a batch of some 10,000 requests; more is refused (413)
 SHUTDOWN_BOUND: Final = 10.0  # seconds SIGTERM/--stop may take to journal and close
 CAPABILITIES: Final = ("attach", "status", "stop")
+WRITE_BATCH: Final = 256  # lines a stream's reader holds at most while a write waits
 
 
 def package_version() -> str:
@@ -70,7 +75,73 @@ def error_response(status: int, error: BaseException) -> web.Response:
 async def send_line(response: web.StreamResponse, line: dict[str, Any]) -> None:
     # write() waits while the client's socket is full: the engine never does
     # (the session stream between them coalesces progress meanwhile).
-    await response.write(json.dumps(line, separators=(",", ":")).encode("utf-8") + b"\n")
+    await response.write(_line_bytes(line))
+
+
+def _line_bytes(line: dict[str, Any]) -> bytes:
+    return json.dumps(line, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+async def send_all(response: web.StreamResponse, lines: Iterable[dict[str, Any]]) -> None:
+    """Lines known at once (the attach stream's backlog), WRITE_BATCH to a write."""
+    chunk: list[bytes] = []
+    for line in lines:
+        chunk.append(_line_bytes(line))
+        if len(chunk) >= WRITE_BATCH:
+            await response.write(b"".join(chunk))
+            chunk.clear()
+    if chunk:
+        await response.write(b"".join(chunk))
+
+
+async def send_lines(
+    response: web.StreamResponse,
+    items: AsyncIterator[Any],
+    render: Callable[[Any], dict[str, Any]],
+) -> None:
+    """Each item of ``items`` as a line, the lines that are ready together in
+    one write: a reader takes items while they come without waiting, and the
+    writer sends what it holds as soon as the reader has to wait (an item is
+    never held back for the next). Each write wakes the client once, not once
+    per line. The reader stops taking at WRITE_BATCH lines held until the
+    writer takes them: a slow client leaves the rest in ``items`` (which
+    coalesces progress), never in an unbounded list here."""
+    held: list[bytes] = []
+    ready = asyncio.Event()  # a line held, or the reader ended
+    room = asyncio.Event()  # the writer took the lines held
+    ended = False
+
+    async def read() -> None:
+        nonlocal ended
+        try:
+            async for item in items:
+                held.append(_line_bytes(render(item)))
+                ready.set()
+                if len(held) >= WRITE_BATCH:
+                    room.clear()
+                    await room.wait()
+        finally:
+            ended = True
+            ready.set()
+
+    reader = asyncio.get_running_loop().create_task(read())
+    try:
+        while held or not ended:
+            if not held:
+                ready.clear()
+                await ready.wait()
+                continue
+            lines = b"".join(held)
+            held.clear()
+            room.set()
+            await response.write(lines)
+        await reader  # its error, if any, is this stream's
+    finally:
+        if not reader.done():
+            reader.cancel()
+            await asyncio.wait([reader])  # a cancel of this task still propagates
+        if not reader.cancelled():
+            reader.exception()  # retrieved: raised above, or lost with the write's
 
 
 async def read_body(request: web.Request) -> dict[str, Any]:

@@ -22,7 +22,6 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import anyio
 from aiohttp import web
@@ -34,7 +33,6 @@ from .._core.wire import (
     PROTOCOL_VERSION,
     WireError,
     decode_config,
-    encode_snapshot,
     encode_statistics,
 )
 from .._exceptions import BgTransferError, SessionClosedError, SessionInUseError
@@ -53,11 +51,13 @@ from .protocol import (
     package_version,
     peer,
     read_body,
+    send_all,
     send_line,
+    send_lines,
     version_error,
 )
 from .sessions import CONFIG_NAME, LIVE, Served, SessionTable
-from .views import event_line, session_status
+from .views import event_line, session_status, task_line
 
 __all__ = [
     "CONFIG_NAME",
@@ -322,23 +322,14 @@ class Daemon:
                     "statistics": encode_statistics(backend.statistics()),
                 },
             )
-            for snapshot in snapshots:
-                record = records.get(snapshot.id)
-                last = record.last_progress if record is not None else None
-                line: dict[str, Any] = {"type": "task", "task": encode_snapshot(snapshot)}
-                if last is not None:
-                    line["progress"] = [last.total_bytes_written, last.total_bytes_expected]
-                if record is not None and record.replayed:
-                    line["replayed"] = True
-                await send_line(response, line)
+            await send_all(response, (task_line(s, records.get(s.id)) for s in snapshots))
             cursor = None
             async for event in stream:  # the backlog: the snapshots hold it already
                 if isinstance(event, EventsDeliveredEvent):
                     cursor = event.cursor
                     break
             await send_line(response, {"type": "ready", "cursor": cursor})
-            async for event in stream:
-                await send_line(response, event_line(served, event))
+            await send_lines(response, stream, lambda event: event_line(served, event))
         return response
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
@@ -359,8 +350,7 @@ class Daemon:
         try:
             async with stream:
                 await response.prepare(request)
-                async for event in stream:
-                    await send_line(response, event_line(served, event))
+                await send_lines(response, stream, lambda event: event_line(served, event))
         finally:
             served.streams.discard(task)
         return response

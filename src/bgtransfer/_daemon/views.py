@@ -9,9 +9,10 @@ from typing import Any
 from .._core.events import EventsDeliveredEvent, EventsGapEvent, ProgressEvent, SessionEvent
 from .._core.states import TaskState
 from .._core.wire import encode_event, encode_snapshot, encode_statistics
+from .._engine.backend import TaskSnapshot
 from .sessions import Served
 
-__all__ = ["event_line", "session_status"]
+__all__ = ["event_line", "session_status", "task_line"]
 
 
 def session_status(served: Served) -> dict[str, Any]:
@@ -63,6 +64,17 @@ def _rate(record: Any, now: float) -> float | None:
         return None
     rate: float | None = record.throttle.rate(now)
     return rate
+
+
+def task_line(snapshot: TaskSnapshot, record: Any) -> dict[str, Any]:
+    """A task of the attach stream's backlog, with its progress so far."""
+    last = record.last_progress if record is not None else None
+    line: dict[str, Any] = {"type": "task", "task": encode_snapshot(snapshot)}
+    if last is not None:
+        line["progress"] = [last.total_bytes_written, last.total_bytes_expected]
+    if record is not None and record.replayed:
+        line["replayed"] = True
+    return line
 
 
 def _activity(state: TaskState, record: Any) -> str:
