@@ -401,7 +401,7 @@ async def test_closing_waits_for_a_status_write_in_progress(
 ) -> None:
     """A status write runs in a thread that cancelling its task does not stop:
     closing must not start a second write of the same file beside it."""
-    real_write = launching.write_status
+    real_write = launching.write_json
     gate, first, second = threading.Event(), threading.Event(), threading.Event()
     writing: list[int] = []  # writers in progress
     most: list[int] = [0]
@@ -416,7 +416,7 @@ async def test_closing_waits_for_a_status_write_in_progress(
         finally:
             writing.pop()
 
-    monkeypatch.setattr(launching, "write_status", slow_write)
+    monkeypatch.setattr(launching, "write_json", slow_write)
     (state_dir / ID).mkdir(parents=True)
     config = configuration()
     policy = attrs.evolve(LaunchPolicy.from_config(config), delay=40.0)

@@ -22,14 +22,13 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from bgtransfer._io.files import read_json, write_json
 from bgtransfer._io.launcher import (
     LOG_LIMIT,
     LaunchedProcess,
     SpawnFailure,
     launch_environment,
-    read_status,
     spawn,
-    write_status,
 )
 
 pytestmark = pytest.mark.asyncio
@@ -277,15 +276,15 @@ async def test_launch_environment_overrides_the_base() -> None:
 
 async def test_status_file_is_private_replaced_whole_and_checked(tmp_path: Path) -> None:
     path = tmp_path / "launch.json"
-    assert read_status(path) is None
-    write_status(path, {"a": [1, 2]})
-    write_status(path, {"b": None})
-    assert read_status(path) == {"b": None}
+    assert read_json(path) is None
+    write_json(path, {"a": [1, 2]})
+    write_json(path, {"b": None})
+    assert read_json(path) == {"b": None}
     assert path.stat().st_mode & 0o777 == 0o600
     assert sorted(p.name for p in tmp_path.iterdir()) == ["launch.json"]  # no temporary left
     path.write_bytes(b'{"b": ')
     with pytest.raises(ValueError, match=r"launch\.json' is not JSON: Expecting value"):
-        read_status(path)
+        read_json(path)
     path.write_bytes(b"\xff\xfe")
     with pytest.raises(ValueError, match=r"is not JSON: 'utf-8' codec can't decode"):
-        read_status(path)
+        read_json(path)

@@ -35,7 +35,8 @@ from typing import Protocol, Self
 
 from .._core.config import Configuration
 from .._core.launch import LaunchOrder, LaunchPolicy
-from .._io.launcher import SpawnFailure, launch_environment, read_status, spawn, write_status
+from .._io.files import read_json, write_json
+from .._io.launcher import SpawnFailure, launch_environment, spawn
 from .._io.threads import run_blocking
 
 __all__ = ["LOG_NAME", "STATUS_NAME", "Clock", "LaunchController", "WallClock"]
@@ -115,7 +116,7 @@ class LaunchController:
         path = state_dir / identifier / STATUS_NAME
         policy = LaunchPolicy.from_config(config)
         try:
-            stored = await run_blocking(read_status, path)
+            stored = await run_blocking(read_json, path)
             if stored is not None:
                 policy = LaunchPolicy.from_json(stored, config)
         except (OSError, ValueError) as exc:
@@ -261,7 +262,7 @@ class LaunchController:
         if self._persisted(policy) == self._saved:
             return
         try:
-            await run_blocking(write_status, self._directory / STATUS_NAME, policy.to_json())
+            await run_blocking(write_json, self._directory / STATUS_NAME, policy.to_json())
         except OSError as exc:
             logger.warning("%s: cannot write the launch status: %s", self._identifier, exc)
         self._saved = self._persisted(policy)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
-import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,8 +27,8 @@ from .._engine.hub import EventStream
 from .._engine.local import LocalBackend
 from .._engine.startup import BackendStartup, open_backend
 from .._exceptions import SessionClosedError
+from .._io.files import read_json, write_json
 from .._io.journal import JOURNAL_NAME
-from .._io.launcher import write_status
 from .launching import LaunchController
 
 __all__ = ["CONFIG_NAME", "LIVE", "Served", "SessionTable"]
@@ -183,7 +182,7 @@ class SessionTable:
             if not (stored.is_file() and (directory / JOURNAL_NAME).is_file()):
                 continue
             try:
-                config = decode_config(json.loads(stored.read_text("utf-8")))
+                config = decode_config(read_json(stored))
                 served = await self.open_session(directory.name, config)
             except Exception as exc:  # one broken session never stops the others
                 log.warning("cannot reopen session %r: %s", directory.name, exc)
@@ -295,4 +294,4 @@ class SessionTable:
 
 def _store_config(directory: Path, config: Configuration) -> None:
     """The session's configuration, without secret headers, for a restarted daemon."""
-    write_status(directory / CONFIG_NAME, encode_config(config, keep_secrets=False))
+    write_json(directory / CONFIG_NAME, encode_config(config, keep_secrets=False))

@@ -23,6 +23,7 @@ import contextlib
 import errno
 import functools
 import hashlib
+import json
 import os
 import secrets
 import shutil
@@ -49,9 +50,11 @@ __all__ = [
     "open_partial",
     "private_opener",
     "pwrite_all",
+    "read_json",
     "remove_quietly",
     "reserve_blocks",
     "set_mode",
+    "write_json",
 ]
 
 PRIVATE_DIR_MODE = 0o700
@@ -462,3 +465,28 @@ def _unlink_all(paths: Sequence[Path]) -> None:
     for path in paths:
         with contextlib.suppress(OSError):
             path.unlink(missing_ok=True)
+
+
+def write_json(path: Path, value: object) -> None:
+    """Replace the JSON file at ``path`` with ``value``, atomically (a private
+    temporary file renamed over it). Blocking: call it in a worker thread."""
+    temporary = path.with_name(path.name + ".tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(temporary, flags, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        json.dump(value, file, separators=(",", ":"))
+    os.replace(temporary, path)
+
+
+def read_json(path: Path) -> object | None:
+    """The JSON value :func:`write_json` left at ``path``; None when there is
+    none; :class:`ValueError` when it is not JSON. Blocking."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        value: object = json.loads(data.decode("utf-8"))
+    except ValueError as exc:  # (UnicodeDecodeError and JSONDecodeError both)
+        raise ValueError(f"{str(path)!r} is not JSON: {exc}") from None
+    return value

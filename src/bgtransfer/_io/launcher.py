@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import json
 import os
 import subprocess
 import time
@@ -42,9 +41,7 @@ __all__ = [
     "LaunchedProcess",
     "SpawnFailure",
     "launch_environment",
-    "read_status",
     "spawn",
-    "write_status",
 ]
 
 LOG_LIMIT: Final = 1 << 20
@@ -159,28 +156,3 @@ def _describe(exc: OSError) -> str:
     if exc.strerror and name:
         return f"{exc.strerror} ({name})"
     return str(exc)
-
-
-def write_status(path: Path, value: object) -> None:
-    """Replace the JSON file at ``path`` with ``value``, atomically (a private
-    temporary file renamed over it). Blocking: call it in a worker thread."""
-    temporary = path.with_name(path.name + ".tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(temporary, flags, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        json.dump(value, file, separators=(",", ":"))
-    os.replace(temporary, path)
-
-
-def read_status(path: Path) -> object | None:
-    """The JSON value :func:`write_status` left at ``path``; None when there is
-    none; :class:`ValueError` when it is not JSON. Blocking."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    try:
-        value: object = json.loads(data.decode("utf-8"))
-    except ValueError as exc:  # (UnicodeDecodeError and JSONDecodeError both)
-        raise ValueError(f"{str(path)!r} is not JSON: {exc}") from None
-    return value
