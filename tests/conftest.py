@@ -12,6 +12,7 @@ import pytest_asyncio
 
 from _helpers import kill_daemon
 from _nginx import NginxServer
+from _tinyproxy import TinyProxy
 from bgtransfer import Configuration, Session
 from bgtransfer._io import threads
 from bgtransfer.testing import TestServer
@@ -62,6 +63,47 @@ def nginx(nginx_binary: str, tmp_path: Path) -> Iterator[NginxServer]:
     server = NginxServer(tmp_path / "www", binary=nginx_binary, prefix=tmp_path / "nginx")
     with server:
         yield server
+
+
+# --------------------------------------------------------------------------------------
+# tinyproxy: a real HTTP proxy on loopback (tests marked @pytest.mark.tinyproxy), skipped
+# or failed as nginx is. The environment's proxy variables are cleared for every test
+# (bgtransfer honours them: a developer's own proxy must not carry the suite's traffic);
+# a test sets them with monkeypatch, and daemons it starts inherit them.
+# --------------------------------------------------------------------------------------
+
+_PROXY_VARIABLES = ("http_proxy", "https_proxy", "no_proxy", "all_proxy")
+
+
+@pytest.fixture(autouse=True)
+def no_proxy_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in _PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+@pytest.fixture(scope="session")
+def tinyproxy_binary() -> str:
+    """Path to tinyproxy (skip if absent; fail if absent and CI=true)."""
+    found = shutil.which("tinyproxy") or next(
+        (p for p in ("/usr/bin/tinyproxy", "/usr/sbin/tinyproxy") if os.access(p, os.X_OK)), None
+    )
+    if found is None:
+        if os.environ.get("CI", "").strip().lower() == "true":
+            pytest.fail(
+                "tinyproxy is not installed but CI=true: CI must install it "
+                "(`apt-get install tinyproxy`, see .ci/run) instead of skipping proxy tests",
+                pytrace=False,
+            )
+        pytest.skip("tinyproxy not installed")
+    return found
+
+
+@pytest.fixture
+def tinyproxy(tinyproxy_binary: str, tmp_path: Path) -> Iterator[TinyProxy]:
+    """A running tinyproxy on loopback, without credentials."""
+    with TinyProxy(tmp_path / "tinyproxy", binary=tinyproxy_binary) as proxy:
+        yield proxy
 
 
 # --------------------------------------------------------------------------------------

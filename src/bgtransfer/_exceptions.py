@@ -10,8 +10,13 @@
     │                                         twice, in the state directory, not a regular file
     ├── TransferError                        a transfer failed; carries .url
     │   ├── HTTPStatusError                  the server answered 4xx/5xx; carries .status
-    │   ├── NetworkError                     (+ ConnectionError) refused, reset, DNS, TLS
-    │   │   └── IncompleteBodyError          the body ended before its announced length
+    │   ├── NetworkError                     (+ ConnectionError) refused, reset, DNS
+    │   │   ├── IncompleteBodyError          the body ended before its announced length
+    │   │   ├── ProxyError                   the proxy refused, wants credentials (407),
+    │   │   │                                 or could not reach the server; .proxy, .status
+    │   │   └── TLSError                     a TLS check failed; .check says which
+    │   │                                     (unknown_ca, hostname_mismatch, expired...);
+    │   │                                     never retried
     │   ├── ProtocolError                    the server broke HTTP rules we rely on
     │   ├── RedirectError                    a redirect refused (https to http, not
     │   │                                     http(s), too many); never retried
@@ -57,11 +62,13 @@ __all__ = [
     "LocalFileError",
     "NetworkError",
     "ProtocolError",
+    "ProxyError",
     "RedirectError",
     "ResourceTimeoutError",
     "SessionClosedError",
     "SessionError",
     "SessionInUseError",
+    "TLSError",
     "TaskSuspendedError",
     "TransferError",
     "TransferTimeoutError",
@@ -218,6 +225,44 @@ class NetworkError(TransferError, ConnectionError):
 
 class IncompleteBodyError(NetworkError):
     """The body ended before the length the server announced (a truncated transfer)."""
+
+
+class ProxyError(NetworkError):
+    """The proxy could not be used: it refused the connection, asked for
+    credentials (status 407), or answered the tunnel or request with an error
+    of its own (502 Bad Gateway: it could not reach the server...).
+
+    ``proxy`` names it as ``scheme://host:port`` (never its credentials);
+    ``status`` is the proxy's status code, or None when there was no answer.
+    Retried as a network error is, but for a status that is not one of
+    ``RetryPolicy.retry_statuses`` (407: credentials will not appear by waiting).
+    """
+
+    proxy: str
+    status: int | None
+
+    def __init__(self, message: str, *, url: str, proxy: str, status: int | None = None) -> None:
+        super().__init__(message, url=url)
+        self.proxy = proxy
+        self.status = status
+
+
+class TLSError(NetworkError):
+    """A TLS check failed: the server's certificate could not be verified, or
+    the handshake failed. Never retried: the certificate will not change.
+
+    ``check`` says which: ``"unknown_ca"`` (no trusted authority vouches for
+    it), ``"self_signed"``, ``"hostname_mismatch"``, ``"expired"``,
+    ``"not_yet_valid"``, ``"revoked"``, ``"certificate"`` (another verification
+    failure), ``"client_certificate"`` (the server wants a client certificate or
+    refused the one given) or ``"handshake"`` (any other TLS failure).
+    """
+
+    check: str
+
+    def __init__(self, message: str, *, url: str, check: str) -> None:
+        super().__init__(message, url=url)
+        self.check = check
 
 
 class ProtocolError(TransferError):

@@ -102,6 +102,12 @@ class Session:
                 "cannot cross to the daemon's process; give credentials as headers "
                 "(Configuration.headers or per task), which the daemon keeps in memory only"
             )
+        if daemon and not isinstance(config.ssl, bool | str):
+            raise ValueError(
+                "Configuration.ssl cannot be an ssl.SSLContext with daemon=True: a context "
+                "cannot cross to the daemon's process; give the path of a CA bundle (and "
+                "client_cert for a client certificate) instead"
+            )
         self._daemon = daemon
         self._identifier = identifier
         self._config = config

@@ -22,9 +22,11 @@ from bgtransfer import (
     LocalFileError,
     NetworkError,
     ProtocolError,
+    ProxyError,
     RedirectError,
     ResourceTimeoutError,
     ResumeData,
+    TLSError,
     TransferError,
     TransferTimeoutError,
 )
@@ -51,7 +53,16 @@ RESUME = ResumeData(
     description="the \U0001f4e6 file",
     headers=(("User-Agent", "demo/1.0"), ("X-Empty", "")),
 )
-ERROR_FIELDS = ("status", "reason", "retry_after", "errno", "filename", "strerror")
+ERROR_FIELDS = (
+    "status",
+    "reason",
+    "retry_after",
+    "errno",
+    "filename",
+    "strerror",
+    "proxy",
+    "check",
+)
 MISSING = object()
 
 # One instance of every class in the codec's registry (with all its typed fields set).
@@ -71,6 +82,9 @@ EXAMPLES: list[TransferError] = [
         errno=errno.ENOSPC,
         filename="/s/journal.sqlite3",
     ),
+    ProxyError("the proxy answered 407", url=URL, proxy="http://127.0.0.1:3128", status=407),
+    ProxyError("cannot connect to the proxy", url=URL, proxy="http://[::1]:80"),
+    TLSError("TLS: hostname mismatch", url=URL, check="hostname_mismatch"),
 ]
 
 
@@ -555,6 +569,11 @@ def errors(draw: st.DrawFn) -> TransferError:
             errno=draw(st.none() | st.sampled_from(sorted(errno.errorcode))),
             filename=draw(optional_texts),
         )
+    if cls is ProxyError:
+        status = draw(st.none() | st.integers(100, 599))
+        return ProxyError(draw(texts), url=url, proxy=draw(texts), status=status)
+    if cls is TLSError:
+        return TLSError(draw(texts), url=url, check=draw(texts))
     return cls(draw(texts), url=url)
 
 

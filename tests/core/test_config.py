@@ -69,6 +69,10 @@ def test_field_names_and_order() -> None:
         "launch_command",
         "launch_delay",
         "launch_delay_max",
+        "proxy",
+        "ssl",
+        "client_cert",
+        "user_agent",
     ]
 
 

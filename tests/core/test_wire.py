@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 from pathlib import Path
 
 import attrs
@@ -206,3 +207,22 @@ def test_errors_come_back_as_their_class_with_their_fields() -> None:
     assert back.__notes__ == ["request 1 of 2"]
     unknown = decode_exception({"type": "EvalError", "message": "x"})
     assert "EvalError" in str(unknown)
+
+
+def test_network_settings_cross_and_the_proxy_s_password_is_not_stored() -> None:
+    config = Configuration(
+        proxy="http://alice:pr0xy-pw@127.0.0.1:3128",
+        ssl="/etc/ca.pem",
+        client_cert=("/etc/me.pem", "/etc/me.key"),
+        user_agent="app/1",
+    )
+    assert decode_config(through_json(encode_config(config))) == config
+    stored = json.dumps(encode_config(config, keep_secrets=False))
+    assert "pr0xy-pw" not in stored
+    assert decode_config(json.loads(stored)).proxy == "http://127.0.0.1:3128"
+    assert decode_config(through_json(encode_config(Configuration(proxy=False)))).proxy is False
+
+
+def test_an_ssl_context_cannot_cross() -> None:
+    with pytest.raises(TypeError, match="SSLContext cannot cross"):
+        encode_config(Configuration(ssl=ssl.create_default_context()))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import ssl
 from pathlib import Path
 
 import aiohttp
@@ -16,6 +17,7 @@ from yarl import URL as YURL
 
 import bgtransfer
 from bgtransfer._io.errors import file_error, map_errors, translate
+from bgtransfer._io.proxy import ProxyFailure
 
 URL = "http://example.com/files/big.iso"
 
@@ -69,7 +71,6 @@ def test_connector_error_with_empty_os_error_uses_type_name() -> None:
     [
         aiohttp.ClientConnectorDNSError(_key(), OSError(-2, "Name or service not known")),
         aiohttp.ClientProxyConnectionError(_key(), OSError(errno.ECONNREFUSED, "refused")),
-        aiohttp.ClientConnectorCertificateError(_key(), ValueError("bad cert")),
     ],
     ids=lambda e: type(e).__name__,
 )
@@ -428,3 +429,48 @@ async def test_cancellation_inside_map_errors_is_not_translated() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert task.cancelled()
+
+
+def _verify_error(code: int, message: str) -> ssl.SSLCertVerificationError:
+    error = ssl.SSLCertVerificationError(1, f"certificate verify failed: {message}")
+    error.verify_code = code
+    error.verify_message = message
+    return error
+
+
+@pytest.mark.parametrize(
+    ("code", "check"),
+    [
+        (20, "unknown_ca"),
+        (19, "self_signed"),
+        (62, "hostname_mismatch"),
+        (10, "expired"),
+        (9, "not_yet_valid"),
+        (50, "certificate"),
+    ],
+)
+def test_a_certificate_error_is_a_tls_error_saying_which_check_failed(
+    code: int, check: str
+) -> None:
+    exc = aiohttp.ClientConnectorCertificateError(_key(), _verify_error(code, "the reason"))
+    mapped = _translate(exc)
+    assert type(mapped) is bgtransfer.TLSError
+    assert mapped.check == check
+    assert "example.com:8080" in str(mapped)
+    assert "the reason" in str(mapped)
+    assert not bgtransfer.RetryPolicy().is_transient(mapped)
+
+
+def test_a_proxy_failure_is_a_proxy_error_and_a_407_is_final() -> None:
+    refused = _translate(ProxyFailure("http://127.0.0.1:3128", None, "refused"))
+    assert type(refused) is bgtransfer.ProxyError
+    assert refused.proxy == "http://127.0.0.1:3128"
+    assert bgtransfer.RetryPolicy().is_transient(refused)
+    wanted = _translate(ProxyFailure("http://127.0.0.1:3128", 407, "Proxy Authentication Required"))
+    assert isinstance(wanted, bgtransfer.ProxyError)
+    assert wanted.status == 407
+    assert not bgtransfer.RetryPolicy().is_transient(wanted)
+    gateway = _translate(ProxyFailure("http://127.0.0.1:3128", 502, "Bad Gateway"))
+    assert isinstance(gateway, bgtransfer.ProxyError)
+    assert bgtransfer.RetryPolicy().is_transient(gateway)
+    assert "the proxy http://127.0.0.1:3128 answered 502 Bad Gateway" in str(gateway)

@@ -21,8 +21,10 @@ from .._exceptions import (
     LocalFileError,
     NetworkError,
     ProtocolError,
+    ProxyError,
     RedirectError,
     ResourceTimeoutError,
+    TLSError,
     TransferError,
     TransferTimeoutError,
 )
@@ -54,6 +56,8 @@ _ERROR_TYPES: Final[dict[str, type[TransferError]]] = {
         HTTPStatusError,
         NetworkError,
         IncompleteBodyError,
+        ProxyError,
+        TLSError,
         ProtocolError,
         RedirectError,
         TransferTimeoutError,
@@ -66,6 +70,8 @@ _FIELDS: Final[dict[type[TransferError], tuple[str, ...]]] = {
     HTTPStatusError: ("status", "reason", "retry_after"),
     LocalFileError: ("errno", "filename", "strerror"),
     JournalWriteError: ("errno", "filename", "strerror"),
+    ProxyError: ("proxy", "status"),
+    TLSError: ("check",),
 }
 """The typed attributes each class carries beyond ``url`` (every one is restored)."""
 
@@ -98,7 +104,7 @@ def decode_error(document: object) -> TransferError:
     for name in _FIELDS.get(cls, ()):
         value = document.get(name)
         expected = int if name in ("status", "errno") else str
-        if name in ("status", "reason") and value is None:
+        if cls is HTTPStatusError and name in ("status", "reason") and value is None:
             raise CodecError(f"HTTPStatusError without a {name}")
         if value is not None and (not isinstance(value, expected) or isinstance(value, bool)):
             raise CodecError(f"error field {name!r} has the wrong type")

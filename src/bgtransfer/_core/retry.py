@@ -21,7 +21,9 @@ from .._exceptions import (
     HTTPStatusError,
     LocalFileError,
     NetworkError,
+    ProxyError,
     ResourceTimeoutError,
+    TLSError,
     TransferError,
     TransferTimeoutError,
 )
@@ -107,10 +109,16 @@ class RetryPolicy:
         Network errors (refused, reset, truncated body) and request timeouts are;
         so are the ``retry_statuses``, and a local file error for want of a
         file descriptor (``EMFILE``, ``ENFILE``: other transfers give theirs
-        back). A ``resource_timeout`` is final, as are other statuses, protocol
-        and local file errors.
+        back). A proxy's error is when it did not answer or answered one of the
+        ``retry_statuses`` (not a 407); a TLS error never is. A
+        ``resource_timeout`` is final, as are other statuses, protocol and
+        local file errors.
         """
         if isinstance(error, HTTPStatusError):
+            return error.status in self.retry_statuses
+        if isinstance(error, TLSError):
+            return False
+        if isinstance(error, ProxyError) and error.status is not None:
             return error.status in self.retry_statuses
         if isinstance(error, ResourceTimeoutError):
             return False

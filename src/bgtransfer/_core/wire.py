@@ -30,7 +30,7 @@ from .events import (
 from .naming import Origin
 from .request import DownloadRequest
 from .retry import RetryPolicy
-from .secrets import SecretHeaders
+from .secrets import SecretHeaders, strip_userinfo
 from .states import TaskState
 from .supervisor import SupervisorStatistics
 
@@ -149,11 +149,21 @@ def decode_request(document: object) -> DownloadRequest:
 
 def encode_config(config: Configuration, *, keep_secrets: bool = True) -> dict[str, Any]:
     """Every field but ``headers_provider`` (a callable cannot cross a process:
-    the caller refuses it first). Without ``keep_secrets`` the secret headers
-    are left out: what the daemon may write to disk."""
+    the caller refuses it first, as it refuses an ``ssl.SSLContext``: a
+    :class:`TypeError` here). Without ``keep_secrets`` the secret headers and the
+    proxy's credentials are left out: what the daemon may write to disk."""
     headers = config.headers
+    proxy = config.proxy
     if not keep_secrets:
         headers = SecretHeaders(config.secret_headers).public(headers)
+        if isinstance(proxy, str):
+            proxy = strip_userinfo(proxy)
+    if not isinstance(config.ssl, bool | str):
+        raise TypeError(
+            "Configuration.ssl: an ssl.SSLContext cannot cross to the daemon's process; "
+            "give a CA bundle's path (and client_cert) instead"
+        )
+    client_cert = config.client_cert
     retry = config.retry
     return {
         "max_connections_per_host": config.max_connections_per_host,
@@ -185,6 +195,10 @@ def encode_config(config: Configuration, *, keep_secrets: bool = True) -> dict[s
         "launch_delay": config.launch_delay,
         "launch_delay_max": config.launch_delay_max,
         "resume_data_max_age": config.resume_data_max_age,
+        "proxy": proxy,
+        "ssl": config.ssl,
+        "client_cert": None if client_cert is None else list(client_cert),
+        "user_agent": config.user_agent,
     }
 
 

@@ -37,6 +37,12 @@ class DaemonStartup:
                 "cannot cross to the daemon's process; give credentials as headers "
                 "(Configuration.headers or per task), which the daemon keeps in memory only"
             )
+        if not isinstance(config.ssl, bool | str):
+            raise ValueError(  # noqa: TRY004 - a setting daemons refuse, as headers_provider
+                "Configuration.ssl cannot be an ssl.SSLContext with daemon=True: a context "
+                "cannot cross to the daemon's process; give the path of a CA bundle (and "
+                "client_cert for a client certificate) instead"
+            )
         self._identifier = identifier
         self._state_dir = state_dir.absolute()
         self._config = config

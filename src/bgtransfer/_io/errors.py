@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import errno
 import sqlite3
+import ssl
 from types import TracebackType
 
 import aiohttp
 
+from .._core.network import tls_check_for_verify_code
 from .._core.retry import OUT_OF_DESCRIPTORS
 from .._core.secrets import redacted_url
 from .._exceptions import (
@@ -22,10 +24,13 @@ from .._exceptions import (
     LocalFileError,
     NetworkError,
     ProtocolError,
+    ProxyError,
     RedirectError,
+    TLSError,
     TransferError,
     TransferTimeoutError,
 )
+from .proxy import ProxyFailure
 
 __all__ = ["file_error", "journal_write_error", "map_errors", "quiet_error", "translate"]
 
@@ -105,6 +110,14 @@ def translate(
     """
     if isinstance(exc, TransferError):
         return exc
+    if isinstance(exc, ProxyFailure):
+        return _proxy_error(exc, url)
+    return _tls_error(exc, url) or _http_error(exc, url=url, request_timeout=request_timeout)
+
+
+def _http_error(
+    exc: BaseException, *, url: str, request_timeout: float | None
+) -> TransferError | None:
     if isinstance(exc, aiohttp.TooManyRedirects):
         return ProtocolError(f"too many redirects (last status {exc.status})", url=url)
     if isinstance(exc, aiohttp.ClientResponseError):
@@ -167,6 +180,68 @@ class map_errors:
         mapped = translate(exc, url=self._url, request_timeout=self._request_timeout)
         if mapped is not None and mapped is not exc:
             raise mapped from exc
+
+
+def _proxy_error(exc: ProxyFailure, url: str) -> ProxyError:
+    if exc.status == 407:
+        message = (
+            f"the proxy {exc.proxy} wants credentials (407 {exc.reason}): give them in "
+            "Configuration.proxy (http://user:password@host:port) or the environment's "
+            "proxy URL, or check the ones given"
+        )
+    elif exc.status is not None:
+        message = f"the proxy {exc.proxy} answered {exc.status} {exc.reason}".rstrip()
+    else:
+        message = f"cannot connect to the proxy {exc.proxy}: {exc.reason}"
+    return ProxyError(message, url=url, proxy=exc.proxy, status=exc.status)
+
+
+_CLIENT_CERTIFICATE_ALERTS = (
+    "CERTIFICATE_REQUIRED",
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE",
+    "BAD_CERTIFICATE",
+    "UNKNOWN_CA",
+    "CERTIFICATE_UNKNOWN",
+)
+"""Alerts a server sends when it wants a client certificate or refused ours."""
+
+
+def _tls_error(exc: BaseException, url: str) -> TLSError | None:
+    """The :class:`TLSError` for a failed TLS check, or None if ``exc`` is not one."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        failed = exc.certificate_error
+        check = tls_check_for_verify_code(getattr(failed, "verify_code", None))
+        detail = getattr(failed, "verify_message", None) or _reason(failed)
+        return TLSError(
+            f"TLS: the certificate of {exc.host}:{exc.port} failed verification "
+            f"({check}: {detail})",
+            url=url,
+            check=check,
+        )
+    cause: BaseException | None
+    if isinstance(exc, aiohttp.ClientConnectorSSLError):
+        cause = exc.os_error
+        where = f"{exc.host}:{exc.port}"
+    elif isinstance(exc, ssl.SSLError) or (
+        isinstance(exc, aiohttp.ClientOSError) and isinstance(exc.__cause__, ssl.SSLError)
+    ):
+        # An alert after the handshake (TLS 1.3 sends the refusal of a client
+        # certificate there): it comes with the first read.
+        cause = exc if isinstance(exc, ssl.SSLError) else exc.__cause__
+        where = "the server"
+    else:
+        return None
+    assert cause is not None
+    reason = getattr(cause, "reason", None) or ""
+    # (Alerts read "TLSV13_ALERT_CERTIFICATE_REQUIRED", "SSLV3_ALERT_BAD_CERTIFICATE"...)
+    wants_cert = "ALERT" in reason and any(a in reason for a in _CLIENT_CERTIFICATE_ALERTS)
+    check = "client_certificate" if wants_cert else "handshake"
+    text = (
+        "the server wants a client certificate (Configuration.client_cert) or refused the one given"
+        if wants_cert
+        else "the handshake failed"
+    )
+    return TLSError(f"TLS with {where}: {text} ({_reason(cause)})", url=url, check=check)
 
 
 def _reason(exc: BaseException) -> str:
