@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import random
 import time
 from collections import deque
@@ -58,6 +59,8 @@ if TYPE_CHECKING:
     from .record import TaskRecord
 
 __all__ = ["Downloader"]
+
+logger = logging.getLogger("bgtransfer")
 
 
 class Downloader:
@@ -195,6 +198,7 @@ class Downloader:
                 job.validator = None
                 if signal.ranges_unsupported:
                     job.record.segments_wanted = 1  # fall back to one connection
+                logger.debug("task %d: starting over from byte 0: %s", job.record.id, signal)
                 job.announce_resume = True
                 job.restarted = True  # the next attempt starts over: no progress either
                 continue
@@ -214,6 +218,7 @@ class Downloader:
                         if exc.status in (429, 503):
                             self._hold_origin(job.record, asked)
                 job.announce_resume = True
+                _log_retry(job, failures + 1, delay, exc)
                 self._publish(
                     RetryEvent(task_id=job.record.id, attempt=failures + 1, error=exc, delay=delay)
                 )
@@ -277,6 +282,13 @@ class Downloader:
         )
         # Without a range the whole file comes again; a ResumedEvent with offset 0
         # says so when there were bytes on disk.
+        if plan.offset and logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "task %d: resuming at byte %d (%s)",
+                job.record.id,
+                plan.offset,
+                "ranged" if plan.ranged else "not ranged",
+            )
         headers = await self._request_headers(job, plan.headers)
         if job.record.segments_wanted > 1 and not plan.ranged:
             # The answer may be split into segments; their workers live here.
@@ -328,15 +340,42 @@ class Downloader:
         self, job: DownloadJob, headers: Mapping[str, str], sink: AttemptSink | SegmentSink
     ) -> None:
         assert self.client is not None
-        await fetch_to_file(
-            self.client,
-            url=job.record.url,
-            headers=headers,
-            partial=job.partial,
-            request_timeout=self.config.request_timeout,
-            sink=sink,
-            redirects=self._redirects,
-        )
+        # (Asked once per request: nothing is formatted when DEBUG is off.)
+        debug = logger.isEnabledFor(logging.DEBUG)
+        if debug:
+            logger.debug(
+                "task %d: GET %s (Range: %s)",
+                job.record.id,
+                job.record.url,
+                headers.get("Range") or "none, from byte 0",
+            )
+        try:
+            await fetch_to_file(
+                self.client,
+                url=job.record.url,
+                headers=headers,
+                partial=job.partial,
+                request_timeout=self.config.request_timeout,
+                sink=sink,
+                redirects=self._redirects,
+            )
+        except TransferError as exc:
+            if debug:
+                logger.debug(
+                    "task %d: GET failed (status %s, %d bytes on disk): %s",
+                    job.record.id,
+                    sink.status,
+                    job.record.bytes_received,
+                    exc,
+                )
+            raise
+        if debug:
+            logger.debug(
+                "task %d: GET answered %s, %d bytes on disk",
+                job.record.id,
+                sink.status,
+                job.record.bytes_received,
+            )
 
     async def _request_headers(self, job: DownloadJob, extra: Mapping[str, str]) -> dict[str, str]:
         """The task's headers, the provider's (if any), then the range headers."""
@@ -385,3 +424,15 @@ class Downloader:
             else:
                 data = None
         return ErrorEvent(task_id=job.record.id, error=error, resume_data=data)
+
+
+def _log_retry(job: DownloadJob, attempt: int, delay: float, error: TransferError) -> None:
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug(
+            "task %d: attempt %d in %.3f s, from byte %d, after: %s",
+            job.record.id,
+            attempt,
+            delay,
+            job.record.bytes_received,
+            error,
+        )

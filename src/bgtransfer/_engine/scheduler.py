@@ -189,6 +189,8 @@ class Scheduler:
         """One task: its job's run, until it ends or is suspended (``handoff``
         gets the task granted the slot it frees, see :meth:`_start`)."""
         outcome: TerminalEvent | None = None
+        log_end = logger.isEnabledFor(logging.INFO)
+        started = self.clock() if log_end else 0.0
         try:
             with anyio.CancelScope() as scope:
                 record.enter(scope)
@@ -219,6 +221,8 @@ class Scheduler:
             self._start(self._supervisor.release(record.id, now=self.clock()), handoff=handoff)
             if outcome is not None:
                 self._complete(record, outcome)
+                if log_end:
+                    _log_end(record, outcome, self.clock() - started)
             else:
                 self._flush_progress(record)
                 self._journal_task(record, urgent=True, data=True)
@@ -306,3 +310,31 @@ class Scheduler:
             del self._claims[record.destination_key]
         self._hub.publish(outcome)
         record.set_done()
+
+
+def _log_end(record: TaskRecord, outcome: TerminalEvent, seconds: float) -> None:
+    """INFO: how a task ended (its URL as errors show it: userinfo is refused)."""
+    if isinstance(outcome, FinishedEvent):
+        logger.info(
+            "task %d finished: %d bytes in %.3f s (%s)",
+            record.id,
+            outcome.total_bytes,
+            seconds,
+            record.url,
+        )
+    elif isinstance(outcome, ErrorEvent):
+        logger.info(
+            "task %d failed after %.3f s, %d bytes received: %s",
+            record.id,
+            seconds,
+            record.bytes_received,
+            outcome.error,
+        )
+    else:
+        logger.info(
+            "task %d cancelled after %.3f s, %d bytes received (%s)",
+            record.id,
+            seconds,
+            record.bytes_received,
+            record.url,
+        )

@@ -108,8 +108,10 @@ class AttemptSink:
         self._publish = publish
         self._speed = _SpeedCheck(config, clock, job)
         self._framed = False  # a full body whose end its framing vouches for (chunked)
+        self.status: int | None = None  # the response's, once judged (for the log)
 
     def judge(self, status: int, reason: str, headers: Mapping[str, str]) -> BodyPlan | None:
+        self.status = status
         job = self._job
         record = job.record
         if self._ranged:
@@ -231,8 +233,10 @@ class SegmentSink:
         self._clock = clock
         self._publish = publish
         self._speed = _SpeedCheck(config, clock, job)
+        self.status: int | None = None  # the response's, once judged (for the log)
 
     def judge(self, status: int, reason: str, headers: Mapping[str, str]) -> BodyPlan | None:
+        self.status = status
         job, segment = self._job, self._segment
         record = job.record
         assert job.validator is not None

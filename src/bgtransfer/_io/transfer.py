@@ -10,6 +10,7 @@ the pump (a large body, ``_io/pump.py``) or to the body writer
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import aiohttp
 import anyio
 
 from .._core.redirects import REDIRECT_STATUSES, RedirectRule, next_hop
+from .._core.secrets import redacted_url
 from .._exceptions import IncompleteBodyError
 from .body_writer import (
     FIRST_WRITE_BYTES,
@@ -42,6 +44,8 @@ __all__ = [
 ]
 
 _NO_INSECURE_REDIRECTS = RedirectRule()
+
+logger = logging.getLogger("bgtransfer")
 
 
 async def fetch_to_file(
@@ -124,6 +128,7 @@ async def _follow(  # noqa: PLR0917 - a private helper of fetch_to_file
     """Follow the redirects that begin with ``response``; return the first
     response that is not one (a 3xx without ``Location`` included)."""
     chain = [url]
+    debug = logger.isEnabledFor(logging.DEBUG)
     while response.status in REDIRECT_STATUSES:
         location = response.headers.get("Location")
         if location is None:
@@ -135,6 +140,15 @@ async def _follow(  # noqa: PLR0917 - a private helper of fetch_to_file
         if watchdog is not None:
             watchdog.touch()  # the server answered
         chain.append(hop.url)
+        if debug:
+            # (The target as scheme://host/path: its query may hold a signature.)
+            logger.debug(
+                "%s: redirect %d (%d) to %s",
+                url,
+                len(chain) - 1,
+                response.status,
+                redacted_url(hop.url),
+            )
         headers = hop.headers
         response = await client.get(
             hop.url, headers=headers, timeout=client_timeout, allow_redirects=False
