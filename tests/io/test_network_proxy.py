@@ -258,3 +258,21 @@ async def test_dot_netrc_is_not_read(
     end = await _download(server.url("/f.bin"), out_dir / "f.bin", Configuration())
     assert isinstance(end, FinishedEvent)
     assert "Authorization" not in server.requests[0].headers
+
+
+@pytest.mark.asyncio
+async def test_a_tunnel_the_proxy_cannot_open_is_a_retried_proxy_error(
+    tinyproxy: TinyProxy, out_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """https_proxy from the environment; the server is down: tinyproxy answers the
+    CONNECT with 500, a retry status, so the task tries again, then fails."""
+    monkeypatch.setenv("https_proxy", tinyproxy.url)
+    port = _closed_port()
+    config = Configuration(retry=RetryPolicy(max_attempts=2, initial_delay=0, max_delay=0))
+    end = await _download(f"https://127.0.0.1:{port}/f.bin", out_dir / "f.bin", config)
+    assert isinstance(end, ErrorEvent)
+    assert isinstance(end.error, ProxyError)
+    assert end.error.status == 500
+    assert end.error.proxy == tinyproxy.url
+    assert f"the proxy {tinyproxy.url} answered 500" in str(end.error)
+    assert tinyproxy.requests() == [f"CONNECT 127.0.0.1:{port}"] * 2
