@@ -160,6 +160,17 @@ def run_block(block: Block, workdir: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.CompletedProcess(command, process.returncode, output, None)
 
 
+def test_no_python_sample_hides_under_another_label() -> None:
+    """A ```python3, ```pycon or ```ipython block would be shown as Python and never run."""
+    hidden = [
+        f"{block.name} ({block.language})"
+        for page in doc_pages()
+        for block in fenced_blocks(page)
+        if block.language not in _RUNNABLE and block.language.startswith(("py", "ipy"))
+    ]
+    assert not hidden, f"label these ```python (a complete program) or ```text: {hidden}"
+
+
 @pytest.mark.parametrize("block", runnable_blocks(), ids=lambda block: block.name)
 def test_docs_sample_runs(block: Block, tmp_path: Path) -> None:
     result = run_block(block, tmp_path)
