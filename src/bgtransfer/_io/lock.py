@@ -12,15 +12,34 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from .._exceptions import SessionError
 from .files import PRIVATE_FILE_MODE
 
 __all__ = ["SessionLock", "owner_pid"]
+
+
+def _flock() -> Callable[[int], None]:
+    """``flock(fd, LOCK_EX | LOCK_NB)``; imported when first used, so that
+    ``import bgtransfer`` works where ``fcntl`` does not exist (Windows), and a
+    background session there fails with a clear error instead."""
+    try:
+        import fcntl  # noqa: PLC0415 -- POSIX only
+    except ImportError:
+        raise SessionError(
+            "background sessions lock their directory with flock(2), which this "
+            "platform does not have (supported: Linux and macOS)"
+        ) from None
+
+    def flock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    return flock
 
 
 class SessionLock:
@@ -34,11 +53,12 @@ class SessionLock:
     def try_acquire(self) -> bool:
         """Take the lock without waiting: True, or False when another owner holds it
         (then :func:`owner_pid` says who). A few system calls, fine on the loop."""
+        flock = _flock()
         fd = _open_lock_file(self.path)
         try:
             os.fchmod(fd, PRIVATE_FILE_MODE)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                flock(fd)
             except BlockingIOError:
                 os.close(fd)
                 return False
