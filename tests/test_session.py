@@ -91,6 +91,24 @@ async def test_ephemeral_session_cleans_up_but_keeps_finished_files(tmp_path: Pa
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("identifier", [None, "com.example.relative"])
+async def test_a_relative_state_dir_gives_absolute_locations(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, identifier: str | None
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    async with TestServer() as server:
+        file = server.add_file("/rel.bin", size=1_000)
+        async with Session(identifier, state_dir="state") as session:
+            assert session.directory.is_absolute()
+            task = await session.download(server.url(file.path))
+            assert task.destination.is_absolute()
+            result = await task.wait()
+    assert isinstance(result, FinishedEvent)
+    assert result.location.is_absolute()
+    assert result.location.read_bytes() == file.data
+
+
+@pytest.mark.asyncio
 async def test_a_session_is_entered_once(tmp_path: Path) -> None:
     session = Session(state_dir=tmp_path)
     async with session:

@@ -38,7 +38,7 @@ def default_state_dir() -> Path:
     """
     override = os.environ.get(STATE_DIR_ENV)
     if override:
-        return Path(override).expanduser()
+        return Path(override).expanduser().absolute()
     home = Path.home()
     if sys.platform == "darwin":
         return home / "Library" / "Application Support" / "bgtransfer"
@@ -111,7 +111,9 @@ class Session:
         self._daemon = daemon
         self._identifier = identifier
         self._config = config
-        self._state_dir = Path(state_dir).expanduser() if state_dir is not None else None
+        # Absolute now: a task's destination and location must not change meaning
+        # when the process changes its working directory later.
+        self._state_dir = Path(state_dir).expanduser().absolute() if state_dir is not None else None
         self._directory: Path | None = None
         self._given_backend: TaskBackend | None = None
         self._opened: AbstractAsyncContextManager[TaskBackend] | None = None
