@@ -17,6 +17,7 @@ from ._core.events import (
     SessionEvent,
     TaskEvent,
     TerminalEvent,
+    UploadReply,
 )
 from ._core.progress import BufferStatistics
 from ._core.request import DownloadRequest
@@ -32,6 +33,7 @@ from ._exceptions import (
     IncompleteBodyError,
     InvalidDestinationError,
     InvalidRequestError,
+    InvalidSourceError,
     InvalidURLError,
     JournalError,
     JournalWriteError,
@@ -43,13 +45,14 @@ from ._exceptions import (
     SessionClosedError,
     SessionError,
     SessionInUseError,
+    SourceChangedError,
     TaskSuspendedError,
     TransferError,
     TransferTimeoutError,
     UnsupportedSchemeError,
 )
 from ._session import Session, default_state_dir
-from ._task import DownloadTask
+from ._task import DownloadTask, UploadTask
 
 __version__ = "0.1.0.dev0"
 
@@ -71,6 +74,7 @@ __all__ = [
     "InvalidDestinationError",
     "InvalidRequestError",
     "InvalidResumeDataError",
+    "InvalidSourceError",
     "InvalidURLError",
     "JournalError",
     "JournalWriteError",
@@ -89,6 +93,7 @@ __all__ = [
     "SessionError",
     "SessionEvent",
     "SessionInUseError",
+    "SourceChangedError",
     "SupervisorStatistics",
     "TaskEvent",
     "TaskState",
@@ -97,6 +102,8 @@ __all__ = [
     "TransferError",
     "TransferTimeoutError",
     "UnsupportedSchemeError",
+    "UploadReply",
+    "UploadTask",
     "__version__",
     "default_state_dir",
 ]

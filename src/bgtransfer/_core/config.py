@@ -346,6 +346,13 @@ class Configuration:
     """The cap on the doubling delay between launches, in seconds (at least
     ``launch_delay``)."""
 
+    upload_reply_max_bytes: int = attrs.field(default=64 * 1024, validator=_positive_int)
+    """How much of an upload's response body ``FinishedEvent.reply.body`` keeps,
+    in bytes (default 64 KiB). A longer body is cut there and the reply says so
+    (``truncated``): the upload itself succeeded, and failing it for a long
+    answer would send the file again. An upload given ``reply_to=`` writes the
+    whole body to that file instead."""
+
     def __attrs_post_init__(self) -> None:
         if self.launch_delay_max < self.launch_delay:
             raise ValueError(
