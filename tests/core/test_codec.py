@@ -25,6 +25,7 @@ from bgtransfer import (
     RedirectError,
     ResourceTimeoutError,
     ResumeData,
+    SourceChangedError,
     TransferError,
     TransferTimeoutError,
 )
@@ -70,6 +71,11 @@ EXAMPLES: list[TransferError] = [
         url=URL,
         errno=errno.ENOSPC,
         filename="/s/journal.sqlite3",
+    ),
+    SourceChangedError(
+        "the file /tmp/a.bin changed since the upload was made: its size changed",
+        url=URL,
+        filename="/tmp/a.bin",
     ),
 ]
 

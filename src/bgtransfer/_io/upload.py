@@ -154,6 +154,8 @@ class _Body:
                 if self.watchdog is not None:
                     self.watchdog.touch()
                 self.on_sent(len(chunk))
+        except TransferError:
+            raise  # (a LocalFileError is an OSError too)
         except OSError as exc:
             self.error = file_error(exc, url=self.url, action="read", path=self.source)
             raise self.error from exc

@@ -378,7 +378,8 @@ class TestServer:
         )
         try:
             schedule = self._faults.get(path)
-            if request.method in UPLOAD_METHODS:  # the upload endpoint (_upload.py)
+            if request.method in UPLOAD_METHODS and path not in self._files:
+                # the upload endpoint (_upload.py): any path that serves no file
                 return await receive_upload(
                     request,
                     Faults() if schedule is None else schedule.take(),

@@ -1,4 +1,5 @@
-"""The upload endpoint: any ``PUT`` or ``POST`` is received, hashed as it arrives.
+"""The upload endpoint: a ``PUT`` or ``POST`` to any path that serves no file
+(a served file answers them 405) is received, hashed as it arrives.
 
 The body is never kept: its length and SHA-256 are computed as it streams in,
 recorded (:class:`ReceivedUpload`, :attr:`TestServer.uploads
