@@ -313,3 +313,35 @@ async def test_uploads_and_downloads_share_the_per_host_limit(
         await upload.wait()
     assert server.statistics().peak_in_flight == 1
     assert [r.path for r in server.requests] == [file.path, "/u"]
+
+
+async def test_relative_paths_and_secrets(
+    background: Callable[..., Session],
+    server: TestServer,
+    state_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Relative paths are the caller's (made absolute on its side, also for the
+    daemon); secret headers are sent but never reach the state directory."""
+    source = _source(tmp_path, 50_000)
+    (tmp_path / "replies").mkdir()
+    monkeypatch.chdir(tmp_path)
+    headers = {"Authorization": "Bearer s3cret-token", "X-Api-Key": "k3y-value", "X-Trace": "t"}
+    async with background("secrets", state_dir=state_dir) as session:
+        task = await session.upload(
+            server.url("/up"), "source.bin", headers=headers, reply_to="replies/r.json"
+        )
+        assert task.source == source.resolve()
+        assert task.reply_to == tmp_path / "replies" / "r.json"
+        finished = await task.wait()
+        assert "s3cret" not in repr(task)
+    assert finished.location == tmp_path / "replies" / "r.json"
+    assert json.loads(finished.location.read_text())["length"] == 50_000
+    sent = server.requests[0].headers
+    assert (sent["Authorization"], sent["X-Api-Key"]) == ("Bearer s3cret-token", "k3y-value")
+    for path in state_dir.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert b"s3cret" not in data, path
+            assert b"k3y-value" not in data, path
