@@ -21,6 +21,7 @@ from bgtransfer import (
     HTTPStatusError,
     InvalidDestinationError,
     InvalidSourceError,
+    NetworkError,
     ProgressEvent,
     ResumedEvent,
     RetryEvent,
@@ -35,6 +36,18 @@ from bgtransfer.testing import Faults, TestServer
 pytestmark = pytest.mark.asyncio
 
 FAST_RETRY = RetryPolicy(initial_delay=0.01, max_delay=0.02, jitter=0.0)
+
+
+def _still_open(path: Path) -> bool:
+    """Whether this process holds ``path`` open."""
+    fds = Path("/proc/self/fd")
+    targets = []
+    for fd in fds.iterdir() if fds.is_dir() else ():
+        try:
+            targets.append(os.readlink(fd))
+        except OSError:
+            continue
+    return str(path.resolve()) in targets
 
 
 def _source(tmp_path: Path, size: int, name: str = "source.bin") -> Path:
@@ -154,6 +167,17 @@ async def test_a_failed_upload_never_touches_reply_to(server: TestServer, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reply.json", "source.bin"]
 
 
+async def test_a_reset_attempt_closes_the_source_file(server: TestServer, tmp_path: Path) -> None:
+    source = _source(tmp_path, 8 * 1024 * 1024)
+    server.set_faults("/up", Faults(reset_after=100_000))
+    config = Configuration(retry=RetryPolicy(max_attempts=1))
+    async with Session(config=config) as session:
+        task = await session.upload(server.url("/up"), source)
+        with pytest.raises(NetworkError):
+            await task.wait()
+        assert not _still_open(source)
+
+
 async def test_a_reset_mid_body_is_sent_again_from_the_start(
     background: Callable[..., Session], server: TestServer, state_dir: Path, tmp_path: Path
 ) -> None:
@@ -180,7 +204,7 @@ async def test_a_reset_mid_body_is_sent_again_from_the_start(
 async def test_a_retryable_status_is_retried_and_a_final_one_fails(
     server: TestServer, tmp_path: Path
 ) -> None:
-    source = _source(tmp_path, 5000)
+    source = _source(tmp_path, 3 * 1024 * 1024)
     server.set_faults("/retry", Faults(status=503), times=1)
     server.set_faults("/final", Faults(status=404))
     async with Session(config=Configuration(retry=FAST_RETRY)) as session:
@@ -189,6 +213,7 @@ async def test_a_retryable_status_is_retried_and_a_final_one_fails(
         assert isinstance(await retried.wait(), FinishedEvent)
         with pytest.raises(HTTPStatusError) as info:
             await final.wait()
+        assert not _still_open(source)
     assert info.value.status == 404
     assert [u.path for u in server.uploads].count("/final") == 1
 
@@ -216,6 +241,7 @@ async def test_a_source_that_changes_while_sent_fails_clearly(
         server.release("/up")
         with pytest.raises(SourceChangedError) as info:
             await task.wait()
+        assert not _still_open(source)  # closed when the attempt ended
     error = info.value
     assert error.filename == str(source.resolve())
     assert str(source.resolve()) in str(error)

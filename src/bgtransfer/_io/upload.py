@@ -14,6 +14,7 @@ each attempt.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -202,13 +203,14 @@ async def send_file(
     with anyio.CancelScope() as scope:
         watchdog = None if request_timeout is None else Watchdog(request_timeout, scope.cancel)
         body = _Body(url, source, identity, on_sent, watchdog)
+        chunks = body.chunks()
         try:
             with map_errors(url=url, request_timeout=request_timeout):
                 try:
                     response = await client.request(
                         method,
                         url,
-                        data=body.chunks(),
+                        data=chunks,
                         headers=send_headers,
                         timeout=timeout,
                         allow_redirects=False,
@@ -231,6 +233,10 @@ async def send_file(
         finally:
             if watchdog is not None:
                 watchdog.stop()
+            # The source file is closed now, not when the generator is collected
+            # (aiohttp leaves a body it stopped sending unfinished).
+            with anyio.CancelScope(shield=True), contextlib.suppress(RuntimeError):
+                await chunks.aclose()  # (RuntimeError: aiohttp's writer still in it)
     if scope.cancelled_caught:  # only the watchdog cancels this scope
         raise quiet_error(request_timeout, url=url)
     assert answer is not None
