@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from pathlib import Path
 
 import aiohttp
@@ -131,7 +131,7 @@ class _Body:
         self.error: TransferError | None = None
         self.sent = 0
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
         try:
             fd = await run_blocking(os.open, self.source, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
