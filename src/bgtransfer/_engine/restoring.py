@@ -20,6 +20,7 @@ from .._core.states import TaskState
 from .._exceptions import SessionClosedError
 from .download import Downloader
 from .download_job import DownloadJob, download_job
+from .reattacher import Reattached, Reattacher
 from .record import TaskRecord
 from .restore import Restorer
 from .scheduler import Scheduler
@@ -48,11 +49,12 @@ class Restoring(Scheduler):
         """
         assert self._journal is not None
         assert not self._records
-        leftovers: dict[str, list[TaskRecord]] = {"download": [], "upload": []}
-        downloads = [entry for entry in entries if entry.upload is None]
-        uploads = [entry for entry in entries if entry.upload is not None]
-        came_back = await self._restorer.reattach(downloads)
-        came_back += await self._uploads.reattach(uploads)  # (by kind: the job's Reattacher)
+        # Each entry is reattached by its kind's Reattacher (the journal's kind column).
+        reattachers: dict[str, Reattacher] = {"download": self._restorer, "upload": self._uploads}
+        leftovers: dict[str, list[TaskRecord]] = {kind: [] for kind in reattachers}
+        came_back: list[Reattached] = []
+        for kind, reattacher in reattachers.items():
+            came_back += await reattacher.reattach([e for e in entries if e.kind == kind])
         for back in sorted(came_back, key=lambda back: back.record.id):
             record = back.record
             self._records[record.id] = self._downloading(record)
@@ -72,8 +74,8 @@ class Restoring(Scheduler):
         self._next_id = max([self._next_id, *(entry.id + 1 for entry in entries)])
         # Gone before any terminal event can be acknowledged (and the task forgotten
         # by the journal): a process killed after that would leave them to nobody.
-        await self._restorer.remove_leftovers(leftovers["download"])
-        await self._uploads.remove_leftovers(leftovers["upload"])
+        for kind, reattacher in reattachers.items():
+            await reattacher.remove_leftovers(leftovers[kind])
 
     async def flush(self) -> None:
         """Return once the journal holds everything done so far.
