@@ -371,3 +371,15 @@ async def test_relative_paths_and_secrets(
             data = path.read_bytes()
             assert b"s3cret" not in data, path
             assert b"k3y-value" not in data, path
+
+
+async def test_refusals_cross_from_the_daemon_as_they_are(
+    background: Callable[..., Session], server: TestServer, state_dir: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "dir").mkdir()
+    async with background("refused", state_dir=state_dir) as session:
+        with pytest.raises(InvalidSourceError, match="does not exist"):
+            await session.upload(server.url("/up"), tmp_path / "missing")
+        with pytest.raises(InvalidSourceError, match="is a directory"):
+            await session.upload(server.url("/up"), tmp_path / "dir")
+        assert session.tasks() == []
