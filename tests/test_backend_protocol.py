@@ -21,6 +21,7 @@ from bgtransfer import (
     CancelledEvent,
     Configuration,
     DownloadRequest,
+    DownloadTask,
     ErrorEvent,
     EventsDeliveredEvent,
     FinishedEvent,
@@ -32,10 +33,12 @@ from bgtransfer import (
     SupervisorStatistics,
     TaskState,
     TaskSuspendedError,
+    UploadTask,
 )
 from bgtransfer._core.config import HeaderPairs
 from bgtransfer._core.events import TerminalEvent
 from bgtransfer._core.states import Input, transition
+from bgtransfer._core.upload import UploadRequest
 from bgtransfer._engine.backend import TaskBackend, TaskSnapshot
 from bgtransfer._engine.hub import EventHub, EventStream
 from bgtransfer._engine.local import LocalBackend
@@ -116,6 +119,24 @@ class FakeBackend:
 
     async def submit_many(self, requests: Sequence[DownloadRequest]) -> list[TaskSnapshot]:
         return [self._new(request) for request in requests]
+
+    async def submit_upload(self, request: UploadRequest) -> TaskSnapshot:
+        task_id = len(self.snapshots) + 1
+        source = Path(request.source)
+        return self._set(
+            TaskSnapshot(
+                id=task_id,
+                url=request.url,
+                description=request.description,
+                destination=source if request.reply_to is None else Path(request.reply_to),
+                state=TaskState.RUNNING,
+                bytes_received=0,
+                bytes_expected=100,
+                terminal=None,
+                kind="upload",
+                source=source,
+            )
+        )
 
     async def submit_resumed(
         self, data: ResumeData, destination: Any, *, headers: HeaderPairs
@@ -415,3 +436,24 @@ async def test_engine_snapshots_are_current_after_events(
         assert isinstance(ended.terminal, FinishedEvent)
         assert (ended.state, ended.bytes_received) == (TaskState.COMPLETED, file.size)
         assert backend.tasks() == [ended]
+
+
+@pytest.mark.asyncio
+async def test_an_upload_goes_through_the_protocol_only() -> None:
+    """``Session.upload`` and ``UploadTask`` use nothing but the backend: the
+    fake one's upload snapshot makes an ``UploadTask`` that reads it, and
+    ``tasks()`` lists both kinds."""
+    backend = FakeBackend()
+    async with Session._with_backend(backend) as session:
+        download = await session.download("http://example.com/a", "/tmp/a")
+        upload = await session.upload("http://example.com/up", "/data/file.bin", method="POST")
+        assert isinstance(upload, UploadTask)
+        assert (upload.source, upload.reply_to, upload.bytes_sent) == (
+            Path("/data/file.bin"),
+            None,
+            0,
+        )
+        assert upload.bytes_expected == 100
+        assert [type(task) for task in session.tasks()] == [DownloadTask, UploadTask]
+        assert [task.id for task in session.tasks()] == [download.id, upload.id]
+        assert repr(upload).startswith("<UploadTask 2 running")

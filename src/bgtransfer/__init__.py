@@ -17,6 +17,7 @@ from ._core.events import (
     SessionEvent,
     TaskEvent,
     TerminalEvent,
+    UploadReply,
 )
 from ._core.progress import BufferStatistics
 from ._core.request import DownloadRequest
@@ -32,6 +33,7 @@ from ._exceptions import (
     IncompleteBodyError,
     InvalidDestinationError,
     InvalidRequestError,
+    InvalidSourceError,
     InvalidURLError,
     JournalError,
     JournalWriteError,
@@ -44,6 +46,7 @@ from ._exceptions import (
     SessionClosedError,
     SessionError,
     SessionInUseError,
+    SourceChangedError,
     TaskSuspendedError,
     TLSError,
     TransferError,
@@ -51,7 +54,7 @@ from ._exceptions import (
     UnsupportedSchemeError,
 )
 from ._session import Session, default_state_dir
-from ._task import DownloadTask
+from ._task import DownloadTask, UploadTask
 
 __version__ = "0.1.0.dev0"
 
@@ -73,6 +76,7 @@ __all__ = [
     "InvalidDestinationError",
     "InvalidRequestError",
     "InvalidResumeDataError",
+    "InvalidSourceError",
     "InvalidURLError",
     "JournalError",
     "JournalWriteError",
@@ -92,6 +96,7 @@ __all__ = [
     "SessionError",
     "SessionEvent",
     "SessionInUseError",
+    "SourceChangedError",
     "SupervisorStatistics",
     "TLSError",
     "TaskEvent",
@@ -101,6 +106,8 @@ __all__ = [
     "TransferError",
     "TransferTimeoutError",
     "UnsupportedSchemeError",
+    "UploadReply",
+    "UploadTask",
     "__version__",
     "default_state_dir",
 ]

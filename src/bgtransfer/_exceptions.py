@@ -6,8 +6,9 @@
     ├── InvalidRequestError                  (+ ValueError)  wrong before any I/O
     │   ├── InvalidURLError                  malformed URL, no host
     │   ├── UnsupportedSchemeError           not http/https
-    │   └── InvalidDestinationError          destination unusable: directory missing, claimed
-    │                                         twice, in the state directory, not a regular file
+    │   ├── InvalidDestinationError          destination unusable: directory missing, claimed
+    │   │                                     twice, in the state directory, not a regular file
+    │   └── InvalidSourceError               an upload's file: missing, not a regular file
     ├── TransferError                        a transfer failed; carries .url
     │   ├── HTTPStatusError                  the server answered 4xx/5xx; carries .status
     │   ├── NetworkError                     (+ ConnectionError) refused, reset, DNS
@@ -24,8 +25,9 @@
     │   │   │                                 or slower than the minimum speed
     │   │   └── ResourceTimeoutError         the whole task outlived resource_timeout
     │   └── LocalFileError                   (+ OSError) disk full, permission denied...
-    │       └── JournalWriteError            the journal could not record the task
-    │                                         (.filename: the journal; disk full...)
+    │       ├── JournalWriteError            the journal could not record the task
+    │       │                                 (.filename: the journal; disk full...)
+    │       └── SourceChangedError           an upload's file changed (size, mtime, inode)
     └── SessionError                         (+ RuntimeError) the session cannot be used
         ├── SessionClosedError               the session is not open
         ├── SessionInUseError                another Session owns the identifier (.pid)
@@ -56,6 +58,7 @@ __all__ = [
     "IncompleteBodyError",
     "InvalidDestinationError",
     "InvalidRequestError",
+    "InvalidSourceError",
     "InvalidURLError",
     "JournalError",
     "JournalWriteError",
@@ -68,6 +71,7 @@ __all__ = [
     "SessionClosedError",
     "SessionError",
     "SessionInUseError",
+    "SourceChangedError",
     "TLSError",
     "TaskSuspendedError",
     "TransferError",
@@ -100,6 +104,11 @@ class InvalidDestinationError(InvalidRequestError):
     claims the same path, it is inside the state directory (but for the session's
     ``downloads/``), it exists and is not a regular file, or it is no possible path
     (empty, a NUL byte)."""
+
+
+class InvalidSourceError(InvalidRequestError):
+    """The file to upload cannot be used: it does not exist, is not a regular file
+    (a directory, a device, a FIFO), or cannot be read."""
 
 
 class SessionError(BgTransferError, RuntimeError):
@@ -313,3 +322,10 @@ class JournalWriteError(LocalFileError):
     system error (``ENOSPC``, ``EROFS``, ``EIO``...), else None. A later process
     finds the task as the journal last recorded it, and may continue it.
     """
+
+
+class SourceChangedError(LocalFileError):
+    """An upload's source file changed after ``Session.upload()`` took its
+    identity (size, modification time, device and inode): its size or
+    modification time changed, or another file is at its path now. The task
+    fails rather than send a mix of two versions; ``filename`` is the source."""

@@ -16,12 +16,13 @@ from ._core.naming import validate_identifier
 from ._core.request import DownloadRequest
 from ._core.resume_data import ResumeData
 from ._core.supervisor import SupervisorStatistics
+from ._core.upload import UploadRequest
 from ._daemon.startup import open_daemon_backend
 from ._engine.backend import TaskBackend
 from ._engine.hub import EventStream
 from ._engine.startup import open_backend
 from ._exceptions import SessionClosedError, SessionError
-from ._task import DownloadTask
+from ._task import DownloadTask, UploadTask, task_handle
 
 __all__ = ["STATE_DIR_ENV", "Session", "default_state_dir"]
 
@@ -236,6 +237,54 @@ class Session:
         )
         return DownloadTask(backend, await backend.submit(request))
 
+    async def upload(
+        self,
+        url: str,
+        file: str | os.PathLike[str],
+        *,
+        method: str = "PUT",
+        headers: dict[str, str] | None = None,
+        description: str | None = None,
+        reply_to: str | os.PathLike[str] | None = None,
+    ) -> UploadTask:
+        """Start sending ``file`` to ``url``; return its task at once (it may wait
+        for a slot, under the same limits as downloads).
+
+        The file's bytes are the body of one ``PUT`` (or ``POST``), streamed from
+        the file, never read whole into memory. Its identity (size, modification
+        time, device, inode) is taken now and checked before every attempt and
+        while and after the body is sent: a file that changed fails the task with
+        :class:`~bgtransfer.SourceChangedError` rather than send a mix. A failed
+        attempt is retried from the first byte as the retry policy says (a
+        ``ResumedEvent`` with offset 0 says so), and so is a running upload that
+        a new process reattaches. A 2xx answer finishes the task: its
+        ``FinishedEvent.reply`` holds the status, the headers (secret ones left
+        out) and up to ``Configuration.upload_reply_max_bytes`` of the body; with
+        ``reply_to`` the whole body is written to that file instead (atomically,
+        by the rules of a download's destination) and ``location`` is that file.
+        Any other status is an :class:`~bgtransfer.HTTPStatusError`, as for a
+        download. Redirects are not followed.
+
+        Raises at the call: :class:`~bgtransfer.InvalidSourceError` when ``file``
+        is missing, a directory or not a regular file (links are resolved),
+        :class:`~bgtransfer.InvalidDestinationError` for a ``reply_to`` a download
+        could not have as its destination, ``ValueError`` for another method than
+        ``"PUT"`` or ``"POST"``, and what :meth:`download` raises for the URL.
+        """
+        backend = self._require_backend()
+        request = UploadRequest(
+            url,
+            file,
+            method=method,
+            headers=headers,
+            description=description,
+            reply_to=reply_to,
+        )
+        snapshot = await backend.submit_upload(request)
+        handle = task_handle(backend, snapshot)
+        assert isinstance(handle, UploadTask)
+        return handle
+
     async def download_many(self, requests: Iterable[DownloadRequest | str]) -> list[DownloadTask]:
         """Start many downloads at once; return their tasks in the same order.
 
@@ -309,8 +358,8 @@ class Session:
         )
         return DownloadTask(backend, snapshot)
 
-    def tasks(self) -> list[DownloadTask]:
-        """Every task of this session, in creation order.
+    def tasks(self) -> list[DownloadTask | UploadTask]:
+        """Every task of this session, downloads and uploads, in creation order.
 
         In a background session reopened after an earlier one, that starts with the
         tasks it left (same ids, URLs, descriptions, states) that have not been
@@ -318,7 +367,7 @@ class Session:
         event was never acknowledged.
         """
         backend = self._require_backend()
-        return [DownloadTask(backend, snapshot) for snapshot in backend.tasks()]
+        return [task_handle(backend, snapshot) for snapshot in backend.tasks()]
 
     def statistics(self) -> SupervisorStatistics:
         """The supervisor's queues now: tasks transferring (``active``) and waiting

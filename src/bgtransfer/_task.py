@@ -1,4 +1,7 @@
-"""``DownloadTask``: the handle an application holds for one transfer."""
+"""``DownloadTask`` and ``UploadTask``: the handles an application holds for one
+transfer. Both read the backend's snapshots of their task; what is the same
+(states, events, waiting, suspend/resume/cancel, acknowledgement) is their
+common base, ``TransferTask``."""
 
 from __future__ import annotations
 
@@ -15,12 +18,11 @@ if TYPE_CHECKING:
     from ._engine.backend import TaskBackend, TaskSnapshot
     from ._engine.hub import EventStream
 
-__all__ = ["DownloadTask"]
+__all__ = ["DownloadTask", "TransferTask", "UploadTask", "task_handle"]
 
 
-@final
-class DownloadTask:
-    """One download in a session. Made by :meth:`Session.download`, never directly.
+class TransferTask:
+    """What a download's and an upload's handles share (never made directly).
 
     Attributes read the current state of the task; they never block.
     """
@@ -186,4 +188,61 @@ class DownloadTask:
 
     def __repr__(self) -> str:
         label = f" {self.description!r}" if self.description else ""
-        return f"<DownloadTask {self.id}{label} {self.state.value} {self.url}>"
+        return f"<{type(self).__name__} {self.id}{label} {self.state.value} {self.url}>"
+
+
+@final
+class DownloadTask(TransferTask):
+    """One download in a session. Made by :meth:`Session.download`, never directly.
+
+    Attributes read the current state of the task; they never block.
+    """
+
+    __slots__ = ()
+
+
+@final
+class UploadTask(TransferTask):
+    """One upload in a session. Made by :meth:`Session.upload`, never directly.
+
+    The life of a :class:`DownloadTask`: the same states, :meth:`events`,
+    :meth:`wait`, :meth:`suspend`/:meth:`resume`, :meth:`cancel` and
+    acknowledgement. :attr:`bytes_sent` counts the file's bytes sent in the
+    current attempt (a plain upload that is retried, resumed or reattached
+    starts again from its first byte); :attr:`bytes_expected` is the file's
+    size. ``wait()`` returns a :class:`~bgtransfer.FinishedEvent` whose
+    ``reply`` holds the server's answer.
+    """
+
+    __slots__ = ()
+
+    @property
+    def source(self) -> Path:
+        """The file being sent (absolute, links resolved)."""
+        source = self._snapshot.source
+        assert source is not None, "an upload's snapshot names its source"
+        return source
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes of the file sent so far in this attempt (``countOfBytesSent``)."""
+        return self._current().bytes_received
+
+    @property
+    def reply_to(self) -> Path | None:
+        """Where the response body is saved, if the upload was given ``reply_to``."""
+        snapshot = self._snapshot
+        return None if snapshot.destination == snapshot.source else snapshot.destination
+
+    async def cancel_with_resume_data(self) -> ResumeData | None:
+        """Cancel the upload; a plain upload has no resume data: always None
+        (resumable uploads will return some)."""
+        await self.cancel()
+        return None
+
+
+def task_handle(backend: TaskBackend, snapshot: TaskSnapshot) -> DownloadTask | UploadTask:
+    """The handle for a task of either kind."""
+    if snapshot.kind == "upload":
+        return UploadTask(backend, snapshot)
+    return DownloadTask(backend, snapshot)

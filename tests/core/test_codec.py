@@ -26,6 +26,7 @@ from bgtransfer import (
     RedirectError,
     ResourceTimeoutError,
     ResumeData,
+    SourceChangedError,
     TLSError,
     TransferError,
     TransferTimeoutError,
@@ -85,6 +86,11 @@ EXAMPLES: list[TransferError] = [
     ProxyError("the proxy answered 407", url=URL, proxy="http://127.0.0.1:3128", status=407),
     ProxyError("cannot connect to the proxy", url=URL, proxy="http://[::1]:80"),
     TLSError("TLS: hostname mismatch", url=URL, check="hostname_mismatch"),
+    SourceChangedError(
+        "the file /tmp/a.bin changed since the upload was made: its size changed",
+        url=URL,
+        filename="/tmp/a.bin",
+    ),
 ]
 
 

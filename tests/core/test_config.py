@@ -43,6 +43,7 @@ def test_defaults() -> None:
     assert config.launch_command is None
     assert config.launch_delay == 5.0
     assert config.launch_delay_max == 3600.0
+    assert config.upload_reply_max_bytes == 64 * 1024
 
 
 def test_field_names_and_order() -> None:
@@ -73,6 +74,7 @@ def test_field_names_and_order() -> None:
         "ssl",
         "client_cert",
         "user_agent",
+        "upload_reply_max_bytes",
     ]
 
 
@@ -456,3 +458,9 @@ def test_resume_data_max_age_is_positive_seconds_or_none() -> None:
         Configuration(resume_data_max_age=0)
     with pytest.raises(TypeError, match="resume_data_max_age"):
         Configuration(resume_data_max_age="7d")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("value", "error"), [(0, ValueError), (-1, ValueError), ("1", TypeError)])
+def test_upload_reply_max_bytes_is_validated(value: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match="upload_reply_max_bytes"):
+        Configuration(upload_reply_max_bytes=value)  # type: ignore[arg-type]

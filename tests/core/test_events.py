@@ -146,7 +146,7 @@ def test_field_names() -> None:
     names = {cls: [f.name for f in attrs.fields(cls)] for cls in ALL_CLASSES}
     assert names == {
         ProgressEvent: ["task_id", "bytes_written", "total_bytes_written", "total_bytes_expected"],
-        FinishedEvent: ["task_id", "location", "total_bytes", "length_verified", "seq"],
+        FinishedEvent: ["task_id", "location", "total_bytes", "length_verified", "reply", "seq"],
         ErrorEvent: ["task_id", "error", "resume_data", "seq"],
         CancelledEvent: ["task_id", "resume_data", "seq"],
         ResumedEvent: ["task_id", "offset", "expected_total", "seq"],

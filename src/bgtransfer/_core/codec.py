@@ -9,6 +9,8 @@ another. Pure: no I/O.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from pathlib import Path
 from typing import Any, Final, TypeGuard
 
@@ -24,6 +26,7 @@ from .._exceptions import (
     ProxyError,
     RedirectError,
     ResourceTimeoutError,
+    SourceChangedError,
     TLSError,
     TransferError,
     TransferTimeoutError,
@@ -36,6 +39,7 @@ from .events import (
     ResumedEvent,
     RetryEvent,
     TerminalEvent,
+    UploadReply,
 )
 from .resume_data import InvalidResumeDataError, ResumeData, decode_stored
 
@@ -64,6 +68,7 @@ _ERROR_TYPES: Final[dict[str, type[TransferError]]] = {
         ResourceTimeoutError,
         LocalFileError,
         JournalWriteError,
+        SourceChangedError,
     )
 }
 _FIELDS: Final[dict[type[TransferError], tuple[str, ...]]] = {
@@ -72,6 +77,7 @@ _FIELDS: Final[dict[type[TransferError], tuple[str, ...]]] = {
     JournalWriteError: ("errno", "filename", "strerror"),
     ProxyError: ("proxy", "status"),
     TLSError: ("check",),
+    SourceChangedError: ("errno", "filename", "strerror"),
 }
 """The typed attributes each class carries beyond ``url`` (every one is restored)."""
 
@@ -115,12 +121,15 @@ def decode_error(document: object) -> TransferError:
 def encode_terminal(event: TerminalEvent) -> dict[str, Any]:
     """A terminal event as a JSON object (the task id is stored beside it, not in it)."""
     if isinstance(event, FinishedEvent):
-        return {
+        document: dict[str, Any] = {
             "kind": "finished",
             "location": str(event.location),
             "total_bytes": event.total_bytes,
             "length_verified": event.length_verified,
         }
+        if event.reply is not None:
+            document["reply"] = _encode_reply(event.reply)
+        return document
     if isinstance(event, ErrorEvent):
         document = {"kind": "error", "error": encode_error(event.error)}
         if event.resume_data is not None:  # out of space: the partial file was kept
@@ -131,6 +140,46 @@ def encode_terminal(event: TerminalEvent) -> dict[str, Any]:
         "kind": "cancelled",
         "resume_data": None if data is None else _encode_resume_data(data),
     }
+
+
+def _encode_reply(reply: UploadReply) -> dict[str, Any]:
+    return {
+        "status": reply.status,
+        "headers": [list(pair) for pair in reply.headers],
+        "body": base64.b64encode(reply.body).decode("ascii"),
+        "truncated": reply.truncated,
+        "saved_to": None if reply.saved_to is None else str(reply.saved_to),
+    }
+
+
+def _decode_reply(document: object) -> UploadReply | None:
+    if document is None:
+        return None
+    if not isinstance(document, dict):
+        raise CodecError("upload reply is not an object")
+    status, truncated = document.get("status"), document.get("truncated")
+    if not _count(status) or not isinstance(truncated, bool):
+        raise CodecError("upload reply without a valid status or truncated flag")
+    pairs = document.get("headers")
+    if not isinstance(pairs, list) or not all(
+        isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)
+        for pair in pairs
+    ):
+        raise CodecError("upload reply with invalid headers")
+    body, saved_to = document.get("body"), document.get("saved_to")
+    if not isinstance(body, str) or (saved_to is not None and not isinstance(saved_to, str)):
+        raise CodecError("upload reply with an invalid body or saved_to")
+    try:
+        data = base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError):
+        raise CodecError("upload reply body is not base64") from None
+    return UploadReply(
+        status=status,
+        headers=tuple((name, value) for name, value in pairs),
+        body=data,
+        truncated=truncated,
+        saved_to=None if saved_to is None else Path(saved_to),
+    )
 
 
 def _encode_resume_data(data: ResumeData) -> str:
@@ -170,6 +219,7 @@ def decode_terminal(task_id: int, document: object) -> TerminalEvent:
             location=Path(_text(document, "location")),
             total_bytes=total,
             length_verified=verified,
+            reply=_decode_reply(document.get("reply")),
         )
     if kind == "error":
         return ErrorEvent(

@@ -467,6 +467,12 @@ class Configuration:
     """The ``User-Agent`` sent with every request. None (the default):
     ``bgtransfer/<version> aiohttp/<version> Python/<version>``. A ``User-Agent``
     in ``headers`` or a task's headers wins over it."""
+    upload_reply_max_bytes: int = attrs.field(default=64 * 1024, validator=_positive_int)
+    """How much of an upload's response body ``FinishedEvent.reply.body`` keeps,
+    in bytes (default 64 KiB). A longer body is cut there and the reply says so
+    (``truncated``): the upload itself succeeded, and failing it for a long
+    answer would send the file again. An upload given ``reply_to=`` writes the
+    whole body to that file instead."""
 
     def __attrs_post_init__(self) -> None:
         if self.client_cert is not None and isinstance(self.ssl, SSLContextLike):

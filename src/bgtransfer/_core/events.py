@@ -39,6 +39,7 @@ __all__ = [
     "SessionEvent",
     "TaskEvent",
     "TerminalEvent",
+    "UploadReply",
     "is_terminal",
     "merge_progress",
 ]
@@ -105,8 +106,31 @@ class RetryEvent:
 
 @final
 @attrs.frozen(kw_only=True)
+class UploadReply:
+    """What the server answered an upload (``FinishedEvent.reply``).
+
+    ``headers`` leave out secret ones (``Set-Cookie``, ``Authorization``, any
+    name the session's secret-header rule names). ``body`` is the first
+    ``Configuration.upload_reply_max_bytes`` bytes of the response body;
+    ``truncated`` says the server sent more. With ``reply_to=`` the whole body
+    was written to that file instead (``saved_to``), and ``body`` is empty.
+    """
+
+    status: int
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+    truncated: bool = False
+    saved_to: Path | None = None
+
+
+@final
+@attrs.frozen(kw_only=True)
 class FinishedEvent:
     """The body arrived whole and the file is at ``location``. Terminal.
+
+    For an upload: the server accepted the whole file; ``location`` is the
+    ``reply_to`` file the response body was saved to, else the source file;
+    ``total_bytes`` counts the bytes sent and ``reply`` holds the answer.
 
     ``length_verified`` says whether something vouched that ``total_bytes`` is the
     whole file: a ``Content-Length``, a ``Content-Range`` complete length, the end
@@ -120,6 +144,8 @@ class FinishedEvent:
     location: Path
     total_bytes: int
     length_verified: bool = True
+    reply: UploadReply | None = None
+    """An upload's answer from the server (None for a download)."""
     seq: int | None = attrs.field(default=None, eq=False)
     """Its number in the session's event log (background sessions); None in an
     ephemeral session. See ``Session.events(since=...)``. Where the event sits in

@@ -30,6 +30,7 @@ from .events import TerminalEvent
 from .naming import parse_url
 from .secrets import DEFAULT_SECRETS, SECRET_HEADERS, SecretHeaders, strip_userinfo
 from .segments import segments_from_json
+from .upload import UploadFields
 
 __all__ = [
     "COLUMNS",
@@ -90,6 +91,14 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "INSERT INTO events (task_id, event) "
         "SELECT id, outcome FROM tasks WHERE outcome IS NOT NULL ORDER BY id",
     ),
+    # 4 -> 5: uploads. A task's kind picks what reattaches it; an upload keeps
+    # its own fields (method, source file and its identity, reply_to, and the
+    # upload URL and offset of a resumable one) as JSON (see UploadFields).
+    # Every task of an earlier journal is a download.
+    (
+        "ALTER TABLE tasks ADD COLUMN kind TEXT NOT NULL DEFAULT 'download'",
+        "ALTER TABLE tasks ADD COLUMN upload TEXT",
+    ),
 )
 """``MIGRATIONS[n]`` takes a journal from schema version ``n`` to ``n + 1``."""
 
@@ -111,6 +120,8 @@ COLUMNS: Final = (
     "segments",
     "takeover",
     "one_step",
+    "kind",
+    "upload",
 )
 
 
@@ -178,6 +189,15 @@ class TaskEntry:
     into its own); stored in the ``takeover`` column."""
     final_write: FinalWrite | None = None
     """For ``MOVING``: the entry came before the last write (see :class:`FinalWrite`)."""
+    upload: UploadFields | None = None
+    """An upload's own fields; None for a download. Stored as the ``kind`` column
+    (``"upload"``/``"download"``) and the ``upload`` column's JSON; an upload's
+    ``destination`` is where its answer goes (``reply_to``), else its source."""
+
+    @property
+    def kind(self) -> str:
+        """``"upload"`` or ``"download"``: which kind of job reattaches it."""
+        return "download" if self.upload is None else "upload"
 
 
 def public_headers(
@@ -213,6 +233,8 @@ def entry_to_row(entry: TaskEntry) -> tuple[Any, ...]:
         None if entry.segments is None else json.dumps([list(s) for s in entry.segments]),
         _stored(entry.adopting),
         None if entry.final_write is None else _final_write_json(entry.final_write),
+        entry.kind,
+        None if entry.upload is None else entry.upload.to_json(),
     )
 
 
@@ -311,6 +333,7 @@ def entry_from_row(row: Sequence[Any], secrets: SecretHeaders = DEFAULT_SECRETS)
         raise CorruptEntry(f"task {task_id}: invalid takeover {values['takeover']!r}")
     if (outcome is None) != (phase is not Phase.ENDED):
         raise CorruptEntry(f"task {task_id}: phase {phase.value!r} does not match its outcome")
+    upload = _decode_upload(task_id, values["kind"], values["upload"])
     return TaskEntry(
         id=task_id,
         url=url,
@@ -327,7 +350,19 @@ def entry_from_row(row: Sequence[Any], secrets: SecretHeaders = DEFAULT_SECRETS)
         segments=segments,
         adopting=values["takeover"],
         final_write=_decode_final_write(task_id, values["one_step"], phase, offset),
+        upload=upload,
     )
+
+
+def _decode_upload(task_id: int, kind: object, text: object) -> UploadFields | None:
+    if kind == "download" and text is None:
+        return None
+    if kind != "upload":
+        raise CorruptEntry(f"task {task_id}: unknown kind {kind!r}")
+    try:
+        return UploadFields.from_json(text)
+    except ValueError as exc:
+        raise CorruptEntry(f"task {task_id}: invalid upload ({exc})") from None
 
 
 def _decode_final_write(task_id: int, text: object, phase: Phase, offset: int) -> FinalWrite | None:

@@ -20,7 +20,7 @@ from .resume_data import ResumeData
 from .segments import Segment, contiguous_prefix
 from .states import Input, Signal, TaskState
 
-__all__ = ["Action", "Reattach", "ending", "plan_reattach"]
+__all__ = ["Action", "Reattach", "ending", "plan_reattach", "plan_upload_reattach"]
 
 
 class Action(enum.Enum):
@@ -212,3 +212,20 @@ def _reattach_final_write(
         )
         return Reattach(action=Action.END, outcome=outcome)
     return None
+
+
+def plan_upload_reattach(entry: TaskEntry) -> Reattach:
+    """What a reopened session does with an upload's journal entry. A plain
+    upload keeps nothing on the server between attempts, so a running one
+    starts again from its first byte (``offset`` 0); a suspended one stays
+    suspended; one being cancelled ends cancelled; an ended one delivers its
+    terminal event. (The source file is checked before its next attempt.)"""
+    if entry.phase is Phase.ENDED:
+        return Reattach(action=Action.END, outcome=entry.outcome, remove_partial=True)
+    if entry.phase is Phase.CANCELING:
+        return Reattach(
+            action=Action.END, outcome=CancelledEvent(task_id=entry.id), remove_partial=True
+        )
+    if entry.phase is Phase.SUSPENDED:
+        return Reattach(action=Action.CONTINUE, state=TaskState.SUSPENDED)
+    return Reattach(action=Action.CONTINUE, restarted=entry.offset > 0)

@@ -77,6 +77,8 @@ def encode_snapshot(snapshot: Any) -> dict[str, Any]:
         "terminal": None
         if terminal is None
         else _numbered(encode_terminal(terminal), "seq", terminal.seq),
+        "kind": snapshot.kind,
+        "source": None if snapshot.source is None else str(snapshot.source),
     }
 
 
@@ -86,6 +88,7 @@ def snapshot_fields(document: object) -> dict[str, Any]:
     doc = _object(document, "task")
     task_id = _int(doc, "id")
     terminal = doc.get("terminal")
+    source = _optional_str(doc, "source")
     try:
         state = TaskState(doc.get("state"))
     except ValueError:
@@ -99,7 +102,16 @@ def snapshot_fields(document: object) -> dict[str, Any]:
         "bytes_received": _int(doc, "bytes_received"),
         "bytes_expected": _optional_int(doc, "bytes_expected"),
         "terminal": None if terminal is None else _terminal(task_id, terminal),
+        "kind": _kind(doc),
+        "source": None if source is None else Path(source),
     }
+
+
+def _kind(doc: dict[str, Any]) -> str:
+    kind = doc.get("kind", "download")
+    if kind not in ("download", "upload"):
+        raise WireError(f"unknown task kind {kind!r}")
+    return str(kind)
 
 
 def _terminal(task_id: int, document: object) -> TerminalEvent:
@@ -199,6 +211,7 @@ def encode_config(config: Configuration, *, keep_secrets: bool = True) -> dict[s
         "ssl": config.ssl,
         "client_cert": None if client_cert is None else list(client_cert),
         "user_agent": config.user_agent,
+        "upload_reply_max_bytes": config.upload_reply_max_bytes,
     }
 
 

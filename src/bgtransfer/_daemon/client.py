@@ -40,6 +40,7 @@ from .._core.request import DownloadRequest
 from .._core.resume_data import ResumeData
 from .._core.states import Input, TaskState, transition
 from .._core.supervisor import SupervisorStatistics
+from .._core.upload import UploadRequest
 from .._core.wire import (
     decode_event,
     decode_statistics,
@@ -47,11 +48,12 @@ from .._core.wire import (
     encode_request,
     snapshot_fields,
 )
+from .._core.wire_upload import encode_upload
 from .._engine.backend import TaskSnapshot
 from .._engine.backlog import check_cursor
 from .._engine.hub import EventHub, EventStream, snapshot_progress
 from .._exceptions import DaemonError, SessionClosedError
-from .connection import BASE, HEADERS, daemon_error
+from .connection import BASE, HEADERS, command_session, daemon_error
 from .protocol import LEASE_HEADER
 from .streams import CursorStream
 from .submissions import Submissions
@@ -59,7 +61,6 @@ from .submissions import Submissions
 __all__ = ["DaemonBackend"]
 
 CLOSE_BOUND: Final = 10.0  # seconds closing may wait for the answers of commands sent
-COMMAND_CONNECTIONS: Final = 8  # concurrent command requests; the rest wait their turn
 
 
 class DaemonBackend:
@@ -67,7 +68,7 @@ class DaemonBackend:
 
     def __init__(self, http: aiohttp.ClientSession, identifier: str, config: Configuration) -> None:
         self._http = http  # the long-lived streams: the attachment, cursor streams
-        self._commands = _command_session(http)
+        self._commands = command_session(http)
         self._identifier = identifier
         self._config = config
         self._prefix = f"{BASE}/v1/sessions/{identifier}"
@@ -309,6 +310,11 @@ class DaemonBackend:
         answer = await self._call("/tasks", body)
         return [self._update(TaskSnapshot(**snapshot_fields(t))) for t in answer["tasks"]]
 
+    async def submit_upload(self, request: UploadRequest) -> TaskSnapshot:
+        reply_to = None if request.reply_to is None else _absolute_path(request.reply_to)
+        request = attrs.evolve(request, source=_absolute_path(request.source), reply_to=reply_to)
+        return self._task_answer(await self._call("/uploads", {"upload": encode_upload(request)}))
+
     async def submit_resumed(
         self,
         data: ResumeData,
@@ -485,15 +491,3 @@ def _absolute(request: DownloadRequest) -> DownloadRequest:
     if destination is None or os.path.isabs(destination):
         return request
     return attrs.evolve(request, destination=os.path.abspath(destination))
-
-
-def _command_session(streams: aiohttp.ClientSession) -> aiohttp.ClientSession:
-    """A client session for commands, to the same socket as ``streams``, with at
-    most ``COMMAND_CONNECTIONS`` connections (the streams' session has no limit:
-    each stream holds its connection for as long as it lives)."""
-    connector = streams.connector
-    assert isinstance(connector, aiohttp.UnixConnector)
-    return aiohttp.ClientSession(
-        connector=aiohttp.UnixConnector(path=connector.path, limit=COMMAND_CONNECTIONS),
-        timeout=aiohttp.ClientTimeout(),
-    )

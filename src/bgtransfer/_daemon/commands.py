@@ -15,7 +15,13 @@ from aiohttp import web
 
 from .._core.request import DownloadRequest
 from .._core.resume_data import ResumeData
-from .._core.wire import WireError, decode_request, encode_exception, encode_snapshot
+from .._core.wire import (
+    WireError,
+    decode_request,
+    encode_exception,
+    encode_snapshot,
+)
+from .._core.wire_upload import decode_upload
 from .._exceptions import BgTransferError
 from .protocol import task_id_of
 from .sessions import Served
@@ -76,6 +82,14 @@ async def _submit_each(served: Served, given: list[Any]) -> list[dict[str, Any]]
         for (index, _), snapshot in zip(decoded, snapshots, strict=True):
             results[index] = {"task": encode_snapshot(snapshot)}
     return results
+
+
+async def submit_upload(
+    served: Served, body: dict[str, Any], request: web.Request
+) -> dict[str, Any]:
+    snapshot = await served.backend.submit_upload(decode_upload(body.get("upload")))
+    served.activity()
+    return {"task": encode_snapshot(snapshot)}
 
 
 async def submit_resumed(
@@ -160,6 +174,7 @@ _TASK: Final = "/tasks/{task_id:[0-9]+}"
 COMMANDS: Final[dict[str, Command]] = {
     "/tasks": submit,
     "/resumed": submit_resumed,
+    "/uploads": submit_upload,
     _TASK + "/cancel": cancel,
     _TASK + "/suspend": suspend,
     _TASK + "/resume": resume,

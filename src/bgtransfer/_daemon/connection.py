@@ -23,7 +23,15 @@ from .._io.files import make_private_dir
 from .paths import log_path, socket_path
 from .protocol import PROTOCOL_HEADER
 
-__all__ = ["BASE", "HEADERS", "connect", "daemon_error", "hello"]
+__all__ = [
+    "BASE",
+    "COMMAND_CONNECTIONS",
+    "HEADERS",
+    "command_session",
+    "connect",
+    "daemon_error",
+    "hello",
+]
 
 LAUNCH_TIMEOUT: Final = 20.0  # seconds a launched daemon may take to answer
 BASE: Final = "http://bgtransfer"  # the host is ignored on a Unix socket
@@ -125,3 +133,18 @@ def _launch(state_dir: Path, default: bool) -> subprocess.Popen[bytes]:
         os.close(fd)
     _children.append(process)
     return process
+
+
+COMMAND_CONNECTIONS: Final = 8  # concurrent command requests; the rest wait their turn
+
+
+def command_session(streams: aiohttp.ClientSession) -> aiohttp.ClientSession:
+    """A client session for commands, to the same socket as ``streams``, with at
+    most ``COMMAND_CONNECTIONS`` connections (the streams' session has no limit:
+    each stream holds its connection for as long as it lives)."""
+    connector = streams.connector
+    assert isinstance(connector, aiohttp.UnixConnector)
+    return aiohttp.ClientSession(
+        connector=aiohttp.UnixConnector(path=connector.path, limit=COMMAND_CONNECTIONS),
+        timeout=aiohttp.ClientTimeout(),
+    )

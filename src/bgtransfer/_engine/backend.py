@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     import os
 
     from .._core.request import DownloadRequest
+    from .._core.upload import UploadRequest
     from .hub import EventStream
 
 __all__ = ["TaskBackend", "TaskSnapshot"]
@@ -56,6 +57,8 @@ class TaskSnapshot:
     bytes_received: int  # in the partial file, confirmed
     bytes_expected: int | None  # the body's length once something vouched for it
     terminal: TerminalEvent | None  # the terminal event once the task has ended
+    kind: str = "download"  # or "upload"
+    source: Path | None = None  # an upload's file (its destination: reply_to, else this)
 
     @property
     def length_verified(self) -> bool | None:
@@ -83,6 +86,12 @@ class TaskBackend(Protocol):
     async def submit_many(self, requests: Sequence[DownloadRequest]) -> list[TaskSnapshot]:
         """:meth:`submit` for each, all or none (an error names the request's
         index); one journal commit for the batch."""
+        ...
+
+    async def submit_upload(self, request: UploadRequest) -> TaskSnapshot:
+        """Validate one upload (its source file, its ``reply_to``), queue it;
+        return once the journal holds it. Wrong requests raise at once
+        (``InvalidSourceError``, ``InvalidDestinationError``, ``TypeError``)."""
         ...
 
     async def submit_resumed(

@@ -27,8 +27,6 @@ import anyio.abc
 import anyio.lowlevel
 
 from .._core.config import Configuration, HeaderPairs
-from .._core.journal import TaskEntry
-from .._core.resume_data import ResumeData
 from .._core.secrets import SecretHeaders
 from .._core.states import PUBLIC, Input, Signal, TaskState
 from .._core.supervisor import (
@@ -37,18 +35,20 @@ from .._core.supervisor import (
 )
 from .._exceptions import (
     JournalError,
-    SessionClosedError,
 )
 from .._io.client import descriptor_slots, make_client
 from .admission import Admission, Request
 from .backlog import what_was_missed
 from .download import Downloader
-from .download_job import download_job
 from .hub import EventHub, EventStream
 from .journaling import TaskJournal
 from .record import TaskRecord
 from .restore import Restorer
-from .scheduler import Scheduler
+from .restoring import Restoring
+from .upload import Uploader, Uploads
+
+if TYPE_CHECKING:
+    from .._core.upload import UploadRequest
 
 if TYPE_CHECKING:
     import aiohttp
@@ -58,7 +58,7 @@ __all__ = ["Engine", "Request", "TaskJournal"]
 logger = logging.getLogger("bgtransfer")
 
 
-class Engine(Scheduler):
+class Engine(Restoring):
     """Runs download tasks under a :class:`Configuration`; use as an async context manager.
 
     With a ``journal`` the engine is *persistent*: it records every task there,
@@ -137,11 +137,27 @@ class Engine(Scheduler):
             publish=self._publish,
             hold_origin=self._hold_origin,
         )
+        uploader = Uploader(
+            config=config,
+            clock=clock,
+            secrets=self._secrets,
+            fsync=journal is not None and config.durability == "fsync",
+            publish=self._publish,
+            hold_origin=self._hold_origin,
+        )
+        self._uploads = Uploads(
+            config=config,
+            admission=self._admission,
+            partials_dir=partials_dir,
+            uploader=uploader,
+            secrets=self._secrets,
+        )
 
     # -- lifecycle ----------------------------------------------------------------
 
     async def __aenter__(self) -> Engine:
-        self._client = self._download.client = make_client(self.config, self._slots)
+        self._client = make_client(self.config, self._slots)
+        self._download.client = self._uploads.uploader.client = self._client
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
@@ -184,37 +200,6 @@ class Engine(Scheduler):
                 if self._client is not None:
                     await self._client.close()
         return None
-
-    async def restore(self, entries: Sequence[TaskEntry]) -> None:
-        """Take over the tasks a previous process left in the journal.
-
-        Running tasks queue again from the bytes on disk, suspended ones stay
-        suspended, and tasks that ended (or whose move into place was under way)
-        get their terminal event, to be delivered again until acknowledged. Call
-        once, after entering and before any ``submit``.
-        """
-        assert self._journal is not None
-        assert not self._records
-        leftovers: list[TaskRecord] = []  # ended tasks whose files are of no more use
-        for back in await self._restorer.reattach(entries):
-            record = back.record
-            self._records[record.id] = self._downloading(record)
-            if record.terminal is not None:
-                self._replays_pending += 1
-                if back.leftover:
-                    leftovers.append(record)
-                if back.newly_ended:  # ended at reattach: its event goes in the log too
-                    assert record.terminal is not None
-                    record.terminal = self._journal.log(record.terminal)
-                    self._journal_task(record, urgent=True)
-                continue
-            self._claims[record.destination_key] = record.id
-            if record.state is TaskState.RUNNING:
-                self._start(self._supervisor.enqueue(record.id, record.origin, now=self.clock()))
-        self._next_id = max([self._next_id, *(entry.id + 1 for entry in entries)])
-        # Gone before any terminal event can be acknowledged (and the task forgotten
-        # by the journal): a process killed after that would leave them to nobody.
-        await self._restorer.remove_leftovers(leftovers)
 
     # -- queries ------------------------------------------------------------------
 
@@ -302,17 +287,6 @@ class Engine(Scheduler):
             with contextlib.suppress(JournalError):
                 await self._journal.logged(seq)
 
-    async def flush(self) -> None:
-        """Return once the journal holds everything done so far.
-
-        Always a scheduling point, never a cancellation point: a caller that just
-        made a task gets it back (a loop of ``download()`` calls lets the other
-        tasks run)."""
-        if self._journal is not None:
-            await self._journal.flush()
-        else:
-            await anyio.lowlevel.cancel_shielded_checkpoint()
-
     async def journal_running(self) -> None:
         """Record where every running task stands now (the bytes on disk) and
         commit: what a process about to end does (SIGTERM). The tasks go on."""
@@ -370,54 +344,13 @@ class Engine(Scheduler):
         self._next_id += len(records)
         return [self._admit(self._downloading(record)) for record in records]
 
-    async def submit_resumed(
-        self,
-        data: ResumeData,
-        destination: str | os.PathLike[str] | None,
-        *,
-        headers: HeaderPairs,
-    ) -> TaskRecord:
-        """A new task continuing from resume data; it adopts the partial file.
-
-        The partial file is moved into this session's partials with one rename, so
-        of two tasks started from the same resume data at once exactly one gets
-        it; the other raises :class:`InvalidResumeDataError`. The new task is in
-        the journal, naming the file it adopts, before the rename: a process
-        killed in between leaves the next one to finish the move, never bytes
-        that no task owns.
-
-        Only resume data this state directory signed is taken (its MAC checked
-        first), and only a regular file in a ``partials/`` directory of it;
-        anything else raises :class:`InvalidResumeDataError` before any file is
-        touched.
-        """
+    def submit_upload(self, request: UploadRequest) -> TaskRecord:
+        """Validate an upload request (its file, its ``reply_to``), queue it, and
+        start it if a slot is free."""
         self._check_open()
-        url, origin, source = await self._restorer.locate(data)
-        self._check_open()  # it may have closed meanwhile
-        record = self._restorer.resumed_record(
-            self._next_id, data, destination, url=url, origin=origin, headers=headers
-        )
+        record = self._uploads.prepare(self._next_id, request)
         self._next_id += 1
-        self._records[record.id] = self._downloading(record)
-        self._claims[record.destination_key] = record.id
-        job = download_job(record)
-        job.adopting = str(source)  # a crash before the rename: the next process does it
-        self._journal_task(record)
-        try:
-            await self.flush()
-            await self._restorer.adopt_partial(record, source, data.offset)
-            job.adopting = None
-        except BaseException:
-            del self._records[record.id]
-            if self._claims.get(record.destination_key) == record.id:
-                del self._claims[record.destination_key]
-            if self._journal is not None:
-                self._journal.forget(record.id, urgent=True)  # the caller is told it failed
-            raise
-        job.announce_resume = True
-        job.may_have_partial = True
-        self._start(self._supervisor.enqueue(record.id, record.origin, now=self.clock()))
-        return record
+        return self._admit(record)
 
     def cancel(self, task_id: int, *, resume_data: bool = False) -> None:
         """Ask a task to stop. It ends with a ``CancelledEvent``; with ``resume_data``
@@ -472,23 +405,10 @@ class Engine(Scheduler):
 
     # -- internals ----------------------------------------------------------------
 
-    def _check_open(self) -> None:
-        self._check_alive()
-        if self._invalidated:
-            raise SessionClosedError("the session was invalidated and accepts no new tasks")
-
-    def _check_alive(self) -> None:
-        if self._task_group is None or self._draining:
-            raise SessionClosedError("the session is not open; use 'async with Session(...)'")
-
-    def _downloading(self, record: TaskRecord) -> TaskRecord:
-        """The record, its download job bound to this engine's downloader."""
-        download_job(record).downloader = self._download
-        return record
-
     def _admit(self, record: TaskRecord) -> TaskRecord:
         self._records[record.id] = record
-        self._claims[record.destination_key] = record.id
+        if record.claims_destination:
+            self._claims[record.destination_key] = record.id
         self._journal_task(record)  # made durable by the caller's flush()
         self._start(self._supervisor.enqueue(record.id, record.origin, now=self.clock()))
         return record

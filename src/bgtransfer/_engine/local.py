@@ -24,6 +24,7 @@ from .backend import TaskSnapshot
 
 if TYPE_CHECKING:
     from .._core.request import DownloadRequest
+    from .._core.upload import UploadRequest
     from .engine import Engine
     from .hub import EventStream
     from .record import TaskRecord
@@ -41,6 +42,8 @@ def snapshot_of(record: TaskRecord) -> TaskSnapshot:
         bytes_received=record.bytes_received,
         bytes_expected=record.bytes_expected,
         terminal=record.terminal,
+        kind=record.kind,
+        source=record.source,
     )
 
 
@@ -84,6 +87,12 @@ class LocalBackend:
         )
         await engine.flush()  # in the journal before they are handed out
         return [snapshot_of(record) for record in records]
+
+    async def submit_upload(self, request: UploadRequest) -> TaskSnapshot:
+        engine = self._engine
+        record = engine.submit_upload(request)
+        await engine.flush()  # in the journal before it is handed out
+        return snapshot_of(record)
 
     async def submit_resumed(
         self,

@@ -57,6 +57,7 @@ class TaskRecord:
         "headers",
         "id",
         "job",
+        "kind",
         "last_progress",
         "origin",
         "progress_due",
@@ -67,6 +68,7 @@ class TaskRecord:
         "scope",
         "secrets",
         "segments_wanted",
+        "source",
         "stage",
         "terminal",
         "throttle",
@@ -88,10 +90,14 @@ class TaskRecord:
         offset: int = 0,
         total: int | None = None,
         secrets: SecretHeaders = DEFAULT_SECRETS,
+        source: Path | None = None,
     ) -> None:
-        """``job`` makes the task's work for this record (a download's, for
-        every task today); ``offset`` and ``total`` say where its bytes stand."""
+        """``job`` makes the task's work for this record (a download's or an
+        upload's); ``offset`` and ``total`` say where its bytes stand.
+        ``source``: the file an upload sends (None: a download)."""
         self.id = task_id
+        self.kind = "download" if source is None else "upload"
+        self.source = source
         self.url = url
         self.origin = origin
         self.destination = destination
@@ -124,6 +130,13 @@ class TaskRecord:
             task_id, interval=progress_interval, total=offset, expected=total
         )
         self.job: Job = job(self)
+
+    @property
+    def claims_destination(self) -> bool:
+        """Whether the task writes its destination (a download's file, an
+        upload's ``reply_to``), which no other live task may then claim; an
+        upload without one only reads its source, which others may read too."""
+        return self.destination != self.source
 
     @property
     def state(self) -> TaskState:

@@ -14,9 +14,11 @@ from ._faults import Faults
 from ._server import TestServer
 from ._stats import RecordedRequest, ServerStatistics
 from ._threaded import ThreadedTestServer
+from ._upload import ReceivedUpload
 
 __all__ = [
     "Faults",
+    "ReceivedUpload",
     "RecordedRequest",
     "ServedFile",
     "ServerStatistics",

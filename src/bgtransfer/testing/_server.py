@@ -23,6 +23,7 @@ from ._faults import Faults, FaultSchedule
 from ._responder import Responder
 from ._stats import RecordedRequest, Recorder, ServerStatistics
 from ._sync import Gates, Notifier, Shutdown
+from ._upload import UPLOAD_METHODS, ReceivedUpload, receive_upload
 
 __all__ = ["TestServer"]
 
@@ -121,6 +122,7 @@ class TestServer:
         self._web_server: _TrackingServer | None = None
         self._runner: web.ServerRunner | None = None
         self._base_url: str | None = None
+        self._uploads: list[ReceivedUpload] = []
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -352,6 +354,16 @@ class TestServer:
         """Requests received since start (or the last reset), in arrival order."""
         return tuple(self._recorder.requests)
 
+    @property
+    def uploads(self) -> Sequence[ReceivedUpload]:
+        """The bodies of ``PUT`` and ``POST`` requests received (any path), in
+        the order they ended: length, SHA-256 and whether each was complete."""
+        return tuple(self._uploads)
+
+    def _received(self, upload: ReceivedUpload) -> None:
+        self._uploads.append(upload)
+        self._notifier.notify()
+
     # -- request handling ------------------------------------------------------------
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -366,6 +378,15 @@ class TestServer:
         )
         try:
             schedule = self._faults.get(path)
+            if request.method in UPLOAD_METHODS and path not in self._files:
+                # the upload endpoint (_upload.py): any path that serves no file
+                return await receive_upload(
+                    request,
+                    Faults() if schedule is None else schedule.take(),
+                    gates=self._gates,
+                    shutdown=self._shutdown,
+                    record=self._received,
+                )
             responder = Responder(
                 request,
                 Faults() if schedule is None else schedule.take(),

@@ -1,0 +1,182 @@
+"""Uploads without the I/O: the request value, the source file's identity, the
+journal's upload fields and the answer's judgement. Pure (the reattach rule
+is :func:`~.reattach.plan_upload_reattach`).
+
+A plain upload sends a file's bytes as the body of one ``PUT`` or ``POST``;
+the file is named by path, and what it was when ``Session.upload()`` took it
+(:class:`SourceIdentity`: size, modification time, device, inode) is checked
+before every attempt and while and after its body is sent, so a task never
+sends a mix of two versions of a file. The journal keeps an upload's own
+fields (:class:`UploadFields`) beside the columns every task has; the
+``upload_url``/``upload_offset`` slot is for resumable uploads (tus, the IETF
+draft), which continue from what the server holds, where a plain upload starts
+again from its first byte.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+import attrs
+
+from .._exceptions import HTTPStatusError
+from .config import HeaderPairs, check_description, headers_repr, normalize_headers
+from .secrets import SecretHeaders, check_no_userinfo
+
+if TYPE_CHECKING:
+    from _typeshed import StrPath
+
+__all__ = [
+    "METHODS",
+    "SourceIdentity",
+    "UploadFields",
+    "UploadRequest",
+    "check_upload_status",
+    "reply_headers",
+    "source_change",
+]
+
+METHODS: Final = ("PUT", "POST")
+"""The methods a plain upload sends its file with."""
+
+
+def _url(instance: object, attribute: attrs.Attribute[str], value: object) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"url must be a str, not {type(value).__name__}")
+    check_no_userinfo(value)
+
+
+def _method(instance: object, attribute: attrs.Attribute[str], value: object) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"method must be a str, not {type(value).__name__}")
+    if value not in METHODS:
+        raise ValueError(f"method must be 'PUT' or 'POST', got {value!r}")
+
+
+def _description(instance: object, attribute: attrs.Attribute[str | None], value: object) -> None:
+    check_description(value)
+
+
+@attrs.frozen
+class UploadRequest:
+    """What one :meth:`Session.upload` call takes, as a value (the task backend's
+    argument). The file and ``reply_to`` are checked by the engine (they need the
+    file system): :class:`~bgtransfer.InvalidSourceError`,
+    :class:`~bgtransfer.InvalidDestinationError`."""
+
+    url: str = attrs.field(validator=_url)
+    source: StrPath
+    method: str = attrs.field(default="PUT", kw_only=True, validator=_method)
+    description: str | None = attrs.field(default=None, kw_only=True, validator=_description)
+    headers: HeaderPairs = attrs.field(
+        default=(), kw_only=True, converter=normalize_headers, repr=headers_repr
+    )
+    reply_to: StrPath | None = attrs.field(default=None, kw_only=True)
+
+
+@attrs.frozen
+class SourceIdentity:
+    """A source file as ``stat`` saw it."""
+
+    size: int
+    mtime_ns: int
+    device: int
+    inode: int
+
+
+def source_change(expected: SourceIdentity, found: SourceIdentity | None) -> str | None:
+    """What changed between the identity taken at ``upload()`` and ``found``
+    (None: the file is gone), as the error's words; None if nothing did."""
+    if found is None:
+        return "it is gone"
+    if (found.device, found.inode) != (expected.device, expected.inode):
+        return "another file is at its path now (replaced)"
+    if found.size != expected.size:
+        return f"its size changed from {expected.size} to {found.size} bytes"
+    if found.mtime_ns != expected.mtime_ns:
+        return "its modification time changed (it was written to)"
+    return None
+
+
+@attrs.frozen(kw_only=True)
+class UploadFields:
+    """What the journal keeps of an upload, beside the columns of every task
+    (its URL, description, headers without secrets, phase, bytes sent)."""
+
+    method: str
+    source: str
+    """The absolute, resolved path of the file sent."""
+    identity: SourceIdentity
+    reply_to: str | None = None
+    """Where the response body goes (absolute), if anywhere."""
+    upload_url: str | None = None
+    """A resumable upload's URL on the server (None for a plain upload); never
+    with userinfo."""
+    upload_offset: int = 0
+    """The bytes a resumable upload's server confirmed holding."""
+
+    def to_json(self) -> str:
+        identity = self.identity
+        return json.dumps(
+            {
+                "method": self.method,
+                "source": self.source,
+                "identity": [identity.size, identity.mtime_ns, identity.device, identity.inode],
+                "reply_to": self.reply_to,
+                "upload_url": self.upload_url,
+                "upload_offset": self.upload_offset,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: object) -> UploadFields:
+        """The fields :meth:`to_json` wrote; ``ValueError`` naming what is wrong."""
+        try:
+            document = json.loads(text) if isinstance(text, str) else None
+        except (ValueError, RecursionError):
+            document = None
+        if not isinstance(document, dict):
+            raise ValueError("not a JSON object")  # noqa: TRY004 - the caller's CorruptEntry
+        method, source = document.get("method"), document.get("source")
+        if method not in METHODS or not isinstance(source, str) or not source:
+            raise ValueError("invalid method or source")
+        identity = document.get("identity")
+        if not (isinstance(identity, list) and len(identity) == 4 and all(map(_count, identity))):
+            raise ValueError("invalid identity")
+        reply_to, upload_url = document.get("reply_to"), document.get("upload_url")
+        if not all(value is None or isinstance(value, str) for value in (reply_to, upload_url)):
+            raise ValueError("invalid reply_to or upload_url")
+        offset = document.get("upload_offset", 0)
+        if not _count(offset):
+            raise ValueError("invalid upload_offset")
+        return cls(
+            method=method,
+            source=source,
+            identity=SourceIdentity(*identity),
+            reply_to=reply_to,
+            upload_url=upload_url,
+            upload_offset=offset,
+        )
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def check_upload_status(url: str, status: int, reason: str, headers: Mapping[str, str]) -> None:
+    """A 2xx answer accepted the upload; anything else raises the task's
+    :class:`~bgtransfer.HTTPStatusError` (the retry policy decides what next),
+    as for a download. ``headers`` is looked up by lower-case names."""
+    if not 200 <= status < 300:
+        raise HTTPStatusError(status, reason, url=url, retry_after=headers.get("retry-after"))
+
+
+def reply_headers(
+    headers: Iterable[tuple[str, str]], secrets: SecretHeaders
+) -> tuple[tuple[str, str], ...]:
+    """The response's headers as ``UploadReply.headers`` keeps them: without the
+    secret ones (``Set-Cookie`` and ``WWW-Authenticate`` among them, by the
+    session's rule)."""
+    return secrets.public(headers)

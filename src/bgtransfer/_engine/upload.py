@@ -1,0 +1,363 @@
+"""Uploads: their admission, their attempts with retries, and their reattach.
+
+:class:`Uploads` is what an engine holds for its upload jobs: it validates new
+upload requests into records (the source file and its identity, ``reply_to``
+by the download's destination rules), does the work of every
+:class:`~.upload_job.UploadJob` (:class:`Uploader`: attempts, retries with
+backoff, progress, the answer's body moved to ``reply_to``) and reattaches the
+journal's uploads (the :class:`~.reattacher.Reattacher` protocol, by
+``plan_upload_reattach``). The scheduler runs upload jobs as it runs downloads,
+under the same limits; it never learns the verb.
+
+One attempt's body is sent by a :class:`BodyStrategy`. :class:`PlainStrategy`
+sends the whole file with one request; a resumable strategy (tus, the IETF
+draft) will learn the server's offset first and send the rest, keeping its
+upload URL and offset in the job's journalled fields
+(``UploadFields.upload_url``/``upload_offset``, journalled with
+``journal_task``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import anyio
+import attrs
+
+from .._core.config import Configuration, normalize_headers
+from .._core.events import (
+    FinishedEvent,
+    ProgressEvent,
+    ResumedEvent,
+    RetryEvent,
+    TaskEvent,
+    UploadReply,
+)
+from .._core.journal import TaskEntry
+from .._core.naming import Origin, origin_of, parse_url
+from .._core.reattach import Action, plan_upload_reattach
+from .._core.retry import backoff, parse_retry_after
+from .._core.secrets import SecretHeaders
+from .._core.upload import UploadFields, UploadRequest, reply_headers
+from .._exceptions import (
+    HTTPStatusError,
+    InvalidDestinationError,
+    ResourceTimeoutError,
+    TransferError,
+)
+from .._io.errors import file_error
+from .._io.files import move_into_place, remove_quietly
+from .._io.progress import count as count_progress
+from .._io.upload import Answer, check_source, inspect_source, send_file
+from .admission import Admission, merge_headers
+from .reattacher import Reattached
+from .record import TaskRecord
+from .upload_job import UploadJob, upload_job
+
+if TYPE_CHECKING:
+    import aiohttp
+
+__all__ = ["BodyStrategy", "PlainStrategy", "Uploader", "Uploads"]
+
+
+class BodyStrategy(Protocol):
+    """How one attempt of an upload sends the file (the seam for resumable uploads)."""
+
+    async def send(
+        self, job: UploadJob, headers: Mapping[str, str], on_sent: Callable[[int], None]
+    ) -> Answer:
+        """Send the body of one attempt; return the server's accepting answer,
+        raise the attempt's :class:`~bgtransfer.TransferError` otherwise.
+        ``on_sent(n)``: ``n`` more bytes of the file went out."""
+        ...
+
+
+@attrs.define
+class PlainStrategy:
+    """The whole file as the body of one ``PUT`` or ``POST``, every attempt."""
+
+    uploader: Uploader
+
+    async def send(
+        self, job: UploadJob, headers: Mapping[str, str], on_sent: Callable[[int], None]
+    ) -> Answer:
+        uploader = self.uploader
+        assert uploader.client is not None
+        config = uploader.config
+        return await send_file(
+            uploader.client,
+            method=job.fields.method,
+            url=job.record.url,
+            headers=headers,
+            source=job.source,
+            identity=job.fields.identity,
+            request_timeout=config.request_timeout,
+            on_sent=on_sent,
+            reply_max=config.upload_reply_max_bytes,
+            reply_file=None if job.reply_to is None else job.reply_partial,
+        )
+
+
+class Uploader:
+    """Uploads the tasks of one engine; ``client`` is set once the engine is entered."""
+
+    def __init__(
+        self,
+        *,
+        config: Configuration,
+        clock: Callable[[], float],
+        secrets: SecretHeaders,
+        fsync: bool,
+        publish: Callable[[TaskEvent], None],
+        hold_origin: Callable[[TaskRecord, float], None],
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.client: aiohttp.ClientSession | None = None
+        self.strategy: BodyStrategy = PlainStrategy(self)
+        self._secrets = secrets
+        self._fsync = fsync
+        self._publish = publish
+        self._hold_origin = hold_origin
+        self._rng = random.Random()
+
+    async def transfer(self, job: UploadJob) -> FinishedEvent:
+        """Attempts until the server accepted the file, then its answer's body
+        (if kept in a file) moved to ``reply_to``."""
+        timeout = self.config.resource_timeout
+        try:
+            with contextlib.nullcontext() if timeout is None else anyio.fail_after(timeout):
+                answer = await self._attempts(job)
+        except TransferError:
+            raise
+        except TimeoutError as exc:
+            raise ResourceTimeoutError(
+                f"the task took longer than resource_timeout ({timeout} seconds)",
+                url=job.record.url,
+            ) from exc
+        record = job.record
+        reply_to = job.reply_to
+        if reply_to is not None:
+            with anyio.CancelScope(shield=True):  # once the move starts, it finishes
+                try:
+                    await move_into_place(job.reply_partial, reply_to, durable=self._fsync)
+                except OSError as exc:
+                    raise file_error(
+                        exc, url=record.url, action="move the reply to", path=reply_to
+                    ) from exc
+        job.reply = UploadReply(
+            status=answer.status,
+            headers=reply_headers(answer.headers, self._secrets),
+            body=answer.body,
+            truncated=answer.truncated,
+            saved_to=reply_to,
+        )
+        job.finished = FinishedEvent(
+            task_id=record.id,
+            location=record.destination,
+            total_bytes=record.bytes_received,
+            reply=job.reply,
+        )
+        return job.finished
+
+    async def _attempts(self, job: UploadJob) -> Answer:
+        """The retry loop: a plain upload that failed is sent again from its
+        first byte, while the retry policy allows."""
+        policy = self.config.retry
+        failures = 0
+        while True:
+            try:
+                return await self._attempt(job)
+            except TransferError as exc:
+                failures += 1
+                if not policy.is_transient(exc) or failures >= policy.max_attempts:
+                    raise
+                delay = backoff(policy, failures, self._rng)
+                if isinstance(exc, HTTPStatusError):
+                    asked = parse_retry_after(exc.retry_after)
+                    if asked is not None:
+                        if asked > policy.max_retry_after:
+                            raise
+                        delay = max(delay, asked)
+                        if exc.status in (429, 503):
+                            self._hold_origin(job.record, asked)
+                job.announce_resume = True
+                self._publish(
+                    RetryEvent(task_id=job.record.id, attempt=failures + 1, error=exc, delay=delay)
+                )
+                job.backing_off_until = time.time() + delay
+                try:
+                    await anyio.sleep(delay)
+                finally:
+                    job.backing_off_until = None
+
+    async def _attempt(self, job: UploadJob) -> Answer:
+        record = job.record
+        fields = job.fields
+        await check_source(record.url, job.source, fields.identity)
+        size = fields.identity.size
+        record.bytes_received = 0
+        record.bytes_expected = size
+        record.throttle.restart(0)
+        record.throttle.set_expected(size)
+        if job.announce_resume:  # a plain upload starts again from its first byte
+            job.announce_resume = False
+            self._publish(ResumedEvent(task_id=record.id, offset=0, expected_total=size))
+        headers = await self._request_headers(record)
+        job.may_have_partial = job.reply_to is not None
+
+        def on_sent(nbytes: int) -> None:
+            record.bytes_received += nbytes
+            count_progress(record.throttle, nbytes, self.clock, self._publish)
+
+        answer = await self.strategy.send(job, headers, on_sent)
+        # The body was the file to its last byte; it must still be at its path.
+        await check_source(record.url, job.source, fields.identity)
+        return answer
+
+    async def _request_headers(self, record: TaskRecord) -> dict[str, str]:
+        """The task's headers, and the provider's (if any) merged over them."""
+        headers = dict(record.headers)
+        provider = self.config.headers_provider
+        if provider is None:
+            return headers
+        try:
+            result = provider(record.url)
+            if inspect.isawaitable(result):
+                result = await result
+            extra = normalize_headers(result)
+        except Exception as exc:
+            raise TransferError(f"headers_provider failed: {exc!r}", url=record.url) from exc
+        return merge_headers(tuple(headers.items()), extra)
+
+
+class Uploads:
+    """An engine's uploads: admission, the shared :class:`Uploader`, reattach."""
+
+    def __init__(
+        self,
+        *,
+        config: Configuration,
+        admission: Admission,
+        partials_dir: Path,
+        uploader: Uploader,
+        secrets: SecretHeaders,
+    ) -> None:
+        self.config = config
+        self.uploader = uploader
+        self._admission = admission
+        self._partials_dir = partials_dir
+        self._secrets = secrets
+
+    def prepare(self, task_id: int, request: UploadRequest) -> TaskRecord:
+        """A record for ``request``, validated (the file is stat'ed and resolved,
+        ``reply_to`` resolved as a download's destination); not queued yet."""
+        if not isinstance(request, UploadRequest):
+            raise TypeError(f"expected an UploadRequest, not {type(request).__name__}")
+        url, origin = parse_url(request.url, self._admission.origins)
+        source, identity = inspect_source(url, request.source)
+        reply_to = None
+        if request.reply_to is not None:
+            reply_to = self._admission.resolve_destination(url, request.reply_to, {})
+            if reply_to == source:
+                raise InvalidDestinationError(
+                    f"{url}: reply_to {str(reply_to)!r} is the file being uploaded"
+                )
+        fields = UploadFields(
+            method=request.method,
+            source=str(source),
+            identity=identity,
+            reply_to=None if reply_to is None else str(reply_to),
+        )
+        return self.new_record(
+            task_id, url, origin, fields, description=request.description, headers=request.headers
+        )
+
+    def new_record(
+        self,
+        task_id: int,
+        url: str,
+        origin: Origin,
+        fields: UploadFields,
+        *,
+        description: str | None,
+        headers: tuple[tuple[str, str], ...],
+    ) -> TaskRecord:
+        source = Path(fields.source)
+        job = functools.partial(
+            UploadJob,
+            uploader=self.uploader,
+            fields=fields,
+            reply_partial=self._partials_dir / f"{task_id}.reply",
+        )
+        return TaskRecord(
+            task_id=task_id,
+            url=url,
+            origin=origin,
+            destination=source if fields.reply_to is None else Path(fields.reply_to),
+            description=description,
+            headers=merge_headers(self.config.headers, headers),
+            request_headers=headers,
+            progress_interval=self.config.progress_interval,
+            job=job,
+            secrets=self._secrets,
+            total=fields.identity.size,
+            source=source,
+        )
+
+    # -- the Reattacher protocol ------------------------------------------------------
+
+    async def reattach(self, entries: Sequence[TaskEntry]) -> list[Reattached]:
+        """Per upload entry, its record in the state ``plan_upload_reattach``
+        gives it: a running plain upload queues again from its first byte."""
+        back = []
+        for entry in entries:
+            assert entry.upload is not None
+            plan = plan_upload_reattach(entry)
+            record = self.new_record(
+                entry.id,
+                entry.url,  # validated when the journal was read
+                origin_of(entry.url, self._admission.origins),
+                entry.upload,
+                description=entry.description,
+                headers=entry.headers,
+            )
+            job = upload_job(record)
+            job.may_have_partial = entry.upload.reply_to is not None
+            job.announce_resume = plan.restarted
+            for event in plan.inputs:
+                record.advance(event)
+            outcome = plan.outcome
+            if outcome is not None:
+                if isinstance(outcome, FinishedEvent):
+                    total = record.bytes_received = record.bytes_expected = outcome.total_bytes
+                    record.last_progress = ProgressEvent(
+                        task_id=record.id,
+                        bytes_written=total,
+                        total_bytes_written=total,
+                        total_bytes_expected=total,
+                    )
+                record.terminal = outcome
+                record.replayed = True
+                record.set_done()
+            back.append(
+                Reattached(
+                    record=record,
+                    action=plan.action,
+                    leftover=plan.action is Action.END and job.may_have_partial,
+                    newly_ended=outcome is not None and entry.outcome is None,
+                )
+            )
+        return back
+
+    @staticmethod
+    async def remove_leftovers(records: Sequence[TaskRecord]) -> None:
+        """Remove the reply partials of uploads that ended."""
+        await remove_quietly(*(upload_job(record).reply_partial for record in records))

@@ -1,0 +1,134 @@
+"""The upload job: one task's upload state, behind the :class:`~.job.Job` protocol.
+
+An :class:`UploadJob` holds what only an upload has: the journalled fields
+(method, source file and its identity, ``reply_to``, and the upload URL and
+offset slot of a resumable upload), the private file the answer's body is
+written to before it moves to ``reply_to``, and the server's answer once it
+accepted the file. The work is the engine's shared
+:class:`~.upload.Uploader`, which sends each attempt's body through a
+strategy (:class:`~.upload.BodyStrategy`: the plain one today, resumable ones
+next).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from .._core.events import CancelledEvent, ErrorEvent, FinishedEvent, UploadReply
+from .._core.journal import Phase, TaskEntry
+from .._core.states import Stage
+from .._core.upload import UploadFields
+from .._exceptions import TransferError
+from .._io.files import remove_quietly
+
+if TYPE_CHECKING:
+    from .record import TaskRecord
+
+__all__ = ["UploadJob", "UploadWork", "upload_job"]
+
+
+class UploadWork(Protocol):
+    """What an upload job asks of the engine's shared :class:`~.upload.Uploader`
+    (declared here, below it, so that neither module imports the other)."""
+
+    async def transfer(self, job: UploadJob) -> FinishedEvent:
+        """The job's attempts, until the server accepted the whole file."""
+        ...
+
+
+_PHASES = {
+    Stage.RUNNING: Phase.RUNNING,
+    Stage.SUSPENDED: Phase.SUSPENDED,
+    Stage.CANCELING: Phase.CANCELING,
+    Stage.CANCELING_KEEPING: Phase.CANCELING,
+    Stage.COMPLETED: Phase.ENDED,
+}
+
+
+class UploadJob:
+    """One task's upload: its state here, its work done by ``uploader``."""
+
+    __slots__ = (
+        "announce_resume",
+        "backing_off_until",
+        "fields",
+        "finished",
+        "may_have_partial",
+        "record",
+        "reply",
+        "reply_partial",
+        "uploader",
+    )
+
+    def __init__(
+        self, record: TaskRecord, *, uploader: UploadWork, fields: UploadFields, reply_partial: Path
+    ) -> None:
+        self.record = record
+        self.uploader = uploader
+        self.fields = fields
+        self.reply_partial = reply_partial  # the answer's body, before it moves to reply_to
+        self.announce_resume = False  # send ResumedEvent(offset=0) before the next body
+        self.backing_off_until: float | None = None  # time.time() the next attempt waits for
+        self.may_have_partial = False  # a reply partial may exist
+        self.reply: UploadReply | None = None  # the server's answer, once it accepted the file
+        self.finished: FinishedEvent | None = None  # set once the task's work is complete
+
+    @property
+    def source(self) -> Path:
+        return Path(self.fields.source)
+
+    @property
+    def reply_to(self) -> Path | None:
+        return None if self.fields.reply_to is None else Path(self.fields.reply_to)
+
+    # -- the Job protocol -----------------------------------------------------------
+
+    async def run(self) -> FinishedEvent:
+        return await self.uploader.transfer(self)
+
+    def entry(self) -> TaskEntry:
+        record = self.record
+        phase = _PHASES[record.stage]
+        return TaskEntry(
+            id=record.id,
+            url=record.url,
+            destination=record.destination_key,
+            description=record.description,
+            headers=record.public_headers,
+            phase=phase,
+            offset=record.bytes_received,
+            total=record.bytes_expected,
+            outcome=record.terminal if phase is Phase.ENDED else None,
+            upload=self.fields,
+        )
+
+    @property
+    def data_file(self) -> None:
+        return None  # nothing the entry vouches for is in a file of ours
+
+    def paused(self) -> None:
+        self.announce_resume = True
+
+    def done_anyway(self) -> FinishedEvent | None:
+        return self.finished  # (the reply is at reply_to: a cancel came too late)
+
+    def cancel_outcome(self) -> CancelledEvent:
+        return CancelledEvent(task_id=self.record.id)  # (a plain upload has no resume data)
+
+    def error_outcome(self, error: TransferError) -> ErrorEvent:
+        return ErrorEvent(task_id=self.record.id, error=error)
+
+    @property
+    def has_leftovers(self) -> bool:
+        return self.may_have_partial
+
+    async def discard(self) -> None:
+        await remove_quietly(self.reply_partial)
+
+
+def upload_job(record: TaskRecord) -> UploadJob:
+    """The record's job, which is an upload."""
+    job = record.job
+    assert isinstance(job, UploadJob), f"task {record.id} is not an upload"
+    return job

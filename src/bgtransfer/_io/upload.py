@@ -1,0 +1,301 @@
+"""One plain upload attempt: a file streamed as a request body, the answer read.
+
+The thin aiohttp shell of :class:`~bgtransfer._engine.upload.Uploader`'s
+plain strategy. The body is read from the source file in bounded chunks (one
+in flight at a time, in a worker thread: ``pread`` and ``fstat`` together), so
+a file of any size costs one chunk of memory; every chunk is checked against
+the identity the task took at ``upload()``, so a file written to while it is
+sent stops the request before its last byte (the server never receives a
+whole body made of two versions). The answer's status is judged by the core
+(``check_upload_status``); its body is kept up to a cap, or streamed into the
+reply file. Also here: the source file's checks at ``upload()`` and before
+each attempt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from collections.abc import AsyncGenerator, Callable, Mapping
+from pathlib import Path
+
+import aiohttp
+import anyio
+import attrs
+
+from .._core.upload import SourceIdentity, check_upload_status, source_change
+from .._exceptions import InvalidSourceError, SourceChangedError, TransferError
+from .errors import file_error, map_errors, quiet_error
+from .threads import run_blocking
+from .watchdog import Watchdog, paused
+
+__all__ = [
+    "CHUNK_BYTES",
+    "Answer",
+    "check_source",
+    "inspect_source",
+    "send_file",
+]
+
+CHUNK_BYTES = 1024 * 1024
+"""Bytes read from the source per chunk: the one buffer an attempt holds."""
+
+
+@attrs.frozen(kw_only=True)
+class Answer:
+    """What the server answered an attempt that it accepted (a 2xx)."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    truncated: bool
+
+
+def _identity(st: os.stat_result) -> SourceIdentity:
+    return SourceIdentity(
+        size=st.st_size, mtime_ns=st.st_mtime_ns, device=st.st_dev, inode=st.st_ino
+    )
+
+
+def inspect_source(url: str, source: str | os.PathLike[str]) -> tuple[Path, SourceIdentity]:
+    """The source file of a new upload, absolute and resolved, and its identity;
+    :class:`InvalidSourceError` naming the URL, the path and the cause when it
+    is not a readable regular file. (On the loop: a few system calls per new task.)"""
+    if not isinstance(source, str | os.PathLike):
+        raise TypeError(f"file must be a str or os.PathLike, not {type(source).__name__}")
+    given = Path(source).expanduser()
+    try:
+        path = given.resolve(strict=True)
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise InvalidSourceError(f"{url}: file {str(given)!r} does not exist") from None
+    except (OSError, RuntimeError) as exc:  # a link loop, a name too long, no permission
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise InvalidSourceError(f"{url}: file {str(given)!r} cannot be used: {reason}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise InvalidSourceError(f"{url}: file {str(given)!r} is {kind}")
+    if not os.access(path, os.R_OK):
+        raise InvalidSourceError(f"{url}: file {str(given)!r} cannot be read (permission denied)")
+    return path, _identity(st)
+
+
+def _changed(url: str, source: Path, problem: str) -> SourceChangedError:
+    return SourceChangedError(
+        f"the file {source} changed since the upload was made: {problem}; "
+        "it is not sent (upload it again as a new task)",
+        url=url,
+        filename=str(source),
+    )
+
+
+def _stat_identity(source: Path) -> SourceIdentity | None:
+    try:
+        return _identity(os.stat(source))
+    except FileNotFoundError:
+        return None
+
+
+async def check_source(url: str, source: Path, identity: SourceIdentity) -> None:
+    """Raise :class:`SourceChangedError` when the file at ``source`` is no longer
+    the one ``identity`` describes (before an attempt, and after its body)."""
+    try:
+        found = await run_blocking(_stat_identity, source)
+    except OSError as exc:
+        raise file_error(exc, url=url, action="read", path=source) from exc
+    problem = source_change(identity, found)
+    if problem is not None:
+        raise _changed(url, source, problem)
+
+
+class _Body:
+    """The request body: the source file's chunks, each checked and counted.
+
+    An error here (the file changed, a read failed) is kept: aiohttp reports a
+    failed body as a connection error, and :func:`send_file` raises this one."""
+
+    def __init__(
+        self,
+        url: str,
+        source: Path,
+        identity: SourceIdentity,
+        on_sent: Callable[[int], None],
+        watchdog: Watchdog | None,
+    ) -> None:
+        self.url = url
+        self.source = source
+        self.identity = identity
+        self.on_sent = on_sent
+        self.watchdog = watchdog
+        self.error: TransferError | None = None
+        self.sent = 0
+
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
+        try:
+            fd = await run_blocking(os.open, self.source, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            self.error = file_error(exc, url=self.url, action="read", path=self.source)
+            raise self.error from exc
+        try:
+            size = self.identity.size
+            while self.sent < size:
+                with paused(self.watchdog):
+                    chunk, found = await run_blocking(
+                        _read, fd, min(CHUNK_BYTES, size - self.sent), self.sent
+                    )
+                problem = source_change(self.identity, found)
+                if problem is None and not chunk:
+                    problem = "it is shorter than it was"
+                if problem is not None:
+                    self.error = _changed(self.url, self.source, problem)
+                    raise self.error
+                yield chunk
+                self.sent += len(chunk)
+                if self.watchdog is not None:
+                    self.watchdog.touch()
+                self.on_sent(len(chunk))
+        except TransferError:
+            raise  # (a LocalFileError is an OSError too)
+        except OSError as exc:
+            self.error = file_error(exc, url=self.url, action="read", path=self.source)
+            raise self.error from exc
+        finally:
+            os.close(fd)
+
+
+def _read(fd: int, size: int, offset: int) -> tuple[bytes, SourceIdentity]:
+    """A chunk and what the open file is now (its size and mtime: a write to it
+    shows; its device and inode are the ones opened)."""
+    chunk = os.pread(fd, size, offset)
+    return chunk, _identity(os.fstat(fd))
+
+
+async def send_file(
+    client: aiohttp.ClientSession,
+    *,
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    source: Path,
+    identity: SourceIdentity,
+    request_timeout: float | None,
+    on_sent: Callable[[int], None],
+    reply_max: int,
+    reply_file: Path | None,
+) -> Answer:
+    """One attempt: ``method`` ``url`` with the file as its body.
+
+    Returns the answer once the server accepted it (2xx) and the file was the
+    same to its last byte; raises a :class:`~bgtransfer.TransferError`
+    otherwise (``HTTPStatusError`` for another status, ``SourceChangedError``
+    for a changed file). With ``reply_file`` the response body is written
+    there (a new private file, replaced whole), else up to ``reply_max`` bytes
+    of it are kept. ``request_timeout``: no byte sent or received for that long
+    ends the attempt (:class:`~bgtransfer.TransferTimeoutError`).
+    """
+    send_headers = dict(headers)
+    send_headers["Content-Length"] = str(identity.size)
+    timeout = aiohttp.ClientTimeout(
+        total=None, connect=None, sock_connect=request_timeout, sock_read=None
+    )
+    answer: Answer | None = None
+    with anyio.CancelScope() as scope:
+        watchdog = None if request_timeout is None else Watchdog(request_timeout, scope.cancel)
+        body = _Body(url, source, identity, on_sent, watchdog)
+        chunks = body.chunks()
+        try:
+            with map_errors(url=url, request_timeout=request_timeout):
+                try:
+                    response = await client.request(
+                        method,
+                        url,
+                        data=chunks,
+                        headers=send_headers,
+                        timeout=timeout,
+                        allow_redirects=False,
+                    )
+                except Exception as exc:
+                    if body.error is not None:
+                        raise body.error from exc
+                    raise
+                async with response:
+                    if body.error is not None:
+                        raise body.error
+                    check_upload_status(
+                        url, response.status, response.reason or "", response.headers
+                    )
+                    if body.sent != identity.size:  # (an early answer to a partial body)
+                        raise aiohttp.ServerDisconnectedError(
+                            "the server answered before the body ended"
+                        )
+                    answer = await _read_answer(response, reply_max, reply_file, url, watchdog)
+        finally:
+            if watchdog is not None:
+                watchdog.stop()
+            # The source file is closed now, not when the generator is collected
+            # (aiohttp leaves a body it stopped sending unfinished).
+            with anyio.CancelScope(shield=True), contextlib.suppress(RuntimeError):
+                await chunks.aclose()  # (RuntimeError: aiohttp's writer still in it)
+    if scope.cancelled_caught:  # only the watchdog cancels this scope
+        raise quiet_error(request_timeout, url=url)
+    assert answer is not None
+    return answer
+
+
+async def _read_answer(
+    response: aiohttp.ClientResponse,
+    reply_max: int,
+    reply_file: Path | None,
+    url: str,
+    watchdog: Watchdog | None,
+) -> Answer:
+    headers = tuple(response.headers.items())
+    if reply_file is None:
+        parts: list[bytes] = []
+        kept = 0
+        truncated = False
+        async for chunk, _ in response.content.iter_chunks():
+            if watchdog is not None:
+                watchdog.touch()
+            room = reply_max - kept
+            if len(chunk) > room:
+                truncated = True
+                chunk = chunk[:room]  # noqa: PLW2901 - the cap is the point
+            if chunk:
+                parts.append(chunk)
+                kept += len(chunk)
+            if truncated:
+                break  # the rest is not read (the connection is not reused)
+        return Answer(
+            status=response.status, headers=headers, body=b"".join(parts), truncated=truncated
+        )
+    try:
+        fd = await run_blocking(_create_reply, reply_file)
+    except OSError as exc:
+        raise file_error(exc, url=url, action="write the reply to", path=reply_file) from exc
+    try:
+        async for chunk, _ in response.content.iter_chunks():
+            if watchdog is not None:
+                watchdog.touch()
+            if chunk:
+                with paused(watchdog):
+                    await run_blocking(_write_all, fd, chunk)
+    except OSError as exc:
+        raise file_error(exc, url=url, action="write the reply to", path=reply_file) from exc
+    finally:
+        os.close(fd)
+    return Answer(status=response.status, headers=headers, body=b"", truncated=False)
+
+
+def _create_reply(path: Path) -> int:
+    """The reply's private temporary file, empty (a previous attempt's replaced)."""
+    return os.open(
+        path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
+    )
+
+
+def _write_all(fd: int, chunk: bytes) -> None:
+    view = memoryview(chunk)
+    while view:
+        view = view[os.write(fd, view) :]

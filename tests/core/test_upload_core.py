@@ -1,0 +1,116 @@
+"""The pure parts of uploads: the request value, the identity rule, the wire,
+the reattach rule, the status judgement."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bgtransfer import CancelledEvent, FinishedEvent, HTTPStatusError, InvalidDestinationError
+from bgtransfer._core.journal import Phase, TaskEntry
+from bgtransfer._core.reattach import Action, plan_upload_reattach
+from bgtransfer._core.secrets import SecretHeaders
+from bgtransfer._core.states import Input, TaskState
+from bgtransfer._core.upload import (
+    SourceIdentity,
+    UploadFields,
+    UploadRequest,
+    check_upload_status,
+    reply_headers,
+    source_change,
+)
+from bgtransfer._core.wire_upload import decode_upload, encode_upload
+from bgtransfer._exceptions import InvalidURLError
+
+IDENTITY = SourceIdentity(size=10, mtime_ns=5, device=1, inode=2)
+
+
+def test_the_request_checks_what_it_can_without_the_file_system() -> None:
+    request = UploadRequest("http://h/u", "/a", headers={"Authorization": "x"})
+    assert request.method == "PUT"
+    assert "x" not in repr(request)
+    with pytest.raises(ValueError, match="'PUT' or 'POST'"):
+        UploadRequest("http://h/u", "/a", method="put")
+    with pytest.raises(TypeError, match="method must be a str"):
+        UploadRequest("http://h/u", "/a", method=1)  # type: ignore[arg-type]
+    with pytest.raises(InvalidURLError):
+        UploadRequest("http://user:pw@h/u", "/a")
+    with pytest.raises(TypeError, match="url must be a str"):
+        UploadRequest(b"http://h/u", "/a")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("found", "words"),
+    [
+        (IDENTITY, None),
+        (None, "it is gone"),
+        (SourceIdentity(size=10, mtime_ns=5, device=1, inode=3), "replaced"),
+        (SourceIdentity(size=11, mtime_ns=5, device=1, inode=2), "size changed from 10 to 11"),
+        (SourceIdentity(size=10, mtime_ns=6, device=1, inode=2), "modification time"),
+    ],
+)
+def test_source_change_names_what_changed(found: SourceIdentity | None, words: str | None) -> None:
+    problem = source_change(IDENTITY, found)
+    assert problem is None if words is None else words in (problem or "")
+
+
+def test_upload_requests_cross_the_wire_with_absolute_paths_only() -> None:
+    request = UploadRequest(
+        "http://h/u", "/data/a.bin", method="POST", description="d", reply_to="/r.json"
+    )
+    assert decode_upload(encode_upload(request)) == request
+    relative = encode_upload(UploadRequest("http://h/u", "a.bin"))
+    with pytest.raises(InvalidDestinationError, match="relative path"):
+        decode_upload(relative)
+    relative = encode_upload(UploadRequest("http://h/u", "/a.bin", reply_to="r.json"))
+    with pytest.raises(InvalidDestinationError, match=r"reply_to 'r\.json'"):
+        decode_upload(relative)
+
+
+def _entry(phase: Phase, **changes: object) -> TaskEntry:
+    fields = UploadFields(method="PUT", source="/a", identity=IDENTITY)
+    values: dict[str, object] = {
+        "id": 4,
+        "url": "http://h/u",
+        "destination": "/a",
+        "description": None,
+        "headers": (),
+        "phase": phase,
+        "upload": fields,
+    }
+    values.update(changes)
+    return TaskEntry(**values)  # type: ignore[arg-type]
+
+
+def test_the_reattach_rule_of_plain_uploads() -> None:
+    running = plan_upload_reattach(_entry(Phase.RUNNING, offset=5, total=10))
+    assert (running.action, running.offset, running.restarted) == (Action.CONTINUE, 0, True)
+    assert plan_upload_reattach(_entry(Phase.RUNNING)).restarted is False
+    suspended = plan_upload_reattach(_entry(Phase.SUSPENDED, offset=5, total=10))
+    assert (suspended.action, suspended.state, suspended.offset) == (
+        Action.CONTINUE,
+        TaskState.SUSPENDED,
+        0,
+    )
+    assert suspended.inputs == (Input.SUSPEND,)
+    canceling = plan_upload_reattach(_entry(Phase.CANCELING))
+    assert (canceling.action, canceling.outcome) == (Action.END, CancelledEvent(task_id=4))
+    done = FinishedEvent(task_id=4, location=Path("/a"), total_bytes=10)
+    ended = plan_upload_reattach(_entry(Phase.ENDED, outcome=done))
+    assert (ended.action, ended.outcome) == (Action.END, done)
+
+
+def test_a_status_other_than_2xx_is_the_downloads_error() -> None:
+    check_upload_status("http://h/u", 204, "No Content", {})
+    with pytest.raises(HTTPStatusError) as info:
+        check_upload_status("http://h/u", 503, "Busy", {"retry-after": "3"})
+    assert (info.value.status, info.value.retry_after, info.value.url) == (503, "3", "http://h/u")
+    with pytest.raises(HTTPStatusError):
+        check_upload_status("http://h/u", 308, "Permanent Redirect", {})
+
+
+def test_reply_headers_leave_secrets_out() -> None:
+    headers = [("Content-Type", "a/b"), ("Set-Cookie", "s=1"), ("WWW-Authenticate", "Basic")]
+    secrets = SecretHeaders({"x-private"})
+    assert reply_headers([*headers, ("X-Private", "p")], secrets) == (("Content-Type", "a/b"),)

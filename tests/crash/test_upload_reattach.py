@@ -1,0 +1,97 @@
+"""A plain upload whose process was SIGKILLed mid-body is reattached by the next
+process and sent again from its first byte, byte-exact (the server hashes it)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from _helpers import check_resumable_stream, collect, sha256_bytes
+from bgtransfer import Configuration, FinishedEvent, Session, TaskState, UploadTask
+from bgtransfer.testing import Faults, TestServer
+
+pytestmark = pytest.mark.asyncio
+
+CHILD = Path(__file__).with_name("_upload_child.py")
+IDENTIFIER = "com.example.upload"
+LINE_TIMEOUT = 60.0
+
+
+async def _child_killed_mid_body(
+    args: dict[str, Any], server: TestServer, path: str, stderr_path: Path
+) -> list[dict[str, Any]]:
+    """Run the child until the server holds its body mid-way, then SIGKILL it."""
+    with stderr_path.open("wb") as stderr:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(CHILD),
+            json.dumps(args),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=stderr,
+        )
+    assert process.stdout is not None
+    lines: list[dict[str, Any]] = []
+    try:
+        raw = await asyncio.wait_for(process.stdout.readline(), LINE_TIMEOUT)
+        assert raw, f"the child ended early: {stderr_path.read_text()}"
+        lines.append(json.loads(raw))
+        await asyncio.wait_for(server.wait_held(path), LINE_TIMEOUT)
+    finally:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGKILL)
+        returncode = await asyncio.wait_for(process.wait(), LINE_TIMEOUT)
+    assert returncode == -signal.SIGKILL, (returncode, lines, stderr_path.read_text())
+    return lines
+
+
+@pytest.mark.parametrize("with_reply", [False, True])
+async def test_a_killed_upload_is_sent_again_from_the_start(
+    server: TestServer, tmp_path: Path, with_reply: bool
+) -> None:
+    state_dir = tmp_path / "state"
+    source = tmp_path / "source.bin"
+    source.write_bytes(os.urandom(3 * 1024 * 1024))
+    reply_to = tmp_path / "reply.json" if with_reply else None
+    server.set_faults("/up", Faults(hold_after=500_000), times=1)
+    args = {
+        "identifier": IDENTIFIER,
+        "state_dir": str(state_dir),
+        "url": server.url("/up"),
+        "file": str(source),
+        "reply_to": None if reply_to is None else str(reply_to),
+    }
+    [created] = await _child_killed_mid_body(args, server, "/up", tmp_path / "child.stderr")
+    server.release("/up")  # the killed body ends (cut short)
+
+    async with Session(IDENTIFIER, state_dir=state_dir, config=Configuration()) as session:
+        [task] = session.tasks()
+        assert isinstance(task, UploadTask)
+        assert task.id == created["created"]
+        assert task.source == source.resolve()
+        assert task.state in (TaskState.RUNNING, TaskState.COMPLETED)
+        stream = task.events()
+        finished = await asyncio.wait_for(task.wait(), LINE_TIMEOUT)
+        events = await collect(stream)
+    assert isinstance(finished, FinishedEvent)
+    assert check_resumable_stream(events, task.id) == finished
+    assert finished.total_bytes == source.stat().st_size
+    expected = sha256_bytes(source.read_bytes())
+    # The killed attempt (cut short, unless the socket buffers held all of it),
+    # then the whole file again.
+    killed, again = server.uploads
+    assert killed.length <= again.length
+    assert (again.sha256, again.complete) == (expected, True)
+    if reply_to is not None:
+        assert finished.location == reply_to
+        assert json.loads(reply_to.read_text())["sha256"] == expected
+    assert not list((state_dir / IDENTIFIER / "partials").iterdir())
