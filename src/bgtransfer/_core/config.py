@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from pathlib import Path
-from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
+from typing import Any, Literal, TypeAlias
 
 import attrs
 
-from .network import parse_proxy
+from .network import (
+    ProxySetting,
+    SSLContextLike,
+    SSLSetting,
+    check_user_agent,
+    convert_client_cert,
+    convert_proxy,
+    convert_ssl,
+    proxy_repr,
+)
 from .retry import RetryPolicy
-from .secrets import DEFAULT_SECRETS, shown_url
+from .secrets import DEFAULT_SECRETS
 
 __all__ = [
     "Acknowledge",
@@ -191,95 +199,6 @@ def _launch_command(value: object) -> tuple[str, ...] | None:
     return argv
 
 
-@runtime_checkable
-class SSLContextLike(Protocol):
-    """What ``Configuration.ssl`` takes as a context: an :class:`ssl.SSLContext`
-    (described by shape: this module does no I/O and imports no ``ssl``)."""
-
-    def wrap_socket(self, *args: Any, **kwargs: Any) -> Any: ...
-
-    def load_verify_locations(self, *args: Any, **kwargs: Any) -> None: ...
-
-    def load_cert_chain(self, *args: Any, **kwargs: Any) -> None: ...
-
-
-ProxySetting: TypeAlias = str | Literal[False] | None
-"""``Configuration.proxy``: a proxy URL, False (no proxy), None (the environment's)."""
-
-SSLSetting: TypeAlias = SSLContextLike | str | bool
-"""``Configuration.ssl``: a context, a CA bundle's path, True (verify) or False."""
-
-
-def _proxy(value: object) -> ProxySetting:
-    if value is None or value is False:
-        return value
-    if not isinstance(value, str):
-        raise TypeError(
-            "proxy must be a proxy URL (str), False (no proxy) or None (the environment's), "
-            f"not {type(value).__name__}"
-        )
-    parse_proxy(value)  # raises ValueError
-    return value
-
-
-def _proxy_repr(value: ProxySetting) -> str:
-    return repr(shown_url(value)) if isinstance(value, str) else repr(value)
-
-
-def _file_path(value: object, what: str) -> str:
-    """A path given as str or os.PathLike, made absolute (relative to the working
-    directory now: a daemon has another)."""
-    fspath = getattr(value, "__fspath__", None)
-    if isinstance(value, str):
-        text = value
-    elif fspath is not None and isinstance(path := fspath(), str):
-        text = path
-    else:
-        raise TypeError(f"{what} must be a path (str or os.PathLike), not {type(value).__name__}")
-    if not text or "\0" in text:
-        raise ValueError(f"{what} must be a file's path, got {text!r}")
-    return str(Path(text).absolute())
-
-
-def _ssl(value: object) -> SSLSetting:
-    if isinstance(value, bool | SSLContextLike):
-        return value
-    if isinstance(value, str) or hasattr(value, "__fspath__"):
-        return _file_path(value, "ssl (a CA bundle)")
-    raise TypeError(
-        "ssl must be an ssl.SSLContext, a CA bundle's path, True (verify against the "
-        f"system's authorities) or False (no verification), not {type(value).__name__}"
-    )
-
-
-def _client_cert(value: object) -> tuple[str, str | None] | None:
-    if value is None:
-        return None
-    if isinstance(value, str) or hasattr(value, "__fspath__"):
-        return (_file_path(value, "client_cert"), None)
-    if isinstance(value, tuple | list) and len(value) == 2:  # (cert, key)
-        cert, key = value
-        return (
-            _file_path(cert, "client_cert (the certificate)"),
-            None if key is None else _file_path(key, "client_cert (the key)"),
-        )
-    raise TypeError(
-        "client_cert must be a path (a PEM file holding the certificate and its key) or "
-        f"a (certificate, key) pair of paths, not {type(value).__name__}"
-    )
-
-
-def _user_agent(instance: Any, attribute: Any, value: object) -> None:
-    if value is None:
-        return
-    if not isinstance(value, str):
-        raise TypeError(f"user_agent must be a str or None, not {type(value).__name__}")
-    if not value.strip() or any(c in value for c in "\r\n\0"):
-        raise ValueError(
-            f"user_agent must be a non-empty header value without CR, LF or NUL, got {value!r}"
-        )
-
-
 def _optional_callable(instance: Any, attribute: Any, value: object) -> None:
     if value is not None and not callable(value):
         raise TypeError(f"{attribute.name} must be callable or None, not {type(value).__name__}")
@@ -440,7 +359,7 @@ class Configuration:
     """The cap on the doubling delay between launches, in seconds (at least
     ``launch_delay``)."""
 
-    proxy: ProxySetting = attrs.field(default=None, converter=_proxy, repr=_proxy_repr)
+    proxy: ProxySetting = attrs.field(default=None, converter=convert_proxy, repr=proxy_repr)
     """The HTTP proxy every request goes through. None (the default): the
     environment's, read when the session opens (``http_proxy``, ``https_proxy``,
     ``no_proxy``, upper case too, as curl and aiohttp read them; a daemon
@@ -450,7 +369,7 @@ class Configuration:
     Credentials are sent as ``Proxy-Authorization`` (Basic) and never shown in a
     repr, error, log or the journal. See docs/network.md."""
 
-    ssl: SSLSetting = attrs.field(default=True, converter=_ssl)
+    ssl: SSLSetting = attrs.field(default=True, converter=convert_ssl)
     """How servers' certificates are verified. True (the default): against the
     system's authorities. A path (str or os.PathLike) to a PEM CA bundle: against
     the authorities in it only (curl's ``--cacert``). An ``ssl.SSLContext``: as
@@ -458,12 +377,14 @@ class Configuration:
     False: no verification at all (a WARNING is logged once per session). A
     failed check ends the task with ``TLSError`` (never retried)."""
 
-    client_cert: tuple[str, str | None] | None = attrs.field(default=None, converter=_client_cert)
+    client_cert: tuple[str, str | None] | None = attrs.field(
+        default=None, converter=convert_client_cert
+    )
     """A client certificate for servers that ask for one: the path of a PEM file
     holding the certificate and its (unencrypted) key, or a ``(certificate, key)``
     pair of paths. Not with an ``ssl.SSLContext`` (load it into the context)."""
 
-    user_agent: str | None = attrs.field(default=None, validator=_user_agent)
+    user_agent: str | None = attrs.field(default=None, validator=check_user_agent)
     """The ``User-Agent`` sent with every request. None (the default):
     ``bgtransfer/<version> aiohttp/<version> Python/<version>``. A ``User-Agent``
     in ``headers`` or a task's headers wins over it."""

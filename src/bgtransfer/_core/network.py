@@ -1,4 +1,5 @@
-"""Pure rules for the network settings: proxy URLs, the names of TLS checks, the User-Agent.
+"""Pure rules for the network settings: proxy URLs, the names of TLS checks, the User-Agent,
+and how ``Configuration`` checks its network fields.
 
 The I/O shell (``_io/client.py``, ``_io/proxy.py``) reads the environment,
 loads certificates and builds aiohttp's client from these.
@@ -8,7 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Final
+from pathlib import Path
+from typing import Any, Final, Literal, Protocol, TypeAlias, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
 import attrs
@@ -17,9 +19,17 @@ from .secrets import shown_url
 
 __all__ = [
     "TLS_CHECKS",
+    "ProxySetting",
     "ProxyURL",
+    "SSLContextLike",
+    "SSLSetting",
     "bypasses_proxy",
+    "check_user_agent",
+    "convert_client_cert",
+    "convert_proxy",
+    "convert_ssl",
     "parse_proxy",
+    "proxy_repr",
     "tls_check_for_verify_code",
     "user_agent",
 ]
@@ -143,3 +153,95 @@ def tls_check_for_verify_code(code: int | None) -> str:
 def user_agent(bgtransfer: str, aiohttp: str, python: str) -> str:
     """The default User-Agent: ``bgtransfer/<v> aiohttp/<v> Python/<major.minor>``."""
     return f"bgtransfer/{bgtransfer} aiohttp/{aiohttp} Python/{python}"
+
+
+# The converters and validators of Configuration's network fields.
+
+
+@runtime_checkable
+class SSLContextLike(Protocol):
+    """What ``Configuration.ssl`` takes as a context: an :class:`ssl.SSLContext`
+    (described by shape: this module does no I/O and imports no ``ssl``)."""
+
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def load_verify_locations(self, *args: Any, **kwargs: Any) -> None: ...
+
+    def load_cert_chain(self, *args: Any, **kwargs: Any) -> None: ...
+
+
+ProxySetting: TypeAlias = str | Literal[False] | None
+"""``Configuration.proxy``: a proxy URL, False (no proxy), None (the environment's)."""
+
+SSLSetting: TypeAlias = SSLContextLike | str | bool
+"""``Configuration.ssl``: a context, a CA bundle's path, True (verify) or False."""
+
+
+def convert_proxy(value: object) -> ProxySetting:
+    if value is None or value is False:
+        return value
+    if not isinstance(value, str):
+        raise TypeError(
+            "proxy must be a proxy URL (str), False (no proxy) or None (the environment's), "
+            f"not {type(value).__name__}"
+        )
+    parse_proxy(value)  # raises ValueError
+    return value
+
+
+def proxy_repr(value: ProxySetting) -> str:
+    return repr(shown_url(value)) if isinstance(value, str) else repr(value)
+
+
+def _file_path(value: object, what: str) -> str:
+    """A path given as str or os.PathLike, made absolute (relative to the working
+    directory now: a daemon has another)."""
+    fspath = getattr(value, "__fspath__", None)
+    if isinstance(value, str):
+        text = value
+    elif fspath is not None and isinstance(path := fspath(), str):
+        text = path
+    else:
+        raise TypeError(f"{what} must be a path (str or os.PathLike), not {type(value).__name__}")
+    if not text or "\0" in text:
+        raise ValueError(f"{what} must be a file's path, got {text!r}")
+    return str(Path(text).absolute())
+
+
+def convert_ssl(value: object) -> SSLSetting:
+    if isinstance(value, bool | SSLContextLike):
+        return value
+    if isinstance(value, str) or hasattr(value, "__fspath__"):
+        return _file_path(value, "ssl (a CA bundle)")
+    raise TypeError(
+        "ssl must be an ssl.SSLContext, a CA bundle's path, True (verify against the "
+        f"system's authorities) or False (no verification), not {type(value).__name__}"
+    )
+
+
+def convert_client_cert(value: object) -> tuple[str, str | None] | None:
+    if value is None:
+        return None
+    if isinstance(value, str) or hasattr(value, "__fspath__"):
+        return (_file_path(value, "client_cert"), None)
+    if isinstance(value, tuple | list) and len(value) == 2:  # (cert, key)
+        cert, key = value
+        return (
+            _file_path(cert, "client_cert (the certificate)"),
+            None if key is None else _file_path(key, "client_cert (the key)"),
+        )
+    raise TypeError(
+        "client_cert must be a path (a PEM file holding the certificate and its key) or "
+        f"a (certificate, key) pair of paths, not {type(value).__name__}"
+    )
+
+
+def check_user_agent(instance: Any, attribute: Any, value: object) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise TypeError(f"user_agent must be a str or None, not {type(value).__name__}")
+    if not value.strip() or any(c in value for c in "\r\n\0"):
+        raise ValueError(
+            f"user_agent must be a non-empty header value without CR, LF or NUL, got {value!r}"
+        )
