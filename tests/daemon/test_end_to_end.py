@@ -10,10 +10,9 @@ from typing import Any
 
 import pytest
 
-from _helpers import daemon_pid, kill_daemon, sha256_file
+from _helpers import daemon_pid, kill_daemon, sha256_file, wait_daemon_gone
 from bgtransfer import Configuration, Session, SessionInUseError
 from bgtransfer.testing import Faults, TestServer
-from conftest import wait_daemon_gone
 
 pytestmark = pytest.mark.asyncio
 

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from _helpers import daemon_pid, sha256_file
+from _helpers import daemon_pid, sha256_file, wait_exited
 from bgtransfer import Configuration, ProgressEvent, RetryEvent, RetryPolicy, Session
 from bgtransfer.testing import Faults, TestServer
-from conftest import wait_exited
 
 pytestmark = pytest.mark.asyncio
 
