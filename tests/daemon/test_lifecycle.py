@@ -65,10 +65,11 @@ async def test_sigterm_journals_where_tasks_stand_and_exits(
             if getattr(event, "total_bytes_written", 0) >= 400_000:
                 break
         journal = session.directory / "journal.sqlite3"
-        pid = daemon_pid(daemon_state)
-        assert pid is not None
-        os.kill(pid, signal.SIGTERM)
-        await wait_exited(pid)  # bounded by LINE_TIMEOUT, well above SHUTDOWN_BOUND
+    # (Signalled with no client attached: an attached one would launch it again.)
+    pid = daemon_pid(daemon_state)
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)
+    await wait_exited(pid)  # bounded, well above SHUTDOWN_BOUND
     with sqlite3.connect(f"file:{journal}?mode=ro", uri=True) as db:
         (offset,) = db.execute("SELECT offset FROM tasks WHERE id = ?", (task.id,)).fetchone()
     assert offset == 400_000
