@@ -271,3 +271,50 @@ async def test_a_daemon_that_cannot_come_back_ends_the_session_naming_the_cause(
         with pytest.raises(SessionClosedError, match="cannot launch"):
             task.suspend()
     assert not (out_dir / "elsewhere.log").exists()
+
+
+async def test_a_cancel_whose_answer_was_lost_is_sent_again(
+    server: TestServer, daemon_state: Path, out_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Idempotent: the new daemon finds the task cancelled (journaled by the
+    old one) or cancels it; either way one CancelledEvent, no error."""
+    held = server.add_file("/c.bin", size=300_000)
+    server.set_faults(held.path, Faults(hold_after=100_000))
+    post = Attachment.post
+    sent: list[str] = []
+
+    async def dying(self: Attachment, path: str, body: dict[str, Any] | None) -> Any:
+        sent.append(path)
+        if not path.endswith("/cancel") or sent.count(path) > 1:
+            return await post(self, path, body)
+        await post(self, path, body)  # cancelled, journaled: the answer is lost
+        kill_daemon(daemon_state)
+        raise aiohttp.ServerDisconnectedError()
+
+    monkeypatch.setattr(Attachment, "post", dying)
+    async with Session("cancel", state_dir=daemon_state, daemon=True) as session:
+        task = await session.download(server.url(held.path), out_dir / "c.bin")
+        await asyncio.wait_for(wait_for_bytes(task, 100_000), TIMEOUT)
+        pid = daemon_pid(daemon_state)
+        await asyncio.wait_for(task.cancel(), TIMEOUT)
+        assert daemon_pid(daemon_state) not in (None, pid)
+        assert sent.count(f"/tasks/{task.id}/cancel") == 2
+        assert isinstance(await asyncio.wait_for(task.wait(), TIMEOUT), CancelledEvent)
+    assert not (out_dir / "c.bin").exists()
+
+
+async def test_an_invalidated_session_never_reconnects(
+    server: TestServer, daemon_state: Path, out_dir: Path
+) -> None:
+    held = server.add_file("/i.bin", size=300_000)
+    server.set_faults(held.path, Faults(hold_after=100_000))
+    async with Session("inv", state_dir=daemon_state, daemon=True) as session:
+        task = await session.download(server.url(held.path), out_dir / "i.bin")
+        await asyncio.wait_for(wait_for_bytes(task, 100_000), TIMEOUT)
+        # (its first step, the invalidation, runs before the reader sees the end)
+        finishing = asyncio.create_task(session.finish_tasks_and_invalidate())
+        kill_daemon(daemon_state)
+        with pytest.raises(SessionClosedError):
+            await asyncio.wait_for(finishing, TIMEOUT)
+        assert task.state is TaskState.RUNNING  # as last heard of
+        assert daemon_pid(daemon_state) is None  # nobody launched another
