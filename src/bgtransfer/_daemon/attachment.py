@@ -54,11 +54,12 @@ Backlog = list[tuple[TaskSnapshot, ProgressEvent | None]]
 
 class Unanswered(Exception):
     """A submission's connection broke; the daemon is back, and the request may
-    or may not have made its tasks (``known``: the tasks known when it was sent)."""
+    or may not have made its tasks (``mark``: the client's :meth:`Snapshots.mark`
+    when it was sent)."""
 
-    def __init__(self, known: set[int]) -> None:
+    def __init__(self, mark: int) -> None:
         super().__init__("the daemon's answer was lost")
-        self.known = known
+        self.mark = mark
 
 
 class Attachment:
@@ -279,7 +280,7 @@ class Attachment:
         while True:
             attempts += 1
             await self.ready()
-            generation, known = self.generation, set(self._book.tasks)
+            generation, mark = self.generation, self._book.mark()
             try:
                 status, answer = await self.post(path, body)
             except LOST as exc:
@@ -287,7 +288,7 @@ class Attachment:
                     raise self._gone(exc) from exc
                 await self.recover(generation, exc)
                 if not resend:
-                    raise Unanswered(known) from exc
+                    raise Unanswered(mark) from exc
                 continue
             if status == 200:
                 break

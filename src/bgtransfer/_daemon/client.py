@@ -151,7 +151,7 @@ class DaemonBackend:
         if self._closed:
             raise self._link.closed_error()
         task = await self._submissions.submit(encode_request(_absolute(request)))
-        return self._book.update(task_of({"task": task}))
+        return self._book.own(self._book.update(task_of({"task": task})))
 
     async def _submit_each(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Concurrent ``download()`` calls in one request (``submissions.py``);
@@ -165,7 +165,7 @@ class DaemonBackend:
                     "/tasks", {"each": [requests[i] for i in left]}, resend=False
                 )
             except Unanswered as lost:
-                claimed = self._book.claim([_key(requests[i]) for i in left], lost.known)
+                claimed = self._book.claim([_key(requests[i]) for i in left], lost.mark)
                 for index, snapshot in zip(left, claimed, strict=True):
                     if snapshot is not None:
                         results[index] = {"task": encode_snapshot(snapshot)}
@@ -185,7 +185,7 @@ class DaemonBackend:
             try:
                 answer = await self._call("/tasks", {"requests": encoded}, resend=False)
             except Unanswered as lost:  # all or none: one journal write
-                claimed = self._book.claim([_key(r) for r in encoded], lost.known)
+                claimed = self._book.claim([_key(r) for r in encoded], lost.mark)
                 made = [snapshot for snapshot in claimed if snapshot is not None]
                 if len(made) == len(encoded):
                     return made
@@ -196,7 +196,8 @@ class DaemonBackend:
                         f"(ids {[s.id for s in made]})"
                     ) from lost
                 continue
-            return [self._book.update(task_of({"task": t})) for t in answer["tasks"]]
+            book = self._book
+            return [book.own(book.update(task_of({"task": t}))) for t in answer["tasks"]]
 
     async def submit_resumed(
         self,
@@ -212,10 +213,11 @@ class DaemonBackend:
         }
         while True:
             try:
-                return self._task_answer(await self._call("/resumed", body, resend=False))
+                answer = await self._call("/resumed", body, resend=False)
+                return self._book.own(self._task_answer(answer))
             except Unanswered as lost:
                 key = (data.url, None, _absolute_path(destination) if destination else None)
-                (claimed,) = self._book.claim([key], lost.known)
+                (claimed,) = self._book.claim([key], lost.mark)
                 if claimed is not None:
                     return claimed
 

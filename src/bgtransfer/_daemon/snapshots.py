@@ -11,6 +11,7 @@ tasks that submissions whose answer was lost made before the daemon died.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -53,7 +54,7 @@ class Snapshots:
         )
         self.cursor: int | None = None  # the newest logged event's number seen
         self._changes: dict[int, asyncio.Event] = {}  # per waited task: set when it changes
-        self._claimed: set[int] = set()  # tasks claimed by a submission whose answer was lost
+        self._owned: set[int] = set()  # tasks a submission was answered with, or claimed
 
     # -- the attachment's lines -----------------------------------------------------
 
@@ -184,12 +185,25 @@ class Snapshots:
         ends.sort(key=lambda event: (event.seq is None, event.seq or 0, event.task_id))
         return moved + ends
 
-    def claim(self, keys: Sequence[SubmissionKey], known: set[int]) -> list[TaskSnapshot | None]:
+    def mark(self) -> int:
+        """Where the tasks learned from now on start (a submission's reference
+        for :meth:`claim`): new tasks are appended to :attr:`tasks`."""
+        return len(self.tasks)
+
+    def own(self, snapshot: TaskSnapshot) -> TaskSnapshot:
+        """A submission was answered with this task: never claimed by another."""
+        self._owned.add(snapshot.id)
+        return snapshot
+
+    def claim(self, keys: Sequence[SubmissionKey], mark: int) -> list[TaskSnapshot | None]:
         """The tasks that submissions (``keys``, in the order they were sent)
         whose answer was lost made before the daemon died, each or None: tasks
-        the client did not know of when it sent them (``known``) and no other
-        submission claimed, matched in order (a batch is journaled in order)."""
-        new = sorted(tid for tid in self.tasks if tid not in known and tid not in self._claimed)
+        learned after the submission was sent (``mark``), that no other
+        submission was answered with or claimed, matched in order (a batch is
+        journaled in order)."""
+        new = sorted(
+            tid for tid in itertools.islice(self.tasks, mark, None) if tid not in self._owned
+        )
         found: list[TaskSnapshot | None] = []
         after = -1
         for url, description, destination in keys:
@@ -198,7 +212,7 @@ class Snapshots:
                 snapshot = self.tasks[tid]
                 if (
                     tid > after
-                    and tid not in self._claimed
+                    and tid not in self._owned
                     and snapshot.url == url
                     and snapshot.description == description
                     and (destination is None or str(snapshot.destination) == destination)
@@ -206,7 +220,7 @@ class Snapshots:
                     match = snapshot
                     break
             if match is not None:
-                self._claimed.add(match.id)
+                self._owned.add(match.id)
                 after = match.id
             found.append(match)
         return found
