@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -132,6 +134,26 @@ async def test_the_same_session_goes_on_after_the_daemon_is_sigkilled(
         assert len(ranges) == 2, ranges  # one more request, from where the journal stood
         start = int(ranges[1].removeprefix("bytes=").removesuffix("-"))
         assert vouched[n] <= start < size  # nothing the journal vouched for fetched twice
+
+
+async def test_the_same_session_goes_on_after_the_daemon_stops(
+    server: TestServer, daemon_state: Path, out_dir: Path
+) -> None:
+    """SIGTERM (as ``bgtransfer daemon --stop``): the daemon journals and exits,
+    taking its time; the client launches the next one once it is gone."""
+    file = server.add_file("/t.bin", size=600_000)
+    server.set_faults(file.path, Faults(drip=(16_384, 0.01)), times=1)
+    async with Session(
+        "stop", state_dir=daemon_state, config=Configuration(**FAST), daemon=True
+    ) as s:
+        task = await s.download(server.url(file.path), out_dir / "t.bin")
+        await asyncio.wait_for(wait_for_bytes(task, 100_000), TIMEOUT)
+        pid = daemon_pid(daemon_state)
+        assert pid is not None
+        os.kill(pid, signal.SIGTERM)
+        finished = await asyncio.wait_for(task.wait(), TIMEOUT)
+        assert isinstance(finished, FinishedEvent)
+    assert sha256_file(out_dir / "t.bin") == file.sha256
 
 
 async def test_commands_issued_while_the_daemon_is_down_succeed_after_the_reconnect(
@@ -318,3 +340,39 @@ async def test_an_invalidated_session_never_reconnects(
             await asyncio.wait_for(finishing, TIMEOUT)
         assert task.state is TaskState.RUNNING  # as last heard of
         assert daemon_pid(daemon_state) is None  # nobody launched another
+
+
+async def test_a_daemon_still_exiting_is_waited_for_then_replaced(
+    server: TestServer, daemon_state: Path, out_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the old daemon still holds its lock (it is journaling on its way
+    out), the daemon the client launches says "already running" and exits 0;
+    once the lock is free, the client launches another."""
+    file = server.add_file("/x.bin", size=300_000)
+    server.set_faults(file.path, Faults(hold_after=100_000), times=1)
+    async with (
+        Session("exiting", state_dir=daemon_state, daemon=True) as session,
+        gated_reconnection(monkeypatch) as gate,
+    ):
+        task = await session.download(server.url(file.path), out_dir / "x.bin")
+        await asyncio.wait_for(wait_for_bytes(task, 100_000), TIMEOUT)
+        kill_daemon(daemon_state)
+        await wait_daemon_gone(daemon_state)
+        await asyncio.wait_for(gate.reached.wait(), TIMEOUT)
+        log = daemon_state / "daemon.log"
+        fd = os.open(daemon_state / "daemon.lock", os.O_RDWR | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # as a daemon on its way out holds it
+            said = log.read_text().count("already running")
+            gate.open.set()
+            async with asyncio.timeout(TIMEOUT):
+                while True:
+                    if log.read_text().count("already running") > said:
+                        break
+                    await asyncio.sleep(0.02)  # another process's file, read as a script would
+        finally:
+            os.close(fd)  # the old daemon is gone
+        server.release(file.path)
+        finished = await asyncio.wait_for(task.wait(), TIMEOUT)
+        assert isinstance(finished, FinishedEvent)
+    assert sha256_file(out_dir / "x.bin") == file.sha256

@@ -187,9 +187,10 @@ class Attachment:
                 backlog = await self._attach()
                 break
             except SessionInUseError as exc:
-                # Our own old lease, until the daemon sees its connection close;
-                # another process's: the session is theirs now.
-                if exc.pid != os.getpid() or loop.time() > deadline:
+                # Another client's lease: the session is theirs now. Otherwise
+                # our own old lease (until the daemon sees its connection
+                # close), or a daemon on its way out still closing the session.
+                if loop.time() > deadline or await self._taken(exc):
                     self.end(exc)
                     return
             except LOST as exc:  # the daemon died again between hello and attach
@@ -205,6 +206,25 @@ class Attachment:
         for event in self._book.merge(backlog):
             self._hub.publish(event)
         self._reader = loop.create_task(self._read(self._response))
+
+    async def _taken(self, refused: SessionInUseError) -> bool:
+        """Whether another client holds the session's lease (the daemon's
+        status says who is attached), rather than a holder that lets go."""
+        if refused.pid == os.getpid():
+            return False
+        try:
+            async with self.http.get(BASE + "/v1/status", headers=HEADERS) as response:
+                status = await response.json(content_type=None)
+            sessions = status["sessions"] if response.status == 200 else []
+        except (*LOST, KeyError, TypeError):
+            return False  # (the daemon went away again: the next attempt says)
+        return any(
+            isinstance(s, dict)
+            and s.get("identifier") == self.identifier
+            and s.get("attached")
+            and s.get("client_pid") not in (None, os.getpid())
+            for s in sessions
+        )
 
     def end(self, cause: BaseException | None) -> None:
         """The session is over for this client: streams end (with an error

@@ -38,6 +38,7 @@ __all__ = [
 ]
 
 LAUNCH_TIMEOUT: Final = 20.0  # seconds a launched daemon may take to answer
+RELAUNCH_PAUSE: Final = 0.1  # seconds between launches while an exiting daemon holds the lock
 COMMAND_CONNECTIONS: Final = 8  # concurrent command requests; the rest wait their turn
 BASE: Final = "http://bgtransfer"  # the host is ignored on a Unix socket
 HEADERS: Final = {PROTOCOL_HEADER: str(PROTOCOL_VERSION)}
@@ -101,20 +102,16 @@ def command_session(path: Path) -> aiohttp.ClientSession:
 
 async def reach(http: aiohttp.ClientSession, state_dir: Path, *, default: bool) -> dict[str, Any]:
     """The hello of ``state_dir``'s daemon through ``http``, launching the
-    daemon when nothing answers; :class:`DaemonError` when the launched one
-    exits or does not answer within ``LAUNCH_TIMEOUT``."""
+    daemon when nothing answers (again when the launched one found another
+    holding the lock, "already running", and still nothing answers: that one
+    was exiting); :class:`DaemonError` when the launched one fails or nothing
+    answers within ``LAUNCH_TIMEOUT``."""
     path = socket_path(state_dir, default=default)
     try:
         return await hello(http)
     except (aiohttp.ClientConnectionError, OSError):
         pass  # nothing answers: launch one
-    try:
-        process = await asyncio.to_thread(_launch, state_dir, default)
-    except OSError as exc:  # its log cannot be opened (a link there), no interpreter...
-        raise DaemonError(
-            f"cannot launch the bgtransfer daemon for {state_dir}: {exc.strerror or exc} "
-            f"({exc.filename or sys.executable})"
-        ) from exc
+    process = await _launch_daemon(state_dir, default)
     deadline = time.monotonic() + LAUNCH_TIMEOUT
     delay = 0.005
     while True:
@@ -128,10 +125,25 @@ async def reach(http: aiohttp.ClientSession, state_dir: Path, *, default: bool) 
                     f"the bgtransfer daemon for {state_dir} {why} "
                     f"(socket {path}; its log: {log_path(state_dir)})"
                 ) from exc
+            if status == 0:
+                # "Already running": another daemon held the lock, and nothing
+                # answers now (it was on its way out): launch one again.
+                process = await _launch_daemon(state_dir, default)
+                delay = RELAUNCH_PAUSE
             # Bounded wait for the daemon's socket to answer (a fresh
             # interpreter takes a few hundred ms): short, growing pauses.
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
+
+
+async def _launch_daemon(state_dir: Path, default: bool) -> subprocess.Popen[bytes]:
+    try:
+        return await asyncio.to_thread(_launch, state_dir, default)
+    except OSError as exc:  # its log cannot be opened (a link there), no interpreter...
+        raise DaemonError(
+            f"cannot launch the bgtransfer daemon for {state_dir}: {exc.strerror or exc} "
+            f"({exc.filename or sys.executable})"
+        ) from exc
 
 
 def _launch(state_dir: Path, default: bool) -> subprocess.Popen[bytes]:
