@@ -190,8 +190,11 @@ class Attachment:
                 # Another client's lease: the session is theirs now. Otherwise
                 # our own old lease (until the daemon sees its connection
                 # close), or a daemon on its way out still closing the session.
-                if loop.time() > deadline or await self._taken(exc):
+                if await self._taken(exc):
                     self.end(exc)
+                    return
+                if loop.time() > deadline:
+                    self.end(DaemonError(f"{exc}, still after {LAUNCH_TIMEOUT:g} s"))
                     return
             except LOST as exc:  # the daemon died again between hello and attach
                 if loop.time() > deadline:
