@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import hashlib
@@ -24,9 +25,11 @@ from bgtransfer import (
 )
 from bgtransfer._core.resume_data import sign
 from bgtransfer._daemon import connection as client
+from bgtransfer._daemon.control import _lock_free
 from bgtransfer._io.resume_key import load_key
 
 PROC_FDS = Path("/proc/self/fd")
+EXIT_TIMEOUT = 30.0  # seconds a process may take to exit once told (or killed)
 
 
 def sha256_file(path: Path) -> str:
@@ -155,3 +158,29 @@ def kill_daemon(state_dir: Path) -> None:
         elif child.poll() is not None:  # one that exited by itself ("already running")
             client._children.remove(child)
         # (a daemon of another state dir still running is left to its own test)
+
+
+async def wait_exited(pid: int) -> None:
+    """Until process ``pid`` (a child or not) has ended: its pidfd turns readable
+    (no polling), within ``EXIT_TIMEOUT``."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    loop.add_reader(fd, lambda: done.done() or done.set_result(None))
+    try:
+        async with asyncio.timeout(EXIT_TIMEOUT):
+            await done
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+async def wait_daemon_gone(state_dir: Path) -> None:
+    """Until the daemon holding the state dir's lock has exited."""
+    pid = daemon_pid(state_dir)
+    if pid is not None:
+        await wait_exited(pid)
+    assert _lock_free(state_dir)

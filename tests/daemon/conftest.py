@@ -17,36 +17,10 @@ import attrs
 import pytest
 import pytest_asyncio
 
-from _helpers import daemon_pid, kill_daemon
-from bgtransfer._daemon.control import _lock_free
+from _helpers import kill_daemon
 
 APP = Path(__file__).with_name("_app.py")
 LINE_TIMEOUT = 30.0
-
-
-async def wait_daemon_gone(state_dir: Path) -> None:
-    """Until the daemon holding the state dir's lock has exited (a pidfd: no polling)."""
-    pid = daemon_pid(state_dir)
-    if pid is not None:
-        await wait_exited(pid)
-    assert _lock_free(state_dir)
-
-
-async def wait_exited(pid: int) -> None:
-    """Until process ``pid`` (a child or not) has ended: its pidfd turns readable."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    loop = asyncio.get_running_loop()
-    done = loop.create_future()
-    loop.add_reader(fd, lambda: done.done() or done.set_result(None))
-    try:
-        async with asyncio.timeout(LINE_TIMEOUT):
-            await done
-    finally:
-        loop.remove_reader(fd)
-        os.close(fd)
 
 
 @pytest.fixture

@@ -10,10 +10,9 @@ from typing import Any
 
 import pytest
 
-from _helpers import daemon_pid, kill_daemon, sha256_file
+from _helpers import daemon_pid, kill_daemon, sha256_file, wait_daemon_gone
 from bgtransfer import Configuration, Session, SessionInUseError
 from bgtransfer.testing import Faults, TestServer
-from conftest import wait_daemon_gone
 
 pytestmark = pytest.mark.asyncio
 
@@ -60,16 +59,16 @@ async def test_sigkilled_daemon_is_replaced_and_continues_from_the_journal(
     config = Configuration(**FAST)
     destination = out_dir / "big.bin"
     session = Session("kill", state_dir=daemon_state, config=config, daemon=True)
-    async with session:
+    async with session:  # (left before the kill: an attached client would reconnect)
         task = await session.download(server.url("/big.bin"), destination)
         journal = session.directory / "journal.sqlite3"
         await wait_vouched(journal, task.id, enough)
-        pid = daemon_pid(daemon_state)
-        assert pid is not None
-        kill_daemon(daemon_state)  # SIGKILL mid-transfer
-        await wait_daemon_gone(daemon_state)
-        vouched = await wait_vouched(journal, task.id, enough)  # what it holds now, for good
-        assert vouched < size
+    pid = daemon_pid(daemon_state)
+    assert pid is not None
+    kill_daemon(daemon_state)  # SIGKILL mid-transfer, with no client attached
+    await wait_daemon_gone(daemon_state)
+    vouched = await wait_vouched(journal, task.id, enough)  # what it holds now, for good
+    assert vouched < size
     async with Session("kill", state_dir=daemon_state, config=config, daemon=True) as session:
         assert daemon_pid(daemon_state) not in (None, pid)  # a new daemon
         (task,) = session.tasks()
@@ -165,8 +164,8 @@ async def test_a_restarted_daemon_continues_without_any_client(
         task = await session.download(server.url("/alone.bin"), destination)
         journal = session.directory / "journal.sqlite3"
         await wait_vouched(journal, task.id, 100_000)
-        kill_daemon(daemon_state)
-        await wait_daemon_gone(daemon_state)
+    kill_daemon(daemon_state)  # (with no client attached: one would launch it again)
+    await wait_daemon_gone(daemon_state)
     vouched = await wait_vouched(journal, task.id, 100_000)
     # A daemon started by hand, no client ever attaching; it exits once idle.
     process = await asyncio.create_subprocess_exec(

@@ -19,11 +19,10 @@ from typing import Any
 
 import pytest
 
-from _helpers import kill_daemon, sha256_file
+from _helpers import kill_daemon, sha256_file, wait_daemon_gone
 from bgtransfer import Configuration, Session
 from bgtransfer._daemon.control import daemon_status
 from bgtransfer.testing import Faults, TestServer
-from conftest import wait_daemon_gone
 
 pytestmark = pytest.mark.asyncio
 

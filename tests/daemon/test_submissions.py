@@ -74,9 +74,11 @@ async def test_concurrent_downloads_go_in_one_request(
     sent: list[str] = []
     call = DaemonBackend._call
 
-    async def counted(self: DaemonBackend, path: str, body: dict[str, Any] | None = None) -> Any:
+    async def counted(
+        self: DaemonBackend, path: str, body: dict[str, Any] | None = None, **options: Any
+    ) -> Any:
         sent.append(path)
-        return await call(self, path, body)
+        return await call(self, path, body, **options)
 
     monkeypatch.setattr(DaemonBackend, "_call", counted)
     async with Session("one", state_dir=daemon_state, daemon=True) as session:

@@ -1,61 +1,50 @@
 """The daemon's client: a :class:`~bgtransfer._engine.backend.TaskBackend` over
-the daemon's socket (``startup.py`` connects, launching the daemon on demand,
-and attaches it).
+the daemon's socket (``startup.py`` makes it and opens it).
 
-The client keeps a snapshot of every task, current from the attachment's event
-stream, so the sync queries (``task``, ``tasks``, ``statistics``) and ``wait``
-never touch the socket (the daemon sends a terminal event once its journal holds
-it); commands are HTTP requests carrying the lease, over a few connections of
-their own (thousands of concurrent ``download()`` calls queue in the client
-instead of overflowing the daemon's listen backlog). The daemon's engine
+The client keeps a snapshot of every task (``snapshots.py``), current from the
+attachment's event stream (``attachment.py``), so the sync queries (``task``,
+``tasks``, ``statistics``) and ``wait`` never touch the socket (the daemon sends
+a terminal event once its journal holds it); commands are HTTP requests carrying
+the lease, over a few connections of their own. The daemon's engine
 acknowledges explicitly; the client applies the application's acknowledgement
 rule (``"auto"``: it acknowledges what it hands out).
+
+**The daemon comes back.** When the daemon goes away under an open session, the
+attachment reaches it again (launching one) and attaches again; streams, waits
+and commands go on. A command whose answer was lost is sent again, except a
+submission: the tasks it made before the daemon died are found in the new
+attachment (``Snapshots.claim``) and only the others are sent again
+(docs/design.md, "The daemon client comes back").
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
-import aiohttp
 import anyio
 import anyio.lowlevel
 import attrs
 
 from .._core.config import Configuration, HeaderPairs
-from .._core.events import (
-    EventsDeliveredEvent,
-    EventsGapEvent,
-    ProgressEvent,
-    SessionEvent,
-    TaskEvent,
-    is_terminal,
-)
 from .._core.request import DownloadRequest
 from .._core.resume_data import ResumeData
 from .._core.states import Input, TaskState, transition
 from .._core.supervisor import SupervisorStatistics
 from .._core.upload import UploadRequest
-from .._core.wire import (
-    decode_event,
-    decode_statistics,
-    encode_config,
-    encode_request,
-    snapshot_fields,
-)
+from .._core.wire import encode_request, encode_snapshot
 from .._core.wire_upload import encode_upload
 from .._engine.backend import TaskSnapshot
 from .._engine.backlog import check_cursor
 from .._engine.hub import EventHub, EventStream, snapshot_progress
-from .._exceptions import DaemonError, SessionClosedError
-from .connection import BASE, HEADERS, command_session, daemon_error
-from .protocol import LEASE_HEADER
-from .streams import CursorStream
+from .._exceptions import DaemonError
+from .attachment import Attachment, Unanswered
+from .snapshots import Snapshots, SubmissionKey, task_of
+from .streams import CursorStream, feed
 from .submissions import Submissions
 
 __all__ = ["DaemonBackend"]
@@ -66,151 +55,47 @@ CLOSE_BOUND: Final = 10.0  # seconds closing may wait for the answers of command
 class DaemonBackend:
     """One attached session of the daemon, behind the backend protocol."""
 
-    def __init__(self, http: aiohttp.ClientSession, identifier: str, config: Configuration) -> None:
-        self._http = http  # the long-lived streams: the attachment, cursor streams
-        self._commands = command_session(http)
+    def __init__(
+        self, identifier: str, config: Configuration, *, state_dir: Path, default: bool
+    ) -> None:
         self._identifier = identifier
         self._config = config
-        self._prefix = f"{BASE}/v1/sessions/{identifier}"
-        self._headers = dict(HEADERS)
-        self._directory = Path()
-        self._snapshots: dict[int, TaskSnapshot] = {}
-        self._progress: dict[int, ProgressEvent] = {}
-        self._replayed: set[int] = set()
-        self._statistics = SupervisorStatistics(
-            active=0, queued=0, active_by_origin={}, queued_by_origin={}
-        )
+        self._book = Snapshots()
         auto = config.acknowledge == "auto"
         self._hub = EventHub(on_delivered=self._delivered if auto else None)
-        self._response: aiohttp.ClientResponse | None = None
-        self._reader: asyncio.Task[None] | None = None
-        self._pending: list[asyncio.Task[Any]] = []  # sync commands sent, in order
-        self._closed = False
-        self._cursor: int | None = None  # the newest logged event's number seen
         self._streams: set[CursorStream] = set()  # streams opened with a cursor
-        self._changes: dict[int, asyncio.Event] = {}  # per waited task: set when it changes
+        self._link = Attachment(
+            identifier,
+            config,
+            state_dir=state_dir,
+            default=default,
+            book=self._book,
+            hub=self._hub,
+            on_end=self._end_streams,
+        )
+        self._pending: list[asyncio.Task[Any]] = []  # sync commands sent, in order
         self._acks: list[int] | None = None  # delivered, acknowledged with the next batch
         self._submissions = Submissions(self._submit_each)  # download() calls, coalesced
 
     @property
     def directory(self) -> Path:
-        return self._directory
+        return self._link.directory
 
-    # -- attachment -------------------------------------------------------------------
+    @property
+    def _closed(self) -> bool:
+        return self._link.closed
 
-    async def _attach(self) -> None:
-        body = {"config": encode_config(self._config)}
-        response = await self._http.post(self._prefix + "/attach", json=body, headers=self._headers)
-        if response.status != 200:
-            try:
-                answer = await response.json(content_type=None)
-            finally:
-                response.release()
-            raise daemon_error(answer)
-        self._response = response
-        while True:
-            line = await self._line(response)
-            if line is None:
-                raise SessionClosedError(f"the daemon closed session {self._identifier!r}")
-            kind = line.get("type")
-            if kind == "attached":
-                self._headers[LEASE_HEADER] = str(line["lease"])
-                self._directory = Path(line["directory"])
-                self._statistics = decode_statistics(line["statistics"])
-            elif kind == "task":
-                snapshot = TaskSnapshot(**snapshot_fields(line["task"]))
-                self._snapshots[snapshot.id] = snapshot
-                progress = line.get("progress")
-                if progress is not None:
-                    self._progress[snapshot.id] = ProgressEvent(
-                        task_id=snapshot.id,
-                        bytes_written=progress[0],
-                        total_bytes_written=progress[0],
-                        total_bytes_expected=progress[1],
-                    )
-                if line.get("replayed"):
-                    self._replayed.add(snapshot.id)
-            elif kind == "ready":
-                self._cursor = _optional_int(line.get("cursor"))
-                break
-        self._reader = asyncio.create_task(self._read(response))
+    async def _open(self) -> None:
+        await self._link.open()
 
-    @staticmethod
-    async def _line(response: aiohttp.ClientResponse) -> dict[str, Any] | None:
-        raw = await response.content.readline()
-        if not raw:
-            return None
-        document = json.loads(raw)
-        if not isinstance(document, dict):
-            raise DaemonError("the daemon sent a line that is not a JSON object")
-        return document
-
-    async def _read(self, response: aiohttp.ClientResponse) -> None:
-        """The live events: each updates the snapshots, then reaches the streams."""
-        try:
-            while (line := await self._line(response)) is not None:
-                if line.get("type") != "event":
-                    continue
-                event = self._apply(line)
-                if isinstance(event, EventsDeliveredEvent | EventsGapEvent):
-                    continue
-                self._hub.publish(event)
-        except (aiohttp.ClientError, OSError, ValueError):
-            pass  # the daemon went away: as a closed session
-        finally:
-            self._closed = True
-            self._hub.close()
-            for stream in list(self._streams):
-                stream.end()
-            for change in self._changes.values():
-                change.set()  # waiters find the session closed
-            self._changes.clear()
-
-    def _apply(self, line: dict[str, Any]) -> SessionEvent:
-        """An event line of the daemon: the snapshots, statistics and cursor
-        it carries are taken in; the event is returned."""
-        event = decode_event(line["event"])
-        if "task" in line:
-            snapshot = TaskSnapshot(**snapshot_fields(line["task"]))
-            self._update(snapshot, vouched=is_terminal(event))
-        if "statistics" in line:
-            self._statistics = decode_statistics(line["statistics"])
-        seq = getattr(event, "seq", None)
-        if seq is not None and (self._cursor is None or seq > self._cursor):
-            self._cursor = seq
-        if isinstance(event, ProgressEvent):
-            self._progress[event.task_id] = event
-            current = self._snapshots.get(event.task_id)
-            if current is not None and current.terminal is None:
-                self._snapshots[event.task_id] = attrs.evolve(
-                    current,
-                    bytes_received=event.total_bytes_written,
-                    bytes_expected=event.total_bytes_expected,
-                )
-        return event
-
-    def _update(self, snapshot: TaskSnapshot, *, vouched: bool = True) -> TaskSnapshot:
-        """Take a newer snapshot in. Not ``vouched``: it rode with something else
-        than the task's end (another event, a suspend's answer); an end it shows
-        may not be journaled yet, so it waits for the terminal event's line."""
-        current = self._snapshots.get(snapshot.id)
-        if current is not None and current.terminal is not None and snapshot.terminal is None:
-            return current  # an older answer than the stream's: the end stays
-        unvouched_end = not vouched and snapshot.terminal is not None
-        if unvouched_end and current is not None and current.terminal is None:
-            snapshot = attrs.evolve(snapshot, state=current.state, terminal=None)
-        self._snapshots[snapshot.id] = snapshot
-        self._changed(snapshot.id)
-        return snapshot
-
-    def _changed(self, task_id: int) -> None:
-        change = self._changes.pop(task_id, None)
-        if change is not None:
-            change.set()
+    def _end_streams(self, error: BaseException | None) -> None:
+        for stream in list(self._streams):
+            stream.end(error)
 
     async def _close(self) -> None:
         self._send_acknowledgements()  # before closing: they are the app's
-        self._closed = True
+        link = self._link
+        link.closed = True
         try:
             pending, self._pending = self._pending, []
             if pending:  # commands already sent (acknowledgements...) get their answer
@@ -218,102 +103,118 @@ class DaemonBackend:
                     await asyncio.gather(*pending, return_exceptions=True)
             for task in pending:
                 task.cancel()
-            if self._response is not None and LEASE_HEADER in self._headers:
+            if link.leased and link.lost is None:
                 with (
                     anyio.CancelScope(shield=True),
                     anyio.move_on_after(CLOSE_BOUND),
                     contextlib.suppress(Exception),
                 ):
-                    await self._call_direct("/detach", None)
+                    await link.call_once("/detach", None)
+            await link.close()  # (its reader stopped: the lease ends with its connection)
             for stream in list(self._streams):
                 await stream.aclose()
-            if self._reader is not None:
-                self._reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._reader
-            if self._response is not None:
-                self._response.close()  # the lease ends with the connection
         finally:
             self._hub.close()
-            await self._commands.close()
-            await self._http.close()
+            self._book.wake_all()
+            await link.close_sessions()
 
     # -- requests ---------------------------------------------------------------------
 
-    async def _call(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    async def _call(
+        self, path: str, body: dict[str, Any] | None = None, *, resend: bool = True
+    ) -> dict[str, Any]:
         if self._closed:
-            raise SessionClosedError(f"session {self._identifier!r} is closed")
+            raise self._link.closed_error()
         pending, self._pending = self._pending, []
         if pending:  # the sync commands sent before go first
             await asyncio.gather(*pending, return_exceptions=True)
-        try:
-            async with self._commands.post(
-                self._prefix + path, json=body or {}, headers=self._headers
-            ) as response:
-                answer = await response.json(content_type=None)
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
-            raise SessionClosedError(
-                f"session {self._identifier!r}: the daemon's connection was lost ({exc})"
-            ) from exc
-        if response.status != 200:
-            raise daemon_error(answer)
-        if "statistics" in answer:
-            self._statistics = decode_statistics(answer["statistics"])
-        return dict(answer)
+        return await self._link.send(path, body, resend=resend)
 
     def _call_nowait(self, path: str, body: dict[str, Any] | None = None) -> None:
         """A sync command: sent now, its answer not awaited (the next async
         request waits for it, so commands reach the daemon in order)."""
         if self._closed:
-            raise SessionClosedError(f"session {self._identifier!r} is closed")
+            raise self._link.closed_error()
         task = asyncio.get_running_loop().create_task(self._quietly(path, body))
         self._pending.append(task)
 
     async def _quietly(self, path: str, body: dict[str, Any] | None) -> None:
         with contextlib.suppress(Exception):
-            answer = await self._call_direct(path, body)
-            if "statistics" in answer:
-                self._statistics = decode_statistics(answer["statistics"])
+            answer = await self._link.send(path, body)
             if "task" in answer:
-                self._update(TaskSnapshot(**snapshot_fields(answer["task"])), vouched=False)
-
-    async def _call_direct(self, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
-        async with self._commands.post(
-            self._prefix + path, json=body or {}, headers=self._headers
-        ) as response:
-            answer = await response.json(content_type=None)
-        if response.status != 200:
-            raise daemon_error(answer)
-        return dict(answer)
+                self._book.update(task_of(answer), vouched=False)
 
     def _task_answer(self, answer: dict[str, Any]) -> TaskSnapshot:
-        return self._update(TaskSnapshot(**snapshot_fields(answer["task"])))
+        return self._book.update(task_of(answer))
 
     # -- commands ---------------------------------------------------------------------
 
     async def submit(self, request: DownloadRequest) -> TaskSnapshot:
         if self._closed:
-            raise SessionClosedError(f"session {self._identifier!r} is closed")
+            raise self._link.closed_error()
         task = await self._submissions.submit(encode_request(_absolute(request)))
-        return self._update(TaskSnapshot(**snapshot_fields(task)))
+        return self._book.own(self._book.update(task_of({"task": task})))
 
     async def _submit_each(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Concurrent ``download()`` calls in one request (``submissions.py``)."""
-        answer = await self._call("/tasks", {"each": requests})
-        results = answer.get("results")
-        if not isinstance(results, list) or len(results) != len(requests):
-            raise DaemonError(f"the daemon answered {len(requests)} submissions with {answer!r}")
+        """Concurrent ``download()`` calls in one request (``submissions.py``);
+        after a lost answer, the ones the daemon made are claimed and the
+        others sent again."""
+        results: list[dict[str, Any]] = [{} for _ in requests]
+        left = list(range(len(requests)))
+        while left:
+            try:
+                answer = await self._call(
+                    "/tasks", {"each": [requests[i] for i in left]}, resend=False
+                )
+            except Unanswered as lost:
+                claimed = self._book.claim([_key(requests[i]) for i in left], lost.mark)
+                for index, snapshot in zip(left, claimed, strict=True):
+                    if snapshot is not None:
+                        results[index] = {"task": encode_snapshot(snapshot)}
+                left = [i for i, snapshot in zip(left, claimed, strict=True) if snapshot is None]
+                continue
+            answered = answer.get("results")
+            if not isinstance(answered, list) or len(answered) != len(left):
+                raise DaemonError(f"the daemon answered {len(left)} submissions with {answer!r}")
+            for index, result in zip(left, answered, strict=True):
+                results[index] = result
+            break
         return results
 
     async def submit_many(self, requests: Sequence[DownloadRequest]) -> list[TaskSnapshot]:
-        body = {"requests": [encode_request(_absolute(r)) for r in requests]}
-        answer = await self._call("/tasks", body)
-        return [self._update(TaskSnapshot(**snapshot_fields(t))) for t in answer["tasks"]]
+        encoded = [encode_request(_absolute(r)) for r in requests]
+        while True:
+            try:
+                answer = await self._call("/tasks", {"requests": encoded}, resend=False)
+            except Unanswered as lost:  # all or none: one journal write
+                claimed = self._book.claim([_key(r) for r in encoded], lost.mark)
+                made = [snapshot for snapshot in claimed if snapshot is not None]
+                if len(made) == len(encoded):
+                    return made
+                if made:
+                    raise DaemonError(
+                        f"session {self._identifier!r}: the daemon's connection was lost during "
+                        f"download_many(); {len(made)} of its {len(encoded)} tasks exist "
+                        f"(ids {[s.id for s in made]})"
+                    ) from lost
+                continue
+            book = self._book
+            return [book.own(book.update(task_of({"task": t}))) for t in answer["tasks"]]
 
     async def submit_upload(self, request: UploadRequest) -> TaskSnapshot:
         reply_to = None if request.reply_to is None else _absolute_path(request.reply_to)
         request = attrs.evolve(request, source=_absolute_path(request.source), reply_to=reply_to)
-        return self._task_answer(await self._call("/uploads", {"upload": encode_upload(request)}))
+        body = {"upload": encode_upload(request)}
+        # An upload's snapshot names its reply_to as destination, else its source.
+        key = (request.url, request.description, reply_to or str(request.source))
+        while True:
+            try:
+                answer = await self._call("/uploads", body, resend=False)
+                return self._book.own(self._task_answer(answer))
+            except Unanswered as lost:
+                (claimed,) = self._book.claim([key], lost.mark)
+                if claimed is not None:
+                    return claimed
 
     async def submit_resumed(
         self,
@@ -327,7 +228,15 @@ class DaemonBackend:
             "destination": None if destination is None else _absolute_path(destination),
             "headers": [list(pair) for pair in headers],
         }
-        return self._task_answer(await self._call("/resumed", body))
+        while True:
+            try:
+                answer = await self._call("/resumed", body, resend=False)
+                return self._book.own(self._task_answer(answer))
+            except Unanswered as lost:
+                key = (data.url, None, _absolute_path(destination) if destination else None)
+                (claimed,) = self._book.claim([key], lost.mark)
+                if claimed is not None:
+                    return claimed
 
     async def cancel(
         self, task_id: int, *, resume_data: bool = False, wait: bool = True
@@ -352,8 +261,8 @@ class DaemonBackend:
         self._call_nowait(f"/tasks/{task_id}/{path}")
         # The state table says the new state; the daemon's answer confirms it.
         snapshot = attrs.evolve(snapshot, state=transition(snapshot.state, what))
-        self._snapshots[task_id] = snapshot
-        self._changed(task_id)  # a wait() stops at a suspension
+        self._book.tasks[task_id] = snapshot
+        self._book.changed(task_id)  # a wait() stops at a suspension
         return snapshot
 
     async def acknowledge(self, task_ids: Sequence[int]) -> None:
@@ -377,6 +286,7 @@ class DaemonBackend:
 
     def invalidate(self) -> None:
         self._call_nowait("/invalidate")
+        self._link.invalidated = True  # the daemon ends the session: no reconnection
 
     # -- waiting and events -------------------------------------------------------------
 
@@ -391,15 +301,10 @@ class DaemonBackend:
         snapshot = self.task(task_id)
         while snapshot.terminal is None:
             if self._closed:
-                raise SessionClosedError(
-                    f"the session closed before task {task_id} ({snapshot.url}) ended"
-                )
+                raise self._link.closed_error(f" before task {task_id} ({snapshot.url}) ended")
             if stop_when_suspended and snapshot.state is TaskState.SUSPENDED:
                 return snapshot
-            change = self._changes.get(task_id)
-            if change is None:
-                change = self._changes[task_id] = asyncio.Event()
-            await change.wait()
+            await self._book.wait_changed(task_id)
             snapshot = self.task(task_id)
         if hand_out and self._config.acknowledge == "auto":
             self._delivered(task_id)
@@ -413,49 +318,29 @@ class DaemonBackend:
         if since is not None:
             check_cursor(since, task_id, persistent=True)  # as in-process: refused at once
             if self._closed:
-                raise SessionClosedError(f"session {self._identifier!r} is closed")
+                raise self._link.closed_error()
             stream = CursorStream(
                 self._hub,
-                feed=lambda into: self._feed(into, since, follow),
+                feed=lambda into: feed(self._link, self._book, into, since, follow),
                 on_finish=self._streams.discard,
             )
             self._streams.add(stream)
             return stream
         if task_id is not None:
             self.task(task_id)  # KeyError for an id the session never had
-        ids = [task_id] if task_id is not None else list(self._snapshots)
-        backlog: list[TaskEvent] = []
+        book = self._book
+        ids = [task_id] if task_id is not None else list(book.tasks)
+        backlog: list[Any] = []
         replayed = 0
         for tid in ids:
-            backlog.extend(snapshot_progress(self._progress.get(tid)))
-            terminal = self._snapshots[tid].terminal
+            backlog.extend(snapshot_progress(book.progress.get(tid)))
+            terminal = book.tasks[tid].terminal
             if terminal is not None:
                 backlog.append(terminal)
-                replayed += tid in self._replayed
+                replayed += tid in book.replayed
         return self._hub.subscribe(
-            task_id, backlog, replayed=replayed, follow=follow, cursor=self._cursor
+            task_id, backlog, replayed=replayed, follow=follow, cursor=book.cursor
         )
-
-    async def _feed(self, stream: CursorStream, since: int, follow: bool) -> None:
-        """A cursor stream's events: the daemon's answer to ``POST .../events``."""
-        error: BaseException | None = None
-        body = {"since": since, "follow": follow}
-        try:
-            async with self._http.post(
-                self._prefix + "/events", json=body, headers=self._headers
-            ) as response:
-                if response.status != 200:
-                    error = daemon_error(await response.json(content_type=None))
-                    return
-                while (line := await self._line(response)) is not None:
-                    if line.get("type") == "event":
-                        stream.push(self._apply(line))
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
-            error = SessionClosedError(
-                f"session {self._identifier!r}: the daemon's connection was lost ({exc})"
-            )
-        finally:
-            stream.end(error)
 
     async def wait_events_delivered(self) -> None:
         await self._call("/events-delivered")
@@ -463,22 +348,22 @@ class DaemonBackend:
     # -- queries --------------------------------------------------------------------------
 
     def task(self, task_id: int) -> TaskSnapshot:
-        return self._snapshots[task_id]
+        return self._book.tasks[task_id]
 
     def tasks(self) -> list[TaskSnapshot]:
-        return [self._snapshots[tid] for tid in sorted(self._snapshots)]
+        tasks = self._book.tasks
+        return [tasks[tid] for tid in sorted(tasks)]
 
     def statistics(self) -> SupervisorStatistics:
-        return self._statistics
+        return self._book.statistics
 
     async def flush(self) -> None:
         await self._call("/flush")
 
 
-def _optional_int(value: object) -> int | None:
-    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
-        return value
-    raise DaemonError(f"the daemon sent {value!r} where a number belongs")
+def _key(request: dict[str, Any]) -> SubmissionKey:
+    """What identifies the task an encoded request makes."""
+    return (request["url"], request.get("description"), request.get("destination"))
 
 
 def _absolute_path(path: str | os.PathLike[str]) -> str:

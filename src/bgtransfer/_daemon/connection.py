@@ -1,8 +1,10 @@
 """The daemon client's connection: hello, and launching the daemon on demand.
 
-``connect`` gives an aiohttp client session on the state dir's daemon socket
-and the daemon's hello, starting ``python -m bgtransfer daemon`` detached when
-nothing answers (two clients doing so at once end up with one daemon).
+``reach`` gives the daemon's hello, starting ``python -m bgtransfer daemon``
+detached when nothing answers (two clients doing so at once end up with one
+daemon); the client's start-up and its reconnection both go through it.
+``streams_session`` and ``command_session`` are the client's two aiohttp
+sessions on the socket, each made from the socket's path.
 """
 
 from __future__ import annotations
@@ -25,22 +27,22 @@ from .protocol import PROTOCOL_HEADER
 
 __all__ = [
     "BASE",
-    "COMMAND_CONNECTIONS",
     "HEADERS",
+    "LAUNCH_TIMEOUT",
     "command_session",
     "connect",
     "daemon_error",
     "hello",
+    "reach",
+    "streams_session",
 ]
 
 LAUNCH_TIMEOUT: Final = 20.0  # seconds a launched daemon may take to answer
+RELAUNCH_PAUSE: Final = 0.1  # seconds between launches while an exiting daemon holds the lock
+COMMAND_CONNECTIONS: Final = 8  # concurrent command requests; the rest wait their turn
 BASE: Final = "http://bgtransfer"  # the host is ignored on a Unix socket
 HEADERS: Final = {PROTOCOL_HEADER: str(PROTOCOL_VERSION)}
 _children: list[subprocess.Popen[bytes]] = []  # launched daemons, reaped when they exit
-
-
-def _connector(path: Path) -> aiohttp.UnixConnector:
-    return aiohttp.UnixConnector(path=str(path), limit=0)
 
 
 async def hello(http: aiohttp.ClientSession) -> dict[str, Any]:
@@ -70,40 +72,78 @@ async def connect(
 ) -> tuple[aiohttp.ClientSession, dict[str, Any]]:
     """A client session to ``state_dir``'s daemon and its hello, launching the
     daemon when nothing answers (two clients doing so at once: one daemon)."""
-    path = socket_path(state_dir, default=default)
-    http = aiohttp.ClientSession(connector=_connector(path), timeout=aiohttp.ClientTimeout())
+    http = streams_session(socket_path(state_dir, default=default))
     try:
-        try:
-            return http, await hello(http)
-        except (aiohttp.ClientConnectionError, OSError):
-            pass  # nothing answers: launch one
-        try:
-            process = await asyncio.to_thread(_launch, state_dir, default)
-        except OSError as exc:  # its log cannot be opened (a link there), no interpreter...
-            raise DaemonError(
-                f"cannot launch the bgtransfer daemon for {state_dir}: {exc.strerror or exc} "
-                f"({exc.filename or sys.executable})"
-            ) from exc
-        deadline = time.monotonic() + LAUNCH_TIMEOUT
-        delay = 0.005
-        while True:
-            try:
-                return http, await hello(http)
-            except (aiohttp.ClientConnectionError, OSError) as exc:
-                status = process.poll()
-                if status not in (None, 0) or time.monotonic() > deadline:
-                    why = f"exited with status {status}" if status else "did not answer in time"
-                    raise DaemonError(
-                        f"the bgtransfer daemon for {state_dir} {why} "
-                        f"(socket {path}; its log: {log_path(state_dir)})"
-                    ) from exc
-                # Bounded wait for the daemon's socket to answer (a fresh
-                # interpreter takes a few hundred ms): short, growing pauses.
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.05)
+        return http, await reach(http, state_dir, default=default)
     except BaseException:
         await http.close()
         raise
+
+
+def streams_session(path: Path) -> aiohttp.ClientSession:
+    """The client session for the long-lived requests on the socket at
+    ``path`` (the attachment, the cursor streams, the hello): no limit on its
+    connections, each stream holding one for as long as it lives."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.UnixConnector(path=str(path), limit=0),
+        timeout=aiohttp.ClientTimeout(),
+    )
+
+
+def command_session(path: Path) -> aiohttp.ClientSession:
+    """The client session for the commands on the socket at ``path``: at most
+    ``COMMAND_CONNECTIONS`` connections (thousands of concurrent calls queue in
+    the client instead of overflowing the daemon's listen backlog)."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.UnixConnector(path=str(path), limit=COMMAND_CONNECTIONS),
+        timeout=aiohttp.ClientTimeout(),
+    )
+
+
+async def reach(http: aiohttp.ClientSession, state_dir: Path, *, default: bool) -> dict[str, Any]:
+    """The hello of ``state_dir``'s daemon through ``http``, launching the
+    daemon when nothing answers (again when the launched one found another
+    holding the lock, "already running", and still nothing answers: that one
+    was exiting); :class:`DaemonError` when the launched one fails or nothing
+    answers within ``LAUNCH_TIMEOUT``."""
+    path = socket_path(state_dir, default=default)
+    try:
+        return await hello(http)
+    except (aiohttp.ClientConnectionError, OSError):
+        pass  # nothing answers: launch one
+    process = await _launch_daemon(state_dir, default)
+    deadline = time.monotonic() + LAUNCH_TIMEOUT
+    delay = 0.005
+    while True:
+        try:
+            return await hello(http)
+        except (aiohttp.ClientConnectionError, OSError) as exc:
+            status = process.poll()
+            if status not in (None, 0) or time.monotonic() > deadline:
+                why = f"exited with status {status}" if status else "did not answer in time"
+                raise DaemonError(
+                    f"the bgtransfer daemon for {state_dir} {why} "
+                    f"(socket {path}; its log: {log_path(state_dir)})"
+                ) from exc
+            if status == 0:
+                # "Already running": another daemon held the lock, and nothing
+                # answers now (it was on its way out): launch one again.
+                process = await _launch_daemon(state_dir, default)
+                delay = RELAUNCH_PAUSE
+            # Bounded wait for the daemon's socket to answer (a fresh
+            # interpreter takes a few hundred ms): short, growing pauses.
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+
+async def _launch_daemon(state_dir: Path, default: bool) -> subprocess.Popen[bytes]:
+    try:
+        return await asyncio.to_thread(_launch, state_dir, default)
+    except OSError as exc:  # its log cannot be opened (a link there), no interpreter...
+        raise DaemonError(
+            f"cannot launch the bgtransfer daemon for {state_dir}: {exc.strerror or exc} "
+            f"({exc.filename or sys.executable})"
+        ) from exc
 
 
 def _launch(state_dir: Path, default: bool) -> subprocess.Popen[bytes]:
@@ -133,18 +173,3 @@ def _launch(state_dir: Path, default: bool) -> subprocess.Popen[bytes]:
         os.close(fd)
     _children.append(process)
     return process
-
-
-COMMAND_CONNECTIONS: Final = 8  # concurrent command requests; the rest wait their turn
-
-
-def command_session(streams: aiohttp.ClientSession) -> aiohttp.ClientSession:
-    """A client session for commands, to the same socket as ``streams``, with at
-    most ``COMMAND_CONNECTIONS`` connections (the streams' session has no limit:
-    each stream holds its connection for as long as it lives)."""
-    connector = streams.connector
-    assert isinstance(connector, aiohttp.UnixConnector)
-    return aiohttp.ClientSession(
-        connector=aiohttp.UnixConnector(path=connector.path, limit=COMMAND_CONNECTIONS),
-        timeout=aiohttp.ClientTimeout(),
-    )

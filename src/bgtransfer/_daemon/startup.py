@@ -1,5 +1,6 @@
 """``Session(..., daemon=True)``'s start-up: connect to the daemon (launched on
-demand, ``connection.py``) and attach the session (``client.py``)."""
+demand, ``connection.py``) and attach the session (``client.py``, which
+reconnects by itself when the daemon goes away)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from types import TracebackType
 
 from .._core.config import Configuration
 from .client import DaemonBackend
-from .connection import connect
 
 __all__ = ["DaemonStartup", "open_daemon_backend"]
 
@@ -50,10 +50,11 @@ class DaemonStartup:
         self._backend: DaemonBackend | None = None
 
     async def __aenter__(self) -> DaemonBackend:
-        http, _hello = await connect(self._state_dir, default=self._default)
-        backend = DaemonBackend(http, self._identifier, self._config)
+        backend = DaemonBackend(
+            self._identifier, self._config, state_dir=self._state_dir, default=self._default
+        )
         try:
-            await backend._attach()
+            await backend._open()
         except BaseException:
             await backend._close()
             raise

@@ -51,6 +51,7 @@ class EventStream(Generic[E]):
         self._wakeup = asyncio.Event()
         self._closed = False  # no more events will be pushed
         self._finished = False  # the reader has seen the end
+        self._error: BaseException | None = None  # raised after the last event
 
     # -- producer side (the hub) ------------------------------------------------
 
@@ -62,7 +63,11 @@ class EventStream(Generic[E]):
             self._closed = True
         self._wakeup.set()
 
-    def _close(self) -> None:
+    def _close(self, error: BaseException | None = None) -> None:
+        """No more events; ``error``: what the read after the last one raises
+        (the daemon's connection was lost for good, say)."""
+        if error is not None and not self._closed and not self._finished:
+            self._error = error
         self._closed = True
         self._wakeup.set()
 
@@ -75,6 +80,9 @@ class EventStream(Generic[E]):
         while not self._buffer:
             if self._closed or self._finished:
                 self._finish()
+                error, self._error = self._error, None
+                if error is not None:
+                    raise error
                 raise StopAsyncIteration
             self._wakeup.clear()
             await self._wakeup.wait()
@@ -200,16 +208,17 @@ class EventHub:
             for stream in list(self._all):
                 stream._push(event)
 
-    def close(self) -> None:
-        """End every stream (the session is closing)."""
+    def close(self, error: BaseException | None = None) -> None:
+        """End every stream (the session is closing); with ``error``, each
+        raises it after its last event."""
         self._closed = True
         for refs in self._by_task.values():
             for ref in refs:
                 stream = ref()
                 if stream is not None:
-                    stream._close()
+                    stream._close(error)
         for stream in list(self._all):
-            stream._close()
+            stream._close(error)
         self._by_task.clear()
         self._all.clear()
 
