@@ -23,7 +23,9 @@ from bgtransfer import Session
 from bgtransfer._daemon.paths import make_socket_dir, socket_path
 from bgtransfer._session import default_state_dir
 from bgtransfer.testing import TestServer
-from conftest import LINE_TIMEOUT
+
+LINE_TIMEOUT = 30.0  # (not imported from conftest: another conftest may be first on sys.path)
+
 
 UNIT = Path(__file__).parents[2] / "contrib" / "systemd" / "bgtransfer.socket"
 
