@@ -53,17 +53,31 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.set_defaults(run=run)
 
 
-def _value(text: str) -> Any:
-    if text.lower() in {"true", "false"}:
+def _value(name: str, text: str) -> Any:
+    """``text`` as the type of the knob ``name`` (its annotation, a string)."""
+    fields = attrs.fields_dict(Faults)
+    if name not in fields:
+        raise ValueError(f"no fault knob {name!r} (knobs: {_KNOBS})")
+    try:
+        return _convert(str(fields[name].type), text)
+    except ValueError as exc:
+        raise ValueError(f"fault {name}={text!r}: {exc}") from None
+
+
+def _convert(kind: str, text: str) -> Any:
+    if kind.startswith("bool"):
+        if text.lower() not in {"true", "false"}:
+            raise ValueError("expected true or false")
         return text.lower() == "true"
-    if ":" in text and not text.startswith(("/", "http")):  # drip: BYTES:SECONDS
-        count, _, seconds = text.partition(":")
-        return (_value(count), _value(seconds))
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
+    if kind.startswith("tuple"):  # drip: BYTES:SECONDS
+        count, colon, seconds = text.partition(":")
+        if not colon:
+            raise ValueError("expected BYTES:SECONDS")
+        return (int(count), float(seconds))
+    if kind.startswith("int"):
+        return int(text)
+    if kind.startswith("float"):
+        return float(text)
     return text
 
 
@@ -76,7 +90,7 @@ def parse_faults(spec: str | None, rate: int | None) -> Faults | None:
         name, equals, text = item.partition("=")
         if not equals:
             raise ValueError(f"fault {item!r} is not KNOB=VALUE")
-        knobs[name.strip()] = _value(text.strip())
+        knobs[name.strip()] = _value(name.strip(), text.strip())
     if rate is not None:
         if rate <= 0:
             raise ValueError(f"--rate must be > 0, got {rate}")
@@ -86,7 +100,7 @@ def parse_faults(spec: str | None, rate: int | None) -> Faults | None:
     try:
         return Faults(**knobs)
     except TypeError as exc:
-        raise ValueError(f"bad fault knobs {spec!r}: {exc} (knobs: {_KNOBS})") from None
+        raise ValueError(f"bad fault knobs {spec!r}: {exc}") from None
 
 
 def run(args: argparse.Namespace) -> int:

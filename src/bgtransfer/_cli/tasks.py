@@ -16,6 +16,7 @@ import json
 import sys
 from collections.abc import Sequence
 
+from .._core.events import CancelledEvent, ErrorEvent, FinishedEvent
 from .._session import Session
 from .._task import DownloadTask
 from .options import EXIT_FAILURE, EXIT_OK, add_state_dir_option, state_dir
@@ -71,8 +72,24 @@ async def _run(args: argparse.Namespace) -> int:
                 task.resume()
             else:
                 await task.cancel()
-            print(f"task {task.id}: {task.state.value}  {task.url}")
+            print(f"task {task.id}: {_shown_state(task)}  {task.url}")
     return EXIT_OK
+
+
+def _outcome(task: DownloadTask) -> str | None:
+    """How an ended task ended (its state is then "completed", as in NSURLSession)."""
+    result = task.result
+    if isinstance(result, FinishedEvent):
+        return "finished"
+    if isinstance(result, ErrorEvent):
+        return "failed"
+    if isinstance(result, CancelledEvent):
+        return "cancelled"
+    return None
+
+
+def _shown_state(task: DownloadTask) -> str:
+    return _outcome(task) or task.state.value
 
 
 def _choose(tasks: list[DownloadTask], ids: Sequence[int]) -> list[DownloadTask] | None:
@@ -94,6 +111,8 @@ def _list(tasks: list[DownloadTask], *, as_json: bool) -> None:
             record = {
                 "id": task.id,
                 "state": task.state.value,
+                "outcome": _outcome(task),
+                "error": str(task.result.error) if isinstance(task.result, ErrorEvent) else None,
                 "url": task.url,
                 "destination": str(task.destination),
                 "bytes_received": task.bytes_received,
@@ -104,4 +123,4 @@ def _list(tasks: list[DownloadTask], *, as_json: bool) -> None:
         expected = task.bytes_expected
         size = f"{task.bytes_received}/{expected}" if expected else f"{task.bytes_received}"
         where = f"{task.url} -> {task.destination}"
-        print(f"{task.id:>5} {task.state.value:<10} {size:>23} bytes  {where}")
+        print(f"{task.id:>5} {_shown_state(task):<10} {size:>23} bytes  {where}")
