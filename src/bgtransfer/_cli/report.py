@@ -144,8 +144,8 @@ class RichReporter(Reporter):
     """A terminal: rich's live bars, one per running file and a total; the
     start/end lines printed above them."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, out: IO[str] | None = None, *, force_terminal: bool | None = None) -> None:
+        super().__init__(out)
         from rich.console import Console  # noqa: PLC0415 (rich is optional: the cli extra)
         from rich.progress import (  # noqa: PLC0415
             BarColumn,
@@ -157,7 +157,7 @@ class RichReporter(Reporter):
             TransferSpeedColumn,
         )
 
-        self.console = Console(file=self.out)
+        self.console = Console(file=self.out, force_terminal=force_terminal)
         self.bars = Progress(
             TextColumn("{task.description}", justify="left"),
             BarColumn(),
@@ -173,7 +173,7 @@ class RichReporter(Reporter):
         self.bars.start()
 
     def line(self, text: str) -> None:
-        self.console.print(text, markup=False, highlight=False)
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
     def progress(self, want: Wanted, done: int, total: int | None) -> None:
         row = self.rows.get(want)
