@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from pathlib import Path
 
+from _helpers import kill_daemon
+from bgtransfer import Session
 from bgtransfer.testing import Faults, ThreadedTestServer
 from conftest import Cli, json_lines, read_until
 
@@ -93,3 +96,27 @@ def test_state_dir_option_is_honoured(cli: Cli, tmp_path: Path) -> None:
     result = cli.run("ls", "--session", SESSION, "--state-dir", str(elsewhere), "--json")
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
+
+
+def test_ls_pause_cancel_through_the_daemon(cli: Cli, threaded_server: ThreadedTestServer) -> None:
+    file = threaded_server.add_file("/d/data.bin", size=100_000)
+    threaded_server.set_faults(file.path, Faults(hold_after=0))  # it stays running
+    url = threaded_server.url(file.path)
+
+    async def enqueue() -> None:
+        async with Session(SESSION, state_dir=cli.state, daemon=True) as session:
+            await session.download(url, cli.cwd / "data.bin")
+
+    try:
+        asyncio.run(enqueue())  # the client leaves; the daemon keeps the task
+        tasks = json_lines(cli.run("ls", "--daemon", "--session", SESSION, "--json").stdout)
+        assert [(t["url"], t["state"]) for t in tasks] == [(url, "running")]
+        task = str(tasks[0]["id"])
+        paused = cli.run("pause", "--daemon", "--session", SESSION, task)
+        assert paused.stdout == f"task {task}: suspended  {url}\n", paused.stderr
+        cancelled = cli.run("cancel", "--daemon", "--session", SESSION)
+        assert cancelled.stdout == f"task {task}: cancelled  {url}\n", cancelled.stderr
+    finally:
+        threaded_server.release(file.path)
+        kill_daemon(cli.state)
+    assert not (cli.cwd / "data.bin").exists()
