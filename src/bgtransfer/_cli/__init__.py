@@ -56,6 +56,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         usage = isinstance(exc, ValueError) and not isinstance(exc, OSError)
         print(f"bgtransfer: {exc}", file=sys.stderr)
         return EXIT_USAGE if usage else EXIT_FAILURE
+    except Exception as exc:
+        if getattr(args, "debug", False):
+            raise
+        print(
+            f"bgtransfer: unexpected error: {exc!r} (--debug shows the traceback)", file=sys.stderr
+        )
+        return EXIT_FAILURE
     return status
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import os
 import signal
 import sys
 from pathlib import Path
@@ -254,9 +255,10 @@ async def _run_until_signal(
     stopped: list[signal.Signals] = []
 
     def stop(signum: signal.Signals) -> None:
-        if not stopped:
-            stopped.append(signum)
-            work.cancel()
+        if stopped:  # a second one while the session journals: end now (SQLite keeps
+            os._exit(128 + signum)  # the journal whole; the last checkpoint counts)
+        stopped.append(signum)
+        work.cancel()
 
     handled = []
     for signum in (signal.SIGINT, signal.SIGTERM):
