@@ -193,6 +193,7 @@ class RichReporter(Reporter):
         row = self.rows.pop(want, None)
         if row is not None:
             self.bars.remove_task(row)
+            self.bars.refresh()  # (else the line printed next redraws the bar it had)
 
     def finished(self, want: Wanted, location: Path, size: int) -> None:
         self._drop(want)
