@@ -31,6 +31,8 @@ def test_rich_bars_show_bytes_and_the_lines_stay(tmp_path: Path) -> None:
     assert f"continue {b.url} -> {b.destination} (500 bytes so far)" in text
     assert "1 downloaded, 0 already there, 1 failed" in text
     assert "a.bin" in text  # the bar's label
+    after = text.split(f"done {a.url}")[1]
+    assert "a.bin \x1b" not in after  # its bar is gone with its line, not drawn once more
     assert "\x1b[" in text  # drawn for a terminal
 
 
