@@ -84,8 +84,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "get",
         help="download URLs; a second run continues where the first stopped",
         description=(
-            "Download URLs in a background session: run the same command again after "
-            "Ctrl-C, SIGTERM or a crash and it continues where it stopped; a file already "
+            "Download URLs in a background session: run the same command again after\n"
+            "Ctrl-C, SIGTERM or a crash and it continues where it stopped; a file already\n"
             "at its destination is not fetched again."
         ),
         epilog=EXIT_STATUSES,
