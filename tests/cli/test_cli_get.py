@@ -8,9 +8,9 @@ import signal
 from pathlib import Path
 
 import pytest
+from _cli_helpers import Cli, json_lines, read_until
 
 from bgtransfer.testing import Faults, ThreadedTestServer
-from conftest import Cli, json_lines, read_until
 
 BIG = 3_000_000
 

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _cli_helpers import Cli
 
 from bgtransfer._cli.serve import parse_faults
 from bgtransfer.testing import Faults
-from conftest import Cli
 
 
 @pytest.fixture

@@ -6,10 +6,11 @@ import asyncio
 import signal
 from pathlib import Path
 
+from _cli_helpers import Cli, json_lines, read_until
+
 from _helpers import kill_daemon
 from bgtransfer import Session
 from bgtransfer.testing import Faults, ThreadedTestServer
-from conftest import Cli, json_lines, read_until
 
 SESSION = "cli-tasks"
 
