@@ -1,8 +1,10 @@
 """Helpers of the command line's tests: the ``bgtransfer`` console script in a
 real subprocess, with its own state directory, and its ``--json`` lines.
 
-(A module of its own, not conftest.py: ``from conftest import`` would find
-whichever conftest module was imported first, e.g. tests/daemon's.)"""
+(A module of its own and no conftest.py here: ``from conftest import`` in
+tests/daemon finds whichever conftest module was imported last, so a second one
+beside it breaks those tests when both directories are named on the command
+line. Each test module declares its fixtures from these.)"""
 
 from __future__ import annotations
 
@@ -65,3 +67,10 @@ def read_until(process: subprocess.Popen[str], wanted: Any) -> list[dict[str, An
         if wanted(record):
             return seen
     raise AssertionError(f"the command ended before the awaited line; it printed {seen}")
+
+
+def make_cli(tmp_path: Path) -> Cli:
+    """A :class:`Cli` working in ``tmp_path/work`` with the state in ``tmp_path/state``."""
+    work = tmp_path / "work"
+    work.mkdir()
+    return Cli(tmp_path / "state", work)

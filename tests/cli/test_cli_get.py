@@ -5,14 +5,26 @@ from __future__ import annotations
 import hashlib
 import shutil
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _cli_helpers import Cli, json_lines, read_until
+from _cli_helpers import Cli, json_lines, make_cli, read_until
 
 from bgtransfer.testing import Faults, ThreadedTestServer
 
 BIG = 3_000_000
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    return make_cli(tmp_path)
+
+
+@pytest.fixture
+def threaded_server() -> Iterator[ThreadedTestServer]:
+    with ThreadedTestServer() as server:
+        yield server
 
 
 def sha256(path: Path) -> str:

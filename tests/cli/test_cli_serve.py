@@ -10,10 +10,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _cli_helpers import Cli
+from _cli_helpers import Cli, make_cli
 
 from bgtransfer._cli.serve import parse_faults
 from bgtransfer.testing import Faults
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    return make_cli(tmp_path)
 
 
 @pytest.fixture

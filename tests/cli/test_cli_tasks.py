@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
-from _cli_helpers import Cli, json_lines, read_until
+import pytest
+from _cli_helpers import Cli, json_lines, make_cli, read_until
 
 from _helpers import kill_daemon
 from bgtransfer import Session
 from bgtransfer.testing import Faults, ThreadedTestServer
 
 SESSION = "cli-tasks"
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    return make_cli(tmp_path)
+
+
+@pytest.fixture
+def threaded_server() -> Iterator[ThreadedTestServer]:
+    with ThreadedTestServer() as server:
+        yield server
 
 
 def ls(cli: Cli) -> list[dict[str, object]]:
