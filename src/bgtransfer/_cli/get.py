@@ -1,0 +1,367 @@
+"""``bgtransfer get URL...``: download files, continuing where a previous run stopped.
+
+Every run is a background session (``--session ID``, or one named after the
+output directory), so a run stopped by Ctrl-C, SIGTERM or a crash leaves its
+tasks in the session's journal and the next run with the same arguments
+continues them from the bytes on disk. A file is "already complete" when its
+destination exists and no task of the session is still writing it: the library
+only ever puts a file at its destination whole (a partial file is renamed over
+it when complete), so an existing destination is a finished download, and it is
+not fetched again (docs/cli.md says so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import signal
+import sys
+from pathlib import Path
+
+import attrs
+
+from .._core.config import Configuration
+from .._core.events import (
+    CancelledEvent,
+    ErrorEvent,
+    EventsDeliveredEvent,
+    EventsGapEvent,
+    FinishedEvent,
+    ProgressEvent,
+    ResumedEvent,
+    RetryEvent,
+)
+from .._core.naming import filename_from_url, unique_name
+from .._core.request import DownloadRequest
+from .._core.states import TaskState
+from .._exceptions import (
+    HTTPStatusError,
+    LocalFileError,
+    NetworkError,
+    ProtocolError,
+    RedirectError,
+    SessionInUseError,
+    TransferError,
+    TransferTimeoutError,
+)
+from .._session import Session
+from .._task import DownloadTask
+from .options import (
+    EXIT_FAILURE,
+    EXIT_HTTP_STATUS,
+    EXIT_LOCAL_FILE,
+    EXIT_NETWORK,
+    EXIT_OK,
+    EXIT_PROTOCOL,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    EXIT_USAGE,
+    add_state_dir_option,
+)
+from .report import Reporter, Wanted, make_reporter
+
+__all__ = ["add_parser", "exit_status_of", "run", "session_for_directory"]
+
+EXIT_STATUSES = """\
+exit statuses:
+  0    every file is there (downloaded now or before)
+  1    another failure (a task cancelled, the session in use by another run...)
+  2    usage: wrong arguments, a URL or destination that cannot be used
+  3    local file: a file could not be written (disk full, permission denied...)
+  4    network: no connection, connection lost, body cut short, timeout
+  5    integrity: the file is not what was expected (reserved for --checksum)
+  7    protocol: the server broke an HTTP rule, or a redirect was refused
+  8    HTTP status: the server answered with an error (404, 500...)
+  130  interrupted by Ctrl-C; 143 stopped by SIGTERM (run it again to continue)
+With several failures, the lowest status wins (as wget does).
+"""
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    get = commands.add_parser(
+        "get",
+        help="download URLs; a second run continues where the first stopped",
+        description=(
+            "Download URLs in a background session: run the same command again after\n"
+            "Ctrl-C, SIGTERM or a crash and it continues where it stopped; a file already\n"
+            "at its destination is not fetched again."
+        ),
+        epilog=EXIT_STATUSES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    get.add_argument("urls", nargs="*", metavar="URL", help="what to download")
+    where = get.add_mutually_exclusive_group()
+    where.add_argument(
+        "-d", "--dir", metavar="DIR", help="save into DIR, made if missing (default: current dir)"
+    )
+    where.add_argument("-o", "--output", metavar="FILE", help="save the one URL as FILE")
+    get.add_argument(
+        "-i",
+        "--input-file",
+        metavar="LIST",
+        help="read URLs from LIST, one per line ('-': stdin; blank and '#' lines skipped)",
+    )
+    get.add_argument(
+        "--session",
+        metavar="ID",
+        help="the background session (default: one named after the output directory)",
+    )
+    get.add_argument(
+        "-x",
+        "--connections-per-host",
+        type=_int_between(1, 1000),
+        default=6,
+        metavar="N",
+        help="connections per host at most (default 6)",
+    )
+    get.add_argument(
+        "-s",
+        "--segments",
+        type=_int_between(1, 16),
+        default=1,
+        metavar="N",
+        help="fetch each large file as N ranges at once, when the server allows (1-16)",
+    )
+    get.add_argument(
+        "-t",
+        "--tries",
+        type=_int_between(1, 1000),
+        metavar="N",
+        help="attempts per file before it fails (default 6; 1: no retry)",
+    )
+    output = get.add_mutually_exclusive_group()
+    output.add_argument(
+        "-q", "--quiet", action="store_true", help="print nothing but one line per failed file"
+    )
+    output.add_argument(
+        "--json", action="store_true", help="one JSON object per event and line, for scripts"
+    )
+    get.add_argument("--debug", action="store_true", help="show a traceback on an error")
+    add_state_dir_option(get)
+    get.set_defaults(run=run)
+
+
+def _int_between(low: int, high: int) -> type[int]:
+    def check(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
+        return value
+
+    check.__name__ = "number"
+    return check  # type: ignore[return-value]  # argparse takes any callable
+
+
+class UsageError(ValueError):
+    """Arguments that cannot be used; exit status 2."""
+
+
+def session_for_directory(directory: Path) -> str:
+    """The session of runs that save into ``directory`` (an absolute path)."""
+    digest = hashlib.sha256(str(directory).encode("utf-8", "surrogateescape")).hexdigest()
+    return f"bgtransfer-get-{digest[:16]}"
+
+
+def _read_list(name: str) -> list[str]:
+    try:
+        text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read the URL list {name!r}: {exc}") from None
+    lines = (line.strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def plan(args: argparse.Namespace) -> tuple[str, list[Wanted]]:
+    """The session's identifier and the files asked for, in order; raises
+    :class:`UsageError` for arguments that cannot be used."""
+    urls = list(args.urls)
+    if args.input_file is not None:
+        urls.extend(_read_list(args.input_file))
+    if not urls:
+        raise UsageError("no URL given (as arguments or with -i LIST)")
+    wanted: list[Wanted] = []
+    if args.output is not None:
+        if len(urls) != 1:
+            raise UsageError(f"-o FILE takes exactly one URL; {len(urls)} given (use -d DIR)")
+        destination = Path(args.output).expanduser().absolute()
+        directory = destination.parent
+        if not directory.is_dir():
+            raise UsageError(f"the directory of {args.output!r} does not exist")
+        wanted.append(Wanted(urls[0], destination))
+    else:
+        directory = Path(args.dir or ".").expanduser().absolute()
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot make the directory {str(directory)!r}: {exc}") from None
+        # Names from the URLs, made unique within this list only (never against
+        # the disk): the same command names the same files on every run.
+        taken: set[str] = set()
+        for url in urls:
+            name = unique_name(filename_from_url(url), taken.__contains__)
+            taken.add(name)
+            wanted.append(Wanted(url, directory / name))
+    identifier = args.session or session_for_directory(directory)
+    return identifier, wanted
+
+
+def exit_status_of(error: TransferError | None) -> int:
+    """The exit status a failed file stands for (None: it was cancelled)."""
+    if isinstance(error, HTTPStatusError):
+        return EXIT_HTTP_STATUS
+    if isinstance(error, LocalFileError):
+        return EXIT_LOCAL_FILE
+    if isinstance(error, NetworkError | TransferTimeoutError):
+        return EXIT_NETWORK
+    if isinstance(error, ProtocolError | RedirectError):
+        return EXIT_PROTOCOL
+    return EXIT_FAILURE
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        identifier, wanted = plan(args)
+    except UsageError as exc:
+        print(f"bgtransfer get: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    reporter = make_reporter(quiet=args.quiet, as_json=args.json)
+    try:
+        return asyncio.run(_run_until_signal(args, identifier, wanted, reporter))
+    except SessionInUseError as exc:
+        if args.debug:
+            raise
+        print(
+            f"bgtransfer get: {exc}: another run saves into this directory; "
+            "wait for it to end, or give this one its own --session",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    finally:
+        reporter.close()
+
+
+async def _run_until_signal(
+    args: argparse.Namespace, identifier: str, wanted: list[Wanted], reporter: Reporter
+) -> int:
+    """Download; on SIGINT or SIGTERM stop cleanly (leaving the session's block
+    journals where each task stands) and exit 130 or 143."""
+    loop = asyncio.get_running_loop()
+    work = asyncio.create_task(_download(args, identifier, wanted, reporter))
+    stopped: list[signal.Signals] = []
+
+    def stop(signum: signal.Signals) -> None:
+        if stopped:  # a second one while the session journals: end now (SQLite keeps
+            os._exit(128 + signum)  # the journal whole; the last checkpoint counts)
+        stopped.append(signum)
+        work.cancel()
+
+    handled = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, stop, signum)
+        except (NotImplementedError, RuntimeError):  # not POSIX, or not the main thread
+            continue
+        handled.append(signum)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if not stopped:
+            raise  # cancelled from outside: not ours to turn into a status
+        hint = f"run the same command again to continue (session {identifier})"
+        reporter.interrupted("Ctrl-C" if stopped[0] is signal.SIGINT else "SIGTERM", hint)
+        return EXIT_SIGINT if stopped[0] is signal.SIGINT else EXIT_SIGTERM
+    finally:
+        for signum in handled:
+            loop.remove_signal_handler(signum)
+
+
+async def _download(
+    args: argparse.Namespace, identifier: str, wanted: list[Wanted], reporter: Reporter
+) -> int:
+    config = Configuration(
+        max_connections_per_host=args.connections_per_host,
+        segments=args.segments,
+        progress_interval=0.2,
+        handle_sigterm=False,  # this command handles SIGTERM itself (and says how to continue)
+    )
+    if args.tries is not None:
+        config = config.replace(retry=attrs.evolve(config.retry, max_attempts=args.tries))
+    async with Session(identifier, state_dir=args.state_dir, config=config) as session:
+        ours = await _reattach_or_submit(session, wanted, reporter)
+        statuses = await _follow(session, ours, reporter)
+        await session.acknowledge(*ours)
+    status = min(statuses, default=EXIT_OK)
+    reporter.summary(status)
+    return status
+
+
+async def _reattach_or_submit(
+    session: Session, wanted: list[Wanted], reporter: Reporter
+) -> dict[int, Wanted]:
+    """Each file asked for: its task left by an earlier run (continued), nothing
+    when it is already complete, else a new task. Returns the tasks to follow."""
+    left: dict[tuple[str, Path], DownloadTask] = {}
+    for found in session.tasks():
+        left[found.url, found.destination.absolute()] = found
+    ours: dict[int, Wanted] = {}
+    new: list[Wanted] = []
+    for want in wanted:
+        task: DownloadTask | None = left.get((want.url, want.destination))
+        if task is not None and isinstance(task.result, ErrorEvent | CancelledEvent):
+            await task.acknowledge()  # an earlier run's failure: try again afresh
+            task = None
+        if task is not None:
+            if task.state is TaskState.SUSPENDED:
+                task.resume()  # paused with `bgtransfer pause`: asking again resumes it
+            ours[task.id] = want
+            reporter.started(want, task.bytes_received)
+        elif want.destination.exists():
+            reporter.skipped(want)
+        else:
+            new.append(want)
+    requests = [DownloadRequest(want.url, want.destination) for want in new]
+    for task, want in zip(await session.download_many(requests), new, strict=True):
+        ours[task.id] = want
+        reporter.started(want, None)
+    return ours
+
+
+async def _follow(session: Session, ours: dict[int, Wanted], reporter: Reporter) -> list[int]:
+    """Report the events of our tasks until each has ended; return the exit
+    status of each failed one."""
+    statuses: list[int] = []
+    remaining = set(ours)
+    if not remaining:
+        return statuses
+    async with session.events() as events:
+        async for event in events:
+            if isinstance(event, EventsDeliveredEvent | EventsGapEvent):
+                continue
+            want = ours.get(event.task_id)
+            if want is None:
+                continue  # a task of an earlier run that this one did not ask for
+            match event:
+                case ProgressEvent(total_bytes_written=done, total_bytes_expected=total):
+                    reporter.progress(want, done, total)
+                case ResumedEvent(offset=offset):
+                    reporter.resumed(want, offset)
+                case RetryEvent(attempt=attempt, error=error, delay=delay):
+                    reporter.retry(want, attempt, error, delay)
+                case FinishedEvent(location=location, total_bytes=size):
+                    reporter.finished(want, location, size)
+                case ErrorEvent(error=error):
+                    statuses.append(exit_status_of(error))
+                    reporter.failed(want, error, statuses[-1])
+                case CancelledEvent():
+                    statuses.append(exit_status_of(None))
+                    reporter.failed(want, None, statuses[-1])
+            if isinstance(event, FinishedEvent | ErrorEvent | CancelledEvent):
+                remaining.discard(event.task_id)
+                if not remaining:
+                    break
+    return statuses
