@@ -111,10 +111,16 @@ def all_imports(root: Path) -> list[Import]:
     return [found for name, path in modules.items() for found in imports_of(name, path, modules)]
 
 
+# Packages that belong to the front: the terminal demo app (``bgtransfer demo``).
+FRONT_PACKAGES = {"_demo"}
+
+
 def layer(module: str) -> str:
     if module in FRONT:
         return "front"
     parts = module.split(".")
+    if len(parts) > 1 and parts[1] in FRONT_PACKAGES:
+        return "front"
     return parts[1] if len(parts) > 1 else "front"
 
 
