@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -213,3 +214,37 @@ async def test_quit_and_run_again_reattaches(state_dir: Path, out_dir: Path) -> 
             f"bytes={paused_at}-"
         ]
         assert [shown(app, i) for i in (1, 3)] == ["Not started"] * 2
+
+
+@pytest.mark.asyncio
+async def test_run_again_with_the_port_taken_restarts_the_rows(
+    state_dir: Path, out_dir: Path
+) -> None:
+    async with demo(state_dir, out_dir, hold={2: 300_000, 4: 300_000}) as (app, pilot):
+        rows = app.controller.model.rows
+        port = app.controller.server.port
+        for index in (2, 4):
+            await select(pilot, index)
+            await pilot.press("space")
+        await until(app, lambda: rows[2].received > 0 and rows[4].received > 0)
+        await select(pilot, 2)
+        await pilot.press("space")  # row 2 paused (resume data naming the old port)
+        await until(app, lambda: rows[2].resume_data is not None)
+        await pilot.press("q")
+
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        async with demo(state_dir, out_dir) as (app, pilot):
+            assert app.controller.moved
+            assert app.controller.server.port != port
+            for index in (2, 4):
+                assert state(app, index) is RowState.IDLE
+                assert "server moved" in app.controller.model.rows[index].note
+            partials = app.controller.session.directory / "partials"
+            assert not partials.exists() or list(partials.iterdir()) == []
+            await pilot.press("a")
+            await until(app, lambda: app.controller.model.all_ready)
+            for index in range(5):
+                assert_ready(app, out_dir, index)

@@ -123,7 +123,7 @@ class DemoApp(App[int]):
         table = self.query_one(DataTable)
         for row in self.controller.model.rows:
             for column, value in zip(table.columns, self._cells(row), strict=True):
-                table.update_cell(row.file.path, column, value)
+                table.update_cell(row.file.path, column, value, update_width=True)
         if self.controller.model.take_all_done_notice():
             self.notices.append(ALL_DONE)
             self.notify("Every file is downloaded and verified.", title=ALL_DONE, timeout=10)
