@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("textual", reason="the demo app needs textual (pip install 'bgtransfer[cli]')")
 
 from textual.pilot import Pilot
-from textual.widgets import DataTable
+from textual.widgets import Button, DataTable
 
 from bgtransfer._demo.app import ALL_DONE, DemoApp
 from bgtransfer._demo.controller import DemoController
@@ -46,6 +46,8 @@ async def demo(
     async with app.run_test(size=(150, 30)) as pilot:
         async with asyncio.timeout(TIMEOUT):
             await app.wait_until(lambda: app.ready)
+        for button in app.query(Button):
+            button.active_effect_duration = 0  # (a button ignores clicks while it flashes)
         for index, offset in (hold or {}).items():
             app.controller.server.set_faults(FILES[index].path, Faults(hold_after=offset))
         yield app, pilot
@@ -170,7 +172,15 @@ async def test_stop_all_then_reset_deletes_the_files(state_dir: Path, out_dir: P
 
 @pytest.mark.asyncio
 async def test_buttons_work_with_the_mouse(state_dir: Path, out_dir: Path) -> None:
-    async with demo(state_dir, out_dir) as (app, pilot):
+    async with demo(state_dir, out_dir, hold={0: 20_000}) as (app, pilot):
+        row = app.controller.model.rows[0]
+        await pilot.click("#start_pause")  # the selected row: the first
+        await until(app, lambda: row.received > 0)
+        await pilot.click("#start_pause")
+        await until(app, lambda: row.resume_data is not None)
+        await pilot.click("#stop")
+        await until(app, lambda: state(app, 0) is RowState.STOPPED)
+        app.controller.server.set_faults(FILES[0].path, Faults())
         await pilot.click("#start_all")
         await until(app, lambda: app.controller.model.all_ready)
         await pilot.click("#reset")

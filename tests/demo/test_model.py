@@ -31,6 +31,7 @@ def test_the_five_files_are_700_kb_to_29_mb() -> None:
 def test_events_move_only_their_row() -> None:
     model = DemoModel()
     started(model, 1, 7)
+    assert model.rows[1].label == "Waiting"
     assert (
         model.apply(
             ProgressEvent(
@@ -43,6 +44,7 @@ def test_events_move_only_their_row() -> None:
         is model.rows[1]
     )
     assert model.rows[1].fraction == 0.25
+    assert model.rows[1].label == "Downloading"
     assert (
         model.apply(
             ProgressEvent(task_id=8, bytes_written=1, total_bytes_written=1, total_bytes_expected=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 from typing import ClassVar
 
 from rich.text import Text
@@ -26,6 +27,12 @@ _STYLES = {
     RowState.STOPPED: "magenta",
 }
 ALL_DONE = "All downloads finished"
+
+
+def _shown(path: Path) -> str:
+    """``path`` with the home directory as ``~``."""
+    home = Path.home()
+    return f"~/{path.relative_to(home)}" if path.is_relative_to(home) else str(path)
 
 
 def progress_bar(row: Row, width: int = BAR_WIDTH) -> Text:
@@ -96,7 +103,8 @@ class DemoApp(App[int]):
         moved = " (a new port: the earlier one was taken)" if self.controller.moved else ""
         self.query_one("#status", Static).update(
             f"Serving from {server.base_url}{moved}, throttled; "
-            f"state in {self.controller.state_dir}; files in {self.controller.output}"
+            f"state in {_shown(self.controller.state_dir)}; "
+            f"files in {_shown(self.controller.output)}"
         )
         self.refresh_rows()
 
@@ -108,7 +116,7 @@ class DemoApp(App[int]):
             Text(row.file.label),
             f"{row.file.size / 1e6:.1f} MB",
             progress_bar(row),
-            Text(row.state.value, style=_STYLES.get(row.state, "")),
+            Text(row.label, style=_STYLES.get(row.state, "")),
             row.note,
         )
 

@@ -71,6 +71,14 @@ class Row:
         return min(1.0, self.received / self.file.size) if self.file.size else 0.0
 
     @property
+    def label(self) -> str:
+        """The state column: "Waiting" for a started row with no byte yet (queued
+        for one of the per-host connections, or waiting for the server)."""
+        if self.state is RowState.RUNNING and self.received == 0:
+            return "Waiting"
+        return self.state.value
+
+    @property
     def can_start(self) -> bool:
         return self.state in (RowState.IDLE, RowState.PAUSED, RowState.STOPPED, RowState.FAILED)
 
