@@ -258,3 +258,17 @@ async def test_run_again_with_the_port_taken_restarts_the_rows(
             await until(app, lambda: app.controller.model.all_ready)
             for index in range(5):
                 assert_ready(app, out_dir, index)
+
+
+@pytest.mark.asyncio
+async def test_a_second_demo_on_the_same_state_dir_exits_with_the_reason(
+    state_dir: Path, out_dir: Path
+) -> None:
+    async with demo(state_dir, out_dir) as (app, first):
+        second = DemoApp(DemoController(state_dir, output=out_dir, files=FILES, throttle=None))
+        async with second.run_test() as pilot:
+            await pilot.pause()
+        assert second.return_code == 1
+        assert not second.ready
+        await first.press("a")  # the first one is unharmed
+        await until(app, lambda: app.controller.model.all_ready)

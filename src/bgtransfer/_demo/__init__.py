@@ -33,5 +33,6 @@ def run(args: argparse.Namespace) -> int:
         Path(state_dir).expanduser().absolute() if state_dir else default_state_dir().absolute(),
         output=Path(output).expanduser().absolute() if output else None,
     )
-    status = DemoApp(controller).run()
-    return status or 0
+    app = DemoApp(controller)
+    app.run()
+    return app.return_code or 0

@@ -95,7 +95,7 @@ class DemoApp(App[int]):
         try:
             await self.controller.open()
         except Exception as exc:
-            self.exit(1, message=f"bgtransfer demo: {exc}")
+            self.exit(1, return_code=1, message=f"bgtransfer demo: {exc}")
             return
         self.ready = True
         self._changed.set()

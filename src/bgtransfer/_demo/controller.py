@@ -251,7 +251,10 @@ class DemoController:
             if isinstance(event, FinishedEvent | ErrorEvent | CancelledEvent):
                 self._tasks.pop(event.task_id, None)
             if isinstance(event, FinishedEvent):
-                self.model.verified(row, ok=await self._verify(row))
+                self.on_change()  # "Verifying"
+                ok = await self._verify(row)
+                if row.task_id == event.task_id:  # not reset or restarted meanwhile
+                    self.model.verified(row, ok=ok)
             self.on_change()
 
     # -- actions ----------------------------------------------------------------------
