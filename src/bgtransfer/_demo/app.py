@@ -80,7 +80,7 @@ class DemoApp(App[int]):
             yield Button("Start All Downloads", id="start_all", variant="success")
             yield Button("Stop All Downloads", id="stop_all", variant="warning")
             yield Button("Reset", id="reset", variant="error")
-        yield Static(id="status")
+        yield Static("Opening the demo session...", id="status")
         yield Footer()
 
     async def on_mount(self) -> None:
