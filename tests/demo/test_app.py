@@ -272,3 +272,25 @@ async def test_a_second_demo_on_the_same_state_dir_exits_with_the_reason(
         assert not second.ready
         await first.press("a")  # the first one is unharmed
         await until(app, lambda: app.controller.model.all_ready)
+
+
+@pytest.mark.asyncio
+async def test_a_task_reattached_under_another_output_is_verified_where_it_landed(
+    state_dir: Path, tmp_path: Path
+) -> None:
+    first_out, second_out = tmp_path / "first", tmp_path / "second"
+    first_out.mkdir()
+    second_out.mkdir()
+    async with demo(state_dir, first_out, hold={1: 100_000}) as (app, pilot):
+        row = app.controller.model.rows[1]
+        await select(pilot, 1)
+        await pilot.press("space")
+        await until(app, lambda: row.received > 0)
+        await pilot.press("q")
+
+    async with demo(state_dir, second_out) as (app, pilot):
+        await until(app, lambda: state(app, 1) is not RowState.RUNNING)
+        assert state(app, 1) is RowState.READY
+        served = app.controller.server.file(FILES[1].path)
+        assert sha256(first_out / FILES[1].name) == served.sha256  # the task's destination
+        assert list(second_out.iterdir()) == []

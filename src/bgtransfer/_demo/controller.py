@@ -44,7 +44,7 @@ def _sha256(path: Path) -> str | None:
         with path.open("rb") as file:
             while chunk := file.read(1 << 20):
                 digest.update(chunk)
-    except FileNotFoundError:
+    except OSError:  # gone, or not readable: not verified
         return None
     return digest.hexdigest()
 
@@ -223,8 +223,11 @@ class DemoController:
         row.state = RowState.RUNNING
         row.note = ""
 
-    async def _verify(self, row: Row) -> bool:
-        digest = await asyncio.to_thread(_sha256, self.destination(row))
+    async def _verify(self, row: Row, location: Path | None = None) -> bool:
+        """Whether the row's file (at ``location``, default its destination) has
+        the served bytes."""
+        path = self.destination(row) if location is None else location
+        digest = await asyncio.to_thread(_sha256, path)
         return digest == self.server.file(row.file.path).sha256
 
     async def _discard(self, data: ResumeData) -> None:
@@ -252,7 +255,7 @@ class DemoController:
                 self._tasks.pop(event.task_id, None)
             if isinstance(event, FinishedEvent):
                 self.on_change()  # "Verifying"
-                ok = await self._verify(row)
+                ok = await self._verify(row, event.location)
                 if row.task_id == event.task_id:  # not reset or restarted meanwhile
                     self.model.verified(row, ok=ok)
             self.on_change()
@@ -294,13 +297,10 @@ class DemoController:
         row.state = RowState.PAUSED
         self.on_change()
         data = await task.cancel_with_resume_data()
-        if task.result is not None and isinstance(task.result, FinishedEvent):
-            row.task_id = task.id  # it finished first: let the pump verify it
-            self.model.apply(task.result)
-            self.model.verified(row, ok=await self._verify(row))
-        elif data is None:
+        finished = await self._finished_meanwhile(row, task)
+        if not finished and data is None:
             row.clear(RowState.STOPPED, "nothing to resume from")
-        else:
+        elif not finished and data is not None:
             row.resume_data, row.received = data.to_bytes(), data.offset
             row.note = f"paused at {data.offset:,} bytes"
         await self._save()
@@ -312,10 +312,7 @@ class DemoController:
         task = self._detach(row)
         if task is not None:
             await task.cancel()
-            if isinstance(task.result, FinishedEvent):
-                row.task_id = task.id
-                self.model.apply(task.result)
-                self.model.verified(row, ok=await self._verify(row))
+            if await self._finished_meanwhile(row, task):
                 self.on_change()
                 return
         elif row.resume_data is not None:
@@ -325,6 +322,17 @@ class DemoController:
         row.clear(RowState.STOPPED)
         await self._save()
         self.on_change()
+
+    async def _finished_meanwhile(self, row: Row, task: DownloadTask) -> bool:
+        """When the task finished before a pause or stop reached it: verify its
+        file, show the row Ready, and say so."""
+        result = task.result
+        if not isinstance(result, FinishedEvent):
+            return False
+        row.task_id = task.id
+        self.model.apply(result)
+        self.model.verified(row, ok=await self._verify(row, result.location))
+        return True
 
     def _detach(self, row: Row) -> DownloadTask | None:
         """The row's running task, no longer linked to the row (its late events
