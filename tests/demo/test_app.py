@@ -96,6 +96,9 @@ async def test_start_all_downloads_every_file_verified_and_notifies(
             assert_ready(app, out_dir, index)
         assert app.notices == [ALL_DONE]
         assert app.controller.server.statistics().peak_connections <= 2
+        await pilot.pause()
+        screen = app.export_screenshot()  # what the terminal shows
+        assert screen.count(">Ready<") == 5
 
 
 @pytest.mark.asyncio
