@@ -98,7 +98,7 @@ async def test_start_all_downloads_every_file_verified_and_notifies(
         assert app.controller.server.statistics().peak_connections <= 2
         await pilot.pause()
         screen = app.export_screenshot()  # what the terminal shows
-        assert screen.count(">Ready<") == 5
+        assert screen.count("Ready") == 5
 
 
 @pytest.mark.asyncio
