@@ -111,12 +111,15 @@ def all_imports(root: Path) -> list[Import]:
     return [found for name, path in modules.items() for found in imports_of(name, path, modules)]
 
 
-# Packages of the front: every module in them is front (the command line's commands).
-FRONT_PACKAGES = {"bgtransfer._cli"}
+# Packages of the front: every module in them is front (the command line's
+# commands, the terminal demo app).
+FRONT_PACKAGES = {"bgtransfer._cli", "bgtransfer._demo"}
 
 
 def layer(module: str) -> str:
-    if module in FRONT or any(module.startswith(f"{package}.") for package in FRONT_PACKAGES):
+    if module in FRONT or module in FRONT_PACKAGES:
+        return "front"
+    if any(module.startswith(f"{package}.") for package in FRONT_PACKAGES):
         return "front"
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else "front"

@@ -27,7 +27,7 @@ def test_demo_headless_downloads_and_verifies_five_files(tmp_path: Path) -> None
     peak = int(result.stdout.split("peak connections seen by the server: ")[1].split()[0])
     assert 1 <= peak <= 2
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        Path(p).name for p, _, _ in DEMO_FILES
+        Path(file.path).name for file in DEMO_FILES
     )
 
 

@@ -307,7 +307,8 @@ async def _reattach_or_submit(
     when it is already complete, else a new task. Returns the tasks to follow."""
     left: dict[tuple[str, Path], DownloadTask] = {}
     for found in session.tasks():
-        left[found.url, found.destination.absolute()] = found
+        if isinstance(found, DownloadTask):
+            left[found.url, found.destination.absolute()] = found
     ours: dict[int, Wanted] = {}
     new: list[Wanted] = []
     for want in wanted:

@@ -28,19 +28,11 @@ from .._core.events import (
     ResumedEvent,
     RetryEvent,
 )
+from .._demo.model import DEMO_FILES
 from .._session import Session
 from ..testing import TestServer
 
 __all__ = ["DEMO_FILES", "add_parser", "run"]
-
-# The demo's five files: 700 KB to 29 MB, like the classic sample app's.
-DEMO_FILES = (
-    ("/demo/networking-overview.pdf", 700_000, "Networking overview"),
-    ("/demo/session-video-480p.mp4", 4_400_000, "Session video (480p)"),
-    ("/demo/sample-code.zip", 9_100_000, "Sample code"),
-    ("/demo/session-video-720p.mp4", 17_300_000, "Session video (720p)"),
-    ("/demo/session-video-1080p.mp4", 29_000_000, "Session video (1080p)"),
-)
 
 
 def _bar(done: int, total: int | None, width: int = 24) -> str:
@@ -61,7 +53,8 @@ async def run_headless(args: argparse.Namespace) -> int:
                 "com.example.bgtransfer.demo", state_dir=state, config=config
             ) as session:
                 expected: dict[int, tuple[str, str]] = {}
-                for path, size, label in DEMO_FILES:
+                for demo_file in DEMO_FILES:
+                    path, size, label = demo_file.path, demo_file.size, demo_file.label
                     served = server.add_file(path, size=size)
                     task = await session.download(
                         server.url(path), out / Path(path).name, description=label

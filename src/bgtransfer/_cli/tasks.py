@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from .._core.events import CancelledEvent, ErrorEvent, FinishedEvent
 from .._session import Session
-from .._task import DownloadTask
+from .._task import TransferTask
 from .options import EXIT_FAILURE, EXIT_OK, add_state_dir_option, state_dir
 
 __all__ = ["add_parsers"]
@@ -76,7 +76,7 @@ async def _run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _outcome(task: DownloadTask) -> str | None:
+def _outcome(task: TransferTask) -> str | None:
     """How an ended task ended (its state is then "completed", as in NSURLSession)."""
     result = task.result
     if isinstance(result, FinishedEvent):
@@ -88,15 +88,15 @@ def _outcome(task: DownloadTask) -> str | None:
     return None
 
 
-def _shown_state(task: DownloadTask) -> str:
+def _shown_state(task: TransferTask) -> str:
     return _outcome(task) or task.state.value
 
 
-def _choose(tasks: list[DownloadTask], ids: Sequence[int]) -> list[DownloadTask] | None:
+def _choose(tasks: Sequence[TransferTask], ids: Sequence[int]) -> list[TransferTask] | None:
     """The tasks named by ``ids`` (all of them when none is given), or None
     (after saying which) when one is not in the session."""
     if not ids:
-        return tasks
+        return list(tasks)
     by_id = {task.id: task for task in tasks}
     missing = [str(task_id) for task_id in ids if task_id not in by_id]
     if missing:
@@ -105,7 +105,7 @@ def _choose(tasks: list[DownloadTask], ids: Sequence[int]) -> list[DownloadTask]
     return [by_id[task_id] for task_id in ids]
 
 
-def _list(tasks: list[DownloadTask], *, as_json: bool) -> None:
+def _list(tasks: Sequence[TransferTask], *, as_json: bool) -> None:
     for task in tasks:
         if as_json:
             record = {
