@@ -39,6 +39,7 @@ EXPECTED = {
     "ProtocolError",
     "RedirectError",
     "ResourceTimeoutError",
+    "ResumableUploadError",
     "ResumeData",
     "ResumedEvent",
     "RetryEvent",
@@ -56,6 +57,8 @@ EXPECTED = {
     "TransferError",
     "TransferTimeoutError",
     "UnsupportedSchemeError",
+    "UploadChecksumError",
+    "UploadExpiredError",
     "__version__",
     "default_state_dir",
 }

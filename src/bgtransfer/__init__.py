@@ -40,6 +40,7 @@ from ._exceptions import (
     ProtocolError,
     RedirectError,
     ResourceTimeoutError,
+    ResumableUploadError,
     SessionClosedError,
     SessionError,
     SessionInUseError,
@@ -47,6 +48,8 @@ from ._exceptions import (
     TransferError,
     TransferTimeoutError,
     UnsupportedSchemeError,
+    UploadChecksumError,
+    UploadExpiredError,
 )
 from ._session import Session, default_state_dir
 from ._task import DownloadTask
@@ -80,6 +83,7 @@ __all__ = [
     "ProtocolError",
     "RedirectError",
     "ResourceTimeoutError",
+    "ResumableUploadError",
     "ResumeData",
     "ResumedEvent",
     "RetryEvent",
@@ -97,6 +101,8 @@ __all__ = [
     "TransferError",
     "TransferTimeoutError",
     "UnsupportedSchemeError",
+    "UploadChecksumError",
+    "UploadExpiredError",
     "__version__",
     "default_state_dir",
 ]

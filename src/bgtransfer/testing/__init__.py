@@ -11,15 +11,22 @@ thread for synchronous callers.
 
 from ._content import ServedFile
 from ._faults import Faults
+from ._ietf import IetfEndpoint
 from ._server import TestServer
 from ._stats import RecordedRequest, ServerStatistics
 from ._threaded import ThreadedTestServer
+from ._tus import TusEndpoint
+from ._uploads import StoredUpload, UploadFaults
 
 __all__ = [
     "Faults",
+    "IetfEndpoint",
     "RecordedRequest",
     "ServedFile",
     "ServerStatistics",
+    "StoredUpload",
     "TestServer",
     "ThreadedTestServer",
+    "TusEndpoint",
+    "UploadFaults",
 ]
