@@ -26,6 +26,7 @@ from bgtransfer import (
 )
 from bgtransfer._core.resumable_upload import IetfUpload
 from bgtransfer._core.tus import TusUpload
+from bgtransfer._core.upload_protocol import UploadResponse, advertised_protocol, discovery_request
 from bgtransfer._io.resumable import send_resumable, terminate_upload
 from bgtransfer.testing import TestServer, UploadFaults
 from bgtransfer.testing._uploads import UploadEndpoint
@@ -416,3 +417,14 @@ async def test_ietf_append_limit_splits_the_upload(
     assert [p["Upload-Complete"] for p in patches] == ["?0", "?0", "?1"]
     [upload] = endpoint.uploads.values()
     assert upload.sha256() == _sha(path)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_the_endpoints_advertise_their_protocol(
+    server: TestServer, client: aiohttp.ClientSession, protocol: Protocol
+) -> None:
+    endpoint = _endpoint(server, protocol)
+    request = discovery_request(server.url(endpoint.prefix))
+    async with client.options(request.url, headers=dict(request.headers)) as response:
+        answer = UploadResponse.of(response.status, response.headers.items())
+    assert advertised_protocol(answer) == protocol

@@ -270,8 +270,9 @@ class TusUpload:
 
     def _on_options(self, response: UploadResponse) -> TusUpload:
         if not 200 <= response.status < 300:
-            # OPTIONS is optional for a server: go on without extensions.
-            return attrs.evolve(self, phase="create", capabilities=TusCapabilities())
+            # OPTIONS is optional for a server: go on knowing nothing of its
+            # extensions (no checksum; termination is still tried on cancel).
+            return attrs.evolve(self, phase="create")
         capabilities = parse_capabilities(response, task_url=self.task_url)
         if capabilities.extensions and "creation" not in capabilities.extensions:
             raise ResumableUploadError(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Final, Protocol, Self
+from typing import Final, Literal, Protocol, Self
 from urllib.parse import urljoin, urlsplit
 
 import attrs
@@ -31,7 +31,9 @@ __all__ = [
     "UploadMachine",
     "UploadRequest",
     "UploadResponse",
+    "advertised_protocol",
     "check_offset",
+    "discovery_request",
     "expired",
     "parse_offset",
     "resolve_upload_url",
@@ -217,3 +219,33 @@ def expired(restarts: int, status: int, upload_url: str, *, task_url: str) -> in
             status=status,
         )
     return restarts + 1
+
+
+def discovery_request(endpoint: str) -> UploadRequest:
+    """An ``OPTIONS`` request that either protocol's server answers about itself
+    (for ``protocol="auto"``): it names tus 1.0.0 and the draft's interop version."""
+    return UploadRequest(
+        method="OPTIONS",
+        url=endpoint,
+        headers=(("Tus-Resumable", "1.0.0"), ("Upload-Draft-Interop-Version", "8")),
+    )
+
+
+def advertised_protocol(response: UploadResponse) -> Literal["tus", "ietf"] | None:
+    """Which resumable protocol an ``OPTIONS`` answer advertises, if any.
+
+    tus: a 2xx with ``Tus-Version`` naming 1.0.0. The IETF draft: a 2xx whose
+    ``Accept-Patch`` lists ``application/partial-upload`` (the draft requires it
+    of a resource that can create uploads). tus wins when both are there: it is
+    the older, settled protocol.
+    """
+    if not 200 <= response.status < 300:
+        return None
+    versions = response.header("Tus-Version") or ""
+    if "1.0.0" in (item.strip() for item in versions.split(",")):
+        return "tus"
+    accepted = response.header("Accept-Patch") or ""
+    media = (item.split(";", 1)[0].strip().lower() for item in accepted.split(","))
+    if "application/partial-upload" in media:
+        return "ietf"
+    return None

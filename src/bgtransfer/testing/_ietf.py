@@ -2,7 +2,8 @@
 with the fault knobs of :class:`~bgtransfer.testing.UploadFaults`.
 
 ``server.add_ietf_endpoint("/ietf/")`` serves it: upload creation by ``POST`` or
-``PUT`` on the prefix, ``HEAD``/``PATCH``/``DELETE`` on ``/ietf/<id>``. It is
+``PUT`` on the prefix (``OPTIONS`` there lists ``Accept-Patch:
+application/partial-upload``), ``HEAD``/``PATCH``/``DELETE`` on ``/ietf/<id>``. It is
 strict: a request without ``Upload-Draft-Interop-Version: 8`` gets 400. It sends
 no 104 interim responses (aiohttp's server cannot). The final response of a
 completed upload is ``200`` with ``Upload-Complete: ?1`` and a JSON body
@@ -61,6 +62,11 @@ class IetfEndpoint(UploadEndpoint):
             await self._drain(request)
             return web.Response(status=400, text="Upload-Draft-Interop-Version 8 expected\n")
         method = request.method
+        if request.path == self.prefix and method == "OPTIONS":
+            return web.Response(
+                status=204,
+                headers={"Accept-Patch": _PARTIAL, "Allow": "OPTIONS, POST, PUT", **self._limits()},
+            )
         if request.path == self.prefix and method in {"POST", "PUT"}:
             return await self._on_create(request, faults)
         if upload is None:
