@@ -428,3 +428,30 @@ async def test_the_endpoints_advertise_their_protocol(
     async with client.options(request.url, headers=dict(request.headers)) as response:
         answer = UploadResponse.of(response.status, response.headers.items())
     assert advertised_protocol(answer) == protocol
+
+
+def _open_on(path: Path) -> int:
+    """How many descriptors of this process are open on ``path``."""
+    count = 0
+    for entry in Path("/proc/self/fd").iterdir():
+        try:
+            if os.readlink(entry) == str(path):
+                count += 1
+        except OSError:
+            continue
+    return count
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["finished", "failed"])
+async def test_the_file_is_closed_when_the_call_ends(
+    server: TestServer, client: aiohttp.ClientSession, tmp_path: Path, fails: bool
+) -> None:
+    endpoint = server.add_tus_endpoint("/tus/")
+    path = _file(tmp_path, 300_000)
+    if fails:
+        endpoint.set_faults(UploadFaults(method="PATCH", status=500))
+    try:
+        await _send(client, _machine(server, "tus", 300_000), path, Seen(endpoint))
+    except Exception:
+        assert fails
+    assert _open_on(path) == 0

@@ -22,21 +22,21 @@ import base64
 import hashlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, Final, TypeVar
+from typing import Final, TypeVar
 
-import aiofiles
 import aiohttp
 
 from .._core.upload_protocol import UploadMachine, UploadRequest, UploadResponse
 from .._exceptions import LocalFileError
 from .errors import file_error, map_errors
+from .threads import run_blocking
 
 __all__ = ["BODY_CAP", "CHUNK", "send_resumable", "terminate_upload"]
 
 CHUNK: Final = 1024 * 1024
 """Bytes read from the file and handed to the connection at a time: one thread
-hop (aiofiles) per MiB. On loopback 64 KiB pieces send 90 MiB/s, 256 KiB 330,
-1 MiB 620 (to a server that drops what it reads; ``curl -T`` there: 270)."""
+hop per MiB (64 KiB pieces sent 50-90 MiB/s on loopback, 256 KiB and more
+250-620; see docs/design.md)."""
 BODY_CAP: Final = 64 * 1024
 """Bytes of a response body kept (the final response's); the rest is read and dropped."""
 
@@ -66,11 +66,12 @@ async def send_resumable(
     task_url = machine.task_url
     extra = dict(headers or {})
     try:
-        opened = await aiofiles.open(path, "rb")
+        fd = await run_blocking(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         raise file_error(exc, url=task_url, action="open", path=path) from exc
+    source = _Source(fd, path, task_url)
     try:
-        size = os.fstat(opened.fileno()).st_size
+        size = os.fstat(fd).st_size
         expected = machine.size
         if size != expected:
             raise LocalFileError(
@@ -85,8 +86,7 @@ async def send_resumable(
             response = await _exchange(
                 client,
                 request,
-                opened,
-                path,
+                source,
                 extra,
                 task_url=task_url,
                 request_timeout=request_timeout,
@@ -106,7 +106,7 @@ async def send_resumable(
                     await on_offset(known_offset)
         return machine.result
     finally:
-        await opened.close()
+        source.close()
 
 
 async def terminate_upload(
@@ -154,8 +154,7 @@ def _timeout(request_timeout: float | None) -> aiohttp.ClientTimeout:
 async def _exchange(
     client: aiohttp.ClientSession,
     request: UploadRequest,
-    opened: Any,
-    path: str | os.PathLike[str],
+    source: _Source,
     extra: Mapping[str, str],
     *,
     task_url: str,
@@ -169,11 +168,9 @@ async def _exchange(
     if request.body is not None:
         start, end = request.body
         if request.checksum is not None:
-            digest = await _digest(opened, path, start, end, request.checksum, task_url=task_url)
+            digest = await source.digest(start, end, request.checksum)
             headers["Upload-Checksum"] = f"{request.checksum} {digest}"
-        data = _stream(
-            opened, path, start, end, task_url=task_url, on_progress=on_progress, failed=failed
-        )
+        data = source.stream(start, end, on_progress=on_progress, failed=failed)
     try:
         with map_errors(url=task_url, request_timeout=request_timeout):
             async with client.request(
@@ -204,69 +201,80 @@ async def _read_bounded(response: aiohttp.ClientResponse, cap: int) -> bytes:
     return bytes(kept)
 
 
-async def _stream(
-    opened: Any,
-    path: str | os.PathLike[str],
-    start: int,
-    end: int,
-    *,
-    task_url: str,
-    on_progress: Callable[[int], None] | None,
-    failed: list[LocalFileError],
-) -> AsyncIterator[bytes]:
-    """The file's bytes ``[start, end)`` in pieces, reporting each as sent; a
-    read error is also put in ``failed``."""
-    position = start
-    try:
-        await opened.seek(start)
+class _Source:
+    """The file being uploaded, read by ``os.pread`` in a worker thread: no shared
+    file position, and the descriptor is closed only once no read is in flight
+    (aiohttp may still be ending a cancelled body when the upload's call ends)."""
+
+    def __init__(self, fd: int, path: str | os.PathLike[str], task_url: str) -> None:
+        self._fd = fd
+        self._path = path
+        self._task_url = task_url
+        self._reads = 0
+        self._closing = False
+
+    def close(self) -> None:
+        """Close the file now, or when the read in flight ends."""
+        self._closing = True
+        if self._reads == 0:
+            os.close(self._fd)
+
+    async def _read(self, size: int, position: int) -> bytes:
+        if self._closing:
+            raise LocalFileError(f"{self._path} was closed: the upload ended", url=self._task_url)
+        self._reads += 1
+        try:
+            # run_blocking waits for the thread even when cancelled.
+            return await run_blocking(os.pread, self._fd, size, position)
+        except OSError as exc:
+            raise file_error(exc, url=self._task_url, action="read", path=self._path) from exc
+        finally:
+            self._read_ended()
+
+    def _read_ended(self) -> None:
+        self._reads -= 1
+        if self._closing and self._reads == 0:
+            os.close(self._fd)
+
+    async def pieces(self, start: int, end: int) -> AsyncIterator[bytes]:
+        """The bytes ``[start, end)``, :data:`CHUNK` at a time."""
+        position = start
         while position < end:
-            piece = await opened.read(min(CHUNK, end - position))
+            piece = await self._read(min(CHUNK, end - position), position)
             if not piece:
                 raise LocalFileError(
-                    f"{path} ended at {position} bytes, before {end}: the file changed",
-                    url=task_url,
-                    filename=os.fspath(path),
+                    f"{self._path} ended at {position} bytes, before {end}: the file changed",
+                    url=self._task_url,
+                    filename=os.fspath(self._path),
                 )
             yield piece
             position += len(piece)
-            if on_progress is not None:
-                on_progress(position)
-    except OSError as exc:
-        error = exc if isinstance(exc, LocalFileError) else _read_error(exc, path, task_url)
-        failed.append(error)
-        raise error from exc
 
-
-async def _digest(
-    opened: Any,
-    path: str | os.PathLike[str],
-    start: int,
-    end: int,
-    algorithm: str,
-    *,
-    task_url: str,
-) -> str:
-    """base64 of the ``algorithm`` digest of the file's bytes ``[start, end)``."""
-    hasher = hashlib.new(algorithm)
-    position = start
-    try:
-        await opened.seek(start)
-        while position < end:
-            piece = await opened.read(min(CHUNK, end - position))
-            if not piece:
-                raise LocalFileError(
-                    f"{path} ended at {position} bytes, before {end}: the file changed",
-                    url=task_url,
-                    filename=os.fspath(path),
-                )
-            hasher.update(piece)
-            position += len(piece)
-    except OSError as exc:
-        if isinstance(exc, LocalFileError):
+    async def stream(
+        self,
+        start: int,
+        end: int,
+        *,
+        on_progress: Callable[[int], None] | None,
+        failed: list[LocalFileError],
+    ) -> AsyncIterator[bytes]:
+        """The request body: the bytes ``[start, end)``, each piece reported as
+        sent; a read error is also put in ``failed`` (aiohttp reports it as a
+        failed write)."""
+        position = start
+        try:
+            async for piece in self.pieces(start, end):
+                yield piece
+                position += len(piece)
+                if on_progress is not None:
+                    on_progress(position)
+        except LocalFileError as error:
+            failed.append(error)
             raise
-        raise _read_error(exc, path, task_url) from exc
-    return base64.b64encode(hasher.digest()).decode("ascii")
 
-
-def _read_error(exc: OSError, path: str | os.PathLike[str], task_url: str) -> LocalFileError:
-    return file_error(exc, url=task_url, action="read", path=path)
+    async def digest(self, start: int, end: int, algorithm: str) -> str:
+        """base64 of the ``algorithm`` digest of the bytes ``[start, end)``."""
+        hasher = hashlib.new(algorithm)
+        async for piece in self.pieces(start, end):
+            hasher.update(piece)
+        return base64.b64encode(hasher.digest()).decode("ascii")
