@@ -24,9 +24,12 @@ from bgtransfer import (
     ProtocolError,
     RedirectError,
     ResourceTimeoutError,
+    ResumableUploadError,
     ResumeData,
     TransferError,
     TransferTimeoutError,
+    UploadChecksumError,
+    UploadExpiredError,
 )
 from bgtransfer._core import codec
 from bgtransfer._core.codec import (
@@ -71,6 +74,9 @@ EXAMPLES: list[TransferError] = [
         errno=errno.ENOSPC,
         filename="/s/journal.sqlite3",
     ),
+    ResumableUploadError("the server moved the upload's offset backwards", url=URL),
+    UploadExpiredError("the server no longer has the upload", url=URL, status=410),
+    UploadChecksumError("the server refused the checksum 3 times (460)", url=URL),
 ]
 
 
@@ -555,6 +561,8 @@ def errors(draw: st.DrawFn) -> TransferError:
             errno=draw(st.none() | st.sampled_from(sorted(errno.errorcode))),
             filename=draw(optional_texts),
         )
+    if cls is UploadExpiredError:
+        return UploadExpiredError(draw(texts), url=url, status=draw(st.sampled_from([404, 410])))
     return cls(draw(texts), url=url)
 
 

@@ -23,8 +23,11 @@ from .._exceptions import (
     ProtocolError,
     RedirectError,
     ResourceTimeoutError,
+    ResumableUploadError,
     TransferError,
     TransferTimeoutError,
+    UploadChecksumError,
+    UploadExpiredError,
 )
 from .events import (
     CancelledEvent,
@@ -60,12 +63,16 @@ _ERROR_TYPES: Final[dict[str, type[TransferError]]] = {
         ResourceTimeoutError,
         LocalFileError,
         JournalWriteError,
+        ResumableUploadError,
+        UploadExpiredError,
+        UploadChecksumError,
     )
 }
 _FIELDS: Final[dict[type[TransferError], tuple[str, ...]]] = {
     HTTPStatusError: ("status", "reason", "retry_after"),
     LocalFileError: ("errno", "filename", "strerror"),
     JournalWriteError: ("errno", "filename", "strerror"),
+    UploadExpiredError: ("status",),
 }
 """The typed attributes each class carries beyond ``url`` (every one is restored)."""
 
@@ -99,7 +106,7 @@ def decode_error(document: object) -> TransferError:
         value = document.get(name)
         expected = int if name in ("status", "errno") else str
         if name in ("status", "reason") and value is None:
-            raise CodecError(f"HTTPStatusError without a {name}")
+            raise CodecError(f"{cls.__name__} without a {name}")
         if value is not None and (not isinstance(value, expected) or isinstance(value, bool)):
             raise CodecError(f"error field {name!r} has the wrong type")
         setattr(error, name, value)

@@ -153,6 +153,8 @@ class TestServer:
         """Stop serving: abort held and sleeping requests, close every connection."""
         self._shutdown.set()
         self._gates.release_all()
+        for endpoint in self._upload_endpoints.values():
+            endpoint.release()
         self._notifier.close()
         runner, self._runner = self._runner, None
         if runner is not None:

@@ -3,6 +3,7 @@ knobs (:class:`UploadFaults`) and the reading of request bodies under faults."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import socket
@@ -49,6 +50,10 @@ class UploadFaults:
     ``forget``, 404 or 410 for an upload that expired."""
     reset_after: int | None = attrs.field(default=None, validator=_non_negative)
     """Keep this many body bytes of the request, then reset the connection (RST)."""
+    hold_after: int | None = attrs.field(default=None, validator=_non_negative)
+    """Stop reading the body after this many bytes (kept) until
+    :meth:`UploadEndpoint.release`; :meth:`UploadEndpoint.wait_held` returns once
+    a request is held there."""
     offset_shift: int = attrs.field(default=0, validator=attrs.validators.instance_of(int))
     """Add this to the ``Upload-Offset`` answered: below 0 the server "loses" bytes
     it acknowledged, above 0 it claims more than it holds."""
@@ -100,6 +105,18 @@ class UploadEndpoint:
         self._ids = itertools.count(1)
         self._standing: dict[str, UploadFaults] = {}
         self._overrides: list[list[Any]] = []
+        self._gate = asyncio.Event()
+        self._held = asyncio.Event()
+
+    # -- holding requests ------------------------------------------------------------
+
+    async def wait_held(self) -> None:
+        """Return once a request is held by ``UploadFaults(hold_after=...)``."""
+        await self._held.wait()
+
+    def release(self) -> None:
+        """Let held requests (and later ones) read on; the server's close does it too."""
+        self._gate.set()
 
     # -- configuration ---------------------------------------------------------------
 
@@ -190,11 +207,21 @@ class UploadEndpoint:
         """Append the body to ``upload`` (or, ``buffer_first``, return it whole
         without storing); reset the connection after ``faults.reset_after`` bytes."""
         budget = faults.reset_after
+        hold = faults.hold_after
         taken = 0
         kept = bytearray()
         while budget is None or taken < budget:
-            want = _READ if budget is None else min(_READ, budget - taken)
-            piece = await request.content.read(want)
+            if hold is not None and taken >= hold:
+                hold = None
+                self._held.set()
+                await self._gate.wait()
+                transport = request.transport
+                if transport is None or transport.is_closing():
+                    raise _Aborted  # the client went away while held: keep nothing more
+            limits = [_READ]
+            limits += [] if budget is None else [budget - taken]
+            limits += [] if hold is None else [hold - taken]
+            piece = await request.content.read(min(limits))
             if not piece:
                 break
             self.bytes_received += len(piece)
