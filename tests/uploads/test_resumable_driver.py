@@ -304,25 +304,20 @@ async def test_cancel_terminates_the_upload(
     server: TestServer, client: aiohttp.ClientSession, tmp_path: Path, protocol: Protocol
 ) -> None:
     endpoint = _endpoint(server, protocol)
-    size = 20 * MiB
+    size = 4 * MiB
     path = _file(tmp_path, size)
     seen = Seen(endpoint)
-    some_sent = asyncio.Event()
-
-    def on_progress(position: int) -> None:
-        if position >= 1 * MiB:
-            some_sent.set()
-
+    endpoint.set_faults(UploadFaults(method="PATCH", hold_after=1 * MiB), times=1)
     machine = _machine(server, protocol, size)
     sending = asyncio.create_task(
-        send_resumable(
-            client, machine, path, on_upload_url=seen.on_upload_url, on_progress=on_progress
-        )
+        send_resumable(client, machine, path, on_upload_url=seen.on_upload_url)
     )
-    await some_sent.wait()
+    await endpoint.wait_held()
     sending.cancel()
     with pytest.raises(asyncio.CancelledError):
         await sending
+    endpoint.release()
+    await server.wait_until(lambda s: s.in_flight == 0)
     [url] = seen.urls
     stored = _machine(server, protocol, size, upload_url=url)
     assert await terminate_upload(client, stored) == 204

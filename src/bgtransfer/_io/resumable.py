@@ -57,6 +57,11 @@ async def send_resumable(
 ) -> UploadResponse:
     """Run ``machine`` to the end of the upload of ``path``; its final response.
 
+    The final response is returned whatever its status: an IETF-draft answer
+    carrying ``Upload-Complete: ?1`` is the target's verdict on the whole file,
+    a 4xx or 5xx included, and the caller judges it. Redirects are not followed
+    (a 3xx is an :class:`~bgtransfer.HTTPStatusError`).
+
     ``headers`` (the app's, e.g. ``Authorization``) go with every request, under
     the protocol's own. ``on_progress(position)`` gets the file position sent so
     far, after each piece (it goes back when the server holds less than was
