@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import attrs
 import pytest
 import pytest_asyncio
 from _upload_helpers import send_until
@@ -118,3 +119,25 @@ async def test_termination_removes_the_upload(
     async with client.head(upload_url, headers=headers) as answer:
         assert answer.status in {404, 410}
     assert not (store / "done.bin").exists()
+
+
+async def test_a_stale_offset_is_recovered_by_head(
+    tus_app: tuple[str, Path], tmp_path: Path, client: aiohttp.ClientSession
+) -> None:
+    url, store = tus_app
+    size = 4 * MiB
+    path = _file(tmp_path, size)
+    upload_url = await send_until(client, _machine(url, size), path, cut_at=CHUNK + 1)
+    # A machine that believes the server holds nothing: its PATCH from 0 gets a 409.
+    stale = attrs.evolve(_machine(url, size, upload_url=upload_url), phase="send", offset=0)
+    methods: list[str] = []
+
+    async def on_request(_session: object, _context: object, params: object) -> None:
+        methods.append(params.method)  # type: ignore[attr-defined]
+
+    tracing = aiohttp.TraceConfig()
+    tracing.on_request_start.append(on_request)
+    async with aiohttp.ClientSession(trace_configs=[tracing]) as traced:
+        await send_resumable(traced, stale, path)
+    assert methods[:3] == ["PATCH", "HEAD", "PATCH"]
+    assert _sha(store / "done.bin") == _sha(path)

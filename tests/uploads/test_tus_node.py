@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import attrs
 import pytest
 import pytest_asyncio
 from _upload_helpers import TusNodeServer, send_until
@@ -97,3 +98,26 @@ async def test_an_upload_of_another_size_is_refused(
     other = _file(tmp_path, 6000, "other.bin")
     with pytest.raises(ResumableUploadError, match="upload is of 5000 bytes, the file of 6000"):
         await send_resumable(client, TusUpload.start(tus_node.url, 6000, upload_url=url), other)
+
+
+async def test_a_stale_offset_is_recovered_by_head(
+    tus_node: TusNodeServer, client: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    size = 16 * MiB
+    path = _file(tmp_path, size)
+    url = await send_until(client, TusUpload.start(tus_node.url, size), path, cut_at=4 * MiB)
+    # A machine that believes the server holds nothing: its PATCH from 0 gets a 409.
+    stale = attrs.evolve(
+        TusUpload.start(tus_node.url, size, upload_url=url), phase="send", offset=0
+    )
+    methods: list[str] = []
+
+    async def on_request(_session: object, _context: object, params: object) -> None:
+        methods.append(params.method)  # type: ignore[attr-defined]
+
+    tracing = aiohttp.TraceConfig()
+    tracing.on_request_start.append(on_request)
+    async with aiohttp.ClientSession(trace_configs=[tracing]) as traced:
+        await send_resumable(traced, stale, path)
+    assert methods == ["PATCH", "HEAD", "PATCH"]
+    assert _sha(tus_node.stored(url)) == _sha(path)
