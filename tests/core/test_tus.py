@@ -381,3 +381,15 @@ def test_metadata_keys_are_checked(key: str) -> None:
 def test_start_refuses_nonsense(size: int, chunk: int | None) -> None:
     with pytest.raises(ValueError, match=">="):
         TusUpload.start(ENDPOINT, size, chunk_size=chunk)
+
+
+def test_upload_expires_is_kept() -> None:
+    date = "Wed, 25 Jun 2031 16:00:00 GMT"
+    machine = step(
+        TusUpload.start(ENDPOINT, 10, capabilities=ALL),
+        answer(201, Location=UPLOAD, Upload_Expires=date),
+    )
+    assert machine.expires == date
+    later = "Wed, 25 Jun 2031 17:00:00 GMT"
+    machine = step(machine, answer(204, Upload_Offset="5", Upload_Expires=later))
+    assert (machine.expires, machine.offset) == (later, 5)

@@ -150,6 +150,9 @@ class TusUpload:
     restarts: int = 0
     conflicts: int = 0
     checksum_failures: int = 0
+    expires: str | None = None
+    """The server's last ``Upload-Expires`` (an HTTP-date, as sent): after it,
+    the upload may be gone and a resume may have to start over."""
     result: UploadResponse | None = None
 
     @classmethod
@@ -242,13 +245,18 @@ class TusUpload:
 
     def on_response(self, request: UploadRequest, response: UploadResponse) -> TusUpload:
         """The machine after ``response`` answered ``request``."""
-        status = response.status
-        if status == 412:
+        if response.status == 412:
             raise ResumableUploadError(
                 f"the server refused tus {TUS_VERSION} (HTTP 412); it speaks "
                 f"{response.header('Tus-Version') or 'another version'}",
                 url=self.task_url,
             )
+        expires = response.header("Upload-Expires")
+        machine = self if expires in (None, self.expires) else attrs.evolve(self, expires=expires)
+        return machine._dispatch(request, response)
+
+    def _dispatch(self, request: UploadRequest, response: UploadResponse) -> TusUpload:
+        status = response.status
         if self.phase == "discover":
             return self._on_options(response)
         if self.phase == "create":
