@@ -85,6 +85,12 @@ class StoredUpload:
         return hashlib.sha256(self.data).hexdigest()
 
 
+@attrs.define
+class _Override:
+    faults: UploadFaults
+    remaining: int
+
+
 class _Aborted(Exception):
     """The connection was reset on purpose (``reset_after``)."""
 
@@ -104,7 +110,7 @@ class UploadEndpoint:
         """``(method, path, headers)`` of every request, in arrival order."""
         self._ids = itertools.count(1)
         self._standing: dict[str, UploadFaults] = {}
-        self._overrides: list[list[Any]] = []
+        self._overrides: list[_Override] = []
         self._gate = asyncio.Event()
         self._held = asyncio.Event()
 
@@ -127,20 +133,19 @@ class UploadEndpoint:
             raise TypeError(f"faults must be an UploadFaults, got {faults!r}")
         if times is None:
             self._standing[faults.method] = faults
-            self._overrides = [o for o in self._overrides if o[0].method != faults.method]
+            self._overrides = [o for o in self._overrides if o.faults.method != faults.method]
             return
         if isinstance(times, bool) or not isinstance(times, int) or times < 1:
             raise ValueError(f"times must be a positive int or None, got {times!r}")
-        self._overrides.append([faults, times])
+        self._overrides.append(_Override(faults, times))
 
     def _take(self, method: str) -> UploadFaults:
         for override in reversed(self._overrides):
-            if override[0].method == method:
-                override[1] -= 1
-                if override[1] == 0:
+            if override.faults.method == method:
+                override.remaining -= 1
+                if override.remaining == 0:
                     self._overrides.remove(override)
-                faults: UploadFaults = override[0]
-                return faults
+                return override.faults
         return self._standing.get(method, UploadFaults(method=method))
 
     def upload(self, upload_id_or_url: str) -> StoredUpload:
