@@ -87,6 +87,11 @@ _FIELDS: Final[dict[type[TransferError], tuple[str, ...]]] = {
     UploadExpiredError: ("status",),
 }
 """The typed attributes each class carries beyond ``url`` (every one is restored)."""
+_REQUIRED: Final[dict[type[TransferError], tuple[str, ...]]] = {
+    HTTPStatusError: ("status", "reason"),
+    UploadExpiredError: ("status",),
+}
+"""Those of them that are never None."""
 
 
 class CodecError(ValueError):
@@ -117,9 +122,7 @@ def decode_error(document: object) -> TransferError:
     for name in _FIELDS.get(cls, ()):
         value = document.get(name)
         expected = int if name in ("status", "errno") else str
-        if cls is HTTPStatusError and name in ("status", "reason") and value is None:
-            raise CodecError(f"HTTPStatusError without a {name}")
-        if name in ("status", "reason") and value is None:
+        if value is None and name in _REQUIRED.get(cls, ()):
             raise CodecError(f"{cls.__name__} without a {name}")
         if value is not None and (not isinstance(value, expected) or isinstance(value, bool)):
             raise CodecError(f"error field {name!r} has the wrong type")
