@@ -246,6 +246,7 @@ class Session:
         headers: dict[str, str] | None = None,
         description: str | None = None,
         reply_to: str | os.PathLike[str] | None = None,
+        protocol: str = "plain",
     ) -> UploadTask:
         """Start sending ``file`` to ``url``; return its task at once (it may wait
         for a slot, under the same limits as downloads).
@@ -265,11 +266,21 @@ class Session:
         Any other status is an :class:`~bgtransfer.HTTPStatusError`, as for a
         download. Redirects are not followed.
 
+        ``protocol="tus"`` (tus 1.0) or ``"ietf"`` (the IETF resumable-upload
+        draft, interop version 8) makes the upload resumable: the server keeps
+        what it received under an upload URL (journalled before the first byte
+        of the file goes out), and retries, ``resume()`` and a new process
+        continue from the offset the server reports (``ResumedEvent.offset``);
+        ``cancel()`` removes the upload from the server. ``"auto"`` asks the
+        server once (``OPTIONS``) and takes tus, else the draft, else plain.
+        ``reply_to`` is for plain uploads only.
+
         Raises at the call: :class:`~bgtransfer.InvalidSourceError` when ``file``
         is missing, a directory or not a regular file (links are resolved),
         :class:`~bgtransfer.InvalidDestinationError` for a ``reply_to`` a download
         could not have as its destination, ``ValueError`` for another method than
-        ``"PUT"`` or ``"POST"``, and what :meth:`download` raises for the URL.
+        ``"PUT"`` or ``"POST"``, another ``protocol``, ``reply_to`` with a
+        resumable protocol, and what :meth:`download` raises for the URL.
         """
         backend = self._require_backend()
         request = UploadRequest(
@@ -279,6 +290,7 @@ class Session:
             headers=headers,
             description=description,
             reply_to=reply_to,
+            protocol=protocol,
         )
         snapshot = await backend.submit_upload(request)
         handle = task_handle(backend, snapshot)

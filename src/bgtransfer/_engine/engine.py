@@ -144,6 +144,8 @@ class Engine(Restoring):
             fsync=journal is not None and config.durability == "fsync",
             publish=self._publish,
             hold_origin=self._hold_origin,
+            journal_task=None if journal is None else self._journal_task,
+            flush_for=None if journal is None else self._flush_for,
         )
         self._uploads = Uploads(
             config=config,

@@ -6,8 +6,8 @@ offset slot of a resumable upload), the private file the answer's body is
 written to before it moves to ``reply_to``, and the server's answer once it
 accepted the file. The work is the engine's shared
 :class:`~.upload.Uploader`, which sends each attempt's body through a
-strategy (:class:`~.upload.BodyStrategy`: the plain one today, resumable ones
-next).
+strategy (:class:`~.upload.BodyStrategy`: plain, or
+:class:`~.upload_resumable.ResumableStrategy`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from .._core.events import CancelledEvent, ErrorEvent, FinishedEvent, UploadReply
 from .._core.journal import Phase, TaskEntry
-from .._core.states import Stage
+from .._core.states import Stage, TaskState
 from .._core.upload import UploadFields
 from .._exceptions import TransferError
 from .._io.files import remove_quietly
@@ -34,6 +34,10 @@ class UploadWork(Protocol):
 
     async def transfer(self, job: UploadJob) -> FinishedEvent:
         """The job's attempts, until the server accepted the whole file."""
+        ...
+
+    async def terminate(self, job: UploadJob) -> None:
+        """Remove a cancelled resumable upload from the server (failures logged)."""
         ...
 
 
@@ -121,10 +125,14 @@ class UploadJob:
 
     @property
     def has_leftovers(self) -> bool:
-        return self.may_have_partial
+        return self.may_have_partial or self.fields.upload_url is not None
 
     async def discard(self) -> None:
-        await remove_quietly(self.reply_partial)
+        try:
+            if self.record.state is TaskState.CANCELING and self.fields.upload_url is not None:
+                await self.uploader.terminate(self)  # the server's part of a cancelled upload
+        finally:
+            await remove_quietly(self.reply_partial)
 
 
 def upload_job(record: TaskRecord) -> UploadJob:

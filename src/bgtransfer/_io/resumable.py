@@ -26,12 +26,17 @@ from typing import Final, TypeVar
 
 import aiohttp
 
-from .._core.upload_protocol import UploadMachine, UploadRequest, UploadResponse
+from .._core.upload_protocol import (
+    UploadMachine,
+    UploadRequest,
+    UploadResponse,
+    discovery_request,
+)
 from .._exceptions import LocalFileError
 from .errors import file_error, map_errors
 from .threads import run_blocking
 
-__all__ = ["BODY_CAP", "CHUNK", "send_resumable", "terminate_upload"]
+__all__ = ["BODY_CAP", "CHUNK", "discover", "send_resumable", "terminate_upload"]
 
 CHUNK: Final = 1024 * 1024
 """Bytes read from the file and handed to the connection at a time: one thread
@@ -137,6 +142,30 @@ async def terminate_upload(
         ) as response:
             await _read_bounded(response, 0)
             return response.status
+
+
+async def discover(
+    client: aiohttp.ClientSession,
+    url: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    request_timeout: float | None = None,
+) -> UploadResponse:
+    """The server's answer to the ``OPTIONS`` both protocols answer about
+    themselves (``discovery_request``), whatever its status, for
+    ``advertised_protocol``; a lost connection is the attempt's
+    :class:`~bgtransfer.NetworkError`."""
+    request = discovery_request(url)
+    with map_errors(url=url, request_timeout=request_timeout):
+        async with client.request(
+            request.method,
+            request.url,
+            headers=_headers(headers or {}, request),
+            allow_redirects=False,
+            timeout=_timeout(request_timeout),
+        ) as response:
+            await _read_bounded(response, 0)
+            return UploadResponse.of(response.status, response.headers.items())
 
 
 def _headers(extra: Mapping[str, str], request: UploadRequest) -> dict[str, str]:
