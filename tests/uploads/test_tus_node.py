@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 from _upload_helpers import TusNodeServer, send_until
 
-from bgtransfer import ResumableUploadError
+from bgtransfer import ProgressEvent, ResumableUploadError, ResumedEvent, Session
 from bgtransfer._core.tus import TusUpload
 from bgtransfer._io.resumable import send_resumable, terminate_upload
 
@@ -121,3 +121,46 @@ async def test_a_stale_offset_is_recovered_by_head(
         await send_resumable(traced, stale, path)
     assert methods == ["PATCH", "HEAD", "PATCH"]
     assert _sha(tus_node.stored(url)) == _sha(path)
+
+
+def _stored_files(server: TusNodeServer) -> list[Path]:
+    return [path for path in server.directory.iterdir() if path.suffix != ".json"]
+
+
+async def test_session_upload_is_byte_exact(tus_node: TusNodeServer, tmp_path: Path) -> None:
+    path = _file(tmp_path, 6 * MiB + 7)
+    async with Session() as session:
+        task = await session.upload(tus_node.url, path, protocol="tus")
+        finished = await task.wait()
+    assert finished.reply is not None
+    assert finished.reply.status == 204
+    [stored] = _stored_files(tus_node)
+    assert _sha(stored) == _sha(path)
+
+
+async def test_session_upload_suspended_continues_from_the_servers_offset(
+    tus_node: TusNodeServer, tmp_path: Path
+) -> None:
+    size = 24 * MiB
+    path = _file(tmp_path, size)
+    resumed: list[int] = []
+    async with Session() as session:
+        task = await session.upload(tus_node.url, path, protocol="tus")
+        interrupted = False
+        async for event in task.events():
+            if isinstance(event, ResumedEvent):
+                resumed.append(event.offset)
+            elif (
+                isinstance(event, ProgressEvent)
+                and not interrupted
+                and event.total_bytes_written >= 8 * MiB
+            ):
+                interrupted = True
+                task.suspend()  # the PATCH is cut where it stands
+                task.resume()
+        finished = await task.wait()
+    assert finished.total_bytes == size
+    [stored] = _stored_files(tus_node)
+    assert _sha(stored) == _sha(path)
+    [offset] = resumed
+    assert 0 < offset < size  # what the server held was not sent again
