@@ -72,3 +72,26 @@ async def test_a_daemon_sigkilled_mid_upload_is_continued_from_the_servers_offse
     [stored] = endpoint.uploads.values()  # created once: the journalled URL was used
     assert stored.sha256() == hashlib.sha256(source.read_bytes()).hexdigest()
     assert endpoint.bytes_received == source.stat().st_size  # nothing sent twice
+
+
+async def test_resume_data_round_trip_through_the_daemon(
+    server: TestServer, daemon_state: Path, tmp_path: Path
+) -> None:
+    source = _file(tmp_path, 3 * MiB)
+    endpoint = server.add_tus_endpoint("/tus/", checksum_algorithms=())
+    endpoint.set_faults(UploadFaults(method="PATCH", hold_after=1 * MiB), times=1)
+    config = Configuration(**FAST)
+    async with Session("rd", state_dir=daemon_state, config=config, daemon=True) as session:
+        task = await session.upload(server.url("/tus/"), source, protocol="tus")
+        await asyncio.wait_for(endpoint.wait_held(), TIMEOUT)
+        data = await task.cancel_with_resume_data()
+        endpoint.release()
+        await asyncio.wait_for(server.wait_until(lambda s: s.in_flight == 0), TIMEOUT)
+        assert data is not None
+        assert data.kind == "upload"
+        again = await session.upload_with_resume_data(data.to_bytes())
+        finished = await asyncio.wait_for(again.wait(), TIMEOUT)
+    assert isinstance(finished, FinishedEvent)
+    [stored] = endpoint.uploads.values()
+    assert stored.sha256() == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert endpoint.bytes_received == source.stat().st_size

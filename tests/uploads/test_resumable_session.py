@@ -11,18 +11,22 @@ import os
 from pathlib import Path
 from typing import Literal
 
+import attrs
 import pytest
 
 from bgtransfer import (
     CancelledEvent,
     Configuration,
+    InvalidResumeDataError,
+    ResumeData,
     ResumedEvent,
     RetryEvent,
     RetryPolicy,
     Session,
+    SourceChangedError,
     TaskState,
 )
-from bgtransfer.testing import TestServer, UploadFaults
+from bgtransfer.testing import Faults, TestServer, UploadFaults
 from bgtransfer.testing._uploads import UploadEndpoint
 
 pytestmark = pytest.mark.asyncio
@@ -228,3 +232,84 @@ async def test_a_reopened_session_continues_from_the_server_offset(
     # Created once: the reopened session used the journalled upload URL.
     methods = _methods(endpoint)
     assert methods.count("POST") + methods.count("PUT") == 1
+
+
+async def _cancelled_with_resume_data(
+    server: TestServer, session: Session, endpoint: UploadEndpoint, url: str, source: Path
+) -> ResumeData:
+    """An upload cut at 1 MiB by cancel_with_resume_data(), the server's side ended."""
+    endpoint.set_faults(UploadFaults(method="PATCH", hold_after=1 * MiB), times=1)
+    task = await session.upload(url, source, protocol=endpoint_protocol(endpoint))
+    await endpoint.wait_held()
+    data = await task.cancel_with_resume_data()
+    endpoint.release()
+    await server.wait_until(lambda stats: stats.in_flight == 0)
+    assert data is not None
+    assert isinstance(task.result, CancelledEvent)
+    assert task.result.resume_data == data
+    return data
+
+
+def endpoint_protocol(endpoint: UploadEndpoint) -> Protocol:
+    return "tus" if endpoint.prefix == "/tus/" else "ietf"
+
+
+@pytest.mark.parametrize("protocol", ["tus", "ietf"])
+async def test_resume_data_round_trip(tmp_path: Path, protocol: Protocol) -> None:
+    source = _file(tmp_path, 3 * MiB)
+    async with TestServer() as server, Session(state_dir=tmp_path / "state") as session:
+        endpoint, url = _endpoint(server, protocol)
+        data = await _cancelled_with_resume_data(server, session, endpoint, url, source)
+        assert (data.kind, data.protocol, data.source) == ("upload", protocol, str(source))
+        assert "DELETE" not in _methods(endpoint)  # the server keeps the upload
+        [held] = [upload.offset for upload in endpoint.uploads.values()]
+        again = await session.upload_with_resume_data(data.to_bytes())
+        stream = again.events()
+        finished = await again.wait()
+        events = [event async for event in stream]
+    assert finished.total_bytes == source.stat().st_size
+    [stored] = endpoint.uploads.values()  # the same upload, continued
+    assert stored.sha256() == _sha(source)
+    assert [e.offset for e in events if isinstance(e, ResumedEvent)] == [held]
+    assert endpoint.bytes_received == source.stat().st_size  # nothing sent twice
+
+
+async def test_resume_data_of_a_changed_file_is_refused(tmp_path: Path) -> None:
+    source = _file(tmp_path, 3 * MiB)
+    async with TestServer() as server, Session() as session:
+        endpoint, url = _endpoint(server, "tus")
+        data = await _cancelled_with_resume_data(server, session, endpoint, url, source)
+        with source.open("ab") as file:
+            file.write(b"more")
+        with pytest.raises(SourceChangedError, match="changed"):
+            await session.upload_with_resume_data(data)
+        assert len(session.tasks()) == 1
+
+
+async def test_forged_resume_data_is_refused(tmp_path: Path) -> None:
+    source = _file(tmp_path, 3 * MiB)
+    async with TestServer() as server, Session() as session:
+        endpoint, url = _endpoint(server, "tus")
+        data = await _cancelled_with_resume_data(server, session, endpoint, url, source)
+        forged = attrs.evolve(data, offset=2 * MiB)
+        with pytest.raises(InvalidResumeDataError, match="signature does not match"):
+            await session.upload_with_resume_data(forged.to_bytes())
+        elsewhere = attrs.evolve(data, upload_url="http://attacker.example/u1")
+        with pytest.raises(InvalidResumeDataError, match="signature does not match"):
+            await session.upload_with_resume_data(elsewhere)
+        with pytest.raises(InvalidResumeDataError, match="upload_with_resume_data"):
+            await session.download_with_resume_data(data)
+        blob = data.to_bytes().replace(b'"protocol":"tus"', b'"protocol":"ftp"')
+        with pytest.raises(InvalidResumeDataError, match="unknown protocol"):
+            await session.upload_with_resume_data(blob)
+        assert len(session.tasks()) == 1
+
+
+async def test_a_plain_upload_has_no_resume_data(tmp_path: Path) -> None:
+    source = _file(tmp_path, 3 * MiB)
+    async with TestServer() as server, Session() as session:
+        server.set_faults("/plain", Faults(hold_after=MiB), times=1)
+        task = await session.upload(server.url("/plain"), source)
+        await server.wait_held("/plain")
+        assert await task.cancel_with_resume_data() is None
+        server.release("/plain")

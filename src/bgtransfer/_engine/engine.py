@@ -146,6 +146,7 @@ class Engine(Restoring):
             hold_origin=self._hold_origin,
             journal_task=None if journal is None else self._journal_task,
             flush_for=None if journal is None else self._flush_for,
+            resume_key=resume_key,
         )
         self._uploads = Uploads(
             config=config,
@@ -153,6 +154,7 @@ class Engine(Restoring):
             partials_dir=partials_dir,
             uploader=uploader,
             secrets=self._secrets,
+            resume_key=resume_key,
         )
 
     # -- lifecycle ----------------------------------------------------------------

@@ -44,14 +44,23 @@ from .._core.events import (
 from .._core.journal import TaskEntry
 from .._core.naming import Origin, origin_of, parse_url
 from .._core.reattach import Action, plan_upload_reattach
+from .._core.resume_data import InvalidResumeDataError, ResumeData, sign, verify
 from .._core.retry import backoff, parse_retry_after
 from .._core.secrets import SecretHeaders
-from .._core.upload import RESUMABLE, UploadFields, UploadRequest, reply_headers
+from .._core.upload import (
+    RESUMABLE,
+    SourceIdentity,
+    UploadFields,
+    UploadRequest,
+    reply_headers,
+    source_change,
+)
 from .._core.upload_protocol import advertised_protocol
 from .._exceptions import (
     HTTPStatusError,
     InvalidDestinationError,
     ResourceTimeoutError,
+    SourceChangedError,
     TransferError,
 )
 from .._io.errors import file_error
@@ -124,6 +133,7 @@ class Uploader:
         hold_origin: Callable[[TaskRecord, float], None],
         journal_task: JournalTask | None = None,
         flush_for: FlushFor | None = None,
+        resume_key: bytes = b"",
     ) -> None:
         self.config = config
         self.clock = clock
@@ -132,6 +142,7 @@ class Uploader:
         self.resumable = ResumableStrategy(self)
         self.journal_task = journal_task  # None: no journal (an ephemeral session)
         self.flush_for = flush_for
+        self._resume_key = resume_key
         self.secrets = secrets
         self._secrets = secrets
         self._fsync = fsync
@@ -182,6 +193,31 @@ class Uploader:
     async def terminate(self, job: UploadJob) -> None:
         """Remove a cancelled resumable upload from the server (failures logged)."""
         await self.resumable.terminate(job)
+
+    def resume_data(self, job: UploadJob) -> ResumeData | None:
+        """Signed resume data for a resumable upload the server holds (its URL
+        and the offset it acknowledged, the file's identity), else None."""
+        fields = job.fields
+        if fields.protocol not in RESUMABLE or fields.upload_url is None:
+            return None
+        record = job.record
+        identity = fields.identity
+        data = ResumeData(
+            kind="upload",
+            url=record.url,
+            partial="",
+            offset=fields.upload_offset,
+            validator="",
+            total=identity.size,
+            description=record.description,
+            headers=record.public_headers,
+            source=fields.source,
+            identity=(identity.size, identity.mtime_ns, identity.device, identity.inode),
+            upload_url=fields.upload_url,
+            protocol=fields.protocol,
+            method=fields.method,
+        )
+        return sign(data, self._resume_key)
 
     async def _attempts(self, job: UploadJob) -> Answer:
         """The retry loop: a plain upload that failed is sent again from its
@@ -285,8 +321,10 @@ class Uploads:
         partials_dir: Path,
         uploader: Uploader,
         secrets: SecretHeaders,
+        resume_key: bytes = b"",
     ) -> None:
         self.config = config
+        self._resume_key = resume_key
         self.uploader = uploader
         self._admission = admission
         self._partials_dir = partials_dir
@@ -316,6 +354,50 @@ class Uploads:
         return self.new_record(
             task_id, url, origin, fields, description=request.description, headers=request.headers
         )
+
+    def resumed_record(
+        self, task_id: int, data: ResumeData, *, headers: tuple[tuple[str, str], ...]
+    ) -> TaskRecord:
+        """A record continuing the upload ``data`` describes (signed by this state
+        directory: :class:`~bgtransfer.InvalidResumeDataError` otherwise), if its
+        file is still the one uploaded (:class:`~bgtransfer.SourceChangedError`
+        otherwise); not queued yet."""
+        verify(data, self._resume_key)
+        if data.kind != "upload" or data.source is None or data.identity is None:
+            raise InvalidResumeDataError(
+                "this is a download's resume data: use Session.download_with_resume_data()"
+            )
+        assert data.upload_url is not None
+        assert data.protocol is not None
+        url, origin = parse_url(data.url, self._admission.origins)
+        expected = SourceIdentity(*data.identity)
+        source, identity = inspect_source(url, data.source)
+        problem = source_change(expected, identity)
+        if problem is not None or str(source) != data.source:
+            raise SourceChangedError(
+                f"{url}: {data.source} changed since the upload was cancelled: "
+                f"{problem or 'another file is at its path now'}; upload it again as a new task",
+                url=url,
+                filename=data.source,
+            )
+        fields = UploadFields(
+            method=data.method or "PUT",
+            source=data.source,
+            identity=expected,
+            upload_url=data.upload_url,
+            upload_offset=data.offset,
+            protocol=data.protocol,
+        )
+        record = self.new_record(
+            task_id,
+            url,
+            origin,
+            fields,
+            description=data.description,
+            headers=tuple(merge_headers(data.headers, headers).items()),
+        )
+        upload_job(record).announce_resume = True
+        return record
 
     def new_record(
         self,

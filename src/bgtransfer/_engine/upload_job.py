@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from .._core.events import CancelledEvent, ErrorEvent, FinishedEvent, UploadReply
 from .._core.journal import Phase, TaskEntry
+from .._core.resume_data import ResumeData
 from .._core.states import Stage, TaskState
 from .._core.upload import UploadFields
 from .._exceptions import TransferError
@@ -38,6 +39,10 @@ class UploadWork(Protocol):
 
     async def terminate(self, job: UploadJob) -> None:
         """Remove a cancelled resumable upload from the server (failures logged)."""
+        ...
+
+    def resume_data(self, job: UploadJob) -> ResumeData | None:
+        """Signed resume data for a resumable upload the server holds, else None."""
         ...
 
 
@@ -118,7 +123,10 @@ class UploadJob:
         return self.finished  # (the reply is at reply_to: a cancel came too late)
 
     def cancel_outcome(self) -> CancelledEvent:
-        return CancelledEvent(task_id=self.record.id)  # (a plain upload has no resume data)
+        data = None
+        if self.record.stage is Stage.CANCELING_KEEPING:  # (a plain upload has none)
+            data = self.uploader.resume_data(self)
+        return CancelledEvent(task_id=self.record.id, resume_data=data)
 
     def error_outcome(self, error: TransferError) -> ErrorEvent:
         return ErrorEvent(task_id=self.record.id, error=error)
