@@ -29,6 +29,7 @@ from .._core.config import Configuration
 from .._core.events import ResumedEvent, TaskEvent
 from .._core.resumable_upload import IetfUpload
 from .._core.secrets import redacted_url
+from .._core.states import Stage
 from .._core.tus import TusUpload
 from .._core.upload import check_upload_status
 from .._core.upload_protocol import UploadMachine
@@ -46,6 +47,9 @@ if TYPE_CHECKING:
 __all__ = ["ResumableStrategy", "machine_for"]
 
 logger = logging.getLogger("bgtransfer")
+
+_FAILING = frozenset({Stage.FAILING, Stage.FAILING_SUSPENDED})
+"""Stages whose record the journal cannot take any more (it fails the task)."""
 
 TERMINATE_TIMEOUT = 10.0
 """Seconds a cancelled upload's termination may take (without a request_timeout)."""
@@ -110,8 +114,9 @@ class ResumableStrategy:
             # committed before a byte of the file is sent to it.
             job.fields = attrs.evolve(job.fields, upload_url=url, upload_offset=0)
             if uploader.journal_task is not None and uploader.flush_for is not None:
-                uploader.journal_task(record, urgent=True)
-                await uploader.flush_for(record)
+                if record.stage not in _FAILING:
+                    uploader.journal_task(record, urgent=True)
+                await uploader.flush_for(record)  # (a failing journal: its error)
 
         async def on_offset(offset: int) -> None:
             nonlocal located
@@ -160,7 +165,7 @@ class ResumableStrategy:
                 body_cap=uploader.config.upload_reply_max_bytes,
             )
         finally:
-            if uploader.journal_task is not None:
+            if uploader.journal_task is not None and record.stage not in _FAILING:
                 uploader.journal_task(record)  # the acknowledged offset, coarse
         status = response.status
         check_upload_status(
