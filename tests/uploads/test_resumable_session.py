@@ -46,9 +46,13 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _endpoint(server: TestServer, protocol: Protocol) -> tuple[UploadEndpoint, str]:
+def _endpoint(
+    server: TestServer, protocol: Protocol, *, checksum: bool = True
+) -> tuple[UploadEndpoint, str]:
     if protocol == "tus":
-        return server.add_tus_endpoint("/tus/"), server.url("/tus/")
+        # (a checksummed PATCH cut short keeps nothing on the server)
+        algorithms = ("sha1",) if checksum else ()
+        return server.add_tus_endpoint("/tus/", checksum_algorithms=algorithms), server.url("/tus/")
     return server.add_ietf_endpoint("/ietf/"), server.url("/ietf/")
 
 
@@ -103,7 +107,7 @@ async def test_suspend_and_resume_continue_from_the_server_offset(
 ) -> None:
     source = _file(tmp_path, 3 * MiB)
     async with TestServer() as server, Session() as session:
-        endpoint, url = _endpoint(server, protocol)
+        endpoint, url = _endpoint(server, protocol, checksum=False)
         endpoint.set_faults(UploadFaults(method="PATCH", hold_after=1 * MiB), times=1)
         task = await session.upload(url, source, protocol=protocol)
         stream = task.events()
@@ -256,13 +260,14 @@ def endpoint_protocol(endpoint: UploadEndpoint) -> Protocol:
 
 @pytest.mark.parametrize("protocol", ["tus", "ietf"])
 async def test_resume_data_round_trip(tmp_path: Path, protocol: Protocol) -> None:
-    source = _file(tmp_path, 3 * MiB)
+    source = _file(tmp_path, 24 * MiB)
     async with TestServer() as server, Session(state_dir=tmp_path / "state") as session:
-        endpoint, url = _endpoint(server, protocol)
+        endpoint, url = _endpoint(server, protocol, checksum=False)
         data = await _cancelled_with_resume_data(server, session, endpoint, url, source)
         assert (data.kind, data.protocol, data.source) == ("upload", protocol, str(source))
         assert "DELETE" not in _methods(endpoint)  # the server keeps the upload
         [held] = [upload.offset for upload in endpoint.uploads.values()]
+        assert 1 * MiB <= held < source.stat().st_size
         again = await session.upload_with_resume_data(data.to_bytes())
         stream = again.events()
         finished = await again.wait()
@@ -313,3 +318,23 @@ async def test_a_plain_upload_has_no_resume_data(tmp_path: Path) -> None:
         await server.wait_held("/plain")
         assert await task.cancel_with_resume_data() is None
         server.release("/plain")
+
+
+async def test_a_file_changed_after_upload_with_resume_data_fails_the_attempt(
+    tmp_path: Path,
+) -> None:
+    source = _file(tmp_path, 3 * MiB)
+    async with TestServer() as server, Session() as session:
+        endpoint, url = _endpoint(server, "tus")
+        data = await _cancelled_with_resume_data(server, session, endpoint, url, source)
+        before = source.read_bytes()
+        again = await session.upload_with_resume_data(data)
+        again.suspend()
+        with source.open("r+b") as file:
+            file.write(b"x")  # same size, a new modification time
+        os.utime(source, ns=(0, 0))
+        again.resume()
+        with pytest.raises(SourceChangedError, match="changed"):
+            await again.wait()
+    [stored] = endpoint.uploads.values()
+    assert before.startswith(bytes(stored.data))  # nothing of the new version was sent
