@@ -205,17 +205,18 @@ async def test_protocol_and_reply_to_are_checked_at_the_call(tmp_path: Path) -> 
             )
 
 
-@pytest.mark.parametrize("protocol", ["tus", "ietf"])
+@pytest.mark.parametrize("protocol", ["tus", "ietf", "auto"])
 async def test_a_reopened_session_continues_from_the_server_offset(
-    tmp_path: Path, protocol: Protocol
+    tmp_path: Path, protocol: str
 ) -> None:
     """The upload URL was journalled before the first byte: the next session
-    (the next process) asks the server and sends only the rest."""
+    (the next process) asks the server and sends only the rest. "auto"'s
+    choice is journalled too: the server is asked once."""
     source = _file(tmp_path, 3 * MiB)
     state = tmp_path / "state"
     slow_retry = Configuration(retry=RetryPolicy(initial_delay=600, jitter=0.0))
     async with TestServer() as server:
-        endpoint, url = _endpoint(server, protocol)
+        endpoint, url = _endpoint(server, "ietf" if protocol == "ietf" else "tus")
         endpoint.set_faults(UploadFaults(method="PATCH", reset_after=1 * MiB), times=1)
         async with Session("up", state_dir=state, config=slow_retry) as session:
             task = await session.upload(url, source, protocol=protocol)
@@ -236,6 +237,9 @@ async def test_a_reopened_session_continues_from_the_server_offset(
     # Created once: the reopened session used the journalled upload URL.
     methods = _methods(endpoint)
     assert methods.count("POST") + methods.count("PUT") == 1
+    # The reopened session asked nothing but HEAD: the choice and URL were journalled.
+    assert "OPTIONS" not in methods[methods.index("HEAD") :]
+    assert ("OPTIONS" in methods) is (protocol != "ietf")
 
 
 async def _cancelled_with_resume_data(
