@@ -291,6 +291,7 @@ class Uploader:
         )
         protocol = advertised_protocol(answer) or "plain"
         job.fields = attrs.evolve(job.fields, protocol=protocol)
+        job.discovery = answer  # the tus machine takes the capabilities from it
         if self.journal_task is not None:
             self.journal_task(job.record)
 

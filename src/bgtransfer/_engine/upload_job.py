@@ -20,6 +20,7 @@ from .._core.journal import Phase, TaskEntry
 from .._core.resume_data import ResumeData
 from .._core.states import Stage, TaskState
 from .._core.upload import UploadFields
+from .._core.upload_protocol import UploadResponse
 from .._exceptions import TransferError
 from .._io.files import remove_quietly
 
@@ -61,6 +62,7 @@ class UploadJob:
     __slots__ = (
         "announce_resume",
         "backing_off_until",
+        "discovery",
         "fields",
         "finished",
         "may_have_partial",
@@ -82,6 +84,7 @@ class UploadJob:
         self.may_have_partial = False  # a reply partial may exist
         self.reply: UploadReply | None = None  # the server's answer, once it accepted the file
         self.finished: FinishedEvent | None = None  # set once the task's work is complete
+        self.discovery: UploadResponse | None = None  # protocol="auto"'s OPTIONS answer
 
     @property
     def source(self) -> Path:

@@ -62,14 +62,19 @@ def machine_for(job: UploadJob) -> UploadMachine:
     fields = job.fields
     url = job.record.url
     size = fields.identity.size
+    discovery, job.discovery = job.discovery, None
     if fields.protocol == "tus":
-        return TusUpload.start(
+        machine = TusUpload.start(
             url,
             size,
             task_url=url,
             upload_url=fields.upload_url,
             metadata=(("filename", job.source.name),),
         )
+        if discovery is not None and machine.phase == "discover":
+            # protocol="auto" asked OPTIONS already: its answer, not a second one
+            machine = machine.on_response(machine.next_request(), discovery)
+        return machine
     assert fields.protocol == "ietf", fields.protocol
     return IetfUpload.start(
         url, size, task_url=url, method=fields.method, upload_url=fields.upload_url
