@@ -41,6 +41,7 @@ EXPECTED = {
     "ProxyError",
     "RedirectError",
     "ResourceTimeoutError",
+    "ResumableUploadError",
     "ResumeData",
     "ResumedEvent",
     "RetryEvent",
@@ -62,6 +63,8 @@ EXPECTED = {
     "UnsupportedSchemeError",
     "UploadReply",
     "UploadTask",
+    "UploadChecksumError",
+    "UploadExpiredError",
     "__version__",
     "default_state_dir",
 }

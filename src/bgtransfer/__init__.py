@@ -43,6 +43,7 @@ from ._exceptions import (
     ProxyError,
     RedirectError,
     ResourceTimeoutError,
+    ResumableUploadError,
     SessionClosedError,
     SessionError,
     SessionInUseError,
@@ -52,6 +53,8 @@ from ._exceptions import (
     TransferError,
     TransferTimeoutError,
     UnsupportedSchemeError,
+    UploadChecksumError,
+    UploadExpiredError,
 )
 from ._session import Session, default_state_dir
 from ._task import DownloadTask, UploadTask
@@ -87,6 +90,7 @@ __all__ = [
     "ProxyError",
     "RedirectError",
     "ResourceTimeoutError",
+    "ResumableUploadError",
     "ResumeData",
     "ResumedEvent",
     "RetryEvent",
@@ -106,6 +110,8 @@ __all__ = [
     "TransferError",
     "TransferTimeoutError",
     "UnsupportedSchemeError",
+    "UploadChecksumError",
+    "UploadExpiredError",
     "UploadReply",
     "UploadTask",
     "__version__",

@@ -19,6 +19,13 @@
     │   │                                     (unknown_ca, hostname_mismatch, expired...);
     │   │                                     never retried
     │   ├── ProtocolError                    the server broke HTTP rules we rely on
+    │   │   └── ResumableUploadError         a tus or IETF-draft upload server broke its
+    │   │                                     protocol (offset backwards or past the end,
+    │   │                                     upload URL on another scheme, 412...)
+    │   ├── UploadExpiredError               the server no longer has the resumable upload
+    │   │                                     (404/410), even after starting it over
+    │   ├── UploadChecksumError              the server kept refusing an upload's checksum
+    │   │                                     (tus 460)
     │   ├── RedirectError                    a redirect refused (https to http, not
     │   │                                     http(s), too many); never retried
     │   ├── TransferTimeoutError             (+ TimeoutError) no byte for request_timeout,
@@ -68,6 +75,7 @@ __all__ = [
     "ProxyError",
     "RedirectError",
     "ResourceTimeoutError",
+    "ResumableUploadError",
     "SessionClosedError",
     "SessionError",
     "SessionInUseError",
@@ -77,6 +85,8 @@ __all__ = [
     "TransferError",
     "TransferTimeoutError",
     "UnsupportedSchemeError",
+    "UploadChecksumError",
+    "UploadExpiredError",
 ]
 
 
@@ -276,6 +286,32 @@ class TLSError(NetworkError):
 
 class ProtocolError(TransferError):
     """The server's answer breaks an HTTP rule the download relies on."""
+
+
+class ResumableUploadError(ProtocolError):
+    """A resumable-upload server (tus 1.0 or the IETF draft) broke its protocol: it
+    moved the upload's offset backwards or past the file's size, gave an upload URL
+    on a scheme bgtransfer does not accept (or from https to http), left out a
+    header the protocol requires, or speaks another protocol version (tus 412).
+    Never retried: the server would answer the same."""
+
+
+class UploadExpiredError(TransferError):
+    """The server no longer has the resumable upload (it answered 404 or 410 for
+    its upload URL: expired or removed), and starting the upload over with a new
+    one met the same fate. ``status`` is the last status."""
+
+    status: int
+
+    def __init__(self, message: str, *, url: str, status: int) -> None:
+        self.status = status
+        super().__init__(message, url=url)
+
+
+class UploadChecksumError(TransferError):
+    """The server refused the checksum of what was sent (tus ``460``) again and
+    again: the bytes are corrupted on the way, or the file changes while it is
+    read."""
 
 
 class RedirectError(TransferError):

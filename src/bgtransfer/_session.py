@@ -14,7 +14,7 @@ from ._core.config import Configuration, normalize_headers
 from ._core.events import SessionEvent
 from ._core.naming import validate_identifier
 from ._core.request import DownloadRequest
-from ._core.resume_data import ResumeData
+from ._core.resume_data import ResumeData, resume_data_of
 from ._core.supervisor import SupervisorStatistics
 from ._core.upload import UploadRequest
 from ._daemon.startup import open_daemon_backend
@@ -246,15 +246,14 @@ class Session:
         headers: dict[str, str] | None = None,
         description: str | None = None,
         reply_to: str | os.PathLike[str] | None = None,
+        protocol: str = "plain",
     ) -> UploadTask:
         """Start sending ``file`` to ``url``; return its task at once (it may wait
         for a slot, under the same limits as downloads).
 
-        The file's bytes are the body of one ``PUT`` (or ``POST``), streamed from
-        the file, never read whole into memory. Its identity (size, modification
-        time, device, inode) is taken now and checked before every attempt and
-        while and after the body is sent: a file that changed fails the task with
-        :class:`~bgtransfer.SourceChangedError` rather than send a mix. A failed
+        The file's bytes are the body of one ``PUT`` (or ``POST``), streamed.
+        Its identity (size, mtime, device, inode) is checked before, while and
+        after every attempt (:class:`~bgtransfer.SourceChangedError`). A failed
         attempt is retried from the first byte as the retry policy says (a
         ``ResumedEvent`` with offset 0 says so), and so is a running upload that
         a new process reattaches. A 2xx answer finishes the task: its
@@ -265,11 +264,17 @@ class Session:
         Any other status is an :class:`~bgtransfer.HTTPStatusError`, as for a
         download. Redirects are not followed.
 
+        ``protocol="tus"`` or ``"ietf"`` (the IETF draft) makes it resumable:
+        retries, ``resume()`` and a new process continue from the server's
+        offset; ``cancel()`` removes it from the server. ``"auto"`` asks the
+        server (``OPTIONS``). ``reply_to`` is for plain uploads only.
+
         Raises at the call: :class:`~bgtransfer.InvalidSourceError` when ``file``
         is missing, a directory or not a regular file (links are resolved),
         :class:`~bgtransfer.InvalidDestinationError` for a ``reply_to`` a download
         could not have as its destination, ``ValueError`` for another method than
-        ``"PUT"`` or ``"POST"``, and what :meth:`download` raises for the URL.
+        ``"PUT"`` or ``"POST"``, another ``protocol``, ``reply_to`` with a
+        resumable protocol, and what :meth:`download` raises for the URL.
         """
         backend = self._require_backend()
         request = UploadRequest(
@@ -279,6 +284,7 @@ class Session:
             headers=headers,
             description=description,
             reply_to=reply_to,
+            protocol=protocol,
         )
         snapshot = await backend.submit_upload(request)
         handle = task_handle(backend, snapshot)
@@ -347,16 +353,32 @@ class Session:
         finds the partial file gone and raises.
         """
         backend = self._require_backend()
-        if isinstance(resume_data, bytes | bytearray | memoryview):
-            resume_data = ResumeData.from_bytes(bytes(resume_data))
-        elif not isinstance(resume_data, ResumeData):
-            raise TypeError(
-                f"resume_data must be ResumeData or bytes, not {type(resume_data).__name__}"
-            )
+        resume_data = resume_data_of(resume_data, "download")
         snapshot = await backend.submit_resumed(
             resume_data, destination, headers=normalize_headers(headers)
         )
         return DownloadTask(backend, snapshot)
+
+    async def upload_with_resume_data(
+        self, resume_data: ResumeData | bytes, *, headers: dict[str, str] | None = None
+    ) -> UploadTask:
+        """Continue a resumable upload from its ``cancel_with_resume_data()``
+        (or its ``to_bytes()``): at its upload URL, from the server's offset.
+
+        Only data signed by this state directory is taken
+        (:class:`~bgtransfer.InvalidResumeDataError` otherwise, or for a
+        download's), and only while the file is unchanged
+        (:class:`~bgtransfer.SourceChangedError`). ``headers`` add to the saved
+        ones (secret headers are never saved: supply them again).
+        """
+        backend = self._require_backend()
+        resume_data = resume_data_of(resume_data, "upload")
+        snapshot = await backend.submit_resumed(
+            resume_data, None, headers=normalize_headers(headers)
+        )
+        handle = task_handle(backend, snapshot)
+        assert isinstance(handle, UploadTask)
+        return handle
 
     def tasks(self) -> list[DownloadTask | UploadTask]:
         """Every task of this session, downloads and uploads, in creation order.

@@ -211,7 +211,9 @@ class UploadTask(TransferTask):
     current attempt (a plain upload that is retried, resumed or reattached
     starts again from its first byte); :attr:`bytes_expected` is the file's
     size. ``wait()`` returns a :class:`~bgtransfer.FinishedEvent` whose
-    ``reply`` holds the server's answer.
+    ``reply`` holds the server's answer. :meth:`cancel_with_resume_data` returns
+    resume data for a resumable upload the server holds (for
+    :meth:`Session.upload_with_resume_data`), None for a plain one.
     """
 
     __slots__ = ()
@@ -233,12 +235,6 @@ class UploadTask(TransferTask):
         """Where the response body is saved, if the upload was given ``reply_to``."""
         snapshot = self._snapshot
         return None if snapshot.destination == snapshot.source else snapshot.destination
-
-    async def cancel_with_resume_data(self) -> ResumeData | None:
-        """Cancel the upload; a plain upload has no resume data: always None
-        (resumable uploads will return some)."""
-        await self.cancel()
-        return None
 
 
 def task_handle(backend: TaskBackend, snapshot: TaskSnapshot) -> DownloadTask | UploadTask:

@@ -25,11 +25,14 @@ from bgtransfer import (
     ProxyError,
     RedirectError,
     ResourceTimeoutError,
+    ResumableUploadError,
     ResumeData,
     SourceChangedError,
     TLSError,
     TransferError,
     TransferTimeoutError,
+    UploadChecksumError,
+    UploadExpiredError,
 )
 from bgtransfer._core import codec
 from bgtransfer._core.codec import (
@@ -91,6 +94,9 @@ EXAMPLES: list[TransferError] = [
         url=URL,
         filename="/tmp/a.bin",
     ),
+    ResumableUploadError("the server moved the upload's offset backwards", url=URL),
+    UploadExpiredError("the server no longer has the upload", url=URL, status=410),
+    UploadChecksumError("the server refused the checksum 3 times (460)", url=URL),
 ]
 
 
@@ -580,6 +586,8 @@ def errors(draw: st.DrawFn) -> TransferError:
         return ProxyError(draw(texts), url=url, proxy=draw(texts), status=status)
     if cls is TLSError:
         return TLSError(draw(texts), url=url, check=draw(texts))
+    if cls is UploadExpiredError:
+        return UploadExpiredError(draw(texts), url=url, status=draw(st.sampled_from([404, 410])))
     return cls(draw(texts), url=url)
 
 

@@ -24,9 +24,9 @@ ALL_CLASSES = [
 URL = "https://example.com/data.bin"
 
 
-def test_module_defines_the_twenty_five_classes() -> None:
+def test_module_defines_the_twenty_eight_classes() -> None:
     assert {c.__name__ for c in ALL_CLASSES} == set(_exceptions.__all__)
-    assert len(ALL_CLASSES) == 25
+    assert len(ALL_CLASSES) == 28
 
 
 @pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda c: c.__name__)
@@ -60,6 +60,9 @@ def test_every_class_subclasses_bgtransfer_error(cls: type) -> None:
         (E.NetworkError, (E.TransferError, ConnectionError)),
         (E.IncompleteBodyError, (E.NetworkError,)),
         (E.ProtocolError, (E.TransferError,)),
+        (E.ResumableUploadError, (E.ProtocolError,)),
+        (E.UploadExpiredError, (E.TransferError,)),
+        (E.UploadChecksumError, (E.TransferError,)),
         (E.RedirectError, (E.TransferError,)),
         (E.TransferTimeoutError, (E.TransferError, TimeoutError)),
         (E.LocalFileError, (E.TransferError, OSError)),
@@ -115,6 +118,8 @@ def test_families_do_not_overlap(cls: type, not_a: type) -> None:
         E.ProtocolError,
         E.RedirectError,
         E.TransferTimeoutError,
+        E.ResumableUploadError,
+        E.UploadChecksumError,
     ],
     ids=lambda c: c.__name__,
 )
@@ -134,6 +139,17 @@ def test_transfer_errors_require_url_keyword(cls: type) -> None:
         cls("message")
     with pytest.raises(TypeError):
         cls("message", URL)
+
+
+def test_upload_expired_error_carries_the_status_through_pickling() -> None:
+    error = E.UploadExpiredError("the server no longer has the upload", url=URL, status=410)
+    copy = pickle.loads(pickle.dumps(error))
+    assert (type(copy), copy.status, copy.url, str(copy)) == (
+        E.UploadExpiredError,
+        410,
+        URL,
+        f"{URL}: the server no longer has the upload",
+    )
 
 
 def test_http_status_error() -> None:

@@ -425,9 +425,63 @@ _CHANGES: dict[str, object] = {
 }
 
 
+_UPLOAD = sign(
+    ResumeData(
+        kind="upload",
+        url="https://example.com/files/",
+        partial="",
+        offset=1000,
+        validator="",
+        total=5000,
+        source="/home/u/video.bin",
+        identity=(5000, 1_700_000_000_000_000_000, 2049, 77),
+        upload_url="https://example.com/files/u1",
+        protocol="tus",
+        method="PUT",
+    ),
+    KEY,
+)
+_UPLOAD_CHANGES: dict[str, object] = {
+    "kind": "download",
+    "source": "/home/u/other.bin",
+    "identity": (5000, 1_700_000_000_000_000_001, 2049, 77),
+    "upload_url": "https://example.com/files/u2",
+    "protocol": "ietf",
+    "method": "POST",
+    "offset": 2000,
+}
+
+
 def test_every_field_but_the_mac_is_covered() -> None:
     names = {field.name for field in attrs.fields(ResumeData)} - {"mac"}
-    assert names == set(_CHANGES)
+    assert names == set(_CHANGES) | set(_UPLOAD_CHANGES)
+
+
+def test_upload_resume_data_round_trips_and_verifies() -> None:
+    again = ResumeData.from_bytes(_UPLOAD.to_bytes())
+    assert again == _UPLOAD
+    verify(again, KEY)
+
+
+@pytest.mark.parametrize("name", sorted(_UPLOAD_CHANGES))
+def test_any_changed_upload_field_is_refused(name: str) -> None:
+    changed = attrs.evolve(_UPLOAD, **{name: _UPLOAD_CHANGES[name]})
+    with pytest.raises(InvalidResumeDataError, match="does not match"):
+        verify(changed, KEY)
+
+
+@pytest.mark.parametrize(
+    "upload_url", ["ftp://example.com/u1", "https://user:pw@example.com/u1", "/u1", "x"]
+)
+def test_upload_resume_data_with_a_bad_upload_url_is_refused(upload_url: str) -> None:
+    blob = attrs.evolve(_UPLOAD, upload_url=upload_url).to_bytes()
+    with pytest.raises(InvalidResumeDataError, match="upload URL"):
+        ResumeData.from_bytes(blob)
+
+
+def test_a_download_blob_is_unchanged_by_the_upload_fields() -> None:
+    assert b"kind" not in FULL.to_bytes()
+    assert b"upload_url" not in FULL.to_bytes()
 
 
 @pytest.mark.parametrize("name", sorted(_CHANGES))

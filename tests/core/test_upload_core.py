@@ -114,3 +114,41 @@ def test_reply_headers_leave_secrets_out() -> None:
     headers = [("Content-Type", "a/b"), ("Set-Cookie", "s=1"), ("WWW-Authenticate", "Basic")]
     secrets = SecretHeaders({"x-private"})
     assert reply_headers([*headers, ("X-Private", "p")], secrets) == (("Content-Type", "a/b"),)
+
+
+@pytest.mark.parametrize("protocol", ["plain", "tus", "ietf", "auto"])
+def test_the_protocol_crosses_the_wire_and_the_journal(protocol: str) -> None:
+    request = UploadRequest("http://h/u", "/data/a.bin", protocol=protocol)
+    assert decode_upload(encode_upload(request)).protocol == protocol
+    fields = UploadFields(
+        method="PUT",
+        source="/a",
+        identity=IDENTITY,
+        upload_url="http://h/files/1",
+        upload_offset=7,
+        protocol=protocol,
+    )
+    assert UploadFields.from_json(fields.to_json()) == fields
+
+
+def test_a_request_from_an_older_client_is_plain() -> None:
+    document = encode_upload(UploadRequest("http://h/u", "/data/a.bin"))
+    del document["protocol"]
+    assert decode_upload(document).protocol == "plain"
+
+
+def test_protocol_and_reply_to_are_checked_in_the_request() -> None:
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        UploadRequest("http://h/u", "/a", protocol="ftp")
+    with pytest.raises(ValueError, match="reply_to is for plain uploads"):
+        UploadRequest("http://h/u", "/a", protocol="tus", reply_to="/r")
+
+
+def test_the_journal_refuses_an_upload_url_with_credentials_or_a_bad_protocol() -> None:
+    fields = UploadFields(method="PUT", source="/a", identity=IDENTITY, protocol="tus")
+    with pytest.raises(ValueError, match="credentials"):
+        UploadFields.from_json(
+            fields.to_json().replace('"upload_url": null', '"upload_url": "http://u:p@h/1"')
+        )
+    with pytest.raises(ValueError, match="invalid protocol"):
+        UploadFields.from_json(fields.to_json().replace('"tus"', '"ftp"'))

@@ -1,7 +1,8 @@
 """A child for the upload reattach test: starts one upload and waits to be killed.
 
 Run as ``python tests/crash/_upload_child.py '<json>'`` with ``identifier``,
-``state_dir``, ``url``, ``file`` and ``reply_to`` (or null). It opens the
+``state_dir``, ``url``, ``file``, ``reply_to`` (or null) and, optionally,
+``protocol`` (``plain`` by default). It opens the
 background session, starts the upload, prints ``{"created": id}`` once
 ``session.upload()`` returned (the task is in the journal), then reads the
 task's events, printing ``{"progress": n}`` for each progress event, until the
@@ -26,7 +27,12 @@ def emit(**fact: Any) -> None:
 async def run(args: dict[str, Any]) -> None:
     config = Configuration(progress_interval=0.0, checkpoint_interval=0.01)
     async with Session(args["identifier"], state_dir=args["state_dir"], config=config) as session:
-        task = await session.upload(args["url"], args["file"], reply_to=args["reply_to"])
+        task = await session.upload(
+            args["url"],
+            args["file"],
+            reply_to=args["reply_to"],
+            protocol=args.get("protocol", "plain"),
+        )
         emit(created=task.id)
         async with task.events() as stream:
             async for event in stream:

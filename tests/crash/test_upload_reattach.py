@@ -9,14 +9,22 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from _helpers import check_resumable_stream, collect, sha256_bytes
-from bgtransfer import Configuration, FinishedEvent, Session, TaskState, UploadTask
-from bgtransfer.testing import Faults, TestServer
+from bgtransfer import (
+    Configuration,
+    FinishedEvent,
+    ResumedEvent,
+    Session,
+    TaskState,
+    UploadTask,
+)
+from bgtransfer.testing import Faults, TestServer, UploadFaults
 
 pytestmark = pytest.mark.asyncio
 
@@ -26,7 +34,11 @@ LINE_TIMEOUT = 60.0
 
 
 async def _child_killed_mid_body(
-    args: dict[str, Any], server: TestServer, path: str, stderr_path: Path
+    args: dict[str, Any],
+    server: TestServer,
+    path: str,
+    stderr_path: Path,
+    held: Callable[[], Awaitable[None]] | None = None,
 ) -> list[dict[str, Any]]:
     """Run the child until the server holds its body mid-way, then SIGKILL it."""
     with stderr_path.open("wb") as stderr:
@@ -44,7 +56,7 @@ async def _child_killed_mid_body(
         raw = await asyncio.wait_for(process.stdout.readline(), LINE_TIMEOUT)
         assert raw, f"the child ended early: {stderr_path.read_text()}"
         lines.append(json.loads(raw))
-        await asyncio.wait_for(server.wait_held(path), LINE_TIMEOUT)
+        await asyncio.wait_for(server.wait_held(path) if held is None else held(), LINE_TIMEOUT)
     finally:
         if process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -95,3 +107,50 @@ async def test_a_killed_upload_is_sent_again_from_the_start(
         assert finished.location == reply_to
         assert json.loads(reply_to.read_text())["sha256"] == expected
     assert not list((state_dir / IDENTIFIER / "partials").iterdir())
+
+
+@pytest.mark.parametrize("protocol", ["tus", "ietf"])
+async def test_a_killed_resumable_upload_continues_from_the_servers_offset(
+    server: TestServer, tmp_path: Path, protocol: str
+) -> None:
+    """The upload URL was journalled before the first byte: the next process
+    asks the server (HEAD) and sends only what it does not hold."""
+    MiB = 1024 * 1024
+    state_dir = tmp_path / "state"
+    source = tmp_path / "source.bin"
+    source.write_bytes(os.urandom(8 * MiB))
+    if protocol == "tus":
+        # (without the checksum extension: a checksummed PATCH cut short keeps nothing)
+        endpoint = server.add_tus_endpoint("/tus/", checksum_algorithms=())
+    else:
+        endpoint = server.add_ietf_endpoint("/ietf/")
+    endpoint.set_faults(UploadFaults(method="PATCH", hold_after=3 * MiB), times=1)
+    args = {
+        "identifier": IDENTIFIER,
+        "state_dir": str(state_dir),
+        "url": server.url(endpoint.prefix),
+        "file": str(source),
+        "reply_to": None,
+        "protocol": protocol,
+    }
+    [created] = await _child_killed_mid_body(
+        args, server, endpoint.prefix, tmp_path / "child.stderr", held=endpoint.wait_held
+    )
+    endpoint.release()  # the killed PATCH ends with what the server read
+    await asyncio.wait_for(server.wait_until(lambda s: s.in_flight == 0), LINE_TIMEOUT)
+    [held] = [upload.offset for upload in endpoint.uploads.values()]
+    assert held >= 3 * MiB
+
+    async with Session(IDENTIFIER, state_dir=state_dir, config=Configuration()) as session:
+        [task] = session.tasks()
+        assert isinstance(task, UploadTask)
+        assert task.id == created["created"]
+        stream = task.events()
+        finished = await asyncio.wait_for(task.wait(), LINE_TIMEOUT)
+        events = await collect(stream)
+    assert isinstance(finished, FinishedEvent)
+    assert finished.total_bytes == source.stat().st_size
+    assert [e.offset for e in events if isinstance(e, ResumedEvent)] == [held]
+    [upload] = endpoint.uploads.values()  # one upload: the journalled URL was used
+    assert upload.sha256() == sha256_bytes(source.read_bytes())
+    assert endpoint.bytes_received == source.stat().st_size  # nothing sent twice

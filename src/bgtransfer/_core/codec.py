@@ -26,10 +26,13 @@ from .._exceptions import (
     ProxyError,
     RedirectError,
     ResourceTimeoutError,
+    ResumableUploadError,
     SourceChangedError,
     TLSError,
     TransferError,
     TransferTimeoutError,
+    UploadChecksumError,
+    UploadExpiredError,
 )
 from .events import (
     CancelledEvent,
@@ -69,6 +72,9 @@ _ERROR_TYPES: Final[dict[str, type[TransferError]]] = {
         LocalFileError,
         JournalWriteError,
         SourceChangedError,
+        ResumableUploadError,
+        UploadExpiredError,
+        UploadChecksumError,
     )
 }
 _FIELDS: Final[dict[type[TransferError], tuple[str, ...]]] = {
@@ -78,8 +84,14 @@ _FIELDS: Final[dict[type[TransferError], tuple[str, ...]]] = {
     ProxyError: ("proxy", "status"),
     TLSError: ("check",),
     SourceChangedError: ("errno", "filename", "strerror"),
+    UploadExpiredError: ("status",),
 }
 """The typed attributes each class carries beyond ``url`` (every one is restored)."""
+_REQUIRED: Final[dict[type[TransferError], tuple[str, ...]]] = {
+    HTTPStatusError: ("status", "reason"),
+    UploadExpiredError: ("status",),
+}
+"""Those of them that are never None."""
 
 
 class CodecError(ValueError):
@@ -110,8 +122,8 @@ def decode_error(document: object) -> TransferError:
     for name in _FIELDS.get(cls, ()):
         value = document.get(name)
         expected = int if name in ("status", "errno") else str
-        if cls is HTTPStatusError and name in ("status", "reason") and value is None:
-            raise CodecError(f"HTTPStatusError without a {name}")
+        if value is None and name in _REQUIRED.get(cls, ()):
+            raise CodecError(f"{cls.__name__} without a {name}")
         if value is not None and (not isinstance(value, expected) or isinstance(value, bool)):
             raise CodecError(f"error field {name!r} has the wrong type")
         setattr(error, name, value)

@@ -1,4 +1,5 @@
-"""``ResumeData``: everything needed to continue a download elsewhere, as a value.
+"""``ResumeData``: everything needed to continue a download (or a resumable
+upload: ``kind="upload"``) elsewhere, as a value.
 
 The ``cancelByProducingResumeData:`` analog. Serialised as UTF-8 JSON with a
 format tag and a version, so a blob is self-describing, readable when debugging,
@@ -22,6 +23,7 @@ import json
 import re
 from pathlib import PurePosixPath
 from typing import Any, ClassVar, Final
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -32,11 +34,13 @@ __all__ = [
     "EPHEMERAL_NOTE",
     "FORMAT",
     "KEY_SIZE",
+    "KINDS",
     "InvalidResumeDataError",
     "ResumeData",
     "canonical_bytes",
     "decode_stored",
     "ephemeral_partial",
+    "resume_data_of",
     "sign",
     "verify",
 ]
@@ -58,9 +62,17 @@ class InvalidResumeDataError(InvalidRequestError):
     or pointing at a partial file that is gone (or already taken by another task)."""
 
 
+KINDS: Final = ("download", "upload")
+_UPLOAD_PROTOCOLS: Final = ("tus", "ietf")
+
+
 @attrs.frozen(kw_only=True)
 class ResumeData:
-    """A paused download: where its bytes are and how to ask for the rest safely."""
+    """A paused download: where its bytes are and how to ask for the rest safely;
+    or (``kind="upload"``) a paused resumable upload: the file as it was, the
+    upload URL on the server and the offset the server acknowledged. For an
+    upload, ``partial`` and ``validator`` are empty and ``total`` is the file's
+    size; ``Session.upload_with_resume_data()`` takes it."""
 
     VERSION: ClassVar[int] = 2
 
@@ -82,6 +94,18 @@ class ResumeData:
     headers: tuple[tuple[str, str], ...] = ()
     """Request headers to send again; never credentials (Authorization,
     Proxy-Authorization, Cookie), which the application supplies again."""
+    kind: str = "download"
+    """``"download"`` or ``"upload"`` (the fields below are an upload's)."""
+    source: str | None = None
+    """The uploaded file (absolute path)."""
+    identity: tuple[int, int, int, int] | None = None
+    """The file's size, mtime_ns, device and inode when the upload was made."""
+    upload_url: str | None = None
+    """The upload's URL on the server (never with credentials)."""
+    protocol: str | None = None
+    """``"tus"`` or ``"ietf"``."""
+    method: str | None = None
+    """The upload's method (the IETF draft's creation)."""
     mac: str = ""
     """HMAC-SHA256 of every other field under the state directory's key, as hex;
     set by the session that handed the data out. Any change to a field (or data
@@ -91,6 +115,11 @@ class ResumeData:
         """The serialised form (UTF-8 JSON with a format tag and version)."""
         body = attrs.asdict(self)
         body["headers"] = [list(pair) for pair in self.headers]
+        if self.kind == "download":  # a download's blob is as it always was
+            for name in ("kind", "source", "identity", "upload_url", "protocol", "method"):
+                del body[name]
+        else:
+            body["identity"] = None if self.identity is None else list(self.identity)
         return json.dumps(
             {"format": FORMAT, "version": self.VERSION, **body}, separators=(",", ":")
         ).encode()
@@ -109,6 +138,21 @@ class ResumeData:
                 "resume data without a valid signature (mac): altered or truncated"
             )
         return data
+
+
+def resume_data_of(data: object, kind: str) -> ResumeData:
+    """Resume data of ``kind`` (``download``/``upload``) from a value or its bytes
+    (the form checked here, the signature by the session's engine)."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        data = ResumeData.from_bytes(bytes(data))
+    elif not isinstance(data, ResumeData):
+        raise TypeError(f"resume_data must be ResumeData or bytes, not {type(data).__name__}")
+    if data.kind != kind:
+        call = f"{data.kind}_with_resume_data"
+        raise InvalidResumeDataError(
+            f"this resume data continues a {data.kind}: use Session.{call}()"
+        )
+    return data
 
 
 def decode_stored(blob: bytes) -> ResumeData:
@@ -133,6 +177,16 @@ def canonical_bytes(data: ResumeData) -> bytes:
         data.description,
         [list(pair) for pair in data.headers],
     ]
+    if data.kind != "download":  # (a download's MAC is what it always was)
+        identity = data.identity
+        fields += [
+            data.kind,
+            data.source,
+            None if identity is None else list(identity),
+            data.upload_url,
+            data.protocol,
+            data.method,
+        ]
     return json.dumps(fields, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
@@ -213,7 +267,9 @@ def _decode(blob: bytes, *, stored: bool) -> ResumeData:
             "and cannot be trusted; start the download again"
         )
     try:
+        upload = _upload_fields(document)
         return cls(
+            **upload,
             url=_field(document, "url", str),
             partial=_field(document, "partial", str),
             offset=_offset(document),
@@ -227,6 +283,42 @@ def _decode(blob: bytes, *, stored: bool) -> ResumeData:
         )
     except KeyError as exc:
         raise InvalidResumeDataError(f"resume data lacks {exc.args[0]!r} (truncated?)") from None
+
+
+def _upload_fields(document: dict[str, Any]) -> dict[str, Any]:
+    """An upload's fields (none for a download's blob)."""
+    kind = document.get("kind", "download")
+    if kind not in KINDS:
+        raise InvalidResumeDataError("resume data field 'kind' is not 'download' or 'upload'")
+    if kind == "download":
+        return {}
+    identity = document["identity"]
+    if not (
+        isinstance(identity, list)
+        and len(identity) == 4
+        and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in identity)
+    ):
+        raise InvalidResumeDataError("resume data field 'identity' has the wrong type")
+    protocol = _field(document, "protocol", str)
+    if protocol not in _UPLOAD_PROTOCOLS:
+        raise InvalidResumeDataError(f"resume data names an unknown protocol {protocol[:20]!r}")
+    upload_url = _field(document, "upload_url", str)
+    try:
+        parts = urlsplit(upload_url)
+    except ValueError:
+        parts = urlsplit("")
+    if "@" in parts.netloc or parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise InvalidResumeDataError(
+            "resume data's upload URL is not an http(s) URL without credentials"
+        )
+    return {
+        "kind": kind,
+        "source": _field(document, "source", str),
+        "identity": tuple(identity),
+        "upload_url": upload_url,
+        "protocol": protocol,
+        "method": _field(document, "method", str),
+    }
 
 
 def _field(document: dict[str, Any], name: str, kind: type) -> Any:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "METHODS",
+    "PROTOCOLS",
     "SourceIdentity",
     "UploadFields",
     "UploadRequest",
@@ -40,6 +41,12 @@ __all__ = [
 
 METHODS: Final = ("PUT", "POST")
 """The methods a plain upload sends its file with."""
+
+PROTOCOLS: Final = ("plain", "tus", "ietf", "auto")
+"""How an upload is sent: ``plain`` (the whole file per attempt), ``tus`` (tus
+1.0), ``ietf`` (the IETF resumable-upload draft, interop version 8), ``auto``
+(what the server advertises, asked once with ``OPTIONS``)."""
+RESUMABLE: Final = frozenset({"tus", "ietf"})
 
 
 def _url(instance: object, attribute: attrs.Attribute[str], value: object) -> None:
@@ -53,6 +60,14 @@ def _method(instance: object, attribute: attrs.Attribute[str], value: object) ->
         raise TypeError(f"method must be a str, not {type(value).__name__}")
     if value not in METHODS:
         raise ValueError(f"method must be 'PUT' or 'POST', got {value!r}")
+
+
+def _protocol(instance: object, attribute: attrs.Attribute[str], value: object) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"protocol must be a str, not {type(value).__name__}")
+    if value not in PROTOCOLS:
+        choices = ", ".join(map(repr, PROTOCOLS))
+        raise ValueError(f"protocol must be one of {choices}, got {value!r}")
 
 
 def _description(instance: object, attribute: attrs.Attribute[str | None], value: object) -> None:
@@ -74,6 +89,14 @@ class UploadRequest:
         default=(), kw_only=True, converter=normalize_headers, repr=headers_repr
     )
     reply_to: StrPath | None = attrs.field(default=None, kw_only=True)
+    protocol: str = attrs.field(default="plain", kw_only=True, validator=_protocol)
+
+    def __attrs_post_init__(self) -> None:
+        if self.reply_to is not None and self.protocol != "plain":
+            raise ValueError(
+                f"{self.url}: reply_to is for plain uploads, not protocol={self.protocol!r} "
+                "(a resumable upload's answer is kept in FinishedEvent.reply)"
+            )
 
 
 @attrs.frozen
@@ -116,6 +139,8 @@ class UploadFields:
     with userinfo."""
     upload_offset: int = 0
     """The bytes a resumable upload's server confirmed holding."""
+    protocol: str = "plain"
+    """``plain``, ``tus``, ``ietf``, or ``auto`` until the server was asked."""
 
     def to_json(self) -> str:
         identity = self.identity
@@ -127,6 +152,7 @@ class UploadFields:
                 "reply_to": self.reply_to,
                 "upload_url": self.upload_url,
                 "upload_offset": self.upload_offset,
+                "protocol": self.protocol,
             }
         )
 
@@ -151,6 +177,11 @@ class UploadFields:
         offset = document.get("upload_offset", 0)
         if not _count(offset):
             raise ValueError("invalid upload_offset")
+        protocol = document.get("protocol", "plain")
+        if protocol not in PROTOCOLS:
+            raise ValueError("invalid protocol")
+        if upload_url is not None:
+            check_no_userinfo(upload_url)
         return cls(
             method=method,
             source=source,
@@ -158,6 +189,7 @@ class UploadFields:
             reply_to=reply_to,
             upload_url=upload_url,
             upload_offset=offset,
+            protocol=protocol,
         )
 
 

@@ -23,6 +23,7 @@ def encode_upload(request: UploadRequest) -> dict[str, Any]:
         "description": request.description,
         "headers": [list(pair) for pair in request.headers],
         "reply_to": None if reply_to is None else str(reply_to),
+        "protocol": request.protocol,
     }
 
 
@@ -44,4 +45,5 @@ def decode_upload(document: object) -> UploadRequest:
         description=_optional_str(doc, "description"),
         headers=_pairs(doc.get("headers", [])),
         reply_to=reply_to,
+        protocol=_str(doc, "protocol") if "protocol" in doc else "plain",
     )

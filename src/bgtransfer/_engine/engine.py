@@ -144,6 +144,9 @@ class Engine(Restoring):
             fsync=journal is not None and config.durability == "fsync",
             publish=self._publish,
             hold_origin=self._hold_origin,
+            journal_task=None if journal is None else self._journal_task,
+            flush_for=None if journal is None else self._flush_for,
+            resume_key=resume_key,
         )
         self._uploads = Uploads(
             config=config,
@@ -151,6 +154,7 @@ class Engine(Restoring):
             partials_dir=partials_dir,
             uploader=uploader,
             secrets=self._secrets,
+            resume_key=resume_key,
         )
 
     # -- lifecycle ----------------------------------------------------------------

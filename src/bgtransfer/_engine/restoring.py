@@ -8,6 +8,7 @@ and its commands: it registers and queues what the reattachers rebuild.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 
@@ -18,6 +19,7 @@ from .._core.journal import TaskEntry
 from .._core.resume_data import ResumeData
 from .._core.states import TaskState
 from .._exceptions import SessionClosedError
+from .._io.threads import run_blocking
 from .download import Downloader
 from .download_job import DownloadJob, download_job
 from .reattacher import Reattached, Reattacher
@@ -110,6 +112,8 @@ class Restoring(Scheduler):
         touched.
         """
         self._check_open()
+        if data.kind == "upload":
+            return await self._submit_resumed_upload(data, headers=headers)
         url, origin, source = await self._restorer.locate(data)
         self._check_open()  # it may have closed meanwhile
         record = self._restorer.resumed_record(
@@ -134,6 +138,24 @@ class Restoring(Scheduler):
             raise
         job.announce_resume = True
         job.may_have_partial = True
+        self._start(self._supervisor.enqueue(record.id, record.origin, now=self.clock()))
+        return record
+
+    async def _submit_resumed_upload(self, data: ResumeData, *, headers: HeaderPairs) -> TaskRecord:
+        """A new task continuing a resumable upload from its resume data (the
+        server holds the bytes: nothing local to adopt)."""
+        record = await run_blocking(
+            functools.partial(self._uploads.resumed_record, self._next_id, data, headers=headers)
+        )
+        self._check_open()  # it may have closed meanwhile
+        if record.id != self._next_id:  # another task was made meanwhile: renumber
+            return await self._submit_resumed_upload(data, headers=headers)
+        self._next_id += 1
+        self._records[record.id] = record
+        if record.claims_destination:
+            self._claims[record.destination_key] = record.id
+        self._journal_task(record)
+        await self.flush()
         self._start(self._supervisor.enqueue(record.id, record.origin, now=self.clock()))
         return record
 

@@ -10,11 +10,12 @@ journal's uploads (the :class:`~.reattacher.Reattacher` protocol, by
 under the same limits; it never learns the verb.
 
 One attempt's body is sent by a :class:`BodyStrategy`. :class:`PlainStrategy`
-sends the whole file with one request; a resumable strategy (tus, the IETF
-draft) will learn the server's offset first and send the rest, keeping its
-upload URL and offset in the job's journalled fields
+sends the whole file with one request; :class:`~.upload_resumable.ResumableStrategy`
+(tus, the IETF draft) learns the server's offset first and sends the rest,
+keeping its upload URL and offset in the job's journalled fields
 (``UploadFields.upload_url``/``upload_offset``, journalled with
-``journal_task``).
+``journal_task``). ``protocol="auto"`` is settled at the first attempt, by
+one ``OPTIONS``.
 """
 
 from __future__ import annotations
@@ -43,23 +44,36 @@ from .._core.events import (
 from .._core.journal import TaskEntry
 from .._core.naming import Origin, origin_of, parse_url
 from .._core.reattach import Action, plan_upload_reattach
+from .._core.resume_data import InvalidResumeDataError, ResumeData, sign, verify
 from .._core.retry import backoff, parse_retry_after
 from .._core.secrets import SecretHeaders
-from .._core.upload import UploadFields, UploadRequest, reply_headers
+from .._core.upload import (
+    RESUMABLE,
+    SourceIdentity,
+    UploadFields,
+    UploadRequest,
+    reply_headers,
+    source_change,
+)
+from .._core.upload_protocol import advertised_protocol
 from .._exceptions import (
     HTTPStatusError,
     InvalidDestinationError,
     ResourceTimeoutError,
+    SourceChangedError,
     TransferError,
 )
 from .._io.errors import file_error
 from .._io.files import move_into_place, remove_quietly
 from .._io.progress import count as count_progress
+from .._io.resumable import discover
 from .._io.upload import Answer, check_source, inspect_source, send_file
 from .admission import Admission, merge_headers
+from .journaling import FlushFor, JournalTask
 from .reattacher import Reattached
 from .record import TaskRecord
 from .upload_job import UploadJob, upload_job
+from .upload_resumable import ResumableStrategy
 
 if TYPE_CHECKING:
     import aiohttp
@@ -117,13 +131,22 @@ class Uploader:
         fsync: bool,
         publish: Callable[[TaskEvent], None],
         hold_origin: Callable[[TaskRecord, float], None],
+        journal_task: JournalTask | None = None,
+        flush_for: FlushFor | None = None,
+        resume_key: bytes = b"",
     ) -> None:
         self.config = config
         self.clock = clock
         self.client: aiohttp.ClientSession | None = None
         self.strategy: BodyStrategy = PlainStrategy(self)
+        self.resumable = ResumableStrategy(self)
+        self.journal_task = journal_task  # None: no journal (an ephemeral session)
+        self.flush_for = flush_for
+        self._resume_key = resume_key
+        self.secrets = secrets
         self._secrets = secrets
         self._fsync = fsync
+        self.publish = publish
         self._publish = publish
         self._hold_origin = hold_origin
         self._rng = random.Random()
@@ -167,6 +190,35 @@ class Uploader:
         )
         return job.finished
 
+    async def terminate(self, job: UploadJob) -> None:
+        """Remove a cancelled resumable upload from the server (failures logged)."""
+        await self.resumable.terminate(job)
+
+    def resume_data(self, job: UploadJob) -> ResumeData | None:
+        """Signed resume data for a resumable upload the server holds (its URL
+        and the offset it acknowledged, the file's identity), else None."""
+        fields = job.fields
+        if fields.protocol not in RESUMABLE or fields.upload_url is None:
+            return None
+        record = job.record
+        identity = fields.identity
+        data = ResumeData(
+            kind="upload",
+            url=record.url,
+            partial="",
+            offset=fields.upload_offset,
+            validator="",
+            total=identity.size,
+            description=record.description,
+            headers=record.public_headers,
+            source=fields.source,
+            identity=(identity.size, identity.mtime_ns, identity.device, identity.inode),
+            upload_url=fields.upload_url,
+            protocol=fields.protocol,
+            method=fields.method,
+        )
+        return sign(data, self._resume_key)
+
     async def _attempts(self, job: UploadJob) -> Answer:
         """The retry loop: a plain upload that failed is sent again from its
         first byte, while the retry policy allows."""
@@ -203,26 +255,47 @@ class Uploader:
         fields = job.fields
         await check_source(record.url, job.source, fields.identity)
         size = fields.identity.size
-        record.bytes_received = 0
         record.bytes_expected = size
-        record.throttle.restart(0)
         record.throttle.set_expected(size)
-        if job.announce_resume:  # a plain upload starts again from its first byte
-            job.announce_resume = False
-            self._publish(ResumedEvent(task_id=record.id, offset=0, expected_total=size))
-        headers = await self._request_headers(record)
+        headers = await self.request_headers(record)
+        if fields.protocol == "auto":
+            await self._choose_protocol(job, headers)
         job.may_have_partial = job.reply_to is not None
 
         def on_sent(nbytes: int) -> None:
             record.bytes_received += nbytes
             count_progress(record.throttle, nbytes, self.clock, self._publish)
 
-        answer = await self.strategy.send(job, headers, on_sent)
+        if job.fields.protocol in RESUMABLE:
+            answer = await self.resumable.send(job, headers, on_sent)
+        else:
+            record.bytes_received = 0
+            record.throttle.restart(0)
+            if job.announce_resume:  # a plain upload starts again from its first byte
+                job.announce_resume = False
+                self._publish(ResumedEvent(task_id=record.id, offset=0, expected_total=size))
+            answer = await self.strategy.send(job, headers, on_sent)
         # The body was the file to its last byte; it must still be at its path.
         await check_source(record.url, job.source, fields.identity)
         return answer
 
-    async def _request_headers(self, record: TaskRecord) -> dict[str, str]:
+    async def _choose_protocol(self, job: UploadJob, headers: Mapping[str, str]) -> None:
+        """``protocol="auto"``: ask the server (one ``OPTIONS``) and keep what it
+        advertises (tus, else the IETF draft, else plain) in the journal."""
+        assert self.client is not None
+        answer = await discover(
+            self.client,
+            job.record.url,
+            headers=headers,
+            request_timeout=self.config.request_timeout,
+        )
+        protocol = advertised_protocol(answer) or "plain"
+        job.fields = attrs.evolve(job.fields, protocol=protocol)
+        job.discovery = answer  # the tus machine takes the capabilities from it
+        if self.journal_task is not None:
+            self.journal_task(job.record)
+
+    async def request_headers(self, record: TaskRecord) -> dict[str, str]:
         """The task's headers, and the provider's (if any) merged over them."""
         headers = dict(record.headers)
         provider = self.config.headers_provider
@@ -249,8 +322,10 @@ class Uploads:
         partials_dir: Path,
         uploader: Uploader,
         secrets: SecretHeaders,
+        resume_key: bytes = b"",
     ) -> None:
         self.config = config
+        self._resume_key = resume_key
         self.uploader = uploader
         self._admission = admission
         self._partials_dir = partials_dir
@@ -275,10 +350,55 @@ class Uploads:
             source=str(source),
             identity=identity,
             reply_to=None if reply_to is None else str(reply_to),
+            protocol=request.protocol,
         )
         return self.new_record(
             task_id, url, origin, fields, description=request.description, headers=request.headers
         )
+
+    def resumed_record(
+        self, task_id: int, data: ResumeData, *, headers: tuple[tuple[str, str], ...]
+    ) -> TaskRecord:
+        """A record continuing the upload ``data`` describes (signed by this state
+        directory: :class:`~bgtransfer.InvalidResumeDataError` otherwise), if its
+        file is still the one uploaded (:class:`~bgtransfer.SourceChangedError`
+        otherwise); not queued yet."""
+        verify(data, self._resume_key)
+        if data.kind != "upload" or data.source is None or data.identity is None:
+            raise InvalidResumeDataError(
+                "this is a download's resume data: use Session.download_with_resume_data()"
+            )
+        assert data.upload_url is not None
+        assert data.protocol is not None
+        url, origin = parse_url(data.url, self._admission.origins)
+        expected = SourceIdentity(*data.identity)
+        source, identity = inspect_source(url, data.source)
+        problem = source_change(expected, identity)
+        if problem is not None or str(source) != data.source:
+            raise SourceChangedError(
+                f"{url}: {data.source} changed since the upload was cancelled: "
+                f"{problem or 'another file is at its path now'}; upload it again as a new task",
+                url=url,
+                filename=data.source,
+            )
+        fields = UploadFields(
+            method=data.method or "PUT",
+            source=data.source,
+            identity=expected,
+            upload_url=data.upload_url,
+            upload_offset=data.offset,
+            protocol=data.protocol,
+        )
+        record = self.new_record(
+            task_id,
+            url,
+            origin,
+            fields,
+            description=data.description,
+            headers=tuple(merge_headers(data.headers, headers).items()),
+        )
+        upload_job(record).announce_resume = True
+        return record
 
     def new_record(
         self,
@@ -331,7 +451,8 @@ class Uploads:
             )
             job = upload_job(record)
             job.may_have_partial = entry.upload.reply_to is not None
-            job.announce_resume = plan.restarted
+            # A resumable upload the server holds continues from its offset.
+            job.announce_resume = plan.restarted or entry.upload.upload_url is not None
             for event in plan.inputs:
                 record.advance(event)
             outcome = plan.outcome

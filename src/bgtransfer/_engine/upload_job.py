@@ -6,8 +6,8 @@ offset slot of a resumable upload), the private file the answer's body is
 written to before it moves to ``reply_to``, and the server's answer once it
 accepted the file. The work is the engine's shared
 :class:`~.upload.Uploader`, which sends each attempt's body through a
-strategy (:class:`~.upload.BodyStrategy`: the plain one today, resumable ones
-next).
+strategy (:class:`~.upload.BodyStrategy`: plain, or
+:class:`~.upload_resumable.ResumableStrategy`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Protocol
 
 from .._core.events import CancelledEvent, ErrorEvent, FinishedEvent, UploadReply
 from .._core.journal import Phase, TaskEntry
-from .._core.states import Stage
+from .._core.resume_data import ResumeData
+from .._core.states import Stage, TaskState
 from .._core.upload import UploadFields
+from .._core.upload_protocol import UploadResponse
 from .._exceptions import TransferError
 from .._io.files import remove_quietly
 
@@ -34,6 +36,14 @@ class UploadWork(Protocol):
 
     async def transfer(self, job: UploadJob) -> FinishedEvent:
         """The job's attempts, until the server accepted the whole file."""
+        ...
+
+    async def terminate(self, job: UploadJob) -> None:
+        """Remove a cancelled resumable upload from the server (failures logged)."""
+        ...
+
+    def resume_data(self, job: UploadJob) -> ResumeData | None:
+        """Signed resume data for a resumable upload the server holds, else None."""
         ...
 
 
@@ -52,6 +62,7 @@ class UploadJob:
     __slots__ = (
         "announce_resume",
         "backing_off_until",
+        "discovery",
         "fields",
         "finished",
         "may_have_partial",
@@ -73,6 +84,7 @@ class UploadJob:
         self.may_have_partial = False  # a reply partial may exist
         self.reply: UploadReply | None = None  # the server's answer, once it accepted the file
         self.finished: FinishedEvent | None = None  # set once the task's work is complete
+        self.discovery: UploadResponse | None = None  # protocol="auto"'s OPTIONS answer
 
     @property
     def source(self) -> Path:
@@ -114,17 +126,24 @@ class UploadJob:
         return self.finished  # (the reply is at reply_to: a cancel came too late)
 
     def cancel_outcome(self) -> CancelledEvent:
-        return CancelledEvent(task_id=self.record.id)  # (a plain upload has no resume data)
+        data = None
+        if self.record.stage is Stage.CANCELING_KEEPING:  # (a plain upload has none)
+            data = self.uploader.resume_data(self)
+        return CancelledEvent(task_id=self.record.id, resume_data=data)
 
     def error_outcome(self, error: TransferError) -> ErrorEvent:
         return ErrorEvent(task_id=self.record.id, error=error)
 
     @property
     def has_leftovers(self) -> bool:
-        return self.may_have_partial
+        return self.may_have_partial or self.fields.upload_url is not None
 
     async def discard(self) -> None:
-        await remove_quietly(self.reply_partial)
+        try:
+            if self.record.state is TaskState.CANCELING and self.fields.upload_url is not None:
+                await self.uploader.terminate(self)  # the server's part of a cancelled upload
+        finally:
+            await remove_quietly(self.reply_partial)
 
 
 def upload_job(record: TaskRecord) -> UploadJob:

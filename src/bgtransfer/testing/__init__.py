@@ -11,17 +11,24 @@ thread for synchronous callers.
 
 from ._content import ServedFile
 from ._faults import Faults
+from ._ietf import IetfEndpoint
 from ._server import TestServer
 from ._stats import RecordedRequest, ServerStatistics
 from ._threaded import ThreadedTestServer
+from ._tus import TusEndpoint
 from ._upload import ReceivedUpload
+from ._uploads import StoredUpload, UploadFaults
 
 __all__ = [
     "Faults",
+    "IetfEndpoint",
     "ReceivedUpload",
     "RecordedRequest",
     "ServedFile",
     "ServerStatistics",
+    "StoredUpload",
     "TestServer",
     "ThreadedTestServer",
+    "TusEndpoint",
+    "UploadFaults",
 ]

@@ -7,7 +7,7 @@ import ssl
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 from urllib.parse import quote
 
 from aiohttp import web
@@ -20,12 +20,17 @@ from ._content import (
     normalise_last_modified,
 )
 from ._faults import Faults, FaultSchedule
+from ._ietf import IetfEndpoint
 from ._responder import Responder
 from ._stats import RecordedRequest, Recorder, ServerStatistics
 from ._sync import Gates, Notifier, Shutdown
+from ._tus import TusEndpoint
 from ._upload import UPLOAD_METHODS, ReceivedUpload, receive_upload
+from ._uploads import UploadEndpoint
 
 __all__ = ["TestServer"]
+
+_E = TypeVar("_E", bound=UploadEndpoint)
 
 # Characters left unescaped by url(): RFC 3986 pchar plus "/".
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
@@ -123,6 +128,7 @@ class TestServer:
         self._runner: web.ServerRunner | None = None
         self._base_url: str | None = None
         self._uploads: list[ReceivedUpload] = []
+        self._upload_endpoints: dict[str, UploadEndpoint] = {}
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -149,6 +155,8 @@ class TestServer:
         """Stop serving: abort held and sleeping requests, close every connection."""
         self._shutdown.set()
         self._gates.release_all()
+        for endpoint in self._upload_endpoints.values():
+            endpoint.release()
         self._notifier.close()
         runner, self._runner = self._runner, None
         if runner is not None:
@@ -285,6 +293,39 @@ class TestServer:
             raise ValueError(f"size must be an int >= 0, got {size!r}")
         return deterministic_bytes(size, seed)
 
+    # -- resumable-upload endpoints (testing/_tus.py, testing/_ietf.py) ------------------
+
+    def add_tus_endpoint(
+        self,
+        prefix: str = "/tus/",
+        *,
+        max_size: int | None = None,
+        checksum_algorithms: tuple[str, ...] = ("sha1",),
+        termination: bool = True,
+    ) -> TusEndpoint:
+        """Serve a tus 1.0.0 upload endpoint under ``prefix`` and return it."""
+        return self._add_upload_endpoint(
+            TusEndpoint(
+                prefix,
+                max_size=max_size,
+                checksum_algorithms=checksum_algorithms,
+                termination=termination,
+            )
+        )
+
+    def add_ietf_endpoint(
+        self, prefix: str = "/ietf/", *, max_append_size: int | None = None
+    ) -> IetfEndpoint:
+        """Serve an IETF resumable-upload draft endpoint under ``prefix`` and return it."""
+        return self._add_upload_endpoint(IetfEndpoint(prefix, max_append_size=max_append_size))
+
+    def _add_upload_endpoint(self, endpoint: _E) -> _E:
+        _check_path(endpoint.prefix)
+        if endpoint.prefix in self._upload_endpoints:
+            raise ValueError(f"{endpoint.prefix!r} already has an upload endpoint")
+        self._upload_endpoints[endpoint.prefix] = endpoint
+        return endpoint
+
     # -- faults and gates ----------------------------------------------------------
 
     def set_faults(self, path: str, faults: Faults, *, times: int | None = None) -> None:
@@ -366,6 +407,14 @@ class TestServer:
 
     # -- request handling ------------------------------------------------------------
 
+    def _upload_endpoint(self, path: str) -> UploadEndpoint | None:
+        if not self._upload_endpoints:
+            return None
+        for prefix, endpoint in self._upload_endpoints.items():
+            if path.startswith(prefix):
+                return endpoint
+        return None
+
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         assert self._web_server is not None  # requests only arrive once started
         path = request.path
@@ -377,6 +426,9 @@ class TestServer:
             headers=request.headers,
         )
         try:
+            endpoint = self._upload_endpoint(path)
+            if endpoint is not None:
+                return await endpoint.handle(request)
             schedule = self._faults.get(path)
             if request.method in UPLOAD_METHODS and path not in self._files:
                 # the upload endpoint (_upload.py): any path that serves no file

@@ -1,0 +1,97 @@
+"""Resumable uploads through the daemon: ``protocol=`` crosses the wire, and a
+daemon SIGKILLed mid-upload is replaced by one that continues from the server's
+offset (the journalled upload URL), sending nothing twice."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from _helpers import daemon_pid, kill_daemon
+from bgtransfer import Configuration, FinishedEvent, Session
+from bgtransfer.testing import TestServer, UploadFaults
+
+pytestmark = pytest.mark.asyncio
+
+MiB = 1024 * 1024
+FAST = {"checkpoint_interval": 0.05, "progress_interval": 0.0}
+TIMEOUT = 60
+
+
+def _file(tmp_path: Path, size: int) -> Path:
+    path = tmp_path / "up.bin"
+    path.write_bytes(os.urandom(size))
+    return path
+
+
+@pytest.mark.parametrize("protocol", ["tus", "ietf", "auto"])
+async def test_a_resumable_upload_through_the_daemon(
+    server: TestServer, daemon_state: Path, tmp_path: Path, protocol: str
+) -> None:
+    source = _file(tmp_path, 2 * MiB + 5)
+    endpoint = server.add_tus_endpoint("/tus/") if protocol != "ietf" else None
+    endpoint = endpoint or server.add_ietf_endpoint("/ietf/")
+    config = Configuration(**FAST)
+    async with Session("up", state_dir=daemon_state, config=config, daemon=True) as session:
+        task = await session.upload(server.url(endpoint.prefix), source, protocol=protocol)
+        finished = await asyncio.wait_for(task.wait(), TIMEOUT)
+    assert isinstance(finished, FinishedEvent)
+    [stored] = endpoint.uploads.values()
+    assert stored.sha256() == hashlib.sha256(source.read_bytes()).hexdigest()
+    methods = [method for method, _path, _headers in endpoint.requests]
+    assert "PATCH" in methods
+    assert (methods[0] == "OPTIONS") is (protocol != "ietf")
+
+
+@pytest.mark.parametrize("protocol", ["tus", "ietf"])
+async def test_a_daemon_sigkilled_mid_upload_is_continued_from_the_servers_offset(
+    server: TestServer, daemon_state: Path, tmp_path: Path, protocol: str
+) -> None:
+    source = _file(tmp_path, 8 * MiB)
+    if protocol == "tus":
+        endpoint = server.add_tus_endpoint("/tus/", checksum_algorithms=())
+    else:
+        endpoint = server.add_ietf_endpoint("/ietf/")
+    endpoint.set_faults(UploadFaults(method="PATCH", hold_after=3 * MiB), times=1)
+    config = Configuration(**FAST)
+    async with Session("kill", state_dir=daemon_state, config=config, daemon=True) as session:
+        task = await session.upload(server.url(endpoint.prefix), source, protocol=protocol)
+        await asyncio.wait_for(endpoint.wait_held(), TIMEOUT)
+        pid = daemon_pid(daemon_state)
+        assert pid is not None
+        kill_daemon(daemon_state)  # SIGKILL mid-PATCH
+        endpoint.release()  # the killed PATCH ends with what the server read
+        finished = await asyncio.wait_for(task.wait(), TIMEOUT)
+        assert daemon_pid(daemon_state) not in (None, pid)
+    assert isinstance(finished, FinishedEvent)
+    assert finished.total_bytes == source.stat().st_size
+    [stored] = endpoint.uploads.values()  # created once: the journalled URL was used
+    assert stored.sha256() == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert endpoint.bytes_received == source.stat().st_size  # nothing sent twice
+
+
+async def test_resume_data_round_trip_through_the_daemon(
+    server: TestServer, daemon_state: Path, tmp_path: Path
+) -> None:
+    source = _file(tmp_path, 3 * MiB)
+    endpoint = server.add_tus_endpoint("/tus/", checksum_algorithms=())
+    endpoint.set_faults(UploadFaults(method="PATCH", hold_after=1 * MiB), times=1)
+    config = Configuration(**FAST)
+    async with Session("rd", state_dir=daemon_state, config=config, daemon=True) as session:
+        task = await session.upload(server.url("/tus/"), source, protocol="tus")
+        await asyncio.wait_for(endpoint.wait_held(), TIMEOUT)
+        data = await task.cancel_with_resume_data()
+        endpoint.release()
+        await asyncio.wait_for(server.wait_until(lambda s: s.in_flight == 0), TIMEOUT)
+        assert data is not None
+        assert data.kind == "upload"
+        again = await session.upload_with_resume_data(data.to_bytes())
+        finished = await asyncio.wait_for(again.wait(), TIMEOUT)
+    assert isinstance(finished, FinishedEvent)
+    [stored] = endpoint.uploads.values()
+    assert stored.sha256() == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert endpoint.bytes_received == source.stat().st_size
