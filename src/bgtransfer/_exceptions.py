@@ -19,6 +19,8 @@
     │   │                                     (unknown_ca, hostname_mismatch, expired...);
     │   │                                     never retried
     │   ├── ProtocolError                    the server broke HTTP rules we rely on
+    │   ├── IntegrityError                   checksum/size/digest mismatch; .algorithm,
+    │   │                                     .expected, .actual; never retried
     │   ├── RedirectError                    a redirect refused (https to http, not
     │   │                                     http(s), too many); never retried
     │   ├── TransferTimeoutError             (+ TimeoutError) no byte for request_timeout,
@@ -56,6 +58,7 @@ __all__ = [
     "DaemonError",
     "HTTPStatusError",
     "IncompleteBodyError",
+    "IntegrityError",
     "InvalidDestinationError",
     "InvalidRequestError",
     "InvalidSourceError",
@@ -276,6 +279,27 @@ class TLSError(NetworkError):
 
 class ProtocolError(TransferError):
     """The server's answer breaks an HTTP rule the download relies on."""
+
+
+class IntegrityError(TransferError):
+    """The downloaded bytes are not the ones asked for: their digest or size
+    differs from the ``checksum=`` or ``expected_size=`` of the download, or
+    from a ``Repr-Digest``/``Content-Digest`` the server sent. ``algorithm``
+    (``"sha256"``, ..., or ``"size"``), ``expected`` and ``actual`` (lowercase
+    hex, or the sizes as decimal text) say which. Never retried; the bytes
+    never reach the destination (the partial file is removed)."""
+
+    algorithm: str
+    expected: str
+    actual: str
+
+    def __init__(
+        self, message: str, *, url: str, algorithm: str, expected: str, actual: str
+    ) -> None:
+        super().__init__(message, url=url)
+        self.algorithm = algorithm
+        self.expected = expected
+        self.actual = actual
 
 
 class RedirectError(TransferError):

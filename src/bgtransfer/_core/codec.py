@@ -19,6 +19,7 @@ import attrs
 from .._exceptions import (
     HTTPStatusError,
     IncompleteBodyError,
+    IntegrityError,
     JournalWriteError,
     LocalFileError,
     NetworkError,
@@ -63,6 +64,7 @@ _ERROR_TYPES: Final[dict[str, type[TransferError]]] = {
         ProxyError,
         TLSError,
         ProtocolError,
+        IntegrityError,
         RedirectError,
         TransferTimeoutError,
         ResourceTimeoutError,
@@ -77,6 +79,7 @@ _FIELDS: Final[dict[type[TransferError], tuple[str, ...]]] = {
     JournalWriteError: ("errno", "filename", "strerror"),
     ProxyError: ("proxy", "status"),
     TLSError: ("check",),
+    IntegrityError: ("algorithm", "expected", "actual"),
     SourceChangedError: ("errno", "filename", "strerror"),
 }
 """The typed attributes each class carries beyond ``url`` (every one is restored)."""

@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Final
 import attrs
 
 from .._exceptions import InvalidRequestError
+from .digests import Integrity
 from .secrets import redacted_url
 
 __all__ = [
@@ -62,7 +63,9 @@ class InvalidResumeDataError(InvalidRequestError):
 class ResumeData:
     """A paused download: where its bytes are and how to ask for the rest safely."""
 
-    VERSION: ClassVar[int] = 2
+    VERSION: ClassVar[int] = 3
+    """The newest version; data without ``integrity`` is written as version 2
+    (what earlier releases read and signed the same way)."""
 
     url: str
     """The URL the bytes came from (after redirects, the original URL is kept)."""
@@ -82,6 +85,9 @@ class ResumeData:
     headers: tuple[tuple[str, str], ...] = ()
     """Request headers to send again; never credentials (Authorization,
     Proxy-Authorization, Cookie), which the application supplies again."""
+    integrity: Integrity | None = None
+    """The download's ``checksum=``/``expected_size=`` (version 3): the resumed
+    task checks its bytes against them too."""
     mac: str = ""
     """HMAC-SHA256 of every other field under the state directory's key, as hex;
     set by the session that handed the data out. Any change to a field (or data
@@ -89,10 +95,16 @@ class ResumeData:
 
     def to_bytes(self) -> bytes:
         """The serialised form (UTF-8 JSON with a format tag and version)."""
-        body = attrs.asdict(self)
+        body = attrs.asdict(self, recurse=False)
         body["headers"] = [list(pair) for pair in self.headers]
+        version = 2
+        if self.integrity is None:
+            del body["integrity"]
+        else:
+            body["integrity"] = self.integrity.to_dict()
+            version = self.VERSION
         return json.dumps(
-            {"format": FORMAT, "version": self.VERSION, **body}, separators=(",", ":")
+            {"format": FORMAT, "version": version, **body}, separators=(",", ":")
         ).encode()
 
     @classmethod
@@ -120,9 +132,9 @@ def decode_stored(blob: bytes) -> ResumeData:
 
 def canonical_bytes(data: ResumeData) -> bytes:
     """What the MAC covers: every field but the MAC, in a fixed order and form."""
-    fields = [
+    fields: list[object] = [
         FORMAT,
-        ResumeData.VERSION,
+        2 if data.integrity is None else ResumeData.VERSION,
         data.url,
         data.partial,
         data.offset,
@@ -133,6 +145,8 @@ def canonical_bytes(data: ResumeData) -> bytes:
         data.description,
         [list(pair) for pair in data.headers],
     ]
+    if data.integrity is not None:
+        fields.append(data.integrity.to_dict())
     return json.dumps(fields, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
@@ -207,7 +221,7 @@ def _decode(blob: bytes, *, stored: bool) -> ResumeData:
             f"resume data version {version} is newer than this bgtransfer "
             f"understands ({cls.VERSION}); upgrade bgtransfer"
         )
-    if version < cls.VERSION and not stored:
+    if version < 2 and not stored:
         raise InvalidResumeDataError(
             f"resume data version {version} is unsigned (from an older bgtransfer) "
             "and cannot be trusted; start the download again"
@@ -223,10 +237,20 @@ def _decode(blob: bytes, *, stored: bool) -> ResumeData:
             destination=_optional(document, "destination", str),
             description=_optional(document, "description", str),
             headers=_headers(document),
+            integrity=_integrity(document, version),
             mac=_mac_field(document, stored=stored),
         )
     except KeyError as exc:
         raise InvalidResumeDataError(f"resume data lacks {exc.args[0]!r} (truncated?)") from None
+
+
+def _integrity(document: dict[str, Any], version: int) -> Integrity | None:
+    if version < 3:
+        return None  # (a field an older version never wrote is not read)
+    try:
+        return Integrity.from_dict(document["integrity"])
+    except ValueError as exc:
+        raise InvalidResumeDataError(f"resume data field 'integrity': {exc}") from None
 
 
 def _field(document: dict[str, Any], name: str, kind: type) -> Any:
