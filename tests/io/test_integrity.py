@@ -5,7 +5,7 @@ never reach the destination."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,8 @@ from bgtransfer import (
     Session,
     TaskState,
 )
+from bgtransfer._engine import download as download_module
+from bgtransfer._io.pump import PUMP_MIN_BYTES
 from bgtransfer.testing import Faults, TestServer
 
 pytestmark = pytest.mark.asyncio
@@ -303,3 +305,87 @@ async def test_a_segmented_download_is_verified(
         assert not (out_dir / "big.bin").exists()
     else:
         assert sha256_file(out_dir / "big.bin") == file.sha256
+
+
+@pytest.fixture
+def rereads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The partial files read again before their move (in this process)."""
+    read: list[Path] = []
+    original = download_module.hash_file
+
+    def counting(path: Path, algorithms: Iterable[str]) -> tuple[int, dict[str, bytes]]:
+        read.append(path)
+        return original(path, algorithms)
+
+    monkeypatch.setattr(download_module, "hash_file", counting)
+    return read
+
+
+@pytest.mark.parametrize(
+    ("size", "corrupt"),
+    [(300_000, False), (300_000, True), (PUMP_MIN_BYTES + 100_000, False),
+     (PUMP_MIN_BYTES + 100_000, True)],
+)  # fmt: skip
+async def test_one_body_is_hashed_as_it_arrives_not_read_again(
+    size: int, corrupt: bool, rereads: list[Path], server: TestServer, out_dir: Path
+) -> None:
+    """Through the body writer and (large bodies) the pump thread."""
+    file = server.add_file("/f.bin", size=size)
+    server.set_faults(file.path, Faults(corrupt=corrupt, repr_digest="right"))
+    async with Session(config=CONFIG) as session:
+        task = await session.download(
+            server.url(file.path), out_dir / "f.bin", checksum=_checksum("blake2b", file.data)
+        )
+        if corrupt:
+            with pytest.raises(IntegrityError):
+                await task.wait()
+        else:
+            assert isinstance(await task.wait(), FinishedEvent)
+    assert rereads == []
+    if corrupt:
+        assert not (out_dir / "f.bin").exists()
+    else:
+        assert sha256_file(out_dir / "f.bin") == file.sha256
+
+
+async def test_a_body_continued_in_this_process_is_not_read_again(
+    rereads: list[Path], server: TestServer, state_dir: Path, out_dir: Path
+) -> None:
+    file = server.add_file("/f.bin", size=600_000)
+    server.set_faults(file.path, Faults(hold_after=200_000), times=1)
+    async with Session("cont", state_dir=state_dir, config=CONFIG) as session:
+        task = await session.download(
+            server.url(file.path), out_dir / "f.bin", checksum=_checksum("sha256", file.data)
+        )
+        await wait_for_bytes(task, 200_000)
+        task.suspend()
+        server.release(file.path)
+        task.resume()
+        assert isinstance(await task.wait(), FinishedEvent)
+    assert server.requests[-1].headers["Range"] == "bytes=200000-"
+    assert rereads == []
+    assert sha256_file(out_dir / "f.bin") == file.sha256
+
+
+async def test_a_segmented_file_is_read_once(
+    rereads: list[Path], server: TestServer, out_dir: Path
+) -> None:
+    file = server.add_file("/big.bin", size=4_000_000)
+    async with Session(config=CONFIG) as session:
+        task = await session.download(
+            server.url(file.path), out_dir / "big.bin", segments=4, expected_size=file.size
+        )
+        assert isinstance(await task.wait(), FinishedEvent)
+    assert len(rereads) == 1
+    assert sha256_file(out_dir / "big.bin") == file.sha256
+
+
+async def test_nothing_to_check_takes_the_one_step_move(
+    rereads: list[Path], server: TestServer, out_dir: Path
+) -> None:
+    file = server.add_file("/s.bin", size=1000)
+    async with Session(config=CONFIG) as session:
+        task = await session.download(server.url(file.path), out_dir / "s.bin")
+        assert isinstance(await task.wait(), FinishedEvent)
+    assert rereads == []
+    assert sha256_file(out_dir / "s.bin") == file.sha256

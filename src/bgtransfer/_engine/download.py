@@ -181,17 +181,24 @@ class Downloader:
         the server sent, before it is moved into place: a mismatch is an
         :class:`IntegrityError` (the partial file is then removed with the task).
 
-        The partial file is read once, in a worker thread: it may hold bytes of
-        several attempts, segments or processes (resumed), so it is what is checked."""
+        The digests computed as the bytes were written serve when they cover the
+        whole file (one body from byte 0, or bodies that continued each other in
+        this process); otherwise (segments, a partial file of an earlier process)
+        the partial file is read once, in a worker thread."""
         integrity = job.integrity
         url = job.record.url
         algorithms = set(job.served_digests)
         if integrity is not None and integrity.checksum is not None:
             algorithms.add(integrity.checksum.algorithm)
-        try:
-            size, actual = await run_blocking(hash_file, job.partial, sorted(algorithms))
-        except OSError as exc:
-            raise file_error(exc, url=url, action="read", path=job.partial) from exc
+        running = job.running
+        if running is not None and running.covers(job.record.bytes_received, algorithms):
+            size, actual, how = running.offset, running.digests(), "as it arrived"
+        else:
+            try:
+                size, actual = await run_blocking(hash_file, job.partial, sorted(algorithms))
+            except OSError as exc:
+                raise file_error(exc, url=url, action="read", path=job.partial) from exc
+            how = "read again"
         if integrity is not None and integrity.expected_size not in (None, size):
             raise IntegrityError(
                 f"received {size} bytes, expected_size is {integrity.expected_size}",
@@ -218,7 +225,11 @@ class Downloader:
                 )
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
-                "task %d: %d bytes verified (%s)", job.record.id, size, ", ".join(sorted(actual))
+                "task %d: %d bytes verified, %s (%s)",
+                job.record.id,
+                size,
+                how,
+                ", ".join(sorted(actual)),
             )
 
     async def _attempts(self, job: DownloadJob) -> None:

@@ -22,6 +22,7 @@ from .._core.retry import ResumeMark
 from .._core.segments import Segment, contiguous_prefix
 from .._core.states import MoveInput, MovePhase, Stage, move_to
 from .._exceptions import TransferError
+from .._io.digest import RunningDigest
 from .._io.files import remove_quietly
 
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ class DownloadJob:
         "record",
         "restarted",
         "resume_mark",
+        "running",
         "segments",
         "served_digests",
         "too_slow",
@@ -101,6 +103,8 @@ class DownloadJob:
         # Digests the server sent for the whole file (Repr-Digest, or a 200's
         # Content-Digest), by algorithm; checked before the move too.
         self.served_digests: dict[str, tuple[bytes, str]] = {}
+        # The digests of the partial file as its bytes were written (this process).
+        self.running: RunningDigest | None = None
         self.downloader: DownloadWork | None = None  # bound by the engine
         self.partial = partial
         self.validator = validator  # for If-Range; None: cannot resume safely

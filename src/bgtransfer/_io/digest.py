@@ -1,17 +1,49 @@
-"""A finished partial file's digests, read once (in a worker thread) before its move."""
+"""Digests of a partial file: hashed as its bytes are written (:class:`RunningDigest`),
+or read once in a worker thread before the move (:func:`hash_file`)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from .._core.digests import new_hash
 
-__all__ = ["BLOCK", "hash_file"]
+__all__ = ["BLOCK", "RunningDigest", "hash_file"]
 
 BLOCK = 1024 * 1024
-"""Bytes read at a time: one buffer, reused (no unbounded reads)."""
+"""Bytes read at a time by :func:`hash_file`: one buffer, reused."""
+
+
+class RunningDigest:
+    """The digests of a partial file's bytes from 0, updated by the writes of the
+    one transfer that owns it (in the file thread or the pump's: one write at a
+    time). ``offset`` is how many bytes it covers; a write elsewhere than there,
+    or one that failed, makes it ``broken`` (the file is then read again)."""
+
+    __slots__ = ("broken", "hashes", "offset")
+
+    def __init__(self, algorithms: Iterable[str]) -> None:
+        self.hashes = {name: new_hash(name) for name in algorithms}
+        self.offset = 0
+        self.broken = False
+
+    def update(self, offset: int, chunks: Sequence[bytes | bytearray | memoryview]) -> None:
+        """``chunks`` were written at ``offset``."""
+        if self.broken or offset != self.offset:
+            self.broken = True
+            return
+        for chunk in chunks:
+            for h in self.hashes.values():
+                h.update(chunk)
+            self.offset += len(chunk)
+
+    def covers(self, size: int, algorithms: Iterable[str]) -> bool:
+        """Whether it holds the digests of a file of ``size`` bytes for ``algorithms``."""
+        return not self.broken and self.offset == size and set(algorithms) <= self.hashes.keys()
+
+    def digests(self) -> dict[str, bytes]:
+        return {name: h.digest() for name, h in self.hashes.items()}
 
 
 def hash_file(path: Path, algorithms: Iterable[str]) -> tuple[int, dict[str, bytes]]:
