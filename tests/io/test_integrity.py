@@ -389,3 +389,30 @@ async def test_nothing_to_check_takes_the_one_step_move(
         assert isinstance(await task.wait(), FinishedEvent)
     assert rereads == []
     assert sha256_file(out_dir / "s.bin") == file.sha256
+
+
+async def test_download_many_carries_each_requests_checks(
+    background: Callable[..., Session], server: TestServer, state_dir: Path, out_dir: Path
+) -> None:
+    good = server.add_file("/good.bin", size=50_000)
+    bad = server.add_file("/bad.bin", size=50_000)
+    async with background("many", state_dir=state_dir, config=CONFIG) as session:
+        tasks = await session.download_many(
+            [
+                DownloadRequest(
+                    server.url(good.path),
+                    out_dir / "good.bin",
+                    checksum=_checksum("sha512", good.data),
+                    expected_size=good.size,
+                ),
+                DownloadRequest(
+                    server.url(bad.path), out_dir / "bad.bin", checksum=_checksum("md5", good.data)
+                ),
+            ]
+        )
+        assert isinstance(await tasks[0].wait(), FinishedEvent)
+        with pytest.raises(IntegrityError) as caught:
+            await tasks[1].wait()
+    assert caught.value.algorithm == "md5"
+    assert sha256_file(out_dir / "good.bin") == good.sha256
+    assert not (out_dir / "bad.bin").exists()
