@@ -42,7 +42,9 @@ class DownloadRequest:
     ``(name, value)`` pairs (the secret ones shown as ``***`` by ``repr``); a URL
     with credentials is refused here (:class:`~bgtransfer.InvalidURLError`); the
     rest of the URL, the destination and segments are checked by
-    ``download_many``, with every other request of the batch."""
+    ``download_many``, with every other request of the batch. ``checksum``
+    (``"sha256:<hex>"``...) and ``expected_size`` are checked here (``ValueError``,
+    ``TypeError``): see :meth:`Session.download`."""
 
     url: str = attrs.field(validator=_url)
     destination: StrPath | None = None
