@@ -27,6 +27,7 @@ EXPECTED = {
     "FinishedEvent",
     "HTTPStatusError",
     "IncompleteBodyError",
+    "IntegrityError",
     "InvalidDestinationError",
     "InvalidRequestError",
     "InvalidResumeDataError",

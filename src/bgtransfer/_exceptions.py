@@ -26,6 +26,8 @@
     │   │                                     (404/410), even after starting it over
     │   ├── UploadChecksumError              the server kept refusing an upload's checksum
     │   │                                     (tus 460)
+    │   ├── IntegrityError                   checksum/size/digest mismatch; .algorithm,
+    │   │                                     .expected, .actual; never retried
     │   ├── RedirectError                    a redirect refused (https to http, not
     │   │                                     http(s), too many); never retried
     │   ├── TransferTimeoutError             (+ TimeoutError) no byte for request_timeout,
@@ -63,6 +65,7 @@ __all__ = [
     "DaemonError",
     "HTTPStatusError",
     "IncompleteBodyError",
+    "IntegrityError",
     "InvalidDestinationError",
     "InvalidRequestError",
     "InvalidSourceError",
@@ -312,6 +315,27 @@ class UploadChecksumError(TransferError):
     """The server refused the checksum of what was sent (tus ``460``) again and
     again: the bytes are corrupted on the way, or the file changes while it is
     read."""
+
+
+class IntegrityError(TransferError):
+    """The downloaded bytes are not the ones asked for: their digest or size
+    differs from the ``checksum=`` or ``expected_size=`` of the download, or
+    from a ``Repr-Digest``/``Content-Digest`` the server sent. ``algorithm``
+    (``"sha256"``, ..., or ``"size"``), ``expected`` and ``actual`` (lowercase
+    hex, or the sizes as decimal text) say which. Never retried; the bytes
+    never reach the destination (the partial file is removed)."""
+
+    algorithm: str
+    expected: str
+    actual: str
+
+    def __init__(
+        self, message: str, *, url: str, algorithm: str, expected: str, actual: str
+    ) -> None:
+        super().__init__(message, url=url)
+        self.algorithm = algorithm
+        self.expected = expected
+        self.actual = actual
 
 
 class RedirectError(TransferError):

@@ -210,6 +210,8 @@ class Session:
         description: str | None = None,
         headers: dict[str, str] | None = None,
         segments: int | None = None,
+        checksum: str | None = None,
+        expected_size: int | None = None,
     ) -> DownloadTask:
         """Start downloading ``url``; return its task at once (it may wait for a slot).
 
@@ -223,6 +225,11 @@ class Session:
         something other than a regular file (a device, a FIFO, a symbolic link).
         ``segments`` (1-16, default ``Configuration.segments``) fetches a large file
         over that many connections at once when the server supports ranges.
+        ``checksum`` (``"sha256:<hex>"``; also ``sha512``, ``blake2b``, ``sha1``,
+        ``md5``) and ``expected_size`` (bytes) are checked before the file is
+        moved into place: a mismatch ends the task in
+        :class:`~bgtransfer.IntegrityError` and nothing reaches ``destination``
+        (see docs/integrity.md; a server's ``Repr-Digest`` is checked too).
 
         Raises at the call, before any I/O, for wrong arguments:
         :class:`TypeError`, :class:`~bgtransfer.InvalidURLError`,
@@ -233,7 +240,13 @@ class Session:
         """
         backend = self._require_backend()
         request = DownloadRequest(  # checks the description and the URL's userinfo
-            url, destination, description=description, headers=headers, segments=segments
+            url,
+            destination,
+            description=description,
+            headers=headers,
+            segments=segments,
+            checksum=checksum,
+            expected_size=expected_size,
         )
         return DownloadTask(backend, await backend.submit(request))
 

@@ -18,6 +18,7 @@ from bgtransfer import (
     FinishedEvent,
     HTTPStatusError,
     IncompleteBodyError,
+    IntegrityError,
     JournalWriteError,
     LocalFileError,
     NetworkError,
@@ -76,6 +77,9 @@ EXAMPLES: list[TransferError] = [
     NetworkError("connection reset by peer", url=URL),
     IncompleteBodyError("the body ended at 10 of 20 bytes", url=URL),
     ProtocolError("416 without Content-Range", url=URL),
+    IntegrityError(
+        "sha256 differs", url=URL, algorithm="sha256", expected="0" * 64, actual="1" * 64
+    ),
     RedirectError("refused a redirect from https to http (http://h/x)", url=URL),
     TransferTimeoutError("no byte for 30 s", url=URL),
     ResourceTimeoutError("the task outlived 600 s", url=URL),
@@ -588,6 +592,10 @@ def errors(draw: st.DrawFn) -> TransferError:
         return TLSError(draw(texts), url=url, check=draw(texts))
     if cls is UploadExpiredError:
         return UploadExpiredError(draw(texts), url=url, status=draw(st.sampled_from([404, 410])))
+    if cls is IntegrityError:
+        return IntegrityError(
+            draw(texts), url=url, algorithm=draw(texts), expected=draw(texts), actual=draw(texts)
+        )
     return cls(draw(texts), url=url)
 
 

@@ -21,6 +21,7 @@ from bgtransfer import (
     TaskState,
 )
 from bgtransfer._core.codec import encode_terminal
+from bgtransfer._core.digests import Checksum, Integrity
 from bgtransfer._core.events import TerminalEvent
 from bgtransfer._core.journal import (
     COLUMNS,
@@ -883,3 +884,23 @@ def test_final_write_whole_partial_is_not_trusted_past_the_bytes_vouched_for() -
     assert plan == Reattach(
         action=Action.CONTINUE, state=TaskState.RUNNING, offset=OFFSET, validator='"v1"'
     )
+
+
+def test_round_trip_integrity() -> None:
+    entry = attrs.evolve(
+        _entry(Phase.RUNNING), integrity=Integrity(Checksum("blake2b", "f" * 128), 2**40)
+    )
+    row = entry_to_row(entry)
+    assert json.loads(dict(zip(COLUMNS, row, strict=True))["integrity"]) == {
+        "checksum": "blake2b:" + "f" * 128,
+        "expected_size": 2**40,
+    }
+    assert entry_from_row(row) == entry
+
+
+@pytest.mark.parametrize("text", ["{", '{"checksum": "sha256:00"}', "[]", 5])
+def test_a_bad_integrity_column_is_a_corrupt_entry(text: object) -> None:
+    values = dict(zip(COLUMNS, entry_to_row(_entry(Phase.RUNNING)), strict=True))
+    values["integrity"] = text
+    with pytest.raises(CorruptEntry, match="integrity"):
+        entry_from_row(tuple(values.values()))

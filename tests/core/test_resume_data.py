@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import bgtransfer
+from bgtransfer._core.digests import Checksum, Integrity
 from bgtransfer._core.resume_data import (
     FORMAT,
     KEY_SIZE,
@@ -112,7 +113,8 @@ def test_to_bytes_is_utf8_json_with_format_and_version() -> None:
     assert isinstance(blob, bytes)
     document = json.loads(blob.decode("utf-8"))
     assert document["format"] == FORMAT == "bgtransfer.resume-data"
-    assert document["version"] == ResumeData.VERSION == 2
+    assert document["version"] == 2  # without integrity: what bgtransfer wrote before 3
+    assert ResumeData.VERSION == 3
     assert document["mac"] == FULL.mac
     assert document["url"] == FULL.url
     assert document["partial"] == FULL.partial
@@ -248,7 +250,7 @@ def test_version_that_never_existed_rejected(version: int) -> None:
     assert "version" in str(_rejects(_blob(version=version)))
 
 
-@pytest.mark.parametrize("version", [3, 10**6, 10**30])
+@pytest.mark.parametrize("version", [4, 10**6, 10**30])
 def test_newer_version_rejected_with_advice(version: int) -> None:
     message = str(_rejects(_blob(version=version)))
     assert "newer" in message
@@ -258,7 +260,7 @@ def test_newer_version_rejected_with_advice(version: int) -> None:
 
 def test_newer_version_rejected_even_when_fields_changed() -> None:
     # A newer format may change anything; the version is checked before the fields.
-    blob = json.dumps({"format": FORMAT, "version": 3, "url": 5}).encode()
+    blob = json.dumps({"format": FORMAT, "version": 4, "url": 5}).encode()
     assert "newer" in str(_rejects(blob))
 
 
@@ -422,6 +424,7 @@ _CHANGES: dict[str, object] = {
     "destination": "/home/u/.bashrc",
     "description": "another",
     "headers": (("User-Agent", "demo/1.0"),),
+    "integrity": Integrity(Checksum("md5", "0" * 32), 99_999),
 }
 
 
@@ -579,3 +582,29 @@ def test_any_signed_resume_data_verifies_through_bytes(data: ResumeData) -> None
 )
 def test_an_ephemeral_partial_is_told_by_its_path(partial: str, expected: bool) -> None:
     assert ephemeral_partial(partial) is expected
+
+
+def test_integrity_round_trips_signed_and_cannot_be_stripped() -> None:
+    data = sign(attrs.evolve(UNSIGNED, integrity=Integrity(Checksum("sha256", "a" * 64))), KEY)
+    blob = data.to_bytes()
+    assert json.loads(blob)["version"] == 3
+    back = ResumeData.from_bytes(blob)
+    assert back == data
+    verify(back, KEY)
+    # Dropping the check (as version 2 data, which has none) breaks the signature.
+    document = json.loads(blob)
+    del document["integrity"]
+    document["version"] = 2
+    stripped = ResumeData.from_bytes(json.dumps(document).encode())
+    assert stripped.integrity is None
+    with pytest.raises(InvalidResumeDataError, match="does not match"):
+        verify(stripped, KEY)
+
+
+def test_bad_integrity_is_refused() -> None:
+    document = json.loads(
+        sign(attrs.evolve(UNSIGNED, integrity=Integrity(None, 5)), KEY).to_bytes()
+    )
+    document["integrity"] = {"checksum": "sha256:xyz"}
+    with pytest.raises(InvalidResumeDataError, match="integrity"):
+        ResumeData.from_bytes(json.dumps(document).encode())

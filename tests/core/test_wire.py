@@ -68,7 +68,13 @@ def test_a_snapshot_round_trips() -> None:
 
 def test_a_request_round_trips_and_a_relative_destination_is_refused() -> None:
     request = DownloadRequest(
-        "http://h/a", "/out/a", description="d", headers={"X-A": "1"}, segments=2
+        "http://h/a",
+        "/out/a",
+        description="d",
+        headers={"X-A": "1"},
+        segments=2,
+        checksum="sha256:" + "0" * 64,
+        expected_size=10,
     )
     assert decode_request(through_json(encode_request(request))) == request
     relative = encode_request(DownloadRequest("http://h/a", "out/a"))

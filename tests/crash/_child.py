@@ -29,9 +29,10 @@ kill the process at a precise point:
     every task ended, every terminal event was read, the session closed
 
 Arguments (a JSON object): ``identifier``, ``state_dir``, ``files`` (a list of
-``{"url", "destination", "target", "description", "segments"}``: ``destination``
-and ``segments`` as given to ``download()`` (a file, a directory or null; a count
-or null), ``target`` the file it ends up as),
+``{"url", "destination", "target", "description", "segments", "checksum"}``:
+``destination``, ``segments`` and ``checksum`` (optional) as given to
+``download()`` (a file, a directory or null; a count or null; a checksum or
+null), ``target`` the file it ends up as),
 ``create`` (URLs to start when they have no task and no file yet), ``config``
 (keyword arguments of :class:`~bgtransfer.Configuration`), and optionally:
 
@@ -400,6 +401,7 @@ class App:
                 spec["destination"],
                 description=spec["description"],
                 segments=spec.get("segments"),
+                checksum=spec.get("checksum"),
             )
             self.tasks[task.id] = task
             self.emit(

@@ -286,8 +286,15 @@ class Scene:
             "state_dir": str(self.state_dir),
             "files": [
                 {
-                    key: spec[key]
-                    for key in ("url", "destination", "target", "description", "segments")
+                    key: spec.get(key)
+                    for key in (
+                        "url",
+                        "destination",
+                        "target",
+                        "description",
+                        "segments",
+                        "checksum",
+                    )
                 }
                 for spec in self.specs.values()
             ],

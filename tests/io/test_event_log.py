@@ -187,9 +187,9 @@ async def test_a_journal_of_the_previous_schema_opens_and_gets_the_log(
     async with current:
         entries = current.entries
     old_path = path.with_name("old.sqlite3")
-    # The old code's schema, with the columns today's writer writes (schema 5's),
-    # which are dropped again once the rows are in.
-    old = await Journal.open(old_path, migrations=[*MIGRATIONS[:3], MIGRATIONS[4]])
+    # The old code's schema, with the columns today's writer writes (schemas 5
+    # and 6's), which are dropped again once the rows are in.
+    old = await Journal.open(old_path, migrations=[*MIGRATIONS[:3], MIGRATIONS[4], MIGRATIONS[5]])
     async with old:
         for entry in entries:
             old.put(entry)
@@ -197,6 +197,7 @@ async def test_a_journal_of_the_previous_schema_opens_and_gets_the_log(
     try:  # (closed, so that its WAL is checkpointed into the file moved below)
         db.execute("ALTER TABLE tasks DROP COLUMN kind")
         db.execute("ALTER TABLE tasks DROP COLUMN upload")
+        db.execute("ALTER TABLE tasks DROP COLUMN integrity")
         db.execute("PRAGMA user_version = 3")
         db.commit()
     finally:

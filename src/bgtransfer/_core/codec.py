@@ -19,6 +19,7 @@ import attrs
 from .._exceptions import (
     HTTPStatusError,
     IncompleteBodyError,
+    IntegrityError,
     JournalWriteError,
     LocalFileError,
     NetworkError,
@@ -66,6 +67,7 @@ _ERROR_TYPES: Final[dict[str, type[TransferError]]] = {
         ProxyError,
         TLSError,
         ProtocolError,
+        IntegrityError,
         RedirectError,
         TransferTimeoutError,
         ResourceTimeoutError,
@@ -83,6 +85,7 @@ _FIELDS: Final[dict[type[TransferError], tuple[str, ...]]] = {
     JournalWriteError: ("errno", "filename", "strerror"),
     ProxyError: ("proxy", "status"),
     TLSError: ("check",),
+    IntegrityError: ("algorithm", "expected", "actual"),
     SourceChangedError: ("errno", "filename", "strerror"),
     UploadExpiredError: ("status",),
 }

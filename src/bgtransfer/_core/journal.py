@@ -26,6 +26,7 @@ import attrs
 
 from .._exceptions import InvalidRequestError
 from .codec import decode_terminal, encode_terminal
+from .digests import Integrity
 from .events import TerminalEvent
 from .naming import parse_url
 from .secrets import DEFAULT_SECRETS, SECRET_HEADERS, SecretHeaders, strip_userinfo
@@ -99,6 +100,9 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "ALTER TABLE tasks ADD COLUMN kind TEXT NOT NULL DEFAULT 'download'",
         "ALTER TABLE tasks ADD COLUMN upload TEXT",
     ),
+    # 5 -> 6: a download's checksum= and expected_size= (see digests.Integrity),
+    # as JSON; NULL when none was asked (every task of an earlier journal).
+    ("ALTER TABLE tasks ADD COLUMN integrity TEXT",),
 )
 """``MIGRATIONS[n]`` takes a journal from schema version ``n`` to ``n + 1``."""
 
@@ -122,6 +126,7 @@ COLUMNS: Final = (
     "one_step",
     "kind",
     "upload",
+    "integrity",
 )
 
 
@@ -194,6 +199,9 @@ class TaskEntry:
     (``"upload"``/``"download"``) and the ``upload`` column's JSON; an upload's
     ``destination`` is where its answer goes (``reply_to``), else its source."""
 
+    integrity: Integrity | None = None
+    """A download's ``checksum=``/``expected_size=``; the ``integrity`` column's JSON."""
+
     @property
     def kind(self) -> str:
         """``"upload"`` or ``"download"``: which kind of job reattaches it."""
@@ -235,6 +243,7 @@ def entry_to_row(entry: TaskEntry) -> tuple[Any, ...]:
         None if entry.final_write is None else _final_write_json(entry.final_write),
         entry.kind,
         None if entry.upload is None else entry.upload.to_json(),
+        None if entry.integrity is None else entry.integrity.to_json(),
     )
 
 
@@ -351,7 +360,19 @@ def entry_from_row(row: Sequence[Any], secrets: SecretHeaders = DEFAULT_SECRETS)
         adopting=values["takeover"],
         final_write=_decode_final_write(task_id, values["one_step"], phase, offset),
         upload=upload,
+        integrity=_decode_integrity(task_id, values["integrity"]),
     )
+
+
+def _decode_integrity(task_id: int, text: object) -> Integrity | None:
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise CorruptEntry(f"task {task_id}: invalid integrity {text!r}")
+    try:
+        return Integrity.from_json(text)
+    except ValueError as exc:
+        raise CorruptEntry(f"task {task_id}: invalid integrity ({exc})") from None
 
 
 def _decode_upload(task_id: int, kind: object, text: object) -> UploadFields | None:

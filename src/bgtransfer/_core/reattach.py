@@ -135,6 +135,7 @@ def plan_reattach(
                 destination=entry.destination,
                 description=entry.description,
                 headers=public_headers(entry.headers),
+                integrity=entry.integrity,
             )
         return Reattach(
             action=Action.END,

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from .config import HeaderPairs, check_description, headers_repr, normalize_headers
+from .digests import Integrity, check_expected_size, parse_checksum
 from .secrets import check_no_userinfo
 
 if TYPE_CHECKING:
@@ -20,6 +21,16 @@ def _url(instance: object, attribute: attrs.Attribute[str], value: object) -> No
         check_no_userinfo(value)
 
 
+def _checksum(instance: object, attribute: attrs.Attribute[str | None], value: object) -> None:
+    if value is not None:
+        parse_checksum(value)
+
+
+def _expected_size(instance: object, attribute: attrs.Attribute[int | None], value: object) -> None:
+    if value is not None:
+        check_expected_size(value)
+
+
 def _description(instance: object, attribute: attrs.Attribute[str | None], value: object) -> None:
     check_description(value)
 
@@ -31,7 +42,9 @@ class DownloadRequest:
     ``(name, value)`` pairs (the secret ones shown as ``***`` by ``repr``); a URL
     with credentials is refused here (:class:`~bgtransfer.InvalidURLError`); the
     rest of the URL, the destination and segments are checked by
-    ``download_many``, with every other request of the batch."""
+    ``download_many``, with every other request of the batch. ``checksum``
+    (``"sha256:<hex>"``...) and ``expected_size`` are checked here (``ValueError``,
+    ``TypeError``): see :meth:`Session.download`."""
 
     url: str = attrs.field(validator=_url)
     destination: StrPath | None = None
@@ -40,3 +53,10 @@ class DownloadRequest:
         default=(), kw_only=True, converter=normalize_headers, repr=headers_repr
     )
     segments: int | None = attrs.field(default=None, kw_only=True)
+    checksum: str | None = attrs.field(default=None, kw_only=True, validator=_checksum)
+    expected_size: int | None = attrs.field(default=None, kw_only=True, validator=_expected_size)
+
+    @property
+    def integrity(self) -> Integrity | None:
+        """What the bytes are checked against (None: nothing asked)."""
+        return Integrity.of(self.checksum, self.expected_size)

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from .._exceptions import InvalidRequestError
+from .digests import Integrity
 from .secrets import redacted_url
 
 __all__ = [
@@ -74,7 +75,9 @@ class ResumeData:
     upload, ``partial`` and ``validator`` are empty and ``total`` is the file's
     size; ``Session.upload_with_resume_data()`` takes it."""
 
-    VERSION: ClassVar[int] = 2
+    VERSION: ClassVar[int] = 3
+    """The newest version; data without ``integrity`` is written as version 2
+    (what earlier releases read and signed the same way)."""
 
     url: str
     """The URL the bytes came from (after redirects, the original URL is kept)."""
@@ -106,6 +109,9 @@ class ResumeData:
     """``"tus"`` or ``"ietf"``."""
     method: str | None = None
     """The upload's method (the IETF draft's creation)."""
+    integrity: Integrity | None = None
+    """The download's ``checksum=``/``expected_size=`` (version 3): the resumed
+    task checks its bytes against them too."""
     mac: str = ""
     """HMAC-SHA256 of every other field under the state directory's key, as hex;
     set by the session that handed the data out. Any change to a field (or data
@@ -113,15 +119,21 @@ class ResumeData:
 
     def to_bytes(self) -> bytes:
         """The serialised form (UTF-8 JSON with a format tag and version)."""
-        body = attrs.asdict(self)
+        body = attrs.asdict(self, recurse=False)
         body["headers"] = [list(pair) for pair in self.headers]
         if self.kind == "download":  # a download's blob is as it always was
             for name in ("kind", "source", "identity", "upload_url", "protocol", "method"):
                 del body[name]
         else:
             body["identity"] = None if self.identity is None else list(self.identity)
+        version = 2
+        if self.integrity is None:
+            del body["integrity"]
+        else:
+            body["integrity"] = self.integrity.to_dict()
+            version = self.VERSION
         return json.dumps(
-            {"format": FORMAT, "version": self.VERSION, **body}, separators=(",", ":")
+            {"format": FORMAT, "version": version, **body}, separators=(",", ":")
         ).encode()
 
     @classmethod
@@ -164,9 +176,9 @@ def decode_stored(blob: bytes) -> ResumeData:
 
 def canonical_bytes(data: ResumeData) -> bytes:
     """What the MAC covers: every field but the MAC, in a fixed order and form."""
-    fields = [
+    fields: list[object] = [
         FORMAT,
-        ResumeData.VERSION,
+        2 if data.integrity is None else ResumeData.VERSION,
         data.url,
         data.partial,
         data.offset,
@@ -187,6 +199,8 @@ def canonical_bytes(data: ResumeData) -> bytes:
             data.protocol,
             data.method,
         ]
+    if data.integrity is not None:
+        fields.append(data.integrity.to_dict())
     return json.dumps(fields, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
@@ -261,7 +275,7 @@ def _decode(blob: bytes, *, stored: bool) -> ResumeData:
             f"resume data version {version} is newer than this bgtransfer "
             f"understands ({cls.VERSION}); upgrade bgtransfer"
         )
-    if version < cls.VERSION and not stored:
+    if version < 2 and not stored:
         raise InvalidResumeDataError(
             f"resume data version {version} is unsigned (from an older bgtransfer) "
             "and cannot be trusted; start the download again"
@@ -279,6 +293,7 @@ def _decode(blob: bytes, *, stored: bool) -> ResumeData:
             destination=_optional(document, "destination", str),
             description=_optional(document, "description", str),
             headers=_headers(document),
+            integrity=_integrity(document, version),
             mac=_mac_field(document, stored=stored),
         )
     except KeyError as exc:
@@ -319,6 +334,15 @@ def _upload_fields(document: dict[str, Any]) -> dict[str, Any]:
         "protocol": protocol,
         "method": _field(document, "method", str),
     }
+
+
+def _integrity(document: dict[str, Any], version: int) -> Integrity | None:
+    if version < 3:
+        return None  # (a field an older version never wrote is not read)
+    try:
+        return Integrity.from_dict(document["integrity"])
+    except ValueError as exc:
+        raise InvalidResumeDataError(f"resume data field 'integrity': {exc}") from None
 
 
 def _field(document: dict[str, Any], name: str, kind: type) -> Any:

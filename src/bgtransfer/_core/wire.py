@@ -132,6 +132,8 @@ def encode_request(request: DownloadRequest) -> dict[str, Any]:
         "description": request.description,
         "headers": [list(pair) for pair in request.headers],
         "segments": request.segments,
+        "checksum": request.checksum,
+        "expected_size": request.expected_size,
     }
 
 
@@ -153,6 +155,8 @@ def decode_request(document: object) -> DownloadRequest:
         description=_optional_str(doc, "description"),
         headers=_pairs(doc.get("headers", [])),
         segments=_optional_int(doc, "segments"),
+        checksum=_optional_str(doc, "checksum"),
+        expected_size=_optional_int(doc, "expected_size"),
     )
 
 

@@ -15,6 +15,7 @@ import stat
 from pathlib import Path
 
 from .._core.config import Configuration, HeaderPairs
+from .._core.digests import Integrity
 from .._core.naming import Origin, filename_from_url, parse_url, unique_name
 from .._core.secrets import SecretHeaders
 from .._core.segments import MAX_SEGMENTS
@@ -28,8 +29,16 @@ __all__ = ["Admission", "Request", "check_segments", "merge_headers"]
 
 _FORCED_HEADERS = {"Accept-Encoding": "identity"}  # offsets on disk = offsets of the representation
 
-Request = tuple[object, "str | os.PathLike[str] | None", "str | None", HeaderPairs, "int | None"]
-"""One :meth:`Engine.submit_many` request: url, destination, description, headers, segments."""
+Request = tuple[
+    object,
+    "str | os.PathLike[str] | None",
+    "str | None",
+    HeaderPairs,
+    "int | None",
+    "Integrity | None",
+]
+"""One :meth:`Engine.submit_many` request: url, destination, description, headers,
+segments, integrity."""
 
 
 class Admission:
@@ -62,7 +71,7 @@ class Admission:
         self, task_id: int, request: Request, *, checked_dirs: dict[Path, Path]
     ) -> TaskRecord:
         """A record for ``request``, validated; not claimed or queued yet."""
-        url, destination, description, headers, segments = request
+        url, destination, description, headers, segments, integrity = request
         wanted = self.config.segments if segments is None else check_segments(segments)
         url, origin = parse_url(url, self.origins)
         record = self.new_record(
@@ -72,6 +81,7 @@ class Admission:
             destination=self.resolve_destination(url, destination, checked_dirs),
             description=description,
             headers=headers,
+            integrity=integrity,
         )
         record.segments_wanted = wanted
         return record
@@ -90,6 +100,7 @@ class Admission:
         total: int | None = None,
         encoding: str = "identity",
         partial: Path | None = None,
+        integrity: Integrity | None = None,
     ) -> TaskRecord:
         job = functools.partial(
             DownloadJob,
@@ -98,6 +109,7 @@ class Admission:
             validator=validator,
             total=total,
             encoding=encoding,
+            integrity=integrity,
         )
         return TaskRecord(
             task_id=task_id,

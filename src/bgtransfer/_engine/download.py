@@ -37,14 +37,17 @@ from .._core.supervisor import Supervisor
 from .._exceptions import (
     HTTPStatusError,
     IncompleteBodyError,
+    IntegrityError,
     LocalFileError,
     ProtocolError,
     ResourceTimeoutError,
     TransferError,
 )
+from .._io.digest import hash_file
 from .._io.errors import file_error
 from .._io.files import OUT_OF_SPACE, file_identity, move_into_place
 from .._io.partials import partial_size
+from .._io.threads import run_blocking
 from .._io.transfer import fetch_to_file
 from .admission import merge_headers
 from .download_job import DownloadJob
@@ -127,6 +130,8 @@ class Downloader:
             job.active_time += self.clock() - started  # suspended time is not counted
         if job.moved:  # by the last write (_finish_into)
             return job.finished()
+        if job.integrity is not None or job.served_digests:
+            await self._verify(job)
         # Shielded: once the move starts, it finishes, and the task has finished.
         # The journal learns of it first, so a crash in between is never taken for
         # a lost partial file (and the file is never downloaded again).
@@ -156,8 +161,8 @@ class Downloader:
         Not cancellable once it has decided (the sink's contract): the commit
         of ``moving`` is waited for shielded.
         """
-        if self._fsync:
-            return None
+        if self._fsync or job.integrity is not None or job.served_digests:
+            return None  # (to be checked before the move: _verify)
         if self._journal is not None:
             try:
                 replaces = file_identity(job.record.destination)
@@ -170,6 +175,62 @@ class Downloader:
             with anyio.CancelScope(shield=True):
                 await self._flush_for(job.record, shielded=True)
         return job.record.destination
+
+    async def _verify(self, job: DownloadJob) -> None:
+        """The whole body against ``checksum=``, ``expected_size=`` and the digests
+        the server sent, before it is moved into place: a mismatch is an
+        :class:`IntegrityError` (the partial file is then removed with the task).
+
+        The digests computed as the bytes were written serve when they cover the
+        whole file (one body from byte 0, or bodies that continued each other in
+        this process); otherwise (segments, a partial file of an earlier process)
+        the partial file is read once, in a worker thread."""
+        integrity = job.integrity
+        url = job.record.url
+        algorithms = set(job.served_digests)
+        if integrity is not None and integrity.checksum is not None:
+            algorithms.add(integrity.checksum.algorithm)
+        running = job.running
+        if running is not None and running.covers(job.record.bytes_received, algorithms):
+            size, actual, how = running.offset, running.digests(), "as it arrived"
+        else:
+            try:
+                size, actual = await run_blocking(hash_file, job.partial, sorted(algorithms))
+            except OSError as exc:
+                raise file_error(exc, url=url, action="read", path=job.partial) from exc
+            how = "read again"
+        if integrity is not None and integrity.expected_size not in (None, size):
+            raise IntegrityError(
+                f"received {size} bytes, expected_size is {integrity.expected_size}",
+                url=url,
+                algorithm="size",
+                expected=str(integrity.expected_size),
+                actual=str(size),
+            )
+        expected: list[tuple[str, str, str]] = []
+        if integrity is not None and integrity.checksum is not None:
+            checksum = integrity.checksum
+            expected.append((checksum.algorithm, checksum.hex, "checksum"))
+        for algorithm, (digest, source) in sorted(job.served_digests.items()):
+            expected.append((algorithm, digest.hex(), f"the server's {source}"))
+        for algorithm, want, source in expected:
+            got = actual[algorithm].hex()
+            if got != want:
+                raise IntegrityError(
+                    f"{algorithm} of the {size} bytes received is {got}, {source} says {want}",
+                    url=url,
+                    algorithm=algorithm,
+                    expected=want,
+                    actual=got,
+                )
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "task %d: %d bytes verified, %s (%s)",
+                job.record.id,
+                size,
+                how,
+                ", ".join(sorted(actual)),
+            )
 
     async def _attempts(self, job: DownloadJob) -> None:
         """The retry loop: transient failures are retried from the bytes on disk.

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from .._core.digests import Integrity
 from .._core.events import CancelledEvent, ErrorEvent, FinishedEvent
 from .._core.journal import FinalWrite, Phase, TaskEntry, public_headers
 from .._core.resume_data import ResumeData
@@ -21,6 +22,7 @@ from .._core.retry import ResumeMark
 from .._core.segments import Segment, contiguous_prefix
 from .._core.states import MoveInput, MovePhase, Stage, move_to
 from .._exceptions import TransferError
+from .._io.digest import RunningDigest
 from .._io.files import remove_quietly
 
 if TYPE_CHECKING:
@@ -69,6 +71,7 @@ class DownloadJob:
         "downloader",
         "encoding",
         "final_write",
+        "integrity",
         "journaled_offset",
         "last_end",
         "may_have_partial",
@@ -77,7 +80,9 @@ class DownloadJob:
         "record",
         "restarted",
         "resume_mark",
+        "running",
         "segments",
+        "served_digests",
         "too_slow",
         "validator",
     )
@@ -91,8 +96,15 @@ class DownloadJob:
         validator: str | None = None,
         total: int | None = None,
         encoding: str = "identity",
+        integrity: Integrity | None = None,
     ) -> None:
         self.record = record
+        self.integrity = integrity  # checksum= and expected_size=, checked before the move
+        # Digests the server sent for the whole file (Repr-Digest, or a 200's
+        # Content-Digest), by algorithm; checked before the move too.
+        self.served_digests: dict[str, tuple[bytes, str]] = {}
+        # The digests of the partial file as its bytes were written (this process).
+        self.running: RunningDigest | None = None
         self.downloader: DownloadWork | None = None  # bound by the engine
         self.partial = partial
         self.validator = validator  # for If-Range; None: cannot resume safely
@@ -148,6 +160,7 @@ class DownloadJob:
             else tuple((seg.start, seg.end, seg.done) for seg in self.segments),
             adopting=self.adopting,
             final_write=self.final_write if phase is Phase.MOVING else None,
+            integrity=self.integrity,
         )
         self.journaled_offset = entry.offset
         return entry
@@ -215,6 +228,7 @@ class DownloadJob:
             destination=record.destination_key,
             description=record.description,
             headers=public_headers(tuple(record.headers.items()), record.secrets),
+            integrity=self.integrity,
         )
 
 

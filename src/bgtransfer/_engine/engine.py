@@ -27,6 +27,7 @@ import anyio.abc
 import anyio.lowlevel
 
 from .._core.config import Configuration, HeaderPairs
+from .._core.digests import Integrity
 from .._core.secrets import SecretHeaders
 from .._core.states import PUBLIC, Input, Signal, TaskState
 from .._core.supervisor import (
@@ -315,10 +316,11 @@ class Engine(Restoring):
         description: str | None,
         headers: HeaderPairs,
         segments: int | None = None,
+        integrity: Integrity | None = None,
     ) -> TaskRecord:
         """Validate a download request, queue it, and start it if a slot is free."""
         self._check_open()
-        request = (url, destination, description, headers, segments)
+        request = (url, destination, description, headers, segments, integrity)
         record = self._admission.prepare(self._next_id, request, checked_dirs={})
         self._next_id += 1
         return self._admit(self._downloading(record))

@@ -76,6 +76,7 @@ class LocalBackend:
             description=request.description,
             headers=request.headers,
             segments=request.segments,
+            integrity=request.integrity,
         )
         await engine.flush()  # in the journal before it is handed out
         return snapshot_of(record)
@@ -83,7 +84,10 @@ class LocalBackend:
     async def submit_many(self, requests: Sequence[DownloadRequest]) -> list[TaskSnapshot]:
         engine = self._engine
         records = engine.submit_many(
-            [(r.url, r.destination, r.description, r.headers, r.segments) for r in requests]
+            [
+                (r.url, r.destination, r.description, r.headers, r.segments, r.integrity)
+                for r in requests
+            ]
         )
         await engine.flush()  # in the journal before they are handed out
         return [snapshot_of(record) for record in records]

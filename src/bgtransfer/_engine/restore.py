@@ -122,6 +122,7 @@ class Restorer:
             validator=plan.validator,
             total=entry.total,
             encoding=entry.encoding,
+            integrity=entry.integrity,
         )
         job = download_job(record)
         if plan.segments is not None:
@@ -238,6 +239,7 @@ class Restorer:
             validator=data.validator,
             total=data.total,
             encoding=data.encoding,
+            integrity=data.integrity,
         )
 
     @staticmethod

@@ -9,17 +9,20 @@ facts (validator, coding, segments, announced length) honest.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .._core.digests import parse_digest_field
 from .._core.events import ResumedEvent, TaskEvent
 from .._core.ranges import Verdict, judge_resumed_response, strong_validator
 from .._core.response import check_response
 from .._core.retry import SpeedWatch
 from .._core.segments import Segment, plan_segments, splittable
 from .._core.states import MoveInput
-from .._exceptions import TransferTimeoutError
+from .._exceptions import IntegrityError, TransferTimeoutError
+from .._io.digest import RunningDigest
 from .._io.progress import count as count_progress
 from .._io.transfer import BodyPlan
 
@@ -28,6 +31,59 @@ if TYPE_CHECKING:
     from .download_job import DownloadJob
 
 __all__ = ["AttemptSink", "RestartFromZero", "SegmentSink"]
+
+logger = logging.getLogger("bgtransfer")
+
+
+def _served_digests(job: DownloadJob, headers: Mapping[str, str], *, whole_response: bool) -> None:
+    """Note the digests of the whole file a response states (RFC 9530): its
+    ``Repr-Digest``, and for a 200 its ``Content-Digest`` (the body as stored:
+    bodies are kept content-coded, never decoded). A 206's ``Content-Digest``
+    covers its range only and is not used. A field that does not parse is
+    ignored (logged at DEBUG), as RFC 8941 says of a malformed field."""
+    names = ("repr-digest", "content-digest") if whole_response else ("repr-digest",)
+    for name in names:
+        value = headers.get(name)
+        if value is None:
+            continue
+        digests = parse_digest_field(value)
+        if digests is None:
+            logger.debug("task %d: ignoring a malformed %s field", job.record.id, name)
+            continue
+        source = "Repr-Digest" if name == "repr-digest" else "Content-Digest"
+        for algorithm, digest in digests.items():
+            job.served_digests[algorithm] = (digest, source)
+
+
+def _running_digest(job: DownloadJob, offset: int) -> RunningDigest | None:
+    """What the body's writes hash as they land, when the task is to be checked:
+    a new digest for a body from byte 0, the same one for a body that continues
+    exactly where it stopped (in this process), else None (the file is then
+    read again before the move)."""
+    if offset == 0:
+        algorithms = set(job.served_digests)
+        if job.integrity is not None and job.integrity.checksum is not None:
+            algorithms.add(job.integrity.checksum.algorithm)
+        job.running = RunningDigest(algorithms)
+    elif job.running is not None and (job.running.broken or job.running.offset != offset):
+        job.running = None
+    return job.running
+
+
+def _check_announced_size(job: DownloadJob, total: int | None) -> None:
+    """``expected_size=`` against the length the server announced: fails before the body."""
+    integrity = job.integrity
+    assert integrity is not None
+    if integrity.expected_size is None or total is None:
+        return
+    if total != integrity.expected_size:
+        raise IntegrityError(
+            f"the server announced {total} bytes, expected_size is {integrity.expected_size}",
+            url=job.record.url,
+            algorithm="size",
+            expected=str(integrity.expected_size),
+            actual=str(total),
+        )
 
 
 class _SpeedCheck:
@@ -133,13 +189,23 @@ class AttemptSink:
             if resumption.verdict is Verdict.RETRY_FROM_ZERO:
                 raise RestartFromZero(resumption.reason)
             if resumption.verdict is Verdict.APPEND:
+                if job.integrity is not None:
+                    _check_announced_size(job, resumption.total)
+                _served_digests(job, headers, whole_response=False)
                 if resumption.total is not None:
                     job.announced = (job.validator, resumption.total)
                 self._begin(self._offset, resumption.total)
                 remaining = None if resumption.total is None else resumption.total - self._offset
-                return BodyPlan(self._offset, remaining)
+                checked = job.integrity is not None or job.served_digests
+                digest = _running_digest(job, self._offset) if checked else None
+                return BodyPlan(self._offset, remaining, digest=digest)
             # Verdict.RESTART: a full 200 body; judged below like a fresh answer.
         info = check_response(record.url, status, reason, headers)
+        if job.integrity is not None:
+            _check_announced_size(job, info.expected_length)
+        if job.served_digests:
+            job.served_digests.clear()  # a whole new answer: what earlier ones said is moot
+        _served_digests(job, headers, whole_response=True)
         job.validator = strong_validator(headers)
         if job.validator is not None and info.expected_length is not None:
             job.announced = (job.validator, info.expected_length)
@@ -163,10 +229,13 @@ class AttemptSink:
             segments = plan_segments(total, record.segments_wanted)
             if len(segments) > 1:
                 # This response serves the first segment; the others get their own.
+                job.running = None  # (written in several places: read again at the end)
                 job.segments = segments
                 self._segment = segments[0]
                 return BodyPlan(0, segments[0].length, truncate=False)
-        return BodyPlan(0, total)
+        if job.integrity is None and not job.served_digests:
+            return BodyPlan(0, total)  # (nothing to check: nothing hashed)
+        return BodyPlan(0, total, digest=_running_digest(job, 0))
 
     def _begin(self, offset: int, total: int | None) -> None:
         job = self._job

@@ -29,6 +29,7 @@ from typing import Protocol
 import anyio
 import attrs
 
+from .digest import RunningDigest
 from .errors import file_error
 from .files import (
     PRIVATE_FILE_MODE,
@@ -80,11 +81,13 @@ class BodyPlan:
     ``length`` bytes (None: until the server ends the body). With ``truncate`` the
     file is cut at ``offset`` first (bytes past it were never confirmed); without
     (a segment of a preallocated file), what lies beyond is left alone and the
-    body is read no further than ``length`` bytes."""
+    body is read no further than ``length`` bytes. ``digest``, when the task's
+    bytes are to be checked, is updated by every write that lands."""
 
     offset: int
     length: int | None
     truncate: bool = True
+    digest: RunningDigest | None = attrs.field(default=None, eq=False, kw_only=True)
 
 
 class TransferSink(Protocol):
@@ -195,6 +198,8 @@ def _write_and_close(  # noqa: PLR0917 - mirrors write_chunks
             pwrite_all(fd, chunks, offset)
     except OSError as exc:
         error = exc
+    if plan.digest is not None and chunks:
+        _hash_written(plan.digest, chunks, offset, error)
     if close:
         if mode is not None and error is None:
             with contextlib.suppress(OSError):  # (a file system that cannot: as is)
@@ -208,6 +213,15 @@ def _write_and_close(  # noqa: PLR0917 - mirrors write_chunks
     if error is None and fd == CLOSED:
         return _CLOSED_OK  # (the usual last write: one object for all)
     return WriteOutcome(fd, error, action)
+
+
+def _hash_written(
+    digest: RunningDigest, chunks: list[bytes], offset: int, error: OSError | None
+) -> None:
+    if error is None:
+        digest.update(offset, chunks)
+    else:
+        digest.broken = True  # what reached the file is unknown: it is read again
 
 
 class BodyWriter:

@@ -46,6 +46,7 @@ from .threads import start_thread
 
 if TYPE_CHECKING:
     from .body_writer import BodyPlan, TransferSink
+    from .digest import RunningDigest
 
 __all__ = ["PUMP_BUFFER_BYTES", "PUMP_MIN_BYTES", "PumpJob", "detach_body", "pump_body"]
 
@@ -86,6 +87,7 @@ class PumpJob:
     """
 
     __slots__ = (
+        "digest",
         "head",
         "offset",
         "path",
@@ -118,6 +120,7 @@ class PumpJob:
         self.want = want  # bytes still to read from the socket, after head
         self.timeout = timeout
         self.written = 0
+        self.digest: RunningDigest | None = None  # updated by every write that lands
         self.stop = False
         self.wake_r, self.wake_w = os.pipe()
 
@@ -182,6 +185,7 @@ def detach_body(
     # afterwards, with no await in between, leaves no byte behind.
     head = content.read_nowait()
     transport.pause_reading()
+    job.digest = plan.digest
     job.head = head[: plan.length]
     job.want = plan.length - len(job.head)
     return job
@@ -281,7 +285,14 @@ def _pump(job: PumpJob) -> _Result:
 
 def _land(job: PumpJob, fd: int, data: bytes | memoryview, offset: int) -> int:
     """Write ``data`` at ``offset`` and count it; returns the next offset."""
-    pwrite_all(fd, [data], offset)
+    try:
+        pwrite_all(fd, [data], offset)
+    except OSError:
+        if job.digest is not None:
+            job.digest.broken = True
+        raise
+    if job.digest is not None:
+        job.digest.update(offset, [data])
     job.written += len(data)
     return offset + len(data)
 

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 import attrs
 
+from ._digests import DigestKnob
+
 __all__ = ["FaultSchedule", "Faults"]
 
 
@@ -57,6 +59,7 @@ def _redirect(_instance: Any, attribute: attrs.Attribute[Any], value: str | None
 _OPTIONAL_INT = attrs.validators.optional(attrs.validators.instance_of(int))
 _OPTIONAL_NUMBER = attrs.validators.optional(attrs.validators.instance_of((int, float)))
 _BOOL = attrs.validators.instance_of(bool)
+_DIGEST_KNOB = attrs.validators.optional(attrs.validators.in_(("right", "wrong", "malformed")))
 
 
 @attrs.frozen(kw_only=True)
@@ -116,6 +119,15 @@ class Faults:
     """
     short_206: bool = attrs.field(default=False, validator=_BOOL)
     """Send only half of a 206's announced body, then close the connection cleanly."""
+    repr_digest: DigestKnob | None = attrs.field(default=None, validator=_DIGEST_KNOB)
+    """Send ``Repr-Digest`` (RFC 9530, ``sha-256``) of the whole representation:
+    ``"right"``, ``"wrong"`` (one bit off) or ``"malformed"`` (does not parse)."""
+    content_digest: DigestKnob | None = attrs.field(default=None, validator=_DIGEST_KNOB)
+    """Send ``Content-Digest`` of this response's body (a 206's range only), as
+    :attr:`repr_digest` says."""
+    corrupt: bool = attrs.field(default=False, validator=_BOOL)
+    """Flip the middle byte of the body sent (same length, same validators and
+    digest fields: a body damaged on the way)."""
 
     def __attrs_post_init__(self) -> None:
         if self.retry_after is not None and self.status is None:

@@ -12,6 +12,7 @@ from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11
 
 from ._content import ServedFile
+from ._digests import corrupted, digest_fields
 from ._faults import Faults
 from ._http import ByteRange, RangeOutcome, format_http_date, if_range_holds, select_range
 from ._stats import Recorder
@@ -150,6 +151,17 @@ class Responder:
         else:
             status = 200
             body = memoryview(representation)
+        if faults.repr_digest is not None or faults.content_digest is not None:
+            headers.update(
+                digest_fields(
+                    repr_digest=faults.repr_digest,
+                    content_digest=faults.content_digest,
+                    representation=representation,
+                    body=body,
+                )
+            )
+        if faults.corrupt:
+            body = corrupted(body)
 
         response = self._response = web.StreamResponse(status=status, headers=headers)
         if not faults.chunked:

@@ -1,0 +1,56 @@
+"""A checksum survives a SIGKILL of the application: the reattached task checks the
+whole file (bytes of both processes) before moving it into place."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+from test_crash_harness import IDENTIFIER, ONE_FILE, QUICK, RUN_TIMEOUT, Scene, _child
+
+from _helpers import sha256_file
+from bgtransfer import FinishedEvent, IntegrityError, Session, TaskState
+from bgtransfer.testing import Faults, TestServer
+
+pytestmark = pytest.mark.asyncio
+
+VICTIM = b"the file that was here before\n"
+
+
+@pytest.mark.parametrize("corrupt", [False, True])
+async def test_a_reattached_download_is_verified_byte_exact_after_sigkill(
+    corrupt: bool, server: TestServer, tmp_path: Path
+) -> None:
+    scene = Scene(server, tmp_path, QUICK, files=ONE_FILE)
+    (url,) = scene.specs
+    spec = scene.specs[url]
+    spec["checksum"] = f"sha256:{scene.sha256[url]}"
+    target = Path(spec["target"])
+    # Killed right after the journal vouched for 100 000 bytes or more.
+    run = await scene.child("run1", kill_at={"point": "after_commit", "nth": 100_000})
+    assert run.self_killed, run.describe()
+    assert not target.exists()
+    target.write_bytes(VICTIM)
+    if corrupt:  # the rest, fetched by the next process, is damaged on the way
+        server.set_faults(spec["path"], Faults(corrupt=True))
+    requests = len(server.requests)
+    config = _child.make_config(QUICK)
+    async with Session(IDENTIFIER, state_dir=scene.state_dir, config=config) as session:
+        (task,) = session.tasks()
+        assert task.state is not TaskState.COMPLETED
+        async with asyncio.timeout(RUN_TIMEOUT):
+            if corrupt:
+                with pytest.raises(IntegrityError) as caught:
+                    await task.wait()
+                assert caught.value.expected == scene.sha256[url]
+            else:
+                assert isinstance(await task.wait(), FinishedEvent)
+    resumed = server.requests[requests:]
+    assert resumed[0].headers["Range"].startswith("bytes=")  # it went on from the partial
+    if corrupt:
+        assert target.read_bytes() == VICTIM
+    else:
+        assert sha256_file(target) == scene.sha256[url]
+    assert os.listdir(scene.session_dir / "partials") == []
