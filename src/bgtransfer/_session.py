@@ -10,6 +10,7 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from types import TracebackType
 
+from ._core.auth import BasicAuth, BearerToken
 from ._core.config import Configuration, normalize_headers
 from ._core.events import SessionEvent
 from ._core.naming import validate_identifier
@@ -102,6 +103,17 @@ class Session:
                 "Configuration.headers_provider cannot be used with daemon=True: a callable "
                 "cannot cross to the daemon's process; give credentials as headers "
                 "(Configuration.headers or per task), which the daemon keeps in memory only"
+            )
+        if daemon and not (config.auth is None or isinstance(config.auth, BasicAuth | BearerToken)):
+            raise ValueError(
+                "Configuration.auth cannot be a provider with daemon=True: a callable "
+                "cannot cross to the daemon's process; give BasicAuth or BearerToken "
+                "(kept in the daemon's memory only) or credentials as headers"
+            )
+        if daemon and config.redirect_policy is not None:
+            raise ValueError(
+                "Configuration.redirect_policy cannot be used with daemon=True: a callable "
+                "cannot cross to the daemon's process (max_redirects can)"
             )
         if daemon and not isinstance(config.ssl, bool | str):
             raise ValueError(

@@ -17,6 +17,7 @@ from typing import Any, Final, TypeGuard
 import attrs
 
 from .._exceptions import (
+    AuthenticationError,
     HTTPStatusError,
     IncompleteBodyError,
     JournalWriteError,
@@ -58,6 +59,7 @@ _ERROR_TYPES: Final[dict[str, type[TransferError]]] = {
     for cls in (
         TransferError,
         HTTPStatusError,
+        AuthenticationError,
         NetworkError,
         IncompleteBodyError,
         ProxyError,
@@ -72,7 +74,8 @@ _ERROR_TYPES: Final[dict[str, type[TransferError]]] = {
     )
 }
 _FIELDS: Final[dict[type[TransferError], tuple[str, ...]]] = {
-    HTTPStatusError: ("status", "reason", "retry_after"),
+    HTTPStatusError: ("status", "reason", "retry_after", "www_authenticate"),
+    AuthenticationError: ("status", "reason", "retry_after", "www_authenticate", "scheme"),
     LocalFileError: ("errno", "filename", "strerror"),
     JournalWriteError: ("errno", "filename", "strerror"),
     ProxyError: ("proxy", "status"),
@@ -110,7 +113,7 @@ def decode_error(document: object) -> TransferError:
     for name in _FIELDS.get(cls, ()):
         value = document.get(name)
         expected = int if name in ("status", "errno") else str
-        if cls is HTTPStatusError and name in ("status", "reason") and value is None:
+        if issubclass(cls, HTTPStatusError) and name in ("status", "reason") and value is None:
             raise CodecError(f"HTTPStatusError without a {name}")
         if value is not None and (not isinstance(value, expected) or isinstance(value, bool)):
             raise CodecError(f"error field {name!r} has the wrong type")

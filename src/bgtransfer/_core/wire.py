@@ -16,6 +16,7 @@ from typing import Any, Final
 import attrs
 
 from .._exceptions import BgTransferError, DaemonError, InvalidDestinationError, TransferError
+from .auth import decode_credentials, encode_credentials
 from .codec import CodecError, decode_error, decode_terminal, encode_error, encode_terminal
 from .config import Configuration
 from .events import (
@@ -175,6 +176,8 @@ def encode_config(config: Configuration, *, keep_secrets: bool = True) -> dict[s
             "Configuration.ssl: an ssl.SSLContext cannot cross to the daemon's process; "
             "give a CA bundle's path (and client_cert) instead"
         )
+    if config.redirect_policy is not None:
+        raise TypeError("Configuration.redirect_policy: a callable cannot cross to the daemon")
     client_cert = config.client_cert
     retry = config.retry
     return {
@@ -212,6 +215,10 @@ def encode_config(config: Configuration, *, keep_secrets: bool = True) -> dict[s
         "client_cert": None if client_cert is None else list(client_cert),
         "user_agent": config.user_agent,
         "upload_reply_max_bytes": config.upload_reply_max_bytes,
+        "auth": encode_credentials(config.auth) if keep_secrets else None,
+        "netrc": config.netrc,
+        "max_redirects": config.max_redirects,
+        "redirect_policy": None,  # (a callable: refused above unless None)
     }
 
 
@@ -229,6 +236,8 @@ def decode_config(document: object) -> Configuration:
         doc["headers"] = _pairs(doc["headers"])
     if "secret_headers" in doc:
         doc["secret_headers"] = frozenset(doc["secret_headers"])
+    if "auth" in doc:
+        doc["auth"] = decode_credentials(doc["auth"])
     return Configuration(**doc)
 
 

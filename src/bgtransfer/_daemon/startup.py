@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import TracebackType
 
+from .._core.auth import BasicAuth, BearerToken
 from .._core.config import Configuration
 from .client import DaemonBackend
 
@@ -36,6 +37,17 @@ class DaemonStartup:
                 "Configuration.headers_provider cannot be used with daemon=True: a callable "
                 "cannot cross to the daemon's process; give credentials as headers "
                 "(Configuration.headers or per task), which the daemon keeps in memory only"
+            )
+        if not (config.auth is None or isinstance(config.auth, BasicAuth | BearerToken)):
+            raise ValueError(
+                "Configuration.auth cannot be a provider with daemon=True: a callable "
+                "cannot cross to the daemon's process; give BasicAuth or BearerToken "
+                "(kept in the daemon's memory only) or credentials as headers"
+            )
+        if config.redirect_policy is not None:
+            raise ValueError(
+                "Configuration.redirect_policy cannot be used with daemon=True: a callable "
+                "cannot cross to the daemon's process (max_redirects can)"
             )
         if not isinstance(config.ssl, bool | str):
             raise ValueError(  # noqa: TRY004 - a setting daemons refuse, as headers_provider

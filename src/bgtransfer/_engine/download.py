@@ -47,6 +47,7 @@ from .._io.files import OUT_OF_SPACE, file_identity, move_into_place
 from .._io.partials import partial_size
 from .._io.transfer import fetch_to_file
 from .admission import merge_headers
+from .auth import Authenticator, AuthState, redirect_check, task_info
 from .download_job import DownloadJob
 from .hub import EventHub
 from .journaling import FlushFor, JournalTask, TaskJournal
@@ -81,6 +82,7 @@ class Downloader:
         flush_for: FlushFor,
         publish: Callable[[TaskEvent], None],
         hold_origin: Callable[[TaskRecord, float], None],
+        auth: Authenticator | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -95,8 +97,11 @@ class Downloader:
         self._hold_origin = hold_origin
         self._rng = random.Random()
         self._redirects = RedirectRule(
-            allow_insecure=config.allow_insecure_redirects, secrets=secrets
+            allow_insecure=config.allow_insecure_redirects,
+            secrets=secrets,
+            max_redirects=config.max_redirects,
         )
+        self.auth = Authenticator(config) if auth is None else auth
         self._segments = Segments(
             config=config,
             clock=clock,
@@ -171,7 +176,7 @@ class Downloader:
                 await self._flush_for(job.record, shielded=True)
         return job.record.destination
 
-    async def _attempts(self, job: DownloadJob) -> None:
+    async def _attempts(self, job: DownloadJob) -> None:  # noqa: PLR0912 - one loop, its outcomes
         """The retry loop: transient failures are retried from the bytes on disk.
 
         ``failures`` counts consecutive attempts that made no kept progress
@@ -203,6 +208,8 @@ class Downloader:
                 job.restarted = True  # the next attempt starts over: no progress either
                 continue
             except TransferError as exc:
+                if await self._answered(job, exc):
+                    continue  # again, with the credentials given (no retry counted)
                 if self._kept_progress(job):
                     failures = 0
                 failures += 1
@@ -223,6 +230,15 @@ class Downloader:
                     RetryEvent(task_id=job.record.id, attempt=failures + 1, error=exc, delay=delay)
                 )
                 await self._back_off(job, delay)
+
+    async def _answered(self, job: DownloadJob, error: TransferError) -> bool:
+        """Whether ``error`` was a 401 answered with new credentials (see
+        :class:`~.auth.Authenticator`); raises the task's end if it ends it."""
+        challenge = None if job.auth is None else self.auth.challenge(error)
+        if challenge is None or job.auth is None:
+            return False
+        await self.auth.challenged(challenge, job.auth, task_info(job.record))
+        return True
 
     @staticmethod
     async def _back_off(job: DownloadJob, delay: float) -> None:
@@ -340,6 +356,10 @@ class Downloader:
         self, job: DownloadJob, headers: Mapping[str, str], sink: AttemptSink | SegmentSink
     ) -> None:
         assert self.client is not None
+        chain: list[str] | None = None if job.auth is None else []
+        policy = None
+        if self.config.redirect_policy is not None:
+            policy = redirect_check(self.config, task_info(job.record))
         # (Asked once per request: nothing is formatted when DEBUG is off.)
         debug = logger.isEnabledFor(logging.DEBUG)
         if debug:
@@ -358,8 +378,12 @@ class Downloader:
                 request_timeout=self.config.request_timeout,
                 sink=sink,
                 redirects=self._redirects,
+                chain=chain,
+                policy=policy,
             )
         except TransferError as exc:
+            if chain and job.auth is not None:
+                job.auth.answered = chain[-1]
             if debug:
                 logger.debug(
                     "task %d: GET failed (status %s, %d bytes on disk): %s",
@@ -382,6 +406,10 @@ class Downloader:
         headers = dict(job.record.headers)
         if self.config.headers_provider is not None:
             headers = await self._provided_headers(job)
+        if self.auth.active:
+            if job.auth is None:
+                job.auth = AuthState(job.record.url)
+            await self.auth.add_header(job.record.url, headers, job.auth)
         headers.update(extra)
         return headers
 

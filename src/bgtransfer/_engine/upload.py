@@ -57,6 +57,7 @@ from .._io.files import move_into_place, remove_quietly
 from .._io.progress import count as count_progress
 from .._io.upload import Answer, check_source, inspect_source, send_file
 from .admission import Admission, merge_headers
+from .auth import Authenticator, AuthState, task_info
 from .reattacher import Reattached
 from .record import TaskRecord
 from .upload_job import UploadJob, upload_job
@@ -117,9 +118,11 @@ class Uploader:
         fsync: bool,
         publish: Callable[[TaskEvent], None],
         hold_origin: Callable[[TaskRecord, float], None],
+        auth: Authenticator | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
+        self.auth = Authenticator(config) if auth is None else auth
         self.client: aiohttp.ClientSession | None = None
         self.strategy: BodyStrategy = PlainStrategy(self)
         self._secrets = secrets
@@ -176,6 +179,11 @@ class Uploader:
             try:
                 return await self._attempt(job)
             except TransferError as exc:
+                challenge = None if job.auth is None else self.auth.challenge(exc)
+                if challenge is not None and job.auth is not None:
+                    await self.auth.challenged(challenge, job.auth, task_info(job.record))
+                    job.announce_resume = True  # the file is sent again from its first byte
+                    continue  # with the credentials given (no retry counted)
                 failures += 1
                 if not policy.is_transient(exc) or failures >= policy.max_attempts:
                     raise
@@ -211,6 +219,10 @@ class Uploader:
             job.announce_resume = False
             self._publish(ResumedEvent(task_id=record.id, offset=0, expected_total=size))
         headers = await self._request_headers(record)
+        if self.auth.active:
+            if job.auth is None:
+                job.auth = AuthState(record.url)
+            await self.auth.add_header(record.url, headers, job.auth)
         job.may_have_partial = job.reply_to is not None
 
         def on_sent(nbytes: int) -> None:

@@ -9,6 +9,7 @@ tests synchronise with in-progress responses without sleeping
 thread for synchronous callers.
 """
 
+from ._auth import AuthRequirement
 from ._content import ServedFile
 from ._faults import Faults
 from ._server import TestServer
@@ -17,6 +18,7 @@ from ._threaded import ThreadedTestServer
 from ._upload import ReceivedUpload
 
 __all__ = [
+    "AuthRequirement",
     "Faults",
     "ReceivedUpload",
     "RecordedRequest",

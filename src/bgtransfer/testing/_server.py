@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from ._auth import AuthRequirement, unauthorized
 from ._content import (
     ServedFile,
     deterministic_bytes,
@@ -123,6 +124,7 @@ class TestServer:
         self._runner: web.ServerRunner | None = None
         self._base_url: str | None = None
         self._uploads: list[ReceivedUpload] = []
+        self._auth: dict[str, AuthRequirement] = {}
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -300,6 +302,16 @@ class TestServer:
         self._faults.setdefault(path, FaultSchedule()).set(faults, times)
         self._gates.arm(path)
 
+    def require_auth(self, path: str, requirement: AuthRequirement | None) -> None:
+        """Answer requests for ``path`` 401 unless they carry the credentials
+        ``requirement`` accepts (see :class:`AuthRequirement`); None lifts it.
+        Checked before the path's faults; a 401 takes none of them."""
+        _check_path(path)
+        if requirement is None:
+            self._auth.pop(path, None)
+        else:
+            self._auth[path] = requirement
+
     def hold(self, path: str) -> None:
         """Re-arm ``path``'s gate after :meth:`release`, without changing its faults."""
         _check_path(path)
@@ -377,6 +389,11 @@ class TestServer:
             headers=request.headers,
         )
         try:
+            requirement = self._auth.get(path)
+            if requirement is not None and not requirement.accepts(
+                request.headers.get("Authorization")
+            ):
+                return await unauthorized(request, requirement)  # (_auth.py)
             schedule = self._faults.get(path)
             if request.method in UPLOAD_METHODS and path not in self._files:
                 # the upload endpoint (_upload.py): any path that serves no file
