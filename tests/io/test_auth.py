@@ -338,3 +338,17 @@ async def test_a_daemon_session_gets_static_credentials_but_never_stores_them(
         data = path.read_bytes()
         assert SECRET.encode() not in data, path
         assert encoded not in data, path
+
+
+async def test_every_segment_of_a_segmented_download_carries_the_credentials(
+    server: TestServer, state_dir: Path, out_dir: Path
+) -> None:
+    served = server.add_file("/big", size=4 * 1024 * 1024)
+    server.require_auth("/big", AuthRequirement(bearer=TOKEN))
+    config = Configuration(auth=BearerToken(TOKEN), segments=4)
+    async with Session(state_dir=state_dir, config=config) as session:
+        task = await session.download(server.url("/big"), out_dir / "big")
+        assert isinstance(await task.wait(), FinishedEvent)
+    assert sha256_file(out_dir / "big") == served.sha256
+    assert len(sent(server, "/big")) > 1  # (it was split)
+    assert set(sent(server, "/big")) == {f"Bearer {TOKEN}"}
