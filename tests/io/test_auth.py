@@ -196,7 +196,7 @@ async def test_credentials_never_follow_a_redirect_to_another_origin(
         server.set_faults("/f", Faults(redirect_to=other.url("/f")))
         provider = Provider(BasicAuth("alice", SECRET))
         for auth in (BasicAuth("alice", SECRET), provider):
-            config = Configuration(auth=auth, retry=RETRYING)
+            config = Configuration(auth=auth)
             async with Session(state_dir=state_dir, config=config) as session:
                 task = await session.download(server.url("/f"), out_dir / "f")
                 with pytest.raises(HTTPStatusError) as raised:
@@ -352,3 +352,21 @@ async def test_every_segment_of_a_segmented_download_carries_the_credentials(
     assert sha256_file(out_dir / "big") == served.sha256
     assert len(sent(server, "/big")) > 1  # (it was split)
     assert set(sent(server, "/big")) == {f"Bearer {TOKEN}"}
+
+
+async def test_a_401_that_stands_is_left_to_the_retry_policy(
+    server: TestServer, state_dir: Path, out_dir: Path, tmp_path: Path
+) -> None:
+    server.add_file("/f", size=1000)
+    server.require_auth("/f", AuthRequirement(basic=("bob", SECRET)))
+    netrc = tmp_path / "netrc"
+    netrc.write_text(f"machine elsewhere.example login bob password {SECRET}\n")
+    config = Configuration(netrc=netrc, retry=RETRYING)  # (401 made retryable)
+    async with Session(state_dir=state_dir, config=config) as session:
+        task = await session.download(server.url("/f"), out_dir / "f")
+        events = await collect(task.events())
+    end = events[-1]
+    assert isinstance(end, ErrorEvent)
+    assert type(end.error) is HTTPStatusError  # nothing was sent: not an AuthenticationError
+    assert sum(isinstance(event, RetryEvent) for event in events) == 3
+    assert sent(server, "/f") == [None] * 4

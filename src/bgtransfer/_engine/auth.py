@@ -100,17 +100,18 @@ class Authenticator:
             return error
         return None
 
-    async def challenged(self, error: HTTPStatusError, state: AuthState, info: TaskInfo) -> None:
+    async def challenged(self, error: HTTPStatusError, state: AuthState, info: TaskInfo) -> bool:
         """A request of the task ``info`` got the 401 ``error`` (from
-        ``state.answered``, after redirects). Returns when the request should
-        be made again (with the credentials :meth:`header` now gives); raises
-        the error that ends the task otherwise."""
+        ``state.answered``, after redirects). True: make the request again (with
+        the credentials :meth:`header` now gives); False: the 401 stands (the
+        retry policy decides, as without credentials); raises
+        :class:`AuthenticationError` (or a provider's failure) to end the task."""
         sent = state.sent
         if origin_of(state.answered) != origin_of(info.url):
-            raise error  # credentials never go there: the 401 stands
+            return False  # credentials never go there: the 401 stands
         if self._provider is None:
             if sent is None:
-                raise error
+                return False
             raise _refused(error, sent)
         challenges = parse_challenges(error.www_authenticate)
         try:
@@ -124,7 +125,7 @@ class Authenticator:
         if result is None:
             if sent is not None:
                 raise _refused(error, sent)
-            raise error
+            return False
         if not isinstance(result, BasicAuth | BearerToken):
             raise TransferError(
                 "the auth provider returned a "
@@ -141,6 +142,7 @@ class Authenticator:
             info.id,
             _scheme(result),
         )
+        return True
 
     async def _from_netrc(self, url: str) -> BasicAuth | None:
         if self._netrc_entries is None:  # read once, when first needed

@@ -237,8 +237,7 @@ class Downloader:
         challenge = None if job.auth is None else self.auth.challenge(error)
         if challenge is None or job.auth is None:
             return False
-        await self.auth.challenged(challenge, job.auth, task_info(job.record))
-        return True
+        return await self.auth.challenged(challenge, job.auth, task_info(job.record))
 
     @staticmethod
     async def _back_off(job: DownloadJob, delay: float) -> None:

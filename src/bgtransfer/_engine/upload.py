@@ -180,8 +180,11 @@ class Uploader:
                 return await self._attempt(job)
             except TransferError as exc:
                 challenge = None if job.auth is None else self.auth.challenge(exc)
-                if challenge is not None and job.auth is not None:
-                    await self.auth.challenged(challenge, job.auth, task_info(job.record))
+                if (
+                    challenge is not None
+                    and job.auth is not None
+                    and await self.auth.challenged(challenge, job.auth, task_info(job.record))
+                ):
                     job.announce_resume = True  # the file is sent again from its first byte
                     continue  # with the credentials given (no retry counted)
                 failures += 1
