@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from _helpers import collect, sha256_file
+from _helpers import collect, sha256_file, wait_for_bytes
 from bgtransfer import (
     AuthenticationError,
     BasicAuth,
@@ -370,3 +370,26 @@ async def test_a_401_that_stands_is_left_to_the_retry_policy(
     assert type(end.error) is HTTPStatusError  # nothing was sent: not an AuthenticationError
     assert sum(isinstance(event, RetryEvent) for event in events) == 3
     assert sent(server, "/f") == [None] * 4
+
+
+async def test_resume_data_holds_no_credentials_and_resumes_with_them(
+    server: TestServer, state_dir: Path, out_dir: Path
+) -> None:
+    served = server.add_file("/f", size=300_000)
+    server.require_auth("/f", AuthRequirement(bearer=TOKEN))
+    server.set_faults("/f", Faults(hold_after=100_000), times=1)
+    config = Configuration(auth=BearerToken(TOKEN))
+    async with Session("com.example.auth", state_dir=state_dir, config=config) as session:
+        task = await session.download(server.url("/f"), out_dir / "f")
+        await wait_for_bytes(task, 100_000)
+        data = await task.cancel_with_resume_data()
+        server.release("/f")
+        assert data is not None
+        blob = data.to_bytes()
+        assert TOKEN.encode() not in blob
+        assert TOKEN not in repr(data)
+        resumed = await session.download_with_resume_data(data)
+        assert isinstance(await resumed.wait(), FinishedEvent)
+    assert sha256_file(out_dir / "f") == served.sha256
+    assert set(sent(server, "/f")) == {f"Bearer {TOKEN}"}
+    assert server.requests[-1].headers.get("Range") is not None
