@@ -27,6 +27,7 @@ FRONT = {
     "bgtransfer.__main__",
     "bgtransfer._cli",
     "bgtransfer._session",
+    "bgtransfer._state_dir",
     "bgtransfer._task",
 }
 

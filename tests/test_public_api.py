@@ -13,9 +13,13 @@ import bgtransfer
 import bgtransfer.testing
 
 EXPECTED = {
+    "AuthenticationError",
+    "BasicAuth",
+    "BearerToken",
     "BgTransferError",
     "BufferStatistics",
     "CancelledEvent",
+    "Challenge",
     "Configuration",
     "DaemonError",
     "DownloadRequest",
@@ -55,6 +59,7 @@ EXPECTED = {
     "SourceChangedError",
     "SupervisorStatistics",
     "TaskEvent",
+    "TaskInfo",
     "TLSError",
     "TaskState",
     "TaskSuspendedError",

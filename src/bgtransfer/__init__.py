@@ -4,6 +4,8 @@ The public API is exactly what this module lists in ``__all__``; everything in a
 module whose name starts with an underscore is private and may change.
 """
 
+from ._core.auth import BasicAuth, BearerToken, TaskInfo
+from ._core.challenge import Challenge
 from ._core.config import Configuration
 from ._core.events import (
     CancelledEvent,
@@ -27,6 +29,7 @@ from ._core.states import TaskState
 from ._core.supervisor import SupervisorStatistics
 from ._engine.hub import EventStream
 from ._exceptions import (
+    AuthenticationError,
     BgTransferError,
     DaemonError,
     HTTPStatusError,
@@ -63,9 +66,13 @@ from ._task import DownloadTask, UploadTask
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "AuthenticationError",
+    "BasicAuth",
+    "BearerToken",
     "BgTransferError",
     "BufferStatistics",
     "CancelledEvent",
+    "Challenge",
     "Configuration",
     "DaemonError",
     "DownloadRequest",
@@ -106,6 +113,7 @@ __all__ = [
     "SupervisorStatistics",
     "TLSError",
     "TaskEvent",
+    "TaskInfo",
     "TaskState",
     "TaskSuspendedError",
     "TerminalEvent",

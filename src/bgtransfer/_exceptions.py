@@ -11,6 +11,8 @@
     │   └── InvalidSourceError               an upload's file: missing, not a regular file
     ├── TransferError                        a transfer failed; carries .url
     │   ├── HTTPStatusError                  the server answered 4xx/5xx; carries .status
+    │   │   └── AuthenticationError          a 401 again with the credentials given;
+    │   │                                     never retried
     │   ├── NetworkError                     (+ ConnectionError) refused, reset, DNS
     │   │   ├── IncompleteBodyError          the body ended before its announced length
     │   │   ├── ProxyError                   the proxy refused, wants credentials (407),
@@ -61,6 +63,7 @@ from __future__ import annotations
 import os as _os
 
 __all__ = [
+    "AuthenticationError",
     "BgTransferError",
     "DaemonError",
     "HTTPStatusError",
@@ -230,15 +233,51 @@ class HTTPStatusError(TransferError):
     reason: str
     retry_after: str | None
     """The response's Retry-After header, if it sent one."""
+    www_authenticate: str | None
+    """A 401's ``WWW-Authenticate`` header (several joined by ``", "``), if it sent one."""
 
     def __init__(
-        self, status: int, reason: str = "", *, url: str, retry_after: str | None = None
+        self,
+        status: int,
+        reason: str = "",
+        *,
+        url: str,
+        retry_after: str | None = None,
+        www_authenticate: str | None = None,
     ) -> None:
         self.status = status
         self.reason = reason
         self.retry_after = retry_after
+        self.www_authenticate = www_authenticate
         text = f"HTTP {status} {reason}".rstrip()
         super().__init__(text, url=url)
+
+
+class AuthenticationError(HTTPStatusError):
+    """The server answered 401 again to the credentials given for it
+    (``Configuration.auth``, ``netrc``): each is tried once, and the task ends
+    here rather than asking again. Never retried. ``status`` is 401; the
+    message names the scheme tried, never the credentials."""
+
+    def __init__(
+        self,
+        status: int,
+        reason: str = "",
+        *,
+        url: str,
+        retry_after: str | None = None,
+        www_authenticate: str | None = None,
+        scheme: str = "",
+    ) -> None:
+        super().__init__(
+            status, reason, url=url, retry_after=retry_after, www_authenticate=www_authenticate
+        )
+        self.scheme = scheme
+        shown = f" ({scheme})" if scheme else ""
+        self.args = (
+            f"{url}: HTTP {status} {reason}".rstrip()
+            + f": the server refused the credentials given{shown}",
+        )
 
 
 class NetworkError(TransferError, ConnectionError):

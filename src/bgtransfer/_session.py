@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -17,37 +16,15 @@ from ._core.request import DownloadRequest
 from ._core.resume_data import ResumeData, resume_data_of
 from ._core.supervisor import SupervisorStatistics
 from ._core.upload import UploadRequest
-from ._daemon.startup import open_daemon_backend
+from ._daemon.startup import check_daemon_session, open_daemon_backend
 from ._engine.backend import TaskBackend
 from ._engine.hub import EventStream
 from ._engine.startup import open_backend
 from ._exceptions import SessionClosedError, SessionError
+from ._state_dir import STATE_DIR_ENV, default_state_dir
 from ._task import DownloadTask, UploadTask, task_handle
 
 __all__ = ["STATE_DIR_ENV", "Session", "default_state_dir"]
-
-STATE_DIR_ENV = "BGTRANSFER_STATE_DIR"
-
-
-def default_state_dir() -> Path:
-    """Where background sessions keep their files unless told otherwise.
-
-    ``$BGTRANSFER_STATE_DIR`` if set; otherwise the platform's per-user state
-    directory: ``$XDG_STATE_HOME/bgtransfer`` (default ``~/.local/state/bgtransfer``)
-    on Linux and other Unixes, ``~/Library/Application Support/bgtransfer`` on
-    macOS, ``%LOCALAPPDATA%\\bgtransfer`` on Windows.
-    """
-    override = os.environ.get(STATE_DIR_ENV)
-    if override:
-        return Path(override).expanduser().absolute()
-    home = Path.home()
-    if sys.platform == "darwin":
-        return home / "Library" / "Application Support" / "bgtransfer"
-    if sys.platform == "win32":
-        base = os.environ.get("LOCALAPPDATA")
-        return (Path(base) if base else home / "AppData" / "Local") / "bgtransfer"
-    xdg = os.environ.get("XDG_STATE_HOME")
-    return (Path(xdg) if xdg else home / ".local" / "state") / "bgtransfer"
 
 
 class Session:
@@ -95,20 +72,8 @@ class Session:
             )
         if not isinstance(daemon, bool):
             raise TypeError(f"daemon must be a bool, not {type(daemon).__name__}")
-        if daemon and identifier is None:
-            raise ValueError("daemon=True needs a background session: give it an identifier")
-        if daemon and config.headers_provider is not None:
-            raise ValueError(
-                "Configuration.headers_provider cannot be used with daemon=True: a callable "
-                "cannot cross to the daemon's process; give credentials as headers "
-                "(Configuration.headers or per task), which the daemon keeps in memory only"
-            )
-        if daemon and not isinstance(config.ssl, bool | str):
-            raise ValueError(
-                "Configuration.ssl cannot be an ssl.SSLContext with daemon=True: a context "
-                "cannot cross to the daemon's process; give the path of a CA bundle (and "
-                "client_cert for a client certificate) instead"
-            )
+        if daemon:
+            check_daemon_session(identifier, config)
         self._daemon = daemon
         self._identifier = identifier
         self._config = config

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 import bgtransfer
 from bgtransfer import (
+    AuthenticationError,
     CancelledEvent,
     ErrorEvent,
     FinishedEvent,
@@ -67,6 +68,8 @@ ERROR_FIELDS = (
     "strerror",
     "proxy",
     "check",
+    "www_authenticate",
+    "scheme",
 )
 MISSING = object()
 
@@ -74,6 +77,9 @@ MISSING = object()
 EXAMPLES: list[TransferError] = [
     TransferError("something failed", url=URL),
     HTTPStatusError(503, "Service Unavailable", url=URL, retry_after="120"),
+    AuthenticationError(
+        401, "Unauthorized", url=URL, www_authenticate='Bearer realm="r"', scheme="Bearer"
+    ),
     NetworkError("connection reset by peer", url=URL),
     IncompleteBodyError("the body ended at 10 of 20 bytes", url=URL),
     ProtocolError("416 without Content-Range", url=URL),
@@ -488,6 +494,7 @@ def test_typed_fields_are_written_even_when_none() -> None:
         "status": 500,
         "reason": "",
         "retry_after": None,
+        "www_authenticate": None,
     }
     assert encode_error(LocalFileError("gone", url=URL)) == {
         "type": "LocalFileError",
@@ -571,6 +578,14 @@ optional_texts = st.none() | texts
 def errors(draw: st.DrawFn) -> TransferError:
     cls = draw(st.sampled_from(sorted(codec._ERROR_TYPES.values(), key=lambda c: c.__name__)))
     url = draw(texts)
+    if cls is AuthenticationError:
+        return AuthenticationError(
+            401,
+            draw(texts),
+            url=url,
+            www_authenticate=draw(st.none() | texts),
+            scheme=draw(st.sampled_from(["Basic", "Bearer"])),
+        )
     if cls is HTTPStatusError:
         return HTTPStatusError(
             draw(st.integers(100, 599)),

@@ -75,6 +75,10 @@ def test_field_names_and_order() -> None:
         "client_cert",
         "user_agent",
         "upload_reply_max_bytes",
+        "auth",
+        "netrc",
+        "max_redirects",
+        "redirect_policy",
     ]
 
 

@@ -24,9 +24,9 @@ ALL_CLASSES = [
 URL = "https://example.com/data.bin"
 
 
-def test_module_defines_the_twenty_nine_classes() -> None:
+def test_module_defines_the_thirty_classes() -> None:
     assert {c.__name__ for c in ALL_CLASSES} == set(_exceptions.__all__)
-    assert len(ALL_CLASSES) == 29
+    assert len(ALL_CLASSES) == 30
 
 
 @pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda c: c.__name__)
@@ -58,6 +58,7 @@ def test_every_class_subclasses_bgtransfer_error(cls: type) -> None:
         (E.TransferError, (E.BgTransferError,)),
         (E.HTTPStatusError, (E.TransferError,)),
         (E.IntegrityError, (E.TransferError,)),
+        (E.AuthenticationError, (E.HTTPStatusError,)),
         (E.NetworkError, (E.TransferError, ConnectionError)),
         (E.IncompleteBodyError, (E.NetworkError,)),
         (E.ProtocolError, (E.TransferError,)),

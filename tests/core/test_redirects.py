@@ -115,11 +115,41 @@ def test_refused_targets(location: str, why: str) -> None:
     assert "s3cret" not in str(info.value)
 
 
-def test_the_eleventh_redirect_is_refused_and_a_loop_is_named() -> None:
+def test_the_eleventh_redirect_is_refused() -> None:
     chain = [f"https://example.com/{n}" for n in range(MAX_REDIRECTS)]
     next_hop(chain, "/next", SENT, RULE, task_url=TASK)  # the tenth is followed
-    with pytest.raises(RedirectError, match="too many redirects: more than 10;"):
+    with pytest.raises(
+        RedirectError, match=r"too many redirects: more than 10 \(Configuration.max_redirects\);"
+    ):
         next_hop([*chain, "https://example.com/x"], "/next", SENT, RULE, task_url=TASK)
-    looping = ["https://example.com/a", "https://example.com/b"] * 6
-    with pytest.raises(RedirectError, match=r"more than 10 \(the chain loops\)"):
-        next_hop(looping[:11], "/a", SENT, RULE, task_url=TASK)
+
+
+@pytest.mark.parametrize("limit", [0, 1, 3])
+def test_max_redirects_is_the_rule_s(limit: int) -> None:
+    rule = RedirectRule(max_redirects=limit)
+    chain = [f"https://example.com/{n}" for n in range(limit)] or ["https://example.com/0"]
+    if limit:
+        next_hop(chain, "/next", SENT, rule, task_url=TASK)
+    with pytest.raises(RedirectError, match=f"more than {limit} "):
+        next_hop([*chain, "https://example.com/x"], "/next", SENT, rule, task_url=TASK)
+
+
+@pytest.mark.parametrize(
+    ("chain", "location"),
+    [
+        (["https://example.com/a"], "/a"),  # to itself
+        (["https://example.com/a", "https://example.com/b"], "https://EXAMPLE.com/a"),
+        (["https://example.com/a", "https://cdn.example.net/b"], "https://example.com/a"),
+        (["https://example.com/a?x=1", "https://example.com/b"], "/a?x=1"),
+        (["https://example.com/a"], "https://user:pw@example.com/a"),  # (userinfo dropped)
+    ],
+)
+def test_a_loop_is_refused_at_once_and_named(chain: list[str], location: str) -> None:
+    with pytest.raises(RedirectError, match="redirect loop: ") as info:
+        next_hop(chain, location, SENT, RULE, task_url=TASK)
+    assert "already requested in this chain" in str(info.value)
+    assert "pw" not in str(info.value)
+
+
+def test_the_same_path_with_another_query_is_no_loop() -> None:
+    next_hop(["https://example.com/a?x=1"], "/a?x=2", SENT, RULE, task_url=TASK)

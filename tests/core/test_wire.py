@@ -33,15 +33,14 @@ from bgtransfer._core.wire import (
     decode_event,
     decode_exception,
     decode_request,
-    decode_statistics,
     encode_config,
     encode_event,
     encode_exception,
     encode_request,
     encode_snapshot,
-    encode_statistics,
     snapshot_fields,
 )
+from bgtransfer._core.wire_stats import decode_statistics, encode_statistics
 from bgtransfer._engine.backend import TaskSnapshot
 
 

@@ -17,6 +17,7 @@ from typing import Any, Final, TypeGuard
 import attrs
 
 from .._exceptions import (
+    AuthenticationError,
     HTTPStatusError,
     IncompleteBodyError,
     IntegrityError,
@@ -62,6 +63,7 @@ _ERROR_TYPES: Final[dict[str, type[TransferError]]] = {
     for cls in (
         TransferError,
         HTTPStatusError,
+        AuthenticationError,
         NetworkError,
         IncompleteBodyError,
         ProxyError,
@@ -80,7 +82,8 @@ _ERROR_TYPES: Final[dict[str, type[TransferError]]] = {
     )
 }
 _FIELDS: Final[dict[type[TransferError], tuple[str, ...]]] = {
-    HTTPStatusError: ("status", "reason", "retry_after"),
+    HTTPStatusError: ("status", "reason", "retry_after", "www_authenticate"),
+    AuthenticationError: ("status", "reason", "retry_after", "www_authenticate", "scheme"),
     LocalFileError: ("errno", "filename", "strerror"),
     JournalWriteError: ("errno", "filename", "strerror"),
     ProxyError: ("proxy", "status"),
@@ -92,6 +95,7 @@ _FIELDS: Final[dict[type[TransferError], tuple[str, ...]]] = {
 """The typed attributes each class carries beyond ``url`` (every one is restored)."""
 _REQUIRED: Final[dict[type[TransferError], tuple[str, ...]]] = {
     HTTPStatusError: ("status", "reason"),
+    AuthenticationError: ("status", "reason"),
     UploadExpiredError: ("status",),
 }
 """Those of them that are never None."""

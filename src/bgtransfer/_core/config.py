@@ -8,6 +8,7 @@ from typing import Any, Literal, TypeAlias
 
 import attrs
 
+from .auth import AuthSetting, NetrcSetting, TaskInfo, auth_repr, convert_auth, convert_netrc
 from .network import (
     ProxySetting,
     SSLContextLike,
@@ -28,6 +29,7 @@ __all__ = [
     "HeaderPairs",
     "HeadersProvider",
     "ProxySetting",
+    "RedirectPolicy",
     "SSLContextLike",
     "SSLSetting",
     "check_description",
@@ -41,6 +43,10 @@ HeadersProvider: TypeAlias = Callable[
     [str], Mapping[str, str] | Awaitable[Mapping[str, str]] | None
 ]
 """Called with a task's URL before each request; returns headers to add (sync or async)."""
+
+RedirectPolicy: TypeAlias = Callable[[TaskInfo, int, str], Awaitable[str | bool] | str | bool]
+"""Called before a redirect is followed with the task, the status and the next
+URL; True follows it, False refuses it (``RedirectError``), a str goes there instead."""
 
 Durability: TypeAlias = Literal["process", "fsync"]
 
@@ -394,6 +400,43 @@ class Configuration:
     (``truncated``): the upload itself succeeded, and failing it for a long
     answer would send the file again. An upload given ``reply_to=`` writes the
     whole body to that file instead."""
+
+    auth: AuthSetting = attrs.field(default=None, converter=convert_auth, repr=auth_repr)
+    """Credentials for servers that answer 401. ``BasicAuth(user, password)`` or
+    ``BearerToken(token)``: sent with every request to the origin of each task's
+    URL (never to another origin a redirect leads to). An async provider
+    ``provider(task_info, challenges) -> credentials | None``: called on a 401
+    with the task (``TaskInfo``) and the parsed ``WWW-Authenticate`` challenges;
+    the credentials it returns are sent again (and to later requests to that
+    origin); None lets the 401 stand (``HTTPStatusError``). Credentials are tried
+    once: a 401 to the same ones ends the task with ``AuthenticationError``.
+    Never written to the journal, resume data, logs or reprs; a provider cannot
+    be used with ``daemon=True``. A 407 is the proxy's (``proxy``), never this.
+    An ``Authorization`` header in ``headers`` or a task's wins. See docs/auth.md."""
+
+    netrc: NetrcSetting = attrs.field(default=False, converter=convert_netrc)
+    """Take Basic credentials for a task's host from a ``.netrc`` file, as
+    ``curl --netrc``: True reads ``$NETRC`` or ``~/.netrc``; a path reads that
+    file. Sent with every request to that host (not to another a redirect leads
+    to); ``auth`` given as credentials wins over it. False (the default): no."""
+
+    max_redirects: int = attrs.field(default=10)
+    """Redirects one request follows at most (0: none); past it the task fails
+    with ``RedirectError``. A redirect back to a URL already requested in the
+    chain fails at once (a loop)."""
+
+    redirect_policy: RedirectPolicy | None = attrs.field(default=None, validator=_optional_callable)
+    """Called (async or not) before each redirect is followed, with the task
+    (``TaskInfo``), the status and the next URL (without userinfo): True follows
+    it, False refuses it (``RedirectError``, never retried), a str follows that
+    URL instead (checked as any redirect target). Not with ``daemon=True``."""
+
+    @max_redirects.validator
+    def _check_max_redirects(self, attribute: Any, value: object) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"max_redirects must be an int, not {type(value).__name__}")
+        if not 0 <= value <= 1000:
+            raise ValueError(f"max_redirects must be between 0 and 1000, got {value}")
 
     def __attrs_post_init__(self) -> None:
         if self.client_cert is not None and isinstance(self.ssl, SSLContextLike):

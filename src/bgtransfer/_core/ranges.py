@@ -27,6 +27,7 @@ from email.utils import parsedate_to_datetime
 import attrs
 
 from .._exceptions import HTTPStatusError, ProtocolError
+from .challenge import www_authenticate
 
 __all__ = [
     "ContentRange",
@@ -264,7 +265,13 @@ def judge_resumed_response(
         )
     if 200 <= status < 300:
         raise ProtocolError(f"unexpected {status} answer to a range request", url=url)
-    raise HTTPStatusError(status, reason, url=url, retry_after=headers.get("retry-after"))
+    raise HTTPStatusError(
+        status,
+        reason,
+        url=url,
+        retry_after=headers.get("retry-after"),
+        www_authenticate=www_authenticate(status, headers),
+    )
 
 
 def _check_206(  # noqa: PLR0917 -- a private helper over judge_resumed_response's inputs

@@ -19,7 +19,14 @@ import attrs
 from .._exceptions import RedirectError
 from .secrets import DEFAULT_SECRETS, SecretHeaders, redacted_url, strip_userinfo
 
-__all__ = ["MAX_REDIRECTS", "REDIRECT_STATUSES", "Hop", "RedirectRule", "next_hop"]
+__all__ = [
+    "MAX_REDIRECTS",
+    "REDIRECT_STATUSES",
+    "Hop",
+    "RedirectRule",
+    "next_hop",
+    "origin_of",
+]
 
 REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
 """The statuses that are followed (with their ``Location``); a GET stays a GET."""
@@ -49,11 +56,23 @@ class Hop:
     headers: Mapping[str, str]
 
 
-def _origin(url: str) -> tuple[str, str, int]:
+def origin_of(url: str) -> tuple[str, str, int]:
+    """``url``'s origin: (scheme, host, port), lower case, the port explicit."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     port = parts.port
     return scheme, (parts.hostname or "").lower(), port or _DEFAULT_PORTS.get(scheme, 0)
+
+
+def _url_key(url: str) -> tuple[tuple[str, str, int], str, str]:
+    """What makes two URLs the same request: the origin, the path and the query
+    (the scheme's and host's case, a default port and a fragment do not)."""
+    parts = urlsplit(url)
+    try:
+        origin = origin_of(url)
+    except ValueError:  # (a bad port: never equal to a followed URL)
+        origin = ("", url, -1)
+    return origin, parts.path or "/", parts.query
 
 
 def next_hop(
@@ -75,9 +94,9 @@ def next_hop(
     """
     current = chain[-1]
     if len(chain) > rule.max_redirects:
-        loop = " (the chain loops)" if len(set(chain)) < len(chain) else ""
         raise RedirectError(
-            f"too many redirects: more than {rule.max_redirects}{loop}; "
+            f"too many redirects: more than {rule.max_redirects} (Configuration."
+            "max_redirects); "
             f"the last one led to {redacted_url(urljoin(current, location))}",
             url=task_url,
         )
@@ -89,6 +108,13 @@ def next_hop(
         raise RedirectError(
             "refused a redirect to a Location that is not a valid URL", url=task_url
         ) from None
+    key = _url_key(target)
+    if any(_url_key(url) == key for url in chain):
+        raise RedirectError(
+            f"redirect loop: {redacted_url(current)} led back to {redacted_url(target)}, "
+            "already requested in this chain",
+            url=task_url,
+        )
     scheme = parts.scheme.lower()
     if scheme not in _DEFAULT_PORTS:
         shown = f"{scheme}: URL" if scheme else "URL without a scheme"
@@ -108,7 +134,7 @@ def next_hop(
             "Configuration(allow_insecure_redirects=True) to allow it",
             url=task_url,
         )
-    if _origin(target) != _origin(current):
+    if origin_of(target) != origin_of(current):
         headers = {
             name: value for name, value in headers.items() if not rule.secrets.is_secret(name)
         }

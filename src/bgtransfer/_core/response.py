@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import attrs
 
 from .._exceptions import HTTPStatusError, ProtocolError
+from .challenge import www_authenticate
 
 __all__ = ["ResponseInfo", "check_response", "parse_content_length"]
 
@@ -57,7 +58,13 @@ def check_response(url: str, status: int, reason: str, headers: Mapping[str, str
     if status == 206:
         raise ProtocolError("server sent 206 Partial Content to a request without Range", url=url)
     if not 200 <= status < 300:
-        raise HTTPStatusError(status, reason, url=url, retry_after=headers.get("retry-after"))
+        raise HTTPStatusError(
+            status,
+            reason,
+            url=url,
+            retry_after=headers.get("retry-after"),
+            www_authenticate=www_authenticate(status, headers),
+        )
     encoding = headers.get("content-encoding", "identity").strip().lower() or "identity"
     if status in (204, 205):  # no body by definition (RFC 9110 §15.3.5-6): an empty file
         length: int | None = 0

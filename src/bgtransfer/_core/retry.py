@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 
 from .._exceptions import (
+    AuthenticationError,
     HTTPStatusError,
     LocalFileError,
     NetworkError,
@@ -112,8 +113,10 @@ class RetryPolicy:
         back). A proxy's error is when it did not answer or answered one of the
         ``retry_statuses`` (not a 407); a TLS error never is. A
         ``resource_timeout`` is final, as are other statuses, protocol and
-        local file errors.
+        local file errors, and an ``AuthenticationError``.
         """
+        if isinstance(error, AuthenticationError):
+            return False  # the same credentials would be refused again
         if isinstance(error, HTTPStatusError):
             return error.status in self.retry_statuses
         if isinstance(error, TLSError):

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 
 from .._exceptions import HTTPStatusError
+from .challenge import www_authenticate
 from .config import HeaderPairs, check_description, headers_repr, normalize_headers
 from .secrets import SecretHeaders, check_no_userinfo
 
@@ -202,7 +203,13 @@ def check_upload_status(url: str, status: int, reason: str, headers: Mapping[str
     :class:`~bgtransfer.HTTPStatusError` (the retry policy decides what next),
     as for a download. ``headers`` is looked up by lower-case names."""
     if not 200 <= status < 300:
-        raise HTTPStatusError(status, reason, url=url, retry_after=headers.get("retry-after"))
+        raise HTTPStatusError(
+            status,
+            reason,
+            url=url,
+            retry_after=headers.get("retry-after"),
+            www_authenticate=www_authenticate(status, headers),
+        )
 
 
 def reply_headers(

@@ -9,13 +9,13 @@ journal's encoding. Pure: no I/O, no asyncio.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
 from pathlib import Path
 from typing import Any, Final
 
 import attrs
 
 from .._exceptions import BgTransferError, DaemonError, InvalidDestinationError, TransferError
+from .auth import decode_credentials, encode_credentials
 from .codec import CodecError, decode_error, decode_terminal, encode_error, encode_terminal
 from .config import Configuration
 from .events import (
@@ -27,12 +27,10 @@ from .events import (
     SessionEvent,
     TerminalEvent,
 )
-from .naming import Origin
 from .request import DownloadRequest
 from .retry import RetryPolicy
 from .secrets import SecretHeaders, strip_userinfo
 from .states import TaskState
-from .supervisor import SupervisorStatistics
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -41,13 +39,11 @@ __all__ = [
     "decode_event",
     "decode_exception",
     "decode_request",
-    "decode_statistics",
     "encode_config",
     "encode_event",
     "encode_exception",
     "encode_request",
     "encode_snapshot",
-    "encode_statistics",
     "snapshot_fields",
 ]
 
@@ -179,6 +175,8 @@ def encode_config(config: Configuration, *, keep_secrets: bool = True) -> dict[s
             "Configuration.ssl: an ssl.SSLContext cannot cross to the daemon's process; "
             "give a CA bundle's path (and client_cert) instead"
         )
+    if config.redirect_policy is not None:
+        raise TypeError("Configuration.redirect_policy: a callable cannot cross to the daemon")
     client_cert = config.client_cert
     retry = config.retry
     return {
@@ -216,6 +214,10 @@ def encode_config(config: Configuration, *, keep_secrets: bool = True) -> dict[s
         "client_cert": None if client_cert is None else list(client_cert),
         "user_agent": config.user_agent,
         "upload_reply_max_bytes": config.upload_reply_max_bytes,
+        "auth": encode_credentials(config.auth) if keep_secrets else None,
+        "netrc": config.netrc,
+        "max_redirects": config.max_redirects,
+        "redirect_policy": None,  # (a callable: refused above unless None)
     }
 
 
@@ -233,6 +235,8 @@ def decode_config(document: object) -> Configuration:
         doc["headers"] = _pairs(doc["headers"])
     if "secret_headers" in doc:
         doc["secret_headers"] = frozenset(doc["secret_headers"])
+    if "auth" in doc:
+        doc["auth"] = decode_credentials(doc["auth"])
     return Configuration(**doc)
 
 
@@ -332,53 +336,6 @@ def decode_event(document: object) -> SessionEvent:
     if kind in ("finished", "error", "cancelled"):
         return _terminal(task_id, doc)
     raise WireError(f"unknown event kind {kind!r}")
-
-
-# -- statistics -------------------------------------------------------------------
-
-
-def encode_statistics(statistics: SupervisorStatistics) -> dict[str, Any]:
-    return {
-        "active": statistics.active,
-        "queued": statistics.queued,
-        "active_by_origin": _by_origin(statistics.active_by_origin),
-        "queued_by_origin": _by_origin(statistics.queued_by_origin),
-        "borrowed": statistics.borrowed,
-        "total_limit": statistics.total_limit,
-    }
-
-
-def decode_statistics(document: object) -> SupervisorStatistics:
-    doc = _object(document, "statistics")
-    return SupervisorStatistics(
-        active=_int(doc, "active"),
-        queued=_int(doc, "queued"),
-        active_by_origin=_origins(doc.get("active_by_origin")),
-        queued_by_origin=_origins(doc.get("queued_by_origin")),
-        borrowed=_int(doc, "borrowed"),
-        total_limit=_int(doc, "total_limit"),
-    )
-
-
-def _by_origin(counts: dict[Hashable, int]) -> list[list[Any]]:
-    rows: list[list[Any]] = []
-    for origin, count in counts.items():
-        key = list(origin) if isinstance(origin, tuple) else str(origin)
-        rows.append([key, count])
-    return rows
-
-
-def _origins(rows: object) -> dict[Hashable, int]:
-    if not isinstance(rows, list):
-        raise WireError("statistics by origin is not a list")
-    counts: dict[Hashable, int] = {}
-    for row in rows:
-        if not (isinstance(row, list) and len(row) == 2 and isinstance(row[1], int)):
-            raise WireError("statistics row is not [origin, count]")
-        key = row[0]
-        origin: Hashable = Origin(*key) if isinstance(key, list) and len(key) == 3 else str(key)
-        counts[origin] = row[1]
-    return counts
 
 
 # -- errors -----------------------------------------------------------------------

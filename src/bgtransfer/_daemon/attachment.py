@@ -27,7 +27,8 @@ import aiohttp
 
 from .._core.config import Configuration
 from .._core.events import EventsDeliveredEvent, EventsGapEvent, ProgressEvent
-from .._core.wire import decode_statistics, encode_config
+from .._core.wire import encode_config
+from .._core.wire_stats import decode_statistics
 from .._engine.backend import TaskSnapshot
 from .._engine.hub import EventHub
 from .._exceptions import DaemonError, SessionClosedError, SessionInUseError

@@ -33,8 +33,8 @@ from .._core.wire import (
     PROTOCOL_VERSION,
     WireError,
     decode_config,
-    encode_statistics,
 )
+from .._core.wire_stats import encode_statistics
 from .._exceptions import BgTransferError, SessionClosedError, SessionInUseError
 from .._io.files import make_private_dir
 from .._io.sdlisten import inherited_listener

@@ -27,7 +27,8 @@ from .._core.events import (
     is_terminal,
 )
 from .._core.supervisor import SupervisorStatistics
-from .._core.wire import decode_event, decode_statistics, snapshot_fields
+from .._core.wire import decode_event, snapshot_fields
+from .._core.wire_stats import decode_statistics
 from .._engine.backend import TaskSnapshot
 
 __all__ = ["Snapshots", "SubmissionKey", "task_of"]

@@ -7,10 +7,42 @@ from __future__ import annotations
 from pathlib import Path
 from types import TracebackType
 
+from .._core.auth import BasicAuth, BearerToken
 from .._core.config import Configuration
 from .client import DaemonBackend
 
-__all__ = ["DaemonStartup", "open_daemon_backend"]
+__all__ = ["DaemonStartup", "check_daemon_session", "open_daemon_backend"]
+
+
+def check_daemon_session(identifier: str | None, config: Configuration) -> None:
+    """What ``daemon=True`` refuses, at ``Session(...)``: an ephemeral session,
+    and settings that cannot cross to the daemon's process (callables, an
+    ``ssl.SSLContext``); each with a :class:`ValueError` saying what to give instead."""
+    if identifier is None:
+        raise ValueError("daemon=True needs a background session: give it an identifier")
+    if config.headers_provider is not None:
+        raise ValueError(
+            "Configuration.headers_provider cannot be used with daemon=True: a callable "
+            "cannot cross to the daemon's process; give credentials as headers "
+            "(Configuration.headers or per task), which the daemon keeps in memory only"
+        )
+    if not (config.auth is None or isinstance(config.auth, BasicAuth | BearerToken)):
+        raise ValueError(
+            "Configuration.auth cannot be a provider with daemon=True: a callable "
+            "cannot cross to the daemon's process; give BasicAuth or BearerToken "
+            "(kept in the daemon's memory only) or credentials as headers"
+        )
+    if config.redirect_policy is not None:
+        raise ValueError(
+            "Configuration.redirect_policy cannot be used with daemon=True: a callable "
+            "cannot cross to the daemon's process (max_redirects can)"
+        )
+    if not isinstance(config.ssl, bool | str):
+        raise ValueError(  # noqa: TRY004 - a setting daemons refuse, as headers_provider
+            "Configuration.ssl cannot be an ssl.SSLContext with daemon=True: a context "
+            "cannot cross to the daemon's process; give the path of a CA bundle (and "
+            "client_cert for a client certificate) instead"
+        )
 
 
 def open_daemon_backend(
@@ -29,20 +61,8 @@ class DaemonStartup:
     def __init__(
         self, identifier: str | None, *, state_dir: Path, config: Configuration, default: bool
     ) -> None:
-        if identifier is None:
-            raise ValueError("daemon=True needs a background session: give it an identifier")
-        if config.headers_provider is not None:
-            raise ValueError(
-                "Configuration.headers_provider cannot be used with daemon=True: a callable "
-                "cannot cross to the daemon's process; give credentials as headers "
-                "(Configuration.headers or per task), which the daemon keeps in memory only"
-            )
-        if not isinstance(config.ssl, bool | str):
-            raise ValueError(  # noqa: TRY004 - a setting daemons refuse, as headers_provider
-                "Configuration.ssl cannot be an ssl.SSLContext with daemon=True: a context "
-                "cannot cross to the daemon's process; give the path of a CA bundle (and "
-                "client_cert for a client certificate) instead"
-            )
+        check_daemon_session(identifier, config)
+        assert identifier is not None
         self._identifier = identifier
         self._state_dir = state_dir.absolute()
         self._config = config

@@ -8,7 +8,8 @@ from typing import Any
 
 from .._core.events import EventsDeliveredEvent, EventsGapEvent, ProgressEvent, SessionEvent
 from .._core.states import TaskState
-from .._core.wire import encode_event, encode_snapshot, encode_statistics
+from .._core.wire import encode_event, encode_snapshot
+from .._core.wire_stats import encode_statistics
 from .._engine.backend import TaskSnapshot
 from .sessions import Served
 

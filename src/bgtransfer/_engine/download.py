@@ -37,24 +37,23 @@ from .._core.supervisor import Supervisor
 from .._exceptions import (
     HTTPStatusError,
     IncompleteBodyError,
-    IntegrityError,
     LocalFileError,
     ProtocolError,
     ResourceTimeoutError,
     TransferError,
 )
-from .._io.digest import hash_file
 from .._io.errors import file_error
 from .._io.files import OUT_OF_SPACE, file_identity, move_into_place
 from .._io.partials import partial_size
-from .._io.threads import run_blocking
 from .._io.transfer import fetch_to_file
 from .admission import merge_headers
+from .auth import Authenticator, AuthState, redirect_check, task_info
 from .download_job import DownloadJob
 from .hub import EventHub
 from .journaling import FlushFor, JournalTask, TaskJournal
 from .segments import Segments, segment_group
 from .sinks import AttemptSink, RestartFromZero, SegmentSink
+from .verify import verify
 
 if TYPE_CHECKING:
     import aiohttp
@@ -84,6 +83,7 @@ class Downloader:
         flush_for: FlushFor,
         publish: Callable[[TaskEvent], None],
         hold_origin: Callable[[TaskRecord, float], None],
+        auth: Authenticator | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -98,8 +98,11 @@ class Downloader:
         self._hold_origin = hold_origin
         self._rng = random.Random()
         self._redirects = RedirectRule(
-            allow_insecure=config.allow_insecure_redirects, secrets=secrets
+            allow_insecure=config.allow_insecure_redirects,
+            secrets=secrets,
+            max_redirects=config.max_redirects,
         )
+        self.auth = Authenticator(config) if auth is None else auth
         self._segments = Segments(
             config=config,
             clock=clock,
@@ -131,7 +134,7 @@ class Downloader:
         if job.moved:  # by the last write (_finish_into)
             return job.finished()
         if job.integrity is not None or job.served_digests:
-            await self._verify(job)
+            await verify(job)
         # Shielded: once the move starts, it finishes, and the task has finished.
         # The journal learns of it first, so a crash in between is never taken for
         # a lost partial file (and the file is never downloaded again).
@@ -162,7 +165,7 @@ class Downloader:
         of ``moving`` is waited for shielded.
         """
         if self._fsync or job.integrity is not None or job.served_digests:
-            return None  # (to be checked before the move: _verify)
+            return None  # (to be checked before the move: verify.py)
         if self._journal is not None:
             try:
                 replaces = file_identity(job.record.destination)
@@ -176,63 +179,7 @@ class Downloader:
                 await self._flush_for(job.record, shielded=True)
         return job.record.destination
 
-    async def _verify(self, job: DownloadJob) -> None:
-        """The whole body against ``checksum=``, ``expected_size=`` and the digests
-        the server sent, before it is moved into place: a mismatch is an
-        :class:`IntegrityError` (the partial file is then removed with the task).
-
-        The digests computed as the bytes were written serve when they cover the
-        whole file (one body from byte 0, or bodies that continued each other in
-        this process); otherwise (segments, a partial file of an earlier process)
-        the partial file is read once, in a worker thread."""
-        integrity = job.integrity
-        url = job.record.url
-        algorithms = set(job.served_digests)
-        if integrity is not None and integrity.checksum is not None:
-            algorithms.add(integrity.checksum.algorithm)
-        running = job.running
-        if running is not None and running.covers(job.record.bytes_received, algorithms):
-            size, actual, how = running.offset, running.digests(), "as it arrived"
-        else:
-            try:
-                size, actual = await run_blocking(hash_file, job.partial, sorted(algorithms))
-            except OSError as exc:
-                raise file_error(exc, url=url, action="read", path=job.partial) from exc
-            how = "read again"
-        if integrity is not None and integrity.expected_size not in (None, size):
-            raise IntegrityError(
-                f"received {size} bytes, expected_size is {integrity.expected_size}",
-                url=url,
-                algorithm="size",
-                expected=str(integrity.expected_size),
-                actual=str(size),
-            )
-        expected: list[tuple[str, str, str]] = []
-        if integrity is not None and integrity.checksum is not None:
-            checksum = integrity.checksum
-            expected.append((checksum.algorithm, checksum.hex, "checksum"))
-        for algorithm, (digest, source) in sorted(job.served_digests.items()):
-            expected.append((algorithm, digest.hex(), f"the server's {source}"))
-        for algorithm, want, source in expected:
-            got = actual[algorithm].hex()
-            if got != want:
-                raise IntegrityError(
-                    f"{algorithm} of the {size} bytes received is {got}, {source} says {want}",
-                    url=url,
-                    algorithm=algorithm,
-                    expected=want,
-                    actual=got,
-                )
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug(
-                "task %d: %d bytes verified, %s (%s)",
-                job.record.id,
-                size,
-                how,
-                ", ".join(sorted(actual)),
-            )
-
-    async def _attempts(self, job: DownloadJob) -> None:
+    async def _attempts(self, job: DownloadJob) -> None:  # noqa: PLR0912 - one loop, its outcomes
         """The retry loop: transient failures are retried from the bytes on disk.
 
         ``failures`` counts consecutive attempts that made no kept progress
@@ -264,6 +211,8 @@ class Downloader:
                 job.restarted = True  # the next attempt starts over: no progress either
                 continue
             except TransferError as exc:
+                if await self._answered(job, exc):
+                    continue  # again, with the credentials given (no retry counted)
                 if self._kept_progress(job):
                     failures = 0
                 failures += 1
@@ -284,6 +233,14 @@ class Downloader:
                     RetryEvent(task_id=job.record.id, attempt=failures + 1, error=exc, delay=delay)
                 )
                 await self._back_off(job, delay)
+
+    async def _answered(self, job: DownloadJob, error: TransferError) -> bool:
+        """Whether ``error`` was a 401 answered with new credentials (see
+        :class:`~.auth.Authenticator`); raises the task's end if it ends it."""
+        challenge = None if job.auth is None else self.auth.challenge(error)
+        if challenge is None or job.auth is None:
+            return False
+        return await self.auth.challenged(challenge, job.auth, task_info(job.record))
 
     @staticmethod
     async def _back_off(job: DownloadJob, delay: float) -> None:
@@ -401,6 +358,10 @@ class Downloader:
         self, job: DownloadJob, headers: Mapping[str, str], sink: AttemptSink | SegmentSink
     ) -> None:
         assert self.client is not None
+        chain: list[str] | None = None if job.auth is None else []
+        policy = None
+        if self.config.redirect_policy is not None:
+            policy = redirect_check(self.config, task_info(job.record))
         # (Asked once per request: nothing is formatted when DEBUG is off.)
         debug = logger.isEnabledFor(logging.DEBUG)
         if debug:
@@ -419,8 +380,12 @@ class Downloader:
                 request_timeout=self.config.request_timeout,
                 sink=sink,
                 redirects=self._redirects,
+                chain=chain,
+                policy=policy,
             )
         except TransferError as exc:
+            if chain and job.auth is not None:
+                job.auth.answered = chain[-1]
             if debug:
                 logger.debug(
                     "task %d: GET failed (status %s, %d bytes on disk): %s",
@@ -443,6 +408,10 @@ class Downloader:
         headers = dict(job.record.headers)
         if self.config.headers_provider is not None:
             headers = await self._provided_headers(job)
+        if self.auth.active:
+            if job.auth is None:
+                job.auth = AuthState(job.record.url)
+            await self.auth.add_header(job.record.url, headers, job.auth)
         headers.update(extra)
         return headers
 

@@ -26,6 +26,7 @@ from .._io.digest import RunningDigest
 from .._io.files import remove_quietly
 
 if TYPE_CHECKING:
+    from .auth import AuthState
     from .record import TaskRecord
 
 __all__ = ["DownloadJob", "DownloadWork", "download_job"]
@@ -66,6 +67,7 @@ class DownloadJob:
         "adopting",
         "announce_resume",
         "announced",
+        "auth",
         "backing_off_until",
         "body_start",
         "downloader",
@@ -130,6 +132,7 @@ class DownloadJob:
         self.segments: list[Segment] | None = None  # set once the file is split
         self.adopting: str | None = None  # resume data's partial, until moved into ours
         self.backing_off_until: float | None = None  # time.time() the next attempt waits for
+        self.auth: AuthState | None = None  # what credentials did (an Authenticator's)
 
     # -- the Job protocol -----------------------------------------------------------
 

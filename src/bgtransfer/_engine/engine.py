@@ -39,6 +39,7 @@ from .._exceptions import (
 )
 from .._io.client import descriptor_slots, make_client
 from .admission import Admission, Request
+from .auth import Authenticator
 from .backlog import what_was_missed
 from .download import Downloader
 from .hub import EventHub, EventStream
@@ -124,8 +125,10 @@ class Engine(Restoring):
         self._invalidated = False
         self._replays_pending = 0
         self._events_delivered = anyio.Event()
+        auth = Authenticator(config)  # (one for both: credentials given count for either)
         self._download = Downloader(
             config=config,
+            auth=auth,
             clock=clock,
             journal=journal,
             resume_key=resume_key,
@@ -140,6 +143,7 @@ class Engine(Restoring):
         )
         uploader = Uploader(
             config=config,
+            auth=auth,
             clock=clock,
             secrets=self._secrets,
             fsync=journal is not None and config.durability == "fsync",

@@ -69,6 +69,7 @@ from .._io.progress import count as count_progress
 from .._io.resumable import discover
 from .._io.upload import Answer, check_source, inspect_source, send_file
 from .admission import Admission, merge_headers
+from .auth import Authenticator, AuthState, task_info
 from .journaling import FlushFor, JournalTask
 from .reattacher import Reattached
 from .record import TaskRecord
@@ -134,9 +135,11 @@ class Uploader:
         journal_task: JournalTask | None = None,
         flush_for: FlushFor | None = None,
         resume_key: bytes = b"",
+        auth: Authenticator | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
+        self.auth = Authenticator(config) if auth is None else auth
         self.client: aiohttp.ClientSession | None = None
         self.strategy: BodyStrategy = PlainStrategy(self)
         self.resumable = ResumableStrategy(self)
@@ -228,6 +231,14 @@ class Uploader:
             try:
                 return await self._attempt(job)
             except TransferError as exc:
+                challenge = None if job.auth is None else self.auth.challenge(exc)
+                if (
+                    challenge is not None
+                    and job.auth is not None
+                    and await self.auth.challenged(challenge, job.auth, task_info(job.record))
+                ):
+                    job.announce_resume = True  # the file is sent again from its first byte
+                    continue  # with the credentials given (no retry counted)
                 failures += 1
                 if not policy.is_transient(exc) or failures >= policy.max_attempts:
                     raise
@@ -258,6 +269,10 @@ class Uploader:
         record.bytes_expected = size
         record.throttle.set_expected(size)
         headers = await self.request_headers(record)
+        if self.auth.active:
+            if job.auth is None:
+                job.auth = AuthState(record.url)
+            await self.auth.add_header(record.url, headers, job.auth)
         if fields.protocol == "auto":
             await self._choose_protocol(job, headers)
         job.may_have_partial = job.reply_to is not None

@@ -25,6 +25,7 @@ from .._exceptions import TransferError
 from .._io.files import remove_quietly
 
 if TYPE_CHECKING:
+    from .auth import AuthState
     from .record import TaskRecord
 
 __all__ = ["UploadJob", "UploadWork", "upload_job"]
@@ -61,6 +62,7 @@ class UploadJob:
 
     __slots__ = (
         "announce_resume",
+        "auth",
         "backing_off_until",
         "discovery",
         "fields",
@@ -81,6 +83,7 @@ class UploadJob:
         self.reply_partial = reply_partial  # the answer's body, before it moves to reply_to
         self.announce_resume = False  # send ResumedEvent(offset=0) before the next body
         self.backing_off_until: float | None = None  # time.time() the next attempt waits for
+        self.auth: AuthState | None = None  # what credentials did (an Authenticator's)
         self.may_have_partial = False  # a reply partial may exist
         self.reply: UploadReply | None = None  # the server's answer, once it accepted the file
         self.finished: FinishedEvent | None = None  # set once the task's work is complete

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import aiohttp
@@ -19,7 +19,7 @@ import anyio
 
 from .._core.redirects import REDIRECT_STATUSES, RedirectRule, next_hop
 from .._core.secrets import redacted_url
-from .._exceptions import IncompleteBodyError
+from .._exceptions import IncompleteBodyError, RedirectError
 from .body_writer import (
     FIRST_WRITE_BYTES,
     FIRST_WRITE_DELAY,
@@ -45,6 +45,10 @@ __all__ = [
 
 _NO_INSECURE_REDIRECTS = RedirectRule()
 
+RedirectCheck = Callable[[int, str], Awaitable[str | bool]]
+"""Asked before a redirect is followed, with its status and target: True
+follows it, False refuses it (``RedirectError``), a str goes there instead."""
+
 logger = logging.getLogger("bgtransfer")
 
 
@@ -57,6 +61,8 @@ async def fetch_to_file(
     request_timeout: float | None,
     sink: TransferSink,
     redirects: RedirectRule = _NO_INSECURE_REDIRECTS,
+    chain: list[str] | None = None,
+    policy: RedirectCheck | None = None,
 ) -> BodyPlan | None:
     """One GET of ``url``; the body goes where ``sink.judge`` says.
 
@@ -66,8 +72,10 @@ async def fetch_to_file(
     followed here, hop by hop, as the core's rule (``next_hop``) says: with the
     same headers to the same origin (so ``Range`` goes along), without the
     secret ones to another; a refused one raises
-    :class:`~bgtransfer.RedirectError`. Nothing about the hops is kept: the
-    task's URL is the one it was given.
+    :class:`~bgtransfer.RedirectError`. ``chain``, if given, receives every
+    URL requested (``url`` first, the one that answered last); ``policy``, if
+    given, is asked about each redirect next_hop allows (``RedirectCheck``).
+    The task's URL is the one it was given.
 
     ``request_timeout`` bounds connecting (aiohttp's ``sock_connect``) and every
     wait for the server: no byte for that long ends the attempt with
@@ -79,12 +87,15 @@ async def fetch_to_file(
         watchdog = None if request_timeout is None else Watchdog(request_timeout, scope.cancel)
         try:
             with map_errors(url=url, request_timeout=request_timeout):
+                if chain is None:
+                    chain = []
+                chain.append(url)
                 response = await client.get(
                     url, headers=headers, timeout=timeout, allow_redirects=False
                 )
                 if response.status in REDIRECT_STATUSES:
                     response = await _follow(
-                        client, response, url, headers, timeout, redirects, watchdog
+                        client, response, chain, headers, timeout, redirects, watchdog, policy
                     )
                 async with response:
                     # aiohttp's headers are looked up case-insensitively already.
@@ -119,15 +130,17 @@ async def fetch_to_file(
 async def _follow(  # noqa: PLR0917 - a private helper of fetch_to_file
     client: aiohttp.ClientSession,
     response: aiohttp.ClientResponse,
-    url: str,
+    chain: list[str],
     headers: Mapping[str, str],
     client_timeout: aiohttp.ClientTimeout,
     rule: RedirectRule,
     watchdog: Watchdog | None,
+    policy: RedirectCheck | None,
 ) -> aiohttp.ClientResponse:
-    """Follow the redirects that begin with ``response``; return the first
-    response that is not one (a 3xx without ``Location`` included)."""
-    chain = [url]
+    """Follow the redirects that begin with ``response`` (to ``chain``'s one
+    URL); return the first response that is not one (a 3xx without
+    ``Location`` included). ``chain`` grows with every URL requested."""
+    url = chain[0]
     debug = logger.isEnabledFor(logging.DEBUG)
     while response.status in REDIRECT_STATUSES:
         location = response.headers.get("Location")
@@ -139,6 +152,15 @@ async def _follow(  # noqa: PLR0917 - a private helper of fetch_to_file
         hop = next_hop(chain, location, headers, rule, task_url=url)
         if watchdog is not None:
             watchdog.touch()  # the server answered
+        if policy is not None:
+            with paused(watchdog):  # the application's time, not the server's
+                verdict = await policy(response.status, hop.url)
+            if verdict is False:
+                raise RedirectError(
+                    f"redirect_policy refused the redirect to {redacted_url(hop.url)}", url=url
+                )
+            if isinstance(verdict, str):
+                hop = next_hop(chain, verdict, headers, rule, task_url=url)
         chain.append(hop.url)
         if debug:
             # (The target as scheme://host/path: its query may hold a signature.)

@@ -9,6 +9,7 @@ tests synchronise with in-progress responses without sleeping
 thread for synchronous callers.
 """
 
+from ._auth import AuthRequirement
 from ._content import ServedFile
 from ._faults import Faults
 from ._ietf import IetfEndpoint
@@ -20,6 +21,7 @@ from ._upload import ReceivedUpload
 from ._uploads import StoredUpload, UploadFaults
 
 __all__ = [
+    "AuthRequirement",
     "Faults",
     "IetfEndpoint",
     "ReceivedUpload",

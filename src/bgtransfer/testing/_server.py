@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from ._auth import AuthRequirement, unauthorized
 from ._content import (
     ServedFile,
     deterministic_bytes,
@@ -129,6 +130,7 @@ class TestServer:
         self._base_url: str | None = None
         self._uploads: list[ReceivedUpload] = []
         self._upload_endpoints: dict[str, UploadEndpoint] = {}
+        self._auth: dict[str, AuthRequirement] = {}
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -341,6 +343,16 @@ class TestServer:
         self._faults.setdefault(path, FaultSchedule()).set(faults, times)
         self._gates.arm(path)
 
+    def require_auth(self, path: str, requirement: AuthRequirement | None) -> None:
+        """Answer requests for ``path`` 401 unless they carry the credentials
+        ``requirement`` accepts (see :class:`AuthRequirement`); None lifts it.
+        Checked before the path's faults; a 401 takes none of them."""
+        _check_path(path)
+        if requirement is None:
+            self._auth.pop(path, None)
+        else:
+            self._auth[path] = requirement
+
     def hold(self, path: str) -> None:
         """Re-arm ``path``'s gate after :meth:`release`, without changing its faults."""
         _check_path(path)
@@ -426,6 +438,11 @@ class TestServer:
             headers=request.headers,
         )
         try:
+            requirement = self._auth.get(path)
+            if requirement is not None and not requirement.accepts(
+                request.headers.get("Authorization")
+            ):
+                return await unauthorized(request, requirement)  # (_auth.py)
             endpoint = self._upload_endpoint(path)
             if endpoint is not None:
                 return await endpoint.handle(request)

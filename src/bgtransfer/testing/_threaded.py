@@ -10,6 +10,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+from ._auth import AuthRequirement
 from ._content import ServedFile
 from ._faults import Faults
 from ._server import TestServer
@@ -160,6 +161,10 @@ class ThreadedTestServer:
     def set_faults(self, path: str, faults: Faults, *, times: int | None = None) -> None:
         """See :meth:`TestServer.set_faults`."""
         self._call(self.server.set_faults, path, faults, times=times)
+
+    def require_auth(self, path: str, requirement: AuthRequirement | None) -> None:
+        """See :meth:`TestServer.require_auth`."""
+        self._call(self.server.require_auth, path, requirement)
 
     def release(self, path: str) -> None:
         """See :meth:`TestServer.release`."""
