@@ -20,7 +20,7 @@ from bgtransfer import (
     Session,
     TaskState,
 )
-from bgtransfer._engine import download as download_module
+from bgtransfer._engine import verify as verify_module
 from bgtransfer._io.pump import PUMP_MIN_BYTES
 from bgtransfer.testing import Faults, TestServer
 
@@ -311,13 +311,13 @@ async def test_a_segmented_download_is_verified(
 def rereads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """The partial files read again before their move (in this process)."""
     read: list[Path] = []
-    original = download_module.hash_file
+    original = verify_module.hash_file
 
     def counting(path: Path, algorithms: Iterable[str]) -> tuple[int, dict[str, bytes]]:
         read.append(path)
         return original(path, algorithms)
 
-    monkeypatch.setattr(download_module, "hash_file", counting)
+    monkeypatch.setattr(verify_module, "hash_file", counting)
     return read
 
 
