@@ -16,17 +16,20 @@ from typing import IO, Any
 
 import attrs
 
-from .._exceptions import TransferError
+from .._exceptions import IntegrityError, TransferError
 
 __all__ = ["Reporter", "Wanted", "make_reporter"]
 
 
 @attrs.frozen
 class Wanted:
-    """One file the command was asked for: its URL and where it goes."""
+    """One file the command was asked for: its URL and where it goes, and what
+    its bytes must be (``--checksum``, ``--expected-size``; None: not checked)."""
 
     url: str
     destination: Path
+    checksum: str | None = None
+    expected_size: int | None = None
 
 
 class Reporter:
@@ -70,7 +73,7 @@ class Reporter:
 
     def failed(self, want: Wanted, error: TransferError | None, status: int) -> None:
         self.counts["failed"] += 1
-        self.failure_line(f"{error}" if error is not None else f"{want.url}: cancelled")
+        self.failure_line(failure_text(want, error))
 
     def interrupted(self, signal_name: str, command_hint: str) -> None:
         self.failure_line(f"stopped by {signal_name}; {command_hint}")
@@ -84,6 +87,15 @@ class Reporter:
 
     def close(self) -> None:
         pass
+
+
+def failure_text(want: Wanted, error: TransferError | None) -> str:
+    """The one line of a failed file (without the ``bgtransfer:`` prefix)."""
+    if error is None:
+        return f"{want.url}: cancelled"
+    if isinstance(error, IntegrityError):  # names the file and both digests (or sizes)
+        return f"{want.destination}: {error} (the destination is left as it was)"
+    return str(error)
 
 
 class QuietReporter(Reporter):
@@ -130,7 +142,10 @@ class JsonReporter(Reporter):
         super().failed(want, error, status)
         kind = type(error).__name__ if error is not None else "Cancelled"
         message = str(error) if error is not None else "cancelled"
-        self.emit("failed", want, error=kind, message=message, exit_status=status)
+        extra: dict[str, Any] = {}
+        if isinstance(error, IntegrityError):
+            extra.update(algorithm=error.algorithm, expected=error.expected, actual=error.actual)
+        self.emit("failed", want, error=kind, message=message, exit_status=status, **extra)
 
     def interrupted(self, signal_name: str, command_hint: str) -> None:
         super().interrupted(signal_name, command_hint)
