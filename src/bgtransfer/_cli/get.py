@@ -18,7 +18,9 @@ import hashlib
 import os
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -66,7 +68,16 @@ from .options import (
 )
 from .report import Reporter, Wanted, make_reporter
 
-__all__ = ["add_parser", "exit_status_of", "run", "session_for_directory"]
+__all__ = [
+    "UsageError",
+    "add_parser",
+    "exit_status_of",
+    "follow",
+    "int_between",
+    "run",
+    "run_until_signal",
+    "session_for_directory",
+]
 
 EXIT_STATUSES = """\
 exit statuses:
@@ -118,7 +129,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     get.add_argument(
         "--expected-size",
-        type=_int_between(0, 2**63 - 1),
+        type=int_between(0, 2**63 - 1),
         metavar="N",
         help="the one URL's size in bytes; another size exits 5",
     )
@@ -130,7 +141,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     get.add_argument(
         "-x",
         "--connections-per-host",
-        type=_int_between(1, 1000),
+        type=int_between(1, 1000),
         default=6,
         metavar="N",
         help="connections per host at most (default 6)",
@@ -138,7 +149,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     get.add_argument(
         "-s",
         "--segments",
-        type=_int_between(1, 16),
+        type=int_between(1, 16),
         default=1,
         metavar="N",
         help="fetch each large file as N ranges at once, when the server allows (1-16)",
@@ -146,7 +157,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     get.add_argument(
         "-t",
         "--tries",
-        type=_int_between(1, 1000),
+        type=int_between(1, 1000),
         metavar="N",
         help="attempts per file before it fails (default 6; 1: no retry)",
     )
@@ -162,7 +173,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     get.set_defaults(run=run)
 
 
-def _int_between(low: int, high: int) -> type[int]:
+def int_between(low: int, high: int) -> type[int]:
     def check(text: str) -> int:
         try:
             value = int(text)
@@ -280,7 +291,9 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     reporter = make_reporter(quiet=args.quiet, as_json=args.json)
     try:
-        return asyncio.run(_run_until_signal(args, identifier, wanted, reporter))
+        return asyncio.run(
+            run_until_signal(_download(args, identifier, wanted, reporter), identifier, reporter)
+        )
     except SessionInUseError as exc:
         if args.debug:
             raise
@@ -294,13 +307,14 @@ def run(args: argparse.Namespace) -> int:
         reporter.close()
 
 
-async def _run_until_signal(
-    args: argparse.Namespace, identifier: str, wanted: list[Wanted], reporter: Reporter
+async def run_until_signal(
+    transfer: Coroutine[Any, Any, int], identifier: str, reporter: Reporter
 ) -> int:
-    """Download; on SIGINT or SIGTERM stop cleanly (leaving the session's block
-    journals where each task stands) and exit 130 or 143."""
+    """Run ``transfer`` (a download or upload in session ``identifier``); on
+    SIGINT or SIGTERM stop cleanly (leaving the session's block journals where
+    each task stands) and exit 130 or 143."""
     loop = asyncio.get_running_loop()
-    work = asyncio.create_task(_download(args, identifier, wanted, reporter))
+    work = asyncio.create_task(transfer)
     stopped: list[signal.Signals] = []
 
     def stop(signum: signal.Signals) -> None:
@@ -342,7 +356,7 @@ async def _download(
         config = config.replace(retry=attrs.evolve(config.retry, max_attempts=args.tries))
     async with Session(identifier, state_dir=args.state_dir, config=config) as session:
         ours, statuses = await _reattach_or_submit(session, wanted, reporter)
-        statuses += await _follow(session, ours, reporter)
+        statuses += await follow(session, ours, reporter)
         await session.acknowledge(*ours)
     status = min(statuses, default=EXIT_OK)
     reporter.summary(status)
@@ -444,7 +458,7 @@ def _mismatch_of_file(want: Wanted) -> IntegrityError | None:
     return None
 
 
-async def _follow(session: Session, ours: dict[int, Wanted], reporter: Reporter) -> list[int]:
+async def follow(session: Session, ours: dict[int, Wanted], reporter: Reporter) -> list[int]:
     """Report the events of our tasks until each has ended; return the exit
     status of each failed one."""
     statuses: list[int] = []
