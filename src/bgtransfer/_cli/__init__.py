@@ -2,7 +2,8 @@
 
 One module per command group, each adding its sub-commands to the parser
 (``add_parser``/``add_parsers``) with a ``run(args) -> int`` as their default:
-``get`` (download URLs, continuing where a previous run stopped), ``tasks``
+``get`` (download URLs, continuing where a previous run stopped), ``up``
+(upload a file, the same way), ``tasks``
 (``ls``, ``pause``, ``resume``, ``cancel`` on a session's tasks), ``serve`` (the
 loopback test server over a directory), ``daemon`` (``daemon`` and ``status``)
 and ``headless`` (``demo``; the interactive one is ``bgtransfer._demo``,
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from .._exceptions import BgTransferError
-from . import daemon, get, headless, serve, tasks
+from . import daemon, get, headless, serve, tasks, up
 from .headless import DEMO_FILES
 from .options import EXIT_FAILURE, EXIT_SIGINT, EXIT_USAGE
 
@@ -34,6 +35,7 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"bgtransfer {__version__}")
     commands = top.add_subparsers(dest="command", required=True)
     get.add_parser(commands)
+    up.add_parser(commands)
     tasks.add_parsers(commands)
     serve.add_parser(commands)
     headless.add_parser(commands)

@@ -18,11 +18,14 @@ import hashlib
 import os
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import attrs
 
 from .._core.config import Configuration
+from .._core.digests import parse_checksum
 from .._core.events import (
     CancelledEvent,
     ErrorEvent,
@@ -38,6 +41,7 @@ from .._core.request import DownloadRequest
 from .._core.states import TaskState
 from .._exceptions import (
     HTTPStatusError,
+    IntegrityError,
     LocalFileError,
     NetworkError,
     ProtocolError,
@@ -45,12 +49,14 @@ from .._exceptions import (
     SessionInUseError,
     TransferError,
     TransferTimeoutError,
+    UploadChecksumError,
 )
 from .._session import Session
 from .._task import DownloadTask
 from .options import (
     EXIT_FAILURE,
     EXIT_HTTP_STATUS,
+    EXIT_INTEGRITY,
     EXIT_LOCAL_FILE,
     EXIT_NETWORK,
     EXIT_OK,
@@ -62,7 +68,16 @@ from .options import (
 )
 from .report import Reporter, Wanted, make_reporter
 
-__all__ = ["add_parser", "exit_status_of", "run", "session_for_directory"]
+__all__ = [
+    "UsageError",
+    "add_parser",
+    "exit_status_of",
+    "follow",
+    "int_between",
+    "run",
+    "run_until_signal",
+    "session_for_directory",
+]
 
 EXIT_STATUSES = """\
 exit statuses:
@@ -71,7 +86,7 @@ exit statuses:
   2    usage: wrong arguments, a URL or destination that cannot be used
   3    local file: a file could not be written (disk full, permission denied...)
   4    network: no connection, connection lost, body cut short, timeout
-  5    integrity: the file is not what was expected (reserved for --checksum)
+  5    integrity: the file is not what --checksum or --expected-size says
   7    protocol: the server broke an HTTP rule, or a redirect was refused
   8    HTTP status: the server answered with an error (404, 500...)
   130  interrupted by Ctrl-C; 143 stopped by SIGTERM (run it again to continue)
@@ -101,7 +116,22 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "-i",
         "--input-file",
         metavar="LIST",
-        help="read URLs from LIST, one per line ('-': stdin; blank and '#' lines skipped)",
+        help=(
+            "read URLs from LIST, one per line, each optionally followed by its checksum "
+            "('URL sha256:HEX'; '-': stdin; blank and '#' lines skipped)"
+        ),
+    )
+    get.add_argument(
+        "--checksum",
+        metavar="ALGO:HEX",
+        help="the one URL's digest (sha256:HEX, sha512:, blake2b:, sha1:, md5:); "
+        "a mismatch exits 5 and leaves the destination untouched",
+    )
+    get.add_argument(
+        "--expected-size",
+        type=int_between(0, 2**63 - 1),
+        metavar="N",
+        help="the one URL's size in bytes; another size exits 5",
     )
     get.add_argument(
         "--session",
@@ -111,7 +141,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     get.add_argument(
         "-x",
         "--connections-per-host",
-        type=_int_between(1, 1000),
+        type=int_between(1, 1000),
         default=6,
         metavar="N",
         help="connections per host at most (default 6)",
@@ -119,7 +149,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     get.add_argument(
         "-s",
         "--segments",
-        type=_int_between(1, 16),
+        type=int_between(1, 16),
         default=1,
         metavar="N",
         help="fetch each large file as N ranges at once, when the server allows (1-16)",
@@ -127,7 +157,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     get.add_argument(
         "-t",
         "--tries",
-        type=_int_between(1, 1000),
+        type=int_between(1, 1000),
         metavar="N",
         help="attempts per file before it fails (default 6; 1: no retry)",
     )
@@ -143,7 +173,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     get.set_defaults(run=run)
 
 
-def _int_between(low: int, high: int) -> type[int]:
+def int_between(low: int, high: int) -> type[int]:
     def check(text: str) -> int:
         try:
             value = int(text)
@@ -167,23 +197,51 @@ def session_for_directory(directory: Path) -> str:
     return f"bgtransfer-get-{digest[:16]}"
 
 
-def _read_list(name: str) -> list[str]:
+def _checked(checksum: str, where: str) -> str:
+    try:
+        return str(parse_checksum(checksum))
+    except ValueError as exc:
+        raise UsageError(f"{where}: {exc}") from None
+
+
+def _read_list(name: str) -> list[tuple[str, str | None]]:
+    """The list's URLs, each with the checksum its line names (``URL ALGO:HEX``)."""
     try:
         text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read the URL list {name!r}: {exc}") from None
-    lines = (line.strip() for line in text.splitlines())
-    return [line for line in lines if line and not line.startswith("#")]
+    entries: list[tuple[str, str | None]] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        if len(fields) > 2:
+            raise UsageError(f"{name}, line {number}: expected 'URL' or 'URL ALGO:HEX'")
+        checksum = _checked(fields[1], f"{name}, line {number}") if len(fields) == 2 else None
+        entries.append((fields[0], checksum))
+    return entries
 
 
 def plan(args: argparse.Namespace) -> tuple[str, list[Wanted]]:
     """The session's identifier and the files asked for, in order; raises
     :class:`UsageError` for arguments that cannot be used."""
-    urls = list(args.urls)
+    entries: list[tuple[str, str | None]] = [(url, None) for url in args.urls]
     if args.input_file is not None:
-        urls.extend(_read_list(args.input_file))
-    if not urls:
+        entries.extend(_read_list(args.input_file))
+    if not entries:
         raise UsageError("no URL given (as arguments or with -i LIST)")
+    if args.checksum is not None or args.expected_size is not None:
+        if len(entries) != 1:
+            raise UsageError(
+                f"--checksum and --expected-size take exactly one URL; {len(entries)} given "
+                "(with -i LIST, put each URL's checksum on its line: 'URL sha256:HEX')"
+            )
+        if args.checksum is not None:
+            if entries[0][1] is not None:
+                raise UsageError("--checksum and a checksum on the list's line: give one")
+            entries[0] = (entries[0][0], _checked(args.checksum, "--checksum"))
+    urls = [url for url, _ in entries]
+    checksums = [checksum for _, checksum in entries]
     wanted: list[Wanted] = []
     if args.output is not None:
         if len(urls) != 1:
@@ -192,7 +250,7 @@ def plan(args: argparse.Namespace) -> tuple[str, list[Wanted]]:
         directory = destination.parent
         if not directory.is_dir():
             raise UsageError(f"the directory of {args.output!r} does not exist")
-        wanted.append(Wanted(urls[0], destination))
+        wanted.append(Wanted(urls[0], destination, checksums[0], args.expected_size))
     else:
         directory = Path(args.dir or ".").expanduser().absolute()
         try:
@@ -202,16 +260,18 @@ def plan(args: argparse.Namespace) -> tuple[str, list[Wanted]]:
         # Names from the URLs, made unique within this list only (never against
         # the disk): the same command names the same files on every run.
         taken: set[str] = set()
-        for url in urls:
+        for url, checksum in entries:
             name = unique_name(filename_from_url(url), taken.__contains__)
             taken.add(name)
-            wanted.append(Wanted(url, directory / name))
+            wanted.append(Wanted(url, directory / name, checksum, args.expected_size))
     identifier = args.session or session_for_directory(directory)
     return identifier, wanted
 
 
 def exit_status_of(error: TransferError | None) -> int:
     """The exit status a failed file stands for (None: it was cancelled)."""
+    if isinstance(error, IntegrityError | UploadChecksumError):
+        return EXIT_INTEGRITY
     if isinstance(error, HTTPStatusError):
         return EXIT_HTTP_STATUS
     if isinstance(error, LocalFileError):
@@ -231,7 +291,9 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     reporter = make_reporter(quiet=args.quiet, as_json=args.json)
     try:
-        return asyncio.run(_run_until_signal(args, identifier, wanted, reporter))
+        return asyncio.run(
+            run_until_signal(_download(args, identifier, wanted, reporter), identifier, reporter)
+        )
     except SessionInUseError as exc:
         if args.debug:
             raise
@@ -245,13 +307,14 @@ def run(args: argparse.Namespace) -> int:
         reporter.close()
 
 
-async def _run_until_signal(
-    args: argparse.Namespace, identifier: str, wanted: list[Wanted], reporter: Reporter
+async def run_until_signal(
+    transfer: Coroutine[Any, Any, int], identifier: str, reporter: Reporter
 ) -> int:
-    """Download; on SIGINT or SIGTERM stop cleanly (leaving the session's block
-    journals where each task stands) and exit 130 or 143."""
+    """Run ``transfer`` (a download or upload in session ``identifier``); on
+    SIGINT or SIGTERM stop cleanly (leaving the session's block journals where
+    each task stands) and exit 130 or 143."""
     loop = asyncio.get_running_loop()
-    work = asyncio.create_task(_download(args, identifier, wanted, reporter))
+    work = asyncio.create_task(transfer)
     stopped: list[signal.Signals] = []
 
     def stop(signum: signal.Signals) -> None:
@@ -292,8 +355,8 @@ async def _download(
     if args.tries is not None:
         config = config.replace(retry=attrs.evolve(config.retry, max_attempts=args.tries))
     async with Session(identifier, state_dir=args.state_dir, config=config) as session:
-        ours = await _reattach_or_submit(session, wanted, reporter)
-        statuses = await _follow(session, ours, reporter)
+        ours, statuses = await _reattach_or_submit(session, wanted, reporter)
+        statuses += await follow(session, ours, reporter)
         await session.acknowledge(*ours)
     status = min(statuses, default=EXIT_OK)
     reporter.summary(status)
@@ -302,9 +365,12 @@ async def _download(
 
 async def _reattach_or_submit(
     session: Session, wanted: list[Wanted], reporter: Reporter
-) -> dict[int, Wanted]:
+) -> tuple[dict[int, Wanted], list[int]]:
     """Each file asked for: its task left by an earlier run (continued), nothing
-    when it is already complete, else a new task. Returns the tasks to follow."""
+    when it is already complete (and matches its checksum and size, when given),
+    else a new task. Returns the tasks to follow, and the exit status of each
+    file already there that does not match."""
+    statuses: list[int] = []
     left: dict[tuple[str, Path], DownloadTask] = {}
     for found in session.tasks():
         if isinstance(found, DownloadTask):
@@ -322,17 +388,77 @@ async def _reattach_or_submit(
             ours[task.id] = want
             reporter.started(want, task.bytes_received)
         elif want.destination.exists():
-            reporter.skipped(want)
+            mismatch = await _check_existing(want)
+            if mismatch is None:
+                reporter.skipped(want)
+            else:
+                statuses.append(EXIT_INTEGRITY)
+                reporter.failed(want, mismatch, EXIT_INTEGRITY)
         else:
             new.append(want)
-    requests = [DownloadRequest(want.url, want.destination) for want in new]
+    requests = [
+        DownloadRequest(
+            want.url,
+            want.destination,
+            checksum=want.checksum,
+            expected_size=want.expected_size,
+        )
+        for want in new
+    ]
     for task, want in zip(await session.download_many(requests), new, strict=True):
         ours[task.id] = want
         reporter.started(want, None)
-    return ours
+    return ours, statuses
 
 
-async def _follow(session: Session, ours: dict[int, Wanted], reporter: Reporter) -> list[int]:
+async def _check_existing(want: Wanted) -> IntegrityError | None:
+    """A file already at its destination against ``--checksum``/``--expected-size``
+    (read only when one is given); the error when it does not match. It is left
+    as it is either way."""
+    if want.checksum is None and want.expected_size is None:
+        return None
+    return await asyncio.to_thread(_mismatch_of_file, want)
+
+
+def _mismatch_of_file(want: Wanted) -> IntegrityError | None:
+    checksum = None if want.checksum is None else parse_checksum(want.checksum)
+    digest = None if checksum is None else hashlib.new(checksum.algorithm)
+    size = 0
+    try:
+        with want.destination.open("rb") as file:
+            while chunk := file.read(1 << 20):
+                size += len(chunk)
+                if digest is not None:
+                    digest.update(chunk)
+    except OSError as exc:  # unreadable: say so as a mismatch would, naming the cause
+        return IntegrityError(
+            f"the file already there cannot be read: {exc}",
+            url=want.url,
+            algorithm="size",
+            expected="?" if want.expected_size is None else str(want.expected_size),
+            actual="?",
+        )
+    if want.expected_size is not None and size != want.expected_size:
+        return IntegrityError(
+            f"the file already there has {size} bytes, --expected-size is {want.expected_size}",
+            url=want.url,
+            algorithm="size",
+            expected=str(want.expected_size),
+            actual=str(size),
+        )
+    if checksum is not None and digest is not None and digest.hexdigest() != checksum.hex:
+        return IntegrityError(
+            f"{checksum.algorithm} of the file already there is {digest.hexdigest()}, "
+            f"the checksum says {checksum.hex}",
+            url=want.url,
+            algorithm=checksum.algorithm,
+            expected=checksum.hex,
+            actual=digest.hexdigest(),
+        )
+    return None
+
+
+async def follow(session: Session, ours: dict[int, Wanted], reporter: Reporter) -> list[int]:
     """Report the events of our tasks until each has ended; return the exit
     status of each failed one."""
     statuses: list[int] = []

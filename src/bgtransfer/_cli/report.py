@@ -16,26 +16,37 @@ from typing import IO, Any
 
 import attrs
 
-from .._exceptions import TransferError
+from .._exceptions import IntegrityError, TransferError
 
 __all__ = ["Reporter", "Wanted", "make_reporter"]
 
 
 @attrs.frozen
 class Wanted:
-    """One file the command was asked for: its URL and where it goes."""
+    """One file the command was asked for: its URL and where it goes, and what
+    its bytes must be (``--checksum``, ``--expected-size``; None: not checked)."""
 
     url: str
     destination: Path
+    checksum: str | None = None
+    expected_size: int | None = None
 
 
 class Reporter:
-    """Plain lines on stdout (the fallback); the others override what they show."""
+    """Plain lines on stdout (the fallback); the others override what they show.
+
+    ``upload``: the lines of ``bgtransfer up`` (a :class:`Wanted`'s
+    ``destination`` is then the file sent, and ``url`` where it goes)."""
+
+    upload = False
 
     def __init__(self, out: IO[str] | None = None, err: IO[str] | None = None) -> None:
         self.out = out if out is not None else sys.stdout
         self.err = err if err is not None else sys.stderr
         self.counts = {"downloaded": 0, "already_there": 0, "failed": 0}
+
+    def _finished_count(self) -> None:
+        self.counts["downloaded"] += 1
 
     def line(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -50,7 +61,10 @@ class Reporter:
         self.line(f"already there, not fetched again: {want.destination}")
 
     def started(self, want: Wanted, continued_from: int | None) -> None:
-        if continued_from is None:
+        if self.upload:
+            verb = "up" if continued_from is None else "continue"
+            self.line(f"{verb} {want.destination} -> {want.url}")
+        elif continued_from is None:
             self.line(f"get {want.url} -> {want.destination}")
         else:
             self.line(f"continue {want.url} -> {want.destination} ({continued_from} bytes so far)")
@@ -65,18 +79,24 @@ class Reporter:
         self.line(f"retry {attempt} in {delay:.1f} s: {error}")
 
     def finished(self, want: Wanted, location: Path, size: int) -> None:
-        self.counts["downloaded"] += 1
-        self.line(f"done {want.url} -> {location} ({size} bytes)")
+        self._finished_count()
+        if self.upload:
+            self.line(f"done {want.destination} -> {want.url} ({size} bytes)")
+        else:
+            self.line(f"done {want.url} -> {location} ({size} bytes)")
 
     def failed(self, want: Wanted, error: TransferError | None, status: int) -> None:
         self.counts["failed"] += 1
-        self.failure_line(f"{error}" if error is not None else f"{want.url}: cancelled")
+        self.failure_line(failure_text(want, error))
 
     def interrupted(self, signal_name: str, command_hint: str) -> None:
         self.failure_line(f"stopped by {signal_name}; {command_hint}")
 
     def summary(self, status: int) -> None:
         counts = self.counts
+        if self.upload:
+            self.line(f"{counts['downloaded']} uploaded, {counts['failed']} failed")
+            return
         self.line(
             f"{counts['downloaded']} downloaded, {counts['already_there']} already there, "
             f"{counts['failed']} failed"
@@ -84,6 +104,15 @@ class Reporter:
 
     def close(self) -> None:
         pass
+
+
+def failure_text(want: Wanted, error: TransferError | None) -> str:
+    """The one line of a failed file (without the ``bgtransfer:`` prefix)."""
+    if error is None:
+        return f"{want.url}: cancelled"
+    if isinstance(error, IntegrityError):  # names the file and both digests (or sizes)
+        return f"{want.destination}: {error} (the destination is left as it was)"
+    return str(error)
 
 
 class QuietReporter(Reporter):
@@ -98,7 +127,9 @@ class JsonReporter(Reporter):
 
     def emit(self, event: str, want: Wanted | None, **fields: Any) -> None:
         record: dict[str, Any] = {"event": event}
-        if want is not None:
+        if want is not None and self.upload:
+            record.update(url=want.url, file=str(want.destination))
+        elif want is not None:
             record.update(url=want.url, destination=str(want.destination))
         record.update(fields)
         print(json.dumps(record), file=self.out, flush=True)
@@ -123,21 +154,31 @@ class JsonReporter(Reporter):
         self.emit("retry", want, attempt=attempt, delay=delay, error=str(error))
 
     def finished(self, want: Wanted, location: Path, size: int) -> None:
-        self.counts["downloaded"] += 1
-        self.emit("finished", want, location=str(location), bytes=size)
+        self._finished_count()
+        if self.upload:
+            self.emit("finished", want, bytes=size)
+        else:
+            self.emit("finished", want, location=str(location), bytes=size)
 
     def failed(self, want: Wanted, error: TransferError | None, status: int) -> None:
         super().failed(want, error, status)
         kind = type(error).__name__ if error is not None else "Cancelled"
         message = str(error) if error is not None else "cancelled"
-        self.emit("failed", want, error=kind, message=message, exit_status=status)
+        extra: dict[str, Any] = {}
+        if isinstance(error, IntegrityError):
+            extra.update(algorithm=error.algorithm, expected=error.expected, actual=error.actual)
+        self.emit("failed", want, error=kind, message=message, exit_status=status, **extra)
 
     def interrupted(self, signal_name: str, command_hint: str) -> None:
         super().interrupted(signal_name, command_hint)
         self.emit("interrupted", None, signal=signal_name)
 
     def summary(self, status: int) -> None:
-        self.emit("summary", None, exit_status=status, **self.counts)
+        if self.upload:
+            uploaded, failed = self.counts["downloaded"], self.counts["failed"]
+            self.emit("summary", None, exit_status=status, uploaded=uploaded, failed=failed)
+        else:
+            self.emit("summary", None, exit_status=status, **self.counts)
 
 
 class RichReporter(Reporter):
@@ -211,8 +252,14 @@ class RichReporter(Reporter):
         self.bars.stop()
 
 
-def make_reporter(*, quiet: bool, as_json: bool) -> Reporter:
+def make_reporter(*, quiet: bool, as_json: bool, upload: bool = False) -> Reporter:
     """The reporter for these options and this stdout (see the module's docstring)."""
+    reporter = _pick_reporter(quiet=quiet, as_json=as_json)
+    reporter.upload = upload
+    return reporter
+
+
+def _pick_reporter(*, quiet: bool, as_json: bool) -> Reporter:
     if as_json:
         return JsonReporter()
     if quiet:
