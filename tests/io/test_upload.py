@@ -219,11 +219,11 @@ async def test_a_retryable_status_is_retried_and_a_final_one_fails(
     assert [u.path for u in server.uploads].count("/final") == 1
 
 
-async def test_a_retried_upload_logs_its_retry_and_holds_the_origin(
+async def test_a_retried_upload_logs_its_retry_as_a_download_does(
     server: TestServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The retry of an upload is logged (DEBUG) as a download's is, and a 503
-    with Retry-After holds the origin (the shared retry decision)."""
+    """The retry of an upload is logged (DEBUG) as a download's is (the shared
+    back-off), with the delay the shared decision took (503, Retry-After: 0)."""
     caplog.set_level(logging.DEBUG, logger="bgtransfer")
     source = _source(tmp_path, 100_000)
     server.set_faults("/up", Faults(status=503, retry_after="0"), times=1)
