@@ -6,6 +6,7 @@ cancel/suspend/resume, the per-host limit shared with downloads."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -216,6 +217,25 @@ async def test_a_retryable_status_is_retried_and_a_final_one_fails(
         assert not _still_open(source)
     assert info.value.status == 404
     assert [u.path for u in server.uploads].count("/final") == 1
+
+
+async def test_a_retried_upload_logs_its_retry_as_a_download_does(
+    server: TestServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The retry of an upload is logged (DEBUG) as a download's is (the shared
+    back-off), with the delay the shared decision took (503, Retry-After: 0)."""
+    caplog.set_level(logging.DEBUG, logger="bgtransfer")
+    source = _source(tmp_path, 100_000)
+    server.set_faults("/up", Faults(status=503, retry_after="0"), times=1)
+    async with Session(config=Configuration(retry=FAST_RETRY)) as session:
+        task = await session.upload(server.url("/up"), source)
+        events = await collect(task.events())
+    assert isinstance(events[-1], FinishedEvent)
+    retries = [e for e in events if isinstance(e, RetryEvent)]
+    assert [(r.attempt, r.delay) for r in retries] == [(2, 0.01)]
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("bgtransfer")]
+    assert f"task {task.id}: attempt 2 in 0.010 s, from byte 0, after: " in "\n".join(messages)
+    assert server.uploads[-1].sha256 == sha256_bytes(source.read_bytes())
 
 
 @pytest.mark.parametrize("change", ["size", "mtime", "replaced"])

@@ -4,7 +4,9 @@ As in stamina, the retry loop lives in the engine and every decision it needs is
 pure function here: :meth:`RetryPolicy.is_transient` (retry this error?),
 :func:`backoff` (how long to wait before attempt n), :func:`parse_retry_after`
 (what the server asked for), :class:`SpeedWatch` (is the transfer too slow?),
-:func:`kept_progress` (did a failed attempt leave bytes a later one builds on?).
+:func:`kept_progress` (did a failed attempt leave bytes a later one builds on?),
+and :func:`decide_retry`, which puts the first three together into the one
+decision every job's retry loop takes after a failed attempt.
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ from .ranges import parse_http_date
 
 __all__ = [
     "ResumeMark",
+    "RetryDecision",
     "RetryPolicy",
     "SpeedWatch",
     "backoff",
+    "decide_retry",
     "kept_progress",
     "parse_retry_after",
 ]
@@ -215,3 +219,55 @@ class SpeedWatch:
         self._window_start = now
         self._bytes = 0
         return too_slow
+
+
+HOLDING_STATUSES = frozenset({429, 503})
+"""Statuses whose ``Retry-After`` holds the whole origin back, not only the task."""
+
+
+@attrs.frozen
+class RetryDecision:
+    """What to do after a failed attempt: ``delay`` seconds before the next one
+    (None: give up, the error is the task's end), and ``hold`` seconds to hold
+    the task's origin back (the server's ``Retry-After`` on a 429 or 503), if any."""
+
+    delay: float | None
+    hold: float | None = None
+
+    @property
+    def give_up(self) -> bool:
+        return self.delay is None
+
+
+GIVE_UP = RetryDecision(None)
+
+
+def decide_retry(
+    policy: RetryPolicy,
+    error: TransferError,
+    failures: int,
+    rng: random.Random | None = None,
+    *,
+    now: datetime | None = None,
+) -> RetryDecision:
+    """The retry decision after a failed attempt, ``failures`` counting it
+    (consecutive failures, 1 after the first).
+
+    Give up when ``error`` is not transient or the attempts are spent, or when
+    the server asks (``Retry-After`` on an :class:`HTTPStatusError`) for a wait
+    longer than ``max_retry_after``. Else wait the backoff, or what the server
+    asked if longer; a 429 or 503 that asked holds the origin that long.
+    """
+    if not policy.is_transient(error) or failures >= policy.max_attempts:
+        return GIVE_UP
+    delay = backoff(policy, failures, rng)
+    hold = None
+    if isinstance(error, HTTPStatusError):
+        asked = parse_retry_after(error.retry_after, now=now)
+        if asked is not None:
+            if asked > policy.max_retry_after:
+                return GIVE_UP
+            delay = max(delay, asked)
+            if error.status in HOLDING_STATUSES:
+                hold = asked
+    return RetryDecision(delay, hold)

@@ -36,6 +36,8 @@ from .connection import (
     BASE,
     HEADERS,
     LAUNCH_TIMEOUT,
+    STOPPING,
+    DaemonStopping,
     command_session,
     daemon_error,
     reach,
@@ -105,9 +107,19 @@ class Attachment:
     # -- attaching ----------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Reach the daemon (launching it if nothing answers) and attach."""
-        await reach(self.http, self._state_dir, default=self._default)
-        for snapshot, progress in await self._attach():
+        """Reach the daemon (launching it if nothing answers) and attach; a
+        daemon that stopped in between is waited for, and a new one reached
+        (within the launch timeout)."""
+        deadline = asyncio.get_running_loop().time() + LAUNCH_TIMEOUT
+        while True:
+            await reach(self.http, self._state_dir, default=self._default)
+            try:
+                backlog = await self._attach()
+                break
+            except DaemonStopping:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+        for snapshot, progress in backlog:
             self._book.take(snapshot, progress)
         self._reader = asyncio.create_task(self._read(self._response))
 
@@ -120,6 +132,8 @@ class Attachment:
                 answer = await response.json(content_type=None)
             finally:
                 response.release()
+            if response.status == STOPPING:
+                raise DaemonStopping(str(daemon_error(answer)))
             raise daemon_error(answer)
         try:
             backlog = await self._backlog(response)
@@ -197,7 +211,7 @@ class Attachment:
                 if loop.time() > deadline:
                     self.end(DaemonError(f"{exc}, still after {LAUNCH_TIMEOUT:g} s"))
                     return
-            except LOST as exc:  # the daemon died again between hello and attach
+            except (*LOST, DaemonStopping) as exc:  # it died (or stops) after the hello
                 if loop.time() > deadline:
                     self.end(exc)
                     return
@@ -317,6 +331,10 @@ class Attachment:
             if status == 200:
                 break
             error = daemon_error(answer)
+            if status == STOPPING and attempts < ATTEMPTS:
+                # Refused unread by a stopping daemon: sent again to the next one.
+                await self.recover(generation, error)
+                continue
             if status != 409 or type(error) is not SessionClosedError or attempts == ATTEMPTS:
                 raise error
             await self.recover(generation, error)  # no such lease: a new daemon

@@ -29,6 +29,8 @@ __all__ = [
     "BASE",
     "HEADERS",
     "LAUNCH_TIMEOUT",
+    "STOPPING",
+    "DaemonStopping",
     "command_session",
     "connect",
     "daemon_error",
@@ -42,13 +44,21 @@ RELAUNCH_PAUSE: Final = 0.1  # seconds between launches while an exiting daemon 
 COMMAND_CONNECTIONS: Final = 8  # concurrent command requests; the rest wait their turn
 BASE: Final = "http://bgtransfer"  # the host is ignored on a Unix socket
 HEADERS: Final = {PROTOCOL_HEADER: str(PROTOCOL_VERSION)}
+STOPPING: Final = 503  # a stopping daemon's answer to a hello, an attach or a command
 _children: list[subprocess.Popen[bytes]] = []  # launched daemons, reaped when they exit
+
+
+class DaemonStopping(DaemonError):
+    """The daemon answered that it is stopping (``STOPPING``): as if none
+    answered yet, the client waits for it to exit and reaches a new one."""
 
 
 async def hello(http: aiohttp.ClientSession) -> dict[str, Any]:
     """The daemon's hello; :class:`DaemonError` naming both versions on a mismatch."""
     async with http.get(BASE + "/v1/hello", headers=HEADERS) as response:
         body = await response.json(content_type=None)
+    if response.status == STOPPING:
+        raise DaemonStopping(str(daemon_error(body)))
     if response.status != 200:
         error = daemon_error(body)
         raise DaemonError(f"the daemon refused this client: {error}") from error
@@ -104,20 +114,26 @@ async def reach(http: aiohttp.ClientSession, state_dir: Path, *, default: bool) 
     """The hello of ``state_dir``'s daemon through ``http``, launching the
     daemon when nothing answers (again when the launched one found another
     holding the lock, "already running", and still nothing answers: that one
-    was exiting); :class:`DaemonError` when the launched one fails or nothing
-    answers within ``LAUNCH_TIMEOUT``."""
+    was exiting). A daemon that answers it is stopping is waited for (it
+    exits, then one is launched). :class:`DaemonError` when the launched one
+    fails or nothing answers within ``LAUNCH_TIMEOUT``."""
     path = socket_path(state_dir, default=default)
-    try:
-        return await hello(http)
-    except (aiohttp.ClientConnectionError, OSError):
-        pass  # nothing answers: launch one
-    process = await _launch_daemon(state_dir, default)
     deadline = time.monotonic() + LAUNCH_TIMEOUT
+    process: subprocess.Popen[bytes] | None = None
     delay = 0.005
     while True:
         try:
             return await hello(http)
+        except DaemonStopping as exc:
+            if time.monotonic() > deadline:
+                raise DaemonError(
+                    f"the bgtransfer daemon for {state_dir} was still stopping after "
+                    f"{LAUNCH_TIMEOUT:g} s (socket {path}; its log: {log_path(state_dir)})"
+                ) from exc
         except (aiohttp.ClientConnectionError, OSError) as exc:
+            if process is None:  # nothing answers: launch one
+                process = await _launch_daemon(state_dir, default)
+                continue
             status = process.poll()
             if status not in (None, 0) or time.monotonic() > deadline:
                 why = f"exited with status {status}" if status else "did not answer in time"
@@ -130,10 +146,11 @@ async def reach(http: aiohttp.ClientSession, state_dir: Path, *, default: bool) 
                 # answers now (it was on its way out): launch one again.
                 process = await _launch_daemon(state_dir, default)
                 delay = RELAUNCH_PAUSE
-            # Bounded wait for the daemon's socket to answer (a fresh
-            # interpreter takes a few hundred ms): short, growing pauses.
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
+        # Bounded wait for the daemon's socket to answer (a fresh interpreter
+        # takes a few hundred ms), or for a stopping one to exit: short,
+        # growing pauses.
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.05)
 
 
 async def _launch_daemon(state_dir: Path, default: bool) -> subprocess.Popen[bytes]:

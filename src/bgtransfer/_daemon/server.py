@@ -35,7 +35,7 @@ from .._core.wire import (
     decode_config,
 )
 from .._core.wire_stats import encode_statistics
-from .._exceptions import BgTransferError, SessionClosedError, SessionInUseError
+from .._exceptions import BgTransferError, DaemonError, SessionClosedError, SessionInUseError
 from .._io.files import make_private_dir
 from .._io.sdlisten import inherited_listener
 from .commands import COMMANDS, Command
@@ -198,7 +198,8 @@ class Daemon:
             self._arm_idle()
 
     def _check(self, request: web.Request) -> None:
-        """The peer is this user (SO_PEERCRED), and speaks this protocol version."""
+        """The peer is this user (SO_PEERCRED), and speaks this protocol version;
+        a stopping daemon takes no new work (:func:`_stopping`)."""
         _pid, uid = peer(request)
         if uid is not None and uid != self._uid:
             raise Refused(403, PermissionError(f"uid {uid} may not use this daemon"))
@@ -207,6 +208,8 @@ class Daemon:
             raise Refused(400, ValueError(f"the {PROTOCOL_HEADER} header is missing"))
         if given is not None and given != str(PROTOCOL_VERSION):
             raise Refused(400, version_error(given))
+        if self._stop.is_set() and not _while_stopping(request.path):
+            raise _stopping()
 
     async def _hello(self, request: web.Request) -> web.Response:
         return web.json_response(
@@ -247,6 +250,8 @@ class Daemon:
         pid, _uid = peer(request)
         sessions = self._sessions
         async with sessions.lock:
+            if self._stop.is_set():  # (it began while this attach waited)
+                raise _stopping()
             served = sessions.get(identifier)
             if served is not None and served.lease is not None:
                 raise SessionInUseError(identifier, served.client_pid)
@@ -380,6 +385,18 @@ class Daemon:
             return web.json_response(answer)
 
         return handler
+
+
+def _while_stopping(path: str) -> bool:
+    """Whether a stopping daemon still answers ``path``: its status, a stop,
+    and a detach (which only ends a lease)."""
+    return path in ("/v1/status", "/v1/stop") or path.endswith("/detach")
+
+
+def _stopping() -> Refused:
+    """The answer of a stopping daemon to a hello, an attach or a command: the
+    client waits for it to exit and reaches (launches) a new one."""
+    return Refused(503, DaemonError("the daemon is stopping"))
 
 
 def _same_engine(a: Configuration, b: Configuration) -> bool:

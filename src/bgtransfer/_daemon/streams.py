@@ -11,7 +11,7 @@ from .._core.events import EventsDeliveredEvent, ProgressEvent, SessionEvent
 from .._engine.hub import EventHub, EventStream
 from .._exceptions import SessionClosedError, SessionInUseError
 from .attachment import ATTEMPTS, LOST, read_line
-from .connection import daemon_error
+from .connection import STOPPING, daemon_error
 
 if TYPE_CHECKING:
     from .attachment import Attachment
@@ -72,7 +72,9 @@ async def feed(
                 ) as response:
                     if response.status != 200:
                         error = daemon_error(await response.json(content_type=None))
-                        if response.status != 409 or type(error) is not SessionClosedError:
+                        stopping = response.status == STOPPING  # asked again of the next
+                        lease = response.status == 409 and type(error) is SessionClosedError
+                        if not (stopping or lease):
                             return  # (a wrong cursor: the stream's error)
                     while response.status == 200 and (line := await read_line(response)):
                         if line.get("type") != "event":

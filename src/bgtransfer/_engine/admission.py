@@ -10,22 +10,24 @@ what the answers need (the live tasks' claims, the directories resolved so far).
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 
-from .._core.config import Configuration, HeaderPairs
+from .._core.config import Configuration, HeaderPairs, HeadersProvider, normalize_headers
 from .._core.digests import Integrity
 from .._core.naming import Origin, filename_from_url, parse_url, unique_name
 from .._core.secrets import SecretHeaders
 from .._core.segments import MAX_SEGMENTS
-from .._exceptions import InvalidDestinationError
+from .._exceptions import InvalidDestinationError, TransferError
 from .._io.files import not_regular_error
 from .._io.paths import exists_or_link, is_directory, lstat_mode, names_a_directory, resolve
 from .download_job import DownloadJob
 from .record import TaskRecord
 
-__all__ = ["Admission", "Request", "check_segments", "merge_headers"]
+__all__ = ["Admission", "Request", "check_segments", "merge_headers", "provided_headers"]
 
 _FORCED_HEADERS = {"Accept-Encoding": "identity"}  # offsets on disk = offsets of the representation
 
@@ -265,3 +267,21 @@ def merge_headers(defaults: HeaderPairs, overrides: HeaderPairs) -> dict[str, st
     for name, value in (*defaults, *overrides, *_FORCED_HEADERS.items()):
         merged[name.lower()] = (name, value)
     return dict(merged.values())
+
+
+async def provided_headers(
+    provider: HeadersProvider | None, url: str, headers: Mapping[str, str]
+) -> dict[str, str]:
+    """``headers``, with those of ``Configuration.headers_provider`` (if any),
+    asked for ``url``, merged over them by name; a provider that fails fails
+    the attempt (a :class:`~bgtransfer.TransferError` naming the URL)."""
+    if provider is None:
+        return dict(headers)
+    try:
+        result = provider(url)
+        if inspect.isawaitable(result):
+            result = await result
+        extra = normalize_headers(result)
+    except Exception as exc:
+        raise TransferError(f"headers_provider failed: {exc!r}", url=url) from exc
+    return merge_headers(tuple(headers.items()), extra)

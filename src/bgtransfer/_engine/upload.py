@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import random
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -32,12 +30,11 @@ from typing import TYPE_CHECKING, Protocol
 import anyio
 import attrs
 
-from .._core.config import Configuration, normalize_headers
+from .._core.config import Configuration
 from .._core.events import (
     FinishedEvent,
     ProgressEvent,
     ResumedEvent,
-    RetryEvent,
     TaskEvent,
     UploadReply,
 )
@@ -45,7 +42,7 @@ from .._core.journal import TaskEntry
 from .._core.naming import Origin, origin_of, parse_url
 from .._core.reattach import Action, plan_upload_reattach
 from .._core.resume_data import InvalidResumeDataError, ResumeData, sign, verify
-from .._core.retry import backoff, parse_retry_after
+from .._core.retry import decide_retry
 from .._core.secrets import SecretHeaders
 from .._core.upload import (
     RESUMABLE,
@@ -57,7 +54,6 @@ from .._core.upload import (
 )
 from .._core.upload_protocol import advertised_protocol
 from .._exceptions import (
-    HTTPStatusError,
     InvalidDestinationError,
     ResourceTimeoutError,
     SourceChangedError,
@@ -68,11 +64,12 @@ from .._io.files import move_into_place, remove_quietly
 from .._io.progress import count as count_progress
 from .._io.resumable import discover
 from .._io.upload import Answer, check_source, inspect_source, send_file
-from .admission import Admission, merge_headers
+from .admission import Admission, merge_headers, provided_headers
 from .auth import Authenticator, AuthState, task_info
 from .journaling import FlushFor, JournalTask
 from .reattacher import Reattached
 from .record import TaskRecord
+from .retrying import back_off
 from .upload_job import UploadJob, upload_job
 from .upload_resumable import ResumableStrategy
 
@@ -240,26 +237,20 @@ class Uploader:
                     job.announce_resume = True  # the file is sent again from its first byte
                     continue  # with the credentials given (no retry counted)
                 failures += 1
-                if not policy.is_transient(exc) or failures >= policy.max_attempts:
+                decision = decide_retry(policy, exc, failures, self._rng)
+                if decision.give_up:
                     raise
-                delay = backoff(policy, failures, self._rng)
-                if isinstance(exc, HTTPStatusError):
-                    asked = parse_retry_after(exc.retry_after)
-                    if asked is not None:
-                        if asked > policy.max_retry_after:
-                            raise
-                        delay = max(delay, asked)
-                        if exc.status in (429, 503):
-                            self._hold_origin(job.record, asked)
-                job.announce_resume = True
-                self._publish(
-                    RetryEvent(task_id=job.record.id, attempt=failures + 1, error=exc, delay=delay)
+                resumable = job.fields.protocol in RESUMABLE
+                await back_off(
+                    job,
+                    decision,
+                    attempt=failures + 1,
+                    error=exc,
+                    # (a plain upload sends the file again from its first byte)
+                    from_byte=job.fields.upload_offset if resumable else 0,
+                    publish=self._publish,
+                    hold_origin=self._hold_origin,
                 )
-                job.backing_off_until = time.time() + delay
-                try:
-                    await anyio.sleep(delay)
-                finally:
-                    job.backing_off_until = None
 
     async def _attempt(self, job: UploadJob) -> Answer:
         record = job.record
@@ -312,18 +303,7 @@ class Uploader:
 
     async def request_headers(self, record: TaskRecord) -> dict[str, str]:
         """The task's headers, and the provider's (if any) merged over them."""
-        headers = dict(record.headers)
-        provider = self.config.headers_provider
-        if provider is None:
-            return headers
-        try:
-            result = provider(record.url)
-            if inspect.isawaitable(result):
-                result = await result
-            extra = normalize_headers(result)
-        except Exception as exc:
-            raise TransferError(f"headers_provider failed: {exc!r}", url=record.url) from exc
-        return merge_headers(tuple(headers.items()), extra)
+        return await provided_headers(self.config.headers_provider, record.url, record.headers)
 
 
 class Uploads:
