@@ -61,7 +61,7 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Run the benchmarks (issues #5, #19, #20); extra arguments go to benchmarks/run.py.
+    """Run the benchmarks (issues #5, #19, #20, #21); extra arguments go to benchmarks/run.py.
 
     ``nox -s bench -- --quick`` is a smoke run (well under a minute); ``nox -s
     bench -- --scenario 1,2,7,8 --only bgtransfer`` measures the daemon against

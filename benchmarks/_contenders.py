@@ -20,7 +20,9 @@ __all__ = [
     "asyncio_lean",
     "bgtransfer",
     "bgtransfer_queue",
+    "bgtransfer_upload",
     "curl",
+    "curl_upload",
     "daemon_idle",
     "wget",
 ]
@@ -271,7 +273,43 @@ def aria2c(*, split: int = 1) -> Contender:
     )
 
 
-def bgtransfer_queue(*, daemon: bool = False) -> Contender:
+def bgtransfer_upload(session: str) -> Contender:
+    """Scenario 9: one ``upload()`` of the job's file (``clients/bgtransfer_put.py``)."""
+
+    def steps(ctx: RunContext) -> list[Step]:
+        job = ctx.job
+        argv = [ctx.python, str(CLIENTS / "bgtransfer_put.py"), "--url", job.urls[0]]
+        argv += ["--file", job.upload_file, "--session", session]
+        if session != "ephemeral":
+            argv += ["--state-dir", str(ctx.scratch / "state")]
+        return [Step("run", argv)]
+
+    opened = "Session()" if session == "ephemeral" else 'Session("bench.up", state_dir=<fresh>)'
+    return Contender(
+        name=f"bgtransfer ({session})",
+        steps=steps,
+        flags=f"{opened}, the default configuration; one upload(url, file) (PUT), then task.wait()",
+        python=True,
+    )
+
+
+def curl_upload() -> Contender:
+    """Scenario 9: ``curl -T`` (its PUT); the receiver's answer goes to stdout."""
+
+    def steps(ctx: RunContext) -> list[Step]:
+        job = ctx.job
+        base = [ctx.tools["curl"], "-q", "--silent", "--show-error", "--fail"]
+        return [Step("run", [*base, "-T", job.upload_file, job.urls[0]])]
+
+    return Contender(
+        name="curl -T",
+        steps=steps,
+        flags="curl -q -sS --fail -T FILE URL (a PUT; the receiver's one-line answer to stdout)",
+        binary="curl",
+    )
+
+
+def bgtransfer_queue(*, daemon: bool = False, upload: bool = False) -> Contender:
     """Scenario 4: queue many tasks, kill the process, reopen and list (two processes).
     ``daemon``, scenario 7: the same through a daemon started first, with one
     ``download_many``, and each client leaves its session (the tasks stay in the daemon)."""
@@ -282,9 +320,11 @@ def bgtransfer_queue(*, daemon: bool = False) -> Contender:
             *("--state-dir", str(ctx.scratch / "state"), "--count", str(ctx.job.queue_count)),
             *("--url-base", ctx.job.urls[0]),
         ]
+        if upload:
+            common += ["--upload", ctx.job.upload_file]
         if daemon:
             common += ["--daemon", "--exit", "close"]
-        enqueue = ["--enqueue", "many"] if daemon else []
+        enqueue = ["--enqueue", "many"] if daemon and not upload else []
         queued = [
             Step(
                 "enqueue", [ctx.python, script, "enqueue", *common, *enqueue, "--out", str(ctx.out)]
@@ -293,6 +333,21 @@ def bgtransfer_queue(*, daemon: bool = False) -> Contender:
         ]
         return _daemon_steps(ctx, queued) if daemon else queued
 
+    if upload:
+        where = (
+            'a daemon started before the clock; Session("bench.bg", state_dir=<fresh>, daemon=True)'
+            if daemon
+            else 'Session("bench.bg", state_dir=<fresh>)'
+        )
+        end = "leave the session" if daemon else "os._exit"
+        return Contender(
+            name="bgtransfer (daemon)" if daemon else "bgtransfer (background)",
+            steps=steps,
+            flags=f"{where}, max_connections_per_host=1; N x upload(url, FILE) (one 16 KiB "
+            "file) to a host that accepts and never answers; "
+            f"{end}; then a new process: Session(...) and session.tasks()",
+            python=True,
+        )
     if daemon:
         return Contender(
             name="bgtransfer (daemon)",

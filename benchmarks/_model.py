@@ -29,6 +29,8 @@ class Job:
     segments: int = 1  # ranges per file for the segmented contenders
     queue_count: int = 0  # scenarios 4 and 7: how many tasks to queue
     idle_s: float = 0.0  # scenario 8: how long the daemon is watched while idle
+    upload_file: str = ""  # scenarios 9 and 10: the file every contender uploads
+    upload_size: int = 0  # its size (scenario 9: what the receiver must count)
 
     @property
     def total(self) -> int:

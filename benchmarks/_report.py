@@ -60,7 +60,10 @@ class ScenarioSummary:
     def job_text(self) -> str:
         job = self.job
         if job.queue_count:
-            return f"{job.queue_count:,} tasks queued behind 1 connection per host"
+            kind = "uploads" if job.upload_file else "tasks"
+            return f"{job.queue_count:,} {kind} queued behind 1 connection per host"
+        if job.upload_size:
+            return f"one file of {job.upload_size / 2**20:,.0f} MiB uploaded (PUT) to 1 host"
         if job.idle_s:
             kib = job.expected[0].size // 1024 if job.expected else 0
             return f"{job.idle_s:g} s idle, before and after one client's {kib} KiB download"

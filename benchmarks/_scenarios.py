@@ -1,6 +1,7 @@
 """The scenarios: issue #5's six, with their files, contenders, references and
 targets (those of issue #5, and the speed targets of issue #19), and the daemon's of
-issue #20 (daemon contenders in scenarios 1 and 2; scenarios 7 and 8)."""
+issue #20 (daemon contenders in scenarios 1 and 2; scenarios 7 and 8), and the
+uploads' of issue #21 (scenarios 9 and 10)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,15 @@ from _contenders import (
     asyncio_lean,
     bgtransfer,
     bgtransfer_queue,
+    bgtransfer_upload,
     curl,
+    curl_upload,
     daemon_idle,
     wget,
 )
 from _data import SourceStore
 from _model import Contender, Job, RunResult
-from _servers import FileServer
+from _servers import FileServer, UploadReceiver
 
 __all__ = ["SCENARIOS", "Column", "Scenario", "Setup", "Sizes", "Target"]
 
@@ -44,6 +47,7 @@ DAEMON_COLD = "bgtransfer (daemon, cold start)"  # launched on demand, inside th
 BACKGROUND_EVENTS = "bgtransfer (background, every event)"
 DAEMON_EVENTS = "bgtransfer (daemon, every event)"
 JOURNAL_MISSING = "journal not available yet"
+CURL_PUT = "curl -T"
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,7 @@ class Setup:
     store: SourceStore
     server: FileServer
     black_hole: str  # base URL of a port that accepts and never answers
+    receiver: UploadReceiver | None = None  # scenario 9: counts and discards PUT bodies
 
 
 @dataclass(frozen=True)
@@ -278,6 +283,54 @@ def _check_queue(result: RunResult, job: Job) -> None:
         metrics.pop(name, None)
 
 
+def _upload(setup: Setup) -> Job:
+    if setup.receiver is None:
+        raise RuntimeError("scenario 9 needs the upload receiver")
+    source = setup.store.file("upload/u.bin", setup.sizes.big)
+    return Job(
+        urls=(f"{setup.receiver.url}/u.bin",),
+        expected=(),  # nothing is written: the output directory must stay empty
+        per_host=1,
+        hosts=1,
+        upload_file=str(setup.store.root / source.name),
+        upload_size=source.size,
+    )
+
+
+def _check_upload(result: RunResult, job: Job) -> None:
+    """Scenario 9: the receiver counted every byte of the file (the run's report is
+    its answer); the throughput is the file's size over the run's wall time."""
+    received = result.metrics.get("received")
+    if received != job.upload_size:
+        result.ok = False
+        result.error = f"the receiver counted {received} bytes, expected {job.upload_size}"
+        return
+    result.metrics["mib_per_s"] = job.upload_size / 2**20 / result.metrics["wall_s"]
+
+
+def _queue_uploads(setup: Setup) -> Job:
+    # One small file behind every task; nothing is sent but the first task's head.
+    source = setup.store.file("upload/q.bin", setup.sizes.small_size)
+    return Job(
+        urls=(setup.black_hole,),
+        expected=(),
+        per_host=1,
+        hosts=1,
+        queue_count=setup.sizes.queued,
+        upload_file=str(setup.store.root / source.name),
+    )
+
+
+QUEUE_COLUMNS = (
+    Column("enqueue_s", "enqueue (s)"),
+    Column("rss_after_enqueue_mib", "RSS after enqueue (MiB)", 0),
+    Column("enqueue_peak_rss_mib", "peak RSS (MiB)", 0),
+    Column("reopen_list_s", "reopen + list (s)"),
+    Column("listed", "tasks listed", 0),
+    Column("reopen_wall_s", "reopen process wall (s)"),
+)
+
+
 SCENARIOS: dict[int, Scenario] = {
     scenario.number: scenario
     for scenario in (
@@ -334,14 +387,7 @@ SCENARIOS: dict[int, Scenario] = {
             build=_queue,
             primary="enqueue_s",
             references=(),
-            columns=(
-                Column("enqueue_s", "enqueue (s)"),
-                Column("rss_after_enqueue_mib", "RSS after enqueue (MiB)", 0),
-                Column("enqueue_peak_rss_mib", "peak RSS (MiB)", 0),
-                Column("reopen_list_s", "reopen + list (s)"),
-                Column("listed", "tasks listed", 0),
-                Column("reopen_wall_s", "reopen process wall (s)"),
-            ),
+            columns=QUEUE_COLUMNS,
             targets=(
                 Target(BACKGROUND, "enqueue_s", 1.0, label="enqueue 10,000 tasks < 1 s"),
                 Target(BACKGROUND, "reopen_list_s", 0.5, label="reopen and list them < 0.5 s"),
@@ -454,6 +500,72 @@ SCENARIOS: dict[int, Scenario] = {
                 "no tick was charged to the daemon; wake-ups are the context switches of all "
                 "its threads over the interval",
             ),
+        ),
+        Scenario(
+            number=9,
+            title="one 1 GiB file uploaded (PUT) vs curl -T",
+            contenders=lambda: [
+                bgtransfer_upload("ephemeral"),
+                bgtransfer_upload("background"),
+                curl_upload(),
+            ],
+            build=_upload,
+            references=(CURL_PUT,),
+            columns=(
+                Column("wall_s", "wall (s)"),
+                Column("mib_per_s", "MiB/s", 0),
+                *_rss_columns(),
+            ),
+            targets=tuple(
+                Target(c, "wall_s", 1.2, CURL_PUT, issue=21) for c in (EPHEMERAL, BACKGROUND)
+            ),
+            plot_versus=CURL_PUT,
+            check=_check_upload,
+            notes=(
+                "the receiver is benchmarks/_receiver.py, a process of its own that counts "
+                "each body and discards it (nginx would write the body to disk first)",
+            ),
+        ),
+        Scenario(
+            number=10,
+            title="10,000 queued uploads: enqueue, then reopen (or a new daemon client) and list",
+            contenders=lambda: [
+                bgtransfer_queue(upload=True),
+                bgtransfer_queue(upload=True, daemon=True),
+            ],
+            build=_queue_uploads,
+            primary="enqueue_s",
+            references=(),
+            columns=(*QUEUE_COLUMNS, DAEMON_RSS),
+            # Issue 21: "within the same bounds as downloads" (scenarios 4 and 7).
+            targets=(
+                Target(
+                    BACKGROUND, "enqueue_s", 1.0, label="enqueue 10,000 uploads < 1 s", issue=21
+                ),
+                Target(
+                    BACKGROUND, "reopen_list_s", 0.5, label="reopen and list them < 0.5 s", issue=21
+                ),
+                Target(
+                    BACKGROUND,
+                    "enqueue_peak_rss_mib",
+                    150,
+                    label="resident memory < 150 MiB",
+                    issue=21,
+                ),
+                Target(
+                    DAEMON, "enqueue_s", 2.0, label="daemon: enqueue 10,000 uploads < 2 s", issue=21
+                ),
+                Target(
+                    DAEMON,
+                    "reopen_list_s",
+                    0.5,
+                    label="daemon: a new client lists them < 0.5 s",
+                    issue=21,
+                ),
+            ),
+            plot_versus=None,
+            plot_metrics=("enqueue_s", "reopen_list_s"),
+            check=_check_queue,
         ),
     )
 }

@@ -216,3 +216,32 @@ class BlackHole:
 
     def close(self) -> None:
         self._socket.close()
+
+
+class UploadReceiver:
+    """Scenario 9's receiver (``_receiver.py``), a process of its own: it counts each
+    PUT body and answers ``{"received": N}``; started on first use, stopped by close()."""
+
+    def __init__(self, python: str) -> None:
+        self._python = python
+        self._process: subprocess.Popen[str] | None = None
+        self._url = ""
+
+    @property
+    def url(self) -> str:
+        if self._process is None:
+            script = Path(__file__).resolve().parent / "_receiver.py"
+            self._process = subprocess.Popen(
+                [self._python, str(script)], stdout=subprocess.PIPE, text=True
+            )
+            assert self._process.stdout is not None
+            self._url = f"http://127.0.0.1:{self._process.stdout.readline().strip()}"
+        return self._url
+
+    def close(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            if self._process.stdout is not None:
+                self._process.stdout.close()
+            self._process = None

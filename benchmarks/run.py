@@ -38,11 +38,11 @@ from _model import Contender, Job
 from _plot import plot
 from _report import ScenarioSummary, as_json, markdown, summarize
 from _scenarios import SCENARIOS, Setup, Sizes
-from _servers import BlackHole, ensure_binary, is_gnu_time, serve
+from _servers import BlackHole, UploadReceiver, ensure_binary, is_gnu_time, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ("nginx", "curl", "wget", "aria2c", "time")
-BIG_SCENARIOS = (1, 5)
+BIG_SCENARIOS = (1, 5, 9)
 DOCS_PAGE = ROOT / "docs" / "benchmarks.md"
 DOCS_IMAGE = ROOT / "docs" / "img" / "benchmarks.png"
 LATEST_JSON = ROOT / "benchmarks" / "latest.json"
@@ -70,7 +70,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--rounds", type=int, help="rounds per scenario (default 5; quick: 1)")
     parser.add_argument(
-        "--big-rounds", type=int, help="rounds for the 1 GiB scenarios 1 and 5 (default: --rounds)"
+        "--big-rounds",
+        type=int,
+        help="rounds for the 1 GiB scenarios 1, 5 and 9 (default: --rounds)",
     )
     parser.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks" / "results", help="where reports go"
@@ -185,6 +187,7 @@ def run_all(args: argparse.Namespace, work: Path, tools: dict[str, str | None]) 
     started = time.monotonic()
     load_before = _load()
     black_hole = BlackHole()
+    receiver = UploadReceiver(sys.executable)
     try:
         with serve(store.root, work / "nginx", hosts=sizes.hosts, nginx=nginx, log=log) as server:
             runner = Runner(
@@ -199,10 +202,11 @@ def run_all(args: argparse.Namespace, work: Path, tools: dict[str, str | None]) 
             )
             server_text = server.description
             log(f"server: {server_text}")
-            setup = Setup(sizes, store, server, black_hole.url)
+            setup = Setup(sizes, store, server, black_hole.url, receiver)
             warm_up(runner, store, setup)
             tables = [run_scenario(n, args, setup, runner, tools) for n in args.scenarios]
     finally:
+        receiver.close()
         black_hole.close()
     machine = describe_machine(
         python=sys.executable, env=env, tools=tools, work=work, engine=engine

@@ -4,7 +4,9 @@ daemon stops it, whatever happened, and only its timed steps are timed."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Iterator
@@ -28,13 +30,13 @@ def _report(**values: int) -> list[str]:
     return _python(f"import json; print(json.dumps({values!r}))")
 
 
-def _runner(tmp_path: Path) -> Runner:
+def _runner(tmp_path: Path, tools: dict[str, str] | None = None) -> Runner:
     work = tmp_path / "runs"
     work.mkdir()
     return Runner(
         work,
         python=sys.executable,
-        tools={},
+        tools=tools or {},
         env=dict(os.environ),
         timeout=60.0,
         gnu_time=None,
@@ -125,3 +127,86 @@ def test_a_started_daemon_is_stopped_after_a_failed_run(
     assert result.metrics["daemon_peak_rss_mib"] > 0
     assert result.metrics["daemon_stop_s"] > 0
     assert "daemon-stop: " not in " ".join(result.notes)  # stopped cleanly, not killed
+
+
+# -- issue 21: scenario 9 (one upload vs curl -T) and scenario 10 (queued uploads) --------
+
+from _contenders import bgtransfer_upload, curl_upload  # noqa: E402
+from _data import SourceStore  # noqa: E402
+from _report import markdown, summarize  # noqa: E402
+from _scenarios import SCENARIOS, Setup, Sizes  # noqa: E402
+from _servers import UploadReceiver  # noqa: E402
+
+
+@pytest.fixture
+def receiver() -> Iterator[UploadReceiver]:
+    started = UploadReceiver(sys.executable)
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+def _upload_job(tmp_path: Path, receiver: UploadReceiver, size: int) -> Setup:
+    sizes = dataclasses.replace(Sizes.quick(), big=size)
+    return Setup(sizes, SourceStore(tmp_path / "www"), None, "", receiver)  # type: ignore[arg-type]
+
+
+def test_an_upload_run_is_checked_by_the_receivers_count(
+    tmp_path: Path, receiver: UploadReceiver
+) -> None:
+    scenario = SCENARIOS[9]
+    job = scenario.build(_upload_job(tmp_path, receiver, 3 * 2**20 + 7))
+    assert Path(job.upload_file).stat().st_size == job.upload_size == 3 * 2**20 + 7
+    contender = bgtransfer_upload("ephemeral")
+    result = _runner(tmp_path).run_once(contender, job, 1, scenario.check)
+    assert result.ok, result.error
+    assert result.metrics["received"] == job.upload_size
+    assert result.metrics["status"] == 201
+    assert result.metrics["mib_per_s"] == pytest.approx(
+        job.upload_size / 2**20 / result.metrics["wall_s"]
+    )
+
+
+def test_an_upload_the_receiver_did_not_count_whole_fails(tmp_path: Path) -> None:
+    job = Job(urls=("http://x/u.bin",), expected=(), per_host=1, hosts=1, upload_size=10)
+    short = Contender("c", lambda ctx: [Step("run", _report(received=9))], "flags")
+    result = _runner(tmp_path).run_once(short, job, 1, SCENARIOS[9].check)
+    assert not result.ok
+    assert result.error == "the receiver counted 9.0 bytes, expected 10"
+    assert "mib_per_s" not in result.metrics
+
+
+def test_curl_upload_reports_the_receivers_answer(tmp_path: Path, receiver: UploadReceiver) -> None:
+    scenario = SCENARIOS[9]
+    job = scenario.build(_upload_job(tmp_path, receiver, 2**20))
+    curl = shutil.which("curl")
+    assert curl is not None, "curl is needed (the benchmark's upload reference)"
+    result = _runner(tmp_path, {"curl": curl}).run_once(curl_upload(), job, 1, scenario.check)
+    assert result.ok, result.error
+    assert result.metrics["received"] == 2**20
+
+
+def test_the_upload_scenarios_report_ratios_to_curl_and_their_targets() -> None:
+    scenario = SCENARIOS[9]
+    job = Job(urls=("u",), expected=(), per_host=1, hosts=1, upload_file="f", upload_size=2**30)
+    contenders = scenario.contenders()
+    walls = {"bgtransfer (ephemeral)": 6.0, "bgtransfer (background)": 5.0, "curl -T": 5.0}
+    results = {
+        c.name: [RunResult(c.name, 1, True, {"wall_s": walls[c.name], "mib_per_s": 200.0})]
+        for c in contenders
+    }
+    table = summarize(scenario, job, 1, contenders, results)
+    assert table.find("bgtransfer (ephemeral)").ratios["curl -T"] == pytest.approx(1.2)  # type: ignore[union-attr]
+    verdicts = {t.target: (t.issue, t.verdict) for t in table.targets}
+    assert verdicts == {
+        "bgtransfer (ephemeral) <= 1.2x curl -T": (21, "pass"),
+        "bgtransfer (background) <= 1.2x curl -T": (21, "pass"),
+    }
+    text = markdown([table], {}, {})
+    assert "one file of 1,024 MiB uploaded (PUT) to 1 host" in text
+    assert "| bgtransfer (ephemeral) | 1/1 | 6.00 (6.00-6.00) | 200 |" in text
+    queued = Job(urls=("b",), expected=(), per_host=1, hosts=1, queue_count=10, upload_file="f")
+    summary = summarize(SCENARIOS[10], queued, 1, SCENARIOS[10].contenders(), {})
+    assert "10 uploads queued behind 1 connection per host" in markdown([summary], {}, {})
+    assert all(t.issue == 21 for t in summary.targets)

@@ -17,13 +17,16 @@ the daemon) instead of one ``download()`` each, and ``--exit close`` leaves the
 session (the tasks go on in the daemon; the lease ends before the process does, so
 the next client can attach at once).
 
+``--upload FILE`` (scenario 10) queues uploads of FILE instead: one
+``upload()`` per task (there is no batch call for uploads), to the same URLs.
+
 ``reopen`` opens the same session in a new process and lists its tasks; it
 reports the time to open the session and to list, and how many tasks it found.
 With no journal, a new process finds none (the runner then says "journal not
 available yet").
 
 Usage: ``python bgtransfer_queue.py enqueue|reopen --state-dir DIR --count N
-[--url-base URL --out DIR] [--daemon] [--enqueue each|many] [--exit kill|close]``
+[--url-base URL --out DIR] [--upload FILE] [--daemon] [--enqueue each|many] [--exit kill|close]``
 """
 
 from __future__ import annotations
@@ -72,14 +75,18 @@ async def enqueue(args: argparse.Namespace) -> None:
     opened = time.perf_counter()
     async with open_session(args) as session:
         started = time.perf_counter()
-        if args.enqueue == "many":
+        if args.upload is not None:
+            for index in range(args.count):
+                await session.upload(url_of(args.url_base, index), args.upload)
+        elif args.enqueue == "many":
             await session.download_many(
                 [
                     DownloadRequest(url_of(args.url_base, index), args.out / f"q{index:05d}.bin")
                     for index in range(args.count)
                 ]
             )
-        for index in range(args.count if args.enqueue == "each" else 0):
+        each = args.enqueue == "each" and args.upload is None
+        for index in range(args.count if each else 0):
             await session.download(url_of(args.url_base, index), args.out / f"q{index:05d}.bin")
         enqueued = time.perf_counter()
         statistics = session.statistics()
@@ -126,6 +133,7 @@ def main() -> None:
     parser.add_argument("--exit", choices=["kill", "close"], default="kill")
     parser.add_argument("--daemon", action="store_true", help="through the daemon")
     parser.add_argument("--enqueue", choices=["each", "many"], default="each")
+    parser.add_argument("--upload", type=Path, help="queue uploads of this file instead")
     args = parser.parse_args()
     asyncio.run(enqueue(args) if args.action == "enqueue" else reopen(args))
 
