@@ -21,6 +21,7 @@ from bgtransfer._core.retry import (
     SpeedWatch,
     backoff,
     kept_progress,
+    next_retry,
     parse_retry_after,
 )
 
@@ -538,3 +539,27 @@ def test_kept_progress_cannot_repeat_over_the_same_bytes(
             assert validator == before.validator
             assert offset > before.offset
             assert not restarted
+
+
+def test_next_retry_is_the_one_decision() -> None:
+    policy = RetryPolicy(max_attempts=3, initial_delay=1, jitter=0, max_retry_after=60)
+    rng = random.Random(1)
+    # Not transient, or out of attempts: no retry.
+    assert next_retry(policy, bgtransfer.HTTPStatusError(404, url=URL), 1, rng) is None
+    assert next_retry(policy, bgtransfer.NetworkError("reset", url=URL), 3, rng) is None
+    # The backoff, no hold.
+    retry = next_retry(policy, bgtransfer.NetworkError("reset", url=URL), 2, rng)
+    assert retry is not None
+    assert (retry.delay, retry.hold) == (2.0, None)
+    # A longer Retry-After wins; a 503 holds the origin for it, a 500 does not.
+    busy = bgtransfer.HTTPStatusError(503, url=URL, retry_after="7")
+    assert next_retry(policy, busy, 1, rng) == next_retry(policy, busy, 2, rng)
+    retry = next_retry(policy, busy, 1, rng)
+    assert retry is not None
+    assert (retry.delay, retry.hold) == (7.0, 7.0)
+    retry = next_retry(policy, bgtransfer.HTTPStatusError(500, url=URL, retry_after="7"), 1, rng)
+    assert retry is not None
+    assert (retry.delay, retry.hold) == (7.0, None)
+    # A Retry-After beyond max_retry_after ends it.
+    too_long = bgtransfer.HTTPStatusError(429, url=URL, retry_after="61")
+    assert next_retry(policy, too_long, 1, rng) is None

@@ -32,10 +32,12 @@ from .ranges import parse_http_date
 
 __all__ = [
     "ResumeMark",
+    "Retry",
     "RetryPolicy",
     "SpeedWatch",
     "backoff",
     "kept_progress",
+    "next_retry",
     "parse_retry_after",
 ]
 
@@ -146,6 +148,39 @@ def backoff(policy: RetryPolicy, attempt: int, rng: random.Random | None = None)
     delay = min(policy.max_delay, delay)
     fixed = delay * (1 - policy.jitter)
     return fixed + (rng or random).uniform(0, delay - fixed)
+
+
+@attrs.frozen
+class Retry:
+    """What the retry loop does after a failed attempt: wait ``delay`` seconds,
+    and (``hold``, a 429/503 that asked for a Retry-After) start nothing for
+    the origin for ``hold`` seconds."""
+
+    delay: float
+    hold: float | None = None
+
+
+def next_retry(
+    policy: RetryPolicy, error: TransferError, failures: int, rng: random.Random | None = None
+) -> Retry | None:
+    """The one retry decision of every kind of task (download, upload, fetch):
+    whether ``error``, the ``failures``-th consecutive one, is worth another
+    attempt (None: the task fails with it), and after how long: the backoff,
+    or the server's ``Retry-After`` when longer (one beyond
+    ``max_retry_after`` fails the task)."""
+    if not policy.is_transient(error) or failures >= policy.max_attempts:
+        return None
+    delay = backoff(policy, failures, rng)
+    hold = None
+    if isinstance(error, HTTPStatusError):
+        asked = parse_retry_after(error.retry_after)
+        if asked is not None:
+            if asked > policy.max_retry_after:
+                return None
+            delay = max(delay, asked)
+            if error.status in (429, 503):
+                hold = asked
+    return Retry(delay=delay, hold=hold)
 
 
 @attrs.frozen

@@ -10,22 +10,23 @@ what the answers need (the live tasks' claims, the directories resolved so far).
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import stat
 from pathlib import Path
 
-from .._core.config import Configuration, HeaderPairs
+from .._core.config import Configuration, HeaderPairs, normalize_headers
 from .._core.digests import Integrity
 from .._core.naming import Origin, filename_from_url, parse_url, unique_name
 from .._core.secrets import SecretHeaders
 from .._core.segments import MAX_SEGMENTS
-from .._exceptions import InvalidDestinationError
+from .._exceptions import InvalidDestinationError, TransferError
 from .._io.files import not_regular_error
 from .._io.paths import exists_or_link, is_directory, lstat_mode, names_a_directory, resolve
 from .download_job import DownloadJob
 from .record import TaskRecord
 
-__all__ = ["Admission", "Request", "check_segments", "merge_headers"]
+__all__ = ["Admission", "Request", "check_segments", "merge_headers", "provided_headers"]
 
 _FORCED_HEADERS = {"Accept-Encoding": "identity"}  # offsets on disk = offsets of the representation
 
@@ -265,3 +266,19 @@ def merge_headers(defaults: HeaderPairs, overrides: HeaderPairs) -> dict[str, st
     for name, value in (*defaults, *overrides, *_FORCED_HEADERS.items()):
         merged[name.lower()] = (name, value)
     return dict(merged.values())
+
+
+async def provided_headers(config: Configuration, url: str, headers: HeaderPairs) -> dict[str, str]:
+    """A request's ``headers`` with ``Configuration.headers_provider``'s (if any)
+    merged over them by name; the provider's failure fails the request."""
+    provider = config.headers_provider
+    if provider is None:
+        return dict(headers)
+    try:
+        result = provider(url)
+        if inspect.isawaitable(result):
+            result = await result
+        extra = normalize_headers(result)
+    except Exception as exc:
+        raise TransferError(f"headers_provider failed: {exc!r}", url=url) from exc
+    return merge_headers(headers, extra)

@@ -11,7 +11,6 @@ publishing its events, and holding an origin back (Retry-After).
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import random
 import time
@@ -23,19 +22,18 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.abc
 
-from .._core.config import Configuration, normalize_headers
+from .._core.config import Configuration
 from .._core.events import CancelledEvent, ErrorEvent, FinishedEvent, RetryEvent, TaskEvent
 from .._core.journal import FinalWrite
 from .._core.ranges import EndVerdict, ResumePlan, judge_unframed_end, plan_resume
 from .._core.redirects import RedirectRule
 from .._core.resume_data import sign
-from .._core.retry import backoff, kept_progress, parse_retry_after
+from .._core.retry import kept_progress, next_retry
 from .._core.secrets import SecretHeaders
 from .._core.segments import Segment
 from .._core.states import MoveInput, Stage
 from .._core.supervisor import Supervisor
 from .._exceptions import (
-    HTTPStatusError,
     IncompleteBodyError,
     LocalFileError,
     ProtocolError,
@@ -46,7 +44,7 @@ from .._io.errors import file_error
 from .._io.files import OUT_OF_SPACE, file_identity, move_into_place
 from .._io.partials import partial_size
 from .._io.transfer import fetch_to_file
-from .admission import merge_headers
+from .admission import provided_headers
 from .auth import Authenticator, AuthState, redirect_check, task_info
 from .download_job import DownloadJob
 from .hub import EventHub
@@ -179,7 +177,7 @@ class Downloader:
                 await self._flush_for(job.record, shielded=True)
         return job.record.destination
 
-    async def _attempts(self, job: DownloadJob) -> None:  # noqa: PLR0912 - one loop, its outcomes
+    async def _attempts(self, job: DownloadJob) -> None:
         """The retry loop: transient failures are retried from the bytes on disk.
 
         ``failures`` counts consecutive attempts that made no kept progress
@@ -216,17 +214,12 @@ class Downloader:
                 if self._kept_progress(job):
                     failures = 0
                 failures += 1
-                if not policy.is_transient(exc) or failures >= policy.max_attempts:
+                retry = next_retry(policy, exc, failures, self._rng)
+                if retry is None:
                     raise
-                delay = backoff(policy, failures, self._rng)
-                if isinstance(exc, HTTPStatusError):
-                    asked = parse_retry_after(exc.retry_after)
-                    if asked is not None:
-                        if asked > policy.max_retry_after:
-                            raise
-                        delay = max(delay, asked)
-                        if exc.status in (429, 503):
-                            self._hold_origin(job.record, asked)
+                delay = retry.delay
+                if retry.hold is not None:
+                    self._hold_origin(job.record, retry.hold)
                 job.announce_resume = True
                 _log_retry(job, failures + 1, delay, exc)
                 self._publish(
@@ -407,26 +400,15 @@ class Downloader:
         """The task's headers, the provider's (if any), then the range headers."""
         headers = dict(job.record.headers)
         if self.config.headers_provider is not None:
-            headers = await self._provided_headers(job)
+            headers = await provided_headers(
+                self.config, job.record.url, tuple(job.record.headers.items())
+            )
         if self.auth.active:
             if job.auth is None:
                 job.auth = AuthState(job.record.url)
             await self.auth.add_header(job.record.url, headers, job.auth)
         headers.update(extra)
         return headers
-
-    async def _provided_headers(self, job: DownloadJob) -> dict[str, str]:
-        """Headers from ``Configuration.headers_provider``, merged by name over the task's."""
-        provider = self.config.headers_provider
-        assert provider is not None
-        try:
-            result = provider(job.record.url)
-            if inspect.isawaitable(result):
-                result = await result
-            extra = normalize_headers(result)
-        except Exception as exc:
-            raise TransferError(f"headers_provider failed: {exc!r}", url=job.record.url) from exc
-        return merge_headers(tuple(job.record.headers.items()), extra)
 
     async def _before_write(self, job: DownloadJob) -> None:
         """Bytes are about to be written below what the journal vouches for (a

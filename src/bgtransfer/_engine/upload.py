@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,7 +31,7 @@ from typing import TYPE_CHECKING, Protocol
 import anyio
 import attrs
 
-from .._core.config import Configuration, normalize_headers
+from .._core.config import Configuration
 from .._core.events import (
     FinishedEvent,
     ProgressEvent,
@@ -45,7 +44,7 @@ from .._core.journal import TaskEntry
 from .._core.naming import Origin, origin_of, parse_url
 from .._core.reattach import Action, plan_upload_reattach
 from .._core.resume_data import InvalidResumeDataError, ResumeData, sign, verify
-from .._core.retry import backoff, parse_retry_after
+from .._core.retry import next_retry
 from .._core.secrets import SecretHeaders
 from .._core.upload import (
     RESUMABLE,
@@ -57,7 +56,6 @@ from .._core.upload import (
 )
 from .._core.upload_protocol import advertised_protocol
 from .._exceptions import (
-    HTTPStatusError,
     InvalidDestinationError,
     ResourceTimeoutError,
     SourceChangedError,
@@ -68,7 +66,7 @@ from .._io.files import move_into_place, remove_quietly
 from .._io.progress import count as count_progress
 from .._io.resumable import discover
 from .._io.upload import Answer, check_source, inspect_source, send_file
-from .admission import Admission, merge_headers
+from .admission import Admission, merge_headers, provided_headers
 from .auth import Authenticator, AuthState, task_info
 from .journaling import FlushFor, JournalTask
 from .reattacher import Reattached
@@ -240,17 +238,12 @@ class Uploader:
                     job.announce_resume = True  # the file is sent again from its first byte
                     continue  # with the credentials given (no retry counted)
                 failures += 1
-                if not policy.is_transient(exc) or failures >= policy.max_attempts:
+                retry = next_retry(policy, exc, failures, self._rng)
+                if retry is None:
                     raise
-                delay = backoff(policy, failures, self._rng)
-                if isinstance(exc, HTTPStatusError):
-                    asked = parse_retry_after(exc.retry_after)
-                    if asked is not None:
-                        if asked > policy.max_retry_after:
-                            raise
-                        delay = max(delay, asked)
-                        if exc.status in (429, 503):
-                            self._hold_origin(job.record, asked)
+                delay = retry.delay
+                if retry.hold is not None:
+                    self._hold_origin(job.record, retry.hold)
                 job.announce_resume = True
                 self._publish(
                     RetryEvent(task_id=job.record.id, attempt=failures + 1, error=exc, delay=delay)
@@ -312,18 +305,7 @@ class Uploader:
 
     async def request_headers(self, record: TaskRecord) -> dict[str, str]:
         """The task's headers, and the provider's (if any) merged over them."""
-        headers = dict(record.headers)
-        provider = self.config.headers_provider
-        if provider is None:
-            return headers
-        try:
-            result = provider(record.url)
-            if inspect.isawaitable(result):
-                result = await result
-            extra = normalize_headers(result)
-        except Exception as exc:
-            raise TransferError(f"headers_provider failed: {exc!r}", url=record.url) from exc
-        return merge_headers(tuple(headers.items()), extra)
+        return await provided_headers(self.config, record.url, tuple(record.headers.items()))
 
 
 class Uploads:
