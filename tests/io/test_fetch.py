@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bgtransfer import (
+    BasicAuth,
     Configuration,
     FetchResponse,
     FinishedEvent,
@@ -21,7 +22,7 @@ from bgtransfer import (
     SessionClosedError,
     SessionError,
 )
-from bgtransfer.testing import Faults, TestServer
+from bgtransfer.testing import AuthRequirement, Faults, TestServer
 
 pytestmark = pytest.mark.asyncio
 
@@ -274,3 +275,25 @@ async def test_head_and_delete(server: TestServer) -> None:
     assert head.status == 200
     assert head.body == b""
     assert server.requests[0].method == "HEAD"
+
+
+async def test_head_of_a_resource_over_the_cap_is_no_error(server: TestServer) -> None:
+    server.add_file("/large.bin", size=100_000)
+    async with Session() as session:
+        head = await session.fetch(server.url("/large.bin"), method="HEAD", max_bytes=10)
+    assert head.status == 200
+    assert head.header("Content-Length") == "100000"
+    assert head.body == b""
+
+
+async def test_credentials_of_the_session_are_sent(server: TestServer) -> None:
+    server.add_file("/private.json", data=b'{"secret": 1}')
+    server.require_auth("/private.json", AuthRequirement(basic=("alice", "s3cret")))
+    async with Session() as session:
+        refused = await session.fetch(server.url("/private.json"))
+    assert refused.status == 401
+    config = Configuration(auth=BasicAuth("alice", "s3cret"))
+    async with Session(config=config) as session:
+        response = await session.fetch(server.url("/private.json"))
+    assert response.json() == {"secret": 1}
+    assert "s3cret" not in repr(response)

@@ -85,27 +85,18 @@ async def fetch_once(
                 async with response:
                     if watchdog is not None:
                         watchdog.touch()
-                    length = response.content_length
-                    if length is not None and length > max_bytes:
-                        response.close()  # unread: the connection is not reused
-                        raise _too_large(url, max_bytes, f"Content-Length is {length}")
-                    parts: list[bytes] = []
-                    kept = 0
-                    async for chunk, _ in response.content.iter_chunks():
-                        if watchdog is not None:
-                            watchdog.touch()
-                        kept += len(chunk)
-                        if kept > max_bytes:
-                            response.close()
-                            raise _too_large(url, max_bytes, f"more than {max_bytes} bytes came")
-                        if chunk:
-                            parts.append(chunk)
+                    # A HEAD has no body (its Content-Length is the resource's).
+                    body = (
+                        b""
+                        if method == "HEAD"
+                        else await _read_body(response, url, max_bytes, watchdog)
+                    )
                     reply = Reply(
                         status=response.status,
                         reason=response.reason or "",
                         url=chain[-1],
                         headers=tuple(response.headers.items()),
-                        body=b"".join(parts),
+                        body=body,
                     )
         finally:
             if watchdog is not None:
@@ -114,3 +105,25 @@ async def fetch_once(
         raise quiet_error(request_timeout, url=url)
     assert reply is not None
     return reply
+
+
+async def _read_body(
+    response: aiohttp.ClientResponse, url: str, max_bytes: int, watchdog: Watchdog | None
+) -> bytes:
+    """The whole body, or ``ResponseTooLargeError`` before more than ``max_bytes`` is kept."""
+    length = response.content_length
+    if length is not None and length > max_bytes:
+        response.close()  # unread: the connection is not reused
+        raise _too_large(url, max_bytes, f"Content-Length is {length}")
+    parts: list[bytes] = []
+    kept = 0
+    async for chunk, _ in response.content.iter_chunks():
+        if watchdog is not None:
+            watchdog.touch()
+        kept += len(chunk)
+        if kept > max_bytes:
+            response.close()
+            raise _too_large(url, max_bytes, f"more than {max_bytes} bytes came")
+        if chunk:
+            parts.append(chunk)
+    return b"".join(parts)
