@@ -32,6 +32,8 @@
     │   │                                     .expected, .actual; never retried
     │   ├── RedirectError                    a redirect refused (https to http, not
     │   │                                     http(s), too many); never retried
+    │   ├── ResponseTooLargeError            a fetch()'s body is over its cap (.max_bytes);
+    │   │                                     never retried
     │   ├── TransferTimeoutError             (+ TimeoutError) no byte for request_timeout,
     │   │   │                                 or slower than the minimum speed
     │   │   └── ResourceTimeoutError         the whole task outlived resource_timeout
