@@ -267,6 +267,7 @@ def test_the_front_imports_only_the_seam_from_the_engine() -> None:
                 module = node.module.split(".")[-1]
                 assert module in allowed, f"{name}: {node.module}"
                 assert {a.name for a in node.names} <= {
+                    "DataTasks",  # (fetch(): ephemeral, in-process sessions only)
                     "TaskBackend",
                     "TaskSnapshot",
                     "EventStream",

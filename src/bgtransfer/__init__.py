@@ -21,6 +21,7 @@ from ._core.events import (
     TerminalEvent,
     UploadReply,
 )
+from ._core.fetch import FetchResponse
 from ._core.progress import BufferStatistics
 from ._core.request import DownloadRequest
 from ._core.resume_data import InvalidResumeDataError, ResumeData
@@ -47,6 +48,7 @@ from ._exceptions import (
     ProxyError,
     RedirectError,
     ResourceTimeoutError,
+    ResponseTooLargeError,
     ResumableUploadError,
     SessionClosedError,
     SessionError,
@@ -81,6 +83,7 @@ __all__ = [
     "EventStream",
     "EventsDeliveredEvent",
     "EventsGapEvent",
+    "FetchResponse",
     "FinishedEvent",
     "HTTPStatusError",
     "IncompleteBodyError",
@@ -99,6 +102,7 @@ __all__ = [
     "ProxyError",
     "RedirectError",
     "ResourceTimeoutError",
+    "ResponseTooLargeError",
     "ResumableUploadError",
     "ResumeData",
     "ResumedEvent",

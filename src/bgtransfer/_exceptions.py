@@ -32,6 +32,8 @@
     │   │                                     .expected, .actual; never retried
     │   ├── RedirectError                    a redirect refused (https to http, not
     │   │                                     http(s), too many); never retried
+    │   ├── ResponseTooLargeError            a fetch()'s body is over its cap (.max_bytes);
+    │   │                                     never retried
     │   ├── TransferTimeoutError             (+ TimeoutError) no byte for request_timeout,
     │   │   │                                 or slower than the minimum speed
     │   │   └── ResourceTimeoutError         the whole task outlived resource_timeout
@@ -81,6 +83,7 @@ __all__ = [
     "ProxyError",
     "RedirectError",
     "ResourceTimeoutError",
+    "ResponseTooLargeError",
     "ResumableUploadError",
     "SessionClosedError",
     "SessionError",
@@ -375,6 +378,18 @@ class IntegrityError(TransferError):
         self.algorithm = algorithm
         self.expected = expected
         self.actual = actual
+
+
+class ResponseTooLargeError(TransferError):
+    """A response body :meth:`Session.fetch` was to keep in memory is longer
+    than its cap (``max_bytes``, default ``Configuration.fetch_max_bytes``);
+    nothing past the cap was buffered."""
+
+    max_bytes: int
+
+    def __init__(self, message: str, *, url: str, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        super().__init__(message, url=url)
 
 
 class RedirectError(TransferError):

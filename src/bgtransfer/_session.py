@@ -11,13 +11,14 @@ from types import TracebackType
 
 from ._core.config import Configuration, normalize_headers
 from ._core.events import SessionEvent
+from ._core.fetch import FetchResponse
 from ._core.naming import validate_identifier
 from ._core.request import DownloadRequest
 from ._core.resume_data import ResumeData, resume_data_of
 from ._core.supervisor import SupervisorStatistics
 from ._core.upload import UploadRequest
 from ._daemon.startup import check_daemon_session, open_daemon_backend
-from ._engine.backend import TaskBackend
+from ._engine.backend import DataTasks, TaskBackend
 from ._engine.hub import EventStream
 from ._engine.startup import open_backend
 from ._exceptions import SessionClosedError, SessionError
@@ -268,6 +269,27 @@ class Session:
         handle = task_handle(backend, snapshot)
         assert isinstance(handle, UploadTask)
         return handle
+
+    async def fetch(
+        self,
+        url: str,
+        *,
+        method: str = "GET",
+        headers: dict[str, str] | None = None,
+        max_bytes: int | None = None,
+    ) -> FetchResponse:
+        """Request ``url``; return the answer, body in memory (the iOS data task;
+        ephemeral sessions only). Shares the downloads' slots, client, headers,
+        redirect and retry rules; returns any final status. See docs/fetch.md."""
+        backend = self._require_backend()
+        if self._identifier is not None or not isinstance(backend, DataTasks):
+            raise SessionError(
+                f"fetch() is for ephemeral sessions, not {self._identifier!r}: a body in "
+                "memory cannot outlive the process (download() to a file instead)"
+            )
+        return await backend.fetch(
+            url, method=method, headers=normalize_headers(headers), max_bytes=max_bytes
+        )
 
     async def download_many(self, requests: Iterable[DownloadRequest | str]) -> list[DownloadTask]:
         """Start many downloads at once; return their tasks in the same order.

@@ -27,6 +27,7 @@ from bgtransfer import (
     ProxyError,
     RedirectError,
     ResourceTimeoutError,
+    ResponseTooLargeError,
     ResumableUploadError,
     ResumeData,
     SourceChangedError,
@@ -87,6 +88,7 @@ EXAMPLES: list[TransferError] = [
         "sha256 differs", url=URL, algorithm="sha256", expected="0" * 64, actual="1" * 64
     ),
     RedirectError("refused a redirect from https to http (http://h/x)", url=URL),
+    ResponseTooLargeError("the body is larger than max_bytes (10 bytes)", url=URL, max_bytes=10),
     TransferTimeoutError("no byte for 30 s", url=URL),
     ResourceTimeoutError("the task outlived 600 s", url=URL),
     LocalFileError("disk full", url=URL, errno=errno.ENOSPC, filename="/tmp/x.part"),
@@ -611,6 +613,8 @@ def errors(draw: st.DrawFn) -> TransferError:
         return IntegrityError(
             draw(texts), url=url, algorithm=draw(texts), expected=draw(texts), actual=draw(texts)
         )
+    if cls is ResponseTooLargeError:
+        return ResponseTooLargeError(draw(texts), url=url, max_bytes=draw(st.integers(1, 2**62)))
     return cls(draw(texts), url=url)
 
 

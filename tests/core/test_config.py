@@ -44,6 +44,7 @@ def test_defaults() -> None:
     assert config.launch_delay == 5.0
     assert config.launch_delay_max == 3600.0
     assert config.upload_reply_max_bytes == 64 * 1024
+    assert config.fetch_max_bytes == 1024 * 1024
 
 
 def test_field_names_and_order() -> None:
@@ -79,6 +80,7 @@ def test_field_names_and_order() -> None:
         "netrc",
         "max_redirects",
         "redirect_policy",
+        "fetch_max_bytes",
     ]
 
 
@@ -468,3 +470,11 @@ def test_resume_data_max_age_is_positive_seconds_or_none() -> None:
 def test_upload_reply_max_bytes_is_validated(value: object, error: type[Exception]) -> None:
     with pytest.raises(error, match="upload_reply_max_bytes"):
         Configuration(upload_reply_max_bytes=value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("value", "error"), [(0, ValueError), (-1, ValueError), ("1", TypeError), (True, TypeError)]
+)
+def test_fetch_max_bytes_is_validated(value: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match="fetch_max_bytes"):
+        Configuration(fetch_max_bytes=value)  # type: ignore[arg-type]

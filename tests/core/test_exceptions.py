@@ -24,9 +24,9 @@ ALL_CLASSES = [
 URL = "https://example.com/data.bin"
 
 
-def test_module_defines_the_thirty_classes() -> None:
+def test_module_defines_the_thirty_one_classes() -> None:
     assert {c.__name__ for c in ALL_CLASSES} == set(_exceptions.__all__)
-    assert len(ALL_CLASSES) == 30
+    assert len(ALL_CLASSES) == 31
 
 
 @pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda c: c.__name__)
@@ -66,6 +66,7 @@ def test_every_class_subclasses_bgtransfer_error(cls: type) -> None:
         (E.UploadExpiredError, (E.TransferError,)),
         (E.UploadChecksumError, (E.TransferError,)),
         (E.RedirectError, (E.TransferError,)),
+        (E.ResponseTooLargeError, (E.TransferError,)),
         (E.TransferTimeoutError, (E.TransferError, TimeoutError)),
         (E.LocalFileError, (E.TransferError, OSError)),
         (E.JournalWriteError, (E.LocalFileError,)),

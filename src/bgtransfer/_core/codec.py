@@ -28,6 +28,7 @@ from .._exceptions import (
     ProxyError,
     RedirectError,
     ResourceTimeoutError,
+    ResponseTooLargeError,
     ResumableUploadError,
     SourceChangedError,
     TLSError,
@@ -71,6 +72,7 @@ _ERROR_TYPES: Final[dict[str, type[TransferError]]] = {
         ProtocolError,
         IntegrityError,
         RedirectError,
+        ResponseTooLargeError,
         TransferTimeoutError,
         ResourceTimeoutError,
         LocalFileError,
@@ -89,6 +91,7 @@ _FIELDS: Final[dict[type[TransferError], tuple[str, ...]]] = {
     ProxyError: ("proxy", "status"),
     TLSError: ("check",),
     IntegrityError: ("algorithm", "expected", "actual"),
+    ResponseTooLargeError: ("max_bytes",),
     SourceChangedError: ("errno", "filename", "strerror"),
     UploadExpiredError: ("status",),
 }
@@ -128,7 +131,7 @@ def decode_error(document: object) -> TransferError:
     error.url = url
     for name in _FIELDS.get(cls, ()):
         value = document.get(name)
-        expected = int if name in ("status", "errno") else str
+        expected = int if name in ("status", "errno", "max_bytes") else str
         if value is None and name in _REQUIRED.get(cls, ()):
             raise CodecError(f"{cls.__name__} without a {name}")
         if value is not None and (not isinstance(value, expected) or isinstance(value, bool)):

@@ -431,6 +431,12 @@ class Configuration:
     it, False refuses it (``RedirectError``, never retried), a str follows that
     URL instead (checked as any redirect target). Not with ``daemon=True``."""
 
+    fetch_max_bytes: int = attrs.field(default=1024 * 1024, validator=_positive_int)
+    """The longest response body :meth:`Session.fetch` keeps in memory, in
+    bytes (default 1 MiB), unless the call gives its own ``max_bytes``. A longer
+    body fails the fetch with :class:`~bgtransfer.ResponseTooLargeError`
+    naming the cap; no more than the cap is ever buffered."""
+
     @max_redirects.validator
     def _check_max_redirects(self, attribute: Any, value: object) -> None:
         if isinstance(value, bool) or not isinstance(value, int):

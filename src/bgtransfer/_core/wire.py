@@ -218,6 +218,7 @@ def encode_config(config: Configuration, *, keep_secrets: bool = True) -> dict[s
         "netrc": config.netrc,
         "max_redirects": config.max_redirects,
         "redirect_policy": None,  # (a callable: refused above unless None)
+        "fetch_max_bytes": config.fetch_max_bytes,
     }
 
 

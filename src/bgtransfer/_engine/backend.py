@@ -32,11 +32,12 @@ from .._core.supervisor import SupervisorStatistics
 if TYPE_CHECKING:
     import os
 
+    from .._core.fetch import FetchResponse
     from .._core.request import DownloadRequest
     from .._core.upload import UploadRequest
     from .hub import EventStream
 
-__all__ = ["TaskBackend", "TaskSnapshot"]
+__all__ = ["DataTasks", "TaskBackend", "TaskSnapshot"]
 
 
 @attrs.frozen(kw_only=True)
@@ -181,4 +182,17 @@ class TaskBackend(Protocol):
 
     async def flush(self) -> None:
         """Return once the journal holds everything done so far."""
+        ...
+
+
+@runtime_checkable
+class DataTasks(Protocol):
+    """A backend that can run data tasks (``Session.fetch``): the in-process
+    engine of an ephemeral session (a body in memory cannot cross to a daemon,
+    nor outlive the process)."""
+
+    async def fetch(
+        self, url: str, *, method: str, headers: HeaderPairs, max_bytes: int | None
+    ) -> FetchResponse:
+        """The answer to one request, its body in memory (at most ``max_bytes``)."""
         ...

@@ -26,8 +26,11 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
+from .._core.auth import TaskInfo
 from .._core.config import Configuration, HeaderPairs
 from .._core.digests import Integrity
+from .._core.fetch import FetchResponse, check_fetch
+from .._core.naming import parse_url
 from .._core.secrets import SecretHeaders
 from .._core.states import PUBLIC, Input, Signal, TaskState
 from .._core.supervisor import (
@@ -36,12 +39,14 @@ from .._core.supervisor import (
 )
 from .._exceptions import (
     JournalError,
+    SessionClosedError,
 )
 from .._io.client import descriptor_slots, make_client
-from .admission import Admission, Request
+from .admission import Admission, Request, merge_headers
 from .auth import Authenticator
 from .backlog import what_was_missed
 from .download import Downloader
+from .fetch import Fetcher
 from .hub import EventHub, EventStream
 from .journaling import TaskJournal
 from .record import TaskRecord
@@ -153,6 +158,9 @@ class Engine(Restoring):
             flush_for=None if journal is None else self._flush_for,
             resume_key=resume_key,
         )
+        self._fetcher = Fetcher(config=config, auth=auth, secrets=self._secrets, hold=self._hold)
+        self._slot_waiters = {}
+        self._fetch_scopes: dict[int, anyio.CancelScope] = {}
         self._uploads = Uploads(
             config=config,
             admission=self._admission,
@@ -167,6 +175,7 @@ class Engine(Restoring):
     async def __aenter__(self) -> Engine:
         self._client = make_client(self.config, self._slots)
         self._download.client = self._uploads.uploader.client = self._client
+        self._fetcher.client = self._client
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
@@ -189,6 +198,8 @@ class Engine(Restoring):
         wrapped in an exception group.
         """
         self._draining = True
+        for scope in self._fetch_scopes.values():
+            scope.cancel()  # their callers get SessionClosedError
         try:
             for record in list(self._records.values()):
                 if self._journal is None:
@@ -361,6 +372,40 @@ class Engine(Restoring):
         record = self._uploads.prepare(self._next_id, request)
         self._next_id += 1
         return self._admit(record)
+
+    async def fetch(
+        self, url: object, *, method: object, headers: HeaderPairs, max_bytes: object
+    ) -> FetchResponse:
+        """A data task: queue for a slot of the URL's origin as a download does
+        (in creation order, under the same limits), then the attempts (see
+        :mod:`.fetch`); the slot is given back however it ends."""
+        self._check_open()
+        verb = check_fetch(method, max_bytes)
+        cap = self.config.fetch_max_bytes if max_bytes is None else max_bytes
+        assert isinstance(cap, int)
+        url, origin = parse_url(url, self._admission.origins)
+        merged = tuple(merge_headers(self.config.headers, headers).items())
+        task_id = self._next_id
+        self._next_id += 1
+        granted = anyio.Event()
+        self._slot_waiters[task_id] = granted
+        with anyio.CancelScope() as scope:
+            self._fetch_scopes[task_id] = scope
+            try:
+                self._start(self._supervisor.enqueue(task_id, origin, now=self.clock()))
+                await granted.wait()
+                return await self._fetcher.fetch(
+                    TaskInfo(id=task_id, url=url, description=None),
+                    origin,
+                    method=verb,
+                    headers=merged,
+                    max_bytes=cap,
+                )
+            finally:
+                del self._fetch_scopes[task_id]
+                self._slot_waiters.pop(task_id, None)
+                self._start(self._supervisor.remove(task_id, now=self.clock()))
+        raise SessionClosedError(f"{url}: the session closed before fetch() ended")
 
     def cancel(self, task_id: int, *, resume_data: bool = False) -> None:
         """Ask a task to stop. It ends with a ``CancelledEvent``; with ``resume_data``

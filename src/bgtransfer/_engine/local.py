@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .._core.config import HeaderPairs
+from .._core.fetch import FetchResponse
 from .._core.resume_data import ResumeData
 from .._core.states import TaskState
 from .._core.supervisor import SupervisorStatistics
@@ -97,6 +98,12 @@ class LocalBackend:
         record = engine.submit_upload(request)
         await engine.flush()  # in the journal before it is handed out
         return snapshot_of(record)
+
+    async def fetch(
+        self, url: str, *, method: str, headers: HeaderPairs, max_bytes: int | None
+    ) -> FetchResponse:
+        """A data task (``Session.fetch``): the answer, body in memory."""
+        return await self._engine.fetch(url, method=method, headers=headers, max_bytes=max_bytes)
 
     async def submit_resumed(
         self,

@@ -35,6 +35,7 @@ from .._core.events import (
     TaskEvent,
     TerminalEvent,
 )
+from .._core.naming import Origin
 from .._core.states import Input, RunnerPhase, Stage, TaskState
 from .._core.supervisor import Supervisor
 from .._exceptions import JournalError, TransferError
@@ -60,6 +61,7 @@ class Scheduler:
     _journal: TaskJournal | None
     _task_group: anyio.abc.TaskGroup | None
     _draining: bool  # going down: start nothing more
+    _slot_waiters: dict[int, anyio.Event]  # fetches queued for a slot, by their id
 
     def _journal_rejected(self, task_id: int, problem: JournalError) -> None:
         """The journal could not record the task, and never will: it ends with
@@ -154,6 +156,10 @@ class Scheduler:
             return  # going down: granted tasks stay queued (and journaled as running)
         assert self._task_group is not None, "the supervisor started a task after close"
         for task_id in task_ids:
+            waiter = self._slot_waiters.pop(task_id, None)
+            if waiter is not None:  # a fetch: its caller goes on (it releases the slot)
+                waiter.set()
+                continue
             record = self._records[task_id]
             record.grant()
             if handoff is not None and not handoff:
@@ -261,7 +267,10 @@ class Scheduler:
 
     def _hold_origin(self, record: TaskRecord, seconds: float) -> None:
         """Retry-After on 429/503: start no task for that origin until it has passed."""
-        self._supervisor.hold(record.origin, self.clock() + seconds)
+        self._hold(record.origin, seconds)
+
+    def _hold(self, origin: Origin, seconds: float) -> None:
+        self._supervisor.hold(origin, self.clock() + seconds)
 
         async def wake() -> None:
             await anyio.sleep(seconds)

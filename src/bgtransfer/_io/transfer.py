@@ -136,10 +136,13 @@ async def _follow(  # noqa: PLR0917 - a private helper of fetch_to_file
     rule: RedirectRule,
     watchdog: Watchdog | None,
     policy: RedirectCheck | None,
+    method: str = "GET",
 ) -> aiohttp.ClientResponse:
     """Follow the redirects that begin with ``response`` (to ``chain``'s one
     URL); return the first response that is not one (a 3xx without
-    ``Location`` included). ``chain`` grows with every URL requested."""
+    ``Location`` included). ``chain`` grows with every URL requested.
+    ``method``: the request's (a fetch's may be another than ``GET``; a 303
+    turns it into ``GET``, except ``HEAD``)."""
     url = chain[0]
     debug = logger.isEnabledFor(logging.DEBUG)
     while response.status in REDIRECT_STATUSES:
@@ -172,8 +175,10 @@ async def _follow(  # noqa: PLR0917 - a private helper of fetch_to_file
                 redacted_url(hop.url),
             )
         headers = hop.headers
-        response = await client.get(
-            hop.url, headers=headers, timeout=client_timeout, allow_redirects=False
+        if response.status == 303 and method != "HEAD":
+            method = "GET"
+        response = await client.request(
+            method, hop.url, headers=headers, timeout=client_timeout, allow_redirects=False
         )
     return response
 
