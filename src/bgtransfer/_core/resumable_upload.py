@@ -36,6 +36,7 @@ from .upload_protocol import (
     UploadResponse,
     check_offset,
     expired,
+    head_offset,
     parse_offset,
     resolve_upload_url,
 )
@@ -280,22 +281,8 @@ class IetfUpload:
         if not 200 <= response.status < 300:
             raise self._fail(response)
         limits = self._with_limits(response)
-        length = response.header("Upload-Length")
-        if length is not None:
-            announced = _integer(length, header="Upload-Length", task_url=self.task_url)
-            if announced != self.size:
-                raise ResumableUploadError(
-                    f"the server's upload is of {announced} bytes, the file of {self.size}",
-                    url=self.task_url,
-                )
-        offset = check_offset(
-            _integer(
-                response.header("Upload-Offset"), header="Upload-Offset", task_url=self.task_url
-            ),
-            acknowledged=self.offset,
-            limit=self.size,
-            size=self.size,
-            task_url=self.task_url,
+        offset = head_offset(
+            response, size=self.size, acknowledged=self.offset, task_url=self.task_url
         )
         if _boolean(response.header("Upload-Complete")):
             if offset != self.size:

@@ -36,6 +36,7 @@ from .upload_protocol import (
     UploadResponse,
     check_offset,
     expired,
+    head_offset,
     parse_offset,
     resolve_upload_url,
 )
@@ -312,22 +313,8 @@ class TusUpload:
     def _on_head(self, response: UploadResponse) -> TusUpload:
         if not 200 <= response.status < 300:
             raise self._fail(response)
-        length = response.header("Upload-Length")
-        if length is not None:
-            announced = parse_offset(length, header="Upload-Length", task_url=self.task_url)
-            if announced != self.size:
-                raise ResumableUploadError(
-                    f"the server's upload is of {announced} bytes, the file of {self.size}",
-                    url=self.task_url,
-                )
-        offset = check_offset(
-            parse_offset(
-                response.header("Upload-Offset"), header="Upload-Offset", task_url=self.task_url
-            ),
-            acknowledged=self.offset,
-            limit=self.size,
-            size=self.size,
-            task_url=self.task_url,
+        offset = head_offset(
+            response, size=self.size, acknowledged=self.offset, task_url=self.task_url
         )
         if offset == self.size:
             return attrs.evolve(self, phase="done", offset=offset, result=response)

@@ -35,6 +35,7 @@ __all__ = [
     "check_offset",
     "discovery_request",
     "expired",
+    "head_offset",
     "parse_offset",
     "resolve_upload_url",
 ]
@@ -206,6 +207,26 @@ def check_offset(
             f"the server says it holds {offset} bytes, more than the {limit} sent", url=task_url
         )
     return offset
+
+
+def head_offset(
+    response: UploadResponse, *, size: int, acknowledged: int | None, task_url: str
+) -> int:
+    """The offset a HEAD answer reports (both protocols ask the same way): an
+    ``Upload-Length`` it gives must be the file's ``size``, and its
+    ``Upload-Offset`` what :func:`check_offset` allows."""
+    length = response.header("Upload-Length")
+    if length is not None:
+        announced = parse_offset(length, header="Upload-Length", task_url=task_url)
+        if announced != size:
+            raise ResumableUploadError(
+                f"the server's upload is of {announced} bytes, the file of {size}",
+                url=task_url,
+            )
+    offset = parse_offset(
+        response.header("Upload-Offset"), header="Upload-Offset", task_url=task_url
+    )
+    return check_offset(offset, acknowledged=acknowledged, limit=size, size=size, task_url=task_url)
 
 
 def expired(restarts: int, status: int, upload_url: str, *, task_url: str) -> int:
