@@ -28,7 +28,7 @@ from typing import Final, Literal
 
 import attrs
 
-from .._exceptions import HTTPStatusError, ResumableUploadError
+from .._exceptions import ResumableUploadError
 from .upload_protocol import (
     GONE_STATUSES,
     MAX_CONFLICTS,
@@ -39,6 +39,7 @@ from .upload_protocol import (
     head_offset,
     parse_offset,
     resolve_upload_url,
+    status_error,
 )
 
 __all__ = ["INTEROP_VERSION", "PARTIAL_UPLOAD", "IetfUpload", "UploadLimits", "parse_limits"]
@@ -241,11 +242,6 @@ class IetfUpload:
             return self._on_head(response)
         return self._on_append(request, response)
 
-    def _fail(self, response: UploadResponse) -> HTTPStatusError:
-        return HTTPStatusError(
-            response.status, url=self.task_url, retry_after=response.header("Retry-After")
-        )
-
     def _with_limits(self, response: UploadResponse) -> UploadLimits:
         limits = parse_limits(response.header("Upload-Limit"))
         if limits is None:
@@ -263,7 +259,7 @@ class IetfUpload:
 
     def _on_created(self, request: UploadRequest, response: UploadResponse) -> IetfUpload:
         if not 200 <= response.status < 300:
-            raise self._fail(response)
+            raise status_error(response, task_url=self.task_url)
         if self.size == 0:
             return attrs.evolve(self, phase="done", offset=0, result=response)
         location = response.header("Location")
@@ -279,7 +275,7 @@ class IetfUpload:
 
     def _on_head(self, response: UploadResponse) -> IetfUpload:
         if not 200 <= response.status < 300:
-            raise self._fail(response)
+            raise status_error(response, task_url=self.task_url)
         limits = self._with_limits(response)
         offset = head_offset(
             response, size=self.size, acknowledged=self.offset, task_url=self.task_url
@@ -304,7 +300,7 @@ class IetfUpload:
                 )
             return attrs.evolve(self, phase="locate", conflicts=conflicts)
         if not 200 <= response.status < 300:
-            raise self._fail(response)
+            raise status_error(response, task_url=self.task_url)
         if request.body[1] == self.size:
             # A 2xx to the completing append, without Upload-Complete: ?1 (which
             # draft -10 stopped requiring of every final response).

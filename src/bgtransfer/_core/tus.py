@@ -28,7 +28,7 @@ from typing import Final, Literal
 
 import attrs
 
-from .._exceptions import HTTPStatusError, ResumableUploadError, UploadChecksumError
+from .._exceptions import ResumableUploadError, UploadChecksumError
 from .upload_protocol import (
     GONE_STATUSES,
     MAX_CONFLICTS,
@@ -39,6 +39,7 @@ from .upload_protocol import (
     head_offset,
     parse_offset,
     resolve_upload_url,
+    status_error,
 )
 
 __all__ = [
@@ -272,11 +273,6 @@ class TusUpload:
             return self._on_head(response)
         return self._on_patch(request, response)
 
-    def _fail(self, response: UploadResponse) -> HTTPStatusError:
-        return HTTPStatusError(
-            response.status, url=self.task_url, retry_after=response.header("Retry-After")
-        )
-
     def _on_options(self, response: UploadResponse) -> TusUpload:
         if not 200 <= response.status < 300:
             # OPTIONS is optional for a server: go on knowing nothing of its
@@ -297,7 +293,7 @@ class TusUpload:
 
     def _on_created(self, request: UploadRequest, response: UploadResponse) -> TusUpload:
         if not 200 <= response.status < 300:
-            raise self._fail(response)
+            raise status_error(response, task_url=self.task_url)
         location = response.header("Location")
         if location is None:
             raise ResumableUploadError(
@@ -312,7 +308,7 @@ class TusUpload:
 
     def _on_head(self, response: UploadResponse) -> TusUpload:
         if not 200 <= response.status < 300:
-            raise self._fail(response)
+            raise status_error(response, task_url=self.task_url)
         offset = head_offset(
             response, size=self.size, acknowledged=self.offset, task_url=self.task_url
         )
@@ -339,7 +335,7 @@ class TusUpload:
                 )
             return attrs.evolve(self, phase="locate", checksum_failures=failures)
         if not 200 <= status < 300:
-            raise self._fail(response)
+            raise status_error(response, task_url=self.task_url)
         assert request.body is not None
         offset = check_offset(
             parse_offset(

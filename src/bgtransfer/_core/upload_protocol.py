@@ -21,7 +21,7 @@ from urllib.parse import urljoin, urlsplit
 
 import attrs
 
-from .._exceptions import ResumableUploadError, UploadExpiredError
+from .._exceptions import HTTPStatusError, ResumableUploadError, UploadExpiredError
 from .secrets import redacted_url
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "head_offset",
     "parse_offset",
     "resolve_upload_url",
+    "status_error",
 ]
 
 MAX_RESTARTS: Final = 2
@@ -227,6 +228,14 @@ def head_offset(
         response.header("Upload-Offset"), header="Upload-Offset", task_url=task_url
     )
     return check_offset(offset, acknowledged=acknowledged, limit=size, size=size, task_url=task_url)
+
+
+def status_error(response: UploadResponse, *, task_url: str) -> HTTPStatusError:
+    """A status the protocol has no answer for, as the task's error (with the
+    server's ``Retry-After``, which the retry policy honours)."""
+    return HTTPStatusError(
+        response.status, url=task_url, retry_after=response.header("Retry-After")
+    )
 
 
 def expired(restarts: int, status: int, upload_url: str, *, task_url: str) -> int:
