@@ -15,7 +15,7 @@ from typing import Any, Final
 import attrs
 
 from .._exceptions import BgTransferError, DaemonError, InvalidDestinationError, TransferError
-from .auth import APP_ANSWERS, decode_credentials, encode_credentials
+from .auth import BasicAuth, BearerToken, decode_credentials, encode_credentials
 from .codec import CodecError, decode_error, decode_terminal, encode_error, encode_terminal
 from .config import Configuration
 from .events import (
@@ -217,7 +217,7 @@ def encode_config(config: Configuration, *, keep_secrets: bool = True) -> dict[s
         # (Credentials are secret; "the app answers" is not, and a restarted
         # daemon needs it: a task that meets a 401 then waits for the app.)
         "auth": encode_credentials(config.auth)
-        if keep_secrets or config.auth is APP_ANSWERS
+        if keep_secrets or not isinstance(config.auth, BasicAuth | BearerToken)
         else None,
         "netrc": config.netrc,
         "max_redirects": config.max_redirects,
