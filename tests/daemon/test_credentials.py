@@ -22,10 +22,11 @@ from typing import Any
 
 import pytest
 
-from _helpers import sha256_file
+from _helpers import daemon_pid, kill_daemon, sha256_file, wait_exited
 from bgtransfer import (
     AuthenticationError,
     BasicAuth,
+    BearerToken,
     CancelledEvent,
     Challenge,
     Configuration,
@@ -56,6 +57,22 @@ async def wait_status(
             if status is not None and predicate(status):
                 return status
             await asyncio.sleep(0.02)
+
+
+async def bgtransfer_status(state_dir: Path) -> str:
+    """``bgtransfer status``'s text."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bgtransfer",
+        "status",
+        "--state-dir",
+        str(state_dir),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0
+    return out.decode()
 
 
 def task_status(status: dict[str, Any], identifier: str, task_id: int) -> dict[str, Any] | None:
@@ -126,6 +143,10 @@ async def test_an_attached_client_is_asked_and_the_task_waits_without_a_slot(
         served = session_status(status, "creds")
         assert served is not None
         assert served["statistics"]["active"] == 0  # no slot held
+        shown_text = await bgtransfer_status(daemon_state)
+        assert "0 transferring, 0 waiting for a slot, 1 waiting for the app" in shown_text
+        assert f"task {task.id} running" in shown_text
+        assert "waiting for the app: credentials" in shown_text
         # The slot it gave back serves the origin's next task (limit 1).
         other = await session.download(server.url("/open.bin"), out_dir / "open.bin")
         await other.wait()
@@ -358,3 +379,46 @@ async def test_a_client_without_a_provider_takes_the_session_and_the_401_stands(
             await session.tasks()[0].wait()
     assert type(caught.value) is HTTPStatusError
     assert caught.value.status == 401
+
+
+async def test_after_a_daemon_crash_the_task_asks_again(
+    server: TestServer, daemon_state: Path, out_dir: Path
+) -> None:
+    """The daemon is SIGKILLed while a task waits for the app: the credentials
+    question was in its memory only, "the app answers" was not (it is no
+    secret). The next client brings up a new daemon, whose task meets the 401
+    again and asks that client, and the file completes byte-exact."""
+    secret = server.add_file("/f.bin", size=150_000)
+    server.require_auth("/f.bin", AuthRequirement(bearer=PASSWORD))
+
+    async def never(task: TaskInfo, challenges: tuple[Challenge, ...]) -> BearerToken | None:
+        await asyncio.Event().wait()
+        return None
+
+    asked: list[str] = []
+
+    async def answer(task: TaskInfo, challenges: tuple[Challenge, ...]) -> BearerToken | None:
+        asked.append(challenges[0].scheme)
+        return BearerToken(PASSWORD)
+
+    first = Configuration(**FAST, auth=never)  # type: ignore[arg-type]
+    async with Session("crash", state_dir=daemon_state, config=first, daemon=True) as session:
+        task = await session.download(server.url("/f.bin"), out_dir / "f.bin")
+        await wait_status(daemon_state, waiting_for_app("crash", task.id))
+    stored = json.loads((daemon_state / "crash" / "daemon-session.json").read_text())
+    assert stored["auth"] == {"kind": "app"}
+    # The app has gone; the task waits in the daemon, which is then killed.
+    await wait_status(daemon_state, waiting_for_app("crash", task.id))
+    pid = daemon_pid(daemon_state)
+    assert pid is not None
+    kill_daemon(daemon_state)
+    await wait_exited(pid)
+    second = Configuration(**FAST, auth=answer)  # type: ignore[arg-type]
+    async with Session("crash", state_dir=daemon_state, config=second, daemon=True) as session:
+        (again,) = session.tasks()
+        assert again.id == task.id
+        finished = await again.wait()
+    assert asked == ["bearer"]
+    assert finished.location == out_dir / "f.bin"
+    assert sha256_file(out_dir / "f.bin") == secret.sha256
+    assert_no_secret_under(daemon_state, PASSWORD)
