@@ -337,8 +337,9 @@ class Daemon:
             # The questions waiting for the app's credentials (at once), then new ones.
             questions = None if served.credentials is None else served.credentials.subscribe()
             try:
-                render = lambda event: event_line(served, event)  # noqa: E731
-                await send_lines(response, stream, render, also=questions)
+                await send_lines(
+                    response, stream, lambda event: event_line(served, event), also=questions
+                )
             finally:
                 if questions is not None:
                     await questions.aclose()
