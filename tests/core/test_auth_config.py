@@ -20,6 +20,7 @@ from bgtransfer import (
     Session,
     TaskInfo,
 )
+from bgtransfer._core.auth import APP_ANSWERS
 from bgtransfer._core.codec import decode_error, encode_error
 from bgtransfer._core.wire import decode_config, encode_config
 
@@ -96,9 +97,22 @@ def test_static_credentials_cross_in_memory_and_are_never_stored(auth: object) -
     assert decode_config(json.loads(stored)).max_redirects == 3
 
 
+def test_a_provider_crosses_as_the_app_answering_and_is_stored_so() -> None:
+    """The provider stays in the application; the daemon learns only that the
+    app answers challenges (no secret: kept in daemon-session.json)."""
+    for keep_secrets in (True, False):
+        encoded = encode_config(Configuration(auth=provider), keep_secrets=keep_secrets)
+        assert encoded["auth"] == {"kind": "app"}
+        decoded = decode_config(through_json(encoded))
+        assert decoded.auth is APP_ANSWERS
+        assert decoded == decode_config(through_json(encoded))  # (one stand-in: equal)
+    with pytest.raises(RuntimeError, match="never called"):
+        APP_ANSWERS(TaskInfo(id=1, url="https://h/f", description=None), ())
+    with pytest.raises(ValueError, match="unknown kind"):
+        decode_config({"auth": {"kind": "app", "extra": 1}})
+
+
 def test_callables_cannot_cross() -> None:
-    with pytest.raises(TypeError, match="provider"):
-        encode_config(Configuration(auth=provider))
     with pytest.raises(TypeError, match="redirect_policy"):
         encode_config(Configuration(redirect_policy=lambda *args: True))
 
@@ -106,7 +120,6 @@ def test_callables_cannot_cross() -> None:
 @pytest.mark.parametrize(
     ("config", "match"),
     [
-        (Configuration(auth=provider), "Configuration.auth cannot be a provider"),
         (Configuration(redirect_policy=lambda *a: True), "redirect_policy cannot be used"),
     ],
 )

@@ -24,7 +24,17 @@ def policy(config: Configuration = CONFIG) -> LaunchPolicy:
     return LaunchPolicy.from_config(config)
 
 
+NEEDS = {
+    "need": ("credentials", False),  # a task waits for the app's credentials
+    "answered": (None, True),  # the app answered it
+    "withdrawn": (None, False),  # the task stopped waiting (cancelled, suspended)
+}
+
+
 def step(p: LaunchPolicy, now: float, action: str, arg: Any = None) -> LaunchPolicy:
+    if action in NEEDS:
+        reason, answered = NEEDS[action]
+        return p.app_needed(reason, now, answered=answered)
     match action:
         case "event":
             return p.event_published(arg, now)
@@ -147,6 +157,23 @@ SCENARIOS: dict[str, list[tuple[float, str, Any, float | None]]] = {
         (15, "exit", 0, NONE),  # still busy: event 3 waits for the batch
         (20, "urgent", 4, 25),  # the delay (reset) from the end of the launch
     ],
+    "a task needing the app does not wait for the batch": [
+        (0, "busy", None, NONE),
+        (2, "need", None, 12),
+        (12, "launch", None, NONE),
+        (13, "exit", 0, 33),  # still needed, nobody came: twice the delay
+        (20, "attach", None, NONE),
+        (21, "answered", None, NONE),  # the app answered: the delay is reset
+        (22, "need", None, NONE),  # (attached: it is asked, not launched)
+        (23, "detach", None, 33),
+        (24, "withdrawn", None, NONE),
+    ],
+    "a need joins the window events opened, and leaves it to them": [
+        (0, "event", 1, 10),
+        (4, "need", None, 10),
+        (5, "withdrawn", None, 10),
+        (6, "ack", 1, NONE),
+    ],
     "an old cursor changes nothing": [
         (0, "event", 5, 10),
         (3, "event", 2, 10),
@@ -169,8 +196,9 @@ def test_scenario(name: str) -> None:
         assert p.due == due, f"step {number}: {action} at {now}"
         # Every value round-trips as the daemon persists it (attached aside: no
         # client survives a restart).
+        # Nor does a need: the task asks again when it meets the challenge again.
         again = LaunchPolicy.from_json(json.loads(json.dumps(p.to_json())), CONFIG)
-        assert again == attrs.evolve(p, attached=False, busy=False)
+        assert again == attrs.evolve(p, attached=False, busy=False, needed=None)
 
 
 def test_no_command_never_launches() -> None:
@@ -337,3 +365,16 @@ def test_explain() -> None:
     assert p.explain(p.due - 600) == "next launch in 10 min (delay 60 s)"  # type: ignore[operator]
     slow = LaunchPolicy.from_config(CONFIG.replace(launch_delay_max=86400)).event_published(1, 0)
     assert slow.explain(-9000) == "next launch in 2.5 h (delay 10 s)"
+
+
+def test_a_launch_for_credentials_says_so() -> None:
+    p = policy().activity(True, 0).app_needed("credentials", 0)
+    assert p.explain(5) == "next launch in 5.0 s (delay 10 s) (a task needs it: credentials)"
+    p, _order = p.begin(10)
+    assert p.history[-1].reason == "credentials"
+    assert p.to_json()["needed"] == "credentials"
+    stored = json.loads(json.dumps(p.to_json()))
+    assert LaunchPolicy.from_json(stored, CONFIG).history[-1].reason == "credentials"
+    del stored["history"][-1]["reason"]  # (a status written before reasons existed)
+    assert LaunchPolicy.from_json(stored, CONFIG).history[-1].reason is None
+    assert p.ended(11, status=0).app_needed(None, 12).due is None

@@ -60,9 +60,11 @@ def _status(args: argparse.Namespace) -> int:
     for session in status["sessions"]:
         client = f"client pid {session['client_pid']}" if session["attached"] else "no client"
         stats = session["statistics"]
+        for_app = sum(1 for task in session["tasks"] if task.get("waiting_for"))
         print(
             f"session {session['identifier']!r}: {client}, "
             f"{stats['active']} transferring, {stats['queued']} waiting for a slot"
+            + (f", {for_app} waiting for the app" if for_app else "")
         )
         _print_launches(session.get("launches"))
         for task in session["tasks"]:
@@ -93,7 +95,8 @@ def _print_launches(launches: dict[str, Any] | None) -> None:
             outcome = record["error"]
         else:
             outcome = f"exit status {record['status']}"
+        reason = f" for {record['reason']}" if record.get("reason") else ""
         print(
-            f"    launch {started} pid {record['pid']} cursor {record['cursor']}: {outcome}"
-            f"  {' '.join(record['argv'])}"
+            f"    launch {started} pid {record['pid']} cursor {record['cursor']}{reason}: "
+            f"{outcome}  {' '.join(record['argv'])}"
         )

@@ -12,19 +12,22 @@ from __future__ import annotations
 import base64
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, Final, TypeAlias
 
 import attrs
 
 from .challenge import Challenge
 
 __all__ = [
+    "APP_ANSWERS",
+    "AppAnswers",
     "AuthProvider",
     "AuthSetting",
     "BasicAuth",
     "BearerToken",
     "Credentials",
     "NetrcSetting",
+    "ProviderFailed",
     "TaskInfo",
     "auth_repr",
     "convert_auth",
@@ -147,26 +150,64 @@ def convert_netrc(value: object) -> NetrcSetting:
     return str(Path(text).expanduser().absolute())
 
 
+class AppAnswers:
+    """``Configuration.auth`` in the daemon's copy of a session whose application
+    answers challenges itself: its provider stayed in the application's process,
+    and crossed as ``{"kind": "app"}`` (:func:`encode_credentials`). A stand-in
+    (one instance, :data:`APP_ANSWERS`, so configurations compare equal): the
+    daemon gives the session's engine its own provider in its place, which asks
+    the attached application (``_daemon/credentials.py``). Called, it refuses."""
+
+    __slots__ = ()
+
+    def __call__(self, task: TaskInfo, challenges: tuple[Challenge, ...]) -> Credentials | None:
+        raise RuntimeError("APP_ANSWERS stands for the application's provider: never called")
+
+    def __repr__(self) -> str:
+        return "<the application's provider>"
+
+    def __reduce__(self) -> str:
+        return "APP_ANSWERS"
+
+
+APP_ANSWERS: Final = AppAnswers()
+
+
+@attrs.frozen
+class ProviderFailed:
+    """A provider of another process failed: what the task's error says (the
+    exception's type, never its message, which may hold a secret; or the type of
+    a wrong answer). The daemon's provider answers this; the engine raises it
+    as the in-process provider's failure."""
+
+    message: str
+
+
 def encode_credentials(auth: AuthSetting) -> dict[str, str] | None:
-    """Static credentials as they cross to the daemon (in memory only: the
-    wire leaves them out of what is stored); a provider cannot (``TypeError``)."""
+    """``Configuration.auth`` as it crosses to the daemon: static credentials
+    (in memory only: the wire leaves them out of what is stored), or a
+    provider as ``{"kind": "app"}``: it stays in the application, which the
+    daemon asks on a 401 (docs/daemon.md, "Credentials from the app")."""
     if auth is None:
         return None
     if isinstance(auth, BasicAuth):
         return {"kind": "basic", "user": auth.user, "password": auth.password}
     if isinstance(auth, BearerToken):
         return {"kind": "bearer", "token": auth.token}
-    raise TypeError("Configuration.auth: a provider (a callable) cannot cross to the daemon")
+    return {"kind": "app"}
 
 
 def decode_credentials(value: object) -> AuthSetting:
-    """What :func:`encode_credentials` wrote (``ValueError``/``TypeError`` otherwise)."""
+    """What :func:`encode_credentials` wrote (``ValueError``/``TypeError`` otherwise);
+    ``{"kind": "app"}`` is :data:`APP_ANSWERS`."""
     if value is None:
         return None
     if not isinstance(value, dict):
         raise TypeError(f"auth must be an object, not {type(value).__name__}")
     doc = dict(value)
     kind = doc.pop("kind", None)
+    if kind == "app" and not doc:
+        return APP_ANSWERS
     if kind == "basic":
         return BasicAuth(**doc)
     if kind == "bearer":

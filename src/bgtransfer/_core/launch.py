@@ -19,6 +19,11 @@ The rules (docs/launch-events.md, docs/design.md "Launch events"):
   rest can go on, such as credentials): as nsurlsessiond relaunches an app
   when all the tasks of its background session are complete, and BITS runs
   the notify command when the whole job is transferred or in error.
+* A task may *need the application* (:meth:`LaunchPolicy.app_needed`: it
+  waits for credentials only the application can give): that counts as an
+  event waiting, urgent (the task cannot go on without it), until no task
+  needs it any more. It lives in memory only: a restarted daemon's task asks
+  again when it meets the same challenge.
 * A launch is due ``delay`` seconds after its *anchor*: the first event that
   found nothing waiting, the end of the previous launch, or a client leaving
   with events still waiting. Events published meanwhile join that launch
@@ -68,6 +73,7 @@ class LaunchRecord:
     ended_at: float | None = None
     status: int | None = None  # the exit status; negative: killed by that signal
     error: str | None = None  # why it could not start, or was lost
+    reason: str | None = None  # what the app was needed for ("credentials"); None: events
 
     @property
     def running(self) -> bool:
@@ -103,6 +109,7 @@ class LaunchPolicy:
     busy: bool = False  # a task of the session is running or queued
     urgent: int = 0  # the cursor of the newest urgent event
     anchor: float | None = None  # when the wait for the next launch began
+    needed: str | None = None  # what a task needs the application for now ("credentials")
     history: tuple[LaunchRecord, ...] = ()  # the last HISTORY_LIMIT launches
     launches: int = 0  # every launch begun, ever
 
@@ -119,8 +126,9 @@ class LaunchPolicy:
 
     @property
     def waiting(self) -> bool:
-        """Events wait for the application (published, not acknowledged)."""
-        return self.latest > self.acknowledged
+        """Events wait for the application (published, not acknowledged), or a
+        task needs it (:attr:`needed`)."""
+        return self.latest > self.acknowledged or self.needed is not None
 
     @property
     def running(self) -> bool:
@@ -136,7 +144,7 @@ class LaunchPolicy:
             or self.running
             or not self.waiting
             or self.anchor is None
-            or (self.busy and self.urgent <= self.acknowledged)
+            or (self.busy and self.urgent <= self.acknowledged and self.needed is None)
         ):
             return None
         return self.anchor + self.delay
@@ -150,14 +158,16 @@ class LaunchPolicy:
             return "launch running" + (f" (pid {pid})" if pid is not None else "")
         if not self.waiting:
             return "no event waits for the app"
+        need = "" if self.needed is None else f" (a task needs it: {self.needed})"
         if self.attached:
-            return "the app is attached"
+            return "the app is attached" + need
         due = self.due
         if due is None:
             return "waiting for the session's tasks to end"
         if due <= now:
-            return "launch due now"
-        return f"next launch in {_seconds_text(due - now)} (delay {_seconds_text(self.delay)})"
+            return "launch due now" + need
+        wait = f"next launch in {_seconds_text(due - now)} (delay {_seconds_text(self.delay)})"
+        return wait + need
 
     # -- inputs --------------------------------------------------------------------
 
@@ -172,6 +182,22 @@ class LaunchPolicy:
         if self.waiting:  # joins the launch already pending, or running
             return attrs.evolve(changed, latest=cursor)
         return attrs.evolve(changed, latest=cursor, anchor=now)
+
+    def app_needed(self, reason: str | None, now: float, *, answered: bool = False) -> LaunchPolicy:
+        """A task needs the application (``reason``, such as ``"credentials"``),
+        or none does any more (None). ``answered``: the application answered
+        (it is alive: the delay starts again from ``initial_delay``, as for an
+        acknowledgement)."""
+        policy = self
+        if answered:
+            policy = attrs.evolve(policy, delay=self.initial_delay)
+        if reason == self.needed:
+            return policy
+        if reason is None:
+            events = self.latest > self.acknowledged
+            return attrs.evolve(policy, needed=None, anchor=self.anchor if events else None)
+        anchor = self.anchor if self.waiting and self.anchor is not None else now
+        return attrs.evolve(policy, needed=reason, anchor=anchor)
 
     def activity(self, busy: bool, now: float) -> LaunchPolicy:
         """Whether a task of the session is running or queued (suspended ones
@@ -192,7 +218,7 @@ class LaunchPolicy:
         _check_cursor(cursor)
         acknowledged = max(self.acknowledged, cursor)
         latest = max(self.latest, acknowledged)
-        anchor = self.anchor if latest > acknowledged else None
+        anchor = self.anchor if latest > acknowledged or self.needed is not None else None
         return attrs.evolve(
             self, acknowledged=acknowledged, latest=latest, anchor=anchor, delay=self.initial_delay
         )
@@ -206,7 +232,11 @@ class LaunchPolicy:
             raise RuntimeError(f"no launch is due at {now} (due: {due})")
         assert self.command is not None  # (due is None without one)
         record = LaunchRecord(
-            started_at=now, argv=self.command, cursor=self.acknowledged, through=self.latest
+            started_at=now,
+            argv=self.command,
+            cursor=self.acknowledged,
+            through=self.latest,
+            reason=self.needed,
         )
         policy = attrs.evolve(
             self,
@@ -281,6 +311,7 @@ class LaunchPolicy:
             "latest": self.latest,
             "urgent": self.urgent,
             "anchor": self.anchor,
+            "needed": self.needed,  # (shown; not restored: a task asks again)
             "launches": self.launches,
             "history": [
                 attrs.asdict(record, recurse=False) | {"argv": list(record.argv)}
@@ -381,6 +412,9 @@ def _record(value: object) -> LaunchRecord:
     error = data.get("error")
     if error is not None and not isinstance(error, str):
         raise ValueError(f"launch status: error must be a str or null, not {error!r}")
+    reason = data.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise ValueError(f"launch status: reason must be a str or null, not {reason!r}")
     return LaunchRecord(
         started_at=_time(data, "started_at"),
         argv=tuple(argv),
@@ -390,4 +424,5 @@ def _record(value: object) -> LaunchRecord:
         ended_at=_time(data, "ended_at", optional=True),
         status=status,
         error=error,
+        reason=reason,
     )

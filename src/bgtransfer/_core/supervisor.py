@@ -107,6 +107,10 @@ class Supervisor:
     def is_queued(self, task_id: int) -> bool:
         return task_id in self._queued
 
+    def origin(self, task_id: int) -> Hashable:
+        """The origin of an active task (``KeyError`` for another)."""
+        return self._active[task_id]
+
     def statistics(self) -> SupervisorStatistics:
         queued: dict[Hashable, int] = {}
         for origin in self._queued.values():

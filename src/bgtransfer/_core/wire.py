@@ -15,7 +15,7 @@ from typing import Any, Final
 import attrs
 
 from .._exceptions import BgTransferError, DaemonError, InvalidDestinationError, TransferError
-from .auth import decode_credentials, encode_credentials
+from .auth import BasicAuth, BearerToken, decode_credentials, encode_credentials
 from .codec import CodecError, decode_error, decode_terminal, encode_error, encode_terminal
 from .config import Configuration
 from .events import (
@@ -214,7 +214,11 @@ def encode_config(config: Configuration, *, keep_secrets: bool = True) -> dict[s
         "client_cert": None if client_cert is None else list(client_cert),
         "user_agent": config.user_agent,
         "upload_reply_max_bytes": config.upload_reply_max_bytes,
-        "auth": encode_credentials(config.auth) if keep_secrets else None,
+        # (Credentials are secret; "the app answers" is not, and a restarted
+        # daemon needs it: a task that meets a 401 then waits for the app.)
+        "auth": encode_credentials(config.auth)
+        if keep_secrets or not isinstance(config.auth, BasicAuth | BearerToken)
+        else None,
         "netrc": config.netrc,
         "max_redirects": config.max_redirects,
         "redirect_policy": None,  # (a callable: refused above unless None)

@@ -78,6 +78,7 @@ class Attachment:
         book: Snapshots,
         hub: EventHub,
         on_end: Callable[[BaseException | None], None],
+        on_question: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         path = socket_path(state_dir, default=default)
         self.http = streams_session(path)  # the attachment, cursor streams, hello
@@ -92,6 +93,7 @@ class Attachment:
         self._book = book
         self._hub = hub
         self._on_end = on_end  # the client ends its cursor streams
+        self._on_question = on_question  # the client asks its auth provider
         self._response: aiohttp.ClientResponse | None = None
         self._reader: asyncio.Task[None] | None = None
         self._reconnecting: asyncio.Task[None] | None = None
@@ -163,7 +165,10 @@ class Attachment:
         When they end with the session still open, the client reconnects."""
         try:
             while response is not None and (line := await read_line(response)) is not None:
-                if line.get("type") != "event":
+                kind = line.get("type")
+                if kind == "challenge" and self._on_question is not None:
+                    self._on_question(line)
+                if kind != "event":
                     continue
                 event = self._book.apply(line)
                 if not isinstance(event, EventsDeliveredEvent | EventsGapEvent):

@@ -30,6 +30,7 @@ import anyio
 import anyio.lowlevel
 import attrs
 
+from .._core.auth import BasicAuth, BearerToken
 from .._core.config import Configuration, HeaderPairs
 from .._core.request import DownloadRequest
 from .._core.resume_data import ResumeData
@@ -42,6 +43,7 @@ from .._engine.backend import TaskSnapshot
 from .._engine.backlog import check_cursor
 from .._engine.hub import EventHub, EventStream, snapshot_progress
 from .._exceptions import DaemonError
+from .answering import Answerer
 from .attachment import Attachment, Unanswered
 from .snapshots import Snapshots, SubmissionKey, task_of
 from .streams import CursorStream, feed
@@ -64,6 +66,10 @@ class DaemonBackend:
         auto = config.acknowledge == "auto"
         self._hub = EventHub(on_delivered=self._delivered if auto else None)
         self._streams: set[CursorStream] = set()  # streams opened with a cursor
+        auth = config.auth
+        self._answerer = (  # the app's provider answers the daemon's challenges
+            None if auth is None or isinstance(auth, BasicAuth | BearerToken) else Answerer(auth)
+        )
         self._link = Attachment(
             identifier,
             config,
@@ -72,7 +78,10 @@ class DaemonBackend:
             book=self._book,
             hub=self._hub,
             on_end=self._end_streams,
+            on_question=None if self._answerer is None else self._answerer.question,
         )
+        if self._answerer is not None:
+            self._answerer.bind(self._link)
         self._pending: list[asyncio.Task[Any]] = []  # sync commands sent, in order
         self._acks: list[int] | None = None  # delivered, acknowledged with the next batch
         self._submissions = Submissions(self._submit_each)  # download() calls, coalesced
@@ -97,6 +106,8 @@ class DaemonBackend:
         link = self._link
         link.closed = True
         try:
+            if self._answerer is not None:
+                await self._answerer.close()
             pending, self._pending = self._pending, []
             if pending:  # commands already sent (acknowledgements...) get their answer
                 with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_BOUND):

@@ -21,6 +21,7 @@ from .._core.wire import (
     encode_exception,
     encode_snapshot,
 )
+from .._core.wire_auth import decode_answer
 from .._core.wire_upload import decode_upload
 from .._exceptions import BgTransferError
 from .protocol import task_id_of
@@ -152,6 +153,21 @@ async def acknowledge(served: Served, body: dict[str, Any], request: web.Request
     return {}
 
 
+async def answer_challenge(
+    served: Served, body: dict[str, Any], request: web.Request
+) -> dict[str, Any]:
+    """The application's answer to a question of its attach stream (the
+    credentials go to the waiting task, in memory only)."""
+    question_id = int(request.match_info["question_id"])
+    if served.credentials is None:
+        raise KeyError(
+            f"session {served.identifier!r} asks no question: its Configuration.auth "
+            "is not a provider"
+        )
+    served.credentials.answer(question_id, decode_answer(body))
+    return {}
+
+
 async def invalidate(served: Served, body: dict[str, Any], request: web.Request) -> dict[str, Any]:
     served.backend.invalidate()
     return {}
@@ -180,6 +196,7 @@ COMMANDS: Final[dict[str, Command]] = {
     _TASK + "/resume": resume,
     _TASK + "/wait": wait,
     "/acknowledge": acknowledge,
+    "/challenges/{question_id:[0-9]+}": answer_challenge,
     "/invalidate": invalidate,
     "/events-delivered": events_delivered,
     "/flush": flush,

@@ -10,7 +10,9 @@ it what happens, from the event log and the client connections:
   running or queued (suspended ones do not count): launches wait for the batch;
 * :meth:`~LaunchController.client_attached` / :meth:`~LaunchController.client_detached`;
 * :meth:`~LaunchController.acknowledged` -- the application acknowledged every
-  event up to ``cursor``.
+  event up to ``cursor``;
+* :meth:`~LaunchController.app_needed` -- a task waits for the application
+  (credentials), or none does any more.
 
 The controller feeds them, with the clock's time, to the sans-IO
 :class:`~bgtransfer._core.launch.LaunchPolicy`, keeps *one* timer at the
@@ -165,6 +167,11 @@ class LaunchController:
     def event_published(self, cursor: int, *, urgent: bool = False) -> None:
         """An event for the application got number ``cursor``."""
         self._update(self._policy.event_published(cursor, self._clock.time(), urgent=urgent))
+
+    def app_needed(self, reason: str | None, *, answered: bool = False) -> None:
+        """A task needs the application (``"credentials"``), or none does (None);
+        ``answered``: the application answered one."""
+        self._update(self._policy.app_needed(reason, self._clock.time(), answered=answered))
 
     def activity(self, busy: bool) -> None:
         """Whether a task of the session runs or is queued (not suspended)."""

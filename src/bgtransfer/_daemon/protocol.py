@@ -41,7 +41,7 @@ PROTOCOL_HEADER: Final = "Bgtransfer-Protocol"
 LEASE_HEADER: Final = "Bgtransfer-Lease"
 MAX_BODY: Final = 16 * 1024 * 1024  # a batch of some 10,000 requests; more is refused (413)
 SHUTDOWN_BOUND: Final = 10.0  # seconds SIGTERM/--stop may take to journal and close
-CAPABILITIES: Final = ("attach", "status", "stop")
+CAPABILITIES: Final = ("attach", "status", "stop", "credentials")
 WRITE_BATCH: Final = 256  # lines a stream's reader holds at most while a write waits
 
 
@@ -98,6 +98,8 @@ async def send_lines(
     response: web.StreamResponse,
     items: AsyncIterator[Any],
     render: Callable[[Any], dict[str, Any]],
+    *,
+    also: AsyncIterator[dict[str, Any]] | None = None,
 ) -> None:
     """Each item of ``items`` as a line, the lines that are ready together in
     one write: a reader takes items while they come without waiting, and the
@@ -105,7 +107,9 @@ async def send_lines(
     never held back for the next). Each write wakes the client once, not once
     per line. The reader stops taking at WRITE_BATCH lines held until the
     writer takes them: a slow client leaves the rest in ``items`` (which
-    coalesces progress), never in an unbounded list here."""
+    coalesces progress), never in an unbounded list here. ``also``: lines of
+    another source (the questions of ``credentials.py``, a few), read beside
+    ``items`` into the same writes, until ``items`` ends."""
     held: list[bytes] = []
     ready = asyncio.Event()  # a line held, or the reader ended
     room = asyncio.Event()  # the writer took the lines held
@@ -124,7 +128,14 @@ async def send_lines(
             ended = True
             ready.set()
 
+    async def read_also() -> None:
+        assert also is not None
+        async for line in also:
+            held.append(_line_bytes(line))
+            ready.set()
+
     reader = asyncio.get_running_loop().create_task(read())
+    other = None if also is None else asyncio.get_running_loop().create_task(read_also())
     try:
         while held or not ended:
             if not held:
@@ -137,6 +148,11 @@ async def send_lines(
             await response.write(lines)
         await reader  # its error, if any, is this stream's
     finally:
+        if other is not None:
+            other.cancel()
+            await asyncio.wait([other])
+            if not other.cancelled():
+                other.exception()  # retrieved (it ends only when cancelled)
         if not reader.done():
             reader.cancel()
             await asyncio.wait([reader])  # a cancel of this task still propagates

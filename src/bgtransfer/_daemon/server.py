@@ -334,7 +334,15 @@ class Daemon:
                     cursor = event.cursor
                     break
             await send_line(response, {"type": "ready", "cursor": cursor})
-            await send_lines(response, stream, lambda event: event_line(served, event))
+            # The questions waiting for the app's credentials (at once), then new ones.
+            questions = None if served.credentials is None else served.credentials.subscribe()
+            try:
+                await send_lines(
+                    response, stream, lambda event: event_line(served, event), also=questions
+                )
+            finally:
+                if questions is not None:
+                    await questions.aclose()
         return response
 
     async def _events(self, request: web.Request) -> web.StreamResponse:

@@ -19,6 +19,7 @@ from typing import Any, Final
 import anyio
 import attrs
 
+from .._core.auth import APP_ANSWERS
 from .._core.config import Configuration
 from .._core.events import EventsDeliveredEvent, is_terminal
 from .._core.states import TaskState
@@ -29,6 +30,7 @@ from .._engine.startup import BackendStartup, open_backend
 from .._exceptions import SessionClosedError
 from .._io.files import read_json, write_json
 from .._io.journal import JOURNAL_NAME
+from .credentials import AppCredentials
 from .launching import LaunchController
 
 __all__ = ["CONFIG_NAME", "LIVE", "Served", "SessionTable"]
@@ -55,6 +57,7 @@ class Served:
     streams: set[asyncio.Task[Any]] = attrs.Factory(set)  # the lease's event streams
     closing: asyncio.Event = attrs.Factory(asyncio.Event)
     launch: LaunchController | None = None  # with a launch_command
+    credentials: AppCredentials | None = None  # when the application answers challenges
     latest: int = 0  # the newest terminal event's number the controller was told
     # (seq, task id) of the terminal events told and maybe not acknowledged: a heap
     unacked: list[tuple[int, int]] = attrs.Factory(list)
@@ -104,6 +107,11 @@ class Served:
                 return seq - 1
             heapq.heappop(self.unacked)
         return self.latest
+
+    def app_needed(self, needed: bool, answered: bool) -> None:
+        """A task waits for the application's credentials (or none does)."""
+        if self.launch is not None:
+            self.launch.app_needed("credentials" if needed else None, answered=answered)
 
     def attached(self, yes: bool) -> None:
         if self.launch is not None:
@@ -221,6 +229,10 @@ class SessionTable:
         self, identifier: str, config: Configuration, ready: asyncio.Future[Served]
     ) -> None:
         engine_config = config.replace(acknowledge="explicit", handle_sigterm=False)
+        credentials = None
+        if config.auth is APP_ANSWERS:  # the app's provider: the daemon asks the app
+            credentials = AppCredentials(identifier)
+            engine_config = engine_config.replace(auth=credentials)
         startup = open_backend(identifier, state_dir=self.state_dir, config=engine_config)
         try:
             backend = await startup.__aenter__()
@@ -231,6 +243,7 @@ class SessionTable:
                 raise
             return
         served = Served(identifier, startup, backend, config, runner=asyncio.current_task())
+        served.credentials = credentials
         try:
             async with contextlib.AsyncExitStack() as stack:
                 if config.launch_command is not None:
@@ -239,6 +252,9 @@ class SessionTable:
                     await stack.enter_async_context(served.launch)
                     teller = asyncio.create_task(_tell_launches(served, stream))
                     stack.callback(teller.cancel)
+                    if credentials is not None:  # (a task may wait already)
+                        credentials.on_change = served.app_needed
+                        served.app_needed(credentials.waiting > 0, False)
                 ready.set_result(served)
                 await served.closing.wait()
         except Exception as exc:

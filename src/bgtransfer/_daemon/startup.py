@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 from types import TracebackType
 
-from .._core.auth import BasicAuth, BearerToken
 from .._core.config import Configuration
 from .client import DaemonBackend
 
@@ -17,7 +16,9 @@ __all__ = ["DaemonStartup", "check_daemon_session", "open_daemon_backend"]
 def check_daemon_session(identifier: str | None, config: Configuration) -> None:
     """What ``daemon=True`` refuses, at ``Session(...)``: an ephemeral session,
     and settings that cannot cross to the daemon's process (callables, an
-    ``ssl.SSLContext``); each with a :class:`ValueError` saying what to give instead."""
+    ``ssl.SSLContext``); each with a :class:`ValueError` saying what to give
+    instead. (An ``auth`` provider does not cross either, but it need not: it
+    stays here, and the daemon asks it through the client, ``client.py``.)"""
     if identifier is None:
         raise ValueError("daemon=True needs a background session: give it an identifier")
     if config.headers_provider is not None:
@@ -25,12 +26,6 @@ def check_daemon_session(identifier: str | None, config: Configuration) -> None:
             "Configuration.headers_provider cannot be used with daemon=True: a callable "
             "cannot cross to the daemon's process; give credentials as headers "
             "(Configuration.headers or per task), which the daemon keeps in memory only"
-        )
-    if not (config.auth is None or isinstance(config.auth, BasicAuth | BearerToken)):
-        raise ValueError(
-            "Configuration.auth cannot be a provider with daemon=True: a callable "
-            "cannot cross to the daemon's process; give BasicAuth or BearerToken "
-            "(kept in the daemon's memory only) or credentials as headers"
         )
     if config.redirect_policy is not None:
         raise ValueError(

@@ -21,6 +21,10 @@ def session_status(served: Served) -> dict[str, Any]:
     backend = served.backend
     records = {record.id: record for record in backend.engine.records()}
     now = backend.engine.clock()
+    credentials = served.credentials
+    waiting: dict[int, str | None] = {}
+    if credentials is not None:
+        waiting = {s.id: credentials.waiting_for(s.id) for s in backend.tasks()}
     return {
         "identifier": served.identifier,
         "attached": served.lease is not None,
@@ -30,7 +34,8 @@ def session_status(served: Served) -> dict[str, Any]:
         "tasks": [
             {
                 **encode_snapshot(s),
-                "activity": _activity(s.state, records.get(s.id)),
+                "activity": _activity(s.state, records.get(s.id), waiting.get(s.id)),
+                "waiting_for": waiting.get(s.id),
                 "rate": _rate(records.get(s.id), now),
             }
             for s in backend.tasks()
@@ -78,8 +83,11 @@ def task_line(snapshot: TaskSnapshot, record: Any) -> dict[str, Any]:
     return line
 
 
-def _activity(state: TaskState, record: Any) -> str:
-    """What a task is doing, for ``bgtransfer status``."""
+def _activity(state: TaskState, record: Any, waiting_for: str | None = None) -> str:
+    """What a task is doing, for ``bgtransfer status`` (``waiting_for``: what it
+    waits for the application for, such as credentials)."""
+    if state is TaskState.RUNNING and waiting_for is not None:
+        return f"waiting for the app: {waiting_for}"
     if state is TaskState.RUNNING:
         if record is None or not record.running:
             return "waiting for a slot"

@@ -12,18 +12,33 @@ provider is asked (with the parsed challenges); credentials that were already
 tried for this task end it with :class:`~bgtransfer.AuthenticationError`; new
 ones are remembered and the caller sends the request again. Without a provider,
 a 401 to credentials sent is an ``AuthenticationError`` and one to none stands.
+
+An :class:`AppProvider` (the daemon's, for a session whose application answers
+challenges from its own process) is asked the same way, with one difference:
+its answer may take as long as the application takes to come back, so the task
+gives its connection slot back while it waits (:attr:`Authenticator.give_back`,
+the engine's) and queues for one again only when the answer lets it go on.
 """
 
 from __future__ import annotations
 
+import abc
 import inspect
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final
 
 import anyio
 
-from .._core.auth import AuthProvider, BasicAuth, BearerToken, Credentials, TaskInfo
-from .._core.challenge import parse_challenges
+from .._core.auth import (
+    AuthProvider,
+    BasicAuth,
+    BearerToken,
+    Credentials,
+    ProviderFailed,
+    TaskInfo,
+)
+from .._core.challenge import Challenge, parse_challenges
 from .._core.config import Configuration
 from .._core.redirects import origin_of
 from .._exceptions import AuthenticationError, HTTPStatusError, TransferError
@@ -33,13 +48,35 @@ from .._io.transfer import RedirectCheck
 if TYPE_CHECKING:
     from .record import TaskRecord
 
-__all__ = ["AuthState", "Authenticator", "redirect_check", "task_info"]
+__all__ = ["AppProvider", "AuthState", "Authenticator", "GiveBack", "redirect_check", "task_info"]
 
 logger = logging.getLogger("bgtransfer")
 
 _MAX_TRIES: Final = 4
 """Distinct credentials one request is sent with at most (a provider that
 keeps answering new ones must not loop)."""
+
+
+GiveBack = Callable[[int], Callable[[], Awaitable[None]]]
+"""The engine's ``give_back(task_id)``: free the task's connection slot now; the
+function it returns queues the task for a slot again and returns once granted."""
+
+
+class AppProvider(abc.ABC):
+    """A provider whose answer comes from the application, in another process
+    (the daemon's, ``_daemon/credentials.py``): asked as any provider, but the
+    task waits for it without holding a connection slot."""
+
+    @abc.abstractmethod
+    async def ask(
+        self, task: TaskInfo, challenges: tuple[Challenge, ...]
+    ) -> Credentials | ProviderFailed | None:
+        """The application's answer (waits until it gives one)."""
+
+    async def __call__(
+        self, task: TaskInfo, challenges: tuple[Challenge, ...]
+    ) -> Credentials | ProviderFailed | None:
+        return await self.ask(task, challenges)
 
 
 class AuthState:
@@ -68,6 +105,7 @@ class Authenticator:
         self._netrc_entries: dict[str, BasicAuth] | None = None
         self._given: dict[tuple[str, str, int], Credentials] = {}  # by origin, from the provider
         self.active = auth is not None or config.netrc is not False
+        self.give_back: GiveBack | None = None  # set by the engine (for an AppProvider)
 
     async def add_header(self, url: str, headers: dict[str, str], state: AuthState) -> None:
         """Add the ``Authorization`` header for a request to ``url`` to
@@ -114,14 +152,33 @@ class Authenticator:
                 return False
             raise _refused(error, sent)
         challenges = parse_challenges(error.www_authenticate)
-        try:
-            result = self._provider(info, challenges)
-            if inspect.isawaitable(result):
-                result = await result
-        except Exception as exc:
-            raise TransferError(
-                f"the auth provider failed: {type(exc).__name__}", url=info.url
-            ) from exc
+        take_again = None
+        result: object
+        if isinstance(self._provider, AppProvider):
+            if self.give_back is not None:  # waiting for the app holds no slot
+                take_again = self.give_back(info.id)
+            result = await self._provider.ask(info, challenges)
+            if isinstance(result, ProviderFailed):
+                raise TransferError(result.message, url=info.url)
+        else:
+            try:
+                result = self._provider(info, challenges)
+                if inspect.isawaitable(result):
+                    result = await result
+            except Exception as exc:
+                raise TransferError(
+                    f"the auth provider failed: {type(exc).__name__}", url=info.url
+                ) from exc
+        again = self._judge(result, error, state, info)
+        if take_again is not None:
+            await take_again()  # (given back while the app answered: the task goes on)
+        return again
+
+    def _judge(
+        self, result: object, error: HTTPStatusError, state: AuthState, info: TaskInfo
+    ) -> bool:
+        """What a provider's answer leads to (see :meth:`challenged`)."""
+        sent = state.sent
         if result is None:
             if sent is not None:
                 raise _refused(error, sent)

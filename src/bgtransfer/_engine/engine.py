@@ -17,7 +17,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -131,6 +131,7 @@ class Engine(Restoring):
         self._replays_pending = 0
         self._events_delivered = anyio.Event()
         auth = Authenticator(config)  # (one for both: credentials given count for either)
+        auth.give_back = self._give_back
         self._download = Downloader(
             config=config,
             auth=auth,
@@ -406,6 +407,26 @@ class Engine(Restoring):
                 self._slot_waiters.pop(task_id, None)
                 self._start(self._supervisor.remove(task_id, now=self.clock()))
         raise SessionClosedError(f"{url}: the session closed before fetch() ended")
+
+    def _give_back(self, task_id: int) -> Callable[[], Awaitable[None]]:
+        """Free the connection slot of the active task (or fetch) ``task_id``
+        while it waits for the application (``auth.py``): other tasks may start
+        meanwhile. The function returned queues it for a slot of its origin
+        again, in its place (creation order), and returns once granted; if it
+        is stopped before, the runner's end (``Supervisor.remove``) tidies up."""
+        origin = self._supervisor.origin(task_id)
+        self._start(self._supervisor.release(task_id, now=self.clock()))
+
+        async def take_again() -> None:
+            granted = anyio.Event()
+            self._slot_waiters[task_id] = granted
+            try:
+                self._start(self._supervisor.enqueue(task_id, origin, now=self.clock()))
+                await granted.wait()
+            finally:
+                self._slot_waiters.pop(task_id, None)
+
+        return take_again
 
     def cancel(self, task_id: int, *, resume_data: bool = False) -> None:
         """Ask a task to stop. It ends with a ``CancelledEvent``; with ``resume_data``

@@ -224,7 +224,9 @@ class Scheduler:
                 if record.state is TaskState.CANCELING and isinstance(outcome, ErrorEvent):
                     outcome = CancelledEvent(task_id=record.id)  # cancel() came meanwhile
             # From here on nothing awaits: commands see a consistent record.
-            self._start(self._supervisor.release(record.id, now=self.clock()), handoff=handoff)
+            # (remove, not release: a task that gave its slot back while the
+            # app answered a challenge may be queued for one, or hold none.)
+            self._start(self._supervisor.remove(record.id, now=self.clock()), handoff=handoff)
             if outcome is not None:
                 self._complete(record, outcome)
                 if log_end:
