@@ -93,6 +93,15 @@ def test_get_and_up_share_their_transfer_options() -> None:
         parser().parse_args(["up", "-q", "--json", "f", "http://h/f"])
 
 
+def test_serve_rate_takes_the_same_grammar(capsys: pytest.CaptureFixture[str]) -> None:
+    assert parser().parse_args(["serve", "d", "--rate", "5M"]).rate == 5 * MiB
+    assert parser().parse_args(["serve", "d", "--rate", "5000000"]).rate == 5_000_000
+    with pytest.raises(SystemExit) as exited:
+        parser().parse_args(["serve", "d", "--rate", "0"])
+    assert exited.value.code == 2
+    assert "less than 1 byte per second" in capsys.readouterr().err
+
+
 def test_get_limit_rate_paces_the_whole_run(
     threaded_server: ThreadedTestServer, tmp_path: Path
 ) -> None:
