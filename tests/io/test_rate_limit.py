@@ -26,7 +26,8 @@ from bgtransfer import (
     Session,
     TaskState,
 )
-from bgtransfer._core.pacing import burst_for
+from bgtransfer._core.pacing import BucketStatistics, burst_for
+from bgtransfer._io.pacing import Pacer, pacer_for, pieces
 from bgtransfer.testing import TestServer
 
 pytestmark = pytest.mark.asyncio
@@ -175,3 +176,18 @@ async def test_a_paced_task_stops_at_once(
         assert task.state is TaskState.COMPLETED
         assert task.bytes_received < file.size // 2
     assert not (out_dir / "slow.bin").exists()
+
+
+async def test_the_pacer_counts_and_waits_nothing_within_the_burst() -> None:
+    pacer = Pacer(4000, clock=lambda: 7.0)
+    assert pacer.piece_bytes == 1000
+    assert await pacer.pace(1000) == 0.0  # the whole burst, at once
+    assert pacer.statistics() == BucketStatistics(rate=4000, burst=1000, tokens=0.0, taken=1000)
+    assert pacer_for(None) is None
+
+
+async def test_an_upload_chunk_goes_in_pieces() -> None:
+    assert list(pieces(b"abcdefg", 3)) == [b"abc", b"def", b"g"]
+    chunk = b"ab"
+    [whole] = pieces(chunk, 3)
+    assert whole is chunk  # (no copy when it fits)

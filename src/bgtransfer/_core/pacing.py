@@ -1,14 +1,15 @@
 """The bandwidth limit's arithmetic: a token bucket, time passed in.
 
 ``Configuration.max_bytes_per_second`` is kept by one :class:`TokenBucket` per
-direction and session. The I/O shell tells it the bytes a transfer has just
-moved (``take``) and sleeps the delay it answers before moving more; the bucket
-only counts. It is a *debt* bucket: ``take`` always succeeds and may leave the
-bucket below zero, and the delay is the time the rate needs to pay the debt
-back. Concurrent takers thus queue in the order they took (each one's delay
-includes the debt of those before it), a chunk larger than the burst needs no
-special case, and the bytes of a task cancelled while it waits still count:
-they did cross the network.
+direction and session. The I/O shell tells it the bytes a transfer moves
+(``take``: a download's chunk once read, an upload's piece before it is sent)
+and sleeps the delay it answers; the bucket only counts. It is a *debt*
+bucket: ``take`` always succeeds and may leave the bucket below zero, and the
+delay is the time the rate needs to pay the debt back. Concurrent takers thus
+queue in the order they took (each one's delay includes the debt of those
+before it), a chunk larger than the burst needs no special case, and the bytes
+of a task cancelled while it waits stay counted (a download's did cross the
+network; an upload leaves at most one unsent piece).
 
 Over any stretch of time starting with a full bucket, the bytes taken without a
 delay, plus those whose delay has passed, are at most ``burst + rate * t``: the
@@ -45,8 +46,8 @@ def burst_for(rate: int) -> int:
 
 def piece_for(rate: int) -> int:
     """The piece a paced upload sends at a time: the burst, at most
-    ``PIECE_MAX_BYTES`` (so that progress moves several times a second even at a
-    low rate, and a piece never waits longer than the burst takes to refill)."""
+    ``PIECE_MAX_BYTES`` (so that its progress moves several times a second,
+    even at a low rate)."""
     return min(burst_for(rate), PIECE_MAX_BYTES)
 
 

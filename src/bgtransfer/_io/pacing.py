@@ -8,9 +8,9 @@ download counts each chunk once read, and stops reading the socket meanwhile
 (aiohttp's flow control then stops the transport, and TCP the server); an
 upload counts each piece before handing it to the connection (aiohttp asks for
 no more once the body's length is sent, so a count after the last piece would
-never be waited for). The sleep is an ``anyio.sleep``: the loop
-keeps running, and a cancelled or suspended task stops at once, its debt left
-to the bucket (those bytes did cross).
+never be waited for). The sleep is an ``anyio.sleep``: the loop keeps
+running, and a cancelled or suspended task stops at once, its debt left to the
+bucket.
 """
 
 from __future__ import annotations
@@ -41,14 +41,11 @@ class Pacer:
         self.piece_bytes = piece_for(rate)
         """The most a paced upload hands to its connection at a time."""
 
-    @property
-    def rate(self) -> int:
-        return self._bucket.rate
-
     async def pace(self, nbytes: int, watchdog: Watchdog | None = None) -> float:
-        """Count ``nbytes`` just moved; wait until the limit allows more.
-        Returns the seconds waited (0.0: none). ``request_timeout``'s
-        ``watchdog`` does not count the wait: it is ours, not the server's."""
+        """Count ``nbytes`` (a download's just read, an upload's about to go);
+        wait until the limit allows them. Returns the seconds waited (0.0:
+        none). ``request_timeout``'s ``watchdog`` does not count the wait: it
+        is ours, not the server's."""
         delay = self._bucket.take(nbytes, self._clock())
         if delay > 0.0:
             with paused(watchdog):
@@ -56,6 +53,7 @@ class Pacer:
         return delay
 
     def statistics(self) -> BucketStatistics:
+        """The bucket now: its rate, burst, tokens (below 0: debt) and bytes counted."""
         return self._bucket.statistics(self._clock())
 
 
