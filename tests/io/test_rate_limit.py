@@ -99,18 +99,17 @@ async def test_a_large_segmented_download_is_paced_as_a_whole(
     assert elapsed >= _least(file.size, rate), elapsed
 
 
-async def test_waiting_for_the_limit_is_not_a_slow_or_silent_server(
+async def test_waiting_for_the_limit_is_not_a_slow_server(
     server: TestServer, out_dir: Path
 ) -> None:
-    """A limit below ``min_speed``, and waits longer than ``request_timeout``:
-    the time the session holds itself back counts against neither."""
+    """A limit below ``min_speed``: the time the session holds itself back
+    does not count in ``min_speed``'s window."""
     rate = 800_000
     file = server.add_file("/f.bin", size=1_200_000)
     config = Configuration(
         max_bytes_per_second=rate,
         min_speed=2 * rate,
         min_speed_window=0.2,
-        request_timeout=0.2,
         retry=RetryPolicy(max_attempts=1),
     )
     async with Session(config=config) as session:
@@ -120,6 +119,39 @@ async def test_waiting_for_the_limit_is_not_a_slow_or_silent_server(
         elapsed = time.monotonic() - started
     assert sha256_bytes((out_dir / "f.bin").read_bytes()) == file.sha256
     assert elapsed >= _least(file.size, rate), elapsed
+
+
+@pytest.mark.parametrize("direction", ["download", "upload"])
+async def test_waiting_for_the_limit_is_not_a_silent_server(
+    server: TestServer, out_dir: Path, tmp_path: Path, direction: str
+) -> None:
+    """Waits for the limit longer than ``request_timeout`` (a 256 KiB chunk
+    read is 0.65 s of debt; each 50 kB piece sent, past the burst, 0.25 s):
+    the watchdog does not count them."""
+    if direction == "download":
+        rate, size, timeout = 400_000, 700_000, 0.5
+    else:
+        rate, size, timeout = 200_000, 400_000, 0.2
+    config = Configuration(
+        max_bytes_per_second=rate, request_timeout=timeout, retry=RetryPolicy(max_attempts=1)
+    )
+    source = tmp_path / "up.bin"
+    source.write_bytes(os.urandom(size))
+    file = server.add_file("/f.bin", size=size)
+    async with Session(config=config) as session:
+        started = time.monotonic()
+        if direction == "download":
+            task = await session.download(server.url(file.path), out_dir / "f.bin")
+        else:
+            task = await session.upload(server.url("/up/f.bin"), source)
+        assert isinstance(await task.wait(), FinishedEvent)
+        elapsed = time.monotonic() - started
+    if direction == "download":
+        assert sha256_bytes((out_dir / "f.bin").read_bytes()) == file.sha256
+    else:
+        [received] = server.uploads
+        assert received.sha256 == sha256_bytes(source.read_bytes())
+    assert elapsed >= _least(size, rate), elapsed
 
 
 @pytest.mark.parametrize("protocol", ["plain", "tus", "ietf"])
