@@ -45,6 +45,7 @@ def test_defaults() -> None:
     assert config.launch_delay_max == 3600.0
     assert config.upload_reply_max_bytes == 64 * 1024
     assert config.fetch_max_bytes == 1024 * 1024
+    assert config.max_bytes_per_second is None
 
 
 def test_field_names_and_order() -> None:
@@ -81,6 +82,7 @@ def test_field_names_and_order() -> None:
         "max_redirects",
         "redirect_policy",
         "fetch_max_bytes",
+        "max_bytes_per_second",
     ]
 
 
@@ -478,3 +480,23 @@ def test_upload_reply_max_bytes_is_validated(value: object, error: type[Exceptio
 def test_fetch_max_bytes_is_validated(value: object, error: type[Exception]) -> None:
     with pytest.raises(error, match="fetch_max_bytes"):
         Configuration(fetch_max_bytes=value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "message"),
+    [
+        (0, ValueError, r"at least 1 \(None means no limit\), got 0"),
+        (-100, ValueError, "at least 1"),
+        (1.5e6, TypeError, "an int .bytes per second. or None, not float"),
+        ("2M", TypeError, "not str"),
+        (True, TypeError, "not bool"),
+    ],
+)
+def test_max_bytes_per_second_is_validated(
+    value: object, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=f"max_bytes_per_second must be .*{message}"):
+        Configuration(max_bytes_per_second=value)  # type: ignore[arg-type]
+    with pytest.raises(error, match="max_bytes_per_second"):
+        Configuration().replace(max_bytes_per_second=value)
+    assert Configuration(max_bytes_per_second=1).max_bytes_per_second == 1

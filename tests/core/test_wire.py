@@ -185,6 +185,8 @@ def test_every_field_but_the_headers_provider_crosses() -> None:
     assert set(encoded) == names
     config = Configuration(resume_data_max_age=None)
     assert decode_config(through_json(encode_config(config))) == config
+    limited = Configuration(max_bytes_per_second=250_000)
+    assert decode_config(through_json(encode_config(limited))) == limited
 
 
 def test_an_unknown_event_is_refused() -> None:

@@ -65,6 +65,8 @@ from .options import (
     EXIT_SIGTERM,
     EXIT_USAGE,
     add_state_dir_option,
+    add_transfer_options,
+    int_between,
 )
 from .report import Reporter, Wanted, make_reporter
 
@@ -154,37 +156,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="N",
         help="fetch each large file as N ranges at once, when the server allows (1-16)",
     )
-    get.add_argument(
-        "-t",
-        "--tries",
-        type=int_between(1, 1000),
-        metavar="N",
-        help="attempts per file before it fails (default 6; 1: no retry)",
-    )
-    output = get.add_mutually_exclusive_group()
-    output.add_argument(
-        "-q", "--quiet", action="store_true", help="print nothing but one line per failed file"
-    )
-    output.add_argument(
-        "--json", action="store_true", help="one JSON object per event and line, for scripts"
-    )
-    get.add_argument("--debug", action="store_true", help="show a traceback on an error")
+    add_transfer_options(get, per_file=True)
     add_state_dir_option(get)
     get.set_defaults(run=run)
-
-
-def int_between(low: int, high: int) -> type[int]:
-    def check(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
-        return value
-
-    check.__name__ = "number"
-    return check  # type: ignore[return-value]  # argparse takes any callable
 
 
 class UsageError(ValueError):
@@ -351,6 +325,7 @@ async def _download(
         segments=args.segments,
         progress_interval=0.2,
         handle_sigterm=False,  # this command handles SIGTERM itself (and says how to continue)
+        max_bytes_per_second=args.limit_rate,
     )
     if args.tries is not None:
         config = config.replace(retry=attrs.evolve(config.retry, max_attempts=args.tries))

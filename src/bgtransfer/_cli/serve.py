@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 
 from ..testing import Faults, TestServer
-from .options import EXIT_OK, EXIT_USAGE
+from .options import EXIT_OK, EXIT_USAGE, parse_rate
 
 __all__ = ["add_parser", "parse_faults"]
 
@@ -37,7 +37,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     serve.add_argument(
-        "--rate", type=int, metavar="BYTES/S", help="send each response at about this rate"
+        "--rate",
+        type=parse_rate,
+        metavar="RATE",
+        help="send each response at about RATE bytes/s (get --limit-rate's grammar: 500k, 5M)",
     )
     serve.add_argument(
         "--faults",

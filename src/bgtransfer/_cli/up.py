@@ -26,8 +26,8 @@ from .._core.states import TaskState
 from .._exceptions import SessionInUseError
 from .._session import Session
 from .._task import UploadTask
-from .get import follow, int_between, run_until_signal
-from .options import EXIT_FAILURE, EXIT_OK, add_state_dir_option
+from .get import follow, run_until_signal
+from .options import EXIT_FAILURE, EXIT_OK, add_state_dir_option, add_transfer_options
 from .report import Reporter, Wanted, make_reporter
 
 __all__ = ["add_parser", "run", "session_for_upload"]
@@ -80,19 +80,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="ID",
         help="the background session (default: one named after FILE and URL)",
     )
-    up.add_argument(
-        "-t",
-        "--tries",
-        type=int_between(1, 1000),
-        metavar="N",
-        help="attempts before it fails (default 6; 1: no retry)",
-    )
-    output = up.add_mutually_exclusive_group()
-    output.add_argument("-q", "--quiet", action="store_true", help="print nothing but a failure")
-    output.add_argument(
-        "--json", action="store_true", help="one JSON object per event and line, for scripts"
-    )
-    up.add_argument("--debug", action="store_true", help="show a traceback on an error")
+    add_transfer_options(up, per_file=False)
     add_state_dir_option(up)
     up.set_defaults(run=run)
 
@@ -128,7 +116,9 @@ def run(args: argparse.Namespace) -> int:
 async def _upload(
     args: argparse.Namespace, identifier: str, want: Wanted, reporter: Reporter
 ) -> int:
-    config = Configuration(progress_interval=0.2, handle_sigterm=False)
+    config = Configuration(
+        progress_interval=0.2, handle_sigterm=False, max_bytes_per_second=args.limit_rate
+    )
     if args.tries is not None:
         config = config.replace(retry=attrs.evolve(config.retry, max_attempts=args.tries))
     async with Session(identifier, state_dir=args.state_dir, config=config) as session:

@@ -437,6 +437,30 @@ class Configuration:
     body fails the fetch with :class:`~bgtransfer.ResponseTooLargeError`
     naming the cap; no more than the cap is ever buffered."""
 
+    max_bytes_per_second: int | None = attrs.field(default=None)
+    """The session's bandwidth limit, in bytes per second, in each direction:
+    its downloads together (segments included) receive no faster, and its
+    uploads together send no faster (a budget of their own: links are full
+    duplex). A quarter second's worth may go at once after an idle moment;
+    beyond it, each transfer waits for its share between chunks. Time a
+    transfer waits for the limit does not count against ``min_speed`` or
+    ``request_timeout``. None (the default): no limit (``wget --limit-rate``,
+    ``curl --limit-rate``; ``bgtransfer get --limit-rate``)."""
+
+    @max_bytes_per_second.validator
+    def _check_max_bytes_per_second(self, attribute: Any, value: object) -> None:
+        if value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(
+                "max_bytes_per_second must be an int (bytes per second) or None, "
+                f"not {type(value).__name__}"
+            )
+        if value < 1:
+            raise ValueError(
+                f"max_bytes_per_second must be at least 1 (None means no limit), got {value}"
+            )
+
     @max_redirects.validator
     def _check_max_redirects(self, attribute: Any, value: object) -> None:
         if isinstance(value, bool) or not isinstance(value, int):

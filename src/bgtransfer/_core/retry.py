@@ -220,6 +220,11 @@ class SpeedWatch:
         self._bytes = 0
         return too_slow
 
+    def hold(self, seconds: float) -> None:
+        """The transfer held itself back ``seconds`` (the bandwidth limit): that
+        time is not the server's, and does not count in the window."""
+        self._window_start += seconds
+
 
 HOLDING_STATUSES = frozenset({429, 503})
 """Statuses whose ``Retry-After`` holds the whole origin back, not only the task."""

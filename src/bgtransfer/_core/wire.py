@@ -223,6 +223,7 @@ def encode_config(config: Configuration, *, keep_secrets: bool = True) -> dict[s
         "max_redirects": config.max_redirects,
         "redirect_policy": None,  # (a callable: refused above unless None)
         "fetch_max_bytes": config.fetch_max_bytes,
+        "max_bytes_per_second": config.max_bytes_per_second,
     }
 
 

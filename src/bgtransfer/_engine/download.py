@@ -41,6 +41,7 @@ from .._exceptions import (
 )
 from .._io.errors import file_error
 from .._io.files import OUT_OF_SPACE, file_identity, move_into_place
+from .._io.pacing import pacer_for
 from .._io.partials import partial_size
 from .._io.transfer import fetch_to_file
 from .admission import provided_headers
@@ -95,6 +96,7 @@ class Downloader:
         self._publish = publish
         self._hold_origin = hold_origin
         self._rng = random.Random()
+        self._pacer = pacer_for(config.max_bytes_per_second)  # (every download's, segments too)
         self._redirects = RedirectRule(
             allow_insecure=config.allow_insecure_redirects,
             secrets=secrets,
@@ -366,6 +368,7 @@ class Downloader:
                 redirects=self._redirects,
                 chain=chain,
                 policy=policy,
+                pacer=self._pacer,
             )
         except TransferError as exc:
             if chain and job.auth is not None:

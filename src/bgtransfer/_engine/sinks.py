@@ -109,6 +109,10 @@ class _SpeedCheck:
                 url=self._job.record.url,
             )
 
+    def hold(self, seconds: float) -> None:
+        if self._watch is not None:
+            self._watch.hold(seconds)
+
 
 def _count_written(
     job: DownloadJob,
@@ -265,6 +269,9 @@ class AttemptSink:
     def chunk_received(self, nbytes: int) -> None:
         self._speed.feed(nbytes)
 
+    def held(self, seconds: float) -> None:
+        self._speed.hold(seconds)
+
     def bytes_written(self, nbytes: int) -> None:
         _count_written(self._job, self._segment, nbytes, self._clock, self._publish)
 
@@ -334,6 +341,9 @@ class SegmentSink:
 
     def chunk_received(self, nbytes: int) -> None:
         self._speed.feed(nbytes)
+
+    def held(self, seconds: float) -> None:
+        self._speed.hold(seconds)
 
     def bytes_written(self, nbytes: int) -> None:
         _count_written(self._job, self._segment, nbytes, self._clock, self._publish)

@@ -61,6 +61,7 @@ from .._exceptions import (
 )
 from .._io.errors import file_error
 from .._io.files import move_into_place, remove_quietly
+from .._io.pacing import pacer_for
 from .._io.progress import count as count_progress
 from .._io.resumable import discover
 from .._io.upload import Answer, check_source, inspect_source, send_file
@@ -114,6 +115,7 @@ class PlainStrategy:
             on_sent=on_sent,
             reply_max=config.upload_reply_max_bytes,
             reply_file=None if job.reply_to is None else job.reply_partial,
+            pacer=uploader.pacer,
         )
 
 
@@ -138,6 +140,7 @@ class Uploader:
         self.clock = clock
         self.auth = Authenticator(config) if auth is None else auth
         self.client: aiohttp.ClientSession | None = None
+        self.pacer = pacer_for(config.max_bytes_per_second)  # (every upload's; not downloads')
         self.strategy: BodyStrategy = PlainStrategy(self)
         self.resumable = ResumableStrategy(self)
         self.journal_task = journal_task  # None: no journal (an ephemeral session)

@@ -34,6 +34,7 @@ from .._core.tus import TusUpload
 from .._core.upload import check_upload_status
 from .._core.upload_protocol import UploadMachine
 from .._exceptions import ResumableUploadError, TransferError
+from .._io.pacing import Pacer
 from .._io.resumable import send_resumable, terminate_upload
 from .._io.upload import Answer
 from .journaling import FlushFor, JournalTask
@@ -87,6 +88,7 @@ class Uploading(Protocol):
 
     config: Configuration
     client: aiohttp.ClientSession | None
+    pacer: Pacer | None
     journal_task: JournalTask | None
     flush_for: FlushFor | None
     publish: Callable[[TaskEvent], None]
@@ -168,6 +170,7 @@ class ResumableStrategy:
                 on_progress=on_progress,
                 request_timeout=uploader.config.request_timeout,
                 body_cap=uploader.config.upload_reply_max_bytes,
+                pacer=uploader.pacer,
             )
         finally:
             if uploader.journal_task is not None and record.stage not in _FAILING:

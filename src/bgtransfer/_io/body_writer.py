@@ -110,6 +110,11 @@ class TransferSink(Protocol):
         """Called as bytes reach the file, in order."""
         ...
 
+    def held(self, seconds: float) -> None:
+        """The transfer waited ``seconds`` for the bandwidth limit (not the
+        server's time: ``min_speed`` does not count it)."""
+        ...
+
     async def finishing(self, size: int) -> Path | None:
         """Called once the whole body (of a plan that ``truncate``s) has arrived,
         before its last bytes are written; ``size`` is the file's length once

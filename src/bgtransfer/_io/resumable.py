@@ -34,6 +34,7 @@ from .._core.upload_protocol import (
 )
 from .._exceptions import LocalFileError
 from .errors import file_error, map_errors
+from .pacing import Pacer, pieces
 from .threads import run_blocking
 
 __all__ = ["BODY_CAP", "CHUNK", "discover", "send_resumable", "terminate_upload"]
@@ -59,6 +60,7 @@ async def send_resumable(
     on_progress: Callable[[int], None] | None = None,
     request_timeout: float | None = None,
     body_cap: int = BODY_CAP,
+    pacer: Pacer | None = None,
 ) -> UploadResponse:
     """Run ``machine`` to the end of the upload of ``path``; its final response.
 
@@ -71,7 +73,8 @@ async def send_resumable(
     the protocol's own. ``on_progress(position)`` gets the file position sent so
     far, after each piece (it goes back when the server holds less than was
     sent). Errors are :class:`~bgtransfer.TransferError` naming the machine's
-    ``task_url``; the file is only read.
+    ``task_url``; the file is only read. ``pacer``: the session's upload
+    bandwidth limit (None: none).
     """
     task_url = machine.task_url
     extra = dict(headers or {})
@@ -102,6 +105,7 @@ async def send_resumable(
                 request_timeout=request_timeout,
                 body_cap=body_cap,
                 on_progress=on_progress,
+                pacer=pacer,
             )
             machine = machine.on_response(request, response)
             if machine.upload_url is not None and machine.upload_url != known_url:
@@ -195,6 +199,7 @@ async def _exchange(
     request_timeout: float | None,
     body_cap: int,
     on_progress: Callable[[int], None] | None,
+    pacer: Pacer | None,
 ) -> UploadResponse:
     headers = _headers(extra, request)
     failed: list[LocalFileError] = []
@@ -204,7 +209,7 @@ async def _exchange(
         if request.checksum is not None:
             digest = await source.digest(start, end, request.checksum)
             headers["Upload-Checksum"] = f"{request.checksum} {digest}"
-        data = source.stream(start, end, on_progress=on_progress, failed=failed)
+        data = source.stream(start, end, on_progress=on_progress, failed=failed, pacer=pacer)
     try:
         with map_errors(url=task_url, request_timeout=request_timeout):
             async with client.request(
@@ -291,17 +296,22 @@ class _Source:
         *,
         on_progress: Callable[[int], None] | None,
         failed: list[LocalFileError],
+        pacer: Pacer | None = None,
     ) -> AsyncIterator[bytes]:
         """The request body: the bytes ``[start, end)``, each piece reported as
         sent; a read error is also put in ``failed`` (aiohttp reports it as a
-        failed write)."""
+        failed write). With ``pacer``, in its pieces, each paid for before it
+        goes (aiohttp asks for nothing more once the Content-Length is sent)."""
         position = start
         try:
-            async for piece in self.pieces(start, end):
-                yield piece
-                position += len(piece)
-                if on_progress is not None:
-                    on_progress(position)
+            async for chunk in self.pieces(start, end):
+                for piece in (chunk,) if pacer is None else pieces(chunk, pacer.piece_bytes):
+                    if pacer is not None:
+                        await pacer.pace(len(piece))
+                    yield piece
+                    position += len(piece)
+                    if on_progress is not None:
+                        on_progress(position)
         except LocalFileError as error:
             failed.append(error)
             raise

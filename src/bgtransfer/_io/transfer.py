@@ -30,6 +30,7 @@ from .body_writer import (
     TransferSink,
 )
 from .errors import map_errors, quiet_error
+from .pacing import Pacer
 from .pump import detach_body, pump_body
 from .watchdog import Watchdog, paused
 
@@ -63,6 +64,7 @@ async def fetch_to_file(
     redirects: RedirectRule = _NO_INSECURE_REDIRECTS,
     chain: list[str] | None = None,
     policy: RedirectCheck | None = None,
+    pacer: Pacer | None = None,
 ) -> BodyPlan | None:
     """One GET of ``url``; the body goes where ``sink.judge`` says.
 
@@ -81,6 +83,10 @@ async def fetch_to_file(
     wait for the server: no byte for that long ends the attempt with
     :class:`~bgtransfer.TransferTimeoutError`. Waits for the disk or the journal
     do not count.
+
+    ``pacer``: the session's bandwidth limit (None: none). The body is then
+    read chunk by chunk, each one paid for before the next is read (never by
+    the pump), and the time waited is reported to ``sink.held``.
     """
     timeout = _client_timeout(request_timeout)
     with anyio.CancelScope() as scope:
@@ -112,6 +118,7 @@ async def fetch_to_file(
                         url,
                         request_timeout=request_timeout,
                         watchdog=watchdog,
+                        pacer=pacer,
                     )
         finally:
             if watchdog is not None:
@@ -201,8 +208,11 @@ async def _stream_body(
     *,
     request_timeout: float | None,
     watchdog: Watchdog | None,
+    pacer: Pacer | None,
 ) -> int:
-    job = detach_body(response, plan, partial, request_timeout=request_timeout)
+    job = None
+    if pacer is None:  # (the pump cannot be paced: it reads the socket in a thread)
+        job = detach_body(response, plan, partial, request_timeout=request_timeout)
     if job is not None:
         try:
             with paused(watchdog):  # the pump keeps its own time
@@ -226,6 +236,10 @@ async def _stream_body(
                 remaining -= len(chunk)
             sink.chunk_received(len(chunk))
             await writer.add(chunk)
+            if pacer is not None:
+                held = await pacer.pace(len(chunk), watchdog)
+                if held:
+                    sink.held(held)
             if remaining == 0:
                 break
         await writer.finish()

@@ -27,6 +27,7 @@ import attrs
 from .._core.upload import SourceIdentity, check_upload_status, source_change
 from .._exceptions import InvalidSourceError, SourceChangedError, TransferError
 from .errors import file_error, map_errors, quiet_error
+from .pacing import Pacer, pieces
 from .threads import run_blocking
 from .watchdog import Watchdog, paused
 
@@ -115,19 +116,21 @@ class _Body:
     An error here (the file changed, a read failed) is kept: aiohttp reports a
     failed body as a connection error, and :func:`send_file` raises this one."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - a private helper of send_file
         self,
         url: str,
         source: Path,
         identity: SourceIdentity,
         on_sent: Callable[[int], None],
         watchdog: Watchdog | None,
+        pacer: Pacer | None,
     ) -> None:
         self.url = url
         self.source = source
         self.identity = identity
         self.on_sent = on_sent
         self.watchdog = watchdog
+        self.pacer = pacer
         self.error: TransferError | None = None
         self.sent = 0
 
@@ -150,11 +153,16 @@ class _Body:
                 if problem is not None:
                     self.error = _changed(self.url, self.source, problem)
                     raise self.error
-                yield chunk
-                self.sent += len(chunk)
-                if self.watchdog is not None:
-                    self.watchdog.touch()
-                self.on_sent(len(chunk))
+                if self.pacer is None:
+                    yield chunk
+                    self._went(len(chunk))
+                    continue
+                # Paced: in pieces, each paid for before it goes (aiohttp asks
+                # for nothing more once the Content-Length is sent).
+                for piece in pieces(chunk, self.pacer.piece_bytes):
+                    await self.pacer.pace(len(piece), self.watchdog)
+                    yield piece
+                    self._went(len(piece))
         except TransferError:
             raise  # (a LocalFileError is an OSError too)
         except OSError as exc:
@@ -162,6 +170,12 @@ class _Body:
             raise self.error from exc
         finally:
             os.close(fd)
+
+    def _went(self, nbytes: int) -> None:
+        self.sent += nbytes
+        if self.watchdog is not None:
+            self.watchdog.touch()
+        self.on_sent(nbytes)
 
 
 def _read(fd: int, size: int, offset: int) -> tuple[bytes, SourceIdentity]:
@@ -183,6 +197,7 @@ async def send_file(
     on_sent: Callable[[int], None],
     reply_max: int,
     reply_file: Path | None,
+    pacer: Pacer | None = None,
 ) -> Answer:
     """One attempt: ``method`` ``url`` with the file as its body.
 
@@ -192,7 +207,8 @@ async def send_file(
     for a changed file). With ``reply_file`` the response body is written
     there (a new private file, replaced whole), else up to ``reply_max`` bytes
     of it are kept. ``request_timeout``: no byte sent or received for that long
-    ends the attempt (:class:`~bgtransfer.TransferTimeoutError`).
+    ends the attempt (:class:`~bgtransfer.TransferTimeoutError`). ``pacer``:
+    the session's upload bandwidth limit (None: none).
     """
     send_headers = dict(headers)
     send_headers["Content-Length"] = str(identity.size)
@@ -202,7 +218,7 @@ async def send_file(
     answer: Answer | None = None
     with anyio.CancelScope() as scope:
         watchdog = None if request_timeout is None else Watchdog(request_timeout, scope.cancel)
-        body = _Body(url, source, identity, on_sent, watchdog)
+        body = _Body(url, source, identity, on_sent, watchdog, pacer)
         chunks = body.chunks()
         try:
             with map_errors(url=url, request_timeout=request_timeout):
