@@ -162,6 +162,7 @@ class ResumableStrategy:
                 uploader.client,
                 machine_for(job),
                 job.source,
+                identity=fields.identity,
                 headers=headers,
                 on_upload_url=on_upload_url,
                 on_offset=on_offset,

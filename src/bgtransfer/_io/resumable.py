@@ -26,6 +26,7 @@ from typing import Final, TypeVar
 
 import aiohttp
 
+from .._core.upload import SourceIdentity, source_change
 from .._core.upload_protocol import (
     UploadMachine,
     UploadRequest,
@@ -35,6 +36,7 @@ from .._core.upload_protocol import (
 from .._exceptions import LocalFileError
 from .errors import file_error, map_errors
 from .threads import run_blocking
+from .upload import changed_error, identity_of, read_chunk
 
 __all__ = ["BODY_CAP", "CHUNK", "discover", "send_resumable", "terminate_upload"]
 
@@ -53,6 +55,7 @@ async def send_resumable(
     machine: M,
     path: str | os.PathLike[str],
     *,
+    identity: SourceIdentity | None = None,
     headers: Mapping[str, str] | None = None,
     on_upload_url: Callable[[str], Awaitable[None]] | None = None,
     on_offset: Callable[[int], Awaitable[None]] | None = None,
@@ -72,6 +75,13 @@ async def send_resumable(
     far, after each piece (it goes back when the server holds less than was
     sent). Errors are :class:`~bgtransfer.TransferError` naming the machine's
     ``task_url``; the file is only read.
+
+    ``identity``: what the file was when the task took it. The open file is
+    checked against it (``fstat``, in the thread hop of each read) before every
+    piece of it is sent, a digest's reads included, so a file written to (or
+    replaced) mid-upload ends the attempt with
+    :class:`~bgtransfer.SourceChangedError` before a byte of the new version
+    goes out: the server never completes an upload made of two versions.
     """
     task_url = machine.task_url
     extra = dict(headers or {})
@@ -79,9 +89,12 @@ async def send_resumable(
         fd = await run_blocking(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         raise file_error(exc, url=task_url, action="open", path=path) from exc
-    source = _Source(fd, path, task_url)
+    source = _Source(fd, path, task_url, identity)
     try:
-        size = os.fstat(fd).st_size
+        opened = os.fstat(fd)
+        if identity is not None:
+            source.check(identity_of(opened))
+        size = opened.st_size
         expected = machine.size
         if size != expected:
             raise LocalFileError(
@@ -240,12 +253,27 @@ class _Source:
     file position, and the descriptor is closed only once no read is in flight
     (aiohttp may still be ending a cancelled body when the upload's call ends)."""
 
-    def __init__(self, fd: int, path: str | os.PathLike[str], task_url: str) -> None:
+    def __init__(
+        self,
+        fd: int,
+        path: str | os.PathLike[str],
+        task_url: str,
+        identity: SourceIdentity | None,
+    ) -> None:
         self._fd = fd
         self._path = path
         self._task_url = task_url
+        self._identity = identity
         self._reads = 0
         self._closing = False
+
+    def check(self, found: SourceIdentity) -> None:
+        """:class:`~bgtransfer.SourceChangedError` unless the open file is
+        still what the task took (size, modification time, device, inode)."""
+        assert self._identity is not None
+        problem = source_change(self._identity, found)
+        if problem is not None:
+            raise changed_error(self._task_url, self._path, problem)
 
     def close(self) -> None:
         """Close the file now, or when the read in flight ends."""
@@ -259,11 +287,15 @@ class _Source:
         self._reads += 1
         try:
             # run_blocking waits for the thread even when cancelled.
-            return await run_blocking(os.pread, self._fd, size, position)
+            if self._identity is None:
+                return await run_blocking(os.pread, self._fd, size, position)
+            piece, found = await run_blocking(read_chunk, self._fd, size, position)
         except OSError as exc:
             raise file_error(exc, url=self._task_url, action="read", path=self._path) from exc
         finally:
             self._read_ended()
+        self.check(found)  # (after the read: a write during it shows too)
+        return piece
 
     def _read_ended(self) -> None:
         self._reads -= 1
