@@ -69,6 +69,7 @@ def machine_for(job: UploadJob) -> UploadMachine:
             size,
             task_url=url,
             upload_url=fields.upload_url,
+            capabilities=fields.tus,  # (journalled: OPTIONS is asked once per upload)
             metadata=(("filename", job.source.name),),
         )
         if discovery is not None and machine.phase == "discover":
@@ -114,10 +115,14 @@ class ResumableStrategy:
         position = acknowledged
         located = False
 
-        async def on_upload_url(url: str) -> None:
+        async def on_upload_url(machine: UploadMachine) -> None:
             # A new upload (the first, or one that expired): journalled and
-            # committed before a byte of the file is sent to it.
-            job.fields = attrs.evolve(job.fields, upload_url=url, upload_offset=0)
+            # committed before a byte of the file is sent to it, with what a
+            # tus server said of itself.
+            tus = machine.capabilities if isinstance(machine, TusUpload) else None
+            job.fields = attrs.evolve(
+                job.fields, upload_url=machine.upload_url, upload_offset=0, tus=tus
+            )
             if uploader.journal_task is not None and uploader.flush_for is not None:
                 if record.stage not in _FAILING:
                     uploader.journal_task(record, urgent=True)

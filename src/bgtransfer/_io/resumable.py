@@ -3,9 +3,10 @@
 :func:`send_resumable` sends what a machine (``_core.tus``,
 ``_core.resumable_upload``) asks for over an ``aiohttp.ClientSession``, feeds it
 each answer, and returns the upload's final response. The file is streamed from
-the offset in :data:`CHUNK` pieces, never read whole; the upload URL is handed to
-``on_upload_url`` (and awaited) before the first byte of the file is sent, so a
-job can journal it; each offset the server acknowledges goes to ``on_offset``.
+the offset in :data:`CHUNK` pieces, never read whole; the machine holding a new
+upload URL is handed to ``on_upload_url`` (and awaited) before the first byte of
+the file is sent, so a job can journal the URL (and what the server said of
+itself); each offset the server acknowledges goes to ``on_offset``.
 
 One call is one attempt: a lost connection ends it with a
 :class:`~bgtransfer.NetworkError`, and the caller (its retry policy) starts the
@@ -57,7 +58,7 @@ async def send_resumable(
     *,
     identity: SourceIdentity | None = None,
     headers: Mapping[str, str] | None = None,
-    on_upload_url: Callable[[str], Awaitable[None]] | None = None,
+    on_upload_url: Callable[[M], Awaitable[None]] | None = None,
     on_offset: Callable[[int], Awaitable[None]] | None = None,
     on_progress: Callable[[int], None] | None = None,
     request_timeout: float | None = None,
@@ -120,7 +121,7 @@ async def send_resumable(
             if machine.upload_url is not None and machine.upload_url != known_url:
                 known_url = machine.upload_url
                 if on_upload_url is not None:
-                    await on_upload_url(known_url)
+                    await on_upload_url(machine)
             if machine.offset is not None and machine.offset != known_offset:
                 known_offset = machine.offset
                 if on_progress is not None:
