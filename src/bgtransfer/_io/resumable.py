@@ -39,7 +39,14 @@ from .errors import file_error, map_errors
 from .threads import run_blocking
 from .upload import changed_error, identity_of, read_chunk
 
-__all__ = ["BODY_CAP", "CHUNK", "discover", "send_resumable", "terminate_upload"]
+__all__ = [
+    "BODY_CAP",
+    "CHUNK",
+    "discover",
+    "send_resumable",
+    "send_termination",
+    "terminate_upload",
+]
 
 CHUNK: Final = 1024 * 1024
 """Bytes read from the file and handed to the connection at a time: one thread
@@ -145,7 +152,25 @@ async def terminate_upload(
     request = machine.cancel_request()
     if request is None:
         return None
-    task_url = machine.task_url
+    return await send_termination(
+        client,
+        request,
+        task_url=machine.task_url,
+        headers=headers,
+        request_timeout=request_timeout,
+    )
+
+
+async def send_termination(
+    client: aiohttp.ClientSession,
+    request: UploadRequest,
+    *,
+    task_url: str,
+    headers: Mapping[str, str] | None = None,
+    request_timeout: float | None = None,
+) -> int:
+    """Send a machine's ``cancel_request()``; the answer's status (its body is
+    read and dropped). A lost connection is a :class:`~bgtransfer.NetworkError`."""
     with map_errors(url=task_url, request_timeout=request_timeout):
         async with client.request(
             request.method,
