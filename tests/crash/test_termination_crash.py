@@ -81,7 +81,10 @@ async def test_a_termination_cut_by_a_kill_is_sent_by_the_next_open(
         "cancel_on_retry": True,
     }
     await _child_killed_mid_cancel(args, endpoint.wait_held, tmp_path / "child.stderr")
-    endpoint.release()  # the dead child's DELETE: its client is gone, nothing is removed
+    # Once the server saw the dead child's connections close, its held DELETE
+    # is let go: its client is gone, nothing is removed.
+    await asyncio.wait_for(server.wait_until(lambda s: s.open_connections == 0), LINE_TIMEOUT)
+    endpoint.release()
     await asyncio.wait_for(server.wait_until(lambda s: s.in_flight == 0), LINE_TIMEOUT)
     [upload] = endpoint.uploads.values()
     assert upload.offset == 1 * MiB
