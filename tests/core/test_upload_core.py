@@ -3,6 +3,7 @@ the reattach rule, the status judgement."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from bgtransfer._core.journal import Phase, TaskEntry
 from bgtransfer._core.reattach import Action, plan_upload_reattach
 from bgtransfer._core.secrets import SecretHeaders
 from bgtransfer._core.states import Input, TaskState
+from bgtransfer._core.tus import TusCapabilities
 from bgtransfer._core.upload import (
     SourceIdentity,
     UploadFields,
@@ -152,3 +154,42 @@ def test_the_journal_refuses_an_upload_url_with_credentials_or_a_bad_protocol() 
         )
     with pytest.raises(ValueError, match="invalid protocol"):
         UploadFields.from_json(fields.to_json().replace('"tus"', '"ftp"'))
+
+
+def test_a_tus_servers_capabilities_go_through_the_journal() -> None:
+    capabilities = TusCapabilities(
+        extensions=frozenset({"creation", "checksum"}),
+        max_size=1 << 40,
+        checksum_algorithms=("md5", "sha1"),
+    )
+    fields = UploadFields(
+        method="PUT", source="/a", identity=IDENTITY, protocol="tus", tus=capabilities
+    )
+    back = UploadFields.from_json(fields.to_json())
+    assert back == fields
+    assert back.tus is not None
+    assert back.tus.checksum == "sha1"
+    # A row written before the capabilities were kept has none.
+    document = json.loads(fields.to_json())
+    del document["tus"]
+    assert UploadFields.from_json(json.dumps(document)).tus is None
+
+
+@pytest.mark.parametrize(
+    "tus",
+    [
+        [],
+        {"versions": "1.0.0", "extensions": [], "max_size": None, "checksum_algorithms": []},
+        {"versions": [], "extensions": [7], "max_size": None, "checksum_algorithms": []},
+        {"versions": [], "extensions": [], "max_size": -1, "checksum_algorithms": []},
+        {"versions": [], "extensions": [], "max_size": True, "checksum_algorithms": []},
+        {"versions": [], "extensions": ["x"] * 65, "max_size": None, "checksum_algorithms": []},
+        {"versions": [], "extensions": [], "max_size": None},
+    ],
+)
+def test_the_journal_refuses_damaged_tus_capabilities(tus: object) -> None:
+    fields = UploadFields(method="PUT", source="/a", identity=IDENTITY, protocol="tus")
+    document = json.loads(fields.to_json())
+    document["tus"] = tus
+    with pytest.raises(ValueError, match="tus"):
+        UploadFields.from_json(json.dumps(document))

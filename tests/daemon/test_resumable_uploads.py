@@ -5,6 +5,7 @@ offset (the journalled upload URL), sending nothing twice."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 from pathlib import Path
@@ -12,8 +13,17 @@ from pathlib import Path
 import pytest
 
 from _helpers import daemon_pid, kill_daemon
-from bgtransfer import Configuration, FinishedEvent, Session
-from bgtransfer.testing import TestServer, UploadFaults
+from bgtransfer import (
+    CancelledEvent,
+    Configuration,
+    FinishedEvent,
+    RetryEvent,
+    RetryPolicy,
+    Session,
+    SessionError,
+    TransferError,
+)
+from bgtransfer.testing import ServerStatistics, TestServer, UploadFaults
 
 pytestmark = pytest.mark.asyncio
 
@@ -95,3 +105,44 @@ async def test_resume_data_round_trip_through_the_daemon(
     [stored] = endpoint.uploads.values()
     assert stored.sha256() == hashlib.sha256(source.read_bytes()).hexdigest()
     assert endpoint.bytes_received == source.stat().st_size
+
+
+@pytest.mark.parametrize("protocol", ["tus", "ietf"])
+async def test_a_daemon_sigkilled_mid_cancel_removes_the_upload_once_back(
+    server: TestServer, daemon_state: Path, tmp_path: Path, protocol: str
+) -> None:
+    """The termination was journalled before its DELETE went out: the daemon
+    that replaces the killed one sends it when it reopens the session."""
+    source = _file(tmp_path, 4 * MiB)
+    if protocol == "tus":
+        endpoint = server.add_tus_endpoint("/tus/", checksum_algorithms=())
+    else:
+        endpoint = server.add_ietf_endpoint("/ietf/")
+    endpoint.set_faults(UploadFaults(method="PATCH", reset_after=1 * MiB), times=1)
+    config = Configuration(**FAST, retry=RetryPolicy(initial_delay=600, jitter=0.0))
+    async with Session("term", state_dir=daemon_state, config=config, daemon=True) as session:
+        task = await session.upload(server.url(endpoint.prefix), source, protocol=protocol)
+        async with task.events() as stream:
+            async for event in stream:
+                if isinstance(event, RetryEvent):
+                    break  # backing off for 10 minutes, the server holding 1 MiB
+        endpoint.set_faults(UploadFaults(method="DELETE", hold_after=0), times=1)
+        cancelling = asyncio.create_task(task.cancel())
+        await asyncio.wait_for(endpoint.wait_held(), TIMEOUT)
+        pid = daemon_pid(daemon_state)
+        kill_daemon(daemon_state)  # SIGKILL while its DELETE is held
+        endpoint.release()  # (the dead daemon's DELETE, if the server saw it die, is dropped)
+        with contextlib.suppress(TransferError, SessionError):
+            await asyncio.wait_for(cancelling, TIMEOUT)
+        assert isinstance(await asyncio.wait_for(task.wait(), TIMEOUT), CancelledEvent)
+        assert daemon_pid(daemon_state) not in (None, pid)
+
+        def deleted_again(stats: ServerStatistics) -> bool:
+            deletes = [m for m, _p, _h in endpoint.requests].count("DELETE")
+            return deletes >= 2 and not endpoint.uploads and stats.in_flight == 0
+
+        # The killed daemon sent one DELETE; the others are the new daemon's (more
+        # than one when it opened the session at start and closed it meanwhile:
+        # a termination it did not see answered is sent again).
+        await asyncio.wait_for(server.wait_until(deleted_again), TIMEOUT)
+    assert endpoint.uploads == {}

@@ -113,7 +113,7 @@ async def test_a_schema_4_journal_is_migrated_to_schema_5(tmp_path: Path) -> Non
         connection.commit()
     finally:
         connection.close()
-    assert SCHEMA_VERSION == 6
+    assert SCHEMA_VERSION == 7
     journal = await Journal.open(path)
     async with journal:
         [download] = journal.entries
@@ -130,7 +130,7 @@ async def test_a_schema_4_journal_is_migrated_to_schema_5(tmp_path: Path) -> Non
     async with reopened:
         assert reopened.entries == [download, upload]
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 6
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 7
         assert db.execute("SELECT id, kind FROM tasks ORDER BY id").fetchall() == [
             (7, "download"),
             (8, "upload"),

@@ -17,6 +17,7 @@ import aiohttp
 
 from bgtransfer._core.resumable_upload import IetfUpload
 from bgtransfer._core.tus import TusUpload
+from bgtransfer._core.upload_protocol import UploadMachine
 from bgtransfer._io.resumable import send_resumable
 
 
@@ -34,8 +35,8 @@ async def main(args: dict[str, object]) -> None:
     signal_at = int(str(args["signal_at"]))
     said = False
 
-    async def on_upload_url(url: str) -> None:
-        say(upload_url=url)
+    async def on_upload_url(machine: UploadMachine) -> None:
+        say(upload_url=machine.upload_url)
 
     def on_progress(position: int) -> None:
         nonlocal said

@@ -33,8 +33,9 @@ async def send_until(
     urls: list[str] = []
     enough = asyncio.Event()
 
-    async def on_upload_url(url: str) -> None:
-        urls.append(url)
+    async def on_upload_url(machine: UploadMachine) -> None:
+        assert machine.upload_url is not None
+        urls.append(machine.upload_url)
 
     def on_progress(position: int) -> None:
         if position >= cut_at:

@@ -26,7 +26,12 @@ from bgtransfer import (
 )
 from bgtransfer._core.resumable_upload import IetfUpload
 from bgtransfer._core.tus import TusUpload
-from bgtransfer._core.upload_protocol import UploadResponse, advertised_protocol, discovery_request
+from bgtransfer._core.upload_protocol import (
+    UploadMachine,
+    UploadResponse,
+    advertised_protocol,
+    discovery_request,
+)
 from bgtransfer._io.resumable import send_resumable, terminate_upload
 from bgtransfer.testing import TestServer, UploadFaults
 from bgtransfer.testing._uploads import UploadEndpoint
@@ -88,8 +93,9 @@ class Seen:
         self.positions: list[int] = []
         self.patches_before_url: list[int] = []
 
-    async def on_upload_url(self, url: str) -> None:
-        self.urls.append(url)
+    async def on_upload_url(self, machine: UploadMachine) -> None:
+        assert machine.upload_url is not None
+        self.urls.append(machine.upload_url)
         self.patches_before_url.append(
             sum(1 for method, _, _ in self.endpoint.requests if method == "PATCH")
         )

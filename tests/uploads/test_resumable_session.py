@@ -337,8 +337,12 @@ async def test_a_file_changed_after_upload_with_resume_data_fails_the_attempt(
         with source.open("r+b") as file:
             file.write(b"x")  # same size, a new modification time
         os.utime(source, ns=(0, 0))
+        [stored] = endpoint.uploads.values()
+        held = bytes(stored.data)
+        received = endpoint.bytes_received
         again.resume()
         with pytest.raises(SourceChangedError, match="changed"):
             await again.wait()
-    [stored] = endpoint.uploads.values()
-    assert before.startswith(bytes(stored.data))  # nothing of the new version was sent
+    assert before.startswith(held)
+    assert endpoint.bytes_received == received  # nothing of the new version was sent
+    assert endpoint.uploads == {}  # nobody can complete it: removed from the server

@@ -16,6 +16,7 @@ from _upload_helpers import TusNodeServer, send_until
 
 from bgtransfer import ProgressEvent, ResumableUploadError, ResumedEvent, Session
 from bgtransfer._core.tus import TusUpload
+from bgtransfer._core.upload_protocol import UploadMachine
 from bgtransfer._io.resumable import send_resumable, terminate_upload
 
 pytestmark = pytest.mark.asyncio
@@ -46,8 +47,9 @@ async def test_upload_is_byte_exact(
     path = _file(tmp_path, size)
     urls: list[str] = []
 
-    async def on_upload_url(url: str) -> None:
-        urls.append(url)
+    async def on_upload_url(machine: UploadMachine) -> None:
+        assert machine.upload_url is not None
+        urls.append(machine.upload_url)
 
     machine = TusUpload.start(tus_node.url, size, metadata=[("filename", "up.bin")])
     result = await send_resumable(client, machine, path, on_upload_url=on_upload_url)

@@ -103,6 +103,19 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     # 5 -> 6: a download's checksum= and expected_size= (see digests.Integrity),
     # as JSON; NULL when none was asked (every task of an earlier journal).
     ("ALTER TABLE tasks ADD COLUMN integrity TEXT",),
+    # 6 -> 7: the DELETEs of cancelled resumable uploads not sent yet, one per
+    # task, kept apart from the tasks (an acknowledged task is forgotten, its
+    # termination may still be due; see _core/terminations.py).
+    (
+        """CREATE TABLE terminations (
+            task_id INTEGER PRIMARY KEY,
+            url TEXT NOT NULL,
+            upload_url TEXT NOT NULL,
+            protocol TEXT NOT NULL,
+            headers TEXT NOT NULL,
+            tries INTEGER NOT NULL
+        )""",
+    ),
 )
 """``MIGRATIONS[n]`` takes a journal from schema version ``n`` to ``n + 1``."""
 

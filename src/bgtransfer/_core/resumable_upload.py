@@ -35,10 +35,10 @@ from .upload_protocol import (
     UploadRequest,
     UploadResponse,
     check_offset,
-    expired,
     head_offset,
     parse_offset,
     resolve_upload_url,
+    start_over,
     status_error,
 )
 
@@ -231,13 +231,7 @@ class IetfUpload:
                 )
             return attrs.evolve(self, phase="done", offset=self.size, result=response)
         if response.status in GONE_STATUSES:
-            assert self.upload_url is not None
-            restarts = expired(
-                self.restarts, response.status, self.upload_url, task_url=self.task_url
-            )
-            return attrs.evolve(
-                self, phase="create", upload_url=None, offset=None, restarts=restarts, conflicts=0
-            )
+            return start_over(self, response.status)
         if self.phase == "locate":
             return self._on_head(response)
         return self._on_append(request, response)

@@ -35,10 +35,10 @@ from .upload_protocol import (
     UploadRequest,
     UploadResponse,
     check_offset,
-    expired,
     head_offset,
     parse_offset,
     resolve_upload_url,
+    start_over,
     status_error,
 )
 
@@ -47,6 +47,7 @@ __all__ = [
     "TUS_VERSION",
     "TusCapabilities",
     "TusUpload",
+    "capabilities_from_document",
     "encode_metadata",
     "parse_capabilities",
 ]
@@ -80,6 +81,49 @@ class TusCapabilities:
             return None
         offered = {name.lower() for name in self.checksum_algorithms}
         return next((name for name in CHECKSUM_PREFERENCE if name in offered), None)
+
+    def document(self) -> dict[str, object]:
+        """The capabilities as JSON-ready values (the journal keeps them with
+        the upload, so a continued upload need not ask ``OPTIONS`` again)."""
+        return {
+            "versions": list(self.versions),
+            "extensions": sorted(self.extensions),
+            "max_size": self.max_size,
+            "checksum_algorithms": list(self.checksum_algorithms),
+        }
+
+
+_MAX_NAMES: Final = 64
+"""Names per list a journalled document may hold (a server's answer is bounded
+by aiohttp's header size; this bounds what reading a journal accepts)."""
+
+
+def _names(document: dict[str, object], key: str) -> tuple[str, ...]:
+    value = document.get(key)
+    if (
+        not isinstance(value, list)
+        or len(value) > _MAX_NAMES
+        or not all(isinstance(item, str) and 0 < len(item) <= 200 for item in value)
+    ):
+        raise ValueError(f"invalid tus {key}")
+    return tuple(value)
+
+
+def capabilities_from_document(document: object) -> TusCapabilities:
+    """What :meth:`TusCapabilities.document` made; ``ValueError`` naming the field."""
+    if not isinstance(document, dict):
+        raise ValueError("invalid tus capabilities")  # noqa: TRY004 - the journal's CorruptEntry
+    max_size = document.get("max_size")
+    if max_size is not None and (
+        not isinstance(max_size, int) or isinstance(max_size, bool) or max_size < 0
+    ):
+        raise ValueError("invalid tus max_size")
+    return TusCapabilities(
+        versions=_names(document, "versions"),
+        extensions=frozenset(_names(document, "extensions")),
+        max_size=max_size,
+        checksum_algorithms=_names(document, "checksum_algorithms"),
+    )
 
 
 def _list(value: str | None) -> tuple[str, ...]:
@@ -264,11 +308,7 @@ class TusUpload:
         if self.phase == "create":
             return self._on_created(request, response)
         if status in GONE_STATUSES:
-            assert self.upload_url is not None
-            restarts = expired(self.restarts, status, self.upload_url, task_url=self.task_url)
-            return attrs.evolve(
-                self, phase="create", upload_url=None, offset=None, restarts=restarts, conflicts=0
-            )
+            return start_over(self, status)
         if self.phase == "locate":
             return self._on_head(response)
         return self._on_patch(request, response)

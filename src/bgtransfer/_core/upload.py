@@ -25,6 +25,7 @@ from .._exceptions import HTTPStatusError
 from .challenge import www_authenticate
 from .config import HeaderPairs, check_description, headers_repr, normalize_headers
 from .secrets import SecretHeaders, check_no_userinfo
+from .tus import TusCapabilities, capabilities_from_document
 
 if TYPE_CHECKING:
     from _typeshed import StrPath
@@ -142,9 +143,14 @@ class UploadFields:
     """The bytes a resumable upload's server confirmed holding."""
     protocol: str = "plain"
     """``plain``, ``tus``, ``ietf``, or ``auto`` until the server was asked."""
+    tus: TusCapabilities | None = None
+    """What a tus server said of itself (``OPTIONS``), once it did: a continued
+    upload sends the checksum it offers and terminates only if it may, without
+    asking again. None: not asked, not answered, or not tus."""
 
     def to_json(self) -> str:
         identity = self.identity
+        more = {} if self.tus is None else {"tus": self.tus.document()}
         return json.dumps(
             {
                 "method": self.method,
@@ -154,6 +160,7 @@ class UploadFields:
                 "upload_url": self.upload_url,
                 "upload_offset": self.upload_offset,
                 "protocol": self.protocol,
+                **more,
             }
         )
 
@@ -183,6 +190,7 @@ class UploadFields:
             raise ValueError("invalid protocol")
         if upload_url is not None:
             check_no_userinfo(upload_url)
+        tus = document.get("tus")  # (absent from rows before the capabilities were kept)
         return cls(
             method=method,
             source=source,
@@ -191,6 +199,7 @@ class UploadFields:
             upload_url=upload_url,
             upload_offset=offset,
             protocol=protocol,
+            tus=None if tus is None else capabilities_from_document(tus),
         )
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Final, Literal, Protocol, Self
+from typing import Final, Literal, Protocol, Self, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import attrs
@@ -34,10 +34,10 @@ __all__ = [
     "advertised_protocol",
     "check_offset",
     "discovery_request",
-    "expired",
     "head_offset",
     "parse_offset",
     "resolve_upload_url",
+    "start_over",
     "status_error",
 ]
 
@@ -238,17 +238,44 @@ def status_error(response: UploadResponse, *, task_url: str) -> HTTPStatusError:
     )
 
 
-def expired(restarts: int, status: int, upload_url: str, *, task_url: str) -> int:
-    """The restart count after the server lost an upload (``status`` 404/410);
-    :class:`UploadExpiredError` when it has been started over too often."""
-    if restarts >= MAX_RESTARTS:
+class _Restartable(Protocol):
+    """What :func:`start_over` needs of a machine (both protocols' have it)."""
+
+    @property
+    def task_url(self) -> str: ...
+
+    @property
+    def upload_url(self) -> str | None: ...
+
+    @property
+    def restarts(self) -> int: ...
+
+
+R = TypeVar("R", bound=_Restartable)
+
+
+def start_over(machine: R, status: int) -> R:
+    """The machine after the server lost its upload (``status`` 404/410): a
+    new creation, with the offset unknown and the conflicts forgotten;
+    :class:`UploadExpiredError` when it has been started over
+    :data:`MAX_RESTARTS` times already."""
+    upload_url = machine.upload_url
+    assert upload_url is not None
+    if machine.restarts >= MAX_RESTARTS:
         raise UploadExpiredError(
             f"the server no longer has the upload {redacted_url(upload_url)} (HTTP {status}), "
-            f"after starting it over {restarts} times",
-            url=task_url,
+            f"after starting it over {machine.restarts} times",
+            url=machine.task_url,
             status=status,
         )
-    return restarts + 1
+    return attrs.evolve(  # type: ignore[misc]  # (R is an attrs class: both machines are)
+        machine,
+        phase="create",
+        upload_url=None,
+        offset=None,
+        restarts=machine.restarts + 1,
+        conflicts=0,
+    )
 
 
 def discovery_request(endpoint: str) -> UploadRequest:

@@ -52,6 +52,7 @@ from .journaling import TaskJournal
 from .record import TaskRecord
 from .restore import Restorer
 from .restoring import Restoring
+from .terminations import Terminator
 from .upload import Uploader, Uploads
 
 if TYPE_CHECKING:
@@ -147,6 +148,7 @@ class Engine(Restoring):
             publish=self._publish,
             hold_origin=self._hold_origin,
         )
+        self._terminator = Terminator(config=config, journal=journal)
         uploader = Uploader(
             config=config,
             auth=auth,
@@ -158,6 +160,7 @@ class Engine(Restoring):
             journal_task=None if journal is None else self._journal_task,
             flush_for=None if journal is None else self._flush_for,
             resume_key=resume_key,
+            terminator=self._terminator,
         )
         self._fetcher = Fetcher(config=config, auth=auth, secrets=self._secrets, hold=self._hold)
         self._slot_waiters = {}
@@ -176,6 +179,7 @@ class Engine(Restoring):
     async def __aenter__(self) -> Engine:
         self._client = make_client(self.config, self._slots)
         self._download.client = self._uploads.uploader.client = self._client
+        self._terminator.client = self._client
         self._fetcher.client = self._client
         task_group = anyio.create_task_group()
         await task_group.__aenter__()

@@ -15,6 +15,7 @@ from typing import Protocol, TypeVar
 from .._core.eventlog import EventLog
 from .._core.events import LoggedEvent
 from .._core.journal import TaskEntry
+from .._core.terminations import PendingTermination
 from .._exceptions import JournalError
 from .record import TaskRecord
 
@@ -53,6 +54,14 @@ class TaskJournal(Protocol):
 
     event_log: EventLog
     """The session's numbered events (every task event but progress)."""
+
+    def put_termination(self, pending: PendingTermination) -> None:
+        """Record a cancelled upload's termination to send (committed soon)."""
+        ...
+
+    def drop_termination(self, task_id: int) -> None:
+        """Forget the task's termination: sent, or given up (committed soon)."""
+        ...
 
     def log(self, event: L) -> L:
         """``event`` numbered and in the event log (committed with what is put

@@ -18,6 +18,7 @@ from .._core.config import HeaderPairs
 from .._core.journal import TaskEntry
 from .._core.resume_data import ResumeData
 from .._core.states import TaskState
+from .._core.terminations import PendingTermination
 from .._exceptions import SessionClosedError
 from .._io.threads import run_blocking
 from .download import Downloader
@@ -26,6 +27,7 @@ from .reattacher import Reattached, Reattacher
 from .record import TaskRecord
 from .restore import Restorer
 from .scheduler import Scheduler
+from .terminations import Terminator
 from .upload import Uploads
 
 __all__ = ["Restoring"]
@@ -36,6 +38,7 @@ class Restoring(Scheduler):
 
     _restorer: Restorer
     _uploads: Uploads
+    _terminator: Terminator
     _download: Downloader
     _next_id: int
     _invalidated: bool
@@ -78,6 +81,13 @@ class Restoring(Scheduler):
         # by the journal): a process killed after that would leave them to nobody.
         for kind, reattacher in reattachers.items():
             await reattacher.remove_leftovers(leftovers[kind])
+
+    def recover_terminations(self, found: Sequence[PendingTermination]) -> None:
+        """Send, in the background, the terminations of cancelled uploads that a
+        previous process journalled but did not see answered (see
+        :mod:`.terminations`); the session's start does not wait for them."""
+        if found:
+            self._spawn(self._terminator.recover, list(found))
 
     async def flush(self) -> None:
         """Return once the journal holds everything done so far.

@@ -111,6 +111,8 @@ class BackendStartup:
                 # tasks start at once, and the application must be able to
                 # subscribe before their first event.
                 await engine.restore(entries)
+                terminations, journal.terminations = journal.terminations, []
+                engine.recover_terminations(terminations)
                 if config.handle_sigterm:
                     self._sigterm = sigterm.register(engine.journal_running)
         except BaseException:

@@ -71,6 +71,7 @@ from .journaling import FlushFor, JournalTask
 from .reattacher import Reattached
 from .record import TaskRecord
 from .retrying import back_off
+from .terminations import Terminator
 from .upload_job import UploadJob, upload_job
 from .upload_resumable import ResumableStrategy
 
@@ -135,8 +136,12 @@ class Uploader:
         flush_for: FlushFor | None = None,
         resume_key: bytes = b"",
         auth: Authenticator | None = None,
+        terminator: Terminator | None = None,
     ) -> None:
         self.config = config
+        self.terminator = (
+            Terminator(config=config, journal=None) if terminator is None else terminator
+        )
         self.clock = clock
         self.auth = Authenticator(config) if auth is None else auth
         self.client: aiohttp.ClientSession | None = None

@@ -21,7 +21,7 @@ from .._core.resume_data import ResumeData
 from .._core.states import Stage, TaskState
 from .._core.upload import UploadFields
 from .._core.upload_protocol import UploadResponse
-from .._exceptions import TransferError
+from .._exceptions import SourceChangedError, TransferError
 from .._io.files import remove_quietly
 
 if TYPE_CHECKING:
@@ -61,6 +61,7 @@ class UploadJob:
     """One task's upload: its state here, its work done by ``uploader``."""
 
     __slots__ = (
+        "abandoned",
         "announce_resume",
         "auth",
         "backing_off_until",
@@ -88,6 +89,7 @@ class UploadJob:
         self.reply: UploadReply | None = None  # the server's answer, once it accepted the file
         self.finished: FinishedEvent | None = None  # set once the task's work is complete
         self.discovery: UploadResponse | None = None  # protocol="auto"'s OPTIONS answer
+        self.abandoned = False  # failed for good: the server's upload is removed too
 
     @property
     def source(self) -> Path:
@@ -135,6 +137,12 @@ class UploadJob:
         return CancelledEvent(task_id=self.record.id, resume_data=data)
 
     def error_outcome(self, error: TransferError) -> ErrorEvent:
+        # A changed file can never complete the upload the server holds (and no
+        # resume data continues it): it is removed like a cancelled one's.
+        fields = self.fields
+        self.abandoned = (
+            isinstance(error, SourceChangedError) and fields.upload_offset < fields.identity.size
+        )
         return ErrorEvent(task_id=self.record.id, error=error)
 
     @property
@@ -143,8 +151,9 @@ class UploadJob:
 
     async def discard(self) -> None:
         try:
-            if self.record.state is TaskState.CANCELING and self.fields.upload_url is not None:
-                await self.uploader.terminate(self)  # the server's part of a cancelled upload
+            cancelled = self.record.state is TaskState.CANCELING
+            if (cancelled or self.abandoned) and self.fields.upload_url is not None:
+                await self.uploader.terminate(self)  # the server's part of the upload
         finally:
             await remove_quietly(self.reply_partial)
 

@@ -13,7 +13,8 @@ from ``N > 0`` (or after a retry, a suspend, a reattach) says so first with
 ``ResumedEvent(offset=N)``.
 
 ``terminate`` removes a cancelled upload from the server (tus termination, the
-draft's ``DELETE``); its failure is logged, not the task's.
+draft's ``DELETE``), through the engine's :class:`~.terminations.Terminator`,
+which journals it first; its failure is logged, not the task's.
 """
 
 from __future__ import annotations
@@ -30,14 +31,16 @@ from .._core.events import ResumedEvent, TaskEvent
 from .._core.resumable_upload import IetfUpload
 from .._core.secrets import redacted_url
 from .._core.states import Stage
+from .._core.terminations import PendingTermination
 from .._core.tus import TusUpload
 from .._core.upload import check_upload_status
 from .._core.upload_protocol import UploadMachine
 from .._exceptions import ResumableUploadError, TransferError
 from .._io.pacing import Pacer
-from .._io.resumable import send_resumable, terminate_upload
+from .._io.resumable import send_resumable
 from .._io.upload import Answer
 from .journaling import FlushFor, JournalTask
+from .terminations import Terminator
 
 if TYPE_CHECKING:
     import aiohttp
@@ -51,9 +54,6 @@ logger = logging.getLogger("bgtransfer")
 
 _FAILING = frozenset({Stage.FAILING, Stage.FAILING_SUSPENDED})
 """Stages whose record the journal cannot take any more (it fails the task)."""
-
-TERMINATE_TIMEOUT = 10.0
-"""Seconds a cancelled upload's termination may take (without a request_timeout)."""
 
 
 def machine_for(job: UploadJob) -> UploadMachine:
@@ -70,6 +70,7 @@ def machine_for(job: UploadJob) -> UploadMachine:
             size,
             task_url=url,
             upload_url=fields.upload_url,
+            capabilities=fields.tus,  # (journalled: OPTIONS is asked once per upload)
             metadata=(("filename", job.source.name),),
         )
         if discovery is not None and machine.phase == "discover":
@@ -89,6 +90,7 @@ class Uploading(Protocol):
     config: Configuration
     client: aiohttp.ClientSession | None
     pacer: Pacer | None
+    terminator: Terminator
     journal_task: JournalTask | None
     flush_for: FlushFor | None
     publish: Callable[[TaskEvent], None]
@@ -116,10 +118,14 @@ class ResumableStrategy:
         position = acknowledged
         located = False
 
-        async def on_upload_url(url: str) -> None:
+        async def on_upload_url(machine: UploadMachine) -> None:
             # A new upload (the first, or one that expired): journalled and
-            # committed before a byte of the file is sent to it.
-            job.fields = attrs.evolve(job.fields, upload_url=url, upload_offset=0)
+            # committed before a byte of the file is sent to it, with what a
+            # tus server said of itself.
+            tus = machine.capabilities if isinstance(machine, TusUpload) else None
+            job.fields = attrs.evolve(
+                job.fields, upload_url=machine.upload_url, upload_offset=0, tus=tus
+            )
             if uploader.journal_task is not None and uploader.flush_for is not None:
                 if record.stage not in _FAILING:
                     uploader.journal_task(record, urgent=True)
@@ -164,6 +170,7 @@ class ResumableStrategy:
                 uploader.client,
                 machine_for(job),
                 job.source,
+                identity=fields.identity,
                 headers=headers,
                 on_upload_url=on_upload_url,
                 on_offset=on_offset,
@@ -182,25 +189,25 @@ class ResumableStrategy:
         return Answer(status=status, headers=response.headers, body=response.body, truncated=False)
 
     async def terminate(self, job: UploadJob) -> None:
-        """Remove the upload from the server (a cancel); a failure is logged."""
+        """Remove the upload from the server (a cancel, a changed file): durably
+        (see :mod:`.terminations`); a failure is logged."""
         uploader = self.uploader
-        if job.fields.upload_url is None or uploader.client is None:
-            return
-        timeout = uploader.config.request_timeout or TERMINATE_TIMEOUT
-        shown = redacted_url(job.fields.upload_url)
+        fields = job.fields
+        if fields.upload_url is None or machine_for(job).cancel_request() is None:
+            return  # nothing there, or a tus server that offers no termination
+        record = job.record
+        pending = PendingTermination(
+            task_id=record.id,
+            url=record.url,
+            upload_url=fields.upload_url,
+            protocol=fields.protocol,
+            headers=record.public_headers,
+        )
         try:
-            with anyio.fail_after(timeout):
-                headers = await uploader.request_headers(job.record)
-                status = await terminate_upload(
-                    uploader.client, machine_for(job), headers=headers, request_timeout=timeout
-                )
+            with anyio.fail_after(uploader.terminator.timeout):
+                headers = await uploader.request_headers(record)
         except (TransferError, TimeoutError) as exc:
-            logger.warning("task %d: could not remove the upload %s: %s", job.record.id, shown, exc)
+            shown = redacted_url(fields.upload_url)
+            logger.warning("task %d: could not remove the upload %s: %s", record.id, shown, exc)
             return
-        if status is not None and not (200 <= status < 300 or status in (404, 410)):
-            logger.warning(
-                "task %d: the server answered HTTP %d to removing the upload %s",
-                job.record.id,
-                status,
-                shown,
-            )
+        await uploader.terminator.terminate(pending, headers)

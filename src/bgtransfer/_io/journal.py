@@ -43,6 +43,7 @@ from .._core.codec import encode_logged
 from .._core.events import LoggedEvent
 from .._core.journal import MIGRATIONS, TaskEntry
 from .._core.secrets import DEFAULT_SECRETS, SecretHeaders
+from .._core.terminations import PendingTermination
 from .journal_open import open_sync as _open_sync
 from .journal_writer import JournalStatistics, JournalWriter
 from .threads import run_blocking
@@ -85,18 +86,18 @@ class Journal(JournalWriter):
         """
         # Waited for shielded: a connection opened is always handed over (a cancel
         # comes at the caller's next cancellation point, and its cleanup closes the journal).
-        connection, entries, next_id, event_log = await run_blocking(
-            _open_sync, path, fsync, migrations, secrets, event_log_size
-        )
-        return cls(
+        opened = await run_blocking(_open_sync, path, fsync, migrations, secrets, event_log_size)
+        journal = cls(
             path,
-            connection,
-            entries=entries,
-            next_id=next_id,
+            opened.connection,
+            entries=opened.entries,
+            next_id=opened.next_id,
             fsync=fsync,
             interval=interval,
-            event_log=event_log,
+            event_log=opened.event_log,
         )
+        journal.terminations = opened.terminations
+        return journal
 
     # -- the engine's side --------------------------------------------------------
 
@@ -151,6 +152,19 @@ class Journal(JournalWriter):
             self._touch(urgent=True)
         elif self._task_group is None:  # not entered: the exit commits it
             self._wakeup.set()
+
+    def put_termination(self, pending: PendingTermination) -> None:
+        """Record a termination to send (replacing the task's pending one);
+        committed soon, and by the next :meth:`flush`."""
+        if self._failure is None:
+            self._terminations[pending.task_id] = pending
+            self._touch(urgent=True)
+
+    def drop_termination(self, task_id: int) -> None:
+        """Forget the task's termination (sent, or given up); committed soon."""
+        if self._failure is None:
+            self._terminations[task_id] = None
+            self._touch(urgent=True)
 
     def log(self, event: L) -> L:
         """Number ``event`` and append it to the event log: committed with what is

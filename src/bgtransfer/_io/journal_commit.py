@@ -13,6 +13,7 @@ from pathlib import Path
 import attrs
 
 from .._core.journal import COLUMNS, TaskEntry, entry_to_row
+from .._core.terminations import TERMINATION_COLUMNS, PendingTermination, termination_to_row
 from .files import fsync_file
 
 __all__ = ["MULTI_ROW_MAX", "Batch", "close_all", "commit_sync"]
@@ -46,6 +47,11 @@ _TRIM = "DELETE FROM events WHERE seq = ?"
 _EARLIEST = "UPDATE meta SET value = ? WHERE key = 'log_earliest'"
 _NEXT_ID = "UPDATE meta SET value = ? WHERE key = 'next_id'"
 SELECT = f"SELECT {', '.join(COLUMNS)} FROM tasks ORDER BY id"
+_PUT_TERMINATION = (
+    f"INSERT OR REPLACE INTO terminations ({', '.join(TERMINATION_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in TERMINATION_COLUMNS)})"
+)
+_DROP_TERMINATION = "DELETE FROM terminations WHERE task_id = ?"
 
 
 def close_all(checkpointer: sqlite3.Connection | None, connection: sqlite3.Connection) -> None:
@@ -65,6 +71,8 @@ class Batch:
     """Events for the event log: (seq, task id, JSON), in number order."""
     trimmed: list[int] = attrs.field(factory=list)  # event numbers retention dropped
     earliest: int = 0  # the event log's floor, stored when ``trimmed``
+    terminations: list[tuple[int, PendingTermination | None]] = attrs.field(factory=list)
+    """Terminations to record (or, None, to delete), by task id."""
     rejected: list[tuple[int, Exception]] = attrs.field(factory=list)
     """Filled by the commit: the entries that could not be stored, and why."""
 
@@ -101,7 +109,7 @@ def _commit_each(connection: sqlite3.Connection, batch: Batch) -> None:
             if _journal_failed(exc):
                 raise
             batch.rejected.append((entry.id, exc))
-    if batch.forgotten or batch.logged or batch.trimmed:
+    if batch.forgotten or batch.logged or batch.trimmed or batch.terminations:
         _commit_all(connection, attrs.evolve(batch, entries=[], files=[]))
 
 
@@ -119,7 +127,12 @@ def _commit_all(connection: sqlite3.Connection, batch: Batch) -> None:
         fsync_file(path)
     rows = [entry_to_row(entry) for entry in batch.entries]
     ids, logged = batch.forgotten, batch.logged
-    simple = not ids and not batch.trimmed and len(rows) <= MULTI_ROW_MAX >= len(logged)
+    simple = (
+        not ids
+        and not batch.trimmed
+        and not batch.terminations
+        and len(rows) <= MULTI_ROW_MAX >= len(logged)
+    )
     if simple and not (rows and logged):  # one statement: its own transaction
         _insert(connection, UPSERTS, _UPSERT, rows)
         _insert(connection, LOG_INSERTS, LOG_INSERTS[0], logged)
@@ -135,6 +148,11 @@ def _commit_all(connection: sqlite3.Connection, batch: Batch) -> None:
             connection.executemany(_DELETE, [(task_id,) for task_id in ids])
             if batch.next_id is not None:
                 connection.execute(_NEXT_ID, (str(batch.next_id),))
+        for task_id, pending in batch.terminations:
+            if pending is None:
+                connection.execute(_DROP_TERMINATION, (task_id,))
+            else:
+                connection.execute(_PUT_TERMINATION, termination_to_row(pending))
         connection.execute("COMMIT")
     except BaseException:
         if connection.in_transaction:

@@ -7,6 +7,7 @@ as it was.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import stat
@@ -26,11 +27,29 @@ from .._core.journal import (
     scrubbed_fields,
 )
 from .._core.secrets import DEFAULT_SECRETS, SecretHeaders
+from .._core.terminations import (
+    TERMINATION_COLUMNS,
+    PendingTermination,
+    termination_from_row,
+)
 from .._exceptions import JournalError
 from .files import PRIVATE_FILE_MODE, fsync_dir, fsync_file
 from .journal_commit import SELECT
 
-__all__ = ["open_sync"]
+__all__ = ["Opened", "open_sync"]
+
+logger = logging.getLogger("bgtransfer")
+
+
+@attrs.frozen(kw_only=True)
+class Opened:
+    """What opening a journal found."""
+
+    connection: sqlite3.Connection
+    entries: list[TaskEntry]
+    next_id: int
+    event_log: EventLog
+    terminations: list[PendingTermination]
 
 
 def open_sync(
@@ -39,7 +58,7 @@ def open_sync(
     migrations: Sequence[Sequence[str]],
     secrets: SecretHeaders = DEFAULT_SECRETS,
     keep: int = 4096,
-) -> tuple[sqlite3.Connection, list[TaskEntry], int, EventLog]:
+) -> Opened:
     """Open, check, migrate and load the journal; ``keep``: the event log's size
     (``Configuration.event_log_size``)."""
     where = str(path)
@@ -55,10 +74,46 @@ def open_sync(
     except OSError as exc:
         raise JournalError(where, f"cannot open it: {exc.strerror or exc}") from exc
     try:
-        return connection, *_load(connection, where, fsync, migrations, secrets, keep)
+        entries, next_id, log = _load(connection, where, fsync, migrations, secrets, keep)
+        terminations = _load_terminations(connection, where, secrets)
     except BaseException:
         connection.close()
         raise
+    return Opened(
+        connection=connection,
+        entries=entries,
+        next_id=next_id,
+        event_log=log,
+        terminations=terminations,
+    )
+
+
+def _load_terminations(
+    connection: sqlite3.Connection, where: str, secrets: SecretHeaders
+) -> list[PendingTermination]:
+    """The terminations not sent yet (none in a journal opened with fewer
+    migrations). A damaged row is dropped with a warning: it is a best-effort
+    cleanup on a server, no reason to refuse the session."""
+    try:
+        if not connection.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'terminations'"
+        ).fetchone():
+            return []
+        rows = connection.execute(
+            f"SELECT rowid, {', '.join(TERMINATION_COLUMNS)} FROM terminations ORDER BY task_id"
+        ).fetchall()
+        found, damaged = [], []
+        for rowid, *row in rows:
+            try:
+                found.append(termination_from_row(row, secrets))
+            except ValueError as exc:
+                logger.warning("journal %s: a damaged termination is dropped: %s", where, exc)
+                damaged.append((rowid,))
+        if damaged:
+            connection.executemany("DELETE FROM terminations WHERE rowid = ?", damaged)
+    except sqlite3.DatabaseError as exc:
+        raise JournalError(where, f"not a readable journal database: {exc}") from exc
+    return found
 
 
 def _check_not_linked(path: Path, where: str) -> None:

@@ -22,6 +22,7 @@ import attrs
 
 from .._core.eventlog import EventLog
 from .._core.journal import TaskEntry
+from .._core.terminations import PendingTermination
 from .._exceptions import JournalError
 from .journal_commit import Batch, close_all, commit_sync
 from .threads import run_blocking
@@ -71,6 +72,9 @@ class JournalWriter:
         """The tasks found at open, in id order (read once by the session)."""
         self.next_id = next_id
         """The smallest id no task ever had."""
+        self.terminations: list[PendingTermination] = []
+        """The terminations found at open, not sent yet (read once by the engine)."""
+        self._terminations: dict[int, PendingTermination | None] = {}  # None: delete
         self._connection = connection
         self._fsync = fsync
         self._interval = interval
@@ -121,7 +125,10 @@ class JournalWriter:
     def statistics(self) -> JournalStatistics:
         """Entries waiting to be committed, and commits made so far."""
         return JournalStatistics(
-            pending=len(self._pending) + len(self._forgotten) + len(self._logged),
+            pending=len(self._pending)
+            + len(self._forgotten)
+            + len(self._logged)
+            + len(self._terminations),
             commits=self._commits,
             wal_checkpoints=self._wal_checkpoints,
         )
@@ -239,7 +246,7 @@ class JournalWriter:
 
     def _may_commit_inline(self) -> bool:
         deletions = len(self._forgotten) if self._deletions_due else 0
-        rows = len(self._pending) + len(self._logged) + deletions
+        rows = len(self._pending) + len(self._logged) + len(self._terminations) + deletions
         return not self._fsync and rows <= INLINE_ROWS
 
     def _take_batch(self, *, deletions: bool) -> Batch:
@@ -260,8 +267,10 @@ class JournalWriter:
             logged=self._logged,
             trimmed=trimmed,
             earliest=self.event_log.earliest,
+            terminations=list(self._terminations.items()),
         )
         self._pending, self._data_files, self._logged = {}, {}, []
+        self._terminations = {}
         self._urgent = False
         return batch
 

@@ -3,9 +3,10 @@
 :func:`send_resumable` sends what a machine (``_core.tus``,
 ``_core.resumable_upload``) asks for over an ``aiohttp.ClientSession``, feeds it
 each answer, and returns the upload's final response. The file is streamed from
-the offset in :data:`CHUNK` pieces, never read whole; the upload URL is handed to
-``on_upload_url`` (and awaited) before the first byte of the file is sent, so a
-job can journal it; each offset the server acknowledges goes to ``on_offset``.
+the offset in :data:`CHUNK` pieces, never read whole; the machine holding a new
+upload URL is handed to ``on_upload_url`` (and awaited) before the first byte of
+the file is sent, so a job can journal the URL (and what the server said of
+itself); each offset the server acknowledges goes to ``on_offset``.
 
 One call is one attempt: a lost connection ends it with a
 :class:`~bgtransfer.NetworkError`, and the caller (its retry policy) starts the
@@ -26,6 +27,7 @@ from typing import Final, TypeVar
 
 import aiohttp
 
+from .._core.upload import SourceIdentity, source_change
 from .._core.upload_protocol import (
     UploadMachine,
     UploadRequest,
@@ -36,8 +38,16 @@ from .._exceptions import LocalFileError
 from .errors import file_error, map_errors
 from .pacing import Pacer, pieces
 from .threads import run_blocking
+from .upload import changed_error, identity_of, read_chunk
 
-__all__ = ["BODY_CAP", "CHUNK", "discover", "send_resumable", "terminate_upload"]
+__all__ = [
+    "BODY_CAP",
+    "CHUNK",
+    "discover",
+    "send_resumable",
+    "send_termination",
+    "terminate_upload",
+]
 
 CHUNK: Final = 1024 * 1024
 """Bytes read from the file and handed to the connection at a time: one thread
@@ -54,8 +64,9 @@ async def send_resumable(
     machine: M,
     path: str | os.PathLike[str],
     *,
+    identity: SourceIdentity | None = None,
     headers: Mapping[str, str] | None = None,
-    on_upload_url: Callable[[str], Awaitable[None]] | None = None,
+    on_upload_url: Callable[[M], Awaitable[None]] | None = None,
     on_offset: Callable[[int], Awaitable[None]] | None = None,
     on_progress: Callable[[int], None] | None = None,
     request_timeout: float | None = None,
@@ -75,6 +86,13 @@ async def send_resumable(
     sent). Errors are :class:`~bgtransfer.TransferError` naming the machine's
     ``task_url``; the file is only read. ``pacer``: the session's upload
     bandwidth limit (None: none).
+
+    ``identity``: what the file was when the task took it. The open file is
+    checked against it (``fstat``, in the thread hop of each read) before every
+    piece of it is sent, a digest's reads included, so a file written to (or
+    replaced) mid-upload ends the attempt with
+    :class:`~bgtransfer.SourceChangedError` before a byte of the new version
+    goes out: the server never completes an upload made of two versions.
     """
     task_url = machine.task_url
     extra = dict(headers or {})
@@ -82,9 +100,12 @@ async def send_resumable(
         fd = await run_blocking(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         raise file_error(exc, url=task_url, action="open", path=path) from exc
-    source = _Source(fd, path, task_url)
+    source = _Source(fd, path, task_url, identity)
     try:
-        size = os.fstat(fd).st_size
+        opened = os.fstat(fd)
+        if identity is not None:
+            source.check(identity_of(opened))
+        size = opened.st_size
         expected = machine.size
         if size != expected:
             raise LocalFileError(
@@ -111,7 +132,7 @@ async def send_resumable(
             if machine.upload_url is not None and machine.upload_url != known_url:
                 known_url = machine.upload_url
                 if on_upload_url is not None:
-                    await on_upload_url(known_url)
+                    await on_upload_url(machine)
             if machine.offset is not None and machine.offset != known_offset:
                 known_offset = machine.offset
                 if on_progress is not None:
@@ -135,7 +156,25 @@ async def terminate_upload(
     request = machine.cancel_request()
     if request is None:
         return None
-    task_url = machine.task_url
+    return await send_termination(
+        client,
+        request,
+        task_url=machine.task_url,
+        headers=headers,
+        request_timeout=request_timeout,
+    )
+
+
+async def send_termination(
+    client: aiohttp.ClientSession,
+    request: UploadRequest,
+    *,
+    task_url: str,
+    headers: Mapping[str, str] | None = None,
+    request_timeout: float | None = None,
+) -> int:
+    """Send a machine's ``cancel_request()``; the answer's status (its body is
+    read and dropped). A lost connection is a :class:`~bgtransfer.NetworkError`."""
     with map_errors(url=task_url, request_timeout=request_timeout):
         async with client.request(
             request.method,
@@ -245,12 +284,27 @@ class _Source:
     file position, and the descriptor is closed only once no read is in flight
     (aiohttp may still be ending a cancelled body when the upload's call ends)."""
 
-    def __init__(self, fd: int, path: str | os.PathLike[str], task_url: str) -> None:
+    def __init__(
+        self,
+        fd: int,
+        path: str | os.PathLike[str],
+        task_url: str,
+        identity: SourceIdentity | None,
+    ) -> None:
         self._fd = fd
         self._path = path
         self._task_url = task_url
+        self._identity = identity
         self._reads = 0
         self._closing = False
+
+    def check(self, found: SourceIdentity) -> None:
+        """:class:`~bgtransfer.SourceChangedError` unless the open file is
+        still what the task took (size, modification time, device, inode)."""
+        assert self._identity is not None
+        problem = source_change(self._identity, found)
+        if problem is not None:
+            raise changed_error(self._task_url, self._path, problem)
 
     def close(self) -> None:
         """Close the file now, or when the read in flight ends."""
@@ -264,11 +318,15 @@ class _Source:
         self._reads += 1
         try:
             # run_blocking waits for the thread even when cancelled.
-            return await run_blocking(os.pread, self._fd, size, position)
+            if self._identity is None:
+                return await run_blocking(os.pread, self._fd, size, position)
+            piece, found = await run_blocking(read_chunk, self._fd, size, position)
         except OSError as exc:
             raise file_error(exc, url=self._task_url, action="read", path=self._path) from exc
         finally:
             self._read_ended()
+        self.check(found)  # (after the read: a write during it shows too)
+        return piece
 
     def _read_ended(self) -> None:
         self._reads -= 1

@@ -34,8 +34,11 @@ from .watchdog import Watchdog, paused
 __all__ = [
     "CHUNK_BYTES",
     "Answer",
+    "changed_error",
     "check_source",
+    "identity_of",
     "inspect_source",
+    "read_chunk",
     "send_file",
 ]
 
@@ -53,7 +56,8 @@ class Answer:
     truncated: bool
 
 
-def _identity(st: os.stat_result) -> SourceIdentity:
+def identity_of(st: os.stat_result) -> SourceIdentity:
+    """A file's identity as ``stat`` (or ``fstat``) gave it."""
     return SourceIdentity(
         size=st.st_size, mtime_ns=st.st_mtime_ns, device=st.st_dev, inode=st.st_ino
     )
@@ -79,21 +83,22 @@ def inspect_source(url: str, source: str | os.PathLike[str]) -> tuple[Path, Sour
         raise InvalidSourceError(f"{url}: file {str(given)!r} is {kind}")
     if not os.access(path, os.R_OK):
         raise InvalidSourceError(f"{url}: file {str(given)!r} cannot be read (permission denied)")
-    return path, _identity(st)
+    return path, identity_of(st)
 
 
-def _changed(url: str, source: Path, problem: str) -> SourceChangedError:
+def changed_error(url: str, source: str | os.PathLike[str], problem: str) -> SourceChangedError:
+    """The task's error for a source file that is no longer the one it took."""
     return SourceChangedError(
-        f"the file {source} changed since the upload was made: {problem}; "
+        f"the file {os.fspath(source)} changed since the upload was made: {problem}; "
         "it is not sent (upload it again as a new task)",
         url=url,
-        filename=str(source),
+        filename=os.fspath(source),
     )
 
 
 def _stat_identity(source: Path) -> SourceIdentity | None:
     try:
-        return _identity(os.stat(source))
+        return identity_of(os.stat(source))
     except FileNotFoundError:
         return None
 
@@ -107,7 +112,7 @@ async def check_source(url: str, source: Path, identity: SourceIdentity) -> None
         raise file_error(exc, url=url, action="read", path=source) from exc
     problem = source_change(identity, found)
     if problem is not None:
-        raise _changed(url, source, problem)
+        raise changed_error(url, source, problem)
 
 
 class _Body:
@@ -145,13 +150,13 @@ class _Body:
             while self.sent < size:
                 with paused(self.watchdog):
                     chunk, found = await run_blocking(
-                        _read, fd, min(CHUNK_BYTES, size - self.sent), self.sent
+                        read_chunk, fd, min(CHUNK_BYTES, size - self.sent), self.sent
                     )
                 problem = source_change(self.identity, found)
                 if problem is None and not chunk:
                     problem = "it is shorter than it was"
                 if problem is not None:
-                    self.error = _changed(self.url, self.source, problem)
+                    self.error = changed_error(self.url, self.source, problem)
                     raise self.error
                 if self.pacer is None:
                     yield chunk
@@ -178,11 +183,11 @@ class _Body:
         self.on_sent(nbytes)
 
 
-def _read(fd: int, size: int, offset: int) -> tuple[bytes, SourceIdentity]:
+def read_chunk(fd: int, size: int, offset: int) -> tuple[bytes, SourceIdentity]:
     """A chunk and what the open file is now (its size and mtime: a write to it
     shows; its device and inode are the ones opened)."""
     chunk = os.pread(fd, size, offset)
-    return chunk, _identity(os.fstat(fd))
+    return chunk, identity_of(os.fstat(fd))
 
 
 async def send_file(

@@ -53,7 +53,8 @@ class UploadFaults:
     hold_after: int | None = attrs.field(default=None, validator=_non_negative)
     """Stop reading the body after this many bytes (kept) until
     :meth:`UploadEndpoint.release`; :meth:`UploadEndpoint.wait_held` returns once
-    a request is held there."""
+    a request is held there. A request without a body (``DELETE``, ``HEAD``) is
+    held before it is acted on; one whose client went away meanwhile is not."""
     offset_shift: int = attrs.field(default=0, validator=attrs.validators.instance_of(int))
     """Add this to the ``Upload-Offset`` answered: below 0 the server "loses" bytes
     it acknowledged, above 0 it claims more than it holds."""
@@ -89,6 +90,10 @@ class StoredUpload:
 class _Override:
     faults: UploadFaults
     remaining: int
+
+
+_BODILESS = frozenset({"DELETE", "HEAD", "OPTIONS", "GET"})
+"""Methods whose requests ``hold_after`` holds before they are acted on."""
 
 
 class _Aborted(Exception):
@@ -173,6 +178,8 @@ class UploadEndpoint:
             self.removed.add(upload.id)
             upload = None
         try:
+            if faults.hold_after is not None and request.method in _BODILESS:
+                await self._hold(request)
             if faults.status is not None:
                 await self._drain(request)
                 return self._fault_response(faults, upload)
@@ -218,11 +225,7 @@ class UploadEndpoint:
         while budget is None or taken < budget:
             if hold is not None and taken >= hold:
                 hold = None
-                self._held.set()
-                await self._gate.wait()
-                transport = request.transport
-                if transport is None or transport.is_closing():
-                    raise _Aborted  # the client went away while held: keep nothing more
+                await self._hold(request)
             limits = [_READ]
             limits += [] if budget is None else [budget - taken]
             limits += [] if hold is None else [hold - taken]
@@ -241,6 +244,14 @@ class UploadEndpoint:
             self._reset(request)
             raise _Aborted
         return bytes(kept) if buffer_first else None
+
+    async def _hold(self, request: web.BaseRequest) -> None:
+        """Wait for :meth:`release`; :class:`_Aborted` if the client went away."""
+        self._held.set()
+        await self._gate.wait()
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            raise _Aborted  # the client went away while held: keep nothing more
 
     @staticmethod
     def _reset(request: web.BaseRequest) -> None:
