@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from test_crash_harness import IDENTIFIER, ONE_FILE, QUICK, RUN_TIMEOUT, Scene, _child
+from test_crash_harness import DRIP, IDENTIFIER, ONE_FILE, QUICK, RUN_TIMEOUT, Scene, _child
 
 from _helpers import sha256_file
 from bgtransfer import FinishedEvent, IntegrityError, Session, TaskState
@@ -28,8 +28,15 @@ async def test_a_reattached_download_is_verified_byte_exact_after_sigkill(
     spec = scene.specs[url]
     spec["checksum"] = f"sha256:{scene.sha256[url]}"
     target = Path(spec["target"])
-    # Killed right after the journal vouched for 100 000 bytes or more.
-    run = await scene.child("run1", kill_at={"point": "after_commit", "nth": 100_000})
+    # Killed right after the journal vouched for 200 000 bytes or more (the hook's
+    # rule for a file written as it arrives: twice the 100 000 given). The server
+    # holds the body at 250 000 bytes, so that commit comes before the file ends
+    # however slowly the machine runs.
+    server.set_faults(spec["path"], Faults(drip=DRIP, hold_after=250_000), times=1)
+    try:
+        run = await scene.child("run1", kill_at={"point": "after_commit", "nth": 100_000})
+    finally:
+        server.release(spec["path"])
     assert run.self_killed, run.describe()
     assert not target.exists()
     target.write_bytes(VICTIM)
