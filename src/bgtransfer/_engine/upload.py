@@ -332,7 +332,7 @@ class Uploads:
         if not isinstance(request, UploadRequest):
             raise TypeError(f"expected an UploadRequest, not {type(request).__name__}")
         url, origin = parse_url(request.url, self._admission.origins)
-        source, identity = inspect_source(url, request.source)
+        source, identity = inspect_source(url, request.file)
         reply_to = None
         if request.reply_to is not None:
             reply_to = self._admission.resolve_destination(url, request.reply_to, {})
