@@ -17,11 +17,13 @@ from _helpers import kill_daemon, sha256_bytes
 from bgtransfer import (
     Configuration,
     FinishedEvent,
+    InvalidDestinationError,
     InvalidSourceError,
     Session,
     UploadRequest,
     UploadTask,
 )
+from bgtransfer._core.wire_upload import encode_upload
 from bgtransfer._daemon.attachment import Attachment
 from bgtransfer._daemon.client import DaemonBackend
 from bgtransfer.testing import TestServer
@@ -157,3 +159,21 @@ async def test_uploads_whose_answer_was_lost_make_exactly_one_task_each(
     assert _received(server) == {
         f"/l/{n}": sha256_bytes(path.read_bytes()) for n, path in enumerate(sources)
     }
+
+
+async def test_a_batch_with_a_relative_path_is_refused_whole_by_the_daemon(
+    server: TestServer, daemon_state: Path, tmp_path: Path
+) -> None:
+    """A client that sends a relative path (the package's never does) gets the
+    daemon's refusal naming the request; nothing is made."""
+    [source] = _sources(tmp_path, 1)
+    async with Session("raw", state_dir=daemon_state, daemon=True) as session:
+        backend = session._require_backend()
+        assert isinstance(backend, DaemonBackend)
+        good = encode_upload(UploadRequest(server.url("/r/0"), str(source)))
+        relative = {**good, "source": "sources/0.bin"}
+        with pytest.raises(InvalidDestinationError, match="relative path") as refused:
+            await backend._call("/uploads", {"uploads": [good, relative]})
+        assert "request 1 of 2; no task was made" in refused.value.__notes__
+        assert session.tasks() == []
+    assert server.requests == ()

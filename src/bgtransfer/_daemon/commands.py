@@ -106,7 +106,14 @@ async def submit_upload(
         batch = body["uploads"]
         if not isinstance(batch, list):
             raise WireError("'uploads' is not a list")
-        snapshots = await backend.submit_uploads([decode_upload(item) for item in batch])
+        decoded = []
+        for index, item in enumerate(batch):
+            try:
+                decoded.append(decode_upload(item))
+            except REFUSED as exc:
+                exc.add_note(f"request {index} of {len(batch)}; no task was made")
+                raise
+        snapshots = await backend.submit_uploads(decoded)
         served.activity()
         return {"tasks": [encode_snapshot(s) for s in snapshots]}
     snapshot = await backend.submit_upload(decode_upload(body.get("upload")))

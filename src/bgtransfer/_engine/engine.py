@@ -57,14 +57,14 @@ from .upload import Uploader, Uploads
 if TYPE_CHECKING:
     from .._core.upload import UploadRequest
 
-R = TypeVar("R")
-
 if TYPE_CHECKING:
     import aiohttp
 
 __all__ = ["Engine", "Request", "TaskJournal"]
 
 logger = logging.getLogger("bgtransfer")
+
+R = TypeVar("R")  # a batch's request (Engine._prepare_batch)
 
 
 class Engine(Restoring):
