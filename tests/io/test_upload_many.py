@@ -266,3 +266,45 @@ async def test_wrong_arguments_raise_type_errors(state_dir: Path, tmp_path: Path
     assert "s3cret" not in repr(request)
     with pytest.raises(SessionClosedError):
         await session.upload_many([request])
+
+
+async def test_a_batch_resolves_links_and_relative_paths_as_upload_does(
+    background: Callable[..., Session],
+    server: TestServer,
+    state_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch resolves each source directory once; the files it names are the
+    ones ``upload()`` would find: links followed, relative paths made absolute."""
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "linked-dir").symlink_to(real)
+    first, second = real / "first.bin", real / "second.bin"
+    first.write_bytes(os.urandom(30_000))
+    second.write_bytes(os.urandom(20_000))
+    (tmp_path / "link.bin").symlink_to(second)
+    (tmp_path / "dangling.bin").symlink_to(tmp_path / "nowhere.bin")
+    monkeypatch.chdir(tmp_path)
+    given: list[str | Path] = [
+        tmp_path / "linked-dir" / "first.bin",  # in a linked directory
+        "link.bin",  # a link to a file, relative
+        "real/../real/first.bin",  # a detour
+        Path("linked-dir") / "second.bin",
+    ]
+    expected = [first, second, first, second]
+    async with background("links", state_dir=state_dir) as session:
+        with pytest.raises(InvalidSourceError, match="does not exist") as dangling:
+            await session.upload_many(
+                [UploadRequest(server.url("/k/x"), f) for f in [*given, "dangling.bin"]]
+            )
+        assert "request 4 of 5; no task was made" in dangling.value.__notes__
+        tasks = await session.upload_many(
+            [UploadRequest(server.url(f"/k/{i}"), f) for i, f in enumerate(given)]
+        )
+        assert [task.source for task in tasks] == [p.resolve() for p in expected]
+        results = [await task.wait() for task in tasks]
+    assert all(isinstance(result, FinishedEvent) for result in results)
+    assert _received(server) == {
+        f"/k/{i}": sha256_bytes(p.read_bytes()) for i, p in enumerate(expected)
+    }
