@@ -309,10 +309,14 @@ def curl_upload() -> Contender:
     )
 
 
-def bgtransfer_queue(*, daemon: bool = False, upload: bool = False) -> Contender:
+def bgtransfer_queue(
+    *, daemon: bool = False, upload: bool = False, many: bool = False
+) -> Contender:
     """Scenario 4: queue many tasks, kill the process, reopen and list (two processes).
     ``daemon``, scenario 7: the same through a daemon started first, with one
-    ``download_many``, and each client leaves its session (the tasks stay in the daemon)."""
+    ``download_many``, and each client leaves its session (the tasks stay in the daemon).
+    ``upload``, scenario 10: uploads, one ``upload()`` each or (``many``) one
+    ``upload_many()``."""
 
     def steps(ctx: RunContext) -> list[Step]:
         script = str(CLIENTS / "bgtransfer_queue.py")
@@ -324,7 +328,7 @@ def bgtransfer_queue(*, daemon: bool = False, upload: bool = False) -> Contender
             common += ["--upload", ctx.job.upload_file]
         if daemon:
             common += ["--daemon", "--exit", "close"]
-        enqueue = ["--enqueue", "many"] if daemon and not upload else []
+        enqueue = ["--enqueue", "many"] if (daemon and not upload) or many else []
         queued = [
             Step(
                 "enqueue", [ctx.python, script, "enqueue", *common, *enqueue, "--out", str(ctx.out)]
@@ -340,10 +344,14 @@ def bgtransfer_queue(*, daemon: bool = False, upload: bool = False) -> Contender
             else 'Session("bench.bg", state_dir=<fresh>)'
         )
         end = "leave the session" if daemon else "os._exit"
+        name = "bgtransfer (daemon" if daemon else "bgtransfer (background"
+        calls = "N x upload(url, FILE)"
+        if many:
+            calls = "one upload_many([UploadRequest(url, FILE), ...])"
         return Contender(
-            name="bgtransfer (daemon)" if daemon else "bgtransfer (background)",
+            name=f"{name}, upload_many)" if many else f"{name})",
             steps=steps,
-            flags=f"{where}, max_connections_per_host=1; N x upload(url, FILE) (one 16 KiB "
+            flags=f"{where}, max_connections_per_host=1; {calls} (one 16 KiB "
             "file) to a host that accepts and never answers; "
             f"{end}; then a new process: Session(...) and session.tasks()",
             python=True,

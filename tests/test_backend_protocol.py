@@ -122,7 +122,7 @@ class FakeBackend:
 
     async def submit_upload(self, request: UploadRequest) -> TaskSnapshot:
         task_id = len(self.snapshots) + 1
-        source = Path(request.source)
+        source = Path(request.file)
         return self._set(
             TaskSnapshot(
                 id=task_id,
@@ -137,6 +137,9 @@ class FakeBackend:
                 source=source,
             )
         )
+
+    async def submit_uploads(self, requests: Sequence[UploadRequest]) -> list[TaskSnapshot]:
+        return [await self.submit_upload(request) for request in requests]
 
     async def submit_resumed(
         self, data: ResumeData, destination: Any, *, headers: HeaderPairs

@@ -70,6 +70,7 @@ EXPECTED = {
     "TransferTimeoutError",
     "UnsupportedSchemeError",
     "UploadReply",
+    "UploadRequest",
     "UploadTask",
     "UploadChecksumError",
     "UploadExpiredError",

@@ -17,8 +17,8 @@ the daemon) instead of one ``download()`` each, and ``--exit close`` leaves the
 session (the tasks go on in the daemon; the lease ends before the process does, so
 the next client can attach at once).
 
-``--upload FILE`` (scenario 10) queues uploads of FILE instead: one
-``upload()`` per task (there is no batch call for uploads), to the same URLs.
+``--upload FILE`` (scenario 10) queues uploads of FILE instead, to the same URLs:
+one ``upload()`` per task, or with ``--enqueue many`` one ``upload_many()`` call.
 
 ``reopen`` opens the same session in a new process and lists its tasks; it
 reports the time to open the session and to list, and how many tasks it found.
@@ -41,7 +41,7 @@ from pathlib import Path
 
 from _common import report
 
-from bgtransfer import Configuration, DownloadRequest, Session
+from bgtransfer import Configuration, DownloadRequest, Session, UploadRequest
 
 CONFIG = Configuration(max_connections_per_host=1, max_concurrent_transfers=1)
 
@@ -75,7 +75,11 @@ async def enqueue(args: argparse.Namespace) -> None:
     opened = time.perf_counter()
     async with open_session(args) as session:
         started = time.perf_counter()
-        if args.upload is not None:
+        if args.upload is not None and args.enqueue == "many":
+            await session.upload_many(
+                [UploadRequest(url_of(args.url_base, i), args.upload) for i in range(args.count)]
+            )
+        elif args.upload is not None:
             for index in range(args.count):
                 await session.upload(url_of(args.url_base, index), args.upload)
         elif args.enqueue == "many":

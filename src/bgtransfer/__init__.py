@@ -28,6 +28,7 @@ from ._core.resume_data import InvalidResumeDataError, ResumeData
 from ._core.retry import RetryPolicy
 from ._core.states import TaskState
 from ._core.supervisor import SupervisorStatistics
+from ._core.upload import UploadRequest
 from ._engine.hub import EventStream
 from ._exceptions import (
     AuthenticationError,
@@ -127,6 +128,7 @@ __all__ = [
     "UploadChecksumError",
     "UploadExpiredError",
     "UploadReply",
+    "UploadRequest",
     "UploadTask",
     "__version__",
     "default_state_dir",

@@ -13,7 +13,7 @@ from ._core.config import Configuration, normalize_headers
 from ._core.events import SessionEvent
 from ._core.fetch import FetchResponse
 from ._core.naming import validate_identifier
-from ._core.request import DownloadRequest
+from ._core.request import DownloadRequest, request_batch
 from ._core.resume_data import ResumeData, resume_data_of
 from ._core.supervisor import SupervisorStatistics
 from ._core.upload import UploadRequest
@@ -304,22 +304,22 @@ class Session:
         ``durability="fsync"``, where a loop of :meth:`download` calls does one each).
         """
         backend = self._require_backend()
-        given: object = requests  # checked at run time: callers are not always type-checked
-        if isinstance(given, str | bytes) or not isinstance(given, Iterable):
-            kind = type(given).__name__
-            raise TypeError(f"requests must be an iterable of DownloadRequest or str, not {kind}")
-        batch: list[DownloadRequest] = []
-        for index, item in enumerate(requests):
-            if isinstance(item, str):
-                batch.append(DownloadRequest(item))
-            elif isinstance(item, DownloadRequest):
-                batch.append(item)
-            else:
-                raise TypeError(
-                    f"request {index}: expected a DownloadRequest or a URL str, "
-                    f"not {type(item).__name__}"
-                )
+        batch = request_batch(requests, DownloadRequest, url_alone=DownloadRequest)
         return [DownloadTask(backend, snapshot) for snapshot in await backend.submit_many(batch)]
+
+    async def upload_many(self, requests: Iterable[UploadRequest]) -> list[UploadTask]:
+        """Start many uploads at once; return their tasks in the same order.
+
+        Each item is an :class:`UploadRequest` (what :meth:`upload` takes). All
+        or none, as :meth:`download_many`: every request is checked first (two
+        cannot share a ``reply_to``), and the first wrong one raises what
+        :meth:`upload` would, with a note naming its index, before any task is
+        made. A background session journals the batch in one commit; through
+        the daemon it is one request.
+        """
+        backend = self._require_backend()
+        batch = request_batch(requests, UploadRequest)
+        return [UploadTask(backend, snapshot) for snapshot in await backend.submit_uploads(batch)]
 
     async def download_with_resume_data(
         self,

@@ -1,8 +1,11 @@
-"""``DownloadRequest``: one download as a value (``Session.download_many``, the task backend)."""
+"""``DownloadRequest``: one download as a value (``Session.download_many``, the task
+backend); :func:`request_batch`: the items of a ``download_many``/``upload_many``
+call, checked."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, TypeVar
 
 import attrs
 
@@ -13,7 +16,9 @@ from .secrets import check_no_userinfo
 if TYPE_CHECKING:
     from _typeshed import StrPath  # str | os.PathLike[str], without importing os here
 
-__all__ = ["DownloadRequest"]
+__all__ = ["DownloadRequest", "request_batch"]
+
+R = TypeVar("R")
 
 
 def _url(instance: object, attribute: attrs.Attribute[str], value: object) -> None:
@@ -60,3 +65,30 @@ class DownloadRequest:
     def integrity(self) -> Integrity | None:
         """What the bytes are checked against (None: nothing asked)."""
         return Integrity.of(self.checksum, self.expected_size)
+
+
+def request_batch(
+    requests: object, kind: type[R], *, url_alone: Callable[[str], R] | None = None
+) -> list[R]:
+    """The items of ``requests`` (an iterable, not a ``str``), each a ``kind``
+    (or, with ``url_alone``, a URL ``str`` it makes one of); a ``TypeError``
+    naming the index of the first that is not. Checked at run time: callers are
+    not always type-checked."""
+    name = kind.__name__
+    if isinstance(requests, str | bytes) or not isinstance(requests, Iterable):
+        alone = " or str" if url_alone is not None else ""
+        kind_given = type(requests).__name__
+        raise TypeError(f"requests must be an iterable of {name}{alone}, not {kind_given}")
+    batch: list[R] = []
+    for index, item in enumerate(requests):
+        if isinstance(item, kind):
+            batch.append(item)
+        elif url_alone is not None and isinstance(item, str):
+            batch.append(url_alone(item))
+        else:
+            article = "an" if name[0] in "AEIOU" else "a"
+            alone = " or a URL str" if url_alone is not None else ""
+            raise TypeError(
+                f"request {index}: expected {article} {name}{alone}, not {type(item).__name__}"
+            )
+    return batch

@@ -78,13 +78,17 @@ def _description(instance: object, attribute: attrs.Attribute[str | None], value
 
 @attrs.frozen
 class UploadRequest:
-    """What one :meth:`Session.upload` call takes, as a value (the task backend's
-    argument). The file and ``reply_to`` are checked by the engine (they need the
-    file system): :class:`~bgtransfer.InvalidSourceError`,
-    :class:`~bgtransfer.InvalidDestinationError`."""
+    """What one :meth:`Session.upload` call takes, as a value (for
+    :meth:`Session.upload_many`; the task backend's argument). The method, the
+    protocol, the description and the headers are checked here (``ValueError``,
+    ``TypeError``; a URL with credentials: :class:`~bgtransfer.InvalidURLError`);
+    the rest of the URL, ``file`` and ``reply_to`` need the file system and are
+    checked by ``upload_many``, with every other request of the batch
+    (:class:`~bgtransfer.InvalidSourceError`,
+    :class:`~bgtransfer.InvalidDestinationError`)."""
 
     url: str = attrs.field(validator=_url)
-    source: StrPath
+    file: StrPath
     method: str = attrs.field(default="PUT", kw_only=True, validator=_method)
     description: str | None = attrs.field(default=None, kw_only=True, validator=_description)
     headers: HeaderPairs = attrs.field(

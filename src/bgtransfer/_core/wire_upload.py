@@ -18,7 +18,7 @@ def encode_upload(request: UploadRequest) -> dict[str, Any]:
     reply_to = request.reply_to
     return {
         "url": request.url,
-        "source": str(request.source),
+        "source": str(request.file),
         "method": request.method,
         "description": request.description,
         "headers": [list(pair) for pair in request.headers],

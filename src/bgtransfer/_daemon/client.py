@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -85,6 +86,9 @@ class DaemonBackend:
         self._pending: list[asyncio.Task[Any]] = []  # sync commands sent, in order
         self._acks: list[int] | None = None  # delivered, acknowledged with the next batch
         self._submissions = Submissions(self._submit_each)  # download() calls, coalesced
+        self._upload_submissions = Submissions(  # and upload() calls
+            functools.partial(self._submit_each, path="/uploads")
+        )
 
     @property
     def directory(self) -> Path:
@@ -166,19 +170,20 @@ class DaemonBackend:
         task = await self._submissions.submit(encode_request(_absolute(request)))
         return self._book.own(self._book.update(task_of({"task": task})))
 
-    async def _submit_each(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Concurrent ``download()`` calls in one request (``submissions.py``);
-        after a lost answer, the ones the daemon made are claimed and the
-        others sent again."""
+    async def _submit_each(
+        self, requests: list[dict[str, Any]], *, path: str = "/tasks"
+    ) -> list[dict[str, Any]]:
+        """Concurrent ``download()`` (or, at ``/uploads``, ``upload()``) calls in
+        one request (``submissions.py``); after a lost answer, the ones the
+        daemon made are claimed and the others sent again."""
+        key = _key if path == "/tasks" else _upload_key
         results: list[dict[str, Any]] = [{} for _ in requests]
         left = list(range(len(requests)))
         while left:
             try:
-                answer = await self._call(
-                    "/tasks", {"each": [requests[i] for i in left]}, resend=False
-                )
+                answer = await self._call(path, {"each": [requests[i] for i in left]}, resend=False)
             except Unanswered as lost:
-                claimed = self._book.claim([_key(requests[i]) for i in left], lost.mark)
+                claimed = self._book.claim([key(requests[i]) for i in left], lost.mark)
                 for index, snapshot in zip(left, claimed, strict=True):
                     if snapshot is not None:
                         results[index] = {"task": encode_snapshot(snapshot)}
@@ -194,18 +199,26 @@ class DaemonBackend:
 
     async def submit_many(self, requests: Sequence[DownloadRequest]) -> list[TaskSnapshot]:
         encoded = [encode_request(_absolute(r)) for r in requests]
+        return await self._submit_batch("/tasks", {"requests": encoded}, [_key(r) for r in encoded])
+
+    async def _submit_batch(
+        self, path: str, body: dict[str, Any], keys: list[SubmissionKey]
+    ) -> list[TaskSnapshot]:
+        """A ``download_many``/``upload_many`` request (all or none: one journal
+        write); after a lost answer, its tasks are claimed or it is sent again."""
         while True:
             try:
-                answer = await self._call("/tasks", {"requests": encoded}, resend=False)
-            except Unanswered as lost:  # all or none: one journal write
-                claimed = self._book.claim([_key(r) for r in encoded], lost.mark)
+                answer = await self._call(path, body, resend=False)
+            except Unanswered as lost:
+                claimed = self._book.claim(keys, lost.mark)
                 made = [snapshot for snapshot in claimed if snapshot is not None]
-                if len(made) == len(encoded):
+                if len(made) == len(keys):
                     return made
                 if made:
+                    call = "download_many" if path == "/tasks" else "upload_many"
                     raise DaemonError(
                         f"session {self._identifier!r}: the daemon's connection was lost during "
-                        f"download_many(); {len(made)} of its {len(encoded)} tasks exist "
+                        f"{call}(); {len(made)} of its {len(keys)} tasks exist "
                         f"(ids {[s.id for s in made]})"
                     ) from lost
                 continue
@@ -213,19 +226,15 @@ class DaemonBackend:
             return [book.own(book.update(task_of({"task": t}))) for t in answer["tasks"]]
 
     async def submit_upload(self, request: UploadRequest) -> TaskSnapshot:
-        reply_to = None if request.reply_to is None else _absolute_path(request.reply_to)
-        request = attrs.evolve(request, source=_absolute_path(request.source), reply_to=reply_to)
-        body = {"upload": encode_upload(request)}
-        # An upload's snapshot names its reply_to as destination, else its source.
-        key = (request.url, request.description, reply_to or str(request.source))
-        while True:
-            try:
-                answer = await self._call("/uploads", body, resend=False)
-                return self._book.own(self._task_answer(answer))
-            except Unanswered as lost:
-                (claimed,) = self._book.claim([key], lost.mark)
-                if claimed is not None:
-                    return claimed
+        if self._closed:
+            raise self._link.closed_error()
+        task = await self._upload_submissions.submit(encode_upload(_absolute_upload(request)))
+        return self._book.own(self._book.update(task_of({"task": task})))
+
+    async def submit_uploads(self, requests: Sequence[UploadRequest]) -> list[TaskSnapshot]:
+        encoded = [encode_upload(_absolute_upload(r)) for r in requests]
+        keys = [_upload_key(r) for r in encoded]
+        return await self._submit_batch("/uploads", {"uploads": encoded}, keys)
 
     async def submit_resumed(
         self,
@@ -375,6 +384,18 @@ class DaemonBackend:
 def _key(request: dict[str, Any]) -> SubmissionKey:
     """What identifies the task an encoded request makes."""
     return (request["url"], request.get("description"), request.get("destination"))
+
+
+def _upload_key(upload: dict[str, Any]) -> SubmissionKey:
+    """What identifies the task an encoded upload makes (its snapshot's
+    destination is its ``reply_to``, else its file)."""
+    return (upload["url"], upload.get("description"), upload.get("reply_to") or upload["source"])
+
+
+def _absolute_upload(request: UploadRequest) -> UploadRequest:
+    """The daemon's working directory is not ours: the paths go absolute."""
+    reply_to = None if request.reply_to is None else _absolute_path(request.reply_to)
+    return attrs.evolve(request, file=_absolute_path(request.file), reply_to=reply_to)
 
 
 def _absolute_path(path: str | os.PathLike[str]) -> str:

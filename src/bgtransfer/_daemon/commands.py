@@ -13,7 +13,6 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from .._core.request import DownloadRequest
 from .._core.resume_data import ResumeData
 from .._core.wire import (
     WireError,
@@ -57,26 +56,31 @@ REFUSED: Final = (BgTransferError, TypeError, ValueError, KeyError)
 """What a request is refused with (the server's ``_guard`` answers them 4xx)."""
 
 
-async def _submit_each(served: Served, given: list[Any]) -> list[dict[str, Any]]:
-    """Each request as its own ``download()`` would be, one result each, in
-    order: ``{"task": <snapshot>}`` or ``{"error": <exception>}``. All go in
-    one ``submit_many`` (one journal write); when it refuses one of them, each
-    is submitted alone, in order, so the others are made as their own calls
-    would make them."""
+async def _submit_each(
+    served: Served, given: list[Any], *, upload: bool = False
+) -> list[dict[str, Any]]:
+    """Each request as its own ``download()`` (``upload()``) would be, one
+    result each, in order: ``{"task": <snapshot>}`` or ``{"error": <exception>}``.
+    All go in one ``submit_many`` (``submit_uploads``: one journal write); when
+    it refuses one of them, each is submitted alone, in order, so the others are
+    made as their own calls would make them."""
     backend = served.backend
+    decode: Callable[[object], Any] = decode_upload if upload else decode_request
+    submit_one = backend.submit_upload if upload else backend.submit
+    submit_all = backend.submit_uploads if upload else backend.submit_many
     results: list[dict[str, Any]] = [{} for _ in given]
-    decoded: list[tuple[int, DownloadRequest]] = []
+    decoded: list[tuple[int, Any]] = []
     for index, item in enumerate(given):
         try:
-            decoded.append((index, decode_request(item)))
+            decoded.append((index, decode(item)))
         except REFUSED as exc:
             results[index] = {"error": encode_exception(exc)}
     try:
-        snapshots = await backend.submit_many([r for _, r in decoded])
+        snapshots = await submit_all([r for _, r in decoded])
     except REFUSED:
         for index, one in decoded:
             try:
-                results[index] = {"task": encode_snapshot(await backend.submit(one))}
+                results[index] = {"task": encode_snapshot(await submit_one(one))}
             except REFUSED as exc:
                 results[index] = {"error": encode_exception(exc)}
     else:
@@ -88,7 +92,32 @@ async def _submit_each(served: Served, given: list[Any]) -> list[dict[str, Any]]
 async def submit_upload(
     served: Served, body: dict[str, Any], request: web.Request
 ) -> dict[str, Any]:
-    snapshot = await served.backend.submit_upload(decode_upload(body.get("upload")))
+    """``{"upload": ...}`` (one ``upload()``), ``{"each": [...]}`` (concurrent
+    ``upload()`` calls, one result each) or ``{"uploads": [...]}``
+    (``upload_many``, all or none)."""
+    backend = served.backend
+    if "each" in body:
+        given = body["each"]
+        if not isinstance(given, list):
+            raise WireError("'each' is not a list")
+        results = await _submit_each(served, given, upload=True)
+        served.activity()
+        return {"results": results}
+    if "uploads" in body:
+        batch = body["uploads"]
+        if not isinstance(batch, list):
+            raise WireError("'uploads' is not a list")
+        decoded = []
+        for index, item in enumerate(batch):
+            try:
+                decoded.append(decode_upload(item))
+            except REFUSED as exc:
+                exc.add_note(f"request {index} of {len(batch)}; no task was made")
+                raise
+        snapshots = await backend.submit_uploads(decoded)
+        served.activity()
+        return {"tasks": [encode_snapshot(s) for s in snapshots]}
+    snapshot = await backend.submit_upload(decode_upload(body.get("upload")))
     served.activity()
     return {"task": encode_snapshot(snapshot)}
 

@@ -95,6 +95,11 @@ class TaskBackend(Protocol):
         (``InvalidSourceError``, ``InvalidDestinationError``, ``TypeError``)."""
         ...
 
+    async def submit_uploads(self, requests: Sequence[UploadRequest]) -> list[TaskSnapshot]:
+        """:meth:`submit_upload` for each, all or none (an error names the
+        request's index); one journal commit for the batch."""
+        ...
+
     async def submit_resumed(
         self,
         data: ResumeData,

@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.abc
@@ -64,6 +64,8 @@ if TYPE_CHECKING:
 __all__ = ["Engine", "Request", "TaskJournal"]
 
 logger = logging.getLogger("bgtransfer")
+
+R = TypeVar("R")  # a batch's request (Engine._prepare_batch)
 
 
 class Engine(Restoring):
@@ -350,24 +352,13 @@ class Engine(Restoring):
         (destinations against each other too) before the first task is queued.
         An error gets a note naming the request."""
         self._check_open()
-        records: list[TaskRecord] = []
         checked_dirs: dict[Path, Path] = {}  # one check per directory for the batch
-        try:
-            for index, request in enumerate(requests):
-                try:
-                    record = self._admission.prepare(
-                        self._next_id + index, request, checked_dirs=checked_dirs
-                    )
-                except Exception as exc:
-                    exc.add_note(f"request {index} of {len(requests)}; no task was made")
-                    raise
-                self._claims[record.destination_key] = record.id  # the next ones see it
-                records.append(record)
-        finally:
-            if len(records) != len(requests):  # failed: nothing stays claimed
-                for record in records:
-                    del self._claims[record.destination_key]
-        self._next_id += len(records)
+        records = self._prepare_batch(
+            requests,
+            lambda task_id, request: self._admission.prepare(
+                task_id, request, checked_dirs=checked_dirs
+            ),
+        )
         return [self._admit(self._downloading(record)) for record in records]
 
     def submit_upload(self, request: UploadRequest) -> TaskRecord:
@@ -377,6 +368,40 @@ class Engine(Restoring):
         record = self._uploads.prepare(self._next_id, request)
         self._next_id += 1
         return self._admit(record)
+
+    def submit_uploads(self, requests: Sequence[UploadRequest]) -> list[TaskRecord]:
+        """:meth:`submit_upload` for each request, all or none (as :meth:`submit_many`)."""
+        self._check_open()
+        resolved_dirs: dict[Path, Path] = {}  # each source directory resolved once
+        records = self._prepare_batch(
+            requests, lambda task_id, r: self._uploads.prepare(task_id, r, resolved_dirs)
+        )
+        return [self._admit(record) for record in records]
+
+    def _prepare_batch(
+        self, requests: Sequence[R], prepare: Callable[[int, R], TaskRecord]
+    ) -> list[TaskRecord]:
+        """A record for each request, in order, or none: the first that fails
+        raises with a note naming it. Each claims its destination at once (the
+        next ones see it) and frees it if the batch fails."""
+        records: list[TaskRecord] = []
+        try:
+            for index, request in enumerate(requests):
+                try:
+                    record = prepare(self._next_id + index, request)
+                except Exception as exc:
+                    exc.add_note(f"request {index} of {len(requests)}; no task was made")
+                    raise
+                if record.claims_destination:
+                    self._claims[record.destination_key] = record.id
+                records.append(record)
+        finally:
+            if len(records) != len(requests):  # failed: nothing stays claimed
+                for record in records:
+                    if record.claims_destination:
+                        del self._claims[record.destination_key]
+        self._next_id += len(records)
+        return records
 
     async def fetch(
         self, url: object, *, method: object, headers: HeaderPairs, max_bytes: object

@@ -99,6 +99,12 @@ class LocalBackend:
         await engine.flush()  # in the journal before it is handed out
         return snapshot_of(record)
 
+    async def submit_uploads(self, requests: Sequence[UploadRequest]) -> list[TaskSnapshot]:
+        engine = self._engine
+        records = engine.submit_uploads(requests)
+        await engine.flush()  # in the journal before they are handed out
+        return [snapshot_of(record) for record in records]
+
     async def fetch(
         self, url: str, *, method: str, headers: HeaderPairs, max_bytes: int | None
     ) -> FetchResponse:

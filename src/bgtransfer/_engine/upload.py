@@ -334,13 +334,16 @@ class Uploads:
         self._partials_dir = partials_dir
         self._secrets = secrets
 
-    def prepare(self, task_id: int, request: UploadRequest) -> TaskRecord:
+    def prepare(
+        self, task_id: int, request: UploadRequest, resolved_dirs: dict[Path, Path] | None = None
+    ) -> TaskRecord:
         """A record for ``request``, validated (the file is stat'ed and resolved,
-        ``reply_to`` resolved as a download's destination); not queued yet."""
+        ``reply_to`` resolved as a download's destination); not queued yet.
+        ``resolved_dirs``: a batch's source directories resolved so far."""
         if not isinstance(request, UploadRequest):
             raise TypeError(f"expected an UploadRequest, not {type(request).__name__}")
         url, origin = parse_url(request.url, self._admission.origins)
-        source, identity = inspect_source(url, request.source)
+        source, identity = inspect_source(url, request.file, resolved_dirs)
         reply_to = None
         if request.reply_to is not None:
             reply_to = self._admission.resolve_destination(url, request.reply_to, {})

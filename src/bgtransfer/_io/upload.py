@@ -63,16 +63,19 @@ def identity_of(st: os.stat_result) -> SourceIdentity:
     )
 
 
-def inspect_source(url: str, source: str | os.PathLike[str]) -> tuple[Path, SourceIdentity]:
+def inspect_source(
+    url: str, source: str | os.PathLike[str], resolved_dirs: dict[Path, Path] | None = None
+) -> tuple[Path, SourceIdentity]:
     """The source file of a new upload, absolute and resolved, and its identity;
     :class:`InvalidSourceError` naming the URL, the path and the cause when it
-    is not a readable regular file. (On the loop: a few system calls per new task.)"""
+    is not a readable regular file. (On the loop: a few system calls per new task.)
+    ``resolved_dirs``: the directories a batch resolved so far, by the path given
+    (a file that is not a link then costs an ``lstat`` and an ``access``)."""
     if not isinstance(source, str | os.PathLike):
         raise TypeError(f"file must be a str or os.PathLike, not {type(source).__name__}")
     given = Path(source).expanduser()
     try:
-        path = given.resolve(strict=True)
-        st = os.stat(path)
+        path, st = _resolved(given, resolved_dirs)
     except FileNotFoundError:
         raise InvalidSourceError(f"{url}: file {str(given)!r} does not exist") from None
     except (OSError, RuntimeError) as exc:  # a link loop, a name too long, no permission
@@ -84,6 +87,19 @@ def inspect_source(url: str, source: str | os.PathLike[str]) -> tuple[Path, Sour
     if not os.access(path, os.R_OK):
         raise InvalidSourceError(f"{url}: file {str(given)!r} cannot be read (permission denied)")
     return path, identity_of(st)
+
+
+def _resolved(given: Path, dirs: dict[Path, Path] | None) -> tuple[Path, os.stat_result]:
+    """``given`` resolved (strictly) and what ``stat`` says of it."""
+    if dirs is not None and given.name not in ("", ".."):
+        st = os.lstat(given)
+        if not stat.S_ISLNK(st.st_mode):
+            parent = dirs.get(given.parent)
+            if parent is None:
+                parent = dirs[given.parent] = given.parent.resolve(strict=True)
+            return parent / given.name, st
+    path = given.resolve(strict=True)
+    return path, os.stat(path)
 
 
 def changed_error(url: str, source: str | os.PathLike[str], problem: str) -> SourceChangedError:
