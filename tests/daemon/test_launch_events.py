@@ -153,10 +153,11 @@ async def test_the_seed_scenario_example_runs(
     identifier = "com.example.launch-app"
     stored = daemon_state / identifier / "launch.json"
     async with asyncio.timeout(60):  # the default launch_delay (5 s), then the collect
-        while True:  # written when the session closes: its launch ended, all acknowledged
+        while True:  # the session closed once its launch ended, all acknowledged
             status = await daemon_status(daemon_state)
             open_ids = [] if status is None else [s["identifier"] for s in status["sessions"]]
-            if identifier not in open_ids and stored.exists():
+            # (launch.json is also written while the launch runs: wait for its end.)
+            if identifier not in open_ids and _last_launch_ended(stored):
                 break
             await asyncio.sleep(0.05)  # another process's state, read as a script would
     (launch,) = json.loads(stored.read_text())["history"]
@@ -256,3 +257,12 @@ async def test_acknowledging_out_of_order_moves_the_cursor_only_past_a_complete_
         launches = await wait_launches(daemon_state, "order", lambda s: True)
         assert launches["acknowledged"] == ended.seq
         assert launches["history"] == []  # attached all along: nothing was launched
+
+
+def _last_launch_ended(stored: Path) -> bool:
+    """launch.json exists and its last launch has ended (written whole: by rename)."""
+    try:
+        history = json.loads(stored.read_text())["history"]
+    except FileNotFoundError:
+        return False
+    return bool(history) and history[-1]["ended_at"] is not None
