@@ -43,6 +43,9 @@ DAEMON_SERVER = {"bgtransfer._daemon.server", "bgtransfer._daemon.commands"}
 SERVER_SIDE = {"aiohttp.web", "bgtransfer.testing"}
 TERMINAL = {"rich", "textual", "bgtransfer._demo.app"}
 CLI_MODULES = {"bgtransfer._cli"}
+# The installed distribution's metadata (zipfile, csv, importlib.resources under it):
+# the version comes from a constant (_core/version.py).
+METADATA = {"importlib.metadata"}
 
 TRANSFERS = """\
 import asyncio
@@ -113,7 +116,7 @@ def test_in_process_transfers_import_no_daemon_and_no_server_side(
 ) -> None:
     modules = imported(tmp_path, PROBE + TRANSFERS, server.base_url, str(tmp_path))
     assert {"bgtransfer._engine.upload", "bgtransfer._io.journal"} <= modules
-    unwanted = DAEMON_CLIENT | DAEMON_SERVER | SERVER_SIDE | TERMINAL | CLI_MODULES
+    unwanted = DAEMON_CLIENT | DAEMON_SERVER | SERVER_SIDE | TERMINAL | CLI_MODULES | METADATA
     assert found(modules, unwanted) == set()
 
 

@@ -28,6 +28,7 @@ from ._core.resume_data import InvalidResumeDataError, ResumeData
 from ._core.retry import RetryPolicy
 from ._core.states import TaskState
 from ._core.supervisor import SupervisorStatistics
+from ._core.version import VERSION
 from ._engine.hub import EventStream
 from ._exceptions import (
     AuthenticationError,
@@ -65,7 +66,7 @@ from ._exceptions import (
 from ._session import Session, default_state_dir
 from ._task import DownloadTask, UploadTask
 
-__version__ = "0.1.0.dev0"
+__version__ = VERSION  # (the one place: _core/version.py)
 
 __all__ = [
     "AuthenticationError",
