@@ -107,7 +107,7 @@ def server() -> Iterator[ThreadedTestServer]:
 def test_import_bgtransfer_imports_no_daemon_no_server_side_no_cli(tmp_path: Path) -> None:
     modules = imported(tmp_path, PROBE + "import bgtransfer\n")
     assert "bgtransfer._session" in modules
-    unwanted = DAEMON_CLIENT | DAEMON_SERVER | SERVER_SIDE | TERMINAL | CLI_MODULES
+    unwanted = DAEMON_CLIENT | DAEMON_SERVER | SERVER_SIDE | TERMINAL | CLI_MODULES | METADATA
     assert found(modules, unwanted) == set()
 
 
@@ -131,7 +131,7 @@ def test_cli_commands_import_no_daemon_and_no_test_server(tmp_path: Path, args: 
     (tmp_path / "state" / "startup.probe").mkdir(parents=True)
     modules = imported(tmp_path, CLI, *args)
     assert "bgtransfer._cli" in modules
-    unwanted = DAEMON_CLIENT | DAEMON_SERVER | SERVER_SIDE | TERMINAL
+    unwanted = DAEMON_CLIENT | DAEMON_SERVER | SERVER_SIDE | TERMINAL | METADATA
     assert found(modules, unwanted) == set()
 
 
@@ -141,7 +141,7 @@ def test_cli_get_imports_no_daemon_and_no_test_server(
     url = server.url("/file.bin")
     modules = imported(tmp_path, CLI, "get", "-q", "--state-dir", "state", "-d", "out", url)
     assert (tmp_path / "out" / "file.bin").stat().st_size == 50_000
-    unwanted = DAEMON_CLIENT | DAEMON_SERVER | SERVER_SIDE | TERMINAL
+    unwanted = DAEMON_CLIENT | DAEMON_SERVER | SERVER_SIDE | TERMINAL | METADATA
     assert found(modules, unwanted) == set()
 
 
@@ -149,7 +149,7 @@ def test_cli_status_imports_no_daemon_server_and_no_test_server(tmp_path: Path) 
     state = str(tmp_path / "state")
     modules = imported(tmp_path, CLI, "status", "--state-dir", state, status=1)  # no daemon
     assert "bgtransfer._daemon.control" in modules
-    unwanted = DAEMON_SERVER | {"bgtransfer.testing"} | TERMINAL
+    unwanted = DAEMON_SERVER | {"bgtransfer.testing"} | TERMINAL | METADATA
     assert found(modules, unwanted) == set()
 
 
@@ -157,5 +157,5 @@ def test_the_daemon_imports_no_client_and_no_test_server(tmp_path: Path) -> None
     state = tmp_path / "state"
     modules = imported(tmp_path, CLI, "daemon", "--state-dir", str(state), "--idle-timeout", "0.01")
     assert "bgtransfer._daemon.server" in modules
-    unwanted = DAEMON_CLIENT | {"bgtransfer.testing"} | TERMINAL
+    unwanted = DAEMON_CLIENT | {"bgtransfer.testing"} | TERMINAL | METADATA
     assert found(modules, unwanted) == set()
