@@ -145,11 +145,39 @@ def test_cli_get_imports_no_daemon_and_no_test_server(
     assert found(modules, unwanted) == set()
 
 
-def test_cli_status_imports_no_daemon_server_and_no_test_server(tmp_path: Path) -> None:
+def test_cli_status_imports_no_daemon_server_and_no_server_side(tmp_path: Path) -> None:
     state = str(tmp_path / "state")
     modules = imported(tmp_path, CLI, "status", "--state-dir", state, status=1)  # no daemon
     assert "bgtransfer._daemon.control" in modules
-    unwanted = DAEMON_SERVER | {"bgtransfer.testing"} | TERMINAL | METADATA
+    unwanted = DAEMON_SERVER | SERVER_SIDE | TERMINAL | METADATA
+    assert found(modules, unwanted) == set()
+
+
+DAEMON_SESSION = """\
+import asyncio
+from pathlib import Path
+
+import bgtransfer
+from bgtransfer._daemon.control import stop_daemon
+
+
+async def main() -> None:
+    state = Path(sys.argv[1])
+    try:
+        async with bgtransfer.Session("startup.probe", state_dir=state, daemon=True) as session:
+            assert list(session.tasks()) == []
+    finally:
+        assert await stop_daemon(state) == 0
+
+
+asyncio.run(main())
+"""
+
+
+def test_a_daemon_session_s_client_imports_no_server_side(tmp_path: Path) -> None:
+    modules = imported(tmp_path, PROBE + DAEMON_SESSION, str(tmp_path / "state"))
+    assert "bgtransfer._daemon.client" in modules
+    unwanted = DAEMON_SERVER | SERVER_SIDE | TERMINAL | CLI_MODULES | METADATA
     assert found(modules, unwanted) == set()
 
 

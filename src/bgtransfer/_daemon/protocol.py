@@ -12,12 +12,15 @@ import json
 import socket
 import struct
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any, Final
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Any, Final
 
 from .._core.version import VERSION
 from .._core.wire import PROTOCOL_VERSION, WireError, encode_exception
+
+if TYPE_CHECKING:
+    # Types only: the clients (connection.py, control.py) import this module for
+    # its constants, and aiohttp.web is the server's (error_response imports it).
+    from aiohttp import web
 
 __all__ = [
     "CAPABILITIES",
@@ -67,6 +70,8 @@ def version_error(given: str) -> ValueError:
 
 
 def error_response(status: int, error: BaseException) -> web.Response:
+    from aiohttp import web  # noqa: PLC0415 (see the imports)
+
     return web.json_response({"error": encode_exception(error)}, status=status)
 
 
