@@ -29,6 +29,7 @@ from ._core.retry import RetryPolicy
 from ._core.states import TaskState
 from ._core.supervisor import SupervisorStatistics
 from ._core.upload import UploadRequest
+from ._core.version import VERSION
 from ._engine.hub import EventStream
 from ._exceptions import (
     AuthenticationError,
@@ -66,7 +67,7 @@ from ._exceptions import (
 from ._session import Session, default_state_dir
 from ._task import DownloadTask, UploadTask
 
-__version__ = "0.1.0.dev0"
+__version__ = VERSION  # (the one place: _core/version.py)
 
 __all__ = [
     "AuthenticationError",

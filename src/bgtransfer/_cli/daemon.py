@@ -9,8 +9,6 @@ import json
 import time
 from typing import Any
 
-from .._daemon.control import daemon_status, stop_daemon
-from .._daemon.server import run_daemon
 from .options import add_state_dir_option
 from .options import state_dir as _state_dir
 
@@ -35,15 +33,25 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     status.set_defaults(run=_status)
 
 
+# The daemon's server (aiohttp.web) and its control client are imported by
+# these two commands only, not by every command that builds the parser.
+
+
 def _daemon(args: argparse.Namespace) -> int:
     state_dir, default = _state_dir(args)
     if args.stop:
+        from .._daemon.control import stop_daemon  # noqa: PLC0415
+
         return asyncio.run(stop_daemon(state_dir, default=default))
+    from .._daemon.server import run_daemon  # noqa: PLC0415
+
     idle = args.idle_timeout if args.idle_timeout > 0 else None
     return run_daemon(state_dir, default=default, idle_timeout=idle)
 
 
 def _status(args: argparse.Namespace) -> int:
+    from .._daemon.control import daemon_status  # noqa: PLC0415
+
     state_dir, default = _state_dir(args)
     status = asyncio.run(daemon_status(state_dir, default=default))
     if args.json:

@@ -30,7 +30,6 @@ from .._core.events import (
 )
 from .._demo.model import DEMO_FILES
 from .._session import Session
-from ..testing import TestServer
 
 __all__ = ["DEMO_FILES", "add_parser", "run"]
 
@@ -44,6 +43,9 @@ def _bar(done: int, total: int | None, width: int = 24) -> str:
 
 async def run_headless(args: argparse.Namespace) -> int:
     """The five-file demo, unattended, in plain lines; 0 when every file verified."""
+    # The test server (and aiohttp.web) only for the demo, not for every command.
+    from ..testing import TestServer  # noqa: PLC0415
+
     config = Configuration(max_connections_per_host=2, progress_interval=0.25)
     async with TestServer() as server:
         with tempfile.TemporaryDirectory(prefix="bgtransfer-demo-") as tmp:

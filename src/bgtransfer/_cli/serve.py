@@ -14,16 +14,19 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ..testing import Faults, TestServer
 from .options import EXIT_OK, EXIT_USAGE, parse_rate
 
-__all__ = ["add_parser", "parse_faults"]
+if TYPE_CHECKING:
+    from ..testing import Faults
 
-_KNOBS = ", ".join(field.name for field in attrs.fields(Faults))
+# The test server (and aiohttp.web under it) is imported by ``serve`` only, not
+# when the parser is built: every command builds it (tests/test_startup.py).
+
+__all__ = ["add_parser", "parse_faults"]
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,7 +34,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "serve",
         help="serve a directory's files on loopback (the test server), until Ctrl-C",
         description="Serve every file under DIR from the package's loopback test server.",
-        epilog=f"fault knobs: {_KNOBS}. Example: --faults reset_after=100000 --faults-times 1",
+        epilog="fault knobs: the fields of bgtransfer.testing.Faults (an unknown knob's "
+        "error lists them). Example: --faults reset_after=100000 --faults-times 1",
     )
     serve.add_argument("directory", metavar="DIR", help="the directory whose files to serve")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -58,9 +62,11 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _value(name: str, text: str) -> Any:
     """``text`` as the type of the knob ``name`` (its annotation, a string)."""
+    from ..testing import Faults  # noqa: PLC0415 (serve only: see the imports)
+
     fields = attrs.fields_dict(Faults)
     if name not in fields:
-        raise ValueError(f"no fault knob {name!r} (knobs: {_KNOBS})")
+        raise ValueError(f"no fault knob {name!r} (knobs: {', '.join(fields)})")
     try:
         return _convert(str(fields[name].type), text)
     except ValueError as exc:
@@ -100,6 +106,8 @@ def parse_faults(spec: str | None, rate: int | None) -> Faults | None:
         knobs.setdefault("drip", (max(1, rate // 20), 0.05))
     if not knobs:
         return None
+    from ..testing import Faults  # noqa: PLC0415 (serve only: see the imports)
+
     try:
         return Faults(**knobs)
     except TypeError as exc:
@@ -129,6 +137,8 @@ def _read_tree(directory: Path) -> dict[str, bytes]:
 
 
 async def _serve(args: argparse.Namespace, directory: Path, faults: Faults | None) -> int:
+    from ..testing import TestServer  # noqa: PLC0415 (serve only: see the imports)
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -12,12 +12,15 @@ import json
 import socket
 import struct
 from collections.abc import AsyncIterator, Callable, Iterable
-from importlib.metadata import version as _package_version
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from aiohttp import web
-
+from .._core.version import VERSION
 from .._core.wire import PROTOCOL_VERSION, WireError, encode_exception
+
+if TYPE_CHECKING:
+    # Types only: the clients (connection.py, control.py) import this module for
+    # its constants, and aiohttp.web is the server's (error_response imports it).
+    from aiohttp import web
 
 __all__ = [
     "CAPABILITIES",
@@ -46,10 +49,8 @@ WRITE_BATCH: Final = 256  # lines a stream's reader holds at most while a write 
 
 
 def package_version() -> str:
-    try:
-        return _package_version("bgtransfer")
-    except Exception:  # not installed (a source tree on sys.path)
-        return "unknown"
+    # The package's constant: importlib.metadata cost every daemon's start 2%.
+    return VERSION
 
 
 class Refused(Exception):
@@ -69,6 +70,8 @@ def version_error(given: str) -> ValueError:
 
 
 def error_response(status: int, error: BaseException) -> web.Response:
+    from aiohttp import web  # noqa: PLC0415 (see the imports)
+
     return web.json_response({"error": encode_exception(error)}, status=status)
 
 

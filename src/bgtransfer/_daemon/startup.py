@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from .._core.config import Configuration
-from .client import DaemonBackend
+
+if TYPE_CHECKING:
+    from .client import DaemonBackend
 
 __all__ = ["DaemonStartup", "check_daemon_session", "open_daemon_backend"]
 
@@ -65,6 +68,10 @@ class DaemonStartup:
         self._backend: DaemonBackend | None = None
 
     async def __aenter__(self) -> DaemonBackend:
+        # Imported here: only daemon sessions need the client (and aiohttp.web,
+        # the protocol's), so ``import bgtransfer`` does not pay for it.
+        from .client import DaemonBackend  # noqa: PLC0415
+
         backend = DaemonBackend(
             self._identifier, self._config, state_dir=self._state_dir, default=self._default
         )

@@ -10,7 +10,6 @@ User-Agent) live here, not in a job.
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import logging
 import platform
 import ssl
@@ -21,6 +20,7 @@ import aiohttp
 from .._core.config import Configuration
 from .._core.network import user_agent
 from .._core.supervisor import DESCRIPTORS_PER_SLOT, RESERVED_DESCRIPTORS, slots_for_descriptors
+from .._core.version import VERSION
 from .._exceptions import InvalidRequestError
 from .proxy import proxy_routes, routed_client_parts
 
@@ -65,13 +65,8 @@ def make_client(config: Configuration, limit: int) -> aiohttp.ClientSession:
 @functools.cache
 def default_user_agent() -> str:
     """``bgtransfer/<version> aiohttp/<version> Python/<major.minor>``."""
-    try:
-        # (The installed distribution's: the package's __init__ is above this layer.)
-        version = importlib.metadata.version("bgtransfer")
-    except importlib.metadata.PackageNotFoundError:
-        version = "unknown"
     python = ".".join(platform.python_version_tuple()[:2])
-    return user_agent(version, aiohttp.__version__, python)
+    return user_agent(VERSION, aiohttp.__version__, python)
 
 
 def ssl_setting(config: Configuration) -> ssl.SSLContext | bool:
