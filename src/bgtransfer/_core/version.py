@@ -3,8 +3,8 @@
 
 (A constant, not ``importlib.metadata.version()``: importing that and reading the
 installed distribution cost every process that makes a client about 2% of its
-start; docs/benchmarks.md, "Start-up".) ``pyproject.toml`` holds the same string;
-tests/test_public_api.py checks that they agree.
+start; docs/benchmarks.md, "Start-up".) ``pyproject.toml`` reads the version
+from this line (``[tool.hatch.version]``): change it here only.
 """
 
 from __future__ import annotations
