@@ -37,6 +37,7 @@ from bgtransfer import (
 )
 from bgtransfer._core.config import HeaderPairs
 from bgtransfer._core.events import TerminalEvent
+from bgtransfer._core.metrics import SessionMetrics, TaskMetrics, TimingSummary
 from bgtransfer._core.states import Input, transition
 from bgtransfer._core.upload import UploadRequest
 from bgtransfer._engine.backend import TaskBackend, TaskSnapshot
@@ -212,6 +213,30 @@ class FakeBackend:
 
     async def flush(self) -> None:
         self.flushes += 1
+
+    async def task_metrics(self, task_id: int) -> TaskMetrics:
+        self.snapshots[task_id]  # noqa: B018 - KeyError for an unknown id, as the protocol says
+        return TaskMetrics(
+            task_id=task_id,
+            attempts=(),
+            dropped_attempts=0,
+            redirects=(),
+            bytes_sent=0,
+            bytes_received=0,
+        )
+
+    async def metrics(self) -> SessionMetrics:
+        return SessionMetrics(
+            attempts=0,
+            retries=0,
+            failures=0,
+            redirects=0,
+            bytes_sent=0,
+            bytes_received=0,
+            connections_opened=0,
+            connections_reused=0,
+            time_to_first_byte=TimingSummary(),
+        )
 
 
 # -- the protocol's shape ---------------------------------------------------------------

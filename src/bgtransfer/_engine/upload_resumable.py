@@ -37,6 +37,7 @@ from .._exceptions import ResumableUploadError, TransferError
 from .._io.resumable import send_resumable, terminate_upload
 from .._io.upload import Answer
 from .journaling import FlushFor, JournalTask
+from .metering import recorder_of
 
 if TYPE_CHECKING:
     import aiohttp
@@ -168,6 +169,7 @@ class ResumableStrategy:
                 on_progress=on_progress,
                 request_timeout=uploader.config.request_timeout,
                 body_cap=uploader.config.upload_reply_max_bytes,
+                trace=recorder_of(record),
             )
         finally:
             if uploader.journal_task is not None and record.stage not in _FAILING:

@@ -59,6 +59,7 @@ async def send_resumable(
     on_progress: Callable[[int], None] | None = None,
     request_timeout: float | None = None,
     body_cap: int = BODY_CAP,
+    trace: object = None,
 ) -> UploadResponse:
     """Run ``machine`` to the end of the upload of ``path``; its final response.
 
@@ -71,7 +72,8 @@ async def send_resumable(
     the protocol's own. ``on_progress(position)`` gets the file position sent so
     far, after each piece (it goes back when the server holds less than was
     sent). Errors are :class:`~bgtransfer.TransferError` naming the machine's
-    ``task_url``; the file is only read.
+    ``task_url``; the file is only read. ``trace``: every request's
+    ``trace_request_ctx`` (the attempt's metrics recorder).
     """
     task_url = machine.task_url
     extra = dict(headers or {})
@@ -102,6 +104,7 @@ async def send_resumable(
                 request_timeout=request_timeout,
                 body_cap=body_cap,
                 on_progress=on_progress,
+                trace=trace,
             )
             machine = machine.on_response(request, response)
             if machine.upload_url is not None and machine.upload_url != known_url:
@@ -150,6 +153,7 @@ async def discover(
     *,
     headers: Mapping[str, str] | None = None,
     request_timeout: float | None = None,
+    trace: object = None,
 ) -> UploadResponse:
     """The server's answer to the ``OPTIONS`` both protocols answer about
     themselves (``discovery_request``), whatever its status, for
@@ -163,6 +167,7 @@ async def discover(
             headers=_headers(headers or {}, request),
             allow_redirects=False,
             timeout=_timeout(request_timeout),
+            trace_request_ctx=trace,
         ) as response:
             await _read_bounded(response, 0)
             return UploadResponse.of(response.status, response.headers.items())
@@ -195,6 +200,7 @@ async def _exchange(
     request_timeout: float | None,
     body_cap: int,
     on_progress: Callable[[int], None] | None,
+    trace: object,
 ) -> UploadResponse:
     headers = _headers(extra, request)
     failed: list[LocalFileError] = []
@@ -214,6 +220,7 @@ async def _exchange(
                 data=data,
                 allow_redirects=False,
                 timeout=_timeout(request_timeout),
+                trace_request_ctx=trace,
             ) as response:
                 body = await _read_bounded(response, body_cap)
                 return UploadResponse.of(response.status, response.headers.items(), body)

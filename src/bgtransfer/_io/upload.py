@@ -183,6 +183,7 @@ async def send_file(
     on_sent: Callable[[int], None],
     reply_max: int,
     reply_file: Path | None,
+    trace: object = None,
 ) -> Answer:
     """One attempt: ``method`` ``url`` with the file as its body.
 
@@ -192,7 +193,8 @@ async def send_file(
     for a changed file). With ``reply_file`` the response body is written
     there (a new private file, replaced whole), else up to ``reply_max`` bytes
     of it are kept. ``request_timeout``: no byte sent or received for that long
-    ends the attempt (:class:`~bgtransfer.TransferTimeoutError`).
+    ends the attempt (:class:`~bgtransfer.TransferTimeoutError`). ``trace``:
+    the request's ``trace_request_ctx`` (the attempt's metrics recorder).
     """
     send_headers = dict(headers)
     send_headers["Content-Length"] = str(identity.size)
@@ -214,6 +216,7 @@ async def send_file(
                         headers=send_headers,
                         timeout=timeout,
                         allow_redirects=False,
+                        trace_request_ctx=trace,
                     )
                 except Exception as exc:
                     if body.error is not None:
