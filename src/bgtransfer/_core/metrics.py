@@ -298,10 +298,10 @@ class TaskMetricsLog:
     def begin(self, url: str, *, now: float, wall: float, counted: int) -> AttemptRecorder:
         """A new attempt of the task (its URL as given: redacted when shown)."""
         attempts = self._attempts
-        if len(attempts) == MAX_ATTEMPTS:
+        number = self.dropped + len(attempts) + 1
+        if len(attempts) == MAX_ATTEMPTS:  # (the append drops the oldest)
             self.dropped += 1
             self._moved_before += attempts[0].bytes_moved
-        number = self.dropped + len(attempts) + 1
         self.current = AttemptRecorder(number, url, now=now, wall=wall, counted=counted)
         attempts.append(self.current)
         return self.current

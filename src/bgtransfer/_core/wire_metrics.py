@@ -28,11 +28,16 @@ T = TypeVar("T")
 
 
 def encode_task_metrics(metrics: TaskMetrics) -> dict[str, Any]:
-    return attrs.asdict(metrics, retain_collection_types=False)
+    return attrs.asdict(metrics, value_serializer=_listed)
 
 
 def encode_session_metrics(metrics: SessionMetrics) -> dict[str, Any]:
-    return attrs.asdict(metrics, retain_collection_types=False)
+    return attrs.asdict(metrics, value_serializer=_listed)
+
+
+def _listed(instance: object, field: object, value: object) -> object:
+    """Tuples as JSON arrays (as ``json.dumps`` would write them)."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 def decode_task_metrics(document: object) -> TaskMetrics:
