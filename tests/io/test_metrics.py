@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import anyio.lowlevel
 import pytest
 
 from _helpers import collect, sha256_bytes, sha256_file, wait_for_bytes
@@ -255,14 +256,58 @@ async def test_upload_attempts_count_the_bytes_sent(
     assert (total.attempts, total.retries) == (2, 1)
 
 
-async def test_an_unknown_task_s_metrics_raise_key_error(server: TestServer, out_dir: Path) -> None:
-    async with Session() as session:
+async def test_an_unknown_task_s_metrics_raise_key_error(
+    background: Callable[..., Session], server: TestServer, state_dir: Path, out_dir: Path
+) -> None:
+    async with background("com.example.unknown", state_dir=state_dir) as session:
         task = await session.download(server.url("/nothing"), out_dir / "nothing")
         with pytest.raises(HTTPStatusError):
             await task.wait()
         backend = session._require_backend()
         with pytest.raises(KeyError):
             await backend.task_metrics(task.id + 100)
+
+
+async def test_a_suspended_attempt_is_stopped_and_the_next_one_continues(
+    server: TestServer, out_dir: Path
+) -> None:
+    served = server.add_file("/f.bin", size=500_000)
+    server.set_faults("/f.bin", Faults(hold_after=100_000), times=1)
+    async with Session() as session:
+        task = await session.download(server.url("/f.bin"), out_dir / "f.bin")
+        await wait_for_bytes(task, 100_000)
+        task.suspend()
+        while (await task.metrics()).attempts[0].outcome == "running":
+            await anyio.lowlevel.checkpoint()  # (the runner winds down on the loop)
+        task.resume()
+        await task.wait()
+        metrics = await task.metrics()
+    first, second = metrics.attempts
+    assert (first.outcome, first.error, first.bytes_received) == ("stopped", None, 100_000)
+    assert (second.outcome, second.status, second.bytes_received) == ("ok", 206, 400_000)
+    assert metrics.bytes_received == 500_000
+    assert sha256_file(out_dir / "f.bin") == served.sha256
+
+
+async def test_a_reattached_task_shows_the_attempts_of_its_new_process(
+    server: TestServer, state_dir: Path, out_dir: Path
+) -> None:
+    served = server.add_file("/f.bin", size=500_000)
+    server.set_faults("/f.bin", Faults(hold_after=200_000))
+    async with Session("com.example.again", state_dir=state_dir) as session:
+        task = await session.download(server.url("/f.bin"), out_dir / "f.bin")
+        await wait_for_bytes(task, 200_000)
+        [before] = (await task.metrics()).attempts
+    assert before.outcome == "running"
+    server.set_faults("/f.bin", Faults())
+    async with Session("com.example.again", state_dir=state_dir) as session:
+        [again] = session.tasks()
+        await again.wait()
+        metrics = await again.metrics()
+    [attempt] = metrics.attempts  # (the first process's attempt is not kept)
+    assert (attempt.number, attempt.outcome, attempt.status) == (1, "ok", 206)
+    assert attempt.bytes_received == metrics.bytes_received == 300_000
+    assert sha256_file(out_dir / "f.bin") == served.sha256
 
 
 @pytest.mark.tinyproxy

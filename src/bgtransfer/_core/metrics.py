@@ -40,7 +40,8 @@ MAX_ATTEMPTS: Final = 16
 Outcome = Literal["running", "ok", "retried", "failed", "stopped"]
 """How an attempt ended: still ``running``; ``ok`` (its answer was used);
 ``retried`` (it failed and another attempt followed); ``failed`` (its error
-ended the task); ``stopped`` (cancelled, suspended, or the session closed)."""
+ended the task); ``stopped`` (cancelled, suspended, the session closed, or
+``resource_timeout`` ran out)."""
 
 
 @final
