@@ -349,3 +349,28 @@ async def test_no_secret_reaches_metrics_their_repr_or_their_wire_form(
         assert SECRET not in text
         assert "token" not in text
         assert "user:" not in text
+
+
+async def test_a_resumable_upload_s_attempt_counts_its_exchanges(
+    server: TestServer, tmp_path: Path
+) -> None:
+    """protocol="auto": the OPTIONS, the tus creation and its PATCH are the
+    requests of one attempt, on one connection."""
+    data = bytes(range(256)) * 3000
+    source = tmp_path / "source.bin"
+    source.write_bytes(data)
+    endpoint = server.add_tus_endpoint("/tus/")
+    async with Session() as session:
+        task = await session.upload(server.url("/tus/"), source, protocol="auto")
+        await task.wait()
+        metrics = await task.metrics()
+    [attempt] = metrics.attempts
+    methods = [method for method, _path, _headers in endpoint.requests]
+    assert methods[0] == "OPTIONS"
+    assert attempt.requests == len(methods) >= 3
+    assert (attempt.connections_opened, attempt.connections_reused) == (1, len(methods) - 1)
+    assert (attempt.outcome, attempt.bytes_sent) == ("ok", len(data))
+    assert attempt.status is not None
+    assert 200 <= attempt.status < 300
+    [stored] = endpoint.uploads.values()
+    assert stored.sha256() == sha256_bytes(data)
