@@ -90,7 +90,7 @@ class AttemptMetrics:
 class TaskMetrics:
     """What a task's attempts did, in this process (``task.metrics()``).
 
-    ``attempts`` holds the latest :data:`MAX_ATTEMPTS`, oldest first, the
+    ``attempts`` holds the latest 16 (``MAX_ATTEMPTS``), oldest first, the
     running one included; ``dropped_attempts`` counts the older ones no longer
     kept (the totals include them). ``redirects`` is the chain of the latest
     attempt that followed any (redacted targets), else empty.
