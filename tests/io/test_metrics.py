@@ -16,6 +16,8 @@ from _helpers import collect, sha256_bytes, sha256_file, wait_for_bytes
 from _tinyproxy import TinyProxy
 from bgtransfer import (
     AttemptMetrics,
+    AuthenticationError,
+    BasicAuth,
     Configuration,
     FinishedEvent,
     HTTPStatusError,
@@ -26,7 +28,7 @@ from bgtransfer import (
     TaskMetrics,
 )
 from bgtransfer._core.wire_metrics import encode_session_metrics, encode_task_metrics
-from bgtransfer.testing import Faults, TestServer
+from bgtransfer.testing import AuthRequirement, Faults, TestServer
 
 pytestmark = pytest.mark.asyncio
 
@@ -371,3 +373,26 @@ async def test_a_resumable_upload_s_attempt_counts_its_exchanges(
     assert 200 <= attempt.status < 300
     [stored] = endpoint.uploads.values()
     assert stored.sha256() == sha256_bytes(data)
+
+
+async def test_an_attempt_ended_by_wrong_credentials_is_failed_not_stopped(
+    server: TestServer, out_dir: Path
+) -> None:
+    """The error that ends the task comes from answering the 401 (the same
+    credentials were refused), not from the request: still the attempt's end."""
+    server.add_file("/f", size=1000)
+    server.require_auth("/f", AuthRequirement(basic=("alice", SECRET)))
+    config = Configuration(auth=BasicAuth("alice", "wrong"), retry=FAST_RETRY)
+    async with Session(config=config) as session:
+        task = await session.download(server.url("/f"), out_dir / "f")
+        with pytest.raises(AuthenticationError):
+            await task.wait()
+        [attempt] = (await task.metrics()).attempts
+        total = await session.metrics()
+    assert (attempt.outcome, attempt.error, attempt.status) == (
+        "failed",
+        "AuthenticationError",
+        401,
+    )
+    assert (total.attempts, total.failures) == (1, 1)
+    assert not (out_dir / "f").exists()

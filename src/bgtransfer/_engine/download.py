@@ -48,7 +48,7 @@ from .auth import Authenticator, AuthState, redirect_check, task_info
 from .download_job import DownloadJob
 from .hub import EventHub
 from .journaling import FlushFor, JournalTask, TaskJournal
-from .metering import Metering
+from .metering import Metering, recorder_of
 from .retrying import back_off
 from .segments import Segments, segment_group
 from .sinks import AttemptSink, RestartFromZero, SegmentSink
@@ -238,7 +238,7 @@ class Downloader:
                     hold_origin=self._hold_origin,
                 )
             finally:
-                metering.end(record, "stopped")  # (if it has not ended above)
+                metering.left(record)  # (if it has not ended above)
 
     async def _answered(self, job: DownloadJob, error: TransferError) -> bool:
         """Whether ``error`` was a 401 answered with new credentials (see
@@ -356,8 +356,7 @@ class Downloader:
     ) -> None:
         assert self.client is not None
         chain: list[str] = []
-        metrics = job.record.metrics
-        recorder = None if metrics is None else metrics.current
+        recorder = recorder_of(job.record)
         policy = None
         if self.config.redirect_policy is not None:
             policy = redirect_check(self.config, task_info(job.record))

@@ -5,6 +5,7 @@ this reads the clocks and knows the records."""
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,7 @@ from .._core.metrics import (
     TaskMetrics,
     TaskMetricsLog,
 )
+from .._exceptions import TransferError
 
 if TYPE_CHECKING:
     from .record import TaskRecord
@@ -61,6 +63,17 @@ class Metering:
         )
         if attempt is not None:
             self._tally.fold(attempt, kind=record.kind)
+
+    def left(self, record: TaskRecord) -> None:
+        """In a retry loop's ``finally``: an attempt still running was left by
+        the exception on its way out: ``failed`` for a transfer error (one the
+        loop raised itself, such as answering a 401 again), else ``stopped``
+        (cancelled). Nothing when the attempt has ended already."""
+        error = sys.exc_info()[1]
+        if isinstance(error, TransferError):
+            self.end(record, "failed", error)
+        else:
+            self.end(record, "stopped")
 
     @staticmethod
     def task(record: TaskRecord) -> TaskMetrics:

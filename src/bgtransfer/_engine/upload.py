@@ -263,7 +263,7 @@ class Uploader:
                 metering.end(record, "ok")
                 return answer
             finally:
-                metering.end(record, "stopped")  # (if it has not ended above)
+                metering.left(record)  # (if it has not ended above)
 
     async def _attempt(self, job: UploadJob) -> Answer:
         record = job.record
