@@ -15,7 +15,6 @@ proxy's (its credentials never reach a recorder).
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Final, Literal, final
 
 import attrs
@@ -291,7 +290,9 @@ class TaskMetricsLog:
     __slots__ = ("_attempts", "_moved_before", "current", "dropped")
 
     def __init__(self) -> None:
-        self._attempts: deque[AttemptRecorder] = deque(maxlen=MAX_ATTEMPTS)
+        # (A list: most tasks make one attempt, and a deque allocates a block of
+        # 64 slots whatever its maxlen; dropping the first of 16 is cheap.)
+        self._attempts: list[AttemptRecorder] = []
         self.dropped = 0
         self._moved_before = 0  # bytes moved by the dropped attempts
         self.current: AttemptRecorder | None = None  # the running attempt
@@ -300,9 +301,9 @@ class TaskMetricsLog:
         """A new attempt of the task (its URL as given: redacted when shown)."""
         attempts = self._attempts
         number = self.dropped + len(attempts) + 1
-        if len(attempts) == MAX_ATTEMPTS:  # (the append drops the oldest)
+        if len(attempts) == MAX_ATTEMPTS:
             self.dropped += 1
-            self._moved_before += attempts[0].bytes_moved
+            self._moved_before += attempts.pop(0).bytes_moved
         self.current = AttemptRecorder(number, url, now=now, wall=wall, counted=counted)
         attempts.append(self.current)
         return self.current
