@@ -37,6 +37,7 @@ from bgtransfer import (
 )
 from bgtransfer._core.config import HeaderPairs
 from bgtransfer._core.events import TerminalEvent
+from bgtransfer._core.metrics import SessionMetrics, TaskMetrics, TimingSummary
 from bgtransfer._core.states import Input, transition
 from bgtransfer._core.upload import UploadRequest
 from bgtransfer._engine.backend import TaskBackend, TaskSnapshot
@@ -216,6 +217,30 @@ class FakeBackend:
     async def flush(self) -> None:
         self.flushes += 1
 
+    async def task_metrics(self, task_id: int) -> TaskMetrics:
+        self.snapshots[task_id]
+        return TaskMetrics(
+            task_id=task_id,
+            attempts=(),
+            dropped_attempts=0,
+            redirects=(),
+            bytes_sent=0,
+            bytes_received=0,
+        )
+
+    async def metrics(self) -> SessionMetrics:
+        return SessionMetrics(
+            attempts=0,
+            retries=0,
+            failures=0,
+            redirects=0,
+            bytes_sent=0,
+            bytes_received=0,
+            connections_opened=0,
+            connections_reused=0,
+            time_to_first_byte=TimingSummary(),
+        )
+
 
 # -- the protocol's shape ---------------------------------------------------------------
 
@@ -271,6 +296,7 @@ def test_the_front_imports_only_the_seam_from_the_engine() -> None:
                 assert module in allowed, f"{name}: {node.module}"
                 assert {a.name for a in node.names} <= {
                     "DataTasks",  # (fetch(): ephemeral, in-process sessions only)
+                    "GivenBackend",  # (a backend made elsewhere, entered as it is)
                     "TaskBackend",
                     "TaskSnapshot",
                     "EventStream",

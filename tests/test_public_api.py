@@ -13,6 +13,7 @@ import bgtransfer
 import bgtransfer.testing
 
 EXPECTED = {
+    "AttemptMetrics",
     "AuthenticationError",
     "BasicAuth",
     "BearerToken",
@@ -59,8 +60,11 @@ EXPECTED = {
     "SessionEvent",
     "SessionInUseError",
     "SourceChangedError",
+    "SessionMetrics",
     "SupervisorStatistics",
     "TaskEvent",
+    "TaskMetrics",
+    "TimingSummary",
     "TaskInfo",
     "TLSError",
     "TaskState",

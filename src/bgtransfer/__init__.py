@@ -22,6 +22,7 @@ from ._core.events import (
     UploadReply,
 )
 from ._core.fetch import FetchResponse
+from ._core.metrics import AttemptMetrics, SessionMetrics, TaskMetrics, TimingSummary
 from ._core.progress import BufferStatistics
 from ._core.request import DownloadRequest
 from ._core.resume_data import InvalidResumeDataError, ResumeData
@@ -70,6 +71,7 @@ from ._task import DownloadTask, UploadTask
 __version__ = VERSION  # (the one place: _core/version.py)
 
 __all__ = [
+    "AttemptMetrics",
     "AuthenticationError",
     "BasicAuth",
     "BearerToken",
@@ -115,14 +117,17 @@ __all__ = [
     "SessionError",
     "SessionEvent",
     "SessionInUseError",
+    "SessionMetrics",
     "SourceChangedError",
     "SupervisorStatistics",
     "TLSError",
     "TaskEvent",
     "TaskInfo",
+    "TaskMetrics",
     "TaskState",
     "TaskSuspendedError",
     "TerminalEvent",
+    "TimingSummary",
     "TransferError",
     "TransferTimeoutError",
     "UnsupportedSchemeError",

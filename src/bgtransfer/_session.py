@@ -12,13 +12,14 @@ from types import TracebackType
 from ._core.config import Configuration, normalize_headers
 from ._core.events import SessionEvent
 from ._core.fetch import FetchResponse
+from ._core.metrics import SessionMetrics
 from ._core.naming import validate_identifier
 from ._core.request import DownloadRequest, request_batch
 from ._core.resume_data import ResumeData, resume_data_of
 from ._core.supervisor import SupervisorStatistics
 from ._core.upload import UploadRequest
 from ._daemon.startup import check_daemon_session, open_daemon_backend
-from ._engine.backend import DataTasks, TaskBackend
+from ._engine.backend import DataTasks, GivenBackend, TaskBackend
 from ._engine.hub import EventStream
 from ._engine.startup import open_backend
 from ._exceptions import SessionClosedError, SessionError
@@ -135,7 +136,7 @@ class Session:
         """The one start-up path (``_engine/startup.py``; the daemon's client's
         for ``daemon=True``), or the backend a test handed to :meth:`_with_backend`."""
         if self._given_backend is not None:
-            return _Given(self._given_backend)
+            return GivenBackend(self._given_backend)
         base = self._state_dir
         if self._identifier is not None and base is None:
             base = default_state_dir()
@@ -396,6 +397,12 @@ class Session:
         for a slot (``queued``), in total and per origin."""
         return self._require_backend().statistics()
 
+    async def metrics(self) -> SessionMetrics:
+        """The session's attempts that have ended, added up: attempts, retries,
+        redirects, bytes, connections opened and reused, the time to first byte.
+        Counted in this process (docs/metrics.md)."""
+        return await self._require_backend().metrics()
+
     def events(self, *, follow: bool = True, since: int | None = None) -> EventStream[SessionEvent]:
         """One merged stream of every task's events, present and future.
 
@@ -480,21 +487,3 @@ async def _wait_quietly(backend: TaskBackend, task_id: int, *, stop_when_suspend
     """Until the task has ended (a session closing meanwhile ends the wait too)."""
     with contextlib.suppress(SessionClosedError):
         await backend.wait(task_id, hand_out=False, stop_when_suspended=stop_when_suspended)
-
-
-class _Given:
-    """A backend made elsewhere, as the context manager ``Session`` enters."""
-
-    def __init__(self, backend: TaskBackend) -> None:
-        self._backend = backend
-
-    async def __aenter__(self) -> TaskBackend:
-        return self._backend
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, final
 
 from ._core.events import CancelledEvent, ErrorEvent, FinishedEvent, TaskEvent
+from ._core.metrics import TaskMetrics
 from ._core.resume_data import ResumeData
 from ._core.states import TaskState
 from ._exceptions import TaskSuspendedError
@@ -86,6 +87,19 @@ class TransferTask:
     def result(self) -> FinishedEvent | ErrorEvent | CancelledEvent | None:
         """The terminal event once the task has ended, else None."""
         return self._current().terminal
+
+    async def metrics(self) -> TaskMetrics:
+        """What the task's attempts did on the network so far, the running one
+        included (``URLSessionTaskMetrics``): per attempt the times of DNS,
+        connect, request and first byte, its bytes, status, connection reuse,
+        proxy, redirects and outcome; the latest redirect chain; totals.
+
+        Kept in memory, in the process that ran the attempts (the daemon's, for a
+        daemon session): a task reattached by a new process shows only the
+        attempts made since. A task its session no longer has raises ``KeyError``.
+        See docs/metrics.md.
+        """
+        return await self._backend.task_metrics(self._snapshot.id)
 
     def events(self) -> EventStream[TaskEvent]:
         """A new async iterator over this task's events, ending after its terminal event.

@@ -33,12 +33,14 @@ import attrs
 
 from .._core.auth import BasicAuth, BearerToken
 from .._core.config import Configuration, HeaderPairs
+from .._core.metrics import SessionMetrics, TaskMetrics
 from .._core.request import DownloadRequest
 from .._core.resume_data import ResumeData
 from .._core.states import Input, TaskState, transition
 from .._core.supervisor import SupervisorStatistics
 from .._core.upload import UploadRequest
 from .._core.wire import encode_request, encode_snapshot
+from .._core.wire_metrics import decode_session_metrics, decode_task_metrics
 from .._core.wire_upload import encode_upload
 from .._engine.backend import TaskSnapshot
 from .._engine.backlog import check_cursor
@@ -379,6 +381,13 @@ class DaemonBackend:
 
     async def flush(self) -> None:
         await self._call("/flush")
+
+    async def task_metrics(self, task_id: int) -> TaskMetrics:
+        answer = await self._call(f"/tasks/{task_id}/metrics")
+        return decode_task_metrics(answer.get("metrics"))
+
+    async def metrics(self) -> SessionMetrics:
+        return decode_session_metrics((await self._call("/metrics")).get("metrics"))
 
 
 def _key(request: dict[str, Any]) -> SubmissionKey:

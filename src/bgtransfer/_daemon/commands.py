@@ -21,6 +21,7 @@ from .._core.wire import (
     encode_snapshot,
 )
 from .._core.wire_auth import decode_answer
+from .._core.wire_metrics import encode_session_metrics, encode_task_metrics
 from .._core.wire_upload import decode_upload
 from .._exceptions import BgTransferError
 from .protocol import task_id_of
@@ -214,6 +215,17 @@ async def flush(served: Served, body: dict[str, Any], request: web.Request) -> d
     return {}
 
 
+async def task_metrics(
+    served: Served, body: dict[str, Any], request: web.Request
+) -> dict[str, Any]:
+    metrics = await served.backend.task_metrics(task_id_of(request))
+    return {"metrics": encode_task_metrics(metrics)}
+
+
+async def metrics(served: Served, body: dict[str, Any], request: web.Request) -> dict[str, Any]:
+    return {"metrics": encode_session_metrics(await served.backend.metrics())}
+
+
 _TASK: Final = "/tasks/{task_id:[0-9]+}"
 
 COMMANDS: Final[dict[str, Command]] = {
@@ -229,5 +241,7 @@ COMMANDS: Final[dict[str, Command]] = {
     "/invalidate": invalidate,
     "/events-delivered": events_delivered,
     "/flush": flush,
+    _TASK + "/metrics": task_metrics,
+    "/metrics": metrics,
 }
 """The routes below ``/v1/sessions/{identifier}`` that act on an attached session."""

@@ -25,19 +25,21 @@ import attrs
 
 from .._core.config import HeaderPairs
 from .._core.events import FinishedEvent, TerminalEvent
+from .._core.metrics import SessionMetrics, TaskMetrics
 from .._core.resume_data import ResumeData
 from .._core.states import TaskState
 from .._core.supervisor import SupervisorStatistics
 
 if TYPE_CHECKING:
     import os
+    from types import TracebackType
 
     from .._core.fetch import FetchResponse
     from .._core.request import DownloadRequest
     from .._core.upload import UploadRequest
     from .hub import EventStream
 
-__all__ = ["DataTasks", "TaskBackend", "TaskSnapshot"]
+__all__ = ["DataTasks", "GivenBackend", "TaskBackend", "TaskSnapshot"]
 
 
 @attrs.frozen(kw_only=True)
@@ -185,6 +187,15 @@ class TaskBackend(Protocol):
         """Tasks transferring and waiting for a slot, in total and per origin."""
         ...
 
+    async def task_metrics(self, task_id: int) -> TaskMetrics:
+        """What the task's attempts did so far, the running one included
+        (``KeyError`` for an id the backend does not have)."""
+        ...
+
+    async def metrics(self) -> SessionMetrics:
+        """The session's ended attempts, added up."""
+        ...
+
     async def flush(self) -> None:
         """Return once the journal holds everything done so far."""
         ...
@@ -201,3 +212,22 @@ class DataTasks(Protocol):
     ) -> FetchResponse:
         """The answer to one request, its body in memory (at most ``max_bytes``)."""
         ...
+
+
+class GivenBackend:
+    """A backend made elsewhere, as the context manager a ``Session`` enters
+    (``Session._with_backend``): entering and leaving it open and close nothing."""
+
+    def __init__(self, backend: TaskBackend) -> None:
+        self._backend = backend
+
+    async def __aenter__(self) -> TaskBackend:
+        return self._backend
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None

@@ -49,6 +49,7 @@ from .auth import Authenticator, AuthState, redirect_check, task_info
 from .download_job import DownloadJob
 from .hub import EventHub
 from .journaling import FlushFor, JournalTask, TaskJournal
+from .metering import Metering, recorder_of
 from .retrying import back_off
 from .segments import Segments, segment_group
 from .sinks import AttemptSink, RestartFromZero, SegmentSink
@@ -83,8 +84,10 @@ class Downloader:
         publish: Callable[[TaskEvent], None],
         hold_origin: Callable[[TaskRecord, float], None],
         auth: Authenticator | None = None,
+        metering: Metering | None = None,
     ) -> None:
         self.config = config
+        self.metering = Metering() if metering is None else metering
         self.clock = clock
         self.client: aiohttp.ClientSession | None = None
         self._journal = journal
@@ -188,9 +191,12 @@ class Downloader:
         policy = self.config.retry
         failures = 0  # consecutive attempts that made no kept progress
         probes = 0  # ranged requests asking a close-delimited body's end to be confirmed
+        metering, record = self.metering, job.record
         while True:
+            metering.begin(record)
             try:
                 await self._attempt(job)
+                metering.end(record, "ok")
                 if not self._needs_probe(job) or probes == policy.max_attempts:
                     return  # (never confirmed by max_attempts probes: unverified)
                 probes += 1
@@ -200,7 +206,10 @@ class Downloader:
                 self._kept_progress(job)  # (moves the mark; a restart is no progress)
                 failures += 1
                 if failures >= policy.max_attempts:
-                    raise ProtocolError(str(signal), url=job.record.url) from None
+                    error = ProtocolError(str(signal), url=job.record.url)
+                    metering.end(record, "failed", error)
+                    raise error from None
+                metering.end(record, "retried")
                 job.record.bytes_received = 0
                 job.segments = None
                 job.validator = None
@@ -212,11 +221,13 @@ class Downloader:
                 continue
             except TransferError as exc:
                 if await self._answered(job, exc):
+                    metering.end(record, "retried", exc)
                     continue  # again, with the credentials given (no retry counted)
                 if self._kept_progress(job):
                     failures = 0
                 failures += 1
                 decision = decide_retry(policy, exc, failures, self._rng)
+                metering.end(record, "failed" if decision.give_up else "retried", exc)
                 if decision.give_up:
                     raise
                 await back_off(
@@ -228,6 +239,8 @@ class Downloader:
                     publish=self._publish,
                     hold_origin=self._hold_origin,
                 )
+            finally:
+                metering.left(record)  # (if it has not ended above)
 
     async def _answered(self, job: DownloadJob, error: TransferError) -> bool:
         """Whether ``error`` was a 401 answered with new credentials (see
@@ -344,7 +357,8 @@ class Downloader:
         self, job: DownloadJob, headers: Mapping[str, str], sink: AttemptSink | SegmentSink
     ) -> None:
         assert self.client is not None
-        chain: list[str] | None = None if job.auth is None else []
+        chain: list[str] = []
+        recorder = recorder_of(job.record)
         policy = None
         if self.config.redirect_policy is not None:
             policy = redirect_check(self.config, task_info(job.record))
@@ -369,6 +383,7 @@ class Downloader:
                 chain=chain,
                 policy=policy,
                 pacer=self._pacer,
+                trace=recorder,
             )
         except TransferError as exc:
             if chain and job.auth is not None:
@@ -382,6 +397,9 @@ class Downloader:
                     exc,
                 )
             raise
+        finally:
+            if recorder is not None:
+                recorder.redirected(chain)  # (the URLs it asked for: the chain)
         if debug:
             logger.debug(
                 "task %d: GET answered %s, %d bytes on disk",

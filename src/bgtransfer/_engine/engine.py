@@ -30,6 +30,7 @@ from .._core.auth import TaskInfo
 from .._core.config import Configuration, HeaderPairs
 from .._core.digests import Integrity
 from .._core.fetch import FetchResponse, check_fetch
+from .._core.metrics import SessionMetrics, TaskMetrics
 from .._core.naming import parse_url
 from .._core.secrets import SecretHeaders
 from .._core.states import PUBLIC, Input, Signal, TaskState
@@ -49,6 +50,7 @@ from .download import Downloader
 from .fetch import Fetcher
 from .hub import EventHub, EventStream
 from .journaling import TaskJournal
+from .metering import Metering
 from .record import TaskRecord
 from .restore import Restorer
 from .restoring import Restoring
@@ -135,9 +137,11 @@ class Engine(Restoring):
         self._events_delivered = anyio.Event()
         auth = Authenticator(config)  # (one for both: credentials given count for either)
         auth.give_back = self._give_back
+        self._metering = metering = Metering()  # (one for both: the session's tally)
         self._download = Downloader(
             config=config,
             auth=auth,
+            metering=metering,
             clock=clock,
             journal=journal,
             resume_key=resume_key,
@@ -154,6 +158,7 @@ class Engine(Restoring):
         uploader = Uploader(
             config=config,
             auth=auth,
+            metering=metering,
             clock=clock,
             secrets=self._secrets,
             fsync=journal is not None and config.durability == "fsync",
@@ -239,6 +244,12 @@ class Engine(Restoring):
 
     def statistics(self) -> SupervisorStatistics:
         return self._supervisor.statistics()
+
+    def task_metrics(self, task_id: int) -> TaskMetrics:
+        return self._metering.task(self._records[task_id])
+
+    def metrics(self) -> SessionMetrics:
+        return self._metering.session()
 
     def subscribe(
         self, task_id: int | None, *, follow: bool = True, since: int | None = None

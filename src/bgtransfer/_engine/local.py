@@ -17,6 +17,7 @@ import anyio
 
 from .._core.config import HeaderPairs
 from .._core.fetch import FetchResponse
+from .._core.metrics import SessionMetrics, TaskMetrics
 from .._core.resume_data import ResumeData
 from .._core.states import TaskState
 from .._core.supervisor import SupervisorStatistics
@@ -210,6 +211,12 @@ class LocalBackend:
 
     def statistics(self) -> SupervisorStatistics:
         return self._engine.statistics()
+
+    async def task_metrics(self, task_id: int) -> TaskMetrics:
+        return self._engine.task_metrics(task_id)
+
+    async def metrics(self) -> SessionMetrics:
+        return self._engine.metrics()
 
     async def flush(self) -> None:
         await self._engine.flush()

@@ -17,6 +17,7 @@ import anyio
 
 from .._core.events import ProgressEvent, TerminalEvent
 from .._core.journal import public_headers
+from .._core.metrics import TaskMetricsLog
 from .._core.naming import Origin
 from .._core.progress import ProgressThrottle
 from .._core.secrets import DEFAULT_SECRETS, SecretHeaders
@@ -48,6 +49,7 @@ class TaskRecord:
         "_ended",
         "acked",
         "bytes_expected",
+        "bytes_moved",
         "bytes_received",
         "description",
         "destination",
@@ -59,6 +61,7 @@ class TaskRecord:
         "job",
         "kind",
         "last_progress",
+        "metrics",
         "origin",
         "progress_due",
         "public_headers",
@@ -114,6 +117,9 @@ class TaskRecord:
         # Content-Range, chunked framing's end, a 416): a finished task whose
         # total is None has an unverified length (FinishedEvent.length_verified).
         self.bytes_expected = total
+        # Every body byte this process moved for it, every attempt (metrics).
+        self.bytes_moved = 0
+        self.metrics: TaskMetricsLog | None = None  # its attempts, once it made one
         self.runner = RunnerPhase.IDLE  # whether a runner holds it (RUNNER_PHASES)
         self.progress_due = 0.0  # clock time after which progress is journaled again
         self.replayed = False  # ended before this process reattached

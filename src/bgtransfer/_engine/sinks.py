@@ -126,6 +126,7 @@ def _count_written(
         segment.done += nbytes
     record = job.record
     record.bytes_received += nbytes
+    record.bytes_moved += nbytes  # (every attempt's: the metrics)
     count_progress(record.throttle, nbytes, clock, publish)  # publish sets last_progress
 
 

@@ -68,6 +68,7 @@ from .._io.upload import Answer, check_source, inspect_source, send_file
 from .admission import Admission, merge_headers, provided_headers
 from .auth import Authenticator, AuthState, task_info
 from .journaling import FlushFor, JournalTask
+from .metering import Metering, recorder_of
 from .reattacher import Reattached
 from .record import TaskRecord
 from .retrying import back_off
@@ -117,6 +118,7 @@ class PlainStrategy:
             reply_max=config.upload_reply_max_bytes,
             reply_file=None if job.reply_to is None else job.reply_partial,
             pacer=uploader.pacer,
+            trace=recorder_of(job.record),
         )
 
 
@@ -137,11 +139,13 @@ class Uploader:
         resume_key: bytes = b"",
         auth: Authenticator | None = None,
         terminator: Terminator | None = None,
+        metering: Metering | None = None,
     ) -> None:
         self.config = config
         self.terminator = (
             Terminator(config=config, journal=None) if terminator is None else terminator
         )
+        self.metering = Metering() if metering is None else metering
         self.clock = clock
         self.auth = Authenticator(config) if auth is None else auth
         self.client: aiohttp.ClientSession | None = None
@@ -232,9 +236,11 @@ class Uploader:
         first byte, while the retry policy allows."""
         policy = self.config.retry
         failures = 0
+        metering, record = self.metering, job.record
         while True:
+            metering.begin(record)
             try:
-                return await self._attempt(job)
+                answer = await self._attempt(job)
             except TransferError as exc:
                 challenge = None if job.auth is None else self.auth.challenge(exc)
                 if (
@@ -242,10 +248,12 @@ class Uploader:
                     and job.auth is not None
                     and await self.auth.challenged(challenge, job.auth, task_info(job.record))
                 ):
+                    metering.end(record, "retried", exc)
                     job.announce_resume = True  # the file is sent again from its first byte
                     continue  # with the credentials given (no retry counted)
                 failures += 1
                 decision = decide_retry(policy, exc, failures, self._rng)
+                metering.end(record, "failed" if decision.give_up else "retried", exc)
                 if decision.give_up:
                     raise
                 resumable = job.fields.protocol in RESUMABLE
@@ -259,6 +267,11 @@ class Uploader:
                     publish=self._publish,
                     hold_origin=self._hold_origin,
                 )
+            else:
+                metering.end(record, "ok")
+                return answer
+            finally:
+                metering.left(record)  # (if it has not ended above)
 
     async def _attempt(self, job: UploadJob) -> Answer:
         record = job.record
@@ -278,6 +291,7 @@ class Uploader:
 
         def on_sent(nbytes: int) -> None:
             record.bytes_received += nbytes
+            record.bytes_moved += nbytes  # (every attempt's: the metrics)
             count_progress(record.throttle, nbytes, self.clock, self._publish)
 
         if job.fields.protocol in RESUMABLE:
@@ -302,6 +316,7 @@ class Uploader:
             job.record.url,
             headers=headers,
             request_timeout=self.config.request_timeout,
+            trace=recorder_of(job.record),
         )
         protocol = advertised_protocol(answer) or "plain"
         job.fields = attrs.evolve(job.fields, protocol=protocol)

@@ -40,6 +40,7 @@ from .._io.pacing import Pacer
 from .._io.resumable import send_resumable
 from .._io.upload import Answer
 from .journaling import FlushFor, JournalTask
+from .metering import recorder_of
 from .terminations import Terminator
 
 if TYPE_CHECKING:
@@ -178,6 +179,7 @@ class ResumableStrategy:
                 request_timeout=uploader.config.request_timeout,
                 body_cap=uploader.config.upload_reply_max_bytes,
                 pacer=uploader.pacer,
+                trace=recorder_of(record),
             )
         finally:
             if uploader.journal_task is not None and record.stage not in _FAILING:

@@ -23,6 +23,7 @@ from .._core.supervisor import DESCRIPTORS_PER_SLOT, RESERVED_DESCRIPTORS, slots
 from .._core.version import VERSION
 from .._exceptions import InvalidRequestError
 from .proxy import proxy_routes, routed_client_parts
+from .tracing import metrics_trace
 
 __all__ = ["READ_BUFSIZE", "default_user_agent", "descriptor_slots", "make_client", "ssl_setting"]
 
@@ -59,6 +60,9 @@ def make_client(config: Configuration, limit: int) -> aiohttp.ClientSession:
         # at loopback speeds; past 2 x this, reading waits for the writer.
         read_bufsize=READ_BUFSIZE,
         timeout=aiohttp.ClientTimeout(total=None),
+        # Each request's metrics (DNS, connect, head sent, response head): fed to
+        # the recorder a request carries as trace_request_ctx (_io/tracing.py).
+        trace_configs=[metrics_trace(routes)],
     )
 
 

@@ -72,6 +72,7 @@ async def send_resumable(
     request_timeout: float | None = None,
     body_cap: int = BODY_CAP,
     pacer: Pacer | None = None,
+    trace: object = None,
 ) -> UploadResponse:
     """Run ``machine`` to the end of the upload of ``path``; its final response.
 
@@ -85,7 +86,8 @@ async def send_resumable(
     far, after each piece (it goes back when the server holds less than was
     sent). Errors are :class:`~bgtransfer.TransferError` naming the machine's
     ``task_url``; the file is only read. ``pacer``: the session's upload
-    bandwidth limit (None: none).
+    bandwidth limit (None: none). ``trace``: every request's
+    ``trace_request_ctx`` (the attempt's metrics recorder).
 
     ``identity``: what the file was when the task took it. The open file is
     checked against it (``fstat``, in the thread hop of each read) before every
@@ -127,6 +129,7 @@ async def send_resumable(
                 body_cap=body_cap,
                 on_progress=on_progress,
                 pacer=pacer,
+                trace=trace,
             )
             machine = machine.on_response(request, response)
             if machine.upload_url is not None and machine.upload_url != known_url:
@@ -193,6 +196,7 @@ async def discover(
     *,
     headers: Mapping[str, str] | None = None,
     request_timeout: float | None = None,
+    trace: object = None,
 ) -> UploadResponse:
     """The server's answer to the ``OPTIONS`` both protocols answer about
     themselves (``discovery_request``), whatever its status, for
@@ -206,6 +210,7 @@ async def discover(
             headers=_headers(headers or {}, request),
             allow_redirects=False,
             timeout=_timeout(request_timeout),
+            trace_request_ctx=trace,
         ) as response:
             await _read_bounded(response, 0)
             return UploadResponse.of(response.status, response.headers.items())
@@ -239,6 +244,7 @@ async def _exchange(
     body_cap: int,
     on_progress: Callable[[int], None] | None,
     pacer: Pacer | None,
+    trace: object,
 ) -> UploadResponse:
     headers = _headers(extra, request)
     failed: list[LocalFileError] = []
@@ -258,6 +264,7 @@ async def _exchange(
                 data=data,
                 allow_redirects=False,
                 timeout=_timeout(request_timeout),
+                trace_request_ctx=trace,
             ) as response:
                 body = await _read_bounded(response, body_cap)
                 return UploadResponse.of(response.status, response.headers.items(), body)

@@ -65,6 +65,7 @@ async def fetch_to_file(
     chain: list[str] | None = None,
     policy: RedirectCheck | None = None,
     pacer: Pacer | None = None,
+    trace: object = None,
 ) -> BodyPlan | None:
     """One GET of ``url``; the body goes where ``sink.judge`` says.
 
@@ -77,7 +78,8 @@ async def fetch_to_file(
     :class:`~bgtransfer.RedirectError`. ``chain``, if given, receives every
     URL requested (``url`` first, the one that answered last); ``policy``, if
     given, is asked about each redirect next_hop allows (``RedirectCheck``).
-    The task's URL is the one it was given.
+    The task's URL is the one it was given. ``trace``: every request's
+    ``trace_request_ctx`` (the attempt's metrics recorder, ``_io/tracing.py``).
 
     ``request_timeout`` bounds connecting (aiohttp's ``sock_connect``) and every
     wait for the server: no byte for that long ends the attempt with
@@ -97,11 +99,23 @@ async def fetch_to_file(
                     chain = []
                 chain.append(url)
                 response = await client.get(
-                    url, headers=headers, timeout=timeout, allow_redirects=False
+                    url,
+                    headers=headers,
+                    timeout=timeout,
+                    allow_redirects=False,
+                    trace_request_ctx=trace,
                 )
                 if response.status in REDIRECT_STATUSES:
                     response = await _follow(
-                        client, response, chain, headers, timeout, redirects, watchdog, policy
+                        client,
+                        response,
+                        chain,
+                        headers,
+                        timeout,
+                        redirects,
+                        watchdog,
+                        policy,
+                        trace=trace,
                     )
                 async with response:
                     # aiohttp's headers are looked up case-insensitively already.
@@ -144,6 +158,7 @@ async def _follow(  # noqa: PLR0917 - a private helper of fetch_to_file
     watchdog: Watchdog | None,
     policy: RedirectCheck | None,
     method: str = "GET",
+    trace: object = None,
 ) -> aiohttp.ClientResponse:
     """Follow the redirects that begin with ``response`` (to ``chain``'s one
     URL); return the first response that is not one (a 3xx without
@@ -185,7 +200,12 @@ async def _follow(  # noqa: PLR0917 - a private helper of fetch_to_file
         if response.status == 303 and method != "HEAD":
             method = "GET"
         response = await client.request(
-            method, hop.url, headers=headers, timeout=client_timeout, allow_redirects=False
+            method,
+            hop.url,
+            headers=headers,
+            timeout=client_timeout,
+            allow_redirects=False,
+            trace_request_ctx=trace,
         )
     return response
 

@@ -219,6 +219,7 @@ async def send_file(
     reply_max: int,
     reply_file: Path | None,
     pacer: Pacer | None = None,
+    trace: object = None,
 ) -> Answer:
     """One attempt: ``method`` ``url`` with the file as its body.
 
@@ -229,7 +230,8 @@ async def send_file(
     there (a new private file, replaced whole), else up to ``reply_max`` bytes
     of it are kept. ``request_timeout``: no byte sent or received for that long
     ends the attempt (:class:`~bgtransfer.TransferTimeoutError`). ``pacer``:
-    the session's upload bandwidth limit (None: none).
+    the session's upload bandwidth limit (None: none). ``trace``: the request's
+    ``trace_request_ctx`` (the attempt's metrics recorder).
     """
     send_headers = dict(headers)
     send_headers["Content-Length"] = str(identity.size)
@@ -251,6 +253,7 @@ async def send_file(
                         headers=send_headers,
                         timeout=timeout,
                         allow_redirects=False,
+                        trace_request_ctx=trace,
                     )
                 except Exception as exc:
                     if body.error is not None:
