@@ -1,37 +1,32 @@
-"""The engine: the commands, queries and lifecycle of a set of download tasks.
+"""The engine: the commands, queries and lifecycle of a set of transfer tasks.
 
 The engine knows nothing of identifiers or handles, and of the state directory
-only that no destination may be inside it: it takes requests, has them
-validated (:mod:`.admission`), runs them under the connection limits
-(:mod:`.scheduler`, :mod:`.download`, :mod:`.segments`) and publishes their
-events (:mod:`.hub`); a reopened session's tasks come back through
-:mod:`.restore`. Fronts reach it through the task backend protocol
-(:mod:`.backend`): :class:`~.local.LocalBackend` adapts it, and
-:mod:`.startup` opens it for a session; the daemon will put the same engine
-behind a Unix socket.
+only that no destination may be inside it: it takes requests (:mod:`.submitting`),
+has them validated (:mod:`.admission`, :mod:`.upload_tasks`), runs them under
+the connection limits (:mod:`.scheduler`, :mod:`.download`, :mod:`.upload`,
+:mod:`.segments`) and publishes their events (:mod:`.hub`); a reopened
+session's tasks come back through :mod:`.restoring`. Fronts reach it through
+the task backend protocol (:mod:`.backend`): :class:`~.local.LocalBackend`
+adapts it, :mod:`.startup` opens it for a session, and the daemon serves the
+same engine behind a Unix socket.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from .._core.auth import TaskInfo
-from .._core.config import Configuration, HeaderPairs
-from .._core.digests import Integrity
-from .._core.fetch import FetchResponse, check_fetch
+from .._core.config import Configuration
 from .._core.metrics import SessionMetrics, TaskMetrics
-from .._core.naming import parse_url
 from .._core.secrets import SecretHeaders
 from .._core.states import PUBLIC, Input, Signal, TaskState
 from .._core.supervisor import (
@@ -40,10 +35,9 @@ from .._core.supervisor import (
 )
 from .._exceptions import (
     JournalError,
-    SessionClosedError,
 )
 from .._io.client import descriptor_slots, make_client
-from .admission import Admission, Request, merge_headers
+from .admission import Admission, Request
 from .auth import Authenticator
 from .backlog import what_was_missed
 from .download import Downloader
@@ -53,12 +47,13 @@ from .journaling import TaskJournal
 from .metering import Metering
 from .record import TaskRecord
 from .restore import Restorer
-from .restoring import Restoring
+from .submitting import Submitting
 from .terminations import Terminator
-from .upload import Uploader, Uploads
+from .upload import Uploader
+from .upload_tasks import Uploads
 
 if TYPE_CHECKING:
-    from .._core.upload import UploadRequest
+    pass
 
 if TYPE_CHECKING:
     import aiohttp
@@ -67,10 +62,8 @@ __all__ = ["Engine", "Request", "TaskJournal"]
 
 logger = logging.getLogger("bgtransfer")
 
-R = TypeVar("R")  # a batch's request (Engine._prepare_batch)
 
-
-class Engine(Restoring):
+class Engine(Submitting):
     """Runs download tasks under a :class:`Configuration`; use as an async context manager.
 
     With a ``journal`` the engine is *persistent*: it records every task there,
@@ -341,133 +334,6 @@ class Engine(Restoring):
         """Accept no new tasks from now on (the tasks already made go on)."""
         self._invalidated = True
 
-    def submit(
-        self,
-        url: object,
-        destination: str | os.PathLike[str] | None,
-        *,
-        description: str | None,
-        headers: HeaderPairs,
-        segments: int | None = None,
-        integrity: Integrity | None = None,
-    ) -> TaskRecord:
-        """Validate a download request, queue it, and start it if a slot is free."""
-        self._check_open()
-        request = (url, destination, description, headers, segments, integrity)
-        record = self._admission.prepare(self._next_id, request, checked_dirs={})
-        self._next_id += 1
-        return self._admit(self._downloading(record))
-
-    def submit_many(self, requests: Sequence[Request]) -> list[TaskRecord]:
-        """:meth:`submit` for each request, all or none: every request is validated
-        (destinations against each other too) before the first task is queued.
-        An error gets a note naming the request."""
-        self._check_open()
-        checked_dirs: dict[Path, Path] = {}  # one check per directory for the batch
-        records = self._prepare_batch(
-            requests,
-            lambda task_id, request: self._admission.prepare(
-                task_id, request, checked_dirs=checked_dirs
-            ),
-        )
-        return [self._admit(self._downloading(record)) for record in records]
-
-    def submit_upload(self, request: UploadRequest) -> TaskRecord:
-        """Validate an upload request (its file, its ``reply_to``), queue it, and
-        start it if a slot is free."""
-        self._check_open()
-        record = self._uploads.prepare(self._next_id, request)
-        self._next_id += 1
-        return self._admit(record)
-
-    def submit_uploads(self, requests: Sequence[UploadRequest]) -> list[TaskRecord]:
-        """:meth:`submit_upload` for each request, all or none (as :meth:`submit_many`)."""
-        self._check_open()
-        resolved_dirs: dict[Path, Path] = {}  # each source directory resolved once
-        records = self._prepare_batch(
-            requests, lambda task_id, r: self._uploads.prepare(task_id, r, resolved_dirs)
-        )
-        return [self._admit(record) for record in records]
-
-    def _prepare_batch(
-        self, requests: Sequence[R], prepare: Callable[[int, R], TaskRecord]
-    ) -> list[TaskRecord]:
-        """A record for each request, in order, or none: the first that fails
-        raises with a note naming it. Each claims its destination at once (the
-        next ones see it) and frees it if the batch fails."""
-        records: list[TaskRecord] = []
-        try:
-            for index, request in enumerate(requests):
-                try:
-                    record = prepare(self._next_id + index, request)
-                except Exception as exc:
-                    exc.add_note(f"request {index} of {len(requests)}; no task was made")
-                    raise
-                if record.claims_destination:
-                    self._claims[record.destination_key] = record.id
-                records.append(record)
-        finally:
-            if len(records) != len(requests):  # failed: nothing stays claimed
-                for record in records:
-                    if record.claims_destination:
-                        del self._claims[record.destination_key]
-        self._next_id += len(records)
-        return records
-
-    async def fetch(
-        self, url: object, *, method: object, headers: HeaderPairs, max_bytes: object
-    ) -> FetchResponse:
-        """A data task: queue for a slot of the URL's origin as a download does
-        (in creation order, under the same limits), then the attempts (see
-        :mod:`.fetch`); the slot is given back however it ends."""
-        self._check_open()
-        verb = check_fetch(method, max_bytes)
-        cap = self.config.fetch_max_bytes if max_bytes is None else max_bytes
-        assert isinstance(cap, int)
-        url, origin = parse_url(url, self._admission.origins)
-        merged = tuple(merge_headers(self.config.headers, headers).items())
-        task_id = self._next_id
-        self._next_id += 1
-        granted = anyio.Event()
-        self._slot_waiters[task_id] = granted
-        with anyio.CancelScope() as scope:
-            self._fetch_scopes[task_id] = scope
-            try:
-                self._start(self._supervisor.enqueue(task_id, origin, now=self.clock()))
-                await granted.wait()
-                return await self._fetcher.fetch(
-                    TaskInfo(id=task_id, url=url, description=None),
-                    origin,
-                    method=verb,
-                    headers=merged,
-                    max_bytes=cap,
-                )
-            finally:
-                del self._fetch_scopes[task_id]
-                self._slot_waiters.pop(task_id, None)
-                self._start(self._supervisor.remove(task_id, now=self.clock()))
-        raise SessionClosedError(f"{url}: the session closed before fetch() ended")
-
-    def _give_back(self, task_id: int) -> Callable[[], Awaitable[None]]:
-        """Free the connection slot of the active task (or fetch) ``task_id``
-        while it waits for the application (``auth.py``): other tasks may start
-        meanwhile. The function returned queues it for a slot of its origin
-        again, in its place (creation order), and returns once granted; if it
-        is stopped before, the runner's end (``Supervisor.remove``) tidies up."""
-        origin = self._supervisor.origin(task_id)
-        self._start(self._supervisor.release(task_id, now=self.clock()))
-
-        async def take_again() -> None:
-            granted = anyio.Event()
-            self._slot_waiters[task_id] = granted
-            try:
-                self._start(self._supervisor.enqueue(task_id, origin, now=self.clock()))
-                await granted.wait()
-            finally:
-                self._slot_waiters.pop(task_id, None)
-
-        return take_again
-
     def cancel(self, task_id: int, *, resume_data: bool = False) -> None:
         """Ask a task to stop. It ends with a ``CancelledEvent``; with ``resume_data``
         its partial file is kept for the resume data (when resuming is safe),
@@ -518,13 +384,3 @@ class Engine(Restoring):
         self._journal_task(record, urgent=True)
         if not record.running:  # else its runner queues it again once wound down
             self._start(self._supervisor.enqueue(task_id, record.origin, now=self.clock()))
-
-    # -- internals ----------------------------------------------------------------
-
-    def _admit(self, record: TaskRecord) -> TaskRecord:
-        self._records[record.id] = record
-        if record.claims_destination:
-            self._claims[record.destination_key] = record.id
-        self._journal_task(record)  # made durable by the caller's flush()
-        self._start(self._supervisor.enqueue(record.id, record.origin, now=self.clock()))
-        return record

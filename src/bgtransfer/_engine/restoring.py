@@ -28,7 +28,7 @@ from .record import TaskRecord
 from .restore import Restorer
 from .scheduler import Scheduler
 from .terminations import Terminator
-from .upload import Uploads
+from .upload_tasks import Uploads
 
 __all__ = ["Restoring"]
 
