@@ -11,6 +11,10 @@ import random
 import signal
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
 
 from bgtransfer import (
     CancelledEvent,
@@ -25,6 +29,7 @@ from bgtransfer import (
 )
 from bgtransfer._core.resume_data import sign
 from bgtransfer._daemon import connection as client
+from bgtransfer._daemon.attachment import Attachment
 from bgtransfer._daemon.control import _lock_free
 from bgtransfer._io.resume_key import load_key
 
@@ -158,6 +163,29 @@ def kill_daemon(state_dir: Path) -> None:
         elif child.poll() is not None:  # one that exited by itself ("already running")
             client._children.remove(child)
         # (a daemon of another state dir still running is left to its own test)
+
+
+def kill_daemon_at_post(
+    monkeypatch: pytest.MonkeyPatch, state_dir: Path, path: str, *, answer_lost: bool
+) -> list[str]:
+    """The daemon client's first POST of ``path`` SIGKILLs the daemon: after the
+    daemon made what it asked for (``answer_lost``: its answer never comes) or
+    before it reached it; the client sees the connection dropped. The list
+    returned holds ``path`` once the kill happened."""
+    post = Attachment.post
+    killed: list[str] = []
+
+    async def dying(self: Attachment, posted: str, body: dict[str, Any] | None) -> Any:
+        if posted != path or killed:
+            return await post(self, posted, body)
+        killed.append(posted)
+        if answer_lost:
+            await post(self, posted, body)  # made, and journaled: its answer is lost
+        kill_daemon(state_dir)
+        raise aiohttp.ServerDisconnectedError()
+
+    monkeypatch.setattr(Attachment, "post", dying)
+    return killed
 
 
 async def wait_exited(pid: int) -> None:

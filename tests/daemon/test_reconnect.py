@@ -23,6 +23,7 @@ from _helpers import (
     check_resumable_stream,
     daemon_pid,
     kill_daemon,
+    kill_daemon_at_post,
     sha256_file,
     wait_daemon_gone,
     wait_for_bytes,
@@ -196,20 +197,7 @@ async def test_a_submission_whose_answer_was_lost_makes_exactly_one_task(
     """The daemon dies with a submission on its way: made before it died
     (``after``: the answer lost) or not (``before``), it is one task."""
     files = [server.add_file(f"/s{n}.bin", size=20_000 + n) for n in range(3)]
-    post = Attachment.post
-    killed = False
-
-    async def dying(self: Attachment, path: str, body: dict[str, Any] | None) -> Any:
-        nonlocal killed
-        if path != "/tasks" or killed:
-            return await post(self, path, body)
-        killed = True
-        if lost == "after":
-            await post(self, path, body)  # made, and journaled: its answer is lost
-        kill_daemon(daemon_state)
-        raise aiohttp.ServerDisconnectedError()
-
-    monkeypatch.setattr(Attachment, "post", dying)
+    killed = kill_daemon_at_post(monkeypatch, daemon_state, "/tasks", answer_lost=lost == "after")
     async with Session("one", state_dir=daemon_state, daemon=True) as session:
         made = await asyncio.wait_for(
             asyncio.gather(

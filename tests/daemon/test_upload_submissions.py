@@ -10,10 +10,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
-from _helpers import kill_daemon, sha256_bytes
+from _helpers import kill_daemon_at_post, sha256_bytes
 from bgtransfer import (
     Configuration,
     FinishedEvent,
@@ -24,7 +23,6 @@ from bgtransfer import (
     UploadTask,
 )
 from bgtransfer._core.wire_upload import encode_upload
-from bgtransfer._daemon.attachment import Attachment
 from bgtransfer._daemon.client import DaemonBackend
 from bgtransfer.testing import TestServer
 
@@ -128,20 +126,7 @@ async def test_uploads_whose_answer_was_lost_make_exactly_one_task_each(
     (``after``: the answer lost) or not (``before``), each upload is one task."""
     call, lost = case.split(", ")
     sources = _sources(tmp_path, 3)
-    post = Attachment.post
-    killed = False
-
-    async def dying(self: Attachment, path: str, body: dict[str, Any] | None) -> Any:
-        nonlocal killed
-        if path != "/uploads" or killed:
-            return await post(self, path, body)
-        killed = True
-        if lost == "after":
-            await post(self, path, body)  # made, and journaled: its answer is lost
-        kill_daemon(daemon_state)
-        raise aiohttp.ServerDisconnectedError()
-
-    monkeypatch.setattr(Attachment, "post", dying)
+    killed = kill_daemon_at_post(monkeypatch, daemon_state, "/uploads", answer_lost=lost == "after")
     async with Session("lost", state_dir=daemon_state, daemon=True) as session:
         if call == "upload_many":
             making = session.upload_many(
