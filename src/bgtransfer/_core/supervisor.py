@@ -93,6 +93,10 @@ class Supervisor:
         # reaches the top, so cancelling any of 10,000 queued tasks is O(1).
         self._heaps: dict[Hashable, list[int]] = {}
         self._queued: dict[int, Hashable] = {}
+        # Kept as tasks come and go, not counted by statistics(): the daemon sends
+        # the statistics with every event, and 2,000 queued tasks made each call
+        # scan them all (docs/design.md, "Statistics without a scan").
+        self._queued_by_origin: dict[Hashable, int] = {}
         self._active: dict[int, Hashable] = {}
         self._active_by_origin: dict[Hashable, int] = {}
         self._borrowed: dict[int, int] = {}  # task id -> extra slots it holds
@@ -112,14 +116,11 @@ class Supervisor:
         return self._active[task_id]
 
     def statistics(self) -> SupervisorStatistics:
-        queued: dict[Hashable, int] = {}
-        for origin in self._queued.values():
-            queued[origin] = queued.get(origin, 0) + 1
         return SupervisorStatistics(
             active=len(self._active),
             queued=len(self._queued),
             active_by_origin={k: v for k, v in self._active_by_origin.items() if v},
-            queued_by_origin=queued,
+            queued_by_origin=dict(self._queued_by_origin),
             borrowed=sum(self._borrowed.values()),
             total_limit=self._total,
         )
@@ -137,6 +138,7 @@ class Supervisor:
             raise ValueError(f"task {task_id} is already scheduled")
         heapq.heappush(self._heaps.setdefault(origin, []), task_id)
         self._queued[task_id] = origin
+        self._queued_by_origin[origin] = self._queued_by_origin.get(origin, 0) + 1
         return self._schedule(now)
 
     def release(self, task_id: int, *, now: float = 0.0) -> list[int]:
@@ -184,7 +186,9 @@ class Supervisor:
         """Forget a task wherever it is (queued or active); unknown ids are ignored."""
         if task_id in self._active:
             return self.release(task_id, now=now)
-        self._queued.pop(task_id, None)
+        origin = self._queued.pop(task_id, None)
+        if origin is not None:
+            self._left_queue(origin)
         return self._schedule(now)
 
     def hold(self, origin: Hashable, until: float) -> None:
@@ -196,6 +200,13 @@ class Supervisor:
         return self._schedule(now)
 
     # -- the one place that decides ---------------------------------------------
+
+    def _left_queue(self, origin: Hashable) -> None:
+        waiting = self._queued_by_origin[origin] - 1
+        if waiting:
+            self._queued_by_origin[origin] = waiting
+        else:
+            del self._queued_by_origin[origin]
 
     def _head(self, origin: Hashable) -> int | None:
         heap = self._heaps.get(origin)
@@ -226,6 +237,7 @@ class Supervisor:
                 break
             heapq.heappop(self._heaps[best])
             del self._queued[best_id]
+            self._left_queue(best)
             self._active[best_id] = best
             self._active_by_origin[best] = self._active_by_origin.get(best, 0) + 1
             self._in_use += 1
