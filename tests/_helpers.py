@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import random
 import signal
-from collections.abc import AsyncIterator, Sequence
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,7 @@ from bgtransfer._io.resume_key import load_key
 
 PROC_FDS = Path("/proc/self/fd")
 EXIT_TIMEOUT = 30.0  # seconds a process may take to exit once told (or killed)
+LINE_TIMEOUT = 60.0  # seconds a child process may stay silent before the test fails
 
 
 def sha256_file(path: Path) -> str:
@@ -212,3 +215,84 @@ async def wait_daemon_gone(state_dir: Path) -> None:
     if pid is not None:
         await wait_exited(pid)
     assert _lock_free(state_dir)
+
+
+class Child:
+    """A real child process running a test script: JSON arguments in ``argv[1]``,
+    one JSON object per line on stdout (read on demand), stderr kept in a file
+    for the failure message. The crash tests synchronise on its lines, never on
+    sleeps."""
+
+    def __init__(self, process: asyncio.subprocess.Process, stderr: Path) -> None:
+        self.process = process
+        self.stderr = stderr
+        self.lines: list[dict[str, Any]] = []
+
+    @classmethod
+    async def start(cls, script: Path, args: dict[str, Any], stderr: Path) -> Child:
+        with stderr.open("wb") as err:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                str(script),
+                json.dumps(args),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=err,
+            )
+        return cls(process, stderr)
+
+    def describe(self) -> str:
+        text = "\n".join(json.dumps(line) for line in self.lines)
+        return f"rc {self.process.returncode}\n{text}\n{self.stderr.read_text(errors='replace')}"
+
+    async def wait_line(
+        self, predicate: Callable[[dict[str, Any]], bool] = lambda line: True
+    ) -> dict[str, Any]:
+        """The next line for which ``predicate`` is true (every line read is kept)."""
+        assert self.process.stdout is not None
+        while True:
+            raw = await asyncio.wait_for(self.process.stdout.readline(), LINE_TIMEOUT)
+            assert raw, f"the child ended first:\n{self.describe()}"
+            line = json.loads(raw)
+            self.lines.append(line)
+            if predicate(line):
+                return line
+
+    def kill(self) -> None:
+        """SIGKILL the child unless it is known to have exited.
+
+        Not ``process.kill()``: ``Popen.send_signal`` polls first, and that reaps a
+        child that just died under asyncio's child watcher, which then reports 255
+        instead of the real status. The watcher is the only one to reap, and the pid
+        is not reused before it has (a zombie keeps it), so ``os.kill`` is safe
+        until ``returncode`` is set."""
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGKILL)
+
+    async def finish(self) -> int:
+        """Its exit status, once it has exited; the lines it printed last are kept."""
+        assert self.process.stdout is not None
+        rest = await asyncio.wait_for(self.process.stdout.read(), LINE_TIMEOUT)
+        self.lines.extend(json.loads(raw) for raw in rest.splitlines() if raw.strip())
+        return await asyncio.wait_for(self.process.wait(), LINE_TIMEOUT)
+
+    async def killed(self) -> list[dict[str, Any]]:
+        """SIGKILL it (unless it has exited), reap it, check that the kill is what
+        ended it, and return its lines."""
+        self.kill()
+        returncode = await self.finish()
+        assert returncode == -signal.SIGKILL, self.describe()
+        return self.lines
+
+
+@contextlib.asynccontextmanager
+async def child(script: Path, args: dict[str, Any], stderr: Path) -> AsyncIterator[Child]:
+    """A :class:`Child` that is always killed and reaped when the block ends."""
+    running = await Child.start(script, args, stderr)
+    try:
+        yield running
+    finally:
+        running.kill()
+        with contextlib.suppress(Exception):
+            await running.finish()

@@ -49,14 +49,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import os
 import random
 import shutil
-import signal
 import sqlite3
-import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -67,7 +64,7 @@ import _child
 import attrs
 import pytest
 
-from _helpers import check_resumable_stream, check_task_stream, collect, sha256_file
+from _helpers import Child, check_resumable_stream, check_task_stream, collect, sha256_file
 from bgtransfer import (
     DownloadTask,
     EventsDeliveredEvent,
@@ -152,15 +149,8 @@ async def run_child(
     nothing for ``LINE_TIMEOUT`` seconds fails the test; it is always reaped.
     """
     loop = asyncio.get_running_loop()
-    with stderr_path.open("wb") as stderr:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(CHILD),
-            json.dumps(args),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=stderr,
-        )
+    running = await Child.start(CHILD, args, stderr_path)
+    process = running.process
     assert process.stdout is not None
     lines: list[dict[str, Any]] = []
     kill_at = None if delay_from_spawn is None else loop.time() + delay_from_spawn
@@ -172,7 +162,7 @@ async def run_child(
             except TimeoutError:
                 if kill_at is None:
                     raise AssertionError(f"{label}: no output for {LINE_TIMEOUT} s") from None
-                sigkill(process)
+                running.kill()
                 break
             if not raw:
                 break
@@ -181,10 +171,10 @@ async def run_child(
             if kill_after is not None and kill_at is None and kill_after(line):
                 kill_at = loop.time() + delay
                 if delay <= 0:
-                    sigkill(process)
+                    running.kill()
                     break
     finally:
-        sigkill(process)
+        running.kill()
         rest = await asyncio.wait_for(process.stdout.read(), LINE_TIMEOUT)
         returncode = await asyncio.wait_for(process.wait(), LINE_TIMEOUT)
     lines.extend(json.loads(raw) for raw in rest.splitlines() if raw.strip())
@@ -193,19 +183,6 @@ async def run_child(
     if returncode == 0:  # else killed, maybe after it printed "done" and closed
         assert run.done, run.describe()
     return run
-
-
-def sigkill(process: asyncio.subprocess.Process) -> None:
-    """SIGKILL the child unless it is known to have exited.
-
-    Not ``process.kill()``: ``Popen.send_signal`` polls first, and that reaps a child
-    that just died under asyncio's child watcher, which then reports 255 instead of
-    the real status. The watcher is the only one to reap, and the pid is not reused
-    before it has (a zombie keeps it), so ``os.kill`` is safe until ``returncode`` is set.
-    """
-    if process.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, signal.SIGKILL)
 
 
 async def run_here(args: dict[str, Any], *, label: str) -> Run:

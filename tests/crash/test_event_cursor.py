@@ -12,18 +12,13 @@ every file is byte-exact.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import os
-import signal
-import sys
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from _helpers import sha256_file
+from _helpers import LINE_TIMEOUT, child, sha256_file
 from bgtransfer import (
     Configuration,
     EventsDeliveredEvent,
@@ -37,7 +32,6 @@ pytestmark = pytest.mark.asyncio
 
 CHILD = Path(__file__).with_name("_cursor_child.py")
 IDENTIFIER = "com.example.cursor"
-LINE_TIMEOUT = 60.0
 
 
 async def _child_until_ended(
@@ -45,30 +39,10 @@ async def _child_until_ended(
 ) -> list[dict[str, Any]]:
     """Run the child until it prints ``ended`` and ``before_kill`` is done;
     SIGKILL it then. Its lines."""
-    with stderr_path.open("wb") as stderr:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(CHILD),
-            json.dumps(args),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=stderr,
-        )
-    assert process.stdout is not None
-    lines: list[dict[str, Any]] = []
-    try:
-        while not lines or "ended" not in lines[-1]:
-            raw = await asyncio.wait_for(process.stdout.readline(), LINE_TIMEOUT)
-            assert raw, f"the child ended early: {lines} {stderr_path.read_text()}"
-            lines.append(json.loads(raw))
+    async with child(CHILD, args, stderr_path) as running:
+        await running.wait_line(lambda line: "ended" in line)
         await asyncio.wait_for(before_kill, LINE_TIMEOUT)
-    finally:
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGKILL)
-        returncode = await asyncio.wait_for(process.wait(), LINE_TIMEOUT)
-    assert returncode == -signal.SIGKILL, (returncode, lines, stderr_path.read_text())
-    return lines
+        return await running.killed()
 
 
 async def test_a_killed_reader_resumes_from_its_cursor_in_a_new_process(

@@ -13,25 +13,20 @@ on the lines they print, never on sleeps.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
 import os
 import signal
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from _helpers import sha256_file
+from _helpers import Child, child, sha256_file
 from bgtransfer.testing import Faults, TestServer
 
 pytestmark = pytest.mark.asyncio
 
 CHILD = Path(__file__).with_name("_sigterm_child.py")
-LINE_TIMEOUT = 30.0
 SIZE = 16 * 1024 * 1024
 KILL_AFTER = 1024 * 1024  # bytes written (per task) before the parent sends SIGTERM
 SLACK = 512 * 1024  # what may arrive between the child's line and the signal
@@ -40,62 +35,8 @@ SLACK = 512 * 1024  # what may arrive between the child's line and the signal
 CONFIG = {"checkpoint_interval": 60.0, "progress_interval": 0}
 
 
-class Child:
-    """A running ``_sigterm_child.py``: its lines, read on demand."""
-
-    def __init__(self, process: asyncio.subprocess.Process, stderr: Path) -> None:
-        self.process = process
-        self.stderr = stderr
-        self.lines: list[dict[str, Any]] = []
-
-    @classmethod
-    async def start(cls, args: dict[str, Any], stderr: Path) -> Child:
-        with stderr.open("wb") as err:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                str(CHILD),
-                json.dumps(args),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=err,
-            )
-        return cls(process, stderr)
-
-    def describe(self) -> str:
-        text = "\n".join(json.dumps(line) for line in self.lines)
-        return f"rc {self.process.returncode}\n{text}\n{self.stderr.read_text(errors='replace')}"
-
-    async def wait_line(self, predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        while True:
-            raw = await asyncio.wait_for(self.process.stdout.readline(), LINE_TIMEOUT)
-            assert raw, f"the child ended first:\n{self.describe()}"
-            line = json.loads(raw)
-            self.lines.append(line)
-            if predicate(line):
-                return line
-
-    async def finish(self) -> int:
-        assert self.process.stdout is not None
-        rest = await asyncio.wait_for(self.process.stdout.read(), LINE_TIMEOUT)
-        self.lines.extend(json.loads(raw) for raw in rest.splitlines() if raw.strip())
-        return await asyncio.wait_for(self.process.wait(), LINE_TIMEOUT)
-
-    def kill(self) -> None:
-        if self.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.process.pid, signal.SIGKILL)
-
-
-@contextlib.asynccontextmanager
-async def child(args: dict[str, Any], stderr: Path) -> Any:
-    running = await Child.start(args, stderr)
-    try:
-        yield running
-    finally:
-        running.kill()
-        with contextlib.suppress(Exception):
-            await running.finish()
+def _child(args: dict[str, Any], stderr: Path) -> contextlib.AbstractAsyncContextManager[Child]:
+    return child(CHILD, args, stderr)
 
 
 def _written_by(lines: list[dict[str, Any]], identifier: str) -> int:
@@ -106,7 +47,7 @@ async def _terminate_after_progress(
     args: dict[str, Any], tmp_path: Path, identifiers: list[str]
 ) -> tuple[Child, dict[str, int]]:
     """Start the child, wait until every task wrote ``KILL_AFTER`` bytes, SIGTERM it."""
-    async with child(args, tmp_path / "first.err") as first:
+    async with _child(args, tmp_path / "first.err") as first:
         line = await first.wait_line(lambda line: "disposition" in line)
         assert line["disposition"] == "bgtransfer", first.describe()
         waiting = set(identifiers)
@@ -140,7 +81,7 @@ async def test_sigterm_checkpoints_every_open_session_then_ends_as_sigterm_would
 
     for file in files.values():
         server.set_faults(file.path, Faults())
-    async with child({**args, "mode": "reopen"}, tmp_path / "second.err") as second:
+    async with _child({**args, "mode": "reopen"}, tmp_path / "second.err") as second:
         assert await second.finish() == 0, second.describe()
     for name, file in files.items():
         [resumed] = [line["offset"] for line in second.lines if line.get("resumed") == name]
@@ -167,7 +108,7 @@ async def test_an_applications_own_sigterm_handler_is_kept(
         "config": CONFIG,
         "app_handler": True,
     }
-    async with child(args, tmp_path / "app.err") as running:
+    async with _child(args, tmp_path / "app.err") as running:
         line = await running.wait_line(lambda line: "disposition" in line)
         assert line["disposition"] == "app", running.describe()
         await running.wait_line(lambda line: line.get("bytes", 0) >= KILL_AFTER)
@@ -189,7 +130,7 @@ async def test_with_the_opt_out_sigterm_kills_at_once(server: TestServer, tmp_pa
         "downloads": [spec],
         "config": {**CONFIG, "handle_sigterm": False},
     }
-    async with child(args, tmp_path / "off.err") as running:
+    async with _child(args, tmp_path / "off.err") as running:
         line = await running.wait_line(lambda line: "disposition" in line)
         assert line["disposition"] == "default", running.describe()
         await running.wait_line(lambda line: line.get("bytes", 0) >= KILL_AFTER)
@@ -197,7 +138,7 @@ async def test_with_the_opt_out_sigterm_kills_at_once(server: TestServer, tmp_pa
         assert await running.finish() == -signal.SIGTERM, running.describe()
     server.set_faults(file.path, Faults())
     reopen = {"mode": "reopen", "state_dir": str(state_dir), "downloads": [spec]}
-    async with child(reopen, tmp_path / "off2.err") as second:
+    async with _child(reopen, tmp_path / "off2.err") as second:
         assert await second.finish() == 0, second.describe()
     # Nothing checkpointed the task: the next process fetched it all again.
     assert [line for line in second.lines if "resumed" in line] == []
@@ -207,7 +148,7 @@ async def test_with_the_opt_out_sigterm_kills_at_once(server: TestServer, tmp_pa
 
 async def test_the_disposition_is_restored_when_the_last_session_closes(tmp_path: Path) -> None:
     args = {"mode": "dispositions", "state_dir": str(tmp_path / "state")}
-    async with child(args, tmp_path / "d.err") as running:
+    async with _child(args, tmp_path / "d.err") as running:
         assert await running.finish() == 0, running.describe()
     assert [(line["step"], line["disposition"]) for line in running.lines] == [
         ("before", "default"),

@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
-import signal
 import sqlite3
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from _helpers import LINE_TIMEOUT, child
 from _logwait import log_seen
 from bgtransfer import CancelledEvent, Configuration, Session
 from bgtransfer._io.journal import JOURNAL_NAME
@@ -25,7 +23,6 @@ pytestmark = pytest.mark.asyncio
 
 CHILD = Path(__file__).with_name("_upload_child.py")
 IDENTIFIER = "com.example.terminate"
-LINE_TIMEOUT = 60.0
 MiB = 1024 * 1024
 
 
@@ -36,23 +33,9 @@ def _terminations(state_dir: Path) -> list[tuple[Any, ...]]:
 
 async def _child_killed_mid_cancel(args: dict[str, Any], held: Any, stderr_path: Path) -> None:
     """Run the child until the server holds its DELETE, then SIGKILL it."""
-    with stderr_path.open("wb") as stderr:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(CHILD),
-            json.dumps(args),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    try:
+    async with child(CHILD, args, stderr_path) as running:
         await asyncio.wait_for(held(), LINE_TIMEOUT)
-    finally:
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGKILL)
-        returncode = await asyncio.wait_for(process.wait(), LINE_TIMEOUT)
-    assert returncode == -signal.SIGKILL, (returncode, stderr_path.read_text())
+        await running.killed()
 
 
 @pytest.mark.parametrize("protocol", ["tus", "ietf"])

@@ -6,16 +6,12 @@ what it receives)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import os
-import signal
-import sys
 from pathlib import Path
 
 import pytest
 
-from _helpers import kill_daemon, sha256_bytes
+from _helpers import LINE_TIMEOUT, child, kill_daemon, sha256_bytes
 from bgtransfer import Configuration, FinishedEvent, Session, TaskState, UploadTask
 from bgtransfer.testing import Faults, TestServer
 
@@ -23,7 +19,6 @@ pytestmark = pytest.mark.asyncio
 
 CHILD = Path(__file__).with_name("_upload_many_child.py")
 IDENTIFIER = "com.example.upload-many"
-LINE_TIMEOUT = 60.0
 COUNT = 40
 
 
@@ -51,29 +46,11 @@ async def test_a_new_process_lists_and_sends_every_upload_of_the_batch(
         "daemon": daemon,
         "uploads": expected,
     }
-    stderr_path = tmp_path / "child.stderr"
     try:
-        with stderr_path.open("wb") as stderr:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                str(CHILD),
-                json.dumps(args),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=stderr,
-            )
-        assert process.stdout is not None
-        try:
-            raw = await asyncio.wait_for(process.stdout.readline(), LINE_TIMEOUT)
-            assert raw, f"the child ended early: {stderr_path.read_text()}"
-            created = json.loads(raw)["created"]
+        async with child(CHILD, args, tmp_path / "child.stderr") as running:
+            created = (await running.wait_line())["created"]
             await asyncio.wait_for(server.wait_held("/batch/0"), LINE_TIMEOUT)
-        finally:
-            if process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, signal.SIGKILL)
-            returncode = await asyncio.wait_for(process.wait(), LINE_TIMEOUT)
-        assert returncode == -signal.SIGKILL, (returncode, stderr_path.read_text())
+            await running.killed()
         assert len(created) == COUNT
 
         config = Configuration(max_connections_per_host=1)

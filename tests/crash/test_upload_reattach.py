@@ -4,18 +4,15 @@ process and sent again from its first byte, byte-exact (the server hashes it).""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import signal
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from _helpers import check_resumable_stream, collect, sha256_bytes
+from _helpers import LINE_TIMEOUT, check_resumable_stream, child, collect, sha256_bytes
 from bgtransfer import (
     Configuration,
     FinishedEvent,
@@ -30,7 +27,6 @@ pytestmark = pytest.mark.asyncio
 
 CHILD = Path(__file__).with_name("_upload_child.py")
 IDENTIFIER = "com.example.upload"
-LINE_TIMEOUT = 60.0
 
 
 async def _child_killed_mid_body(
@@ -39,31 +35,14 @@ async def _child_killed_mid_body(
     path: str,
     stderr_path: Path,
     held: Callable[[], Awaitable[None]] | None = None,
-) -> list[dict[str, Any]]:
-    """Run the child until the server holds its body mid-way, then SIGKILL it."""
-    with stderr_path.open("wb") as stderr:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(CHILD),
-            json.dumps(args),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=stderr,
-        )
-    assert process.stdout is not None
-    lines: list[dict[str, Any]] = []
-    try:
-        raw = await asyncio.wait_for(process.stdout.readline(), LINE_TIMEOUT)
-        assert raw, f"the child ended early: {stderr_path.read_text()}"
-        lines.append(json.loads(raw))
+) -> dict[str, Any]:
+    """Run the child until the server holds its body mid-way, then SIGKILL it.
+    Its first line (what it printed before the body was held)."""
+    async with child(CHILD, args, stderr_path) as running:
+        first = await running.wait_line()
         await asyncio.wait_for(server.wait_held(path) if held is None else held(), LINE_TIMEOUT)
-    finally:
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGKILL)
-        returncode = await asyncio.wait_for(process.wait(), LINE_TIMEOUT)
-    assert returncode == -signal.SIGKILL, (returncode, lines, stderr_path.read_text())
-    return lines
+        await running.killed()
+        return first
 
 
 @pytest.mark.parametrize("with_reply", [False, True])
@@ -82,7 +61,7 @@ async def test_a_killed_upload_is_sent_again_from_the_start(
         "file": str(source),
         "reply_to": None if reply_to is None else str(reply_to),
     }
-    [created] = await _child_killed_mid_body(args, server, "/up", tmp_path / "child.stderr")
+    created = await _child_killed_mid_body(args, server, "/up", tmp_path / "child.stderr")
     server.release("/up")  # the killed body ends (cut short)
 
     async with Session(IDENTIFIER, state_dir=state_dir, config=Configuration()) as session:
@@ -133,7 +112,7 @@ async def test_a_killed_resumable_upload_continues_from_the_servers_offset(
         "reply_to": None,
         "protocol": protocol,
     }
-    [created] = await _child_killed_mid_body(
+    created = await _child_killed_mid_body(
         args, server, endpoint.prefix, tmp_path / "child.stderr", held=endpoint.wait_held
     )
     endpoint.release()  # the killed PATCH ends with what the server read

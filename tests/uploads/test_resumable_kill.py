@@ -4,18 +4,14 @@ from the offset the server holds, without sending again what it holds."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
-import json
 import os
-import signal
-import sys
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 
+from _helpers import LINE_TIMEOUT, child
 from bgtransfer._core.resumable_upload import IetfUpload
 from bgtransfer._core.tus import TusUpload
 from bgtransfer._io.resumable import send_resumable
@@ -25,7 +21,6 @@ pytestmark = pytest.mark.asyncio
 
 CHILD = Path(__file__).with_name("_upload_child.py")
 MiB = 1024 * 1024
-LINE_TIMEOUT = 60
 
 
 @pytest.mark.parametrize("protocol", ["tus", "ietf"])
@@ -48,27 +43,10 @@ async def test_sigkill_mid_upload_continues_from_the_servers_offset(
     }
     # The server stops reading at 4 MiB: the child cannot finish before the kill.
     endpoint.set_faults(UploadFaults(method="PATCH", hold_after=4 * MiB), times=1)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(CHILD),
-        json.dumps(args),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    lines: list[dict[str, Any]] = []
-    try:
-        while not lines or "sent" not in lines[-1]:
-            raw = await asyncio.wait_for(process.stdout.readline(), LINE_TIMEOUT)
-            assert raw, f"the child ended early: {lines}"
-            lines.append(json.loads(raw))
+    async with child(CHILD, args, tmp_path / "child.stderr") as running:
+        await running.wait_line(lambda line: "sent" in line)
         await asyncio.wait_for(endpoint.wait_held(), LINE_TIMEOUT)
-    finally:
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGKILL)
-        await asyncio.wait_for(process.wait(), LINE_TIMEOUT)
-    assert process.returncode == -signal.SIGKILL
+        lines = await running.killed()
     # The dead child's request reads what reached the server, then ends.
     endpoint.release()
     await asyncio.wait_for(server.wait_until(lambda s: s.in_flight == 0), LINE_TIMEOUT)
