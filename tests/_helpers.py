@@ -10,6 +10,7 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -32,7 +33,7 @@ from bgtransfer import (
 from bgtransfer._core.resume_data import sign
 from bgtransfer._daemon import connection as client
 from bgtransfer._daemon.attachment import Attachment
-from bgtransfer._daemon.control import _lock_free
+from bgtransfer._daemon.control import _lock_free, daemon_status
 from bgtransfer._io.resume_key import load_key
 
 PROC_FDS = Path("/proc/self/fd")
@@ -296,3 +297,40 @@ async def child(script: Path, args: dict[str, Any], stderr: Path) -> AsyncIterat
         running.kill()
         with contextlib.suppress(Exception):
             await running.finish()
+
+
+def journal_task_ids(state_dir: Path, identifier: str) -> list[int]:
+    """Task ids committed in a session's journal, read by a connection of its own."""
+    path = state_dir / identifier / "journal.sqlite3"
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        return [row[0] for row in db.execute("SELECT id FROM tasks ORDER BY id")]
+
+
+async def wait_status(
+    state_dir: Path, predicate: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """Until the daemon's status (``bgtransfer status --json``) satisfies
+    ``predicate``; return it. (Another process's: read as a script would, a
+    few times a second, bounded.)"""
+    async with asyncio.timeout(60):
+        while True:
+            status = await daemon_status(state_dir)
+            if status is not None and predicate(status):
+                return status
+            await asyncio.sleep(0.02)
+
+
+async def bgtransfer_status(state_dir: Path) -> str:
+    """``bgtransfer status``'s text, from a process of its own."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bgtransfer",
+        "status",
+        "--state-dir",
+        str(state_dir),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0
+    return out.decode()

@@ -22,7 +22,14 @@ from typing import Any
 
 import pytest
 
-from _helpers import daemon_pid, kill_daemon, sha256_file, wait_exited
+from _helpers import (
+    bgtransfer_status,
+    daemon_pid,
+    kill_daemon,
+    sha256_file,
+    wait_exited,
+    wait_status,
+)
 from bgtransfer import (
     AuthenticationError,
     BasicAuth,
@@ -35,7 +42,6 @@ from bgtransfer import (
     TaskInfo,
     TransferError,
 )
-from bgtransfer._daemon.control import daemon_status
 from bgtransfer.testing import AuthRequirement, TestServer
 
 pytestmark = pytest.mark.asyncio
@@ -43,36 +49,6 @@ pytestmark = pytest.mark.asyncio
 APP = Path(__file__).with_name("_creds_app.py")
 USER, PASSWORD = "alice", "pw-7f3a9c-very-secret"
 FAST = {"checkpoint_interval": 0.05, "progress_interval": 0.0}
-
-
-async def wait_status(
-    state_dir: Path, predicate: Callable[[dict[str, Any]], bool]
-) -> dict[str, Any]:
-    """Until the daemon's status (``bgtransfer status --json``) satisfies
-    ``predicate``; return it. (Another process's: read as a script would, a
-    few times a second, bounded.)"""
-    async with asyncio.timeout(60):
-        while True:
-            status = await daemon_status(state_dir)
-            if status is not None and predicate(status):
-                return status
-            await asyncio.sleep(0.02)
-
-
-async def bgtransfer_status(state_dir: Path) -> str:
-    """``bgtransfer status``'s text."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bgtransfer",
-        "status",
-        "--state-dir",
-        str(state_dir),
-        stdout=asyncio.subprocess.PIPE,
-    )
-    out, _ = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 0
-    return out.decode()
 
 
 def task_status(status: dict[str, Any], identifier: str, task_id: int) -> dict[str, Any] | None:

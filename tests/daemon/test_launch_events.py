@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from _helpers import kill_daemon, sha256_file, wait_daemon_gone
+from _helpers import bgtransfer_status, kill_daemon, sha256_file, wait_daemon_gone, wait_status
 from bgtransfer import Configuration, Session
 from bgtransfer._daemon.control import daemon_status
 from bgtransfer.testing import Faults, TestServer
@@ -37,15 +37,15 @@ async def wait_launches(
     """Until the session's launch status in ``bgtransfer status`` satisfies
     ``predicate``; return it. (The status is another process's: read as a
     script would, a few times a second, bounded.)"""
-    async with asyncio.timeout(60):
-        while True:
-            status = await daemon_status(state_dir)
-            sessions = [] if status is None else status["sessions"]
-            for session in sessions:
-                launches = session.get("launches")
-                if session["identifier"] == identifier and launches and predicate(launches):
-                    return dict(launches)
-            await asyncio.sleep(0.02)
+
+    def launches(status: dict[str, Any]) -> dict[str, Any] | None:
+        for session in status["sessions"]:
+            shown = session.get("launches")
+            if session["identifier"] == identifier and shown and predicate(shown):
+                return dict(shown)
+        return None
+
+    return launches(await wait_status(state_dir, lambda status: launches(status) is not None)) or {}
 
 
 def ended(count: int) -> Callable[[dict[str, Any]], bool]:
@@ -216,21 +216,6 @@ async def test_a_restarted_daemon_goes_on_with_the_launch_history(
     assert launches["history"][1]["cursor"] == 0
     assert launches["launches"] >= 2
     assert len(record.read_text().splitlines()) >= 2
-
-
-async def bgtransfer_status(state_dir: Path) -> str:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bgtransfer",
-        "status",
-        "--state-dir",
-        str(state_dir),
-        stdout=asyncio.subprocess.PIPE,
-    )
-    out, _ = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 0
-    return out.decode()
 
 
 async def test_acknowledging_out_of_order_moves_the_cursor_only_past_a_complete_prefix(

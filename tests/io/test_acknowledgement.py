@@ -10,7 +10,6 @@ event comes back in every later session until the application acknowledges it.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from _helpers import collect, sha256_file
+from _helpers import collect, journal_task_ids, sha256_file
 from bgtransfer import (
     CancelledEvent,
     Configuration,
@@ -59,12 +58,6 @@ async def main(state_dir, url, destination, acknowledge):
 
 asyncio.run(main(*sys.argv[1:]))
 """
-
-
-def _journal_ids(state_dir: Path) -> list[int]:
-    """The tasks the journal on disk still holds."""
-    with sqlite3.connect(state_dir / ID / "journal.sqlite3") as db:
-        return [row[0] for row in db.execute("SELECT id FROM tasks ORDER BY id")]
 
 
 async def _natural_loop(task: DownloadTask) -> FinishedEvent:
@@ -119,8 +112,8 @@ async def test_natural_loop_in_a_process_then_the_next_process(
             drained = await _drain(session)
             assert drained[1:] == [task.result, EventsDeliveredEvent(replayed=1)]
             await task.acknowledge()
-            assert _journal_ids(state_dir) == []
-    assert _journal_ids(state_dir) == []
+            assert journal_task_ids(state_dir, ID) == []
+    assert journal_task_ids(state_dir, ID) == []
     assert len(server.requests) == 1  # nothing was downloaded again
     assert sha256_file(destination) == file.sha256
 
@@ -133,7 +126,7 @@ async def test_natural_loop_acknowledges_and_the_journal_forgets(
         task = await session.download(server.url(file.path), out_dir / "a.bin")
         finished = await _natural_loop(task)
         assert finished.location == out_dir / "a.bin"
-    assert _journal_ids(state_dir) == []  # the close committed the deletion
+    assert journal_task_ids(state_dir, ID) == []  # the close committed the deletion
     async with background(ID, state_dir=state_dir, config=AUTO) as session:
         assert session.tasks() == []
         with anyio.fail_after(10):
@@ -159,11 +152,11 @@ async def test_explicit_replays_until_acknowledged(
             assert (await _drain(session))[-1] == EventsDeliveredEvent(replayed=1)
         with pytest.raises(SessionClosedError):
             await again.acknowledge()  # too late: the next session delivers it again
-        assert _journal_ids(state_dir) == [task.id]
+        assert journal_task_ids(state_dir, ID) == [task.id]
     async with background(ID, state_dir=state_dir, config=EXPLICIT) as session:
         [again] = session.tasks()
         await again.acknowledge()
-        assert _journal_ids(state_dir) == []  # forgotten when acknowledge() returned
+        assert journal_task_ids(state_dir, ID) == []  # forgotten when acknowledge() returned
         with anyio.fail_after(10):
             await session.wait_events_delivered()
         await again.acknowledge()  # twice is harmless
@@ -187,7 +180,7 @@ async def test_explicit_acknowledge_by_id_from_the_session(
     async with background(ID, state_dir=state_dir, config=EXPLICIT) as session:
         assert [task.id for task in session.tasks()] == ids
         await session.acknowledge(*ids, 999)  # an unknown id is left alone
-        assert _journal_ids(state_dir) == []
+        assert journal_task_ids(state_dir, ID) == []
         with anyio.fail_after(10):
             await session.wait_events_delivered()
         with pytest.raises(TypeError, match="int"):
@@ -288,4 +281,4 @@ async def test_drain_ends_after_exactly_the_missed_events(
         with anyio.fail_after(10):
             await session.wait_events_delivered()
         assert await _drain(session) == [*drained[:-1], EventsDeliveredEvent(replayed=1)]
-    assert _journal_ids(state_dir) == [suspended.id]
+    assert journal_task_ids(state_dir, ID) == [suspended.id]

@@ -3,13 +3,12 @@ one commit, against the real loopback server."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from _helpers import sha256_file
+from _helpers import journal_task_ids, sha256_file
 from bgtransfer import (
     Configuration,
     DownloadRequest,
@@ -22,16 +21,6 @@ from bgtransfer import (
 from bgtransfer.testing import Faults, TestServer
 
 pytestmark = pytest.mark.asyncio
-
-
-def _journal_ids(state_dir: Path, identifier: str) -> list[int]:
-    """Task ids committed in the journal, read by a connection of its own."""
-    path = state_dir / identifier / "journal.sqlite3"
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return [row[0] for row in connection.execute("SELECT id FROM tasks ORDER BY id")]
-    finally:
-        connection.close()
 
 
 async def test_a_batch_downloads_every_file_byte_exact_in_the_order_given(
@@ -76,7 +65,7 @@ async def test_the_batch_is_in_the_journal_when_the_call_returns(
         tasks = await session.download_many(
             [DownloadRequest(server.url(file.path), out_dir / f"{i}.bin") for i in range(100)]
         )
-        assert _journal_ids(state_dir, "durable") == [task.id for task in tasks]
+        assert journal_task_ids(state_dir, "durable") == [task.id for task in tasks]
         server.release(file.path)
         for task in tasks:
             result = await task.wait()
@@ -102,7 +91,7 @@ async def test_one_wrong_request_makes_no_task_and_is_named(
                 [DownloadRequest(server.url(file.path), out_dir / "no" / "x")]
             )
         assert session.tasks() == []
-        assert _journal_ids(state_dir, "atomic") == []
+        assert journal_task_ids(state_dir, "atomic") == []
         # Nothing stayed claimed: the same destinations are free for the next batch.
         tasks = await session.download_many(good)
         for task in tasks:

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from _helpers import sha256_bytes
+from _helpers import journal_task_ids, sha256_bytes
 from bgtransfer import (
     Configuration,
     FinishedEvent,
@@ -30,16 +29,6 @@ from bgtransfer._io.journal import Journal
 from bgtransfer.testing import Faults, TestServer
 
 pytestmark = pytest.mark.asyncio
-
-
-def _journal_ids(state_dir: Path, identifier: str) -> list[int]:
-    """Task ids committed in the journal, read by a connection of its own."""
-    path = state_dir / identifier / "journal.sqlite3"
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return [row[0] for row in connection.execute("SELECT id FROM tasks ORDER BY id")]
-    finally:
-        connection.close()
 
 
 def _sources(tmp_path: Path, count: int) -> list[Path]:
@@ -122,7 +111,7 @@ async def test_the_batch_is_in_the_journal_when_the_call_returns(
         tasks = await session.upload_many(
             [UploadRequest(server.url("/held"), source, description=f"{i}") for i in range(100)]
         )
-        assert _journal_ids(state_dir, "durable") == [task.id for task in tasks]
+        assert journal_task_ids(state_dir, "durable") == [task.id for task in tasks]
         server.release("/held")
         for task in tasks:
             assert isinstance(await task.wait(), FinishedEvent)
@@ -192,7 +181,7 @@ async def test_one_wrong_request_makes_no_task_and_is_named(
             await session.upload_many([*good, UploadRequest(server.url("/d"), tmp_path)])
         assert "request 4 of 5; no task was made" in folder.value.__notes__
         assert session.tasks() == []
-        assert _journal_ids(state_dir, "atomic") == []
+        assert journal_task_ids(state_dir, "atomic") == []
         # Nothing stayed claimed: the same reply_to is free for the next batch.
         tasks = await session.upload_many(
             [*good, UploadRequest(server.url("/r/1"), sources[1], reply_to=victim)]
