@@ -17,6 +17,7 @@ import contextlib
 import functools
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -24,7 +25,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import attrs
 
@@ -47,6 +48,7 @@ __all__ = [
 SERVER_FILE = "demo-server.json"  # the detached server's pid and URL
 SERVER_LOG = "demo-server.log"  # one JSON line per GET: path and Range
 SERVER_OUTPUT = "demo-server.out"  # the detached process's stderr
+SERVER_LOCK = "demo-server.lock"  # held by the detached server while it runs
 # The server's files keep one Last-Modified across runs, so resume data and
 # If-Range made by an earlier run still match (the ETag is the content's digest).
 LAST_MODIFIED = datetime(2026, 1, 1, tzinfo=UTC)
@@ -98,28 +100,36 @@ def _write_json(path: Path, value: object) -> None:
     os.replace(temporary, path)
 
 
-def _alive(pid: int) -> bool:
-    for child in _children:
-        if child.pid == pid:
-            return child.poll() is None  # (a zombie of ours is not alive)
+def _held(state_dir: Path) -> bool:
+    """Whether a server process holds the state dir's :data:`SERVER_LOCK`.
+
+    The lock, not the pid, says a server runs: it goes with the process however
+    it ends, so a pid file left by a killed server (its pid since reused by
+    another program) is never taken for a server, nor sent a signal."""
+    import fcntl  # noqa: PLC0415 -- POSIX only, as the daemon; the in-process demo needs none
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        fd = os.open(state_dir / SERVER_LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
         return False
-    except PermissionError:  # someone else's process took the pid
-        return False
-    return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def running_server(state_dir: Path) -> DemoServer | None:
-    """The state dir's detached server if its process is alive, else None."""
+    """The state dir's detached server while it runs, else None."""
+    if not _held(state_dir):
+        return None
     try:
         value = json.loads((state_dir / SERVER_FILE).read_text(encoding="utf-8"))
-        server = DemoServer(str(value["url"]), int(value["pid"]))
+        return DemoServer(str(value["url"]), int(value["pid"]))
     except (FileNotFoundError, ValueError, KeyError, TypeError):
-        return None
-    assert server.pid is not None
-    return server if _alive(server.pid) else None
+        return None  # starting: the lock is taken before the file is written
 
 
 async def ensure_server(
@@ -167,12 +177,18 @@ def _launch(
     _children.append(process)
     assert process.stdout is not None
     with process.stdout:
-        # The pipe closes when it is ready or dies: no timer needed but the bound.
-        line = process.stdout.readline().decode("utf-8", "replace").split()
-    if line[:1] != ["ready"] or len(line) != 2:
-        process.wait(START_TIMEOUT)
-        raise OSError(f"the demo's server did not start; see {state_dir / SERVER_OUTPUT}")
-    return DemoServer(line[1], process.pid)
+        # It writes one line when it is ready; the pipe closes if it dies first.
+        readable, _, _ = select.select([process.stdout], [], [], START_TIMEOUT)
+        line = process.stdout.readline().decode("utf-8", "replace").split() if readable else []
+    if line[:1] == ["ready"] and len(line) == 2:
+        return DemoServer(line[1], process.pid)
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+    other = running_server(state_dir)  # another demo started one meanwhile
+    if other is not None:
+        return other
+    raise OSError(f"the demo's server did not start; see {state_dir / SERVER_OUTPUT}")
 
 
 async def stop_server(state_dir: Path) -> bool:
@@ -182,18 +198,18 @@ async def stop_server(state_dir: Path) -> bool:
         return False
     with contextlib.suppress(ProcessLookupError):
         os.kill(server.pid, signal.SIGTERM)
-    await asyncio.to_thread(_wait_exit, server.pid)
+    await asyncio.to_thread(_wait_exit, state_dir, server.pid)
     return True
 
 
-def _wait_exit(pid: int) -> None:
+def _wait_exit(state_dir: Path, pid: int) -> None:
     for child in _children:
         if child.pid == pid:
             child.wait(STOP_TIMEOUT)
             return
-    # Not our child: nothing to wait on but its pid (it exits within ms of SIGTERM).
+    # Not our child: nothing to wait on but its lock (it goes within ms of SIGTERM).
     deadline = time.monotonic() + STOP_TIMEOUT
-    while _alive(pid) and time.monotonic() < deadline:
+    while _held(state_dir) and time.monotonic() < deadline:
         time.sleep(0.02)
 
 
@@ -209,8 +225,23 @@ def read_log(state_dir: Path) -> list[tuple[str, str | None]]:
 # -- the detached process -------------------------------------------------------------
 
 
-async def _serve(spec: dict[str, Any]) -> None:
+def main(spec: dict[str, Any]) -> int:
+    """The detached server's process: 0 after SIGTERM, 1 when one already runs."""
+    import fcntl  # noqa: PLC0415 -- POSIX only, as the daemon
+
     state_dir = Path(spec["state_dir"])
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    lock = os.open(state_dir / SERVER_LOCK, flags, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until the process ends
+    except BlockingIOError:
+        print(f"a demo server already runs for {state_dir}", file=sys.stderr)
+        return 1
+    asyncio.run(_serve(state_dir, spec))
+    return 0
+
+
+async def _serve(state_dir: Path, spec: dict[str, Any]) -> None:
     files = [DemoFile(path, size, label) for path, size, label in spec["files"]]
     throttle = (int(spec["throttle"][0]), float(spec["throttle"][1])) if spec["throttle"] else None
     stop = asyncio.Event()
@@ -248,19 +279,28 @@ def _more_than(server: TestServer, seen: int, _stats: object) -> bool:
 
 
 async def _log_requests(server: TestServer, path: Path) -> None:
-    """Append each GET to ``path`` as it arrives (woken by the server, not a timer)."""
+    """Append each GET to ``path`` as it arrives (woken by the server, not a
+    timer), and the last ones when cancelled (the server is stopping)."""
     seen = 0
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
     with os.fdopen(os.open(path, flags, 0o600), "a", encoding="utf-8") as log:
-        while True:
-            await server.wait_until(functools.partial(_more_than, server, seen))
-            for request in server.requests[seen:]:
-                if request.method == "GET":
-                    entry = {"path": request.path, "range": request.headers.get("Range")}
-                    log.write(json.dumps(entry) + "\n")
-            log.flush()
-            seen = len(server.requests)
+        try:
+            while True:
+                await server.wait_until(functools.partial(_more_than, server, seen))
+                seen = _write_requests(server, log, seen)
+        finally:
+            _write_requests(server, log, seen)
+
+
+def _write_requests(server: TestServer, log: TextIO, seen: int) -> int:
+    requests = server.requests
+    for request in requests[seen:]:
+        if request.method == "GET":
+            entry = {"path": request.path, "range": request.headers.get("Range")}
+            log.write(json.dumps(entry) + "\n")
+    log.flush()
+    return len(requests)
 
 
 if __name__ == "__main__":
-    asyncio.run(_serve(json.loads(sys.argv[1])))
+    sys.exit(main(json.loads(sys.argv[1])))
