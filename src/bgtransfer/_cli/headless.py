@@ -154,7 +154,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="stop the demo's detached server (of --daemon) and exit",
     )
     demo.add_argument(
-        "--output", metavar="DIR", help="keep the files in DIR (default: a temporary dir)"
+        "--output",
+        metavar="DIR",
+        help="keep the files in DIR (default: a temporary dir when headless, "
+        "else the demo session's downloads/)",
     )
     add_state_dir_option(demo)
     demo.add_argument("--app-run", metavar="URL", help=argparse.SUPPRESS)  # headless_app.py

@@ -58,7 +58,8 @@ class _FirstRun:
         self.session = session
         self.base_url = base_url
         self.output = output
-        self.tasks: dict[int, DemoFile] = {}  # task id -> its file, every task we started
+        self.tasks: dict[int, DemoFile] = {}  # task id -> its file, while we follow it
+        self.handles: dict[int, DownloadTask] = {}
         self.paused = False
         self.stopped = False
         self.mid_way: dict[int, bool] = {}  # running task id -> its last progress is mid-way
@@ -72,35 +73,36 @@ class _FirstRun:
             for f in DEMO_FILES
         ]
         for task, file in zip(await self.session.download_many(requests), DEMO_FILES, strict=True):
-            self.tasks[task.id] = file
+            self.follow(task, file)
         print(f"started all {len(DEMO_FILES)} downloads, 2 connections at a time", flush=True)
 
-    def task(self, task_id: int) -> DownloadTask:
-        found = next(t for t in self.session.tasks() if t.id == task_id)
-        assert isinstance(found, DownloadTask)  # (the demo only downloads)
-        return found
+    def follow(self, task: DownloadTask, file: DemoFile) -> None:
+        self.tasks[task.id] = file
+        self.handles[task.id] = task
+
+    def unfollow(self, task_id: int) -> DownloadTask:
+        """Stop following a task (its own CancelledEvent and late progress are
+        not news); return its handle."""
+        del self.tasks[task_id]
+        self.mid_way.pop(task_id, None)
+        return self.handles.pop(task_id)
 
     async def pause_and_resume(self, task_id: int) -> None:
-        del self.tasks[task_id]  # its own CancelledEvent (and late progress) are not news
-        self.mid_way.pop(task_id, None)
-        data = await self.task(task_id).cancel_with_resume_data()
+        data = await self.unfollow(task_id).cancel_with_resume_data()
         if data is None:  # it ended meanwhile: nothing to pause
             self.say(PAUSED, "ended before the pause reached it")
             return
         self.say(PAUSED, f"paused at {data.offset:,} bytes (cancel_with_resume_data)")
-        resumed = await self.session.download_with_resume_data(data)
-        self.tasks[resumed.id] = PAUSED
+        self.follow(await self.session.download_with_resume_data(data), PAUSED)
         self.say(PAUSED, f"resumed: asks the server for bytes={data.offset}- (with resume data)")
 
     async def stop_and_restart(self, task_id: int, offset: int) -> None:
-        del self.tasks[task_id]
-        self.mid_way.pop(task_id, None)
-        await self.task(task_id).cancel()
+        await self.unfollow(task_id).cancel()
         self.say(STOPPED, f"stopped at {offset:,} bytes (cancel: the partial file is gone)")
         again = await self.session.download(
             self.base_url + STOPPED.path, self.output / STOPPED.name, description=STOPPED.label
         )
-        self.tasks[again.id] = STOPPED
+        self.follow(again, STOPPED)
         self.say(STOPPED, "started again from zero")
 
     async def run(self) -> None:
@@ -133,8 +135,8 @@ class _FirstRun:
                 if self.paused and self.stopped and sum(self.mid_way.values()) >= 2:
                     for task_id, mid_way in self.mid_way.items():
                         if mid_way:
-                            task = self.task(task_id)
-                            self.say(self.tasks[task_id], f"{task.bytes_received:,} bytes in")
+                            received = self.handles[task_id].bytes_received
+                            self.say(self.tasks[task_id], f"{received:,} bytes in")
                     return True
             case FinishedEvent(total_bytes=size):
                 self.say(file, f"finished: {size:,} bytes")
@@ -143,7 +145,9 @@ class _FirstRun:
             case CancelledEvent():
                 pass  # (the demo cancels nothing it still follows)
         if isinstance(event, FinishedEvent | ErrorEvent | CancelledEvent):
-            self.mid_way.pop(event.task_id, None)
+            self.unfollow(event.task_id)
+            # (Never on a machine so fast that all ended first: then nothing is left.)
+            return not self.tasks
         return False
 
 
