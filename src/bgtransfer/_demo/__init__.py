@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
         Path(state_dir).expanduser().absolute() if state_dir else default_state_dir().absolute(),
         output=Path(output).expanduser().absolute() if output else None,
         daemon=bool(getattr(args, "daemon", False)),
+        default_state_dir=not state_dir,
     )
     app = DemoApp(controller)
     app.run()

@@ -79,6 +79,7 @@ class DemoController:
         connections: int = 2,
         on_change: Callable[[], None] = lambda: None,
         daemon: bool = False,
+        default_state_dir: bool = False,
     ) -> None:
         self.state_dir = state_dir
         self.model = DemoModel(files)
@@ -87,6 +88,9 @@ class DemoController:
         self._throttle = throttle
         self._config = Configuration(max_connections_per_host=connections, progress_interval=0.2)
         self.daemon = daemon  # the daemon's session, the server a detached process
+        # The per-user state dir is given to the session as None, so the daemon's
+        # socket is where `bgtransfer status` and `daemon --stop` look for it.
+        self._session_state_dir = None if default_state_dir else state_dir
         self._server: TestServer | None = None  # in-process only
         self._served: DemoServer | None = None
         self._sha256: dict[str, str] = {}
@@ -165,7 +169,12 @@ class DemoController:
             self._served = DemoServer(self._server.base_url)
         self.moved = port not in (0, self.served.port)
         self._session = await stack.enter_async_context(
-            Session(IDENTIFIER, state_dir=self.state_dir, config=self._config, daemon=self.daemon)
+            Session(
+                IDENTIFIER,
+                state_dir=self._session_state_dir,
+                config=self._config,
+                daemon=self.daemon,
+            )
         )
         self.output.mkdir(parents=True, exist_ok=True)
         await self._reattach(saved)
