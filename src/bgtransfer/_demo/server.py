@@ -73,8 +73,9 @@ def serve_files(
 def expected_sha256(files: Sequence[DemoFile]) -> dict[str, str]:
     """Each file's SHA-256 as the demo's server serves it, computed here (the
     server is not asked: the check is independent of it)."""
-    reference = TestServer()  # never started: only its content is used
-    return {file.path: reference.add_file(file.path, size=file.size).sha256 for file in files}
+    # A server never started, one per file (only its content is used, and one
+    # file's bytes at a time are held).
+    return {f.path: TestServer().add_file(f.path, size=f.size).sha256 for f in files}
 
 
 @attrs.frozen
