@@ -14,8 +14,9 @@ __all__ = ["run"]
 def run(args: argparse.Namespace) -> int:
     """Run the interactive demo until the user quits; the exit status.
 
-    Takes ``state_dir`` (default: the per-user state dir) and ``output`` (where
-    the files go; default the demo session's ``downloads/``) from ``args``.
+    Takes ``state_dir`` (default: the per-user state dir), ``output`` (where
+    the files go; default the demo session's ``downloads/``) and ``daemon``
+    (the daemon's session, and the server as a detached process) from ``args``.
     """
     try:
         from .app import DemoApp  # noqa: PLC0415 (textual is optional)
@@ -32,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
     controller = DemoController(
         Path(state_dir).expanduser().absolute() if state_dir else default_state_dir().absolute(),
         output=Path(output).expanduser().absolute() if output else None,
+        daemon=bool(getattr(args, "daemon", False)),
+        default_state_dir=not state_dir,
     )
     app = DemoApp(controller)
     app.run()

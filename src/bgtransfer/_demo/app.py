@@ -99,12 +99,18 @@ class DemoApp(App[int]):
             return
         self.ready = True
         self._changed.set()
-        server = self.controller.server
+        served = self.controller.served
         moved = " (a new port: the earlier one was taken)" if self.controller.moved else ""
+        daemon = (
+            f"; through the daemon: downloads go on after you quit (server pid {served.pid}: "
+            "reset or bgtransfer demo --stop-server stops it)"
+            if self.controller.daemon
+            else ""
+        )
         self.query_one("#status", Static).update(
-            f"Serving from {server.base_url}{moved}, throttled; "
+            f"Serving from {served.base_url}{moved}, throttled; "
             f"state in {_shown(self.controller.state_dir)}; "
-            f"files in {_shown(self.controller.output)}"
+            f"files in {_shown(self.controller.output)}{daemon}"
         )
         self.refresh_rows()
 

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -24,18 +23,14 @@ from .._core.states import TaskState
 from .._engine.hub import EventStream
 from .._session import Session
 from .._task import DownloadTask
-from ..testing import Faults, TestServer
+from ..testing import TestServer
 from .model import DEMO_FILES, DemoFile, DemoModel, Row, RowState
+from .server import THROTTLE, DemoServer, ensure_server, expected_sha256, serve_files, stop_server
 
 __all__ = ["IDENTIFIER", "STATE_FILE", "DemoController"]
 
 IDENTIFIER = "com.example.bgtransfer.demo"
 STATE_FILE = "demo-app.json"  # in the state dir: the server's port and paused rows' resume data
-# The server's files keep one Last-Modified across runs, so resume data and
-# If-Range made by an earlier run still match (the ETag is the content's digest).
-_LAST_MODIFIED = datetime(2026, 1, 1, tzinfo=UTC)
-# 64 KiB every 50 ms: about 1.3 MB/s per connection, so progress is visible.
-THROTTLE = (65_536, 0.05)
 
 
 def _sha256(path: Path) -> str | None:
@@ -83,6 +78,8 @@ class DemoController:
         throttle: tuple[int, float] | None = THROTTLE,
         connections: int = 2,
         on_change: Callable[[], None] = lambda: None,
+        daemon: bool = False,
+        default_state_dir: bool = False,
     ) -> None:
         self.state_dir = state_dir
         self.model = DemoModel(files)
@@ -90,7 +87,13 @@ class DemoController:
         self._output = output
         self._throttle = throttle
         self._config = Configuration(max_connections_per_host=connections, progress_interval=0.2)
-        self._server: TestServer | None = None
+        self.daemon = daemon  # the daemon's session, the server a detached process
+        # The per-user state dir is given to the session as None, so the daemon's
+        # socket is where `bgtransfer status` and `daemon --stop` look for it.
+        self._session_state_dir = None if default_state_dir else state_dir
+        self._server: TestServer | None = None  # in-process only
+        self._served: DemoServer | None = None
+        self._sha256: dict[str, str] = {}
         self._session: Session | None = None
         self._tasks: dict[int, DownloadTask] = {}
         self._runner: asyncio.Task[None] | None = None
@@ -100,8 +103,15 @@ class DemoController:
 
     @property
     def server(self) -> TestServer:
-        assert self._server is not None, "the demo is not open"
+        """The in-process server (not with ``daemon``: see :attr:`served`)."""
+        assert self._server is not None, "the demo is not open, or its server is detached"
         return self._server
+
+    @property
+    def served(self) -> DemoServer:
+        """Where the files are served: this process's server or the detached one."""
+        assert self._served is not None, "the demo is not open"
+        return self._served
 
     @property
     def session(self) -> Session:
@@ -146,13 +156,25 @@ class DemoController:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         saved = _read_state(self.state_dir / STATE_FILE)
         port = saved.get("port")
-        try:
-            self._server = await self._start_server(stack, port if isinstance(port, int) else 0)
-        except OSError:  # the earlier port is taken: rows restart on a new one
-            self.moved = True
-            self._server = await self._start_server(stack, 0)
+        port = port if isinstance(port, int) else 0
+        files = [row.file for row in self.model.rows]
+        self._sha256 = await asyncio.to_thread(expected_sha256, files)
+        if self.daemon:
+            self._served = await self._detached_server(port)
+        else:
+            try:
+                self._server = await self._start_server(stack, port)
+            except OSError:  # the earlier port is taken: rows restart on a new one
+                self._server = await self._start_server(stack, 0)
+            self._served = DemoServer(self._server.base_url)
+        self.moved = port not in (0, self.served.port)
         self._session = await stack.enter_async_context(
-            Session(IDENTIFIER, state_dir=self.state_dir, config=self._config)
+            Session(
+                IDENTIFIER,
+                state_dir=self._session_state_dir,
+                config=self._config,
+                daemon=self.daemon,
+            )
         )
         self.output.mkdir(parents=True, exist_ok=True)
         await self._reattach(saved)
@@ -161,11 +183,14 @@ class DemoController:
 
     async def _start_server(self, stack: contextlib.AsyncExitStack, port: int) -> TestServer:
         server = await stack.enter_async_context(TestServer(port=port))  # closed last
-        for file in self.model.rows:
-            server.add_file(file.file.path, size=file.file.size, last_modified=_LAST_MODIFIED)
-            if self._throttle is not None:
-                server.set_faults(file.file.path, Faults(drip=self._throttle))
+        serve_files(server, [row.file for row in self.model.rows], self._throttle)
         return server
+
+    async def _detached_server(self, port: int) -> DemoServer:
+        """The state dir's detached server, started when none runs (on ``port``
+        when it is free)."""
+        files = [row.file for row in self.model.rows]
+        return await ensure_server(self.state_dir, files, port=port, throttle=self._throttle)
 
     async def close(self) -> None:
         """Leave the session (its running tasks stay journaled), then stop the server."""
@@ -176,7 +201,7 @@ class DemoController:
                 await runner
 
     def _ours(self, url: str) -> bool:
-        return url.startswith(self.server.base_url + "/")
+        return url.startswith(self.served.base_url + "/")
 
     async def _reattach(self, saved: dict[str, object]) -> None:
         for task in self.session.tasks():
@@ -230,7 +255,7 @@ class DemoController:
         the served bytes."""
         path = self.destination(row) if location is None else location
         digest = await asyncio.to_thread(_sha256, path)
-        return digest == self.server.file(row.file.path).sha256
+        return digest == self._sha256[row.file.path]
 
     async def _discard(self, data: ResumeData) -> None:
         """Drop resume data for good: take its partial file over and cancel (which
@@ -245,7 +270,7 @@ class DemoController:
             for row in self.model.rows
             if row.resume_data is not None
         }
-        value = {"port": self.server.port, "resume": resume}
+        value = {"port": self.served.port, "resume": resume}
         await asyncio.to_thread(_write_state, self.state_dir / STATE_FILE, value)
 
     async def _pump(self, stream: EventStream[SessionEvent]) -> None:
@@ -277,6 +302,8 @@ class DemoController:
         if not row.can_start:
             return
         task: DownloadTask | None = None
+        if self.daemon:  # a reset, or --stop-server, may have stopped it
+            self._served = await self._detached_server(self.served.port)
         if row.resume_data is not None:
             data, row.resume_data = row.resume_data, None
             with contextlib.suppress(InvalidResumeDataError):
@@ -284,7 +311,7 @@ class DemoController:
         if task is None:
             row.received = 0
             task = await self.session.download(
-                self.server.url(row.file.path), self.destination(row), description=row.file.label
+                self.served.url(row.file.path), self.destination(row), description=row.file.label
             )
         self._bind(row, task)
         await self._save()
@@ -362,5 +389,7 @@ class DemoController:
                 await asyncio.to_thread(self.destination(row).unlink)
             row.clear()
         self.model.notified = False
+        if self.daemon:  # nothing runs now: the detached server goes too
+            await stop_server(self.state_dir)
         await self._save()
         self.on_change()
