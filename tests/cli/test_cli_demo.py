@@ -150,3 +150,16 @@ def test_stop_server_with_none_running_says_so(
 ) -> None:
     assert main(["demo", "--stop-server", "--state-dir", str(tmp_path)]) == 0
     assert f"no demo server runs for {tmp_path}" in capsys.readouterr().out
+
+
+def test_the_report_does_not_point_at_a_temporary_directory_it_removes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bgtransfer._cli.headless_report import report  # noqa: PLC0415
+
+    assert report(tmp_path, {}, [], kept=True) != 0  # no file there: none verified
+    assert f"files in {tmp_path}" in capsys.readouterr().out
+    report(tmp_path, {}, [], kept=False)
+    out = capsys.readouterr().out
+    assert str(tmp_path) not in out
+    assert "removed now (keep them: --output DIR)" in out

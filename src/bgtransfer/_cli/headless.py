@@ -54,7 +54,7 @@ async def run_headless(args: argparse.Namespace) -> int:
                 return EXIT_FAILURE
             outcomes = await reattach(state, daemon=daemon)
             requests = log()
-        return report(out, outcomes, requests)
+        return report(out, outcomes, requests, kept=bool(args.output))
 
 
 def _directories(args: argparse.Namespace, tmp: Path) -> tuple[Path, Path]:

@@ -116,9 +116,16 @@ def _sha256(path: Path) -> str | None:
     return digest.hexdigest()
 
 
-def report(out: Path, outcomes: dict[str, str], requests: list[tuple[str, str | None]]) -> int:
+def report(
+    out: Path,
+    outcomes: dict[str, str],
+    requests: list[tuple[str, str | None]],
+    *,
+    kept: bool = True,
+) -> int:
     """The table of the five files (each one's SHA-256 checked against the
-    served content), then the server's GETs; the exit status."""
+    served content), then the server's GETs; the exit status. ``kept``: the
+    files stay in ``out`` (else it is a temporary directory about to go)."""
     from .._demo.server import expected_sha256  # noqa: PLC0415 (the test server's import)
 
     expected = expected_sha256(DEMO_FILES)
@@ -135,7 +142,10 @@ def report(out: Path, outcomes: dict[str, str], requests: list[tuple[str, str | 
     for file in DEMO_FILES:
         asked = [rng or "whole file" for path, rng in requests if path == file.path]
         print(f"  {file.name:<28} {', '.join(asked)}")
-    print(f"\nfiles in {out}")
+    if kept:
+        print(f"\nfiles in {out}")
+    else:
+        print("\nthe files were in a temporary directory, removed now (keep them: --output DIR)")
     if verified == len(DEMO_FILES):
         print("all files verified")
         return EXIT_OK
