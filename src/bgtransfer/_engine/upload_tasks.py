@@ -155,7 +155,7 @@ class Uploads:
             UploadJob,
             uploader=self.uploader,
             fields=fields,
-            reply_partial=self._partials_dir / f"{task_id}.reply",
+            partials_dir=self._partials_dir,
         )
         return TaskRecord(
             task_id=task_id,
