@@ -128,6 +128,7 @@ class Uploads:
             upload_url=data.upload_url,
             upload_offset=data.offset,
             protocol=data.protocol,
+            tus=data.tus,
         )
         record = self.new_record(
             task_id,
