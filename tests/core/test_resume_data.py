@@ -24,6 +24,7 @@ from bgtransfer._core.resume_data import (
     sign,
     verify,
 )
+from bgtransfer._core.tus import TusCapabilities
 
 KEY = bytes(range(KEY_SIZE))
 OTHER_KEY = bytes(reversed(range(KEY_SIZE)))
@@ -114,7 +115,7 @@ def test_to_bytes_is_utf8_json_with_format_and_version() -> None:
     document = json.loads(blob.decode("utf-8"))
     assert document["format"] == FORMAT == "bgtransfer.resume-data"
     assert document["version"] == 2  # without integrity: what bgtransfer wrote before 3
-    assert ResumeData.VERSION == 3
+    assert ResumeData.VERSION == 4  # (4: a tus upload with its capabilities)
     assert document["mac"] == FULL.mac
     assert document["url"] == FULL.url
     assert document["partial"] == FULL.partial
@@ -250,7 +251,7 @@ def test_version_that_never_existed_rejected(version: int) -> None:
     assert "version" in str(_rejects(_blob(version=version)))
 
 
-@pytest.mark.parametrize("version", [4, 10**6, 10**30])
+@pytest.mark.parametrize("version", [5, 10**6, 10**30])
 def test_newer_version_rejected_with_advice(version: int) -> None:
     message = str(_rejects(_blob(version=version)))
     assert "newer" in message
@@ -260,7 +261,7 @@ def test_newer_version_rejected_with_advice(version: int) -> None:
 
 def test_newer_version_rejected_even_when_fields_changed() -> None:
     # A newer format may change anything; the version is checked before the fields.
-    blob = json.dumps({"format": FORMAT, "version": 4, "url": 5}).encode()
+    blob = json.dumps({"format": FORMAT, "version": 5, "url": 5}).encode()
     assert "newer" in str(_rejects(blob))
 
 
@@ -452,6 +453,7 @@ _UPLOAD_CHANGES: dict[str, object] = {
     "protocol": "ietf",
     "method": "POST",
     "offset": 2000,
+    "tus": TusCapabilities(extensions=frozenset({"checksum"}), checksum_algorithms=("md5",)),
 }
 
 
@@ -608,3 +610,119 @@ def test_bad_integrity_is_refused() -> None:
     document["integrity"] = {"checksum": "sha256:xyz"}
     with pytest.raises(InvalidResumeDataError, match="integrity"):
         ResumeData.from_bytes(json.dumps(document).encode())
+
+
+# -- a tus upload's server capabilities (version 4) ----------------------------------------------
+
+_OFFERED = TusCapabilities(
+    versions=("1.0.0", "0.2.2"),
+    extensions=frozenset({"creation", "checksum", "termination", "x-vendor-thing"}),
+    max_size=1 << 40,
+    checksum_algorithms=("CRC32", "SHA256", "sha1", "sha256"),
+)
+_WITH_TUS = sign(attrs.evolve(_UPLOAD, tus=_OFFERED.known()), KEY)
+
+
+def _tus_blob(**tus: object) -> bytes:
+    document = json.loads(_WITH_TUS.to_bytes())
+    document["tus"] = {**document["tus"], **tus}
+    return json.dumps(document).encode()
+
+
+def test_known_keeps_what_this_client_knows_and_chooses_the_same() -> None:
+    known = _OFFERED.known()
+    assert known.extensions == {"creation", "checksum", "termination"}
+    assert known.checksum_algorithms == ("sha256", "sha1")  # lower-case, once each
+    assert (known.versions, known.max_size) == (("1.0.0",), 1 << 40)
+    assert known.checksum == _OFFERED.checksum == "sha1"
+
+
+def test_upload_resume_data_with_tus_is_version_4_and_round_trips() -> None:
+    document = json.loads(_WITH_TUS.to_bytes())
+    assert document["version"] == 4
+    assert document["tus"] == {
+        "extensions": ["checksum", "creation", "termination"],
+        "checksum_algorithms": ["sha256", "sha1"],
+        "max_size": 1 << 40,
+    }
+    again = ResumeData.from_bytes(_WITH_TUS.to_bytes())
+    assert again == _WITH_TUS
+    assert again.tus is not None
+    assert again.tus.checksum == "sha1"
+    verify(again, KEY)
+    assert decode_stored(_WITH_TUS.to_bytes()) == _WITH_TUS  # as the journal keeps it
+
+
+def test_resume_data_without_tus_is_written_as_before() -> None:
+    # Version 2, no "tus" key, the same MAC: what earlier releases wrote and read.
+    document = json.loads(_UPLOAD.to_bytes())
+    assert document["version"] == 2
+    assert "tus" not in document
+    assert ResumeData.from_bytes(_UPLOAD.to_bytes()).tus is None
+    assert json.loads(canonical_bytes(_UPLOAD))[1] == 2
+
+
+def test_a_changed_capability_is_refused_by_the_mac() -> None:
+    without_checksum = _tus_blob(extensions=["creation", "termination"])
+    with pytest.raises(InvalidResumeDataError, match="does not match"):
+        verify(ResumeData.from_bytes(without_checksum), KEY)
+    with pytest.raises(InvalidResumeDataError, match="does not match"):
+        verify(attrs.evolve(_WITH_TUS, tus=None), KEY)
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"extensions": ["checksum", "x-vendor-thing"]}, "'tus.extensions' names an unknown"),
+        ({"checksum_algorithms": ["crc32"]}, "'tus.checksum_algorithms' names an unknown"),
+        ({"checksum_algorithms": ["SHA1"]}, "'tus.checksum_algorithms' names an unknown"),
+        ({"extensions": "checksum"}, "'tus.extensions' has the wrong type"),
+        ({"extensions": [1]}, "'tus.extensions' has the wrong type"),
+        ({"checksum_algorithms": None}, "'tus.checksum_algorithms' has the wrong type"),
+        ({"max_size": -1}, "'tus.max_size'"),
+        ({"max_size": True}, "'tus.max_size'"),
+        ({"max_size": "5"}, "'tus.max_size'"),
+        ({"versions": ["1.0.0"]}, "unknown key 'versions'"),
+    ],
+)
+def test_unknown_or_malformed_capabilities_are_refused(
+    change: dict[str, object], words: str
+) -> None:
+    assert words in str(_rejects(_tus_blob(**change)))
+
+
+def test_a_very_long_unknown_name_is_cut_in_the_message() -> None:
+    message = str(_rejects(_tus_blob(extensions=["x" * 10_000])))
+    assert len(message) < 200
+
+
+@pytest.mark.parametrize("tus", [None, [], "sha1", 1])
+def test_capabilities_of_the_wrong_type_are_refused(tus: object) -> None:
+    document = json.loads(_WITH_TUS.to_bytes())
+    document["tus"] = tus
+    assert "'tus' has the wrong type" in str(_rejects(json.dumps(document).encode()))
+
+
+def test_version_4_without_capabilities_is_refused() -> None:
+    document = json.loads(_WITH_TUS.to_bytes())
+    del document["tus"]
+    assert "'tus'" in str(_rejects(json.dumps(document).encode()))
+
+
+@pytest.mark.parametrize("change", [{"protocol": "ietf"}, {"kind": "download"}])
+def test_capabilities_of_anything_but_a_tus_upload_are_refused(change: dict[str, str]) -> None:
+    document = {**json.loads(_WITH_TUS.to_bytes()), **change}
+    assert "not a tus upload's" in str(_rejects(json.dumps(document).encode()))
+
+
+def test_capabilities_in_an_older_version_are_not_read() -> None:
+    # A version 2 blob is read as version 2 said: a "tus" key in it is nobody's.
+    document = json.loads(_UPLOAD.to_bytes())
+    document["tus"] = {"extensions": ["checksum"], "checksum_algorithms": ["md5"]}
+    assert ResumeData.from_bytes(json.dumps(document).encode()).tus is None
+
+
+def test_capabilities_of_the_wrong_type_built_by_hand_are_refused_by_verify() -> None:
+    forged = attrs.evolve(_WITH_TUS, tus="checksum")  # type: ignore[arg-type]
+    with pytest.raises(InvalidResumeDataError, match="wrong types"):
+        verify(forged, KEY)

@@ -65,6 +65,27 @@ def test_a_snapshot_round_trips() -> None:
     assert decoded.terminal.seq == 4  # (not part of equality)
 
 
+@pytest.mark.parametrize("reply_to", [None, "/home/u/reply.json"])
+def test_an_upload_snapshot_round_trips(reply_to: str | None) -> None:
+    source = Path("/home/u/video.bin")
+    snapshot = TaskSnapshot(
+        id=7,
+        url="https://example.com/up",
+        description=None,
+        destination=source if reply_to is None else Path(reply_to),
+        state=TaskState.RUNNING,
+        bytes_received=0,
+        bytes_expected=5000,
+        terminal=None,
+        kind="upload",
+        source=source,
+    )
+    decoded = TaskSnapshot(**snapshot_fields(through_json(encode_snapshot(snapshot))))
+    assert decoded == snapshot
+    # Without reply_to the one file is both (one Path made, not two).
+    assert (decoded.source is decoded.destination) is (reply_to is None)
+
+
 def test_a_request_round_trips_and_a_relative_destination_is_refused() -> None:
     request = DownloadRequest(
         "http://h/a",

@@ -5,6 +5,7 @@ offset (the journalled upload URL), sending nothing twice."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import os
@@ -23,6 +24,7 @@ from bgtransfer import (
     SessionError,
     TransferError,
 )
+from bgtransfer._core.tus import CHECKSUM_CHUNK
 from bgtransfer.testing import ServerStatistics, TestServer, UploadFaults
 
 pytestmark = pytest.mark.asyncio
@@ -105,6 +107,42 @@ async def test_resume_data_round_trip_through_the_daemon(
     [stored] = endpoint.uploads.values()
     assert stored.sha256() == hashlib.sha256(source.read_bytes()).hexdigest()
     assert endpoint.bytes_received == source.stat().st_size
+
+
+async def test_resume_data_through_the_daemon_keeps_the_checksum(
+    server: TestServer, daemon_state: Path, tmp_path: Path
+) -> None:
+    """The tus capabilities in upload resume data cross the wire both ways: the
+    continued upload's PATCHes carry the checksum the server offered."""
+    source = _file(tmp_path, 3 * CHECKSUM_CHUNK)
+    content = source.read_bytes()
+    endpoint = server.add_tus_endpoint("/tus/", checksum_algorithms=("sha256",))
+    # The newest override is taken first: the first PATCH goes through, the next is held.
+    endpoint.set_faults(UploadFaults(method="PATCH", hold_after=1 * MiB), times=1)
+    endpoint.set_faults(UploadFaults(method="PATCH"), times=1)
+    config = Configuration(**FAST)
+    async with Session("rd", state_dir=daemon_state, config=config, daemon=True) as session:
+        task = await session.upload(server.url("/tus/"), source, protocol="tus")
+        await asyncio.wait_for(endpoint.wait_held(), TIMEOUT)
+        data = await task.cancel_with_resume_data()
+        endpoint.release()
+        await asyncio.wait_for(server.wait_until(lambda s: s.in_flight == 0), TIMEOUT)
+        assert data is not None
+        assert data.tus is not None
+        assert data.tus.checksum == "sha256"
+        before = len(endpoint.requests)
+        again = await session.upload_with_resume_data(data.to_bytes())
+        finished = await asyncio.wait_for(again.wait(), TIMEOUT)
+    assert isinstance(finished, FinishedEvent)
+    [stored] = endpoint.uploads.values()
+    assert stored.sha256() == hashlib.sha256(content).hexdigest()
+    continued = endpoint.requests[before:]
+    patches = [headers for method, _path, headers in continued if method == "PATCH"]
+    assert patches
+    for patch in patches:
+        offset, length = int(patch["Upload-Offset"]), int(patch["Content-Length"])
+        digest = hashlib.sha256(content[offset : offset + length]).digest()
+        assert patch["Upload-Checksum"] == "sha256 " + base64.b64encode(digest).decode()
 
 
 @pytest.mark.parametrize("protocol", ["tus", "ietf"])

@@ -30,6 +30,7 @@ import attrs
 from .._exceptions import InvalidRequestError
 from .digests import Integrity
 from .secrets import redacted_url
+from .tus import CHECKSUM_PREFERENCE, TUS_EXTENSIONS, TusCapabilities
 
 __all__ = [
     "EPHEMERAL_NOTE",
@@ -43,7 +44,9 @@ __all__ = [
     "ephemeral_partial",
     "resume_data_of",
     "sign",
+    "tus_document",
     "verify",
+    "version_of",
 ]
 
 FORMAT: Final = "bgtransfer.resume-data"
@@ -75,9 +78,10 @@ class ResumeData:
     upload, ``partial`` and ``validator`` are empty and ``total`` is the file's
     size; ``Session.upload_with_resume_data()`` takes it."""
 
-    VERSION: ClassVar[int] = 3
-    """The newest version; data without ``integrity`` is written as version 2
-    (what earlier releases read and signed the same way)."""
+    VERSION: ClassVar[int] = 4
+    """The newest version. Each blob is written in the oldest version that holds
+    it: 4 with ``tus``, 3 with ``integrity``, else 2 (what earlier releases read
+    and signed the same way); see :func:`version_of`."""
 
     url: str
     """The URL the bytes came from (after redirects, the original URL is kept)."""
@@ -112,6 +116,12 @@ class ResumeData:
     integrity: Integrity | None = None
     """The download's ``checksum=``/``expected_size=`` (version 3): the resumed
     task checks its bytes against them too."""
+    tus: TusCapabilities | None = None
+    """A tus upload's server, as its ``OPTIONS`` answer described it (version 4;
+    the extensions and checksum algorithms bgtransfer knows): the continued
+    upload sends ``Upload-Checksum`` where it offered the checksum extension, and
+    a ``DELETE`` on cancel only if it offered termination. None: not known (the
+    continued upload sends no checksum)."""
     mac: str = ""
     """HMAC-SHA256 of every other field under the state directory's key, as hex;
     set by the session that handed the data out. Any change to a field (or data
@@ -126,12 +136,15 @@ class ResumeData:
                 del body[name]
         else:
             body["identity"] = None if self.identity is None else list(self.identity)
-        version = 2
+        version = version_of(self)
         if self.integrity is None:
             del body["integrity"]
         else:
             body["integrity"] = self.integrity.to_dict()
-            version = self.VERSION
+        if self.tus is None:
+            del body["tus"]
+        else:
+            body["tus"] = tus_document(self.tus)
         return json.dumps(
             {"format": FORMAT, "version": version, **body}, separators=(",", ":")
         ).encode()
@@ -174,11 +187,30 @@ def decode_stored(blob: bytes) -> ResumeData:
     return _decode(blob, stored=True)
 
 
+def version_of(data: ResumeData) -> int:
+    """The version ``data`` is written in: the oldest that holds all it has, so
+    that an older bgtransfer still reads (and verifies) what it can use, and
+    refuses the rest as newer than it understands."""
+    if data.tus is not None:
+        return 4
+    return 2 if data.integrity is None else 3
+
+
+def tus_document(capabilities: TusCapabilities) -> dict[str, object]:
+    """The ``tus`` field of version 4: what :meth:`TusCapabilities.known` keeps."""
+    known = capabilities.known()
+    return {
+        "extensions": sorted(known.extensions),
+        "checksum_algorithms": list(known.checksum_algorithms),
+        "max_size": known.max_size,
+    }
+
+
 def canonical_bytes(data: ResumeData) -> bytes:
     """What the MAC covers: every field but the MAC, in a fixed order and form."""
     fields: list[object] = [
         FORMAT,
-        2 if data.integrity is None else ResumeData.VERSION,
+        version_of(data),
         data.url,
         data.partial,
         data.offset,
@@ -201,6 +233,8 @@ def canonical_bytes(data: ResumeData) -> bytes:
         ]
     if data.integrity is not None:
         fields.append(data.integrity.to_dict())
+    if data.tus is not None:
+        fields.append(tus_document(data.tus))
     return json.dumps(fields, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
@@ -222,7 +256,7 @@ def verify(data: ResumeData, key: bytes) -> None:
         )
     try:
         expected = _mac(data, key)
-    except (TypeError, ValueError):  # built by hand with fields of the wrong types
+    except (TypeError, ValueError, AttributeError):  # built by hand with wrong types
         raise InvalidResumeDataError("resume data with fields of the wrong types") from None
     if not hmac.compare_digest(expected.encode(), str(data.mac).encode("utf-8", "replace")):
         if ephemeral_partial(data.partial):
@@ -294,6 +328,7 @@ def _decode(blob: bytes, *, stored: bool) -> ResumeData:
             description=_optional(document, "description", str),
             headers=_headers(document),
             integrity=_integrity(document, version),
+            tus=_tus(document, version),
             mac=_mac_field(document, stored=stored),
         )
     except KeyError as exc:
@@ -339,10 +374,52 @@ def _upload_fields(document: dict[str, Any]) -> dict[str, Any]:
 def _integrity(document: dict[str, Any], version: int) -> Integrity | None:
     if version < 3:
         return None  # (a field an older version never wrote is not read)
+    if version > 3 and "integrity" not in document:
+        return None  # (from version 4 on, a blob may have other reasons to be new)
     try:
         return Integrity.from_dict(document["integrity"])
     except ValueError as exc:
         raise InvalidResumeDataError(f"resume data field 'integrity': {exc}") from None
+
+
+_KNOWN_TUS: Final = {
+    "extensions": TUS_EXTENSIONS,
+    "checksum_algorithms": frozenset(CHECKSUM_PREFERENCE),
+}
+
+
+def _tus(document: dict[str, Any], version: int) -> TusCapabilities | None:
+    """Version 4's ``tus`` field: a tus upload's server capabilities, each value
+    one this bgtransfer knows (anything else is refused, saying which)."""
+    if version < 4:
+        return None  # (a field an older version never wrote is not read)
+    if document.get("kind") != "upload" or document.get("protocol") != "tus":
+        raise InvalidResumeDataError("resume data with tus capabilities is not a tus upload's")
+    value = document["tus"]
+    if not isinstance(value, dict):
+        raise InvalidResumeDataError("resume data field 'tus' has the wrong type")
+    unknown = sorted(set(value) - {"max_size", *_KNOWN_TUS})
+    if unknown:
+        raise InvalidResumeDataError(f"resume data field 'tus' has an unknown key {unknown[0]!r}")
+    names: dict[str, tuple[str, ...]] = {}
+    for key, known in _KNOWN_TUS.items():
+        found = value.get(key)
+        if not isinstance(found, list) or not all(isinstance(name, str) for name in found):
+            raise InvalidResumeDataError(f"resume data field 'tus.{key}' has the wrong type")
+        for name in found:
+            if name not in known:
+                raise InvalidResumeDataError(
+                    f"resume data field 'tus.{key}' names an unknown value {name[:40]!r}"
+                )
+        names[key] = tuple(dict.fromkeys(found))
+    max_size = value.get("max_size")
+    if max_size is not None and (type(max_size) is not int or max_size < 0):
+        raise InvalidResumeDataError("resume data field 'tus.max_size' has the wrong type")
+    return TusCapabilities(
+        extensions=frozenset(names["extensions"]),
+        max_size=max_size,
+        checksum_algorithms=names["checksum_algorithms"],
+    )
 
 
 def _field(document: dict[str, Any], name: str, kind: type) -> Any:

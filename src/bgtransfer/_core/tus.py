@@ -44,6 +44,8 @@ from .upload_protocol import (
 
 __all__ = [
     "CHECKSUM_CHUNK",
+    "CHECKSUM_PREFERENCE",
+    "TUS_EXTENSIONS",
     "TUS_VERSION",
     "TusCapabilities",
     "TusUpload",
@@ -61,6 +63,20 @@ CHECKSUM_CHUNK: Final = 8 * 1024 * 1024
 body goes out, so a smaller PATCH rereads less of the file."""
 CHECKSUM_PREFERENCE: Final = ("sha1", "sha256", "md5")
 """Algorithms used, in this order, among those the server offers."""
+TUS_EXTENSIONS: Final = frozenset(
+    {
+        "creation",
+        "creation-with-upload",
+        "creation-defer-length",
+        "expiration",
+        "checksum",
+        "checksum-trailer",
+        "termination",
+        "concatenation",
+        "concatenation-unfinished",
+    }
+)
+"""The extensions tus 1.0.0 defines (what resume data may name)."""
 
 Phase = Literal["discover", "create", "locate", "send", "done"]
 
@@ -81,6 +97,19 @@ class TusCapabilities:
             return None
         offered = {name.lower() for name in self.checksum_algorithms}
         return next((name for name in CHECKSUM_PREFERENCE if name in offered), None)
+
+    def known(self) -> TusCapabilities:
+        """Only what this client knows: tus 1.0.0, the spec's extensions, the
+        checksum algorithms it can send (lower-case, once each). What resume
+        data carries; the checksum and the termination chosen are the same."""
+        offered = (name.lower() for name in self.checksum_algorithms)
+        return TusCapabilities(
+            extensions=self.extensions & TUS_EXTENSIONS,
+            max_size=self.max_size,
+            checksum_algorithms=tuple(
+                dict.fromkeys(name for name in offered if name in CHECKSUM_PREFERENCE)
+            ),
+        )
 
     def document(self) -> dict[str, object]:
         """The capabilities as JSON-ready values (the journal keeps them with

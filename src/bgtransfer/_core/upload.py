@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import attrs
 
 from .._exceptions import HTTPStatusError
+from . import jsontext
 from .challenge import www_authenticate
 from .config import HeaderPairs, check_description, headers_repr, normalize_headers
 from .secrets import SecretHeaders, check_no_userinfo
@@ -172,29 +173,36 @@ class UploadFields:
     def from_json(cls, text: object) -> UploadFields:
         """The fields :meth:`to_json` wrote; ``ValueError`` naming what is wrong."""
         try:
-            document = json.loads(text) if isinstance(text, str) else None
+            document = jsontext.loads(text) if isinstance(text, str) else None
         except (ValueError, RecursionError):
             document = None
         if not isinstance(document, dict):
             raise ValueError("not a JSON object")  # noqa: TRY004 - the caller's CorruptEntry
-        method, source = document.get("method"), document.get("source")
-        if method not in METHODS or not isinstance(source, str) or not source:
+        # Checked inline (type() is int: JSON makes no bool subclass of it here):
+        # a reopened session decodes one of these per upload in its journal.
+        get = document.get
+        method, source = get("method"), get("source")
+        if method not in METHODS or type(source) is not str or not source:
             raise ValueError("invalid method or source")
-        identity = document.get("identity")
-        if not (isinstance(identity, list) and len(identity) == 4 and all(map(_count, identity))):
+        identity = get("identity")
+        if not (
+            type(identity) is list
+            and len(identity) == 4
+            and all(type(n) is int and n >= 0 for n in identity)
+        ):
             raise ValueError("invalid identity")
-        reply_to, upload_url = document.get("reply_to"), document.get("upload_url")
-        if not all(value is None or isinstance(value, str) for value in (reply_to, upload_url)):
+        reply_to, upload_url = get("reply_to"), get("upload_url")
+        if not all(value is None or type(value) is str for value in (reply_to, upload_url)):
             raise ValueError("invalid reply_to or upload_url")
-        offset = document.get("upload_offset", 0)
-        if not _count(offset):
+        offset = get("upload_offset", 0)
+        if type(offset) is not int or offset < 0:
             raise ValueError("invalid upload_offset")
-        protocol = document.get("protocol", "plain")
+        protocol = get("protocol", "plain")
         if protocol not in PROTOCOLS:
             raise ValueError("invalid protocol")
         if upload_url is not None:
             check_no_userinfo(upload_url)
-        tus = document.get("tus")  # (absent from rows before the capabilities were kept)
+        tus = get("tus")  # (absent from rows before the capabilities were kept)
         return cls(
             method=method,
             source=source,
@@ -205,10 +213,6 @@ class UploadFields:
             protocol=protocol,
             tus=None if tus is None else capabilities_from_document(tus),
         )
-
-
-def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def check_upload_status(url: str, status: int, reason: str, headers: Mapping[str, str]) -> None:

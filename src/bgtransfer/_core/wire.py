@@ -89,17 +89,20 @@ def snapshot_fields(document: object) -> dict[str, Any]:
         state = TaskState(doc.get("state"))
     except ValueError:
         raise WireError(f"task {task_id}: unknown state {doc.get('state')!r}") from None
+    text = _str(doc, "destination")
+    destination = Path(text)
     return {
         "id": task_id,
         "url": _str(doc, "url"),
         "description": _optional_str(doc, "description"),
-        "destination": Path(_str(doc, "destination")),
+        "destination": destination,
         "state": state,
         "bytes_received": _int(doc, "bytes_received"),
         "bytes_expected": _optional_int(doc, "bytes_expected"),
         "terminal": None if terminal is None else _terminal(task_id, terminal),
         "kind": _kind(doc),
-        "source": None if source is None else Path(source),
+        # An upload without reply_to: its destination is its file (one Path).
+        "source": None if source is None else destination if source == text else Path(source),
     }
 
 

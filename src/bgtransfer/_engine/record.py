@@ -142,7 +142,8 @@ class TaskRecord:
         """Whether the task writes its destination (a download's file, an
         upload's ``reply_to``), which no other live task may then claim; an
         upload without one only reads its source, which others may read too."""
-        return self.destination != self.source
+        source = self.source  # (an upload without reply_to: the same Path object)
+        return source is None or (self.destination is not source and self.destination != source)
 
     @property
     def state(self) -> TaskState:

@@ -212,6 +212,9 @@ class Uploader:
             upload_url=fields.upload_url,
             protocol=fields.protocol,
             method=fields.method,
+            # What the server offered goes along (the continued upload's
+            # checksum, its termination), as the journal keeps it.
+            tus=None if fields.tus is None else fields.tus.known(),
         )
         return sign(data, self._resume_key)
 

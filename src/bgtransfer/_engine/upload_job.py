@@ -69,19 +69,19 @@ class UploadJob:
         "fields",
         "finished",
         "may_have_partial",
+        "partials_dir",
         "record",
         "reply",
-        "reply_partial",
         "uploader",
     )
 
     def __init__(
-        self, record: TaskRecord, *, uploader: UploadWork, fields: UploadFields, reply_partial: Path
+        self, record: TaskRecord, *, uploader: UploadWork, fields: UploadFields, partials_dir: Path
     ) -> None:
         self.record = record
         self.uploader = uploader
         self.fields = fields
-        self.reply_partial = reply_partial  # the answer's body, before it moves to reply_to
+        self.partials_dir = partials_dir  # the session's (reply_partial's directory)
         self.announce_resume = False  # send ResumedEvent(offset=0) before the next body
         self.backing_off_until: float | None = None  # time.time() the next attempt waits for
         self.auth: AuthState | None = None  # what credentials did (an Authenticator's)
@@ -94,6 +94,13 @@ class UploadJob:
     @property
     def source(self) -> Path:
         return Path(self.fields.source)
+
+    @property
+    def reply_partial(self) -> Path:
+        """The private file the answer's body goes to before it moves to
+        ``reply_to``. Made when asked: most uploads have no ``reply_to``, and a
+        session reopening 10,000 of them need not build 10,000 paths."""
+        return self.partials_dir / f"{self.record.id}.reply"
 
     @property
     def reply_to(self) -> Path | None:

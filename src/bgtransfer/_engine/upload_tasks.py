@@ -128,6 +128,7 @@ class Uploads:
             upload_url=data.upload_url,
             upload_offset=data.offset,
             protocol=data.protocol,
+            tus=data.tus,
         )
         record = self.new_record(
             task_id,
@@ -155,7 +156,7 @@ class Uploads:
             UploadJob,
             uploader=self.uploader,
             fields=fields,
-            reply_partial=self._partials_dir / f"{task_id}.reply",
+            partials_dir=self._partials_dir,
         )
         return TaskRecord(
             task_id=task_id,
