@@ -72,6 +72,7 @@ EXPECTED = {
     "TerminalEvent",
     "TransferError",
     "TransferTimeoutError",
+    "TusCapabilities",
     "UnsupportedSchemeError",
     "UploadReply",
     "UploadRequest",

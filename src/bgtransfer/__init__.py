@@ -29,6 +29,7 @@ from ._core.resume_data import InvalidResumeDataError, ResumeData
 from ._core.retry import RetryPolicy
 from ._core.states import TaskState
 from ._core.supervisor import SupervisorStatistics
+from ._core.tus import TusCapabilities
 from ._core.upload import UploadRequest
 from ._core.version import VERSION
 from ._engine.hub import EventStream
@@ -130,6 +131,7 @@ __all__ = [
     "TimingSummary",
     "TransferError",
     "TransferTimeoutError",
+    "TusCapabilities",
     "UnsupportedSchemeError",
     "UploadChecksumError",
     "UploadExpiredError",

@@ -83,12 +83,21 @@ Phase = Literal["discover", "create", "locate", "send", "done"]
 
 @attrs.frozen(kw_only=True)
 class TusCapabilities:
-    """What a tus server said of itself in its answer to ``OPTIONS``."""
+    """What a tus server said of itself in its answer to ``OPTIONS``.
+
+    Read-only for applications: it is what :attr:`ResumeData.tus` holds for a
+    tus upload, so that an upload continued from resume data sends the same
+    ``Upload-Checksum`` and termination as before without asking again.
+    """
 
     versions: tuple[str, ...] = (TUS_VERSION,)
+    """``Tus-Version``: the protocol versions the server speaks."""
     extensions: frozenset[str] = frozenset()
+    """``Tus-Extension``: e.g. ``creation``, ``checksum``, ``termination``."""
     max_size: int | None = None
+    """``Tus-Max-Size``: the largest upload the server takes, if it said."""
     checksum_algorithms: tuple[str, ...] = ()
+    """``Tus-Checksum-Algorithm``: the algorithms it verifies, as it named them."""
 
     @property
     def checksum(self) -> str | None:
