@@ -32,13 +32,13 @@ from .._core.wire_stats import decode_statistics
 from .._engine.backend import TaskSnapshot
 from .._engine.hub import EventHub
 from .._exceptions import DaemonError, SessionClosedError, SessionInUseError
+from .channel import CommandChannel
 from .connection import (
     BASE,
     HEADERS,
     LAUNCH_TIMEOUT,
     STOPPING,
     DaemonStopping,
-    command_session,
     daemon_error,
     reach,
     streams_session,
@@ -82,12 +82,13 @@ class Attachment:
     ) -> None:
         path = socket_path(state_dir, default=default)
         self.http = streams_session(path)  # the attachment, cursor streams, hello
-        self._commands = command_session(path)
+        self._commands = CommandChannel(path)  # the commands
         self._state_dir = state_dir
         self._default = default
         self.identifier = identifier
         self._config = config
         self.prefix = f"{BASE}/v1/sessions/{identifier}"
+        self._target = f"/v1/sessions/{identifier}"  # the commands' (on the channel)
         self.headers = dict(HEADERS)
         self.directory = Path()
         self._book = book
@@ -361,10 +362,9 @@ class Attachment:
         return dict(answer)
 
     async def post(self, path: str, body: dict[str, Any] | None) -> tuple[int, Any]:
-        async with self._commands.post(
-            self.prefix + path, json=body or {}, headers=self.headers
-        ) as response:
-            return response.status, await response.json(content_type=None)
+        payload = json.dumps(body or {}, separators=(",", ":")).encode("utf-8")
+        status, answer = await self._commands.post(self._target + path, payload, self.headers)
+        return status, json.loads(answer) if answer.strip() else None
 
 
 async def read_line(response: aiohttp.ClientResponse) -> dict[str, Any] | None:

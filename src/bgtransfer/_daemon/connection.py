@@ -3,8 +3,9 @@
 ``reach`` gives the daemon's hello, starting ``python -m bgtransfer daemon``
 detached when nothing answers (two clients doing so at once end up with one
 daemon); the client's start-up and its reconnection both go through it.
-``streams_session`` and ``command_session`` are the client's two aiohttp
-sessions on the socket, each made from the socket's path.
+``streams_session`` is the client's aiohttp session on the socket for them and
+the long-lived requests (the commands have a channel of their own,
+``channel.py``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ __all__ = [
     "LAUNCH_TIMEOUT",
     "STOPPING",
     "DaemonStopping",
-    "command_session",
     "connect",
     "daemon_error",
     "hello",
@@ -41,7 +41,6 @@ __all__ = [
 
 LAUNCH_TIMEOUT: Final = 20.0  # seconds a launched daemon may take to answer
 RELAUNCH_PAUSE: Final = 0.1  # seconds between launches while an exiting daemon holds the lock
-COMMAND_CONNECTIONS: Final = 8  # concurrent command requests; the rest wait their turn
 BASE: Final = "http://bgtransfer"  # the host is ignored on a Unix socket
 HEADERS: Final = {PROTOCOL_HEADER: str(PROTOCOL_VERSION)}
 STOPPING: Final = 503  # a stopping daemon's answer to a hello, an attach or a command
@@ -96,16 +95,6 @@ def streams_session(path: Path) -> aiohttp.ClientSession:
     connections, each stream holding one for as long as it lives."""
     return aiohttp.ClientSession(
         connector=aiohttp.UnixConnector(path=str(path), limit=0),
-        timeout=aiohttp.ClientTimeout(),
-    )
-
-
-def command_session(path: Path) -> aiohttp.ClientSession:
-    """The client session for the commands on the socket at ``path``: at most
-    ``COMMAND_CONNECTIONS`` connections (thousands of concurrent calls queue in
-    the client instead of overflowing the daemon's listen backlog)."""
-    return aiohttp.ClientSession(
-        connector=aiohttp.UnixConnector(path=str(path), limit=COMMAND_CONNECTIONS),
         timeout=aiohttp.ClientTimeout(),
     )
 
