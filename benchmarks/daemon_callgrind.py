@@ -65,6 +65,20 @@ def _tool(args: argparse.Namespace, out_file: Path) -> list[str]:
     return [*VALGRIND, f"--callgrind-out-file={out_file}", sys.executable]
 
 
+def _client(args: argparse.Namespace, paths: list[Path], env: dict[str, str], session: str) -> None:
+    """Scenario 2's client on ``paths`` (URL list, output, state dir, count file)."""
+    urls, out, state, out_file = paths
+    client = subprocess.run(
+        [*_tool(args, out_file),
+         str(HERE / "clients" / "bgtransfer_get.py"), "--urls", str(urls), "--out", str(out),
+         "--per-host", "6", "--total", "6", "--session", session, "--state-dir", str(state),
+         "--events", args.events, "--enqueue", args.enqueue],
+        capture_output=True, check=False, env=env, cwd=HERE / "clients",
+    )  # fmt: skip
+    if client.returncode != 0:
+        raise SystemExit(f"the client failed: {client.stderr.decode()[-2000:]}")
+
+
 def count(
     server: ThreadedTestServer, files: int, args: argparse.Namespace, work: Path
 ) -> dict[str, int]:
@@ -77,35 +91,37 @@ def count(
     daemon_out = run / "daemon.cg"
     client_out = run / "client.cg"
     env = {**os.environ, "PYTHONHASHSEED": "0"}
+    if args.in_process:  # the reference: the same client, the background session in-process
+        _client(args, [urls, out, state, client_out], env, "background")
+        _verify(out, files)
+        return {"files": files} if args.cprofile else {"files": files, "client": _total(client_out)}
     daemon = subprocess.Popen(
         [*_tool(args, daemon_out), "-m", "bgtransfer",
-         "daemon", "--state-dir", str(state)],
+         "daemon", "--state-dir", str(state), "--idle-timeout", "0"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True, env=env,
     )  # fmt: skip
     try:
         _wait_socket(state, daemon, 300)
-        client = subprocess.run(
-            [*_tool(args, client_out),
-             str(HERE / "clients" / "bgtransfer_get.py"), "--urls", str(urls), "--out", str(out),
-             "--per-host", "6", "--total", "6", "--session", "daemon", "--state-dir", str(state),
-             "--events", args.events, "--enqueue", args.enqueue],
-            capture_output=True, check=False, env=env, cwd=HERE / "clients",
-        )  # fmt: skip
-        if client.returncode != 0:
-            raise SystemExit(f"the client failed: {client.stderr.decode()[-2000:]}")
+        _client(args, [urls, out, state, client_out], env, "daemon")
     finally:
         subprocess.run(
             [sys.executable, "-m", "bgtransfer", "daemon", "--stop", "--state-dir", str(state)],
             capture_output=True, check=False,
         )  # fmt: skip
         daemon.wait(timeout=600)
+    _verify(out, files)
+    if (state / "daemon.log").exists():  # the client launched one: not the one counted
+        raise SystemExit("the client did not reach the daemon started for it")
     if args.cprofile:
         return {"files": files}
+    return {"files": files, "client": _total(client_out), "daemon": _total(daemon_out)}
+
+
+def _verify(out: Path, files: int) -> None:
     made = sorted(p.name for p in out.iterdir())
     if len(made) != files or any((out / name).stat().st_size != SIZE for name in made):
         raise SystemExit(f"wrong output: {len(made)} files")
-    return {"files": files, "client": _total(client_out), "daemon": _total(daemon_out)}
 
 
 def main() -> int:
@@ -114,6 +130,9 @@ def main() -> int:
     parser.add_argument("--events", choices=["none", "all"], default="none")
     parser.add_argument("--enqueue", choices=["each", "many"], default="each")
     parser.add_argument("--keep", type=Path)
+    parser.add_argument(
+        "--in-process", action="store_true", help="the background session in-process instead"
+    )
     parser.add_argument("--cprofile", action="store_true", help="cProfile (.prof) instead")
     args = parser.parse_args()
     low, high = (int(n) for n in args.files.split(","))
@@ -130,7 +149,8 @@ def main() -> int:
             print(json.dumps(one))
         extra = high - low
         per_file = {
-            side: (counts[1][side] - counts[0][side]) / extra for side in ("client", "daemon")
+            side: (counts[1].get(side, 0) - counts[0].get(side, 0)) / extra
+            for side in ("client", "daemon")
         }
         print(json.dumps({"per_file_client": round(per_file["client"]),
                           "per_file_daemon": round(per_file["daemon"]),
