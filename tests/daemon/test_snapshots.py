@@ -8,6 +8,7 @@ from pathlib import Path
 import attrs
 
 from bgtransfer import FinishedEvent, ProgressEvent, ResumedEvent, TaskState
+from bgtransfer._core.wire import encode_event, encode_snapshot
 from bgtransfer._daemon.snapshots import Snapshots
 from bgtransfer._engine.backend import TaskSnapshot
 
@@ -70,3 +71,25 @@ def test_claim_takes_new_unowned_tasks_in_order() -> None:
     found = book.claim(keys, mark)
     assert [s.id if s else None for s in found] == [3, 4, None]
     assert book.claim([("http://h/a", None, None)], mark) == [None]  # claimed once
+
+
+def test_an_event_line_s_snapshot_ends_with_the_event_itself() -> None:
+    """The terminal event is decoded once: the snapshot the line carries ends
+    with the very event published (equal to what its own copy says)."""
+    book = Snapshots()
+    book.take(snapshot(1, 300), None)
+    book.take(snapshot(2, 300), None)
+    ended = snapshot(1, 1000, end=9)
+    assert ended.terminal is not None
+    line = {"event": encode_event(ended.terminal), "task": encode_snapshot(ended)}
+    event = book.apply(line)
+    assert event == ended.terminal
+    assert book.tasks[1].terminal is event
+    assert book.tasks[1] == ended
+    # A line whose snapshot has not ended (another task's, or a progress) keeps its own.
+    progress = ProgressEvent(
+        task_id=2, bytes_written=10, total_bytes_written=310, total_bytes_expected=1000
+    )
+    book.apply({"event": encode_event(progress), "task": encode_snapshot(snapshot(2, 310))})
+    assert book.tasks[2].terminal is None
+    assert book.tasks[2].bytes_received == 310

@@ -78,12 +78,16 @@ def encode_snapshot(snapshot: Any) -> dict[str, Any]:
     }
 
 
-def snapshot_fields(document: object) -> dict[str, Any]:
+def snapshot_fields(document: object, *, ended: TerminalEvent | None = None) -> dict[str, Any]:
     """The fields of the snapshot :func:`encode_snapshot` wrote, checked: the
-    keywords of ``TaskSnapshot``."""
+    keywords of ``TaskSnapshot``. ``ended``: the task's terminal event, decoded
+    already (an event line carries it beside the snapshot that ends with it),
+    taken instead of decoding the snapshot's copy of it."""
     doc = _object(document, "task")
     task_id = _int(doc, "id")
     terminal = doc.get("terminal")
+    if ended is not None and ended.task_id == task_id and terminal is not None:
+        terminal = ended
     source = _optional_str(doc, "source")
     try:
         state = TaskState(doc.get("state"))
@@ -99,7 +103,9 @@ def snapshot_fields(document: object) -> dict[str, Any]:
         "state": state,
         "bytes_received": _int(doc, "bytes_received"),
         "bytes_expected": _optional_int(doc, "bytes_expected"),
-        "terminal": None if terminal is None else _terminal(task_id, terminal),
+        "terminal": terminal
+        if terminal is None or terminal is ended
+        else _terminal(task_id, terminal),
         "kind": _kind(doc),
         # An upload without reply_to: its destination is its file (one Path).
         "source": None if source is None else destination if source == text else Path(source),

@@ -18,13 +18,13 @@ from typing import Any
 import attrs
 
 from .._core.events import (
+    TERMINAL_EVENTS,
     FinishedEvent,
     ProgressEvent,
     ResumedEvent,
     SessionEvent,
     TaskEvent,
     TerminalEvent,
-    is_terminal,
 )
 from .._core.supervisor import SupervisorStatistics
 from .._core.wire import decode_event, snapshot_fields
@@ -38,9 +38,10 @@ SubmissionKey = tuple[str, str | None, str | None]
 (None: the daemon chose it)."""
 
 
-def task_of(line: dict[str, Any]) -> TaskSnapshot:
-    """The snapshot a line (or an answer) carries as ``task``."""
-    return TaskSnapshot(**snapshot_fields(line["task"]))
+def task_of(line: dict[str, Any], ended: TerminalEvent | None = None) -> TaskSnapshot:
+    """The snapshot a line (or an answer) carries as ``task`` (``ended``: the
+    terminal event the line carries, the snapshot's own end)."""
+    return TaskSnapshot(**snapshot_fields(line["task"], ended=ended))
 
 
 class Snapshots:
@@ -86,7 +87,8 @@ class Snapshots:
         it carries are taken in; the event is returned."""
         event = decode_event(line["event"])
         if "task" in line:
-            self.update(task_of(line), vouched=is_terminal(event))
+            ended = event if isinstance(event, TERMINAL_EVENTS) else None  # decoded once
+            self.update(task_of(line, ended), vouched=ended is not None)
         if "statistics" in line:
             self.statistics = decode_statistics(line["statistics"])
         seq = getattr(event, "seq", None)

@@ -1,0 +1,165 @@
+"""Instructions per file through the daemon, client and daemon apart (issue #20).
+
+Wall times on the shared benchmark machine swing by tens of percent; callgrind's
+instruction counts do not. This runs scenario 2's client
+(``clients/bgtransfer_get.py --session daemon``) against a daemon it started
+first (warm, as the benchmark's "(daemon" contenders), both under
+``valgrind --tool=callgrind``, for two numbers of files; the difference of the
+counts divided by the difference of the files is the cost of one more file, in
+each process, without the start-up. The files (16 KiB each) come from a
+``bgtransfer.testing.ThreadedTestServer`` in this process (not counted).
+
+Usage: ``python benchmarks/daemon_callgrind.py [--files 100,400] [--events none|all]
+[--enqueue each|many] [--keep DIR]`` (prints one JSON line per count, then the
+per-file result). With ``--keep``, the callgrind outputs stay in DIR for
+``callgrind_annotate``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bgtransfer.testing import ThreadedTestServer
+
+HERE = Path(__file__).resolve().parent
+SIZE = 16 * 1024
+VALGRIND = ["valgrind", "--tool=callgrind", "--quiet"]
+
+
+def _total(out_file: Path) -> int:
+    """The instructions (Ir) of one callgrind output file."""
+    text = out_file.read_text(errors="replace")
+    found = re.search(r"^(?:summary|totals):\s+(\d+)", text, re.MULTILINE)
+    if found is None:
+        raise SystemExit(f"no total in {out_file}")
+    return int(found.group(1))
+
+
+def _wait_socket(state_dir: Path, daemon: subprocess.Popen[bytes], timeout: float) -> None:
+    """Return once the daemon answers ``bgtransfer status``."""
+    deadline = time.monotonic() + timeout
+    command = [sys.executable, "-m", "bgtransfer", "status", "--state-dir", str(state_dir)]
+    while time.monotonic() < deadline:
+        if daemon.poll() is not None:
+            raise SystemExit(f"the daemon exited with {daemon.returncode}")
+        probe = subprocess.run(command, capture_output=True, check=False)
+        if probe.returncode == 0 and b"pid" in probe.stdout:
+            return
+        time.sleep(0.5)  # a harness's poll of another process, not a test's synchronisation
+    raise SystemExit("the daemon did not answer in time")
+
+
+def _tool(args: argparse.Namespace, out_file: Path) -> list[str]:
+    """The command line's start: Python under callgrind (or under cProfile)."""
+    if args.cprofile:
+        return [sys.executable, "-m", "cProfile", "-o", f"{out_file}.prof"]
+    return [*VALGRIND, f"--callgrind-out-file={out_file}", sys.executable]
+
+
+def _client(args: argparse.Namespace, paths: list[Path], env: dict[str, str], session: str) -> None:
+    """Scenario 2's client on ``paths`` (URL list, output, state dir, count file)."""
+    urls, out, state, out_file = paths
+    client = subprocess.run(
+        [*_tool(args, out_file),
+         str(HERE / "clients" / "bgtransfer_get.py"), "--urls", str(urls), "--out", str(out),
+         "--per-host", "6", "--total", "6", "--session", session, "--state-dir", str(state),
+         "--events", args.events, "--enqueue", args.enqueue],
+        capture_output=True, check=False, env=env, cwd=HERE / "clients",
+    )  # fmt: skip
+    if client.returncode != 0:
+        raise SystemExit(f"the client failed: {client.stderr.decode()[-2000:]}")
+
+
+def count(
+    server: ThreadedTestServer, files: int, args: argparse.Namespace, work: Path
+) -> dict[str, int]:
+    run = work / f"run-{files}"
+    out, state = run / "out", run / "state"
+    out.mkdir(parents=True)
+    state.mkdir()
+    urls = run / "urls.txt"
+    urls.write_text("".join(server.url(f"/f{i:05d}.bin") + "\n" for i in range(files)))
+    daemon_out = run / "daemon.cg"
+    client_out = run / "client.cg"
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    if args.in_process:  # the reference: the same client, the background session in-process
+        _client(args, [urls, out, state, client_out], env, "background")
+        _verify(out, files)
+        return {"files": files} if args.cprofile else {"files": files, "client": _total(client_out)}
+    daemon = subprocess.Popen(
+        [*_tool(args, daemon_out), "-m", "bgtransfer",
+         "daemon", "--state-dir", str(state), "--idle-timeout", "0"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True, env=env,
+    )  # fmt: skip
+    try:
+        _wait_socket(state, daemon, 300)
+        _client(args, [urls, out, state, client_out], env, "daemon")
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "bgtransfer", "daemon", "--stop", "--state-dir", str(state)],
+            capture_output=True, check=False,
+        )  # fmt: skip
+        daemon.wait(timeout=600)
+    _verify(out, files)
+    if (state / "daemon.log").exists():  # the client launched one: not the one counted
+        raise SystemExit("the client did not reach the daemon started for it")
+    if args.cprofile:
+        return {"files": files}
+    return {"files": files, "client": _total(client_out), "daemon": _total(daemon_out)}
+
+
+def _verify(out: Path, files: int) -> None:
+    made = sorted(p.name for p in out.iterdir())
+    if len(made) != files or any((out / name).stat().st_size != SIZE for name in made):
+        raise SystemExit(f"wrong output: {len(made)} files")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", default="100,400")
+    parser.add_argument("--events", choices=["none", "all"], default="none")
+    parser.add_argument("--enqueue", choices=["each", "many"], default="each")
+    parser.add_argument("--keep", type=Path)
+    parser.add_argument(
+        "--in-process", action="store_true", help="the background session in-process instead"
+    )
+    parser.add_argument("--cprofile", action="store_true", help="cProfile (.prof) instead")
+    args = parser.parse_args()
+    low, high = (int(n) for n in args.files.split(","))
+    work = Path(tempfile.mkdtemp(prefix="daemon-cg-")) if args.keep is None else args.keep
+    try:
+        with ThreadedTestServer() as server:
+            for i in range(high):
+                server.add_file(f"/f{i:05d}.bin", size=SIZE, seed=i)
+            counts = [count(server, n, args, work) for n in (low, high)]
+        if args.cprofile:
+            print(f"profiles in {work}")
+            return 0
+        for one in counts:
+            print(json.dumps(one))
+        extra = high - low
+        per_file = {
+            side: (counts[1].get(side, 0) - counts[0].get(side, 0)) / extra
+            for side in ("client", "daemon")
+        }
+        print(json.dumps({"per_file_client": round(per_file["client"]),
+                          "per_file_daemon": round(per_file["daemon"]),
+                          "events": args.events, "enqueue": args.enqueue}))  # fmt: skip
+    finally:
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
