@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from .._core.events import ProgressEvent, TerminalEvent
+from .._core.events import FinishedEvent, ProgressEvent, TerminalEvent
 from .._core.journal import public_headers
 from .._core.metrics import TaskMetricsLog
 from .._core.naming import Origin
@@ -216,3 +216,19 @@ class TaskRecord:
         self._ended = True
         if self._done is not None:
             self._done.set()
+
+    def end_replayed(self, outcome: TerminalEvent) -> None:
+        """End a task restored from the journal with the outcome the journal
+        holds: replayed to the application, which has not acknowledged it; a
+        finished one counts its bytes as a live one does."""
+        if isinstance(outcome, FinishedEvent):
+            total = self.bytes_received = self.bytes_expected = outcome.total_bytes
+            self.last_progress = ProgressEvent(
+                task_id=self.id,
+                bytes_written=total,
+                total_bytes_written=total,
+                total_bytes_expected=total,
+            )
+        self.terminal = outcome
+        self.replayed = True
+        self.set_done()

@@ -148,18 +148,7 @@ class Restorer:
                     total_bytes_expected=record.bytes_expected,
                 )
             return record, plan
-        if isinstance(outcome, FinishedEvent):  # counts its bytes like a live one
-            total = outcome.total_bytes
-            record.bytes_received = record.bytes_expected = total
-            record.last_progress = ProgressEvent(
-                task_id=record.id,
-                bytes_written=total,
-                total_bytes_written=total,
-                total_bytes_expected=total,
-            )
-        record.terminal = outcome
-        record.replayed = True
-        record.set_done()
+        record.end_replayed(outcome)
         return record, plan
 
     @staticmethod

@@ -15,10 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .._core.config import Configuration
-from .._core.events import (
-    FinishedEvent,
-    ProgressEvent,
-)
 from .._core.journal import TaskEntry
 from .._core.naming import Origin, origin_of, parse_url
 from .._core.reattach import Action, plan_upload_reattach
@@ -198,17 +194,7 @@ class Uploads:
                 record.advance(event)
             outcome = plan.outcome
             if outcome is not None:
-                if isinstance(outcome, FinishedEvent):
-                    total = record.bytes_received = record.bytes_expected = outcome.total_bytes
-                    record.last_progress = ProgressEvent(
-                        task_id=record.id,
-                        bytes_written=total,
-                        total_bytes_written=total,
-                        total_bytes_expected=total,
-                    )
-                record.terminal = outcome
-                record.replayed = True
-                record.set_done()
+                record.end_replayed(outcome)
             back.append(
                 Reattached(
                     record=record,
