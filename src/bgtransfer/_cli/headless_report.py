@@ -3,7 +3,6 @@ that reattaches (:func:`reattach`), and the closing table (:func:`report`)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -19,7 +18,7 @@ from .._core.events import (
     TaskEvent,
 )
 from .._core.states import TaskState
-from .._demo.model import DEMO_FILES, DemoFile
+from .._demo.model import DEMO_FILES, DemoFile, file_sha256
 from .._session import Session
 from .._task import DownloadTask
 from .headless_app import CONFIG, IDENTIFIER
@@ -105,17 +104,6 @@ class _Reattached:
             del self.pending[event.task_id]
 
 
-def _sha256(path: Path) -> str | None:
-    digest = hashlib.sha256()
-    try:
-        with path.open("rb") as file:
-            while chunk := file.read(1 << 20):
-                digest.update(chunk)
-    except OSError:
-        return None
-    return digest.hexdigest()
-
-
 def report(
     out: Path,
     outcomes: dict[str, str],
@@ -132,7 +120,7 @@ def report(
     print(f"\n{'file':<28} {'size':>12}  {'state':<26} sha256")
     verified = 0
     for file in DEMO_FILES:
-        digest = _sha256(out / file.name)
+        digest = file_sha256(out / file.name)
         ok = digest == expected[file.path]
         verified += ok
         state = outcomes.get(file.path, "finished in the first run" if ok else "missing")

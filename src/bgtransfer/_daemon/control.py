@@ -4,8 +4,6 @@ daemon, never launching one."""
 from __future__ import annotations
 
 import asyncio
-import fcntl
-import os
 import sys
 import time
 from pathlib import Path
@@ -14,10 +12,12 @@ from typing import Any, Final
 import aiohttp
 
 from .._core.wire import PROTOCOL_VERSION
+from .._io.lock import lock_held
 from .paths import lock_path, socket_path
 from .protocol import PROTOCOL_HEADER, SHUTDOWN_BOUND
 
-__all__ = ["daemon_status", "stop_daemon"]
+# lock_held: for the front (the demo's detached server), which may not import _io.
+__all__ = ["daemon_status", "lock_held", "stop_daemon"]
 
 _BASE: Final = "http://bgtransfer"
 _HEADERS: Final = {PROTOCOL_HEADER: str(PROTOCOL_VERSION)}
@@ -59,14 +59,4 @@ async def stop_daemon(state_dir: Path, *, default: bool = False) -> int:
 
 
 def _lock_free(state_dir: Path) -> bool:
-    try:
-        fd = os.open(lock_path(state_dir), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(fd)
-    return True
+    return not lock_held(lock_path(state_dir))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -24,24 +23,13 @@ from .._engine.hub import EventStream
 from .._session import Session
 from .._task import DownloadTask
 from ..testing import TestServer
-from .model import DEMO_FILES, DemoFile, DemoModel, Row, RowState
+from .model import DEMO_FILES, DemoFile, DemoModel, Row, RowState, file_sha256
 from .server import THROTTLE, DemoServer, ensure_server, expected_sha256, serve_files, stop_server
 
 __all__ = ["IDENTIFIER", "STATE_FILE", "DemoController"]
 
 IDENTIFIER = "com.example.bgtransfer.demo"
 STATE_FILE = "demo-app.json"  # in the state dir: the server's port and paused rows' resume data
-
-
-def _sha256(path: Path) -> str | None:
-    digest = hashlib.sha256()
-    try:
-        with path.open("rb") as file:
-            while chunk := file.read(1 << 20):
-                digest.update(chunk)
-    except OSError:  # gone, or not readable: not verified
-        return None
-    return digest.hexdigest()
 
 
 def _write_state(path: Path, value: object) -> None:
@@ -254,7 +242,7 @@ class DemoController:
         """Whether the row's file (at ``location``, default its destination) has
         the served bytes."""
         path = self.destination(row) if location is None else location
-        digest = await asyncio.to_thread(_sha256, path)
+        digest = await asyncio.to_thread(file_sha256, path)
         return digest == self._sha256[row.file.path]
 
     async def _discard(self, data: ResumeData) -> None:

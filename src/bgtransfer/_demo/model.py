@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import hashlib
+from pathlib import Path
 
 import attrs
 
@@ -15,7 +17,7 @@ from .._core.events import (
     RetryEvent,
 )
 
-__all__ = ["DEMO_FILES", "DemoFile", "DemoModel", "Row", "RowState"]
+__all__ = ["DEMO_FILES", "DemoFile", "DemoModel", "Row", "RowState", "file_sha256"]
 
 
 @attrs.frozen
@@ -158,3 +160,16 @@ class DemoModel:
             row.note = "sha256 verified"
         else:
             row.clear(RowState.FAILED, "sha256 mismatch")
+
+
+def file_sha256(path: Path) -> str | None:
+    """The SHA-256 of the file at ``path``, read 1 MiB at a time; None when it is
+    gone or cannot be read (not verified). Blocking: call it in a worker thread."""
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as file:
+            while chunk := file.read(1 << 20):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()

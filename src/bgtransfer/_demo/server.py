@@ -29,6 +29,7 @@ from typing import Any, TextIO
 
 import attrs
 
+from .._daemon.control import lock_held
 from ..testing import Faults, TestServer
 from .model import DemoFile
 
@@ -107,19 +108,7 @@ def _held(state_dir: Path) -> bool:
     The lock, not the pid, says a server runs: it goes with the process however
     it ends, so a pid file left by a killed server (its pid since reused by
     another program) is never taken for a server, nor sent a signal."""
-    import fcntl  # noqa: PLC0415 -- POSIX only, as the daemon; the in-process demo needs none
-
-    try:
-        fd = os.open(state_dir / SERVER_LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+    return lock_held(state_dir / SERVER_LOCK)
 
 
 def running_server(state_dir: Path) -> DemoServer | None:

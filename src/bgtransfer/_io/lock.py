@@ -21,7 +21,7 @@ from pathlib import Path
 from .._exceptions import SessionError
 from .files import PRIVATE_FILE_MODE
 
-__all__ = ["SessionLock", "owner_pid"]
+__all__ = ["SessionLock", "lock_held", "owner_pid"]
 
 
 def _flock() -> Callable[[int], None]:
@@ -95,6 +95,26 @@ def _open_lock_file(path: Path) -> int:
         os.close(fd)
         raise OSError(errno.EEXIST, "the lock file is not a regular file", str(path))
     return fd
+
+
+def lock_held(path: Path) -> bool:
+    """Whether some process holds a ``flock`` on the file at ``path`` (never
+    followed through a link; no file, no holder). The lock, not a pid written
+    somewhere, says an owner runs: it goes with the process however it ends.
+    POSIX only, as the daemon and the demo's detached server that ask it."""
+    import fcntl  # noqa: PLC0415 -- POSIX only; import bgtransfer must work without it
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def owner_pid(path: Path) -> int | None:
