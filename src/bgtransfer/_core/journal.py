@@ -25,7 +25,6 @@ from typing import Any, Final, TypeAlias
 import attrs
 
 from .._exceptions import InvalidRequestError
-from . import jsontext
 from .codec import decode_terminal, encode_terminal
 from .digests import Integrity
 from .events import TerminalEvent
@@ -447,7 +446,7 @@ def _is_int(value: object) -> bool:
 
 def _decode_headers(task_id: int, text: object) -> tuple[tuple[str, str], ...]:
     try:
-        pairs = jsontext.loads(text) if isinstance(text, str) else None
+        pairs = json.loads(text) if isinstance(text, str) else None
     except (ValueError, RecursionError):  # bad JSON, absurd nesting
         pairs = None
     if not isinstance(pairs, list) or not all(

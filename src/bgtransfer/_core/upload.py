@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Final
 import attrs
 
 from .._exceptions import HTTPStatusError
-from . import jsontext
 from .challenge import www_authenticate
 from .config import HeaderPairs, check_description, headers_repr, normalize_headers
 from .secrets import SecretHeaders, check_no_userinfo
@@ -173,7 +172,7 @@ class UploadFields:
     def from_json(cls, text: object) -> UploadFields:
         """The fields :meth:`to_json` wrote; ``ValueError`` naming what is wrong."""
         try:
-            document = jsontext.loads(text) if isinstance(text, str) else None
+            document = json.loads(text) if isinstance(text, str) else None
         except (ValueError, RecursionError):
             document = None
         if not isinstance(document, dict):
