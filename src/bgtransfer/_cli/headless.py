@@ -69,6 +69,7 @@ async def _server(state: Path, *, daemon: bool) -> AsyncIterator[tuple[str, int,
     """The demo's server (in this process, or detached for the daemon) and a
     function that reads its log of GETs; stopped (with the daemon) on exit."""
     # The test server (and aiohttp.web) only for the demo, not for every command.
+    from .._daemon.control import stop_daemon  # noqa: PLC0415
     from .._demo import server as demo_server  # noqa: PLC0415
     from ..testing import TestServer  # noqa: PLC0415
 
@@ -89,17 +90,7 @@ async def _server(state: Path, *, daemon: bool) -> AsyncIterator[tuple[str, int,
         yield detached.base_url, detached.pid, lambda: demo_server.read_log(state)
     finally:
         await demo_server.stop_server(state)
-        await _stop_daemon(state)
-
-
-async def _stop_daemon(state: Path) -> None:
-    """Stop the run's own daemon (its state dir is about to go)."""
-    stopper = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bgtransfer", "daemon", "--stop", "--state-dir", str(state),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    await stopper.wait()
+        await stop_daemon(state)  # the run's own daemon: its state dir is about to go
 
 
 async def _first_run(base_url: str, state: Path, out: Path, *, daemon: bool) -> bool:

@@ -27,13 +27,11 @@ from .._core.events import (
     SessionEvent,
 )
 from .._core.request import DownloadRequest
-from .._demo.model import DEMO_FILES, DemoFile
+from .._demo.model import DEMO_FILES, IDENTIFIER, DemoFile
 from .._session import Session
 from .._task import DownloadTask
 
-__all__ = ["CONFIG", "IDENTIFIER", "MID_WAY", "PAUSED", "STOPPED", "THROTTLE", "first_run"]
-
-IDENTIFIER = "com.example.bgtransfer.demo"
+__all__ = ["CONFIG", "MID_WAY", "PAUSED", "STOPPED", "THROTTLE", "first_run", "say"]
 # Two connections to the one host: three of the five files wait for a slot.
 # 128 KiB every 50 ms per connection (about 2.6 MB/s): each step still happens
 # mid-download, and the run takes about a quarter of a minute.
@@ -44,6 +42,11 @@ PAUSED = DEMO_FILES[1]  # paused, then resumed from its resume data
 STOPPED = DEMO_FILES[2]  # stopped, then started again from zero
 MID_WAY = "the app stops here"  # the line after which the parent kills the app
 _KILL_AFTER = 1_000_000  # bytes each of two running files has when the app is killed
+
+
+def say(file: DemoFile, text: str) -> None:
+    """One line about one file, as both runs print them."""
+    print(f"  {file.label:<22} {text}", flush=True)
 
 
 def _mid_way(event: ProgressEvent, file: DemoFile) -> bool:
@@ -63,9 +66,6 @@ class _FirstRun:
         self.paused = False
         self.stopped = False
         self.mid_way: dict[int, bool] = {}  # running task id -> its last progress is mid-way
-
-    def say(self, file: DemoFile, text: str) -> None:
-        print(f"  {file.label:<22} {text}", flush=True)
 
     async def start_all(self) -> None:
         requests = [
@@ -90,20 +90,20 @@ class _FirstRun:
     async def pause_and_resume(self, task_id: int) -> None:
         data = await self.unfollow(task_id).cancel_with_resume_data()
         if data is None:  # it ended meanwhile: nothing to pause
-            self.say(PAUSED, "ended before the pause reached it")
+            say(PAUSED, "ended before the pause reached it")
             return
-        self.say(PAUSED, f"paused at {data.offset:,} bytes (cancel_with_resume_data)")
+        say(PAUSED, f"paused at {data.offset:,} bytes (cancel_with_resume_data)")
         self.follow(await self.session.download_with_resume_data(data), PAUSED)
-        self.say(PAUSED, f"resumed: asks the server for bytes={data.offset}- (with resume data)")
+        say(PAUSED, f"resumed: asks the server for bytes={data.offset}- (with resume data)")
 
     async def stop_and_restart(self, task_id: int, offset: int) -> None:
         await self.unfollow(task_id).cancel()
-        self.say(STOPPED, f"stopped at {offset:,} bytes (cancel: the partial file is gone)")
+        say(STOPPED, f"stopped at {offset:,} bytes (cancel: the partial file is gone)")
         again = await self.session.download(
             self.base_url + STOPPED.path, self.output / STOPPED.name, description=STOPPED.label
         )
         self.follow(again, STOPPED)
-        self.say(STOPPED, "started again from zero")
+        say(STOPPED, "started again from zero")
 
     async def run(self) -> None:
         """Take the steps as the events come; return once a file is mid-way
@@ -136,12 +136,12 @@ class _FirstRun:
                     for task_id, mid_way in self.mid_way.items():
                         if mid_way:
                             received = self.handles[task_id].bytes_received
-                            self.say(self.tasks[task_id], f"{received:,} bytes in")
+                            say(self.tasks[task_id], f"{received:,} bytes in")
                     return True
             case FinishedEvent(total_bytes=size):
-                self.say(file, f"finished: {size:,} bytes")
+                say(file, f"finished: {size:,} bytes")
             case ErrorEvent(error=error):
-                self.say(file, f"failed: {error}")
+                say(file, f"failed: {error}")
             case CancelledEvent():
                 pass  # (the demo cancels nothing it still follows)
         if isinstance(event, FinishedEvent | ErrorEvent | CancelledEvent):

@@ -18,19 +18,15 @@ from .._core.events import (
     TaskEvent,
 )
 from .._core.states import TaskState
-from .._demo.model import DEMO_FILES, DemoFile, file_sha256
+from .._demo.model import DEMO_FILES, IDENTIFIER, DemoFile, file_sha256
 from .._session import Session
 from .._task import DownloadTask
-from .headless_app import CONFIG, IDENTIFIER
+from .headless_app import CONFIG, say
 from .options import EXIT_INTEGRITY, EXIT_OK
 
 __all__ = ["reattach", "report"]
 
 _FILES = {file.path: file for file in DEMO_FILES}
-
-
-def _say(file: DemoFile, text: str) -> None:
-    print(f"  {file.label:<22} {text}", flush=True)
 
 
 async def reattach(state_dir: Path, *, daemon: bool) -> dict[str, str]:
@@ -72,11 +68,11 @@ class _Reattached:
             if task.state is TaskState.COMPLETED:  # its end was not acknowledged
                 self.quarter[task.id] = 4  # (its replayed progress is old news)
                 outcome = type(task.result).__name__
-                _say(self.pending[task.id], f"ended in the first run: {outcome}, delivered again")
+                say(self.pending[task.id], f"ended in the first run: {outcome}, delivered again")
             else:
                 received = task.bytes_received  # what the journal vouches for
                 self.quarter[task.id] = 4 * received // self.pending[task.id].size
-                _say(self.pending[task.id], f"{task.state.value}, {received:,} bytes kept")
+                say(self.pending[task.id], f"{task.state.value}, {received:,} bytes kept")
 
     def step(self, event: TaskEvent) -> None:
         file = self.pending.get(event.task_id)
@@ -84,20 +80,20 @@ class _Reattached:
             return
         match event:
             case ResumedEvent(offset=0):
-                _say(file, "starts again from zero")
+                say(file, "starts again from zero")
             case ResumedEvent(offset=offset):
-                _say(file, f"continues at {offset:,} bytes (asks for bytes={offset}-)")
+                say(file, f"continues at {offset:,} bytes (asks for bytes={offset}-)")
             case ProgressEvent(total_bytes_written=done, total_bytes_expected=total) if total:
                 reached = 4 * done // total
                 if self.quarter.get(event.task_id, 0) < reached < 4:
                     self.quarter[event.task_id] = reached
-                    _say(file, f"{25 * reached}%")
+                    say(file, f"{25 * reached}%")
             case FinishedEvent(total_bytes=size):
                 self.outcomes[file.path] = "finished"
-                _say(file, f"finished: {size:,} bytes")
+                say(file, f"finished: {size:,} bytes")
             case ErrorEvent(error=error):
                 self.outcomes[file.path] = "failed"
-                _say(file, f"failed: {error}")
+                say(file, f"failed: {error}")
             case CancelledEvent():  # the stop's, delivered again
                 self.outcomes.setdefault(file.path, "cancelled")
         if isinstance(event, FinishedEvent | ErrorEvent | CancelledEvent):

@@ -10,7 +10,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -23,21 +22,20 @@ from .._engine.hub import EventStream
 from .._session import Session
 from .._task import DownloadTask
 from ..testing import TestServer
-from .model import DEMO_FILES, DemoFile, DemoModel, Row, RowState, file_sha256
-from .server import THROTTLE, DemoServer, ensure_server, expected_sha256, serve_files, stop_server
+from .model import DEMO_FILES, IDENTIFIER, DemoFile, DemoModel, Row, RowState, file_sha256
+from .server import (
+    THROTTLE,
+    DemoServer,
+    ensure_server,
+    expected_sha256,
+    serve_files,
+    stop_server,
+    write_json,
+)
 
 __all__ = ["IDENTIFIER", "STATE_FILE", "DemoController"]
 
-IDENTIFIER = "com.example.bgtransfer.demo"
 STATE_FILE = "demo-app.json"  # in the state dir: the server's port and paused rows' resume data
-
-
-def _write_state(path: Path, value: object) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        json.dump(value, file)
-    os.replace(temporary, path)
 
 
 def _read_state(path: Path) -> dict[str, object]:
@@ -259,7 +257,7 @@ class DemoController:
             if row.resume_data is not None
         }
         value = {"port": self.served.port, "resume": resume}
-        await asyncio.to_thread(_write_state, self.state_dir / STATE_FILE, value)
+        await asyncio.to_thread(write_json, self.state_dir / STATE_FILE, value)
 
     async def _pump(self, stream: EventStream[SessionEvent]) -> None:
         async for event in stream:

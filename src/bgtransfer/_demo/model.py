@@ -17,7 +17,9 @@ from .._core.events import (
     RetryEvent,
 )
 
-__all__ = ["DEMO_FILES", "DemoFile", "DemoModel", "Row", "RowState", "file_sha256"]
+__all__ = ["DEMO_FILES", "IDENTIFIER", "DemoFile", "DemoModel", "Row", "RowState", "file_sha256"]
+
+IDENTIFIER = "com.example.bgtransfer.demo"  # the demo's session, interactive or headless
 
 
 @attrs.frozen

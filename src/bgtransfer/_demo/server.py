@@ -44,6 +44,7 @@ __all__ = [
     "running_server",
     "serve_files",
     "stop_server",
+    "write_json",
 ]
 
 SERVER_FILE = "demo-server.json"  # the detached server's pid and URL
@@ -94,7 +95,10 @@ class DemoServer:
         return self.base_url + path
 
 
-def _write_json(path: Path, value: object) -> None:
+def write_json(path: Path, value: object) -> None:
+    """Replace the JSON file at ``path`` with ``value``, atomically (a private
+    temporary file renamed over it; never through a link). Blocking. (The
+    package's own is ``_io.files.write_json``, which the front may not import.)"""
     temporary = path.with_name(path.name + ".tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as file:
@@ -247,7 +251,7 @@ async def _serve(state_dir: Path, spec: dict[str, Any]) -> None:
     info = state_dir / SERVER_FILE
     try:
         serve_files(server, files, throttle)
-        _write_json(info, {"pid": os.getpid(), "url": server.base_url})
+        write_json(info, {"pid": os.getpid(), "url": server.base_url})
         logger = asyncio.create_task(_log_requests(server, state_dir / SERVER_LOG))
         print("ready", server.base_url, flush=True)
         # From here on nothing is inherited: the launcher's pipe is closed.
