@@ -3,7 +3,8 @@
 :func:`send_resumable` sends what a machine (``_core.tus``,
 ``_core.resumable_upload``) asks for over an ``aiohttp.ClientSession``, feeds it
 each answer, and returns the upload's final response. The file is streamed from
-the offset in :data:`CHUNK` pieces, never read whole; the machine holding a new
+the offset (``_io.file_body``: by ``sendfile`` where the connection allows,
+else in :data:`CHUNK` pieces), never read whole; the machine holding a new
 upload URL is handed to ``on_upload_url`` (and awaited) before the first byte of
 the file is sent, so a job can journal the URL (and what the server said of
 itself); each offset the server acknowledges goes to ``on_offset``.
@@ -36,9 +37,10 @@ from .._core.upload_protocol import (
 )
 from .._exceptions import LocalFileError
 from .errors import file_error, map_errors
-from .pacing import Pacer, pieces
+from .file_body import CHUNK_BYTES, FileBody, identity_of, read_chunk
+from .pacing import Pacer
 from .threads import run_blocking
-from .upload import changed_error, identity_of, read_chunk
+from .upload import changed_error
 
 __all__ = [
     "BODY_CAP",
@@ -49,10 +51,10 @@ __all__ = [
     "terminate_upload",
 ]
 
-CHUNK: Final = 1024 * 1024
-"""Bytes read from the file and handed to the connection at a time: one thread
-hop per MiB (64 KiB pieces sent 50-90 MiB/s on loopback, 256 KiB and more
-250-620; see docs/design.md)."""
+CHUNK: Final = CHUNK_BYTES
+"""Bytes read from the file at a time (a body's step, and a checksum's read):
+one thread hop per MiB (64 KiB pieces sent 50-90 MiB/s on loopback, 256 KiB
+and more 250-620; see docs/design.md)."""
 BODY_CAP: Final = 64 * 1024
 """Bytes of a response body kept (the final response's); the rest is read and dropped."""
 
@@ -247,14 +249,13 @@ async def _exchange(
     trace: object,
 ) -> UploadResponse:
     headers = _headers(extra, request)
-    failed: list[LocalFileError] = []
-    data: AsyncIterator[bytes] | None = None
+    data: FileBody | None = None
     if request.body is not None:
         start, end = request.body
         if request.checksum is not None:
             digest = await source.digest(start, end, request.checksum)
             headers["Upload-Checksum"] = f"{request.checksum} {digest}"
-        data = source.stream(start, end, on_progress=on_progress, failed=failed, pacer=pacer)
+        data = source.body(start, end, on_progress=on_progress, pacer=pacer)
     try:
         with map_errors(url=task_url, request_timeout=request_timeout):
             async with client.request(
@@ -271,9 +272,12 @@ async def _exchange(
     except Exception:
         # aiohttp reports a body that could not be read as a failed write: the
         # file's own error is the one to tell.
-        if failed:
-            raise failed[0] from None
+        if data is not None and data.error is not None:
+            raise data.error from None
         raise
+    finally:
+        if data is not None:
+            data.release()
 
 
 async def _read_bounded(response: aiohttp.ClientResponse, cap: int) -> bytes:
@@ -354,32 +358,46 @@ class _Source:
             yield piece
             position += len(piece)
 
-    async def stream(
+    def body(
         self,
         start: int,
         end: int,
         *,
         on_progress: Callable[[int], None] | None,
-        failed: list[LocalFileError],
         pacer: Pacer | None = None,
-    ) -> AsyncIterator[bytes]:
-        """The request body: the bytes ``[start, end)``, each piece reported as
-        sent; a read error is also put in ``failed`` (aiohttp reports it as a
-        failed write). With ``pacer``, in its pieces, each paid for before it
-        goes (aiohttp asks for nothing more once the Content-Length is sent)."""
+    ) -> FileBody:
+        """The request body: the bytes ``[start, end)`` (sent by ``sendfile``
+        where the connection allows), each step reported as sent by its end
+        position. Its own descriptor (a ``dup``): the body closes it once
+        aiohttp is done with it, whatever happens to this source."""
+        if self._closing:
+            raise LocalFileError(f"{self._path} was closed: the upload ended", url=self._task_url)
         position = start
-        try:
-            async for chunk in self.pieces(start, end):
-                for piece in (chunk,) if pacer is None else pieces(chunk, pacer.piece_bytes):
-                    if pacer is not None:
-                        await pacer.pace(len(piece))
-                    yield piece
-                    position += len(piece)
-                    if on_progress is not None:
-                        on_progress(position)
-        except LocalFileError as error:
-            failed.append(error)
-            raise
+
+        def check(found: SourceIdentity) -> None:
+            if self._identity is not None:
+                self.check(found)
+
+        def went(nbytes: int) -> None:
+            nonlocal position
+            position += nbytes
+            if on_progress is not None:
+                on_progress(position)
+
+        return FileBody(
+            os.dup(self._fd),
+            start,
+            end,
+            check=check,
+            short=lambda at: LocalFileError(
+                f"{self._path} ended at {at} bytes, before {end}: the file changed",
+                url=self._task_url,
+                filename=os.fspath(self._path),
+            ),
+            fail=lambda exc: file_error(exc, url=self._task_url, action="read", path=self._path),
+            on_sent=went,
+            pacer=pacer,
+        )
 
     async def digest(self, start: int, end: int, algorithm: str) -> str:
         """base64 of the ``algorithm`` digest of the bytes ``[start, end)``."""

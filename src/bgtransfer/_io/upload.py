@@ -1,12 +1,12 @@
 """One plain upload attempt: a file streamed as a request body, the answer read.
 
 The thin aiohttp shell of :class:`~bgtransfer._engine.upload.Uploader`'s
-plain strategy. The body is read from the source file in bounded chunks (one
-in flight at a time, in a worker thread: ``pread`` and ``fstat`` together), so
-a file of any size costs one chunk of memory; every chunk is checked against
-the identity the task took at ``upload()``, so a file written to while it is
-sent stops the request before its last byte (the server never receives a
-whole body made of two versions). The answer's status is judged by the core
+plain strategy. The body is the source file (``file_body.FileBody``: by
+``sendfile`` on a plain connection, else in bounded chunks read in a worker
+thread), so a file of any size costs at most one chunk of memory; it is checked
+against the identity the task took at ``upload()`` after every step, so a file
+written to while it is sent stops the request before its last byte (the server
+never receives a whole body made of two versions). The answer's status is judged by the core
 (``check_upload_status``); its body is kept up to a cap, or streamed into the
 reply file. Also here: the source file's checks at ``upload()`` and before
 each attempt.
@@ -14,10 +14,9 @@ each attempt.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import aiohttp
@@ -25,9 +24,10 @@ import anyio
 import attrs
 
 from .._core.upload import SourceIdentity, check_upload_status, source_change
-from .._exceptions import InvalidSourceError, SourceChangedError, TransferError
+from .._exceptions import InvalidSourceError, SourceChangedError
 from .errors import file_error, map_errors, quiet_error
-from .pacing import Pacer, pieces
+from .file_body import CHUNK_BYTES, FileBody, identity_of, read_chunk
+from .pacing import Pacer
 from .threads import run_blocking
 from .watchdog import Watchdog, paused
 
@@ -42,9 +42,6 @@ __all__ = [
     "send_file",
 ]
 
-CHUNK_BYTES = 1024 * 1024
-"""Bytes read from the source per chunk: the one buffer an attempt holds."""
-
 
 @attrs.frozen(kw_only=True)
 class Answer:
@@ -54,13 +51,6 @@ class Answer:
     headers: tuple[tuple[str, str], ...]
     body: bytes
     truncated: bool
-
-
-def identity_of(st: os.stat_result) -> SourceIdentity:
-    """A file's identity as ``stat`` (or ``fstat``) gave it."""
-    return SourceIdentity(
-        size=st.st_size, mtime_ns=st.st_mtime_ns, device=st.st_dev, inode=st.st_ino
-    )
 
 
 def inspect_source(
@@ -131,79 +121,33 @@ async def check_source(url: str, source: Path, identity: SourceIdentity) -> None
         raise changed_error(url, source, problem)
 
 
-class _Body:
-    """The request body: the source file's chunks, each checked and counted.
+def _body(  # noqa: PLR0917 - a private helper of send_file
+    fd: int,
+    url: str,
+    source: Path,
+    identity: SourceIdentity,
+    on_sent: Callable[[int], None],
+    watchdog: Watchdog | None,
+    pacer: Pacer | None,
+) -> FileBody:
+    """The whole file as the body, checked against ``identity`` as it goes."""
 
-    An error here (the file changed, a read failed) is kept: aiohttp reports a
-    failed body as a connection error, and :func:`send_file` raises this one."""
+    def check(found: SourceIdentity) -> None:
+        problem = source_change(identity, found)
+        if problem is not None:
+            raise changed_error(url, source, problem)
 
-    def __init__(  # noqa: PLR0917 - a private helper of send_file
-        self,
-        url: str,
-        source: Path,
-        identity: SourceIdentity,
-        on_sent: Callable[[int], None],
-        watchdog: Watchdog | None,
-        pacer: Pacer | None,
-    ) -> None:
-        self.url = url
-        self.source = source
-        self.identity = identity
-        self.on_sent = on_sent
-        self.watchdog = watchdog
-        self.pacer = pacer
-        self.error: TransferError | None = None
-        self.sent = 0
-
-    async def chunks(self) -> AsyncGenerator[bytes, None]:
-        try:
-            fd = await run_blocking(os.open, self.source, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            self.error = file_error(exc, url=self.url, action="read", path=self.source)
-            raise self.error from exc
-        try:
-            size = self.identity.size
-            while self.sent < size:
-                with paused(self.watchdog):
-                    chunk, found = await run_blocking(
-                        read_chunk, fd, min(CHUNK_BYTES, size - self.sent), self.sent
-                    )
-                problem = source_change(self.identity, found)
-                if problem is None and not chunk:
-                    problem = "it is shorter than it was"
-                if problem is not None:
-                    self.error = changed_error(self.url, self.source, problem)
-                    raise self.error
-                if self.pacer is None:
-                    yield chunk
-                    self._went(len(chunk))
-                    continue
-                # Paced: in pieces, each paid for before it goes (aiohttp asks
-                # for nothing more once the Content-Length is sent).
-                for piece in pieces(chunk, self.pacer.piece_bytes):
-                    await self.pacer.pace(len(piece), self.watchdog)
-                    yield piece
-                    self._went(len(piece))
-        except TransferError:
-            raise  # (a LocalFileError is an OSError too)
-        except OSError as exc:
-            self.error = file_error(exc, url=self.url, action="read", path=self.source)
-            raise self.error from exc
-        finally:
-            os.close(fd)
-
-    def _went(self, nbytes: int) -> None:
-        self.sent += nbytes
-        if self.watchdog is not None:
-            self.watchdog.touch()
-        self.on_sent(nbytes)
-
-
-def read_chunk(fd: int, size: int, offset: int) -> tuple[bytes, SourceIdentity]:
-    """A chunk and what the open file is now (its size and mtime: a write to it
-    shows; its device and inode are the ones opened)."""
-    chunk = os.pread(fd, size, offset)
-    return chunk, identity_of(os.fstat(fd))
+    return FileBody(
+        fd,
+        0,
+        identity.size,
+        check=check,
+        short=lambda _: changed_error(url, source, "it is shorter than it was"),
+        fail=lambda exc: file_error(exc, url=url, action="read", path=source),
+        on_sent=on_sent,
+        watchdog=watchdog,
+        pacer=pacer,
+    )
 
 
 async def send_file(
@@ -238,18 +182,21 @@ async def send_file(
     timeout = aiohttp.ClientTimeout(
         total=None, connect=None, sock_connect=request_timeout, sock_read=None
     )
+    try:
+        fd = await run_blocking(os.open, source, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise file_error(exc, url=url, action="read", path=source) from exc
     answer: Answer | None = None
     with anyio.CancelScope() as scope:
         watchdog = None if request_timeout is None else Watchdog(request_timeout, scope.cancel)
-        body = _Body(url, source, identity, on_sent, watchdog, pacer)
-        chunks = body.chunks()
+        body = _body(fd, url, source, identity, on_sent, watchdog, pacer)
         try:
             with map_errors(url=url, request_timeout=request_timeout):
                 try:
                     response = await client.request(
                         method,
                         url,
-                        data=chunks,
+                        data=body,
                         headers=send_headers,
                         timeout=timeout,
                         allow_redirects=False,
@@ -273,10 +220,7 @@ async def send_file(
         finally:
             if watchdog is not None:
                 watchdog.stop()
-            # The source file is closed now, not when the generator is collected
-            # (aiohttp leaves a body it stopped sending unfinished).
-            with anyio.CancelScope(shield=True), contextlib.suppress(RuntimeError):
-                await chunks.aclose()  # (RuntimeError: aiohttp's writer still in it)
+            body.release()  # (now, or when aiohttp's writer leaves it)
     if scope.cancelled_caught:  # only the watchdog cancels this scope
         raise quiet_error(request_timeout, url=url)
     assert answer is not None
