@@ -6,7 +6,9 @@ Peak RSS is ``ru_maxrss`` of a ``wait4`` too, but taken by GNU ``time`` (``time 
 high-water RSS of the process it was forked from, so measured directly from this
 (50 MiB) runner every contender, even curl, would show at least 50 MiB; forked
 from ``time`` (1 MiB) the figure is the contender's own. Without GNU time, RSS is
-not reported. Each run writes into a fresh
+not reported. CPU time (scenario 9's "client CPU") is the user and system time
+of that same ``wait4``: the step's process and the processes it waited for (GNU
+``time`` and the command), not the runner's. Each run writes into a fresh
 directory that is verified (sizes and SHA-256 of every file), followed by
 ``os.sync()``, so no run inherits another's dirty pages. Within a scenario the
 contenders alternate round by round, the order rotated each round.
@@ -51,6 +53,7 @@ EXIT_UNSUPPORTED = 3  # clients/_common.py: the engine cannot do this yet
 class _Outcome:
     returncode: int
     wall: float
+    cpu: float  # user + system seconds of the step's process tree (wait4's rusage)
     max_rss_kib: int | None
     timed_out: bool
     report: dict[str, object]
@@ -105,8 +108,8 @@ def run_step(
         killer = threading.Timer(timeout, _kill_group, (proc.pid,))
         killer.start()
         try:
-            # Its rusage is not used: see the module docstring.
-            _, status, _ = os.wait4(proc.pid, 0)
+            # Its rusage gives the CPU time, not the RSS: see the module docstring.
+            _, status, usage = os.wait4(proc.pid, 0)
         finally:
             wall = time.perf_counter() - started
             timed_out = not killer.is_alive()
@@ -116,6 +119,7 @@ def run_step(
     return _Outcome(
         returncode=proc.returncode,
         wall=wall,
+        cpu=usage.ru_utime + usage.ru_stime,
         max_rss_kib=_read_rss(rss_path) if gnu_time is not None else None,
         timed_out=timed_out,
         report=_last_json_line(out_path),
@@ -278,6 +282,7 @@ class Runner:
         counted = step.timed and not step.cleanup
         if counted:
             walls.append(outcome.wall)
+            result.metrics["client_cpu_s"] = result.metrics.get("client_cpu_s", 0.0) + outcome.cpu
         result.metrics.update(_numbers(outcome.report))
         if several:
             result.metrics[f"{step.label}_wall_s"] = outcome.wall

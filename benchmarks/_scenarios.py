@@ -515,6 +515,7 @@ SCENARIOS: dict[int, Scenario] = {
             columns=(
                 Column("wall_s", "wall (s)"),
                 Column("mib_per_s", "MiB/s", 0),
+                Column("client_cpu_s", "client CPU (s)"),
                 *_rss_columns(),
             ),
             targets=tuple(

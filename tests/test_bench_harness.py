@@ -85,6 +85,20 @@ def test_untimed_and_cleanup_steps_are_reported_not_timed(tmp_path: Path) -> Non
     assert result.metrics["after_wall_s"] > 0
 
 
+def test_client_cpu_counts_the_timed_steps_only(tmp_path: Path) -> None:
+    """client_cpu_s: user + system time of the timed steps' processes (a busy
+    loop of about 0.2 s of CPU), not of an untimed step or of the runner."""
+    spin = "import time\nend = time.process_time() + 0.2\nwhile time.process_time() < end: pass"
+    steps = [
+        Step("before", _python(spin), timed=False),
+        Step("run", _python(spin + "\nprint('{}')")),
+    ]
+    contender = Contender("c", lambda ctx: steps, "flags")
+    result = _runner(tmp_path).run_once(contender, EMPTY, 1)
+    assert result.ok, result.error
+    assert 0.2 <= result.metrics["client_cpu_s"] < 0.4  # (both steps: over 0.4)
+
+
 def test_cleanup_runs_after_a_failed_step_and_the_first_error_is_kept(tmp_path: Path) -> None:
     steps = [
         Step("run", _python("import sys; print('first', file=sys.stderr); sys.exit('boom')")),
