@@ -4,7 +4,7 @@
 ``_core.resumable_upload``) asks for over an ``aiohttp.ClientSession``, feeds it
 each answer, and returns the upload's final response. The file is streamed from
 the offset (``_io.file_body``: by ``sendfile`` where the connection allows,
-else in :data:`CHUNK` pieces), never read whole; the machine holding a new
+else in 1 MiB chunks), never read whole; the machine holding a new
 upload URL is handed to ``on_upload_url`` (and awaited) before the first byte of
 the file is sent, so a job can journal the URL (and what the server said of
 itself); each offset the server acknowledges goes to ``on_offset``.
@@ -44,17 +44,12 @@ from .upload import changed_error
 
 __all__ = [
     "BODY_CAP",
-    "CHUNK",
     "discover",
     "send_resumable",
     "send_termination",
     "terminate_upload",
 ]
 
-CHUNK: Final = CHUNK_BYTES
-"""Bytes read from the file at a time (a body's step, and a checksum's read):
-one thread hop per MiB (64 KiB pieces sent 50-90 MiB/s on loopback, 256 KiB
-and more 250-620; see docs/design.md)."""
 BODY_CAP: Final = 64 * 1024
 """Bytes of a response body kept (the final response's); the rest is read and dropped."""
 
@@ -345,10 +340,10 @@ class _Source:
             os.close(self._fd)
 
     async def pieces(self, start: int, end: int) -> AsyncIterator[bytes]:
-        """The bytes ``[start, end)``, :data:`CHUNK` at a time."""
+        """The bytes ``[start, end)``, a chunk (1 MiB) at a time."""
         position = start
         while position < end:
-            piece = await self._read(min(CHUNK, end - position), position)
+            piece = await self._read(min(CHUNK_BYTES, end - position), position)
             if not piece:
                 raise LocalFileError(
                     f"{self._path} ended at {position} bytes, before {end}: the file changed",

@@ -26,19 +26,16 @@ import attrs
 from .._core.upload import SourceIdentity, check_upload_status, source_change
 from .._exceptions import InvalidSourceError, SourceChangedError
 from .errors import file_error, map_errors, quiet_error
-from .file_body import CHUNK_BYTES, FileBody, identity_of, read_chunk
+from .file_body import FileBody, identity_of
 from .pacing import Pacer
 from .threads import run_blocking
 from .watchdog import Watchdog, paused
 
 __all__ = [
-    "CHUNK_BYTES",
     "Answer",
     "changed_error",
     "check_source",
-    "identity_of",
     "inspect_source",
-    "read_chunk",
     "send_file",
 ]
 
