@@ -1,20 +1,16 @@
 """The upload body (``_io.file_body.FileBody``): a range of an open file sent
-byte-exact by ``sendfile`` on a plain connection and read in chunks over TLS,
-checked as it goes, sent once, its file closed when the request is over."""
+byte-exact, checked as it goes, sent once, its file closed when the request is
+over, and a server's early answer heard."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import os
-import ssl
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
-import pytest_asyncio
-import trustme
 
 from bgtransfer import LocalFileError, SourceChangedError
 from bgtransfer._core.upload import SourceIdentity
@@ -23,7 +19,7 @@ from bgtransfer.testing import TestServer
 
 pytestmark = pytest.mark.asyncio
 
-SIZE = 3 * CHUNK_BYTES + 12_345  # three sendfile steps, then the last chunk read
+SIZE = 3 * CHUNK_BYTES + 12_345  # three whole chunks and a short one
 URL = "http://example.test/up"  # (the task's URL, as the body's errors name it)
 
 
@@ -70,18 +66,7 @@ async def _put(server: TestServer, client: aiohttp.ClientSession, body: FileBody
         await server.wait_until(lambda statistics: statistics.in_flight == 0)
 
 
-@pytest_asyncio.fixture
-async def https() -> AsyncIterator[tuple[TestServer, ssl.SSLContext]]:
-    ca = trustme.CA()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    client = ssl.create_default_context()
-    ca.configure_trust(client)
-    async with TestServer(ssl_context=context) as server:
-        yield server, client
-
-
-async def test_a_plain_connection_sends_the_file_by_sendfile(
+async def test_the_file_is_sent_byte_exact_a_chunk_at_a_time(
     server: TestServer, tmp_path: Path
 ) -> None:
     path, data = _file(tmp_path)
@@ -90,7 +75,6 @@ async def test_a_plain_connection_sends_the_file_by_sendfile(
     async with aiohttp.ClientSession() as client:
         status = await _put(server, client, body)
     assert status == 201
-    assert body.sendfile_used  # every step but the last went by sendfile
     [received] = server.uploads
     assert received.complete
     assert received.sha256 == hashlib.sha256(data).hexdigest()
@@ -112,28 +96,10 @@ async def test_a_range_of_the_file_is_sent_byte_exact(server: TestServer, tmp_pa
     assert sum(sent) == end - start
 
 
-async def test_tls_reads_the_file_in_chunks(
-    https: tuple[TestServer, ssl.SSLContext], tmp_path: Path
-) -> None:
-    """TLS: the process encrypts, so no sendfile; the bytes are the same."""
-    server, trust = https
-    path, data = _file(tmp_path)
-    sent: list[int] = []
-    body = _body(path, 0, SIZE, sent)
-    connector = aiohttp.TCPConnector(ssl=trust)
-    async with aiohttp.ClientSession(connector=connector) as client:
-        assert await _put(server, client, body) == 201
-    assert not body.sendfile_used
-    [received] = server.uploads
-    assert received.sha256 == hashlib.sha256(data).hexdigest()
-    assert sent == [CHUNK_BYTES] * 3 + [12_345]
-    assert not _open(path)
-
-
 async def test_a_failed_check_stops_the_body_and_it_is_not_sent_again(
     server: TestServer, tmp_path: Path
 ) -> None:
-    """The check after the second step fails: the request fails with the body's
+    """The check after the second read fails: the request fails with the body's
     error kept, the server never got the whole body, and aiohttp does not send
     the (idempotent) request again by itself."""
     path, _ = _file(tmp_path)
@@ -183,14 +149,14 @@ async def test_a_body_released_before_it_is_written_closes_its_file_and_fails(
 
 
 async def test_an_early_answer_from_a_server_that_closes_is_read(tmp_path: Path) -> None:
-    """A server answers 413 after the head, never reads the body and closes
-    (an RST, its buffer unread): the sendfile step breaks mid-body, and the
+    """A server answers 413 once part of the body came, reads no more and
+    closes (an RST, its buffer unread): the body breaks mid-way, and the
     request still gets the server's answer rather than a connection error."""
     answered = asyncio.Event()
 
     async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
-        await reader.readexactly(4 * CHUNK_BYTES)  # the body is under way: steps went
+        await reader.readexactly(4 * CHUNK_BYTES)  # the body is under way
         writer.write(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\n\r\nbig!")
         await writer.drain()
         answered.set()
@@ -212,7 +178,6 @@ async def test_an_early_answer_from_a_server_that_closes_is_read(tmp_path: Path)
         server.close()
         await server.wait_closed()
     assert answered.is_set()
-    assert body.sendfile_used
     assert body.error is None
     assert 4 * CHUNK_BYTES <= body.sent < 24 * CHUNK_BYTES
     assert not _open(path)

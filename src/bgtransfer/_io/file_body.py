@@ -1,30 +1,22 @@
 """A range of an open file as an aiohttp request body, checked as it goes.
 
-The bytes go out by one of two ways:
+The one body of every upload (plain, tus, IETF): the bytes ``[start, end)``
+read a chunk at a time by ``pread`` in a worker thread (the loop never waits
+for the disk), each chunk checked against the identity the task took (size,
+modification time, device, inode: the ``fstat`` of the open file in the same
+thread call), so a file written to while it is sent stops the body before its
+end and the server never receives a whole body made of two versions. One
+chunk is in flight at a time: the memory of a body of any size.
 
-* **sendfile**: on a plain TCP (or Unix) connection of asyncio's own event
-  loop, unpaced, the kernel copies the file to the socket (``loop.sendfile``,
-  as aiohttp's server sends a file): no ``pread`` into the process, no copy
-  back out, no worker-thread hop per chunk. The last chunk is still read into
-  memory (below), so the check holds for every byte.
-* **read**: anywhere else (TLS, whose bytes the process must encrypt; a loop
-  without ``sendfile``; a paced upload, which goes out in the pacer's pieces),
-  a chunk at a time by ``pread`` in a worker thread, as before.
-
-Both ways check the open file against the identity the task took (size,
-modification time, device, inode) after every step, and the body's last chunk
-is read into memory *after* a check that covers every step before it: a write
-to the file during a ``sendfile`` step shows in the check that follows the
-step, before the last byte goes, so the server never receives a whole body
-made of two versions (docs/design.md, "Uploads go out by sendfile").
+Not ``sendfile``: measured side by side (docs/design.md, "Upload bodies are
+read, not sent by sendfile"), ``loop.sendfile`` took a quarter less CPU and
+more wall time, and it would read a cold file on the loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Callable
-from typing import Any
 
 from aiohttp import payload
 from aiohttp.abc import AbstractStreamWriter
@@ -35,11 +27,11 @@ from .pacing import Pacer, pieces
 from .threads import run_blocking
 from .watchdog import Watchdog, paused
 
-__all__ = ["CHUNK_BYTES", "FileBody", "read_chunk"]
+__all__ = ["CHUNK_BYTES", "FileBody", "identity_of", "read_chunk"]
 
 CHUNK_BYTES = 1024 * 1024
-"""Bytes per step (a ``sendfile`` call, or a ``pread``): progress and the
-checks come at least this often, and a read chunk is the one buffer a body holds."""
+"""Bytes per read: progress and the checks come this often, and a chunk is the
+one buffer a body holds."""
 
 
 def identity_of(st: os.stat_result) -> SourceIdentity:
@@ -60,12 +52,13 @@ class FileBody(payload.Payload):
     """Bytes ``[start, end)`` of the open file ``fd`` as one request's body.
 
     ``check(identity)`` raises the task's error when the open file is no longer
-    the task's (it is called with the file's ``fstat`` after every step);
+    the task's (it is called with the file's ``fstat`` after every read);
     ``short(position)`` is the task's error for a file that ends before
     ``end``; ``fail(exc)`` maps a read's :class:`OSError` to the task's error;
-    ``on_sent(n)`` is told each step's bytes once they are handed to the
-    connection. An error of the file is kept in :attr:`error` (aiohttp reports
-    a failed body as a connection error: the caller raises this one).
+    ``on_sent(n)`` is told each chunk's bytes (a paced upload's: each piece's)
+    once they are handed to the connection. An error of the file is kept in
+    :attr:`error` (aiohttp reports a failed body as a connection error: the
+    caller raises this one).
 
     The body owns ``fd`` once made: :meth:`release` closes it at once, or when
     the write in flight ends (aiohttp may still be ending a cancelled body when
@@ -101,7 +94,6 @@ class FileBody(payload.Payload):
         self._released = False
         self.error: TransferError | None = None
         self.sent = 0
-        self.sendfile_used = False
 
     def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
         raise TypeError("a file body is bytes, not text")
@@ -120,11 +112,7 @@ class FileBody(payload.Payload):
         self._consumed = True
         self._writing = True
         try:
-            position: int | None = self._start
-            if self._pacer is None:
-                position = await self._sendfile(writer, self._start)
-            if position is not None:
-                await self._read_and_write(writer, position)
+            await self._read_and_write(writer, self._start)
         except TransferError as error:
             self.error = error
             raise
@@ -143,54 +131,6 @@ class FileBody(payload.Payload):
         self._writing = False
         if self._released:  # (released while the write was in flight)
             os.close(self._fd)
-
-    async def _sendfile(self, writer: AbstractStreamWriter, position: int) -> int | None:
-        """Every step but the last by ``sendfile``; returns where it stopped
-        (``position`` itself where the connection does not offer it), or None
-        when the connection broke mid-body.
-
-        A broken connection ends the body quietly: sendfile stops the
-        connection's reading while a step waits, so a server that answered
-        early and closed (a 409 at a stale offset, a 413) has its answer
-        unread yet; aiohttp reads it (or the disconnect) once the body ends,
-        as it would have read it during a write. (asyncio names any failed
-        first call of a step "sendfile not available", errno lost: one read of
-        the file tells a broken file from a broken connection.)"""
-        last = self._end - ((self._end - position) % CHUNK_BYTES or CHUNK_BYTES)
-        transport: Any = getattr(writer, "transport", None)
-        if position >= last or transport is None:
-            return position
-        # aiohttp (>= 3.12) holds the head until the body's first write: it goes first.
-        send_headers = getattr(writer, "send_headers", None)
-        if send_headers is not None:
-            send_headers()
-        loop = asyncio.get_running_loop()
-        with os.fdopen(self._fd, "rb", buffering=0, closefd=False) as file:
-            while position < last:
-                step = CHUNK_BYTES
-                try:
-                    await loop.sendfile(transport, file, position, step, fallback=False)
-                except (NotImplementedError, RuntimeError, OSError) as exc:
-                    if position == self._start and not isinstance(exc, OSError):
-                        return position  # TLS, another event loop: the body is read instead
-                    await self._file_still_good(position)
-                    return None  # the connection broke mid-body (see the docstring)
-                position += step
-                self.sendfile_used = True
-                self._check(identity_of(os.fstat(self._fd)))
-                self._went(step)
-                # A step the socket took whole never waited: one loop turn lets the
-                # other tasks run and the connection read (sendfile pauses its reading).
-                await asyncio.sleep(0)
-        return position
-
-    async def _file_still_good(self, position: int) -> None:
-        """Raise the file's error if a read at ``position`` fails or the file changed."""
-        try:
-            found = (await run_blocking(read_chunk, self._fd, 1, position))[1]
-        except OSError as exc:
-            raise self._error(exc) from exc
-        self._check(found)
 
     async def _read_and_write(self, writer: AbstractStreamWriter, position: int) -> None:
         while position < self._end:
