@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Final
 
 import anyio
 from aiohttp import web
@@ -63,6 +64,7 @@ from .views import event_line, session_status, task_line
 __all__ = [
     "CONFIG_NAME",
     "LEASE_HEADER",
+    "LOG_ENV",
     "MAX_BODY",
     "PROTOCOL_HEADER",
     "Daemon",
@@ -435,12 +437,34 @@ def _daemon_lock(state_dir: Path) -> Iterator[bool]:
         os.close(fd)
 
 
-def run_daemon(state_dir: Path, *, default: bool = False, idle_timeout: float | None = None) -> int:
-    """The ``bgtransfer daemon`` process: 0 when it ran, or when another daemon
-    of the state dir already runs ("already running")."""
+LOG_ENV: Final = "BGTRANSFER_DAEMON_LOG"  # the engine's level in daemon.log (warning)
+
+
+def _configure_logging(engine_level: str | None) -> None:
+    """daemon.log: the daemon's own lines (listening, sessions opened and
+    closed, launches, stopping, its errors) at INFO, and the engine's from
+    WARNING: one INFO line per finished task is noise in a daemon that runs
+    thousands (and its cost: docs/design.md, "What daemon.log shows").
+    ``engine_level`` (``$BGTRANSFER_DAEMON_LOG``: ``info``, ``debug``...)
+    lowers that, for someone following the tasks from the log."""
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s"
     )
+    level = logging.WARNING
+    if engine_level:
+        named = logging.getLevelName(engine_level.strip().upper())
+        if isinstance(named, int):
+            level = named
+        else:
+            log.warning("%s=%r is not a logging level: WARNING", LOG_ENV, engine_level)
+    logging.getLogger("bgtransfer").setLevel(level)
+    log.setLevel(min(level, logging.INFO))
+
+
+def run_daemon(state_dir: Path, *, default: bool = False, idle_timeout: float | None = None) -> int:
+    """The ``bgtransfer daemon`` process: 0 when it ran, or when another daemon
+    of the state dir already runs ("already running")."""
+    _configure_logging(os.environ.get(LOG_ENV))
     state_dir = state_dir.absolute()
     with _daemon_lock(state_dir) as acquired:
         if not acquired:
