@@ -1,8 +1,9 @@
 """The daemon's commands: one function per route that acts on an attached session.
 
-Each takes the served session, the request's JSON body and the request (for
-the task id in its path), and answers a JSON object; the server checks the
-lease first and adds the statistics (``server.py``).
+Each takes the served session, the request's JSON body and the number in its
+path (the task's or the question's id; None where the route has none), and
+answers a JSON object; the server checks the lease first and adds the
+statistics (``server.py``).
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
-
-from aiohttp import web
 
 from .._core.resume_data import ResumeData
 from .._core.wire import (
@@ -24,15 +23,15 @@ from .._core.wire_auth import decode_answer
 from .._core.wire_metrics import encode_session_metrics, encode_task_metrics
 from .._core.wire_upload import decode_upload
 from .._exceptions import BgTransferError
-from .protocol import task_id_of
+from .routing import NUMBER
 from .sessions import Served
 
 __all__ = ["COMMANDS", "Command"]
 
-Command = Callable[[Served, dict[str, Any], web.Request], Awaitable[dict[str, Any]]]
+Command = Callable[[Served, dict[str, Any], int | None], Awaitable[dict[str, Any]]]
 
 
-async def submit(served: Served, body: dict[str, Any], request: web.Request) -> dict[str, Any]:
+async def submit(served: Served, body: dict[str, Any], number: int | None) -> dict[str, Any]:
     backend = served.backend
     if "each" in body:
         given = body["each"]
@@ -51,6 +50,12 @@ async def submit(served: Served, body: dict[str, Any], request: web.Request) -> 
     snapshots = await backend.submit_many([decode_request(item) for item in given])
     served.activity()
     return {"tasks": [encode_snapshot(s) for s in snapshots]}
+
+
+def _id(number: int | None) -> int:
+    """The task's (question's) id of a route that has one (routing.py's ``{n}``)."""
+    assert number is not None
+    return number
 
 
 REFUSED: Final = (BgTransferError, TypeError, ValueError, KeyError)
@@ -90,9 +95,7 @@ async def _submit_each(
     return results
 
 
-async def submit_upload(
-    served: Served, body: dict[str, Any], request: web.Request
-) -> dict[str, Any]:
+async def submit_upload(served: Served, body: dict[str, Any], number: int | None) -> dict[str, Any]:
     """``{"upload": ...}`` (one ``upload()``), ``{"each": [...]}`` (concurrent
     ``upload()`` calls, one result each) or ``{"uploads": [...]}``
     (``upload_many``, all or none)."""
@@ -124,7 +127,7 @@ async def submit_upload(
 
 
 async def submit_resumed(
-    served: Served, body: dict[str, Any], request: web.Request
+    served: Served, body: dict[str, Any], number: int | None
 ) -> dict[str, Any]:
     blob = body.get("resume_data")
     if not isinstance(blob, str):
@@ -142,37 +145,37 @@ async def submit_resumed(
     return {"task": encode_snapshot(snapshot)}
 
 
-async def cancel(served: Served, body: dict[str, Any], request: web.Request) -> dict[str, Any]:
+async def cancel(served: Served, body: dict[str, Any], number: int | None) -> dict[str, Any]:
     snapshot = await served.backend.cancel(
-        task_id_of(request),
+        _id(number),
         resume_data=bool(body.get("resume_data", False)),
         wait=bool(body.get("wait", True)),
     )
     return {"task": encode_snapshot(snapshot)}
 
 
-async def suspend(served: Served, body: dict[str, Any], request: web.Request) -> dict[str, Any]:
-    snapshot = served.backend.suspend(task_id_of(request))
+async def suspend(served: Served, body: dict[str, Any], number: int | None) -> dict[str, Any]:
+    snapshot = served.backend.suspend(_id(number))
     served.activity()
     return {"task": encode_snapshot(snapshot)}
 
 
-async def resume(served: Served, body: dict[str, Any], request: web.Request) -> dict[str, Any]:
-    snapshot = served.backend.resume(task_id_of(request))
+async def resume(served: Served, body: dict[str, Any], number: int | None) -> dict[str, Any]:
+    snapshot = served.backend.resume(_id(number))
     served.activity()
     return {"task": encode_snapshot(snapshot)}
 
 
-async def wait(served: Served, body: dict[str, Any], request: web.Request) -> dict[str, Any]:
+async def wait(served: Served, body: dict[str, Any], number: int | None) -> dict[str, Any]:
     snapshot = await served.backend.wait(
-        task_id_of(request),
+        _id(number),
         hand_out=bool(body.get("hand_out", True)),
         stop_when_suspended=bool(body.get("stop_when_suspended", True)),
     )
     return {"task": encode_snapshot(snapshot)}
 
 
-async def acknowledge(served: Served, body: dict[str, Any], request: web.Request) -> dict[str, Any]:
+async def acknowledge(served: Served, body: dict[str, Any], number: int | None) -> dict[str, Any]:
     ids = body.get("ids")
     if not isinstance(ids, list) or not all(
         isinstance(i, int) and not isinstance(i, bool) for i in ids
@@ -184,11 +187,11 @@ async def acknowledge(served: Served, body: dict[str, Any], request: web.Request
 
 
 async def answer_challenge(
-    served: Served, body: dict[str, Any], request: web.Request
+    served: Served, body: dict[str, Any], number: int | None
 ) -> dict[str, Any]:
     """The application's answer to a question of its attach stream (the
     credentials go to the waiting task, in memory only)."""
-    question_id = int(request.match_info["question_id"])
+    question_id = _id(number)
     if served.credentials is None:
         raise KeyError(
             f"session {served.identifier!r} asks no question: its Configuration.auth "
@@ -198,35 +201,33 @@ async def answer_challenge(
     return {}
 
 
-async def invalidate(served: Served, body: dict[str, Any], request: web.Request) -> dict[str, Any]:
+async def invalidate(served: Served, body: dict[str, Any], number: int | None) -> dict[str, Any]:
     served.backend.invalidate()
     return {}
 
 
 async def events_delivered(
-    served: Served, body: dict[str, Any], request: web.Request
+    served: Served, body: dict[str, Any], number: int | None
 ) -> dict[str, Any]:
     await served.backend.wait_events_delivered()
     return {}
 
 
-async def flush(served: Served, body: dict[str, Any], request: web.Request) -> dict[str, Any]:
+async def flush(served: Served, body: dict[str, Any], number: int | None) -> dict[str, Any]:
     await served.backend.flush()
     return {}
 
 
-async def task_metrics(
-    served: Served, body: dict[str, Any], request: web.Request
-) -> dict[str, Any]:
-    metrics = await served.backend.task_metrics(task_id_of(request))
+async def task_metrics(served: Served, body: dict[str, Any], number: int | None) -> dict[str, Any]:
+    metrics = await served.backend.task_metrics(_id(number))
     return {"metrics": encode_task_metrics(metrics)}
 
 
-async def metrics(served: Served, body: dict[str, Any], request: web.Request) -> dict[str, Any]:
+async def metrics(served: Served, body: dict[str, Any], number: int | None) -> dict[str, Any]:
     return {"metrics": encode_session_metrics(await served.backend.metrics())}
 
 
-_TASK: Final = "/tasks/{task_id:[0-9]+}"
+_TASK: Final = "/tasks/" + NUMBER
 
 COMMANDS: Final[dict[str, Command]] = {
     "/tasks": submit,
@@ -237,7 +238,7 @@ COMMANDS: Final[dict[str, Command]] = {
     _TASK + "/resume": resume,
     _TASK + "/wait": wait,
     "/acknowledge": acknowledge,
-    "/challenges/{question_id:[0-9]+}": answer_challenge,
+    "/challenges/" + NUMBER: answer_challenge,
     "/invalidate": invalidate,
     "/events-delivered": events_delivered,
     "/flush": flush,

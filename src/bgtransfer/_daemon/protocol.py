@@ -36,7 +36,6 @@ __all__ = [
     "send_all",
     "send_line",
     "send_lines",
-    "task_id_of",
     "version_error",
 ]
 
@@ -163,7 +162,7 @@ async def send_lines(
             reader.exception()  # retrieved: raised above, or lost with the write's
 
 
-async def read_body(request: web.Request) -> dict[str, Any]:
+async def read_body(request: web.BaseRequest) -> dict[str, Any]:
     if not request.can_read_body:
         return {}
     try:
@@ -175,14 +174,10 @@ async def read_body(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def task_id_of(request: web.Request) -> int:
-    return int(request.match_info["task_id"])
-
-
 _PEERCRED = struct.Struct("3i")
 
 
-def peer(request: web.Request) -> tuple[int | None, int | None]:
+def peer(request: web.BaseRequest) -> tuple[int | None, int | None]:
     """The connected process's pid and uid (SO_PEERCRED; None where unknown)."""
     sock = request.transport.get_extra_info("socket") if request.transport else None
     if sock is None or not hasattr(socket, "SO_PEERCRED"):

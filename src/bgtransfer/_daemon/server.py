@@ -20,8 +20,9 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Final
 
 import anyio
 from aiohttp import web
@@ -56,12 +57,14 @@ from .protocol import (
     send_lines,
     version_error,
 )
+from .routing import SESSION, Handler, Routes, Target, request_factory
 from .sessions import CONFIG_NAME, LIVE, Served, SessionTable
 from .views import event_line, session_status, task_line
 
 __all__ = [
     "CONFIG_NAME",
     "LEASE_HEADER",
+    "LOG_ENV",
     "MAX_BODY",
     "PROTOCOL_HEADER",
     "Daemon",
@@ -97,6 +100,7 @@ class Daemon:
         self._idle: asyncio.TimerHandle | None = None
         self._started = time.monotonic()
         self._busy = 0  # requests in progress (an idle daemon has none)
+        self._routes = self._table()
 
     # -- running ----------------------------------------------------------------
 
@@ -107,11 +111,13 @@ class Daemon:
         """Reopen the sessions with unfinished tasks, listen, and run until
         :meth:`stop` (SIGTERM, ``--stop``, the idle time); then close every
         session (journaling where the tasks stand) within a bounded time."""
-        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._guard])
-        self._routes(app)
-        runner = web.AppRunner(
-            app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0
+        server = web.Server(
+            self._handle,
+            request_factory=request_factory(MAX_BODY),
+            handler_cancellation=True,
+            access_log=None,
         )
+        runner = web.ServerRunner(server, shutdown_timeout=1.0)
         await runner.setup()
         try:
             await self._sessions.reopen_all()
@@ -128,7 +134,7 @@ class Daemon:
                 with contextlib.suppress(FileNotFoundError):
                     self._socket.unlink()
 
-    async def _listen(self, runner: web.AppRunner) -> None:
+    async def _listen(self, runner: web.ServerRunner) -> None:
         if self._listener is not None:  # systemd's: bound, private, listening
             await web.SockSite(runner, self._listener).start()
             log.info("listening on %s (socket activation, pid %d)", self._socket, os.getpid())
@@ -154,32 +160,31 @@ class Daemon:
 
     # -- HTTP -----------------------------------------------------------------------
 
-    def _routes(self, app: web.Application) -> None:
-        s = "/v1/sessions/{identifier}"
-        app.router.add_get("/v1/hello", self._hello)
-        app.router.add_get("/v1/status", self._status)
-        app.router.add_post("/v1/stop", self._stop_request)
-        app.router.add_post(s + "/attach", self._attach)
-        app.router.add_post(s + "/detach", self._detach)
-        app.router.add_post(s + "/events", self._events)
+    def _table(self) -> Routes:
+        routes = Routes()
+        routes.add("GET", "/v1/hello", self._hello)
+        routes.add("GET", "/v1/status", self._status)
+        routes.add("POST", "/v1/stop", self._stop_request)
+        routes.add("POST", SESSION + "/attach", self._attach)
+        routes.add("POST", SESSION + "/detach", self._detach)
+        routes.add("POST", SESSION + "/events", self._events)
         for path, command in COMMANDS.items():
-            app.router.add_post(s + path, self._command(command))
+            routes.add("POST", SESSION + path, self._command(command))
+        return routes
 
-    @web.middleware
-    async def _guard(
-        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        """Peer check, version check, and every error as a JSON body."""
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Peer check, version check, the route, and every error as a JSON body."""
         self._busy += 1
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
         try:
             self._check(request)
-            return await handler(request)
+            handler, target = self._routes.resolve(request.method, request.rel_url.path_safe)
+            return await handler(request, target)
         except Refused as refused:
             return error_response(refused.status, refused.error)
-        except web.HTTPException as exc:  # aiohttp's: 404, 405, 413...
+        except web.HTTPException as exc:  # aiohttp's: 413...
             if exc.status < 400:
                 raise
             return error_response(exc.status, RuntimeError(exc.reason))
@@ -197,7 +202,7 @@ class Daemon:
             self._busy -= 1
             self._arm_idle()
 
-    def _check(self, request: web.Request) -> None:
+    def _check(self, request: web.BaseRequest) -> None:
         """The peer is this user (SO_PEERCRED), and speaks this protocol version;
         a stopping daemon takes no new work (:func:`_stopping`)."""
         _pid, uid = peer(request)
@@ -211,7 +216,7 @@ class Daemon:
         if self._stop.is_set() and not _while_stopping(request.path):
             raise _stopping()
 
-    async def _hello(self, request: web.Request) -> web.Response:
+    async def _hello(self, request: web.BaseRequest, target: Target) -> web.Response:
         return web.json_response(
             {
                 "protocol": PROTOCOL_VERSION,
@@ -223,7 +228,7 @@ class Daemon:
             }
         )
 
-    async def _status(self, request: web.Request) -> web.Response:
+    async def _status(self, request: web.BaseRequest, target: Target) -> web.Response:
         sessions = [session_status(served) for served in self._sessions.open.values()]
         return web.json_response(
             {
@@ -237,14 +242,14 @@ class Daemon:
             }
         )
 
-    async def _stop_request(self, request: web.Request) -> web.Response:
+    async def _stop_request(self, request: web.BaseRequest, target: Target) -> web.Response:
         self._stop.set()
         return web.json_response({"stopping": True}, status=202)
 
     # -- attach ---------------------------------------------------------------------
 
-    async def _attach(self, request: web.Request) -> web.StreamResponse:
-        identifier = validate_identifier(request.match_info["identifier"])
+    async def _attach(self, request: web.BaseRequest, target: Target) -> web.StreamResponse:
+        identifier = validate_identifier(target.identifier)
         body = await read_body(request)
         config = decode_config(body.get("config"))
         pid, _uid = peer(request)
@@ -286,11 +291,11 @@ class Daemon:
             if task is not None and task is not asyncio.current_task():
                 task.cancel()  # ends its stream
 
-    async def _detach(self, request: web.Request) -> web.Response:
+    async def _detach(self, request: web.BaseRequest, target: Target) -> web.Response:
         """The client leaves: its lease ends now (not when the daemon notices the
         connection closing), and a session with no running task closes before
         the answer, so the client's next attach finds it as a new process would."""
-        identifier = request.match_info["identifier"]
+        identifier = target.identifier
         async with self._sessions.lock:
             served = self._sessions.get(identifier)
             lease = request.headers.get(LEASE_HEADER)
@@ -305,7 +310,7 @@ class Daemon:
         self._sessions.watch(served)
         return web.json_response({})
 
-    async def _stream(self, request: web.Request, served: Served) -> web.StreamResponse:
+    async def _stream(self, request: web.BaseRequest, served: Served) -> web.StreamResponse:
         backend = served.backend
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         # Subscribed and listed at one instant: the stream's live events follow
@@ -345,12 +350,12 @@ class Daemon:
                     await questions.aclose()
         return response
 
-    async def _events(self, request: web.Request) -> web.StreamResponse:
+    async def _events(self, request: web.BaseRequest, target: Target) -> web.StreamResponse:
         """A session stream from a cursor (``Session.events(since=N)`` in the
         client): the daemon's own, as in-process, one NDJSON line per event.
         It ends with the lease (or, without ``follow``, after its
         ``EventsDeliveredEvent``)."""
-        served = self._leased(request)
+        served = self._leased(request, target.identifier)
         body = await read_body(request)
         since = body.get("since")
         if since is not None and (not isinstance(since, int) or isinstance(since, bool)):
@@ -370,9 +375,8 @@ class Daemon:
 
     # -- commands -------------------------------------------------------------------
 
-    def _leased(self, request: web.Request) -> Served:
+    def _leased(self, request: web.BaseRequest, identifier: str) -> Served:
         """The session the request's lease holds (409 otherwise)."""
-        identifier = request.match_info["identifier"]
         served = self._sessions.get(identifier)
         lease = request.headers.get(LEASE_HEADER)
         if served is None or served.lease is None or lease != served.lease:
@@ -385,10 +389,10 @@ class Daemon:
             )
         return served
 
-    def _command(self, run: Command) -> Callable[[web.Request], Awaitable[web.Response]]:
-        async def handler(request: web.Request) -> web.Response:
-            served = self._leased(request)
-            answer = await run(served, await read_body(request), request)
+    def _command(self, run: Command) -> Handler:
+        async def handler(request: web.BaseRequest, target: Target) -> web.StreamResponse:
+            served = self._leased(request, target.identifier)
+            answer = await run(served, await read_body(request), target.number)
             answer["statistics"] = encode_statistics(served.backend.statistics())
             return web.json_response(answer)
 
@@ -433,12 +437,34 @@ def _daemon_lock(state_dir: Path) -> Iterator[bool]:
         os.close(fd)
 
 
-def run_daemon(state_dir: Path, *, default: bool = False, idle_timeout: float | None = None) -> int:
-    """The ``bgtransfer daemon`` process: 0 when it ran, or when another daemon
-    of the state dir already runs ("already running")."""
+LOG_ENV: Final = "BGTRANSFER_DAEMON_LOG"  # the engine's level in daemon.log (warning)
+
+
+def _configure_logging(engine_level: str | None) -> None:
+    """daemon.log: the daemon's own lines (listening, sessions opened and
+    closed, launches, stopping, its errors) at INFO, and the engine's from
+    WARNING: one INFO line per finished task is noise in a daemon that runs
+    thousands (and its cost: docs/design.md, "What daemon.log shows").
+    ``engine_level`` (``$BGTRANSFER_DAEMON_LOG``: ``info``, ``debug``...)
+    lowers that, for someone following the tasks from the log."""
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s"
     )
+    level = logging.WARNING
+    if engine_level:
+        named = logging.getLevelName(engine_level.strip().upper())
+        if isinstance(named, int):
+            level = named
+        else:
+            log.warning("%s=%r is not a logging level: WARNING", LOG_ENV, engine_level)
+    logging.getLogger("bgtransfer").setLevel(level)
+    log.setLevel(min(level, logging.INFO))
+
+
+def run_daemon(state_dir: Path, *, default: bool = False, idle_timeout: float | None = None) -> int:
+    """The ``bgtransfer daemon`` process: 0 when it ran, or when another daemon
+    of the state dir already runs ("already running")."""
+    _configure_logging(os.environ.get(LOG_ENV))
     state_dir = state_dir.absolute()
     with _daemon_lock(state_dir) as acquired:
         if not acquired:
