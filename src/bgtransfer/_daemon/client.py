@@ -142,10 +142,22 @@ class DaemonBackend:
     ) -> dict[str, Any]:
         if self._closed:
             raise self._link.closed_error()
-        pending, self._pending = self._pending, []
-        if pending:  # the sync commands sent before go first
-            await asyncio.gather(*pending, return_exceptions=True)
+        await self._settle_pending()  # the sync commands sent before go first
         return await self._link.send(path, body, resend=resend)
+
+    async def _settle_pending(self) -> None:
+        """Wait for the answers of the sync commands sent so far (``suspend()``,
+        ``resume()``, acknowledgements). A cancelled caller leaves them running
+        and in the list, for the next call to wait for: ``asyncio.gather`` would
+        cancel them with the caller, and a command not yet written would be lost."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        try:
+            await asyncio.wait(pending)
+        except BaseException:
+            self._pending[:0] = [task for task in pending if not task.done()]
+            raise
 
     def _call_nowait(self, path: str, body: dict[str, Any] | None = None) -> None:
         """A sync command: sent now, its answer not awaited (the next async
@@ -317,9 +329,7 @@ class DaemonBackend:
     ) -> TaskSnapshot:
         """On the snapshot the attachment keeps current: no request per wait."""
         self.task(task_id)  # KeyError for an id the session never had
-        pending, self._pending = self._pending, []
-        if pending:  # the answers of suspend()/resume() sent before: the state they settle
-            await asyncio.gather(*pending, return_exceptions=True)
+        await self._settle_pending()  # the answers of suspend()/resume(): the state they settle
         snapshot = self.task(task_id)
         while snapshot.terminal is None:
             if self._closed:
