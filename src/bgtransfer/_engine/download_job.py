@@ -63,6 +63,8 @@ class DownloadJob:
     """One task's download: its state here, its work done by ``downloader``."""
 
     __slots__ = (
+        "_partial",
+        "_partials_dir",
         "active_time",
         "adopting",
         "announce_resume",
@@ -78,7 +80,6 @@ class DownloadJob:
         "last_end",
         "may_have_partial",
         "move",
-        "partial",
         "record",
         "restarted",
         "resume_mark",
@@ -93,7 +94,8 @@ class DownloadJob:
         self,
         record: TaskRecord,
         *,
-        partial: Path,
+        partial: Path | None = None,
+        partials_dir: Path | None = None,
         offset: int = 0,
         validator: str | None = None,
         total: int | None = None,
@@ -108,7 +110,10 @@ class DownloadJob:
         # The digests of the partial file as its bytes were written (this process).
         self.running: RunningDigest | None = None
         self.downloader: DownloadWork | None = None  # bound by the engine
-        self.partial = partial
+        # The partial file (None: ``partials_dir/<id>.part``, made when first
+        # asked: a queued task may never need it).
+        self._partial = partial
+        self._partials_dir = partials_dir
         self.validator = validator  # for If-Range; None: cannot resume safely
         self.encoding = encoding
         # A complete length some response announced, with its validator: a
@@ -133,6 +138,15 @@ class DownloadJob:
         self.adopting: str | None = None  # resume data's partial, until moved into ours
         self.backing_off_until: float | None = None  # time.time() the next attempt waits for
         self.auth: AuthState | None = None  # what credentials did (an Authenticator's)
+
+    @property
+    def partial(self) -> Path:
+        """The partial file the body is written to."""
+        partial = self._partial
+        if partial is None:
+            assert self._partials_dir is not None, "a partial file or its directory is given"
+            partial = self._partial = self._partials_dir / f"{self.record.id}.part"
+        return partial
 
     # -- the Job protocol -----------------------------------------------------------
 

@@ -63,7 +63,7 @@ class Submitting(Restoring):
         (destinations against each other too) before the first task is queued.
         An error gets a note naming the request."""
         self._check_open()
-        checked_dirs: dict[Path, Path] = {}  # one check per directory for the batch
+        checked_dirs: dict[str, tuple[Path, str]] = {}  # one check per directory for the batch
         records = self._prepare_batch(
             requests,
             lambda task_id, request: self._admission.prepare(

@@ -160,7 +160,7 @@ class Uploads:
             origin=origin,
             destination=source if fields.reply_to is None else Path(fields.reply_to),
             description=description,
-            headers=merge_headers(self.config.headers, headers),
+            headers=self._admission.merged_headers(headers),
             request_headers=headers,
             progress_interval=self.config.progress_interval,
             job=job,
