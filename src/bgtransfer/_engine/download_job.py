@@ -59,6 +59,10 @@ _PHASES = {
 }
 
 
+_NOTHING_KEPT = ResumeMark()
+"""A new task's mark (a frozen value: every queued task shares it)."""
+
+
 class DownloadJob:
     """One task's download: its state here, its work done by ``downloader``."""
 
@@ -126,7 +130,9 @@ class DownloadJob:
         self.announce_resume = offset > 0  # send ResumedEvent before the next body
         # What renews the retry budget (RetryPolicy): bytes past resume_mark, by an
         # attempt that did not start over (restarted) nor trickle (too_slow).
-        self.resume_mark = ResumeMark(validator, offset)
+        self.resume_mark = (
+            _NOTHING_KEPT if validator is None and offset == 0 else ResumeMark(validator, offset)
+        )
         self.restarted = False
         self.too_slow = False
         self.active_time = 0.0  # seconds spent running, for resource_timeout
