@@ -92,7 +92,7 @@ class Restorer:
         """What is on disk for each entry (in a worker thread), after finishing any
         adoption of resume data's partial file a crash interrupted."""
         # As text: most entries (queued tasks) never need their partial's Path.
-        directory = os.path.join(self._partials_dir, "")
+        directory = f"{self._partials_dir}{os.sep}"
         partials = [f"{directory}{entry.id}.part" for entry in entries]
         facts = await anyio.to_thread.run_sync(inspect_partials, entries, partials)
         return [
