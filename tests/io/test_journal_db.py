@@ -623,6 +623,28 @@ async def test_a_batch_of_entries_is_one_commit_whatever_its_size(
         assert _rows(path) == {entry.id: entry_to_row(entry) for entry in entries}
 
 
+@pytest.mark.parametrize("count", [1, 3, MULTI_ROW_MAX, 40])
+async def test_rows_with_empty_columns_are_stored_exactly_whatever_their_mix(
+    tmp_path: Path, count: int
+) -> None:
+    """Rows of one shape are written with their NULLs in the statement: each row
+    reads back as it was put, a column emptied by a later put included, whether
+    the batch's rows share their empty columns or not."""
+    path = tmp_path / JOURNAL_NAME
+    journal = await Journal.open(path, interval=3600)
+    full = [_entry(task_id) for task_id in range(1, count + 1)]
+    empty = {"description": None, "total": None, "validator": None}
+    emptied = [_entry(task_id, **empty) for task_id in range(1, count + 1)]
+    mixed = [(full if task_id % 3 else emptied)[task_id - 1] for task_id in range(1, count + 1)]
+    async with journal:
+        for batch in (full, emptied, mixed, full):
+            for entry in batch:
+                journal.put(entry)
+            await journal.flush()
+            assert _rows(path) == {entry.id: entry_to_row(entry) for entry in batch}
+    assert [_comparable(e) for e in (await _reopen(path)).entries] == [_comparable(e) for e in full]
+
+
 async def test_put_then_forget_leaves_no_row(tmp_path: Path) -> None:
     path = tmp_path / JOURNAL_NAME
     journal = await Journal.open(path)

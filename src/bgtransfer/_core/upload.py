@@ -152,7 +152,17 @@ class UploadFields:
     upload sends the checksum it offers and terminates only if it may, without
     asking again. None: not asked, not answered, or not tus."""
 
+    _json: str | None = attrs.field(default=None, init=False, repr=False, eq=False)
+    """:meth:`to_json`'s text, once made: every entry an upload puts (at least
+    one per upload() call) holds these same fields."""
+
     def to_json(self) -> str:
+        if self._json is None:
+            object.__setattr__(self, "_json", self._encoded())
+        assert self._json is not None
+        return self._json
+
+    def _encoded(self) -> str:
         identity = self.identity
         more = {} if self.tus is None else {"tus": self.tus.document()}
         return json.dumps(

@@ -15,6 +15,7 @@ import os
 import stat
 from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 from .._core.config import Configuration, HeaderPairs, HeadersProvider, normalize_headers
 from .._core.digests import Integrity
@@ -66,11 +67,12 @@ class Admission:
         self._state_dir = None if state_dir is None else str(resolve(state_dir))
         self._allowed_dir = str(resolve(downloads_dir))
         self.claims: dict[str, int] = {}  # destinations of live tasks (as text)
-        self._resolved_dirs: dict[Path, Path] = {}
+        self._resolved_dirs: dict[str, tuple[Path, str]] = {}
         self.origins: dict[str, Origin] = {}  # by scheme and authority (parse_url's cache)
+        self._merged_headers: dict[HeaderPairs, Mapping[str, str]] = {}
 
     def prepare(
-        self, task_id: int, request: Request, *, checked_dirs: dict[Path, Path]
+        self, task_id: int, request: Request, *, checked_dirs: dict[str, tuple[Path, str]]
     ) -> TaskRecord:
         """A record for ``request``, validated; not claimed or queued yet."""
         url, destination, description, headers, segments, integrity = request
@@ -106,7 +108,8 @@ class Admission:
     ) -> TaskRecord:
         job = functools.partial(
             DownloadJob,
-            partial=self._partials_dir / f"{task_id}.part" if partial is None else partial,
+            partial=partial,
+            partials_dir=self._partials_dir,
             offset=offset,
             validator=validator,
             total=total,
@@ -119,7 +122,7 @@ class Admission:
             origin=origin,
             destination=destination,
             description=description,
-            headers=merge_headers(self.config.headers, headers),
+            headers=self.merged_headers(headers),
             request_headers=headers,
             progress_interval=self.config.progress_interval,
             job=job,
@@ -128,11 +131,23 @@ class Admission:
             total=total,
         )
 
+    def merged_headers(self, headers: HeaderPairs) -> Mapping[str, str]:
+        """What a task with ``headers`` sends: the session's merged with its own
+        (:func:`merge_headers`), read-only and shared by the tasks that ask the
+        same (most ask none)."""
+        merged = self._merged_headers.get(headers)
+        if merged is None:
+            merged = MappingProxyType(merge_headers(self.config.headers, headers))
+            if len(self._merged_headers) >= 1024:
+                self._merged_headers.clear()
+            self._merged_headers[headers] = merged
+        return merged
+
     def resolve_destination(
         self,
         url: str,
         destination: str | os.PathLike[str] | None,
-        checked_dirs: dict[Path, Path],
+        checked_dirs: dict[str, tuple[Path, str]],
     ) -> Path:
         """The absolute target path; raises at the call when it cannot work.
 
@@ -144,8 +159,8 @@ class Admission:
         regular file there is replaced when the download finishes, anything else
         (a device, a FIFO, a socket, a symbolic link) is refused. Nothing may go
         inside the state directory but into this session's ``downloads/``.
-        ``checked_dirs``: the directories this call found (and resolved) already;
-        a batch checks each once.
+        ``checked_dirs``: the directories this call found (and resolved) already,
+        by their text; a batch checks each once.
         """
         if destination is None:
             return self._unique_in(self._downloads_dir, filename_from_url(url))
@@ -158,6 +173,7 @@ class Admission:
         self._check_text(url, destination if isinstance(destination, str) else text)
         if text.startswith("~"):
             path = path.expanduser()
+            text = str(path)
         if isinstance(destination, str) and names_a_directory(destination):
             if not is_directory(path):
                 problem = "is not a directory" if exists_or_link(path) else "does not exist"
@@ -165,7 +181,7 @@ class Admission:
                     f"{url}: destination directory {str(path)!r} {problem} "
                     f"(a destination ending in {destination[-1]!r} names a directory)"
                 )
-            return self._unique_in(self._resolved_dir(url, path), filename_from_url(url))
+            return self._unique_in(self._resolved_dir(url, text)[0], filename_from_url(url))
         try:
             # None: nothing there (or nothing reachable): the directory decides
             mode = lstat_mode(path)
@@ -175,25 +191,42 @@ class Admission:
             ) from None
         if mode is not None and not stat.S_ISREG(mode):
             if stat.S_ISDIR(mode) or (stat.S_ISLNK(mode) and is_directory(path)):
-                return self._unique_in(self._resolved_dir(url, path), filename_from_url(url))
+                return self._unique_in(self._resolved_dir(url, text)[0], filename_from_url(url))
             raise InvalidDestinationError(
                 f"{url}: destination {str(path)!r}: {_strerror(path, mode)}"
             )
-        parent = path.parent
+        return self._file_target(url, path, text, checked_dirs)
+
+    def _file_target(
+        self, url: str, path: Path, text: str, checked_dirs: dict[str, tuple[Path, str]]
+    ) -> Path:
+        """The target of a destination naming a file (``text``: ``str(path)``)."""
+        # The directory by its text: a Path's parent, hash and comparison each run
+        # Python code, and this runs for every new task (a path's str is normal:
+        # no empty, "." or trailing separator part, so the last one splits it).
+        parent, sep, name = text.rpartition(os.sep)
+        if not sep:
+            parent = "."
+        elif not parent:
+            parent = sep  # (just below the root)
         directory = checked_dirs.get(parent)
         if directory is None:
             if not is_directory(parent):
                 raise InvalidDestinationError(
-                    f"{url}: destination directory {str(parent)!r} does not exist"
+                    f"{url}: destination directory {parent!r} does not exist"
                 )
             directory = checked_dirs[parent] = self._resolved_dir(url, parent)
         # Usually the directory was absolute and free of links already: then the
         # path is the target as it is (no new path to build and format).
-        target = path if directory == parent else directory / path.name
-        owner = self.claims.get(str(target))
+        if directory[1] == parent:
+            target, key = path, text
+        else:
+            target = directory[0] / name
+            key = str(target)
+        owner = self.claims.get(key)
         if owner is not None:
             raise InvalidDestinationError(
-                f"{url}: destination {str(target)!r} is already claimed by task {owner}"
+                f"{url}: destination {key!r} is already claimed by task {owner}"
             )
         return target
 
@@ -215,24 +248,26 @@ class Admission:
         if problem is not None:
             raise InvalidDestinationError(f"{url}: destination {text!r} {problem}")
 
-    def _resolved_dir(self, url: str, directory: Path) -> Path:
-        """``directory.resolve()``, remembered (many tasks share a few directories),
-        once checked to be outside the state directory (but for ``downloads/``)."""
+    def _resolved_dir(self, url: str, directory: str) -> tuple[Path, str]:
+        """The directory named ``directory`` resolved (as a path and as text),
+        remembered (many tasks share a few directories), once checked to be
+        outside the state directory (but for ``downloads/``)."""
         resolved = self._resolved_dirs.get(directory)
         if resolved is None:
-            resolved = resolve(directory)
-            self._check_outside_state_dir(url, directory, str(resolved))
+            path = resolve(Path(directory))
+            resolved = path, str(path)
+            self._check_outside_state_dir(url, directory, resolved[1])
             if len(self._resolved_dirs) >= 1024:
                 self._resolved_dirs.clear()
             self._resolved_dirs[directory] = resolved
         return resolved
 
-    def _check_outside_state_dir(self, url: str, given: Path, resolved: str) -> None:
+    def _check_outside_state_dir(self, url: str, given: str, resolved: str) -> None:
         state_dir, allowed = self._state_dir, self._allowed_dir
         if state_dir is None or not _within(resolved, state_dir) or _within(resolved, allowed):
             return
         raise InvalidDestinationError(
-            f"{url}: destination {str(given)!r} is inside the session's state directory "
+            f"{url}: destination {given!r} is inside the session's state directory "
             f"{state_dir!r}, where its journal, lock and partial files live; choose a path "
             f"outside it (or the session's downloads folder, {allowed!r})"
         )

@@ -59,10 +59,16 @@ _PHASES = {
 }
 
 
+_NOTHING_KEPT = ResumeMark()
+"""A new task's mark (a frozen value: every queued task shares it)."""
+
+
 class DownloadJob:
     """One task's download: its state here, its work done by ``downloader``."""
 
     __slots__ = (
+        "_partial",
+        "_partials_dir",
         "active_time",
         "adopting",
         "announce_resume",
@@ -78,7 +84,6 @@ class DownloadJob:
         "last_end",
         "may_have_partial",
         "move",
-        "partial",
         "record",
         "restarted",
         "resume_mark",
@@ -93,7 +98,8 @@ class DownloadJob:
         self,
         record: TaskRecord,
         *,
-        partial: Path,
+        partial: Path | None = None,
+        partials_dir: Path | None = None,
         offset: int = 0,
         validator: str | None = None,
         total: int | None = None,
@@ -108,7 +114,10 @@ class DownloadJob:
         # The digests of the partial file as its bytes were written (this process).
         self.running: RunningDigest | None = None
         self.downloader: DownloadWork | None = None  # bound by the engine
-        self.partial = partial
+        # The partial file (None: ``partials_dir/<id>.part``, made when first
+        # asked: a queued task may never need it).
+        self._partial = partial
+        self._partials_dir = partials_dir
         self.validator = validator  # for If-Range; None: cannot resume safely
         self.encoding = encoding
         # A complete length some response announced, with its validator: a
@@ -121,7 +130,9 @@ class DownloadJob:
         self.announce_resume = offset > 0  # send ResumedEvent before the next body
         # What renews the retry budget (RetryPolicy): bytes past resume_mark, by an
         # attempt that did not start over (restarted) nor trickle (too_slow).
-        self.resume_mark = ResumeMark(validator, offset)
+        self.resume_mark = (
+            _NOTHING_KEPT if validator is None and offset == 0 else ResumeMark(validator, offset)
+        )
         self.restarted = False
         self.too_slow = False
         self.active_time = 0.0  # seconds spent running, for resource_timeout
@@ -133,6 +144,15 @@ class DownloadJob:
         self.adopting: str | None = None  # resume data's partial, until moved into ours
         self.backing_off_until: float | None = None  # time.time() the next attempt waits for
         self.auth: AuthState | None = None  # what credentials did (an Authenticator's)
+
+    @property
+    def partial(self) -> Path:
+        """The partial file the body is written to."""
+        partial = self._partial
+        if partial is None:
+            assert self._partials_dir is not None, "a partial file or its directory is given"
+            partial = self._partial = self._partials_dir / f"{self.record.id}.part"
+        return partial
 
     # -- the Job protocol -----------------------------------------------------------
 

@@ -109,7 +109,8 @@ class TaskRecord:
         self.headers = headers  # what is sent: session defaults merged with the task's
         self.request_headers = request_headers  # the task's own, as given (journaled)
         self.secrets = secrets  # which headers are never stored or shown
-        self.public_headers = public_headers(request_headers, secrets)  # (every entry has them)
+        # (every entry has them; most tasks have no headers of their own)
+        self.public_headers = public_headers(request_headers, secrets) if request_headers else ()
         self.segments_wanted = 1  # connections asked for (segments=N)
         self.stage = Stage.RUNNING  # its state, as the engine keeps it (task.state: PUBLIC)
         self.bytes_received = offset  # bytes of the work done and kept, all confirmed

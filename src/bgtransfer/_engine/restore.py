@@ -46,7 +46,7 @@ from .record import TaskRecord
 
 __all__ = ["Restorer"]
 
-Facts = tuple[TaskEntry, Path, "int | None", "Identity | None"]
+Facts = tuple[TaskEntry, str, "int | None", "Identity | None"]
 """An entry, its partial file, that file's size (None: missing), its destination's identity."""
 
 
@@ -91,7 +91,9 @@ class Restorer:
     async def inspect(self, entries: Sequence[TaskEntry]) -> list[Facts]:
         """What is on disk for each entry (in a worker thread), after finishing any
         adoption of resume data's partial file a crash interrupted."""
-        partials = [self._partials_dir / f"{entry.id}.part" for entry in entries]
+        # As text: most entries (queued tasks) never need their partial's Path.
+        directory = f"{self._partials_dir}{os.sep}"
+        partials = [f"{directory}{entry.id}.part" for entry in entries]
         facts = await anyio.to_thread.run_sync(inspect_partials, entries, partials)
         return [
             (entry, partial, size, destination_id)
@@ -105,7 +107,7 @@ class Restorer:
         entry, partial, size, destination_id = facts
         plan = plan_reattach(
             entry,
-            partial=str(partial),
+            partial=partial,
             partial_size=size,
             destination_exists=destination_id is not None,
             destination_id=destination_id,
@@ -114,8 +116,7 @@ class Restorer:
             task_id=entry.id,
             url=entry.url,  # validated when the journal was read
             origin=origin_of(entry.url, self._admission.origins),
-            partial=partial,
-            destination=Path(entry.destination),
+            destination=Path(entry.destination),  # (its partial file: the usual one)
             description=entry.description,
             headers=entry.headers,
             offset=plan.offset,

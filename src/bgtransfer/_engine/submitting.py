@@ -63,7 +63,7 @@ class Submitting(Restoring):
         (destinations against each other too) before the first task is queued.
         An error gets a note naming the request."""
         self._check_open()
-        checked_dirs: dict[Path, Path] = {}  # one check per directory for the batch
+        checked_dirs: dict[str, tuple[Path, str]] = {}  # one check per directory for the batch
         records = self._prepare_batch(
             requests,
             lambda task_id, request: self._admission.prepare(
@@ -83,10 +83,7 @@ class Submitting(Restoring):
     def submit_uploads(self, requests: Sequence[UploadRequest]) -> list[TaskRecord]:
         """:meth:`submit_upload` for each request, all or none (as :meth:`submit_many`)."""
         self._check_open()
-        resolved_dirs: dict[Path, Path] = {}  # each source directory resolved once
-        records = self._prepare_batch(
-            requests, lambda task_id, r: self._uploads.prepare(task_id, r, resolved_dirs)
-        )
+        records = self._prepare_batch(requests, self._uploads.prepare)
         return [self._admit(record) for record in records]
 
     def _prepare_batch(

@@ -31,7 +31,7 @@ from .._exceptions import (
     SourceChangedError,
 )
 from .._io.files import remove_quietly
-from .._io.upload import inspect_source
+from .._io.sources import inspect_source
 from .admission import Admission, merge_headers
 from .reattacher import Reattached
 from .record import TaskRecord
@@ -64,16 +64,14 @@ class Uploads:
         self._partials_dir = partials_dir
         self._secrets = secrets
 
-    def prepare(
-        self, task_id: int, request: UploadRequest, resolved_dirs: dict[Path, Path] | None = None
-    ) -> TaskRecord:
+    def prepare(self, task_id: int, request: UploadRequest) -> TaskRecord:
         """A record for ``request``, validated (the file is stat'ed and resolved,
-        ``reply_to`` resolved as a download's destination); not queued yet.
-        ``resolved_dirs``: a batch's source directories resolved so far."""
+        ``reply_to`` resolved as a download's destination); not queued yet."""
         if not isinstance(request, UploadRequest):
             raise TypeError(f"expected an UploadRequest, not {type(request).__name__}")
         url, origin = parse_url(request.url, self._admission.origins)
-        source, identity = inspect_source(url, request.file, resolved_dirs)
+        resolved, identity = inspect_source(url, request.file)
+        source = Path(resolved)
         reply_to = None
         if request.reply_to is not None:
             reply_to = self._admission.resolve_destination(url, request.reply_to, {})
@@ -83,13 +81,19 @@ class Uploads:
                 )
         fields = UploadFields(
             method=request.method,
-            source=str(source),
+            source=resolved,
             identity=identity,
             reply_to=None if reply_to is None else str(reply_to),
             protocol=request.protocol,
         )
         return self.new_record(
-            task_id, url, origin, fields, description=request.description, headers=request.headers
+            task_id,
+            url,
+            origin,
+            fields,
+            description=request.description,
+            headers=request.headers,
+            source=source,
         )
 
     def resumed_record(
@@ -108,9 +112,9 @@ class Uploads:
         assert data.protocol is not None
         url, origin = parse_url(data.url, self._admission.origins)
         expected = SourceIdentity(*data.identity)
-        source, identity = inspect_source(url, data.source)
+        resolved, identity = inspect_source(url, data.source)
         problem = source_change(expected, identity)
-        if problem is not None or str(source) != data.source:
+        if problem is not None or resolved != data.source:
             raise SourceChangedError(
                 f"{url}: {data.source} changed since the upload was cancelled: "
                 f"{problem or 'another file is at its path now'}; upload it again as a new task",
@@ -146,8 +150,12 @@ class Uploads:
         *,
         description: str | None,
         headers: tuple[tuple[str, str], ...],
+        source: Path | None = None,
     ) -> TaskRecord:
-        source = Path(fields.source)
+        """The record of an upload with ``fields`` (``source``: its file's path,
+        when the caller has it already)."""
+        if source is None:
+            source = Path(fields.source)
         job = functools.partial(
             UploadJob,
             uploader=self.uploader,
@@ -160,7 +168,7 @@ class Uploads:
             origin=origin,
             destination=source if fields.reply_to is None else Path(fields.reply_to),
             description=description,
-            headers=merge_headers(self.config.headers, headers),
+            headers=self._admission.merged_headers(headers),
             request_headers=headers,
             progress_interval=self.config.progress_interval,
             job=job,

@@ -39,7 +39,7 @@ def preallocate(path: Path, size: int) -> None:
 
 
 def inspect_partials(
-    entries: Sequence[TaskEntry], partials: Sequence[Path]
+    entries: Sequence[TaskEntry], partials: Sequence[str]
 ) -> list[tuple[int | None, Identity | None]]:
     """(partial size or None, the destination's identity if it matters and exists)
     for each entry, after finishing any adoption a crash interrupted; in a worker
@@ -47,7 +47,7 @@ def inspect_partials(
     facts: list[tuple[int | None, Identity | None]] = []
     for entry, partial in zip(entries, partials, strict=True):
         size: int | None = None
-        if entry.adopting is not None and not partial.exists():
+        if entry.adopting is not None and not os.path.exists(partial):
             # Killed between journaling a resumed task and its rename: do it now.
             with contextlib.suppress(FileNotFoundError):
                 os.replace(entry.adopting, partial)
@@ -55,7 +55,7 @@ def inspect_partials(
         # no need to look (this keeps reopening 10,000 queued tasks quick).
         if entry.offset > 0 or entry.phase not in (Phase.RUNNING, Phase.SUSPENDED):
             try:
-                size = partial.stat().st_size
+                size = os.stat(partial).st_size
             except FileNotFoundError:
                 size = None
         destination = None

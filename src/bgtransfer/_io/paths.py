@@ -38,7 +38,7 @@ def lstat_mode(path: Path) -> int | None:
         return None
 
 
-def is_directory(path: Path) -> bool:
+def is_directory(path: str | Path) -> bool:
     """A directory is there (a symbolic link to one counts)."""
     return os.path.isdir(path)
 
