@@ -3,8 +3,7 @@
 :func:`send_resumable` sends what a machine (``_core.tus``,
 ``_core.resumable_upload``) asks for over an ``aiohttp.ClientSession``, feeds it
 each answer, and returns the upload's final response. The file is streamed from
-the offset (``_io.file_body``: by ``sendfile`` where the connection allows,
-else in 1 MiB chunks), never read whole; the machine holding a new
+the offset (``_io.file_body``, 1 MiB chunks), never read whole; the machine holding a new
 upload URL is handed to ``on_upload_url`` (and awaited) before the first byte of
 the file is sent, so a job can journal the URL (and what the server said of
 itself); each offset the server acknowledges goes to ``on_offset``.
@@ -361,9 +360,8 @@ class _Source:
         on_progress: Callable[[int], None] | None,
         pacer: Pacer | None = None,
     ) -> FileBody:
-        """The request body: the bytes ``[start, end)`` (sent by ``sendfile``
-        where the connection allows), each step reported as sent by its end
-        position. Its own descriptor (a ``dup``): the body closes it once
+        """The request body: the bytes ``[start, end)``, each chunk reported
+        as sent by its end position. Its own descriptor (a ``dup``): the body closes it once
         aiohttp is done with it, whatever happens to this source."""
         if self._closing:
             raise LocalFileError(f"{self._path} was closed: the upload ended", url=self._task_url)

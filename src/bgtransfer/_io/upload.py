@@ -1,21 +1,20 @@
 """One plain upload attempt: a file streamed as a request body, the answer read.
 
 The thin aiohttp shell of :class:`~bgtransfer._engine.upload.Uploader`'s
-plain strategy. The body is the source file (``file_body.FileBody``: by
-``sendfile`` on a plain connection, else in bounded chunks read in a worker
-thread), so a file of any size costs at most one chunk of memory; it is checked
-against the identity the task took at ``upload()`` after every step, so a file
-written to while it is sent stops the request before its last byte (the server
-never receives a whole body made of two versions). The answer's status is judged by the core
-(``check_upload_status``); its body is kept up to a cap, or streamed into the
-reply file. Also here: the source file's checks at ``upload()`` and before
-each attempt.
+plain strategy. The body is the source file (``file_body.FileBody``: bounded
+chunks read in a worker thread), so a file of any size costs one chunk of
+memory; each chunk is checked against the identity the task took at
+``upload()``, so a file written to while it is sent stops the request before
+its last byte (the server never receives a whole body made of two versions).
+The answer's status is judged by the core (``check_upload_status``); its body
+is kept up to a cap, or streamed into the reply file. Also here: the source
+file's check before each attempt (its checks at ``upload()`` are
+``sources.inspect_source``'s).
 """
 
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import anyio
 import attrs
 
 from .._core.upload import SourceIdentity, check_upload_status, source_change
-from .._exceptions import InvalidSourceError, SourceChangedError
+from .._exceptions import SourceChangedError
 from .errors import file_error, map_errors, quiet_error
 from .file_body import FileBody, identity_of
 from .pacing import Pacer
@@ -35,7 +34,6 @@ __all__ = [
     "Answer",
     "changed_error",
     "check_source",
-    "inspect_source",
     "send_file",
 ]
 
@@ -48,45 +46,6 @@ class Answer:
     headers: tuple[tuple[str, str], ...]
     body: bytes
     truncated: bool
-
-
-def inspect_source(
-    url: str, source: str | os.PathLike[str], resolved_dirs: dict[Path, Path] | None = None
-) -> tuple[Path, SourceIdentity]:
-    """The source file of a new upload, absolute and resolved, and its identity;
-    :class:`InvalidSourceError` naming the URL, the path and the cause when it
-    is not a readable regular file. (On the loop: a few system calls per new task.)
-    ``resolved_dirs``: the directories a batch resolved so far, by the path given
-    (a file that is not a link then costs an ``lstat`` and an ``access``)."""
-    if not isinstance(source, str | os.PathLike):
-        raise TypeError(f"file must be a str or os.PathLike, not {type(source).__name__}")
-    given = Path(source).expanduser()
-    try:
-        path, st = _resolved(given, resolved_dirs)
-    except FileNotFoundError:
-        raise InvalidSourceError(f"{url}: file {str(given)!r} does not exist") from None
-    except (OSError, RuntimeError) as exc:  # a link loop, a name too long, no permission
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise InvalidSourceError(f"{url}: file {str(given)!r} cannot be used: {reason}") from None
-    if not stat.S_ISREG(st.st_mode):
-        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-        raise InvalidSourceError(f"{url}: file {str(given)!r} is {kind}")
-    if not os.access(path, os.R_OK):
-        raise InvalidSourceError(f"{url}: file {str(given)!r} cannot be read (permission denied)")
-    return path, identity_of(st)
-
-
-def _resolved(given: Path, dirs: dict[Path, Path] | None) -> tuple[Path, os.stat_result]:
-    """``given`` resolved (strictly) and what ``stat`` says of it."""
-    if dirs is not None and given.name not in ("", ".."):
-        st = os.lstat(given)
-        if not stat.S_ISLNK(st.st_mode):
-            parent = dirs.get(given.parent)
-            if parent is None:
-                parent = dirs[given.parent] = given.parent.resolve(strict=True)
-            return parent / given.name, st
-    path = given.resolve(strict=True)
-    return path, os.stat(path)
 
 
 def changed_error(url: str, source: str | os.PathLike[str], problem: str) -> SourceChangedError:
