@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -28,20 +27,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from _callgrind import total_instructions
+
 from bgtransfer.testing import ThreadedTestServer
 
 HERE = Path(__file__).resolve().parent
 SIZE = 16 * 1024
 VALGRIND = ["valgrind", "--tool=callgrind", "--quiet"]
-
-
-def _total(out_file: Path) -> int:
-    """The instructions (Ir) of one callgrind output file."""
-    text = out_file.read_text(errors="replace")
-    found = re.search(r"^(?:summary|totals):\s+(\d+)", text, re.MULTILINE)
-    if found is None:
-        raise SystemExit(f"no total in {out_file}")
-    return int(found.group(1))
 
 
 def _wait_socket(state_dir: Path, daemon: subprocess.Popen[bytes], timeout: float) -> None:
@@ -94,7 +86,11 @@ def count(
     if args.in_process:  # the reference: the same client, the background session in-process
         _client(args, [urls, out, state, client_out], env, "background")
         _verify(out, files)
-        return {"files": files} if args.cprofile else {"files": files, "client": _total(client_out)}
+        return (
+            {"files": files}
+            if args.cprofile
+            else {"files": files, "client": total_instructions(client_out)}
+        )
     daemon = subprocess.Popen(
         [*_tool(args, daemon_out), "-m", "bgtransfer",
          "daemon", "--state-dir", str(state), "--idle-timeout", "0"],
@@ -115,7 +111,11 @@ def count(
         raise SystemExit("the client did not reach the daemon started for it")
     if args.cprofile:
         return {"files": files}
-    return {"files": files, "client": _total(client_out), "daemon": _total(daemon_out)}
+    return {
+        "files": files,
+        "client": total_instructions(client_out),
+        "daemon": total_instructions(daemon_out),
+    }
 
 
 def _verify(out: Path, files: int) -> None:

@@ -25,13 +25,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from _callgrind import total_instructions
 
 HERE = Path(__file__).resolve().parent
 VALGRIND = ["valgrind", "--tool=callgrind", "--quiet", "--dump-instr=no"]
@@ -51,15 +52,6 @@ os._exit = _exit
 profile.enable()
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
-
-
-def _total(out_file: Path) -> int:
-    """The instructions (Ir) of one callgrind output file."""
-    text = out_file.read_text(errors="replace")
-    found = re.search(r"^(?:summary|totals):\s+(\d+)", text, re.MULTILINE)
-    if found is None:
-        raise SystemExit(f"no total in {out_file}")
-    return int(found.group(1))
 
 
 def _tool(args: argparse.Namespace, out_file: Path | None) -> list[str]:
@@ -100,13 +92,13 @@ def count(tasks: int, args: argparse.Namespace, work: Path) -> dict[str, int]:
         raise SystemExit(f"enqueued {enqueued.get('enqueued')} tasks, expected {tasks}")
     result = {"tasks": tasks}
     if not args.cprofile:
-        result["enqueue"] = _total(run / "enqueue.cg")
+        result["enqueue"] = total_instructions(run / "enqueue.cg")
     if args.reopen:
         listed = _run(args, "reopen", tasks, run, run / "reopen.cg")
         if listed.get("listed") != tasks or listed.get("urls_match") != 1:
             raise SystemExit(f"the reopen listed {listed.get('listed')} of {tasks} tasks")
         if not args.cprofile:
-            result["reopen"] = _total(run / "reopen.cg")
+            result["reopen"] = total_instructions(run / "reopen.cg")
     if any((run / "out").iterdir()):
         raise SystemExit("a queued task wrote its output")
     return result
