@@ -1,9 +1,11 @@
-"""A caller cancelled while the daemon client waits for the sync commands sent
-before it (``suspend()``, ``resume()``, acknowledgements) does not cancel them:
-they still reach the daemon, and the next call waits for them, in order.
+"""The daemon client's commands sent without waiting (``suspend()``,
+``resume()``, acknowledgements) and the calls after them.
 
+A caller cancelled while it waits for those commands does not cancel them: they
+still reach the daemon, and the next call waits for them, in order
 (``asyncio.gather`` over them would cancel them with the caller: a ``suspend()``
-followed by a ``wait()`` under a timeout could be lost without a word.)
+followed by a ``wait()`` under a timeout could be lost without a word). A
+``wait()`` waits for the state commands, not for the acknowledgements.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import anyio
 import pytest
 
 from _helpers import wait_for_bytes
-from bgtransfer import Session, TaskSuspendedError
+from bgtransfer import FinishedEvent, Session, TaskSuspendedError
 from bgtransfer.testing import Faults, TestServer
 
 pytestmark = pytest.mark.asyncio
@@ -83,3 +85,37 @@ async def test_a_suspend_reaches_the_daemon_when_the_next_call_is_cancelled(
         assert await _daemon_state_of(daemon_state, task.id) == "suspended"
         with pytest.raises(TaskSuspendedError):
             await task.wait()
+
+
+async def test_a_wait_does_not_wait_for_the_acknowledgements_before_it(
+    server: TestServer, daemon_state: Path, out_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loop of ``wait()`` calls: each acknowledges its task (``"auto"``), in a
+    request of its own; the next ``wait()`` does not wait for that request (an
+    acknowledgement settles nothing a wait reads), while a request does."""
+    files = [server.add_file(f"/a{n}.bin", size=1000 + n) for n in range(2)]
+    async with Session("acks", state_dir=daemon_state, daemon=True) as session:
+        tasks = [
+            await session.download(server.url(file.path), out_dir / f"a{n}.bin")
+            for n, file in enumerate(files)
+        ]
+        link = session._backend._link  # type: ignore[union-attr]
+        send = link.send
+        gate, at_gate = asyncio.Event(), asyncio.Event()
+
+        async def gated(path: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+            if path.endswith("/acknowledge"):
+                at_gate.set()
+                await gate.wait()
+            return await send(path, *args, **kwargs)
+
+        monkeypatch.setattr(link, "send", gated)
+        first = await asyncio.wait_for(tasks[0].wait(), TIMEOUT)
+        await asyncio.wait_for(at_gate.wait(), TIMEOUT)  # its acknowledgement, held
+        second = await asyncio.wait_for(tasks[1].wait(), TIMEOUT)
+        assert isinstance(first, FinishedEvent)
+        assert isinstance(second, FinishedEvent)
+        gate.set()
+        await asyncio.wait_for(session.metrics(), TIMEOUT)  # a request waits for them
+    async with Session("acks", state_dir=daemon_state, daemon=True) as again:
+        assert again.tasks() == []  # both acknowledged: nothing is handed out again

@@ -86,6 +86,7 @@ class DaemonBackend:
         if self._answerer is not None:
             self._answerer.bind(self._link)
         self._pending: list[asyncio.Task[Any]] = []  # sync commands sent, in order
+        self._pending_acks: list[asyncio.Task[Any]] = []  # acknowledgements sent
         self._acks: list[int] | None = None  # delivered, acknowledged with the next batch
         self._submissions = Submissions(self._submit_each)  # download() calls, coalesced
         self._upload_submissions = Submissions(  # and upload() calls
@@ -114,7 +115,8 @@ class DaemonBackend:
         try:
             if self._answerer is not None:
                 await self._answerer.close()
-            pending, self._pending = self._pending, []
+            pending = self._pending + self._pending_acks
+            self._pending, self._pending_acks = [], []
             if pending:  # commands already sent (acknowledgements...) get their answer
                 with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_BOUND):
                     await asyncio.gather(*pending, return_exceptions=True)
@@ -145,27 +147,23 @@ class DaemonBackend:
         await self._settle_pending()  # the sync commands sent before go first
         return await self._link.send(path, body, resend=resend)
 
-    async def _settle_pending(self) -> None:
+    async def _settle_pending(self, *, acknowledgements: bool = True) -> None:
         """Wait for the answers of the sync commands sent so far (``suspend()``,
-        ``resume()``, acknowledgements). A cancelled caller leaves them running
-        and in the list, for the next call to wait for: ``asyncio.gather`` would
-        cancel them with the caller, and a command not yet written would be lost."""
-        pending, self._pending = self._pending, []
-        if not pending:
-            return
-        try:
-            await asyncio.wait(pending)
-        except BaseException:
-            self._pending[:0] = [task for task in pending if not task.done()]
-            raise
+        ``resume()``, ``invalidate()``; and, unless told not to, the
+        acknowledgements)."""
+        await _settle(self._pending)
+        if acknowledgements:
+            await _settle(self._pending_acks)
 
-    def _call_nowait(self, path: str, body: dict[str, Any] | None = None) -> None:
+    def _call_nowait(
+        self, path: str, body: dict[str, Any] | None = None, *, ack: bool = False
+    ) -> None:
         """A sync command: sent now, its answer not awaited (the next async
         request waits for it, so commands reach the daemon in order)."""
         if self._closed:
             raise self._link.closed_error()
         task = asyncio.get_running_loop().create_task(self._quietly(path, body))
-        self._pending.append(task)
+        (self._pending_acks if ack else self._pending).append(task)
 
     async def _quietly(self, path: str, body: dict[str, Any] | None) -> None:
         with contextlib.suppress(Exception):
@@ -316,7 +314,7 @@ class DaemonBackend:
     def _send_acknowledgements(self) -> None:
         ids, self._acks = self._acks, None
         if ids and not self._closed:
-            self._call_nowait("/acknowledge", {"ids": ids})
+            self._call_nowait("/acknowledge", {"ids": ids}, ack=True)
 
     def invalidate(self) -> None:
         self._call_nowait("/invalidate")
@@ -329,7 +327,10 @@ class DaemonBackend:
     ) -> TaskSnapshot:
         """On the snapshot the attachment keeps current: no request per wait."""
         self.task(task_id)  # KeyError for an id the session never had
-        await self._settle_pending()  # the answers of suspend()/resume(): the state they settle
+        # The answers of suspend()/resume(): the state they settle. Not the
+        # acknowledgements (they settle nothing a wait reads): a loop of waits
+        # would otherwise wait for a round trip each, the previous one's.
+        await self._settle_pending(acknowledgements=False)
         snapshot = self.task(task_id)
         while snapshot.terminal is None:
             if self._closed:
@@ -427,3 +428,16 @@ def _absolute(request: DownloadRequest) -> DownloadRequest:
     if destination is None or os.path.isabs(destination):
         return request
     return attrs.evolve(request, destination=os.path.abspath(destination))
+
+
+async def _settle(pending: list[asyncio.Task[Any]]) -> None:
+    """Wait for the commands in ``pending``; the ones done leave the list. A
+    cancelled caller leaves them running and in the list, for the next call to
+    wait for: ``asyncio.gather`` would cancel them with the caller, and a
+    command not yet written would be lost."""
+    if not pending:
+        return
+    try:
+        await asyncio.wait(list(pending))
+    finally:
+        pending[:] = [task for task in pending if not task.done()]
