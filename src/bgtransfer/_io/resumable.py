@@ -3,10 +3,11 @@
 :func:`send_resumable` sends what a machine (``_core.tus``,
 ``_core.resumable_upload``) asks for over an ``aiohttp.ClientSession``, feeds it
 each answer, and returns the upload's final response. The file is streamed from
-the offset (``_io.file_body``, 1 MiB chunks), never read whole; the machine holding a new
-upload URL is handed to ``on_upload_url`` (and awaited) before the first byte of
-the file is sent, so a job can journal the URL (and what the server said of
-itself); each offset the server acknowledges goes to ``on_offset``.
+the offset (``_io.file_body``, 1 MiB chunks), never read whole; the machine
+holding a new upload URL is handed to ``on_upload_url`` (and awaited) before
+the first byte of the file is sent, so a job can journal the URL (and what the
+server said of itself); each offset the server acknowledges goes to
+``on_offset``.
 
 One call is one attempt: a lost connection ends it with a
 :class:`~bgtransfer.NetworkError`, and the caller (its retry policy) starts the
@@ -361,8 +362,8 @@ class _Source:
         pacer: Pacer | None = None,
     ) -> FileBody:
         """The request body: the bytes ``[start, end)``, each chunk reported
-        as sent by its end position. Its own descriptor (a ``dup``): the body closes it once
-        aiohttp is done with it, whatever happens to this source."""
+        as sent by its end position. It has its own descriptor (a ``dup``),
+        closed once aiohttp is done with it, whatever happens to this source."""
         if self._closing:
             raise LocalFileError(f"{self._path} was closed: the upload ended", url=self._task_url)
         position = start
