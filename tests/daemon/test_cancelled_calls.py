@@ -47,6 +47,26 @@ async def _daemon_state_of(state_dir: Path, task_id: int) -> str:
     return str(task["state"])
 
 
+def _gate_requests(
+    session: Session, ending: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[asyncio.Event, asyncio.Event]:
+    """Hold the daemon client's requests whose path ends with ``ending`` until
+    the first event is set (as a busy connection pool would); the second is set
+    when one is held."""
+    link = session._backend._link  # type: ignore[union-attr]
+    send = link.send
+    gate, at_gate = asyncio.Event(), asyncio.Event()
+
+    async def gated(path: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if path.endswith(ending):
+            at_gate.set()
+            await gate.wait()
+        return await send(path, *args, **kwargs)
+
+    monkeypatch.setattr(link, "send", gated)
+    return gate, at_gate
+
+
 @pytest.mark.parametrize("cancelled", ["wait", "metrics"])
 async def test_a_suspend_reaches_the_daemon_when_the_next_call_is_cancelled(
     server: TestServer,
@@ -62,17 +82,7 @@ async def test_a_suspend_reaches_the_daemon_when_the_next_call_is_cancelled(
         await asyncio.wait_for(wait_for_bytes(task, 100_000), TIMEOUT)
         # The suspend's request waits at a gate (a busy connection pool would):
         # the call after it is cancelled while it waits for that request.
-        link = session._backend._link  # type: ignore[union-attr]
-        send = link.send
-        gate, at_gate = asyncio.Event(), asyncio.Event()
-
-        async def gated(path: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
-            if path.endswith("/suspend"):
-                at_gate.set()
-                await gate.wait()
-            return await send(path, *args, **kwargs)
-
-        monkeypatch.setattr(link, "send", gated)
+        gate, at_gate = _gate_requests(session, "/suspend", monkeypatch)
         task.suspend()  # sent in the background: the next call waits for its answer
         await asyncio.wait_for(at_gate.wait(), TIMEOUT)
         with anyio.move_on_after(0):  # cancelled while it waits for the suspend
@@ -99,17 +109,7 @@ async def test_a_wait_does_not_wait_for_the_acknowledgements_before_it(
             await session.download(server.url(file.path), out_dir / f"a{n}.bin")
             for n, file in enumerate(files)
         ]
-        link = session._backend._link  # type: ignore[union-attr]
-        send = link.send
-        gate, at_gate = asyncio.Event(), asyncio.Event()
-
-        async def gated(path: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
-            if path.endswith("/acknowledge"):
-                at_gate.set()
-                await gate.wait()
-            return await send(path, *args, **kwargs)
-
-        monkeypatch.setattr(link, "send", gated)
+        gate, at_gate = _gate_requests(session, "/acknowledge", monkeypatch)
         first = await asyncio.wait_for(tasks[0].wait(), TIMEOUT)
         await asyncio.wait_for(at_gate.wait(), TIMEOUT)  # its acknowledgement, held
         second = await asyncio.wait_for(tasks[1].wait(), TIMEOUT)
