@@ -38,8 +38,14 @@ DAEMON_CLIENT = {
     "bgtransfer._daemon.client",
     "bgtransfer._daemon.attachment",
     "bgtransfer._daemon.connection",
+    "bgtransfer._daemon.channel_client",
 }
-DAEMON_SERVER = {"bgtransfer._daemon.server", "bgtransfer._daemon.commands"}
+DAEMON_SERVER = {
+    "bgtransfer._daemon.server",
+    "bgtransfer._daemon.commands",
+    "bgtransfer._daemon.channel_server",
+    "bgtransfer._daemon.process",
+}
 SERVER_SIDE = {"aiohttp.web", "bgtransfer.testing"}
 TERMINAL = {"rich", "textual", "bgtransfer._demo.app"}
 CLI_MODULES = {"bgtransfer._cli"}

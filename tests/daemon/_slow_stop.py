@@ -1,6 +1,6 @@
 """A real bgtransfer daemon whose stop waits for the test (tests/daemon/test_stopping.py).
 
-``python _slow_stop.py STATE_DIR`` runs ``run_daemon(STATE_DIR)`` and says on
+``python _slow_stop.py STATE_DIR`` runs ``process.run_daemon(STATE_DIR)`` and says on
 stdout, one word a line: ``listening`` once it answers; ``stopping`` when it
 is told to stop (SIGTERM), before it refuses anything; ``refused`` each time
 it refused a request because it is stopping. The closing of its sessions
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bgtransfer._daemon import server, sessions
+from bgtransfer._daemon import process, server, sessions
 
 
 def say(word: str) -> None:
@@ -59,4 +59,4 @@ if real_stopping is not None:
     server._stopping = stopping
 
 if __name__ == "__main__":
-    sys.exit(server.run_daemon(Path(sys.argv[1])))
+    sys.exit(process.run_daemon(Path(sys.argv[1])))

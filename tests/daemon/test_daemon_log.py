@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bgtransfer import Session
-from bgtransfer._daemon.server import LOG_ENV
+from bgtransfer._daemon.process import LOG_ENV
 from bgtransfer.testing import TestServer
 
 

@@ -43,7 +43,7 @@ def _daemon(args: argparse.Namespace) -> int:
         from .._daemon.control import stop_daemon  # noqa: PLC0415
 
         return asyncio.run(stop_daemon(state_dir, default=default))
-    from .._daemon.server import run_daemon  # noqa: PLC0415
+    from .._daemon.process import run_daemon  # noqa: PLC0415
 
     idle = args.idle_timeout if args.idle_timeout > 0 else None
     return run_daemon(state_dir, default=default, idle_timeout=idle)

@@ -32,6 +32,7 @@ from .._core.wire_stats import decode_statistics
 from .._engine.backend import TaskSnapshot
 from .._engine.hub import EventHub
 from .._exceptions import DaemonError, SessionClosedError, SessionInUseError
+from .channel_client import NO_CHANNEL, Channel, open_channel
 from .connection import (
     BASE,
     HEADERS,
@@ -44,13 +45,14 @@ from .connection import (
     streams_session,
 )
 from .paths import socket_path
-from .protocol import LEASE_HEADER
+from .protocol import LEASE_HEADER, MAX_BODY
 from .snapshots import Snapshots
 
 __all__ = ["LOST", "Attachment", "Unanswered"]
 
 LOST: Final = (aiohttp.ClientError, OSError, ValueError)  # the daemon's connection broke
 ATTEMPTS: Final = 4  # a command is sent at most this often (three reconnections)
+JSON: Final = {"Content-Type": "application/json"}
 
 Backlog = list[tuple[TaskSnapshot, ProgressEvent | None]]
 
@@ -101,6 +103,9 @@ class Attachment:
         self.closed = False  # closed by the application, or ended for good
         self.lost: BaseException | None = None  # why the daemon could not be reached again
         self.invalidated = False  # the daemon ends the session: no reconnection
+        self._channel: Channel | None = None  # the commands' (channel_client.py)
+        self._channel_lock = asyncio.Lock()
+        self._channels = True  # the daemon offers one (its hello; a refused upgrade says not)
 
     @property
     def leased(self) -> bool:
@@ -114,7 +119,7 @@ class Attachment:
         (within the launch timeout)."""
         deadline = asyncio.get_running_loop().time() + LAUNCH_TIMEOUT
         while True:
-            await reach(self.http, self._state_dir, default=self._default)
+            self._heard(await reach(self.http, self._state_dir, default=self._default))
             try:
                 backlog = await self._attach()
                 break
@@ -124,6 +129,10 @@ class Attachment:
         for snapshot, progress in backlog:
             self._book.take(snapshot, progress)
         self._reader = asyncio.create_task(self._read(self._response))
+
+    def _heard(self, hello: dict[str, Any]) -> None:
+        capabilities = hello.get("capabilities")
+        self._channels = isinstance(capabilities, list) and "channel" in capabilities
 
     async def _attach(self) -> Backlog:
         """Attach: the lease, and the backlog's task lines (up to ``ready``)."""
@@ -200,10 +209,11 @@ class Attachment:
         if response is not None:
             response.close()  # the old lease ends with its connection
         self.headers.pop(LEASE_HEADER, None)
+        await self._drop_channel()
         delay = 0.01
         while True:
             try:
-                await reach(self.http, self._state_dir, default=self._default)
+                self._heard(await reach(self.http, self._state_dir, default=self._default))
                 backlog = await self._attach()
                 break
             except SessionInUseError as exc:
@@ -306,6 +316,7 @@ class Attachment:
                         raise  # (ours, not the job's)
         if self._response is not None:
             self._response.close()
+        await self._drop_channel()
 
     async def close_sessions(self) -> None:
         await self._commands.close()
@@ -361,10 +372,49 @@ class Attachment:
         return dict(answer)
 
     async def post(self, path: str, body: dict[str, Any] | None) -> tuple[int, Any]:
+        """The command's status and answer: over the channel (opened when first
+        needed, again after a reconnection), else as a request of its own (a
+        daemon without a channel; a body beyond what a message may hold, for
+        the daemon's 413; the detach, which ends the channel's lease)."""
+        text = json.dumps(body or {}, separators=(",", ":"))
+        if self._channels and path != "/detach" and len(text) < MAX_BODY:
+            channel = self._channel
+            lease = self.headers.get(LEASE_HEADER)
+            if channel is None or not channel.open or channel.lease != lease:
+                channel = await self._open_channel()
+            if channel is not None:
+                return await channel.call(path, text)
         async with self._commands.post(
-            self.prefix + path, json=body or {}, headers=self.headers
+            self.prefix + path, data=text, headers={**self.headers, **JSON}
         ) as response:
             return response.status, await response.json(content_type=None)
+
+    async def _open_channel(self) -> Channel | None:
+        """The lease's channel, opened unless another caller just did; None
+        when the daemon refuses it (the request then says why, or goes as a
+        request for good where the daemon has no channel)."""
+        async with self._channel_lock:
+            lease = self.headers.get(LEASE_HEADER)
+            channel = self._channel
+            if channel is not None and channel.open and channel.lease == lease:
+                return channel
+            await self._drop_channel()
+            if lease is None or not self._channels:
+                return None
+            try:
+                self._channel = await open_channel(
+                    self.http, self.prefix + "/channel", self.headers, lease
+                )
+            except aiohttp.WSServerHandshakeError as exc:
+                if exc.status in NO_CHANNEL:
+                    self._channels = False
+                return None
+            return self._channel
+
+    async def _drop_channel(self) -> None:
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            await channel.close()
 
 
 async def read_line(response: aiohttp.ClientResponse) -> dict[str, Any] | None:

@@ -21,12 +21,13 @@ from .._core.wire import (
 )
 from .._core.wire_auth import decode_answer
 from .._core.wire_metrics import encode_session_metrics, encode_task_metrics
+from .._core.wire_stats import encode_statistics
 from .._core.wire_upload import decode_upload
 from .._exceptions import BgTransferError
 from .routing import NUMBER
 from .sessions import Served
 
-__all__ = ["COMMANDS", "Command"]
+__all__ = ["COMMANDS", "Command", "run_command"]
 
 Command = Callable[[Served, dict[str, Any], int | None], Awaitable[dict[str, Any]]]
 
@@ -246,3 +247,13 @@ COMMANDS: Final[dict[str, Command]] = {
     "/metrics": metrics,
 }
 """The routes below ``/v1/sessions/{identifier}`` that act on an attached session."""
+
+
+async def run_command(
+    command: Command, served: Served, body: dict[str, Any], number: int | None
+) -> dict[str, Any]:
+    """``command``'s answer with the session's statistics (every answer carries
+    them: the client's ``statistics()`` reads no socket)."""
+    answer = await command(served, body, number)
+    answer["statistics"] = encode_statistics(served.backend.statistics())
+    return answer

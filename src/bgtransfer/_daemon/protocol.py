@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .._core.version import VERSION
 from .._core.wire import PROTOCOL_VERSION, WireError, encode_exception
+from .._exceptions import BgTransferError, SessionInUseError
 
 if TYPE_CHECKING:
     # Types only: the clients (connection.py, control.py) import this module for
@@ -33,6 +34,7 @@ __all__ = [
     "package_version",
     "peer",
     "read_body",
+    "refusal",
     "send_all",
     "send_line",
     "send_lines",
@@ -43,7 +45,7 @@ PROTOCOL_HEADER: Final = "Bgtransfer-Protocol"
 LEASE_HEADER: Final = "Bgtransfer-Lease"
 MAX_BODY: Final = 16 * 1024 * 1024  # a batch of some 10,000 requests; more is refused (413)
 SHUTDOWN_BOUND: Final = 10.0  # seconds SIGTERM/--stop may take to journal and close
-CAPABILITIES: Final = ("attach", "status", "stop", "credentials")
+CAPABILITIES: Final = ("attach", "status", "stop", "credentials", "channel")
 WRITE_BATCH: Final = 256  # lines a stream's reader holds at most while a write waits
 
 
@@ -59,6 +61,21 @@ class Refused(Exception):
         super().__init__(str(error))
         self.status = status
         self.error = error
+
+
+def refusal(exc: Exception) -> tuple[int, BaseException] | None:
+    """The status and the error a request that raised ``exc`` is answered
+    with (the same over HTTP and the command channel); None for an error that
+    is no refusal (a bug: answered 500 and logged by the caller)."""
+    if isinstance(exc, Refused):
+        return exc.status, exc.error
+    if isinstance(exc, SessionInUseError):
+        return 409, exc
+    if isinstance(exc, KeyError):
+        return 404, exc
+    if isinstance(exc, BgTransferError | TypeError | ValueError):
+        return 400, exc
+    return None
 
 
 def version_error(given: str) -> ValueError:

@@ -23,7 +23,15 @@ from aiohttp.web_protocol import RequestHandler
 
 from .protocol import Refused
 
-__all__ = ["NUMBER", "SESSION", "Handler", "Routes", "Target", "request_factory"]
+__all__ = [
+    "NUMBER",
+    "SESSION",
+    "Handler",
+    "Routes",
+    "Target",
+    "command_key",
+    "request_factory",
+]
 
 SESSION: Final = "/v1/sessions/{identifier}"  # the start of a session route's key
 NUMBER: Final = "{n}"  # a task's (or a question's) id in a route's key
@@ -74,17 +82,27 @@ def _split(path: str) -> tuple[str, Target]:
     if not path.startswith(_SESSIONS):
         return path, _NO_TARGET
     identifier, slash, rest = path[len(_SESSIONS) :].partition("/")
-    if not identifier or not slash:
+    found = command_key(rest) if identifier and slash else None
+    if found is None:
         return path, _NO_TARGET  # (no such route)
+    key, number = found
+    return SESSION + key, Target(_unquote(identifier), number)
+
+
+def command_key(rest: str) -> tuple[str, int | None] | None:
+    """A session route's key below ``/v1/sessions/{identifier}`` and the
+    number in it, from the path after the identifier's slash (``tasks/12/cancel``:
+    ``/tasks/{n}/cancel`` and 12); None for a path with two numbers (no route
+    has two). The command channel names its commands by these paths too."""
     number = None
     parts = rest.split("/")
     for index, part in enumerate(parts):
         if part.isascii() and part.isdigit():  # [0-9]+, as the router's patterns were
             if number is not None:
-                return path, _NO_TARGET  # (no route has two)
+                return None
             number = int(part)
             parts[index] = NUMBER
-    return SESSION + "/" + "/".join(parts), Target(_unquote(identifier), number)
+    return "/" + "/".join(parts), number
 
 
 def _unquote(value: str) -> str:

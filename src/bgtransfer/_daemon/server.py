@@ -12,17 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import secrets
-import signal
 import socket
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Final
 
 import anyio
 from aiohttp import web
@@ -36,11 +31,10 @@ from .._core.wire import (
     decode_config,
 )
 from .._core.wire_stats import encode_statistics
-from .._exceptions import BgTransferError, DaemonError, SessionClosedError, SessionInUseError
-from .._io.files import make_private_dir
-from .._io.sdlisten import inherited_listener
-from .commands import COMMANDS, Command
-from .paths import lock_path, make_socket_dir, socket_path
+from .._exceptions import DaemonError, SessionClosedError, SessionInUseError
+from .channel_server import serve_channel
+from .commands import COMMANDS, Command, run_command
+from .paths import make_socket_dir
 from .protocol import (
     CAPABILITIES,
     LEASE_HEADER,
@@ -52,6 +46,7 @@ from .protocol import (
     package_version,
     peer,
     read_body,
+    refusal,
     send_all,
     send_line,
     send_lines,
@@ -64,12 +59,10 @@ from .views import event_line, session_status, task_line
 __all__ = [
     "CONFIG_NAME",
     "LEASE_HEADER",
-    "LOG_ENV",
     "MAX_BODY",
     "PROTOCOL_HEADER",
     "Daemon",
     "package_version",
-    "run_daemon",
 ]
 
 log = logging.getLogger("bgtransfer.daemon")
@@ -168,6 +161,7 @@ class Daemon:
         routes.add("POST", SESSION + "/attach", self._attach)
         routes.add("POST", SESSION + "/detach", self._detach)
         routes.add("POST", SESSION + "/events", self._events)
+        routes.add("GET", SESSION + "/channel", self._channel)
         for path, command in COMMANDS.items():
             routes.add("POST", SESSION + path, self._command(command))
         return routes
@@ -182,22 +176,16 @@ class Daemon:
             self._check(request)
             handler, target = self._routes.resolve(request.method, request.rel_url.path_safe)
             return await handler(request, target)
-        except Refused as refused:
-            return error_response(refused.status, refused.error)
         except web.HTTPException as exc:  # aiohttp's: 413...
             if exc.status < 400:
                 raise
             return error_response(exc.status, RuntimeError(exc.reason))
-        except (BgTransferError, TypeError, ValueError, KeyError) as exc:
-            status = 404 if isinstance(exc, KeyError) else 400
-            if isinstance(exc, SessionInUseError):
-                status = 409
-            return error_response(status, exc)
-        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
-            raise
-        except Exception as exc:  # a bug: answered, logged, never the daemon's end
-            log.exception("request %s %s failed", request.method, request.path)
-            return error_response(500, exc)
+        except Exception as exc:
+            refused = refusal(exc)
+            if refused is None:  # a bug: answered, logged, never the daemon's end
+                log.exception("request %s %s failed", request.method, request.path)
+                refused = 500, exc
+            return error_response(*refused)
         finally:
             self._busy -= 1
             self._arm_idle()
@@ -389,12 +377,30 @@ class Daemon:
             )
         return served
 
+    async def _channel(self, request: web.BaseRequest, target: Target) -> web.StreamResponse:
+        """The command channel (``channel_server.py``): bound to the request's
+        lease, it ends with it (as a stream does)."""
+        identifier = target.identifier
+        served = self._leased(request, identifier)
+
+        def check() -> Served:
+            if self._stop.is_set():
+                raise _stopping()
+            return self._leased(request, identifier)
+
+        task = asyncio.current_task()
+        assert task is not None
+        served.streams.add(task)
+        try:
+            return await serve_channel(request, check)
+        finally:
+            served.streams.discard(task)
+
     def _command(self, run: Command) -> Handler:
         async def handler(request: web.BaseRequest, target: Target) -> web.StreamResponse:
             served = self._leased(request, target.identifier)
-            answer = await run(served, await read_body(request), target.number)
-            answer["statistics"] = encode_statistics(served.backend.statistics())
-            return web.json_response(answer)
+            body = await read_body(request)
+            return web.json_response(await run_command(run, served, body, target.number))
 
         return handler
 
@@ -415,76 +421,3 @@ def _same_engine(a: Configuration, b: Configuration) -> bool:
     """The session's engine runs the same under both (``acknowledge`` is the
     client's: the daemon's engine always acknowledges explicitly)."""
     return a.replace(acknowledge="explicit") == b.replace(acknowledge="explicit")
-
-
-# -- the process ----------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _daemon_lock(state_dir: Path) -> Iterator[bool]:
-    make_private_dir(state_dir)
-    fd = os.open(lock_path(state_dir), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        yield True
-    finally:
-        os.close(fd)
-
-
-LOG_ENV: Final = "BGTRANSFER_DAEMON_LOG"  # the engine's level in daemon.log (warning)
-
-
-def _configure_logging(engine_level: str | None) -> None:
-    """daemon.log: the daemon's own lines (listening, sessions opened and
-    closed, launches, stopping, its errors) at INFO, and the engine's from
-    WARNING: one INFO line per finished task is noise in a daemon that runs
-    thousands (and its cost: docs/design.md, "What daemon.log shows").
-    ``engine_level`` (``$BGTRANSFER_DAEMON_LOG``: ``info``, ``debug``...)
-    lowers that, for someone following the tasks from the log."""
-    logging.basicConfig(
-        stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s"
-    )
-    level = logging.WARNING
-    if engine_level:
-        named = logging.getLevelName(engine_level.strip().upper())
-        if isinstance(named, int):
-            level = named
-        else:
-            log.warning("%s=%r is not a logging level: WARNING", LOG_ENV, engine_level)
-    logging.getLogger("bgtransfer").setLevel(level)
-    log.setLevel(min(level, logging.INFO))
-
-
-def run_daemon(state_dir: Path, *, default: bool = False, idle_timeout: float | None = None) -> int:
-    """The ``bgtransfer daemon`` process: 0 when it ran, or when another daemon
-    of the state dir already runs ("already running")."""
-    _configure_logging(os.environ.get(LOG_ENV))
-    state_dir = state_dir.absolute()
-    with _daemon_lock(state_dir) as acquired:
-        if not acquired:
-            print(f"bgtransfer daemon: already running for {state_dir}", file=sys.stderr)
-            return 0
-        path = socket_path(state_dir, default=default)
-        try:  # systemd's socket (bgtransfer.socket), before binding one
-            listener = inherited_listener(expected_path=path)
-        except ValueError as exc:
-            print(f"bgtransfer daemon: {exc}", file=sys.stderr)
-            return 2
-
-        async def main() -> None:
-            daemon = Daemon(
-                state_dir, socket_file=path, idle_timeout=idle_timeout, listener=listener
-            )
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, daemon.stop)
-            await daemon.serve()
-
-        asyncio.run(main())
-    return 0
