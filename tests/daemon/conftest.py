@@ -13,11 +13,13 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import attrs
 import pytest
 import pytest_asyncio
 
 from _helpers import kill_daemon
+from bgtransfer._daemon.connection import connect
 
 APP = Path(__file__).with_name("_app.py")
 LINE_TIMEOUT = 30.0
@@ -90,3 +92,11 @@ async def run_app() -> AsyncIterator[Any]:
             app.kill()
             with contextlib.suppress(Exception):
                 await app.finish()
+
+
+@pytest_asyncio.fixture
+async def http(daemon_state: Path) -> AsyncIterator[aiohttp.ClientSession]:
+    """A raw HTTP client of the state dir's daemon (launched for the test)."""
+    session, _hello = await connect(daemon_state, default=False)
+    async with session:
+        yield session

@@ -8,50 +8,23 @@ import asyncio
 import contextlib
 import hashlib
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import pytest_asyncio
+from _raw import BASE, HEADERS, attach
 from aiohttp import WSMsgType, web
 
-from bgtransfer import Configuration, Session
-from bgtransfer._core.wire import PROTOCOL_VERSION, encode_config
+from bgtransfer import Session
 from bgtransfer._daemon import server as server_module
 from bgtransfer._daemon.channel_server import IN_FLIGHT
-from bgtransfer._daemon.connection import connect
 from bgtransfer._daemon.paths import socket_path
 from bgtransfer._daemon.protocol import MAX_BODY, error_response
 from bgtransfer._daemon.server import Daemon
 from bgtransfer.testing import Faults, TestServer
 
 pytestmark = pytest.mark.asyncio
-
-BASE = "http://daemon"
-HEADERS = {"Bgtransfer-Protocol": str(PROTOCOL_VERSION)}
-
-
-@pytest_asyncio.fixture
-async def http(daemon_state: Path) -> AsyncIterator[aiohttp.ClientSession]:
-    """A raw HTTP client of the state dir's daemon (launched for the test)."""
-    session, _hello = await connect(daemon_state, default=False)
-    async with session:
-        yield session
-
-
-async def attach(http: aiohttp.ClientSession, identifier: str) -> tuple[Any, str]:
-    """Attach by hand (the stream stays open: it holds the lease); its lease."""
-    body = {"config": encode_config(Configuration())}
-    response = await http.post(
-        f"{BASE}/v1/sessions/{identifier}/attach", json=body, headers=HEADERS
-    )
-    assert response.status == 200
-    while (line := json.loads(await response.content.readline()))["type"] != "ready":
-        if line["type"] == "attached":
-            lease = line["lease"]
-    return response, lease
 
 
 async def channel(

@@ -4,52 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import os
 import stat
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import pytest_asyncio
+from _raw import BASE, HEADERS, attach
 
 from _helpers import kill_daemon
 from bgtransfer import Configuration, DaemonError, Session
-from bgtransfer._core.wire import PROTOCOL_VERSION, encode_config
+from bgtransfer._core.wire import PROTOCOL_VERSION
 from bgtransfer._daemon import connection as daemon_client
-from bgtransfer._daemon.connection import connect
 from bgtransfer._daemon.paths import SOCKET_PATH_MAX, socket_path
 from bgtransfer._daemon.server import MAX_BODY, Daemon
 from bgtransfer.testing import TestServer
 
 pytestmark = pytest.mark.asyncio
-
-BASE = "http://daemon"
-HEADERS = {"Bgtransfer-Protocol": str(PROTOCOL_VERSION)}
-
-
-@pytest_asyncio.fixture
-async def http(daemon_state: Path) -> AsyncIterator[aiohttp.ClientSession]:
-    """A raw HTTP client of the state dir's daemon (launched for the test)."""
-    session, _hello = await connect(daemon_state, default=False)
-    async with session:
-        yield session
-
-
-async def attach(
-    http: aiohttp.ClientSession, identifier: str, config: Configuration | None = None
-) -> tuple[aiohttp.ClientResponse, str]:
-    """Attach by hand; return the open stream and its lease."""
-    body = {"config": encode_config(config or Configuration())}
-    response = await http.post(
-        f"{BASE}/v1/sessions/{identifier}/attach", json=body, headers=HEADERS
-    )
-    assert response.status == 200
-    first = json.loads(await response.content.readline())
-    assert first["type"] == "attached"
-    return response, first["lease"]
 
 
 async def test_socket_and_its_directory_are_private(daemon_state: Path) -> None:
