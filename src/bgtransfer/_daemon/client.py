@@ -314,7 +314,7 @@ class DaemonBackend:
     def _send_acknowledgements(self) -> None:
         ids, self._acks = self._acks, None
         if ids and not self._closed:
-            self._call_nowait("/acknowledge", {"ids": ids}, ack=True)
+            self._call_nowait("/acknowledge", {"ids": ids, "auto": True}, ack=True)
 
     def invalidate(self) -> None:
         self._call_nowait("/invalidate")
