@@ -247,3 +247,24 @@ async def test_a_client_sends_its_commands_over_the_channel_where_there_is_one(
         assert commands.pop(0) == "GET /channel"  # refused once, then never asked again
     assert all(c.startswith("POST /") for c in commands), commands
     assert commands.count("POST /tasks") == commands.count("POST /metrics") == 3
+
+
+async def test_a_channel_whose_client_stops_reading_hurts_nobody(
+    http: aiohttp.ClientSession, daemon_state: Path, server: TestServer, out_dir: Path
+) -> None:
+    """Thousands of commands whose answers are never read: the daemon's writes
+    to that channel wait (its reader too, at most 64 commands running), and
+    another session's client is served meanwhile."""
+    file = server.add_file("/ok.bin", size=100_000)
+    stream, lease = await attach(http, "stalled")
+    try:
+        stalled = await channel(http, "stalled", lease)
+        for ident in range(5_000):  # far more answers than the socket's buffers hold
+            await stalled.send_str(json.dumps({"id": ident, "command": "/metrics"}))
+        async with Session("other", state_dir=daemon_state, daemon=True) as other:
+            task = await other.download(server.url("/ok.bin"), out_dir / "ok.bin")
+            await task.wait()
+        assert hashlib.sha256((out_dir / "ok.bin").read_bytes()).hexdigest() == file.sha256
+        await stalled.close()
+    finally:
+        stream.close()
