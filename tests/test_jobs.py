@@ -159,7 +159,12 @@ class Entries:
         return len(self.entries)
 
     async def flush(
-        self, *, shielded: bool = False, lazy: bool = False, upto: int | None = None
+        self,
+        *,
+        shielded: bool = False,
+        lazy: bool = False,
+        upto: int | None = None,
+        at_once: bool = False,
     ) -> None:
         await anyio.lowlevel.checkpoint()
 

@@ -16,7 +16,7 @@ again from its first byte.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Final
 
 import attrs
@@ -29,6 +29,9 @@ from .tus import TusCapabilities, capabilities_from_document
 
 if TYPE_CHECKING:
     from _typeshed import StrPath
+
+# The string encoder json.dumps uses by default (ensure_ascii): C, when built.
+_quoted: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
 __all__ = [
     "METHODS",
@@ -164,7 +167,20 @@ class UploadFields:
 
     def _encoded(self) -> str:
         identity = self.identity
-        more = {} if self.tus is None else {"tus": self.tus.document()}
+        if self.tus is None:
+            # What json.dumps writes for the dict below (its separators, its
+            # ASCII escapes by the same C function), without making the dict and
+            # an encoder for it: one of these per upload() call.
+            return (
+                f'{{"method": {_quoted(self.method)}, "source": {_quoted(self.source)}, '
+                f'"identity": [{int(identity.size)}, {int(identity.mtime_ns)}, '
+                f"{int(identity.device)}, {int(identity.inode)}], "
+                f'"reply_to": {_quoted_or_null(self.reply_to)}, '
+                f'"upload_url": {_quoted_or_null(self.upload_url)}, '
+                f'"upload_offset": {int(self.upload_offset)}, '
+                f'"protocol": {_quoted(self.protocol)}}}'
+            )
+        more = {"tus": self.tus.document()}
         return json.dumps(
             {
                 "method": self.method,
@@ -222,6 +238,10 @@ class UploadFields:
             protocol=protocol,
             tus=None if tus is None else capabilities_from_document(tus),
         )
+
+
+def _quoted_or_null(text: str | None) -> str:
+    return "null" if text is None else _quoted(text)
 
 
 def check_upload_status(url: str, status: int, reason: str, headers: Mapping[str, str]) -> None:

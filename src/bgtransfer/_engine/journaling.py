@@ -73,12 +73,18 @@ class TaskJournal(Protocol):
         ...
 
     async def flush(
-        self, *, shielded: bool = False, lazy: bool = False, upto: int | None = None
+        self,
+        *,
+        shielded: bool = False,
+        lazy: bool = False,
+        upto: int | None = None,
+        at_once: bool = False,
     ) -> None:
         """Return once everything recorded so far (``upto``: until ``generation``
         was that) is durable. ``shielded``: the caller runs in a shielded cancel
         scope; ``lazy``: by a commit that something else starts, or the one a
-        ``deferred`` entry is due."""
+        ``deferred`` entry is due; ``at_once``: without a scheduling point
+        first (the caller had one just before)."""
         ...
 
 

@@ -8,6 +8,7 @@ wait on a record's event becomes an awaitable call.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,8 +71,17 @@ class LocalBackend:
 
     # -- commands ---------------------------------------------------------------
 
+    # A call that makes tasks takes its scheduling point first (a loop of
+    # download() calls lets the other tasks run; concurrent callers' commits
+    # take turns), where a cancelled caller stops before anything is made; then
+    # it makes the tasks and commits them with no await in between when the
+    # commit runs on the loop: returned, a task is in the journal, cancelled,
+    # the caller made none. (A shielded yield after making them cost more than
+    # twice a bare one: docs/design.md, "Enqueue: what one call pays".)
+
     async def submit(self, request: DownloadRequest) -> TaskSnapshot:
         engine = self._engine
+        await asyncio.sleep(0)  # the call's scheduling and cancellation point
         record = engine.submit(
             request.url,
             request.destination,
@@ -80,30 +90,33 @@ class LocalBackend:
             segments=request.segments,
             integrity=request.integrity,
         )
-        await engine.flush()  # in the journal before it is handed out
+        await engine.flush(at_once=True)  # in the journal before it is handed out
         return snapshot_of(record)
 
     async def submit_many(self, requests: Sequence[DownloadRequest]) -> list[TaskSnapshot]:
         engine = self._engine
+        await asyncio.sleep(0)
         records = engine.submit_many(
             [
                 (r.url, r.destination, r.description, r.headers, r.segments, r.integrity)
                 for r in requests
             ]
         )
-        await engine.flush()  # in the journal before they are handed out
+        await engine.flush(at_once=True)  # in the journal before they are handed out
         return [snapshot_of(record) for record in records]
 
     async def submit_upload(self, request: UploadRequest) -> TaskSnapshot:
         engine = self._engine
+        await asyncio.sleep(0)
         record = engine.submit_upload(request)
-        await engine.flush()  # in the journal before it is handed out
+        await engine.flush(at_once=True)  # in the journal before it is handed out
         return snapshot_of(record)
 
     async def submit_uploads(self, requests: Sequence[UploadRequest]) -> list[TaskSnapshot]:
         engine = self._engine
+        await asyncio.sleep(0)
         records = engine.submit_uploads(requests)
-        await engine.flush()  # in the journal before they are handed out
+        await engine.flush(at_once=True)  # in the journal before they are handed out
         return [snapshot_of(record) for record in records]
 
     async def fetch(

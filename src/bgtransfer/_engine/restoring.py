@@ -89,15 +89,17 @@ class Restoring(Scheduler):
         if found:
             self._spawn(self._terminator.recover, list(found))
 
-    async def flush(self) -> None:
+    async def flush(self, *, at_once: bool = False) -> None:
         """Return once the journal holds everything done so far.
 
-        Always a scheduling point, never a cancellation point: a caller that just
-        made a task gets it back (a loop of ``download()`` calls lets the other
-        tasks run)."""
+        A scheduling point, never a cancellation point: a caller that just made
+        a task gets it back. ``at_once``: no scheduling point either, the
+        caller had its own just before it made the task (``LocalBackend``'s
+        ``submit``s): a commit on the loop then leaves no await between the
+        new task and its handle; one in a worker thread waits as without."""
         if self._journal is not None:
-            await self._journal.flush()
-        else:
+            await self._journal.flush(at_once=at_once)
+        elif not at_once:
             await anyio.lowlevel.cancel_shielded_checkpoint()
 
     async def submit_resumed(

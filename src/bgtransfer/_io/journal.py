@@ -238,7 +238,12 @@ class Journal(JournalWriter):
         return self._generation
 
     async def flush(
-        self, *, shielded: bool = False, lazy: bool = False, upto: int | None = None
+        self,
+        *,
+        shielded: bool = False,
+        lazy: bool = False,
+        upto: int | None = None,
+        at_once: bool = False,
     ) -> None:
         """Return once everything put so far is committed; raise the writer's
         :class:`~bgtransfer.JournalError` if it cannot write.
@@ -261,6 +266,10 @@ class Journal(JournalWriter):
         one transaction.
 
         ``upto``: only what was put until :attr:`generation` was that value.
+
+        ``at_once``: no scheduling point first; the caller had its own just
+        before it put what it flushes (a new task: ``LocalBackend.submit``),
+        so a small batch is committed on the loop without a turn in between.
         """
         target = self._generation if upto is None else upto
         if self._committed >= target:
@@ -270,7 +279,7 @@ class Journal(JournalWriter):
             return
         if shielded:
             await asyncio.sleep(0)
-        else:
+        elif not at_once:
             await anyio.lowlevel.cancel_shielded_checkpoint()
         while self._committed < target:
             self._raise_if_cannot_commit()

@@ -17,7 +17,7 @@ from .._core.journal import COLUMNS, TaskEntry, entry_to_row
 from .._core.terminations import TERMINATION_COLUMNS, PendingTermination, termination_to_row
 from .files import fsync_file
 
-__all__ = ["MULTI_ROW_MAX", "Batch", "close_all", "commit_sync"]
+__all__ = ["MULTI_ROW_MAX", "Batch", "close_all", "commit_sync", "upsert_one"]
 
 MULTI_ROW_MAX = 16
 """Entries up to this many are committed by one ``INSERT`` listing them all."""
@@ -108,6 +108,18 @@ def commit_sync(connection: sqlite3.Connection, batch: Batch) -> None:
         if _journal_failed(exc):
             raise
         _commit_each(connection, batch)
+
+
+def upsert_one(connection: sqlite3.Connection, entry: TaskEntry) -> None:
+    """One entry and nothing else, its own transaction: the commit a new task
+    waits for (``download()``), without a :class:`Batch` and its lists. Raises
+    whatever the statement raises; the caller commits it as a batch then, which
+    tells a row's problem from the journal's (:func:`commit_sync`)."""
+    row = entry_to_row(entry)
+    connection.execute(
+        _upsert_of_shape(1, tuple([value is None for value in row])),
+        [value for value in row if value is not None],
+    )
 
 
 def _commit_each(connection: sqlite3.Connection, batch: Batch) -> None:

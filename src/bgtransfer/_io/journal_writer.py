@@ -24,7 +24,7 @@ from .._core.eventlog import EventLog
 from .._core.journal import TaskEntry
 from .._core.terminations import PendingTermination
 from .._exceptions import JournalError
-from .journal_commit import Batch, close_all, commit_sync
+from .journal_commit import Batch, close_all, commit_sync, upsert_one
 from .threads import run_blocking
 
 __all__ = ["INLINE_ROWS", "WAL_CHECKPOINT_COMMITS", "JournalStatistics", "JournalWriter"]
@@ -290,11 +290,18 @@ class JournalWriter:
                 self._committed_seq = batch.logged[-1][0]
             if batch.forgotten and batch.next_id is not None:
                 self._stored_next_id = batch.next_id
-            self._committed = batch.generation
-            self._commits += 1
-            self._uncheckpointed += 1
-            if self._uncheckpointed >= WAL_CHECKPOINT_COMMITS:
-                self._wakeup.set()  # the writer checkpoints, in its thread
+            self._committed_to(batch.generation)
+        else:
+            self._last_commit = time.monotonic()
+            self._wake_waiters()
+
+    def _committed_to(self, generation: int) -> None:
+        """A commit of what was put until :attr:`generation` was ``generation`` succeeded."""
+        self._committed = generation
+        self._commits += 1
+        self._uncheckpointed += 1
+        if self._uncheckpointed >= WAL_CHECKPOINT_COMMITS:
+            self._wakeup.set()  # the writer checkpoints, in its thread
         self._last_commit = time.monotonic()
         self._wake_waiters()
 
@@ -307,6 +314,8 @@ class JournalWriter:
 
     def _commit_inline(self) -> None:
         """A small commit without fsync, on the loop: a write into the page cache."""
+        if len(self._pending) == 1 and self._commit_one():
+            return
         batch = self._take_batch(deletions=False)
         try:
             commit_sync(self._connection, batch)
@@ -314,6 +323,23 @@ class JournalWriter:
             self._settle(batch, exc)
         else:
             self._settle(batch, None)
+
+    def _commit_one(self) -> bool:
+        """The usual commit a caller waits for (a new task's): its one entry and
+        nothing else, without a :class:`Batch`. Whether it did: anything else
+        pending, or an error (the entry stays pending: the batch's commit then
+        tells a row's problem from the journal's), leaves it to the batch."""
+        if self._logged or self._terminations or self._deletions_due or self._data_files:
+            return False
+        (entry,) = self._pending.values()
+        try:
+            upsert_one(self._connection, entry)
+        except Exception:
+            return False
+        self._pending = {}
+        self._urgent = False
+        self._committed_to(self._generation)
+        return True
 
     async def _commit(self, *, deletions: bool = False, abandon_on_cancel: bool = False) -> None:
         """Commit everything pending in one transaction, in a worker thread.
