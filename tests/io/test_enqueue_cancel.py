@@ -79,3 +79,22 @@ async def test_a_caller_cancelled_at_its_scheduling_point_made_no_task(
     assert _journal_ids(state_dir) == {holder.id, first.id, second.id}
     async with Session("cancel", config=CONFIG, state_dir=state_dir) as session:
         assert [task.id for task in session.tasks()] == [holder.id, first.id, second.id]
+
+
+@pytest.mark.parametrize("kind", ["download", "upload"])
+async def test_calls_made_together_share_one_commit(
+    calls: dict[str, Call], state_dir: Path, kind: str
+) -> None:
+    """An asyncio.gather of calls: each returns its task in the journal, and the
+    journal committed them once, not once each."""
+    call = calls[kind]
+    async with Session("cancel", config=CONFIG, state_dir=state_dir) as session:
+        await calls["hold"](session, 0)
+        journal = session._require_backend().engine._journal  # type: ignore[attr-defined]
+        before = journal.statistics().commits
+        tasks = await asyncio.gather(*(call(session, index) for index in range(1, 21)))
+        assert journal.statistics().commits == before + 1
+        assert {task.id for task in tasks} <= _journal_ids(state_dir)
+        one = await call(session, 21)  # alone: its own commit, at once
+        assert journal.statistics().commits == before + 2
+        assert one.id in _journal_ids(state_dir)

@@ -53,13 +53,14 @@ def snapshot_of(record: TaskRecord) -> TaskSnapshot:
 class LocalBackend:
     """The tasks of one :class:`~.engine.Engine`, behind the backend protocol."""
 
-    __slots__ = ("_directory", "_engine", "_suspensions")
+    __slots__ = ("_arriving", "_directory", "_engine", "_suspensions")
 
     def __init__(self, engine: Engine, directory: Path) -> None:
         self._engine = engine
         self._directory = directory
         # Per task, the scopes of wait() calls to end when it is suspended.
         self._suspensions: dict[int, list[anyio.CancelScope]] = {}
+        self._arriving = 0  # calls that make tasks, at their scheduling point
 
     @property
     def directory(self) -> Path:
@@ -72,16 +73,28 @@ class LocalBackend:
     # -- commands ---------------------------------------------------------------
 
     # A call that makes tasks takes its scheduling point first (a loop of
-    # download() calls lets the other tasks run; concurrent callers' commits
-    # take turns), where a cancelled caller stops before anything is made; then
-    # it makes the tasks and commits them with no await in between when the
-    # commit runs on the loop: returned, a task is in the journal, cancelled,
-    # the caller made none. (A shielded yield after making them cost more than
-    # twice a bare one: docs/design.md, "Enqueue: what one call pays".)
+    # download() calls lets the other tasks run), where a cancelled caller
+    # stops before anything is made; then it makes the tasks and commits them
+    # with no await in between when the commit runs on the loop: returned, a
+    # task is in the journal, cancelled, the caller made none. Callers that
+    # arrived together (an asyncio.gather of download() calls) resume one after
+    # the other in the next turn: each but the last leaves its commit to the
+    # last one, one commit for all. (A shielded yield after making them cost
+    # more than twice a bare one: docs/design.md, "Enqueue: what one call pays".)
+
+    async def _arrive(self) -> bool:
+        """The call's scheduling and cancellation point; whether no other call
+        that makes tasks resumes after this one in this turn (it commits)."""
+        self._arriving += 1
+        try:
+            await asyncio.sleep(0)
+        finally:
+            self._arriving -= 1
+        return not self._arriving
 
     async def submit(self, request: DownloadRequest) -> TaskSnapshot:
         engine = self._engine
-        await asyncio.sleep(0)  # the call's scheduling and cancellation point
+        last = await self._arrive()
         record = engine.submit(
             request.url,
             request.destination,
@@ -90,33 +103,33 @@ class LocalBackend:
             segments=request.segments,
             integrity=request.integrity,
         )
-        await engine.flush(at_once=True)  # in the journal before it is handed out
+        await engine.flush(at_once=last)  # in the journal before it is handed out
         return snapshot_of(record)
 
     async def submit_many(self, requests: Sequence[DownloadRequest]) -> list[TaskSnapshot]:
         engine = self._engine
-        await asyncio.sleep(0)
+        last = await self._arrive()
         records = engine.submit_many(
             [
                 (r.url, r.destination, r.description, r.headers, r.segments, r.integrity)
                 for r in requests
             ]
         )
-        await engine.flush(at_once=True)  # in the journal before they are handed out
+        await engine.flush(at_once=last)  # in the journal before they are handed out
         return [snapshot_of(record) for record in records]
 
     async def submit_upload(self, request: UploadRequest) -> TaskSnapshot:
         engine = self._engine
-        await asyncio.sleep(0)
+        last = await self._arrive()
         record = engine.submit_upload(request)
-        await engine.flush(at_once=True)  # in the journal before it is handed out
+        await engine.flush(at_once=last)  # in the journal before it is handed out
         return snapshot_of(record)
 
     async def submit_uploads(self, requests: Sequence[UploadRequest]) -> list[TaskSnapshot]:
         engine = self._engine
-        await asyncio.sleep(0)
+        last = await self._arrive()
         records = engine.submit_uploads(requests)
-        await engine.flush(at_once=True)  # in the journal before they are handed out
+        await engine.flush(at_once=last)  # in the journal before they are handed out
         return [snapshot_of(record) for record in records]
 
     async def fetch(
