@@ -23,7 +23,13 @@ VICTIM = b"the file that was here before\n"
 async def test_a_reattached_download_is_verified_byte_exact_after_sigkill(
     corrupt: bool, server: TestServer, tmp_path: Path
 ) -> None:
-    scene = Scene(server, tmp_path, QUICK, files=ONE_FILE)
+    # The engine journals a task's offset with a progress event, once
+    # checkpoint_interval has passed since the last time: with progress_interval 0,
+    # bytes that arrive within that interval of a checkpoint and are the last
+    # before a stall are never journaled. Progress events at most every 0.1 s
+    # (longer than QUICK's checkpoint_interval, 0.05 s) each journal the offset,
+    # and the bytes held back at the stall are reported 0.1 s after the last one.
+    scene = Scene(server, tmp_path, {**QUICK, "progress_interval": 0.1}, files=ONE_FILE)
     (url,) = scene.specs
     spec = scene.specs[url]
     spec["checksum"] = f"sha256:{scene.sha256[url]}"
@@ -31,7 +37,8 @@ async def test_a_reattached_download_is_verified_byte_exact_after_sigkill(
     # Killed right after the journal vouched for 200 000 bytes or more (the hook's
     # rule for a file written as it arrives: twice the 100 000 given). The server
     # holds the body at 250 000 bytes, so that commit comes before the file ends
-    # however slowly the machine runs.
+    # however slowly the machine runs: the report of every byte before the hold
+    # is journaled (see above), and the writer commits it.
     server.set_faults(spec["path"], Faults(drip=DRIP, hold_after=250_000), times=1)
     try:
         run = await scene.child("run1", kill_at={"point": "after_commit", "nth": 100_000})

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,12 +33,14 @@ ONCE = RetryPolicy(max_attempts=1)
 PASSWORD = "pr0xy-s3cret-pw"
 
 
-def _closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A loopback port nothing listens on: bound, never listening (refused), and
+    held for the test, so no other socket can take it meanwhile (a port bound
+    then released could be some other process's by the time it is used)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+        yield sock.getsockname()[1]
 
 
 def _via(server: TestServer) -> list[bool]:
@@ -66,10 +69,10 @@ async def test_the_environment_s_http_proxy_carries_the_download(
 
 @pytest.mark.asyncio
 async def test_a_bogus_http_proxy_fails_the_download_naming_the_proxy(
-    server: TestServer, out_dir: Path, monkeypatch: pytest.MonkeyPatch
+    server: TestServer, out_dir: Path, monkeypatch: pytest.MonkeyPatch, closed_port: int
 ) -> None:
     server.add_file("/f.bin", size=1000)
-    port = _closed_port()
+    port = closed_port
     monkeypatch.setenv("HTTP_PROXY", f"http://someone:{PASSWORD}@127.0.0.1:{port}")
     end = await _download(server.url("/f.bin"), out_dir / "f.bin", Configuration(retry=ONCE))
     assert isinstance(end, ErrorEvent)
@@ -87,10 +90,10 @@ async def test_a_bogus_http_proxy_fails_the_download_naming_the_proxy(
 
 @pytest.mark.asyncio
 async def test_no_proxy_sends_its_hosts_directly(
-    server: TestServer, out_dir: Path, monkeypatch: pytest.MonkeyPatch
+    server: TestServer, out_dir: Path, monkeypatch: pytest.MonkeyPatch, closed_port: int
 ) -> None:
     served = server.add_file("/f.bin", size=1000)
-    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{closed_port}")
     monkeypatch.setenv("no_proxy", "example.org, 127.0.0.0/8")
     end = await _download(server.url("/f.bin"), out_dir / "f.bin", Configuration(retry=ONCE))
     assert isinstance(end, FinishedEvent)
@@ -100,10 +103,14 @@ async def test_no_proxy_sends_its_hosts_directly(
 
 @pytest.mark.asyncio
 async def test_the_configured_proxy_wins_over_the_environment(
-    server: TestServer, tinyproxy: TinyProxy, out_dir: Path, monkeypatch: pytest.MonkeyPatch
+    server: TestServer,
+    tinyproxy: TinyProxy,
+    out_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    closed_port: int,
 ) -> None:
     server.add_file("/f.bin", size=1000)
-    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{closed_port}")
     monkeypatch.setenv("no_proxy", "127.0.0.1")  # the configured proxy ignores it too
     config = Configuration(proxy=tinyproxy.url, retry=ONCE)
     end = await _download(server.url("/f.bin"), out_dir / "f.bin", config)
@@ -113,10 +120,10 @@ async def test_the_configured_proxy_wins_over_the_environment(
 
 @pytest.mark.asyncio
 async def test_proxy_false_connects_directly_whatever_the_environment_says(
-    server: TestServer, out_dir: Path, monkeypatch: pytest.MonkeyPatch
+    server: TestServer, out_dir: Path, monkeypatch: pytest.MonkeyPatch, closed_port: int
 ) -> None:
     server.add_file("/f.bin", size=1000)
-    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{closed_port}")
     config = Configuration(proxy=False, retry=ONCE)
     end = await _download(server.url("/f.bin"), out_dir / "f.bin", config)
     assert isinstance(end, FinishedEvent)
@@ -262,12 +269,12 @@ async def test_dot_netrc_is_not_read(
 
 @pytest.mark.asyncio
 async def test_a_tunnel_the_proxy_cannot_open_is_a_retried_proxy_error(
-    tinyproxy: TinyProxy, out_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tinyproxy: TinyProxy, out_dir: Path, monkeypatch: pytest.MonkeyPatch, closed_port: int
 ) -> None:
     """https_proxy from the environment; the server is down: tinyproxy answers the
     CONNECT with 500, a retry status, so the task tries again, then fails."""
     monkeypatch.setenv("https_proxy", tinyproxy.url)
-    port = _closed_port()
+    port = closed_port
     config = Configuration(retry=RetryPolicy(max_attempts=2, initial_delay=0, max_delay=0))
     end = await _download(f"https://127.0.0.1:{port}/f.bin", out_dir / "f.bin", config)
     assert isinstance(end, ErrorEvent)
