@@ -83,14 +83,25 @@ async def test_a_caller_cancelled_at_its_scheduling_point_made_no_task(
 
 @pytest.mark.parametrize("kind", ["download", "upload"])
 async def test_calls_made_together_share_one_commit(
-    calls: dict[str, Call], state_dir: Path, kind: str
+    calls: dict[str, Call], server: TestServer, state_dir: Path, kind: str
 ) -> None:
     """An asyncio.gather of calls: each returns its task in the journal, and the
     journal committed them once, not once each."""
     call = calls[kind]
     async with Session("cancel", config=CONFIG, state_dir=state_dir) as session:
-        await calls["hold"](session, 0)
+        holder = await calls["hold"](session, 0)
+        # The first task is held after its headers, and what it put for them is
+        # committed: from here on only the calls below write to the journal (no
+        # timer's commit of the holder's entry in between).
+        await server.wait_held("/held.bin")
+        # No event says "headers read": loop turns (not time) until the task
+        # shows their length, bounded.
+        with anyio.fail_after(30):
+            while holder.bytes_expected is None:  # noqa: ASYNC110
+                await asyncio.sleep(0)
         journal = session._require_backend().engine._journal  # type: ignore[attr-defined]
+        await journal.flush()
+        assert journal.statistics().pending == 0
         before = journal.statistics().commits
         tasks = await asyncio.gather(*(call(session, index) for index in range(1, 21)))
         assert journal.statistics().commits == before + 1
