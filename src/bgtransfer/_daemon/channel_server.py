@@ -24,7 +24,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 from aiohttp import WSMsgType, web
 
@@ -92,7 +92,7 @@ class _Channel:
                 task.cancel()
             return
         ident = message.get("id")
-        if not isinstance(ident, int) or isinstance(ident, bool):
+        if not _is_id(ident):
             await _refuse(ws, None, 400, WireError("the message has no integer 'id'"))
             return
         path, body = message.get("command"), message.get("body", {})
@@ -136,7 +136,7 @@ class _Channel:
                 return
 
 
-def _is_id(value: object) -> bool:
+def _is_id(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
