@@ -18,7 +18,6 @@ per-file result). With ``--keep``, the callgrind outputs stay in DIR for
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -27,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _callgrind import total_instructions
+from _callgrind import print_per_unit, total_instructions
 
 from bgtransfer.testing import ThreadedTestServer
 
@@ -145,16 +144,9 @@ def main() -> int:
         if args.cprofile:
             print(f"profiles in {work}")
             return 0
-        for one in counts:
-            print(json.dumps(one))
-        extra = high - low
-        per_file = {
-            side: (counts[1].get(side, 0) - counts[0].get(side, 0)) / extra
-            for side in ("client", "daemon")
-        }
-        print(json.dumps({"per_file_client": round(per_file["client"]),
-                          "per_file_daemon": round(per_file["daemon"]),
-                          "events": args.events, "enqueue": args.enqueue}))  # fmt: skip
+        print_per_unit(
+            counts, "file", ("client", "daemon"), events=args.events, enqueue=args.enqueue
+        )
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -32,7 +32,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _callgrind import total_instructions
+from _callgrind import print_per_unit, total_instructions
 
 HERE = Path(__file__).resolve().parent
 VALGRIND = ["valgrind", "--tool=callgrind", "--quiet", "--dump-instr=no"]
@@ -138,15 +138,9 @@ def main() -> int:
     if args.cprofile:
         print(f"profiles in {work}")
         return 0
-    for one in counts:
-        print(json.dumps(one))
-    extra = high - low
-    per_task = {
-        f"per_task_{side}": round((counts[1][side] - counts[0][side]) / extra)
-        for side in ("enqueue", "reopen")
-        if side in counts[0]
-    }
-    print(json.dumps({**per_task, "kind": "upload" if args.upload else "download"}))
+    print_per_unit(
+        counts, "task", ("enqueue", "reopen"), kind="upload" if args.upload else "download"
+    )
     return 0
 
 
