@@ -24,7 +24,14 @@ def session_status(served: Served) -> dict[str, Any]:
     credentials = served.credentials
     waiting: dict[int, str | None] = {}
     if credentials is not None:
-        waiting = {s.id: credentials.waiting_for(s.id) for s in backend.tasks()}
+        # Only a running task waits: one just suspended or cancelled withdraws its
+        # question when its runner next runs, which a status between the two
+        # must not show as waiting.
+        waiting = {
+            s.id: credentials.waiting_for(s.id)
+            for s in backend.tasks()
+            if s.state is TaskState.RUNNING
+        }
     return {
         "identifier": served.identifier,
         "attached": served.lease is not None,
