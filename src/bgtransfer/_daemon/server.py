@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 from aiohttp import web
 
 from .._core.config import Configuration
@@ -112,6 +113,9 @@ class Daemon:
         )
         runner = web.ServerRunner(server, shutdown_timeout=1.0)
         await runner.setup()
+        # anyio imports its event loop's backend on first use (~15 ms): now,
+        # before the daemon answers, not in the first client's attach.
+        await anyio.lowlevel.checkpoint()
         try:
             await self._sessions.reopen_all()
             await self._listen(runner)
