@@ -305,8 +305,10 @@ async def test_wrong_uploads_are_refused_at_the_call(server: TestServer, tmp_pat
             await session.upload(server.url("/up"), source, method="PATCH")
         with pytest.raises(InvalidDestinationError, match="the file being uploaded"):
             await session.upload(server.url("/up"), source, reply_to=source)
-        with pytest.raises(InvalidDestinationError, match="does not exist"):
+        with pytest.raises(InvalidDestinationError, match=r"reply_to directory .* does not exist"):
             await session.upload(server.url("/up"), source, reply_to=tmp_path / "no" / "r")
+        with pytest.raises(TypeError, match=r"reply_to must be a str, .* not int"):
+            await session.upload(server.url("/up"), source, reply_to=3)  # type: ignore[arg-type]
         assert session.tasks() == []
     assert server.requests == ()
 

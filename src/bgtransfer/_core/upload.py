@@ -16,6 +16,7 @@ again from its first byte.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Final
 
@@ -79,12 +80,18 @@ def _description(instance: object, attribute: attrs.Attribute[str | None], value
     check_description(value)
 
 
+def _reply_to(instance: object, attribute: attrs.Attribute[StrPath | None], value: object) -> None:
+    if value is not None and not isinstance(value, str | os.PathLike):
+        raise TypeError(f"reply_to must be a str, os.PathLike or None, not {type(value).__name__}")
+
+
 @attrs.frozen
 class UploadRequest:
     """What one :meth:`Session.upload` call takes, as a value (for
     :meth:`Session.upload_many`; the task backend's argument). The method, the
-    protocol, the description and the headers are checked here (``ValueError``,
-    ``TypeError``; a URL with credentials: :class:`~bgtransfer.InvalidURLError`);
+    protocol, the description, the headers and the type of ``reply_to`` are
+    checked here (``ValueError``, ``TypeError``; a URL with credentials:
+    :class:`~bgtransfer.InvalidURLError`);
     the rest of the URL, ``file`` and ``reply_to`` need the file system and are
     checked by ``upload_many``, with every other request of the batch
     (:class:`~bgtransfer.InvalidSourceError`,
@@ -97,7 +104,7 @@ class UploadRequest:
     headers: HeaderPairs = attrs.field(
         default=(), kw_only=True, converter=normalize_headers, repr=headers_repr
     )
-    reply_to: StrPath | None = attrs.field(default=None, kw_only=True)
+    reply_to: StrPath | None = attrs.field(default=None, kw_only=True, validator=_reply_to)
     protocol: str = attrs.field(default="plain", kw_only=True, validator=_protocol)
 
     def __attrs_post_init__(self) -> None:

@@ -74,7 +74,12 @@ class Uploads:
         source = Path(resolved)
         reply_to = None
         if request.reply_to is not None:
-            reply_to = self._admission.resolve_destination(url, request.reply_to, {})
+            try:
+                reply_to = self._admission.resolve_destination(url, request.reply_to, {})
+            except InvalidDestinationError as exc:
+                # Checked as a download's destination: said as what the caller named.
+                said = str(exc).replace(f"{url}: destination", f"{url}: reply_to", 1)
+                raise InvalidDestinationError(said) from None
             if reply_to == source:
                 raise InvalidDestinationError(
                     f"{url}: reply_to {str(reply_to)!r} is the file being uploaded"
