@@ -439,8 +439,13 @@ class Session:
         """
         backend = self._require_backend()
         for task_id in task_ids:
-            if isinstance(task_id, bool) or not isinstance(task_id, int):
-                raise TypeError(f"task ids are int, not {type(task_id).__name__}")
+            given: object = task_id  # (typed int; a caller's may not be)
+            if isinstance(given, bool) or not isinstance(given, int):
+                hint = " (pass them as arguments: acknowledge(*ids))"
+                raise TypeError(
+                    f"task ids are int, not {type(given).__name__}"
+                    + (hint if isinstance(given, list | tuple | set) else "")
+                )
         await backend.acknowledge(task_ids)
 
     async def wait_events_delivered(self) -> None:

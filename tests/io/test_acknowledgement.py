@@ -185,6 +185,8 @@ async def test_explicit_acknowledge_by_id_from_the_session(
             await session.wait_events_delivered()
         with pytest.raises(TypeError, match="int"):
             await session.acknowledge("1")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"not list \(pass them as arguments"):
+            await session.acknowledge(ids)  # type: ignore[arg-type]
     with pytest.raises(SessionClosedError):
         await session.acknowledge(good.id)
     async with background(ID, state_dir=state_dir, config=EXPLICIT) as session:
