@@ -1134,7 +1134,8 @@ async def test_nginx_at_the_real_threshold(
     assert [(r.offset, r.length, r.end, r.written) for r in pump_log.runs] == [
         (0, len(big), "done", len(big))
     ] * 2
-    lines = [line for line in nginx.read_access_log().splitlines() if '"GET /' in line]
+    log = await nginx.wait_access_log(lambda log: log.count('"GET /') >= len(order))
+    lines = [line for line in log.splitlines() if '"GET /' in line]
     assert [line.split('"GET /')[1].split()[0] for line in lines] == order
     conns = [int(line.rsplit("conn=", 1)[1].split()[0]) for line in lines]
     assert conns[0] == conns[1]  # small bodies: the connection was reused
@@ -1158,6 +1159,6 @@ async def test_nginx_segments_are_each_pumped(
     assert [(r.offset, r.length, r.truncate, r.end) for r in runs] == [
         (start, end - start, False, "done") for start, end in itertools.pairwise(bounds)
     ]
-    log = nginx.read_access_log()
+    log = await nginx.wait_access_log(lambda log: log.count('"GET /seg.bin') >= 3)
     assert log.count('"GET /seg.bin HTTP/1.1" 200 ') == 1
     assert log.count('"GET /seg.bin HTTP/1.1" 206 ') == 2
