@@ -20,6 +20,7 @@ directory without ``__init__.py``).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import re
@@ -28,6 +29,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -39,6 +41,8 @@ ACCESS_LOG_FORMAT = (
     '$remote_addr [$time_local] "$request" $status $body_bytes_sent '
     '"$http_range" $request_time conn=$connection req=$connection_requests'
 )
+
+ACCESS_LOG_WAIT = 30.0  # seconds wait_access_log() waits for a request's line
 
 _TEMP_PATH_MODULES = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 _BIND_RACE_MARKER = "Address already in use"
@@ -188,6 +192,23 @@ class NginxServer:
     def read_access_log(self) -> str:
         """The access log so far (format: ``ACCESS_LOG_FORMAT``)."""
         return _read_text(self.access_log_path)
+
+    async def wait_access_log(self, done: Callable[[str], bool]) -> str:
+        """The access log once ``done(log)`` holds (or, after ``ACCESS_LOG_WAIT``
+        seconds, as it is then: the caller's assertion says what is missing).
+
+        nginx writes a request's line when it is done with the request: after it
+        sent the response's last byte, which a client may have read and acted on
+        first, or once it notices that a client closed the connection mid-body.
+        So a test that has just read a body waits for the line, reading another
+        process's file as a script would (there is no notification to wait on).
+        """
+        deadline = time.monotonic() + ACCESS_LOG_WAIT
+        while True:
+            log = self.read_access_log()
+            if done(log) or time.monotonic() >= deadline:
+                return log
+            await asyncio.sleep(0.02)  # another process's file, read as a script would
 
     def read_error_log(self) -> str:
         """nginx's error log plus anything it printed on stderr."""

@@ -53,9 +53,10 @@ async def test_sigkilled_daemon_is_replaced_and_continues_from_the_journal(
 ) -> None:
     size, enough = 2_000_000, 300_000
     served = server.add_file("/big.bin", size=size)
-    # Throttled (a checkpoint records progress, so bytes must keep coming),
-    # the first request only.
-    server.set_faults("/big.bin", Faults(drip=(16_384, 0.02)), times=1)
+    # Throttled (a checkpoint records progress, so bytes must keep coming), then
+    # held well past ``enough`` (still running at the kill however slow the test
+    # is to get there), the first request only.
+    server.set_faults("/big.bin", Faults(drip=(16_384, 0.02), hold_after=enough + 300_000), times=1)
     config = Configuration(**FAST)
     destination = out_dir / "big.bin"
     session = Session("kill", state_dir=daemon_state, config=config, daemon=True)
@@ -157,7 +158,8 @@ async def test_a_restarted_daemon_continues_without_any_client(
     """At start the daemon reopens every session with running tasks: nothing
     waits for the application to come back."""
     served = server.add_file("/alone.bin", size=1_000_000)
-    server.set_faults("/alone.bin", Faults(drip=(16_384, 0.02)), times=1)
+    # Dripped (checkpoints follow progress), then held: still running at the kill.
+    server.set_faults("/alone.bin", Faults(drip=(16_384, 0.02), hold_after=400_000), times=1)
     config = Configuration(**FAST)
     destination = out_dir / "alone.bin"
     async with Session("alone", state_dir=daemon_state, config=config, daemon=True) as session:

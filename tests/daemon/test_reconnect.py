@@ -82,8 +82,10 @@ async def test_the_same_session_goes_on_after_the_daemon_is_sigkilled(
 ) -> None:
     size, enough = 1_500_000, 200_000
     files = [server.add_file(f"/r{n}.bin", size=size) for n in range(3)]
-    for file in files:  # throttled, the first request only
-        server.set_faults(file.path, Faults(drip=(16_384, 0.02)), times=1)
+    for file in files:  # throttled, then held: still running at the kill; the first request only
+        server.set_faults(
+            file.path, Faults(drip=(16_384, 0.02), hold_after=enough + 300_000), times=1
+        )
     config = Configuration(**FAST)
     async with Session("rc", state_dir=daemon_state, config=config, daemon=True) as session:
         tasks = [

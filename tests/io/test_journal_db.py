@@ -310,21 +310,28 @@ async def test_progress_puts_are_batched(tmp_path: Path) -> None:
 
 
 async def test_a_deferred_entry_is_committed_by_its_timer_and_a_lazy_flush_waits_for_it(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A deferred entry (a task's end) starts no commit of its own at once (the
     loop may run rounds meanwhile); a lazy flush starts none either and returns
     once the timer, DEFERRED_DELAY later, has committed it: one commit."""
+    # Longer than the real 5 ms, which a loaded machine can spend between two of
+    # the loop's rounds below: the timer would then rightly have committed it.
+    delay = 0.25
+    monkeypatch.setattr(journal_module, "DEFERRED_DELAY", delay)
     path = tmp_path / JOURNAL_NAME
     journal = await Journal.open(path, interval=3600)
     async with journal:
         base = journal.statistics().commits
         entry = _entry(1, offset=5, total=None)
+        put_at = time.monotonic()  # (the timer is armed after this)
         journal.put(entry, deferred=True)
         for _ in range(5):
             await anyio.lowlevel.checkpoint()
-        assert journal.statistics().commits == base  # an urgent put would be committed now
-        assert 1 not in _rows(path)
+        if journal.statistics().commits != base:  # only the timer may have committed it
+            assert time.monotonic() - put_at >= delay - 1e-6  # (the loop clock's resolution)
+        else:  # an urgent put would be committed now
+            assert 1 not in _rows(path)
         with anyio.fail_after(5):
             await journal.flush(lazy=True)
         assert journal.statistics().commits == base + 1

@@ -43,7 +43,7 @@ async def test_five_files_from_nginx(nginx: NginxServer, state_dir: Path, out_di
         assert sha256_file(terminal.location) == digests[terminal.location.name]
         assert task.bytes_expected == terminal.total_bytes
     # nginx saw plain identity GETs: no Range, no compression negotiated.
-    log = nginx.read_access_log()
+    log = await nginx.wait_access_log(lambda log: log.count('"GET /file') >= 5)
     assert log.count('"GET /file') == 5
     assert '"-"' in log
 
@@ -95,7 +95,7 @@ async def test_suspend_and_resume_against_nginx_ranges(
             task.suspend()
             task.resume()
             events = await collect(stream)
-        log = slow.read_access_log()
+        log = await slow.wait_access_log(lambda log: " 206 " in log)  # the resumed request's
     assert isinstance(events[-1], FinishedEvent)
     offset = next(e.offset for e in events if isinstance(e, ResumedEvent))
     assert 0 < offset < len(data)

@@ -197,7 +197,7 @@ async def test_a_paced_task_stops_at_once(
     async with Session("paced", state_dir=state_dir, config=config) as session:
         task = await session.download(server.url(file.path), out_dir / "slow.bin")
         await wait_for_bytes(task, 1)
-        with anyio.fail_after(1.0):
+        with anyio.fail_after(4.0):  # well below the 6 s of debt, above a loaded machine's delays
             if how == "cancel":
                 await task.cancel()
                 outcome = await task.wait()

@@ -171,6 +171,6 @@ async def test_segments_against_nginx(nginx: NginxServer, out_dir: Path) -> None
         task = await session.download(nginx.url("seg.bin"), out_dir / "seg.bin")
         assert isinstance(await task.wait(), FinishedEvent)
     assert (out_dir / "seg.bin").read_bytes() == data
-    log = nginx.read_access_log()
+    log = await nginx.wait_access_log(lambda log: log.count('"GET /seg.bin') >= 3)
     assert log.count('"GET /seg.bin HTTP/1.1" 200 ') == 1
     assert log.count('"GET /seg.bin HTTP/1.1" 206 ') == 2
