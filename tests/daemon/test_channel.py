@@ -227,6 +227,10 @@ async def test_a_client_sends_its_commands_over_the_channel_where_there_is_one(
     monkeypatch.setattr(serving, "_handle", recording)
     running = asyncio.create_task(serving.serve())
     try:
+        # Listening before the client looks (else it launches a daemon of its own).
+        while not socket_path(state).exists():  # bound before serve() awaits its stop
+            assert not running.done(), running
+            await asyncio.sleep(0)
         async with Session("s", state_dir=state, daemon=True) as session:
             tasks = [
                 await session.download(server.url("/f.bin"), out_dir / f"{n}.bin") for n in range(3)
@@ -239,6 +243,7 @@ async def test_a_client_sends_its_commands_over_the_channel_where_there_is_one(
         await asyncio.wait_for(running, 30)
     for n in range(3):
         assert hashlib.sha256((out_dir / f"{n}.bin").read_bytes()).hexdigest() == file.sha256
+    assert seen[:2] == ["GET /v1/hello", "POST /attach"]  # this daemon, no other
     commands = [s for s in seen if s not in ("GET /v1/hello", "POST /attach", "POST /detach")]
     if daemon == "with a channel":
         assert commands == ["GET /channel"]
