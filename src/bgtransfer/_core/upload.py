@@ -16,7 +16,6 @@ again from its first byte.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Final
 
@@ -81,7 +80,7 @@ def _description(instance: object, attribute: attrs.Attribute[str | None], value
 
 
 def _reply_to(instance: object, attribute: attrs.Attribute[StrPath | None], value: object) -> None:
-    if value is not None and not isinstance(value, str | os.PathLike):
+    if value is not None and not isinstance(value, str) and not hasattr(value, "__fspath__"):
         raise TypeError(f"reply_to must be a str, os.PathLike or None, not {type(value).__name__}")
 
 
