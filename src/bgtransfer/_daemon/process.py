@@ -70,10 +70,11 @@ def _configure_logging(engine_level: str | None) -> None:
 
 def _freeze_start_up() -> None:
     """What the daemon's start has made (modules, classes, functions: some
-    100,000 objects that live as long as the process) is left out of the
-    collector's passes: its full passes, as the tasks' objects accumulate,
-    walked all of it each time (about 90,000 instructions per small file
-    through the daemon: docs/design.md, "The daemon's start-up heap is frozen")."""
+    40,000 objects that live as long as the process) is left out of the
+    collector's passes: its older generations' passes, as the tasks' objects
+    accumulate, walked all of it each time (the collector went from 125,000 to
+    53,000 instructions per small file through the daemon: docs/design.md,
+    "The daemon's start-up heap is frozen")."""
     gc.collect()  # the start's own garbage, not frozen with the rest
     gc.freeze()
 
