@@ -94,6 +94,8 @@ async def test_a_command_is_answered_as_its_request(
         ('{"id": true, "command": "/flush"}', None, 400, "no integer 'id'"),
         ('{"id": 5, "command": "/nowhere"}', 5, 404, "no such command"),
         ('{"id": 5, "command": "/tasks/1/2/cancel"}', 5, 404, "no such command"),
+        ('{"id": 5, "command": "/tasks/{n}/cancel"}', 5, 404, "no such command"),
+        ('{"id": 5, "command": "tasks"}', 5, 404, "no such command"),
         ('{"id": 5, "command": 7}', 5, 404, "no such command"),
         ('{"id": 6, "command": "/flush", "body": [1]}', 6, 400, "not a JSON object"),
         ('{"id": 7, "command": "/tasks", "body": {"each": 3}}', 7, 400, "'each' is not a list"),

@@ -71,6 +71,7 @@ def test_a_path_resolves_to_its_handler_and_target(
         ("POST", "/v1/sessions/x/tasks/1/2/cancel", 404),
         ("POST", "/v1/sessions/x/v1/hello", 404),  # a session route never reaches another
         ("POST", "/v1/sessions/x/12", 404),
+        ("POST", "/v1/sessions/x/tasks/{n}/cancel", 404),  # the placeholder: no number
     ],
 )
 def test_unknown_paths_and_methods_are_refused(

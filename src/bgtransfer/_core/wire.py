@@ -149,7 +149,9 @@ def decode_request(document: object) -> DownloadRequest:
     doc = _object(document, "request")
     destination = _optional_str(doc, "destination")
     url = _str(doc, "url")
-    if destination is not None and not Path(destination).is_absolute():
+    # What Path(destination).is_absolute() says on POSIX, where the daemon runs
+    # (fcntl, Unix sockets), without making a Path for it.
+    if destination is not None and not destination.startswith("/"):
         raise InvalidDestinationError(
             f"destination {destination!r} for {url} is a relative path; "
             "the daemon takes absolute paths only"

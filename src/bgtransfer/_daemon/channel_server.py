@@ -31,13 +31,21 @@ from aiohttp import WSMsgType, web
 from .._core.wire import WireError, encode_exception
 from .commands import COMMANDS, Command, run_command
 from .protocol import MAX_BODY, refusal
-from .routing import command_key
+from .routing import NUMBER, command_key
 from .sessions import Served
 
 __all__ = ["IN_FLIGHT", "serve_channel"]
 
 IN_FLIGHT: Final = 64  # commands of one channel running at once
 log = logging.getLogger("bgtransfer.daemon")
+
+# The commands whose path has no number are their own key (``/tasks``,
+# ``/acknowledge``: most of a channel's traffic), found without cutting the path.
+_PLAIN: Final[dict[str, tuple[str, int | None]]] = {
+    key: (key, None) for key in COMMANDS if NUMBER not in key
+}
+# (json.dumps makes an encoder each call; the answers hold no cycle to check for)
+_ENCODE: Final = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
 
 async def serve_channel(
@@ -96,7 +104,11 @@ class _Channel:
             await _refuse(ws, None, 400, WireError("the message has no integer 'id'"))
             return
         path, body = message.get("command"), message.get("body", {})
-        found = command_key(path[1:]) if isinstance(path, str) and path.startswith("/") else None
+        found = None
+        if isinstance(path, str):
+            found = _PLAIN.get(path)
+            if found is None and path.startswith("/"):
+                found = command_key(path[1:])
         command = None if found is None else COMMANDS.get(found[0])
         if command is None or found is None or not isinstance(path, str):
             await _refuse(ws, ident, 404, KeyError(f"no such command: {path!r}"))
@@ -147,6 +159,6 @@ async def _refuse(
 
 
 async def _send(ws: web.WebSocketResponse, message: dict[str, Any]) -> None:
-    text = json.dumps(message, separators=(",", ":"))
+    text = _ENCODE(message)
     with contextlib.suppress(ConnectionError):  # the client went away: nobody to answer
         await ws.send_str(text)

@@ -93,10 +93,13 @@ def command_key(rest: str) -> tuple[str, int | None] | None:
     """A session route's key below ``/v1/sessions/{identifier}`` and the
     number in it, from the path after the identifier's slash (``tasks/12/cancel``:
     ``/tasks/{n}/cancel`` and 12); None for a path with two numbers (no route
-    has two). The command channel names its commands by these paths too."""
+    has two) or with the placeholder ``{n}`` itself. The command channel names
+    its commands by these paths too."""
     number = None
     parts = rest.split("/")
     for index, part in enumerate(parts):
+        if part == NUMBER:  # the table's placeholder itself names no task
+            return None
         if part.isascii() and part.isdigit():  # [0-9]+, as the router's patterns were
             if number is not None:
                 return None

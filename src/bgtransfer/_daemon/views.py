@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import Any
 
@@ -65,8 +64,12 @@ def event_line(served: Served, event: SessionEvent) -> dict[str, Any]:
     line: dict[str, Any] = {"type": "event", "event": encode_event(event)}
     if not isinstance(event, ProgressEvent | EventsDeliveredEvent | EventsGapEvent):
         backend = served.backend
-        with contextlib.suppress(KeyError):
-            line["task"] = encode_snapshot(backend.task(event.task_id))
+        try:
+            snapshot = backend.task(event.task_id)
+        except KeyError:  # (forgotten already: the event alone)
+            snapshot = None
+        if snapshot is not None:
+            line["task"] = encode_snapshot(snapshot)
         line["statistics"] = encode_statistics(backend.statistics())
     return line
 
