@@ -30,7 +30,7 @@ from aiohttp import WSMsgType, web
 
 from .._core.wire import WireError, encode_exception
 from .commands import COMMANDS, Command, run_command
-from .protocol import MAX_BODY, refusal
+from .protocol import MAX_BODY, encode_json, refusal
 from .routing import NUMBER, command_key
 from .sessions import Served
 
@@ -44,8 +44,6 @@ log = logging.getLogger("bgtransfer.daemon")
 _PLAIN: Final[dict[str, tuple[str, int | None]]] = {
     key: (key, None) for key in COMMANDS if NUMBER not in key
 }
-# (json.dumps makes an encoder each call; the answers hold no cycle to check for)
-_ENCODE: Final = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
 
 async def serve_channel(
@@ -159,6 +157,6 @@ async def _refuse(
 
 
 async def _send(ws: web.WebSocketResponse, message: dict[str, Any]) -> None:
-    text = _ENCODE(message)
+    text = encode_json(message)
     with contextlib.suppress(ConnectionError):  # the client went away: nobody to answer
         await ws.send_str(text)

@@ -30,6 +30,7 @@ __all__ = [
     "PROTOCOL_HEADER",
     "SHUTDOWN_BOUND",
     "Refused",
+    "encode_json",
     "error_response",
     "package_version",
     "peer",
@@ -47,10 +48,11 @@ MAX_BODY: Final = 16 * 1024 * 1024  # a batch of some 10,000 requests; more is r
 SHUTDOWN_BOUND: Final = 10.0  # seconds SIGTERM/--stop may take to journal and close
 CAPABILITIES: Final = ("attach", "status", "stop", "credentials", "channel")
 WRITE_BATCH: Final = 256  # lines a stream's reader holds at most while a write waits
-# json.dumps with separators makes an encoder each call: one, made once (the
-# same text: ASCII, no spaces). The lines are fresh dicts of the wire's encoders,
-# never a cycle: the check for one cost 8% of a line's encoding.
-_ENCODE: Final = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+# The daemon's JSON text (stream lines, channel answers). json.dumps with
+# separators makes an encoder each call: one, made once (the same text: ASCII,
+# no spaces). What it encodes are fresh dicts of the wire's encoders, never a
+# cycle: the check for one cost 8% of a line's encoding.
+encode_json: Final = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
 
 def package_version() -> str:
@@ -102,7 +104,7 @@ async def send_line(response: web.StreamResponse, line: dict[str, Any]) -> None:
 
 
 def _line_bytes(line: dict[str, Any]) -> bytes:
-    return _ENCODE(line).encode("utf-8") + b"\n"
+    return encode_json(line).encode("utf-8") + b"\n"
 
 
 async def send_all(response: web.StreamResponse, lines: Iterable[dict[str, Any]]) -> None:

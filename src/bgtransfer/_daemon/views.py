@@ -67,8 +67,8 @@ def event_line(served: Served, event: SessionEvent) -> dict[str, Any]:
         try:
             snapshot = backend.task(event.task_id)
         except KeyError:  # (forgotten already: the event alone)
-            snapshot = None
-        if snapshot is not None:
+            pass
+        else:
             line["task"] = encode_snapshot(snapshot)
         line["statistics"] = encode_statistics(backend.statistics())
     return line
