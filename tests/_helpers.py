@@ -54,9 +54,24 @@ def seeded_bytes(size: int, seed: str) -> bytes:
     return random.Random(seed).randbytes(size)
 
 
-def open_fds() -> int | None:
-    """How many file descriptors this process has open (None without /proc)."""
-    return len(os.listdir(PROC_FDS)) if PROC_FDS.is_dir() else None
+def open_fds() -> frozenset[tuple[str, str]]:
+    """This process's open file descriptors, each as its number and what it
+    points to (``pipe:[inode]``, a path...): empty without /proc. Compared with
+    :func:`fds_opened_since`, not by count: descriptors another test left for
+    the collector may close meanwhile, and a number freed so and taken again
+    points elsewhere."""
+    if not PROC_FDS.is_dir():
+        return frozenset()
+    found = set()
+    for fd in os.listdir(PROC_FDS):
+        with contextlib.suppress(FileNotFoundError):  # (closed since the listing)
+            found.add((fd, os.readlink(PROC_FDS / fd)))
+    return frozenset(found)
+
+
+def fds_opened_since(before: frozenset[tuple[str, str]]) -> frozenset[tuple[str, str]]:
+    """The descriptors open now that were not open at ``before`` (:func:`open_fds`)."""
+    return open_fds() - before
 
 
 async def collect(stream: AsyncIterator[TaskEvent]) -> list[TaskEvent]:

@@ -25,7 +25,7 @@ import anyio.lowlevel
 import attrs
 import pytest
 
-from _helpers import open_fds, seeded_bytes, sha256_bytes
+from _helpers import fds_opened_since, open_fds, seeded_bytes, sha256_bytes
 from bgtransfer import IncompleteBodyError, LocalFileError, TransferTimeoutError
 from bgtransfer._io import body_writer, files
 from bgtransfer._io.transfer import (
@@ -489,7 +489,7 @@ async def test_aclose_without_finish_writes_what_was_received(
     assert writer.written == sum(sink.writes) == 1200
     assert worker_calls == [WorkerCall(-1, chunks, 0, close=True, inline=True)]
     assert writer._fd == body_writer.CLOSED
-    assert open_fds() == fds_before
+    assert not fds_opened_since(fds_before)
 
 
 @pytest.mark.asyncio
@@ -517,7 +517,7 @@ async def test_aclose_in_a_cancelled_scope_still_writes_and_closes(
     assert path.read_bytes() == b"".join(chunks)
     assert writer.written == sum(sink.writes) == FIRST_WRITE_BYTES + 7_000
     assert writer._fd == body_writer.CLOSED
-    assert open_fds() == fds_before
+    assert not fds_opened_since(fds_before)
 
 
 @pytest.mark.parametrize("where", ["first write", "last write"])
@@ -556,7 +556,7 @@ async def test_write_error_is_a_local_file_error(
     assert len(raised_by_disk) == 1
     assert error.__cause__ is raised_by_disk[0]
     assert writer._fd == body_writer.CLOSED
-    assert open_fds() == fds_before
+    assert not fds_opened_since(fds_before)
     assert writer.written == 0
     assert sink.writes == []
     assert path.read_bytes() == b""  # opened (and truncated), never written
@@ -741,7 +741,7 @@ async def test_whole_body_is_written_closed_and_moved_in_one_worker_call(
     assert sink.calls == [("finishing", len(data)), ("bytes_written", len(data)), ("moved", 0)]
     assert writer.written == len(data)
     assert writer._fd == body_writer.CLOSED
-    assert open_fds() == fds_before
+    assert not fds_opened_since(fds_before)
     assert sorted(tmp_path.iterdir()) == [destination.parent]
 
 
@@ -970,7 +970,7 @@ async def test_a_move_to_another_file_system_leaves_the_whole_file_at_the_partia
     assert sink.moves == 0
     assert writer.written == len(data)
     assert writer._fd == body_writer.CLOSED
-    assert open_fds() == fds_before
+    assert not fds_opened_since(fds_before)
 
 
 @pytest.mark.parametrize("obstacle", ["a directory", "no parent"])
@@ -1014,7 +1014,7 @@ async def test_a_failed_rename_is_a_local_file_error_naming_the_destination(
     assert sink.moves == 0
     assert writer.written == 0
     assert writer._fd == body_writer.CLOSED
-    assert open_fds() == fds_before
+    assert not fds_opened_since(fds_before)
     assert sha256_bytes(partial.read_bytes()) == sha256_bytes(data)
     if obstacle == "a directory":
         assert list(destination.iterdir()) == []
@@ -1077,7 +1077,7 @@ async def test_the_first_write_timer_does_not_race_the_last_step(
     assert sha256_bytes(destination.read_bytes()) == sha256_bytes(data)
     assert sink.calls == [("finishing", len(data)), ("bytes_written", len(data)), ("moved", 0)]
     assert writer._fd == body_writer.CLOSED
-    assert open_fds() == fds_before
+    assert not fds_opened_since(fds_before)
 
 
 class GatedSink(OrderSink):

@@ -14,7 +14,13 @@ import pytest
 import pytest_asyncio
 from _upload_helpers import TusNodeServer, send_until
 
-from bgtransfer import ProgressEvent, ResumableUploadError, ResumedEvent, Session
+from bgtransfer import (
+    Configuration,
+    ProgressEvent,
+    ResumableUploadError,
+    ResumedEvent,
+    Session,
+)
 from bgtransfer._core.tus import TusUpload
 from bgtransfer._core.upload_protocol import UploadMachine
 from bgtransfer._io.resumable import send_resumable, terminate_upload
@@ -146,7 +152,10 @@ async def test_session_upload_suspended_continues_from_the_servers_offset(
     size = 24 * MiB
     path = _file(tmp_path, size)
     resumed: list[int] = []
-    async with Session() as session:
+    # Paced (24 MiB take a second): the suspend at 8 MiB cuts the PATCH with two
+    # thirds of it still to send; unpaced, loopback could send all of it before
+    # the event reached this loop (the server then held the whole file).
+    async with Session(config=Configuration(max_bytes_per_second=size)) as session:
         task = await session.upload(tus_node.url, path, protocol="tus")
         interrupted = False
         async for event in task.events():
