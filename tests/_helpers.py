@@ -54,18 +54,19 @@ def seeded_bytes(size: int, seed: str) -> bytes:
     return random.Random(seed).randbytes(size)
 
 
-def open_fds() -> frozenset[tuple[str, str]]:
-    """This process's open file descriptors, each as its number and what it
-    points to (``pipe:[inode]``, a path...): empty without /proc. Compared with
-    :func:`fds_opened_since`, not by count: descriptors another test left for
-    the collector may close meanwhile, and a number freed so and taken again
-    points elsewhere."""
-    if not PROC_FDS.is_dir():
+def open_fds(pid: int | None = None) -> frozenset[tuple[str, str]]:
+    """The open file descriptors of this process (or of process ``pid``), each
+    as its number and what it points to (``pipe:[inode]``, a path...): empty
+    without /proc. Compared with :func:`fds_opened_since`, not by count:
+    descriptors another test left for the collector may close meanwhile, and a
+    number freed so and taken again points elsewhere."""
+    directory = PROC_FDS if pid is None else Path(f"/proc/{pid}/fd")
+    if not directory.is_dir():
         return frozenset()
     found = set()
-    for fd in os.listdir(PROC_FDS):
+    for fd in os.listdir(directory):
         with contextlib.suppress(FileNotFoundError):  # (closed since the listing)
-            found.add((fd, os.readlink(PROC_FDS / fd)))
+            found.add((fd, os.readlink(directory / fd)))
     return frozenset(found)
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
 import pytest
 
-from _helpers import daemon_pid
+from _helpers import daemon_pid, open_fds
 from bgtransfer import DaemonError, Session
 from bgtransfer._daemon import connection as daemon_client
 from bgtransfer._daemon.paths import make_socket_dir
@@ -30,7 +29,7 @@ async def test_the_launched_daemon_is_detached_and_inherits_no_descriptor(
             assert os.readlink(f"/proc/{pid}/fd/1") == log
             assert os.readlink(f"/proc/{pid}/fd/2") == log
             pipe = os.readlink(f"/proc/self/fd/{write_end}")
-            assert pipe not in _descriptors(pid)
+            assert pipe not in {target for _fd, target in open_fds(pid)}
     finally:
         os.close(read_end)
         os.close(write_end)
@@ -58,13 +57,3 @@ def test_a_socket_directory_that_is_not_private_is_refused(tmp_path: Path) -> No
     link.symlink_to(shared)
     with pytest.raises(DaemonError, match="socket directory"):
         make_socket_dir(link / "daemon.sock")
-
-
-def _descriptors(pid: int) -> list[str]:
-    """What process ``pid``'s descriptors point to. (A running daemon may close
-    one between the listing and its readlink: that one is gone, not inherited.)"""
-    targets = []
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        with contextlib.suppress(FileNotFoundError):
-            targets.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
-    return targets
