@@ -132,6 +132,48 @@ async def test_a_line_is_written_without_waiting_for_the_next() -> None:
     await sending
 
 
+async def test_lines_that_follow_closely_go_in_the_next_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a write, the lines of the next turns gather until LINGER has
+    passed (one wake-up of the client for them all); the lines held when the
+    items end go at once, not after the pause."""
+    monkeypatch.setattr(protocol, "LINGER", 60.0)  # the end must cut it short
+    queue: asyncio.Queue[int | None] = asyncio.Queue()
+    response = _Response()
+    sending = asyncio.create_task(send_lines(response, _items(queue), _render))  # type: ignore[arg-type]
+    queue.put_nowait(1)
+    await asyncio.wait_for(response.writing.wait(), 5)  # the first line: at once
+    for n in (2, 3, 4):
+        queue.put_nowait(n)
+        for _ in range(5):  # a few turns apart: each would have had a write
+            await asyncio.sleep(0)
+    assert response.writes == [b'{"n":1}\n']
+    queue.put_nowait(None)
+    await asyncio.wait_for(sending, 5)
+    assert response.writes == [b'{"n":1}\n', b'{"n":2}\n{"n":3}\n{"n":4}\n']
+
+
+async def test_a_full_batch_goes_without_waiting_out_the_pause(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(protocol, "LINGER", 60.0)
+    monkeypatch.setattr(protocol, "WRITE_BATCH", 8)
+    queue: asyncio.Queue[int | None] = asyncio.Queue()
+    response = _Response()
+    sending = asyncio.create_task(send_lines(response, _items(queue), _render))  # type: ignore[arg-type]
+    queue.put_nowait(0)
+    await asyncio.wait_for(response.writing.wait(), 5)
+    response.writing.clear()
+    for n in range(1, 9):
+        queue.put_nowait(n)
+    await asyncio.wait_for(response.writing.wait(), 5)  # the batch, not after 60 s
+    assert response.writes[1] == b"".join(b'{"n":%d}\n' % n for n in range(1, 9))
+    sending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await sending
+
+
 async def test_a_slow_client_holds_at_most_a_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(protocol, "WRITE_BATCH", 8)
     taken: list[int] = []

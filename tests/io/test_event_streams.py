@@ -256,6 +256,29 @@ async def test_a_stream_dropped_unclosed_is_collected_and_the_others_still_get_e
     assert events[-1] == finished
 
 
+async def test_session_streams_dropped_or_closed_leave_the_hub() -> None:
+    """The session's streams are held weakly too: one dropped without
+    ``aclose()`` leaves the hub when it is collected, one closed at once; the
+    others still get every event."""
+    hub = EventHub(on_delivered=lambda task_id: None)
+    kept = hub.subscribe(None, ())
+    dropped = hub.subscribe(None, ())
+    closed = hub.subscribe(None, ())
+    gone = weakref.ref(dropped)
+    del dropped
+    gc.collect()
+    assert gone() is None
+    await closed.aclose()
+    assert len(hub._all) == 1  # only the kept stream's reference is left
+    before = closed.statistics().buffered
+
+    hub.publish(_progress(6, 10))
+    hub.close()
+    events = [event async for event in kept]
+    assert [type(event) for event in events] == [EventsDeliveredEvent, ProgressEvent]
+    assert closed.statistics().buffered == before  # nothing pushed after its close
+
+
 async def test_a_closed_stream_gets_nothing_more_and_its_siblings_everything() -> None:
     hub = EventHub(on_delivered=lambda task_id: None)
     closed = hub.subscribe(4, ())

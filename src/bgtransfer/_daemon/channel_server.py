@@ -6,7 +6,8 @@ command, ``{"id": n, "command": "/tasks/12/cancel", "body": {...}}`` (a path of
 ``commands.py``'s table, as its ``POST`` would name it below the session), and
 its answer is ``{"id": n, "status": 200, "answer": {...}}``: the status and the
 body that ``POST`` would have had. ``{"cancel": n}`` cancels command ``n`` (it
-gets no answer then). The commands run concurrently, as requests do: at most
+gets no answer then). The commands run concurrently, as requests do (the
+submissions excepted: answered before the next message is read), at most
 ``IN_FLIGHT`` of a channel at once (beyond: 429, answered at once, so the
 channel is always read and a cancel always arrives); a message that is not a
 command gets a 400 answer with ``"id": null``. The lease is checked at each
@@ -38,6 +39,13 @@ __all__ = ["IN_FLIGHT", "serve_channel"]
 
 IN_FLIGHT: Final = 64  # commands of one channel running at once
 log = logging.getLogger("bgtransfer.daemon")
+
+# The submissions (``download()``, ``upload()``: the channel's busiest traffic)
+# run in the channel's own task, not a task of their own: a task, its first
+# step and its end cost the daemon three loop callbacks per ``download()``.
+# They end within a journal commit; the channel reads its next message after
+# (docs/design.md, "What a command and a line cost the daemon").
+_INLINE: Final = frozenset({"/tasks", "/resumed", "/uploads"})
 
 # The commands whose path has no number are their own key (``/tasks``,
 # ``/acknowledge``: most of a channel's traffic), found without cutting the path.
@@ -117,12 +125,25 @@ class _Channel:
         elif len(self._running) >= IN_FLIGHT:
             await _refuse(ws, ident, 429, WireError(f"{IN_FLIGHT} commands are running already"))
         else:
-            task = asyncio.get_running_loop().create_task(
-                self._run(ident, path, command, body, found[1])
-            )
-            self._running[ident] = task
-            self.alive.add(task)
-            task.add_done_callback(self._done)
+            await self._start(ident, path, command, body, found)
+
+    async def _start(
+        self,
+        ident: int,
+        path: str,
+        command: Command,
+        body: dict[str, Any],
+        found: tuple[str, int | None],
+    ) -> None:
+        if found[0] in _INLINE:
+            await self._run(ident, path, command, body, found[1])
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._run(ident, path, command, body, found[1])
+        )
+        self._running[ident] = task
+        self.alive.add(task)
+        task.add_done_callback(self._done)
 
     async def _run(
         self, ident: int, path: str, command: Command, body: dict[str, Any], number: int | None

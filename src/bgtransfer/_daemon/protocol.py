@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import socket
 import struct
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -48,6 +49,11 @@ MAX_BODY: Final = 16 * 1024 * 1024  # a batch of some 10,000 requests; more is r
 SHUTDOWN_BOUND: Final = 10.0  # seconds SIGTERM/--stop may take to journal and close
 CAPABILITIES: Final = ("attach", "status", "stop", "credentials", "channel")
 WRITE_BATCH: Final = 256  # lines a stream's reader holds at most while a write waits
+# Seconds a stream's write waits after the one before, so lines that follow
+# closely go together: each write wakes the client, and a wake-up of another
+# process costs the daemon more than the line (docs/design.md, "What a command
+# and a line cost the daemon"). A line after a quiet moment goes at once.
+LINGER: Final = 0.005
 # The daemon's JSON text (stream lines, channel answers). json.dumps with
 # separators makes an encoder each call: one, made once (the same text: ASCII,
 # no spaces). What it encodes are fresh dicts of the wire's encoders, never a
@@ -128,8 +134,10 @@ async def send_lines(
 ) -> None:
     """Each item of ``items`` as a line, the lines that are ready together in
     one write: a reader takes items while they come without waiting, and the
-    writer sends what it holds as soon as the reader has to wait (an item is
-    never held back for the next). Each write wakes the client once, not once
+    writer sends what it holds as soon as the reader has to wait, once LINGER
+    has passed since its last write: a line after a quiet moment goes at once,
+    lines that follow closely go together (and the lines held when ``items``
+    ends, or a full batch, at once). Each write wakes the client once, not once
     per line. The reader stops taking at WRITE_BATCH lines held until the
     writer takes them: a slow client leaves the rest in ``items`` (which
     coalesces progress), never in an unbounded list here. ``also``: lines of
@@ -138,6 +146,7 @@ async def send_lines(
     held: list[bytes] = []
     ready = asyncio.Event()  # a line held, or the reader ended
     room = asyncio.Event()  # the writer took the lines held
+    urgent = asyncio.Event()  # the writer's pause ends early: ended, or a batch held
     ended = False
 
     async def read() -> None:
@@ -147,11 +156,13 @@ async def send_lines(
                 held.append(_line_bytes(render(item)))
                 ready.set()
                 if len(held) >= WRITE_BATCH:
+                    urgent.set()
                     room.clear()
                     await room.wait()
         finally:
             ended = True
             ready.set()
+            urgent.set()
 
     async def read_also() -> None:
         assert also is not None
@@ -159,30 +170,52 @@ async def send_lines(
             held.append(_line_bytes(line))
             ready.set()
 
-    reader = asyncio.get_running_loop().create_task(read())
-    other = None if also is None else asyncio.get_running_loop().create_task(read_also())
+    loop = asyncio.get_running_loop()
+    reader = loop.create_task(read())
+    other = None if also is None else loop.create_task(read_also())
+    last = -math.inf  # when the last write went (the loop's clock)
     try:
         while held or not ended:
             if not held:
                 ready.clear()
                 await ready.wait()
                 continue
+            pause = last + LINGER - loop.time()
+            if pause > 0 and not ended and len(held) < WRITE_BATCH:
+                await _linger(urgent, pause)  # the lines that follow join these
+                continue
+            last = loop.time()
             lines = b"".join(held)
             held.clear()
             room.set()
             await response.write(lines)
         await reader  # its error, if any, is this stream's
     finally:
-        if other is not None:
-            other.cancel()
-            await asyncio.wait([other])
-            if not other.cancelled():
-                other.exception()  # retrieved (it ends only when cancelled)
-        if not reader.done():
-            reader.cancel()
-            await asyncio.wait([reader])  # a cancel of this task still propagates
-        if not reader.cancelled():
-            reader.exception()  # retrieved: raised above, or lost with the write's
+        await _end_readers(reader, other)
+
+
+async def _linger(urgent: asyncio.Event, pause: float) -> None:
+    """Wait ``pause`` seconds, or until ``urgent`` is set."""
+    urgent.clear()
+    timer = asyncio.get_running_loop().call_later(pause, urgent.set)
+    try:
+        await urgent.wait()
+    finally:
+        timer.cancel()
+
+
+async def _end_readers(reader: asyncio.Task[None], other: asyncio.Task[None] | None) -> None:
+    """``send_lines``'s end: its readers stopped, their errors retrieved."""
+    if other is not None:
+        other.cancel()
+        await asyncio.wait([other])
+        if not other.cancelled():
+            other.exception()  # retrieved (it ends only when cancelled)
+    if not reader.done():
+        reader.cancel()
+        await asyncio.wait([reader])  # a cancel of this task still propagates
+    if not reader.cancelled():
+        reader.exception()  # retrieved: raised above, or lost with the write's
 
 
 async def read_body(request: web.BaseRequest) -> dict[str, Any]:

@@ -242,6 +242,7 @@ class SessionTable:
             if not isinstance(exc, Exception):
                 raise
             return
+        backend.gathers = False  # (the command channel's submissions: local.py)
         served = Served(identifier, startup, backend, config, runner=asyncio.current_task())
         served.credentials = credentials
         try:

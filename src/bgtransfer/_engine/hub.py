@@ -9,6 +9,7 @@ so a slow reader never slows a transfer or another reader. Observers pull:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
@@ -149,7 +150,9 @@ class EventHub:
         # A stream dropped without aclose() leaves a dead reference until the
         # task's end.
         self._by_task: dict[int, list[weakref.ref[EventStream[Any]]]] = {}
-        self._all: weakref.WeakSet[EventStream[Any]] = weakref.WeakSet()
+        # The session's streams, the same way: a WeakSet's iteration, at every
+        # event, cost the daemon (whose attachment is one) more than the push.
+        self._all: list[weakref.ref[EventStream[Any]]] = []
         self._closed = False
         self._delivered = on_delivered
         self._durable_hook = durable
@@ -190,7 +193,7 @@ class EventHub:
             if self._closed or not follow:
                 stream._close()
             else:
-                self._all.add(stream)
+                self._all.append(weakref.ref(stream, self._forget))
         elif not stream._closed:
             self._by_task.setdefault(task_id, []).append(weakref.ref(stream))
         return stream
@@ -204,8 +207,9 @@ class EventHub:
                     stream._push(event)
         if is_terminal(event):
             self._by_task.pop(event.task_id, None)
-        if self._all:
-            for stream in list(self._all):
+        for ref in tuple(self._all):
+            stream = ref()
+            if stream is not None:
                 stream._push(event)
 
     def close(self, error: BaseException | None = None) -> None:
@@ -217,14 +221,22 @@ class EventHub:
                 stream = ref()
                 if stream is not None:
                     stream._close(error)
-        for stream in list(self._all):
-            stream._close(error)
+        for ref in tuple(self._all):
+            stream = ref()
+            if stream is not None:
+                stream._close(error)
         self._by_task.clear()
         self._all.clear()
 
+    def _forget(self, ref: weakref.ref[EventStream[Any]]) -> None:
+        """A session stream dropped without ``aclose()`` was collected."""
+        with contextlib.suppress(ValueError):
+            self._all.remove(ref)
+
     def _unsubscribe(self, stream: EventStream[Any]) -> None:
-        self._all.discard(stream)
-        if stream._task_id is not None:
+        if stream._task_id is None:
+            self._all[:] = [ref for ref in self._all if ref() not in (stream, None)]
+        else:
             subscribers = self._by_task.get(stream._task_id)
             if subscribers is not None:
                 subscribers[:] = [ref for ref in subscribers if ref() not in (stream, None)]

@@ -53,7 +53,7 @@ def snapshot_of(record: TaskRecord) -> TaskSnapshot:
 class LocalBackend:
     """The tasks of one :class:`~.engine.Engine`, behind the backend protocol."""
 
-    __slots__ = ("_arriving", "_directory", "_engine", "_suspensions")
+    __slots__ = ("_arriving", "_directory", "_engine", "_suspensions", "gathers")
 
     def __init__(self, engine: Engine, directory: Path) -> None:
         self._engine = engine
@@ -61,6 +61,11 @@ class LocalBackend:
         # Per task, the scopes of wait() calls to end when it is suspended.
         self._suspensions: dict[int, list[anyio.CancelScope]] = {}
         self._arriving = 0  # calls that make tasks, at their scheduling point
+        self.gathers = True
+        """Whether a call that makes tasks takes its scheduling point first
+        (below). The daemon turns it off for the sessions it serves: their
+        submissions come one message at a time, gathered by the client already,
+        and the yield would only cost each a turn of the loop."""
 
     @property
     def directory(self) -> Path:
@@ -85,6 +90,8 @@ class LocalBackend:
     async def _arrive(self) -> bool:
         """The call's scheduling and cancellation point; whether no other call
         that makes tasks resumes after this one in this turn (it commits)."""
+        if not self.gathers:
+            return True
         self._arriving += 1
         try:
             await asyncio.sleep(0)
