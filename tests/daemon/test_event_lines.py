@@ -234,3 +234,31 @@ async def test_a_backlog_goes_a_batch_to_a_write() -> None:
     await send_all(response, ({"n": n} for n in range(600)))  # type: ignore[arg-type]
     assert [len(w.splitlines()) for w in response.writes] == [256, 256, 88]
     assert b"".join(response.writes) == b"".join(b'{"n":%d}\n' % n for n in range(600))
+
+
+async def test_a_session_stream_keeps_what_it_holds_when_the_session_closes(
+    server: TestServer,
+    state_dir: Path,
+    out_dir: Path,
+    background: Callable[..., Session],
+) -> None:
+    """Closing the session ends its streams after the events they hold, in this
+    process and through the daemon alike: a reader that was behind still gets
+    them (``aclose()`` is what discards)."""
+    files = [server.add_file(f"/held/{n}.bin", size=1000 + n) for n in range(3)]
+    async with background("held", state_dir=state_dir) as session:
+        tasks = await session.download_many(
+            [DownloadRequest(server.url(f.path), out_dir / f"{n}.bin") for n, f in enumerate(files)]
+        )
+        for task in tasks:
+            await task.wait()
+        stream = session.events(since=0)
+        deadline = asyncio.get_running_loop().time() + 30
+        while stream.statistics().buffered < 4:  # the three ends and the delivered event
+            assert asyncio.get_running_loop().time() < deadline, stream.statistics()
+            await asyncio.sleep(0.01)
+    events = [event async for event in stream]
+    assert sorted(e.task_id for e in events if isinstance(e, FinishedEvent)) == sorted(
+        task.id for task in tasks
+    )
+    assert isinstance(events[-1], EventsDeliveredEvent)

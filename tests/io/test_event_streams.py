@@ -270,13 +270,28 @@ async def test_session_streams_dropped_or_closed_leave_the_hub() -> None:
     assert gone() is None
     await closed.aclose()
     assert len(hub._all) == 1  # only the kept stream's reference is left
-    before = closed.statistics().buffered
 
     hub.publish(_progress(6, 10))
     hub.close()
     events = [event async for event in kept]
     assert [type(event) for event in events] == [EventsDeliveredEvent, ProgressEvent]
-    assert closed.statistics().buffered == before  # nothing pushed after its close
+    assert closed.statistics().buffered == 0  # nothing pushed after its close
+
+
+async def test_aclose_discards_what_was_buffered() -> None:
+    """A stream closed with events still buffered returns none of them: its
+    reader stopped (and a terminal event it never saw is not acknowledged)."""
+    delivered: list[int] = []
+    hub = EventHub(on_delivered=delivered.append)
+    stream = hub.subscribe(8, ())
+    hub.publish(_progress(8, 10))
+    hub.publish(FinishedEvent(task_id=8, location=Path("/nowhere/f.bin"), total_bytes=10))
+    assert stream.statistics().buffered == 2
+    await stream.aclose()
+    assert stream.statistics().buffered == 0
+    with pytest.raises(StopAsyncIteration):
+        await stream.__anext__()
+    assert delivered == []
 
 
 async def test_a_closed_stream_gets_nothing_more_and_its_siblings_everything() -> None:

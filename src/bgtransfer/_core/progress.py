@@ -202,6 +202,11 @@ class EventBuffer:
         self._delivered += 1
         return event
 
+    def clear(self) -> None:
+        """Drop every buffered event (the subscriber stopped reading)."""
+        self._slots.clear()
+        self._last_of_task.clear()
+
     def statistics(self) -> BufferStatistics:
         return BufferStatistics(
             buffered=len(self._slots),

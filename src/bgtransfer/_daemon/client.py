@@ -124,7 +124,7 @@ class DaemonBackend:
                     await _finish(link.call_once("/detach", None), CLOSE_BOUND)
             await link.close()  # (its reader stopped: the lease ends with its connection)
             for stream in list(self._streams):
-                await stream.aclose()
+                stream.stop()
         finally:
             self._hub.close()
             self._book.wake_all()

@@ -44,6 +44,12 @@ class CursorStream(EventStream[Any]):
     def end(self, error: BaseException | None = None) -> None:
         self._close(error)
 
+    def stop(self) -> None:
+        """The session closes: no more events, the ones buffered still read (as
+        an in-process session's streams end when it closes)."""
+        self._feeder.cancel()
+        self._close()
+
     def _finish(self) -> None:
         super()._finish()
         self._on_finish(self)

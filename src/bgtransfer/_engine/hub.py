@@ -106,6 +106,7 @@ class EventStream(Generic[E]):
 
     async def aclose(self) -> None:
         """Stop receiving events; buffered ones are discarded."""
+        self._buffer.clear()
         self._finish()
 
     async def __aenter__(self) -> EventStream[E]:
